@@ -1,0 +1,161 @@
+// Command ssanet is the ssanet agent's command-line interface: flags, output formats and
+// signal handling only; the work is done by the packages it calls.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// Version is the agent's version, also announced in its libp2p user agent.
+const Version = "0.1.0"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitError   = 1
+	exitUsage   = 2
+	exitRefused = 3
+)
+
+// cli is one invocation: global options and the streams.
+type cli struct {
+	home   string
+	json   bool
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+type command struct {
+	usage string
+	run   func(c *cli, args []string) int
+}
+
+// commands is the CLI reference; README.md lists the same.
+func commands() map[string]command {
+	return map[string]command{
+		"version":  {"print the version", cmdVersion},
+		"template": {"template example [requester|provider]: print an annotated SSA template", cmdTemplate},
+		"ssa":      {"ssa verify FILE: verify an exported SSA offline", cmdSSA},
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("ssanet", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.home, "home", defaultHome(), "agent home `DIR` (env SSANET_HOME)")
+	fs.BoolVar(&c.json, "json", false, "print data as JSON")
+	fs.Usage = func() { usage(stderr, fs) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		usage(stderr, fs)
+		return exitUsage
+	}
+	name := fs.Arg(0)
+	cmd, ok := commands()[name]
+	if !ok {
+		fmt.Fprintf(stderr, "ssanet: unknown command %q; run ssanet --help for the list\n", name)
+		return exitUsage
+	}
+	return cmd.run(c, fs.Args()[1:])
+}
+
+func defaultHome() string {
+	if h := os.Getenv("SSANET_HOME"); h != "" {
+		return h
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".ssanet")
+	}
+	return ".ssanet"
+}
+
+func usage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintln(w, "usage: ssanet [--home DIR] [--json] COMMAND [ARGS]")
+	fmt.Fprintln(w, "\nGlobal options:")
+	fs.PrintDefaults()
+	fmt.Fprintln(w, "\nCommands:")
+	cmds := commands()
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].usage)
+	}
+	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 refused by the peer.")
+}
+
+// flags returns a FlagSet for a subcommand that also accepts --json.
+func (c *cli) flags(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	fs.BoolVar(&c.json, "json", c.json, "print data as JSON")
+	fs.Usage = func() {
+		fmt.Fprintf(c.stderr, "usage: ssanet %s\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses a subcommand's flags, allowing flags after positional arguments.
+func parse(fs *flag.FlagSet, args []string) (positional []string, code int) {
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, exitOK
+			}
+			return nil, exitUsage
+		}
+		if fs.NArg() == 0 {
+			return positional, -1
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func (c *cli) usageError(format string, a ...any) int {
+	fmt.Fprintf(c.stderr, "ssanet: "+format+"\n", a...)
+	return exitUsage
+}
+
+func (c *cli) fail(err error) int {
+	fmt.Fprintf(c.stderr, "ssanet: %v\n", err)
+	return exitError
+}
+
+func (c *cli) printJSON(v any) int {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+func cmdVersion(c *cli, args []string) int {
+	if c.json {
+		return c.printJSON(map[string]string{"version": Version})
+	}
+	fmt.Fprintf(c.stdout, "ssanet %s\n", Version)
+	return exitOK
+}

@@ -1,0 +1,205 @@
+package protocol
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestSuccessScenario(t *testing.T) {
+	pr := newPair(t)
+	rout, pout := pr.approve()
+	if pr.r.State() != StateApproved || pr.p.State() != StateApproved {
+		t.Fatalf("states %s/%s, want approved", pr.r.State(), pr.p.State())
+	}
+	a, err := rout.Agreement.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := pout.Agreement.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Fatal("the two sides hold different agreements")
+	}
+	signers, err := VerifySSA(rout.Agreement)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(signers) != 2 || signers[0].Role != "requester" || signers[0].Message != MsgAcceptance ||
+		signers[1].Role != "provider" || signers[1].Message != MsgConfirmation {
+		t.Fatalf("signers %+v", signers)
+	}
+	for i, env := range pr.r.Transcript() {
+		if !bytes.Equal(env.Bytes(), pr.p.Transcript()[i].Bytes()) {
+			t.Fatalf("transcripts differ at message %d", i)
+		}
+	}
+	if len(pr.r.Transcript()) != 4 {
+		t.Fatalf("transcript has %d messages, want 4", len(pr.r.Transcript()))
+	}
+}
+
+func TestCancelAndReviseFromEachSide(t *testing.T) {
+	for _, who := range []string{"requester", "provider"} {
+		t.Run("cancel by "+who, func(t *testing.T) {
+			pr := newPair(t)
+			pr.approve()
+			a, b := pr.r, pr.p
+			if who == "provider" {
+				a, b = b, a
+			}
+			out := pr.step(a, Cancel{})
+			bout := pr.deliver(b, out.Send)
+			aout := pr.deliver(a, bout.Send)
+			if a.State() != StateAnnulled || b.State() != StateAnnulled {
+				t.Fatalf("states %s/%s", a.State(), b.State())
+			}
+			if aout.Agreement.Status != StatusAnnulment {
+				t.Fatalf("status %s", aout.Agreement.Status)
+			}
+			signers, err := VerifySSA(bout.Agreement)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if signers[0].Message != MsgCancellation || signers[1].Message != MsgConfirmation {
+				t.Fatalf("signers %+v", signers)
+			}
+		})
+		t.Run("revise by "+who, func(t *testing.T) {
+			pr := newPair(t)
+			pr.approve()
+			a, b := pr.r, pr.p
+			if who == "provider" {
+				a, b = b, a
+			}
+			v2 := a.Agreement().Clone()
+			v2.ID = "ssa-test-2"
+			v2.Policy.Handling.TLP = TLPRed
+			out := pr.step(a, Revise{v2})
+			pr.deliver(b, out.Send)
+			if b.State() != StateRevisionReceived {
+				t.Fatalf("state %s", b.State())
+			}
+			bout := pr.step(b, Accept{})
+			aout := pr.deliver(a, bout.Send)
+			if aout.Agreement.ID != "ssa-test-2" || aout.Agreement.Version != 2 || aout.Agreement.Supersedes != "ssa-test-1" {
+				t.Fatalf("agreement %s v%d supersedes %s", aout.Agreement.ID, aout.Agreement.Version, aout.Agreement.Supersedes)
+			}
+			if _, err := VerifySSA(aout.Agreement); err != nil {
+				t.Fatal(err)
+			}
+			x, _ := aout.Agreement.Encode()
+			y, _ := bout.Agreement.Encode()
+			if !bytes.Equal(x, y) {
+				t.Fatal("sides hold different v2")
+			}
+		})
+	}
+}
+
+func TestRejections(t *testing.T) {
+	t.Run("request rejected", func(t *testing.T) {
+		pr := newPair(t)
+		out := pr.step(pr.r, Start{exampleRequest(t, pr.now)})
+		pr.deliver(pr.p, out.Send)
+		reasons := []Reason{{Code: CodeInformation, Component: "information", Text: "no"}}
+		out = pr.step(pr.p, Reject{reasons})
+		rout := pr.deliver(pr.r, out.Send)
+		if pr.r.State() != StateRejected || len(rout.Reasons) != 1 || rout.Reasons[0].Code != CodeInformation {
+			t.Fatalf("state %s reasons %v", pr.r.State(), rout.Reasons)
+		}
+	})
+	t.Run("proposal rejected", func(t *testing.T) {
+		pr := newPair(t)
+		out := pr.step(pr.r, Start{exampleRequest(t, pr.now)})
+		pr.deliver(pr.p, out.Send)
+		prop, _ := Meet(pr.p.Pending(), pr.offer, FromTime(pr.now))
+		out = pr.step(pr.p, Propose{prop})
+		pr.deliver(pr.r, out.Send)
+		out = pr.step(pr.r, Reject{[]Reason{{Code: CodeDeclined}}})
+		pr.deliver(pr.p, out.Send)
+		if pr.p.State() != StateRejected || pr.r.State() != StateRejected {
+			t.Fatalf("states %s/%s", pr.r.State(), pr.p.State())
+		}
+	})
+}
+
+func TestExpiredProposal(t *testing.T) {
+	pr := newPair(t)
+	out := pr.step(pr.r, Start{exampleRequest(t, pr.now)})
+	pr.deliver(pr.p, out.Send)
+	prop, _ := Meet(pr.p.Pending(), pr.offer, FromTime(pr.now))
+	out = pr.step(pr.p, Propose{prop})
+	pr.deliver(pr.r, out.Send)
+	late := pr.now.Add(2 * time.Hour)
+	if _, err := pr.r.Step(late, Accept{}); !errors.Is(err, ErrProposalExpired) {
+		t.Fatalf("accepting an expired proposal: %v", err)
+	}
+	// A requester whose clock is behind sends an acceptance the provider sees too late.
+	pr2 := newPair(t)
+	out = pr2.step(pr2.r, Start{exampleRequest(t, pr2.now)})
+	pr2.deliver(pr2.p, out.Send)
+	prop, _ = Meet(pr2.p.Pending(), pr2.offer, FromTime(pr2.now))
+	out = pr2.step(pr2.p, Propose{prop})
+	pr2.deliver(pr2.r, out.Send)
+	acc, err := pr2.r.Step(pr2.now.Add(55*time.Minute), Accept{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	justLate := pr2.now.Add(time.Hour + time.Minute)
+	env, _ := Open(acc.Send.Bytes())
+	pout, err := pr2.p.Step(justLate, Receive{env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pr2.p.State() != StateRejected || pout.Send.Header.Type != MsgRejection || pout.Send.Rejection.Reasons[0].Code != CodeProposalExpired {
+		t.Fatalf("state %s, answer %v", pr2.p.State(), pout.Send.Header.Type)
+	}
+}
+
+func TestDuplicateAnsweredWithOriginal(t *testing.T) {
+	pr := newPair(t)
+	out := pr.step(pr.r, Start{exampleRequest(t, pr.now)})
+	pr.deliver(pr.p, out.Send)
+	prop, _ := Meet(pr.p.Pending(), pr.offer, FromTime(pr.now))
+	pr.deliver(pr.r, pr.step(pr.p, Propose{prop}).Send)
+	acc := pr.step(pr.r, Accept{})
+	first := pr.deliver(pr.p, acc.Send)
+	again := pr.deliver(pr.p, acc.Send)
+	if !again.Duplicate || !bytes.Equal(again.Send.Bytes(), first.Send.Bytes()) || len(again.Record) != 0 {
+		t.Fatal("a repeated acceptance was not answered with the original confirmation")
+	}
+	if len(pr.p.Transcript()) != 4 {
+		t.Fatalf("transcript grew to %d", len(pr.p.Transcript()))
+	}
+}
+
+func TestRestoreFromTranscript(t *testing.T) {
+	pr := newPair(t)
+	pr.approve()
+	for _, n := range []*Negotiation{pr.r, pr.p} {
+		var raw [][]byte
+		for _, e := range n.Transcript() {
+			raw = append(raw, e.Bytes())
+		}
+		self := pr.rid
+		if n.Role() == RoleProvider {
+			self = pr.pid
+		}
+		m, err := Restore(self, n.Role(), raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.State() != n.State() || m.Peer() != n.Peer() || !bytes.Equal(m.ID(), n.ID()) {
+			t.Fatalf("%s restored as %s", n.State(), m.State())
+		}
+		a, _ := m.Agreement().Encode()
+		b, _ := n.Agreement().Encode()
+		if !bytes.Equal(a, b) {
+			t.Fatal("restored agreement differs")
+		}
+	}
+}
