@@ -88,6 +88,7 @@ var (
 // Identity is an agent's signing key and the peer ID derived from it.
 type Identity struct {
 	id     peer.ID
+	priv   ed25519.PrivateKey
 	signer cose.Signer
 }
 
@@ -108,7 +109,7 @@ func NewIdentity(k crypto.PrivKey) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("protocol: peer ID: %w", err)
 	}
-	return &Identity{id: id, signer: signer}, nil
+	return &Identity{id: id, priv: ed25519.PrivateKey(raw), signer: signer}, nil
 }
 
 // PeerID is the identity's peer ID.
@@ -176,31 +177,133 @@ func Seal(id *Identity, h Header, body any) (*Envelope, error) {
 	if err != nil {
 		return nil, err
 	}
-	msg := cose.Sign1Message{
-		Headers: cose.Headers{Protected: cose.ProtectedHeader{
-			cose.HeaderLabelAlgorithm:   cose.AlgorithmEdDSA,
-			cose.HeaderLabelKeyID:       []byte(id.id),
-			cose.HeaderLabelContentType: ct,
-			headerLabel:                 hb,
-		}},
-		Payload: e.payload,
+	if e.protected, err = marshal(&protectedHeader{Alg: algEdDSA, CT: ct, KID: []byte(id.id), Head: hb}); err != nil {
+		return nil, err
 	}
-	if err := msg.Sign(nil, aad, id.signer); err != nil {
-		return nil, fmt.Errorf("protocol: sign %s: %w", h.Type, err)
-	}
-	wrapped, err := msg.Headers.MarshalProtected()
-	if err != nil {
-		return nil, fmt.Errorf("protocol: encode protected header: %w", err)
-	}
-	if err := decMode.Unmarshal(wrapped, &e.protected); err != nil {
-		return nil, fmt.Errorf("protocol: encode protected header: %w", err)
-	}
-	e.sig = msg.Signature
-	if e.raw, err = msg.MarshalCBOR(); err != nil {
-		return nil, fmt.Errorf("protocol: encode %s: %w", h.Type, err)
-	}
+	e.sig = ed25519.Sign(id.priv, sigStructure(e.protected, aad, e.payload))
+	e.raw = appendSign1(nil, e.protected, e.payload, e.sig)
 	e.hash = sha256.Sum256(e.raw)
 	return e, nil
+}
+
+// algEdDSA is the COSE algorithm identifier of EdDSA (RFC 9053 §2.2).
+const algEdDSA = -8
+
+// protectedHeader is the protected header of every ssanet COSE_Sign1: algorithm, content
+// type, kid (the signer's peer ID) and, for negotiation messages, the message Header.
+type protectedHeader struct {
+	Alg  int64  `cbor:"1,keyasint"`
+	CT   string `cbor:"3,keyasint"`
+	KID  []byte `cbor:"4,keyasint"`
+	Head []byte `cbor:"-65537,keyasint,omitempty"`
+}
+
+// appendHead appends the head of a CBOR item of major type major and argument n, in its
+// shortest form, as core deterministic encoding requires.
+func appendHead(b []byte, major byte, n uint64) []byte {
+	m := major << 5
+	switch {
+	case n < 24:
+		return append(b, m|byte(n))
+	case n <= 0xff:
+		return append(b, m|24, byte(n))
+	case n <= 0xffff:
+		return append(b, m|25, byte(n>>8), byte(n))
+	case n <= 0xffffffff:
+		return append(b, m|26, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(b, m|27, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+}
+
+func appendBstr(b, v []byte) []byte { return append(appendHead(b, 2, uint64(len(v))), v...) }
+
+// sigStructure is the COSE Sig_structure of a COSE_Sign1 (RFC 9052 §4.4), in canonical CBOR:
+// ["Signature1", protected, external_aad, payload]. It is what is signed and verified.
+func sigStructure(protected, aad, payload []byte) []byte {
+	b := make([]byte, 0, 32+len(protected)+len(aad)+len(payload))
+	b = append(b, 0x84, 0x6a)
+	b = append(b, "Signature1"...)
+	b = appendBstr(b, protected)
+	b = appendBstr(b, aad)
+	return appendBstr(b, payload)
+}
+
+// appendSign1 appends a tagged COSE_Sign1 with an empty unprotected header; a nil payload is
+// detached (CBOR null).
+func appendSign1(b, protected, payload, sig []byte) []byte {
+	b = append(b, 0xd2, 0x84) // tag 18, array of 4
+	b = appendBstr(b, protected)
+	b = append(b, 0xa0)
+	if payload == nil {
+		b = append(b, 0xf6)
+	} else {
+		b = appendBstr(b, payload)
+	}
+	return appendBstr(b, sig)
+}
+
+// readBstr reads a definite-length byte string in shortest form from the front of b.
+func readBstr(b []byte) (v, rest []byte, err error) {
+	if len(b) == 0 || b[0]>>5 != 2 {
+		return nil, nil, fmt.Errorf("%w: COSE_Sign1: want a byte string", ErrMalformed)
+	}
+	ai, b := b[0]&0x1f, b[1:]
+	var n uint64
+	switch {
+	case ai < 24:
+		n = uint64(ai)
+	case ai <= 27:
+		size := 1 << (ai - 24)
+		if len(b) < size {
+			return nil, nil, fmt.Errorf("%w: COSE_Sign1: truncated", ErrMalformed)
+		}
+		for _, c := range b[:size] {
+			n = n<<8 | uint64(c)
+		}
+		b = b[size:]
+		if len(appendHead(nil, 2, n)) != 1+size {
+			return nil, nil, fmt.Errorf("%w: COSE_Sign1 is not in core deterministic form", ErrMalformed)
+		}
+	default:
+		return nil, nil, fmt.Errorf("%w: COSE_Sign1: indefinite or reserved length", ErrMalformed)
+	}
+	if n > uint64(len(b)) {
+		return nil, nil, fmt.Errorf("%w: COSE_Sign1: truncated", ErrMalformed)
+	}
+	return b[:n:n], b[n:], nil
+}
+
+// parseSign1 reads a tagged COSE_Sign1 with an empty unprotected header in canonical form:
+// the one layout ssanet writes, checked byte by byte rather than decoded and re-encoded. The
+// fields alias raw.
+func parseSign1(raw []byte) (m sign1, err error) {
+	if len(raw) > MaxMessageSize {
+		return m, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(raw), MaxMessageSize)
+	}
+	if len(raw) < 2 || raw[0] != 0xd2 || raw[1] != 0x84 { // tag 18, array of 4
+		return m, fmt.Errorf("%w: not a tagged COSE_Sign1", ErrMalformed)
+	}
+	b := raw[2:]
+	if m.Protected, b, err = readBstr(b); err != nil {
+		return m, err
+	}
+	if len(b) == 0 || b[0] != 0xa0 {
+		return m, fmt.Errorf("%w: unprotected header must be empty", ErrMalformed)
+	}
+	m.Unprotected = map[int64]any{}
+	b = b[1:]
+	if len(b) > 0 && b[0] == 0xf6 {
+		b = b[1:] // detached payload
+	} else if m.Payload, b, err = readBstr(b); err != nil {
+		return m, err
+	}
+	if m.Signature, b, err = readBstr(b); err != nil {
+		return m, err
+	}
+	if len(b) != 0 {
+		return m, fmt.Errorf("%w: %d bytes after the COSE_Sign1", ErrMalformed, len(b))
+	}
+	return m, nil
 }
 
 // Open decodes a message strictly and verifies its signature against the key inside the
@@ -213,6 +316,9 @@ func Open(raw []byte) (*Envelope, error) {
 	m, h, ct, kid, err := decodeSign1(raw)
 	if err != nil {
 		return nil, err
+	}
+	if m.Payload == nil {
+		return nil, fmt.Errorf("%w: a message's payload is not detached", ErrMalformed)
 	}
 	e := &Envelope{Header: h, Sender: kid, payload: m.Payload, raw: raw, sig: m.Signature, protected: m.Protected}
 	aad := aadSSA
@@ -246,25 +352,14 @@ func Open(raw []byte) (*Envelope, error) {
 // decodeSign1 reads a tagged COSE_Sign1 in canonical form with an empty unprotected header and
 // returns it with the ssanet fields of its protected header.
 func decodeSign1(raw []byte) (m sign1, h Header, ct string, kid peer.ID, err error) {
-	if len(raw) == 0 || raw[0] != 0xd2 { // tag 18: COSE_Sign1
-		return m, h, "", "", fmt.Errorf("%w: not a tagged COSE_Sign1", ErrMalformed)
-	}
-	if err = unmarshalCanonical(raw[1:], &m); err != nil {
+	if m, err = parseSign1(raw); err != nil {
 		return m, h, "", "", err
 	}
-	if len(m.Unprotected) != 0 {
-		return m, h, "", "", fmt.Errorf("%w: unprotected header must be empty", ErrMalformed)
-	}
-	var ph struct {
-		Alg  int64  `cbor:"1,keyasint"`
-		CT   string `cbor:"3,keyasint"`
-		KID  []byte `cbor:"4,keyasint"`
-		Head []byte `cbor:"-65537,keyasint"`
-	}
+	var ph protectedHeader
 	if err = unmarshalCanonical(m.Protected, &ph); err != nil {
 		return m, h, "", "", fmt.Errorf("protected header: %w", err)
 	}
-	if ph.Alg != int64(cose.AlgorithmEdDSA) {
+	if ph.Alg != algEdDSA {
 		return m, h, "", "", fmt.Errorf("%w: algorithm %d, want EdDSA", ErrBadSignature, ph.Alg)
 	}
 	if kid, err = peer.IDFromBytes(ph.KID); err != nil {
@@ -282,43 +377,29 @@ func decodeSign1(raw []byte) (m sign1, h Header, ct string, kid peer.ID, err err
 	return m, h, ph.CT, kid, nil
 }
 
-// verifySign1 checks a COSE_Sign1 signature with go-cose, with the Ed25519 key inside kid.
+// verifySign1 checks a COSE_Sign1 signature (EdDSA, RFC 9052 §4.4) with the Ed25519 key
+// inside kid, over the protected header and payload as received.
 func verifySign1(protected, payload, sig, aad []byte, kid peer.ID) error {
 	pub, err := kid.ExtractPublicKey()
 	if err != nil || pub.Type() != pb.KeyType_Ed25519 {
 		return fmt.Errorf("%w: %s", ErrUnsupportedKey, kid)
 	}
 	rawPub, err := pub.Raw()
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
+	if err != nil || len(rawPub) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: %s", ErrUnsupportedKey, kid)
 	}
-	v, err := cose.NewVerifier(cose.AlgorithmEdDSA, ed25519.PublicKey(rawPub))
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
+	if payload == nil {
+		return fmt.Errorf("%w: no payload to verify", ErrMalformed)
 	}
-	wrapped, err := marshal(protected)
-	if err != nil {
-		return err
-	}
-	msg := cose.Sign1Message{Headers: cose.Headers{RawProtected: wrapped, RawUnprotected: []byte{0xa0}}, Payload: payload, Signature: sig}
-	if err := msg.Headers.UnmarshalFromRaw(); err != nil {
-		return fmt.Errorf("%w: protected header: %v", ErrMalformed, err)
-	}
-	if err := msg.Verify(aad, v); err != nil {
-		return fmt.Errorf("%w: signer %s: %v", ErrBadSignature, kid, err)
+	if !ed25519.Verify(ed25519.PublicKey(rawPub), sigStructure(protected, aad, payload), sig) {
+		return fmt.Errorf("%w: signer %s", ErrBadSignature, kid)
 	}
 	return nil
 }
 
 // detached returns the envelope's signature as a detached COSE_Sign1 (payload nil), the form
 // an agreed SSA carries.
-func (e *Envelope) detached() []byte {
-	b, err := marshal(sign1{Protected: e.protected, Unprotected: map[int64]any{}, Signature: e.sig})
-	if err != nil {
-		panic(err) // byte strings always encode
-	}
-	return append([]byte{0xd2}, b...)
-}
+func (e *Envelope) detached() []byte { return appendSign1(nil, e.protected, nil, e.sig) }
 
 // Signer is one party's signature on an SSA, as read by VerifySSA.
 type Signer struct {

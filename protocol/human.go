@@ -24,7 +24,10 @@ var ErrTemplate = errors.New("protocol: bad template")
 // moment the template is loaded ("now", "now+720h", "now+365d"), so templates never go stale.
 var timeKeys = map[string]bool{"start": true, "end": true, "date": true, "expires": true}
 
-var relTime = regexp.MustCompile(`^now\s*(?:([+-])\s*([0-9]+[a-z]+))?$`)
+var relTime = regexp.MustCompile(`^now\s*(?:([+-])\s*([0-9]+[a-z]*))?$`)
+
+// maxOffset is the largest offset from now a relative time may have: what time.Duration holds.
+const maxOffset = Duration(math.MaxInt64 / int64(time.Second))
 
 // ParseSSAYAML reads an SSA template written by a person. Unknown keys are an error that
 // names the key and its line. Times may be RFC 3339 or relative to now.
@@ -65,23 +68,31 @@ func decodeYAML(data []byte, now time.Time, v any) error {
 	return nil
 }
 
-// resolveTimes rewrites relative times under time keys in place.
+// resolveTimes rewrites relative times under time keys in place. Extension values ("other")
+// are kept as written.
 func resolveTimes(n *yaml.Node, now time.Time) error {
-	if n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			if timeKeys[k.Value] && v.Kind == yaml.ScalarNode && strings.HasPrefix(v.Value, "now") {
-				t, err := parseRelTime(v.Value, now)
-				if err != nil {
-					return fmt.Errorf("%w: line %d: %s: %v", ErrTemplate, v.Line, k.Value, err)
-				}
-				v.Value, v.Tag, v.Style = t.UTC().Format(time.RFC3339), "!!str", 0
+	if n.Kind != yaml.MappingNode {
+		for _, c := range n.Content {
+			if err := resolveTimes(c, now); err != nil {
+				return err
 			}
 		}
+		return nil
 	}
-	for _, c := range n.Content {
-		if err := resolveTimes(c, now); err != nil {
-			return err
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case k.Value == "other":
+		case timeKeys[k.Value] && v.Kind == yaml.ScalarNode && strings.HasPrefix(v.Value, "now"):
+			t, err := parseRelTime(v.Value, now)
+			if err != nil {
+				return fmt.Errorf("%w: line %d: %s: %v", ErrTemplate, v.Line, k.Value, err)
+			}
+			v.Value, v.Tag, v.Style = t.UTC().Format(time.RFC3339), "!!str", 0
+		default:
+			if err := resolveTimes(v, now); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -98,6 +109,9 @@ func parseRelTime(s string, now time.Time) (time.Time, error) {
 	d, err := ParseDuration(m[2])
 	if err != nil {
 		return time.Time{}, err
+	}
+	if d > maxOffset {
+		return time.Time{}, fmt.Errorf("%q is too far from now", s)
 	}
 	if m[1] == "-" {
 		d = -d
@@ -130,8 +144,11 @@ func ParseDuration(s string) (Duration, error) {
 }
 
 func (d Duration) String() string {
-	if d%86400 == 0 && d != 0 {
+	switch {
+	case d%86400 == 0 && d != 0:
 		return strconv.FormatInt(int64(d/86400), 10) + "d"
+	case d > maxOffset || d < -maxOffset: // beyond time.Duration: whole seconds
+		return strconv.FormatInt(int64(d), 10)
 	}
 	return (time.Duration(d) * time.Second).String()
 }
@@ -265,6 +282,15 @@ func noFloats(v any) error {
 				return err
 			}
 		}
+	case map[any]any: // a map with keys that are not all strings
+		for k, e := range x {
+			if err := noFloats(k); err != nil {
+				return err
+			}
+			if err := noFloats(e); err != nil {
+				return err
+			}
+		}
 	case []any:
 		for _, e := range x {
 			if err := noFloats(e); err != nil {
@@ -318,3 +344,52 @@ func (e Extensions) MarshalJSON() ([]byte, error) {
 
 // YAML returns the human form of s, as a template would write it.
 func (s *SSA) YAML() ([]byte, error) { return yaml.Marshal(s) }
+
+// UnmarshalJSON turns each extension value back into canonical CBOR. Numbers must be
+// integers: signed data carries no floats.
+func (e *Extensions) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return err
+	}
+	out := make(Extensions, len(m))
+	for k, v := range m {
+		v, err := jsonIntegers(v)
+		if err != nil {
+			return fmt.Errorf("other.%s: %w", k, err)
+		}
+		if out[k], err = marshal(v); err != nil {
+			return fmt.Errorf("other.%s: %w", k, err)
+		}
+	}
+	*e = out
+	return nil
+}
+
+func jsonIntegers(v any) (any, error) {
+	switch x := v.(type) {
+	case json.Number:
+		n, err := x.Int64()
+		if err != nil {
+			return nil, errors.New("floating-point values are not allowed in signed data")
+		}
+		return n, nil
+	case map[string]any:
+		for k, e := range x {
+			var err error
+			if x[k], err = jsonIntegers(e); err != nil {
+				return nil, err
+			}
+		}
+	case []any:
+		for i, e := range x {
+			var err error
+			if x[i], err = jsonIntegers(e); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return v, nil
+}

@@ -91,6 +91,20 @@ var (
 // MaxMessages bounds a negotiation's transcript (and so its rounds of revision).
 const MaxMessages = 256
 
+// room is how many messages of the transcript a message of type t needs, itself included:
+// room for the answer it calls for and, for a revision, for cancelling the SSA in force
+// afterwards. Sender and receiver apply the same rule, so a message one side may send the
+// other may always receive, and an SSA in force can always be cancelled.
+func room(t MsgType) int {
+	switch t {
+	case MsgConfirmation, MsgRejection:
+		return 1
+	case MsgRevision:
+		return 4
+	}
+	return 2
+}
+
 // MaxSkew is how far a message's time may be from the receiver's clock.
 const MaxSkew = 10 * time.Minute
 
@@ -118,7 +132,8 @@ type Cancel struct{}
 // Revise proposes a new version of the approved SSA. The caller gives the new ID.
 type Revise struct{ SSA *SSA }
 
-// Tick lets time pass: an unanswered proposal expires.
+// Tick lets time pass: an unanswered proposal expires. After Restore, it also sends an
+// automatic answer that the transcript shows was owed but never made.
 type Tick struct{}
 
 func (Start) event()   {}
@@ -179,7 +194,9 @@ func NewProvider(self *Identity) *Negotiation {
 }
 
 // Restore rebuilds a negotiation from its transcript, as persisted, checking every message and
-// every transition again.
+// every transition again. A transcript that ends with a received acceptance or cancellation
+// whose automatic answer was never recorded leaves the negotiation owing it: the next Tick
+// sends it.
 func Restore(self *Identity, role Role, transcript [][]byte) (*Negotiation, error) {
 	n := &Negotiation{role: role, self: self, byID: map[string]int{}}
 	for i, raw := range transcript {
@@ -304,8 +321,13 @@ func (n *Negotiation) Step(now time.Time, ev Event) (Output, error) {
 	case Receive:
 		return n.receive(now, e.Env)
 	case Tick:
-		if (n.state == StateProposalSent || n.state == StateProposalReceived) && n.expired(now) {
+		switch {
+		case (n.state == StateProposalSent || n.state == StateProposalReceived) && n.expired(now):
 			n.state = StateExpired
+		case n.state == StateAcceptanceReceived || n.state == StateCancellationReceived:
+			// Only Restore leaves a negotiation here, when the transcript was persisted
+			// between a received message and its automatic answer: send the answer now.
+			return n.answer(now, n.current)
 		}
 		return Output{}, nil
 	case Start:
@@ -395,8 +417,8 @@ func (n *Negotiation) send(now time.Time, t MsgType, body any) (Output, error) {
 	if !ok {
 		return Output{}, n.refuse("send a "+t.String(), nil)
 	}
-	if len(n.transcript) >= MaxMessages {
-		return Output{}, ErrTooManyMessages
+	if len(n.transcript)+room(t) > MaxMessages {
+		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, t, len(n.transcript))
 	}
 	h := Header{Type: t, Negotiation: n.id, ID: n.messageID(), Time: now.UnixMilli()}
 	if k := len(n.transcript); k > 0 {
@@ -454,36 +476,42 @@ func (n *Negotiation) receive(now time.Time, env *Envelope) (Output, error) {
 	if !ok {
 		return Output{}, n.refuse("", env)
 	}
-	if len(n.transcript)+1 >= MaxMessages {
-		return Output{}, ErrTooManyMessages
+	if len(n.transcript)+room(env.Header.Type) > MaxMessages {
+		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, env.Header.Type, len(n.transcript))
 	}
 	var out Output
 	n.finish(&out, env, next)
 	out.Record = []*Envelope{env}
-	var answer Output
-	var err error
-	switch n.state {
-	case StateAcceptanceReceived:
-		if n.expiredProposal(now) {
-			answer, err = n.send(now, MsgRejection, &Rejection{SSAID: env.SSA.ID, Reasons: []Reason{{
-				Code: CodeProposalExpired, Component: "expires",
-				Text: "the proposal expired at " + n.proposal().Expires.String() + " before it was accepted"}}})
-		} else {
-			answer, err = n.send(now, MsgConfirmation, env.SSA)
-		}
-	case StateCancellationReceived:
-		answer, err = n.send(now, MsgConfirmation, env.SSA)
-	default:
-		return out, nil
-	}
+	answer, err := n.answer(now, env)
 	if err != nil {
 		return Output{}, err
+	}
+	if answer.Send == nil {
+		return out, nil
 	}
 	out.Record = append(out.Record, answer.Record...)
 	out.Send = answer.Send
 	out.Agreement = answer.Agreement
 	out.Reasons = answer.Reasons
 	return out, nil
+}
+
+// answer sends the answer the protocol requires at once to env, the message that brought the
+// negotiation into its state: a confirmation of an acceptance (or a rejection if the proposal
+// expired first) or of a cancellation. Other states need none.
+func (n *Negotiation) answer(now time.Time, env *Envelope) (Output, error) {
+	switch n.state {
+	case StateAcceptanceReceived:
+		if n.expiredProposal(now) {
+			return n.send(now, MsgRejection, &Rejection{SSAID: env.SSA.ID, Reasons: []Reason{{
+				Code: CodeProposalExpired, Component: "expires",
+				Text: "the proposal expired at " + n.proposal().Expires.String() + " before it was accepted"}}})
+		}
+		return n.send(now, MsgConfirmation, env.SSA)
+	case StateCancellationReceived:
+		return n.send(now, MsgConfirmation, env.SSA)
+	}
+	return Output{}, nil
 }
 
 // proposal is the provider's last proposal.
@@ -542,9 +570,9 @@ func (n *Negotiation) checkIncoming(env *Envelope, now time.Time) error {
 			return fmt.Errorf("%w: a proposal keeps the request's ID and requester and names its sender as provider", ErrTermsChanged)
 		}
 	case MsgAcceptance:
-		want := n.proposal().Clone()
+		want := *n.proposal() // a shallow copy: only its own scalar fields change
 		want.Status, want.Date = StatusApproval, s.Date
-		if err := sameTerms(want, s); err != nil {
+		if err := sameTerms(&want, env); err != nil {
 			return err
 		}
 	case MsgConfirmation:
@@ -552,9 +580,9 @@ func (n *Negotiation) checkIncoming(env *Envelope, now time.Time) error {
 			return fmt.Errorf("%w: the confirmation's SSA differs from the %s it confirms", ErrTermsChanged, n.current.Header.Type)
 		}
 	case MsgCancellation:
-		want := n.agreed.Clone()
-		want.Status, want.Signatures = StatusAnnulment, nil
-		if err := sameTerms(want, s); err != nil {
+		want := *n.agreed
+		want.Status = StatusAnnulment
+		if err := sameTerms(&want, env); err != nil {
 			return err
 		}
 	case MsgRevision:
@@ -570,16 +598,14 @@ func (n *Negotiation) checkIncoming(env *Envelope, now time.Time) error {
 	return nil
 }
 
-func sameTerms(want, got *SSA) error {
+// sameTerms checks that env carries the SSA want, comparing signing bytes: Open has checked
+// that a payload is the canonical encoding of the SSA it carries.
+func sameTerms(want *SSA, env *Envelope) error {
 	a, err := want.SigningBytes()
 	if err != nil {
 		return err
 	}
-	b, err := got.SigningBytes()
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(a, b) {
+	if !bytes.Equal(a, env.Payload()) {
 		return fmt.Errorf("%w: the SSA is not the one negotiated", ErrTermsChanged)
 	}
 	return nil

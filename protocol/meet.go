@@ -17,9 +17,10 @@ import (
 //     offered); none in common is a conflict.
 //   - masking: rules are compared by target (scope, or the set of fields). A target masked by
 //     one side only keeps that rule; masked by both, the stronger rule wins (none < truncate <
-//     cryptopan < hmac < remove; two truncations: more bits). The requester's tolerance is a
-//     conflict when broken: "method: none" on a target the provider masks, or max-bits below
-//     the truncation (or a stronger method) that the result applies.
+//     cryptopan < hmac < remove; two truncations: more bits). A side's tolerance is a
+//     conflict when broken: "method: none" on a target the result masks, or max-bits below
+//     the truncation (or a stronger method) that the result applies. Tolerances are usually
+//     the requester's; a provider's are read the same way. The result carries no tolerance.
 //   - filtering: the conjunction of both sides' filters.
 //   - summarization: taken from the side that has one; if both do, they must rank the same
 //     field the same way, and the result keeps the smaller top-N and the longer window.
@@ -136,6 +137,10 @@ func meetPolicy(req, off *Policy, conflicts []Reason) (*Policy, []Reason) {
 func meetMasking(req, off []MaskRule, conflicts []Reason) ([]MaskRule, []Reason) {
 	byTarget := map[string]MaskRule{}
 	for _, r := range off {
+		if r.Method == MaskNone {
+			continue
+		}
+		r.MaxBits = 0
 		if cur, ok := byTarget[r.Target()]; !ok || stronger(r, cur) {
 			byTarget[r.Target()] = r
 		}
@@ -150,25 +155,32 @@ func meetMasking(req, off []MaskRule, conflicts []Reason) ([]MaskRule, []Reason)
 		case !ok:
 			byTarget[r.Target()] = r
 		case stronger(r, cur) && !(r.Method == cur.Method && r.Bits == cur.Bits):
-			if r.Key == "" {
+			if r.Key == "" && (r.Method == MaskCryptoPAn || r.Method == MaskHMAC) {
 				r.Key = cur.Key // the provider's explicit key stays with its target
 			}
 			byTarget[r.Target()] = r
 		}
 	}
-	for _, r := range req {
-		got, ok := byTarget[r.Target()]
-		if !ok {
-			continue
-		}
-		if r.Method == MaskNone || (r.MaxBits > 0 && (got.Method != MaskTruncate || got.Bits > r.MaxBits)) {
+	// Tolerances ("none", max-bits) are read from both sides, as Satisfies reads them.
+	for _, side := range []struct {
+		rules     []MaskRule
+		requester bool
+	}{{req, true}, {off, false}} {
+		for _, r := range side.rules {
+			got, ok := byTarget[r.Target()]
+			if !ok || !(r.Method == MaskNone || (r.MaxBits > 0 && (got.Method != MaskTruncate || got.Bits > r.MaxBits))) {
+				continue
+			}
 			want := r.Target() + " unmasked"
 			if r.Method != MaskNone {
 				want = fmt.Sprintf("%s truncate at most %d bits", r.Target(), r.MaxBits)
 			}
-			conflicts = append(conflicts, Reason{Code: CodeMasking, Component: "policy.masking",
-				Requester: want, Provider: describeMask(got),
-				Text: "the provider masks more than the requester tolerates"})
+			c := Reason{Code: CodeMasking, Component: "policy.masking",
+				Requester: want, Provider: describeMask(got), Text: "the provider masks more than the requester tolerates"}
+			if !side.requester {
+				c.Requester, c.Provider, c.Text = describeMask(got), want, "the requester asks for more masking than the provider tolerates"
+			}
+			conflicts = append(conflicts, c)
 		}
 	}
 	keys := slices.Sorted(maps.Keys(byTarget))

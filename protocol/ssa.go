@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -248,15 +249,39 @@ func DecodeSSA(b []byte) (*SSA, error) {
 	return &s, nil
 }
 
-// Clone returns a deep copy of s.
+// Clone returns a deep copy of s: it shares no slice, map or pointer with s.
 func (s *SSA) Clone() *SSA {
-	b, err := marshal(s)
-	if err != nil {
-		panic(err) // an SSA value always encodes
+	c := *s
+	c.Information = slices.Clone(s.Information)
+	if s.Policy != nil {
+		p := *s.Policy
+		p.Masking = slices.Clone(p.Masking)
+		for i := range p.Masking {
+			p.Masking[i].Fields = slices.Clone(p.Masking[i].Fields)
+		}
+		p.Filtering = slices.Clone(p.Filtering)
+		if p.Summarization != nil {
+			v := *p.Summarization
+			p.Summarization = &v
+		}
+		if p.Handling != nil {
+			v := *p.Handling
+			p.Handling = &v
+		}
+		c.Policy = &p
 	}
-	var c SSA
-	if err := decMode.Unmarshal(b, &c); err != nil {
-		panic(err)
+	c.Method = Method{Protocols: slices.Clone(s.Method.Protocols), Security: slices.Clone(s.Method.Security), Access: slices.Clone(s.Method.Access)}
+	if s.Other != nil {
+		c.Other = make(Extensions, len(s.Other))
+		for k, v := range s.Other {
+			c.Other[k] = bytes.Clone(v)
+		}
+	}
+	if s.Signatures != nil {
+		c.Signatures = make([][]byte, len(s.Signatures))
+		for i, sig := range s.Signatures {
+			c.Signatures[i] = bytes.Clone(sig)
+		}
 	}
 	return &c
 }

@@ -43,7 +43,14 @@ func commands() map[string]command {
 	return map[string]command{
 		"version":  {"print the version", cmdVersion},
 		"template": {"template example [requester|provider]: print an annotated SSA template", cmdTemplate},
-		"ssa":      {"ssa verify FILE: verify an exported SSA offline", cmdSSA},
+		"ssa":      {"ssa list | show ID | approve ID | decline ID | cancel ID | revise ID --template FILE | export ID [--out FILE] | verify FILE | transcript ID", cmdSSA},
+		"init":     {"init [--name N --affiliation ORG --email E --address A --listen ADDRS]: create the agent's key and config.yaml", cmdInit},
+		"run":      {"run the daemon (foreground; SIGINT/SIGTERM stop it cleanly)", cmdRun},
+		"discover": {"discover --type TYPE [--format F] [--timeout D] | --peer PEERID: find providers in the directory", cmdDiscover},
+		"testnet":  {"testnet --nodes N --dir DIR [--offers]: run N local agents wired into one directory", cmdTestnet},
+		"id":       {"print the peer ID and listen addresses", cmdID},
+		"offer":    {"offer add FILE | list | remove ID: what this agent provides and on what terms", cmdOffer},
+		"request":  {"request --provider PEERID|MULTIADDR --template FILE [--wait D]: negotiate an SSA (exit 3 when refused)", cmdRequest},
 	}
 }
 

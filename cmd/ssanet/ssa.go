@@ -36,13 +36,17 @@ func cmdTemplate(c *cli, args []string) int {
 
 func cmdSSA(c *cli, args []string) int {
 	if len(args) == 0 {
-		return c.usageError("usage: ssanet ssa verify FILE")
+		return c.usageError("usage: ssanet ssa list | show ID | approve ID | decline ID | cancel ID | revise ID --template FILE | export ID [--out FILE] | verify FILE | transcript ID")
 	}
 	switch args[0] {
 	case "verify":
 		return cmdSSAVerify(c, args[1:])
+	case "list":
+		return cmdSSAList(c, args[1:])
+	case "show", "approve", "decline", "cancel", "revise", "export", "transcript":
+		return cmdSSAOne(c, args[0], args[1:])
 	}
-	return c.usageError("ssa: unknown subcommand %q (want verify)", args[0])
+	return c.usageError("ssa: unknown subcommand %q (want list, show, approve, decline, cancel, revise, export, verify or transcript)", args[0])
 }
 
 func cmdSSAVerify(c *cli, args []string) int {

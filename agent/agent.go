@@ -1,0 +1,251 @@
+package agent
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ssanet/ssanet/discovery"
+	"github.com/ssanet/ssanet/protocol"
+	"github.com/ssanet/ssanet/storage"
+)
+
+// Version is announced in the libp2p user agent.
+const Version = "0.1.0"
+
+// Agent is one domain's running ssanet agent.
+type Agent struct {
+	home    string
+	cfg     Config
+	log     *slog.Logger
+	self    *protocol.Identity
+	host    host.Host
+	store   *storage.Store
+	metrics *prometheus.Registry
+	neg     *negotiator
+	dir     *discovery.Directory
+
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+	closeErr error
+}
+
+// Options are what the caller decides beyond config.yaml.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock; nil: time.Now. Tests pass their own.
+	Now func() time.Time
+}
+
+// New starts an agent from its home: identity key, config, store, libp2p host and stream
+// handlers. Close stops it.
+func New(home string, opts Options) (*Agent, error) {
+	log := opts.Logger
+	if log == nil {
+		log = discardLogger()
+	}
+	cfg, err := LoadConfig(filepath.Join(home, ConfigFile))
+	if err != nil {
+		return nil, err
+	}
+	key, err := LoadKey(home)
+	if err != nil {
+		return nil, err
+	}
+	self, err := protocol.NewIdentity(key)
+	if err != nil {
+		return nil, err
+	}
+	encKey, err := storageKey(home, cfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry()}
+	a.store, err = storage.Open(filepath.Join(home, DataDir), storage.Options{EncryptionKey: encKey, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := a.startHost(key); err != nil {
+		a.store.Close()
+		return nil, err
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	a.neg = newNegotiator(a, now)
+	boot, _ := cfg.bootstrapPeers() // validated with the config
+	a.dir, err = discovery.New(a.host, self, discovery.Config{Bootstrap: boot, Client: cfg.DHTMode == "client",
+		MDNS: cfg.MDNS && !loopbackOnly(cfg.Listen), Logger: log}, a.store.Offers, now)
+	if err != nil {
+		cancel()
+		a.host.Close()
+		a.store.Close()
+		return nil, err
+	}
+	a.host.SetStreamHandler(ProtocolNegotiate, a.neg.handleStream)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.neg.resendLoop(ctx, time.Duration(cfg.RetryInterval))
+	}()
+	log.Info("agent started", "peer", a.host.ID(), "addrs", a.Addrs())
+	return a, nil
+}
+
+// loopbackOnly reports whether every listen address is a loopback address: such an agent
+// cannot be reached from the LAN, so LAN discovery would only send useless multicast.
+func loopbackOnly(listen []string) bool {
+	for _, s := range listen {
+		addr, err := ma.NewMultiaddr(s)
+		if err != nil || !manet.IsIPLoopback(addr) {
+			return false
+		}
+	}
+	return true
+}
+
+func storageKey(home string, cfg Config) ([]byte, error) {
+	text := os.Getenv("SSANET_STORAGE_KEY")
+	if text == "" && cfg.EncryptionKeyFile != "" {
+		path := cfg.EncryptionKeyFile
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(home, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read encryption key: %w", err)
+		}
+		text = string(b)
+	}
+	if text == "" {
+		return nil, nil
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(text))
+	if err != nil || len(key) != 32 {
+		return nil, errors.New("the storage encryption key must be 32 bytes written as 64 hex digits")
+	}
+	return key, nil
+}
+
+// startHost builds the libp2p host: TCP and QUIC, Noise and TLS, the resource manager with
+// explicit limits for ssanet's protocols, and the allow-list gater.
+func (a *Agent) startHost(key crypto.PrivKey) error {
+	limits := rcmgr.DefaultLimits
+	limits.AddProtocolLimit(ProtocolNegotiate,
+		rcmgr.BaseLimit{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20},
+		rcmgr.BaseLimitIncrease{})
+	limits.AddProtocolPeerLimit(ProtocolNegotiate,
+		rcmgr.BaseLimit{StreamsInbound: 32, StreamsOutbound: 32, Streams: 64, Memory: 8 << 20},
+		rcmgr.BaseLimitIncrease{})
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()),
+		rcmgr.WithMetricsDisabled())
+	if err != nil {
+		return fmt.Errorf("resource manager: %w", err)
+	}
+	allow := map[peer.ID]bool{}
+	for _, s := range a.cfg.Allow {
+		p, _ := peer.Decode(s) // validated with the config
+		allow[p] = true
+	}
+	a.host, err = libp2p.New(
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings(a.cfg.Listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionGater(gater{allow: allow}),
+		libp2p.UserAgent("ssanet/"+Version),
+		libp2p.PrometheusRegisterer(a.metrics),
+	)
+	if err != nil {
+		rm.Close()
+		return fmt.Errorf("start libp2p host on %s: %w", strings.Join(a.cfg.Listen, " "), err)
+	}
+	return nil
+}
+
+// Host is the agent's libp2p host.
+func (a *Agent) Host() host.Host { return a.host }
+
+// ID is the agent's peer ID.
+func (a *Agent) ID() peer.ID { return a.host.ID() }
+
+// Addrs are the agent's full listen multiaddrs (with /p2p/ID).
+func (a *Agent) Addrs() []string {
+	var out []string
+	for _, addr := range a.host.Addrs() {
+		out = append(out, addr.String()+"/p2p/"+a.host.ID().String())
+	}
+	return out
+}
+
+// Directory is the agent's view of the DHT directory.
+func (a *Agent) Directory() *discovery.Directory { return a.dir }
+
+// Store is the agent's store.
+func (a *Agent) Store() *storage.Store { return a.store }
+
+// Close stops the agent: stream handlers, running negotiations, host, store, in that order.
+// It is idempotent.
+func (a *Agent) Close() error {
+	a.closeMu.Lock()
+	defer a.closeMu.Unlock()
+	if a.closed {
+		return a.closeErr
+	}
+	a.closed = true
+	a.host.RemoveStreamHandler(ProtocolNegotiate)
+	a.stop()
+	a.wg.Wait()
+	err := a.dir.Close()
+	if herr := a.host.Close(); err == nil {
+		err = herr
+	}
+	if serr := a.store.Close(); err == nil {
+		err = serr
+	}
+	a.closeErr = err
+	a.log.Info("agent stopped", "peer", a.self.PeerID())
+	return err
+}
+
+// gater enforces the community allow-list after the handshake, when the remote peer is
+// authenticated.
+type gater struct{ allow map[peer.ID]bool }
+
+func (g gater) InterceptPeerDial(p peer.ID) bool                 { return len(g.allow) == 0 || g.allow[p] }
+func (g gater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.InterceptPeerDial(p) }
+func (g gater) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
+func (g gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return g.InterceptPeerDial(p)
+}
+func (g gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }

@@ -1,0 +1,169 @@
+package agent
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// newTestAgent initialises a home in a temp dir and starts an agent on loopback TCP.
+func newTestAgent(t testing.TB, name string, edit func(*Config)) *Agent {
+	t.Helper()
+	home := filepath.Join(t.TempDir(), name)
+	cfg := DefaultConfig()
+	cfg.Contact = protocol.Participant{Name: name, Affiliation: name + " org"}
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.RetryInterval = Duration(200 * time.Millisecond)
+	cfg.MDNS = false // tests send nothing beyond loopback
+	if edit != nil {
+		edit(&cfg)
+	}
+	if _, err := Init(home, cfg); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(home, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+func addrInfo(a *Agent) peer.AddrInfo {
+	return peer.AddrInfo{ID: a.ID(), Addrs: a.Host().Addrs()}
+}
+
+func requestTemplate(t *testing.T) *protocol.SSA {
+	t.Helper()
+	s, err := protocol.ParseSSAYAML(protocol.ExampleRequester, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func addOffer(t *testing.T, a *Agent, edit func(*protocol.Offer)) {
+	t.Helper()
+	o, err := protocol.ParseOfferYAML(protocol.ExampleProvider, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(o)
+	}
+	if err := a.store.PutOffer(o); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitState polls a's record of ssaID until it reaches want.
+func waitState(t *testing.T, a *Agent, ssaID string, want protocol.State) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec, err := a.Negotiation(ssaID)
+		if err == nil && rec.State == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never reached %s (last: %+v, %v)", ssaID, want, rec, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestNegotiateOverLibp2p(t *testing.T) {
+	ctx := context.Background()
+	prov := newTestAgent(t, "provider", nil)
+	req := newTestAgent(t, "requester", nil)
+	addOffer(t, prov, nil)
+
+	rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != protocol.StateApproved {
+		t.Fatalf("requester state %s, want approved", rec.State)
+	}
+	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+	a, err := req.store.Agreement(rec.SSAID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := prov.store.Agreement(rec.SSAID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ab, _ := a.Encode()
+	bb, _ := b.Encode()
+	if string(ab) != string(bb) {
+		t.Fatal("the two agents hold different agreements")
+	}
+
+	// Revision by the provider, then cancellation by the requester.
+	v2 := a.Clone()
+	v2.Policy.Handling.TLP = protocol.TLPRed
+	r2, err := prov.Revise(ctx, rec.SSAID, v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.State != protocol.StateApproved || r2.SSAID == rec.SSAID {
+		t.Fatalf("after revision: %s %s", r2.State, r2.SSAID)
+	}
+	waitState(t, req, r2.SSAID, protocol.StateApproved)
+	if _, err := req.Cancel(ctx, r2.SSAID); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, prov, r2.SSAID, protocol.StateAnnulled)
+	waitState(t, req, r2.SSAID, protocol.StateAnnulled)
+	ann, err := prov.store.Agreement(r2.SSAID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := protocol.VerifySSA(ann); err != nil || ann.Status != protocol.StatusAnnulment {
+		t.Fatalf("annulment %s: %v", ann.Status, err)
+	}
+	for _, a := range []*Agent{prov, req} {
+		a.neg.mu.Lock()
+		held := len(a.neg.sessions)
+		a.neg.mu.Unlock()
+		if held != 0 {
+			t.Errorf("%d negotiations at rest are still held in memory", held)
+		}
+	}
+}
+
+func TestRejectedAndManual(t *testing.T) {
+	ctx := context.Background()
+	prov := newTestAgent(t, "provider", nil)
+	req := newTestAgent(t, "requester", nil)
+	addOffer(t, prov, func(o *protocol.Offer) { o.Terms.Information = o.Terms.Information[2:] })
+
+	rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != protocol.StateRejected || len(rec.Reasons) == 0 || rec.Reasons[0].Code != protocol.CodeNoOffer {
+		t.Fatalf("state %s reasons %v", rec.State, rec.Reasons)
+	}
+
+	addOffer(t, prov, func(o *protocol.Offer) { o.ID, o.Approval = "manual", protocol.ApprovalManual })
+	rec, err = req.Request(ctx, addrInfo(prov), requestTemplate(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != protocol.StateRequestSent {
+		t.Fatalf("state %s, want request-sent", rec.State)
+	}
+	waitState(t, prov, rec.SSAID, protocol.StateRequestReceived)
+	if _, err := prov.Decide(ctx, rec.SSAID, Approve, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, req, rec.SSAID, protocol.StateApproved)
+	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+}

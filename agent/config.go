@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"gopkg.in/yaml.v3"
+
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// Files in an agent's home.
+const (
+	KeyFile    = "identity.key"
+	ConfigFile = "config.yaml"
+	DataDir    = "data"
+	SocketFile = "control.sock"
+)
+
+// Config is an agent's configuration, read from config.yaml in its home.
+type Config struct {
+	// Contact is this organisation as a participant of its SSAs (the peer ID is filled in).
+	Contact protocol.Participant `yaml:"contact"`
+	// Listen lists the multiaddrs to listen on (TCP and QUIC).
+	Listen []string `yaml:"listen"`
+	// Bootstrap lists multiaddrs (with /p2p/ID) of agents to join the directory through.
+	Bootstrap []string `yaml:"bootstrap,omitempty"`
+	// MDNS enables LAN discovery of other agents (multicast on the local network).
+	MDNS bool `yaml:"mdns"`
+	// DHTMode is "server" (default) or "client", for agents that cannot accept connections.
+	DHTMode string `yaml:"dht-mode"`
+	// Allow, when not empty, is the community allow-list: only these peer IDs may connect.
+	Allow []string `yaml:"allow,omitempty"`
+	// Accept says how proposals and revisions this agent receives are decided: "auto"
+	// accepts those that satisfy its own template and rejects the others; "manual" holds
+	// them for an operator.
+	Accept string `yaml:"accept"`
+	// EncryptionKeyFile, when set, enables encryption at rest with the 32-byte key (hex) in
+	// this file; the environment variable SSANET_STORAGE_KEY (hex) overrides it.
+	EncryptionKeyFile string `yaml:"encryption-key-file,omitempty"`
+	// MessageTimeout bounds every read and write on a stream.
+	MessageTimeout Duration `yaml:"message-timeout,omitempty"`
+	// RetryInterval is how often unacknowledged messages are sent again.
+	RetryInterval Duration `yaml:"retry-interval,omitempty"`
+}
+
+// bootstrapPeers parses the bootstrap multiaddrs.
+func (c *Config) bootstrapPeers() ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for _, s := range c.Bootstrap {
+		addr, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("config: bootstrap: %q is not a multiaddr: %w", s, err)
+		}
+		pi, err := peer.AddrInfoFromP2pAddr(addr)
+		if err != nil {
+			return nil, fmt.Errorf("config: bootstrap: %q must end in /p2p/PEERID: %w", s, err)
+		}
+		out = append(out, *pi)
+	}
+	return out, nil
+}
+
+// Duration is a time.Duration written as in Go ("30s").
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration such as 30s", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes a Go duration.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// DefaultConfig is the configuration `ssanet init` writes.
+func DefaultConfig() Config {
+	return Config{
+		Listen:         []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"},
+		Accept:         "auto",
+		MDNS:           true,
+		DHTMode:        "server",
+		MessageTimeout: Duration(30 * time.Second),
+		RetryInterval:  Duration(5 * time.Second),
+	}
+}
+
+// Validate checks a configuration and says what to fix.
+func (c *Config) Validate() error {
+	if len(c.Listen) == 0 {
+		return errors.New("config: listen needs at least one multiaddr, e.g. /ip4/0.0.0.0/tcp/4001")
+	}
+	for _, a := range c.Listen {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return fmt.Errorf("config: listen: %q is not a multiaddr: %w", a, err)
+		}
+	}
+	if _, err := c.bootstrapPeers(); err != nil {
+		return err
+	}
+	if c.DHTMode != "server" && c.DHTMode != "client" {
+		return fmt.Errorf("config: dht-mode must be server or client, not %q", c.DHTMode)
+	}
+	for _, p := range c.Allow {
+		if _, err := peer.Decode(p); err != nil {
+			return fmt.Errorf("config: allow: %q is not a peer ID: %w", p, err)
+		}
+	}
+	if c.Accept != "auto" && c.Accept != "manual" {
+		return fmt.Errorf("config: accept must be auto or manual, not %q", c.Accept)
+	}
+	if c.MessageTimeout <= 0 || c.RetryInterval <= 0 {
+		return errors.New("config: message-timeout and retry-interval must be positive")
+	}
+	return nil
+}
+
+const configHeader = `# ssanet agent configuration. Unknown keys are refused.
+#
+# contact:              this organisation as it appears in its SSAs (affiliation, name,
+#                       email, address)
+# listen:               multiaddrs to listen on; tcp and quic-v1; port 0 picks a free port
+# bootstrap:            multiaddrs (ending in /p2p/PEERID) of agents to join the directory
+#                       (DHT) through
+# mdns:                 discover agents on the local network with mDNS (multicast)
+# dht-mode:             server (answer directory queries) or client (for agents that cannot
+#                       accept connections, e.g. sensors behind NAT)
+# allow:                optional community allow-list of peer IDs; empty: anyone may connect
+# accept:               auto (accept proposals and revisions that satisfy this agent's own
+#                       template, reject the others) or manual (hold them for
+#                       'ssanet ssa approve|decline ID')
+# encryption-key-file:  optional file with a 32-byte hex key: encrypts the store at rest
+#                       (SSANET_STORAGE_KEY overrides it)
+# message-timeout:      deadline of every read and write on a stream
+# retry-interval:       how often unacknowledged messages are sent again
+`
+
+// WriteConfig writes a documented config.yaml.
+func WriteConfig(path string, c Config) error {
+	body, err := yaml.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append([]byte(configHeader), body...), 0o600)
+}
+
+// LoadConfig reads config.yaml strictly: an unknown key is an error naming it and its line.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config: %w (run 'ssanet init' to create the agent's home)", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, c.Validate()
+}
+
+// Init creates an agent home: an Ed25519 identity key and a documented config.yaml with cfg.
+// It refuses to overwrite an existing key.
+func Init(home string, cfg Config) (peer.ID, error) {
+	if err := cfg.Validate(); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return "", fmt.Errorf("create home: %w", err)
+	}
+	keyPath := filepath.Join(home, KeyFile)
+	if _, err := os.Stat(keyPath); err == nil {
+		return "", fmt.Errorf("%s already exists: this home is initialised (use another --home)", keyPath)
+	}
+	k, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		return "", err
+	}
+	raw, err := crypto.MarshalPrivateKey(k)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(keyPath, raw, 0o600); err != nil {
+		return "", fmt.Errorf("write key: %w", err)
+	}
+	if err := WriteConfig(filepath.Join(home, ConfigFile), cfg); err != nil {
+		return "", fmt.Errorf("write config: %w", err)
+	}
+	return peer.IDFromPrivateKey(k)
+}
+
+// LoadKey reads the identity key of a home.
+func LoadKey(home string) (crypto.PrivKey, error) {
+	raw, err := os.ReadFile(filepath.Join(home, KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("read identity key: %w (run 'ssanet init')", err)
+	}
+	k, err := crypto.UnmarshalPrivateKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("identity key %s: %w", filepath.Join(home, KeyFile), err)
+	}
+	return k, nil
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

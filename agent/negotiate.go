@@ -1,0 +1,569 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/ssanet/ssanet/protocol"
+	"github.com/ssanet/ssanet/storage"
+)
+
+// ProtocolNegotiate is the stream protocol of the SSA negotiation point.
+const ProtocolNegotiate = "/ssanet/negotiate/1.0.0"
+
+// Errors callers branch on.
+var (
+	ErrUnknownSSA   = errors.New("agent: no negotiation for this SSA")
+	ErrNoAnswer     = errors.New("agent: the peer did not answer")
+	ErrNotDecidable = errors.New("agent: nothing waits for a decision on this SSA")
+)
+
+// session is one negotiation in memory: its pure state machine and its stored record. mu
+// serialises the steps of one negotiation; I/O happens outside it. refs (guarded by the
+// negotiator's mu) counts the goroutines using it: a session nobody uses whose negotiation is
+// at rest is dropped from memory and restored from the store when next needed, so memory does
+// not grow with the number of negotiations.
+type session struct {
+	mu     sync.Mutex
+	m      *protocol.Negotiation
+	rec    *storage.Negotiation
+	refs   int
+	atRest atomic.Bool
+}
+
+// negotiator is the SSA negotiation point: it drives every negotiation of the agent.
+type negotiator struct {
+	a   *Agent
+	now func() time.Time
+
+	mu       sync.Mutex
+	sessions map[string]*session
+}
+
+func newNegotiator(a *Agent, now func() time.Time) *negotiator {
+	return &negotiator{a: a, now: now, sessions: map[string]*session{}}
+}
+
+// acquire returns the negotiation nid, from memory or restored from the store; create makes a
+// new provider-side one when none exists (a request). The caller releases it.
+func (n *negotiator) acquire(nid []byte, create bool) (*session, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s, ok := n.sessions[string(nid)]; ok {
+		s.refs++
+		return s, nil
+	}
+	rec, err := n.a.store.Negotiation(nid)
+	switch {
+	case errors.Is(err, storage.ErrNotFound) && create:
+		now := n.now()
+		s := &session{m: protocol.NewProvider(n.a.self), rec: &storage.Negotiation{
+			ID: slices.Clone(nid), Role: protocol.RoleProvider, Created: now, Updated: now}, refs: 1}
+		s.atRest.Store(true) // until a message is accepted: a refused one leaves nothing behind
+		n.sessions[string(nid)] = s
+		return s, nil
+	case err != nil:
+		return nil, err
+	}
+	raw, err := n.a.store.Transcript(nid)
+	if err != nil {
+		return nil, err
+	}
+	m, err := protocol.Restore(n.a.self, rec.Role, raw)
+	if err != nil {
+		return nil, fmt.Errorf("restore negotiation %x: %w", nid, err)
+	}
+	s := &session{m: m, rec: rec, refs: 1}
+	s.atRest.Store(atRest(m.State()))
+	n.sessions[string(nid)] = s
+	return s, nil
+}
+
+// release ends a use of s; the last user of a session at rest (or never persisted: a refused
+// first message) drops it from memory.
+func (n *negotiator) release(s *session) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s.refs--
+	if s.refs == 0 && s.atRest.Load() {
+		delete(n.sessions, string(s.rec.ID))
+	}
+}
+
+// atRest reports whether a negotiation in state st waits for nothing that this agent does
+// by itself.
+func atRest(st protocol.State) bool {
+	switch st {
+	case protocol.StateNew, protocol.StateApproved, protocol.StateRejected, protocol.StateAnnulled, protocol.StateExpired:
+		return true
+	}
+	return false
+}
+
+// step applies events to a session in order and commits every message they record in one
+// durable write, before anything is sent. It returns the last message to send. An answer
+// written back on the peer's own stream (inbound) counts as delivered: if it is lost, the
+// peer sends its message again and gets the same answer. A message this agent sends on its
+// own stream is delivered when the peer acknowledges it, and sent again until then.
+func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*protocol.Envelope, error) {
+	var records [][]byte
+	var agreement *protocol.SSA
+	var send *protocol.Envelope
+	now := n.now()
+	for i := 0; i < len(events); i++ {
+		out, err := s.m.Step(now, events[i])
+		if err != nil {
+			if len(records) == 0 {
+				return nil, err
+			}
+			// Keep what the earlier events did; the decision is left to an operator.
+			n.a.log.Error("automatic decision failed", "ssa", s.rec.SSAID, "err", err)
+			s.rec.Note = "automatic decision failed: " + err.Error()
+			break
+		}
+		if out.Duplicate {
+			return out.Send, nil
+		}
+		for _, e := range out.Record {
+			records = append(records, e.Bytes())
+		}
+		if out.Agreement != nil {
+			agreement = out.Agreement
+		}
+		if out.Reasons != nil {
+			s.rec.Reasons = out.Reasons
+		}
+		if out.Send != nil {
+			send = out.Send
+		}
+		if decision := n.decide(s); decision != nil {
+			events = append(events, decision)
+		}
+	}
+	s.rec.State, s.rec.Peer, s.rec.Updated = s.m.State(), s.m.Peer().String(), now
+	if p := s.m.Pending(); p != nil {
+		s.rec.SSAID = p.ID
+	} else if ag := s.m.Agreement(); ag != nil {
+		s.rec.SSAID = ag.ID
+	}
+	s.rec.Delivered = send == nil || inbound
+	if err := n.a.store.Commit(s.rec, records, agreement); err != nil {
+		return nil, fmt.Errorf("persist negotiation %x: %w", s.rec.ID, err)
+	}
+	s.atRest.Store(atRest(s.m.State()) && s.rec.Delivered)
+	if agreement != nil {
+		n.a.log.Info("agreement changed", "ssa", agreement.ID, "status", agreement.Status.String(), "peer", s.rec.Peer)
+	}
+	return send, nil
+}
+
+// decide returns the automatic decision the agent takes in the session's state, or nil when
+// it waits (for the peer, or for an operator).
+func (n *negotiator) decide(s *session) protocol.Event {
+	switch s.m.State() {
+	case protocol.StateRequestReceived:
+		return n.answerRequest(s)
+	case protocol.StateProposalReceived:
+		if n.a.cfg.Accept != "auto" {
+			s.rec.Note = "proposal held for an operator: ssanet ssa approve|decline " + s.m.Pending().ID
+			return nil
+		}
+		if reasons := protocol.Satisfies(s.m.Pending(), n.request(s)); len(reasons) > 0 {
+			return protocol.Reject{Reasons: reasons}
+		}
+		return protocol.Accept{}
+	case protocol.StateRevisionReceived:
+		own := n.ownTemplate(s)
+		if n.a.cfg.Accept != "auto" || own == nil {
+			s.rec.Note = "revision held for an operator: ssanet ssa approve|decline " + s.m.Pending().ID
+			return nil
+		}
+		if reasons := protocol.Satisfies(s.m.Pending(), own); len(reasons) > 0 {
+			return protocol.Reject{Reasons: reasons}
+		}
+		return protocol.Accept{}
+	}
+	return nil
+}
+
+// request is the requester's own request SSA: the first message of the transcript.
+func (n *negotiator) request(s *session) *protocol.SSA { return s.m.Transcript()[0].SSA }
+
+// ownTemplate is what this side required: the request for a requester, the offer's terms for
+// a provider (nil if the offer is gone).
+func (n *negotiator) ownTemplate(s *session) *protocol.SSA {
+	if s.m.Role() == protocol.RoleRequester {
+		return n.request(s)
+	}
+	o := n.offer(s.rec.OfferID)
+	if o == nil {
+		return nil
+	}
+	return &o.Terms
+}
+
+func (n *negotiator) offer(id string) *protocol.Offer {
+	offers, err := n.a.store.Offers()
+	if err != nil {
+		n.a.log.Error("read offers", "err", err)
+		return nil
+	}
+	for _, o := range offers {
+		if o.ID == id {
+			return o
+		}
+	}
+	return nil
+}
+
+// answerRequest is Appendix I step ③: find the offer the request matches and answer with the
+// meet, or a rejection naming each conflict; a manual offer holds the request.
+func (n *negotiator) answerRequest(s *session) protocol.Event {
+	req := s.m.Pending()
+	offers, err := n.a.store.Offers()
+	if err != nil {
+		n.a.log.Error("read offers", "err", err)
+		return nil
+	}
+	var best []protocol.Reason
+	for _, o := range offers {
+		if !o.Matches(req) {
+			continue
+		}
+		s.rec.OfferID = o.ID
+		if o.Manual() {
+			s.rec.Note = "request held for an operator: ssanet ssa approve|decline " + req.ID
+			return nil
+		}
+		prop, conflicts := n.meet(req, o)
+		if conflicts == nil {
+			return protocol.Propose{SSA: prop}
+		}
+		if best == nil {
+			best = conflicts
+		}
+	}
+	if best == nil {
+		best = []protocol.Reason{{Code: protocol.CodeNoOffer, Component: "information",
+			Text: "this agent offers none of the requested information"}}
+	}
+	return protocol.Reject{Reasons: best}
+}
+
+// meet is the proposal from a request and an offer, with this agent's contact details.
+func (n *negotiator) meet(req *protocol.SSA, o *protocol.Offer) (*protocol.SSA, []protocol.Reason) {
+	prop, conflicts := protocol.Meet(req, o, protocol.FromTime(n.now()))
+	if prop != nil {
+		fillContact(&prop.Participants.Provider, n.a.cfg.Contact)
+	}
+	return prop, conflicts
+}
+
+func fillContact(p *protocol.Participant, c protocol.Participant) {
+	if p.Affiliation == "" && p.Name == "" && p.Email == "" && p.Address == "" {
+		id := p.PeerID
+		*p = c
+		p.PeerID = id
+	}
+}
+
+// handleStream serves one inbound negotiation stream: frames in, answers out, until the peer
+// closes it. Any misbehaviour resets the stream.
+func (n *negotiator) handleStream(st network.Stream) {
+	remote := st.Conn().RemotePeer()
+	log := n.a.log.With("peer", remote, "proto", ProtocolNegotiate)
+	r := bufio.NewReader(st)
+	timeout := time.Duration(n.a.cfg.MessageTimeout)
+	for {
+		st.SetDeadline(time.Now().Add(timeout))
+		raw, err := readFrame(r, protocol.MaxMessageSize)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				st.Close()
+				return
+			}
+			log.Debug("negotiation stream refused", "err", err)
+			st.Reset()
+			return
+		}
+		answer, err := n.receive(raw, remote)
+		if err != nil {
+			log.Warn("message refused", "err", err)
+			st.Reset()
+			return
+		}
+		var b []byte
+		if answer != nil {
+			b = answer.Bytes()
+		}
+		if err := writeFrame(st, b); err != nil {
+			log.Debug("answer not sent", "err", err)
+			st.Reset()
+			return
+		}
+	}
+}
+
+// receive opens a message from remote, steps its negotiation (with the automatic decisions),
+// persists, and returns the answer to send back, if any.
+func (n *negotiator) receive(raw []byte, remote peer.ID) (*protocol.Envelope, error) {
+	env, err := protocol.Open(raw)
+	if err != nil {
+		return nil, err
+	}
+	if env.Sender != remote {
+		return nil, fmt.Errorf("%w: signed by %s, sent by %s", protocol.ErrWrongSender, env.Sender, remote)
+	}
+	s, err := n.acquire(env.Header.Negotiation, env.Header.Type == protocol.MsgRequest)
+	if err != nil {
+		return nil, err
+	}
+	defer n.release(s)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return n.step(s, true, protocol.Receive{Env: env})
+}
+
+// deliver sends a message of session s to its peer and goes on answering on the same stream
+// until the exchange rests: the peer acknowledges with no answer, or we have nothing to send.
+func (n *negotiator) deliver(ctx context.Context, s *session, env *protocol.Envelope) error {
+	p := s.m.Peer()
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(n.a.cfg.MessageTimeout))
+	defer cancel()
+	st, err := n.a.host.NewStream(ctx, p, ProtocolNegotiate)
+	if err != nil {
+		return fmt.Errorf("open negotiation stream to %s: %w", p, err)
+	}
+	r := bufio.NewReader(st)
+	for env != nil {
+		st.SetDeadline(time.Now().Add(time.Duration(n.a.cfg.MessageTimeout)))
+		if err := writeFrame(st, env.Bytes()); err != nil {
+			st.Reset()
+			return err
+		}
+		raw, err := readFrame(r, protocol.MaxMessageSize)
+		if err != nil {
+			st.Reset()
+			return fmt.Errorf("%w: %v", ErrNoAnswer, err)
+		}
+		s.mu.Lock()
+		if len(raw) == 0 {
+			env = nil
+			if last := s.m.Transcript(); len(last) > 0 && last[len(last)-1].Sender == n.a.self.PeerID() {
+				s.rec.Delivered = true
+				err = n.a.store.Commit(s.rec, nil, nil)
+				s.atRest.Store(atRest(s.m.State()))
+			}
+		} else {
+			env, err = n.receiveAnswer(s, raw, p)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			st.Reset()
+			return err
+		}
+	}
+	return st.Close()
+}
+
+func (n *negotiator) receiveAnswer(s *session, raw []byte, p peer.ID) (*protocol.Envelope, error) {
+	ans, err := protocol.Open(raw)
+	if err != nil {
+		return nil, err
+	}
+	if ans.Sender != p {
+		return nil, fmt.Errorf("%w: answer signed by %s", protocol.ErrWrongSender, ans.Sender)
+	}
+	return n.step(s, false, protocol.Receive{Env: ans})
+}
+
+// resendLoop sends again, every interval, the last message of each negotiation that the peer
+// has not acknowledged (after a dropped connection or a restart). The peer's duplicate
+// detection makes this safe.
+func (n *negotiator) resendLoop(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n.resendPending(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *negotiator) resendPending(ctx context.Context) {
+	recs, err := n.a.store.Negotiations()
+	if err != nil {
+		n.a.log.Error("list negotiations", "err", err)
+		return
+	}
+	for _, rec := range recs {
+		if rec.Delivered || ctx.Err() != nil {
+			continue
+		}
+		s, err := n.acquire(rec.ID, false)
+		if err != nil {
+			n.a.log.Error("restore negotiation", "err", err)
+			continue
+		}
+		s.mu.Lock()
+		tr := s.m.Transcript()
+		var last *protocol.Envelope
+		if len(tr) > 0 && tr[len(tr)-1].Sender == n.a.self.PeerID() {
+			last = tr[len(tr)-1]
+		}
+		s.mu.Unlock()
+		if last != nil {
+			if err := n.deliver(ctx, s, last); err != nil {
+				n.a.log.Debug("resend failed", "peer", s.m.Peer(), "err", err)
+			}
+		}
+		n.release(s)
+	}
+}
+
+// Request starts a negotiation as requester (Appendix I steps ①–②): the template becomes
+// SSA-A, sent to the provider; the exchange goes on as far as automatic decisions take it.
+func (a *Agent) Request(ctx context.Context, provider peer.AddrInfo, tmpl *protocol.SSA) (*storage.Negotiation, error) {
+	n := a.neg
+	nid := make([]byte, 16)
+	rand.Read(nid)
+	m, err := protocol.NewRequester(a.self, provider.ID, nid)
+	if err != nil {
+		return nil, err
+	}
+	a.host.Peerstore().AddAddrs(provider.ID, provider.Addrs, peerstore.PermanentAddrTTL)
+	ssa := tmpl.Clone()
+	if ssa.ID == "" {
+		ssa.ID = newSSAID()
+	}
+	fillContact(&ssa.Participants.Requester, a.cfg.Contact)
+	now := n.now()
+	s := &session{m: m, rec: &storage.Negotiation{ID: nid, Role: protocol.RoleRequester, Created: now, Updated: now}, refs: 1}
+	s.mu.Lock()
+	env, err := n.step(s, false, protocol.Start{SSA: ssa})
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.sessions[string(nid)] = s
+	n.mu.Unlock()
+	defer n.release(s)
+	if err := n.deliver(ctx, s, env); err != nil {
+		a.log.Warn("request not delivered yet; it will be sent again", "peer", provider.ID, "ssa", ssa.ID, "err", err)
+	}
+	return a.Negotiation(ssa.ID)
+}
+
+func newSSAID() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return "ssa-" + hex.EncodeToString(b)
+}
+
+// Negotiation returns the stored record of the negotiation of an SSA (any version's ID).
+func (a *Agent) Negotiation(ssaID string) (*storage.Negotiation, error) {
+	rec, err := a.store.NegotiationBySSA(ssaID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("%w %q (see ssanet ssa list)", ErrUnknownSSA, ssaID)
+	}
+	return rec, err
+}
+
+// Decision is an operator's answer to something held for them.
+type Decision int
+
+// Decisions.
+const (
+	Approve Decision = iota
+	Decline
+)
+
+// Decide applies an operator's decision to a held request, proposal or revision and sends
+// the answer.
+func (a *Agent) Decide(ctx context.Context, ssaID string, d Decision, why string) (*storage.Negotiation, error) {
+	return a.act(ctx, ssaID, func(s *session) (protocol.Event, error) {
+		if !s.m.State().AwaitsDecision() {
+			return nil, fmt.Errorf("%w %s: it is %s", ErrNotDecidable, ssaID, s.m.State())
+		}
+		if d == Decline {
+			if why == "" {
+				why = "declined by the operator"
+			}
+			return protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeDeclined, Text: why}}}, nil
+		}
+		if s.m.State() != protocol.StateRequestReceived {
+			return protocol.Accept{}, nil
+		}
+		o := a.neg.offer(s.rec.OfferID)
+		if o == nil {
+			return nil, fmt.Errorf("the offer %q this request matched was removed; decline it", s.rec.OfferID)
+		}
+		prop, conflicts := a.neg.meet(s.m.Pending(), o)
+		if conflicts != nil {
+			return protocol.Reject{Reasons: conflicts}, nil
+		}
+		return protocol.Propose{SSA: prop}, nil
+	})
+}
+
+// Cancel cancels an approved SSA (clause 10.2.3).
+func (a *Agent) Cancel(ctx context.Context, ssaID string) (*storage.Negotiation, error) {
+	return a.act(ctx, ssaID, func(*session) (protocol.Event, error) { return protocol.Cancel{}, nil })
+}
+
+// Revise proposes a new version of an approved SSA (clause 10.2.4): the template's terms
+// with a new ID, superseding the version in force.
+func (a *Agent) Revise(ctx context.Context, ssaID string, tmpl *protocol.SSA) (*storage.Negotiation, error) {
+	return a.act(ctx, ssaID, func(s *session) (protocol.Event, error) {
+		v := tmpl.Clone()
+		v.ID = newSSAID()
+		return protocol.Revise{SSA: v}, nil
+	})
+}
+
+// act steps the negotiation of ssaID with the event ev builds, persists, and delivers.
+func (a *Agent) act(ctx context.Context, ssaID string, ev func(*session) (protocol.Event, error)) (*storage.Negotiation, error) {
+	rec, err := a.Negotiation(ssaID)
+	if err != nil {
+		return nil, err
+	}
+	s, err := a.neg.acquire(rec.ID, false)
+	if err != nil {
+		return nil, err
+	}
+	defer a.neg.release(s)
+	s.mu.Lock()
+	e, err := ev(s)
+	var env *protocol.Envelope
+	if err == nil {
+		s.rec.Note = ""
+		env, err = a.neg.step(s, false, e)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if env != nil {
+		if err := a.neg.deliver(ctx, s, env); err != nil {
+			a.log.Warn("message not delivered yet; it will be sent again", "ssa", ssaID, "err", err)
+		}
+	}
+	return a.store.Negotiation(rec.ID)
+}

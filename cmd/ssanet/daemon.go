@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ssanet/ssanet/agent"
+)
+
+func cmdInit(c *cli, args []string) int {
+	fs := c.flags("init", "init [--name NAME] [--affiliation ORG] [--email EMAIL] [--address ADDRESS] [--listen ADDRS] [--bootstrap ADDRS] [--mdns=false]")
+	cfg := agent.DefaultConfig()
+	p := &cfg.Contact
+	fs.StringVar(&p.Name, "name", "", "contact name in this agent's SSAs")
+	fs.StringVar(&p.Affiliation, "affiliation", "", "organisation")
+	fs.StringVar(&p.Email, "email", "", "contact email")
+	fs.StringVar(&p.Address, "address", "", "postal address")
+	listen := fs.String("listen", "", "comma-separated listen multiaddrs (default: TCP and QUIC on all interfaces, free ports)")
+	bootstrap := fs.String("bootstrap", "", "comma-separated multiaddrs (…/p2p/PEERID) of agents to join the directory through")
+	fs.BoolVar(&cfg.MDNS, "mdns", true, "discover agents on the local network with mDNS")
+	if _, code := parse(fs, args); code >= 0 {
+		return code
+	}
+	if *listen != "" {
+		cfg.Listen = splitList(*listen)
+	}
+	cfg.Bootstrap = splitList(*bootstrap)
+	id, err := agent.Init(c.home, cfg)
+	if err != nil {
+		return c.fail(err)
+	}
+	if c.json {
+		return c.printJSON(map[string]string{"peer_id": id.String(), "home": c.home})
+	}
+	fmt.Fprintf(c.stdout, "initialised %s\npeer ID: %s\nnext: ssanet --home %s run\n", c.home, id, c.home)
+	return exitOK
+}
+
+func cmdRun(c *cli, args []string) int {
+	fs := c.flags("run", "run [--log-level debug|info|warn|error]")
+	level := fs.String("log-level", "info", "log level")
+	if _, code := parse(fs, args); code >= 0 {
+		return code
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return c.usageError("run: --log-level: %v", err)
+	}
+	log := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(log)
+	a, err := agent.New(c.home, agent.Options{Logger: log})
+	if err != nil {
+		return c.fail(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, addr := range a.Addrs() {
+		log.Info("listening", "addr", addr)
+	}
+	err = a.ServeControl(ctx)
+	if cerr := a.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+func cmdID(c *cli, args []string) int {
+	fs := c.flags("id", "id")
+	if _, code := parse(fs, args); code >= 0 {
+		return code
+	}
+	var v agent.IDView
+	if err := c.api("GET", "/v1/id", nil, &v); err != nil {
+		return c.apiFail(err)
+	}
+	if c.json {
+		return c.printJSON(v)
+	}
+	fmt.Fprintln(c.stdout, v.PeerID)
+	for _, a := range v.Addrs {
+		fmt.Fprintln(c.stdout, a)
+	}
+	return exitOK
+}

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ssanet/ssanet/agent"
+	"github.com/ssanet/ssanet/protocol"
+)
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func cmdOffer(c *cli, args []string) int {
+	if len(args) == 0 {
+		return c.usageError("usage: ssanet offer add FILE | list | remove ID")
+	}
+	fs := c.flags("offer "+args[0], "offer add FILE | list | remove ID")
+	pos, code := parse(fs, args[1:])
+	if code >= 0 {
+		return code
+	}
+	switch {
+	case args[0] == "add" && len(pos) == 1:
+		body, err := os.ReadFile(pos[0])
+		if err != nil {
+			return c.fail(fmt.Errorf("read offer: %w", err))
+		}
+		var o protocol.Offer
+		if err := c.api("POST", "/v1/offers", body, &o); err != nil {
+			return c.apiFail(err)
+		}
+		if c.json {
+			return c.printJSON(o)
+		}
+		fmt.Fprintf(c.stdout, "offer %s added: %s\n", o.ID, infoSummary(o.Terms.Information))
+		return exitOK
+	case args[0] == "list" && len(pos) == 0:
+		var offers []protocol.Offer
+		if err := c.api("GET", "/v1/offers", nil, &offers); err != nil {
+			return c.apiFail(err)
+		}
+		if c.json {
+			return c.printJSON(offers)
+		}
+		for _, o := range offers {
+			fmt.Fprintf(c.stdout, "%-20s %-7s %s\n", o.ID, orDefault(o.Approval, protocol.ApprovalAuto), infoSummary(o.Terms.Information))
+		}
+		return exitOK
+	case args[0] == "remove" && len(pos) == 1:
+		if err := c.api("DELETE", "/v1/offers/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+			return c.apiFail(err)
+		}
+		fmt.Fprintf(c.stdout, "offer %s removed\n", pos[0])
+		return exitOK
+	}
+	return c.usageError("usage: ssanet offer add FILE | list | remove ID")
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func infoSummary(in []protocol.Information) string {
+	s := make([]string, len(in))
+	for i, x := range in {
+		s[i] = x.Type + "/" + x.Format
+	}
+	return strings.Join(s, " ")
+}
+
+func cmdRequest(c *cli, args []string) int {
+	fs := c.flags("request", "request --provider PEERID|MULTIADDR --template FILE [--wait DURATION]")
+	provider := fs.String("provider", "", "the provider's peer ID or multiaddr (…/p2p/PEERID)")
+	tmpl := fs.String("template", "", "the requester's SSA template (YAML)")
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the outcome; 0 returns at once")
+	pos, code := parse(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if *provider == "" || *tmpl == "" || len(pos) > 0 {
+		return c.usageError("usage: ssanet request --provider PEERID|MULTIADDR --template FILE [--wait DURATION]")
+	}
+	text, err := os.ReadFile(*tmpl)
+	if err != nil {
+		return c.fail(fmt.Errorf("read template: %w", err))
+	}
+	body, _ := json.Marshal(agent.RequestBody{Provider: *provider, Template: string(text)})
+	var v agent.NegotiationView
+	if err := c.api("POST", "/v1/requests", body, &v); err != nil {
+		return c.apiFail(err)
+	}
+	return c.awaitOutcome(&v, *wait)
+}
+
+// awaitOutcome polls a negotiation until it rests (approved, rejected, annulled, expired or
+// held for a decision) or wait passes, prints it, and returns the exit code of its outcome.
+func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration) int {
+	deadline := time.Now().Add(wait)
+	for !restful(v) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if err := c.api("GET", "/v1/ssa/"+url.PathEscape(v.SSAID), nil, v); err != nil {
+			return c.apiFail(err)
+		}
+	}
+	c.show(v)
+	switch {
+	case v.State == protocol.StateRejected.String():
+		return exitRefused
+	case !restful(v):
+		fmt.Fprintf(c.stderr, "ssanet: still %s after %s; follow it with: ssanet ssa show %s\n", v.State, wait, v.SSAID)
+		return exitError
+	}
+	return exitOK
+}
+
+func restful(v *agent.NegotiationView) bool {
+	switch v.State {
+	case "approved", "rejected", "annulled", "expired", "request-received", "proposal-received", "revision-received":
+		return true
+	}
+	return false
+}
+
+// show prints a negotiation: JSON with --json, else a summary and the SSA as YAML.
+func (c *cli) show(v *agent.NegotiationView) {
+	if c.json {
+		c.printJSON(v)
+		return
+	}
+	fmt.Fprintf(c.stdout, "SSA %s: %s (%s, peer %s)\n", v.SSAID, v.State, v.Role, v.Peer)
+	if v.Note != "" {
+		fmt.Fprintf(c.stdout, "note: %s\n", v.Note)
+	}
+	for _, r := range v.Reasons {
+		fmt.Fprintf(c.stdout, "conflict: %s\n", r)
+	}
+	if len(v.Versions) > 0 {
+		fmt.Fprintf(c.stdout, "versions: %s\n", strings.Join(v.Versions, " -> "))
+	}
+	if v.SSA != nil {
+		if y, err := v.SSA.YAML(); err == nil {
+			fmt.Fprintf(c.stdout, "---\n%s", y)
+		}
+	}
+}
+
+func cmdSSAList(c *cli, args []string) int {
+	fs := c.flags("ssa list", "ssa list")
+	if _, code := parse(fs, args); code >= 0 {
+		return code
+	}
+	var vs []agent.NegotiationView
+	if err := c.api("GET", "/v1/ssa", nil, &vs); err != nil {
+		return c.apiFail(err)
+	}
+	if c.json {
+		return c.printJSON(vs)
+	}
+	for _, v := range vs {
+		fmt.Fprintf(c.stdout, "%-28s %-9s %-19s %s\n", v.SSAID, v.Role, v.State, v.Peer)
+	}
+	return exitOK
+}
+
+// cmdSSAOne runs the ssa subcommands that take one SSA ID.
+func cmdSSAOne(c *cli, sub string, args []string) int {
+	synopsis := "ssa " + sub + " ID"
+	fs := c.flags("ssa "+sub, synopsis)
+	var out, tmpl, reason *string
+	switch sub {
+	case "export":
+		out = fs.String("out", "", "write the SSA to `FILE` instead of standard output")
+		synopsis += " [--out FILE]"
+	case "revise":
+		tmpl = fs.String("template", "", "the new terms (YAML template)")
+		synopsis += " --template FILE"
+	case "decline":
+		reason = fs.String("reason", "", "why, for the peer")
+	}
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the outcome")
+	pos, code := parse(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) != 1 || (tmpl != nil && *tmpl == "") {
+		return c.usageError("usage: ssanet %s", synopsis)
+	}
+	path := "/v1/ssa/" + url.PathEscape(pos[0])
+	var v agent.NegotiationView
+	var err error
+	switch sub {
+	case "show":
+		err = c.api("GET", path, nil, &v)
+	case "approve", "cancel":
+		err = c.api("POST", path+"/"+sub, nil, &v)
+	case "decline":
+		err = c.api("POST", path+"/decline?reason="+url.QueryEscape(*reason), nil, &v)
+	case "revise":
+		body, rerr := os.ReadFile(*tmpl)
+		if rerr != nil {
+			return c.fail(fmt.Errorf("read template: %w", rerr))
+		}
+		err = c.api("POST", path+"/revise", body, &v)
+	case "export":
+		var b []byte
+		if err := c.api("GET", path+"/export", nil, &b); err != nil {
+			return c.apiFail(err)
+		}
+		if *out == "" {
+			c.stdout.Write(b)
+			return exitOK
+		}
+		if err := os.WriteFile(*out, b, 0o600); err != nil {
+			return c.fail(err)
+		}
+		fmt.Fprintf(c.stderr, "wrote %s (verify it with: ssanet ssa verify %s)\n", *out, *out)
+		return exitOK
+	case "transcript":
+		var ms []agent.MessageView
+		if err := c.api("GET", path+"/transcript", nil, &ms); err != nil {
+			return c.apiFail(err)
+		}
+		if c.json {
+			return c.printJSON(ms)
+		}
+		for i, m := range ms {
+			fmt.Fprintf(c.stdout, "%2d %-12s %s from %s ssa %s %s\n", i+1, m.Type, m.Time, m.Sender, m.SSAID, m.Status)
+		}
+		return exitOK
+	}
+	if err != nil {
+		return c.apiFail(err)
+	}
+	if sub == "show" {
+		c.show(&v)
+		return exitOK
+	}
+	if sub == "revise" || sub == "cancel" {
+		return c.awaitChange(&v, *wait)
+	}
+	return c.awaitOutcome(&v, *wait)
+}
+
+// awaitChange waits until a cancellation or revision is confirmed or rejected.
+func (c *cli) awaitChange(v *agent.NegotiationView, wait time.Duration) int {
+	deadline := time.Now().Add(wait)
+	for (v.State == "cancellation-sent" || v.State == "revision-sent") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if err := c.api("GET", "/v1/ssa/"+url.PathEscape(v.SSAID), nil, v); err != nil {
+			return c.apiFail(err)
+		}
+	}
+	c.show(v)
+	if v.State == "cancellation-sent" || v.State == "revision-sent" {
+		fmt.Fprintf(c.stderr, "ssanet: not confirmed yet after %s; it will be sent again\n", wait)
+		return exitError
+	}
+	return exitOK
+}

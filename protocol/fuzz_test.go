@@ -1,0 +1,258 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Fuzz targets for every decoder. Each must never panic, and whatever it accepts must encode
+// back to exactly the bytes it read. Seeds are the golden files and the example templates.
+
+// goldenSeeds returns every golden file's bytes.
+func goldenSeeds(f *testing.F) map[string][]byte {
+	f.Helper()
+	names, err := filepath.Glob(filepath.Join(goldenDir, "*.hex"))
+	if err != nil || len(names) == 0 {
+		f.Fatalf("no golden files: %v", err)
+	}
+	seeds := map[string][]byte{}
+	for _, n := range names {
+		name := strings.TrimSuffix(filepath.Base(n), ".hex")
+		seeds[name] = readGolden(f, name)
+	}
+	return seeds
+}
+
+// ssaSeeds are canonical SSAs: the agreements, the payloads of the golden messages and the
+// example templates.
+func ssaSeeds(f *testing.F) [][]byte {
+	var out [][]byte
+	for name, b := range goldenSeeds(f) {
+		switch name {
+		case "agreement", "annulment":
+			out = append(out, b)
+		default:
+			env, err := Open(b)
+			if err != nil {
+				f.Fatal(err)
+			}
+			out = append(out, env.Payload())
+		}
+	}
+	req, offer := exampleRequest(f, t0), exampleOffer(f, t0)
+	for _, s := range []*SSA{req, &offer.Terms} {
+		b, err := s.Encode()
+		if err != nil {
+			f.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func FuzzDecodeSSA(f *testing.F) {
+	for _, b := range ssaSeeds(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := DecodeSSA(data)
+		if err != nil {
+			return
+		}
+		enc, err := s.Encode()
+		if err != nil {
+			t.Fatalf("a decoded SSA does not encode: %v", err)
+		}
+		if !bytes.Equal(enc, data) {
+			t.Fatalf("decoded and re-encoded:\n%x\nread:\n%x", enc, data)
+		}
+		c, err := s.Clone().Encode()
+		if err != nil || !bytes.Equal(c, data) {
+			t.Fatalf("the clone differs: %v", err)
+		}
+		if _, err := s.SigningBytes(); err != nil {
+			t.Fatal(err)
+		}
+		// The human forms and verification may refuse, but never panic.
+		_, _ = s.YAML()
+		_, _ = json.Marshal(s)
+		_, _ = VerifySSA(s)
+	})
+}
+
+func FuzzOpen(f *testing.F) {
+	for _, b := range goldenSeeds(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		env, err := Open(data)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(env.Bytes(), data) {
+			t.Fatal("Bytes is not what was opened")
+		}
+		again, err := marshal(sign1{Protected: env.protected, Unprotected: map[int64]any{}, Payload: env.Payload(), Signature: env.sig})
+		if err != nil || !bytes.Equal(append([]byte{0xd2}, again...), data) {
+			t.Fatalf("the envelope re-encodes differently: %v", err)
+		}
+		var body []byte
+		if env.SSA != nil {
+			body, err = env.SSA.SigningBytes()
+		} else {
+			body, err = marshal(env.Rejection)
+		}
+		if err != nil || !bytes.Equal(body, env.Payload()) {
+			t.Fatalf("the body re-encodes differently: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeSignature(f *testing.F) {
+	for name, b := range goldenSeeds(f) {
+		switch name {
+		case "agreement", "annulment":
+			s, err := DecodeSSA(b)
+			if err != nil {
+				f.Fatal(err)
+			}
+			for _, sig := range s.Signatures {
+				f.Add(sig)
+			}
+		default:
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, h, _, kid, err := decodeSign1(data)
+		if err != nil {
+			return
+		}
+		again, err := marshal(m)
+		if err != nil || !bytes.Equal(append([]byte{0xd2}, again...), data) {
+			t.Fatalf("the signature re-encodes differently: %v", err)
+		}
+		if _, err := marshal(&h); err != nil {
+			t.Fatal(err)
+		}
+		if kid.Validate() != nil {
+			t.Fatalf("kid %q", kid)
+		}
+	})
+}
+
+func FuzzVerifySSA(f *testing.F) {
+	for _, b := range ssaSeeds(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := DecodeSSA(data)
+		if err != nil {
+			return
+		}
+		signers, err := VerifySSA(s)
+		if err != nil {
+			if signers != nil {
+				t.Fatal("signers with an error")
+			}
+			return
+		}
+		if len(signers) != 2 || signers[0].Role == signers[1].Role || signers[0].PeerID == signers[1].PeerID {
+			t.Fatalf("signers %+v", signers)
+		}
+		for _, sg := range signers {
+			p := s.Participants.Requester
+			if sg.Role == "provider" {
+				p = s.Participants.Provider
+			}
+			if p.PeerID != sg.PeerID.String() {
+				t.Fatalf("signer %s is not the %s %s", sg.PeerID, sg.Role, p.PeerID)
+			}
+		}
+	})
+}
+
+// yamlSeeds are the examples and the human form of the golden agreement.
+func yamlSeeds(f *testing.F) [][]byte {
+	out := [][]byte{ExampleRequester, ExampleProvider, []byte(minimal)}
+	s, err := DecodeSSA(goldenSeeds(f)["agreement"])
+	if err != nil {
+		f.Fatal(err)
+	}
+	y, err := s.YAML()
+	if err != nil {
+		f.Fatal(err)
+	}
+	return append(out, y)
+}
+
+func FuzzParseSSAYAML(f *testing.F) {
+	for _, b := range yamlSeeds(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseSSAYAML(data, t0)
+		if err != nil {
+			return
+		}
+		enc, err := s.Encode()
+		if err != nil {
+			t.Fatalf("a template does not encode: %v", err)
+		}
+		d, err := DecodeSSA(enc)
+		if err != nil {
+			t.Fatalf("a template's encoding does not decode: %v", err)
+		}
+		if again, err := d.Encode(); err != nil || !bytes.Equal(again, enc) {
+			t.Fatalf("decoded and re-encoded differently: %v", err)
+		}
+		// Written as YAML and read again, it is the same SSA.
+		y, err := s.YAML()
+		if err != nil {
+			t.Fatalf("a template cannot be written: %v", err)
+		}
+		back, err := ParseSSAYAML(y, t0)
+		if err != nil {
+			t.Fatalf("written as\n%s\nit cannot be read: %v", y, err)
+		}
+		if b, err := back.Encode(); err != nil || !bytes.Equal(b, enc) {
+			t.Fatalf("written as\n%s\nit reads back differently: %v", y, err)
+		}
+	})
+}
+
+func FuzzParseOfferYAML(f *testing.F) {
+	for _, b := range yamlSeeds(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		o, err := ParseOfferYAML(data, t0)
+		if err != nil {
+			return
+		}
+		enc, err := marshal(o)
+		if err != nil {
+			t.Fatalf("an offer does not encode: %v", err)
+		}
+		var d Offer
+		if err := unmarshalCanonical(enc, &d); err != nil {
+			t.Fatalf("an offer's encoding does not decode: %v", err)
+		}
+		y, err := yaml.Marshal(o)
+		if err != nil {
+			t.Fatalf("an offer cannot be written: %v", err)
+		}
+		back, err := ParseOfferYAML(y, t0)
+		if err != nil {
+			t.Fatalf("written as\n%s\nit cannot be read: %v", y, err)
+		}
+		if b, err := marshal(back); err != nil || !bytes.Equal(b, enc) {
+			t.Fatalf("written as\n%s\nit reads back differently: %v", y, err)
+		}
+	})
+}

@@ -1,0 +1,113 @@
+package protocol
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+)
+
+// fullSSA sets every field of an SSA, at every depth.
+func fullSSA(t *testing.T) *SSA {
+	t.Helper()
+	pr := newPair(t)
+	rout, _ := pr.approve()
+	s := rout.Agreement.Clone()
+	s.Supersedes = "ssa-test-0"
+	s.Participants.Requester.PeerID = pr.rid.PeerID().String()
+	s.Policy.Masking = []MaskRule{{Scope: ScopeFields, Fields: []string{"user.name"}, Method: MaskHMAC, Bits: 1, Key: "k", MaxBits: 2}}
+	s.Policy.Summarization = &Summarization{GroupBy: "source.ip", RankBy: RankByCount, TopN: 1, Window: 60}
+	s.Method.Access = []string{"/ip4/127.0.0.1/tcp/4001"}
+	s.Information[0].Name = "alerts"
+	return s
+}
+
+// zeroField names a field of v left at its zero value, or "".
+func zeroField(v reflect.Value, path string) string {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			return path
+		}
+		return zeroField(v.Elem(), path)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if f := v.Type().Field(i); f.IsExported() {
+				if z := zeroField(v.Field(i), path+"."+f.Name); z != "" {
+					return z
+				}
+			}
+		}
+		return ""
+	case reflect.Slice:
+		if v.Len() == 0 {
+			return path
+		}
+		return zeroField(v.Index(0), path+"[0]")
+	}
+	if v.IsZero() {
+		return path
+	}
+	return ""
+}
+
+// shared names memory that a and b share, or "".
+func shared(a, b reflect.Value, path string) string {
+	switch a.Kind() {
+	case reflect.Pointer:
+		if !a.IsNil() && a.Pointer() == b.Pointer() {
+			return path
+		}
+		if a.IsNil() {
+			return ""
+		}
+		return shared(a.Elem(), b.Elem(), path)
+	case reflect.Struct:
+		for i := range a.NumField() {
+			if s := shared(a.Field(i), b.Field(i), path+"."+a.Type().Field(i).Name); s != "" {
+				return s
+			}
+		}
+	case reflect.Slice:
+		if a.Len() > 0 && a.Pointer() == b.Pointer() {
+			return path
+		}
+		for i := range a.Len() {
+			if s := shared(a.Index(i), b.Index(i), path+"[i]"); s != "" {
+				return s
+			}
+		}
+	case reflect.Map:
+		if a.Len() > 0 && a.Pointer() == b.Pointer() {
+			return path
+		}
+		for _, k := range a.MapKeys() {
+			if s := shared(a.MapIndex(k), b.MapIndex(k), path+"["+k.String()+"]"); s != "" {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+// TestCloneIsDeep fails when a field is added to the SSA and Clone does not copy it.
+func TestCloneIsDeep(t *testing.T) {
+	s := fullSSA(t)
+	if z := zeroField(reflect.ValueOf(s), "SSA"); z != "" {
+		t.Fatalf("fullSSA leaves %s unset: set it so that Clone is tested on it", z)
+	}
+	c := s.Clone()
+	if p := shared(reflect.ValueOf(s), reflect.ValueOf(c), "SSA"); p != "" {
+		t.Fatalf("the clone shares %s", p)
+	}
+	a, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) || !reflect.DeepEqual(s, c) {
+		t.Fatal("the clone differs")
+	}
+}

@@ -1,0 +1,175 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// encMode encodes every record: RFC 8949 core deterministic encoding, as on the wire.
+var encMode = func() cbor.EncMode {
+	em, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err) // constant options: cannot fail at run time
+	}
+	return em
+}()
+
+// decMode decodes every record strictly: duplicate keys, indefinite lengths, tags and unknown
+// fields are refused, and sizes are capped like protocol's decoder.
+var decMode = func() cbor.DecMode {
+	dm, err := cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		MaxNestedLevels:   16,
+		MaxArrayElements:  4096,
+		MaxMapPairs:       1024,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		UTF8:              cbor.UTF8RejectInvalid,
+		IntDec:            cbor.IntDecConvertSignedOrFail,
+	}.DecMode()
+	if err != nil {
+		panic(err) // constant options: cannot fail at run time
+	}
+	return dm
+}()
+
+// Keys. See the layout in doc.go.
+var keySchema = []byte("m/schema")
+
+const (
+	prefixNegotiation = "n/"
+	prefixTranscript  = "t/"
+	prefixAgreement   = "a/"
+	prefixIndex       = "i/"
+	prefixOffer       = "o/"
+)
+
+// nidLen is the length of a negotiation ID.
+const nidLen = 16
+
+// maxIDLen bounds SSA and offer IDs, which become keys (Badger caps keys near 64 KiB).
+const maxIDLen = 1024
+
+func negotiationKey(nid []byte) []byte { return append([]byte(prefixNegotiation), nid...) }
+
+func transcriptPrefix(nid []byte) []byte {
+	k := make([]byte, 0, len(prefixTranscript)+nidLen+1+4)
+	k = append(k, prefixTranscript...)
+	k = append(k, nid...)
+	return append(k, '/')
+}
+
+func transcriptKey(nid []byte, seq uint32) []byte {
+	return binary.BigEndian.AppendUint32(transcriptPrefix(nid), seq)
+}
+
+func agreementKey(ssaID string) []byte { return []byte(prefixAgreement + ssaID) }
+
+func indexKey(ssaID string) []byte { return []byte(prefixIndex + ssaID) }
+
+func offerKey(id string) []byte { return []byte(prefixOffer + id) }
+
+// negotiationRecord is a Negotiation as stored under n/<nid>; the ID is the key's. Integer
+// keys are never renumbered or reused.
+type negotiationRecord struct {
+	Role      uint8             `cbor:"1,keyasint"`
+	Peer      string            `cbor:"2,keyasint,omitempty"`
+	State     uint8             `cbor:"3,keyasint"`
+	SSAID     string            `cbor:"4,keyasint,omitempty"`
+	OfferID   string            `cbor:"5,keyasint,omitempty"`
+	Note      string            `cbor:"6,keyasint,omitempty"`
+	Reasons   []protocol.Reason `cbor:"7,keyasint,omitempty"`
+	Created   int64             `cbor:"8,keyasint,omitempty"` // Unix nanoseconds; 0: zero time
+	Updated   int64             `cbor:"9,keyasint,omitempty"`
+	Delivered bool              `cbor:"10,keyasint,omitempty"`
+	// Messages is the transcript's length: the next entry's seq.
+	Messages uint32 `cbor:"11,keyasint,omitempty"`
+}
+
+func encodeNegotiation(n *Negotiation, messages uint32) ([]byte, error) {
+	b, err := encMode.Marshal(&negotiationRecord{
+		Role: uint8(n.Role), Peer: n.Peer, State: uint8(n.State), SSAID: n.SSAID, OfferID: n.OfferID,
+		Note: n.Note, Reasons: n.Reasons, Created: unixNano(n.Created), Updated: unixNano(n.Updated),
+		Delivered: n.Delivered, Messages: messages,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: encode negotiation %x: %w", n.ID, err)
+	}
+	return b, nil
+}
+
+func decodeNegotiation(nid, b []byte) (*Negotiation, uint32, error) {
+	var r negotiationRecord
+	if err := decMode.Unmarshal(b, &r); err != nil {
+		return nil, 0, fmt.Errorf("%w: negotiation %x: %v", ErrCorrupt, nid, err)
+	}
+	return &Negotiation{
+		ID: append([]byte(nil), nid...), Role: protocol.Role(r.Role), Peer: r.Peer, State: protocol.State(r.State),
+		SSAID: r.SSAID, OfferID: r.OfferID, Note: r.Note, Reasons: r.Reasons,
+		Created: fromUnixNano(r.Created), Updated: fromUnixNano(r.Updated), Delivered: r.Delivered,
+	}, r.Messages, nil
+}
+
+// unixNano maps the zero time to 0, which time.Time.UnixNano leaves undefined.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+func encodeOffer(o *protocol.Offer) ([]byte, error) {
+	b, err := encMode.Marshal(o)
+	if err != nil {
+		return nil, fmt.Errorf("storage: encode offer %s: %w", o.ID, err)
+	}
+	return b, nil
+}
+
+func decodeOffer(id string, b []byte) (*protocol.Offer, error) {
+	var o protocol.Offer
+	if err := decMode.Unmarshal(b, &o); err != nil {
+		return nil, fmt.Errorf("%w: offer %s: %v", ErrCorrupt, id, err)
+	}
+	if o.ID != id {
+		return nil, fmt.Errorf("%w: offer stored under %q has ID %q", ErrCorrupt, id, o.ID)
+	}
+	return &o, nil
+}
+
+// decodeAgreement decodes and verifies an agreement stored under ssaID; a failure is
+// ErrCorrupt.
+func decodeAgreement(ssaID string, b []byte) (*protocol.SSA, error) {
+	a, err := readAgreement(ssaID, b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return a, nil
+}
+
+// readAgreement decodes an agreement stored, or to be stored, under ssaID and verifies it.
+func readAgreement(ssaID string, b []byte) (*protocol.SSA, error) {
+	a, err := protocol.DecodeSSA(b)
+	if err != nil {
+		return nil, fmt.Errorf("agreement %s: %w", ssaID, err)
+	}
+	if a.ID != ssaID {
+		return nil, fmt.Errorf("agreement stored under %q has ID %q", ssaID, a.ID)
+	}
+	if _, err := protocol.VerifySSA(a); err != nil {
+		return nil, fmt.Errorf("agreement %s: %w", ssaID, err)
+	}
+	return a, nil
+}
