@@ -99,7 +99,12 @@ func New(home string, opts Options) (*Agent, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
-	a.neg = newNegotiator(a, now)
+	if a.neg, err = newNegotiator(a, now); err != nil {
+		cancel()
+		a.host.Close()
+		a.store.Close()
+		return nil, err
+	}
 	boot, _ := cfg.bootstrapPeers() // validated with the config
 	a.dir, err = discovery.New(a.host, self, discovery.Config{Bootstrap: boot, Client: cfg.DHTMode == "client",
 		MDNS: cfg.MDNS && !loopbackOnly(cfg.Listen), Logger: log}, a.store.Offers, now)

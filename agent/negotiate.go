@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
+	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
 )
@@ -51,10 +52,37 @@ type negotiator struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	// undelivered holds the negotiations whose last message of ours the peer has not
+	// acknowledged: what the resend loop sends again.
+	undelivered map[string]bool
 }
 
-func newNegotiator(a *Agent, now func() time.Time) *negotiator {
-	return &negotiator{a: a, now: now, sessions: map[string]*session{}}
+// newNegotiator loads the negotiations with unacknowledged messages (a restart resumes them).
+func newNegotiator(a *Agent, now func() time.Time) (*negotiator, error) {
+	n := &negotiator{a: a, now: now, sessions: map[string]*session{}, undelivered: map[string]bool{}}
+	recs, err := a.store.Negotiations()
+	if err != nil {
+		return nil, fmt.Errorf("load negotiations: %w", err)
+	}
+	for _, rec := range recs {
+		if !rec.Delivered {
+			n.undelivered[string(rec.ID)] = true
+		}
+	}
+	return n, nil
+}
+
+// setDelivered records whether the last message of ours in s was acknowledged, and whether s
+// is at rest; the caller holds s.mu and has committed s.rec.
+func (n *negotiator) setDelivered(s *session) {
+	s.atRest.Store(atRest(s.m.State()) && s.rec.Delivered)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s.rec.Delivered {
+		delete(n.undelivered, string(s.rec.ID))
+	} else {
+		n.undelivered[string(s.rec.ID)] = true
+	}
 }
 
 // acquire returns the negotiation nid, from memory or restored from the store; create makes a
@@ -161,9 +189,12 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 	}
 	s.rec.Delivered = send == nil || inbound
 	if err := n.a.store.Commit(s.rec, records, agreement); err != nil {
+		// The state machine moved on but the store did not: let the session go, so that the
+		// next use restores it from what was persisted.
+		s.atRest.Store(true)
 		return nil, fmt.Errorf("persist negotiation %x: %w", s.rec.ID, err)
 	}
-	s.atRest.Store(atRest(s.m.State()) && s.rec.Delivered)
+	n.setDelivered(s)
 	if agreement != nil {
 		n.a.log.Info("agreement changed", "ssa", agreement.ID, "status", agreement.Status.String(), "peer", s.rec.Peer)
 	}
@@ -263,13 +294,23 @@ func (n *negotiator) answerRequest(s *session) protocol.Event {
 	return protocol.Reject{Reasons: best}
 }
 
-// meet is the proposal from a request and an offer, with this agent's contact details.
+// meet is the proposal from a request and an offer, with this agent's contact details. A
+// proposal whose policy the enforcement point could not enforce is refused here, at
+// negotiation time: fail closed.
 func (n *negotiator) meet(req *protocol.SSA, o *protocol.Offer) (*protocol.SSA, []protocol.Reason) {
 	prop, conflicts := protocol.Meet(req, o, protocol.FromTime(n.now()))
-	if prop != nil {
-		fillContact(&prop.Participants.Provider, n.a.cfg.Contact)
+	if prop == nil {
+		return nil, conflicts
 	}
-	return prop, conflicts
+	if err := policy.Check(prop); err != nil {
+		var r *policy.Refusal
+		if errors.As(err, &r) {
+			return nil, []protocol.Reason{r.ProtocolReason()}
+		}
+		return nil, []protocol.Reason{{Code: protocol.CodePolicyUnenforceable, Component: "policy", Text: err.Error()}}
+	}
+	fillContact(&prop.Participants.Provider, n.a.cfg.Contact)
+	return prop, nil
 }
 
 func fillContact(p *protocol.Participant, c protocol.Participant) {
@@ -364,8 +405,9 @@ func (n *negotiator) deliver(ctx context.Context, s *session, env *protocol.Enve
 			env = nil
 			if last := s.m.Transcript(); len(last) > 0 && last[len(last)-1].Sender == n.a.self.PeerID() {
 				s.rec.Delivered = true
-				err = n.a.store.Commit(s.rec, nil, nil)
-				s.atRest.Store(atRest(s.m.State()))
+				if err = n.a.store.Commit(s.rec, nil, nil); err == nil {
+					n.setDelivered(s)
+				}
 			}
 		} else {
 			env, err = n.receiveAnswer(s, raw, p)
@@ -407,16 +449,20 @@ func (n *negotiator) resendLoop(ctx context.Context, interval time.Duration) {
 }
 
 func (n *negotiator) resendPending(ctx context.Context) {
-	recs, err := n.a.store.Negotiations()
-	if err != nil {
-		n.a.log.Error("list negotiations", "err", err)
-		return
-	}
-	for _, rec := range recs {
-		if rec.Delivered || ctx.Err() != nil {
-			continue
+	n.mu.Lock()
+	var ids [][]byte
+	for id := range n.undelivered {
+		// A session in use is being delivered right now.
+		if s, ok := n.sessions[id]; !ok || s.refs == 0 {
+			ids = append(ids, []byte(id))
 		}
-		s, err := n.acquire(rec.ID, false)
+	}
+	n.mu.Unlock()
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		s, err := n.acquire(id, false)
 		if err != nil {
 			n.a.log.Error("restore negotiation", "err", err)
 			continue

@@ -42,6 +42,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"version":  {"print the version", cmdVersion},
+		"policy":   {"policy apply|check (--ssa FILE | --template FILE) --format F [IN]: refine or verify records offline", cmdPolicyCLI},
 		"template": {"template example [requester|provider]: print an annotated SSA template", cmdTemplate},
 		"ssa":      {"ssa list | show ID | approve ID | decline ID | cancel ID | revise ID --template FILE | export ID [--out FILE] | verify FILE | transcript ID", cmdSSA},
 		"init":     {"init [--name N --affiliation ORG --email E --address A --listen ADDRS]: create the agent's key and config.yaml", cmdInit},
@@ -158,6 +159,8 @@ func (c *cli) printJSON(v any) int {
 	}
 	return exitOK
 }
+
+func cmdPolicyCLI(c *cli, args []string) int { return cmdPolicy(args, c.stdin, c.stdout, c.stderr) }
 
 func cmdVersion(c *cli, args []string) int {
 	if c.json {

@@ -1,0 +1,274 @@
+package policy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// MaxRecordSize is the largest record accepted, in bytes.
+const MaxRecordSize = 1 << 20
+
+// MaxBadReported is how many bad records Stats keeps the details of.
+const MaxBadReported = 100
+
+// Config configures an Enforcer. The zero value is valid.
+type Config struct {
+	// Logger receives one Debug line per record the engine rejects (never the record
+	// itself). Nil discards.
+	Logger *slog.Logger
+	// Year is given to RFC 3164 syslog time stamps, which carry none. Zero leaves such
+	// records without @timestamp: they are then dropped by a schedule or a summarisation.
+	Year int
+}
+
+// Stats counts what an Enforcer did.
+type Stats struct {
+	Records         int64 // records read
+	Refined         int64 // refined records written
+	Filtered        int64 // excluded by a filter
+	FilterErrors    int64 // excluded because a filter could not be evaluated (missing field, cost limit)
+	OutsideSchedule int64 // excluded because their time is outside the schedule, or unknown
+	Summaries       int64 // summary records written
+	Malformed       int64 // records that could not be parsed
+	// Bad details the first MaxBadReported malformed records.
+	Bad []BadRecord
+}
+
+// BadRecord locates a record that could not be refined.
+type BadRecord struct {
+	Line   int   // line of the record's first byte, from 1
+	Offset int64 // byte offset of the record's first byte, from 0
+	Err    error
+}
+
+func (b BadRecord) Error() string {
+	return fmt.Sprintf("line %d (byte %d): %v", b.Line, b.Offset, b.Err)
+}
+
+// Enforcer is the SSP enforcement point of clause 8 for one stream of records of one format:
+// raw records in, refined records out. It fails closed: a record it cannot parse, whose
+// filter cannot be evaluated or whose time is outside the schedule is not emitted. An
+// Enforcer is not safe for concurrent use; use one per stream.
+type Enforcer struct {
+	ssp     *SSP
+	spec    *formatSpec
+	codec   codec
+	w       walker
+	sum     *summarizer
+	log     *slog.Logger
+	stats   Stats
+	bounded bool
+}
+
+// NewEnforcer returns the enforcement point of p for records of format.
+func NewEnforcer(p *SSP, format string, cfg Config) (*Enforcer, error) {
+	spec, ok := p.format(format)
+	if !ok {
+		return nil, refuse(ReasonUnsupportedFormat, "information", "the SSP covers %v, not %q", p.Formats(), format)
+	}
+	m, err := p.newMasker()
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Enforcer{ssp: p, spec: spec, codec: spec.codec(cfg.Year), log: log.With("ssa", p.ssaID),
+		bounded: p.schedule.Start != 0 || p.schedule.End != 0}
+	e.w = walker{kinds: spec.fields, mask: m}
+	if len(p.filters) > 0 || e.bounded || p.summary != nil {
+		e.w.view = map[string]any{}
+	}
+	if p.summary != nil {
+		e.w.mview = map[string]any{}
+		e.sum = newSummarizer(*p.summary, p.Hash())
+	}
+	rel := map[string]bool{}
+	for _, f := range p.filters {
+		for _, k := range f.fields {
+			e.w.wantIPs = e.w.wantIPs || k == fieldRelatedIP
+			rel[k] = true
+		}
+	}
+	if e.bounded || p.summary != nil {
+		rel[fieldTimestamp] = true
+	}
+	if p.summary != nil {
+		rel[p.summary.GroupBy], rel[p.summary.RankBy] = true, true
+	}
+	for _, m := range p.masks {
+		for _, f := range m.Fields {
+			rel[f] = true
+		}
+	}
+	e.w.relevant = rel
+	return e, nil
+}
+
+// Stats returns the counts so far.
+func (e *Enforcer) Stats() Stats { return e.stats }
+
+// Refine refines one raw record and appends what is to be sent to dst: nothing (the record
+// is filtered out, or counted in a summary), the refined record, or a summary record when
+// the record closed a window. Each record appended ends with a newline. A malformed record
+// is an error and appends nothing.
+func (e *Enforcer) Refine(dst, raw []byte) ([]byte, error) {
+	e.stats.Records++
+	if len(raw) > MaxRecordSize {
+		e.stats.Malformed++
+		return dst, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(raw), MaxRecordSize)
+	}
+	e.w.reset()
+	mark := len(dst)
+	out, err := e.codec.refine(dst, raw, &e.w)
+	if err != nil {
+		e.stats.Malformed++
+		return dst[:mark], err
+	}
+	if !e.keep() {
+		return dst[:mark], nil
+	}
+	if e.sum != nil {
+		return e.summarise(dst[:mark])
+	}
+	e.stats.Refined++
+	return append(out, '\n'), nil
+}
+
+// keep applies the schedule and the filters to the view as read.
+func (e *Enforcer) keep() bool {
+	if e.bounded {
+		ts, ok := e.w.view[fieldTimestamp].(time.Time)
+		if !ok || !e.ssp.schedule.Contains(protocol.Time(ts.Unix())) {
+			e.stats.OutsideSchedule++
+			return false
+		}
+	}
+	for _, f := range e.ssp.filters {
+		ok, err := f.eval(e.w.view)
+		if err != nil {
+			e.stats.FilterErrors++
+			e.log.Debug("filter not evaluated: record excluded", "err", err)
+			return false
+		}
+		if !ok {
+			e.stats.Filtered++
+			return false
+		}
+	}
+	return true
+}
+
+func (e *Enforcer) summarise(dst []byte) ([]byte, error) {
+	ts, ok := e.w.view[fieldTimestamp].(time.Time)
+	if !ok {
+		e.stats.OutsideSchedule++
+		return dst, nil
+	}
+	key, hasKey := summaryKey(e.w.mview[e.sum.spec.GroupBy])
+	weight := int64(1)
+	if r := e.sum.spec.RankBy; r != protocol.RankByCount {
+		weight, _ = e.w.view[r].(int64)
+	}
+	if s := e.sum.add(ts, key, hasKey, weight); s != nil {
+		return e.emit(dst, s)
+	}
+	return dst, nil
+}
+
+func (e *Enforcer) emit(dst []byte, s *Summary) ([]byte, error) {
+	out, err := encodeSummary(dst, s)
+	if err != nil {
+		return dst, err
+	}
+	e.stats.Summaries++
+	return append(out, '\n'), nil
+}
+
+// Flush appends the summary of the open window, if any: call it at the end of a stream.
+func (e *Enforcer) Flush(dst []byte) ([]byte, error) {
+	if e.sum == nil {
+		return dst, nil
+	}
+	if s := e.sum.flush(); s != nil {
+		return e.emit(dst, s)
+	}
+	return dst, nil
+}
+
+// Run refines every record read from r and writes the results to w, then flushes. A
+// malformed record is counted, located in Stats.Bad and skipped: the others are still
+// refined. The error is that of reading, writing or ctx.
+func (e *Enforcer) Run(ctx context.Context, r io.Reader, w io.Writer) (Stats, error) {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	sp := newSplitter(r, e.spec.framing)
+	var buf []byte
+	for n := 0; ; n++ {
+		if n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return e.stats, err
+			}
+		}
+		rec, line, off, err := sp.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		var ioErr *readError
+		if errors.As(err, &ioErr) {
+			return e.stats, ioErr.err
+		}
+		if err == nil {
+			buf, err = e.Refine(buf[:0], rec)
+		} else {
+			e.stats.Records++
+			e.stats.Malformed++
+		}
+		if err != nil {
+			if len(e.stats.Bad) < MaxBadReported {
+				e.stats.Bad = append(e.stats.Bad, BadRecord{Line: line, Offset: off, Err: err})
+			}
+			e.log.Debug("record rejected", "line", line, "offset", off, "err", err)
+			continue
+		}
+		if _, err := bw.Write(buf); err != nil {
+			return e.stats, err
+		}
+	}
+	buf, err := e.Flush(buf[:0])
+	if err != nil {
+		return e.stats, err
+	}
+	if _, err := bw.Write(buf); err != nil {
+		return e.stats, err
+	}
+	return e.stats, bw.Flush()
+}
+
+// Enforce refines a single record with a fresh enforcer: the refined record without its
+// newline, or nil if it is not to be sent. With a summarisation it returns the one-record
+// summary.
+func Enforce(p *SSP, format string, raw []byte) ([]byte, error) {
+	e, err := NewEnforcer(p, format, Config{})
+	if err != nil {
+		return nil, err
+	}
+	out, err := e.Refine(nil, raw)
+	if err != nil {
+		return nil, err
+	}
+	if out, err = e.Flush(out); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out[:len(out)-1], nil
+}

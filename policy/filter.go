@@ -1,0 +1,117 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+
+	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/operators"
+	"cel.dev/cel-go/common/types"
+)
+
+// Limits on a filter expression. A requester writes it and the provider runs it on every
+// record, so both its size and its evaluation cost are bounded.
+const (
+	// MaxFilterLen is the longest expression accepted, in bytes.
+	MaxFilterLen = 4096
+	// FilterCostLimit is the CEL runtime cost limit of one evaluation on one record. Past it
+	// evaluation stops and the record is excluded.
+	FilterCostLimit    = 100_000
+	maxFilterRecursion = 64
+)
+
+// viewVar is the name of the normalised view in a filter: a map(string, dyn).
+const viewVar = "r"
+
+// filter is one compiled CEL expression.
+type filter struct {
+	expr   string
+	prg    cel.Program
+	fields []string // constant keys of r the expression reads, sorted
+}
+
+// compileFilter parses and type-checks expr against the fields of every format.
+func compileFilter(expr string, formats []*formatSpec) (*filter, error) {
+	if len(expr) > MaxFilterLen {
+		return nil, refuse(ReasonLimit, "filtering", "expression is %d bytes, limit %d", len(expr), MaxFilterLen)
+	}
+	env, err := cel.NewEnv(
+		cel.Variable(viewVar, cel.MapType(cel.StringType, cel.DynType)),
+		cel.ParserRecursionLimit(maxFilterRecursion),
+		cel.ParserExpressionSizeLimit(MaxFilterLen),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("policy: CEL environment: %w", err)
+	}
+	ast, iss := env.Compile(expr)
+	if iss.Err() != nil {
+		return nil, refuse(ReasonBadFilter, "filtering", "%q: %v", expr, iss.Err())
+	}
+	if !ast.OutputType().IsExactType(types.BoolType) {
+		return nil, refuse(ReasonBadFilter, "filtering", "%q is of type %s, want bool", expr, ast.OutputType())
+	}
+	fields := viewKeys(ast.NativeRep())
+	for _, f := range fields {
+		for _, spec := range formats {
+			if _, ok := spec.fields[f]; !ok {
+				return nil, refuse(ReasonUnknownField, "filtering", "%q reads %q, which is not in the view of %s", expr, f, spec.name)
+			}
+		}
+	}
+	prg, err := env.Program(ast, cel.CostLimit(FilterCostLimit), cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return nil, refuse(ReasonBadFilter, "filtering", "%q: %v", expr, err)
+	}
+	return &filter{expr: expr, prg: prg, fields: fields}, nil
+}
+
+// viewKeys lists the constant keys read from r: r["k"], r.k, has(r.k) and "k" in r.
+func viewKeys(a *celast.AST) []string {
+	var keys []string
+	isView := func(e celast.Expr) bool { return e.Kind() == celast.IdentKind && e.AsIdent() == viewVar }
+	constString := func(e celast.Expr) (string, bool) {
+		if e.Kind() != celast.LiteralKind {
+			return "", false
+		}
+		s, ok := e.AsLiteral().Value().(string)
+		return s, ok
+	}
+	celast.PreOrderVisit(a.Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		switch e.Kind() {
+		case celast.SelectKind:
+			if s := e.AsSelect(); isView(s.Operand()) {
+				keys = append(keys, s.FieldName())
+			}
+		case celast.CallKind:
+			c := e.AsCall()
+			args := c.Args()
+			switch {
+			case (c.FunctionName() == operators.Index || c.FunctionName() == operators.OptIndex) && len(args) == 2 && isView(args[0]):
+				if k, ok := constString(args[1]); ok {
+					keys = append(keys, k)
+				}
+			case c.FunctionName() == operators.In && len(args) == 2 && isView(args[1]):
+				if k, ok := constString(args[0]); ok {
+					keys = append(keys, k)
+				}
+			}
+		}
+	}))
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// eval runs the filter on a view. An evaluation error (a missing key, the cost limit) or a
+// non-bool result excludes the record.
+func (f *filter) eval(view map[string]any) (bool, error) {
+	out, _, err := f.prg.Eval(map[string]any{viewVar: view})
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.Value().(bool)
+	if !ok {
+		return false, fmt.Errorf("policy: filter %q gave %v, not a bool", f.expr, out)
+	}
+	return b, nil
+}

@@ -1,0 +1,233 @@
+package policy
+
+import (
+	"net/netip"
+)
+
+// ipSpan is an IP address literal found at s[start:end] of some text.
+type ipSpan struct {
+	start, end int
+	addr       netip.Addr
+}
+
+// findIPs appends to dst every IP address literal of s, in order and without overlap.
+//
+// The scan looks at maximal runs of the characters [0-9A-Fa-f.:]. A run with two colons or
+// more is tried as an IPv6 address (starting at each of its first groups, so "id:2001:db8::1"
+// still yields 2001:db8::1), and must not touch a letter, digit or underscore on either side.
+// Otherwise the decimal pieces of the run are tried as IPv4 dotted quads: exactly four groups
+// of one to three digits, each at most 255 (leading zeros accepted). Longer dotted sequences
+// (OIDs, version numbers such as 1.3.6.1.4.1) are not addresses. Letters do not bound an IPv4
+// literal: "host1.2.3.4" yields 1.2.3.4, erring on the side of masking.
+func findIPs[T string | []byte](dst []ipSpan, s T) []ipSpan {
+	n := len(s)
+	for i := 0; i < n; {
+		if !isIPChar(s[i]) {
+			i++
+			continue
+		}
+		j, colons, dots := i, 0, 0
+		for j < n && isIPChar(s[j]) {
+			switch s[j] {
+			case ':':
+				colons++
+			case '.':
+				dots++
+			}
+			j++
+		}
+		if colons >= 2 {
+			if sp, ok := findV6(s, i, j); ok {
+				dst = append(dst, sp)
+				i = j
+				continue
+			}
+		}
+		if dots >= 3 {
+			dst = findV4(dst, s, i, j)
+		}
+		i = j
+	}
+	return dst
+}
+
+func isIPChar(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '.' || c == ':'
+}
+
+func isWordChar(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
+}
+
+// findV6 finds an IPv6 literal in the run s[i:j]: the first of the candidates starting at
+// the run or at one of its first groups that parses and is bounded by non-word characters.
+func findV6[T string | []byte](s T, i, j int) (ipSpan, bool) {
+	// Trailing punctuation (end of sentence, "addr:") is not part of the address.
+	for j-i > 2 && (s[j-1] == '.' || s[j-1] == ':' && s[j-2] != ':') {
+		j--
+	}
+	for i < j && s[i] == '.' {
+		i++
+	}
+	if j < len(s) && isWordChar(s[j]) {
+		return ipSpan{}, false
+	}
+	// An IPv6 literal holds no dot, or the three of an embedded IPv4 address: this rules
+	// out time stamps (15:01:09.820360) cheaply.
+	if d := countDots(s[i:j]); d != 0 && d != 3 {
+		return ipSpan{}, false
+	}
+	tries := 0
+	for b := i; b < j && tries < 8; b++ {
+		if b > i && s[b-1] != ':' {
+			continue // not at a group start
+		}
+		if s[b] == ':' && (b+1 >= j || s[b+1] != ':') {
+			continue // a lone colon separates, "::" starts an address
+		}
+		tries++
+		if b == i && b > 0 && isWordChar(s[b-1]) {
+			continue
+		}
+		if j-b > 64 {
+			continue
+		}
+		if a, err := netip.ParseAddr(string(s[b:j])); err == nil && a.Is6() {
+			return ipSpan{start: b, end: j, addr: a}, true
+		}
+	}
+	return ipSpan{}, false
+}
+
+// findV4 appends the dotted quads of the run s[i:j].
+func findV4[T string | []byte](dst []ipSpan, s T, i, j int) []ipSpan {
+	for k := i; k < j; {
+		if !isDigit(s[k]) {
+			k++
+			continue
+		}
+		// A sequence of non-empty decimal groups separated by single dots.
+		start, groups := k, 0
+		var b [4]byte
+		ok := true
+		for {
+			g := k
+			v := 0
+			for k < j && isDigit(s[k]) {
+				v = v*10 + int(s[k]-'0')
+				k++
+				if v > 999 {
+					v = 1000
+				}
+			}
+			if k-g > 3 || v > 255 {
+				ok = false
+			}
+			if groups < 4 {
+				b[groups] = byte(v)
+			}
+			groups++
+			if k+1 < j && s[k] == '.' && isDigit(s[k+1]) {
+				k++
+				continue
+			}
+			break
+		}
+		if ok && groups == 4 {
+			dst = append(dst, ipSpan{start: start, end: k, addr: netip.AddrFrom4(b)})
+		}
+	}
+	return dst
+}
+
+func countDots[T string | []byte](s T) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '.' {
+			n++
+		}
+	}
+	return n
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// mayHoldIP is a cheap test that s could hold an IP literal.
+func mayHoldIP[T string | []byte](s T) bool {
+	dots, colons := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '.':
+			dots++
+		case ':':
+			colons++
+		}
+	}
+	return dots >= 3 || colons >= 2
+}
+
+// notPublic4 and notPublic6 list the IANA special-purpose blocks that are not globally
+// reachable (RFC 6890 registries). They are never modified.
+var notPublic4 = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("192.0.2.0/24"),
+	netip.MustParsePrefix("192.88.99.0/24"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("198.51.100.0/24"),
+	netip.MustParsePrefix("203.0.113.0/24"),
+	netip.MustParsePrefix("224.0.0.0/3"), // multicast 224/4 and reserved 240/4
+}
+
+var notPublic6 = []netip.Prefix{
+	netip.MustParsePrefix("2001::/23"),
+	netip.MustParsePrefix("2001:db8::/32"),
+	netip.MustParsePrefix("2002::/16"),
+	netip.MustParsePrefix("3fff::/20"),
+}
+
+var global6 = netip.MustParsePrefix("2000::/3")
+
+// IsPublic reports whether a is a public address: globally reachable unicast. IPv4 addresses
+// outside the special-purpose blocks of RFC 6890 (private, loopback, link-local, shared,
+// documentation, benchmarking, multicast, reserved) are public; IPv6 addresses are public in
+// 2000::/3 outside 2001::/23, 2001:db8::/32, 2002::/16 and 3fff::/20. An IPv4-mapped IPv6
+// address is judged by its IPv4 address.
+func IsPublic(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.Is4() {
+		for _, p := range notPublic4 {
+			if p.Contains(a) {
+				return false
+			}
+		}
+		return true
+	}
+	if !global6.Contains(a.WithZone("")) {
+		return false
+	}
+	for _, p := range notPublic6 {
+		if p.Contains(a.WithZone("")) {
+			return false
+		}
+	}
+	return true
+}
+
+// Truncate zeroes the low bits bits of a. The count is the same for both families: 8 bits
+// zero the last octet of an IPv4 address and the last 8 of the 128 bits of an IPv6 address
+// (an IPv4-mapped address is a 128-bit address). More bits than the address has zero it all.
+func Truncate(a netip.Addr, bits int) netip.Addr {
+	keep := max(a.BitLen()-bits, 0)
+	p, err := a.WithZone("").Prefix(keep)
+	if err != nil {
+		return a
+	}
+	return p.Addr()
+}

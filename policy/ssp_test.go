@@ -1,0 +1,285 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/ssanet/ssanet/protocol"
+)
+
+func TestCompileRefusals(t *testing.T) {
+	trunc := func(fields ...string) protocol.MaskRule {
+		return protocol.MaskRule{Scope: protocol.ScopeFields, Fields: fields, Method: protocol.MaskTruncate, Bits: 8}
+	}
+	tests := []struct {
+		name    string
+		formats []string
+		pol     *protocol.Policy
+		want    Reason // 0: accepted
+	}{
+		{"no policy", []string{"eve"}, nil, 0},
+		{"every format", Formats(), &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "public-ip", Method: "truncate", Bits: 8}}}, 0},
+		{"unsupported format", []string{"stix"}, nil, ReasonUnsupportedFormat},
+		{"no information", nil, nil, ReasonNoInformation},
+		{"unknown mask field", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{trunc("attacker.ip")}}, ReasonUnknownField},
+		{"field unknown to one format", []string{"eve", "syslog"}, &protocol.Policy{Masking: []protocol.MaskRule{trunc("source.ip")}}, ReasonUnknownField},
+		{"truncate a name", []string{"idmef"}, &protocol.Policy{Masking: []protocol.MaskRule{trunc("source.user.name")}}, ReasonMethod},
+		{"mask a derived field", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "fields", Fields: []string{"related.ip"}, Method: "remove"}}}, ReasonMethod},
+		{"hmac a name", []string{"idmef"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "fields", Fields: []string{"source.user.name"}, Method: "hmac"}}}, 0},
+		{"none against a scope", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "public-ip", Method: "truncate", Bits: 8}, {Scope: "fields", Fields: []string{"source.ip"}, Method: "none"}}}, ReasonConflict},
+		{"filter syntax", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["source.ip"] ==`}}}, ReasonBadFilter},
+		{"filter not bool", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["source.port"] + 1`}}}, ReasonBadFilter},
+		{"filter type error", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `1 == "a"`}}}, ReasonBadFilter},
+		{"filter unknown field", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["attacker"] == "1.1.1.1"`}}}, ReasonUnknownField},
+		{"filter unknown select", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `has(r.attacker)`}}}, ReasonUnknownField},
+		{"filter in", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `"source.ip" in r && r["source.ip"].startsWith("1.")`}}}, 0},
+		{"filter too long", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: strings.Repeat("true && ", 600) + "true"}}}, ReasonLimit},
+		{"rank by text", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "rule.name", TopN: 10, Window: 3600}}, ReasonRankBy},
+		{"rank by unknown", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "bytes", TopN: 10, Window: 3600}}, ReasonRankBy},
+		{"group by unknown", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "attacker", RankBy: "count", TopN: 10, Window: 3600}}, ReasonUnknownField},
+		{"top too large", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "count", TopN: MaxTopN + 1, Window: 3600}}, ReasonLimit},
+		{"group by removed", []string{"eve"}, &protocol.Policy{
+			Masking:       []protocol.MaskRule{{Scope: "fields", Fields: []string{"source.ip"}, Method: "remove"}},
+			Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "count", TopN: 10, Window: 3600}}, ReasonConflict},
+		{"invalid SSA", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "public-ip", Method: "truncate"}}}, ReasonInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Check(ssaFor(tt.pol, tt.formats...))
+			if tt.want == 0 {
+				if err != nil {
+					t.Fatalf("Check: %v", err)
+				}
+				return
+			}
+			var r *Refusal
+			if !errors.As(err, &r) || !errors.Is(err, ErrUnenforceable) {
+				t.Fatalf("Check = %v, want a refusal %s", err, tt.want)
+			}
+			if r.Reason != tt.want {
+				t.Errorf("reason %s (%v), want %s", r.Reason, err, tt.want)
+			}
+			if pr := r.ProtocolReason(); pr.Code != protocol.CodePolicyUnenforceable {
+				t.Errorf("protocol code %v", pr.Code)
+			}
+		})
+	}
+}
+
+func TestSSPHash(t *testing.T) {
+	pol := func() *protocol.Policy {
+		return &protocol.Policy{
+			Masking:   []protocol.MaskRule{{Scope: "public-ip", Method: "truncate", Bits: 8}, {Scope: "fields", Fields: []string{"source.ip", "destination.ip"}, Method: "cryptopan"}},
+			Filtering: []protocol.Filter{{Expr: `r["event.kind"] == "alert"`}},
+			Handling:  &protocol.Handling{TLP: "AMBER"},
+		}
+	}
+	a, err := Compile(ssaFor(pol(), "eve", "idmef"), StaticKey(bytes.Repeat([]byte{1}, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Compile(ssaFor(pol(), "idmef", "eve"), nil) // requester: no key, formats in another order
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Hash() != b.Hash() {
+		t.Errorf("same SSA, different hashes: %s %s", a.Hash(), b.Hash())
+	}
+	p2 := pol()
+	p2.Masking[0].Bits = 16
+	c := mustCompile(t, ssaFor(p2, "eve", "idmef"))
+	if c.Hash() == a.Hash() {
+		t.Error("a different policy has the same hash")
+	}
+	if !a.CanEnforce() || b.CanEnforce() {
+		t.Errorf("CanEnforce: with key %v, without %v", a.CanEnforce(), b.CanEnforce())
+	}
+	if _, err := NewEnforcer(b, "eve", Config{}); !errors.Is(err, ErrKey) {
+		t.Errorf("NewEnforcer without key: %v, want ErrKey", err)
+	}
+	// A per-SSA derived key masks the same way each time and differently per SSA.
+	keys := DerivedKeys([]byte("a long-term provider secret"))
+	rec := readTestdata(t, "eve/test-eve-metadata.jsonl")
+	run := func(id string) []byte {
+		s := ssaFor(&protocol.Policy{Masking: []protocol.MaskRule{{Scope: "all-ip", Method: "cryptopan"}}}, "eve")
+		s.ID = id
+		p, err := Compile(s, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := Enforce(p, "eve", rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if x, y := run("a"), run("a"); !bytes.Equal(x, y) {
+		t.Error("same SSA, different masking")
+	}
+	if x, y := run("a"), run("b"); bytes.Equal(x, y) {
+		t.Error("two SSAs share a masking key")
+	}
+}
+
+func TestMaskMethods(t *testing.T) {
+	rec := readTestdata(t, "idmef/rfc4765-portscan.xml")
+	tests := []struct {
+		name      string
+		rule      protocol.MaskRule
+		has, hasn []string
+	}{
+		{"cryptopan explicit key", protocol.MaskRule{Scope: "fields", Fields: []string{"source.ip"}, Method: "cryptopan", Key: testKey}, []string{"81.2.69.160"}, []string{">81.2.69.192<"}},
+		{"hmac user", protocol.MaskRule{Scope: "fields", Fields: []string{"source.user.name"}, Method: "hmac", Key: testKey}, []string{"81.2.69.192"}, []string{">mallory<"}},
+		{"remove attribute", protocol.MaskRule{Scope: "fields", Fields: []string{"rule.name"}, Method: "remove"}, []string{"<idmef:Classification>"}, []string{"simple portscan"}},
+		{"remove element text", protocol.MaskRule{Scope: "fields", Fields: []string{"source.domain"}, Method: "remove"}, []string{"<idmef:name></idmef:name>"}, []string{"scanner.example.net"}},
+		{"all-ip truncate 16", protocol.MaskRule{Scope: "all-ip", Method: "truncate", Bits: 16}, []string{"10.0.0.0", "192.0.0.0", "81.2.0.0", "2a02:c7f:1234::"}, []string{"10.0.0.20", "192.0.2.62"}},
+		{"public-ip remove", protocol.MaskRule{Scope: "public-ip", Method: "remove"}, []string{"10.0.0.20", "seen from  and <"}, []string{"81.2.69"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := mustCompile(t, ssaFor(&protocol.Policy{Masking: []protocol.MaskRule{tt.rule}}, "idmef"))
+			out, err := Enforce(p, "idmef", rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range tt.has {
+				if !bytes.Contains(out, []byte(s)) {
+					t.Errorf("output lacks %q", s)
+				}
+			}
+			for _, s := range tt.hasn {
+				if bytes.Contains(out, []byte(s)) {
+					t.Errorf("output still has %q", s)
+				}
+			}
+			if f := Verify(p, "idmef", out); len(f) != 0 {
+				t.Errorf("Verify: %v", f)
+			}
+			if f := Verify(p, "idmef", rec); tt.rule.Method != "cryptopan" && len(f) == 0 {
+				t.Error("Verify of the raw record finds nothing")
+			}
+		})
+	}
+	// cryptopan with the sample key gives the reference mapping.
+	p := mustCompile(t, ssaFor(&protocol.Policy{Masking: []protocol.MaskRule{{Scope: "all-ip", Method: "cryptopan", Key: testKey}}}, "eve"))
+	out, err := Enforce(p, "eve", []byte(`{"timestamp":"2024-01-01T00:00:00Z","event_type":"x","src_ip":"128.11.68.132","note":"via 129.118.74.4"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"timestamp":"2024-01-01T00:00:00Z","event_type":"x","src_ip":"135.242.180.132","note":"via 134.136.186.123"}`; string(out) != want {
+		t.Errorf("got  %s\nwant %s", out, want)
+	}
+}
+
+func TestEnforcerBadRecords(t *testing.T) {
+	pol := &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "public-ip", Method: "truncate", Bits: 8}}}
+	tests := []struct {
+		format, in string
+		refined    int64
+		badLines   []int
+	}{
+		{"eve", "{\"timestamp\":\"2024-01-01T00:00:00Z\",\"event_type\":\"a\",\"src_ip\":\"1.2.3.4\"}\n{\"timestamp\":\n\n[1]\n{\"timestamp\":\"2024-01-01T00:00:00Z\",\"event_type\":\"b\"}\n", 2, []int{2, 4}},
+		{"eve", "{\"event_type\":\"a\"}\n" + strings.Repeat("x", MaxRecordSize+10) + "\n{\"timestamp\":\"t\",\"event_type\":\"b\"}", 1, []int{1, 2}},
+		{"idmefv2", "{\"Version\":\"2.D.V06\",\"ID\":\"a\",\"CreateTime\":\"2024-01-01T00:00:00Z\",\"Analyzer\":{}}\ngarbage line\n{\"Version\":\"1.0\",\"ID\":\"a\",\"CreateTime\":\"x\",\"Analyzer\":{}}\n{\n \"Version\":\"2.D.V05\",\"ID\":\"b\",\n \"CreateTime\":\"x\",\"Analyzer\":{\"IP\":\"8.8.8.8\"}}", 2, []int{2, 3}},
+		{"idmef", "<IDMEF-Message xmlns=\"http://iana.org/idmef\"><Alert/></IDMEF-Message>\n<IDMEF-Message xmlns=\"http://iana.org/idmef\"><Alert><bad></Alert></IDMEF-Message>\n<IDMEF-Message xmlns=\"urn:other\"/>\n<IDMEF-Message xmlns=\"http://iana.org/idmef\"><Alert/><Alert/></IDMEF-Message>\n<IDMEF-Message xmlns=\"http://iana.org/idmef\"><Heartbeat/></IDMEF-Message>", 2, []int{2, 3, 4}},
+		{"syslog", "<34>1 2003-10-11T22:14:15.003Z host su - ID47 - ok\nnot syslog\n<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!\n", 2, []int{2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.format, func(t *testing.T) {
+			p := mustCompile(t, ssaFor(pol, tt.format))
+			_, st := runAll(t, p, tt.format, []byte(tt.in))
+			var lines []int
+			for _, b := range st.Bad {
+				lines = append(lines, b.Line)
+				if b.Err == nil || b.Error() == "" {
+					t.Errorf("bad record without error: %+v", b)
+				}
+			}
+			if st.Refined != tt.refined || st.Malformed != int64(len(tt.badLines)) || !equalInts(lines, tt.badLines) {
+				t.Errorf("refined %d malformed %d at lines %v; want %d, lines %v (%v)", st.Refined, st.Malformed, lines, tt.refined, tt.badLines, st.Bad)
+			}
+		})
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestFilterFailsClosed(t *testing.T) {
+	tests := []struct {
+		expr        string
+		kept, error int64
+	}{
+		{`r["source.port"] == 80`, 1, 1},                       // the stats record has no port: excluded as an error
+		{`"source.port" in r && r["source.port"] == 80`, 1, 0}, // has()-style guard
+		{`r["@timestamp"] > timestamp("2021-01-01T00:00:00Z")`, 3, 0},
+		{`"81.2.69.192" in r["related.ip"]`, 1, 0},
+		{`r["network.transport"] == "tcp" && r["event.kind"] == "flow"`, 2, 0},
+		{`[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10].all(b, [1,2,3,4,5,6,7,8,9,10].all(c, [1,2,3,4,5,6,7,8,9,10].all(d, [1,2,3,4,5,6,7,8,9,10].all(e, a+b+c+d+e > 0)))))`, 0, 4},
+	}
+	in := append(readTestdata(t, "eve/test-eve-6-0.jsonl"), []byte(`{"timestamp":"2018-07-05T15:51:23.009510-0400","event_type":"stats","stats":{"uptime":5400}}`+"\n")...)
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			p := mustCompile(t, ssaFor(&protocol.Policy{Filtering: []protocol.Filter{{Expr: tt.expr}}}, "eve"))
+			_, st := runAll(t, p, "eve", in)
+			if st.Refined != tt.kept || st.FilterErrors != tt.error {
+				t.Errorf("kept %d errors %d, want %d and %d", st.Refined, st.FilterErrors, tt.kept, tt.error)
+			}
+		})
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	s := ssaFor(nil, "eve")
+	s.Schedule = protocol.Schedule{Start: 1609459200, End: 1640995200} // 2021
+	p := mustCompile(t, s)
+	_, st := runAll(t, p, "eve", readTestdata(t, "eve/test-eve-6-0.jsonl"))
+	if st.Refined != 1 || st.OutsideSchedule != 2 {
+		t.Errorf("stats %+v", st)
+	}
+	f := Verify(p, "eve", bytes.SplitN(readTestdata(t, "eve/test-eve-6-0.jsonl"), []byte("\n"), 3)[1])
+	if len(f) != 1 || f[0].Code != FindingOutsideSchedule {
+		t.Errorf("Verify = %v", f)
+	}
+	if f := Verify(p, "idmef", nil); len(f) != 1 || f[0].Code != FindingWrongFormat {
+		t.Errorf("Verify of an unagreed format = %v", f)
+	}
+	if f := Verify(p, "eve", []byte("<34>1 - - - - - -")); len(f) != 1 || f[0].Code != FindingWrongFormat {
+		t.Errorf("Verify of syslog as eve = %v", f)
+	}
+}
+
+func TestSpaceSavingBound(t *testing.T) {
+	s := newSpaceSaving(100)
+	truth := map[string]int64{}
+	var total int64
+	for i := range 100000 {
+		k := itoa(i % 7919)
+		w := int64(1 + i%5)
+		if i%10 == 0 {
+			k = "heavy" + itoa(i%3)
+		}
+		s.add(k, w)
+		truth[k] += w
+		total += w
+	}
+	for _, e := range s.top(10) {
+		if e.count < truth[e.key] || e.count-e.error > truth[e.key] || e.error > total/100 {
+			t.Errorf("%s: count %d error %d, true %d, bound %d", e.key, e.count, e.error, truth[e.key], total/100)
+		}
+	}
+	if got := s.top(3); !strings.HasPrefix(got[0].key, "heavy") || !strings.HasPrefix(got[2].key, "heavy") {
+		t.Errorf("heavy hitters not on top: %+v", got)
+	}
+}

@@ -1,0 +1,279 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// FindingCode names one way a received record breaks its SSA. Stable: codes are never
+// renamed.
+type FindingCode string
+
+// Finding codes.
+const (
+	FindingWrongFormat     FindingCode = "wrong-format"     // not a record of an agreed format
+	FindingUnmaskedIP      FindingCode = "unmasked-ip"      // an address a remove or hmac rule should have hidden
+	FindingNotTruncated    FindingCode = "not-truncated"    // an address with low bits a truncate rule should have zeroed
+	FindingNotRemoved      FindingCode = "not-removed"      // a field a remove rule should have removed
+	FindingNotHashed       FindingCode = "not-hashed"       // a field an hmac rule should have hashed
+	FindingFilterExcluded  FindingCode = "filter-excluded"  // a record a filter excludes
+	FindingTopTooLong      FindingCode = "top-n-too-long"   // a summary listing more than N values
+	FindingNotSummarised   FindingCode = "not-summarised"   // a raw record where only summaries are agreed
+	FindingOutsideSchedule FindingCode = "outside-schedule" // a record whose time is outside the schedule
+)
+
+// Finding is one violation found in a received record.
+type Finding struct {
+	Code  FindingCode
+	Field string // view field concerned, "" for a place outside the view or the whole record
+	Text  string
+}
+
+func (f Finding) String() string {
+	if f.Field == "" {
+		return fmt.Sprintf("%s: %s", f.Code, f.Text)
+	}
+	return fmt.Sprintf("%s: %s: %s", f.Code, f.Field, f.Text)
+}
+
+const maxFindings = 64
+
+// Verify is the requester's check of one received record (clause 8: the requester uses the
+// SSP to confirm that sharing follows the SSA). It needs no key. It reports every way the
+// record breaks the SSP: a wrong format, a masking rule not applied (an address left with
+// non-zero low bits under truncate, left at all under remove or hmac, a field not removed
+// or not hashed; cryptopan cannot be told from a real address and is not checked), a record
+// a filter excludes, a summary longer than its top N or a raw record where summaries are
+// agreed, a time outside the schedule. A filter is only checked when masking cannot have
+// changed the fields it reads. No finding means the record is compliant.
+func Verify(p *SSP, format string, record []byte) []Finding {
+	spec, ok := p.format(format)
+	if !ok {
+		return []Finding{{Code: FindingWrongFormat, Text: fmt.Sprintf("format %q is not agreed (%v)", format, p.Formats())}}
+	}
+	c := &checker{p: p}
+	if sum, ok := parseSummary(record); ok {
+		if p.summary == nil {
+			return []Finding{{Code: FindingWrongFormat, Text: "a summary record, but no summarisation is agreed"}}
+		}
+		c.summary(sum)
+		return c.findings
+	}
+	if p.summary != nil {
+		return []Finding{{Code: FindingNotSummarised, Text: "a raw record, but only top-" + fmt.Sprint(p.summary.TopN) + " summaries are agreed"}}
+	}
+	w := &walker{kinds: spec.fields, view: map[string]any{}, check: c}
+	for _, f := range p.filters {
+		for _, k := range f.fields {
+			w.wantIPs = w.wantIPs || k == fieldRelatedIP
+		}
+	}
+	if _, err := spec.codec(0).refine(nil, record, w); err != nil {
+		return []Finding{{Code: FindingWrongFormat, Text: err.Error()}}
+	}
+	if ts, ok := w.view[fieldTimestamp].(time.Time); ok && !p.schedule.Contains(protocol.Time(ts.Unix())) {
+		c.add(Finding{Code: FindingOutsideSchedule, Field: fieldTimestamp, Text: fmt.Sprintf("%s is outside the schedule %s", ts.Format(time.RFC3339), scheduleText(p.schedule))})
+	}
+	for _, f := range p.filters {
+		if c.maskedAny(spec, f.fields) {
+			continue
+		}
+		ok, err := f.eval(w.view)
+		switch {
+		case err != nil:
+			c.add(Finding{Code: FindingFilterExcluded, Text: fmt.Sprintf("filter %q cannot be evaluated: %v", f.expr, err)})
+		case !ok:
+			c.add(Finding{Code: FindingFilterExcluded, Text: fmt.Sprintf("filter %q excludes the record", f.expr)})
+		}
+	}
+	return c.findings
+}
+
+func scheduleText(s protocol.Schedule) string {
+	b := func(t protocol.Time) string {
+		if t == 0 {
+			return "open"
+		}
+		return time.Unix(int64(t), 0).UTC().Format(time.RFC3339)
+	}
+	return "[" + b(s.Start) + ", " + b(s.End) + ")"
+}
+
+func parseSummary(record []byte) (*Summary, bool) {
+	if !bytes.Contains(record, []byte(`"ssanet_summary"`)) {
+		return nil, false
+	}
+	var r summaryRecord
+	d := json.NewDecoder(bytes.NewReader(record))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&r); err != nil || r.Summary == nil {
+		return nil, false
+	}
+	return r.Summary, true
+}
+
+// checker collects the findings of Verify; the walker hands it every value as written.
+type checker struct {
+	p        *SSP
+	findings []Finding
+}
+
+func (c *checker) add(f Finding) {
+	if len(c.findings) < maxFindings {
+		c.findings = append(c.findings, f)
+	}
+}
+
+// maskedAny reports whether masking may have changed one of fields in this format.
+func (c *checker) maskedAny(spec *formatSpec, fields []string) bool {
+	for _, m := range c.p.masks {
+		if m.Method == protocol.MaskNone {
+			continue
+		}
+		for _, f := range fields {
+			if m.Scope == protocol.ScopeFields && m.hasField(f) {
+				return true
+			}
+			if k := spec.fields[f]; m.Scope != protocol.ScopeFields && k != kindInt && k != kindTime {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *checker) text(field, s string, dropped bool) {
+	if dropped {
+		return
+	}
+	v := strings.TrimSpace(s)
+	for i := range c.p.masks {
+		m := &c.p.masks[i]
+		if m.Method == protocol.MaskNone {
+			continue
+		}
+		if m.Scope == protocol.ScopeFields {
+			if field == "" || !m.hasField(field) || v == "" || v == "-" {
+				continue
+			}
+			switch m.Method {
+			case protocol.MaskRemove:
+				c.add(Finding{Code: FindingNotRemoved, Field: field, Text: "the field is still present"})
+			case protocol.MaskHMAC:
+				if !isToken(v) {
+					c.add(Finding{Code: FindingNotHashed, Field: field, Text: "the value is not an hmac token"})
+				}
+			case protocol.MaskTruncate:
+				c.addresses(m, field, s, false)
+			}
+			continue
+		}
+		c.addresses(m, field, s, m.Scope == protocol.ScopePublicIP)
+	}
+}
+
+func (c *checker) addresses(m *maskRule, field, s string, publicOnly bool) {
+	if !mayHoldIP(s) || m.Method == protocol.MaskCryptoPAn {
+		return
+	}
+	var spans [4]ipSpan
+	for _, sp := range findIPs(spans[:0], s) {
+		a := sp.addr
+		if publicOnly && !IsPublic(a) {
+			continue
+		}
+		what := "address"
+		if publicOnly {
+			what = "public address"
+		}
+		switch m.Method {
+		case protocol.MaskTruncate:
+			if Truncate(a, m.Bits) != a.WithZone("") {
+				c.add(Finding{Code: FindingNotTruncated, Field: field, Text: fmt.Sprintf("%s %s has non-zero low %d bits", what, a, m.Bits)})
+			}
+		default:
+			c.add(Finding{Code: FindingUnmaskedIP, Field: field, Text: fmt.Sprintf("%s %s should be %s", what, a, pastTense(m.Method))})
+		}
+	}
+}
+
+func pastTense(method string) string {
+	if method == protocol.MaskHMAC {
+		return "hashed"
+	}
+	return "removed"
+}
+
+func (c *checker) summary(s *Summary) {
+	spec := c.p.summary
+	if len(s.Top) > int(spec.TopN) {
+		c.add(Finding{Code: FindingTopTooLong, Field: spec.GroupBy, Text: fmt.Sprintf("%d values, the SSA allows top %d", len(s.Top), spec.TopN)})
+	}
+	if s.GroupBy != spec.GroupBy || s.RankBy != spec.RankBy {
+		c.add(Finding{Code: FindingWrongFormat, Text: fmt.Sprintf("summary of %s by %s, the SSA agrees %s by %s", s.GroupBy, s.RankBy, spec.GroupBy, spec.RankBy)})
+	}
+	sch := c.p.schedule
+	if sch.Start != 0 && s.WindowStart.Unix() < int64(sch.Start)-int64(spec.Window) || sch.End != 0 && s.WindowStart.Unix() >= int64(sch.End) {
+		c.add(Finding{Code: FindingOutsideSchedule, Text: fmt.Sprintf("window starting %s is outside the schedule %s", s.WindowStart.Format(time.RFC3339), scheduleText(sch))})
+	}
+	for _, t := range s.Top {
+		c.text(spec.GroupBy, t.Value, false)
+	}
+}
+
+// RecordFindings are the findings of one record of a stream.
+type RecordFindings struct {
+	Line     int   // line of the record's first byte, from 1
+	Offset   int64 // byte offset of the record's first byte
+	Findings []Finding
+}
+
+// VerifyStream verifies every record read from r, cut as Run cuts them (under a
+// summarisation, one summary per line). It returns the records with findings, in order,
+// and the number of records read; a record that cannot be cut out is a wrong-format
+// finding. The error is that of reading or ctx.
+func VerifyStream(ctx context.Context, p *SSP, format string, r io.Reader) ([]RecordFindings, int64, error) {
+	spec, ok := p.format(format)
+	if !ok {
+		return []RecordFindings{{Line: 1, Findings: Verify(p, format, nil)}}, 0, nil
+	}
+	fr := spec.framing
+	if p.summary != nil {
+		fr = frameLine
+	}
+	sp := newSplitter(r, fr)
+	var out []RecordFindings
+	var n int64
+	for ; ; n++ {
+		if n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return out, n, err
+			}
+		}
+		rec, line, off, err := sp.next()
+		if errors.Is(err, io.EOF) {
+			return out, n, nil
+		}
+		var ioErr *readError
+		if errors.As(err, &ioErr) {
+			return out, n, ioErr.err
+		}
+		var fs []Finding
+		if err != nil {
+			fs = []Finding{{Code: FindingWrongFormat, Text: err.Error()}}
+		} else {
+			fs = Verify(p, format, rec)
+		}
+		if len(fs) > 0 {
+			out = append(out, RecordFindings{Line: line, Offset: off, Findings: fs})
+		}
+	}
+}

@@ -1,0 +1,253 @@
+package policy
+
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
+// kind is the type of a field of the normalised view, as CEL sees it.
+type kind uint8
+
+const (
+	kindString kind = iota + 1 // string
+	kindInt                    // int
+	kindIP                     // string holding an IP address
+	kindTime                   // timestamp
+	kindIPList                 // list of strings (related.ip), derived: never masked by name
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindInt:
+		return "int"
+	case kindIP:
+		return "ip"
+	case kindTime:
+		return "timestamp"
+	case kindIPList:
+		return "list(ip)"
+	default:
+		return "string"
+	}
+}
+
+// Derived fields, present in every format.
+const (
+	fieldRelatedIP = "related.ip"
+	fieldTimestamp = "@timestamp"
+)
+
+// codec reads and writes one record format.
+type codec interface {
+	// refine parses one record, passes each of its values through w and appends the record
+	// as written to dst. An error means the record is malformed; dst is then unspecified.
+	refine(dst, raw []byte, w *walker) ([]byte, error)
+}
+
+// walker is what a codec hands every value of a record to: it masks the value, captures
+// the normalised view before and after masking, and, when verifying, checks it.
+type walker struct {
+	kinds   map[string]kind
+	mask    *masker        // nil: values are written as read
+	view    map[string]any // nil: not captured; values as read
+	mview   map[string]any // nil: not captured; values as written
+	wantIPs bool           // collect related.ip
+	ips     []string
+	mips    []string
+	check   *checker // nil unless verifying
+	// relevant, if not nil, lists the view fields worth a look: those the views need and
+	// those masked by name. Values of other fields are handled as unnamed text.
+	relevant map[string]bool
+}
+
+// named returns field if the walker needs to know a value belongs to it, "" otherwise.
+func (w *walker) named(field string) string {
+	if field == "" || w.relevant == nil || w.relevant[field] {
+		return field
+	}
+	return ""
+}
+
+func (w *walker) reset() {
+	clear(w.view)
+	clear(w.mview)
+	w.ips = w.ips[:0]
+	w.mips = w.mips[:0]
+}
+
+// text handles one text value found at field ("" for a location outside the view) and
+// returns what to write and whether to remove the value.
+func (w *walker) text(field, s string) (string, bool) {
+	out, drop := s, false
+	if w.mask != nil {
+		out, drop = w.mask.text(field, s)
+	}
+	if field != "" {
+		if w.view != nil {
+			w.capture(w.view, field, s)
+		}
+		if w.mview != nil && !drop {
+			w.capture(w.mview, field, out)
+		}
+	}
+	if w.wantIPs {
+		w.ips = appendIPs(w.ips, s)
+		if !drop {
+			w.mips = appendIPs(w.mips, out)
+		}
+	}
+	if w.check != nil {
+		w.check.text(field, out, drop)
+	}
+	return out, drop
+}
+
+// key handles a JSON member name: only the address scopes apply to it.
+func (w *walker) key(s string) string {
+	out := s
+	if w.mask != nil && mayHoldIP(s) {
+		out = w.mask.key(s)
+	}
+	if w.wantIPs {
+		w.ips = appendIPs(w.ips, s)
+		w.mips = appendIPs(w.mips, out)
+	}
+	if w.check != nil {
+		w.check.text("", out, false)
+	}
+	return out
+}
+
+// number handles a JSON number at field. quoted means the result is a string (an hmac token).
+func (w *walker) number(field, raw string) (out string, drop, quoted bool) {
+	if field == "" {
+		return raw, false, false
+	}
+	out = raw
+	if w.mask != nil {
+		o, d := w.mask.text(field, raw)
+		drop = d
+		if !d && o != raw {
+			out, quoted = o, true
+		}
+	}
+	if w.view != nil {
+		w.capture(w.view, field, raw)
+	}
+	if w.mview != nil && !drop {
+		w.capture(w.mview, field, out)
+	}
+	if w.check != nil {
+		w.check.text(field, out, drop)
+	}
+	return out, drop, quoted
+}
+
+// value records a typed value that is not masked (syslog priority, time).
+func (w *walker) value(field string, v any) {
+	if w.view != nil {
+		if _, ok := w.view[field]; !ok {
+			w.view[field] = v
+		}
+	}
+	if w.mview != nil {
+		if _, ok := w.mview[field]; !ok {
+			w.mview[field] = v
+		}
+	}
+}
+
+// finish completes the views once every value has been walked.
+func (w *walker) finish() {
+	if !w.wantIPs {
+		return
+	}
+	if w.view != nil {
+		w.view[fieldRelatedIP] = append([]string(nil), w.ips...)
+	}
+	if w.mview != nil {
+		w.mview[fieldRelatedIP] = append([]string(nil), w.mips...)
+	}
+}
+
+// capture stores the first value of a field, converted to the field's kind. A value that
+// does not convert is left out, as if absent.
+func (w *walker) capture(view map[string]any, field, s string) {
+	if _, ok := view[field]; ok {
+		return
+	}
+	s = strings.TrimSpace(s)
+	switch w.kinds[field] {
+	case kindInt:
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			view[field] = n
+		} else if isToken(s) {
+			view[field] = s
+		}
+	case kindTime:
+		if t, ok := parseTime(s); ok {
+			view[field] = t
+		}
+	case kindString, kindIP:
+		if field == "network.transport" {
+			s = transportName(s)
+		}
+		view[field] = s
+	}
+}
+
+func appendIPs(dst []string, s string) []string {
+	if !mayHoldIP(s) {
+		return dst
+	}
+	var spans [4]ipSpan
+	for _, sp := range findIPs(spans[:0], s) {
+		a := sp.addr.String()
+		dup := false
+		for _, x := range dst {
+			if x == a {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			dst = append(dst, a)
+		}
+	}
+	return dst
+}
+
+// timeLayouts are the timestamp forms of the formats: RFC 3339 (IDMEF, IDMEFv2, IODEF) and
+// Suricata's numeric zone without a colon.
+var timeLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02T15:04:05.999999999Z0700",
+	"2006-01-02 15:04:05.999999999Z07:00",
+}
+
+func parseTime(s string) (time.Time, bool) {
+	for _, l := range timeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t.UTC(), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// transportName normalises a transport protocol name or IANA number to lower case ECS form.
+func transportName(s string) string {
+	switch s {
+	case "1":
+		return "icmp"
+	case "6":
+		return "tcp"
+	case "17":
+		return "udp"
+	case "58":
+		return "ipv6-icmp"
+	case "132":
+		return "sctp"
+	}
+	return strings.ToLower(s)
+}

@@ -1,0 +1,437 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// xmlCodec reads and writes one XML document per record. The document is kept as a tree of
+// everything the decoder reports — elements with their qualified names and every attribute,
+// text, comments, processing instructions, directives — so that what the engine does not
+// model is written back unchanged. Only the layout inside tags (attribute quoting, spacing)
+// and the escaping of text are normalised.
+type xmlCodec struct {
+	root       string   // local name of the root element
+	namespaces []string // namespaces the root may be in
+	// single names the root's children of which a record may hold at most one: the
+	// normalised view describes one alert or incident, so a document with several is
+	// refused rather than half filtered.
+	single []string
+	maps   []xmlMap
+}
+
+// xmlMap binds the text of an element, or one of its attributes, to a view field.
+type xmlMap struct {
+	path  []xseg
+	attr  string
+	field string
+}
+
+type xseg struct{ local, pattr, pval string }
+
+// xpath parses "A/B[attr=value]/C@attr" (local names, from the root's children down).
+func xpath(field, p string) xmlMap {
+	m := xmlMap{field: field}
+	if i := strings.IndexByte(p, '@'); i >= 0 {
+		p, m.attr = p[:i], p[i+1:]
+	}
+	for _, s := range strings.Split(p, "/") {
+		seg := xseg{local: s}
+		if i := strings.IndexByte(s, '['); i >= 0 {
+			seg.local = s[:i]
+			kv := strings.TrimSuffix(s[i+1:], "]")
+			seg.pattr, seg.pval, _ = strings.Cut(kv, "=")
+		}
+		m.path = append(m.path, seg)
+	}
+	return m
+}
+
+type xkind uint8
+
+const (
+	xElem xkind = iota
+	xText
+	xComment
+	xProcInst
+	xDirective
+)
+
+type xnode struct {
+	kind  xkind
+	name  string // qualified name as written (elements), target (processing instructions)
+	local string
+	attrs []xattr
+	kids  []*xnode
+	text  string
+	field string
+}
+
+type xattr struct {
+	space, local string
+	value        string
+	field        string
+	drop         bool
+}
+
+func (a *xattr) qname() string {
+	if a.space == "" {
+		return a.local
+	}
+	return a.space + ":" + a.local
+}
+
+func (n *xnode) attr(local string) (string, bool) {
+	for _, a := range n.attrs {
+		if a.local == local {
+			return a.value, true
+		}
+	}
+	return "", false
+}
+
+const maxXMLNodes = 1 << 16
+
+func (c *xmlCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
+	doc, root, err := c.parse(raw)
+	if err != nil {
+		return dst, err
+	}
+	for _, m := range c.maps {
+		c.bind(root, m.path, m)
+	}
+	w.value("event.kind", c.eventKind(root))
+	for _, n := range doc {
+		walkXML(n, w)
+	}
+	w.finish()
+	for i, n := range doc {
+		if n == root {
+			// What follows the root is white space or comments; the record ends here.
+			doc = append(doc[:i+1], trimTail(doc[i+1:])...)
+			break
+		}
+	}
+	for _, n := range doc {
+		dst = writeXML(dst, n)
+	}
+	return dst, nil
+}
+
+// trimTail drops the white space after the root element, keeping comments and processing
+// instructions.
+func trimTail(tail []*xnode) []*xnode {
+	var keep []*xnode
+	for _, n := range tail {
+		if n.kind != xText {
+			keep = append(keep, n)
+		}
+	}
+	return keep
+}
+
+func (c *xmlCodec) eventKind(root *xnode) string {
+	for _, k := range root.kids {
+		if k.kind == xElem {
+			return strings.ToLower(k.local)
+		}
+	}
+	return ""
+}
+
+// parse reads one document: its top-level nodes and its root element.
+func (c *xmlCodec) parse(raw []byte) ([]*xnode, *xnode, error) {
+	d := xml.NewDecoder(bytes.NewReader(raw))
+	d.Strict = true
+	var top []*xnode
+	var stack []*xnode
+	var root *xnode
+	nodes := 0
+	bad := func(format string, a ...any) error {
+		line, col := d.InputPos()
+		return fmt.Errorf("%w: line %d column %d: %s", ErrFormat, line, col, fmt.Sprintf(format, a...))
+	}
+	add := func(n *xnode) {
+		if len(stack) > 0 {
+			p := stack[len(stack)-1]
+			p.kids = append(p.kids, n)
+		} else {
+			top = append(top, n)
+		}
+	}
+	for {
+		tok, err := d.RawToken()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrFormat, err)
+		}
+		if nodes++; nodes > maxXMLNodes {
+			return nil, nil, bad("more than %d nodes", maxXMLNodes)
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if len(stack) == 0 && root != nil {
+				return nil, nil, bad("a second root element")
+			}
+			if len(stack) >= maxDepth {
+				return nil, nil, bad("nested deeper than %d", maxDepth)
+			}
+			n := &xnode{kind: xElem, name: qname(t.Name), local: t.Name.Local}
+			for _, a := range t.Attr {
+				n.attrs = append(n.attrs, xattr{space: a.Name.Space, local: a.Name.Local, value: a.Value})
+			}
+			add(n)
+			stack = append(stack, n)
+			if root == nil {
+				root = n
+			}
+		case xml.EndElement:
+			if len(stack) == 0 || stack[len(stack)-1].name != qname(t.Name) {
+				return nil, nil, bad("unexpected end tag </%s>", qname(t.Name))
+			}
+			stack = stack[:len(stack)-1]
+		case xml.CharData:
+			if len(stack) == 0 {
+				if len(bytes.TrimSpace(t)) > 0 {
+					return nil, nil, bad("text outside the root element")
+				}
+			}
+			add(&xnode{kind: xText, text: string(t)})
+		case xml.Comment:
+			add(&xnode{kind: xComment, text: string(t)})
+		case xml.ProcInst:
+			add(&xnode{kind: xProcInst, name: t.Target, text: string(t.Inst)})
+		case xml.Directive:
+			add(&xnode{kind: xDirective, text: string(t)})
+		}
+	}
+	if len(stack) > 0 {
+		return nil, nil, bad("unclosed element <%s>", stack[len(stack)-1].name)
+	}
+	if root == nil {
+		return nil, nil, fmt.Errorf("%w: no root element", ErrFormat)
+	}
+	if root.local != c.root {
+		return nil, nil, fmt.Errorf("%w: root element is %s, want %s", ErrFormat, root.name, c.root)
+	}
+	ns := ""
+	prefix := ""
+	if i := strings.IndexByte(root.name, ':'); i >= 0 {
+		prefix = root.name[:i]
+	}
+	for _, a := range root.attrs {
+		if prefix == "" && a.space == "" && a.local == "xmlns" || prefix != "" && a.space == "xmlns" && a.local == prefix {
+			ns = a.value
+		}
+	}
+	ok := false
+	for _, want := range c.namespaces {
+		ok = ok || ns == want
+	}
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: %s is in namespace %q, want %s", ErrFormat, c.root, ns, strings.Join(c.namespaces, " or "))
+	}
+	count := 0
+	for _, k := range root.kids {
+		for _, s := range c.single {
+			if k.kind == xElem && k.local == s {
+				count++
+			}
+		}
+	}
+	if count > 1 {
+		return nil, nil, fmt.Errorf("%w: %s holds %d %s: one per record", ErrFormat, c.root, count, strings.Join(c.single, " or "))
+	}
+	return top, root, nil
+}
+
+func qname(n xml.Name) string {
+	if n.Space == "" {
+		return n.Local
+	}
+	return n.Space + ":" + n.Local
+}
+
+// bind marks the nodes a mapping reaches below n.
+func (c *xmlCodec) bind(n *xnode, path []xseg, m xmlMap) {
+	if len(path) == 0 {
+		if m.attr == "" {
+			if n.field == "" {
+				n.field = m.field
+			}
+			return
+		}
+		for i := range n.attrs {
+			if n.attrs[i].local == m.attr && n.attrs[i].space != "xmlns" && n.attrs[i].field == "" {
+				n.attrs[i].field = m.field
+			}
+		}
+		return
+	}
+	seg := path[0]
+	for _, k := range n.kids {
+		if k.kind != xElem || k.local != seg.local {
+			continue
+		}
+		if seg.pattr != "" {
+			if v, _ := k.attr(seg.pattr); v != seg.pval {
+				continue
+			}
+		}
+		c.bind(k, path[1:], m)
+	}
+}
+
+// walkXML hands every text of n to w: attribute values, element text, comments,
+// processing instructions and directives. Namespace declarations are left alone.
+func walkXML(n *xnode, w *walker) {
+	switch n.kind {
+	case xElem:
+		for i := range n.attrs {
+			a := &n.attrs[i]
+			if a.space == "xmlns" || a.space == "" && a.local == "xmlns" {
+				continue
+			}
+			a.value, a.drop = w.text(a.field, a.value)
+		}
+		if n.field != "" {
+			walkBoundText(n, w)
+		}
+		for _, k := range n.kids {
+			if n.field != "" && k.kind == xText {
+				continue
+			}
+			walkXML(k, w)
+		}
+	case xProcInst:
+		if n.name != "xml" {
+			n.text, _ = w.text("", n.text)
+		}
+	default:
+		n.text, _ = w.text("", n.text)
+	}
+}
+
+// walkBoundText masks the text of an element bound to a view field as one value, keeping
+// the whitespace around it.
+func walkBoundText(n *xnode, w *walker) {
+	var sb strings.Builder
+	first := -1
+	for i, k := range n.kids {
+		if k.kind == xText {
+			if first < 0 {
+				first = i
+			}
+			sb.WriteString(k.text)
+		}
+	}
+	all := sb.String()
+	core := strings.TrimSpace(all)
+	lead := all[:strings.Index(all, core)]
+	trail := all[len(lead)+len(core):]
+	out, drop := w.text(n.field, core)
+	if drop {
+		out = ""
+	}
+	if first < 0 {
+		if out != "" {
+			n.kids = append(n.kids, &xnode{kind: xText, text: out})
+		}
+		return
+	}
+	kids := n.kids[:0]
+	for i, k := range n.kids {
+		switch {
+		case i == first:
+			k.text = lead + out + trail
+			kids = append(kids, k)
+		case k.kind != xText:
+			kids = append(kids, k)
+		}
+	}
+	n.kids = kids
+}
+
+func writeXML(dst []byte, n *xnode) []byte {
+	switch n.kind {
+	case xElem:
+		dst = append(dst, '<')
+		dst = append(dst, n.name...)
+		for _, a := range n.attrs {
+			if a.drop {
+				continue
+			}
+			dst = append(dst, ' ')
+			dst = append(dst, a.qname()...)
+			dst = append(dst, '=', '"')
+			dst = appendXMLEscaped(dst, a.value, true)
+			dst = append(dst, '"')
+		}
+		if len(n.kids) == 0 {
+			return append(dst, '/', '>')
+		}
+		dst = append(dst, '>')
+		for _, k := range n.kids {
+			dst = writeXML(dst, k)
+		}
+		dst = append(dst, '<', '/')
+		dst = append(dst, n.name...)
+		return append(dst, '>')
+	case xText:
+		return appendXMLEscaped(dst, n.text, false)
+	case xComment:
+		// "--" cannot appear in a comment; a masked value never adds one, an input never has one.
+		dst = append(dst, "<!--"...)
+		dst = append(dst, n.text...)
+		return append(dst, "-->"...)
+	case xProcInst:
+		dst = append(dst, "<?"...)
+		dst = append(dst, n.name...)
+		if n.text != "" {
+			dst = append(dst, ' ')
+			dst = append(dst, n.text...)
+		}
+		return append(dst, "?>"...)
+	default:
+		dst = append(dst, "<!"...)
+		dst = append(dst, n.text...)
+		return append(dst, '>')
+	}
+}
+
+func appendXMLEscaped(dst []byte, s string, attr bool) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '&':
+			dst = append(dst, "&amp;"...)
+		case '<':
+			dst = append(dst, "&lt;"...)
+		case '>':
+			dst = append(dst, "&gt;"...)
+		case '"':
+			if attr {
+				dst = append(dst, "&quot;"...)
+			} else {
+				dst = append(dst, c)
+			}
+		case '\r':
+			dst = append(dst, "&#xD;"...)
+		case '\n', '\t':
+			if attr {
+				dst = append(dst, "&#x"...)
+				dst = append(dst, "0123456789ABCDEF"[c>>4], "0123456789ABCDEF"[c&0xf], ';')
+			} else {
+				dst = append(dst, c)
+			}
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
