@@ -45,6 +45,7 @@ type Agent struct {
 	store   *storage.Store
 	metrics *prometheus.Registry
 	neg     *negotiator
+	book    *addrBook
 	dir     *discovery.Directory
 
 	stop     context.CancelFunc
@@ -96,6 +97,11 @@ func New(home string, opts Options) (*Agent, error) {
 	now := opts.Now
 	if now == nil {
 		now = time.Now
+	}
+	if a.book, err = loadAddrBook(filepath.Join(home, addrBookFile), a.host); err != nil {
+		a.host.Close()
+		a.store.Close()
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
@@ -196,6 +202,17 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 		return fmt.Errorf("start libp2p host on %s: %w", strings.Join(a.cfg.Listen, " "), err)
 	}
 	return nil
+}
+
+// findAddrs makes sure the peerstore has addresses for p: those persisted with the
+// negotiations, else the directory's.
+func (a *Agent) findAddrs(ctx context.Context, p peer.ID) {
+	if len(a.host.Peerstore().Addrs(p)) > 0 || a.host.Network().Connectedness(p) == network.Connected {
+		return
+	}
+	if _, err := a.dir.Peer(ctx, p); err != nil {
+		a.log.Debug("peer not found in the directory", "peer", p, "err", err)
+	}
 }
 
 // Host is the agent's libp2p host.

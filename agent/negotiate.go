@@ -170,6 +170,7 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 		}
 		if out.Agreement != nil {
 			agreement = out.Agreement
+			s.rec.Reasons = nil
 		}
 		if out.Reasons != nil {
 			s.rec.Reasons = out.Reasons
@@ -182,10 +183,13 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 		}
 	}
 	s.rec.State, s.rec.Peer, s.rec.Updated = s.m.State(), s.m.Peer().String(), now
-	if p := s.m.Pending(); p != nil {
-		s.rec.SSAID = p.ID
-	} else if ag := s.m.Agreement(); ag != nil {
-		s.rec.SSAID = ag.ID
+	switch {
+	case s.m.Pending() != nil:
+		s.rec.SSAID = s.m.Pending().ID
+	case s.m.Agreement() != nil:
+		s.rec.SSAID = s.m.Agreement().ID
+	case s.rec.SSAID == "" && len(s.m.Transcript()) > 0:
+		s.rec.SSAID = s.m.Transcript()[0].SSA.ID // a request rejected at once
 	}
 	s.rec.Delivered = send == nil || inbound
 	if err := n.a.store.Commit(s.rec, records, agreement); err != nil {
@@ -197,6 +201,9 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 	n.setDelivered(s)
 	if agreement != nil {
 		n.a.log.Info("agreement changed", "ssa", agreement.ID, "status", agreement.Status.String(), "peer", s.rec.Peer)
+		if err := n.a.book.remember(n.a.host, s.m.Peer()); err != nil {
+			n.a.log.Warn("peer addresses not saved", "peer", s.rec.Peer, "err", err)
+		}
 	}
 	return send, nil
 }
@@ -384,6 +391,7 @@ func (n *negotiator) deliver(ctx context.Context, s *session, env *protocol.Enve
 	p := s.m.Peer()
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(n.a.cfg.MessageTimeout))
 	defer cancel()
+	n.a.findAddrs(ctx, p)
 	st, err := n.a.host.NewStream(ctx, p, ProtocolNegotiate)
 	if err != nil {
 		return fmt.Errorf("open negotiation stream to %s: %w", p, err)

@@ -8,6 +8,34 @@ import (
 	"io"
 )
 
+// RecordReader cuts a stream of one format into raw records, for an enforcement point that
+// routes each record to several SSPs.
+type RecordReader struct{ s *splitter }
+
+// NewRecordReader reads records of format from r.
+func NewRecordReader(r io.Reader, format string) (*RecordReader, error) {
+	spec, ok := lookupFormat(format)
+	if !ok {
+		return nil, refuse(ReasonUnsupportedFormat, "information", "unknown format %q (want one of %v)", format, Formats())
+	}
+	return &RecordReader{s: newSplitter(r, spec.framing)}, nil
+}
+
+// Next returns the next record. A malformed record is a *BadRecord error, after which Next
+// goes on with the following one; an error of the underlying reader (io.EOF at the end) is
+// returned as it is. The record is valid until the next call.
+func (rr *RecordReader) Next() ([]byte, error) {
+	rec, line, off, err := rr.s.next()
+	var ioErr *readError
+	switch {
+	case errors.As(err, &ioErr):
+		return nil, ioErr.err
+	case err != nil && !errors.Is(err, io.EOF):
+		return nil, &BadRecord{Line: line, Offset: off, Err: err}
+	}
+	return rec, err
+}
+
 // readError is an error of the underlying reader, as opposed to a bad record.
 type readError struct{ err error }
 

@@ -55,6 +55,22 @@ func (c Code) String() string {
 // MarshalText writes the code's name.
 func (c Code) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
 
+// UnmarshalText reads a code's name (or its number, for a code this version does not know).
+func (c *Code) UnmarshalText(b []byte) error {
+	for k, v := range codeNames {
+		if v == string(b) {
+			*c = k
+			return nil
+		}
+	}
+	var n uint16
+	if _, err := fmt.Sscanf(string(b), "code(%d)", &n); err != nil {
+		return fmt.Errorf("protocol: unknown reason code %q", b)
+	}
+	*c = Code(n)
+	return nil
+}
+
 // Reason explains one refusal: which component conflicts, what each side wanted and a
 // sentence for a person.
 type Reason struct {

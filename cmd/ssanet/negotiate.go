@@ -104,12 +104,13 @@ func cmdRequest(c *cli, args []string) int {
 	if err := c.api("POST", "/v1/requests", body, &v); err != nil {
 		return c.apiFail(err)
 	}
-	return c.awaitOutcome(&v, *wait)
+	return c.awaitOutcome(&v, *wait, false)
 }
 
 // awaitOutcome polls a negotiation until it rests (approved, rejected, annulled, expired or
-// held for a decision) or wait passes, prints it, and returns the exit code of its outcome.
-func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration) int {
+// held for a decision) or wait passes, prints it, and returns the exit code of its outcome:
+// 3 when the peer refused (local: this agent declined, which is no refusal by the peer).
+func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration, local bool) int {
 	deadline := time.Now().Add(wait)
 	for !restful(v) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
@@ -119,9 +120,9 @@ func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration) int {
 	}
 	c.show(v)
 	switch {
-	case v.State == protocol.StateRejected.String():
+	case v.State == protocol.StateRejected.String() && !local:
 		return exitRefused
-	case !restful(v):
+	case !restful(v) && wait > 0:
 		fmt.Fprintf(c.stderr, "ssanet: still %s after %s; follow it with: ssanet ssa show %s\n", v.State, wait, v.SSAID)
 		return exitError
 	}
@@ -253,7 +254,7 @@ func cmdSSAOne(c *cli, sub string, args []string) int {
 	if sub == "revise" || sub == "cancel" {
 		return c.awaitChange(&v, *wait)
 	}
-	return c.awaitOutcome(&v, *wait)
+	return c.awaitOutcome(&v, *wait, sub == "decline")
 }
 
 // awaitChange waits until a cancellation or revision is confirmed or rejected.
@@ -266,9 +267,12 @@ func (c *cli) awaitChange(v *agent.NegotiationView, wait time.Duration) int {
 		}
 	}
 	c.show(v)
-	if v.State == "cancellation-sent" || v.State == "revision-sent" {
+	switch {
+	case v.State == "cancellation-sent" || v.State == "revision-sent":
 		fmt.Fprintf(c.stderr, "ssanet: not confirmed yet after %s; it will be sent again\n", wait)
 		return exitError
+	case len(v.Reasons) > 0:
+		return exitRefused // the peer rejected the revision: the version in force stays
 	}
 	return exitOK
 }
