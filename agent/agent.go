@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +28,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ssanet/ssanet/discovery"
 	"github.com/ssanet/ssanet/protocol"
@@ -45,6 +48,8 @@ type Agent struct {
 	store   *storage.Store
 	metrics *prometheus.Registry
 	neg     *negotiator
+	mgr     *manager
+	sinks   *sinks
 	book    *addrBook
 	dir     *discovery.Directory
 
@@ -81,53 +86,76 @@ func New(home string, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	encKey, err := storageKey(home, cfg)
-	if err != nil {
-		return nil, err
-	}
-	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry()}
-	a.store, err = storage.Open(filepath.Join(home, DataDir), storage.Options{EncryptionKey: encKey, Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	if err := a.startHost(key); err != nil {
-		a.store.Close()
-		return nil, err
-	}
 	now := opts.Now
 	if now == nil {
 		now = time.Now
 	}
-	if a.book, err = loadAddrBook(filepath.Join(home, addrBookFile), a.host); err != nil {
-		a.host.Close()
-		a.store.Close()
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a.stop = cancel
-	if a.neg, err = newNegotiator(a, now); err != nil {
-		cancel()
-		a.host.Close()
-		a.store.Close()
+	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry(), stop: cancel}
+	if err := a.start(ctx, key, now); err != nil {
+		a.Close()
 		return nil, err
 	}
-	boot, _ := cfg.bootstrapPeers() // validated with the config
-	a.dir, err = discovery.New(a.host, self, discovery.Config{Bootstrap: boot, Client: cfg.DHTMode == "client",
-		MDNS: cfg.MDNS && !loopbackOnly(cfg.Listen), Logger: log}, a.store.Offers, now)
-	if err != nil {
-		cancel()
-		a.host.Close()
-		a.store.Close()
-		return nil, err
-	}
-	a.host.SetStreamHandler(ProtocolNegotiate, a.neg.handleStream)
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		a.neg.resendLoop(ctx, time.Duration(cfg.RetryInterval))
-	}()
 	log.Info("agent started", "peer", a.host.ID(), "addrs", a.Addrs())
 	return a, nil
+}
+
+// start builds the agent's parts in order; Close releases those that were built.
+func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.Time) error {
+	encKey, err := storageKey(a.home, a.cfg)
+	if err != nil {
+		return err
+	}
+	if a.store, err = storage.Open(filepath.Join(a.home, DataDir), storage.Options{EncryptionKey: encKey, Logger: a.log}); err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	if err := a.startHost(key); err != nil {
+		return err
+	}
+	if a.book, err = loadAddrBook(filepath.Join(a.home, addrBookFile), a.host); err != nil {
+		return err
+	}
+	if a.mgr, err = newManager(a); err != nil {
+		return err
+	}
+	if a.sinks, err = newSinks(a, a.cfg.Sinks); err != nil {
+		return err
+	}
+	if a.neg, err = newNegotiator(a, now); err != nil {
+		return err
+	}
+	boot, _ := a.cfg.bootstrapPeers() // validated with the config
+	if a.dir, err = discovery.New(a.host, a.self, discovery.Config{Bootstrap: boot, Client: a.cfg.DHTMode == "client",
+		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log}, a.store.Offers, now); err != nil {
+		return err
+	}
+	a.host.SetStreamHandler(ProtocolNegotiate, a.neg.handleStream)
+	a.host.SetStreamHandler(ProtocolExchange, a.mgr.handleExchange)
+	a.host.SetStreamHandler(ProtocolMonitor, a.mgr.handleMonitor)
+	a.goRun(func() { a.neg.resendLoop(ctx, time.Duration(a.cfg.RetryInterval)) })
+	a.goRun(func() { a.mgr.retentionLoop(ctx, time.Duration(a.cfg.RetentionCheck)) })
+	if err := a.startIngest(ctx, a.cfg.Ingest); err != nil {
+		return err
+	}
+	return a.startMetrics(ctx)
+}
+
+// startMetrics serves Prometheus metrics (the agent's and libp2p's) on the configured
+// loopback address, if any, until ctx ends.
+func (a *Agent) startMetrics(ctx context.Context) error {
+	if a.cfg.Metrics == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", a.cfg.Metrics)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	a.goRun(func() { <-ctx.Done(); srv.Close() })
+	a.goRun(func() { srv.Serve(ln) })
+	return nil
 }
 
 // loopbackOnly reports whether every listen address is a loopback address: such an agent
@@ -245,19 +273,32 @@ func (a *Agent) Close() error {
 		return a.closeErr
 	}
 	a.closed = true
-	a.host.RemoveStreamHandler(ProtocolNegotiate)
+	if a.host != nil {
+		a.host.RemoveStreamHandler(ProtocolNegotiate)
+		a.host.RemoveStreamHandler(ProtocolExchange)
+		a.host.RemoveStreamHandler(ProtocolMonitor)
+	}
 	a.stop()
 	a.wg.Wait()
-	err := a.dir.Close()
-	if herr := a.host.Close(); err == nil {
-		err = herr
+	var errs []error
+	if a.mgr != nil {
+		a.mgr.close()
 	}
-	if serr := a.store.Close(); err == nil {
-		err = serr
+	if a.sinks != nil {
+		a.sinks.close()
 	}
-	a.closeErr = err
+	if a.dir != nil {
+		errs = append(errs, a.dir.Close())
+	}
+	if a.host != nil {
+		errs = append(errs, a.host.Close())
+	}
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
+	a.closeErr = errors.Join(errs...)
 	a.log.Info("agent stopped", "peer", a.self.PeerID())
-	return err
+	return a.closeErr
 }
 
 // gater enforces the community allow-list after the handshake, when the remote peer is

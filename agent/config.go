@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -15,6 +17,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"gopkg.in/yaml.v3"
 
+	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -47,6 +50,14 @@ type Config struct {
 	// EncryptionKeyFile, when set, enables encryption at rest with the 32-byte key (hex) in
 	// this file; the environment variable SSANET_STORAGE_KEY (hex) overrides it.
 	EncryptionKeyFile string `yaml:"encryption-key-file,omitempty"`
+	// Sinks forward received records to the security management server.
+	Sinks []SinkConfig `yaml:"sinks,omitempty"`
+	// Ingest configures the sources of raw records of a provider.
+	Ingest IngestConfig `yaml:"ingest,omitempty"`
+	// Metrics, when set, is a loopback host:port serving Prometheus metrics at /metrics.
+	Metrics string `yaml:"metrics,omitempty"`
+	// RetentionCheck is how often received records past their retention are deleted.
+	RetentionCheck Duration `yaml:"retention-check,omitempty"`
 	// MessageTimeout bounds every read and write on a stream.
 	MessageTimeout Duration `yaml:"message-timeout,omitempty"`
 	// RetryInterval is how often unacknowledged messages are sent again.
@@ -95,6 +106,7 @@ func DefaultConfig() Config {
 		DHTMode:        "server",
 		MessageTimeout: Duration(30 * time.Second),
 		RetryInterval:  Duration(5 * time.Second),
+		RetentionCheck: Duration(time.Minute),
 	}
 }
 
@@ -122,8 +134,24 @@ func (c *Config) Validate() error {
 	if c.Accept != "auto" && c.Accept != "manual" {
 		return fmt.Errorf("config: accept must be auto or manual, not %q", c.Accept)
 	}
-	if c.MessageTimeout <= 0 || c.RetryInterval <= 0 {
-		return errors.New("config: message-timeout and retry-interval must be positive")
+	if c.MessageTimeout <= 0 || c.RetryInterval <= 0 || c.RetentionCheck <= 0 {
+		return errors.New("config: message-timeout, retry-interval and retention-check must be positive")
+	}
+	for i := range c.Sinks {
+		if err := c.Sinks[i].validate(); err != nil {
+			return err
+		}
+	}
+	for _, f := range c.Ingest.Follow {
+		if f.Path == "" || !slices.Contains(policy.Formats(), f.Format) {
+			return fmt.Errorf("config: ingest.follow needs a path and a format among %v", policy.Formats())
+		}
+	}
+	if c.Metrics != "" {
+		host, _, err := net.SplitHostPort(c.Metrics)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return fmt.Errorf("config: metrics must be a loopback host:port such as 127.0.0.1:9464, not %q", c.Metrics)
+		}
 	}
 	return nil
 }
@@ -144,6 +172,15 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 #                       'ssanet ssa approve|decline ID')
 # encryption-key-file:  optional file with a 32-byte hex key: encrypts the store at rest
 #                       (SSANET_STORAGE_KEY overrides it)
+# sinks:                where received records go (requester): a list of
+#                       {type: jsonl, path: FILE} | {type: syslog, network: udp|tcp,
+#                       address: HOST:PORT} | {type: webhook, url: URL}; optional name and
+#                       relation (organisation|community|any, checked against the SSA's
+#                       redistribution rule)
+# ingest:               sources of raw records (provider): syslog-udp / syslog-tcp
+#                       (HOST:PORT), follow: [{path: FILE, format: eve|syslog|...}]
+# metrics:              optional loopback HOST:PORT serving Prometheus metrics at /metrics
+# retention-check:      how often received records past their retention are deleted
 # message-timeout:      deadline of every read and write on a stream
 # retry-interval:       how often unacknowledged messages are sent again
 `

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/ssanet/ssanet/discovery"
+	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
 )
@@ -34,8 +37,10 @@ type NegotiationView struct {
 	Note      string            `json:"note,omitempty"`
 	Reasons   []protocol.Reason `json:"reasons,omitempty"`
 	Delivered bool              `json:"delivered"`
-	Created   time.Time         `json:"created"`
-	Updated   time.Time         `json:"updated"`
+	// Phase is the SSA's place in the life cycle of clause 9.1.
+	Phase   string    `json:"phase"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
 	// SSA is the agreement in force (or annulled), else the SSA under negotiation.
 	SSA *protocol.SSA `json:"ssa,omitempty"`
 	// Versions lists every agreed version's ID, oldest first, when there are several.
@@ -207,6 +212,39 @@ func (a *Agent) controlHandler() http.Handler {
 		}
 		return a.view(rec)
 	})
+	handle("POST /v1/ingest", func(r *http.Request) (any, error) {
+		format := r.URL.Query().Get("format")
+		if !slices.Contains(policy.Formats(), format) {
+			return nil, badRequest(fmt.Errorf("ingest: format %q is not one of %v", format, policy.Formats()))
+		}
+		return a.Ingest(r.Context(), format, r.Body)
+	})
+	handle("GET /v1/records", func(r *http.Request) (any, error) {
+		q := r.URL.Query()
+		run := a.mgr.run(q.Get("ssa"))
+		if run == nil || run.role != protocol.RoleRequester {
+			if _, err := a.Negotiation(q.Get("ssa")); err != nil {
+				return nil, err
+			}
+		}
+		after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
+		recs, err := a.store.Records(q.Get("ssa"), after, 1000)
+		if err != nil {
+			return nil, err
+		}
+		out := []ForwardedRecord{}
+		for _, rec := range recs {
+			fr := ForwardedRecord{SSAID: q.Get("ssa"), Seq: rec.Seq, Received: rec.ReceivedAt, Text: string(rec.Data)}
+			if run != nil {
+				fr = forwarded(run, rec.Seq, rec.ReceivedAt, rec.Data)
+			}
+			out = append(out, fr)
+		}
+		return out, nil
+	})
+	handle("GET /v1/monitor/{id}", func(r *http.Request) (any, error) {
+		return a.Monitor(r.Context(), r.PathValue("id"))
+	})
 	handle("GET /v1/ssa", func(*http.Request) (any, error) {
 		recs, err := a.store.Negotiations()
 		if err != nil {
@@ -340,6 +378,7 @@ func (a *Agent) view(rec *storage.Negotiation) (*NegotiationView, error) {
 	default:
 		return nil, err
 	}
+	v.Phase = phase(v.SSA, rec.State, time.Now())
 	return v, nil
 }
 

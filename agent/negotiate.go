@@ -204,6 +204,7 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 		if err := n.a.book.remember(n.a.host, s.m.Peer()); err != nil {
 			n.a.log.Warn("peer addresses not saved", "peer", s.rec.Peer, "err", err)
 		}
+		n.a.mgr.agreementChanged(agreement, s.m.Role())
 	}
 	return send, nil
 }

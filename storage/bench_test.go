@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -47,7 +48,7 @@ func benchCommit(b *testing.B, f approved, group, agreed bool, goroutines int) {
 		if err != nil {
 			return err
 		}
-		refused, err := s.writeTxn([]*commitRequest{r})
+		refused, err := s.writeTxn([]request{r})
 		if err != nil {
 			return err
 		}
@@ -163,6 +164,13 @@ func populate(b *testing.B, dir string, opts Options, count int) {
 		})
 	}
 	wg.Wait()
+	stored := 0
+	err = s.view(func(txn *badger.Txn) error {
+		return scan(txn, []byte(prefixAgreement), func(k, v []byte) error { stored++; return nil })
+	})
+	if err != nil || stored != count {
+		b.Fatalf("%d agreements stored (%v), want %d", stored, err, count)
+	}
 	if err := s.Close(); err != nil {
 		b.Fatal(err)
 	}

@@ -47,6 +47,11 @@ const (
 	prefixAgreement   = "a/"
 	prefixIndex       = "i/"
 	prefixOffer       = "o/"
+	prefixOutbox      = "q/"
+	prefixOutboxState = "Q/"
+	prefixInbox       = "r/"
+	prefixInboxState  = "R/"
+	prefixEvidence    = "e/"
 )
 
 // nidLen is the length of a negotiation ID.

@@ -5,35 +5,56 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/ssanet/ssanet/protocol"
 )
 
 // Group commit. Badger's SyncWrites syncs the memtable's write-ahead log once per transaction,
-// even when its writer goroutine batches several transactions together, so concurrent Commits
+// even when its writer goroutine batches several transactions together, so concurrent writes
 // in their own transactions would each pay a full fsync. Instead one committer goroutine
-// takes every Commit waiting when it becomes free and writes them all in one transaction: one
-// fsync for the group. While it syncs, the next group gathers.
+// takes every request waiting when it becomes free (Commits, and the exchange queues' writes:
+// Enqueue, Ack, Receive, …) and writes them all in one transaction: one fsync for the group.
+// While it syncs, the next group gathers.
+//
+// The committer is the only writer of the keys its requests touch, so a request reads the
+// store in the group's transaction (which sees the writes of the requests before it in the
+// group) and never meets a conflict.
 
-// Bounds of a group, well below Badger's transaction limits (15% of the memtable size, about
-// 1.2 MiB, and the entries that fit in it): a group never fails for its size because of
-// another request in it.
+// Bounds of a group, below Badger's transaction limits (15% of the memtable size, about 1.2
+// MiB, and that divided by 96 bytes, 13107 entries; TestGroupBounds checks): a group never
+// fails for its size because of another request in it. A request that could not fit in one
+// group is a large one (see splitter).
 const (
-	maxGroupBytes   = 512 << 10
-	maxGroupEntries = 2048
+	maxGroupBytes   = 1 << 20
+	maxGroupEntries = 8192
 )
 
-// commitRequest is one Commit, checked and encoded as far as possible without the store.
-type commitRequest struct {
-	nid       []byte
-	n         Negotiation
-	msgs      [][]byte
-	agreement *protocol.SSA
-	agreed    []byte // agreement's encoding
-	size      int    // estimate of the Badger batch bytes it adds
-	done      chan error
+// request is one write waiting for the committer.
+type request interface {
+	// cost is an upper bound of what the request adds to a Badger batch: bytes (entrySize)
+	// and entries.
+	cost() (bytes, entries int)
+	// apply checks the request against the store as txn sees it, then writes it into txn.
+	// It reads before it writes, so a refused request leaves nothing in txn. A failed one
+	// (an error from Badger) spoils txn.
+	apply(txn *badger.Txn) (refused, failed error)
+	// reply is where the caller waits for the request's outcome.
+	reply() chan error
 }
 
-func (r *commitRequest) entries() int { return len(r.msgs) + 4 }
+// splitter is a request that may be too large for one transaction. prewrite writes its bulk
+// in transactions of its own (each at most maxGroupBytes and maxGroupEntries), where it is
+// not visible to readers yet, and leaves a remainder that fits one transaction: apply then
+// writes that remainder with the record that makes the whole visible at once.
+type splitter interface {
+	request
+	prewrite(s *Store) error
+}
+
+// waiter answers a request's caller.
+type waiter struct{ done chan error }
+
+func newWaiter() waiter { return waiter{done: make(chan error, 1)} }
+
+func (w *waiter) reply() chan error { return w.done }
 
 // entrySize estimates what an entry adds to a Badger batch: values at or above valueThreshold
 // go to the value log and leave a pointer.
@@ -44,23 +65,29 @@ func entrySize(key, value int) int {
 	return key + value + 32
 }
 
+// large reports whether r could not share a group with any other request.
+func large(r request) bool {
+	b, n := r.cost()
+	return b > maxGroupBytes || n > maxGroupEntries
+}
+
 // commit hands r to the committer and waits until its group is written and synced.
-func (s *Store) commit(r *commitRequest) error {
+func (s *Store) commit(r request) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
 	s.commits <- r
-	return <-r.done
+	return <-r.reply()
 }
 
-// committer runs until Close, writing the commits waiting each time it is free as one group.
+// committer runs until Close, writing the requests waiting each time it is free as one group.
 func (s *Store) committer() {
 	defer close(s.done)
-	var next *commitRequest // taken from the channel, but too large for the last group
+	var next request // taken from the channel, but too large for the last group
 	for {
-		group := make([]*commitRequest, 0, 16)
+		group := make([]request, 0, 16)
 		if next != nil {
 			group, next = append(group, next), nil
 		} else {
@@ -71,17 +98,22 @@ func (s *Store) committer() {
 				return
 			}
 		}
-		size, entries := group[0].size, group[0].entries()
+		if sp, ok := group[0].(splitter); ok && large(sp) {
+			s.writeLarge(sp)
+			continue
+		}
+		size, entries := group[0].cost()
 	gather:
 		for size < maxGroupBytes && entries < maxGroupEntries {
 			select {
 			case r := <-s.commits:
-				if size+r.size > maxGroupBytes || entries+r.entries() > maxGroupEntries {
+				b, n := r.cost()
+				if size+b > maxGroupBytes || entries+n > maxGroupEntries {
 					next = r
 					break gather
 				}
 				group = append(group, r)
-				size, entries = size+r.size, entries+r.entries()
+				size, entries = size+b, entries+n
 			default:
 				break gather
 			}
@@ -90,29 +122,39 @@ func (s *Store) committer() {
 	}
 }
 
+// writeLarge writes a request too large for one transaction: its bulk first, then the rest as
+// a group of its own.
+func (s *Store) writeLarge(r splitter) {
+	if err := r.prewrite(s); err != nil {
+		r.reply() <- err
+		return
+	}
+	s.writeGroup([]request{r})
+}
+
 // writeGroup writes a group in one transaction and answers each request. A request the store
 // refuses is answered with its reason and leaves nothing in the transaction. If the
 // transaction fails, each request is tried again alone, so one cannot fail the others.
-func (s *Store) writeGroup(group []*commitRequest) {
+func (s *Store) writeGroup(group []request) {
 	refused, err := s.writeTxn(group)
 	if err != nil && len(group) > 1 {
 		for _, r := range group {
-			s.writeGroup([]*commitRequest{r})
+			s.writeGroup([]request{r})
 		}
 		return
 	}
 	for i, r := range group {
 		if err != nil {
-			r.done <- err
+			r.reply() <- err
 		} else {
-			r.done <- refused[i]
+			r.reply() <- refused[i]
 		}
 	}
 }
 
 // writeTxn applies a group in one transaction and commits it. It returns each request's
 // refusal, or an error if the transaction failed as a whole.
-func (s *Store) writeTxn(group []*commitRequest) ([]error, error) {
+func (s *Store) writeTxn(group []request) ([]error, error) {
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	refused := make([]error, len(group))
@@ -133,4 +175,21 @@ func (s *Store) writeTxn(group []*commitRequest) ([]error, error) {
 	}
 	s.groups.Add(1)
 	return refused, nil
+}
+
+// writeChunk writes keys and values in one transaction of their own: the bulk of a large
+// request (splitter).
+func (s *Store) writeChunk(keys, values [][]byte) error {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	for i, k := range keys {
+		if err := txn.Set(k, values[i]); err != nil {
+			return err
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	s.groups.Add(1)
+	return nil
 }

@@ -130,7 +130,9 @@ func TestHelperProcess(t *testing.T) {
 }
 
 // TestCrash kills a process that commits in a loop, at a random moment, and checks that every
-// commit it acknowledged is there and complete; three times over the same store.
+// commit it acknowledged is there and complete, and that no commit is there in part; three
+// times over the same store. A killed process leaves the kernel's page cache behind, so this
+// tests atomicity and recovery, not the fsync that a power cut needs: that is SyncWrites'.
 func TestCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")

@@ -1,17 +1,21 @@
 // Package storage owns Badger and the persistent records of an ssanet agent: each
 // negotiation's state and whole signed transcript, every version of every agreed SSA, an index
 // from SSA ID to negotiation, and the provider's offers. It is the only package that imports
-// Badger. It never does network I/O and starts no goroutine of its own beyond Badger's, which
-// Close stops.
+// Badger. It never does network I/O. Its one goroutine (the committer, below) and Badger's are
+// stopped by Close.
 //
 // # Durability
 //
 // Every write method (Commit, PutOffer, DeleteOffer) returns only after its data has been
 // fsynced (Badger's SyncWrites), so what a method acknowledged survives a crash or a power
-// cut. Commit is atomic: it runs in one Badger transaction, so after a crash either all of a
-// commit (transcript entries, negotiation record, agreement, index entries) is there or none
-// of it is. Concurrent Commits from many goroutines share fsyncs: Badger's single writer
-// batches the transactions waiting for it into one write and one sync.
+// cut. Commit is atomic: after a crash either all of a commit (transcript entries, negotiation
+// record, agreement, index entries) is there or none of it is.
+//
+// Commits are grouped. Badger's SyncWrites syncs its write-ahead log once per transaction,
+// even when its writer batches concurrent transactions, so one goroutine owned by the Store
+// (the committer, stopped by Close) writes every Commit waiting for it in one transaction:
+// one fsync for the group, while the next group gathers. Within a group each Commit is still
+// checked and answered on its own, and a refused one writes nothing.
 //
 // The agent persists first and sends second: a message reaches the peer only after the Commit
 // that records it has returned.
@@ -56,4 +60,16 @@
 // Badger is tuned for small machines (8 MiB memtables, small block and index caches), so the
 // memory an open store uses does not grow with the number of stored SSAs. Only the listing
 // methods (Negotiations, Agreements, Offers) hold all their results at once.
+// BenchmarkOpenMemory measures it.
+//
+// There is no value-log garbage collection: values of 64 KiB or more go to Badger's value
+// log, and since records there are never deleted or overwritten (but for a rare annulment or
+// offer), there is next to no garbage to collect.
+//
+// # Limits
+//
+// SSA and offer IDs are at most 1024 bytes (they are keys); a message at most
+// protocol.MaxMessageSize; a transcript at most protocol.MaxMessages entries. The entries of
+// one Commit below 64 KiB must fit one Badger batch (about 1.2 MiB with these memtables), far
+// more than a protocol step records.
 package storage

@@ -55,6 +55,19 @@ func (s *Store) Commit(n *Negotiation, msgs [][]byte, agreement *protocol.SSA) e
 	return nil
 }
 
+// commitRequest is one Commit, checked and encoded as far as possible without the store.
+type commitRequest struct {
+	waiter
+	nid       []byte
+	n         Negotiation
+	msgs      [][]byte
+	agreement *protocol.SSA
+	agreed    []byte // agreement's encoding
+	size      int    // estimate of the Badger batch bytes it adds
+}
+
+func (r *commitRequest) cost() (int, int) { return r.size, len(r.msgs) + 4 }
+
 // newCommitRequest checks and encodes what it can without reading the store, in the caller's
 // goroutine, so that the committer does as little as possible. What it accepts is read back
 // by this package without error.
@@ -62,7 +75,7 @@ func newCommitRequest(n *Negotiation, msgs [][]byte, agreement *protocol.SSA) (*
 	if len(n.ID) != nidLen {
 		return nil, fmt.Errorf("storage: negotiation ID must be %d bytes, not %d", nidLen, len(n.ID))
 	}
-	r := &commitRequest{nid: bytes.Clone(n.ID), n: *n, msgs: msgs, agreement: agreement, done: make(chan error, 1)}
+	r := &commitRequest{waiter: newWaiter(), nid: bytes.Clone(n.ID), n: *n, msgs: msgs, agreement: agreement}
 	r.n.ID = r.nid
 	r.n.Reasons = slices.Clone(n.Reasons)
 	if err := checkID("SSA", n.SSAID, true); err != nil {

@@ -22,7 +22,7 @@ var (
 	// verify: the files were damaged or altered.
 	ErrCorrupt = errors.New("storage: corrupt record")
 	// ErrConflict means a Commit would rewrite what is stored (a transcript entry or an
-	// agreement version), or raced with another Commit on the same records; nothing was
+	// agreement version), or an offer changed while DeleteOffer deleted it; nothing was
 	// written.
 	ErrConflict = errors.New("storage: commit conflicts with stored records")
 	// ErrSSAInUse means a Commit names an SSA ID that is already bound to another
@@ -52,7 +52,7 @@ func (o *Options) Validate() error {
 // Tuning for small machines. Memory in use is about NumMemtables*memTableSize plus the caches,
 // whatever the number of records.
 const (
-	memTableSize     = 8 << 20
+	memTableSize     = 32 << 20
 	numMemtables     = 2
 	blockCacheSize   = 8 << 20 // must be > 0: blocks are compressed (and maybe encrypted)
 	indexCacheSize   = 4 << 20 // encrypted stores only; see badgerOptions
@@ -75,14 +75,19 @@ type Store struct {
 	closed bool
 	db     *badger.DB
 
-	// commits feeds the committer goroutine, which writes concurrent Commits as groups, one
-	// Badger transaction and one fsync per group. Close stops it with stop and waits on done.
-	commits chan *commitRequest
+	// commits feeds the committer goroutine, which writes concurrent requests (Commits and
+	// the exchange queues' writes) as groups, one Badger transaction and one fsync per group.
+	// Close stops it with stop and waits on done.
+	commits chan request
 	stop    chan struct{}
 	done    chan struct{}
 	// groups counts the transactions the committer has written: commits per group is the
 	// number of Commits that shared an fsync.
 	groups atomic.Int64
+
+	// sent holds what MarkSent recorded per SSA, until the SSA's outbox state is written.
+	sentMu sync.Mutex
+	sent   map[string]uint64
 }
 
 // Open opens the store in dir, creating dir (mode 0700) and the store if needed.
@@ -105,7 +110,8 @@ func open(dir string, opts Options, sync bool) (*Store, error) {
 		}
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, commits: make(chan *commitRequest), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{db: db, commits: make(chan request), stop: make(chan struct{}), done: make(chan struct{}),
+		sent: make(map[string]uint64)}
 	if err := s.checkSchema(); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}

@@ -795,27 +795,27 @@ func TestGroupCommit(t *testing.T) {
 	huge := slices.Repeat([][]byte{bytes.Repeat([]byte{1}, 10<<10)}, protocol.MaxMessages) // over Badger's batch
 	tests := []struct {
 		name  string
-		group []*commitRequest
+		group []request
 		want  []error // per request; nil: written
 		// transcript lengths of testNID(1..3) afterwards
 		lengths []int
 	}{
 		{"all written",
-			[]*commitRequest{
+			[]request{
 				req(Negotiation{ID: testNID(1), SSAID: "ssa-fixture"}, f.msgs[:1], nil),
 				req(Negotiation{ID: testNID(2), SSAID: "ssa-2"}, f.msgs, nil),
 				req(Negotiation{ID: testNID(1), SSAID: "ssa-fixture"}, f.msgs[1:], f.agreement), // appends to the first
 			},
 			[]error{nil, nil, nil}, []int{4, 4, -1}},
 		{"one refused",
-			[]*commitRequest{
+			[]request{
 				req(Negotiation{ID: testNID(1), SSAID: "ssa-fixture"}, f.msgs, nil),
 				req(Negotiation{ID: testNID(2), SSAID: "ssa-fixture"}, f.msgs, nil), // taken by the first
 				req(Negotiation{ID: testNID(3), SSAID: "ssa-3"}, f.msgs[:2], nil),
 			},
 			[]error{nil, ErrSSAInUse, nil}, []int{4, -1, 2}},
 		{"transaction too big",
-			[]*commitRequest{
+			[]request{
 				req(Negotiation{ID: testNID(1)}, f.msgs, nil),
 				req(Negotiation{ID: testNID(2)}, huge, nil),
 				req(Negotiation{ID: testNID(3)}, f.msgs[:1], nil),
@@ -827,7 +827,7 @@ func TestGroupCommit(t *testing.T) {
 			s := openTest(t, t.TempDir(), Options{})
 			s.writeGroup(tc.group)
 			for i, r := range tc.group {
-				err := <-r.done
+				err := <-r.reply()
 				if (tc.want[i] == nil) != (err == nil) || (err != nil && !errors.Is(err, tc.want[i])) {
 					t.Errorf("request %d: %v, want %v", i, err, tc.want[i])
 				}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,7 +20,7 @@ var errNoDaemon = errors.New("no ssanet daemon runs")
 
 // api calls the control API of the daemon of c.home. A non-2xx answer becomes an error with
 // the daemon's message; out (if not nil) receives the JSON or raw bytes of a 2xx answer.
-func (c *cli) api(method, path string, body []byte, out any) error {
+func (c *cli) api(method, path string, body io.Reader, out any) error {
 	sock := filepath.Join(c.home, agent.SocketFile)
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -29,7 +28,7 @@ func (c *cli) api(method, path string, body []byte, out any) error {
 			return d.DialContext(ctx, "unix", sock)
 		},
 	}}
-	req, err := http.NewRequest(method, "http://ssanet"+path, bytes.NewReader(body))
+	req, err := http.NewRequest(method, "http://ssanet"+path, body)
 	if err != nil {
 		return err
 	}

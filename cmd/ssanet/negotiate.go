@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -38,7 +39,7 @@ func cmdOffer(c *cli, args []string) int {
 			return c.fail(fmt.Errorf("read offer: %w", err))
 		}
 		var o protocol.Offer
-		if err := c.api("POST", "/v1/offers", body, &o); err != nil {
+		if err := c.api("POST", "/v1/offers", bytes.NewReader(body), &o); err != nil {
 			return c.apiFail(err)
 		}
 		if c.json {
@@ -101,7 +102,7 @@ func cmdRequest(c *cli, args []string) int {
 	}
 	body, _ := json.Marshal(agent.RequestBody{Provider: *provider, Template: string(text)})
 	var v agent.NegotiationView
-	if err := c.api("POST", "/v1/requests", body, &v); err != nil {
+	if err := c.api("POST", "/v1/requests", bytes.NewReader(body), &v); err != nil {
 		return c.apiFail(err)
 	}
 	return c.awaitOutcome(&v, *wait, false)
@@ -216,7 +217,7 @@ func cmdSSAOne(c *cli, sub string, args []string) int {
 		if rerr != nil {
 			return c.fail(fmt.Errorf("read template: %w", rerr))
 		}
-		err = c.api("POST", path+"/revise", body, &v)
+		err = c.api("POST", path+"/revise", bytes.NewReader(body), &v)
 	case "export":
 		var b []byte
 		if err := c.api("GET", path+"/export", nil, &b); err != nil {

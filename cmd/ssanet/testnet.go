@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -181,7 +182,7 @@ func (n *testnetNode) addSampleOffer(c *cli, i int) error {
 	}
 	nc := *c
 	nc.home = n.home
-	return nc.api("POST", "/v1/offers", body, nil)
+	return nc.api("POST", "/v1/offers", bytes.NewReader(body), nil)
 }
 
 // stop ends every node with SIGTERM and waits for it; a node still running after 10 s is

@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ssanet/ssanet/policy"
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// exchangePair is a provider and a requester with an approved SSA for EVE records, the
+// requester's template without the example's filter and with a schedule from 2010 on, so
+// that every sample record (2016-2020) is shared.
+func exchangePair(t *testing.T) (prov, req *Agent, ssa *protocol.SSA) {
+	t.Helper()
+	prov = newTestAgent(t, "provider", nil)
+	req = newTestAgent(t, "requester", nil)
+	addOffer(t, prov, nil)
+	tmpl := requestTemplate(t)
+	tmpl.Policy.Filtering = nil
+	tmpl.Schedule.Start = protocol.FromTime(time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC))
+	rec, err := req.Request(context.Background(), addrInfo(prov), tmpl)
+	if err != nil || rec.State != protocol.StateApproved {
+		t.Fatalf("negotiation: %+v, %v", rec, err)
+	}
+	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+	s, err := req.store.Agreement(rec.SSAID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prov, req, s
+}
+
+// waitRecords polls the requester's store until it holds n records of ssaID.
+func waitRecords(t *testing.T, a *Agent, ssaID string, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := a.store.InboxState(ssaID)
+		if err == nil && st.Last >= n {
+			if st.Last != n {
+				t.Fatalf("requester holds %d records, want %d", st.Last, n)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("requester holds %+v (%v), want %d records", st, err, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func sampleEVE(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../policy/testdata/eve/test-eve-small.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestExchangeAndMonitor(t *testing.T) {
+	ctx := context.Background()
+	prov, req, s := exchangePair(t)
+	st, err := prov.Ingest(ctx, protocol.FormatEVE, bytes.NewReader(sampleEVE(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := uint64(st.Queued[s.ID])
+	if st.Records != 12 || n == 0 {
+		t.Fatalf("ingest: %+v", st)
+	}
+	waitRecords(t, req, s.ID, n)
+
+	// Every record arrived refined as agreed: verification finds nothing, no public address
+	// is left whole.
+	ssp, err := policy.Compile(s, policy.StaticKey(make([]byte, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := req.store.Records(s.ID, 0, 100)
+	if err != nil || uint64(len(recs)) != n {
+		t.Fatalf("%d records, %v", len(recs), err)
+	}
+	for _, r := range recs {
+		if f := policy.Verify(ssp, protocol.FormatEVE, r.Data); len(f) > 0 {
+			t.Fatalf("record %d: %v", r.Seq, f)
+		}
+	}
+
+	as, err := req.Monitor(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if as.Verdict != VerdictFulfilled || as.Phase != PhaseExecution || as.Provider == nil ||
+		as.Provider.Acked != n || as.Provider.Ingested != 12 || as.Local.Last != n {
+		t.Fatalf("assessment %+v, report %+v", as, as.Provider)
+	}
+
+	// Cancellation stops delivery at once: records ingested afterwards never arrive.
+	if _, err := req.Cancel(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, prov, s.ID, protocol.StateAnnulled)
+	if _, err := prov.Ingest(ctx, protocol.FormatEVE, bytes.NewReader(sampleEVE(t))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // give a wrongly running delivery loop the chance to send
+	if got, _ := req.store.InboxState(s.ID); got.Last != n {
+		t.Fatalf("after cancellation the requester holds %d records, want %d", got.Last, n)
+	}
+}
+
+func TestBrokenProviderCaught(t *testing.T) {
+	ctx := context.Background()
+	prov, req, s := exchangePair(t)
+	// The provider queues raw records, skipping its enforcement point.
+	var raws [][]byte
+	for _, line := range bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n")) {
+		raws = append(raws, append([]byte{0}, line...))
+	}
+	if _, err := prov.store.Enqueue(s.ID, raws, uint64(len(raws)), 0); err != nil {
+		t.Fatal(err)
+	}
+	prov.mgr.run(s.ID).kick <- struct{}{}
+	waitRecords(t, req, s.ID, uint64(len(raws)))
+	as, err := req.Monitor(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if as.Verdict != VerdictViolated || len(as.Evidence) == 0 || as.Local.Violations == 0 {
+		t.Fatalf("verdict %s, evidence %d, %+v", as.Verdict, len(as.Evidence), as.Reasons)
+	}
+	ev, err := req.store.Evidence(s.ID)
+	if err != nil || len(ev) == 0 {
+		t.Fatal(err)
+	}
+	if _, err := protocol.OpenBatch(ev[0].Batch, prov.ID()); err != nil {
+		t.Fatalf("the evidence is not the provider's signed batch: %v", err)
+	}
+}

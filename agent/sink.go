@@ -1,0 +1,361 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ssanet/ssanet/policy"
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// Step ⑪: the requester's enforcement point forwards what it received to the security
+// management server through sinks. Forwarding reads from the store, after each record was
+// stored and verified, and remembers per sink and per SSA how far it got (in HOME/sinks), so
+// a restart forwards what was not forwarded yet: at least once to each sink. A sink counts as
+// onward sharing with the given relation, checked against the SSA's redistribution rule.
+
+// SinkConfig is one sink in config.yaml.
+type SinkConfig struct {
+	// Name identifies the sink (its progress file); defaults to its type.
+	Name string `yaml:"name,omitempty"`
+	// Type is jsonl, syslog or webhook.
+	Type string `yaml:"type"`
+	// Path is the JSON Lines file (jsonl).
+	Path string `yaml:"path,omitempty"`
+	// Network (udp or tcp) and Address (host:port) of a syslog receiver.
+	Network string `yaml:"network,omitempty"`
+	Address string `yaml:"address,omitempty"`
+	// URL of a webhook.
+	URL string `yaml:"url,omitempty"`
+	// Relation of the receiver to this organisation: organisation (default), community or
+	// any; records go only where the SSA's redistribution rule allows.
+	Relation string `yaml:"relation,omitempty"`
+}
+
+func (c *SinkConfig) validate() error {
+	if c.Name == "" {
+		c.Name = c.Type
+	}
+	if c.Relation == "" {
+		c.Relation = "organisation"
+	}
+	switch c.Type {
+	case "jsonl":
+		if c.Path == "" {
+			return fmt.Errorf("config: sink %s: jsonl needs a path", c.Name)
+		}
+	case "syslog":
+		if (c.Network != "udp" && c.Network != "tcp") || c.Address == "" {
+			return fmt.Errorf("config: sink %s: syslog needs network udp|tcp and an address host:port", c.Name)
+		}
+	case "webhook":
+		if c.URL == "" {
+			return fmt.Errorf("config: sink %s: webhook needs a url", c.Name)
+		}
+	default:
+		return fmt.Errorf("config: sink %q: type must be jsonl, syslog or webhook", c.Type)
+	}
+	return nil
+}
+
+// ForwardedRecord is a record as sinks receive it.
+type ForwardedRecord struct {
+	SSAID    string          `json:"ssa_id"`
+	Seq      uint64          `json:"seq"`
+	Received time.Time       `json:"received"`
+	Format   string          `json:"format"`
+	TLP      string          `json:"tlp,omitempty"`
+	Record   json.RawMessage `json:"record,omitempty"` // a JSON record as it is
+	Text     string          `json:"text,omitempty"`   // any other record
+}
+
+type sinkWriter interface {
+	write(ctx context.Context, recs []ForwardedRecord) error
+	close() error
+}
+
+// sinks runs one forwarder per configured sink.
+type sinks struct {
+	a      *Agent
+	kicks  []chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newSinks(a *Agent, cfgs []SinkConfig) (*sinks, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &sinks{a: a, cancel: cancel}
+	if err := os.MkdirAll(filepath.Join(a.home, "sinks"), 0o700); err != nil {
+		cancel()
+		return nil, err
+	}
+	for _, c := range cfgs {
+		w, err := openSink(c)
+		if err != nil {
+			cancel()
+			s.wg.Wait()
+			return nil, err
+		}
+		kick := make(chan struct{}, 1)
+		s.kicks = append(s.kicks, kick)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer w.close()
+			s.forward(ctx, c, w, kick)
+		}()
+	}
+	return s, nil
+}
+
+func openSink(c SinkConfig) (sinkWriter, error) {
+	switch c.Type {
+	case "jsonl":
+		f, err := os.OpenFile(c.Path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %w", c.Name, err)
+		}
+		return &jsonlSink{f: f}, nil
+	case "syslog":
+		return &syslogSink{network: c.Network, address: c.Address}, nil
+	default:
+		return &webhookSink{url: c.URL, client: &http.Client{Timeout: 10 * time.Second}}, nil
+	}
+}
+
+// kick wakes the forwarders after new records were stored.
+func (s *sinks) kick() {
+	for _, k := range s.kicks {
+		select {
+		case k <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *sinks) close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// forward copies every requester SSA's new records to one sink.
+func (s *sinks) forward(ctx context.Context, c SinkConfig, w sinkWriter, kick chan struct{}) {
+	progressPath := filepath.Join(s.a.home, "sinks", c.Name+".json")
+	progress := map[string]uint64{}
+	if b, err := os.ReadFile(progressPath); err == nil {
+		json.Unmarshal(b, &progress)
+	}
+	refused := map[string]bool{}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for _, run := range s.a.mgr.requesterRuns() {
+			if err := policy.MayRedistribute(run.ssp, c.Relation); err != nil {
+				if !refused[run.ssa.ID] {
+					s.a.log.Warn("records not forwarded: the SSA's redistribution rule forbids this sink", "ssa", run.ssa.ID, "sink", c.Name, "err", err)
+					refused[run.ssa.ID] = true
+				}
+				continue
+			}
+			for ctx.Err() == nil {
+				recs, err := s.a.store.Records(run.ssa.ID, progress[run.ssa.ID], 512)
+				if err != nil || len(recs) == 0 {
+					break
+				}
+				out := make([]ForwardedRecord, len(recs))
+				for i, r := range recs {
+					out[i] = forwarded(run, r.Seq, r.ReceivedAt, r.Data)
+				}
+				if err := w.write(ctx, out); err != nil {
+					s.a.log.Warn("sink refused records; will retry", "sink", c.Name, "err", err)
+					break
+				}
+				progress[run.ssa.ID] = recs[len(recs)-1].Seq
+				if b, err := json.Marshal(progress); err == nil {
+					os.WriteFile(progressPath, b, 0o600)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-t.C:
+		}
+	}
+}
+
+func forwarded(run *agreementRun, seq uint64, at time.Time, data []byte) ForwardedRecord {
+	fr := ForwardedRecord{SSAID: run.ssa.ID, Seq: seq, Received: at, TLP: run.ssp.Marking().TLP}
+	if len(run.ssa.Information) > 0 {
+		fr.Format = run.ssa.Information[0].Format
+	}
+	if json.Valid(data) {
+		fr.Record = data
+	} else {
+		fr.Text = string(data)
+	}
+	return fr
+}
+
+type jsonlSink struct{ f *os.File }
+
+func (j *jsonlSink) write(_ context.Context, recs []ForwardedRecord) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, r := range recs {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	_, err := j.f.Write(buf.Bytes())
+	return err
+}
+
+func (j *jsonlSink) close() error { return j.f.Close() }
+
+// syslogSink sends each record as an RFC 5424 message (octet-counted over TCP, RFC 6587).
+type syslogSink struct {
+	network, address string
+	conn             net.Conn
+}
+
+func (s *syslogSink) write(ctx context.Context, recs []ForwardedRecord) error {
+	if s.conn == nil {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, s.network, s.address)
+		if err != nil {
+			return err
+		}
+		s.conn = c
+	}
+	host, _ := os.Hostname()
+	for _, r := range recs {
+		body, _ := json.Marshal(r)
+		// PRI 110: facility security/authorization (13... local use is 16+); we use
+		// facility 13 (log audit) severity 6 (informational) = 110.
+		msg := fmt.Sprintf("<110>1 %s %s ssanet - %s [ssanet@32473 ssa=\"%s\" seq=\"%d\"] %s",
+			r.Received.UTC().Format(time.RFC3339Nano), nilDash(host), "record", r.SSAID, r.Seq, body)
+		if s.network == "tcp" {
+			msg = fmt.Sprintf("%d %s", len(msg), msg)
+		}
+		s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(s.conn, msg); err != nil {
+			s.conn.Close()
+			s.conn = nil
+			return err
+		}
+	}
+	return nil
+}
+
+func nilDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (s *syslogSink) close() error {
+	if s.conn != nil {
+		return s.conn.Close()
+	}
+	return nil
+}
+
+// webhookSink POSTs each chunk of records as a JSON array, retrying with exponential backoff
+// (up to 5 tries; then the forwarder tries again later from the same place).
+type webhookSink struct {
+	url    string
+	client *http.Client
+}
+
+func (h *webhookSink) write(ctx context.Context, recs []ForwardedRecord) error {
+	body, err := json.Marshal(recs)
+	if err != nil {
+		return err
+	}
+	delay := 100 * time.Millisecond
+	var last error
+	for try := 0; try < 5; try++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := h.client.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return nil
+			}
+			err = fmt.Errorf("webhook answered %s", resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+	return errors.Join(errors.New("webhook unreachable after 5 tries"), last)
+}
+
+func (h *webhookSink) close() error { return nil }
+
+// retentionLoop deletes received records once the SSA's retention has run out.
+func (m *manager) retentionLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		for _, run := range m.requesterRuns() {
+			h := run.ssa.Policy
+			if h == nil || h.Handling == nil || h.Handling.Retention == 0 {
+				continue
+			}
+			cut := time.Now().Add(-h.Handling.Retention.Std())
+			if n, err := m.a.store.DeleteRecordsReceivedBefore(run.ssa.ID, cut); err != nil {
+				m.a.log.Error("retention", "ssa", run.ssa.ID, "err", err)
+			} else if n > 0 {
+				m.a.log.Info("records deleted: retention ran out", "ssa", run.ssa.ID, "records", n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *manager) requesterRuns() []*agreementRun {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*agreementRun
+	for _, r := range m.runs {
+		if r.role == protocol.RoleRequester {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // findings are plain data
+	}
+	return b
+}

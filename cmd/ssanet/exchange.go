@@ -1,0 +1,124 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ssanet/ssanet/agent"
+)
+
+func cmdIngest(c *cli, args []string) int {
+	fs := c.flags("ingest", "ingest --format FORMAT [FILE|-]")
+	format := fs.String("format", "", "format of the raw records: eve, idmef, idmefv2, iodef or syslog")
+	pos, code := parse(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if *format == "" || len(pos) > 1 {
+		return c.usageError("usage: ssanet ingest --format FORMAT [FILE|-]")
+	}
+	in := c.stdin
+	if len(pos) == 1 && pos[0] != "-" {
+		f, err := os.Open(pos[0])
+		if err != nil {
+			return c.fail(fmt.Errorf("read records: %w", err))
+		}
+		defer f.Close()
+		in = f
+	}
+	var st agent.IngestStats
+	if err := c.api("POST", "/v1/ingest?format="+url.QueryEscape(*format), in, &st); err != nil {
+		return c.apiFail(err)
+	}
+	if c.json {
+		return c.printJSON(st)
+	}
+	fmt.Fprintf(c.stdout, "%d records read, %d malformed\n", st.Records, st.Malformed)
+	for id, n := range st.Queued {
+		fmt.Fprintf(c.stdout, "  %s: %d refined records queued for delivery\n", id, n)
+	}
+	if len(st.Queued) == 0 {
+		fmt.Fprintln(c.stdout, "  no SSA in force shares this format (or its policy let nothing through)")
+	}
+	return exitOK
+}
+
+func cmdRecords(c *cli, args []string) int {
+	fs := c.flags("records", "records --ssa ID [--after N] [--follow]")
+	ssa := fs.String("ssa", "", "the SSA whose received records to print")
+	after := fs.Uint64("after", 0, "print records after this sequence number")
+	follow := fs.Bool("follow", false, "keep printing records as they arrive (Ctrl-C stops)")
+	pos, code := parse(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if *ssa == "" || len(pos) > 0 {
+		return c.usageError("usage: ssanet records --ssa ID [--after N] [--follow]")
+	}
+	enc := json.NewEncoder(c.stdout)
+	for {
+		var recs []agent.ForwardedRecord
+		q := "/v1/records?ssa=" + url.QueryEscape(*ssa) + "&after=" + strconv.FormatUint(*after, 10)
+		if err := c.api("GET", q, nil, &recs); err != nil {
+			return c.apiFail(err)
+		}
+		for _, r := range recs {
+			if c.json {
+				enc.Encode(r)
+			} else if len(r.Record) > 0 {
+				fmt.Fprintf(c.stdout, "%s\n", r.Record)
+			} else {
+				fmt.Fprintln(c.stdout, r.Text)
+			}
+			*after = r.Seq
+		}
+		if len(recs) == 0 {
+			if !*follow {
+				return exitOK
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
+func cmdMonitor(c *cli, args []string) int {
+	fs := c.flags("monitor", "monitor ID")
+	pos, code := parse(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) != 1 {
+		return c.usageError("usage: ssanet monitor ID")
+	}
+	var as agent.Assessment
+	if err := c.api("GET", "/v1/monitor/"+url.PathEscape(pos[0]), nil, &as); err != nil {
+		return c.apiFail(err)
+	}
+	if c.json {
+		return c.printJSON(as)
+	}
+	printAssessment(c.stdout, &as)
+	return exitOK
+}
+
+func printAssessment(w io.Writer, as *agent.Assessment) {
+	fmt.Fprintf(w, "SSA %s: %s (phase: %s)\n", as.SSAID, strings.ToUpper(as.Verdict), as.Phase)
+	for _, r := range as.Reasons {
+		fmt.Fprintf(w, "  - %s\n", r)
+	}
+	if p := as.Provider; p != nil && p.Error == "" {
+		fmt.Fprintf(w, "provider (signed report): ingested %d, refined %d, dropped %d, sent %d, acknowledged %d; latency p50 %d ms, p95 %d ms, p99 %d ms; in schedule: %v\n",
+			p.Ingested, p.Refined, p.Dropped, p.Sent, p.Acked, p.LatencyP50, p.LatencyP95, p.LatencyP99, p.InSchedule)
+	}
+	l := as.Local
+	fmt.Fprintf(w, "requester: received %d, held %d, deleted by retention %d, with violations %d\n", l.Last, l.Stored, l.Deleted, l.Violations)
+	for _, e := range as.Evidence {
+		fmt.Fprintf(w, "evidence: signed batch from record %d received %s: %s\n", e.First, e.ReceivedAt.Format(time.RFC3339), e.Findings)
+	}
+}
