@@ -38,7 +38,7 @@ func addrInfo(a *Agent) peer.AddrInfo {
 	return peer.AddrInfo{ID: a.ID(), Addrs: a.Host().Addrs()}
 }
 
-func requestTemplate(t *testing.T) *protocol.SSA {
+func requestTemplate(t testing.TB) *protocol.SSA {
 	t.Helper()
 	s, err := protocol.ParseSSAYAML(protocol.ExampleRequester, time.Now())
 	if err != nil {
@@ -47,7 +47,7 @@ func requestTemplate(t *testing.T) *protocol.SSA {
 	return s
 }
 
-func addOffer(t *testing.T, a *Agent, edit func(*protocol.Offer)) {
+func addOffer(t testing.TB, a *Agent, edit func(*protocol.Offer)) {
 	t.Helper()
 	o, err := protocol.ParseOfferYAML(protocol.ExampleProvider, time.Now())
 	if err != nil {
@@ -62,7 +62,7 @@ func addOffer(t *testing.T, a *Agent, edit func(*protocol.Offer)) {
 }
 
 // waitState polls a's record of ssaID until it reaches want.
-func waitState(t *testing.T, a *Agent, ssaID string, want protocol.State) {
+func waitState(t testing.TB, a *Agent, ssaID string, want protocol.State) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

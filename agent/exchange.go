@@ -241,60 +241,108 @@ type IngestStats struct {
 
 // Ingest is Appendix I steps ⑦–⑧: raw records of format from the security agent go to every
 // SSA in force that shares that format, are refined under its SSP and queued durably for
-// delivery. A malformed record is counted and skipped.
+// delivery. A malformed record is counted and skipped. Refining a chunk overlaps with
+// queueing the previous one.
 func (a *Agent) Ingest(ctx context.Context, format string, r io.Reader) (IngestStats, error) {
 	st := IngestStats{Queued: map[string]int64{}}
 	rr, err := policy.NewRecordReader(r, format)
 	if err != nil {
 		return st, err
 	}
+	refined := make(chan refinedChunk, 1)
+	queueErr := make(chan error, 1)
+	go func() { // the queueing stage, owned by this call: it ends when refined is closed
+		var err error
+		for c := range refined {
+			if err == nil {
+				err = a.mgr.enqueue(c, st.Queued)
+			}
+		}
+		queueErr <- err
+	}()
+	readErr := a.readChunks(ctx, format, rr, &st, func(chunk [][]byte) {
+		refined <- a.mgr.refine(format, chunk)
+	})
+	close(refined)
+	return st, errors.Join(readErr, <-queueErr)
+}
+
+// readChunks cuts records out of rr and hands them to refine in chunks.
+func (a *Agent) readChunks(ctx context.Context, format string, rr *policy.RecordReader, st *IngestStats, refine func([][]byte)) error {
 	chunk := make([][]byte, 0, ingestChunk)
-	flush := func() error {
-		err := a.mgr.ingest(format, chunk, st.Queued)
-		chunk = chunk[:0]
-		return err
-	}
 	for {
 		rec, err := rr.Next()
 		var bad *policy.BadRecord
 		switch {
 		case errors.Is(err, io.EOF):
-			return st, flush()
+			if len(chunk) > 0 {
+				refine(chunk)
+			}
+			return nil
 		case errors.As(err, &bad):
 			st.Malformed++
 			a.log.Debug("malformed record skipped", "format", format, "line", bad.Line, "err", bad.Err)
 			continue
 		case err != nil:
-			return st, errors.Join(err, flush())
+			if len(chunk) > 0 {
+				refine(chunk)
+			}
+			return err
 		}
 		st.Records++
 		chunk = append(chunk, slices.Clone(rec))
 		if len(chunk) == ingestChunk {
-			if err := flush(); err != nil {
-				return st, err
-			}
+			refine(chunk)
+			chunk = make([][]byte, 0, ingestChunk)
 			if err := ctx.Err(); err != nil {
-				return st, err
+				return err
 			}
 		}
 	}
 }
 
-// ingest refines a chunk of raw records for every provider SSA that shares format.
+// refinedChunk is a chunk of raw records refined for every SSA that shares its format.
+type refinedChunk struct {
+	raws    int
+	runs    []*agreementRun
+	refined [][][]byte
+	err     error
+}
+
+// ingest refines a chunk of raw records and queues the results.
 func (m *manager) ingest(format string, raws [][]byte, queued map[string]int64) error {
+	return m.enqueue(m.refine(format, raws), queued)
+}
+
+// refine runs every provider SSA's enforcement point that shares format over raws.
+func (m *manager) refine(format string, raws [][]byte) refinedChunk {
+	c := refinedChunk{raws: len(raws)}
 	if len(raws) == 0 {
-		return nil
+		return c
 	}
 	for _, run := range m.providerRuns() {
 		if !slices.Contains(run.ssp.Formats(), format) {
 			continue
 		}
-		refined, err := run.refine(format, raws)
+		out, err := run.refine(format, raws)
 		if err != nil {
-			return err
+			c.err = err
+			return c
 		}
+		c.runs, c.refined = append(c.runs, run), append(c.refined, out)
+	}
+	return c
+}
+
+// enqueue queues a refined chunk durably and wakes the delivery loops.
+func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
+	if c.err != nil {
+		return c.err
+	}
+	for i, run := range c.runs {
+		refined := c.refined[i]
 		now := time.Now()
-		last, err := m.a.store.Enqueue(run.ssa.ID, refined, uint64(len(raws)), uint64(len(raws)-len(refined)))
+		last, err := m.a.store.Enqueue(run.ssa.ID, refined, uint64(c.raws), uint64(c.raws-len(refined)))
 		if err != nil {
 			return fmt.Errorf("queue records for %s: %w", run.ssa.ID, err)
 		}
@@ -345,8 +393,10 @@ func (run *agreementRun) refine(format string, raws [][]byte) ([][]byte, error) 
 }
 
 // deliverLoop is step ⑨ for one SSA: it sends the queued records in order, in signed
-// batches, one batch in flight (so a slow requester holds back the provider's disk queue, not
-// its memory), only inside the schedule, until the SSA stops being in force.
+// batches over one stream, with at most deliveryWindow batches awaiting acknowledgement (so a
+// slow requester holds back the provider's disk queue, not its memory), only inside the
+// schedule, until the SSA stops being in force. After a failure it starts again from the last
+// acknowledged record; the requester skips what it already holds.
 func (m *manager) deliverLoop(ctx context.Context, run *agreementRun) {
 	id := run.ssa.ID
 	st, err := m.a.store.OutboxState(id)
@@ -354,56 +404,146 @@ func (m *manager) deliverLoop(ctx context.Context, run *agreementRun) {
 		m.a.log.Error("read delivery state", "ssa", id, "err", err)
 		return
 	}
-	acked := st.Acked
-	wait := func(d time.Duration) bool {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return false
-		case <-run.kick:
-		case <-t.C:
-		}
-		return true
-	}
+	d := &delivery{m: m, run: run, acked: st.Acked}
 	for ctx.Err() == nil {
-		if !run.ssa.Schedule.Contains(protocol.FromTime(time.Now())) {
-			if !wait(retryDelivery) {
-				return
-			}
-			continue
+		err := d.session(ctx)
+		if ctx.Err() != nil {
+			return
 		}
-		recs, err := m.a.store.Pending(id, acked, batchRecords, batchBytes)
 		if err != nil {
-			m.a.log.Error("read queue", "ssa", id, "err", err)
+			m.a.log.Debug("delivery interrupted; will resume", "ssa", id, "err", err)
 		}
-		if len(recs) == 0 {
-			if !wait(retryDelivery) {
-				return
-			}
-			continue
-		}
-		last, err := m.sendBatch(ctx, run, recs)
-		if err != nil {
-			if ctx.Err() == nil {
-				m.a.log.Debug("delivery failed; will retry", "ssa", id, "err", err)
-				wait(retryDelivery)
-			}
-			continue
-		}
-		if last > acked {
-			if err := m.a.store.Ack(id, last); err != nil {
-				m.a.log.Error("record acknowledgement", "ssa", id, "err", err)
-				continue
-			}
-			run.acknowledged(last, time.Now())
-			acked = last
+		if !d.wait(ctx, retryDelivery) {
+			return
 		}
 	}
 }
 
-// sendBatch signs recs as one batch, sends it and returns the requester's acknowledgement.
-func (m *manager) sendBatch(ctx context.Context, run *agreementRun, recs []storage.QueuedRecord) (uint64, error) {
+// deliveryWindow is how many batches may await acknowledgement.
+const deliveryWindow = 4
+
+// delivery is the state of one SSA's delivery loop (owned by its goroutine).
+type delivery struct {
+	m     *manager
+	run   *agreementRun
+	acked uint64
+}
+
+func (d *delivery) wait(ctx context.Context, dur time.Duration) bool {
+	t := time.NewTimer(dur)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-d.run.kick:
+	case <-t.C:
+	}
+	return true
+}
+
+// session delivers over one stream until there is nothing to send for a while, the stream
+// fails, or ctx ends.
+func (d *delivery) session(ctx context.Context) error {
+	id := d.run.ssa.ID
+	if !d.run.ssa.Schedule.Contains(protocol.FromTime(time.Now())) {
+		return nil
+	}
+	if recs, err := d.m.a.store.Pending(id, d.acked, 1, 1); err != nil || len(recs) == 0 {
+		return err
+	}
+	timeout := time.Duration(d.m.a.cfg.MessageTimeout)
+	octx, cancel := context.WithTimeout(ctx, timeout)
+	d.m.a.findAddrs(octx, d.run.peer)
+	st, err := d.m.a.host.NewStream(octx, d.run.peer, ProtocolExchange)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("open exchange stream: %w", err)
+	}
+	acks := make(chan *protocol.BatchAck, deliveryWindow)
+	readErr := make(chan error, 1)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { // the acknowledgement reader, owned by this session
+		defer close(done)
+		r := bufio.NewReader(st)
+		for {
+			raw, err := readFrame(r, protocol.MaxMessageSize)
+			var ack *protocol.BatchAck
+			if err == nil {
+				ack, err = protocol.DecodeBatchAck(raw)
+			}
+			if err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case acks <- ack:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		st.Reset() // ends the reader's read
+		<-done
+	}()
+	sent := d.acked
+	var inflight []uint64 // last record of each unacknowledged batch
+	idle := time.NewTimer(10 * time.Second)
+	defer idle.Stop()
+	for {
+		for len(inflight) < deliveryWindow && d.run.ssa.Schedule.Contains(protocol.FromTime(time.Now())) {
+			recs, err := d.m.a.store.Pending(id, sent, batchRecords, batchBytes)
+			if err != nil {
+				return err
+			}
+			if len(recs) == 0 {
+				break
+			}
+			last, err := d.send(st, recs)
+			if err != nil {
+				return err
+			}
+			inflight, sent = append(inflight, last), last
+		}
+		st.SetReadDeadline(time.Now().Add(timeout))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-readErr:
+			return fmt.Errorf("read acknowledgement: %w", err)
+		case ack := <-acks:
+			if ack.Error != "" {
+				return fmt.Errorf("the requester refused the batch: %s", ack.Error)
+			}
+			if err := d.acknowledge(ack.Last); err != nil {
+				return err
+			}
+			for len(inflight) > 0 && inflight[0] <= ack.Last {
+				inflight = inflight[1:]
+			}
+			if ack.Last < sent && len(inflight) == 0 {
+				sent = ack.Last // the requester lacks records: send again from there
+			}
+		case <-d.run.kick:
+		case <-idle.C:
+			if len(inflight) == 0 {
+				return nil // nothing to send for a while: let the stream go
+			}
+		}
+		if !idle.Stop() {
+			select {
+			case <-idle.C:
+			default:
+			}
+		}
+		idle.Reset(10 * time.Second)
+	}
+}
+
+// send signs recs (up to a change of format) as one batch and writes it.
+func (d *delivery) send(st network.Stream, recs []storage.QueuedRecord) (uint64, error) {
+	run := d.run
 	tag := recs[0].Data[0]
 	b := &protocol.Batch{SSAID: run.ssa.ID, SSPHash: run.ssp.Hash(), First: recs[0].Seq,
 		Format: run.ssa.Information[tag].Format, Sent: time.Now().UnixMilli()}
@@ -415,40 +555,34 @@ func (m *manager) sendBatch(ctx context.Context, run *agreementRun, recs []stora
 		}
 		b.Records = append(b.Records, r.Data[1:])
 	}
-	raw, err := protocol.SealBatch(m.a.self, b)
+	raw, err := protocol.SealBatch(d.m.a.self, b)
 	if err != nil {
 		return 0, err
 	}
-	timeout := time.Duration(m.a.cfg.MessageTimeout)
-	sctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	st, err := m.a.host.NewStream(sctx, run.peer, ProtocolExchange)
-	if err != nil {
-		return 0, fmt.Errorf("open exchange stream: %w", err)
-	}
-	defer st.Close()
-	st.SetDeadline(time.Now().Add(timeout))
+	st.SetWriteDeadline(time.Now().Add(time.Duration(d.m.a.cfg.MessageTimeout)))
 	if err := writeFrame(st, raw); err != nil {
-		st.Reset()
 		return 0, err
 	}
-	m.a.store.MarkSent(run.ssa.ID, b.Last())
 	if !run.ssa.Schedule.Contains(protocol.FromTime(time.Now())) {
 		run.sentOutside.Add(1)
 	}
-	reply, err := readFrame(bufio.NewReader(st), protocol.MaxMessageSize)
-	if err != nil {
-		st.Reset()
-		return 0, fmt.Errorf("read acknowledgement: %w", err)
+	if err := d.m.a.store.MarkSent(run.ssa.ID, b.Last()); err != nil {
+		d.m.a.log.Debug("record sent counter", "ssa", run.ssa.ID, "err", err)
 	}
-	ack, err := protocol.DecodeBatchAck(reply)
-	if err != nil {
-		return 0, err
+	return b.Last(), nil
+}
+
+// acknowledge records durably that the requester holds every record up to last.
+func (d *delivery) acknowledge(last uint64) error {
+	if last <= d.acked {
+		return nil
 	}
-	if ack.Error != "" {
-		return 0, fmt.Errorf("the requester refused the batch: %s", ack.Error)
+	if err := d.m.a.store.Ack(d.run.ssa.ID, last); err != nil {
+		return fmt.Errorf("record acknowledgement: %w", err)
 	}
-	return ack.Last, nil
+	d.run.acknowledged(last, time.Now())
+	d.acked = last
+	return nil
 }
 
 // acknowledged records delivery latencies of the ranges now acknowledged.
@@ -479,14 +613,43 @@ func (run *agreementRun) latencies() (p50, p95, p99 uint64) {
 }
 
 // handleExchange is steps ⑩–⑪ on the requester: each batch is verified, stored exactly once
-// and acknowledged.
+// and acknowledged, in order. Verifying a batch overlaps with storing the previous one.
 func (m *manager) handleExchange(st network.Stream) {
 	remote := st.Conn().RemotePeer()
 	r := bufio.NewReader(st)
 	timeout := time.Duration(m.a.cfg.MessageTimeout)
+	checked := make(chan *checkedBatch, 1)
+	done := make(chan struct{})
+	go func() { // the storing stage, owned by this handler: it ends when checked is closed
+		defer close(done)
+		failed := false
+		for c := range checked {
+			if failed {
+				continue
+			}
+			ack, err := m.storeBatch(c, remote)
+			var b []byte
+			if err == nil {
+				b, err = ack.Encode()
+			}
+			if err == nil {
+				st.SetWriteDeadline(time.Now().Add(timeout))
+				err = writeFrame(st, b)
+			}
+			if err != nil {
+				m.a.log.Warn("batch not stored", "peer", remote, "err", err)
+				st.Reset()
+				failed = true
+			}
+		}
+	}()
+	defer func() {
+		close(checked)
+		<-done
+	}()
 	for {
-		st.SetDeadline(time.Now().Add(timeout))
-		raw, err := readFrame(r, protocol.MaxMessageSize)
+		st.SetReadDeadline(time.Now().Add(timeout))
+		raw, err := readFrame(r, protocol.MaxBatchSize)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				st.Close()
@@ -495,55 +658,67 @@ func (m *manager) handleExchange(st network.Stream) {
 			}
 			return
 		}
-		ack, err := m.receiveBatch(raw, remote)
+		c, err := m.checkBatch(raw, remote)
 		if err != nil {
 			m.a.log.Warn("batch refused", "peer", remote, "err", err)
 			st.Reset()
 			return
 		}
-		b, err := ack.Encode()
-		if err == nil {
-			err = writeFrame(st, b)
-		}
-		if err != nil {
-			st.Reset()
-			return
-		}
+		checked <- c
 	}
 }
 
-// receiveBatch checks one batch against the SSA and its SSP, stores it and keeps any
-// violation as evidence.
-func (m *manager) receiveBatch(raw []byte, remote peer.ID) (*protocol.BatchAck, error) {
+// checkedBatch is a batch verified against its SSA and SSP, ready to be stored.
+type checkedBatch struct {
+	raw        []byte
+	b          *protocol.Batch
+	refused    string // why the batch cannot be taken at all
+	findings   []RecordFinding
+	violations uint64
+}
+
+// checkBatch verifies a batch's signature, that it belongs to an SSA in force with its
+// sender, and every record against the SSP.
+func (m *manager) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) {
 	b, err := protocol.OpenBatch(raw, remote)
 	if err != nil {
 		return nil, err
 	}
+	c := &checkedBatch{raw: raw, b: b}
 	run := m.run(b.SSAID)
 	if run == nil || run.role != protocol.RoleRequester || run.peer != remote {
-		return &protocol.BatchAck{SSAID: b.SSAID, Error: "no SSA " + b.SSAID + " in force with this provider"}, nil
+		c.refused = "no SSA " + b.SSAID + " in force with this provider"
+		return c, nil
 	}
-	now := time.Now()
-	var findings []RecordFinding
 	if b.SSPHash != run.ssp.Hash() {
-		findings = append(findings, RecordFinding{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingWrongFormat,
+		c.findings = append(c.findings, RecordFinding{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingWrongFormat,
 			Text: "the batch was refined under SSP " + b.SSPHash + ", not the agreed " + run.ssp.Hash()}}})
 	}
 	if !run.ssa.Schedule.Contains(protocol.FromTime(time.UnixMilli(b.Sent))) {
-		findings = append(findings, RecordFinding{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingOutsideSchedule,
+		c.findings = append(c.findings, RecordFinding{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingOutsideSchedule,
 			Text: "the batch was sent outside the SSA's schedule"}}})
 	}
-	violations := uint64(0)
 	for i, rec := range b.Records {
 		if f := policy.Verify(run.ssp, b.Format, rec); len(f) > 0 {
-			findings = append(findings, RecordFinding{Seq: b.First + uint64(i), Findings: f})
-			violations++
+			c.findings = append(c.findings, RecordFinding{Seq: b.First + uint64(i), Findings: f})
+			c.violations++
 		}
 	}
-	if len(findings) > 0 && violations == 0 {
-		violations = uint64(len(b.Records))
+	if len(c.findings) > 0 && c.violations == 0 {
+		c.violations = uint64(len(b.Records)) // the whole batch is at fault
 	}
-	_, last, err := m.a.store.Receive(b.SSAID, b.First, b.Records, now, violations)
+	return c, nil
+}
+
+// storeBatch stores a checked batch exactly once, keeps any violation as evidence (the
+// provider's signed batch with the findings) and returns the acknowledgement.
+func (m *manager) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.BatchAck, error) {
+	b := c.b
+	if c.refused != "" {
+		return &protocol.BatchAck{SSAID: b.SSAID, Error: c.refused}, nil
+	}
+	now := time.Now()
+	_, last, err := m.a.store.Receive(b.SSAID, b.First, b.Records, now, c.violations)
 	if errors.Is(err, storage.ErrGap) {
 		st, serr := m.a.store.InboxState(b.SSAID)
 		if serr != nil {
@@ -554,10 +729,10 @@ func (m *manager) receiveBatch(raw []byte, remote peer.ID) (*protocol.BatchAck, 
 	if err != nil {
 		return nil, err
 	}
-	if len(findings) > 0 {
-		m.a.log.Warn("SSA violated: evidence kept", "ssa", b.SSAID, "peer", remote, "records", violations)
-		if err := m.a.store.PutEvidence(storage.Evidence{SSAID: b.SSAID, First: b.First, Batch: raw,
-			Findings: mustJSON(findings), ReceivedAt: now}); err != nil {
+	if len(c.findings) > 0 {
+		m.a.log.Warn("SSA violated: evidence kept", "ssa", b.SSAID, "peer", remote, "records", c.violations)
+		if err := m.a.store.PutEvidence(storage.Evidence{SSAID: b.SSAID, First: b.First, Batch: c.raw,
+			Findings: mustJSON(c.findings), ReceivedAt: now}); err != nil {
 			return nil, err
 		}
 	}

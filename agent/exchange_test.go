@@ -14,7 +14,7 @@ import (
 // exchangePair is a provider and a requester with an approved SSA for EVE records, the
 // requester's template without the example's filter and with a schedule from 2010 on, so
 // that every sample record (2016-2020) is shared.
-func exchangePair(t *testing.T) (prov, req *Agent, ssa *protocol.SSA) {
+func exchangePair(t testing.TB) (prov, req *Agent, ssa *protocol.SSA) {
 	t.Helper()
 	prov = newTestAgent(t, "provider", nil)
 	req = newTestAgent(t, "requester", nil)
@@ -35,7 +35,7 @@ func exchangePair(t *testing.T) (prov, req *Agent, ssa *protocol.SSA) {
 }
 
 // waitRecords polls the requester's store until it holds n records of ssaID.
-func waitRecords(t *testing.T, a *Agent, ssaID string, n uint64) {
+func waitRecords(t testing.TB, a *Agent, ssaID string, n uint64) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -53,7 +53,7 @@ func waitRecords(t *testing.T, a *Agent, ssaID string, n uint64) {
 	}
 }
 
-func sampleEVE(t *testing.T) []byte {
+func sampleEVE(t testing.TB) []byte {
 	t.Helper()
 	b, err := os.ReadFile("../policy/testdata/eve/test-eve-small.jsonl")
 	if err != nil {

@@ -1,7 +1,12 @@
 package protocol
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -11,41 +16,103 @@ import (
 // Batch is a run of refined records delivered under an SSA, signed by the provider. Records
 // are numbered from First, consecutively, per SSA; the batch is bound to the SSA and to the
 // hash of the SSP that refined it, and carries the TLP marking of the SSA's handling policy.
+//
+// On the wire the signature covers the batch's header, whose Digest is the SHA-256 of the
+// records (each preceded by its length as an unsigned varint): one signature per batch costs
+// the same whatever the records weigh, and the records are hashed once, not copied into the
+// signed structure.
 type Batch struct {
-	SSAID   string   `cbor:"1,keyasint"`
-	SSPHash string   `cbor:"2,keyasint"`
-	First   uint64   `cbor:"3,keyasint"`
-	Format  string   `cbor:"4,keyasint"`
-	Records [][]byte `cbor:"5,keyasint"`
+	SSAID   string `cbor:"1,keyasint"`
+	SSPHash string `cbor:"2,keyasint"`
+	First   uint64 `cbor:"3,keyasint"`
+	Format  string `cbor:"4,keyasint"`
+	Count   uint64 `cbor:"5,keyasint"`
 	// TLP is the handling label and Marking its STIX 2.1 TLP 2.0 marking-definition ID.
 	TLP     string `cbor:"6,keyasint,omitempty"`
 	Marking string `cbor:"7,keyasint,omitempty"`
 	// Sent is when the provider sent the batch, in milliseconds since the Unix epoch.
-	Sent int64 `cbor:"8,keyasint"`
+	Sent   int64  `cbor:"8,keyasint"`
+	Digest []byte `cbor:"9,keyasint"`
+	// Records travel beside the signed header; Digest binds them to it.
+	Records [][]byte `cbor:"-"`
+}
+
+// batchWire is a batch as sent: the signed header and the records.
+type batchWire struct {
+	_       struct{} `cbor:",toarray"`
+	Signed  []byte
+	Records [][]byte
 }
 
 // Last is the sequence number of the batch's last record.
 func (b *Batch) Last() uint64 { return b.First + uint64(len(b.Records)) - 1 }
 
-// SealBatch signs a batch.
+func recordsDigest(recs [][]byte) []byte {
+	h := sha256.New()
+	var n [binary.MaxVarintLen64]byte
+	for _, r := range recs {
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(r)))])
+		h.Write(r)
+	}
+	return h.Sum(nil)
+}
+
+// SealBatch signs a batch and returns it as sent.
 func SealBatch(id *Identity, b *Batch) ([]byte, error) {
 	if len(b.Records) == 0 || b.First == 0 {
 		return nil, fmt.Errorf("protocol: a batch holds at least one record, numbered from 1")
 	}
-	return sealDoc(id, docBatch, b)
-}
-
-// OpenBatch verifies a batch signed by provider.
-func OpenBatch(raw []byte, provider peer.ID) (*Batch, error) {
-	var b Batch
-	if err := openDoc(raw, provider, docBatch, &b); err != nil {
+	b.Count, b.Digest = uint64(len(b.Records)), recordsDigest(b.Records)
+	signed, err := sealDoc(id, docBatch, b)
+	if err != nil {
 		return nil, err
 	}
-	if len(b.Records) == 0 || b.First == 0 {
-		return nil, fmt.Errorf("%w: empty batch or record number 0", ErrMalformed)
+	return marshal(&batchWire{Signed: signed, Records: b.Records})
+}
+
+// OpenBatch verifies a batch signed by provider: the header's signature, and the records
+// against its digest.
+func OpenBatch(raw []byte, provider peer.ID) (*Batch, error) {
+	if len(raw) > MaxBatchSize {
+		return nil, fmt.Errorf("%w: batch of %d bytes, limit %d", ErrTooLarge, len(raw), MaxBatchSize)
 	}
+	var w batchWire
+	if err := batchDecMode.Unmarshal(raw, &w); err != nil {
+		return nil, fmt.Errorf("%w: batch: %v", ErrMalformed, err)
+	}
+	var b Batch
+	if err := openDoc(w.Signed, provider, docBatch, &b); err != nil {
+		return nil, err
+	}
+	if len(w.Records) == 0 || b.First == 0 || b.Count != uint64(len(w.Records)) {
+		return nil, fmt.Errorf("%w: batch of %d records says it holds %d, from number %d", ErrMalformed, len(w.Records), b.Count, b.First)
+	}
+	if !bytes.Equal(recordsDigest(w.Records), b.Digest) {
+		return nil, fmt.Errorf("%w: the records do not match the signed digest", ErrBadSignature)
+	}
+	b.Records = w.Records
 	return &b, nil
 }
+
+// MaxBatchSize is the largest batch accepted on the wire, in bytes.
+const MaxBatchSize = 8 << 20
+
+// batchDecMode decodes the outer structure of a batch strictly, with room for many records;
+// the signed header inside goes through the ordinary strict decoder.
+var batchDecMode = func() cbor.DecMode {
+	dm, err := cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		IndefLength:      cbor.IndefLengthForbidden,
+		TagsMd:           cbor.TagsForbidden,
+		MaxNestedLevels:  4,
+		MaxArrayElements: 65536,
+		MaxMapPairs:      16,
+	}.DecMode()
+	if err != nil {
+		panic(err) // constant options
+	}
+	return dm
+}()
 
 // BatchAck is the requester's answer to a batch: it holds every record up to Last. A
 // requester that refuses the batch says why in Error (and the provider stops sending).
