@@ -47,6 +47,7 @@ type Agent struct {
 	host    host.Host
 	store   *storage.Store
 	metrics *prometheus.Registry
+	m       *metrics
 	neg     *negotiator
 	mgr     *manager
 	sinks   *sinks
@@ -92,6 +93,7 @@ func New(home string, opts Options) (*Agent, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry(), stop: cancel}
+	a.m = newMetrics(a.metrics)
 	if err := a.start(ctx, key, now); err != nil {
 		a.Close()
 		return nil, err

@@ -2,7 +2,11 @@ package agent
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,4 +170,28 @@ func TestRejectedAndManual(t *testing.T) {
 	}
 	waitState(t, req, rec.SSAID, protocol.StateApproved)
 	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	a := newTestAgent(t, "metrics", func(c *Config) { c.Metrics = addr })
+	if _, err := a.Ingest(context.Background(), protocol.FormatEVE, strings.NewReader("{}\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{"ssanet_records_ingested_total 1", "libp2p_"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 }

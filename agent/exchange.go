@@ -124,6 +124,7 @@ func loadOrCreateSecret(path string) ([]byte, error) {
 // agreementChanged is called by the negotiation point when an SSA is approved, revised or
 // annulled (step ⑤): the management point starts, replaces or stops its implementation.
 func (m *manager) agreementChanged(s *protocol.SSA, role protocol.Role) {
+	m.a.m.agreements.WithLabelValues(s.Status.String()).Inc()
 	switch s.Status {
 	case protocol.StatusApproval:
 		if s.Supersedes != "" {
@@ -339,6 +340,7 @@ func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
 	if c.err != nil {
 		return c.err
 	}
+	m.a.m.ingested.Add(float64(c.raws))
 	for i, run := range c.runs {
 		refined := c.refined[i]
 		now := time.Now()
@@ -346,6 +348,7 @@ func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
 		if err != nil {
 			return fmt.Errorf("queue records for %s: %w", run.ssa.ID, err)
 		}
+		m.a.m.queued.Add(float64(len(refined)))
 		if len(refined) > 0 {
 			run.mu.Lock()
 			run.enqueued = append(run.enqueued, enqueueMark{last: last, at: now})
@@ -581,6 +584,7 @@ func (d *delivery) acknowledge(last uint64) error {
 		return fmt.Errorf("record acknowledgement: %w", err)
 	}
 	d.run.acknowledged(last, time.Now())
+	d.m.a.m.delivered.Add(float64(last - d.acked))
 	d.acked = last
 	return nil
 }
@@ -718,7 +722,7 @@ func (m *manager) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.BatchAc
 		return &protocol.BatchAck{SSAID: b.SSAID, Error: c.refused}, nil
 	}
 	now := time.Now()
-	_, last, err := m.a.store.Receive(b.SSAID, b.First, b.Records, now, c.violations)
+	stored, last, err := m.a.store.Receive(b.SSAID, b.First, b.Records, now, c.violations)
 	if errors.Is(err, storage.ErrGap) {
 		st, serr := m.a.store.InboxState(b.SSAID)
 		if serr != nil {
@@ -729,7 +733,9 @@ func (m *manager) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.BatchAc
 	if err != nil {
 		return nil, err
 	}
+	m.a.m.received.Add(float64(stored))
 	if len(c.findings) > 0 {
+		m.a.m.violations.Add(float64(c.violations))
 		m.a.log.Warn("SSA violated: evidence kept", "ssa", b.SSAID, "peer", remote, "records", c.violations)
 		if err := m.a.store.PutEvidence(storage.Evidence{SSAID: b.SSAID, First: b.First, Batch: c.raw,
 			Findings: mustJSON(c.findings), ReceivedAt: now}); err != nil {
