@@ -136,6 +136,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	a.host.SetStreamHandler(ProtocolMonitor, a.mgr.handleMonitor)
 	a.goRun(func() { a.neg.resendLoop(ctx, time.Duration(a.cfg.RetryInterval)) })
 	a.goRun(func() { a.mgr.retentionLoop(ctx, time.Duration(a.cfg.RetentionCheck)) })
+	a.goRun(func() { a.mgr.assessmentLoop(ctx, time.Duration(a.cfg.RetentionCheck)) })
 	if err := a.startIngest(ctx, a.cfg.Ingest); err != nil {
 		return err
 	}

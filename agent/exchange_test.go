@@ -3,7 +3,9 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -140,5 +142,33 @@ func TestBrokenProviderCaught(t *testing.T) {
 	}
 	if _, err := protocol.OpenBatch(ev[0].Batch, prov.ID()); err != nil {
 		t.Fatalf("the evidence is not the provider's signed batch: %v", err)
+	}
+}
+
+func TestAssessmentAtScheduleEnd(t *testing.T) {
+	prov := newTestAgent(t, "provider", nil)
+	req := newTestAgent(t, "requester", func(c *Config) { c.RetentionCheck = Duration(100 * time.Millisecond) })
+	addOffer(t, prov, nil)
+	tmpl := requestTemplate(t)
+	tmpl.Schedule.End = protocol.FromTime(time.Now().Add(2 * time.Second))
+	rec, err := req.Request(context.Background(), addrInfo(prov), tmpl)
+	if err != nil || rec.State != protocol.StateApproved {
+		t.Fatalf("negotiation: %+v, %v", rec, err)
+	}
+	path := filepath.Join(req.home, AssessmentDir, rec.SSAID+".json")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			var as Assessment
+			if err := json.Unmarshal(b, &as); err != nil || as.Phase != PhaseAssessment || as.Verdict == "" {
+				t.Fatalf("assessment %s: %+v, %v", b, as, err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no assessment report at the end of the schedule")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -219,4 +221,53 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (string, []str
 		}
 	}
 	return v, reasons
+}
+
+// AssessmentDir holds the assessment report of each SSA whose schedule has ended.
+const AssessmentDir = "assessments"
+
+// assessmentLoop produces, once, the assessment report of every requested SSA whose schedule
+// has ended (clause 9.1, the assessment step): HOME/assessments/<SSA ID>.json.
+func (m *manager) assessmentLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	dir := filepath.Join(m.a.home, AssessmentDir)
+	for {
+		for _, run := range m.requesterRuns() {
+			end := run.ssa.Schedule.End
+			path := filepath.Join(dir, run.ssa.ID+".json")
+			if end == 0 || protocol.FromTime(time.Now()) < end {
+				continue
+			}
+			if _, err := os.Stat(path); err == nil {
+				continue
+			}
+			as, err := m.a.Monitor(ctx, run.ssa.ID)
+			if err != nil {
+				m.a.log.Warn("assessment", "ssa", run.ssa.ID, "err", err)
+				continue
+			}
+			if err := writeJSONFile(path, as); err != nil {
+				m.a.log.Error("write assessment", "ssa", run.ssa.ID, "err", err)
+				continue
+			}
+			m.a.log.Info("SSA assessed at the end of its schedule", "ssa", run.ssa.ID, "verdict", as.Verdict, "report", path)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func writeJSONFile(path string, v any) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
 }
