@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -193,5 +194,21 @@ func TestMetricsEndpoint(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+func TestUnansweredProposalExpires(t *testing.T) {
+	ctx := context.Background()
+	prov := newTestAgent(t, "provider", nil)
+	req := newTestAgent(t, "requester", func(c *Config) { c.Accept = "manual" })
+	addOffer(t, prov, func(o *protocol.Offer) { o.ProposalValidity = 1 })
+	rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
+	if err != nil || rec.State != protocol.StateProposalReceived {
+		t.Fatalf("%+v, %v", rec, err)
+	}
+	waitState(t, req, rec.SSAID, protocol.StateExpired)
+	waitState(t, prov, rec.SSAID, protocol.StateExpired)
+	if _, err := req.Decide(ctx, rec.SSAID, Approve, ""); !errors.Is(err, ErrNotDecidable) && !errors.Is(err, protocol.ErrProposalExpired) {
+		t.Fatalf("approving an expired proposal: %v", err)
 	}
 }

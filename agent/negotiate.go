@@ -55,11 +55,15 @@ type negotiator struct {
 	// undelivered holds the negotiations whose last message of ours the peer has not
 	// acknowledged: what the resend loop sends again.
 	undelivered map[string]bool
+	// proposals holds the negotiations with a proposal unanswered, by its validity limit:
+	// the resend loop lets them expire.
+	proposals map[string]time.Time
 }
 
 // newNegotiator loads the negotiations with unacknowledged messages (a restart resumes them).
 func newNegotiator(a *Agent, now func() time.Time) (*negotiator, error) {
-	n := &negotiator{a: a, now: now, sessions: map[string]*session{}, undelivered: map[string]bool{}}
+	n := &negotiator{a: a, now: now, sessions: map[string]*session{}, undelivered: map[string]bool{},
+		proposals: map[string]time.Time{}}
 	recs, err := a.store.Negotiations()
 	if err != nil {
 		return nil, fmt.Errorf("load negotiations: %w", err)
@@ -67,6 +71,9 @@ func newNegotiator(a *Agent, now func() time.Time) (*negotiator, error) {
 	for _, rec := range recs {
 		if !rec.Delivered {
 			n.undelivered[string(rec.ID)] = true
+		}
+		if rec.State == protocol.StateProposalSent || rec.State == protocol.StateProposalReceived {
+			n.proposals[string(rec.ID)] = time.Time{} // checked at the first round
 		}
 	}
 	return n, nil
@@ -82,6 +89,39 @@ func (n *negotiator) setDelivered(s *session) {
 		delete(n.undelivered, string(s.rec.ID))
 	} else {
 		n.undelivered[string(s.rec.ID)] = true
+	}
+	if st := s.m.State(); (st == protocol.StateProposalSent || st == protocol.StateProposalReceived) && s.m.Pending() != nil {
+		n.proposals[string(s.rec.ID)] = s.m.Pending().Expires.Std()
+	} else {
+		delete(n.proposals, string(s.rec.ID))
+	}
+}
+
+// expireProposals lets the proposals whose validity limit has passed expire.
+func (n *negotiator) expireProposals() {
+	now := n.now()
+	n.mu.Lock()
+	var due [][]byte
+	for id, exp := range n.proposals {
+		if !now.Before(exp) {
+			due = append(due, []byte(id))
+		}
+	}
+	n.mu.Unlock()
+	for _, id := range due {
+		s, err := n.acquire(id, false)
+		if err != nil {
+			n.a.log.Error("restore negotiation", "err", err)
+			continue
+		}
+		s.mu.Lock()
+		if _, err := n.step(s, false, protocol.Tick{}); err != nil {
+			n.a.log.Error("expire proposal", "ssa", s.rec.SSAID, "err", err)
+		} else if s.m.State() == protocol.StateExpired {
+			n.a.log.Info("proposal expired unanswered", "ssa", s.rec.SSAID, "peer", s.rec.Peer)
+		}
+		s.mu.Unlock()
+		n.release(s)
 	}
 }
 
@@ -449,6 +489,7 @@ func (n *negotiator) resendLoop(ctx context.Context, interval time.Duration) {
 	defer t.Stop()
 	for {
 		n.resendPending(ctx)
+		n.expireProposals()
 		select {
 		case <-ctx.Done():
 			return
