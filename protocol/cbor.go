@@ -75,12 +75,29 @@ func unmarshalCanonical(b []byte, v any) error {
 	if err := decMode.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%w: %T: %v", ErrMalformed, v, err)
 	}
-	again, err := encMode.Marshal(v)
-	if err != nil {
+	same := &sameBytes{want: b, ok: true}
+	if err := encMode.NewEncoder(same).Encode(v); err != nil {
 		return fmt.Errorf("%w: %T: %v", ErrMalformed, v, err)
 	}
-	if string(again) != string(b) {
+	if !same.ok || same.off != len(b) {
 		return fmt.Errorf("%w: %T is not in core deterministic form", ErrMalformed, v)
 	}
 	return nil
+}
+
+// sameBytes is a writer that checks that what is written to it is want, without keeping it:
+// the re-encoding check of unmarshalCanonical allocates no copy of the value's encoding.
+type sameBytes struct {
+	want []byte
+	off  int
+	ok   bool
+}
+
+func (w *sameBytes) Write(p []byte) (int, error) {
+	if w.ok && len(p) <= len(w.want)-w.off && string(p) == string(w.want[w.off:w.off+len(p)]) {
+		w.off += len(p)
+	} else {
+		w.ok = false
+	}
+	return len(p), nil
 }

@@ -1,10 +1,15 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/crypto/pb"
@@ -88,6 +93,7 @@ var (
 // Identity is an agent's signing key and the peer ID derived from it.
 type Identity struct {
 	id     peer.ID
+	str    string // id.String(), which is slow (base58), computed once
 	priv   ed25519.PrivateKey
 	signer cose.Signer
 }
@@ -109,7 +115,7 @@ func NewIdentity(k crypto.PrivKey) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("protocol: peer ID: %w", err)
 	}
-	return &Identity{id: id, priv: ed25519.PrivateKey(raw), signer: signer}, nil
+	return &Identity{id: id, str: id.String(), priv: ed25519.PrivateKey(raw), signer: signer}, nil
 }
 
 // PeerID is the identity's peer ID.
@@ -173,14 +179,9 @@ func Seal(id *Identity, h Header, body any) (*Envelope, error) {
 	if err != nil {
 		return nil, err
 	}
-	hb, err := marshal(&h)
-	if err != nil {
-		return nil, err
-	}
-	if e.protected, err = marshal(&protectedHeader{Alg: algEdDSA, CT: ct, KID: []byte(id.id), Head: hb}); err != nil {
-		return nil, err
-	}
-	e.sig = ed25519.Sign(id.priv, sigStructure(e.protected, aad, e.payload))
+	e.protected = appendProtected(nil, ct, []byte(id.id), appendHeader(nil, &h))
+	var buf [2048]byte // the Sig_structure of a usual message fits: no allocation
+	e.sig = ed25519.Sign(id.priv, sigStructure(buf[:0], e.protected, aad, e.payload))
 	e.raw = appendSign1(nil, e.protected, e.payload, e.sig)
 	e.hash = sha256.Sum256(e.raw)
 	return e, nil
@@ -196,6 +197,92 @@ type protectedHeader struct {
 	CT   string `cbor:"3,keyasint"`
 	KID  []byte `cbor:"4,keyasint"`
 	Head []byte `cbor:"-65537,keyasint,omitempty"`
+}
+
+// appendProtected appends the canonical encoding of an ssanet protected header, with keys in
+// core deterministic order: 1 (alg), 3 (content type), 4 (kid), -65537 (message header).
+func appendProtected(b []byte, ct string, kid, head []byte) []byte {
+	b = slices.Grow(b, 24+len(ct)+len(kid)+len(head))
+	b = append(b, 0xa4, 0x01, 0x27, 0x03) // map of 4; alg: -8 (EdDSA); content type:
+	b = append(appendHead(b, 3, uint64(len(ct))), ct...)
+	b = appendBstr(append(b, 0x04), kid)
+	b = append(b, 0x3a, 0x00, 0x01, 0x00, 0x00) // -65537
+	return appendBstr(b, head)
+}
+
+// parseProtected reads a protected header written by appendProtected. It reports false for
+// anything else, which decodeSign1 then reads with the strict decoder.
+func parseProtected(b []byte) (ct string, kid, head []byte, ok bool) {
+	if len(b) < 4 || b[0] != 0xa4 || b[1] != 0x01 || b[2] != 0x27 || b[3] != 0x03 {
+		return "", nil, nil, false
+	}
+	ctb, b, err := readString(b[4:], 3)
+	if err != nil || !utf8.Valid(ctb) || len(b) == 0 || b[0] != 0x04 {
+		return "", nil, nil, false
+	}
+	if kid, b, err = readString(b[1:], 2); err != nil || !bytes.HasPrefix(b, []byte{0x3a, 0x00, 0x01, 0x00, 0x00}) {
+		return "", nil, nil, false
+	}
+	if head, b, err = readString(b[5:], 2); err != nil || len(head) == 0 || len(b) != 0 {
+		return "", nil, nil, false
+	}
+	return string(ctb), kid, head, true
+}
+
+// appendHeader appends the canonical encoding of h, as marshal writes it.
+func appendHeader(b []byte, h *Header) []byte {
+	n := byte(0xa4)
+	if len(h.Prev) > 0 {
+		n = 0xa5
+	}
+	b = slices.Grow(b, 96)
+	b = appendHead(append(b, n, 0x01), 0, uint64(h.Type))
+	b = appendNilBstr(append(b, 0x02), h.Negotiation)
+	b = appendNilBstr(append(b, 0x03), h.ID)
+	b = append(b, 0x04)
+	if h.Time >= 0 {
+		b = appendHead(b, 0, uint64(h.Time))
+	} else {
+		b = appendHead(b, 1, uint64(-1-h.Time))
+	}
+	if len(h.Prev) > 0 {
+		b = appendBstr(append(b, 0x05), h.Prev)
+	}
+	return b
+}
+
+// appendNilBstr appends v as a byte string, or null if v is nil, as the encoder does.
+func appendNilBstr(b, v []byte) []byte {
+	if v == nil {
+		return append(b, 0xf6)
+	}
+	return appendBstr(b, v)
+}
+
+// parseHeader reads a message header as appendHeader writes it for a well-formed message (a
+// known type, 16-byte IDs, a 32-byte Prev or none). It reports false for anything else, which
+// decodeSign1 then reads with the strict decoder.
+func parseHeader(b []byte) (h Header, ok bool) {
+	if len(b) < 40 || (b[0] != 0xa4 && b[0] != 0xa5) || b[1] != 0x01 || b[2] >= 24 ||
+		b[3] != 0x02 || b[4] != 0x50 || b[21] != 0x03 || b[22] != 0x50 || b[39] != 0x04 {
+		return h, false
+	}
+	h.Type, h.Negotiation, h.ID = MsgType(b[2]), b[5:21:21], b[23:39:39]
+	major, n, rest, err := readHead(b[40:])
+	if err != nil || n > math.MaxInt64 || (major != 0 && major != 1) {
+		return h, false
+	}
+	h.Time = int64(n)
+	if major == 1 {
+		h.Time = -1 - int64(n)
+	}
+	if b[0] == 0xa5 {
+		if len(rest) != 35 || rest[0] != 0x05 || rest[1] != 0x58 || rest[2] != 0x20 {
+			return h, false
+		}
+		h.Prev, rest = rest[3:35:35], nil
+	}
+	return h, len(rest) == 0
 }
 
 // appendHead appends the head of a CBOR item of major type major and argument n, in its
@@ -215,12 +302,27 @@ func appendHead(b []byte, major byte, n uint64) []byte {
 	return append(b, m|27, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }
 
+// headSize is the length of the shortest head with argument n.
+func headSize(n uint64) int {
+	switch {
+	case n < 24:
+		return 1
+	case n <= 0xff:
+		return 2
+	case n <= 0xffff:
+		return 3
+	case n <= 0xffffffff:
+		return 5
+	}
+	return 9
+}
+
 func appendBstr(b, v []byte) []byte { return append(appendHead(b, 2, uint64(len(v))), v...) }
 
 // sigStructure is the COSE Sig_structure of a COSE_Sign1 (RFC 9052 §4.4), in canonical CBOR:
 // ["Signature1", protected, external_aad, payload]. It is what is signed and verified.
-func sigStructure(protected, aad, payload []byte) []byte {
-	b := make([]byte, 0, 32+len(protected)+len(aad)+len(payload))
+func sigStructure(b, protected, aad, payload []byte) []byte {
+	b = slices.Grow(b, 32+len(protected)+len(aad)+len(payload))
 	b = append(b, 0x84, 0x6a)
 	b = append(b, "Signature1"...)
 	b = appendBstr(b, protected)
@@ -231,6 +333,7 @@ func sigStructure(protected, aad, payload []byte) []byte {
 // appendSign1 appends a tagged COSE_Sign1 with an empty unprotected header; a nil payload is
 // detached (CBOR null).
 func appendSign1(b, protected, payload, sig []byte) []byte {
+	b = slices.Grow(b, 32+len(protected)+len(payload)+len(sig))
 	b = append(b, 0xd2, 0x84) // tag 18, array of 4
 	b = appendBstr(b, protected)
 	b = append(b, 0xa0)
@@ -242,33 +345,44 @@ func appendSign1(b, protected, payload, sig []byte) []byte {
 	return appendBstr(b, sig)
 }
 
-// readBstr reads a definite-length byte string in shortest form from the front of b.
-func readBstr(b []byte) (v, rest []byte, err error) {
-	if len(b) == 0 || b[0]>>5 != 2 {
-		return nil, nil, fmt.Errorf("%w: COSE_Sign1: want a byte string", ErrMalformed)
+// readHead reads the head of a CBOR item in shortest form from the front of b: its major type
+// and argument.
+func readHead(b []byte) (major byte, n uint64, rest []byte, err error) {
+	if len(b) == 0 {
+		return 0, 0, nil, fmt.Errorf("%w: truncated", ErrMalformed)
 	}
-	ai, b := b[0]&0x1f, b[1:]
-	var n uint64
+	major, ai, b := b[0]>>5, b[0]&0x1f, b[1:]
 	switch {
 	case ai < 24:
-		n = uint64(ai)
+		return major, uint64(ai), b, nil
 	case ai <= 27:
 		size := 1 << (ai - 24)
 		if len(b) < size {
-			return nil, nil, fmt.Errorf("%w: COSE_Sign1: truncated", ErrMalformed)
+			return 0, 0, nil, fmt.Errorf("%w: truncated", ErrMalformed)
 		}
 		for _, c := range b[:size] {
 			n = n<<8 | uint64(c)
 		}
-		b = b[size:]
-		if len(appendHead(nil, 2, n)) != 1+size {
-			return nil, nil, fmt.Errorf("%w: COSE_Sign1 is not in core deterministic form", ErrMalformed)
+		if headSize(n) != 1+size {
+			return 0, 0, nil, fmt.Errorf("%w: not in core deterministic form", ErrMalformed)
 		}
-	default:
-		return nil, nil, fmt.Errorf("%w: COSE_Sign1: indefinite or reserved length", ErrMalformed)
+		return major, n, b[size:], nil
+	}
+	return 0, 0, nil, fmt.Errorf("%w: indefinite or reserved length", ErrMalformed)
+}
+
+// readString reads a definite-length string of major type major (2: bytes, 3: text) in
+// shortest form from the front of b. The string aliases b.
+func readString(b []byte, major byte) (v, rest []byte, err error) {
+	m, n, b, err := readHead(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m != major {
+		return nil, nil, fmt.Errorf("%w: major type %d, want %d", ErrMalformed, m, major)
 	}
 	if n > uint64(len(b)) {
-		return nil, nil, fmt.Errorf("%w: COSE_Sign1: truncated", ErrMalformed)
+		return nil, nil, fmt.Errorf("%w: truncated", ErrMalformed)
 	}
 	return b[:n:n], b[n:], nil
 }
@@ -284,20 +398,19 @@ func parseSign1(raw []byte) (m sign1, err error) {
 		return m, fmt.Errorf("%w: not a tagged COSE_Sign1", ErrMalformed)
 	}
 	b := raw[2:]
-	if m.Protected, b, err = readBstr(b); err != nil {
+	if m.Protected, b, err = readString(b, 2); err != nil {
 		return m, err
 	}
 	if len(b) == 0 || b[0] != 0xa0 {
 		return m, fmt.Errorf("%w: unprotected header must be empty", ErrMalformed)
 	}
-	m.Unprotected = map[int64]any{}
 	b = b[1:]
 	if len(b) > 0 && b[0] == 0xf6 {
 		b = b[1:] // detached payload
-	} else if m.Payload, b, err = readBstr(b); err != nil {
+	} else if m.Payload, b, err = readString(b, 2); err != nil {
 		return m, err
 	}
-	if m.Signature, b, err = readBstr(b); err != nil {
+	if m.Signature, b, err = readString(b, 2); err != nil {
 		return m, err
 	}
 	if len(b) != 0 {
@@ -355,8 +468,13 @@ func decodeSign1(raw []byte) (m sign1, h Header, ct string, kid peer.ID, err err
 	if m, err = parseSign1(raw); err != nil {
 		return m, h, "", "", err
 	}
+	// The fast paths read the one canonical layout ssanet writes; anything else goes through
+	// the strict decoder and its re-encoding check, so both accept exactly the same bytes.
 	var ph protectedHeader
-	if err = unmarshalCanonical(m.Protected, &ph); err != nil {
+	var fast bool
+	if ph.CT, ph.KID, ph.Head, fast = parseProtected(m.Protected); fast {
+		ph.Alg = algEdDSA
+	} else if err = unmarshalCanonical(m.Protected, &ph); err != nil {
 		return m, h, "", "", fmt.Errorf("protected header: %w", err)
 	}
 	if ph.Alg != algEdDSA {
@@ -365,8 +483,10 @@ func decodeSign1(raw []byte) (m sign1, h Header, ct string, kid peer.ID, err err
 	if kid, err = peer.IDFromBytes(ph.KID); err != nil {
 		return m, h, "", "", fmt.Errorf("%w: kid is not a peer ID: %v", ErrMalformed, err)
 	}
-	if err = unmarshalCanonical(ph.Head, &h); err != nil {
-		return m, h, "", "", fmt.Errorf("message header: %w", err)
+	if h, fast = parseHeader(ph.Head); !fast {
+		if err = unmarshalCanonical(ph.Head, &h); err != nil {
+			return m, h, "", "", fmt.Errorf("message header: %w", err)
+		}
 	}
 	if _, ok := msgNames[h.Type]; !ok {
 		return m, h, "", "", fmt.Errorf("%w: unknown message type %d", ErrMalformed, h.Type)
@@ -380,21 +500,38 @@ func decodeSign1(raw []byte) (m sign1, h Header, ct string, kid peer.ID, err err
 // verifySign1 checks a COSE_Sign1 signature (EdDSA, RFC 9052 §4.4) with the Ed25519 key
 // inside kid, over the protected header and payload as received.
 func verifySign1(protected, payload, sig, aad []byte, kid peer.ID) error {
-	pub, err := kid.ExtractPublicKey()
-	if err != nil || pub.Type() != pb.KeyType_Ed25519 {
-		return fmt.Errorf("%w: %s", ErrUnsupportedKey, kid)
-	}
-	rawPub, err := pub.Raw()
-	if err != nil || len(rawPub) != ed25519.PublicKeySize {
-		return fmt.Errorf("%w: %s", ErrUnsupportedKey, kid)
+	rawPub, err := ed25519Key(kid)
+	if err != nil {
+		return err
 	}
 	if payload == nil {
 		return fmt.Errorf("%w: no payload to verify", ErrMalformed)
 	}
-	if !ed25519.Verify(ed25519.PublicKey(rawPub), sigStructure(protected, aad, payload), sig) {
+	var buf [2048]byte // the Sig_structure of a usual message fits: no allocation
+	if !ed25519.Verify(ed25519.PublicKey(rawPub), sigStructure(buf[:0], protected, aad, payload), sig) {
 		return fmt.Errorf("%w: signer %s", ErrBadSignature, kid)
 	}
 	return nil
+}
+
+// ed25519Prefix starts every peer ID that embeds an Ed25519 key: an identity multihash of 36
+// bytes holding the protobuf PublicKey{Type: Ed25519, Data: 32 bytes}.
+const ed25519Prefix = "\x00\x24\x08\x01\x12\x20"
+
+// ed25519Key returns the Ed25519 public key inside kid.
+func ed25519Key(kid peer.ID) ([]byte, error) {
+	if len(kid) == len(ed25519Prefix)+ed25519.PublicKeySize && strings.HasPrefix(string(kid), ed25519Prefix) {
+		return []byte(kid[len(ed25519Prefix):]), nil // what ExtractPublicKey reads, without its allocations
+	}
+	pub, err := kid.ExtractPublicKey()
+	if err != nil || pub.Type() != pb.KeyType_Ed25519 {
+		return nil, fmt.Errorf("%w: %s", ErrUnsupportedKey, kid)
+	}
+	rawPub, err := pub.Raw()
+	if err != nil || len(rawPub) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: %s", ErrUnsupportedKey, kid)
+	}
+	return rawPub, nil
 }
 
 // detached returns the envelope's signature as a detached COSE_Sign1 (payload nil), the form
@@ -459,8 +596,9 @@ func VerifySSA(s *SSA) ([]Signer, error) {
 			return nil, fmt.Errorf("signature %d: %w", i+1, err)
 		}
 		var role string
+		signer := kid.String()
 		for r, p := range parts {
-			if p.PeerID == kid.String() {
+			if p.PeerID == signer {
 				role = r
 			}
 		}

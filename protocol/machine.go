@@ -168,6 +168,7 @@ type Negotiation struct {
 	role       Role
 	self       *Identity
 	peer       peer.ID
+	peerStr    string // peer.String(), cached by peerString
 	id         []byte
 	state      State
 	transcript []*Envelope
@@ -239,6 +240,22 @@ func direction(out bool) string {
 		return "sending"
 	}
 	return "receiving"
+}
+
+// peerString is the peer's ID as a string (empty before the peer is known).
+func (n *Negotiation) peerString() string {
+	if n.peerStr == "" && n.peer != "" {
+		n.peerStr = n.peer.String()
+	}
+	return n.peerStr
+}
+
+// senderString is env's sender as a string.
+func (n *Negotiation) senderString(env *Envelope) string {
+	if env.Sender == n.peer {
+		return n.peerString()
+	}
+	return env.Sender.String()
 }
 
 // Role is the negotiation's role.
@@ -336,8 +353,8 @@ func (n *Negotiation) Step(now time.Time, ev Event) (Output, error) {
 		}
 		s := e.SSA.Clone()
 		s.Status, s.Signatures = StatusProposal, nil
-		s.Participants.Requester.PeerID = n.self.id.String()
-		s.Participants.Provider.PeerID = n.peer.String()
+		s.Participants.Requester.PeerID = n.self.str
+		s.Participants.Provider.PeerID = n.peerString()
 		if s.ID == "" {
 			return Output{}, fmt.Errorf("%w: a request needs an SSA ID", ErrInvalidSSA)
 		}
@@ -352,7 +369,7 @@ func (n *Negotiation) Step(now time.Time, ev Event) (Output, error) {
 		if s.ID != req.ID || s.Participants.Requester != req.Participants.Requester {
 			return Output{}, fmt.Errorf("%w: a proposal keeps the request's ID and requester", ErrTermsChanged)
 		}
-		s.Participants.Provider.PeerID = n.self.id.String()
+		s.Participants.Provider.PeerID = n.self.str
 		if s.Expires != 0 && s.Expires.Std().Before(now) {
 			return Output{}, fmt.Errorf("%w: the proposal's validity limit is already past", ErrProposalExpired)
 		}
@@ -364,9 +381,9 @@ func (n *Negotiation) Step(now time.Time, ev Event) (Output, error) {
 				n.state = StateExpired
 				return Output{}, fmt.Errorf("%w: it was valid until %s", ErrProposalExpired, n.current.SSA.Expires)
 			}
-			s := n.current.SSA.Clone()
+			s := *n.current.SSA // a shallow copy: only its own scalar fields change
 			s.Status, s.Date = StatusApproval, FromTime(now)
-			return n.send(now, MsgAcceptance, s)
+			return n.send(now, MsgAcceptance, &s)
 		case StateRevisionReceived:
 			return n.send(now, MsgConfirmation, n.current.SSA)
 		}
@@ -435,11 +452,10 @@ func (n *Negotiation) send(now time.Time, t MsgType, body any) (Output, error) {
 
 // messageID derives a message ID unique to this negotiation, sender and position.
 func (n *Negotiation) messageID() []byte {
-	h := sha256.New()
-	h.Write(n.id)
-	h.Write([]byte(n.self.id))
-	h.Write([]byte{byte(len(n.transcript) >> 8), byte(len(n.transcript))})
-	return h.Sum(nil)[:16]
+	var buf [128]byte
+	b := append(append(buf[:0], n.id...), n.self.id...)
+	sum := sha256.Sum256(append(b, byte(len(n.transcript)>>8), byte(len(n.transcript))))
+	return bytes.Clone(sum[:16])
 }
 
 func (n *Negotiation) finish(out *Output, env *Envelope, next State) {
@@ -557,16 +573,16 @@ func (n *Negotiation) checkIncoming(env *Envelope, now time.Time) error {
 		if s.Status != StatusProposal || s.ID == "" {
 			return fmt.Errorf("%w: a request carries a proposal-status SSA with an ID", ErrTermsChanged)
 		}
-		if s.Participants.Requester.PeerID != env.Sender.String() {
+		if s.Participants.Requester.PeerID != n.senderString(env) {
 			return fmt.Errorf("%w: the request's requester is %q, the sender %s", ErrWrongSender, s.Participants.Requester.PeerID, env.Sender)
 		}
-		if p := s.Participants.Provider.PeerID; p != "" && p != n.self.id.String() {
+		if p := s.Participants.Provider.PeerID; p != "" && p != n.self.str {
 			return fmt.Errorf("%w: the request names provider %s, this agent is %s", ErrWrongSender, p, n.self.id)
 		}
 	case MsgProposal:
 		req := n.current.SSA
 		if s.Status != StatusProposal || s.ID != req.ID || s.Participants.Requester != req.Participants.Requester ||
-			s.Participants.Provider.PeerID != env.Sender.String() {
+			s.Participants.Provider.PeerID != n.senderString(env) {
 			return fmt.Errorf("%w: a proposal keeps the request's ID and requester and names its sender as provider", ErrTermsChanged)
 		}
 	case MsgAcceptance:

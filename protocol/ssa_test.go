@@ -2,8 +2,12 @@ package protocol
 
 import (
 	"bytes"
+	"errors"
 	"reflect"
 	"testing"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // fullSSA sets every field of an SSA, at every depth.
@@ -109,5 +113,37 @@ func TestCloneIsDeep(t *testing.T) {
 	}
 	if !bytes.Equal(a, b) || !reflect.DeepEqual(s, c) {
 		t.Fatal("the clone differs")
+	}
+}
+
+// TestEd25519Key checks the fast path of ed25519Key against libp2p's key extraction.
+func TestEd25519Key(t *testing.T) {
+	for b := byte(1); b <= 8; b++ {
+		id := testIdentity(t, b).PeerID()
+		got, err := ed25519Key(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := id.ExtractPublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := pub.Raw()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("identity %d: %x, want %x (%v)", b, got, want, err)
+		}
+	}
+	k, _, err := crypto.GenerateSecp256k1Key(bytes.NewReader(bytes.Repeat([]byte{9}, 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secp, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []peer.ID{secp, peer.ID(ed25519Prefix + "short"), ""} {
+		if _, err := ed25519Key(id); !errors.Is(err, ErrUnsupportedKey) {
+			t.Errorf("%q: %v, want ErrUnsupportedKey", id, err)
+		}
 	}
 }
