@@ -70,9 +70,5 @@ func (b *addrBook) remember(h host.Host, p peer.ID) error {
 	if err != nil {
 		return err
 	}
-	tmp := b.path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, b.path)
+	return writeFileAtomic(b.path, data)
 }

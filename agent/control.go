@@ -221,8 +221,8 @@ func (a *Agent) controlHandler() http.Handler {
 	})
 	handle("GET /v1/records", func(r *http.Request) (any, error) {
 		q := r.URL.Query()
-		run := a.mgr.run(q.Get("ssa"))
-		if run == nil || run.role != protocol.RoleRequester {
+		run := a.mgr.requested(q.Get("ssa"))
+		if run == nil {
 			if _, err := a.Negotiation(q.Get("ssa")); err != nil {
 				return nil, err
 			}

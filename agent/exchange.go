@@ -74,6 +74,10 @@ type manager struct {
 
 	mu   sync.Mutex
 	runs map[string]*agreementRun
+	// held are the SSAs this agent requested that are no longer in force (annulled or
+	// superseded) but whose received records it still holds: they are still forwarded to
+	// the sinks and deleted when their retention runs out.
+	held map[string]*agreementRun
 	wg   sync.WaitGroup
 }
 
@@ -84,22 +88,46 @@ func newManager(a *Agent) (*manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &manager{a: a, keys: policy.DerivedKeys(secret), runs: map[string]*agreementRun{}}
+	m := &manager{a: a, keys: policy.DerivedKeys(secret), runs: map[string]*agreementRun{}, held: map[string]*agreementRun{}}
 	recs, err := a.store.Negotiations()
 	if err != nil {
 		return nil, err
 	}
 	for _, rec := range recs {
-		if rec.State != protocol.StateApproved {
+		if rec.State != protocol.StateApproved && (rec.State != protocol.StateAnnulled || rec.Role != protocol.RoleRequester) {
 			continue
 		}
 		s, err := a.store.Agreement(rec.SSAID)
 		if err != nil {
 			return nil, fmt.Errorf("load SSA %s: %w", rec.SSAID, err)
 		}
-		m.implement(s, rec.Role)
+		if rec.State == protocol.StateApproved {
+			m.implement(s, rec.Role)
+		} else {
+			m.hold(s)
+		}
+		for id := s.Supersedes; id != "" && rec.Role == protocol.RoleRequester; {
+			old, err := a.store.Agreement(id)
+			if err != nil {
+				return nil, fmt.Errorf("load SSA %s: %w", id, err)
+			}
+			m.hold(old)
+			id = old.Supersedes
+		}
 	}
 	return m, nil
+}
+
+// hold keeps a requested SSA no longer in force for its records (see manager.held).
+func (m *manager) hold(s *protocol.SSA) {
+	run, err := m.newRun(s, protocol.RoleRequester)
+	if err != nil {
+		m.a.log.Error("SSA records cannot be handled", "ssa", s.ID, "err", err)
+		return
+	}
+	m.mu.Lock()
+	m.held[s.ID] = run
+	m.mu.Unlock()
 }
 
 // PolicyKeyFile holds the secret from which each SSA's CryptoPAn and HMAC keys are derived.
@@ -136,12 +164,11 @@ func (m *manager) agreementChanged(s *protocol.SSA, role protocol.Role) {
 	}
 }
 
-// implement translates an SSA into its SSP (step ⑥) and, on the provider, starts delivery.
-func (m *manager) implement(s *protocol.SSA, role protocol.Role) {
+// newRun translates an SSA into its SSP (step ⑥).
+func (m *manager) newRun(s *protocol.SSA, role protocol.Role) (*agreementRun, error) {
 	ssp, err := policy.Compile(s, m.keys)
 	if err != nil {
-		m.a.log.Error("SSA cannot be implemented", "ssa", s.ID, "err", err)
-		return
+		return nil, err
 	}
 	other := s.Participants.Provider
 	if role == protocol.RoleProvider {
@@ -149,11 +176,20 @@ func (m *manager) implement(s *protocol.SSA, role protocol.Role) {
 	}
 	p, err := peerOf(other)
 	if err != nil {
-		m.a.log.Error("SSA names no peer", "ssa", s.ID, "err", err)
+		return nil, err
+	}
+	return &agreementRun{ssa: s, role: role, peer: p, ssp: ssp, enforcers: map[string]*policy.Enforcer{},
+		kick: make(chan struct{}, 1), done: make(chan struct{})}, nil
+}
+
+// implement puts an SSA in force (step ⑥) and, on the provider, starts delivery.
+func (m *manager) implement(s *protocol.SSA, role protocol.Role) {
+	run, err := m.newRun(s, role)
+	if err != nil {
+		m.a.log.Error("SSA cannot be implemented", "ssa", s.ID, "err", err)
 		return
 	}
-	run := &agreementRun{ssa: s, role: role, peer: p, ssp: ssp, enforcers: map[string]*policy.Enforcer{},
-		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	ssp := run.ssp
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.runs[s.ID]; ok {
@@ -188,6 +224,9 @@ func (m *manager) stop(ssaID string) {
 	m.mu.Lock()
 	run, ok := m.runs[ssaID]
 	delete(m.runs, ssaID)
+	if ok && run.role == protocol.RoleRequester {
+		m.held[ssaID] = run
+	}
 	m.mu.Unlock()
 	if !ok {
 		return
@@ -202,10 +241,21 @@ func (m *manager) stop(ssaID string) {
 	m.a.log.Info("SSA no longer in force", "ssa", ssaID)
 }
 
+// run is the SSA in force with this ID, or nil.
 func (m *manager) run(ssaID string) *agreementRun {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.runs[ssaID]
+}
+
+// requested is the SSA this agent requested with this ID, in force or held, or nil.
+func (m *manager) requested(ssaID string) *agreementRun {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r, ok := m.runs[ssaID]; ok && r.role == protocol.RoleRequester {
+		return r
+	}
+	return m.held[ssaID]
 }
 
 func (m *manager) providerRuns() []*agreementRun {

@@ -193,8 +193,8 @@ func (a *Agent) follow(ctx context.Context, f FollowConfig) {
 		if err := fl.poll(ctx); err != nil && !errors.Is(err, os.ErrNotExist) {
 			a.log.Warn("follow", "path", f.Path, "err", err)
 		}
-		if b, err := json.Marshal(fl.st); err == nil {
-			os.WriteFile(statePath, b, 0o600)
+		if err := writeFileAtomic(statePath, mustJSON(fl.st)); err != nil {
+			a.log.Error("save the followed file's offset", "path", f.Path, "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -12,7 +12,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/ssanet/ssanet/protocol"
-	"github.com/ssanet/ssanet/storage"
 )
 
 // Monitoring and assessment (clause 7.1 item 3, Appendix I steps ⑫–⑭): the requester's
@@ -42,14 +41,22 @@ const (
 
 // Assessment is step ⑭: both sides' figures and the verdict.
 type Assessment struct {
-	SSAID    string             `json:"ssa_id"`
-	Phase    string             `json:"phase"`
-	Verdict  string             `json:"verdict"`
-	Reasons  []string           `json:"reasons,omitempty"`
-	Provider *protocol.Report   `json:"provider,omitempty"`
-	Local    storage.InboxState `json:"requester"`
-	Evidence []EvidenceView     `json:"evidence,omitempty"`
-	Time     time.Time          `json:"time"`
+	SSAID    string           `json:"ssa_id"`
+	Phase    string           `json:"phase"`
+	Verdict  string           `json:"verdict"`
+	Reasons  []string         `json:"reasons,omitempty"`
+	Provider *protocol.Report `json:"provider,omitempty"`
+	Local    InboxView        `json:"requester"`
+	Evidence []EvidenceView   `json:"evidence,omitempty"`
+	Time     time.Time        `json:"time"`
+}
+
+// InboxView is the requester's own count of an SSA's records.
+type InboxView struct {
+	Last       uint64 `json:"last"`       // records 1..Last were all received
+	Stored     uint64 `json:"stored"`     // records held now
+	Deleted    uint64 `json:"deleted"`    // records deleted by retention
+	Violations uint64 `json:"violations"` // records with verification findings
 }
 
 // EvidenceView is a batch that carried violations.
@@ -134,9 +141,11 @@ func (a *Agent) Monitor(ctx context.Context, ssaID string) (*Assessment, error) 
 	}
 	now := time.Now()
 	as := &Assessment{SSAID: s.ID, Phase: phase(s, rec.State, now), Time: now}
-	if as.Local, err = a.store.InboxState(s.ID); err != nil {
+	in, err := a.store.InboxState(s.ID)
+	if err != nil {
 		return nil, err
 	}
+	as.Local = InboxView{Last: in.Last, Stored: in.Stored, Deleted: in.Deleted, Violations: in.Violations}
 	ev, err := a.store.Evidence(s.ID)
 	if err != nil {
 		return nil, err

@@ -181,8 +181,8 @@ func (s *sinks) forward(ctx context.Context, c SinkConfig, w sinkWriter, kick ch
 					break
 				}
 				progress[run.ssa.ID] = recs[len(recs)-1].Seq
-				if b, err := json.Marshal(progress); err == nil {
-					os.WriteFile(progressPath, b, 0o600)
+				if err := writeFileAtomic(progressPath, mustJSON(progress)); err != nil {
+					s.a.log.Error("save sink progress", "sink", c.Name, "err", err)
 				}
 			}
 		}
@@ -340,6 +340,8 @@ func (m *manager) retentionLoop(ctx context.Context, every time.Duration) {
 	}
 }
 
+// requesterRuns are the SSAs this agent requested whose records it holds: those in force
+// and those held after they ended.
 func (m *manager) requesterRuns() []*agreementRun {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -349,7 +351,31 @@ func (m *manager) requesterRuns() []*agreementRun {
 			out = append(out, r)
 		}
 	}
+	for _, r := range m.held {
+		out = append(out, r)
+	}
 	return out
+}
+
+// writeFileAtomic replaces path with data so that a crash leaves either the old or the new
+// content, never an empty or partial file.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func mustJSON(v any) []byte {

@@ -156,6 +156,7 @@ type node struct {
 	name string
 	home string
 	log  string // the daemon's stderr (JSON logs), appended to across restarts
+	exe  string // the daemon's binary when not daemon (withDaemon)
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -231,7 +232,11 @@ func (a *agent) start() {
 		a.t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(daemon, "--home", a.home, "run")
+	exe := daemon
+	if a.exe != "" {
+		exe = a.exe
+	}
+	cmd := exec.Command(exe, "--home", a.home, "run")
 	cmd.Env = baseEnv()
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {

@@ -154,24 +154,24 @@ func DecodeReportRequest(b []byte) (*ReportRequest, error) {
 // Report is a provider's signed account of how it fulfils an SSA (step ⑬). Latencies are
 // from enqueueing a refined record to the requester's acknowledgement, in milliseconds.
 type Report struct {
-	SSAID    string `cbor:"1,keyasint"`
-	SSPHash  string `cbor:"2,keyasint"`
-	Time     int64  `cbor:"3,keyasint"` // when the report was made, ms since the epoch
-	Ingested uint64 `cbor:"4,keyasint"`
-	Refined  uint64 `cbor:"5,keyasint"`
-	Dropped  uint64 `cbor:"6,keyasint"`
-	Sent     uint64 `cbor:"7,keyasint"`
-	Acked    uint64 `cbor:"8,keyasint"`
+	SSAID    string `cbor:"1,keyasint" json:"ssa_id"`
+	SSPHash  string `cbor:"2,keyasint" json:"ssp_hash"`
+	Time     int64  `cbor:"3,keyasint" json:"time_ms"` // when the report was made, ms since the epoch
+	Ingested uint64 `cbor:"4,keyasint" json:"ingested"`
+	Refined  uint64 `cbor:"5,keyasint" json:"refined"`
+	Dropped  uint64 `cbor:"6,keyasint" json:"dropped"`
+	Sent     uint64 `cbor:"7,keyasint" json:"sent"`
+	Acked    uint64 `cbor:"8,keyasint" json:"acked"`
 	// LatencyP50, P95 and P99 are delivery latency percentiles over recent batches.
-	LatencyP50 uint64 `cbor:"9,keyasint"`
-	LatencyP95 uint64 `cbor:"10,keyasint"`
-	LatencyP99 uint64 `cbor:"11,keyasint"`
+	LatencyP50 uint64 `cbor:"9,keyasint" json:"latency_p50_ms"`
+	LatencyP95 uint64 `cbor:"10,keyasint" json:"latency_p95_ms"`
+	LatencyP99 uint64 `cbor:"11,keyasint" json:"latency_p99_ms"`
 	// InSchedule says whether the report was made inside the SSA's schedule;
 	// SentOutside counts batches sent outside it (which must be zero).
-	InSchedule  bool   `cbor:"12,keyasint"`
-	SentOutside uint64 `cbor:"13,keyasint"`
+	InSchedule  bool   `cbor:"12,keyasint" json:"in_schedule"`
+	SentOutside uint64 `cbor:"13,keyasint" json:"sent_outside"`
 	// Error is set when the provider has no such SSA in force.
-	Error string `cbor:"14,keyasint,omitempty"`
+	Error string `cbor:"14,keyasint,omitempty" json:"error,omitempty"`
 }
 
 // SealReport signs a report.
