@@ -51,7 +51,8 @@ type Offers func() ([]*protocol.Offer, error)
 
 // ErrNoPeers means the directory has no peer to ask: no bootstrap peer answered and none was
 // found on the LAN.
-var ErrNoPeers = errors.New("discovery: no peers in the directory (set bootstrap peers in config.yaml or enable mDNS)")
+var ErrNoPeers = errors.New("discovery: no peers in the directory: no bootstrap peer answered and none was found on the LAN " +
+	"(check bootstrap in config.yaml and that those agents run; mDNS finds only agents listening on the LAN)")
 
 // Directory is the agent's view of the serverless directory.
 type Directory struct {
@@ -281,7 +282,7 @@ func (d *Directory) FetchOffers(ctx context.Context, p peer.ID) ([]*protocol.Off
 }
 
 // Find lists the providers that offer typ (and format, if given): it looks the key up in the
-// DHT until ctx ends, fetches each provider's signed offers and keeps those that match. A
+// DHT until the lookup completes (or ctx ends), fetches each provider's signed offers and keeps those that match. A
 // provider whose offers cannot be fetched, or do not verify, is left out and logged.
 func (d *Directory) Find(ctx context.Context, typ, format string) ([]Provider, error) {
 	if d.dht.RoutingTable().Size() == 0 && len(d.h.Network().Peers()) == 0 {
@@ -336,6 +337,9 @@ func (d *Directory) provider(ctx context.Context, p peer.ID, typ, format string)
 // Peer validates a known entity: it fetches and verifies p's current signed offers.
 func (d *Directory) Peer(ctx context.Context, p peer.ID) (Provider, error) {
 	if len(d.h.Peerstore().Addrs(p)) == 0 {
+		if d.dht.RoutingTable().Size() == 0 {
+			return Provider{}, fmt.Errorf("find %s: %w", p, ErrNoPeers)
+		}
 		pi, err := d.dht.FindPeer(ctx, p)
 		if err != nil {
 			return Provider{}, fmt.Errorf("find %s in the directory: %w", p, err)

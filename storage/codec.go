@@ -51,6 +51,7 @@ const (
 	prefixOutboxState = "Q/"
 	prefixInbox       = "r/"
 	prefixInboxState  = "R/"
+	prefixInboxRun    = "b/"
 	prefixEvidence    = "e/"
 )
 

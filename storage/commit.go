@@ -78,7 +78,9 @@ func (s *Store) commit(r request) error {
 	if s.closed {
 		return ErrClosed
 	}
+	s.waiting.Add(1)
 	s.commits <- r
+	s.waiting.Add(-1)
 	return <-r.reply()
 }
 

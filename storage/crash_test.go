@@ -189,8 +189,28 @@ func TestCrash(t *testing.T) {
 // printed.
 func crashChild(t *testing.T, dir string, round int) []crashAck {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), envCrashDir+"="+dir, envCrashRound+"="+strconv.Itoa(round))
+	lines := killChild(t, "TestHelperProcess", crashMinAcks+rand.IntN(crashMinAcks), crashMaxTime,
+		envCrashDir+"="+dir, envCrashRound+"="+strconv.Itoa(round))
+	var acks []crashAck
+	for _, line := range lines {
+		a, err := parseAck(line)
+		if err != nil {
+			t.Errorf("child printed %q: %v", line, err)
+			continue
+		}
+		acks = append(acks, a)
+	}
+	return acks
+}
+
+// killChild runs this test binary's test helper with env added, kills it with SIGKILL after
+// it has printed killAt lines or maxTime after it printed crashReady, and returns the lines
+// it printed after crashReady. Each line is one write of less than PIPE_BUF bytes,
+// which a kill cannot cut.
+func killChild(t *testing.T, helper string, killAt int, maxTime time.Duration, env ...string) []string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+helper+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -200,8 +220,7 @@ func crashChild(t *testing.T, dir string, round int) []crashAck {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	killAt := crashMinAcks + rand.IntN(crashMinAcks)
-	var acks []crashAck
+	var out []string
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -228,18 +247,11 @@ func crashChild(t *testing.T, dir string, round int) []crashAck {
 				break
 			}
 			if line == crashReady {
-				deadline = time.After(crashMaxTime)
+				deadline = time.After(maxTime)
 				continue
 			}
-			a, err := parseAck(line)
-			if err != nil {
-				// Each ack is one write of less than PIPE_BUF bytes, which a kill
-				// cannot cut: a bad line is the child's failure.
-				t.Errorf("child printed %q: %v", line, err)
-				continue
-			}
-			acks = append(acks, a)
-			if len(acks) >= killAt {
+			out = append(out, line)
+			if len(out) >= killAt {
 				kill()
 			}
 		case <-deadline:
@@ -251,10 +263,10 @@ func crashChild(t *testing.T, dir string, round int) []crashAck {
 	if !killed {
 		t.Fatalf("child exited by itself (%v): %s", err, stderr.String())
 	}
-	if len(acks) == 0 {
+	if len(out) == 0 {
 		t.Fatalf("child acknowledged nothing: %s", stderr.String())
 	}
-	return acks
+	return out
 }
 
 // checkAck checks that an acknowledged commit is in the store, whole.

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/ssanet/ssanet/protocol"
@@ -14,18 +13,18 @@ import (
 // The Exchange phase (X.1205 Suppl. 20 Appendix I, steps ⑦–⑪). The provider's SSP enforcement
 // point puts the records it lets through in the SSA's outbox (Enqueue), which the agent
 // delivers (Pending, MarkSent) until the requester acknowledges them (Ack); the requester
-// stores what it receives in the SSA's inbox (Receive), exactly once and in order. Every
-// write goes through the committer (commit.go), so that the queues of all SSAs and the
-// negotiations share fsyncs.
+// stores what it receives in the SSA's inbox (Receive, inbox.go), exactly once and in order.
+// Every write goes through the committer (commit.go), so that the queues of all SSAs and the
+// negotiations share fsyncs. This file holds the outbox and what both queues share.
 
 // Errors of the exchange queues.
 var (
 	// ErrGap means a batch starts after the next record expected: records are missing
 	// before it. Nothing was stored.
 	ErrGap = errors.New("storage: batch leaves a gap in the sequence")
-	// ErrAckBeyond means an acknowledgement names a record never enqueued. Nothing was
-	// written.
-	ErrAckBeyond = errors.New("storage: acknowledgement beyond the last record enqueued")
+	// ErrNotEnqueued means Ack or MarkSent names a record beyond the last one enqueued.
+	// Nothing was written.
+	ErrNotEnqueued = errors.New("storage: sequence number beyond the last record enqueued")
 )
 
 // MaxRecordSize bounds a record in the queues: records travel in signed batches, which
@@ -52,33 +51,6 @@ type QueuedRecord struct {
 	Seq  uint64
 	Data []byte
 }
-
-// InboxState is an SSA's inbox on the requester side.
-type InboxState struct {
-	Last       uint64 // highest sequence number stored (records 1..Last were all received)
-	Stored     uint64 // records currently held (after retention deletions)
-	Deleted    uint64 // records deleted by retention
-	Violations uint64 // records with verification findings
-}
-
-// StoredRecord is a delivered record in an inbox.
-type StoredRecord struct {
-	Seq        uint64
-	Data       []byte
-	ReceivedAt time.Time
-}
-
-// Evidence is a signed batch that carried violations, kept with the findings. Batch and
-// Findings are opaque to storage (the batch as received, findings e.g. as JSON).
-type Evidence struct {
-	SSAID      string
-	First      uint64
-	Batch      []byte
-	Findings   []byte
-	ReceivedAt time.Time
-}
-
-// ---- Provider side ----
 
 // Enqueue appends refined records (may be empty) to the SSA's outbox and adds ingested and
 // dropped to its counters, atomically and durably: they are fsynced before Enqueue returns,
@@ -180,23 +152,23 @@ func (r *enqueueRequest) prewrite(s *Store) error {
 	}
 	r.base = st.Refined
 	stateSize := entrySize(len(prefixOutboxState)+len(r.ssaID), 64)
-	r.pre, err = s.prewriteBulk(0, len(r.records), stateSize, func(i int) ([]byte, []byte) {
+	r.pre, err = s.prewriteBulk(0, len(r.records), stateSize, 1, func(i int) ([]byte, []byte) {
 		return r.key(i, st.Refined+1+uint64(i)), r.records[i]
 	})
 	return err
 }
 
 // prewriteBulk writes entries [from, n) of a large request in transactions of their own, as
-// many as fit in each, until the entries left and one more entry of extra bytes fit in one
-// transaction. It returns the first entry it did not write.
-func (s *Store) prewriteBulk(from, n, extra int, entry func(i int) (k, v []byte)) (int, error) {
-	left := extra
+// many as fit in each, until the entries left and the rest of the request (restBytes in
+// restEntries) fit in one transaction. It returns the first entry it did not write.
+func (s *Store) prewriteBulk(from, n, restBytes, restEntries int, entry func(i int) (k, v []byte)) (int, error) {
+	left := restBytes
 	for i := from; i < n; i++ {
 		k, v := entry(i)
 		left += entrySize(len(k), len(v))
 	}
 	var keys, values [][]byte
-	for from < n && (left > maxGroupBytes || n-from+1 > maxGroupEntries) {
+	for from < n && (left > maxGroupBytes || n-from+restEntries > maxGroupEntries) {
 		keys, values = keys[:0], values[:0]
 		size := 0
 		for ; from < n && len(keys) < maxGroupEntries; from++ {
@@ -218,9 +190,12 @@ func (s *Store) prewriteBulk(from, n, extra int, entry func(i int) (k, v []byte)
 
 // Pending returns up to max records of the SSA's outbox with Seq > after, and at most
 // maxBytes of Data in total, but always at least one record if any is pending, even over
-// maxBytes. Records already acknowledged are not pending, whatever after is. The records
+// maxBytes. Records acknowledged or dropped are not pending, whatever after is. The records
 // share one buffer, each Data capped at its own length.
 func (s *Store) Pending(ssaID string, after uint64, max, maxBytes int) ([]QueuedRecord, error) {
+	if err := checkID("SSA", ssaID, false); err != nil {
+		return nil, err
+	}
 	if max <= 0 {
 		return nil, nil
 	}
@@ -230,45 +205,27 @@ func (s *Store) Pending(ssaID string, after uint64, max, maxBytes int) ([]Queued
 		if err != nil {
 			return err
 		}
-		start := maxU64(after, st.Acked, st.Head) + 1
+		start := maxU64(after, st.Acked, st.Drop, st.Head) + 1
 		if start > st.Refined {
 			return nil
 		}
 		n := int(min(uint64(max), st.Refined-start+1))
 		out = make([]QueuedRecord, 0, n)
 		var buf []byte
-		prefix := outboxPrefix(ssaID)
-		opts := badger.IteratorOptions{Prefix: prefix, PrefetchValues: false, PrefetchSize: n}
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		seq := start
-		for it.Seek(seqKey(prefix, start)); it.Valid() && len(out) < n; it.Next() {
-			item := it.Item()
-			if got, ok := parseSeq(item.Key(), len(prefix)); !ok || got != seq {
-				return fmt.Errorf("%w: outbox of %q: key %x where record %d was expected", ErrCorrupt, ssaID, item.Key(), seq)
+		err = scanSeqs(txn, outboxPrefix(ssaID), start, n, func(seq uint64, v []byte) error {
+			if len(out) > 0 && len(buf)+len(v) > maxBytes {
+				return errFull
 			}
-			err := item.Value(func(v []byte) error {
-				if len(out) > 0 && len(buf)+len(v) > maxBytes {
-					return errFull
-				}
-				if buf == nil {
-					buf = make([]byte, 0, bufSize(len(v), n, maxBytes))
-				}
-				at := len(buf)
-				buf = append(buf, v...)
-				out = append(out, QueuedRecord{Seq: seq, Data: buf[at:len(buf):len(buf)]})
-				return nil
-			})
-			if errors.Is(err, errFull) {
-				return nil
+			if buf == nil {
+				buf = make([]byte, 0, bufSize(len(v), n, maxBytes))
 			}
-			if err != nil {
-				return fmt.Errorf("storage: read outbox of %q: %w", ssaID, err)
-			}
-			seq++
-		}
-		if len(out) < n {
-			return fmt.Errorf("%w: outbox of %q: record %d missing", ErrCorrupt, ssaID, seq)
+			i := len(buf)
+			buf = append(buf, v...)
+			out = append(out, QueuedRecord{Seq: seq, Data: buf[i:len(buf):len(buf)]})
+			return nil
+		})
+		if err != nil && !errors.Is(err, errFull) {
+			return fmt.Errorf("outbox of %q: %w", ssaID, err)
 		}
 		return nil
 	})
@@ -276,6 +233,31 @@ func (s *Store) Pending(ssaID string, after uint64, max, maxBytes int) ([]Queued
 		return nil, fmt.Errorf("storage: pending records of SSA %q: %w", ssaID, err)
 	}
 	return out, nil
+}
+
+// scanSeqs calls fn with the values of the n consecutive keys prefix+seq from start, which
+// must all be there: a missing one is ErrCorrupt. v is valid during the call only.
+func scanSeqs(txn *badger.Txn, prefix []byte, start uint64, n int, fn func(seq uint64, v []byte) error) error {
+	// Values are not prefetched: for values in the tree or in the page cache, the goroutine
+	// Badger starts per item to prefetch one costs more than it saves (BenchmarkPendingAck).
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	seq, end := start, start+uint64(n)
+	for it.Seek(seqKey(prefix, start)); it.Valid() && seq < end; it.Next() {
+		item := it.Item()
+		if got, ok := parseSeq(item.Key(), len(prefix)); !ok || got != seq {
+			return fmt.Errorf("%w: key %x where record %d was expected", ErrCorrupt, item.Key(), seq)
+		}
+		err := item.Value(func(v []byte) error { return fn(seq, v) })
+		if err != nil {
+			return err
+		}
+		seq++
+	}
+	if seq < end {
+		return fmt.Errorf("%w: record %d missing", ErrCorrupt, seq)
+	}
+	return nil
 }
 
 // bufSize is the first allocation for n records the first of which is size bytes, at most
@@ -291,17 +273,26 @@ func bufSize(size, n, limit int) int {
 // errFull stops an iteration whose result is full.
 var errFull = errors.New("full")
 
-// MarkSent records that the SSA's records up to seq were sent at least once. It is advisory,
-// for the counters, and costs no write: the highest seq is kept in memory and stored with the
-// SSA's next Enqueue or Ack, so after a crash Sent may go back, but never below Acked.
+// MarkSent records that the SSA's records up to seq were sent at least once; a seq beyond
+// the last record enqueued is refused with ErrNotEnqueued. It is advisory, for the counters,
+// and costs no write: the highest seq is kept in memory and stored with the SSA's next
+// Enqueue or Ack, so after a crash Sent may go back, but never below Acked.
 func (s *Store) MarkSent(ssaID string, seq uint64) error {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
+	err := s.view(func(txn *badger.Txn) error {
+		st, err := getOutbox(txn, ssaID)
+		if err != nil {
+			return err
+		}
+		if seq > st.Refined {
+			return fmt.Errorf("%w: %d records enqueued", ErrNotEnqueued, st.Refined)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: mark records up to %d of SSA %q sent: %w", seq, ssaID, err)
 	}
 	s.sentMu.Lock()
 	defer s.sentMu.Unlock()
@@ -322,7 +313,7 @@ func (s *Store) mergeSent(ssaID string, st *outboxRecord) {
 // Ack records that the requester holds every record of the SSA up to seq, durably, and
 // deletes them from the outbox. Acks never go backwards: a seq at or below the last one is a
 // no-op (and costs no write). A seq beyond the last record enqueued is refused with
-// ErrAckBeyond.
+// ErrNotEnqueued.
 //
 // The new Acked is durable in the first transaction, with the first deleteChunk deletions;
 // a longer run is deleted by more transactions before Ack returns. If the process dies in
@@ -366,7 +357,7 @@ func (s *Store) trim(ssaID string, ack uint64, drop bool) error {
 			target = max(target, st.Refined)
 		}
 		if ack > st.Refined {
-			return fmt.Errorf("%w: %d records enqueued", ErrAckBeyond, st.Refined)
+			return fmt.Errorf("%w: %d records enqueued", ErrNotEnqueued, st.Refined)
 		}
 		if target <= st.Head && ack <= st.Acked && (!drop || st.Drop >= st.Refined) {
 			return nil
@@ -404,7 +395,7 @@ func (r *trimRequest) apply(txn *badger.Txn) (refused, failed error) {
 		return refuseOrFail(err)
 	}
 	if r.ack > st.Refined {
-		return fmt.Errorf("%w: %d records enqueued", ErrAckBeyond, st.Refined), nil
+		return fmt.Errorf("%w: %d records enqueued", ErrNotEnqueued, st.Refined), nil
 	}
 	st.Acked = max(st.Acked, r.ack)
 	if r.drop {
@@ -435,6 +426,9 @@ func (r *trimRequest) apply(txn *badger.Txn) (refused, failed error) {
 
 // OutboxState returns an SSA's outbox counters: the zero state for an SSA never enqueued to.
 func (s *Store) OutboxState(ssaID string) (OutboxState, error) {
+	if err := checkID("SSA", ssaID, false); err != nil {
+		return OutboxState{}, err
+	}
 	var st outboxRecord
 	err := s.view(func(txn *badger.Txn) error {
 		var err error
@@ -448,377 +442,6 @@ func (s *Store) OutboxState(ssaID string) (OutboxState, error) {
 	return OutboxState{Ingested: st.Ingested, Refined: st.Refined, Dropped: st.Dropped, Acked: st.Acked, Sent: st.Sent}, nil
 }
 
-// ---- Requester side ----
-
-// Receive stores in the SSA's inbox a batch of records numbered first, first+1, …, received
-// at receivedAt. It is idempotent and ordered: records with seq <= Last are skipped
-// (duplicates); a batch whose first seq is beyond Last+1 is refused with ErrGap, storing
-// nothing; the rest is stored with the new Last, durably (fsynced, in a transaction shared
-// with concurrent writers) and atomically. violations counts the records of this batch with
-// findings: it is added to the SSA's count only as far as the batch stored new records (at
-// most their number), so a batch received twice counts once. It returns how many new records
-// were stored and the new Last.
-//
-// A batch too large for one Badger transaction (about 1 MiB of keys and values) is written in
-// several, all but the last before the inbox's Last moves: until it does, readers do not see
-// them, and after a crash they are overwritten when the batch comes again. So after a crash
-// the whole batch is there, with its counters, or nothing of it is visible.
-func (s *Store) Receive(ssaID string, first uint64, records [][]byte, receivedAt time.Time, violations uint64) (stored int, last uint64, err error) {
-	if len(records) == 0 {
-		st, err := s.InboxState(ssaID)
-		return 0, st.Last, err
-	}
-	r, err := newReceiveRequest(ssaID, first, records, receivedAt, violations)
-	if err != nil {
-		return 0, 0, err
-	}
-	if err := s.commit(r); err != nil {
-		return 0, 0, fmt.Errorf("storage: receive records %d-%d of SSA %q: %w", first, first+uint64(len(records))-1, ssaID, err)
-	}
-	return r.stored, r.last, nil
-}
-
-type receiveRequest struct {
-	waiter
-	ssaID        string
-	first        uint64
-	keys, values [][]byte
-	violations   uint64
-	size         int
-	// A large request (splitter) writes keys[:pre] first, when Last is base.
-	pre  int
-	base uint64
-	// The outcome.
-	stored int
-	last   uint64
-}
-
-func newReceiveRequest(ssaID string, first uint64, records [][]byte, at time.Time, violations uint64) (*receiveRequest, error) {
-	if err := checkID("SSA", ssaID, false); err != nil {
-		return nil, err
-	}
-	if first == 0 {
-		return nil, fmt.Errorf("storage: receive for SSA %q: records are numbered from 1", ssaID)
-	}
-	if first+uint64(len(records)) < first {
-		return nil, fmt.Errorf("storage: receive for SSA %q: sequence numbers overflow", ssaID)
-	}
-	prefix := inboxPrefix(ssaID)
-	keyLen := len(prefix) + 8
-	total := 0
-	for _, rec := range records {
-		if len(rec) > MaxRecordSize {
-			return nil, fmt.Errorf("storage: receive for SSA %q: record of %d bytes, limit %d", ssaID, len(rec), MaxRecordSize)
-		}
-		total += 8 + len(rec)
-	}
-	r := &receiveRequest{waiter: newWaiter(), ssaID: ssaID, first: first, violations: violations,
-		keys: make([][]byte, len(records)), values: make([][]byte, len(records)),
-		size: entrySize(len(prefixInboxState)+len(ssaID), 32)}
-	keys := make([]byte, len(records)*keyLen)
-	values := make([]byte, 0, total)
-	nanos := uint64(unixNano(at))
-	for i, rec := range records {
-		k := append(keys[i*keyLen:i*keyLen:(i+1)*keyLen], prefix...)
-		r.keys[i] = binary.BigEndian.AppendUint64(k, first+uint64(i))
-		at := len(values)
-		values = binary.BigEndian.AppendUint64(values, nanos)
-		values = append(values, rec...)
-		r.values[i] = values[at:len(values):len(values)]
-		r.size += entrySize(keyLen, len(r.values[i]))
-	}
-	return r, nil
-}
-
-func (r *receiveRequest) cost() (int, int) { return r.size, len(r.keys) + 1 }
-
-func (r *receiveRequest) end() uint64 { return r.first + uint64(len(r.keys)) - 1 }
-
-func (r *receiveRequest) apply(txn *badger.Txn) (refused, failed error) {
-	st, err := getInbox(txn, r.ssaID)
-	if err != nil {
-		return refuseOrFail(err)
-	}
-	if r.first > st.Last+1 {
-		return fmt.Errorf("%w: records from %d, %d stored", ErrGap, r.first, st.Last), nil
-	}
-	if r.pre > 0 && st.Last != r.base {
-		return nil, fmt.Errorf("storage: inbox of %q moved from %d to %d during a large receive", r.ssaID, r.base, st.Last)
-	}
-	skip := int(min(st.Last+1-r.first, uint64(len(r.keys))))
-	if skip == len(r.keys) {
-		r.stored, r.last = 0, st.Last
-		return nil, nil
-	}
-	for i := max(skip, r.pre); i < len(r.keys); i++ {
-		if err := txn.Set(r.keys[i], r.values[i]); err != nil {
-			return nil, err
-		}
-	}
-	r.stored = len(r.keys) - skip
-	st.Last = r.end()
-	st.Violations += min(r.violations, uint64(r.stored))
-	if err := putInbox(txn, r.ssaID, &st); err != nil {
-		return nil, err
-	}
-	r.last = st.Last
-	return nil, nil
-}
-
-// prewrite writes the new records that do not fit in the last transaction: beyond Last, they
-// are invisible until apply moves Last past them.
-func (r *receiveRequest) prewrite(s *Store) error {
-	var st inboxRecord
-	err := s.db.View(func(txn *badger.Txn) error {
-		var err error
-		st, err = getInbox(txn, r.ssaID)
-		return err
-	})
-	if err != nil || r.first > st.Last+1 {
-		return err // apply refuses a gap
-	}
-	r.base = st.Last
-	skip := int(min(st.Last+1-r.first, uint64(len(r.keys))))
-	stateSize := entrySize(len(prefixInboxState)+len(r.ssaID), 32)
-	r.pre, err = s.prewriteBulk(skip, len(r.keys), stateSize, func(i int) ([]byte, []byte) { return r.keys[i], r.values[i] })
-	return err
-}
-
-// InboxState returns an SSA's inbox counters: the zero state for an SSA never received from.
-func (s *Store) InboxState(ssaID string) (InboxState, error) {
-	var st inboxRecord
-	err := s.view(func(txn *badger.Txn) error {
-		var err error
-		st, err = getInbox(txn, ssaID)
-		return err
-	})
-	if err != nil {
-		return InboxState{}, fmt.Errorf("storage: inbox of SSA %q: %w", ssaID, err)
-	}
-	return InboxState{Last: st.Last, Stored: st.Last - st.Head, Deleted: st.Head, Violations: st.Violations}, nil
-}
-
-// Records returns up to max records of the SSA's inbox with Seq > after, in order. The
-// records share one buffer, each Data capped at its own length.
-func (s *Store) Records(ssaID string, after uint64, max int) ([]StoredRecord, error) {
-	if max <= 0 {
-		return nil, nil
-	}
-	var out []StoredRecord
-	err := s.view(func(txn *badger.Txn) error {
-		st, err := getInbox(txn, ssaID)
-		if err != nil {
-			return err
-		}
-		start := maxU64(after, st.Head) + 1
-		if start > st.Last {
-			return nil
-		}
-		n := int(min(uint64(max), st.Last-start+1))
-		out = make([]StoredRecord, 0, n)
-		var buf []byte
-		err = scanInbox(txn, ssaID, start, n, func(seq uint64, at int64, v []byte) error {
-			if buf == nil {
-				buf = make([]byte, 0, bufSize(len(v), n, 0))
-			}
-			i := len(buf)
-			buf = append(buf, v...)
-			out = append(out, StoredRecord{Seq: seq, Data: buf[i:len(buf):len(buf)], ReceivedAt: fromUnixNano(at)})
-			return nil
-		})
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("storage: records of SSA %q: %w", ssaID, err)
-	}
-	return out, nil
-}
-
-// scanInbox calls fn with n consecutive records of an inbox from start, which must all be
-// there: a missing one is ErrCorrupt. fn may stop the scan with errFull.
-func scanInbox(txn *badger.Txn, ssaID string, start uint64, n int, fn func(seq uint64, at int64, v []byte) error) error {
-	prefix := inboxPrefix(ssaID)
-	opts := badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: min(n, 1024)}
-	it := txn.NewIterator(opts)
-	defer it.Close()
-	seq, end := start, start+uint64(n)
-	for it.Seek(seqKey(prefix, start)); it.Valid() && seq < end; it.Next() {
-		item := it.Item()
-		if got, ok := parseSeq(item.Key(), len(prefix)); !ok || got != seq {
-			return fmt.Errorf("%w: inbox of %q: key %x where record %d was expected", ErrCorrupt, ssaID, item.Key(), seq)
-		}
-		err := item.Value(func(v []byte) error {
-			if len(v) < 8 {
-				return fmt.Errorf("%w: inbox of %q: record %d of %d bytes", ErrCorrupt, ssaID, seq, len(v))
-			}
-			return fn(seq, int64(binary.BigEndian.Uint64(v)), v[8:])
-		})
-		if errors.Is(err, errFull) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		seq++
-	}
-	if seq < end {
-		return fmt.Errorf("%w: inbox of %q: record %d missing", ErrCorrupt, ssaID, seq)
-	}
-	return nil
-}
-
-// DeleteRecordsReceivedBefore deletes the SSA's records received before t (retention) and
-// returns how many it deleted. Records arrive in order, so it deletes from the oldest up to
-// the first received at or after t (a record received later with an earlier time, the clock
-// having gone back, waits for the next call that passes it). It holds at most deleteChunk
-// records' positions at a time, and each chunk is deleted durably with the counters.
-func (s *Store) DeleteRecordsReceivedBefore(ssaID string, t time.Time) (int, error) {
-	if err := checkID("SSA", ssaID, false); err != nil {
-		return 0, err
-	}
-	deleted := 0
-	before := unixNano(t)
-	keyLen := len(inboxPrefix(ssaID)) + 8
-	for {
-		var through uint64
-		var st inboxRecord
-		done := true
-		err := s.view(func(txn *badger.Txn) error {
-			var err error
-			if st, err = getInbox(txn, ssaID); err != nil {
-				return err
-			}
-			n := int(min(st.Last-st.Head, deleteChunk))
-			if n == 0 {
-				return nil
-			}
-			err = scanInbox(txn, ssaID, st.Head+1, n, func(seq uint64, at int64, _ []byte) error {
-				if at >= before {
-					return errFull
-				}
-				through = seq
-				return nil
-			})
-			// Go on if the whole chunk is older than t and more records follow.
-			done = through < st.Head+uint64(n) || st.Head+uint64(n) == st.Last
-			return err
-		})
-		if err != nil {
-			return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
-		}
-		if through == 0 {
-			return deleted, nil
-		}
-		r := &retainRequest{waiter: newWaiter(), ssaID: ssaID, through: through, keyLen: keyLen,
-			deletes: int(through - st.Head)}
-		if err := s.commit(r); err != nil {
-			return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
-		}
-		deleted += r.deleted
-		if done {
-			return deleted, nil
-		}
-	}
-}
-
-type retainRequest struct {
-	waiter
-	ssaID   string
-	through uint64
-	deletes int
-	keyLen  int
-	deleted int // the outcome
-}
-
-func (r *retainRequest) cost() (int, int) {
-	return r.deletes*entrySize(r.keyLen, 0) + entrySize(len(prefixInboxState)+len(r.ssaID), 32), r.deletes + 1
-}
-
-func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
-	st, err := getInbox(txn, r.ssaID)
-	if err != nil {
-		return refuseOrFail(err)
-	}
-	// Another call may have deleted some already; never delete more than cost allowed.
-	end := min(r.through, st.Last, st.Head+uint64(r.deletes))
-	if end <= st.Head {
-		return nil, nil
-	}
-	prefix := inboxPrefix(r.ssaID)
-	for seq := st.Head + 1; seq <= end; seq++ {
-		if err := txn.Delete(seqKey(prefix, seq)); err != nil {
-			return nil, err
-		}
-	}
-	r.deleted = int(end - st.Head)
-	st.Head = end
-	if err := putInbox(txn, r.ssaID, &st); err != nil {
-		return nil, err
-	}
-	return nil, nil
-}
-
-// PutEvidence stores a signed batch that carried violations with its findings, durably. A
-// second Evidence with the same SSA, First and ReceivedAt replaces the first.
-func (s *Store) PutEvidence(e Evidence) error {
-	if err := checkID("SSA", e.SSAID, false); err != nil {
-		return err
-	}
-	if len(e.Batch) > protocol.MaxMessageSize || len(e.Findings) > protocol.MaxMessageSize {
-		return fmt.Errorf("storage: evidence for SSA %q: batch of %d bytes or findings of %d, limit %d",
-			e.SSAID, len(e.Batch), len(e.Findings), protocol.MaxMessageSize)
-	}
-	v, err := encMode.Marshal(&evidenceRecord{Batch: e.Batch, Findings: e.Findings})
-	if err != nil {
-		return fmt.Errorf("storage: encode evidence for SSA %q: %w", e.SSAID, err)
-	}
-	k := binary.BigEndian.AppendUint64(seqKey(evidencePrefix(e.SSAID), e.First), uint64(unixNano(e.ReceivedAt)))
-	r := &setRequest{waiter: newWaiter(), key: k, value: v}
-	if err := s.commit(r); err != nil {
-		return fmt.Errorf("storage: put evidence for SSA %q: %w", e.SSAID, err)
-	}
-	return nil
-}
-
-// Evidence returns the SSA's evidence, ordered by First, then ReceivedAt.
-func (s *Store) Evidence(ssaID string) ([]Evidence, error) {
-	var out []Evidence
-	prefix := evidencePrefix(ssaID)
-	err := s.view(func(txn *badger.Txn) error {
-		return scan(txn, prefix, func(k, v []byte) error {
-			if len(k) != len(prefix)+16 {
-				return fmt.Errorf("%w: evidence key %x", ErrCorrupt, k)
-			}
-			var rec evidenceRecord
-			if err := decMode.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("%w: evidence %x: %v", ErrCorrupt, k, err)
-			}
-			out = append(out, Evidence{SSAID: ssaID, First: binary.BigEndian.Uint64(k[len(prefix):]),
-				Batch: rec.Batch, Findings: rec.Findings,
-				ReceivedAt: fromUnixNano(int64(binary.BigEndian.Uint64(k[len(prefix)+8:])))})
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("storage: evidence of SSA %q: %w", ssaID, err)
-	}
-	return out, nil
-}
-
-// setRequest sets one key.
-type setRequest struct {
-	waiter
-	key, value []byte
-}
-
-func (r *setRequest) cost() (int, int) { return entrySize(len(r.key), len(r.value)), 1 }
-
-func (r *setRequest) apply(txn *badger.Txn) (refused, failed error) {
-	return nil, txn.Set(r.key, r.value)
-}
-
-// ---- Records and keys ----
-
 // outboxRecord is an SSA's outbox state as stored under Q/<ssaID>. Integer keys are never
 // renumbered or reused.
 type outboxRecord struct {
@@ -831,20 +454,6 @@ type outboxRecord struct {
 	Head uint64 `cbor:"6,keyasint,omitempty"`
 	// Drop: DropOutbox marked every record up to Drop for deletion.
 	Drop uint64 `cbor:"7,keyasint,omitempty"`
-}
-
-// inboxRecord is an SSA's inbox state as stored under R/<ssaID>. Records Head+1..Last are
-// stored; those up to Head were deleted by retention.
-type inboxRecord struct {
-	Last       uint64 `cbor:"1,keyasint,omitempty"`
-	Head       uint64 `cbor:"2,keyasint,omitempty"`
-	Violations uint64 `cbor:"3,keyasint,omitempty"`
-}
-
-// evidenceRecord is the value of an evidence key.
-type evidenceRecord struct {
-	Batch    []byte `cbor:"1,keyasint"`
-	Findings []byte `cbor:"2,keyasint,omitempty"`
 }
 
 func getOutbox(txn *badger.Txn, ssaID string) (outboxRecord, error) {
@@ -873,32 +482,6 @@ func putOutbox(txn *badger.Txn, ssaID string, st *outboxRecord) error {
 	return txn.Set(outboxStateKey(ssaID), b)
 }
 
-func getInbox(txn *badger.Txn, ssaID string) (inboxRecord, error) {
-	var st inboxRecord
-	b, err := get(txn, inboxStateKey(ssaID))
-	if errors.Is(err, ErrNotFound) {
-		return st, nil
-	}
-	if err != nil {
-		return st, err
-	}
-	if err := decMode.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("%w: inbox state of %q: %v", ErrCorrupt, ssaID, err)
-	}
-	if st.Head > st.Last || st.Violations > st.Last {
-		return st, fmt.Errorf("%w: inbox state of %q: %+v", ErrCorrupt, ssaID, st)
-	}
-	return st, nil
-}
-
-func putInbox(txn *badger.Txn, ssaID string, st *inboxRecord) error {
-	b, err := encMode.Marshal(st)
-	if err != nil {
-		return err
-	}
-	return txn.Set(inboxStateKey(ssaID), b)
-}
-
 // refuseOrFail sorts an error reading the store: a corrupt record refuses the request, any
 // other error fails the transaction.
 func refuseOrFail(err error) (refused, failed error) {
@@ -920,6 +503,8 @@ func ssaPrefix(prefix, ssaID string, extra int) []byte {
 func outboxPrefix(ssaID string) []byte { return ssaPrefix(prefixOutbox, ssaID, 8) }
 
 func inboxPrefix(ssaID string) []byte { return ssaPrefix(prefixInbox, ssaID, 8) }
+
+func runPrefix(ssaID string) []byte { return ssaPrefix(prefixInboxRun, ssaID, 8) }
 
 func evidencePrefix(ssaID string) []byte { return ssaPrefix(prefixEvidence, ssaID, 16) }
 

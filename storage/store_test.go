@@ -779,6 +779,19 @@ func TestConcurrentCommits(t *testing.T) {
 	}
 }
 
+// spoiler is a request whose write fails, as one too large for a transaction does: it spoils
+// the transaction of its group.
+type spoiler struct{ waiter }
+
+func (*spoiler) cost() (int, int) { return 0, 1 }
+
+func (*spoiler) apply(txn *badger.Txn) (refused, failed error) {
+	if err := txn.Set([]byte("x/spoilt"), []byte{1}); err != nil {
+		return nil, err
+	}
+	return nil, badger.ErrTxnTooBig
+}
+
 // TestGroupCommit writes one group of commits as the committer would: each request is
 // answered on its own, a refused one leaves nothing, and a group whose transaction fails is
 // retried request by request so that one request cannot fail the others.
@@ -792,7 +805,6 @@ func TestGroupCommit(t *testing.T) {
 		}
 		return r
 	}
-	huge := slices.Repeat([][]byte{bytes.Repeat([]byte{1}, 10<<10)}, protocol.MaxMessages) // over Badger's batch
 	tests := []struct {
 		name  string
 		group []request
@@ -814,10 +826,10 @@ func TestGroupCommit(t *testing.T) {
 				req(Negotiation{ID: testNID(3), SSAID: "ssa-3"}, f.msgs[:2], nil),
 			},
 			[]error{nil, ErrSSAInUse, nil}, []int{4, -1, 2}},
-		{"transaction too big",
+		{"transaction fails",
 			[]request{
 				req(Negotiation{ID: testNID(1)}, f.msgs, nil),
-				req(Negotiation{ID: testNID(2)}, huge, nil),
+				&spoiler{newWaiter()},
 				req(Negotiation{ID: testNID(3)}, f.msgs[:1], nil),
 			},
 			[]error{nil, badger.ErrTxnTooBig, nil}, []int{4, -1, 1}},
@@ -831,6 +843,10 @@ func TestGroupCommit(t *testing.T) {
 				if (tc.want[i] == nil) != (err == nil) || (err != nil && !errors.Is(err, tc.want[i])) {
 					t.Errorf("request %d: %v, want %v", i, err, tc.want[i])
 				}
+			}
+			err := s.view(func(txn *badger.Txn) error { _, err := get(txn, []byte("x/spoilt")); return err })
+			if !errors.Is(err, ErrNotFound) {
+				t.Errorf("the failed request's write: %v, want ErrNotFound", err)
 			}
 			for i, want := range tc.lengths {
 				tr, err := s.Transcript(testNID(uint64(i + 1)))

@@ -97,7 +97,7 @@ func startTestnet(ctx context.Context, c *cli, dir string, n int, offers bool) (
 			return tn, err
 		}
 		node.cmd.Stderr = logf
-		node.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Ctrl-C is ours to pass on
+		node.cmd.SysProcAttr = childProcAttr()
 		if err := node.cmd.Start(); err != nil {
 			logf.Close()
 			return tn, fmt.Errorf("start %s: %w", node.name, err)

@@ -1,0 +1,290 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The exchange crash test's child is this test binary, run with these variables set.
+const (
+	envExchangeDir   = "SSANET_STORAGE_EXCHANGE_CRASH_DIR"
+	envExchangeRound = "SSANET_STORAGE_EXCHANGE_CRASH_ROUND"
+)
+
+const (
+	exchangeCrashRounds = 3
+	exchangeEnqueuers   = 2
+	// Every few batches is too large for one transaction (more entries than a group holds).
+	exchangeLargeEvery = 12
+	exchangeLarge      = maxGroupEntries + 100
+	// exchangeCrashTime bounds a round, from the child's first write (-race is slow).
+	exchangeCrashTime = 3 * time.Second
+)
+
+// outRecord is record i of the n of outbox batch tag, size bytes: it says where it belongs.
+func outRecord(tag string, i, n, size int) []byte {
+	b := fmt.Appendf(nil, "%s/%d/%d/%d|", tag, i, n, size)
+	for len(b) < size {
+		b = append(b, byte('A'+len(b)%26))
+	}
+	return b
+}
+
+// parseOutRecord reads back what outRecord wrote.
+func parseOutRecord(b []byte) (tag string, i, n, size int, err error) {
+	head, _, ok := bytes.Cut(b, []byte("|"))
+	f := strings.Split(string(head), "/")
+	if !ok || len(f) != 4 {
+		return "", 0, 0, 0, fmt.Errorf("record %.40q", b)
+	}
+	if i, err = strconv.Atoi(f[1]); err == nil {
+		if n, err = strconv.Atoi(f[2]); err == nil {
+			size, err = strconv.Atoi(f[3])
+		}
+	}
+	return f[0], i, n, size, err
+}
+
+// inRecord is inbox record seq: its size varies with seq, some under valueThreshold.
+func inRecord(seq uint64) []byte {
+	size := 40
+	if seq%4 != 0 {
+		size = 150 + int(seq%400)
+	}
+	return record("in", seq, size)
+}
+
+// TestHelperExchange is the exchange crash test's child. Two goroutines enqueue batches to
+// the outbox "out", one acknowledges them, and one receives batches into the inbox "in" (some
+// overlapping what is stored); each prints what it did once the call has returned:
+//
+//	E <tag> <n> <last>   Enqueue of n records returned last
+//	A <seq>              Ack of seq returned
+//	r <first> <n>        Receive of records first..first+n-1 is about to start
+//	R <last>             Receive returned last
+func TestHelperExchange(t *testing.T) {
+	dir := os.Getenv(envExchangeDir)
+	if dir == "" {
+		t.Skip("run by TestExchangeCrash only")
+	}
+	round, err := strconv.Atoi(os.Getenv(envExchangeRound))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	say := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, err := fmt.Printf(format+"\n", args...); err != nil {
+			panic(err)
+		}
+	}
+	say(crashReady)
+	check := func(err error) {
+		if err != nil {
+			panic(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for g := range exchangeEnqueuers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(round), uint64(g)))
+			for b := 0; ; b++ {
+				tag := fmt.Sprintf("%d.%d.%d", round, g, b)
+				n, size := 1+rng.IntN(300), 150+rng.IntN(500)
+				if g == 0 && b%exchangeLargeEvery == exchangeLargeEvery-1 {
+					n, size = exchangeLarge, 40
+				}
+				recs := make([][]byte, n)
+				for i := range recs {
+					recs[i] = outRecord(tag, i, n, size)
+				}
+				last, err := s.Enqueue("out", recs, uint64(n)+1, 1)
+				check(err)
+				say("E %s %d %d", tag, n, last)
+			}
+		})
+	}
+	wg.Go(func() {
+		rng := rand.New(rand.NewPCG(uint64(round), 99))
+		for {
+			st, err := s.OutboxState("out")
+			check(err)
+			if st.Refined > 0 {
+				seq := st.Refined - uint64(rng.IntN(int(min(st.Refined, 2000))))
+				check(s.MarkSent("out", st.Refined))
+				check(s.Ack("out", seq))
+				say("A %d", seq)
+			}
+			time.Sleep(2 * time.Millisecond) // pace: acks follow batches
+		}
+	})
+	wg.Go(func() {
+		rng := rand.New(rand.NewPCG(uint64(round), 100))
+		st, err := s.InboxState("in")
+		check(err)
+		last := st.Last
+		for b := 0; ; b++ {
+			first := last + 1
+			if b%5 == 2 && last > 10 {
+				first = last - 9 // resent: the first 10 are duplicates
+			}
+			n := 1 + rng.IntN(400)
+			if b%exchangeLargeEvery == exchangeLargeEvery-1 {
+				n = exchangeLarge
+			}
+			recs := make([][]byte, n)
+			for i := range recs {
+				recs[i] = inRecord(first + uint64(i))
+			}
+			say("r %d %d", first, n)
+			_, last, err = s.Receive("in", first, recs, time.Now(), 0)
+			check(err)
+			say("R %d", last)
+		}
+	})
+	wg.Wait() // never: the parent kills this process
+}
+
+// TestExchangeCrash kills a process that enqueues, acknowledges and receives records in a
+// loop, at a random moment, and checks the queues: every record whose Enqueue or Receive
+// returned is there exactly once, in its place, the sequences dense, no batch there in part,
+// and acknowledgements kept; three times over the same store.
+func TestExchangeCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	dir := t.TempDir()
+	var lines []string
+	for round := range exchangeCrashRounds {
+		got := killChild(t, "TestHelperExchange", 100+rand.IntN(200), exchangeCrashTime,
+			envExchangeDir+"="+dir, envExchangeRound+"="+strconv.Itoa(round))
+		lines = append(lines, got...)
+		s, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatalf("reopen after the crash: %v", err)
+		}
+		checkExchange(t, s, lines)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// checkExchange checks the store against the lines the children printed.
+func checkExchange(t *testing.T, s *Store, lines []string) {
+	t.Helper()
+	type batch struct{ n, last uint64 }
+	enqueued := map[string]batch{}
+	var maxLast, maxAck, maxReceived uint64
+	ends := map[uint64]bool{0: true} // where a Receive may have left the inbox
+	for _, line := range lines {
+		f := strings.Fields(line)
+		nums := make([]uint64, len(f))
+		for i := range f[1:] {
+			if f[0] == "E" && i == 0 {
+				continue
+			}
+			var err error
+			if nums[i+1], err = strconv.ParseUint(f[i+1], 10, 64); err != nil {
+				t.Fatalf("child printed %q", line)
+			}
+		}
+		switch {
+		case f[0] == "E" && len(f) == 4:
+			enqueued[f[1]] = batch{nums[2], nums[3]}
+			maxLast = max(maxLast, nums[3])
+		case f[0] == "A" && len(f) == 2:
+			maxAck = max(maxAck, nums[1])
+		case f[0] == "r" && len(f) == 3:
+			ends[nums[1]+nums[2]-1] = true
+		case f[0] == "R" && len(f) == 2:
+			maxReceived = max(maxReceived, nums[1])
+		default:
+			t.Fatalf("child printed %q", line)
+		}
+	}
+
+	out, err := s.OutboxState("out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Refined < maxLast || out.Acked < maxAck {
+		t.Fatalf("outbox %+v, but records up to %d were enqueued and %d acknowledged", out, maxLast, maxAck)
+	}
+	pending, err := s.Pending("out", 0, 1<<30, 1<<40) // dense from Acked+1 to Refined, or an error
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(len(pending)) != out.Refined-out.Acked {
+		t.Fatalf("%d records pending, outbox %+v", len(pending), out)
+	}
+	// Each pending record names its batch: the batch is there whole (but for what was
+	// acknowledged), in one place, and where its Enqueue said if it returned.
+	start := map[string]uint64{}
+	for _, r := range pending {
+		tag, i, n, size, err := parseOutRecord(r.Data)
+		if err != nil {
+			t.Fatalf("record %d: %v", r.Seq, err)
+		}
+		first := r.Seq - uint64(i)
+		if s, ok := start[tag]; ok && s != first {
+			t.Fatalf("batch %s at %d and at %d", tag, s, first)
+		}
+		start[tag] = first
+		if end := first + uint64(n) - 1; end > out.Refined {
+			t.Fatalf("batch %s ends at %d, beyond the last record %d", tag, end, out.Refined)
+		}
+		if b, ok := enqueued[tag]; ok && (b.last != first+uint64(n)-1 || b.n != uint64(n)) {
+			t.Fatalf("batch %s at %d..%d, its Enqueue returned %d for %d records", tag, first, first+uint64(n)-1, b.last, b.n)
+		}
+		if !bytes.Equal(r.Data, outRecord(tag, i, n, size)) {
+			t.Fatalf("record %d differs", r.Seq)
+		}
+	}
+	for tag, b := range enqueued {
+		if b.last > out.Acked {
+			if _, ok := start[tag]; !ok {
+				t.Fatalf("batch %s enqueued up to %d is not pending", tag, b.last)
+			}
+		}
+	}
+	if n := keysUnder(t, s, outboxPrefix("out")); n < len(pending) {
+		t.Fatalf("%d outbox records stored, %d pending", n, len(pending))
+	}
+
+	in, err := s.InboxState("in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Last < maxReceived || !ends[in.Last] || in.Stored != in.Last || in.Deleted != 0 {
+		t.Fatalf("inbox %+v, but records up to %d were received", in, maxReceived)
+	}
+	got, err := s.Records("in", 0, 1<<30) // dense from 1 to Last, or an error
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(len(got)) != in.Last {
+		t.Fatalf("%d records stored, inbox %+v", len(got), in)
+	}
+	for _, r := range got {
+		if !bytes.Equal(r.Data, inRecord(r.Seq)) {
+			t.Fatalf("inbox record %d differs", r.Seq)
+		}
+	}
+	t.Logf("outbox %+v (%d batches acknowledged to the test), inbox %+v", out, len(enqueued), in)
+}

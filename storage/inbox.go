@@ -1,0 +1,502 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// The requester's side of the Exchange phase: the inbox of the records delivered under each
+// SSA, stored exactly once and in order, and the evidence of violations. See exchange.go.
+
+// InboxState is an SSA's inbox on the requester side.
+type InboxState struct {
+	Last       uint64 // highest sequence number stored (records 1..Last were all received)
+	Stored     uint64 // records currently held (after retention deletions)
+	Deleted    uint64 // records deleted by retention
+	Violations uint64 // records with verification findings
+}
+
+// StoredRecord is a delivered record in an inbox.
+type StoredRecord struct {
+	Seq        uint64
+	Data       []byte
+	ReceivedAt time.Time
+}
+
+// Evidence is a signed batch that carried violations, kept with the findings. Batch and
+// Findings are opaque to storage (the batch as received, findings e.g. as JSON).
+type Evidence struct {
+	SSAID      string
+	First      uint64
+	Batch      []byte
+	Findings   []byte
+	ReceivedAt time.Time
+}
+
+// Receive stores in the SSA's inbox a batch of records numbered first, first+1, …, received
+// at receivedAt. It is idempotent and ordered: records with seq <= Last are skipped
+// (duplicates); a batch whose first seq is beyond Last+1 is refused with ErrGap, storing
+// nothing; the rest is stored with the new Last, durably (fsynced, in a transaction shared
+// with concurrent writers) and atomically. violations counts the records of this batch with
+// findings: it is added to the SSA's count only as far as the batch stored new records (at
+// most their number), so a batch received twice counts once. It returns how many new records
+// were stored and the new Last.
+//
+// A batch too large for one Badger transaction (more than 8192 records, or more than 1 MiB of
+// records under 128 bytes) is written in several, all but the last before the inbox's Last
+// moves: until it does, readers do not see them, and after a crash they are overwritten when
+// the batch comes again. So after a crash the whole batch is there, with its counters, or
+// nothing of it is visible.
+//
+// The records are not copied: the caller must not change them before Receive returns.
+func (s *Store) Receive(ssaID string, first uint64, records [][]byte, receivedAt time.Time, violations uint64) (stored int, last uint64, err error) {
+	if len(records) == 0 {
+		st, err := s.InboxState(ssaID)
+		return 0, st.Last, err
+	}
+	r, err := newReceiveRequest(ssaID, first, records, receivedAt, violations)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := s.commit(r); err != nil {
+		return 0, 0, fmt.Errorf("storage: receive records %d-%d of SSA %q: %w", first, r.end(), ssaID, err)
+	}
+	return r.stored, r.last, nil
+}
+
+type receiveRequest struct {
+	waiter
+	ssaID      string
+	first      uint64
+	records    [][]byte
+	keys       [][]byte
+	run, at    []byte // the run's key and value (see doc.go)
+	violations uint64
+	size       int
+	// A large request (splitter) writes records[:pre] first, when Last is base.
+	pre  int
+	base uint64
+	// The outcome.
+	stored int
+	last   uint64
+}
+
+func newReceiveRequest(ssaID string, first uint64, records [][]byte, at time.Time, violations uint64) (*receiveRequest, error) {
+	if err := checkID("SSA", ssaID, false); err != nil {
+		return nil, err
+	}
+	if first == 0 {
+		return nil, fmt.Errorf("storage: receive for SSA %q: records are numbered from 1", ssaID)
+	}
+	if first+uint64(len(records)) < first {
+		return nil, fmt.Errorf("storage: receive for SSA %q: sequence numbers overflow", ssaID)
+	}
+	prefix := inboxPrefix(ssaID)
+	keyLen := len(prefix) + 8
+	r := &receiveRequest{waiter: newWaiter(), ssaID: ssaID, first: first, records: records, violations: violations,
+		keys: make([][]byte, len(records)), at: binary.BigEndian.AppendUint64(nil, uint64(unixNano(at)))}
+	r.run = seqKey(runPrefix(ssaID), r.end())
+	r.size = entrySize(len(prefixInboxState)+len(ssaID), 32) + entrySize(len(r.run), len(r.at))
+	keys := make([]byte, len(records)*keyLen)
+	for i, rec := range records {
+		if len(rec) > MaxRecordSize {
+			return nil, fmt.Errorf("storage: receive for SSA %q: record of %d bytes, limit %d", ssaID, len(rec), MaxRecordSize)
+		}
+		k := append(keys[i*keyLen:i*keyLen:(i+1)*keyLen], prefix...)
+		r.keys[i] = binary.BigEndian.AppendUint64(k, first+uint64(i))
+		r.size += entrySize(keyLen, len(rec))
+	}
+	return r, nil
+}
+
+func (r *receiveRequest) cost() (int, int) { return r.size, len(r.records) + 2 }
+
+func (r *receiveRequest) end() uint64 { return r.first + uint64(len(r.records)) - 1 }
+
+func (r *receiveRequest) apply(txn *badger.Txn) (refused, failed error) {
+	st, err := getInbox(txn, r.ssaID)
+	if err != nil {
+		return refuseOrFail(err)
+	}
+	if r.first > st.Last+1 {
+		return fmt.Errorf("%w: records from %d, %d stored", ErrGap, r.first, st.Last), nil
+	}
+	if r.pre > 0 && st.Last != r.base {
+		return nil, fmt.Errorf("storage: inbox of %q moved from %d to %d during a large receive", r.ssaID, r.base, st.Last)
+	}
+	skip := int(min(st.Last+1-r.first, uint64(len(r.records))))
+	if skip == len(r.records) {
+		r.stored, r.last = 0, st.Last
+		return nil, nil
+	}
+	for i := max(skip, r.pre); i < len(r.records); i++ {
+		if err := txn.Set(r.keys[i], r.records[i]); err != nil {
+			return nil, err
+		}
+	}
+	if err := txn.Set(r.run, r.at); err != nil {
+		return nil, err
+	}
+	r.stored = len(r.records) - skip
+	st.Last = r.end()
+	st.Violations += min(r.violations, uint64(r.stored))
+	if err := putInbox(txn, r.ssaID, &st); err != nil {
+		return nil, err
+	}
+	r.last = st.Last
+	return nil, nil
+}
+
+// prewrite writes the new records that do not fit in the last transaction: beyond Last, they
+// are invisible until apply moves Last past them.
+func (r *receiveRequest) prewrite(s *Store) error {
+	var st inboxRecord
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		st, err = getInbox(txn, r.ssaID)
+		return err
+	})
+	if err != nil || r.first > st.Last+1 {
+		return err // apply refuses a gap
+	}
+	r.base = st.Last
+	skip := int(min(st.Last+1-r.first, uint64(len(r.records))))
+	rest := entrySize(len(prefixInboxState)+len(r.ssaID), 32) + entrySize(len(r.run), len(r.at))
+	r.pre, err = s.prewriteBulk(skip, len(r.records), rest, 2, func(i int) ([]byte, []byte) { return r.keys[i], r.records[i] })
+	return err
+}
+
+// InboxState returns an SSA's inbox counters: the zero state for an SSA never received from.
+func (s *Store) InboxState(ssaID string) (InboxState, error) {
+	if err := checkID("SSA", ssaID, false); err != nil {
+		return InboxState{}, err
+	}
+	var st inboxRecord
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		st, err = getInbox(txn, ssaID)
+		return err
+	})
+	if err != nil {
+		return InboxState{}, fmt.Errorf("storage: inbox of SSA %q: %w", ssaID, err)
+	}
+	return InboxState{Last: st.Last, Stored: st.Last - st.Head, Deleted: st.Head, Violations: st.Violations}, nil
+}
+
+// Records returns up to max records of the SSA's inbox with Seq > after, in order. The
+// records share one buffer, each Data capped at its own length.
+func (s *Store) Records(ssaID string, after uint64, max int) ([]StoredRecord, error) {
+	if err := checkID("SSA", ssaID, false); err != nil {
+		return nil, err
+	}
+	if max <= 0 {
+		return nil, nil
+	}
+	var out []StoredRecord
+	err := s.view(func(txn *badger.Txn) error {
+		st, err := getInbox(txn, ssaID)
+		if err != nil {
+			return err
+		}
+		start := maxU64(after, st.Head) + 1
+		if start > st.Last {
+			return nil
+		}
+		n := int(min(uint64(max), st.Last-start+1))
+		out = make([]StoredRecord, 0, n)
+		runs := newRunIterator(txn, ssaID, start)
+		defer runs.close()
+		var buf []byte
+		err = scanSeqs(txn, inboxPrefix(ssaID), start, n, func(seq uint64, v []byte) error {
+			at, err := runs.at(seq)
+			if err != nil {
+				return err
+			}
+			if buf == nil {
+				buf = make([]byte, 0, bufSize(len(v), n, 0))
+			}
+			i := len(buf)
+			buf = append(buf, v...)
+			out = append(out, StoredRecord{Seq: seq, Data: buf[i:len(buf):len(buf)], ReceivedAt: fromUnixNano(at)})
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("inbox of %q: %w", ssaID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: records of SSA %q: %w", ssaID, err)
+	}
+	return out, nil
+}
+
+// runIterator walks an inbox's runs (see doc.go) alongside its records.
+type runIterator struct {
+	it     *badger.Iterator
+	prefix []byte
+	end    uint64 // last record of the current run (before the first: the record before seq)
+	when   int64  // when it was received
+}
+
+// newRunIterator returns an iterator positioned at the run that holds record seq.
+func newRunIterator(txn *badger.Txn, ssaID string, seq uint64) *runIterator {
+	prefix := runPrefix(ssaID)
+	r := &runIterator{it: txn.NewIterator(badger.IteratorOptions{Prefix: prefix}), prefix: prefix, end: seq - 1}
+	r.it.Seek(seqKey(prefix, seq))
+	return r
+}
+
+func (r *runIterator) close() { r.it.Close() }
+
+// next reads the run at the iterator and moves past it; false at the end.
+func (r *runIterator) next() (bool, error) {
+	if !r.it.Valid() {
+		return false, nil
+	}
+	item := r.it.Item()
+	end, ok := parseSeq(item.Key(), len(r.prefix))
+	if !ok || end <= r.end {
+		return false, fmt.Errorf("%w: run key %x", ErrCorrupt, item.Key())
+	}
+	err := item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: run %d of %d bytes", ErrCorrupt, end, len(v))
+		}
+		r.end, r.when = end, int64(binary.BigEndian.Uint64(v))
+		return nil
+	})
+	r.it.Next()
+	return err == nil, err
+}
+
+// at returns when record seq was received; seq must not go back between calls.
+func (r *runIterator) at(seq uint64) (int64, error) {
+	for seq > r.end {
+		ok, err := r.next()
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			return 0, fmt.Errorf("%w: no run holds record %d", ErrCorrupt, seq)
+		}
+	}
+	return r.when, nil
+}
+
+// DeleteRecordsReceivedBefore deletes the SSA's records received before t (retention) and
+// returns how many it deleted. Records arrive in order, so it deletes from the oldest up to
+// the first received at or after t (a record received later with an earlier time, the clock
+// having gone back, waits for the next call that passes it). It reads the runs, never the
+// records, and deletes at most deleteChunk records per transaction, durably, with the
+// counters.
+func (s *Store) DeleteRecordsReceivedBefore(ssaID string, t time.Time) (int, error) {
+	if err := checkID("SSA", ssaID, false); err != nil {
+		return 0, err
+	}
+	deleted := 0
+	before := unixNano(t)
+	for {
+		// Find the end of the last run received before t, no further than a chunk.
+		var through, head uint64
+		runs := 0 // runs to delete, the last one maybe in part
+		err := s.view(func(txn *badger.Txn) error {
+			st, err := getInbox(txn, ssaID)
+			if err != nil {
+				return err
+			}
+			head = st.Head
+			it := newRunIterator(txn, ssaID, st.Head+1)
+			defer it.close()
+			for it.end < min(st.Head+deleteChunk, st.Last) {
+				ok, err := it.next()
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return fmt.Errorf("%w: inbox of %q: no run holds records %d to %d", ErrCorrupt, ssaID, it.end+1, st.Last)
+				}
+				if it.when >= before {
+					break
+				}
+				through = min(it.end, st.Head+deleteChunk, st.Last)
+				runs++
+			}
+			return nil
+		})
+		if err != nil {
+			return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
+		}
+		if through <= head {
+			return deleted, nil
+		}
+		r := &retainRequest{waiter: newWaiter(), ssaID: ssaID, through: through,
+			keyLen: len(inboxPrefix(ssaID)) + 8, deletes: int(through - head), runs: runs}
+		if err := s.commit(r); err != nil {
+			return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
+		}
+		deleted += r.deleted
+	}
+}
+
+type retainRequest struct {
+	waiter
+	ssaID   string
+	through uint64
+	deletes int // at most this many records
+	runs    int // and this many runs
+	keyLen  int
+	deleted int // the outcome
+}
+
+func (r *retainRequest) cost() (int, int) {
+	return (r.deletes+r.runs)*entrySize(r.keyLen, 0) + entrySize(len(prefixInboxState)+len(r.ssaID), 32), r.deletes + r.runs + 1
+}
+
+func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
+	st, err := getInbox(txn, r.ssaID)
+	if err != nil {
+		return refuseOrFail(err)
+	}
+	// Another call may have deleted some already; never delete more than cost allows.
+	end := min(r.through, st.Last, st.Head+uint64(r.deletes))
+	if end <= st.Head {
+		return nil, nil
+	}
+	prefix := inboxPrefix(r.ssaID)
+	for seq := st.Head + 1; seq <= end; seq++ {
+		if err := txn.Delete(seqKey(prefix, seq)); err != nil {
+			return nil, err
+		}
+	}
+	// The runs that end in the range go with it; the run that ends after it stays.
+	runs := runPrefix(r.ssaID)
+	var ends []uint64
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: runs})
+	for it.Seek(seqKey(runs, st.Head+1)); it.Valid() && len(ends) < r.runs; it.Next() {
+		e, ok := parseSeq(it.Item().Key(), len(runs))
+		if !ok || e > end {
+			break
+		}
+		ends = append(ends, e)
+	}
+	it.Close()
+	for _, e := range ends {
+		if err := txn.Delete(seqKey(runs, e)); err != nil {
+			return nil, err
+		}
+	}
+	r.deleted = int(end - st.Head)
+	st.Head = end
+	if err := putInbox(txn, r.ssaID, &st); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// PutEvidence stores a signed batch that carried violations with its findings, durably. A
+// second Evidence with the same SSA, First and ReceivedAt replaces the first.
+func (s *Store) PutEvidence(e Evidence) error {
+	if err := checkID("SSA", e.SSAID, false); err != nil {
+		return err
+	}
+	if len(e.Batch) > protocol.MaxMessageSize || len(e.Findings) > protocol.MaxMessageSize {
+		return fmt.Errorf("storage: evidence for SSA %q: batch of %d bytes or findings of %d, limit %d",
+			e.SSAID, len(e.Batch), len(e.Findings), protocol.MaxMessageSize)
+	}
+	v, err := encMode.Marshal(&evidenceRecord{Batch: e.Batch, Findings: e.Findings})
+	if err != nil {
+		return fmt.Errorf("storage: encode evidence for SSA %q: %w", e.SSAID, err)
+	}
+	k := binary.BigEndian.AppendUint64(seqKey(evidencePrefix(e.SSAID), e.First), uint64(unixNano(e.ReceivedAt)))
+	r := &setRequest{waiter: newWaiter(), key: k, value: v}
+	if err := s.commit(r); err != nil {
+		return fmt.Errorf("storage: put evidence for SSA %q: %w", e.SSAID, err)
+	}
+	return nil
+}
+
+// Evidence returns the SSA's evidence, ordered by First, then ReceivedAt.
+func (s *Store) Evidence(ssaID string) ([]Evidence, error) {
+	if err := checkID("SSA", ssaID, false); err != nil {
+		return nil, err
+	}
+	var out []Evidence
+	prefix := evidencePrefix(ssaID)
+	err := s.view(func(txn *badger.Txn) error {
+		return scan(txn, prefix, func(k, v []byte) error {
+			if len(k) != len(prefix)+16 {
+				return fmt.Errorf("%w: evidence key %x", ErrCorrupt, k)
+			}
+			var rec evidenceRecord
+			if err := decMode.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("%w: evidence %x: %v", ErrCorrupt, k, err)
+			}
+			out = append(out, Evidence{SSAID: ssaID, First: binary.BigEndian.Uint64(k[len(prefix):]),
+				Batch: rec.Batch, Findings: rec.Findings,
+				ReceivedAt: fromUnixNano(int64(binary.BigEndian.Uint64(k[len(prefix)+8:])))})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: evidence of SSA %q: %w", ssaID, err)
+	}
+	return out, nil
+}
+
+// setRequest sets one key.
+type setRequest struct {
+	waiter
+	key, value []byte
+}
+
+func (r *setRequest) cost() (int, int) { return entrySize(len(r.key), len(r.value)), 1 }
+
+func (r *setRequest) apply(txn *badger.Txn) (refused, failed error) {
+	return nil, txn.Set(r.key, r.value)
+}
+
+// inboxRecord is an SSA's inbox state as stored under R/<ssaID>. Records Head+1..Last are
+// stored; those up to Head were deleted by retention.
+type inboxRecord struct {
+	Last       uint64 `cbor:"1,keyasint,omitempty"`
+	Head       uint64 `cbor:"2,keyasint,omitempty"`
+	Violations uint64 `cbor:"3,keyasint,omitempty"`
+}
+
+// evidenceRecord is the value of an evidence key.
+type evidenceRecord struct {
+	Batch    []byte `cbor:"1,keyasint"`
+	Findings []byte `cbor:"2,keyasint,omitempty"`
+}
+
+func getInbox(txn *badger.Txn, ssaID string) (inboxRecord, error) {
+	var st inboxRecord
+	b, err := get(txn, inboxStateKey(ssaID))
+	if errors.Is(err, ErrNotFound) {
+		return st, nil
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := decMode.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("%w: inbox state of %q: %v", ErrCorrupt, ssaID, err)
+	}
+	if st.Head > st.Last || st.Violations > st.Last {
+		return st, fmt.Errorf("%w: inbox state of %q: %+v", ErrCorrupt, ssaID, st)
+	}
+	return st, nil
+}
+
+func putInbox(txn *badger.Txn, ssaID string, st *inboxRecord) error {
+	b, err := encMode.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return txn.Set(inboxStateKey(ssaID), b)
+}
