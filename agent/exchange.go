@@ -37,9 +37,9 @@ const (
 
 // Delivery tuning.
 const (
-	batchRecords   = 1024
-	batchBytes     = 1 << 20
-	ingestChunk    = 1024
+	batchRecords   = 2048
+	batchBytes     = 2 << 20
+	ingestChunk    = 2048
 	retryDelivery  = time.Second
 	latencySamples = 1024
 )
