@@ -261,13 +261,19 @@ func (m *manager) requested(ssaID string) *agreementRun {
 func (m *manager) providerRuns() []*agreementRun {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	out := runsOf(m.runs, protocol.RoleProvider)
+	slices.SortFunc(out, func(a, b *agreementRun) int { return strings.Compare(a.ssa.ID, b.ssa.ID) })
+	return out
+}
+
+// runsOf lists the runs of one role.
+func runsOf(runs map[string]*agreementRun, role protocol.Role) []*agreementRun {
 	var out []*agreementRun
-	for _, r := range m.runs {
-		if r.role == protocol.RoleProvider {
+	for _, r := range runs {
+		if r.role == role {
 			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b *agreementRun) int { return strings.Compare(a.ssa.ID, b.ssa.ID) })
 	return out
 }
 

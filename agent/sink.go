@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -345,16 +347,7 @@ func (m *manager) retentionLoop(ctx context.Context, every time.Duration) {
 func (m *manager) requesterRuns() []*agreementRun {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []*agreementRun
-	for _, r := range m.runs {
-		if r.role == protocol.RoleRequester {
-			out = append(out, r)
-		}
-	}
-	for _, r := range m.held {
-		out = append(out, r)
-	}
-	return out
+	return append(runsOf(m.runs, protocol.RoleRequester), slices.Collect(maps.Values(m.held))...)
 }
 
 // writeFileAtomic replaces path with data so that a crash leaves either the old or the new

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -52,7 +51,7 @@ func cmdPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		keyFile = fs.String("key-file", "", "`FILE` holding the 32-byte masking key as 64 hex digits (default: a random key)")
 		outFile = fs.String("out", "", "write refined records to `FILE` (default: standard output)")
 	}
-	pos, code := parseInterleaved(fs, args[1:])
+	pos, code := parse(fs, args[1:])
 	if code >= 0 {
 		return code
 	}
@@ -199,22 +198,4 @@ func policyKeys(keyFile string, stderr io.Writer) (policy.KeySource, error) {
 		return nil, fmt.Errorf("%s: want 64 hex digits (32 bytes)", keyFile)
 	}
 	return policy.StaticKey(k), nil
-}
-
-// parseInterleaved parses flags that may follow positional arguments. code is -1 to go on.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, int) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, exitOK
-			}
-			return nil, exitUsage
-		}
-		if fs.NArg() == 0 {
-			return pos, -1
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
 }
