@@ -192,7 +192,9 @@ func runDemo(ctx context.Context, c *cli, dir string, records int) error {
 	say("⑨ domain B delivered them in signed, numbered batches over %s", agent.ProtocolExchange)
 	say("   refined: %s", excerpt(got[0].Data))
 	say("⑩ domain A's enforcement point verified every record against SSP-X and stored it once")
-	time.Sleep(1200 * time.Millisecond) // the sink forwarder's next round
+	for deadline := time.Now().Add(30 * time.Second); countLines(sink) < queued && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond) // the sink's forwarder runs in the agent
+	}
 	say("⑪ and forwarded them to the security management server: %s (%d lines)", sink, countLines(sink))
 
 	as, err := a.Monitor(ctx, ssaX.ID)
@@ -249,9 +251,9 @@ func excerpt(b []byte) string {
 	return string(b)
 }
 
-func countLines(path string) int {
+func countLines(path string) int64 {
 	b, _ := os.ReadFile(path)
-	return bytes.Count(b, []byte("\n"))
+	return int64(bytes.Count(b, []byte("\n")))
 }
 
 func maskSummary(p *protocol.Policy) string {

@@ -159,3 +159,15 @@ func TestSSAVerify(t *testing.T) {
 		})
 	}
 }
+
+func TestDemo(t *testing.T) {
+	out, errs, code := ssanet(t, "demo", "--records", "120", "--dir", t.TempDir())
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	for _, want := range []string{"①", "⑦", "⑭ verdict for the security management server: FULFILLED", "120 received and verified, 0 violations"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
