@@ -221,26 +221,8 @@ func (a *Agent) controlHandler() http.Handler {
 	})
 	handle("GET /v1/records", func(r *http.Request) (any, error) {
 		q := r.URL.Query()
-		run := a.mgr.requested(q.Get("ssa"))
-		if run == nil {
-			if _, err := a.Negotiation(q.Get("ssa")); err != nil {
-				return nil, err
-			}
-		}
 		after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
-		recs, err := a.store.Records(q.Get("ssa"), after, 1000)
-		if err != nil {
-			return nil, err
-		}
-		out := []ForwardedRecord{}
-		for _, rec := range recs {
-			fr := ForwardedRecord{SSAID: q.Get("ssa"), Seq: rec.Seq, Received: rec.ReceivedAt, Text: string(rec.Data)}
-			if run != nil {
-				fr = forwarded(run, rec.Seq, rec.ReceivedAt, rec.Data)
-			}
-			out = append(out, fr)
-		}
-		return out, nil
+		return a.Records(q.Get("ssa"), after, 1000)
 	})
 	handle("GET /v1/monitor/{id}", func(r *http.Request) (any, error) {
 		return a.Monitor(r.Context(), r.PathValue("id"))

@@ -419,11 +419,30 @@ func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
 	return nil
 }
 
-// refine runs the SSP enforcement point of run over raws (step ⑧). Each refined record is
-// queued behind one byte: the index of its format in the SSA's information list, so that a
-// batch never mixes formats.
+// Records are kept, on both sides, behind one byte: the index of their format in the SSA's
+// information list (unknownFormat for a format the SSA does not name), so that a batch never
+// mixes formats and a forwarded record says what it is.
+const unknownFormat = 0xff
+
+func (run *agreementRun) formatTag(format string) byte {
+	if i := slices.IndexFunc(run.ssa.Information, func(in protocol.Information) bool { return in.Format == format }); i >= 0 && i < unknownFormat {
+		return byte(i)
+	}
+	return unknownFormat
+}
+
+// untag splits a kept record into its format ("" if unknown) and its bytes.
+func (run *agreementRun) untag(data []byte) (string, []byte) {
+	if len(data) == 0 || int(data[0]) >= len(run.ssa.Information) {
+		return "", data[min(len(data), 1):]
+	}
+	return run.ssa.Information[data[0]].Format, data[1:]
+}
+
+// refine runs the SSP enforcement point of run over raws (step ⑧), tagging each refined
+// record with its format.
 func (run *agreementRun) refine(format string, raws [][]byte) ([][]byte, error) {
-	tag := byte(slices.IndexFunc(run.ssa.Information, func(in protocol.Information) bool { return in.Format == format }))
+	tag := run.formatTag(format)
 	run.mu.Lock()
 	defer run.mu.Unlock()
 	e, ok := run.enforcers[format]
@@ -604,15 +623,16 @@ func (d *delivery) session(ctx context.Context) error {
 func (d *delivery) send(st network.Stream, recs []storage.QueuedRecord) (uint64, error) {
 	run := d.run
 	tag := recs[0].Data[0]
-	b := &protocol.Batch{SSAID: run.ssa.ID, SSPHash: run.ssp.Hash(), First: recs[0].Seq,
-		Format: run.ssa.Information[tag].Format, Sent: time.Now().UnixMilli()}
+	b := &protocol.Batch{SSAID: run.ssa.ID, SSPHash: run.ssp.Hash(), First: recs[0].Seq, Sent: time.Now().UnixMilli()}
+	b.Format, _ = run.untag(recs[0].Data)
 	mark := run.ssp.Marking()
 	b.TLP, b.Marking = mark.TLP, mark.MarkingRef
 	for _, r := range recs {
 		if r.Data[0] != tag {
 			break // the next batch carries the next format
 		}
-		b.Records = append(b.Records, r.Data[1:])
+		_, rec := run.untag(r.Data)
+		b.Records = append(b.Records, rec)
 	}
 	raw, err := protocol.SealBatch(d.m.a.self, b)
 	if err != nil {
@@ -732,6 +752,7 @@ func (m *manager) handleExchange(st network.Stream) {
 type checkedBatch struct {
 	raw        []byte
 	b          *protocol.Batch
+	run        *agreementRun
 	refused    string // why the batch cannot be taken at all
 	findings   []RecordFinding
 	violations uint64
@@ -750,6 +771,7 @@ func (m *manager) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) 
 		c.refused = "no SSA " + b.SSAID + " in force with this provider"
 		return c, nil
 	}
+	c.run = run
 	if b.SSPHash != run.ssp.Hash() {
 		c.findings = append(c.findings, RecordFinding{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingWrongFormat,
 			Text: "the batch was refined under SSP " + b.SSPHash + ", not the agreed " + run.ssp.Hash()}}})
@@ -778,7 +800,12 @@ func (m *manager) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.BatchAc
 		return &protocol.BatchAck{SSAID: b.SSAID, Error: c.refused}, nil
 	}
 	now := time.Now()
-	stored, last, err := m.a.store.Receive(b.SSAID, b.First, b.Records, now, c.violations)
+	tag := c.run.formatTag(b.Format)
+	kept := make([][]byte, len(b.Records))
+	for i, r := range b.Records {
+		kept[i] = append([]byte{tag}, r...)
+	}
+	stored, last, err := m.a.store.Receive(b.SSAID, b.First, kept, now, c.violations)
 	if errors.Is(err, storage.ErrGap) {
 		st, serr := m.a.store.InboxState(b.SSAID)
 		if serr != nil {

@@ -87,8 +87,13 @@ func TestExchangeAndMonitor(t *testing.T) {
 	if err != nil || uint64(len(recs)) != n {
 		t.Fatalf("%d records, %v", len(recs), err)
 	}
+	run := req.mgr.run(s.ID)
 	for _, r := range recs {
-		if f := policy.Verify(ssp, protocol.FormatEVE, r.Data); len(f) > 0 {
+		format, rec := run.untag(r.Data)
+		if format != protocol.FormatEVE {
+			t.Fatalf("record %d kept as %q", r.Seq, format)
+		}
+		if f := policy.Verify(ssp, format, rec); len(f) > 0 {
 			t.Fatalf("record %d: %v", r.Seq, f)
 		}
 	}

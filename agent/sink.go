@@ -175,8 +175,9 @@ func (s *sinks) forward(ctx context.Context, c SinkConfig, w sinkWriter, kick ch
 					break
 				}
 				out := make([]ForwardedRecord, len(recs))
+				tlp := run.ssp.Marking().TLP
 				for i, r := range recs {
-					out[i] = forwarded(run, r.Seq, r.ReceivedAt, r.Data)
+					out[i] = forwarded(run, tlp, r.Seq, r.ReceivedAt, r.Data)
 				}
 				if err := w.write(ctx, out); err != nil {
 					s.a.log.Warn("sink refused records; will retry", "sink", c.Name, "err", err)
@@ -197,11 +198,30 @@ func (s *sinks) forward(ctx context.Context, c SinkConfig, w sinkWriter, kick ch
 	}
 }
 
-func forwarded(run *agreementRun, seq uint64, at time.Time, data []byte) ForwardedRecord {
-	fr := ForwardedRecord{SSAID: run.ssa.ID, Seq: seq, Received: at, TLP: run.ssp.Marking().TLP}
-	if len(run.ssa.Information) > 0 {
-		fr.Format = run.ssa.Information[0].Format
+// Records returns up to max records received under an SSA this agent requested, after
+// sequence number after, as sinks receive them.
+func (a *Agent) Records(ssaID string, after uint64, max int) ([]ForwardedRecord, error) {
+	out := []ForwardedRecord{}
+	run := a.mgr.requested(ssaID)
+	if run == nil { // not an SSA this agent requested and agreed: no records
+		_, err := a.Negotiation(ssaID)
+		return out, err
 	}
+	recs, err := a.store.Records(ssaID, after, max)
+	if err != nil {
+		return nil, err
+	}
+	tlp := run.ssp.Marking().TLP
+	for _, rec := range recs {
+		out = append(out, forwarded(run, tlp, rec.Seq, rec.ReceivedAt, rec.Data))
+	}
+	return out, nil
+}
+
+// forwarded is a kept record as sinks receive it.
+func forwarded(run *agreementRun, tlp string, seq uint64, at time.Time, data []byte) ForwardedRecord {
+	fr := ForwardedRecord{SSAID: run.ssa.ID, Seq: seq, Received: at, TLP: tlp}
+	fr.Format, data = run.untag(data)
 	if json.Valid(data) {
 		fr.Record = data
 	} else {

@@ -362,9 +362,6 @@ func (d *Directory) addrs(p peer.ID) []string {
 	return out
 }
 
-// RoutingTableSize is the number of peers in the DHT routing table.
-func (d *Directory) RoutingTableSize() int { return d.dht.RoutingTable().Size() }
-
 // Close leaves the directory: stops advertising, mDNS and the DHT.
 func (d *Directory) Close() error {
 	var err error

@@ -65,11 +65,6 @@ func (s State) String() string {
 // MarshalText writes the state's name.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// Terminal reports whether no message can change the state any more.
-func (s State) Terminal() bool {
-	return s == StateRejected || s == StateAnnulled
-}
-
 // AwaitsDecision reports whether the negotiation waits for a local decision.
 func (s State) AwaitsDecision() bool {
 	return s == StateRequestReceived || s == StateProposalReceived || s == StateRevisionReceived

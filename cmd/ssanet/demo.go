@@ -185,12 +185,12 @@ func runDemo(ctx context.Context, c *cli, dir string, records int) error {
 		}
 		inbox = s.Last
 	}
-	got, err := a.Store().Records(ssaX.ID, 0, 1)
+	got, err := a.Records(ssaX.ID, 0, 1)
 	if err != nil || len(got) == 0 {
 		return fmt.Errorf("read the delivered records: %v", err)
 	}
 	say("⑨ domain B delivered them in signed, numbered batches over %s", agent.ProtocolExchange)
-	say("   refined: %s", excerpt(got[0].Data))
+	say("   refined: %s", excerpt(got[0].Record))
 	say("⑩ domain A's enforcement point verified every record against SSP-X and stored it once")
 	for deadline := time.Now().Add(30 * time.Second); countLines(sink) < queued && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond) // the sink's forwarder runs in the agent

@@ -11,10 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-)
 
-// Version is the agent's version, also announced in its libp2p user agent.
-const Version = "0.1.0"
+	"github.com/ssanet/ssanet/agent"
+)
 
 // Exit codes.
 const (
@@ -168,8 +167,8 @@ func cmdPolicyCLI(c *cli, args []string) int { return cmdPolicy(args, c.stdin, c
 
 func cmdVersion(c *cli, args []string) int {
 	if c.json {
-		return c.printJSON(map[string]string{"version": Version})
+		return c.printJSON(map[string]string{"version": agent.Version})
 	}
-	fmt.Fprintf(c.stdout, "ssanet %s\n", Version)
+	fmt.Fprintf(c.stdout, "ssanet %s\n", agent.Version)
 	return exitOK
 }
