@@ -31,12 +31,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ssanet/ssanet/discovery"
+	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
 )
 
 // Version is announced in the libp2p user agent.
 const Version = "0.1.0"
+
+// compiledFilters is how many compiled filter expressions an agent keeps (policy.Compiler):
+// agreements made from the same offers and templates share a few expressions.
+const compiledFilters = 64
 
 // Agent is one domain's running ssanet agent.
 type Agent struct {
@@ -53,6 +58,9 @@ type Agent struct {
 	sinks   *sinks
 	book    *addrBook
 	dir     *discovery.Directory
+	// compiler translates SSAs into SSPs for the negotiation point (Check) and the
+	// management point (Compile), sharing the filter expressions they compile.
+	compiler *policy.Compiler
 
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
@@ -92,7 +100,8 @@ func New(home string, opts Options) (*Agent, error) {
 		now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry(), stop: cancel}
+	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry(), stop: cancel,
+		compiler: policy.NewCompiler(compiledFilters)}
 	a.m = newMetrics(a.metrics)
 	if err := a.start(ctx, key, now); err != nil {
 		a.Close()

@@ -166,7 +166,7 @@ func (m *manager) agreementChanged(s *protocol.SSA, role protocol.Role) {
 
 // newRun translates an SSA into its SSP (step ⑥).
 func (m *manager) newRun(s *protocol.SSA, role protocol.Role) (*agreementRun, error) {
-	ssp, err := policy.Compile(s, m.keys)
+	ssp, err := m.a.compiler.Compile(s, m.keys)
 	if err != nil {
 		return nil, err
 	}

@@ -350,7 +350,7 @@ func (n *negotiator) meet(req *protocol.SSA, o *protocol.Offer) (*protocol.SSA, 
 	if prop == nil {
 		return nil, conflicts
 	}
-	if err := policy.Check(prop); err != nil {
+	if err := n.a.compiler.Check(prop); err != nil {
 		var r *policy.Refusal
 		if errors.As(err, &r) {
 			return nil, []protocol.Reason{r.ProtocolReason()}
@@ -563,8 +563,14 @@ func (a *Agent) Request(ctx context.Context, provider peer.AddrInfo, tmpl *proto
 	defer n.release(s)
 	if err := n.deliver(ctx, s, env); err != nil {
 		a.log.Warn("request not delivered yet; it will be sent again", "peer", provider.ID, "ssa", ssa.ID, "err", err)
+		return a.Negotiation(ssa.ID)
 	}
-	return a.Negotiation(ssa.ID)
+	// Delivered: every step was committed, so the session's record is what the store holds.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec := *s.rec
+	rec.ID, rec.Reasons = slices.Clone(rec.ID), slices.Clone(rec.Reasons)
+	return &rec, nil
 }
 
 func newSSAID() string {

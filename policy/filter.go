@@ -31,8 +31,25 @@ type filter struct {
 	fields []string // constant keys of r the expression reads, sorted
 }
 
-// compileFilter parses and type-checks expr against the fields of every format.
-func compileFilter(expr string, formats []*formatSpec) (*filter, error) {
+// compileFilter parses and type-checks expr, or takes it from c, and checks that it reads
+// only fields of every format.
+func (c *Compiler) compileFilter(expr string, formats []*formatSpec) (*filter, error) {
+	f, err := c.expression(expr)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range f.fields {
+		for _, spec := range formats {
+			if _, ok := spec.fields[k]; !ok {
+				return nil, refuse(ReasonUnknownField, "filtering", "%q reads %q, which is not in the view of %s", expr, k, spec.name)
+			}
+		}
+	}
+	return f, nil
+}
+
+// compileExpr parses and type-checks expr: a bool expression over the view r.
+func compileExpr(expr string) (*filter, error) {
 	if len(expr) > MaxFilterLen {
 		return nil, refuse(ReasonLimit, "filtering", "expression is %d bytes, limit %d", len(expr), MaxFilterLen)
 	}
@@ -51,19 +68,11 @@ func compileFilter(expr string, formats []*formatSpec) (*filter, error) {
 	if !ast.OutputType().IsExactType(types.BoolType) {
 		return nil, refuse(ReasonBadFilter, "filtering", "%q is of type %s, want bool", expr, ast.OutputType())
 	}
-	fields := viewKeys(ast.NativeRep())
-	for _, f := range fields {
-		for _, spec := range formats {
-			if _, ok := spec.fields[f]; !ok {
-				return nil, refuse(ReasonUnknownField, "filtering", "%q reads %q, which is not in the view of %s", expr, f, spec.name)
-			}
-		}
-	}
 	prg, err := env.Program(ast, cel.CostLimit(FilterCostLimit), cel.EvalOptions(cel.OptOptimize))
 	if err != nil {
 		return nil, refuse(ReasonBadFilter, "filtering", "%q: %v", expr, err)
 	}
-	return &filter{expr: expr, prg: prg, fields: fields}, nil
+	return &filter{expr: expr, prg: prg, fields: viewKeys(ast.NativeRep())}, nil
 }
 
 // viewKeys lists the constant keys read from r: r["k"], r.k, has(r.k) and "k" in r.

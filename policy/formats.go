@@ -2,6 +2,7 @@ package policy
 
 import (
 	"slices"
+	"sync"
 
 	"github.com/ssanet/ssanet/protocol"
 )
@@ -45,7 +46,23 @@ func kindsOf(maps []fieldMap, extra map[string]kind) map[string]kind {
 	return k
 }
 
+// lookupFormat returns the spec of a format. Specs are built once and never changed.
 func lookupFormat(name string) (*formatSpec, bool) {
+	spec, ok := formatSpecs()[name]
+	return spec, ok
+}
+
+var formatSpecs = sync.OnceValue(func() map[string]*formatSpec {
+	specs := map[string]*formatSpec{}
+	for _, name := range Formats() {
+		if spec, ok := newFormatSpec(name); ok {
+			specs[name] = spec
+		}
+	}
+	return specs
+})
+
+func newFormatSpec(name string) (*formatSpec, bool) {
 	switch name {
 	case protocol.FormatEVE:
 		return jsonFormat(name, eveMap(), []string{"timestamp", "event_type"}, "", ""), true

@@ -85,16 +85,24 @@ type SSP struct {
 // Check tells whether the engine can enforce the policy of ssa, without any key: the
 // negotiation point calls it at proposal time. The error is a *Refusal (errors.Is
 // ErrUnenforceable) whose reason the negotiation reports.
-func Check(ssa *protocol.SSA) error {
-	_, err := Compile(ssa, nil)
-	return err
-}
+func Check(ssa *protocol.SSA) error { return (*Compiler)(nil).Check(ssa) }
 
 // Compile translates an SSA into its SSP. keys gives the provider's per-SSA secret key for
 // cryptopan and hmac rules without an explicit key; it may be nil on the requester's side,
 // and the SSP then verifies but does not enforce such rules. Compilation is deterministic:
 // the same SSA gives an SSP with the same hash, whatever the key.
 func Compile(ssa *protocol.SSA, keys KeySource) (*SSP, error) {
+	return (*Compiler)(nil).Compile(ssa, keys)
+}
+
+// Check is the package's Check, with c's compiled expressions.
+func (c *Compiler) Check(ssa *protocol.SSA) error {
+	_, err := c.Compile(ssa, nil)
+	return err
+}
+
+// Compile is the package's Compile, with c's compiled expressions.
+func (c *Compiler) Compile(ssa *protocol.SSA, keys KeySource) (*SSP, error) {
 	if ssa == nil {
 		return nil, refuse(ReasonInvalid, "", "no SSA")
 	}
@@ -129,7 +137,7 @@ func Compile(ssa *protocol.SSA, keys KeySource) (*SSP, error) {
 		return nil, refuse(ReasonLimit, "filtering", "%d filters, limit %d", len(pol.Filtering), MaxFilters)
 	}
 	for _, f := range pol.Filtering {
-		cf, err := compileFilter(f.Expr, p.formats)
+		cf, err := c.compileFilter(f.Expr, p.formats)
 		if err != nil {
 			return nil, err
 		}

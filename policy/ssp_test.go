@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ssanet/ssanet/protocol"
@@ -45,26 +46,42 @@ func TestCompileRefusals(t *testing.T) {
 			Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "count", TopN: 10, Window: 3600}}, ReasonConflict},
 		{"invalid SSA", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "public-ip", Method: "truncate"}}}, ReasonInvalid},
 	}
+	// Each case is checked without a Compiler, then twice with one shared by every case: the
+	// second time each of its expressions comes from the Compiler, which must still check it
+	// against the formats of the SSA at hand and refuse it for the same reason.
+	shared := NewCompiler(8)
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := Check(ssaFor(tt.pol, tt.formats...))
-			if tt.want == 0 {
-				if err != nil {
-					t.Fatalf("Check: %v", err)
-				}
-				return
-			}
-			var r *Refusal
-			if !errors.As(err, &r) || !errors.Is(err, ErrUnenforceable) {
-				t.Fatalf("Check = %v, want a refusal %s", err, tt.want)
-			}
-			if r.Reason != tt.want {
-				t.Errorf("reason %s (%v), want %s", r.Reason, err, tt.want)
-			}
-			if pr := r.ProtocolReason(); pr.Code != protocol.CodePolicyUnenforceable {
-				t.Errorf("protocol code %v", pr.Code)
-			}
-		})
+		for _, c := range []struct {
+			name string
+			c    *Compiler
+		}{{"nil", nil}, {"compiler", shared}, {"compiler again", shared}} {
+			t.Run(tt.name+"/"+c.name, func(t *testing.T) {
+				checkRefusal(t, c.c.Check(ssaFor(tt.pol, tt.formats...)), tt.want)
+			})
+		}
+	}
+	if n := shared.lru.Len(); n > 8 {
+		t.Errorf("compiler keeps %d expressions, bound 8", n)
+	}
+}
+
+func checkRefusal(t *testing.T, err error, want Reason) {
+	t.Helper()
+	if want == 0 {
+		if err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		return
+	}
+	var r *Refusal
+	if !errors.As(err, &r) || !errors.Is(err, ErrUnenforceable) {
+		t.Fatalf("Check = %v, want a refusal %s", err, want)
+	}
+	if r.Reason != want {
+		t.Errorf("reason %s (%v), want %s", r.Reason, err, want)
+	}
+	if pr := r.ProtocolReason(); pr.Code != protocol.CodePolicyUnenforceable {
+		t.Errorf("protocol code %v", pr.Code)
 	}
 }
 
@@ -281,5 +298,38 @@ func TestSpaceSavingBound(t *testing.T) {
 	}
 	if got := s.top(3); !strings.HasPrefix(got[0].key, "heavy") || !strings.HasPrefix(got[2].key, "heavy") {
 		t.Errorf("heavy hitters not on top: %+v", got)
+	}
+}
+
+// TestCompilerShared compiles one SSA from several goroutines with one Compiler: each SSP
+// is the one Compile makes alone (same hash, same records kept), and the expression is
+// compiled once for all of them.
+func TestCompilerShared(t *testing.T) {
+	s := ssaFor(&protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["event.kind"] == "alert"`}}}, "eve")
+	want := mustCompile(t, s)
+	c := NewCompiler(4)
+	const n = 8
+	got := make([]*SSP, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { got[i], errs[i] = c.Compile(s, nil) })
+	}
+	wg.Wait()
+	in := readTestdata(t, "eve/test-eve-small.jsonl")
+	wantOut, _ := runAll(t, want, protocol.FormatEVE, in)
+	for i, p := range got {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if p.Hash() != want.Hash() {
+			t.Fatalf("SSP %d: hash %x, want %x", i, p.Hash(), want.Hash())
+		}
+		if out, _ := runAll(t, p, protocol.FormatEVE, in); !bytes.Equal(out, wantOut) {
+			t.Fatalf("SSP %d refines records differently", i)
+		}
+	}
+	if c.lru.Len() != 1 || got[0].filters[0] != got[n-1].filters[0] {
+		t.Errorf("compiler keeps %d expressions; SSPs share the compiled one: %v", c.lru.Len(), got[0].filters[0] == got[n-1].filters[0])
 	}
 }

@@ -162,10 +162,13 @@ func decodeAgreement(ssaID string, b []byte) (*protocol.SSA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
+	if _, err := protocol.VerifySSA(a); err != nil {
+		return nil, fmt.Errorf("%w: agreement %s: %w", ErrCorrupt, ssaID, err)
+	}
 	return a, nil
 }
 
-// readAgreement decodes an agreement stored, or to be stored, under ssaID and verifies it.
+// readAgreement decodes an agreement stored, or to be stored, under ssaID.
 func readAgreement(ssaID string, b []byte) (*protocol.SSA, error) {
 	a, err := protocol.DecodeSSA(b)
 	if err != nil {
@@ -173,9 +176,6 @@ func readAgreement(ssaID string, b []byte) (*protocol.SSA, error) {
 	}
 	if a.ID != ssaID {
 		return nil, fmt.Errorf("agreement stored under %q has ID %q", ssaID, a.ID)
-	}
-	if _, err := protocol.VerifySSA(a); err != nil {
-		return nil, fmt.Errorf("agreement %s: %w", ssaID, err)
 	}
 	return a, nil
 }

@@ -36,7 +36,9 @@ type Negotiation struct {
 // is one Badger transaction, fsynced before Commit returns; Commits from concurrent
 // goroutines share a transaction and its fsync, each still all or nothing.
 //
-// Commit refuses, writing nothing: an agreement that protocol.VerifySSA rejects; an SSA ID
+// Commit refuses, writing nothing: an agreement that is not an approval or an annulment with
+// two signatures (the signatures themselves come from protocol's Step, which made or verified
+// each of them, and are verified when the agreement is read back); an SSA ID
 // bound to another negotiation (ErrSSAInUse); a write over an existing transcript entry or a
 // different version stored under the agreement's ID (ErrConflict); a transcript longer than
 // protocol.MaxMessages. An identical agreement is stored once; an annulment replaces the
@@ -102,7 +104,13 @@ func newCommitRequest(n *Negotiation, msgs [][]byte, agreement *protocol.SSA) (*
 		if r.agreed, err = agreement.Encode(); err != nil {
 			return nil, fmt.Errorf("storage: commit negotiation %x: %w", r.nid, err)
 		}
-		// Agreement decodes and verifies what is stored: so does Commit, before storing it.
+		// Agreement decodes what is stored: so does Commit, before storing it. The signatures
+		// come from protocol's Step, which made or verified each of them; they are verified
+		// again whenever the agreement is read back.
+		if a := agreement; a.Status != protocol.StatusApproval && a.Status != protocol.StatusAnnulment || len(a.Signatures) != 2 {
+			return nil, fmt.Errorf("storage: commit negotiation %x: refuse agreement %s: %w: a %s with %d signatures",
+				r.nid, a.ID, protocol.ErrNotAgreed, a.Status, len(a.Signatures))
+		}
 		if _, err := readAgreement(agreement.ID, r.agreed); err != nil {
 			return nil, fmt.Errorf("storage: commit negotiation %x: refuse %w", r.nid, err)
 		}

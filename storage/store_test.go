@@ -194,8 +194,10 @@ func TestLifecycle(t *testing.T) {
 
 func TestCommitRefusals(t *testing.T) {
 	f := approvedFixture(t)
-	tampered := f.agreement.Clone()
-	tampered.Policy.Handling.TLP = protocol.TLPRed
+	unsigned := f.agreement.Clone()
+	unsigned.Signatures = unsigned.Signatures[:1]
+	proposal := f.agreement.Clone()
+	proposal.Status = protocol.StatusProposal
 	otherSim := newSim(t, testNID(2))
 	otherSim.request("ssa-other")
 	_, other := otherSim.approve()
@@ -212,7 +214,8 @@ func TestCommitRefusals(t *testing.T) {
 		{name: "short negotiation ID", n: Negotiation{ID: []byte("short")}, msgs: f.msgs},
 		{name: "empty message", n: Negotiation{ID: testNID(9)}, msgs: [][]byte{f.msgs[0], nil}},
 		{name: "long SSA ID", n: Negotiation{ID: testNID(9), SSAID: string(make([]byte, maxIDLen+1))}},
-		{name: "unverifiable agreement", n: Negotiation{ID: testNID(9)}, msgs: f.msgs, agreement: tampered, want: protocol.ErrBadSignature},
+		{name: "agreement signed once", n: Negotiation{ID: testNID(9)}, msgs: f.msgs, agreement: unsigned, want: protocol.ErrNotAgreed},
+		{name: "agreement that is a proposal", n: Negotiation{ID: testNID(9)}, msgs: f.msgs, agreement: proposal, want: protocol.ErrNotAgreed},
 		{name: "note not UTF-8", n: Negotiation{ID: testNID(9), Note: "held \xff"}, msgs: f.msgs[:1]},
 		{name: "reason not UTF-8", n: Negotiation{ID: testNID(13), Reasons: []protocol.Reason{{Text: "\xc3"}}}},
 		{name: "overwrite transcript entry",
