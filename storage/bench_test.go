@@ -13,7 +13,7 @@ import (
 )
 
 // BenchmarkCommit commits whole 4-message negotiations (each with its record and index
-// entries, and with agreement=true its agreement too, verified on the way in) from 1 and 16
+// entries, and with agreement=true its agreement too) from 1 and 16
 // goroutines, each Commit fsynced before it returns. It reports commits/s and commits/txn,
 // the number of Commits that shared a transaction and its fsync. mode=badger-txn is the
 // baseline without group commit: each Commit in its own Badger transaction, as Badger's
