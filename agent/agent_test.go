@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ssanet/ssanet/protocol"
+	"github.com/ssanet/ssanet/storage"
 )
 
 // newTestAgent initialises a home in a temp dir and starts an agent on loopback TCP.
@@ -210,5 +212,41 @@ func TestUnansweredProposalExpires(t *testing.T) {
 	waitState(t, prov, rec.SSAID, protocol.StateExpired)
 	if _, err := req.Decide(ctx, rec.SSAID, Approve, ""); !errors.Is(err, ErrNotDecidable) && !errors.Is(err, protocol.ErrProposalExpired) {
 		t.Fatalf("approving an expired proposal: %v", err)
+	}
+}
+
+// TestSSAIDInUse: a request whose SSA ID already names another negotiation's SSA is refused
+// with a reason, by the provider (another requester chose the same ID) and by the requester
+// itself (a template with a fixed id used twice); the first negotiation keeps its ID.
+func TestSSAIDInUse(t *testing.T) {
+	ctx := context.Background()
+	prov := newTestAgent(t, "provider", nil)
+	req := newTestAgent(t, "requester", nil)
+	other := newTestAgent(t, "other", nil)
+	addOffer(t, prov, nil)
+	tmpl := requestTemplate(t)
+	tmpl.ID = "ssa-fixed-0001"
+
+	first, err := req.Request(ctx, addrInfo(prov), tmpl)
+	if err != nil || first.State != protocol.StateApproved {
+		t.Fatalf("first request: %+v, %v", first, err)
+	}
+	if _, err := req.Request(ctx, addrInfo(prov), tmpl); !errors.Is(err, storage.ErrSSAInUse) || !strings.Contains(err.Error(), "leave id out") {
+		t.Fatalf("the same id again from the same requester: %v", err)
+	}
+	rec, err := other.Request(ctx, addrInfo(prov), tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != protocol.StateRejected || len(rec.Reasons) != 1 || rec.Reasons[0].Code != protocol.CodeSSAIDInUse {
+		t.Fatalf("the same id from another requester: state %s, reasons %v", rec.State, rec.Reasons)
+	}
+	kept, err := prov.Negotiation(tmpl.ID)
+	if err != nil || !bytes.Equal(kept.ID, first.ID) || kept.State != protocol.StateApproved {
+		t.Fatalf("the provider's negotiation of %s: %+v, %v", tmpl.ID, kept, err)
+	}
+	recs, err := prov.store.Negotiations()
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("provider holds %d negotiations (%v), want the approved one and the refused one", len(recs), err)
 	}
 }

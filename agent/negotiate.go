@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -43,6 +44,9 @@ type session struct {
 	rec    *storage.Negotiation
 	refs   int
 	atRest atomic.Bool
+	// unbound is set on a request rejected because its SSA ID already names the SSA of
+	// another negotiation: its record is kept without that ID, which stays the other's.
+	unbound bool
 }
 
 // negotiator is the SSA negotiation point: it drives every negotiation of the agent.
@@ -228,7 +232,7 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 		s.rec.SSAID = s.m.Pending().ID
 	case s.m.Agreement() != nil:
 		s.rec.SSAID = s.m.Agreement().ID
-	case s.rec.SSAID == "" && len(s.m.Transcript()) > 0:
+	case s.rec.SSAID == "" && len(s.m.Transcript()) > 0 && !s.unbound:
 		s.rec.SSAID = s.m.Transcript()[0].SSA.ID // a request rejected at once
 	}
 	s.rec.Delivered = send == nil || inbound
@@ -312,6 +316,11 @@ func (n *negotiator) offer(id string) *protocol.Offer {
 // meet, or a rejection naming each conflict; a manual offer holds the request.
 func (n *negotiator) answerRequest(s *session) protocol.Event {
 	req := s.m.Pending()
+	if other, err := n.a.store.NegotiationBySSA(req.ID); err == nil && !bytes.Equal(other.ID, s.rec.ID) {
+		s.unbound = true
+		return protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeSSAIDInUse, Component: "identifier",
+			Requester: req.ID, Text: "this SSA ID already names the SSA of another negotiation with this provider: request again with a new ID (leave id out of the template and one is made)"}}}
+	}
 	offers, err := n.a.store.Offers()
 	if err != nil {
 		n.a.log.Error("read offers", "err", err)
@@ -554,6 +563,9 @@ func (a *Agent) Request(ctx context.Context, provider peer.AddrInfo, tmpl *proto
 	s.mu.Lock()
 	env, err := n.step(s, false, protocol.Start{SSA: ssa})
 	s.mu.Unlock()
+	if errors.Is(err, storage.ErrSSAInUse) {
+		return nil, fmt.Errorf("%w: the template's id %q already names an SSA of this agent (ssanet ssa show %s); leave id out of the template and a new one is made", err, ssa.ID, ssa.ID)
+	}
 	if err != nil {
 		return nil, err
 	}

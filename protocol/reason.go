@@ -24,6 +24,7 @@ const (
 	CodeNotAuthorized       Code = 13 // the peer is not allowed to negotiate with this agent
 	CodeParticipant         Code = 14 // participant details do not match the peers
 	CodeNoOffer             Code = 15 // the provider has no offer for this request
+	CodeSSAIDInUse          Code = 16 // the SSA ID already names another negotiation's SSA
 )
 
 var codeNames = map[Code]string{
@@ -43,6 +44,7 @@ var codeNames = map[Code]string{
 	CodeNotAuthorized:       "not-authorized",
 	CodeParticipant:         "participant",
 	CodeNoOffer:             "no-offer",
+	CodeSSAIDInUse:          "ssa-id-in-use",
 }
 
 func (c Code) String() string {
