@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
@@ -248,5 +249,110 @@ func TestSSAIDInUse(t *testing.T) {
 	recs, err := prov.store.Negotiations()
 	if err != nil || len(recs) != 2 {
 		t.Fatalf("provider holds %d negotiations (%v), want the approved one and the refused one", len(recs), err)
+	}
+}
+
+// TestCrossingCancellations has both sides cancel or revise an approved SSA while they cannot
+// reach each other, so that each message is persisted before the other's arrives; when they
+// reconnect, the resend loops deliver both and the crossing is settled the same way on both
+// sides (protocol.TestCrossing has the rule) instead of each refusing the other's forever.
+func TestCrossingCancellations(t *testing.T) {
+	type act func(a *Agent, ssaID string) (*storage.Negotiation, error)
+	ctx := context.Background()
+	cancel := func(a *Agent, id string) (*storage.Negotiation, error) { return a.Cancel(ctx, id) }
+	revise := func(a *Agent, id string) (*storage.Negotiation, error) {
+		s, err := a.store.Agreement(id)
+		if err != nil {
+			return nil, err
+		}
+		v := s.Clone()
+		v.Policy.Handling.TLP = protocol.TLPRed // stricter: the requester accepts it
+		return a.Revise(ctx, id, v)
+	}
+	tests := []struct {
+		name      string
+		req, prov act
+		want      protocol.State
+		providers bool // the provider's revision prevails (else the original SSA is annulled)
+	}{
+		{"both cancel", cancel, cancel, protocol.StateAnnulled, false},
+		{"requester cancels, provider revises", cancel, revise, protocol.StateAnnulled, false},
+		{"both revise", revise, revise, protocol.StateApproved, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prov := newTestAgent(t, "provider", nil)
+			req := newTestAgent(t, "requester", nil)
+			addOffer(t, prov, nil)
+			rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
+			if err != nil || rec.State != protocol.StateApproved {
+				t.Fatalf("%+v, %v", rec, err)
+			}
+			waitState(t, prov, rec.SSAID, protocol.StateApproved)
+
+			// Cut the two apart: no connection, no address to dial.
+			addrs := map[*Agent]peer.AddrInfo{req: addrInfo(prov), prov: addrInfo(req)}
+			for a, p := range addrs {
+				a.host.Peerstore().ClearAddrs(p.ID)
+				a.host.Network().ClosePeer(p.ID)
+			}
+			r1, err := tt.req(req, rec.SSAID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p1, err := tt.prov(prov, rec.SSAID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r1.Delivered || p1.Delivered {
+				t.Fatalf("delivered while cut apart: requester %v, provider %v", r1.Delivered, p1.Delivered)
+			}
+			for a, p := range addrs {
+				if sw, ok := a.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+					sw.Backoff().Clear(p.ID)
+				}
+				a.host.Peerstore().AddAddrs(p.ID, p.Addrs, time.Hour)
+			}
+
+			final := rec.SSAID
+			if tt.providers {
+				final = p1.SSAID
+			}
+			waitState(t, req, final, tt.want)
+			waitState(t, prov, final, tt.want)
+			a, err := req.store.Agreement(final)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := prov.store.Agreement(final)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ab, _ := a.Encode()
+			bb, _ := b.Encode()
+			if !bytes.Equal(ab, bb) {
+				t.Fatal("the two agents hold different agreements")
+			}
+			for _, x := range []*Agent{req, prov} {
+				waitDelivered(t, x, final)
+			}
+		})
+	}
+}
+
+// waitDelivered waits until a's last message in the negotiation of ssaID is acknowledged:
+// nothing is left for the resend loop.
+func waitDelivered(t testing.TB, a *Agent, ssaID string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec, err := a.Negotiation(ssaID)
+		if err == nil && rec.Delivered {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the last message is never acknowledged (%+v, %v)", ssaID, rec, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

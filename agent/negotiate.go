@@ -206,8 +206,8 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 			s.rec.Note = "automatic decision failed: " + err.Error()
 			break
 		}
-		if out.Duplicate {
-			return out.Send, nil
+		if out.Duplicate || out.Superseded {
+			return out.Send, nil // nothing new to persist: the original answer, or an acknowledgement
 		}
 		for _, e := range out.Record {
 			records = append(records, e.Bytes())

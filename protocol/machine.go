@@ -154,6 +154,10 @@ type Output struct {
 	// Duplicate is set when the event was a message already processed; Send then repeats
 	// the original answer.
 	Duplicate bool
+	// Superseded is set when the event was the peer's cancellation or revision that crossed
+	// one of ours on the network and gives way to it (see crossing): nothing changed and
+	// nothing is recorded; the message is acknowledged and ours stands.
+	Superseded bool
 }
 
 // Negotiation is the pure state machine of one SSA's negotiation and life, for one role. It
@@ -207,14 +211,20 @@ func Restore(self *Identity, role Role, transcript [][]byte) (*Negotiation, erro
 			}
 		}
 		out := env.Sender == self.id
-		if !out {
-			if err := n.checkIncoming(env, time.UnixMilli(env.Header.Time)); err != nil {
+		var next State
+		if out {
+			var ok bool
+			if next, ok = n.next(env.Header.Type, true); !ok {
+				return nil, fmt.Errorf("protocol: restore message %d: %w: sending %s in %s", i, ErrUnexpected, env.Header.Type, n.state)
+			}
+		} else {
+			var superseded bool
+			if next, superseded, err = n.incoming(env); err == nil && superseded {
+				err = fmt.Errorf("%w: a superseded %s is never recorded", ErrBrokenChain, env.Header.Type)
+			}
+			if err != nil {
 				return nil, fmt.Errorf("protocol: restore message %d: %w", i, err)
 			}
-		}
-		next, ok := n.next(env.Header.Type, out)
-		if !ok {
-			return nil, fmt.Errorf("protocol: restore message %d: %w: %s %s in %s", i, ErrUnexpected, direction(out), env.Header.Type, n.state)
 		}
 		n.apply(env, next)
 	}
@@ -228,13 +238,6 @@ func participantPeer(p Participant) peer.ID {
 		return ""
 	}
 	return id
-}
-
-func direction(out bool) string {
-	if out {
-		return "sending"
-	}
-	return "receiving"
 }
 
 // peerString is the peer's ID as a string (empty before the peer is known).
@@ -319,11 +322,13 @@ var transitions = map[edge]State{
 	{0, StateRevisionReceived, MsgRejection, true}:                 StateApproved,
 }
 
-func (n *Negotiation) next(t MsgType, out bool) (State, bool) {
-	if s, ok := transitions[edge{n.role, n.state, t, out}]; ok {
+func (n *Negotiation) next(t MsgType, out bool) (State, bool) { return n.nextFrom(n.state, t, out) }
+
+func (n *Negotiation) nextFrom(state State, t MsgType, out bool) (State, bool) {
+	if s, ok := transitions[edge{n.role, state, t, out}]; ok {
 		return s, true
 	}
-	s, ok := transitions[edge{0, n.state, t, out}]
+	s, ok := transitions[edge{0, state, t, out}]
 	return s, ok
 }
 
@@ -480,12 +485,12 @@ func (n *Negotiation) receive(now time.Time, env *Envelope) (Output, error) {
 	if t := time.UnixMilli(env.Header.Time); t.Sub(now) > MaxSkew || now.Sub(t) > MaxSkew {
 		return Output{}, fmt.Errorf("%w: %s from %s is dated %s, now is %s", ErrClockSkew, env.Header.Type, env.Sender, t.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	if err := n.checkIncoming(env, now); err != nil {
+	next, superseded, err := n.incoming(env)
+	if err != nil {
 		return Output{}, err
 	}
-	next, ok := n.next(env.Header.Type, false)
-	if !ok {
-		return Output{}, n.refuse("", env)
+	if superseded {
+		return Output{Superseded: true}, nil
 	}
 	if len(n.transcript)+room(env.Header.Type) > MaxMessages {
 		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, env.Header.Type, len(n.transcript))
@@ -540,9 +545,68 @@ func (n *Negotiation) expiredProposal(now time.Time) bool {
 	return exp != 0 && !now.Before(exp.Std())
 }
 
-// checkIncoming checks that a message from the peer belongs here and carries the terms its
-// type requires, before any state changes.
-func (n *Negotiation) checkIncoming(env *Envelope, now time.Time) error {
+// incoming checks a message from the peer and returns the state it leads to. A cancellation
+// or revision that crossed one of ours (see crossing) is settled there: if ours prevails,
+// superseded is set and the message changes nothing; if theirs does, it is taken as if ours
+// had not been sent.
+func (n *Negotiation) incoming(env *Envelope) (next State, superseded bool, err error) {
+	state, prev := n.state, []byte(nil)
+	if k := len(n.transcript); k > 0 {
+		prev = n.transcript[k-1].Hash()
+	}
+	switch n.crossing(env) {
+	case oursPrevails:
+		return 0, true, n.checkOrigin(env)
+	case theirsPrevails:
+		state, prev = StateApproved, env.Header.Prev // a cancellation or revision is sent from approved only
+	}
+	next, err = n.checkIncoming(env, state, prev)
+	return next, false, err
+}
+
+// crossed is how a message of the peer meets one of ours.
+type crossed int
+
+const (
+	notCrossed crossed = iota
+	oursPrevails
+	theirsPrevails
+)
+
+// crossing tells whether env, a cancellation or revision of the peer, crossed one of ours on
+// the network: both name the same previous message, so neither side saw the other's before
+// sending its own. Without a rule both would refuse what they receive and send theirs again
+// forever. The rule, the same on both sides: a cancellation prevails over a revision (ending
+// the SSA is what one party wants either way); between two of a kind, the provider's
+// prevails. The side whose message gives way takes the other's in its place (its own stays
+// in its transcript, answered by nothing); the side whose message prevails acknowledges the
+// other's, records nothing, and waits for the answer to its own.
+func (n *Negotiation) crossing(env *Envelope) crossed {
+	theirs := env.Header.Type
+	if (theirs != MsgCancellation && theirs != MsgRevision) || len(env.Header.Prev) == 0 {
+		return notCrossed
+	}
+	for i := len(n.transcript) - 1; i >= 0; i-- {
+		own := n.transcript[i]
+		if own.Sender != n.self.id || !bytes.Equal(own.Header.Prev, env.Header.Prev) {
+			continue
+		}
+		ours := own.Header.Type
+		switch {
+		case ours != MsgCancellation && ours != MsgRevision:
+			return notCrossed
+		case ours == MsgCancellation && theirs == MsgRevision, ours == theirs && n.role == RoleProvider:
+			return oursPrevails
+		case i == len(n.transcript)-1: // ours is still unanswered: theirs takes its place
+			return theirsPrevails
+		}
+		return notCrossed
+	}
+	return notCrossed
+}
+
+// checkOrigin checks that a message from the peer belongs to this negotiation.
+func (n *Negotiation) checkOrigin(env *Envelope) error {
 	if n.peer != "" && env.Sender != n.peer {
 		return fmt.Errorf("%w: from %s, negotiating with %s", ErrWrongSender, env.Sender, n.peer)
 	}
@@ -552,16 +616,28 @@ func (n *Negotiation) checkIncoming(env *Envelope, now time.Time) error {
 	if n.id != nil && !bytes.Equal(env.Header.Negotiation, n.id) {
 		return fmt.Errorf("%w: %x, this is %x", ErrWrongNegotiation, env.Header.Negotiation, n.id)
 	}
-	var prev []byte
-	if k := len(n.transcript); k > 0 {
-		prev = n.transcript[k-1].Hash()
+	return nil
+}
+
+// checkIncoming checks that a message from the peer belongs here, follows prev and carries
+// the terms its type requires in state, before any state changes; it returns the state the
+// message leads to.
+func (n *Negotiation) checkIncoming(env *Envelope, state State, prev []byte) (State, error) {
+	if err := n.checkOrigin(env); err != nil {
+		return 0, err
 	}
 	if !bytes.Equal(env.Header.Prev, prev) {
-		return fmt.Errorf("%w: %s names previous message %x, last is %x", ErrBrokenChain, env.Header.Type, env.Header.Prev, prev)
+		return 0, fmt.Errorf("%w: %s names previous message %x, last is %x", ErrBrokenChain, env.Header.Type, env.Header.Prev, prev)
 	}
-	if _, ok := n.next(env.Header.Type, false); !ok {
-		return n.refuse("", env)
+	next, ok := n.nextFrom(state, env.Header.Type, false)
+	if !ok {
+		return 0, n.refuse("", env)
 	}
+	return next, n.checkTerms(env)
+}
+
+// checkTerms checks that a message from the peer carries the terms its type requires.
+func (n *Negotiation) checkTerms(env *Envelope) error {
 	s := env.SSA
 	switch env.Header.Type {
 	case MsgRequest:

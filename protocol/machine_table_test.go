@@ -624,3 +624,10 @@ func TestStepTable(t *testing.T) {
 		}
 	})
 }
+
+func direction(out bool) string {
+	if out {
+		return "sending"
+	}
+	return "receiving"
+}
