@@ -491,10 +491,24 @@ func (m *manager) deliverLoop(ctx context.Context, run *agreementRun) {
 		if err != nil {
 			m.a.log.Debug("delivery interrupted; will resume", "ssa", id, "err", err)
 		}
-		if !d.wait(ctx, retryDelivery) {
+		if !d.wait(ctx, d.retry(err)) {
 			return
 		}
 	}
+}
+
+// retry is how long the loop waits, after a session that ended with err, before it tries
+// again without new records: retryDelivery after a failure, until the schedule starts before
+// it does; otherwise it waits for new records only (0), so an idle SSA costs nothing.
+func (d *delivery) retry(err error) time.Duration {
+	now := time.Now()
+	switch start := d.run.ssa.Schedule.Start; {
+	case err != nil:
+		return retryDelivery
+	case start != 0 && now.Before(start.Std()):
+		return start.Std().Sub(now)
+	}
+	return 0
 }
 
 // deliveryWindow is how many batches may await acknowledgement.
@@ -507,14 +521,20 @@ type delivery struct {
 	acked uint64
 }
 
+// wait waits for new records (a kick) or, if dur is not 0, for dur; it reports false when
+// ctx ends.
 func (d *delivery) wait(ctx context.Context, dur time.Duration) bool {
-	t := time.NewTimer(dur)
-	defer t.Stop()
+	var timeout <-chan time.Time
+	if dur > 0 {
+		t := time.NewTimer(dur)
+		defer t.Stop()
+		timeout = t.C
+	}
 	select {
 	case <-ctx.Done():
 		return false
 	case <-d.run.kick:
-	case <-t.C:
+	case <-timeout:
 	}
 	return true
 }
