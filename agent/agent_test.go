@@ -356,3 +356,42 @@ func waitDelivered(t testing.TB, a *Agent, ssaID string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestFailedCommitRollsBack: when a step cannot be persisted, the session goes back to what
+// the store holds, for every goroutine that holds it, and nothing unsaved is sent; the same
+// decision succeeds once the store takes it.
+func TestFailedCommitRollsBack(t *testing.T) {
+	ctx := context.Background()
+	prov := newTestAgent(t, "provider", nil)
+	req := newTestAgent(t, "requester", func(c *Config) { c.Accept = "manual" })
+	addOffer(t, prov, nil)
+	rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
+	if err != nil || rec.State != protocol.StateProposalReceived {
+		t.Fatalf("%+v, %v", rec, err)
+	}
+	held, err := req.neg.acquire(rec.ID, false) // as a goroutine waiting for the session would
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.neg.release(held)
+	held.mu.Lock()
+	held.rec.Reasons = []protocol.Reason{{Text: "\xc3"}} // the store refuses what is not UTF-8
+	held.mu.Unlock()
+	if _, err := req.Decide(ctx, rec.SSAID, Approve, ""); err == nil {
+		t.Fatal("the acceptance was taken although it could not be persisted")
+	}
+	held.mu.Lock()
+	state, n := held.m.State(), len(held.m.Transcript())
+	held.mu.Unlock()
+	if state != protocol.StateProposalReceived || n != 2 {
+		t.Fatalf("after the failed commit the session is %s with %d messages, want %s with 2", state, n, protocol.StateProposalReceived)
+	}
+	if got, err := prov.Negotiation(rec.SSAID); err != nil || got.State != protocol.StateProposalSent {
+		t.Fatalf("the provider got something: %+v, %v", got, err)
+	}
+	if _, err := req.Decide(ctx, rec.SSAID, Approve, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, req, rec.SSAID, protocol.StateApproved)
+	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+}

@@ -47,6 +47,9 @@ type session struct {
 	// unbound is set on a request rejected because its SSA ID already names the SSA of
 	// another negotiation: its record is kept without that ID, which stays the other's.
 	unbound bool
+	// broken is set when a failed commit left the session neither in the state it had
+	// reached nor readable back from the store (see rollback): every step refuses.
+	broken error
 }
 
 // negotiator is the SSA negotiation point: it drives every negotiation of the agent.
@@ -138,7 +141,7 @@ func (n *negotiator) acquire(nid []byte, create bool) (*session, error) {
 		s.refs++
 		return s, nil
 	}
-	rec, err := n.a.store.Negotiation(nid)
+	rec, m, err := n.load(nid)
 	switch {
 	case errors.Is(err, storage.ErrNotFound) && create:
 		now := n.now()
@@ -150,18 +153,53 @@ func (n *negotiator) acquire(nid []byte, create bool) (*session, error) {
 	case err != nil:
 		return nil, err
 	}
-	raw, err := n.a.store.Transcript(nid)
-	if err != nil {
-		return nil, err
-	}
-	m, err := protocol.Restore(n.a.self, rec.Role, raw)
-	if err != nil {
-		return nil, fmt.Errorf("restore negotiation %x: %w", nid, err)
-	}
 	s := &session{m: m, rec: rec, refs: 1}
 	s.atRest.Store(atRest(m.State()))
 	n.sessions[string(nid)] = s
 	return s, nil
+}
+
+// load reads negotiation nid back from the store: its record, and its state machine
+// restored from the transcript.
+func (n *negotiator) load(nid []byte) (*storage.Negotiation, *protocol.Negotiation, error) {
+	rec, err := n.a.store.Negotiation(nid)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw, err := n.a.store.Transcript(nid)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := protocol.Restore(n.a.self, rec.Role, raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("restore negotiation %x: %w", nid, err)
+	}
+	return rec, m, nil
+}
+
+// rollback puts s back to what the store holds after a failed commit, so that nobody acts on
+// a step that was not persisted: another goroutine may be waiting for s.mu, and the resend
+// loop sends the last message of the transcript. A negotiation never persisted starts again
+// from nothing. If the store cannot be read either, s is emptied and refuses every step.
+// The caller holds s.mu.
+func (n *negotiator) rollback(s *session) {
+	s.atRest.Store(true) // dropped from memory when released: the next use reads the store
+	rec, m, err := n.load(s.rec.ID)
+	if err == nil {
+		s.rec, s.m = rec, m
+		return
+	}
+	if !errors.Is(err, storage.ErrNotFound) {
+		s.broken = fmt.Errorf("negotiation %x cannot be read back after a failed commit: %w", s.rec.ID, err)
+	}
+	fresh := &storage.Negotiation{ID: s.rec.ID, Role: s.rec.Role, Created: s.rec.Created, Updated: s.rec.Created}
+	m = protocol.NewProvider(n.a.self)
+	if s.m.Role() == protocol.RoleRequester {
+		if m, err = protocol.NewRequester(n.a.self, s.m.Peer(), s.rec.ID); err != nil {
+			s.broken = err // cannot happen: the negotiation was created with the same arguments
+		}
+	}
+	s.rec, s.m = fresh, m
 }
 
 // release ends a use of s; the last user of a session at rest (or never persisted: a refused
@@ -191,6 +229,9 @@ func atRest(st protocol.State) bool {
 // peer sends its message again and gets the same answer. A message this agent sends on its
 // own stream is delivered when the peer acknowledges it, and sent again until then.
 func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*protocol.Envelope, error) {
+	if s.broken != nil {
+		return nil, s.broken
+	}
 	var records [][]byte
 	var agreement *protocol.SSA
 	var send *protocol.Envelope
@@ -237,10 +278,9 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 	}
 	s.rec.Delivered = send == nil || inbound
 	if err := n.a.store.Commit(s.rec, records, agreement); err != nil {
-		// The state machine moved on but the store did not: let the session go, so that the
-		// next use restores it from what was persisted.
-		s.atRest.Store(true)
-		return nil, fmt.Errorf("persist negotiation %x: %w", s.rec.ID, err)
+		id := s.rec.ID
+		n.rollback(s) // the state machine moved on but the store did not
+		return nil, fmt.Errorf("persist negotiation %x: %w", id, err)
 	}
 	n.setDelivered(s)
 	if agreement != nil {
@@ -316,7 +356,14 @@ func (n *negotiator) offer(id string) *protocol.Offer {
 // meet, or a rejection naming each conflict; a manual offer holds the request.
 func (n *negotiator) answerRequest(s *session) protocol.Event {
 	req := s.m.Pending()
-	if other, err := n.a.store.NegotiationBySSA(req.ID); err == nil && !bytes.Equal(other.ID, s.rec.ID) {
+	other, err := n.a.store.NegotiationBySSA(req.ID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrCorrupt) {
+		// The commit meets the same store: it fails too, or refuses an ID in use, and the
+		// requester sends the request again.
+		n.a.log.Error("look up SSA ID", "ssa", req.ID, "err", err)
+	}
+	// An index entry without its negotiation (ErrCorrupt) still binds the ID.
+	if err == nil && !bytes.Equal(other.ID, s.rec.ID) || errors.Is(err, storage.ErrCorrupt) {
 		s.unbound = true
 		return protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeSSAIDInUse, Component: "identifier",
 			Requester: req.ID, Text: "this SSA ID already names the SSA of another negotiation with this provider: request again with a new ID (leave id out of the template and one is made)"}}}
@@ -465,6 +512,8 @@ func (n *negotiator) deliver(ctx context.Context, s *session, env *protocol.Enve
 				s.rec.Delivered = true
 				if err = n.a.store.Commit(s.rec, nil, nil); err == nil {
 					n.setDelivered(s)
+				} else {
+					n.rollback(s)
 				}
 			}
 		} else {
@@ -564,7 +613,7 @@ func (a *Agent) Request(ctx context.Context, provider peer.AddrInfo, tmpl *proto
 	env, err := n.step(s, false, protocol.Start{SSA: ssa})
 	s.mu.Unlock()
 	if errors.Is(err, storage.ErrSSAInUse) {
-		return nil, fmt.Errorf("%w: the template's id %q already names an SSA of this agent (ssanet ssa show %s); leave id out of the template and a new one is made", err, ssa.ID, ssa.ID)
+		return nil, fmt.Errorf("the template's id %q already names an SSA of this agent (ssanet ssa show %s): leave id out of the template and a new one is made (%w)", ssa.ID, ssa.ID, err)
 	}
 	if err != nil {
 		return nil, err

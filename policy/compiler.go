@@ -34,7 +34,7 @@ func NewCompiler(max int) *Compiler {
 // outside the lock, so one slow compilation holds up no other; two goroutines may compile
 // the same one at once, and both then return the one kept.
 func (c *Compiler) expression(expr string) (*filter, error) {
-	if c == nil || c.max <= 0 {
+	if c == nil || c.max <= 0 || len(expr) > MaxFilterLen { // refused at once: not worth keeping
 		return compileExpr(expr)
 	}
 	c.mu.Lock()

@@ -142,3 +142,45 @@ func TestCrossingRefusals(t *testing.T) {
 		t.Fatalf("a crossing cancellation from a stranger: %+v, %v", out, err)
 	}
 }
+
+// TestCrossingAtTheLimit: the messages that gave way do not count towards MaxMessages, so both
+// sides count alike however many crossings there were, and an SSA in force can still be
+// cancelled at the limit, by a crossing too.
+func TestCrossingAtTheLimit(t *testing.T) {
+	pr := newPair(t)
+	pr.approve()
+	crossings := 0
+	for pr.p.counted()+room(MsgRevision) <= MaxMessages {
+		fromR := pr.step(pr.r, Revise{revisedSSA(pr.r, fmt.Sprintf("ssa-r-%d", crossings))}).Send
+		fromP := pr.step(pr.p, Revise{revisedSSA(pr.p, fmt.Sprintf("ssa-p-%d", crossings))}).Send
+		if out := pr.deliver(pr.p, fromR); !out.Superseded {
+			t.Fatalf("crossing %d: the requester's revision did not give way", crossings)
+		}
+		pr.deliver(pr.r, fromP)
+		pr.deliver(pr.p, pr.step(pr.r, Accept{}).Send)
+		crossings++
+		if pr.r.counted() != pr.p.counted() {
+			t.Fatalf("after %d crossings the requester counts %d messages, the provider %d", crossings, pr.r.counted(), pr.p.counted())
+		}
+	}
+	fromR := pr.step(pr.r, Cancel{}).Send
+	fromP := pr.step(pr.p, Cancel{}).Send
+	if out := pr.deliver(pr.p, fromR); !out.Superseded {
+		t.Fatal("the requester's cancellation did not give way")
+	}
+	pr.deliver(pr.p, pr.deliver(pr.r, fromP).Send)
+	if pr.r.State() != StateAnnulled || pr.p.State() != StateAnnulled {
+		t.Fatalf("after %d crossings and crossing cancellations: requester %s, provider %s", crossings, pr.r.State(), pr.p.State())
+	}
+	if n := len(pr.r.Transcript()); n <= MaxMessages || n > MaxTranscript {
+		t.Fatalf("the requester's transcript holds %d messages, want more than %d (the ones that gave way) and at most %d", n, MaxMessages, MaxTranscript)
+	}
+	var raw [][]byte
+	for _, e := range pr.r.Transcript() {
+		raw = append(raw, e.Bytes())
+	}
+	m, err := Restore(pr.rid, RoleRequester, raw)
+	if err != nil || m.State() != StateAnnulled || m.counted() != pr.p.counted() {
+		t.Fatalf("restore: %v", err)
+	}
+}

@@ -80,11 +80,18 @@ var (
 	ErrTermsChanged     = errors.New("protocol: message does not carry the terms it answers")
 	ErrProposalExpired  = errors.New("protocol: proposal expired")
 	ErrTooManyMessages  = errors.New("protocol: negotiation has too many messages")
-	ErrClockSkew        = errors.New("protocol: message time is too far from now")
+	ErrClockSkew        = errors.New("protocol: message is dated too far ahead of this clock")
 )
 
-// MaxMessages bounds a negotiation's transcript (and so its rounds of revision).
+// MaxMessages bounds a negotiation's transcript (and so its rounds of revision). The
+// messages of one side that gave way in a crossing (see crossing) do not count: they are in
+// that side's transcript only, and both sides must count alike.
 const MaxMessages = 256
+
+// MaxTranscript bounds what one side's transcript holds: MaxMessages that count and the
+// messages of its own that gave way, at most one for every two that count (the message that
+// prevailed and its answer).
+const MaxTranscript = MaxMessages + MaxMessages/2
 
 // room is how many messages of the transcript a message of type t needs, itself included:
 // room for the answer it calls for and, for a revision, for cancelling the SSA in force
@@ -100,7 +107,12 @@ func room(t MsgType) int {
 	return 2
 }
 
-// MaxSkew is how far a message's time may be from the receiver's clock.
+// MaxSkew is how far ahead of the receiver's clock a message's time may be: a message dated
+// later comes from a clock that is wrong. A message may be dated any time before: it may be
+// sent again after the peers were apart for hours (it must be the same bytes, so it keeps
+// its time), and an old one gains nothing from its age. It is signed by the authenticated
+// peer, chained to the transcript and answered once (a copy gets the same answer); a
+// proposal's validity is judged by the receiver's own clock.
 const MaxSkew = 10 * time.Minute
 
 // Event is what drives a Negotiation: a received message or a local decision.
@@ -171,6 +183,7 @@ type Negotiation struct {
 	id         []byte
 	state      State
 	transcript []*Envelope
+	gaveWay    int // messages of ours in transcript that gave way in a crossing
 	byID       map[string]int
 	current    *Envelope // the message whose SSA is being negotiated or answered
 	agreed     *SSA      // the SSA in force (or annulled), with both signatures
@@ -218,12 +231,15 @@ func Restore(self *Identity, role Role, transcript [][]byte) (*Negotiation, erro
 				return nil, fmt.Errorf("protocol: restore message %d: %w: sending %s in %s", i, ErrUnexpected, env.Header.Type, n.state)
 			}
 		} else {
-			var superseded bool
-			if next, superseded, err = n.incoming(env); err == nil && superseded {
+			var c crossed
+			if next, c, err = n.incoming(env); err == nil && c == oursPrevails {
 				err = fmt.Errorf("%w: a superseded %s is never recorded", ErrBrokenChain, env.Header.Type)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("protocol: restore message %d: %w", i, err)
+			}
+			if c == theirsPrevails {
+				n.gaveWay++
 			}
 		}
 		n.apply(env, next)
@@ -434,7 +450,7 @@ func (n *Negotiation) send(now time.Time, t MsgType, body any) (Output, error) {
 	if !ok {
 		return Output{}, n.refuse("send a "+t.String(), nil)
 	}
-	if len(n.transcript)+room(t) > MaxMessages {
+	if n.counted()+room(t) > MaxMessages {
 		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, t, len(n.transcript))
 	}
 	h := Header{Type: t, Negotiation: n.id, ID: n.messageID(), Time: now.UnixMilli()}
@@ -482,18 +498,25 @@ func (n *Negotiation) receive(now time.Time, env *Envelope) (Output, error) {
 		}
 		return out, nil
 	}
-	if t := time.UnixMilli(env.Header.Time); t.Sub(now) > MaxSkew || now.Sub(t) > MaxSkew {
+	if t := time.UnixMilli(env.Header.Time); t.Sub(now) > MaxSkew {
 		return Output{}, fmt.Errorf("%w: %s from %s is dated %s, now is %s", ErrClockSkew, env.Header.Type, env.Sender, t.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	next, superseded, err := n.incoming(env)
+	next, c, err := n.incoming(env)
 	if err != nil {
 		return Output{}, err
 	}
-	if superseded {
+	if c == oursPrevails {
 		return Output{Superseded: true}, nil
 	}
-	if len(n.transcript)+room(env.Header.Type) > MaxMessages {
-		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, env.Header.Type, len(n.transcript))
+	counted := n.counted()
+	if c == theirsPrevails {
+		counted-- // ours gives way now
+	}
+	if counted+room(env.Header.Type) > MaxMessages {
+		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, env.Header.Type, counted)
+	}
+	if c == theirsPrevails {
+		n.gaveWay++
 	}
 	var out Output
 	n.finish(&out, env, next)
@@ -546,23 +569,25 @@ func (n *Negotiation) expiredProposal(now time.Time) bool {
 }
 
 // incoming checks a message from the peer and returns the state it leads to. A cancellation
-// or revision that crossed one of ours (see crossing) is settled there: if ours prevails,
-// superseded is set and the message changes nothing; if theirs does, it is taken as if ours
-// had not been sent.
-func (n *Negotiation) incoming(env *Envelope) (next State, superseded bool, err error) {
+// or revision that crossed one of ours (see crossing) is settled there: if ours prevails, the
+// message changes nothing; if theirs does, it is taken as if ours had not been sent.
+func (n *Negotiation) incoming(env *Envelope) (next State, c crossed, err error) {
 	state, prev := n.state, []byte(nil)
 	if k := len(n.transcript); k > 0 {
 		prev = n.transcript[k-1].Hash()
 	}
-	switch n.crossing(env) {
+	switch c = n.crossing(env); c {
 	case oursPrevails:
-		return 0, true, n.checkOrigin(env)
+		return 0, c, n.checkOrigin(env)
 	case theirsPrevails:
 		state, prev = StateApproved, env.Header.Prev // a cancellation or revision is sent from approved only
 	}
 	next, err = n.checkIncoming(env, state, prev)
-	return next, false, err
+	return next, c, err
 }
+
+// counted is how many messages of the transcript count towards MaxMessages.
+func (n *Negotiation) counted() int { return len(n.transcript) - n.gaveWay }
 
 // crossed is how a message of the peer meets one of ours.
 type crossed int

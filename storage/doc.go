@@ -127,7 +127,7 @@
 // # Limits
 //
 // SSA and offer IDs are at most 1024 bytes (they are keys); a message at most
-// protocol.MaxMessageSize; a transcript at most protocol.MaxMessages entries; an exchange
+// protocol.MaxMessageSize; a transcript at most protocol.MaxTranscript entries; an exchange
 // record at most MaxRecordSize (protocol.MaxMessageSize, as it travels in a signed batch), an
 // evidence's batch and findings each at most protocol.MaxMessageSize. A group's keys and
 // pointers stay below Badger's batch limits (about 1.2 MiB and 13,107 entries with these

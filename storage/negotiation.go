@@ -41,7 +41,7 @@ type Negotiation struct {
 // each of them, and are verified when the agreement is read back); an SSA ID
 // bound to another negotiation (ErrSSAInUse); a write over an existing transcript entry or a
 // different version stored under the agreement's ID (ErrConflict); a transcript longer than
-// protocol.MaxMessages. An identical agreement is stored once; an annulment replaces the
+// protocol.MaxTranscript. An identical agreement is stored once; an annulment replaces the
 // approval of the same SSA ID.
 //
 // Commit does not verify msgs: they come from protocol's Step, which has, and
@@ -71,8 +71,10 @@ type commitRequest struct {
 func (r *commitRequest) cost() (int, int) { return r.size, len(r.msgs) + 4 }
 
 // newCommitRequest checks and encodes what it can without reading the store, in the caller's
-// goroutine, so that the committer does as little as possible. What it accepts is read back
-// by this package without error.
+// goroutine, so that the committer does as little as possible. What it accepts decodes when
+// read back; an agreement's signatures are not checked here but on every read (Agreement,
+// Agreements), where a bad one is ErrCorrupt. They come from protocol's Step, whose
+// exhaustive tests verify every agreement it outputs.
 func newCommitRequest(n *Negotiation, msgs [][]byte, agreement *protocol.SSA) (*commitRequest, error) {
 	if len(n.ID) != nidLen {
 		return nil, fmt.Errorf("storage: negotiation ID must be %d bytes, not %d", nidLen, len(n.ID))
@@ -104,9 +106,8 @@ func newCommitRequest(n *Negotiation, msgs [][]byte, agreement *protocol.SSA) (*
 		if r.agreed, err = agreement.Encode(); err != nil {
 			return nil, fmt.Errorf("storage: commit negotiation %x: %w", r.nid, err)
 		}
-		// Agreement decodes what is stored: so does Commit, before storing it. The signatures
-		// come from protocol's Step, which made or verified each of them; they are verified
-		// again whenever the agreement is read back.
+		// Agreement decodes what is stored: so does Commit, before storing it. Of the
+		// signatures, only the shape is checked here (see above).
 		if a := agreement; a.Status != protocol.StatusApproval && a.Status != protocol.StatusAnnulment || len(a.Signatures) != 2 {
 			return nil, fmt.Errorf("storage: commit negotiation %x: refuse agreement %s: %w: a %s with %d signatures",
 				r.nid, a.ID, protocol.ErrNotAgreed, a.Status, len(a.Signatures))
@@ -138,8 +139,8 @@ func (r *commitRequest) apply(txn *badger.Txn) (refused, failed error) {
 	case !errors.Is(err, badger.ErrKeyNotFound):
 		return nil, err
 	}
-	if int(count)+len(r.msgs) > protocol.MaxMessages {
-		return fmt.Errorf("transcript would hold %d messages, limit %d", int(count)+len(r.msgs), protocol.MaxMessages), nil
+	if int(count)+len(r.msgs) > protocol.MaxTranscript {
+		return fmt.Errorf("transcript would hold %d messages, limit %d", int(count)+len(r.msgs), protocol.MaxTranscript), nil
 	}
 	for i := range r.msgs {
 		seq := count + uint32(i)

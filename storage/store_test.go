@@ -238,7 +238,7 @@ func TestCommitRefusals(t *testing.T) {
 			n: Negotiation{ID: testNID(11)}, agreement: other, want: ErrConflict},
 		{name: "transcript too long",
 			setup: func(t *testing.T, s *Store) {
-				long := slices.Repeat(f.msgs[:1], protocol.MaxMessages)
+				long := slices.Repeat(f.msgs[:1], protocol.MaxTranscript)
 				if err := s.Commit(&Negotiation{ID: testNID(12)}, long, nil); err != nil {
 					t.Fatal(err)
 				}
