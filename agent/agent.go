@@ -140,6 +140,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log}, a.store.Offers, now); err != nil {
 		return err
 	}
+	a.host.Network().Notify(&network.NotifyBundle{ConnectedF: a.neg.connected})
 	a.host.SetStreamHandler(ProtocolNegotiate, a.neg.handleStream)
 	a.host.SetStreamHandler(ProtocolExchange, a.mgr.handleExchange)
 	a.host.SetStreamHandler(ProtocolMonitor, a.mgr.handleMonitor)

@@ -395,3 +395,52 @@ func TestFailedCommitRollsBack(t *testing.T) {
 	waitState(t, req, rec.SSAID, protocol.StateApproved)
 	waitState(t, prov, rec.SSAID, protocol.StateApproved)
 }
+
+// TestResendBackoff: a request to a provider that is down is sent again less and less often;
+// when the provider is back and a connection comes up, it is sent at once rather than at the
+// end of the wait it had reached.
+func TestResendBackoff(t *testing.T) {
+	ctx := context.Background()
+	prov := newTestAgent(t, "provider", nil)
+	addOffer(t, prov, nil)
+	home, info := prov.home, addrInfo(prov)
+	if err := prov.Close(); err != nil {
+		t.Fatal(err)
+	}
+	interval := 100 * time.Millisecond
+	req := newTestAgent(t, "requester", func(c *Config) { c.RetryInterval = Duration(interval) })
+	rec, err := req.Request(ctx, info, requestTemplate(t))
+	if err != nil || rec.State != protocol.StateRequestSent {
+		t.Fatalf("%+v, %v", rec, err)
+	}
+	wait := func() time.Duration {
+		req.neg.mu.Lock()
+		defer req.neg.mu.Unlock()
+		if r := req.neg.undelivered[string(rec.ID)]; r != nil {
+			return r.delay
+		}
+		return -1
+	}
+	reached := 32 * interval // after six failed attempts
+	deadline := time.Now().Add(20 * time.Second)
+	for wait() < reached {
+		if time.Now().After(deadline) {
+			t.Fatalf("the wait between attempts reached %v, want %v", wait(), reached)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	back, err := New(home, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	start := time.Now()
+	if err := back.host.Connect(ctx, addrInfo(req)); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, req, rec.SSAID, protocol.StateApproved)
+	if took := time.Since(start); took >= reached/2 {
+		t.Errorf("approved %v after the connection came up: the request waited out its back-off (%v)", took, reached)
+	}
+}

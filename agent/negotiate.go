@@ -60,16 +60,28 @@ type negotiator struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	// undelivered holds the negotiations whose last message of ours the peer has not
-	// acknowledged: what the resend loop sends again.
-	undelivered map[string]bool
+	// acknowledged, with when to send it again: what the resend loop sends.
+	undelivered map[string]*resend
 	// proposals holds the negotiations with a proposal unanswered, by its validity limit:
 	// the resend loop lets them expire.
 	proposals map[string]time.Time
 }
 
+// resend is when to send a negotiation's unacknowledged message again. Each failed attempt
+// doubles the wait, from the retry interval up to maxResendDelay, so that a peer gone for
+// long (decommissioned, or away for days) costs a lookup and a dial now and then, not every
+// few seconds. When a connection with the peer comes up, the message is due again at once.
+type resend struct {
+	peer  string
+	at    time.Time
+	delay time.Duration
+}
+
+const maxResendDelay = 10 * time.Minute
+
 // newNegotiator loads the negotiations with unacknowledged messages (a restart resumes them).
 func newNegotiator(a *Agent, now func() time.Time) (*negotiator, error) {
-	n := &negotiator{a: a, now: now, sessions: map[string]*session{}, undelivered: map[string]bool{},
+	n := &negotiator{a: a, now: now, sessions: map[string]*session{}, undelivered: map[string]*resend{},
 		proposals: map[string]time.Time{}}
 	recs, err := a.store.Negotiations()
 	if err != nil {
@@ -77,7 +89,7 @@ func newNegotiator(a *Agent, now func() time.Time) (*negotiator, error) {
 	}
 	for _, rec := range recs {
 		if !rec.Delivered {
-			n.undelivered[string(rec.ID)] = true
+			n.undelivered[string(rec.ID)] = &resend{peer: rec.Peer} // due at once
 		}
 		if rec.State == protocol.StateProposalSent || rec.State == protocol.StateProposalReceived {
 			n.proposals[string(rec.ID)] = time.Time{} // checked at the first round
@@ -94,8 +106,8 @@ func (n *negotiator) setDelivered(s *session) {
 	defer n.mu.Unlock()
 	if s.rec.Delivered {
 		delete(n.undelivered, string(s.rec.ID))
-	} else {
-		n.undelivered[string(s.rec.ID)] = true
+	} else if _, ok := n.undelivered[string(s.rec.ID)]; !ok {
+		n.undelivered[string(s.rec.ID)] = &resend{peer: s.rec.Peer}
 	}
 	if st := s.m.State(); (st == protocol.StateProposalSent || st == protocol.StateProposalReceived) && s.m.Pending() != nil {
 		n.proposals[string(s.rec.ID)] = s.m.Pending().Expires.Std()
@@ -546,7 +558,7 @@ func (n *negotiator) resendLoop(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		n.resendPending(ctx)
+		n.resendPending(ctx, interval)
 		n.expireProposals()
 		select {
 		case <-ctx.Done():
@@ -556,12 +568,13 @@ func (n *negotiator) resendLoop(ctx context.Context, interval time.Duration) {
 	}
 }
 
-func (n *negotiator) resendPending(ctx context.Context) {
+func (n *negotiator) resendPending(ctx context.Context, interval time.Duration) {
+	now := n.now()
 	n.mu.Lock()
 	var ids [][]byte
-	for id := range n.undelivered {
+	for id, r := range n.undelivered {
 		// A session in use is being delivered right now.
-		if s, ok := n.sessions[id]; !ok || s.refs == 0 {
+		if s, ok := n.sessions[id]; (!ok || s.refs == 0) && !now.Before(r.at) {
 			ids = append(ids, []byte(id))
 		}
 	}
@@ -585,10 +598,36 @@ func (n *negotiator) resendPending(ctx context.Context) {
 		if last != nil {
 			if err := n.deliver(ctx, s, last); err != nil {
 				n.a.log.Debug("resend failed", "peer", s.m.Peer(), "err", err)
+				n.backOff(id, interval)
 			}
 		}
 		n.release(s)
 	}
+}
+
+// connected makes the unacknowledged messages to a peer that just connected due at once.
+func (n *negotiator) connected(_ network.Network, c network.Conn) {
+	p := c.RemotePeer().String()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, r := range n.undelivered {
+		if r.peer == p {
+			r.at = time.Time{}
+		}
+	}
+}
+
+// backOff doubles the wait before negotiation id's message is sent again, if it is still
+// unacknowledged.
+func (n *negotiator) backOff(id []byte, interval time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r, ok := n.undelivered[string(id)]
+	if !ok {
+		return
+	}
+	r.delay = min(max(2*r.delay, interval), maxResendDelay)
+	r.at = n.now().Add(r.delay)
 }
 
 // Request starts a negotiation as requester (Appendix I steps ①–②): the template becomes

@@ -174,7 +174,11 @@ func cmdSSAList(c *cli, args []string) int {
 		return c.printJSON(vs)
 	}
 	for _, v := range vs {
-		fmt.Fprintf(c.stdout, "%-28s %-9s %-19s %s\n", v.SSAID, v.Role, v.State, v.Peer)
+		id := v.SSAID
+		if id == "" {
+			id = "-" // a request refused because its SSA ID names another negotiation's SSA
+		}
+		fmt.Fprintf(c.stdout, "%-28s %-9s %-19s %s\n", id, v.Role, v.State, v.Peer)
 	}
 	return exitOK
 }
