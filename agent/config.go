@@ -60,7 +60,9 @@ type Config struct {
 	RetentionCheck Duration `yaml:"retention-check,omitempty"`
 	// MessageTimeout bounds every read and write on a stream.
 	MessageTimeout Duration `yaml:"message-timeout,omitempty"`
-	// RetryInterval is how often unacknowledged messages are sent again.
+	// RetryInterval is how long an unacknowledged message waits before it is sent again; the
+	// wait doubles with each failed attempt, up to 10 minutes, and ends when a connection
+	// with the peer comes up.
 	RetryInterval Duration `yaml:"retry-interval,omitempty"`
 }
 
@@ -182,7 +184,8 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # metrics:              optional loopback HOST:PORT serving Prometheus metrics at /metrics
 # retention-check:      how often received records past their retention are deleted
 # message-timeout:      deadline of every read and write on a stream
-# retry-interval:       how often unacknowledged messages are sent again
+# retry-interval:       first wait before an unacknowledged message is sent again (doubles
+#                       per failed attempt up to 10m; a new connection to the peer ends it)
 `
 
 // WriteConfig writes a documented config.yaml.
