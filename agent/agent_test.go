@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
@@ -443,4 +447,95 @@ func TestResendBackoff(t *testing.T) {
 	if took := time.Since(start); took >= reached/2 {
 		t.Errorf("approved %v after the connection came up: the request waited out its back-off (%v)", took, reached)
 	}
+}
+
+// blackHole is a peer that accepts TCP connections on 127.0.0.1 and never says a word: every
+// attempt to reach it waits for the message timeout.
+func blackHole(t *testing.T) peer.AddrInfo {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	k, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", ln.Addr().(*net.TCPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{addr}}
+}
+
+// TestResendPeerByPeer: messages to peers that never answer hold up only themselves; a
+// message to a peer that is back goes out in the same round without waiting for them.
+func TestResendPeerByPeer(t *testing.T) {
+	ctx := context.Background()
+	prov := newTestAgent(t, "provider", nil)
+	addOffer(t, prov, nil)
+	timeout := time.Second
+	req := newTestAgent(t, "requester", func(c *Config) {
+		c.RetryInterval = Duration(time.Hour) // the test runs the rounds itself
+		c.MessageTimeout = Duration(timeout)
+	})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if _, err := req.Request(ctx, blackHole(t), requestTemplate(t)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	// And one to the provider while the two cannot reach each other.
+	req.host.Peerstore().ClearAddrs(prov.ID())
+	rec, err := req.Request(ctx, peer.AddrInfo{ID: prov.ID()}, requestTemplate(t))
+	if err != nil || rec.State != protocol.StateRequestSent {
+		t.Fatalf("%+v, %v", rec, err)
+	}
+	wg.Wait()
+	req.neg.mu.Lock()
+	pending := len(req.neg.undelivered)
+	for _, r := range req.neg.undelivered {
+		r.at = time.Time{} // all due in the next round
+	}
+	req.neg.mu.Unlock()
+	if pending != 4 {
+		t.Fatalf("%d messages wait for delivery, want 4", pending)
+	}
+	req.host.Peerstore().AddAddrs(prov.ID(), prov.Host().Addrs(), time.Hour)
+	if sw, ok := req.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+		sw.Backoff().Clear(prov.ID())
+	}
+
+	round := make(chan struct{})
+	start := time.Now()
+	go func() { defer close(round); req.neg.resendPending(ctx, time.Hour) }()
+	waitState(t, req, rec.SSAID, protocol.StateApproved)
+	if took := time.Since(start); took >= timeout {
+		t.Errorf("the request to the provider went out after %v, behind the black holes (%v each)", took, timeout)
+	}
+	<-round
 }

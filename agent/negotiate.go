@@ -571,37 +571,61 @@ func (n *negotiator) resendLoop(ctx context.Context, interval time.Duration) {
 func (n *negotiator) resendPending(ctx context.Context, interval time.Duration) {
 	now := n.now()
 	n.mu.Lock()
-	var ids [][]byte
+	byPeer := map[string][][]byte{}
 	for id, r := range n.undelivered {
 		// A session in use is being delivered right now.
 		if s, ok := n.sessions[id]; (!ok || s.refs == 0) && !now.Before(r.at) {
-			ids = append(ids, []byte(id))
+			byPeer[r.peer] = append(byPeer[r.peer], []byte(id))
 		}
 	}
 	n.mu.Unlock()
-	for _, id := range ids {
-		if ctx.Err() != nil {
-			return
-		}
-		s, err := n.acquire(id, false)
-		if err != nil {
-			n.a.log.Error("restore negotiation", "err", err)
-			continue
-		}
-		s.mu.Lock()
-		tr := s.m.Transcript()
-		var last *protocol.Envelope
-		if len(tr) > 0 && tr[len(tr)-1].Sender == n.a.self.PeerID() {
-			last = tr[len(tr)-1]
-		}
-		s.mu.Unlock()
-		if last != nil {
-			if err := n.deliver(ctx, s, last); err != nil {
-				n.a.log.Debug("resend failed", "peer", s.m.Peer(), "err", err)
-				n.backOff(id, interval)
+	// One peer at a time for each worker, so that a peer that does not answer (each attempt
+	// waits up to message-timeout) holds up only the messages to itself.
+	peers := make(chan [][]byte, len(byPeer))
+	for _, ids := range byPeer {
+		peers <- ids
+	}
+	close(peers)
+	var wg sync.WaitGroup
+	for range min(resendWorkers, len(byPeer)) {
+		wg.Go(func() {
+			for ids := range peers {
+				for _, id := range ids {
+					if ctx.Err() != nil {
+						return
+					}
+					n.resend(ctx, id, interval)
+				}
 			}
-		}
-		n.release(s)
+		})
+	}
+	wg.Wait()
+}
+
+// resendWorkers is how many peers the resend loop sends to at once.
+const resendWorkers = 8
+
+// resend sends negotiation id's last message again, and backs off if it fails.
+func (n *negotiator) resend(ctx context.Context, id []byte, interval time.Duration) {
+	s, err := n.acquire(id, false)
+	if err != nil {
+		n.a.log.Error("restore negotiation", "err", err)
+		return
+	}
+	defer n.release(s)
+	s.mu.Lock()
+	tr := s.m.Transcript()
+	var last *protocol.Envelope
+	if len(tr) > 0 && tr[len(tr)-1].Sender == n.a.self.PeerID() {
+		last = tr[len(tr)-1]
+	}
+	s.mu.Unlock()
+	if last == nil {
+		return
+	}
+	if err := n.deliver(ctx, s, last); err != nil {
+		n.a.log.Debug("resend failed", "peer", s.m.Peer(), "err", err)
+		n.backOff(id, interval)
 	}
 }
 
