@@ -196,6 +196,7 @@ func (n *negotiator) load(nid []byte) (*storage.Negotiation, *protocol.Negotiati
 // The caller holds s.mu.
 func (n *negotiator) rollback(s *session) {
 	s.atRest.Store(true) // dropped from memory when released: the next use reads the store
+	s.unbound = false
 	rec, m, err := n.load(s.rec.ID)
 	if err == nil {
 		s.rec, s.m = rec, m
@@ -507,6 +508,7 @@ func (n *negotiator) deliver(ctx context.Context, s *session, env *protocol.Enve
 	}
 	r := bufio.NewReader(st)
 	for env != nil {
+		sent := env
 		st.SetDeadline(time.Now().Add(time.Duration(n.a.cfg.MessageTimeout)))
 		if err := writeFrame(st, env.Bytes()); err != nil {
 			st.Reset()
@@ -520,7 +522,9 @@ func (n *negotiator) deliver(ctx context.Context, s *session, env *protocol.Enve
 		s.mu.Lock()
 		if len(raw) == 0 {
 			env = nil
-			if last := s.m.Transcript(); len(last) > 0 && last[len(last)-1].Sender == n.a.self.PeerID() {
+			// The peer acknowledged what was written: it is delivered if it is still our last
+			// message (the operator may have added one meanwhile, which waits for its own).
+			if last := s.m.Transcript(); len(last) > 0 && bytes.Equal(last[len(last)-1].Hash(), sent.Hash()) {
 				s.rec.Delivered = true
 				if err = n.a.store.Commit(s.rec, nil, nil); err == nil {
 					n.setDelivered(s)
@@ -590,11 +594,16 @@ func (n *negotiator) resendPending(ctx context.Context, interval time.Duration) 
 	for range min(resendWorkers, len(byPeer)) {
 		wg.Go(func() {
 			for ids := range peers {
-				for _, id := range ids {
+				for i, id := range ids {
 					if ctx.Err() != nil {
 						return
 					}
-					n.resend(ctx, id, interval)
+					if !n.resend(ctx, id, interval) { // the peer is away: the rest wait too
+						for _, rest := range ids[i+1:] {
+							n.backOff(rest, interval)
+						}
+						break
+					}
 				}
 			}
 		})
@@ -605,12 +614,14 @@ func (n *negotiator) resendPending(ctx context.Context, interval time.Duration) 
 // resendWorkers is how many peers the resend loop sends to at once.
 const resendWorkers = 8
 
-// resend sends negotiation id's last message again, and backs off if it fails.
-func (n *negotiator) resend(ctx context.Context, id []byte, interval time.Duration) {
+// resend sends negotiation id's last message again, and backs off if it fails. It reports
+// whether the message went through (or there was nothing to send).
+func (n *negotiator) resend(ctx context.Context, id []byte, interval time.Duration) bool {
 	s, err := n.acquire(id, false)
 	if err != nil {
 		n.a.log.Error("restore negotiation", "err", err)
-		return
+		n.backOff(id, interval)
+		return true // the peer is not to blame
 	}
 	defer n.release(s)
 	s.mu.Lock()
@@ -620,13 +631,18 @@ func (n *negotiator) resend(ctx context.Context, id []byte, interval time.Durati
 		last = tr[len(tr)-1]
 	}
 	s.mu.Unlock()
-	if last == nil {
-		return
+	if last == nil { // the peer's message is the last: nothing of ours waits
+		n.mu.Lock()
+		delete(n.undelivered, string(id))
+		n.mu.Unlock()
+		return true
 	}
 	if err := n.deliver(ctx, s, last); err != nil {
 		n.a.log.Debug("resend failed", "peer", s.m.Peer(), "err", err)
 		n.backOff(id, interval)
+		return false
 	}
+	return true
 }
 
 // connected makes the unacknowledged messages to a peer that just connected due at once.
@@ -636,7 +652,7 @@ func (n *negotiator) connected(_ network.Network, c network.Conn) {
 	defer n.mu.Unlock()
 	for _, r := range n.undelivered {
 		if r.peer == p {
-			r.at = time.Time{}
+			r.at, r.delay = time.Time{}, 0
 		}
 	}
 }
@@ -672,6 +688,12 @@ func (a *Agent) Request(ctx context.Context, provider peer.AddrInfo, tmpl *proto
 	fillContact(&ssa.Participants.Requester, a.cfg.Contact)
 	now := n.now()
 	s := &session{m: m, rec: &storage.Negotiation{ID: nid, Role: protocol.RoleRequester, Created: now, Updated: now}, refs: 1}
+	// In the map before the first commit, so that the resend loop, which may see the
+	// negotiation as soon as it is committed, uses this session and not a second one.
+	n.mu.Lock()
+	n.sessions[string(nid)] = s
+	n.mu.Unlock()
+	defer n.release(s)
 	s.mu.Lock()
 	env, err := n.step(s, false, protocol.Start{SSA: ssa})
 	s.mu.Unlock()
@@ -681,10 +703,6 @@ func (a *Agent) Request(ctx context.Context, provider peer.AddrInfo, tmpl *proto
 	if err != nil {
 		return nil, err
 	}
-	n.mu.Lock()
-	n.sessions[string(nid)] = s
-	n.mu.Unlock()
-	defer n.release(s)
 	if err := n.deliver(ctx, s, env); err != nil {
 		a.log.Warn("request not delivered yet; it will be sent again", "peer", provider.ID, "ssa", ssa.ID, "err", err)
 		return a.Negotiation(ssa.ID)

@@ -80,7 +80,7 @@ var (
 	ErrTermsChanged     = errors.New("protocol: message does not carry the terms it answers")
 	ErrProposalExpired  = errors.New("protocol: proposal expired")
 	ErrTooManyMessages  = errors.New("protocol: negotiation has too many messages")
-	ErrClockSkew        = errors.New("protocol: message is dated too far ahead of this clock")
+	ErrClockSkew        = errors.New("protocol: message dated too far ahead of this clock, or before the message it follows")
 )
 
 // MaxMessages bounds a negotiation's transcript (and so its rounds of revision). The
@@ -107,12 +107,13 @@ func room(t MsgType) int {
 	return 2
 }
 
-// MaxSkew is how far ahead of the receiver's clock a message's time may be: a message dated
-// later comes from a clock that is wrong. A message may be dated any time before: it may be
-// sent again after the peers were apart for hours (it must be the same bytes, so it keeps
-// its time), and an old one gains nothing from its age. It is signed by the authenticated
-// peer, chained to the transcript and answered once (a copy gets the same answer); a
-// proposal's validity is judged by the receiver's own clock.
+// MaxSkew is how far ahead of the receiver's clock a message's time may be, and how far
+// before the time of the message it follows: beyond that one of the clocks is wrong. A
+// message may otherwise be dated long before now: it may be sent again after the peers were
+// apart for hours (it must be the same bytes, so it keeps its time), and an old one gains
+// nothing from its age. It is signed by the authenticated peer, chained to the transcript
+// and answered once (a copy gets the same answer); a proposal's validity is judged by the
+// receiver's own clock.
 const MaxSkew = 10 * time.Minute
 
 // Event is what drives a Negotiation: a received message or a local decision.
@@ -451,7 +452,7 @@ func (n *Negotiation) send(now time.Time, t MsgType, body any) (Output, error) {
 		return Output{}, n.refuse("send a "+t.String(), nil)
 	}
 	if n.counted()+room(t) > MaxMessages {
-		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, t, len(n.transcript))
+		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, t, n.counted())
 	}
 	h := Header{Type: t, Negotiation: n.id, ID: n.messageID(), Time: now.UnixMilli()}
 	if k := len(n.transcript); k > 0 {
@@ -507,6 +508,12 @@ func (n *Negotiation) receive(now time.Time, env *Envelope) (Output, error) {
 	}
 	if c == oursPrevails {
 		return Output{Superseded: true}, nil
+	}
+	if k := len(n.transcript) - btoi(c == theirsPrevails); k > 0 {
+		if prev := n.transcript[k-1]; env.Header.Time < prev.Header.Time-MaxSkew.Milliseconds() {
+			return Output{}, fmt.Errorf("%w: %s from %s is dated %s, the %s it follows %s", ErrClockSkew, env.Header.Type, env.Sender,
+				time.UnixMilli(env.Header.Time).UTC().Format(time.RFC3339), prev.Header.Type, time.UnixMilli(prev.Header.Time).UTC().Format(time.RFC3339))
+		}
 	}
 	counted := n.counted()
 	if c == theirsPrevails {
@@ -584,6 +591,13 @@ func (n *Negotiation) incoming(env *Envelope) (next State, c crossed, err error)
 	}
 	next, err = n.checkIncoming(env, state, prev)
 	return next, c, err
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // counted is how many messages of the transcript count towards MaxMessages.

@@ -430,8 +430,10 @@ func TestClockSkew(t *testing.T) {
 		skew time.Duration
 		ok   bool
 	}{
-		{0, true}, {MaxSkew, true}, {-MaxSkew, true}, {-MaxSkew - time.Millisecond, true},
-		{MaxSkew + time.Millisecond, false}, {time.Hour, false},
+		// Dated before the proposal it accepts (made at now) by more than MaxSkew: refused
+		// too. A message sent long ago and delivered now is TestLateResend.
+		{0, true}, {MaxSkew, true}, {-MaxSkew, true},
+		{MaxSkew + time.Millisecond, false}, {time.Hour, false}, {-MaxSkew - time.Millisecond, false}, {-24 * time.Hour, false},
 	} {
 		t.Run(tc.skew.String(), func(t *testing.T) {
 			pr := newPair(t)
