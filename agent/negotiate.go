@@ -629,12 +629,13 @@ func (n *negotiator) resend(ctx context.Context, id []byte, interval time.Durati
 	var last *protocol.Envelope
 	if len(tr) > 0 && tr[len(tr)-1].Sender == n.a.self.PeerID() {
 		last = tr[len(tr)-1]
-	}
-	s.mu.Unlock()
-	if last == nil { // the peer's message is the last: nothing of ours waits
+	} else { // the peer's message is the last: nothing of ours waits
 		n.mu.Lock()
 		delete(n.undelivered, string(id))
 		n.mu.Unlock()
+	}
+	s.mu.Unlock()
+	if last == nil {
 		return true
 	}
 	if err := n.deliver(ctx, s, last); err != nil {
@@ -688,6 +689,7 @@ func (a *Agent) Request(ctx context.Context, provider peer.AddrInfo, tmpl *proto
 	fillContact(&ssa.Participants.Requester, a.cfg.Contact)
 	now := n.now()
 	s := &session{m: m, rec: &storage.Negotiation{ID: nid, Role: protocol.RoleRequester, Created: now, Updated: now}, refs: 1}
+	s.atRest.Store(true) // until the request is committed: a refused one leaves nothing behind
 	// In the map before the first commit, so that the resend loop, which may see the
 	// negotiation as soon as it is committed, uses this session and not a second one.
 	n.mu.Lock()
