@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
@@ -73,20 +72,30 @@ func addOffer(t testing.TB, a *Agent, edit func(*protocol.Offer)) {
 	}
 }
 
-// waitState polls a's record of ssaID until it reaches want.
-func waitState(t testing.TB, a *Agent, ssaID string, want protocol.State) {
+// waitFor polls cond every 20 ms until it holds; after timeout the test fails with what cond
+// last said.
+func waitFor(t testing.TB, timeout time.Duration, cond func() (ok bool, last string)) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for {
-		rec, err := a.Negotiation(ssaID)
-		if err == nil && rec.State == want {
+		ok, last := cond()
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never reached %s (last: %+v, %v)", ssaID, want, rec, err)
+			t.Fatalf("after %v: %s", timeout, last)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// waitState polls a's record of ssaID until it reaches want.
+func waitState(t testing.TB, a *Agent, ssaID string, want protocol.State) {
+	t.Helper()
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		rec, err := a.Negotiation(ssaID)
+		return err == nil && rec.State == want, fmt.Sprintf("%s never reached %s (last: %+v, %v)", ssaID, want, rec, err)
+	})
 }
 
 func TestNegotiateOverLibp2p(t *testing.T) {
@@ -348,17 +357,10 @@ func TestCrossingCancellations(t *testing.T) {
 // nothing is left for the resend loop.
 func waitDelivered(t testing.TB, a *Agent, ssaID string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, 10*time.Second, func() (bool, string) {
 		rec, err := a.Negotiation(ssaID)
-		if err == nil && rec.Delivered {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: the last message is never acknowledged (%+v, %v)", ssaID, rec, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && rec.Delivered, fmt.Sprintf("%s: the last message is never acknowledged (%+v, %v)", ssaID, rec, err)
+	})
 }
 
 // TestFailedCommitRollsBack: when a step cannot be persisted, the session goes back to what
@@ -426,13 +428,10 @@ func TestResendBackoff(t *testing.T) {
 		return -1
 	}
 	reached := 32 * interval // after six failed attempts
-	deadline := time.Now().Add(20 * time.Second)
-	for wait() < reached {
-		if time.Now().After(deadline) {
-			t.Fatalf("the wait between attempts reached %v, want %v", wait(), reached)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 20*time.Second, func() (bool, string) {
+		w := wait()
+		return w >= reached, fmt.Sprintf("the wait between attempts reached %v, want %v", w, reached)
+	})
 
 	back, err := New(home, Options{})
 	if err != nil {
@@ -449,45 +448,13 @@ func TestResendBackoff(t *testing.T) {
 	}
 }
 
-// blackHole is a peer that accepts TCP connections on 127.0.0.1 and never says a word: every
-// attempt to reach it waits for the message timeout.
+// blackHole is a peer that takes negotiation streams and never answers: every attempt to
+// deliver to it waits for the message timeout.
 func blackHole(t *testing.T) peer.AddrInfo {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	k, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", ln.Addr().(*net.TCPAddr).Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{addr}}
+	p := newRawPeer(t)
+	p.h.SetStreamHandler(ProtocolNegotiate, func(st network.Stream) { io.Copy(io.Discard, st) })
+	return peer.AddrInfo{ID: p.h.ID(), Addrs: p.h.Addrs()}
 }
 
 // TestResendPeerByPeer: messages to peers that never answer hold up only themselves; a

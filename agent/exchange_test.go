@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -39,20 +40,13 @@ func exchangePair(t testing.TB) (prov, req *Agent, ssa *protocol.SSA) {
 // waitRecords polls the requester's store until it holds n records of ssaID.
 func waitRecords(t testing.TB, a *Agent, ssaID string, n uint64) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	waitFor(t, 15*time.Second, func() (bool, string) {
 		st, err := a.store.InboxState(ssaID)
-		if err == nil && st.Last >= n {
-			if st.Last != n {
-				t.Fatalf("requester holds %d records, want %d", st.Last, n)
-			}
-			return
+		if err == nil && st.Last > n {
+			t.Fatalf("requester holds %d records, want %d", st.Last, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("requester holds %+v (%v), want %d records", st, err, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && st.Last == n, fmt.Sprintf("requester holds %+v (%v), want %d records", st, err, n)
+	})
 }
 
 func sampleEVE(t testing.TB) []byte {
@@ -161,19 +155,14 @@ func TestAssessmentAtScheduleEnd(t *testing.T) {
 		t.Fatalf("negotiation: %+v, %v", rec, err)
 	}
 	path := filepath.Join(req.home, AssessmentDir, rec.SSAID+".json")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, err := os.ReadFile(path)
-		if err == nil {
-			var as Assessment
-			if err := json.Unmarshal(b, &as); err != nil || as.Phase != PhaseAssessment || as.Verdict == "" {
-				t.Fatalf("assessment %s: %+v, %v", b, as, err)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no assessment report at the end of the schedule")
-		}
-		time.Sleep(50 * time.Millisecond)
+	var b []byte
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		var err error
+		b, err = os.ReadFile(path)
+		return err == nil, "no assessment report at the end of the schedule"
+	})
+	var as Assessment
+	if err := json.Unmarshal(b, &as); err != nil || as.Phase != PhaseAssessment || as.Verdict == "" {
+		t.Fatalf("assessment %s: %+v, %v", b, as, err)
 	}
 }

@@ -17,17 +17,13 @@ import (
 // waitIngested polls the agent's ingest counter until it reaches n.
 func waitIngested(t *testing.T, a *Agent, n float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, 10*time.Second, func() (bool, string) {
 		got := testutil.ToFloat64(a.m.ingested)
-		if got == n {
-			return
-		}
-		if got > n || time.Now().After(deadline) {
+		if got > n {
 			t.Fatalf("%v records ingested, want %v", got, n)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return got == n, fmt.Sprintf("%v records ingested, want %v", got, n)
+	})
 }
 
 func freePort(t *testing.T, network string) string {

@@ -44,8 +44,9 @@ type session struct {
 	rec    *storage.Negotiation
 	refs   int
 	atRest atomic.Bool
-	// unbound is set on a request rejected because its SSA ID already names the SSA of
-	// another negotiation: its record is kept without that ID, which stays the other's.
+	// unbound is set on a request whose SSA ID the store refused to bind, as it names the SSA
+	// of another negotiation (see receive): the request is rejected, and its record is kept
+	// without that ID, which stays the other's.
 	unbound bool
 	// broken is set when a failed commit left the session neither in the state it had
 	// reached nor readable back from the store (see rollback): every step refuses.
@@ -369,15 +370,7 @@ func (n *negotiator) offer(id string) *protocol.Offer {
 // meet, or a rejection naming each conflict; a manual offer holds the request.
 func (n *negotiator) answerRequest(s *session) protocol.Event {
 	req := s.m.Pending()
-	other, err := n.a.store.NegotiationBySSA(req.ID)
-	if err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrCorrupt) {
-		// The commit meets the same store: it fails too, or refuses an ID in use, and the
-		// requester sends the request again.
-		n.a.log.Error("look up SSA ID", "ssa", req.ID, "err", err)
-	}
-	// An index entry without its negotiation (ErrCorrupt) still binds the ID.
-	if err == nil && !bytes.Equal(other.ID, s.rec.ID) || errors.Is(err, storage.ErrCorrupt) {
-		s.unbound = true
+	if s.unbound {
 		return protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeSSAIDInUse, Component: "identifier",
 			Requester: req.ID, Text: "this SSA ID already names the SSA of another negotiation with this provider: request again with a new ID (leave id out of the template and one is made)"}}}
 	}
@@ -492,7 +485,14 @@ func (n *negotiator) receive(raw []byte, remote peer.ID) (*protocol.Envelope, er
 	defer n.release(s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return n.step(s, true, protocol.Receive{Env: env})
+	answer, err := n.step(s, true, protocol.Receive{Env: env})
+	if errors.Is(err, storage.ErrSSAInUse) && env.Header.Type == protocol.MsgRequest && s.m.State() == protocol.StateNew {
+		// The store refused to bind the request's SSA ID to this negotiation (rollback left
+		// the session as new): answer with a rejection that says so, kept without the ID.
+		s.unbound = true
+		return n.step(s, true, protocol.Receive{Env: env})
+	}
+	return answer, err
 }
 
 // deliver sends a message of session s to its peer and goes on answering on the same stream
@@ -707,11 +707,13 @@ func (a *Agent) Request(ctx context.Context, provider peer.AddrInfo, tmpl *proto
 	}
 	if err := n.deliver(ctx, s, env); err != nil {
 		a.log.Warn("request not delivered yet; it will be sent again", "peer", provider.ID, "ssa", ssa.ID, "err", err)
-		return a.Negotiation(ssa.ID)
 	}
-	// Delivered: every step was committed, so the session's record is what the store holds.
+	// The session's record is what the store holds: each step was committed, or rolled back.
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.broken != nil {
+		return nil, s.broken
+	}
 	rec := *s.rec
 	rec.ID, rec.Reasons = slices.Clone(rec.ID), slices.Clone(rec.Reasons)
 	return &rec, nil

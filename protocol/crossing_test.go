@@ -88,20 +88,9 @@ func TestCrossing(t *testing.T) {
 					if !bytes.Equal(a, b) {
 						t.Fatal("the two sides hold different agreements")
 					}
-					for _, c := range []struct {
-						n    *Negotiation
-						self *Identity
-					}{{pr.r, pr.rid}, {pr.p, pr.pid}} {
-						var raw [][]byte
-						for _, e := range c.n.Transcript() {
-							raw = append(raw, e.Bytes())
-						}
-						m, err := Restore(c.self, c.n.Role(), raw)
-						if err != nil {
-							t.Fatalf("restore the %s: %v", c.n.Role(), err)
-						}
-						if m.State() != want || m.Agreement().ID != id {
-							t.Fatalf("the %s restores to %s %s", c.n.Role(), m.State(), m.Agreement().ID)
+					for n, self := range map[*Negotiation]*Identity{pr.r: pr.rid, pr.p: pr.pid} {
+						if m := restoreWith(t, n, self); m.State() != want || m.Agreement().ID != id {
+							t.Fatalf("the %s restores to %s %s", n.Role(), m.State(), m.Agreement().ID)
 						}
 					}
 					if got, wantLen := len(loser.Transcript()), len(winner.Transcript())+1; got != wantLen {
@@ -175,12 +164,7 @@ func TestCrossingAtTheLimit(t *testing.T) {
 	if n := len(pr.r.Transcript()); n <= MaxMessages || n > MaxTranscript {
 		t.Fatalf("the requester's transcript holds %d messages, want more than %d (the ones that gave way) and at most %d", n, MaxMessages, MaxTranscript)
 	}
-	var raw [][]byte
-	for _, e := range pr.r.Transcript() {
-		raw = append(raw, e.Bytes())
-	}
-	m, err := Restore(pr.rid, RoleRequester, raw)
-	if err != nil || m.State() != StateAnnulled || m.counted() != pr.p.counted() {
-		t.Fatalf("restore: %v", err)
+	if m := restoreWith(t, pr.r, pr.rid); m.State() != StateAnnulled || m.counted() != pr.p.counted() {
+		t.Fatalf("restored as %s, counting %d messages (the provider counts %d)", m.State(), m.counted(), pr.p.counted())
 	}
 }

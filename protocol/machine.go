@@ -239,9 +239,6 @@ func Restore(self *Identity, role Role, transcript [][]byte) (*Negotiation, erro
 			if err != nil {
 				return nil, fmt.Errorf("protocol: restore message %d: %w", i, err)
 			}
-			if c == theirsPrevails {
-				n.gaveWay++
-			}
 		}
 		n.apply(env, next)
 	}
@@ -509,21 +506,14 @@ func (n *Negotiation) receive(now time.Time, env *Envelope) (Output, error) {
 	if c == oursPrevails {
 		return Output{Superseded: true}, nil
 	}
-	if k := len(n.transcript) - btoi(c == theirsPrevails); k > 0 {
-		if prev := n.transcript[k-1]; env.Header.Time < prev.Header.Time-MaxSkew.Milliseconds() {
-			return Output{}, fmt.Errorf("%w: %s from %s is dated %s, the %s it follows %s", ErrClockSkew, env.Header.Type, env.Sender,
-				time.UnixMilli(env.Header.Time).UTC().Format(time.RFC3339), prev.Header.Type, time.UnixMilli(prev.Header.Time).UTC().Format(time.RFC3339))
-		}
+	i := n.follows(c)
+	if i >= 0 && env.Header.Time < n.transcript[i].Header.Time-MaxSkew.Milliseconds() {
+		prev := n.transcript[i]
+		return Output{}, fmt.Errorf("%w: %s from %s is dated %s, the %s it follows %s", ErrClockSkew, env.Header.Type, env.Sender,
+			time.UnixMilli(env.Header.Time).UTC().Format(time.RFC3339), prev.Header.Type, time.UnixMilli(prev.Header.Time).UTC().Format(time.RFC3339))
 	}
-	counted := n.counted()
-	if c == theirsPrevails {
-		counted-- // ours gives way now
-	}
-	if counted+room(env.Header.Type) > MaxMessages {
+	if counted := i + 1 - n.gaveWay; counted+room(env.Header.Type) > MaxMessages {
 		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, env.Header.Type, counted)
-	}
-	if c == theirsPrevails {
-		n.gaveWay++
 	}
 	var out Output
 	n.finish(&out, env, next)
@@ -579,25 +569,28 @@ func (n *Negotiation) expiredProposal(now time.Time) bool {
 // or revision that crossed one of ours (see crossing) is settled there: if ours prevails, the
 // message changes nothing; if theirs does, it is taken as if ours had not been sent.
 func (n *Negotiation) incoming(env *Envelope) (next State, c crossed, err error) {
-	state, prev := n.state, []byte(nil)
-	if k := len(n.transcript); k > 0 {
-		prev = n.transcript[k-1].Hash()
-	}
+	state := n.state
 	switch c = n.crossing(env); c {
 	case oursPrevails:
 		return 0, c, n.checkOrigin(env)
 	case theirsPrevails:
-		state, prev = StateApproved, env.Header.Prev // a cancellation or revision is sent from approved only
+		state = StateApproved // a cancellation or revision is sent from approved only
+	}
+	var prev []byte
+	if i := n.follows(c); i >= 0 {
+		prev = n.transcript[i].Hash()
 	}
 	next, err = n.checkIncoming(env, state, prev)
 	return next, c, err
 }
 
-func btoi(b bool) int {
-	if b {
-		return 1
+// follows is the position in the transcript of the message a message of the peer follows:
+// the last one, or the one before ours when ours gives way to it; -1 for the first message.
+func (n *Negotiation) follows(c crossed) int {
+	if c == theirsPrevails {
+		return len(n.transcript) - 2
 	}
-	return 0
+	return len(n.transcript) - 1
 }
 
 // counted is how many messages of the transcript count towards MaxMessages.
@@ -739,6 +732,9 @@ func sameTerms(want *SSA, env *Envelope) error {
 
 // apply records a checked message and moves to the next state.
 func (n *Negotiation) apply(env *Envelope, next State) {
+	if k := len(n.transcript); k > 0 && !bytes.Equal(env.Header.Prev, n.transcript[k-1].Hash()) {
+		n.gaveWay++ // env does not follow our last message: it takes its place (crossing)
+	}
 	n.byID[string(env.Header.ID)] = len(n.transcript)
 	n.transcript = append(n.transcript, env)
 	if n.id == nil {

@@ -67,17 +67,17 @@ func revisedSSA(n *Negotiation, id string) *SSA {
 	return v
 }
 
-// restoreWith rebuilds n's negotiation from its transcript followed by env, as an agent does
-// when it persisted a received message but stopped before answering it.
-func restoreWith(t testing.TB, n *Negotiation, self *Identity, env *Envelope) *Negotiation {
+// restoreWith rebuilds n's negotiation, as self, from its transcript followed by more, as an
+// agent does from its store (more: a received message persisted but not answered yet).
+func restoreWith(t testing.TB, n *Negotiation, self *Identity, more ...*Envelope) *Negotiation {
 	t.Helper()
 	var raw [][]byte
-	for _, e := range n.Transcript() {
+	for _, e := range append(slices.Clone(n.Transcript()), more...) {
 		raw = append(raw, e.Bytes())
 	}
-	m, err := Restore(self, n.Role(), append(raw, env.Bytes()))
+	m, err := Restore(self, n.Role(), raw)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("restore the %s: %v", n.Role(), err)
 	}
 	return m
 }

@@ -181,18 +181,11 @@ func TestRestoreFromTranscript(t *testing.T) {
 	pr := newPair(t)
 	pr.approve()
 	for _, n := range []*Negotiation{pr.r, pr.p} {
-		var raw [][]byte
-		for _, e := range n.Transcript() {
-			raw = append(raw, e.Bytes())
-		}
 		self := pr.rid
 		if n.Role() == RoleProvider {
 			self = pr.pid
 		}
-		m, err := Restore(self, n.Role(), raw)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := restoreWith(t, n, self)
 		if m.State() != n.State() || m.Peer() != n.Peer() || !bytes.Equal(m.ID(), n.ID()) {
 			t.Fatalf("%s restored as %s", n.State(), m.State())
 		}
