@@ -37,11 +37,13 @@ const (
 
 // Delivery tuning.
 const (
-	batchRecords   = 2048
-	batchBytes     = 2 << 20
-	ingestChunk    = 2048
-	retryDelivery  = time.Second
-	latencySamples = 1024
+	batchRecords  = 2048
+	batchBytes    = 2 << 20
+	ingestChunk   = 2048
+	retryDelivery = time.Second
+	// maxScheduleWait is the longest a delivery loop sleeps waiting for its schedule's start.
+	maxScheduleWait = time.Minute
+	latencySamples  = 1024
 )
 
 // agreementRun is an SSA in force and the running parts that implement it.
@@ -57,9 +59,21 @@ type agreementRun struct {
 	enqueued    []enqueueMark // when each range of sequence numbers was queued
 	lat         []time.Duration
 	kick        chan struct{}
-	cancel      context.CancelFunc
-	done        chan struct{}
 	sentOutside atomic.Uint64
+
+	// The delivery loop runs only while it has something to do: wake starts it, and it ends
+	// when the queue is empty and nothing kicks it, so an idle SSA in force costs no
+	// goroutine. loopMu guards the fields below.
+	loopMu sync.Mutex
+	// ctx ends when the SSA stops being in force (cancel, called by halt).
+	ctx    context.Context
+	cancel context.CancelFunc
+	// looping is closed when the running loop ends; nil while none runs.
+	looping chan struct{}
+	halted  bool
+	// delivery is what the loop knows between its runs (nil until the first); one loop runs
+	// at a time, and only it uses delivery.
+	delivery *delivery
 }
 
 type enqueueMark struct {
@@ -179,7 +193,7 @@ func (m *manager) newRun(s *protocol.SSA, role protocol.Role) (*agreementRun, er
 		return nil, err
 	}
 	return &agreementRun{ssa: s, role: role, peer: p, ssp: ssp, enforcers: map[string]*policy.Enforcer{},
-		kick: make(chan struct{}, 1), done: make(chan struct{})}, nil
+		kick: make(chan struct{}, 1)}, nil
 }
 
 // implement puts an SSA in force (step ⑥) and, on the provider, starts delivery.
@@ -196,19 +210,65 @@ func (m *manager) implement(s *protocol.SSA, role protocol.Role) {
 		return
 	}
 	m.runs[s.ID] = run
-	if role != protocol.RoleProvider {
-		close(run.done)
-		return
+	if role == protocol.RoleProvider {
+		run.ctx, run.cancel = context.WithCancel(context.Background())
+		m.wake(run) // records queued before a restart go out now
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	run.cancel = cancel
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		defer close(run.done)
-		m.deliverLoop(ctx, run)
-	}()
 	m.a.log.Info("SSA implemented", "ssa", s.ID, "role", role.String(), "ssp", ssp.Hash())
+}
+
+// wake makes sure the delivery loop of a provider's run is going: it kicks the running loop,
+// or starts one.
+func (m *manager) wake(run *agreementRun) {
+	run.loopMu.Lock()
+	defer run.loopMu.Unlock()
+	switch {
+	case run.halted:
+	case run.looping != nil:
+		select {
+		case run.kick <- struct{}{}:
+		default:
+		}
+	default:
+		done := make(chan struct{})
+		run.looping = done
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.deliverLoop(run.ctx, run)
+			run.loopMu.Lock()
+			if run.looping == done { // not parked: it failed or was halted
+				run.looping = nil
+			}
+			run.loopMu.Unlock()
+			close(done)
+		}()
+	}
+}
+
+// park ends the delivery loop unless it was kicked meanwhile; it reports whether it did.
+func (run *agreementRun) park() bool {
+	run.loopMu.Lock()
+	defer run.loopMu.Unlock()
+	select {
+	case <-run.kick:
+		return false
+	default:
+		run.looping = nil
+		return true
+	}
+}
+
+// halt stops the delivery loop for good and returns what to wait on for its end (nil if
+// none runs).
+func (run *agreementRun) halt() <-chan struct{} {
+	run.loopMu.Lock()
+	defer run.loopMu.Unlock()
+	run.halted = true
+	if run.cancel != nil {
+		run.cancel()
+	}
+	return run.looping
 }
 
 func peerOf(p protocol.Participant) (peer.ID, error) {
@@ -231,9 +291,10 @@ func (m *manager) stop(ssaID string) {
 	if !ok {
 		return
 	}
-	if run.cancel != nil {
-		run.cancel()
-		<-run.done
+	if run.role == protocol.RoleProvider {
+		if done := run.halt(); done != nil {
+			<-done
+		}
 		if err := m.a.store.DropOutbox(ssaID); err != nil {
 			m.a.log.Error("drop the queue of an SSA no longer in force", "ssa", ssaID, "err", err)
 		}
@@ -281,9 +342,7 @@ func runsOf(runs map[string]*agreementRun, role protocol.Role) []*agreementRun {
 func (m *manager) close() {
 	m.mu.Lock()
 	for _, r := range m.runs {
-		if r.cancel != nil {
-			r.cancel()
-		}
+		r.halt()
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
@@ -410,10 +469,7 @@ func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
 			run.enqueued = append(run.enqueued, enqueueMark{last: last, at: now})
 			run.mu.Unlock()
 			queued[run.ssa.ID] += int64(len(refined))
-			select {
-			case run.kick <- struct{}{}:
-			default:
-			}
+			m.wake(run)
 		}
 	}
 	return nil
@@ -473,40 +529,50 @@ func (run *agreementRun) refine(format string, raws [][]byte) ([][]byte, error) 
 // deliverLoop is step ⑨ for one SSA: it sends the queued records in order, in signed
 // batches over one stream, with at most deliveryWindow batches awaiting acknowledgement (so a
 // slow requester holds back the provider's disk queue, not its memory), only inside the
-// schedule, until the SSA stops being in force. After a failure it starts again from the last
-// acknowledged record; the requester skips what it already holds.
+// schedule. After a failure it starts again from the last acknowledged record; the requester
+// skips what it already holds. It ends when the SSA stops being in force, or when there is
+// nothing to send and nothing to wait for (wake starts it again).
 func (m *manager) deliverLoop(ctx context.Context, run *agreementRun) {
-	id := run.ssa.ID
-	st, err := m.a.store.OutboxState(id)
-	if err != nil {
-		m.a.log.Error("read delivery state", "ssa", id, "err", err)
-		return
+	d := run.delivery
+	if d == nil {
+		st, err := m.a.store.OutboxState(run.ssa.ID)
+		if err != nil {
+			m.a.log.Error("read delivery state", "ssa", run.ssa.ID, "err", err)
+			return // the next wake tries again
+		}
+		d = &delivery{m: m, run: run, acked: st.Acked}
+		run.delivery = d
 	}
-	d := &delivery{m: m, run: run, acked: st.Acked}
 	for ctx.Err() == nil {
 		err := d.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			m.a.log.Debug("delivery interrupted; will resume", "ssa", id, "err", err)
+			m.a.log.Debug("delivery interrupted; will resume", "ssa", run.ssa.ID, "err", err)
 		}
-		if !d.wait(ctx, d.retry(err)) {
+		if dur := d.retry(err); dur > 0 {
+			if !d.wait(ctx, dur) {
+				return
+			}
+		} else if run.park() {
 			return
 		}
 	}
 }
 
 // retry is how long the loop waits, after a session that ended with err, before it tries
-// again without new records: retryDelivery after a failure, until the schedule starts before
-// it does; otherwise it waits for new records only (0), so an idle SSA costs nothing.
+// again without new records: retryDelivery after a failure, until the schedule starts
+// (maxScheduleWait at most, so that a change of the wall clock is seen) before it does;
+// otherwise 0: it waits for new records only, without a goroutine, so an idle SSA costs
+// nothing.
 func (d *delivery) retry(err error) time.Duration {
 	now := time.Now()
 	switch start := d.run.ssa.Schedule.Start; {
 	case err != nil:
 		return retryDelivery
 	case start != 0 && now.Before(start.Std()):
-		return start.Std().Sub(now)
+		return min(start.Std().Sub(now), maxScheduleWait)
 	}
 	return 0
 }
@@ -521,20 +587,15 @@ type delivery struct {
 	acked uint64
 }
 
-// wait waits for new records (a kick) or, if dur is not 0, for dur; it reports false when
-// ctx ends.
+// wait waits for new records (a kick) or for dur; it reports false when ctx ends.
 func (d *delivery) wait(ctx context.Context, dur time.Duration) bool {
-	var timeout <-chan time.Time
-	if dur > 0 {
-		t := time.NewTimer(dur)
-		defer t.Stop()
-		timeout = t.C
-	}
+	t := time.NewTimer(dur)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
 	case <-d.run.kick:
-	case <-timeout:
+	case <-t.C:
 	}
 	return true
 }

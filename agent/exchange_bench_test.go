@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,4 +78,52 @@ func BenchmarkExchangeLatency(b *testing.B) {
 	p50, _, p99 := prov.mgr.run(s.ID).latencies()
 	b.ReportMetric(float64(p50), "p50-ms")
 	b.ReportMetric(float64(p99), "p99-ms")
+}
+
+// BenchmarkIdleAgreements measures what SSAs in force cost while nothing is shared: two
+// agents negotiate 2,000 SSAs (the provider runs a delivery loop for each), then the process
+// is watched for b.N seconds with no records. It reports the CPU used, as a share of one core,
+// and the goroutines and the memory (stacks and heap) added per SSA in force on the two agents
+// together.
+func BenchmarkIdleAgreements(b *testing.B) {
+	const n = 2000
+	prov, req, tmpl := benchPair(b)
+	before := memoryInUse()
+	goroutines := runtime.NumGoroutine()
+	runConcurrent(b, n, 16, func(ctx context.Context, _ uint64) error {
+		rec, err := req.Request(ctx, addrInfo(prov), tmpl)
+		if err == nil && rec.State != protocol.StateApproved {
+			err = fmt.Errorf("negotiation ended %s", rec.State)
+		}
+		return err
+	})
+	if got := len(prov.mgr.providerRuns()); got != n {
+		b.Fatalf("%d SSAs in force at the provider, want %d", got, n)
+	}
+	time.Sleep(time.Second) // the negotiations' last writes and compactions settle
+	b.ResetTimer()
+	cpu0, t0 := processCPU(b), time.Now()
+	time.Sleep(time.Duration(b.N) * time.Second)
+	cpu, el := processCPU(b)-cpu0, time.Since(t0)
+	b.StopTimer()
+	b.ReportMetric(100*cpu.Seconds()/el.Seconds(), "%-of-a-core")
+	b.ReportMetric(float64(runtime.NumGoroutine()-goroutines)/n, "goroutines/SSA")
+	b.ReportMetric(float64(memoryInUse()-before)/n, "bytes/SSA")
+}
+
+// processCPU is the CPU time (user and system) the process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// memoryInUse is the Go heap and stacks in use after a collection.
+func memoryInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse + ms.StackInuse)
 }

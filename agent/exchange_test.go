@@ -115,6 +115,42 @@ func TestExchangeAndMonitor(t *testing.T) {
 	}
 }
 
+// looping reports whether a delivery loop runs for run.
+func looping(run *agreementRun) bool {
+	run.loopMu.Lock()
+	defer run.loopMu.Unlock()
+	return run.looping != nil
+}
+
+// TestDeliveryOnDemand: an SSA in force with nothing to deliver has no delivery loop; new
+// records start one, and an SSA no longer in force never gets one again.
+func TestDeliveryOnDemand(t *testing.T) {
+	ctx := context.Background()
+	prov, req, s := exchangePair(t)
+	run := prov.mgr.run(s.ID)
+	waitFor(t, 5*time.Second, func() (bool, string) {
+		return !looping(run), "the delivery loop of an idle SSA still runs"
+	})
+	st, err := prov.Ingest(ctx, protocol.FormatEVE, bytes.NewReader(sampleEVE(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := uint64(st.Queued[s.ID])
+	waitRecords(t, req, s.ID, n)
+
+	if _, err := req.Cancel(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, prov, s.ID, protocol.StateAnnulled)
+	waitFor(t, 5*time.Second, func() (bool, string) {
+		return prov.mgr.run(s.ID) == nil && !looping(run), "a delivery loop runs for an annulled SSA"
+	})
+	prov.mgr.wake(run)
+	if looping(run) {
+		t.Fatal("wake started a delivery loop for an annulled SSA")
+	}
+}
+
 func TestBrokenProviderCaught(t *testing.T) {
 	ctx := context.Background()
 	prov, req, s := exchangePair(t)
@@ -126,7 +162,7 @@ func TestBrokenProviderCaught(t *testing.T) {
 	if _, err := prov.store.Enqueue(s.ID, raws, uint64(len(raws)), 0); err != nil {
 		t.Fatal(err)
 	}
-	prov.mgr.run(s.ID).kick <- struct{}{}
+	prov.mgr.wake(prov.mgr.run(s.ID))
 	waitRecords(t, req, s.ID, uint64(len(raws)))
 	as, err := req.Monitor(ctx, s.ID)
 	if err != nil {
