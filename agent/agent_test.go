@@ -506,3 +506,71 @@ func TestResendPeerByPeer(t *testing.T) {
 	}
 	<-round
 }
+
+// reopen starts the agent of home again, closed when the test ends.
+func reopen(t *testing.T, home string) *Agent {
+	t.Helper()
+	a, err := New(home, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// TestUndeliveredProposalSurvives: a proposal the requester never got (it was away when the
+// operator approved) is still sent after the provider restarts, and after it expires, so the
+// requester's negotiation ends (approved, or expired) instead of waiting for good.
+func TestUndeliveredProposalSurvives(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		validity protocol.Duration // seconds
+		restart  bool
+		want     protocol.State
+	}{
+		{"provider restarts", 3600, true, protocol.StateApproved},
+		{"proposal expires", 1, false, protocol.StateExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			prov := newTestAgent(t, "provider", nil)
+			addOffer(t, prov, func(o *protocol.Offer) {
+				o.Approval, o.ProposalValidity = protocol.ApprovalManual, tc.validity
+			})
+			req := newTestAgent(t, "requester", nil)
+			rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
+			if err != nil || rec.State != protocol.StateRequestSent || !rec.Delivered {
+				t.Fatalf("%+v, %v", rec, err)
+			}
+			waitState(t, prov, rec.SSAID, protocol.StateRequestReceived)
+			reqHome := req.home
+			req.Close() // away while the operator decides
+			if p, err := prov.Decide(ctx, rec.SSAID, Approve, ""); err != nil || p.Delivered {
+				t.Fatalf("%+v, %v", p, err)
+			}
+			if tc.restart {
+				home := prov.home
+				prov.Close()
+				prov = reopen(t, home)
+			}
+			// Wait for the resend loop to have checked the proposal's validity once.
+			waitFor(t, 10*time.Second, func() (bool, string) {
+				prov.neg.mu.Lock()
+				defer prov.neg.mu.Unlock()
+				exp, ok := prov.neg.proposals[string(rec.ID)]
+				return !ok || !exp.IsZero(), "the provider never checked the proposal's validity"
+			})
+			if tc.want == protocol.StateExpired {
+				waitState(t, prov, rec.SSAID, protocol.StateExpired)
+			}
+			if p, err := prov.Negotiation(rec.SSAID); err != nil || p.Delivered {
+				t.Fatalf("the provider holds its proposal as delivered: %+v, %v", p, err)
+			}
+			req = reopen(t, reqHome)
+			if err := req.host.Connect(ctx, addrInfo(prov)); err != nil {
+				t.Fatal(err)
+			}
+			waitState(t, req, rec.SSAID, tc.want)
+		})
+	}
+}

@@ -22,8 +22,12 @@ func writeFrame(w io.Writer, b []byte) error {
 	return nil
 }
 
+// frameChunk is the most memory readFrame takes before the bytes arrive.
+const frameChunk = 64 << 10
+
 // readFrame reads one frame, checking the announced length against max before reading the
-// body.
+// body. The body's buffer grows with what arrives (doubling from frameChunk), so a peer that
+// announces a large frame and sends little of it holds little memory.
 func readFrame(r *bufio.Reader, max int) ([]byte, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -32,9 +36,16 @@ func readFrame(r *bufio.Reader, max int) ([]byte, error) {
 	if n > uint64(max) {
 		return nil, fmt.Errorf("%w: %d bytes announced, limit %d", ErrFrameTooLarge, n, max)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, fmt.Errorf("read frame body: %w", err)
+	b := make([]byte, min(n, frameChunk))
+	for read := 0; ; {
+		if _, err := io.ReadFull(r, b[read:]); err != nil {
+			return nil, fmt.Errorf("read frame body: %w", err)
+		}
+		read = len(b)
+		if uint64(read) == n {
+			break
+		}
+		b = append(b, make([]byte, min(n-uint64(read), uint64(read)))...)
 	}
 	return b, nil
 }

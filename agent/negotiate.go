@@ -249,7 +249,7 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 	var records [][]byte
 	var agreement *protocol.SSA
 	var send *protocol.Envelope
-	now := n.now()
+	now, before := n.now(), s.m.State()
 	for i := 0; i < len(events); i++ {
 		out, err := s.m.Step(now, events[i])
 		if err != nil {
@@ -281,6 +281,10 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 			events = append(events, decision)
 		}
 	}
+	if len(records) == 0 && s.m.State() == before {
+		n.setDelivered(s) // a tick that changed nothing: nothing to persist
+		return nil, nil
+	}
 	s.rec.State, s.rec.Peer, s.rec.Updated = s.m.State(), s.m.Peer().String(), now
 	switch {
 	case s.m.Pending() != nil:
@@ -290,7 +294,13 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 	case s.rec.SSAID == "" && len(s.m.Transcript()) > 0 && !s.unbound:
 		s.rec.SSAID = s.m.Transcript()[0].SSA.ID // a request rejected at once
 	}
-	s.rec.Delivered = send == nil || inbound
+	if len(records) > 0 {
+		// Our last message is the one we send now, or an answer written back on the peer's
+		// stream, or the peer's message answers ours. A step that records nothing (a
+		// proposal expiring) leaves ours as it was: an expired proposal the requester never
+		// got is still sent, so that it learns of it.
+		s.rec.Delivered = send == nil || inbound
+	}
 	if err := n.a.store.Commit(s.rec, records, agreement); err != nil {
 		id := s.rec.ID
 		n.rollback(s) // the state machine moved on but the store did not
@@ -497,8 +507,7 @@ func (n *negotiator) receive(raw []byte, remote peer.ID) (*protocol.Envelope, er
 
 // deliver sends a message of session s to its peer and goes on answering on the same stream
 // until the exchange rests: the peer acknowledges with no answer, or we have nothing to send.
-func (n *negotiator) deliver(ctx context.Context, s *session, env *protocol.Envelope) error {
-	p := s.m.Peer()
+func (n *negotiator) deliver(ctx context.Context, s *session, p peer.ID, env *protocol.Envelope) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(n.a.cfg.MessageTimeout))
 	defer cancel()
 	n.a.findAddrs(ctx, p)
@@ -625,7 +634,7 @@ func (n *negotiator) resend(ctx context.Context, id []byte, interval time.Durati
 	}
 	defer n.release(s)
 	s.mu.Lock()
-	tr := s.m.Transcript()
+	p, tr := s.m.Peer(), s.m.Transcript()
 	var last *protocol.Envelope
 	if len(tr) > 0 && tr[len(tr)-1].Sender == n.a.self.PeerID() {
 		last = tr[len(tr)-1]
@@ -638,8 +647,8 @@ func (n *negotiator) resend(ctx context.Context, id []byte, interval time.Durati
 	if last == nil {
 		return true
 	}
-	if err := n.deliver(ctx, s, last); err != nil {
-		n.a.log.Debug("resend failed", "peer", s.m.Peer(), "err", err)
+	if err := n.deliver(ctx, s, p, last); err != nil {
+		n.a.log.Debug("resend failed", "peer", p, "err", err)
 		n.backOff(id, interval)
 		return false
 	}
@@ -705,7 +714,7 @@ func (a *Agent) Request(ctx context.Context, provider peer.AddrInfo, tmpl *proto
 	if err != nil {
 		return nil, err
 	}
-	if err := n.deliver(ctx, s, env); err != nil {
+	if err := n.deliver(ctx, s, provider.ID, env); err != nil {
 		a.log.Warn("request not delivered yet; it will be sent again", "peer", provider.ID, "ssa", ssa.ID, "err", err)
 	}
 	// The session's record is what the store holds: each step was committed, or rolled back.
@@ -798,6 +807,7 @@ func (a *Agent) act(ctx context.Context, ssaID string, ev func(*session) (protoc
 	}
 	defer a.neg.release(s)
 	s.mu.Lock()
+	p := s.m.Peer()
 	e, err := ev(s)
 	var env *protocol.Envelope
 	if err == nil {
@@ -809,7 +819,7 @@ func (a *Agent) act(ctx context.Context, ssaID string, ev func(*session) (protoc
 		return nil, err
 	}
 	if env != nil {
-		if err := a.neg.deliver(ctx, s, env); err != nil {
+		if err := a.neg.deliver(ctx, s, p, env); err != nil {
 			a.log.Warn("message not delivered yet; it will be sent again", "ssa", ssaID, "err", err)
 		}
 	}
