@@ -13,9 +13,10 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// addrBook keeps the listen addresses of the peers this agent has agreements with
-// (HOME/peers.json), so that after a restart it can still reach them to resend, revise,
-// cancel, deliver and monitor, even when the directory cannot find them.
+// addrBook keeps the listen addresses of the peers this agent has agreements with or must
+// send to by itself (an unacknowledged message, a decision to come) (HOME/peers.json), so
+// that after a restart it can still reach them to resend, decide, revise, cancel, deliver and
+// monitor, even when the directory cannot find them.
 type addrBook struct {
 	path string
 	mu   sync.Mutex

@@ -574,3 +574,60 @@ func TestUndeliveredProposalSurvives(t *testing.T) {
 		})
 	}
 }
+
+// onFixedPort is newTestAgent listening on a loopback TCP port of its own that it keeps when
+// reopened.
+func onFixedPort(t *testing.T, name string, edit func(*Config)) *Agent {
+	t.Helper()
+	_, port, err := net.SplitHostPort(freePort(t, "tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newTestAgent(t, name, func(c *Config) {
+		c.Listen = []string{"/ip4/127.0.0.1/tcp/" + port}
+		if edit != nil {
+			edit(c)
+		}
+	})
+}
+
+// TestPeerAddressesSurviveRestart: an agent that restarts while it still has to reach a
+// peer by itself (a request not yet delivered; a request held for its operator) finds the
+// peer at the address it had, with no directory to ask.
+func TestPeerAddressesSurviveRestart(t *testing.T) {
+	ctx := context.Background()
+	t.Run("requester with a request not delivered", func(t *testing.T) {
+		prov := onFixedPort(t, "provider", nil)
+		addOffer(t, prov, nil)
+		info, provHome := addrInfo(prov), prov.home
+		prov.Close()
+		req := newTestAgent(t, "requester", nil)
+		rec, err := req.Request(ctx, info, requestTemplate(t))
+		if err != nil || rec.State != protocol.StateRequestSent || rec.Delivered {
+			t.Fatalf("%+v, %v", rec, err)
+		}
+		reqHome := req.home
+		req.Close()
+		reopen(t, provHome)
+		req = reopen(t, reqHome)
+		waitState(t, req, rec.SSAID, protocol.StateApproved)
+	})
+	t.Run("provider with a request held for its operator", func(t *testing.T) {
+		prov := newTestAgent(t, "provider", nil)
+		addOffer(t, prov, func(o *protocol.Offer) { o.Approval = protocol.ApprovalManual })
+		req := onFixedPort(t, "requester", nil)
+		rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
+		if err != nil || rec.State != protocol.StateRequestSent {
+			t.Fatalf("%+v, %v", rec, err)
+		}
+		waitState(t, prov, rec.SSAID, protocol.StateRequestReceived)
+		provHome := prov.home
+		prov.Close()
+		prov = reopen(t, provHome)
+		if _, err := prov.Decide(ctx, rec.SSAID, Approve, ""); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, req, rec.SSAID, protocol.StateApproved)
+		waitState(t, prov, rec.SSAID, protocol.StateApproved)
+	})
+}

@@ -307,11 +307,15 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 		return nil, fmt.Errorf("persist negotiation %x: %w", id, err)
 	}
 	n.setDelivered(s)
-	if agreement != nil {
-		n.a.log.Info("agreement changed", "ssa", agreement.ID, "status", agreement.Status.String(), "peer", s.rec.Peer)
+	// Keep the peer's addresses where a restart finds them whenever this agent will have to
+	// reach the peer by itself: to resend, to send a decision, to deliver and monitor.
+	if agreement != nil || !s.rec.Delivered || s.m.State().AwaitsDecision() {
 		if err := n.a.book.remember(n.a.host, s.m.Peer()); err != nil {
 			n.a.log.Warn("peer addresses not saved", "peer", s.rec.Peer, "err", err)
 		}
+	}
+	if agreement != nil {
+		n.a.log.Info("agreement changed", "ssa", agreement.ID, "status", agreement.Status.String(), "peer", s.rec.Peer)
 		n.a.mgr.agreementChanged(agreement, s.m.Role())
 	}
 	return send, nil
