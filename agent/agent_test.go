@@ -375,7 +375,7 @@ func TestFailedCommitRollsBack(t *testing.T) {
 	if err != nil || rec.State != protocol.StateProposalReceived {
 		t.Fatalf("%+v, %v", rec, err)
 	}
-	held, err := req.neg.acquire(rec.ID, false) // as a goroutine waiting for the session would
+	held, err := req.neg.acquire(rec.ID, "") // as a goroutine waiting for the session would
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/ssanet/ssanet/protocol"
 )
@@ -59,19 +61,37 @@ func (p *rawPeer) exchange(t *testing.T, a *Agent, raw []byte) ([]byte, error) {
 	return readFrame(bufio.NewReader(st), protocol.MaxMessageSize)
 }
 
+// stream opens a negotiation stream to a, closed when the test ends.
+func (p *rawPeer) stream(t *testing.T, a *Agent) network.Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.h.Connect(ctx, addrInfo(a)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.h.NewStream(ctx, a.ID(), ProtocolNegotiate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 func frame(b []byte) []byte {
 	return append(binary.AppendUvarint(nil, uint64(len(b))), b...)
 }
 
-// sealedRequest makes a valid request envelope from signer for provider a.
-func sealedRequest(t *testing.T, signer *protocol.Identity, a *Agent, nid byte) *protocol.Envelope {
+// sealedRequest makes a valid request envelope from signer for provider a: negotiation and
+// SSA IDs are made from seq.
+func sealedRequest(t *testing.T, signer *protocol.Identity, a *Agent, seq uint64) *protocol.Envelope {
 	t.Helper()
-	m, err := protocol.NewRequester(signer, a.ID(), []byte{nid, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+	nid := binary.BigEndian.AppendUint64([]byte("bad-inpu"), seq)
+	m, err := protocol.NewRequester(signer, a.ID(), nid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := requestTemplate(t)
-	s.ID = "ssa-bad-input"
+	s.ID = fmt.Sprintf("ssa-bad-input-%d", seq)
 	out, err := m.Step(time.Now(), protocol.Start{SSA: s})
 	if err != nil {
 		t.Fatal(err)
@@ -140,23 +160,70 @@ func TestAllowList(t *testing.T) {
 	}
 }
 
+// TestSlowPeerTimesOut: a stream that starts a frame and stops is reset at the message
+// timeout; one that opens and sends nothing, at firstFrameTimeout even when the message
+// timeout is longer.
 func TestSlowPeerTimesOut(t *testing.T) {
-	prov := newTestAgent(t, "provider", func(c *Config) { c.MessageTimeout = Duration(300 * time.Millisecond) })
-	slow := newRawPeer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := slow.h.Connect(ctx, addrInfo(prov)); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		sends   []byte
+		within  time.Duration
+	}{
+		{"the start of a length, then nothing", 300 * time.Millisecond, []byte{0x80}, 2 * time.Second},
+		{"nothing at all", time.Minute, nil, firstFrameTimeout + 2*time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prov := newTestAgent(t, "provider", func(c *Config) { c.MessageTimeout = Duration(tc.timeout) })
+			st := newRawPeer(t).stream(t, prov)
+			// Opens the stream on the wire (the protocol is negotiated with the first write).
+			if _, err := st.Write(tc.sends); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			st.SetReadDeadline(start.Add(tc.within + time.Second))
+			_, err := st.Read(make([]byte, 1))
+			if err == nil || time.Since(start) > tc.within {
+				t.Fatalf("the agent kept a silent stream open (%v after %s)", err, time.Since(start))
+			}
+		})
 	}
-	st, err := slow.h.NewStream(ctx, prov.ID(), ProtocolNegotiate)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestOpenNegotiationsBounded: a peer can keep at most maxOpenPerPeer negotiations open
+// (here requests held for the operator); its next request is refused, while another peer is
+// still served, and the held ones are still there.
+func TestOpenNegotiationsBounded(t *testing.T) {
+	prov := newTestAgent(t, "provider", nil)
+	addOffer(t, prov, func(o *protocol.Offer) { o.Approval = protocol.ApprovalManual })
+	mallory := newRawPeer(t)
+	st := mallory.stream(t, prov)
+	r := bufio.NewReader(st)
+	for i := range uint64(maxOpenPerPeer) {
+		st.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := writeFrame(st, sealedRequest(t, mallory.id, prov, i).Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		if ans, err := readFrame(r, protocol.MaxMessageSize); err != nil || len(ans) != 0 {
+			t.Fatalf("request %d: answer of %d bytes, %v; want it held", i, len(ans), err)
+		}
 	}
-	st.Write([]byte{0x80}) // the start of a length, then nothing
-	start := time.Now()
-	st.SetReadDeadline(start.Add(3 * time.Second))
-	_, err = st.Read(make([]byte, 1))
-	if err == nil || time.Since(start) > 2*time.Second {
-		t.Fatalf("the agent kept a silent stream open (%v after %s)", err, time.Since(start))
+	if _, err := mallory.exchange(t, prov, frame(sealedRequest(t, mallory.id, prov, maxOpenPerPeer).Bytes())); err == nil {
+		t.Fatal("a request over the bound was taken")
+	}
+	other := newRawPeer(t)
+	if ans, err := other.exchange(t, prov, frame(sealedRequest(t, other.id, prov, maxOpenPerPeer+1).Bytes())); err != nil || len(ans) != 0 {
+		t.Fatalf("another peer's request: %d bytes, %v", len(ans), err)
+	}
+	recs, err := prov.store.Negotiations()
+	if err != nil || len(recs) != maxOpenPerPeer+1 {
+		t.Fatalf("%d negotiations stored, want %d: %v", len(recs), maxOpenPerPeer+1, err)
+	}
+	// The bound holds across a restart: it counts what is stored.
+	home := prov.home
+	prov.Close()
+	prov = reopen(t, home)
+	if _, err := mallory.exchange(t, prov, frame(sealedRequest(t, mallory.id, prov, maxOpenPerPeer+2).Bytes())); err == nil {
+		t.Fatal("after a restart, a request over the bound was taken")
 	}
 }

@@ -31,7 +31,16 @@ var (
 	ErrUnknownSSA   = errors.New("agent: no negotiation for this SSA")
 	ErrNoAnswer     = errors.New("agent: the peer did not answer")
 	ErrNotDecidable = errors.New("agent: nothing waits for a decision on this SSA")
+	// ErrTooManyOpen means a peer already has maxOpenPerPeer negotiations open with this
+	// agent: its new request is refused until some come to rest.
+	ErrTooManyOpen = errors.New("agent: too many negotiations open with this peer")
 )
+
+// maxOpenPerPeer bounds the negotiations a peer can have open with this agent (waiting for
+// either side, or for a message to be acknowledged), so that one peer's requests cannot fill
+// the memory and the store: an open negotiation stays in memory. A peer refused for it sends
+// its request again later, like any request not answered.
+const maxOpenPerPeer = 256
 
 // session is one negotiation in memory: its pure state machine and its stored record. mu
 // serialises the steps of one negotiation; I/O happens outside it. refs (guarded by the
@@ -66,6 +75,10 @@ type negotiator struct {
 	// proposals holds the negotiations with a proposal unanswered, by its validity limit:
 	// the resend loop lets them expire.
 	proposals map[string]time.Time
+	// open holds the requester of each provider-side negotiation not at rest (as stored),
+	// and openPer how many each requester has (see maxOpenPerPeer).
+	open    map[string]string
+	openPer map[string]int
 }
 
 // resend is when to send a negotiation's unacknowledged message again. Each failed attempt
@@ -83,12 +96,13 @@ const maxResendDelay = 10 * time.Minute
 // newNegotiator loads the negotiations with unacknowledged messages (a restart resumes them).
 func newNegotiator(a *Agent, now func() time.Time) (*negotiator, error) {
 	n := &negotiator{a: a, now: now, sessions: map[string]*session{}, undelivered: map[string]*resend{},
-		proposals: map[string]time.Time{}}
+		proposals: map[string]time.Time{}, open: map[string]string{}, openPer: map[string]int{}}
 	recs, err := a.store.Negotiations()
 	if err != nil {
 		return nil, fmt.Errorf("load negotiations: %w", err)
 	}
 	for _, rec := range recs {
+		n.track(rec)
 		if !rec.Delivered {
 			n.undelivered[string(rec.ID)] = &resend{peer: rec.Peer} // due at once
 		}
@@ -105,6 +119,7 @@ func (n *negotiator) setDelivered(s *session) {
 	s.atRest.Store(atRest(s.m.State()) && s.rec.Delivered)
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.track(s.rec)
 	if s.rec.Delivered {
 		delete(n.undelivered, string(s.rec.ID))
 	} else if _, ok := n.undelivered[string(s.rec.ID)]; !ok {
@@ -114,6 +129,23 @@ func (n *negotiator) setDelivered(s *session) {
 		n.proposals[string(s.rec.ID)] = s.m.Pending().Expires.Std()
 	} else {
 		delete(n.proposals, string(s.rec.ID))
+	}
+}
+
+// track counts rec among its peer's open negotiations, or not, as its stored state says. The
+// caller holds n.mu.
+func (n *negotiator) track(rec *storage.Negotiation) {
+	id := string(rec.ID)
+	peer, was := n.open[id]
+	if was {
+		if n.openPer[peer]--; n.openPer[peer] == 0 {
+			delete(n.openPer, peer)
+		}
+		delete(n.open, id)
+	}
+	if rec.Role == protocol.RoleProvider && rec.State != protocol.StateNew && !(atRest(rec.State) && rec.Delivered) {
+		n.open[id] = rec.Peer
+		n.openPer[rec.Peer]++
 	}
 }
 
@@ -129,7 +161,7 @@ func (n *negotiator) expireProposals() {
 	}
 	n.mu.Unlock()
 	for _, id := range due {
-		s, err := n.acquire(id, false)
+		s, err := n.acquire(id, "")
 		if err != nil {
 			n.a.log.Error("restore negotiation", "err", err)
 			continue
@@ -145,9 +177,10 @@ func (n *negotiator) expireProposals() {
 	}
 }
 
-// acquire returns the negotiation nid, from memory or restored from the store; create makes a
-// new provider-side one when none exists (a request). The caller releases it.
-func (n *negotiator) acquire(nid []byte, create bool) (*session, error) {
+// acquire returns the negotiation nid, from memory or restored from the store; with a
+// requester (a request from that peer) it makes a new provider-side one when none exists,
+// unless the peer has too many open (ErrTooManyOpen). The caller releases it.
+func (n *negotiator) acquire(nid []byte, requester peer.ID) (*session, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if s, ok := n.sessions[string(nid)]; ok {
@@ -156,7 +189,10 @@ func (n *negotiator) acquire(nid []byte, create bool) (*session, error) {
 	}
 	rec, m, err := n.load(nid)
 	switch {
-	case errors.Is(err, storage.ErrNotFound) && create:
+	case errors.Is(err, storage.ErrNotFound) && requester != "":
+		if n.openPer[requester.String()] >= maxOpenPerPeer {
+			return nil, fmt.Errorf("%w: %d waiting; request again when some have ended", ErrTooManyOpen, maxOpenPerPeer)
+		}
 		now := n.now()
 		s := &session{m: protocol.NewProvider(n.a.self), rec: &storage.Negotiation{
 			ID: slices.Clone(nid), Role: protocol.RoleProvider, Created: now, Updated: now}, refs: 1}
@@ -199,6 +235,11 @@ func (n *negotiator) rollback(s *session) {
 	s.atRest.Store(true) // dropped from memory when released: the next use reads the store
 	s.unbound = false
 	rec, m, err := n.load(s.rec.ID)
+	defer func() {
+		n.mu.Lock()
+		n.track(s.rec)
+		n.mu.Unlock()
+	}()
 	if err == nil {
 		s.rec, s.m = rec, m
 		return
@@ -445,6 +486,9 @@ func fillContact(p *protocol.Participant, c protocol.Participant) {
 	}
 }
 
+// firstFrameTimeout is how long an inbound negotiation stream may stay silent after it opens.
+const firstFrameTimeout = 5 * time.Second
+
 // handleStream serves one inbound negotiation stream: frames in, answers out, until the peer
 // closes it. Any misbehaviour resets the stream.
 func (n *negotiator) handleStream(st network.Stream) {
@@ -452,6 +496,17 @@ func (n *negotiator) handleStream(st network.Stream) {
 	log := n.a.log.With("peer", remote, "proto", ProtocolNegotiate)
 	r := bufio.NewReader(st)
 	timeout := time.Duration(n.a.cfg.MessageTimeout)
+	// The first frame is written as the stream opens: a stream still silent after
+	// firstFrameTimeout gives its place (the protocol's streams are bounded) to others.
+	st.SetReadDeadline(time.Now().Add(min(timeout, firstFrameTimeout)))
+	if _, err := r.Peek(1); errors.Is(err, io.EOF) {
+		st.Close()
+		return
+	} else if err != nil {
+		log.Debug("negotiation stream silent", "err", err)
+		st.Reset()
+		return
+	}
 	for {
 		st.SetDeadline(time.Now().Add(timeout))
 		raw, err := readFrame(r, protocol.MaxMessageSize)
@@ -492,7 +547,11 @@ func (n *negotiator) receive(raw []byte, remote peer.ID) (*protocol.Envelope, er
 	if env.Sender != remote {
 		return nil, fmt.Errorf("%w: signed by %s, sent by %s", protocol.ErrWrongSender, env.Sender, remote)
 	}
-	s, err := n.acquire(env.Header.Negotiation, env.Header.Type == protocol.MsgRequest)
+	var requester peer.ID
+	if env.Header.Type == protocol.MsgRequest {
+		requester = remote
+	}
+	s, err := n.acquire(env.Header.Negotiation, requester)
 	if err != nil {
 		return nil, err
 	}
@@ -630,7 +689,7 @@ const resendWorkers = 8
 // resend sends negotiation id's last message again, and backs off if it fails. It reports
 // whether the message went through (or there was nothing to send).
 func (n *negotiator) resend(ctx context.Context, id []byte, interval time.Duration) bool {
-	s, err := n.acquire(id, false)
+	s, err := n.acquire(id, "")
 	if err != nil {
 		n.a.log.Error("restore negotiation", "err", err)
 		n.backOff(id, interval)
@@ -805,7 +864,7 @@ func (a *Agent) act(ctx context.Context, ssaID string, ev func(*session) (protoc
 	if err != nil {
 		return nil, err
 	}
-	s, err := a.neg.acquire(rec.ID, false)
+	s, err := a.neg.acquire(rec.ID, "")
 	if err != nil {
 		return nil, err
 	}
