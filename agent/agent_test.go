@@ -227,6 +227,21 @@ func TestUnansweredProposalExpires(t *testing.T) {
 	if _, err := req.Decide(ctx, rec.SSAID, Approve, ""); !errors.Is(err, ErrNotDecidable) && !errors.Is(err, protocol.ErrProposalExpired) {
 		t.Fatalf("approving an expired proposal: %v", err)
 	}
+
+	// An operator who approves an expired proposal before the agent noticed it has expired
+	// is told so, and the negotiation is expired in the store too.
+	late := newTestAgent(t, "late", func(c *Config) { c.Accept, c.RetryInterval = "manual", Duration(time.Hour) })
+	rec, err = late.Request(ctx, addrInfo(prov), requestTemplate(t))
+	if err != nil || rec.State != protocol.StateProposalReceived {
+		t.Fatalf("%+v, %v", rec, err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the proposal's validity
+	if _, err := late.Decide(ctx, rec.SSAID, Approve, ""); !errors.Is(err, protocol.ErrProposalExpired) {
+		t.Fatalf("approving an expired proposal: %v", err)
+	}
+	if got, err := late.store.Negotiation(rec.ID); err != nil || got.State != protocol.StateExpired {
+		t.Fatalf("stored after the refused approval: %+v, %v", got, err)
+	}
 }
 
 // TestSSAIDInUse: a request whose SSA ID already names another negotiation's SSA is refused

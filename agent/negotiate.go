@@ -291,11 +291,18 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 	var agreement *protocol.SSA
 	var send *protocol.Envelope
 	now, before := n.now(), s.m.State()
+	var refused error
 	for i := 0; i < len(events); i++ {
 		out, err := s.m.Step(now, events[i])
 		if err != nil {
-			if len(records) == 0 {
+			if len(records) == 0 && s.m.State() == before {
 				return nil, err
+			}
+			if len(records) == 0 {
+				// The refusal moved the negotiation on (a decision on a proposal found
+				// expired): persist that, then report it.
+				refused = err
+				break
 			}
 			// Keep what the earlier events did; the decision is left to an operator.
 			n.a.log.Error("automatic decision failed", "ssa", s.rec.SSAID, "err", err)
@@ -359,7 +366,7 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 		n.a.log.Info("agreement changed", "ssa", agreement.ID, "status", agreement.Status.String(), "peer", s.rec.Peer)
 		n.a.mgr.agreementChanged(agreement, s.m.Role())
 	}
-	return send, nil
+	return send, refused
 }
 
 // decide returns the automatic decision the agent takes in the session's state, or nil when
