@@ -646,3 +646,56 @@ func TestPeerAddressesSurviveRestart(t *testing.T) {
 		waitState(t, prov, rec.SSAID, protocol.StateApproved)
 	})
 }
+
+// TestAcquire: goroutines that want the same negotiation at once while it is read back from
+// the store share one session, dropped from memory when the last lets go (it is at rest); a
+// negotiation the store does not know is an error for each of them and leaves nothing in
+// memory.
+func TestAcquire(t *testing.T) {
+	ctx := context.Background()
+	prov := newTestAgent(t, "provider", nil)
+	req := newTestAgent(t, "requester", nil)
+	addOffer(t, prov, nil)
+	rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
+	if err != nil || rec.State != protocol.StateApproved {
+		t.Fatalf("%+v, %v", rec, err)
+	}
+	inMemory := func() int {
+		req.neg.mu.Lock()
+		defer req.neg.mu.Unlock()
+		return len(req.neg.sessions)
+	}
+	if n := inMemory(); n != 0 {
+		t.Fatalf("%d sessions in memory after an approval", n)
+	}
+	for _, tc := range []struct {
+		name string
+		nid  []byte
+		err  error
+	}{
+		{"stored", rec.ID, nil},
+		{"unknown", []byte("no such negotiation"), storage.ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 8
+			got := make([]*session, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() { got[i], errs[i] = req.neg.acquire(tc.nid, "") })
+			}
+			wg.Wait()
+			for i := range n {
+				if !errors.Is(errs[i], tc.err) || (tc.err == nil) != (got[i] != nil) || got[i] != got[0] {
+					t.Fatalf("acquire %d: %p, %v; first %p", i, got[i], errs[i], got[0])
+				}
+				if got[i] != nil {
+					req.neg.release(got[i])
+				}
+			}
+			if n := inMemory(); n != 0 {
+				t.Fatalf("%d sessions left in memory", n)
+			}
+		})
+	}
+}

@@ -60,6 +60,10 @@ type session struct {
 	// broken is set when a failed commit left the session neither in the state it had
 	// reached nor readable back from the store (see rollback): every step refuses.
 	broken error
+	// ready, when not nil, is closed once acquire has read the negotiation from the store
+	// (outside the negotiator's lock), or failed to, with loadErr.
+	ready   chan struct{}
+	loadErr error
 }
 
 // negotiator is the SSA negotiation point: it drives every negotiation of the agent.
@@ -181,31 +185,61 @@ func (n *negotiator) expireProposals() {
 // requester (a request from that peer) it makes a new provider-side one when none exists,
 // unless the peer has too many open (ErrTooManyOpen). The caller releases it.
 func (n *negotiator) acquire(nid []byte, requester peer.ID) (*session, error) {
+	id := string(nid)
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if s, ok := n.sessions[string(nid)]; ok {
+	if s, ok := n.sessions[id]; ok {
 		s.refs++
+		n.mu.Unlock()
+		if s.ready != nil {
+			<-s.ready
+		}
+		if s.loadErr != nil {
+			return nil, s.loadErr
+		}
 		return s, nil
 	}
+	// Read back outside n.mu (a long transcript's signatures take a while to check): those
+	// who want the same negotiation meanwhile wait for ready.
+	s := &session{refs: 1, ready: make(chan struct{})}
+	n.sessions[id] = s
+	n.mu.Unlock()
+	err := n.fill(s, nid, requester)
+	if err != nil {
+		n.mu.Lock()
+		delete(n.sessions, id)
+		n.mu.Unlock()
+		s.loadErr = err
+	}
+	close(s.ready)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// fill gives s negotiation nid as the store holds it or, for a request from requester that
+// the store does not know, a new provider-side negotiation.
+func (n *negotiator) fill(s *session, nid []byte, requester peer.ID) error {
 	rec, m, err := n.load(nid)
 	switch {
 	case errors.Is(err, storage.ErrNotFound) && requester != "":
-		if n.openPer[requester.String()] >= maxOpenPerPeer {
-			return nil, fmt.Errorf("%w: %d waiting; request again when some have ended", ErrTooManyOpen, maxOpenPerPeer)
+		n.mu.Lock()
+		open := n.openPer[requester.String()]
+		n.mu.Unlock()
+		if open >= maxOpenPerPeer {
+			return fmt.Errorf("%w: %d waiting; request again when some have ended", ErrTooManyOpen, maxOpenPerPeer)
 		}
 		now := n.now()
-		s := &session{m: protocol.NewProvider(n.a.self), rec: &storage.Negotiation{
-			ID: slices.Clone(nid), Role: protocol.RoleProvider, Created: now, Updated: now}, refs: 1}
+		s.m, s.rec = protocol.NewProvider(n.a.self), &storage.Negotiation{
+			ID: slices.Clone(nid), Role: protocol.RoleProvider, Created: now, Updated: now}
 		s.atRest.Store(true) // until a message is accepted: a refused one leaves nothing behind
-		n.sessions[string(nid)] = s
-		return s, nil
+		return nil
 	case err != nil:
-		return nil, err
+		return err
 	}
-	s := &session{m: m, rec: rec, refs: 1}
+	s.m, s.rec = m, rec
 	s.atRest.Store(atRest(m.State()))
-	n.sessions[string(nid)] = s
-	return s, nil
+	return nil
 }
 
 // load reads negotiation nid back from the store: its record, and its state machine
