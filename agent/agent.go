@@ -64,6 +64,7 @@ type Agent struct {
 
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
+	inbound  inbound
 	closeMu  sync.Mutex
 	closed   bool
 	closeErr error
@@ -141,9 +142,9 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		return err
 	}
 	a.host.Network().Notify(&network.NotifyBundle{ConnectedF: a.neg.connected})
-	a.host.SetStreamHandler(ProtocolNegotiate, a.neg.handleStream)
-	a.host.SetStreamHandler(ProtocolExchange, a.mgr.handleExchange)
-	a.host.SetStreamHandler(ProtocolMonitor, a.mgr.handleMonitor)
+	a.host.SetStreamHandler(ProtocolNegotiate, a.inbound.serve(a.neg.handleStream))
+	a.host.SetStreamHandler(ProtocolExchange, a.inbound.serve(a.mgr.handleExchange))
+	a.host.SetStreamHandler(ProtocolMonitor, a.inbound.serve(a.mgr.handleMonitor))
 	a.goRun(func() { a.neg.resendLoop(ctx, time.Duration(a.cfg.RetryInterval)) })
 	a.goRun(func() { a.mgr.retentionLoop(ctx, time.Duration(a.cfg.RetentionCheck)) })
 	a.goRun(func() { a.mgr.assessmentLoop(ctx, time.Duration(a.cfg.RetentionCheck)) })
@@ -291,6 +292,7 @@ func (a *Agent) Close() error {
 		a.host.RemoveStreamHandler(ProtocolExchange)
 		a.host.RemoveStreamHandler(ProtocolMonitor)
 	}
+	a.inbound.close()
 	a.stop()
 	a.wg.Wait()
 	var errs []error
@@ -312,6 +314,51 @@ func (a *Agent) Close() error {
 	a.closeErr = errors.Join(errs...)
 	a.log.Info("agent stopped", "peer", a.self.PeerID())
 	return a.closeErr
+}
+
+// inbound tracks the streams the agent's handlers serve, so that Close can reset them and
+// wait for the handlers to return before it closes what they use.
+type inbound struct {
+	mu      sync.Mutex
+	closed  bool
+	streams map[network.Stream]struct{}
+	wg      sync.WaitGroup
+}
+
+// serve wraps a stream handler; a stream that arrives after close is reset at once.
+func (in *inbound) serve(h network.StreamHandler) network.StreamHandler {
+	return func(st network.Stream) {
+		in.mu.Lock()
+		if in.closed {
+			in.mu.Unlock()
+			st.Reset()
+			return
+		}
+		if in.streams == nil {
+			in.streams = map[network.Stream]struct{}{}
+		}
+		in.streams[st] = struct{}{}
+		in.wg.Add(1)
+		in.mu.Unlock()
+		defer func() {
+			in.mu.Lock()
+			delete(in.streams, st)
+			in.mu.Unlock()
+			in.wg.Done()
+		}()
+		h(st)
+	}
+}
+
+// close resets every stream being served and waits for their handlers to return.
+func (in *inbound) close() {
+	in.mu.Lock()
+	in.closed = true
+	for st := range in.streams {
+		st.Reset()
+	}
+	in.mu.Unlock()
+	in.wg.Wait()
 }
 
 // gater enforces the community allow-list after the handshake, when the remote peer is

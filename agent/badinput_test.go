@@ -227,3 +227,33 @@ func TestOpenNegotiationsBounded(t *testing.T) {
 		t.Fatal("after a restart, a request over the bound was taken")
 	}
 }
+
+// TestCloseEndsInboundStreams: Close resets the streams its handlers still serve (here one
+// that has sent half a length) and returns once the handlers have, without waiting for the
+// message timeout.
+func TestCloseEndsInboundStreams(t *testing.T) {
+	prov := newTestAgent(t, "provider", func(c *Config) { c.MessageTimeout = Duration(time.Minute) })
+	st := newRawPeer(t).stream(t, prov)
+	if _, err := st.Write([]byte{0x80}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() (bool, string) {
+		prov.inbound.mu.Lock()
+		defer prov.inbound.mu.Unlock()
+		return len(prov.inbound.streams) == 1, "the stream never reached its handler"
+	})
+	start := time.Now()
+	if err := prov.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Close took %v", took)
+	}
+	if n := len(prov.inbound.streams); n != 0 {
+		t.Fatalf("%d streams still served after Close", n)
+	}
+	st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := st.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the stream is still open")
+	}
+}
