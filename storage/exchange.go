@@ -205,11 +205,13 @@ func (s *Store) Pending(ssaID string, after uint64, max, maxBytes int) ([]Queued
 		if err != nil {
 			return err
 		}
-		start := maxU64(after, st.Acked, st.Drop, st.Head) + 1
-		if start > st.Refined {
+		// from, the last record not to return, may be MaxUint64: from+1 would wrap.
+		from := maxU64(after, st.Acked, st.Drop, st.Head)
+		if from >= st.Refined {
 			return nil
 		}
-		n := int(min(uint64(max), st.Refined-start+1))
+		start := from + 1
+		n := int(min(uint64(max), st.Refined-from))
 		out = make([]QueuedRecord, 0, n)
 		var buf []byte
 		err = scanSeqs(txn, outboxPrefix(ssaID), start, n, func(seq uint64, v []byte) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -177,6 +178,7 @@ func TestPendingLimits(t *testing.T) {
 		{"at least one, maxBytes 0", 0, 100, 0, []uint64{3}},
 		{"nothing pending", 20, 100, 1 << 20, nil},
 		{"after beyond the last", 50, 100, 1 << 20, nil},
+		{"after the largest sequence number", math.MaxUint64, 100, 1 << 20, nil},
 		{"unknown SSA", 0, 100, 1 << 20, nil},
 	}
 	for _, tc := range tests {
@@ -473,6 +475,7 @@ func TestRecords(t *testing.T) {
 		{7, 4, span(8, 11)},
 		{19, 10, []uint64{20}},
 		{20, 10, nil},
+		{math.MaxUint64, 10, nil},
 		{0, 0, nil},
 	}
 	for _, tc := range tests {

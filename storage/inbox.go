@@ -203,11 +203,12 @@ func (s *Store) Records(ssaID string, after uint64, max int) ([]StoredRecord, er
 		if err != nil {
 			return err
 		}
-		start := maxU64(after, st.Head) + 1
-		if start > st.Last {
+		from := maxU64(after, st.Head) // as in Pending: from+1 would wrap at MaxUint64
+		if from >= st.Last {
 			return nil
 		}
-		n := int(min(uint64(max), st.Last-start+1))
+		start := from + 1
+		n := int(min(uint64(max), st.Last-from))
 		out = make([]StoredRecord, 0, n)
 		runs := newRunIterator(txn, ssaID, start)
 		defer runs.close()
