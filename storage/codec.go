@@ -53,6 +53,7 @@ const (
 	prefixInboxState  = "R/"
 	prefixInboxRun    = "b/"
 	prefixEvidence    = "e/"
+	prefixMark        = "p/"
 )
 
 // nidLen is the length of a negotiation ID.

@@ -82,6 +82,8 @@
 //	                        nanoseconds, int64, big-endian, 8 bytes)
 //	e/<ssa><first><at>      evidence: a batch from record first received at <at> (Unix
 //	                        nanoseconds, 8 bytes), with its findings (CBOR, integer keys)
+//	p/<queue>               mark of a large batch under way (empty value); <queue> is the
+//	                        prefix of the queue's record keys: q/<ssa> or r/<ssa>
 //
 // Records use integer CBOR keys that are never renumbered or reused, one core-deterministic
 // encoder and one strict decoder, as on the wire. A record that does not decode is ErrCorrupt.
@@ -89,18 +91,24 @@
 // # Exchange queues
 //
 // The state record is the commit point of its queue: a record beyond Refined (outbox) or Last
-// (inbox) is invisible, and is overwritten by the next batch that takes its number. This is
-// what keeps a batch atomic when it is too large for one Badger transaction (more than 8192
-// entries, or 1 MiB of keys and values kept in the tree): its bulk is written first in
-// transactions of its own, beyond the state, and its last transaction moves the state past
-// it. The batches of the Exchange phase (about 1000 records of 500 bytes: 70 KB of keys and
-// value pointers) fit in one transaction, up to eight of them in one group.
+// (inbox) is invisible. This is what keeps a batch atomic when it is too large for one Badger
+// transaction (more than 8192 entries, or 1 MiB of keys and values kept in the tree): its
+// bulk is written first in transactions of its own, beyond the state, the first of them with
+// the queue's mark, and its last transaction moves the state past it and deletes the mark. A
+// mark left behind means that the process died in between (or a write failed): Open, before
+// it takes any write, deletes the records beyond the state of each marked queue (found with a
+// key-only iterator from there) and the mark, a chunk per transaction (a queue whose state is
+// corrupt keeps them, with a warning), and so does the queue's next large batch before its
+// bulk. Until then they are invisible, and a batch that takes their numbers overwrites them. The batches of the Exchange phase (about 1000 records
+// of 500 bytes: 70 KB of keys and value pointers) fit in one transaction, up to eight of them
+// in one group.
 //
 // Sequence numbers are dense: readers (Pending, Records) walk them with a prefix iterator
-// from the first they want and report a missing record as ErrCorrupt. Deletions are counted,
-// never searched: an Ack deletes the keys Head+1..Acked, at most 4096 per transaction with
-// the state that records them, so a crash in a long run of deletions leaves Head behind
-// Acked, and the next Ack or DropOutbox goes on from there.
+// from the first they want and report a missing record as ErrCorrupt. Deletions of
+// acknowledged and expired records are counted, never searched: an Ack deletes the keys
+// Head+1..Acked, at most 4096 per transaction with the state that records them, so a crash in
+// a long run of deletions leaves Head behind Acked, and the next Ack or DropOutbox goes on
+// from there.
 // Retention reads the runs, not the records (which are in the value log, see Memory): in
 // sequence order from Head+1, it stops at the first run received at or after its limit
 // (records arrive in order), and deletes the records and runs before it, a chunk per
@@ -108,7 +116,8 @@
 //
 // # Memory
 //
-// Open reads nothing but the schema version: no record is loaded into memory at Open, and
+// Open reads nothing but the schema version and the marks of large batches (none, unless a
+// crash or a failed write cut one short): no record is loaded into memory at Open, and
 // Badger is tuned for small machines (8 MiB memtables, small block and index caches), so the
 // memory an open store uses does not grow with the number of stored SSAs or records. Only the
 // listing methods (Negotiations, Agreements, Offers, and Evidence for one SSA) hold all their

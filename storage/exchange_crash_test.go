@@ -12,10 +12,11 @@ import (
 	"time"
 )
 
-// The exchange crash test's child is this test binary, run with these variables set.
+// The exchange crash tests' children are this test binary, run with these variables set.
 const (
 	envExchangeDir   = "SSANET_STORAGE_EXCHANGE_CRASH_DIR"
 	envExchangeRound = "SSANET_STORAGE_EXCHANGE_CRASH_ROUND"
+	envLargeBatchDir = "SSANET_STORAGE_LARGE_BATCH_DIR"
 )
 
 const (
@@ -266,6 +267,13 @@ func checkExchange(t *testing.T, s *Store, lines []string) {
 	if n := keysUnder(t, s, outboxPrefix("out")); n < len(pending) {
 		t.Fatalf("%d outbox records stored, %d pending", n, len(pending))
 	}
+	// Open deleted what a large batch cut short left beyond the ends of the queues.
+	if n := keysFrom(t, s, outboxPrefix("out"), seqKey(outboxPrefix("out"), out.Refined+1)); n != 0 {
+		t.Fatalf("%d outbox records stored beyond the last one, %d", n, out.Refined)
+	}
+	if n := keysUnder(t, s, []byte(prefixMark)); n != 0 {
+		t.Fatalf("%d marks of large batches left after Open", n)
+	}
 
 	in, err := s.InboxState("in")
 	if err != nil {
@@ -281,10 +289,44 @@ func checkExchange(t *testing.T, s *Store, lines []string) {
 	if uint64(len(got)) != in.Last {
 		t.Fatalf("%d records stored, inbox %+v", len(got), in)
 	}
+	if n := keysUnder(t, s, inboxPrefix("in")); uint64(n) != in.Last {
+		t.Fatalf("%d inbox records stored, inbox %+v", n, in)
+	}
 	for _, r := range got {
 		if !bytes.Equal(r.Data, inRecord(r.Seq)) {
 			t.Fatalf("inbox record %d differs", r.Seq)
 		}
 	}
 	t.Logf("outbox %+v (%d batches acknowledged to the test), inbox %+v", out, len(enqueued), in)
+}
+
+// TestHelperLargeBatch is TestLargeBatchKilled's child: it interrupts large batches
+// (interruptLargeBatches), prints a line and waits to be killed.
+func TestHelperLargeBatch(t *testing.T) {
+	dir := os.Getenv(envLargeBatchDir)
+	if dir == "" {
+		t.Skip("run by TestLargeBatchKilled only")
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println(crashReady)
+	interruptLargeBatches(t, s)
+	fmt.Println("interrupted")
+	select {} // the parent kills this process
+}
+
+// TestLargeBatchKilled kills a process in the middle of large batches, between their bulk and
+// their last transactions, and checks that Open deletes what they left.
+func TestLargeBatchKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	if got := killChild(t, "TestHelperLargeBatch", 1, time.Minute, envLargeBatchDir+"="+dir); got[0] != "interrupted" {
+		t.Fatalf("child printed %q", got)
+	}
+	s := openTest(t, dir, Options{})
+	checkNoOrphans(t, s, 10)
 }

@@ -56,13 +56,20 @@ func span(from, to uint64) []uint64 {
 // keysUnder counts the keys of the store under prefix, deleted ones not counted.
 func keysUnder(t *testing.T, s *Store, prefix []byte) int {
 	t.Helper()
+	return keysFrom(t, s, prefix, prefix)
+}
+
+// keysFrom counts the keys of the store under prefix from the key from on, deleted ones not
+// counted.
+func keysFrom(t *testing.T, s *Store, prefix, from []byte) int {
+	t.Helper()
 	n := 0
 	err := s.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix, opts.PrefetchValues = prefix, false
 		it := txn.NewIterator(opts)
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		for it.Seek(from); it.Valid(); it.Next() {
 			n++
 		}
 		return nil
@@ -984,6 +991,9 @@ func TestLargeBatches(t *testing.T) {
 	if got := outbox(t, s, "ssa"); got.Ingested != n || got.Refined != n {
 		t.Fatalf("%+v", got)
 	}
+	if got := keysUnder(t, s, outboxPrefix("ssa")); got != n {
+		t.Fatalf("%d outbox records stored, want %d", got, n)
+	}
 
 	if _, _, err := s.Receive("ssa", 1, small[:5], t0, 0); err != nil {
 		t.Fatal(err)
@@ -996,23 +1006,37 @@ func TestLargeBatches(t *testing.T) {
 	if got := inbox(t, s, "ssa"); got.Violations != 2 {
 		t.Fatalf("%+v", got)
 	}
+	if got := keysUnder(t, s, inboxPrefix("ssa")); got != n {
+		t.Fatalf("%d inbox records stored, want %d", got, n)
+	}
+	if got := keysUnder(t, s, []byte(prefixMark)); got != 0 {
+		t.Fatalf("%d marks left by large batches that were written whole", got)
+	}
 	if _, _, err := s.Receive("ssa", n+2, small, t0, 0); !errors.Is(err, ErrGap) {
 		t.Fatalf("large batch after a gap: %v", err)
 	}
 }
 
-// TestLargeBatchInterrupted writes the bulk of large batches without their last transaction,
-// as a crash between the two would leave them: nothing of them is visible, and the next
-// batches overwrite them.
-func TestLargeBatchInterrupted(t *testing.T) {
-	s := openTest(t, t.TempDir(), Options{})
-	const n = maxGroupEntries + 500
-	if _, err := s.Enqueue("ssa", records("ssa", 1, 10, 50), 10, 0); err != nil {
-		t.Fatal(err)
+// storeBoth enqueues records first..first+k-1 to the outbox of "ssa" and receives them in
+// its inbox.
+func storeBoth(t *testing.T, s *Store, first uint64, k int) {
+	t.Helper()
+	if last, err := s.Enqueue("ssa", records("ssa", first, k, 50), uint64(k), 0); err != nil || last != first+uint64(k)-1 {
+		t.Fatalf("enqueue: %d %v", last, err)
 	}
-	if _, _, err := s.Receive("ssa", 1, records("ssa", 1, 10, 50), t0, 0); err != nil {
-		t.Fatal(err)
+	if _, last, err := s.Receive("ssa", first, records("ssa", first, k, 50), t0, 0); err != nil || last != first+uint64(k)-1 {
+		t.Fatalf("receive: %d %v", last, err)
 	}
+}
+
+// interruptLargeBatches stores records 1..10 in both queues of "ssa", then writes the bulk of
+// a large batch to each (records of "orphan" from 11, beyond the end of the next large batch
+// of TestLargeBatchInterrupted) without its last transaction, as a crash between the two
+// leaves it, and checks that nothing of it is visible.
+func interruptLargeBatches(t *testing.T, s *Store) {
+	t.Helper()
+	const n = 2*maxGroupEntries + 500
+	storeBoth(t, s, 1, 10)
 	orphans := records("orphan", 11, n, 50)
 	e, err := newEnqueueRequest(s, "ssa", orphans, n, 0)
 	if err != nil {
@@ -1027,7 +1051,7 @@ func TestLargeBatchInterrupted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if e.pre == 0 || r.pre == 0 {
+	if e.pre <= maxGroupEntries || r.pre <= maxGroupEntries {
 		t.Fatalf("prewrite wrote %d and %d records", e.pre, r.pre)
 	}
 	if got := outbox(t, s, "ssa"); got.Refined != 10 {
@@ -1038,18 +1062,112 @@ func TestLargeBatchInterrupted(t *testing.T) {
 	}
 	checkPending(t, s, "ssa", 1, 10, 50)
 	checkRecords(t, s, "ssa", 1, 10, 50)
-	if n, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add(time.Hour)); err != nil || n != 10 {
+	if got := keysUnder(t, s, []byte(prefixMark)); got != 2 {
+		t.Fatalf("%d marks, want 2", got)
+	}
+}
+
+// checkNoOrphans checks that both queues of "ssa" hold records 1..last of storeBoth and
+// nothing else, and that no mark is left; then empties them (DropOutbox and retention) and
+// checks that no record is left behind.
+func checkNoOrphans(t *testing.T, s *Store, last uint64) {
+	t.Helper()
+	checkPending(t, s, "ssa", 1, last, 50)
+	checkRecords(t, s, "ssa", 1, last, 50)
+	for _, q := range [][]byte{outboxPrefix("ssa"), inboxPrefix("ssa")} {
+		if got := keysUnder(t, s, q); got != int(last) {
+			t.Fatalf("%d records stored under %q, want %d", got, q, last)
+		}
+	}
+	if got := keysUnder(t, s, []byte(prefixMark)); got != 0 {
+		t.Fatalf("%d marks left", got)
+	}
+	if err := s.DropOutbox("ssa"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add(time.Hour)); err != nil || n != int(last) {
 		t.Fatalf("retention: %d %v", n, err)
 	}
-	// The next batches take the numbers of the orphans, with their own content.
-	if last, err := s.Enqueue("ssa", records("ssa", 11, 5, 50), 5, 0); err != nil || last != 15 {
-		t.Fatalf("enqueue: %d %v", last, err)
+	for _, q := range [][]byte{outboxPrefix("ssa"), inboxPrefix("ssa"), runPrefix("ssa")} {
+		if got := keysUnder(t, s, q); got != 0 {
+			t.Fatalf("%d keys left under %q", got, q)
+		}
 	}
-	checkPending(t, s, "ssa", 1, 15, 50)
-	if _, last, err := s.Receive("ssa", 11, records("ssa", 11, 5, 50), t0, 0); err != nil || last != 15 {
-		t.Fatalf("receive: %d %v", last, err)
+}
+
+// TestLargeBatchInterrupted interrupts large batches (interruptLargeBatches) and checks that
+// their orphans are deleted, by the next Open or by the queue's next large batch, but never a
+// visible record. TestLargeBatchKilled kills a process instead.
+func TestLargeBatchInterrupted(t *testing.T) {
+	const m = maxGroupEntries + 100
+	tests := []struct {
+		name   string
+		then   func(t *testing.T, s *Store)
+		reopen bool
+		last   uint64 // the last record of both queues then
+	}{
+		{"reopened", func(*testing.T, *Store) {}, true, 10},
+		{"overwritten in part, reopened", func(t *testing.T, s *Store) { storeBoth(t, s, 11, 5) }, true, 15},
+		{"the next large batch", func(t *testing.T, s *Store) {
+			storeBoth(t, s, 11, 5)
+			storeBoth(t, s, 16, m)
+		}, false, 15 + m},
 	}
-	checkRecords(t, s, "ssa", 11, 15, 50)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openTest(t, dir, Options{})
+			interruptLargeBatches(t, s)
+			tc.then(t, s)
+			if tc.reopen {
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+				s = openTest(t, dir, Options{})
+			}
+			checkNoOrphans(t, s, tc.last)
+		})
+	}
+}
+
+// TestOrphansOfCorruptQueue opens a store with large batches interrupted (see
+// interruptLargeBatches) and a mark that Open cannot follow: the store opens, and the
+// orphans of the other queues are deleted.
+func TestOrphansOfCorruptQueue(t *testing.T) {
+	tests := []struct {
+		name       string
+		key, value []byte
+		call       func(s *Store) error // reports ErrCorrupt, if not nil
+	}{
+		{"outbox state garbage", outboxStateKey("bad"), []byte{0xff}, func(s *Store) error { _, err := s.OutboxState("bad"); return err }},
+		{"inbox state garbage", inboxStateKey("bad"), []byte{0xff}, func(s *Store) error { _, err := s.InboxState("bad"); return err }},
+		{"mark of no queue", markKey([]byte("x")), []byte{}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openTest(t, dir, Options{})
+			interruptLargeBatches(t, s)
+			marks := [][]byte{markKey(outboxPrefix("bad")), markKey(inboxPrefix("bad")), tc.key}
+			if err := s.writeChunk(marks, [][]byte{{}, {}, tc.value}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = openTest(t, dir, Options{})
+			for _, q := range [][]byte{outboxPrefix("ssa"), inboxPrefix("ssa")} {
+				if got := keysUnder(t, s, q); got != 10 {
+					t.Fatalf("%d records stored under %q, want 10", got, q)
+				}
+			}
+			if tc.call != nil {
+				if err := tc.call(s); !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("%v, want ErrCorrupt", err)
+				}
+			}
+		})
+	}
 }
 
 // TestValueLogGC acknowledges and expires enough records for the value log's garbage

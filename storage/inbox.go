@@ -49,9 +49,8 @@ type Evidence struct {
 //
 // A batch too large for one Badger transaction (more than 8192 records, or more than 1 MiB of
 // records under 128 bytes) is written in several, all but the last before the inbox's Last
-// moves: until it does, readers do not see them, and after a crash they are overwritten when
-// the batch comes again. So after a crash the whole batch is there, with its counters, or
-// nothing of it is visible.
+// moves: until it does, readers do not see them, and after a crash the next Open deletes
+// them. So after a crash the whole batch is there, with its counters, or nothing of it is.
 //
 // The records are not copied: the caller must not change them before Receive returns.
 func (s *Store) Receive(ssaID string, first uint64, records [][]byte, receivedAt time.Time, violations uint64) (stored int, last uint64, err error) {
@@ -139,6 +138,11 @@ func (r *receiveRequest) apply(txn *badger.Txn) (refused, failed error) {
 			return nil, err
 		}
 	}
+	if r.pre > skip { // prewrite wrote the bulk and the mark
+		if err := txn.Delete(markKey(inboxPrefix(r.ssaID))); err != nil {
+			return nil, err
+		}
+	}
 	if err := txn.Set(r.run, r.at); err != nil {
 		return nil, err
 	}
@@ -153,7 +157,8 @@ func (r *receiveRequest) apply(txn *badger.Txn) (refused, failed error) {
 }
 
 // prewrite writes the new records that do not fit in the last transaction: beyond Last, they
-// are invisible until apply moves Last past them.
+// are invisible until apply moves Last past them. If the process dies before, the next Open
+// deletes them (deleteOrphans).
 func (r *receiveRequest) prewrite(s *Store) error {
 	var st inboxRecord
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -167,7 +172,7 @@ func (r *receiveRequest) prewrite(s *Store) error {
 	r.base = st.Last
 	skip := int(min(st.Last+1-r.first, uint64(len(r.records))))
 	rest := entrySize(len(prefixInboxState)+len(r.ssaID), 32) + entrySize(len(r.run), len(r.at))
-	r.pre, err = s.prewriteBulk(skip, len(r.records), rest, 2, func(i int) ([]byte, []byte) { return r.keys[i], r.records[i] })
+	r.pre, err = s.prewriteBulk(inboxPrefix(r.ssaID), skip, len(r.records), rest, 2, func(i int) ([]byte, []byte) { return r.keys[i], r.records[i] })
 	return err
 }
 

@@ -108,7 +108,8 @@ type Store struct {
 	log *slog.Logger
 }
 
-// Open opens the store in dir, creating dir (mode 0700) and the store if needed.
+// Open opens the store in dir, creating dir (mode 0700) and the store if needed. It deletes
+// the invisible records of a large Enqueue or Receive that a crash cut short (see doc.go).
 func Open(dir string, opts Options) (*Store, error) {
 	return open(dir, opts, true)
 }
@@ -136,6 +137,9 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 	s := &Store{db: db, commits: make(chan request), stop: make(chan struct{}), done: make(chan struct{}),
 		gcDone: make(chan struct{}), sent: make(map[string]uint64), log: logger(opts)}
 	if err := s.checkSchema(); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	if err := s.deleteAllOrphans(); err != nil { // before the committer: no batch under way
 		return nil, errors.Join(err, db.Close())
 	}
 	go s.committer()
