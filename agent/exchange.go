@@ -901,8 +901,11 @@ func (m *manager) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.BatchAc
 	if len(c.findings) > 0 {
 		m.a.m.violations.Add(float64(c.violations))
 		m.a.log.Warn("SSA violated: evidence kept", "ssa", b.SSAID, "peer", remote, "records", c.violations)
-		if err := m.a.store.PutEvidence(storage.Evidence{SSAID: b.SSAID, First: b.First, Batch: c.raw,
-			Findings: mustJSON(c.findings), ReceivedAt: now}); err != nil {
+		err := m.a.store.PutEvidence(storage.Evidence{SSAID: b.SSAID, First: b.First, Batch: c.raw,
+			Findings: mustJSON(c.findings), ReceivedAt: now})
+		if errors.Is(err, storage.ErrEvidenceFull) {
+			m.a.log.Warn("evidence not kept: the SSA keeps the first batches only", "ssa", b.SSAID, "err", err)
+		} else if err != nil {
 			return nil, err
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
+	"github.com/ssanet/ssanet/storage"
 )
 
 // exchangePair is a provider and a requester with an approved SSA for EVE records, the
@@ -177,6 +178,26 @@ func TestBrokenProviderCaught(t *testing.T) {
 	}
 	if _, err := protocol.OpenBatch(ev[0].Batch, prov.ID()); err != nil {
 		t.Fatalf("the evidence is not the provider's signed batch: %v", err)
+	}
+
+	// Once the SSA keeps all the evidence it may, more violating batches are still taken
+	// (and counted), without more evidence.
+	for i := len(ev); i < storage.MaxEvidence; i++ {
+		if err := req.store.PutEvidence(storage.Evidence{SSAID: s.ID, First: uint64(1000 + i), Batch: ev[0].Batch}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := prov.store.Enqueue(s.ID, raws, uint64(len(raws)), 0); err != nil {
+		t.Fatal(err)
+	}
+	prov.mgr.wake(prov.mgr.run(s.ID))
+	waitRecords(t, req, s.ID, uint64(2*len(raws)))
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		st, err := prov.store.OutboxState(s.ID)
+		return err == nil && st.Acked == uint64(2*len(raws)), fmt.Sprintf("acknowledged: %+v, %v", st, err)
+	})
+	if ev, err := req.store.Evidence(s.ID); err != nil || len(ev) != storage.MaxEvidence {
+		t.Fatalf("%d evidence kept, want %d: %v", len(ev), storage.MaxEvidence, err)
 	}
 }
 

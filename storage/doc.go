@@ -120,9 +120,10 @@
 // crash or a failed write cut one short): no record is loaded into memory at Open, and
 // Badger is tuned for small machines (8 MiB memtables, small block and index caches), so the
 // memory an open store uses does not grow with the number of stored SSAs or records. Only the
-// listing methods (Negotiations, Agreements, Offers, and Evidence for one SSA) hold all their
-// results at once; Pending and Records hold as many records as asked for. MarkSent keeps one
-// number per SSA it is called for. BenchmarkOpenMemory measures it.
+// listing methods (Negotiations, Agreements, Offers, and Evidence for one SSA, at most
+// MaxEvidence batches) hold all their results at once; Pending and Records hold as many
+// records as asked for. MarkSent keeps one number per SSA it is called for.
+// BenchmarkOpenMemory measures it.
 //
 // Values of 128 bytes or more (exchange records, transcript entries, agreements) go to
 // Badger's value log, written once, and the LSM tree holds keys and pointers: compactions do

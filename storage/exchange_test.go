@@ -625,6 +625,20 @@ func TestEvidence(t *testing.T) {
 	if err := s.PutEvidence(Evidence{SSAID: ""}); err == nil {
 		t.Fatal("evidence without an SSA ID was stored")
 	}
+
+	// An SSA keeps its first MaxEvidence batches; a kept one can still be replaced.
+	for i := range uint64(MaxEvidence + 3) {
+		err := s.PutEvidence(Evidence{SSAID: "full", First: i + 1, Batch: []byte("b"), ReceivedAt: t0})
+		if i < MaxEvidence && err != nil || i >= MaxEvidence && !errors.Is(err, ErrEvidenceFull) {
+			t.Fatalf("evidence %d of %d: %v", i+1, MaxEvidence, err)
+		}
+	}
+	if err := s.PutEvidence(Evidence{SSAID: "full", First: 1, Batch: []byte("again"), ReceivedAt: t0}); err != nil {
+		t.Fatalf("replacing kept evidence: %v", err)
+	}
+	if got, err := s.Evidence("full"); err != nil || len(got) != MaxEvidence || string(got[0].Batch) != "again" {
+		t.Fatalf("%d evidence kept, first %q, %v", len(got), got[0].Batch, err)
+	}
 }
 
 // TestSSAIDsApart checks that SSA IDs that are prefixes of one another keep their records

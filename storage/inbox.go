@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -405,8 +406,14 @@ func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
 	return nil, nil
 }
 
+// MaxEvidence is how many batches of evidence an SSA keeps: the first ones, enough to show
+// the violation to a third party, while a provider that goes on violating cannot fill the
+// requester's disk (the inbox still counts every violation).
+const MaxEvidence = 16
+
 // PutEvidence stores a signed batch that carried violations with its findings, durably. A
-// second Evidence with the same SSA, First and ReceivedAt replaces the first.
+// second Evidence with the same SSA, First and ReceivedAt replaces the first. When the SSA
+// already keeps MaxEvidence batches, it stores nothing and returns ErrEvidenceFull.
 func (s *Store) PutEvidence(e Evidence) error {
 	if err := checkID("SSA", e.SSAID, false); err != nil {
 		return err
@@ -420,11 +427,34 @@ func (s *Store) PutEvidence(e Evidence) error {
 		return fmt.Errorf("storage: encode evidence for SSA %q: %w", e.SSAID, err)
 	}
 	k := binary.BigEndian.AppendUint64(seqKey(evidencePrefix(e.SSAID), e.First), uint64(unixNano(e.ReceivedAt)))
-	r := &setRequest{waiter: newWaiter(), key: k, value: v}
+	r := &evidenceRequest{setRequest{waiter: newWaiter(), key: k, value: v}, evidencePrefix(e.SSAID)}
 	if err := s.commit(r); err != nil {
 		return fmt.Errorf("storage: put evidence for SSA %q: %w", e.SSAID, err)
 	}
 	return nil
+}
+
+// evidenceRequest sets an evidence key unless the SSA's evidence is full.
+type evidenceRequest struct {
+	setRequest
+	prefix []byte
+}
+
+func (r *evidenceRequest) apply(txn *badger.Txn) (refused, failed error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: r.prefix}) // keys only
+	n := 0
+	for it.Rewind(); it.Valid() && n < MaxEvidence; it.Next() {
+		if bytes.Equal(it.Item().Key(), r.key) {
+			n = -1 // a replacement
+			break
+		}
+		n++
+	}
+	it.Close()
+	if n >= MaxEvidence {
+		return fmt.Errorf("%w: %d batches kept", ErrEvidenceFull, MaxEvidence), nil
+	}
+	return r.setRequest.apply(txn)
 }
 
 // Evidence returns the SSA's evidence, ordered by First, then ReceivedAt.

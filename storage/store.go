@@ -29,6 +29,9 @@ var (
 	// ErrSSAInUse means a Commit names an SSA ID that is already bound to another
 	// negotiation; nothing was written.
 	ErrSSAInUse = errors.New("storage: SSA ID belongs to another negotiation")
+	// ErrEvidenceFull means an SSA already keeps MaxEvidence batches of evidence; nothing
+	// was written.
+	ErrEvidenceFull = errors.New("storage: evidence of this SSA is full")
 	// ErrClosed means the store has been closed.
 	ErrClosed = errors.New("storage: store is closed")
 )
