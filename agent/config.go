@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -20,6 +21,9 @@ import (
 	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 )
+
+// ErrInitialised means a home already holds an identity key, which Init never overwrites.
+var ErrInitialised = errors.New("agent: home already initialised")
 
 // Files in an agent's home.
 const (
@@ -139,10 +143,20 @@ func (c *Config) Validate() error {
 	if c.MessageTimeout <= 0 || c.RetryInterval <= 0 || c.RetentionCheck <= 0 {
 		return errors.New("config: message-timeout, retry-interval and retention-check must be positive")
 	}
+	named := map[string]bool{}
 	for i := range c.Sinks {
-		if err := c.Sinks[i].validate(); err != nil {
+		s := &c.Sinks[i]
+		if err := s.validate(); err != nil {
 			return err
 		}
+		// A sink keeps its progress in sinks/NAME.json: two of one name would share it.
+		if strings.ContainsAny(s.Name, `/\`) {
+			return fmt.Errorf("config: sink name %q: a name is a plain word, without / or \\", s.Name)
+		}
+		if named[s.Name] {
+			return fmt.Errorf("config: two sinks are named %q (a sink without a name is named after its type): give each a name of its own", s.Name)
+		}
+		named[s.Name] = true
 	}
 	for _, f := range c.Ingest.Follow {
 		if f.Path == "" || !slices.Contains(policy.Formats(), f.Format) {
@@ -223,7 +237,7 @@ func Init(home string, cfg Config) (peer.ID, error) {
 	}
 	keyPath := filepath.Join(home, KeyFile)
 	if _, err := os.Stat(keyPath); err == nil {
-		return "", fmt.Errorf("%s already exists: this home is initialised (use another --home)", keyPath)
+		return "", fmt.Errorf("%w: %s exists", ErrInitialised, keyPath)
 	}
 	k, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {

@@ -139,7 +139,13 @@ func (a *Agent) controlHandler() http.Handler {
 	handle("GET /v1/id", func(*http.Request) (any, error) {
 		return IDView{PeerID: a.ID().String(), Addrs: a.Addrs()}, nil
 	})
-	handle("GET /v1/offers", func(*http.Request) (any, error) { return a.store.Offers() })
+	handle("GET /v1/offers", func(*http.Request) (any, error) {
+		offers, err := a.store.Offers()
+		if offers == nil {
+			offers = []*protocol.Offer{} // no offers is [], not null
+		}
+		return offers, err
+	})
 	handle("POST /v1/offers", func(r *http.Request) (any, error) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxMessageSize))
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/ssanet/ssanet/agent"
@@ -35,7 +36,11 @@ func (c *cli) api(method, path string, body io.Reader, out any) error {
 	resp, err := hc.Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("%w in %s; start one with: ssanet --home %s run", errNoDaemon, c.home, c.home)
+			if _, serr := os.Stat(filepath.Join(c.home, agent.KeyFile)); errors.Is(serr, os.ErrNotExist) {
+				return fmt.Errorf("%w in %s: it is no agent home yet (no %s); create one with: %s, then start it with: %s",
+					errNoDaemon, c.home, agent.KeyFile, c.hint("init"), c.hint("run"))
+			}
+			return fmt.Errorf("%w in %s; start one with: %s", errNoDaemon, c.home, c.hint("run"))
 		}
 		return fmt.Errorf("reach the daemon in %s: %w", c.home, err)
 	}
@@ -63,6 +68,11 @@ func (c *cli) api(method, path string, body io.Reader, out any) error {
 	return nil
 }
 
+// hint is the command line of an ssanet command on this home, for a message to suggest.
+func (c *cli) hint(args ...string) string {
+	return "ssanet --home " + c.home + " " + strings.Join(args, " ")
+}
+
 type apiStatusError struct {
 	status int
 	msg    string
@@ -70,7 +80,7 @@ type apiStatusError struct {
 
 func (e *apiStatusError) Error() string { return e.msg }
 
-// exitFor maps an API error to an exit code: the caller's mistakes are usage errors.
+// apiFail reports an API error and maps it to an exit code: the caller's mistakes are usage errors.
 func (c *cli) apiFail(err error) int {
 	c.fail(err)
 	var ae *apiStatusError

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,8 +12,10 @@ import (
 	"github.com/ssanet/ssanet/agent"
 )
 
+const initSynopsis = "init [--name NAME] [--affiliation ORG] [--email EMAIL] [--address ADDRESS] [--listen ADDRS] [--bootstrap ADDRS] [--mdns=false]"
+
 func cmdInit(c *cli, args []string) int {
-	fs := c.flags("init", "init [--name NAME] [--affiliation ORG] [--email EMAIL] [--address ADDRESS] [--listen ADDRS] [--bootstrap ADDRS] [--mdns=false]")
+	fs := c.flags("init", initSynopsis)
 	cfg := agent.DefaultConfig()
 	p := &cfg.Contact
 	fs.StringVar(&p.Name, "name", "", "contact name in this agent's SSAs")
@@ -22,7 +25,7 @@ func cmdInit(c *cli, args []string) int {
 	listen := fs.String("listen", "", "comma-separated listen multiaddrs (default: TCP and QUIC on all interfaces, free ports)")
 	bootstrap := fs.String("bootstrap", "", "comma-separated multiaddrs (…/p2p/PEERID) of agents to join the directory through")
 	fs.BoolVar(&cfg.MDNS, "mdns", true, "discover agents on the local network with mDNS")
-	if _, code := parse(fs, args); code >= 0 {
+	if code := c.parseFlags(fs, args); code >= 0 {
 		return code
 	}
 	if *listen != "" {
@@ -30,25 +33,32 @@ func cmdInit(c *cli, args []string) int {
 	}
 	cfg.Bootstrap = splitList(*bootstrap)
 	id, err := agent.Init(c.home, cfg)
+	if errors.Is(err, agent.ErrInitialised) {
+		return c.fail(fmt.Errorf("%w: keep it, or use another --home", err))
+	}
 	if err != nil {
 		return c.fail(err)
 	}
 	if c.json {
 		return c.printJSON(map[string]string{"peer_id": id.String(), "home": c.home})
 	}
-	fmt.Fprintf(c.stdout, "initialised %s\npeer ID: %s\nnext: ssanet --home %s run\n", c.home, id, c.home)
+	fmt.Fprintf(c.stdout, "initialised %s\npeer ID: %s\nnext: %s\n", c.home, id, c.hint("run"))
 	return exitOK
 }
 
 func cmdRun(c *cli, args []string) int {
-	fs := c.flags("run", "run [--log-level debug|info|warn|error]")
+	fs := c.plainFlags("run", "run [--log-level debug|info|warn|error]") // its logs are JSON already
 	level := fs.String("log-level", "info", "log level")
-	if _, code := parse(fs, args); code >= 0 {
+	if code := c.parseFlags(fs, args); code >= 0 {
 		return code
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return c.usageError("run: --log-level: %v", err)
+	}
+	var id agent.IDView
+	if c.api("GET", "/v1/id", nil, &id) == nil {
+		return c.fail(fmt.Errorf("a daemon already runs in %s (peer %s): stop it first, or give this one another --home", c.home, id.PeerID))
 	}
 	log := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: lvl}))
 	slog.SetDefault(log)
@@ -72,8 +82,7 @@ func cmdRun(c *cli, args []string) int {
 }
 
 func cmdID(c *cli, args []string) int {
-	fs := c.flags("id", "id")
-	if _, code := parse(fs, args); code >= 0 {
+	if code := c.parseFlags(c.flags("id", "id"), args); code >= 0 {
 		return code
 	}
 	var v agent.IDView

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -30,13 +31,10 @@ var sampleEVE []byte
 var demoAttackers = []string{"1.1.1.1", "93.184.216.34", "8.8.4.4", "151.101.1.69", "1.1.1.1", "104.16.132.229"}
 
 func cmdDemo(c *cli, args []string) int {
-	fs := c.flags("demo", "demo [--dir DIR] [--records N]")
+	fs := c.plainFlags("demo", "demo [--dir DIR] [--records N]") // narration
 	dir := fs.String("dir", "", "where the three agents' homes go (default: a new temporary directory)")
 	records := fs.Int("records", 600, "how many sensor records to stream")
-	if pos, code := parse(fs, args); code >= 0 || len(pos) > 0 {
-		if code < 0 {
-			return c.usageError("usage: ssanet demo [--dir DIR] [--records N]")
-		}
+	if code := c.parseFlags(fs, args); code >= 0 {
 		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -49,7 +47,11 @@ func cmdDemo(c *cli, args []string) int {
 		defer os.RemoveAll(d)
 		*dir = d
 	}
-	if err := runDemo(ctx, c, *dir, *records); err != nil {
+	err := runDemo(ctx, c, *dir, *records)
+	if errors.Is(err, agent.ErrInitialised) {
+		return c.fail(fmt.Errorf("demo: %w: %s holds an earlier demo's agents; remove it, or give another --dir", err, *dir))
+	}
+	if err != nil {
 		return c.fail(fmt.Errorf("demo: %w", err))
 	}
 	return exitOK

@@ -17,7 +17,7 @@ func cmdDiscover(c *cli, args []string) int {
 	format := fs.String("format", "", "only providers of this format (eve, idmef, idmefv2, iodef, syslog)")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to search")
 	peerID := fs.String("peer", "", "validate a known peer: show its current signed offers")
-	pos, code := parse(fs, args)
+	pos, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
 	}

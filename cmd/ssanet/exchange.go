@@ -16,7 +16,7 @@ import (
 func cmdIngest(c *cli, args []string) int {
 	fs := c.flags("ingest", "ingest --format FORMAT [FILE|-]")
 	format := fs.String("format", "", "format of the raw records: eve, idmef, idmefv2, iodef or syslog")
-	pos, code := parse(fs, args)
+	pos, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
 	}
@@ -54,7 +54,7 @@ func cmdRecords(c *cli, args []string) int {
 	ssa := fs.String("ssa", "", "the SSA whose received records to print")
 	after := fs.Uint64("after", 0, "print records after this sequence number")
 	follow := fs.Bool("follow", false, "keep printing records as they arrive (Ctrl-C stops)")
-	pos, code := parse(fs, args)
+	pos, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
 	}
@@ -89,7 +89,7 @@ func cmdRecords(c *cli, args []string) int {
 
 func cmdMonitor(c *cli, args []string) int {
 	fs := c.flags("monitor", "monitor ID")
-	pos, code := parse(fs, args)
+	pos, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
 	}

@@ -40,21 +40,21 @@ type command struct {
 // commands is the CLI reference; README.md lists the same.
 func commands() map[string]command {
 	return map[string]command{
-		"version":  {"print the version", cmdVersion},
-		"policy":   {"policy apply|check (--ssa FILE | --template FILE) --format F [IN]: refine or verify records offline", cmdPolicyCLI},
+		"version":  {"version: print the version", cmdVersion},
+		"policy":   {policyApplySynopsis + " | " + policyCheckSynopsis + ": refine or verify records offline", cmdPolicy},
 		"template": {"template example [requester|provider]: print an annotated SSA template", cmdTemplate},
-		"ssa":      {"ssa list | show ID | approve ID | decline ID | cancel ID | revise ID --template FILE | export ID [--out FILE] | verify FILE | transcript ID", cmdSSA},
-		"init":     {"init [--name N --affiliation ORG --email E --address A --listen ADDRS]: create the agent's key and config.yaml", cmdInit},
-		"run":      {"run the daemon (foreground; SIGINT/SIGTERM stop it cleanly)", cmdRun},
+		"ssa":      {ssaSynopsis() + ": negotiations and agreements", cmdSSA},
+		"init":     {initSynopsis + ": create the agent's key and config.yaml", cmdInit},
+		"run":      {"run [--log-level L]: run the daemon (foreground; SIGINT/SIGTERM stop it cleanly)", cmdRun},
 		"discover": {"discover --type TYPE [--format F] [--timeout D] | --peer PEERID: find providers in the directory", cmdDiscover},
 		"testnet":  {"testnet --nodes N --dir DIR [--offers]: run N local agents wired into one directory", cmdTestnet},
 		"demo":     {"demo [--dir DIR] [--records N]: Appendix I end to end on 127.0.0.1 (directory, two domains)", cmdDemo},
 		"ingest":   {"ingest --format F [FILE|-]: hand raw records to the provider's enforcement point", cmdIngest},
 		"records":  {"records --ssa ID [--after N] [--follow]: print the records received under an SSA", cmdRecords},
 		"monitor":  {"monitor ID: fulfilment of an SSA, both sides' figures and the verdict", cmdMonitor},
-		"id":       {"print the peer ID and listen addresses", cmdID},
-		"offer":    {"offer add FILE | list | remove ID: what this agent provides and on what terms", cmdOffer},
-		"request":  {"request --provider PEERID|MULTIADDR --template FILE [--wait D]: negotiate an SSA (exit 3 when refused)", cmdRequest},
+		"id":       {"id: print the peer ID and listen addresses", cmdID},
+		"offer":    {offerSynopsis + ": what this agent provides and on what terms", cmdOffer},
+		"request":  {requestSynopsis + ": negotiate an SSA (exit 3 when refused)", cmdRequest},
 	}
 }
 
@@ -67,7 +67,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ssanet", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.home, "home", defaultHome(), "agent home `DIR` (env SSANET_HOME)")
-	fs.BoolVar(&c.json, "json", false, "print data as JSON")
+	fs.BoolVar(&c.json, "json", false, "print data as JSON, given before or after the command (demo, run, template,\nssa export and policy apply print no data and refuse it)")
 	fs.Usage = func() { usage(stderr, fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -115,11 +115,18 @@ func usage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 refused by the peer.")
 }
 
-// flags returns a FlagSet for a subcommand that also accepts --json.
+// flags returns a FlagSet for a subcommand that prints data, which --json prints as JSON.
 func (c *cli) flags(name, synopsis string) *flag.FlagSet {
+	fs := c.plainFlags(name, synopsis)
+	fs.BoolVar(&c.json, "json", c.json, "print data as JSON")
+	return fs
+}
+
+// plainFlags returns a FlagSet for a subcommand whose output JSON cannot carry (narration,
+// YAML, CBOR, records, logs): it has no --json, and parse refuses a global one.
+func (c *cli) plainFlags(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
-	fs.BoolVar(&c.json, "json", c.json, "print data as JSON")
 	fs.Usage = func() {
 		fmt.Fprintf(c.stderr, "usage: ssanet %s\n", synopsis)
 		fs.PrintDefaults()
@@ -127,8 +134,13 @@ func (c *cli) flags(name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses a subcommand's flags, allowing flags after positional arguments.
-func parse(fs *flag.FlagSet, args []string) (positional []string, code int) {
+// parse parses a subcommand's flags, allowing flags after positional arguments. code is -1
+// when the command is to go on, else the exit code to return.
+func (c *cli) parse(fs *flag.FlagSet, args []string) (positional []string, code int) {
+	if c.json && fs.Lookup("json") == nil {
+		fmt.Fprintf(c.stderr, "ssanet: %s prints no data as JSON; run it without --json\n", fs.Name())
+		return nil, exitUsage
+	}
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
@@ -142,6 +154,33 @@ func parse(fs *flag.FlagSet, args []string) (positional []string, code int) {
 		positional = append(positional, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// parseFlags is parse for a subcommand that takes flags only: a positional argument (such
+// as "init provider" for "init --name provider") is a usage error.
+func (c *cli) parseFlags(fs *flag.FlagSet, args []string) int {
+	pos, code := c.parse(fs, args)
+	if code < 0 && len(pos) > 0 {
+		fmt.Fprintf(c.stderr, "ssanet: %s takes no arguments, only flags; unexpected %q\n", fs.Name(), pos[0])
+		fs.Usage()
+		return exitUsage
+	}
+	return code
+}
+
+// subcommandUsage handles a command with subcommands called without one (usage, exit 2) or
+// with --help (usage, exit 0); done is false when args start with a subcommand to run.
+func (c *cli) subcommandUsage(args []string, usage string) (code int, done bool) {
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help", "help":
+			fmt.Fprint(c.stderr, usage)
+			return exitOK, true
+		}
+		return 0, false
+	}
+	fmt.Fprint(c.stderr, usage)
+	return exitUsage, true
 }
 
 func (c *cli) usageError(format string, a ...any) int {
@@ -163,9 +202,10 @@ func (c *cli) printJSON(v any) int {
 	return exitOK
 }
 
-func cmdPolicyCLI(c *cli, args []string) int { return cmdPolicy(args, c.stdin, c.stdout, c.stderr) }
-
 func cmdVersion(c *cli, args []string) int {
+	if code := c.parseFlags(c.flags("version", "version"), args); code >= 0 {
+		return code
+	}
 	if c.json {
 		return c.printJSON(map[string]string{"version": agent.Version})
 	}

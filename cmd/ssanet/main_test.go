@@ -35,7 +35,14 @@ func TestMain(m *testing.M) {
 // ssanet runs the binary and returns stdout, stderr and the exit code.
 func ssanet(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	return ssanetStdin(t, nil, args...)
+}
+
+// ssanetStdin is ssanet with stdin as the command's standard input.
+func ssanetStdin(t *testing.T, stdin []byte, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
+	cmd.Stdin = bytes.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -23,12 +26,14 @@ func splitList(s string) []string {
 	return out
 }
 
+const offerSynopsis = "offer add FILE | list | remove ID"
+
 func cmdOffer(c *cli, args []string) int {
-	if len(args) == 0 {
-		return c.usageError("usage: ssanet offer add FILE | list | remove ID")
+	if code, done := c.subcommandUsage(args, "usage: ssanet "+offerSynopsis+"\n"); done {
+		return code
 	}
-	fs := c.flags("offer "+args[0], "offer add FILE | list | remove ID")
-	pos, code := parse(fs, args[1:])
+	fs := c.flags("offer "+args[0], offerSynopsis)
+	pos, code := c.parse(fs, args[1:])
 	if code >= 0 {
 		return code
 	}
@@ -60,13 +65,22 @@ func cmdOffer(c *cli, args []string) int {
 		}
 		return exitOK
 	case args[0] == "remove" && len(pos) == 1:
-		if err := c.api("DELETE", "/v1/offers/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+		var removed map[string]string
+		err := c.api("DELETE", "/v1/offers/"+url.PathEscape(pos[0]), nil, &removed)
+		var ae *apiStatusError
+		if errors.As(err, &ae) && ae.status == http.StatusNotFound {
+			return c.fail(fmt.Errorf("this agent has no offer %q; see its offers with: %s", pos[0], c.hint("offer", "list")))
+		}
+		if err != nil {
 			return c.apiFail(err)
+		}
+		if c.json {
+			return c.printJSON(removed)
 		}
 		fmt.Fprintf(c.stdout, "offer %s removed\n", pos[0])
 		return exitOK
 	}
-	return c.usageError("usage: ssanet offer add FILE | list | remove ID")
+	return c.usageError("usage: ssanet %s", offerSynopsis)
 }
 
 func orDefault(s, d string) string {
@@ -84,17 +98,19 @@ func infoSummary(in []protocol.Information) string {
 	return strings.Join(s, " ")
 }
 
+const requestSynopsis = "request --provider PEERID|MULTIADDR --template FILE [--wait D]"
+
 func cmdRequest(c *cli, args []string) int {
-	fs := c.flags("request", "request --provider PEERID|MULTIADDR --template FILE [--wait DURATION]")
+	fs := c.flags("request", requestSynopsis)
 	provider := fs.String("provider", "", "the provider's peer ID or multiaddr (…/p2p/PEERID)")
 	tmpl := fs.String("template", "", "the requester's SSA template (YAML)")
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the outcome; 0 returns at once")
-	pos, code := parse(fs, args)
+	pos, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
 	}
 	if *provider == "" || *tmpl == "" || len(pos) > 0 {
-		return c.usageError("usage: ssanet request --provider PEERID|MULTIADDR --template FILE [--wait DURATION]")
+		return c.usageError("usage: ssanet %s", requestSynopsis)
 	}
 	text, err := os.ReadFile(*tmpl)
 	if err != nil {
@@ -112,22 +128,30 @@ func cmdRequest(c *cli, args []string) int {
 // held for a decision) or wait passes, prints it, and returns the exit code of its outcome:
 // 3 when the peer refused (local: this agent declined, which is no refusal by the peer).
 func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration, local bool) int {
-	deadline := time.Now().Add(wait)
-	for !restful(v) && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-		if err := c.api("GET", "/v1/ssa/"+url.PathEscape(v.SSAID), nil, v); err != nil {
-			return c.apiFail(err)
-		}
+	if err := c.poll(v, wait, func(v *agent.NegotiationView) bool { return !restful(v) }); err != nil {
+		return c.apiFail(err)
 	}
 	c.show(v)
 	switch {
 	case v.State == protocol.StateRejected.String() && !local:
 		return exitRefused
 	case !restful(v) && wait > 0:
-		fmt.Fprintf(c.stderr, "ssanet: still %s after %s; follow it with: ssanet ssa show %s\n", v.State, wait, v.SSAID)
+		fmt.Fprintf(c.stderr, "ssanet: still %s after %s: the peer has not answered (it may hold the SSA for its operator); follow it with: %s\n",
+			v.State, wait, c.hint("ssa", "show", v.SSAID))
 		return exitError
 	}
 	return exitOK
+}
+
+// poll refreshes v from the daemon while pending(v), until wait passes.
+func (c *cli) poll(v *agent.NegotiationView, wait time.Duration, pending func(*agent.NegotiationView) bool) error {
+	for deadline := time.Now().Add(wait); pending(v) && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		if err := c.api("GET", "/v1/ssa/"+url.PathEscape(v.SSAID), nil, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func restful(v *agent.NegotiationView) bool {
@@ -161,9 +185,8 @@ func (c *cli) show(v *agent.NegotiationView) {
 	}
 }
 
-func cmdSSAList(c *cli, args []string) int {
-	fs := c.flags("ssa list", "ssa list")
-	if _, code := parse(fs, args); code >= 0 {
+func cmdSSAList(c *cli, synopsis string, args []string) int {
+	if code := c.parseFlags(c.flags("ssa list", synopsis), args); code >= 0 {
 		return code
 	}
 	var vs []agent.NegotiationView
@@ -184,22 +207,28 @@ func cmdSSAList(c *cli, args []string) int {
 }
 
 // cmdSSAOne runs the ssa subcommands that take one SSA ID.
-func cmdSSAOne(c *cli, sub string, args []string) int {
-	synopsis := "ssa " + sub + " ID"
-	fs := c.flags("ssa "+sub, synopsis)
+func cmdSSAOne(c *cli, sub, synopsis string, args []string) int {
+	var fs *flag.FlagSet
+	if sub == "export" {
+		fs = c.plainFlags("ssa "+sub, synopsis) // CBOR bytes, or a file
+	} else {
+		fs = c.flags("ssa "+sub, synopsis)
+	}
 	var out, tmpl, reason *string
+	var wait *time.Duration
 	switch sub {
 	case "export":
 		out = fs.String("out", "", "write the SSA to `FILE` instead of standard output")
-		synopsis += " [--out FILE]"
 	case "revise":
-		tmpl = fs.String("template", "", "the new terms (YAML template)")
-		synopsis += " --template FILE"
+		tmpl = fs.String("template", "", "the new terms: a YAML template `FILE`")
 	case "decline":
 		reason = fs.String("reason", "", "why, for the peer")
 	}
-	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the outcome")
-	pos, code := parse(fs, args)
+	switch sub {
+	case "approve", "decline", "cancel", "revise":
+		wait = fs.Duration("wait", 30*time.Second, "how long to wait for the outcome; 0 returns at once")
+	}
+	pos, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
 	}
@@ -264,17 +293,16 @@ func cmdSSAOne(c *cli, sub string, args []string) int {
 
 // awaitChange waits until a cancellation or revision is confirmed or rejected.
 func (c *cli) awaitChange(v *agent.NegotiationView, wait time.Duration) int {
-	deadline := time.Now().Add(wait)
-	for (v.State == "cancellation-sent" || v.State == "revision-sent") && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-		if err := c.api("GET", "/v1/ssa/"+url.PathEscape(v.SSAID), nil, v); err != nil {
-			return c.apiFail(err)
-		}
+	unconfirmed := func(v *agent.NegotiationView) bool {
+		return v.State == "cancellation-sent" || v.State == "revision-sent"
+	}
+	if err := c.poll(v, wait, unconfirmed); err != nil {
+		return c.apiFail(err)
 	}
 	c.show(v)
 	switch {
-	case v.State == "cancellation-sent" || v.State == "revision-sent":
-		fmt.Fprintf(c.stderr, "ssanet: not confirmed yet after %s; it will be sent again\n", wait)
+	case unconfirmed(v) && wait > 0:
+		fmt.Fprintf(c.stderr, "ssanet: not confirmed yet after %s; it will be sent again; follow it with: %s\n", wait, c.hint("ssa", "show", v.SSAID))
 		return exitError
 	case len(v.Reasons) > 0:
 		return exitRefused // the peer rejected the revision: the version in force stays

@@ -16,33 +16,39 @@ import (
 	"github.com/ssanet/ssanet/protocol"
 )
 
-const policyUsage = `usage:
-  ssanet policy apply (--ssa FILE | --template FILE) --format FORMAT [--key-file FILE] [--out OUT] [IN]
-  ssanet policy check (--ssa FILE | --template FILE) --format FORMAT [IN]
+const (
+	policyApplySynopsis = "policy apply (--ssa FILE | --template FILE) --format FORMAT [--key-file FILE] [--out OUT] [IN]"
+	policyCheckSynopsis = "policy check (--ssa FILE | --template FILE) --format FORMAT [--json] [IN]"
+	policyUsage         = "usage:\n  ssanet " + policyApplySynopsis + "\n  ssanet " + policyCheckSynopsis + `
 
 apply refines the records of IN (default: standard input) with the SSA's policy and writes
 them to OUT (default: standard output). check verifies received records against the SSA and
-lists every violation. --ssa is a canonical CBOR SSA, --template a YAML SSA template.
+lists every violation (with --json: one JSON object with the SSP, the number of records and
+the violations). --ssa is a canonical CBOR SSA, --template a YAML SSA template.
 Exit codes: 0 ok (check: no violation), 1 error or violations (apply: a bad record), 2 usage.
 `
+)
 
 // cmdPolicy runs "ssanet policy apply|check" offline, on files or standard input.
-func cmdPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, policyUsage)
-		if len(args) == 0 {
-			return exitUsage
-		}
-		return exitOK
+func cmdPolicy(c *cli, args []string) int {
+	if code, done := c.subcommandUsage(args, policyUsage); done {
+		return code
 	}
 	sub := args[0]
-	if sub != "apply" && sub != "check" {
-		fmt.Fprintf(stderr, "ssanet: policy: unknown subcommand %q\n%s", sub, policyUsage)
+	var fs *flag.FlagSet
+	switch sub {
+	case "apply":
+		fs = c.plainFlags("policy apply", policyApplySynopsis) // it prints the refined records
+	case "check":
+		fs = c.flags("policy check", policyCheckSynopsis)
+	default:
+		fmt.Fprintf(c.stderr, "ssanet: policy: unknown subcommand %q\n%s", sub, policyUsage)
 		return exitUsage
 	}
-	fs := flag.NewFlagSet("policy "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, policyUsage) }
+	fs.Usage = func() {
+		fmt.Fprint(c.stderr, policyUsage)
+		fs.PrintDefaults()
+	}
 	ssaFile := fs.String("ssa", "", "agreed SSA, canonical CBOR `FILE`")
 	tmplFile := fs.String("template", "", "SSA template, YAML `FILE`")
 	format := fs.String("format", "", "record format: "+strings.Join(policy.Formats(), ", "))
@@ -51,12 +57,12 @@ func cmdPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		keyFile = fs.String("key-file", "", "`FILE` holding the 32-byte masking key as 64 hex digits (default: a random key)")
 		outFile = fs.String("out", "", "write refined records to `FILE` (default: standard output)")
 	}
-	pos, code := parse(fs, args[1:])
+	pos, code := c.parse(fs, args[1:])
 	if code >= 0 {
 		return code
 	}
 	bad := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "ssanet: policy %s: %s\n", sub, fmt.Sprintf(format, a...))
+		fmt.Fprintf(c.stderr, "ssanet: policy %s: %s\n", sub, fmt.Sprintf(format, a...))
 		return exitUsage
 	}
 	switch {
@@ -70,14 +76,14 @@ func cmdPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return bad("at most one input file")
 	}
 	fail := func(err error) int {
-		fmt.Fprintf(stderr, "ssanet: policy %s: %v\n", sub, err)
+		fmt.Fprintf(c.stderr, "ssanet: policy %s: %v\n", sub, err)
 		return exitError
 	}
 	ssa, err := loadPolicySSA(*ssaFile, *tmplFile, *format)
 	if err != nil {
 		return fail(err)
 	}
-	in := stdin
+	in := c.stdin
 	if len(pos) == 1 && pos[0] != "-" {
 		f, err := os.Open(pos[0])
 		if err != nil {
@@ -88,9 +94,9 @@ func cmdPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	ctx := context.Background()
 	if sub == "check" {
-		return policyCheck(ctx, ssa, *format, in, stdout, stderr)
+		return policyCheck(ctx, c, ssa, *format, in)
 	}
-	keys, err := policyKeys(*keyFile, stderr)
+	keys, err := policyKeys(*keyFile, c.stderr)
 	if err != nil {
 		return fail(err)
 	}
@@ -102,7 +108,7 @@ func cmdPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	out := stdout
+	out := c.stdout
 	if *outFile != "" {
 		f, err := os.Create(*outFile)
 		if err != nil {
@@ -115,15 +121,15 @@ func cmdPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	if c, ok := out.(io.Closer); ok && out != stdout {
-		if err := c.Close(); err != nil {
+	if f, ok := out.(io.Closer); ok && out != c.stdout {
+		if err := f.Close(); err != nil {
 			return fail(err)
 		}
 	}
-	fmt.Fprintf(stderr, "ssanet: policy apply: ssp %s: %d records, %d refined, %d filtered, %d filter errors, %d outside schedule, %d summaries, %d malformed\n",
+	fmt.Fprintf(c.stderr, "ssanet: policy apply: ssp %s: %d records, %d refined, %d filtered, %d filter errors, %d outside schedule, %d summaries, %d malformed\n",
 		p.Hash()[:16], st.Records, st.Refined, st.Filtered, st.FilterErrors, st.OutsideSchedule, st.Summaries, st.Malformed)
 	for _, b := range st.Bad {
-		fmt.Fprintf(stderr, "ssanet: policy apply: skipped %v\n", b)
+		fmt.Fprintf(c.stderr, "ssanet: policy apply: skipped %v\n", b)
 	}
 	if st.Malformed > 0 {
 		return exitError
@@ -131,26 +137,42 @@ func cmdPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func policyCheck(ctx context.Context, ssa *protocol.SSA, format string, in io.Reader, stdout, stderr io.Writer) int {
+// violation is one finding of policy check as --json prints it.
+type violation struct {
+	Line   int                `json:"line"`
+	Offset int64              `json:"byte"`
+	Code   policy.FindingCode `json:"code"`
+	Field  string             `json:"field,omitempty"`
+	Text   string             `json:"text"`
+}
+
+func policyCheck(ctx context.Context, c *cli, ssa *protocol.SSA, format string, in io.Reader) int {
 	p, err := policy.Compile(ssa, nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "ssanet: policy check: %v\n", err)
+		fmt.Fprintf(c.stderr, "ssanet: policy check: %v\n", err)
 		return exitError
 	}
 	found, n, err := policy.VerifyStream(ctx, p, format, in)
 	if err != nil {
-		fmt.Fprintf(stderr, "ssanet: policy check: %v\n", err)
+		fmt.Fprintf(c.stderr, "ssanet: policy check: %v\n", err)
 		return exitError
 	}
-	violations := 0
+	violations := []violation{}
 	for _, r := range found {
 		for _, f := range r.Findings {
-			fmt.Fprintf(stdout, "line %d (byte %d): %s\n", r.Line, r.Offset, f)
-			violations++
+			violations = append(violations, violation{r.Line, r.Offset, f.Code, f.Field, f.Text})
+			if !c.json {
+				fmt.Fprintf(c.stdout, "line %d (byte %d): %s\n", r.Line, r.Offset, f)
+			}
 		}
 	}
-	fmt.Fprintf(stderr, "ssanet: policy check: ssp %s: %d records, %d with violations, %d violations\n", p.Hash()[:16], n, len(found), violations)
-	if violations > 0 {
+	fmt.Fprintf(c.stderr, "ssanet: policy check: ssp %s: %d records, %d with violations, %d violations\n", p.Hash()[:16], n, len(found), len(violations))
+	if c.json {
+		if code := c.printJSON(map[string]any{"ssp": p.Hash(), "records": n, "violations": violations}); code != exitOK {
+			return code
+		}
+	}
+	if len(violations) > 0 {
 		return exitError
 	}
 	return exitOK

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,9 +35,7 @@ func TestCmdPolicy(t *testing.T) {
 	}
 	refined := filepath.Join(dir, "out.jsonl")
 	run := func(stdin []byte, args ...string) (string, string, int) {
-		var out, errb bytes.Buffer
-		code := cmdPolicy(args, bytes.NewReader(stdin), &out, &errb)
-		return out.String(), errb.String(), code
+		return ssanetStdin(t, stdin, append([]string{"policy"}, args...)...)
 	}
 
 	if _, stderr, code := run(nil, "apply", "--template", tmpl, "--format", "eve", in, "--out", refined); code != exitOK {
@@ -59,6 +58,43 @@ func TestCmdPolicy(t *testing.T) {
 	stdout, _, code := run(nil, "check", "--template", tmpl, "--format", "eve", in)
 	if code != exitError || !strings.Contains(stdout, "line 1 (byte 0): not-truncated") || !strings.Contains(stdout, "81.2.69.192") {
 		t.Errorf("check of raw records: exit %d\n%s", code, stdout)
+	}
+	// --json, after the command or before it, prints the violations as one object.
+	for _, tc := range []struct {
+		name       string
+		args       []string
+		code       int
+		violations int // at least
+	}{
+		{"raw, json after", []string{"policy", "check", "--template", tmpl, "--format", "eve", in, "--json"}, exitError, 1},
+		{"raw, json before", []string{"--json", "policy", "check", "--template", tmpl, "--format", "eve", in}, exitError, 1},
+		{"refined", []string{"policy", "check", "--json", "--template", tmpl, "--format", "eve", refined}, exitOK, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := ssanet(t, tc.args...)
+			var got struct {
+				SSP        string `json:"ssp"`
+				Records    int    `json:"records"`
+				Violations []struct {
+					Line int    `json:"line"`
+					Byte int    `json:"byte"`
+					Code string `json:"code"`
+					Text string `json:"text"`
+				} `json:"violations"`
+			}
+			if err := json.Unmarshal([]byte(stdout), &got); err != nil || code != tc.code {
+				t.Fatalf("exit %d (want %d), %v\n%s%s", code, tc.code, err, stdout, stderr)
+			}
+			if len(got.Violations) < tc.violations || got.Violations == nil || got.Records == 0 || got.SSP == "" {
+				t.Errorf("check --json: %s", stdout)
+			}
+			if tc.violations > 0 && (got.Violations[0].Line != 1 || got.Violations[0].Code != "not-truncated") {
+				t.Errorf("first violation %+v, want line 1 not-truncated", got.Violations[0])
+			}
+		})
+	}
+	if _, stderr, code := ssanet(t, "--json", "policy", "apply", "--template", tmpl, "--format", "eve", in); code != exitUsage || !strings.Contains(stderr, "policy apply prints no data as JSON") {
+		t.Errorf("--json policy apply: exit %d, %s", code, stderr)
 	}
 	// A bad record is reported with its line and the others are refined.
 	bad := append([]byte("{oops\n"), raw...)

@@ -3,14 +3,16 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ssanet/ssanet/protocol"
 )
 
 func cmdTemplate(c *cli, args []string) int {
-	fs := c.flags("template", "template example [requester|provider]")
-	pos, code := parse(fs, args)
+	fs := c.plainFlags("template", "template example [requester|provider]")
+	pos, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
 	}
@@ -34,29 +36,62 @@ func cmdTemplate(c *cli, args []string) int {
 	return exitOK
 }
 
-func cmdSSA(c *cli, args []string) int {
-	if len(args) == 0 {
-		return c.usageError("usage: ssanet ssa list | show ID | approve ID | decline ID | cancel ID | revise ID --template FILE | export ID [--out FILE] | verify FILE | transcript ID")
-	}
-	switch args[0] {
-	case "verify":
-		return cmdSSAVerify(c, args[1:])
-	case "list":
-		return cmdSSAList(c, args[1:])
-	case "show", "approve", "decline", "cancel", "revise", "export", "transcript":
-		return cmdSSAOne(c, args[0], args[1:])
-	}
-	return c.usageError("ssa: unknown subcommand %q (want list, show, approve, decline, cancel, revise, export, verify or transcript)", args[0])
+// subcommand is a subcommand's name and synopsis.
+type subcommand struct{ name, synopsis string }
+
+// ssaSubcommands are the ssa subcommands, in the order help lists them.
+var ssaSubcommands = []subcommand{
+	{"list", "ssa list"},
+	{"show", "ssa show ID"},
+	{"approve", "ssa approve ID [--wait D]"},
+	{"decline", "ssa decline ID [--reason R] [--wait D]"},
+	{"cancel", "ssa cancel ID [--wait D]"},
+	{"revise", "ssa revise ID --template FILE [--wait D]"},
+	{"export", "ssa export ID [--out FILE]"},
+	{"verify", "ssa verify FILE"},
+	{"transcript", "ssa transcript ID"},
 }
 
-func cmdSSAVerify(c *cli, args []string) int {
-	fs := c.flags("ssa verify", "ssa verify FILE")
-	pos, code := parse(fs, args)
+// ssaSynopsis is every ssa subcommand on one line.
+func ssaSynopsis() string {
+	s := make([]string, len(ssaSubcommands))
+	for i, sc := range ssaSubcommands {
+		s[i] = strings.TrimPrefix(sc.synopsis, "ssa ")
+	}
+	return "ssa " + strings.Join(s, " | ")
+}
+
+func cmdSSA(c *cli, args []string) int {
+	usage := "usage:\n"
+	for _, sc := range ssaSubcommands {
+		usage += "  ssanet " + sc.synopsis + "\n"
+	}
+	usage += "Each subcommand's flags: ssanet ssa SUBCOMMAND --help\n"
+	if code, done := c.subcommandUsage(args, usage); done {
+		return code
+	}
+	i := slices.IndexFunc(ssaSubcommands, func(sc subcommand) bool { return sc.name == args[0] })
+	if i < 0 {
+		return c.usageError("ssa: unknown subcommand %q; run ssanet ssa --help for the list", args[0])
+	}
+	switch sc := ssaSubcommands[i]; sc.name {
+	case "verify":
+		return cmdSSAVerify(c, sc.synopsis, args[1:])
+	case "list":
+		return cmdSSAList(c, sc.synopsis, args[1:])
+	default:
+		return cmdSSAOne(c, sc.name, sc.synopsis, args[1:])
+	}
+}
+
+func cmdSSAVerify(c *cli, synopsis string, args []string) int {
+	fs := c.flags("ssa verify", synopsis)
+	pos, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
 	}
 	if len(pos) != 1 {
-		return c.usageError("usage: ssanet ssa verify FILE")
+		return c.usageError("usage: ssanet %s", synopsis)
 	}
 	data, err := os.ReadFile(pos[0])
 	if err != nil {

@@ -39,7 +39,7 @@ func cmdTestnet(c *cli, args []string) int {
 	nodes := fs.Int("nodes", 3, "number of agents")
 	dir := fs.String("dir", "", "directory for the agents' homes (DIR/node1, DIR/node2, …)")
 	offers := fs.Bool("offers", false, "give every node but the first a sample offer")
-	pos, code := parse(fs, args)
+	pos, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
 	}
