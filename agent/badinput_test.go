@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/ssanet/ssanet/protocol"
 )
@@ -61,15 +62,15 @@ func (p *rawPeer) exchange(t *testing.T, a *Agent, raw []byte) ([]byte, error) {
 	return readFrame(bufio.NewReader(st), protocol.MaxMessageSize)
 }
 
-// stream opens a negotiation stream to a, closed when the test ends.
-func (p *rawPeer) stream(t *testing.T, a *Agent) network.Stream {
+// stream opens a stream of protocol proto to a, closed when the test ends.
+func (p *rawPeer) stream(t *testing.T, a *Agent, proto libp2pprotocol.ID) network.Stream {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := p.h.Connect(ctx, addrInfo(a)); err != nil {
 		t.Fatal(err)
 	}
-	st, err := p.h.NewStream(ctx, a.ID(), ProtocolNegotiate)
+	st, err := p.h.NewStream(ctx, a.ID(), proto)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestSlowPeerTimesOut(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			prov := newTestAgent(t, "provider", func(c *Config) { c.MessageTimeout = Duration(tc.timeout) })
-			st := newRawPeer(t).stream(t, prov)
+			st := newRawPeer(t).stream(t, prov, ProtocolNegotiate)
 			// Opens the stream on the wire (the protocol is negotiated with the first write).
 			if _, err := st.Write(tc.sends); err != nil {
 				t.Fatal(err)
@@ -197,7 +198,7 @@ func TestOpenNegotiationsBounded(t *testing.T) {
 	prov := newTestAgent(t, "provider", nil)
 	addOffer(t, prov, func(o *protocol.Offer) { o.Approval = protocol.ApprovalManual })
 	mallory := newRawPeer(t)
-	st := mallory.stream(t, prov)
+	st := mallory.stream(t, prov, ProtocolNegotiate)
 	r := bufio.NewReader(st)
 	for i := range uint64(maxOpenPerPeer) {
 		st.SetDeadline(time.Now().Add(10 * time.Second))
@@ -233,7 +234,7 @@ func TestOpenNegotiationsBounded(t *testing.T) {
 // message timeout.
 func TestCloseEndsInboundStreams(t *testing.T) {
 	prov := newTestAgent(t, "provider", func(c *Config) { c.MessageTimeout = Duration(time.Minute) })
-	st := newRawPeer(t).stream(t, prov)
+	st := newRawPeer(t).stream(t, prov, ProtocolNegotiate)
 	if _, err := st.Write([]byte{0x80}); err != nil {
 		t.Fatal(err)
 	}

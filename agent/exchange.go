@@ -309,6 +309,18 @@ func (m *manager) run(ssaID string) *agreementRun {
 	return m.runs[ssaID]
 }
 
+// providedBy reports whether an SSA this agent requested from p is in force.
+func (m *manager) providedBy(p peer.ID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.runs {
+		if r.role == protocol.RoleRequester && r.peer == p {
+			return true
+		}
+	}
+	return false
+}
+
 // requested is the SSA this agent requested with this ID, in force or held, or nil.
 func (m *manager) requested(ssaID string) *agreementRun {
 	m.mu.Lock()
@@ -777,6 +789,12 @@ func (run *agreementRun) latencies() (p50, p95, p99 uint64) {
 // and acknowledged, in order. Verifying a batch overlaps with storing the previous one.
 func (m *manager) handleExchange(st network.Stream) {
 	remote := st.Conn().RemotePeer()
+	if !m.providedBy(remote) {
+		// Nothing of a stranger's is read: batches are up to protocol.MaxBatchSize.
+		m.a.log.Debug("exchange stream refused: no SSA in force with this provider", "peer", remote)
+		st.Reset()
+		return
+	}
 	r := bufio.NewReader(st)
 	timeout := time.Duration(m.a.cfg.MessageTimeout)
 	checked := make(chan *checkedBatch, 1)
@@ -857,9 +875,18 @@ func (m *manager) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) 
 		c.findings = append(c.findings, RecordFinding{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingWrongFormat,
 			Text: "the batch was refined under SSP " + b.SSPHash + ", not the agreed " + run.ssp.Hash()}}})
 	}
-	if !run.ssa.Schedule.Contains(protocol.FromTime(time.UnixMilli(b.Sent))) {
+	// The provider signs when it sent the batch; that time must be within the schedule, and
+	// near enough to when the batch arrives (protocol.MaxSkew, as for negotiation messages)
+	// that a batch sent after the schedule's end cannot claim an earlier time.
+	sent, now := time.UnixMilli(b.Sent), time.Now()
+	switch {
+	case !run.ssa.Schedule.Contains(protocol.FromTime(sent)):
 		c.findings = append(c.findings, RecordFinding{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingOutsideSchedule,
 			Text: "the batch was sent outside the SSA's schedule"}}})
+	case sent.Sub(now).Abs() > protocol.MaxSkew:
+		c.findings = append(c.findings, RecordFinding{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingOutsideSchedule,
+			Text: fmt.Sprintf("the batch says it was sent at %s but arrived at %s: more than %v apart, so its time cannot show it was sent within the schedule",
+				sent.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), protocol.MaxSkew)}}})
 	}
 	for i, rec := range b.Records {
 		if f := policy.Verify(run.ssp, b.Format, rec); len(f) > 0 {
@@ -872,6 +899,10 @@ func (m *manager) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) 
 	}
 	return c, nil
 }
+
+// maxFindingsKept is how many records' findings the evidence of one batch keeps (the first;
+// the batch itself holds every record).
+const maxFindingsKept = 1000
 
 // storeBatch stores a checked batch exactly once, keeps any violation as evidence (the
 // provider's signed batch with the findings) and returns the acknowledgement.
@@ -901,12 +932,13 @@ func (m *manager) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.BatchAc
 	if len(c.findings) > 0 {
 		m.a.m.violations.Add(float64(c.violations))
 		m.a.log.Warn("SSA violated: evidence kept", "ssa", b.SSAID, "peer", remote, "records", c.violations)
-		err := m.a.store.PutEvidence(storage.Evidence{SSAID: b.SSAID, First: b.First, Batch: c.raw,
-			Findings: mustJSON(c.findings), ReceivedAt: now})
-		if errors.Is(err, storage.ErrEvidenceFull) {
-			m.a.log.Warn("evidence not kept: the SSA keeps the first batches only", "ssa", b.SSAID, "err", err)
-		} else if err != nil {
-			return nil, err
+		// The records are stored and counted: evidence that cannot be kept (the SSA keeps
+		// its first batches only) must not hold back the acknowledgement, or the provider
+		// would send the batch again and again.
+		findings := c.findings[:min(len(c.findings), maxFindingsKept)]
+		if err := m.a.store.PutEvidence(storage.Evidence{SSAID: b.SSAID, First: b.First, Batch: c.raw,
+			Findings: mustJSON(findings), ReceivedAt: now}); err != nil {
+			m.a.log.Warn("evidence not kept", "ssa", b.SSAID, "err", err)
 		}
 	}
 	m.a.sinks.kick()

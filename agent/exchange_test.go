@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -221,5 +222,83 @@ func TestAssessmentAtScheduleEnd(t *testing.T) {
 	var as Assessment
 	if err := json.Unmarshal(b, &as); err != nil || as.Phase != PhaseAssessment || as.Verdict == "" {
 		t.Fatalf("assessment %s: %+v, %v", b, as, err)
+	}
+}
+
+// TestBatchTimeChecked: a batch whose signed time is inside the schedule but far from when
+// it arrives is a violation: a provider cannot deliver after the schedule's end under an
+// earlier time.
+func TestBatchTimeChecked(t *testing.T) {
+	prov, req, s := exchangePair(t)
+	run := prov.mgr.run(s.ID)
+	refined, err := run.refine(protocol.FormatEVE, bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n")))
+	if err != nil || len(refined) == 0 {
+		t.Fatal(len(refined), err)
+	}
+	for _, tc := range []struct {
+		name      string
+		sent      time.Time
+		violation bool
+	}{
+		{"now", time.Now(), false},
+		{"a minute ago", time.Now().Add(-time.Minute), false},
+		{"backdated", time.Now().Add(-protocol.MaxSkew - time.Minute), true},
+		{"ahead", time.Now().Add(protocol.MaxSkew + time.Minute), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &protocol.Batch{SSAID: s.ID, SSPHash: run.ssp.Hash(), First: 1, Format: protocol.FormatEVE, Sent: tc.sent.UnixMilli()}
+			for _, r := range refined {
+				_, rec := run.untag(r)
+				b.Records = append(b.Records, rec)
+			}
+			raw, err := protocol.SealBatch(prov.self, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := req.mgr.checkBatch(raw, prov.ID())
+			if err != nil || c.refused != "" {
+				t.Fatalf("%+v, %v", c, err)
+			}
+			if got := c.violations > 0; got != tc.violation {
+				t.Fatalf("violation %v, want %v: %+v", got, tc.violation, c.findings)
+			}
+		})
+	}
+}
+
+// TestLargeViolatingBatch: a violating batch whose evidence cannot be kept is still stored
+// and acknowledged, so delivery goes on.
+func TestLargeViolatingBatch(t *testing.T) {
+	prov, req, s := exchangePair(t)
+	var raws [][]byte
+	lines := bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n"))
+	for i := range 2048 { // over 1 MiB, unrefined
+		raws = append(raws, append([]byte{0}, lines[i%len(lines)]...))
+	}
+	if _, err := prov.store.Enqueue(s.ID, raws, uint64(len(raws)), 0); err != nil {
+		t.Fatal(err)
+	}
+	prov.mgr.wake(prov.mgr.run(s.ID))
+	waitFor(t, 15*time.Second, func() (bool, string) {
+		st, err := prov.store.OutboxState(s.ID)
+		return err == nil && st.Acked == uint64(len(raws)), fmt.Sprintf("acknowledged: %+v, %v", st, err)
+	})
+	if st, err := req.store.InboxState(s.ID); err != nil || st.Last != uint64(len(raws)) || st.Violations == 0 {
+		t.Fatalf("requester: %+v, %v", st, err)
+	}
+}
+
+// TestExchangeFromStranger: a peer with no SSA in force has its exchange stream reset before
+// anything of it is read.
+func TestExchangeFromStranger(t *testing.T) {
+	req := newTestAgent(t, "requester", func(c *Config) { c.MessageTimeout = Duration(time.Minute) })
+	st := newRawPeer(t).stream(t, req, ProtocolExchange)
+	if _, err := st.Write(binary.AppendUvarint(nil, protocol.MaxBatchSize)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	st.SetReadDeadline(start.Add(5 * time.Second))
+	if _, err := st.Read(make([]byte, 1)); err == nil || time.Since(start) > 2*time.Second {
+		t.Fatalf("the stream of a stranger stayed open: %v after %v", err, time.Since(start))
 	}
 }
