@@ -177,24 +177,17 @@ type followState struct {
 // follow reads complete lines appended to a file, polling it. It keeps the file open, so
 // when the file is rotated (another inode appears at the path, or the file shrinks) it
 // finishes what was appended to the old file before starting the new one from its beginning.
-// Where it got is saved in HOME/follow, so a restart neither skips nor repeats records.
+// Where it got is saved in HOME/follow each time a chunk of records is queued, so a restart
+// neither skips nor repeats records (after a kill -9, it repeats at most the chunk that was
+// being queued).
 func (a *Agent) follow(ctx context.Context, f FollowConfig) {
-	sum := sha256.Sum256([]byte(f.Path))
-	statePath := filepath.Join(a.home, "follow", hex.EncodeToString(sum[:8])+".json")
-	os.MkdirAll(filepath.Dir(statePath), 0o700)
-	fl := &follower{a: a, cfg: f}
-	if b, err := os.ReadFile(statePath); err == nil {
-		json.Unmarshal(b, &fl.st)
-	}
+	fl := a.newFollower(f)
 	defer fl.close()
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if err := fl.poll(ctx); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := fl.poll(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, os.ErrNotExist) {
 			a.log.Warn("follow", "path", f.Path, "err", err)
-		}
-		if err := writeFileAtomic(statePath, mustJSON(fl.st)); err != nil {
-			a.log.Error("save the followed file's offset", "path", f.Path, "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -205,10 +198,43 @@ func (a *Agent) follow(ctx context.Context, f FollowConfig) {
 }
 
 type follower struct {
-	a    *Agent
-	cfg  FollowConfig
-	st   followState
-	file *os.File
+	a         *Agent
+	cfg       FollowConfig
+	statePath string
+	st        followState
+	file      *os.File
+}
+
+// newFollower returns a follower of f that starts where the last one saved it got to.
+func (a *Agent) newFollower(f FollowConfig) *follower {
+	sum := sha256.Sum256([]byte(f.Path))
+	dir := filepath.Join(a.home, "follow")
+	fl := &follower{a: a, cfg: f, statePath: filepath.Join(dir, hex.EncodeToString(sum[:8])+".json")}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		a.log.Error("create the directory of followed files' offsets: a restart will read the files again from their start; check the permissions of the agent's home", "dir", dir, "err", err)
+	}
+	b, err := os.ReadFile(fl.statePath)
+	if err == nil {
+		err = json.Unmarshal(b, &fl.st)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		fl.st = followState{}
+		a.log.Warn("read the followed file's saved offset: the file is read again from its start", "path", f.Path, "state", fl.statePath, "err", err)
+	}
+	return fl
+}
+
+// moveTo makes st where the file was read up to, and saves it.
+func (fl *follower) moveTo(st followState) {
+	fl.st = st
+	if err := writeFileAtomic(fl.statePath, mustJSON(st)); err != nil {
+		fl.a.log.Error("save the followed file's offset: a restart will read again what was read since the last save; check the free space and permissions of the agent's home", "path", fl.cfg.Path, "err", err)
+	}
+}
+
+// advance moves the offset n bytes on.
+func (fl *follower) advance(n int) {
+	fl.moveTo(followState{Inode: fl.st.Inode, Offset: fl.st.Offset + int64(n)})
 }
 
 func inodeOf(info os.FileInfo) uint64 {
@@ -237,7 +263,7 @@ func (fl *follower) poll(ctx context.Context) error {
 			return err
 		}
 		if inodeOf(info) != fl.st.Inode || info.Size() < fl.st.Offset {
-			fl.st = followState{Inode: inodeOf(info)} // not the file we were reading
+			fl.moveTo(followState{Inode: inodeOf(info)}) // not the file we were reading
 		}
 		fl.file = file
 	}
@@ -255,7 +281,7 @@ func (fl *follower) poll(ctx context.Context) error {
 			}
 		}
 		fl.close()
-		fl.st = followState{}
+		fl.moveTo(followState{})
 	}
 	return nil
 }
@@ -276,10 +302,36 @@ func (fl *follower) drain(ctx context.Context) error {
 		if end == 0 {
 			return nil // an incomplete line: read it when it is complete
 		}
-		if _, err := fl.a.Ingest(ctx, fl.cfg.Format, bytes.NewReader(buf[:end])); err != nil {
+		if err := fl.ingest(ctx, buf[:end]); err != nil {
 			return err
 		}
-		fl.st.Offset += int64(end)
 	}
 	return ctx.Err()
+}
+
+// ingest queues complete lines ingestChunk lines at a time and moves the offset past each
+// slice once it is queued, so that a stop, clean or not, repeats at most the slice being
+// queued.
+func (fl *follower) ingest(ctx context.Context, lines []byte) error {
+	for len(lines) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		end := 0
+		for range ingestChunk {
+			i := bytes.IndexByte(lines[end:], '\n')
+			if i < 0 {
+				break
+			}
+			end += i + 1
+		}
+		// A slice is one chunk of Ingest, queued whole once refined: a cancellation seen
+		// inside would make Ingest report an error for records it queued.
+		if _, err := fl.a.Ingest(context.WithoutCancel(ctx), fl.cfg.Format, bytes.NewReader(lines[:end])); err != nil {
+			return err
+		}
+		fl.advance(end)
+		lines = lines[end:]
+	}
+	return nil
 }

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -90,6 +92,78 @@ func TestFollowSurvivesRotation(t *testing.T) {
 	}
 	defer b.Close()
 	waitIngested(t, b, 1)
+}
+
+// ctxCancelledAfter is a context whose Err turns Canceled after n checks, as when a Close
+// comes in the middle of a drain.
+type ctxCancelledAfter struct {
+	context.Context
+	n int
+}
+
+func (c *ctxCancelledAfter) Err() error {
+	if c.n > 0 {
+		c.n--
+		return nil
+	}
+	return context.Canceled
+}
+
+// ingested is how many raw records the provider queued durably under s so far.
+func ingested(t *testing.T, prov *Agent, s *protocol.SSA) uint64 {
+	t.Helper()
+	st, err := prov.store.OutboxState(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Ingested
+}
+
+// A drain stopped part-way saved where what it queued ends: the agent started again queues
+// the rest of the file, and nothing twice.
+func TestFollowInterruptedIngest(t *testing.T) {
+	prov, _, s := exchangePair(t)
+	const records = 3600 // 300 × 12: a backlog of two slices
+	data := bytes.Repeat(sampleEVE(t), records/12)
+	tests := []struct {
+		name   string
+		checks int // of the context before it is cancelled
+		first  uint64
+	}{
+		{"cancelled before the first slice", 0, 0},
+		{"cancelled after the first slice", 2, ingestChunk},
+		{"cancelled after the last slice", 3, records},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := FollowConfig{Path: filepath.Join(t.TempDir(), "eve.json"), Format: protocol.FormatEVE}
+			if err := os.WriteFile(cfg.Path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			before := ingested(t, prov, s)
+			fl := prov.newFollower(cfg)
+			err := fl.poll(&ctxCancelledAfter{Context: context.Background(), n: tt.checks})
+			fl.close()
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("interrupted poll: %v, want %v", err, context.Canceled)
+			}
+			if got := ingested(t, prov, s) - before; got != tt.first {
+				t.Errorf("interrupted poll: %d records ingested, want %d", got, tt.first)
+			}
+
+			again := prov.newFollower(cfg) // from the offset saved on disk, as after a restart
+			defer again.close()
+			if err := again.poll(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := ingested(t, prov, s) - before; got != records {
+				t.Errorf("%d records in the file, %d ingested", records, got)
+			}
+			if again.st.Offset != int64(len(data)) {
+				t.Errorf("offset %d, want the file's end %d", again.st.Offset, len(data))
+			}
+		})
+	}
 }
 
 func TestSyslogListeners(t *testing.T) {
