@@ -172,7 +172,14 @@ func (a *Agent) syslogTCP(ctx context.Context, ln net.Listener) {
 type followState struct {
 	Inode  uint64 `json:"inode"`
 	Offset int64  `json:"offset"`
+	// InLongLine says Offset is inside a line longer than followBuffer, skipped up to its
+	// newline.
+	InLongLine bool `json:"in_long_line,omitempty"`
 }
+
+// followBuffer is the most of a followed file read at once. A longer line, far over
+// policy.MaxRecordSize, is skipped as malformed.
+const followBuffer = 4 << 20
 
 // follow reads complete lines appended to a file, polling it. It keeps the file open, so
 // when the file is rotated (another inode appears at the path, or the file shrinks) it
@@ -203,6 +210,8 @@ type follower struct {
 	statePath string
 	st        followState
 	file      *os.File
+	// malformed counts the records of the file skipped as malformed since the follower began.
+	malformed int64
 }
 
 // newFollower returns a follower of f that starts where the last one saved it got to.
@@ -232,9 +241,9 @@ func (fl *follower) moveTo(st followState) {
 	}
 }
 
-// advance moves the offset n bytes on.
-func (fl *follower) advance(n int) {
-	fl.moveTo(followState{Inode: fl.st.Inode, Offset: fl.st.Offset + int64(n)})
+// advance moves the offset n bytes on, into a line too long to read if inLongLine.
+func (fl *follower) advance(n int, inLongLine bool) {
+	fl.moveTo(followState{Inode: fl.st.Inode, Offset: fl.st.Offset + int64(n), InLongLine: inLongLine})
 }
 
 func inodeOf(info os.FileInfo) uint64 {
@@ -288,8 +297,7 @@ func (fl *follower) poll(ctx context.Context) error {
 
 // drain ingests the complete lines from the saved offset to the end of the open file.
 func (fl *follower) drain(ctx context.Context) error {
-	const chunk = 4 << 20
-	buf := make([]byte, chunk)
+	buf := make([]byte, followBuffer)
 	for ctx.Err() == nil {
 		n, err := fl.file.ReadAt(buf, fl.st.Offset)
 		if n == 0 {
@@ -298,12 +306,27 @@ func (fl *follower) drain(ctx context.Context) error {
 			}
 			return err
 		}
-		end := bytes.LastIndexByte(buf[:n], '\n') + 1
-		if end == 0 {
-			return nil // an incomplete line: read it when it is complete
+		if fl.st.InLongLine {
+			if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+				fl.advance(i+1, false)
+			} else {
+				fl.advance(n, true)
+			}
+			continue
 		}
-		if err := fl.ingest(ctx, buf[:end]); err != nil {
-			return err
+		end := bytes.LastIndexByte(buf[:n], '\n') + 1
+		switch {
+		case end > 0:
+			if err := fl.ingest(ctx, buf[:end]); err != nil {
+				return err
+			}
+		case n < len(buf):
+			return nil // an incomplete line: read it when it is complete
+		default:
+			fl.malformed++
+			fl.a.log.Warn("followed file: a line is longer than the read buffer, skipped as malformed; make the sensor write shorter records",
+				"path", fl.cfg.Path, "offset", fl.st.Offset, "buffer", followBuffer, "malformed", fl.malformed)
+			fl.advance(n, true)
 		}
 	}
 	return ctx.Err()
@@ -327,10 +350,12 @@ func (fl *follower) ingest(ctx context.Context, lines []byte) error {
 		}
 		// A slice is one chunk of Ingest, queued whole once refined: a cancellation seen
 		// inside would make Ingest report an error for records it queued.
-		if _, err := fl.a.Ingest(context.WithoutCancel(ctx), fl.cfg.Format, bytes.NewReader(lines[:end])); err != nil {
+		st, err := fl.a.Ingest(context.WithoutCancel(ctx), fl.cfg.Format, bytes.NewReader(lines[:end]))
+		fl.malformed += st.Malformed
+		if err != nil {
 			return err
 		}
-		fl.advance(end)
+		fl.advance(end, false)
 		lines = lines[end:]
 	}
 	return nil

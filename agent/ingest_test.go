@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,6 +162,71 @@ func TestFollowInterruptedIngest(t *testing.T) {
 			}
 			if again.st.Offset != int64(len(data)) {
 				t.Errorf("offset %d, want the file's end %d", again.st.Offset, len(data))
+			}
+		})
+	}
+}
+
+// A line longer than the follower's buffer is skipped up to its newline and counted, and
+// what follows it is read; a line still being written waits for its newline.
+func TestFollowLongLine(t *testing.T) {
+	prov, _, s := exchangePair(t)
+	eve := string(sampleEVE(t))
+	long := strings.Repeat("x", followBuffer+1<<20)
+	tests := []struct {
+		name      string
+		writes    []string // appended in turn, each followed by a poll
+		ingested  []uint64 // records ingested after each poll
+		malformed int64
+		restart   bool // a new follower, from the saved offset, for each poll
+	}{
+		{"long line, then records", []string{long + "\n" + eve}, []uint64{12}, 1, false},
+		{"records around a long line", []string{eve + long + "\n" + eve}, []uint64{24}, 1, false},
+		{"line over several buffers", []string{strings.Repeat(long, 3) + "\n" + eve}, []uint64{12}, 1, false},
+		{"long line still being written", []string{long, long, "\n" + eve}, []uint64{0, 0, 12}, 1, false},
+		{"long line being written across restarts", []string{long, long, "\n" + eve}, []uint64{0, 0, 12}, 1, true},
+		{"incomplete line", []string{eve[:100], eve[100:]}, []uint64{0, 12}, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := FollowConfig{Path: filepath.Join(t.TempDir(), "eve.json"), Format: protocol.FormatEVE}
+			before := ingested(t, prov, s)
+			fl := prov.newFollower(cfg)
+			defer func() { fl.close() }()
+			var malformed int64
+			for i, w := range tt.writes {
+				f, err := os.OpenFile(cfg.Path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = f.WriteString(w)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tt.restart && i > 0 {
+					malformed += fl.malformed
+					fl.close()
+					fl = prov.newFollower(cfg)
+				}
+				if err := fl.poll(context.Background()); err != nil {
+					t.Fatalf("poll %d: %v", i, err)
+				}
+				if got := ingested(t, prov, s) - before; got != tt.ingested[i] {
+					t.Errorf("after poll %d: %d records ingested, want %d (offset %d)", i, got, tt.ingested[i], fl.st.Offset)
+				}
+			}
+			if malformed += fl.malformed; malformed != tt.malformed {
+				t.Errorf("%d lines counted malformed, want %d", malformed, tt.malformed)
+			}
+			info, err := os.Stat(cfg.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fl.st.Offset != info.Size() || fl.st.InLongLine {
+				t.Errorf("ended at %+v, want the file's end %d", fl.st, info.Size())
 			}
 		})
 	}
