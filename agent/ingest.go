@@ -334,19 +334,24 @@ func (fl *follower) drain(ctx context.Context) error {
 
 // ingest queues complete lines ingestChunk lines at a time and moves the offset past each
 // slice once it is queued, so that a stop, clean or not, repeats at most the slice being
-// queued.
+// queued. Records of the formats that may span lines (IDMEFv2 pretty-printed, IDMEF, IODEF)
+// are queued in one slice, which a cut between lines cannot split.
 func (fl *follower) ingest(ctx context.Context, lines []byte) error {
+	perLine := fl.cfg.Format == protocol.FormatEVE || fl.cfg.Format == protocol.FormatSyslog
 	for len(lines) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		end := 0
-		for range ingestChunk {
-			i := bytes.IndexByte(lines[end:], '\n')
-			if i < 0 {
-				break
+		end := len(lines)
+		if perLine {
+			end = 0
+			for range ingestChunk {
+				i := bytes.IndexByte(lines[end:], '\n')
+				if i < 0 {
+					break
+				}
+				end += i + 1
 			}
-			end += i + 1
 		}
 		// A slice is one chunk of Ingest, queued whole once refined: a cancellation seen
 		// inside would make Ingest report an error for records it queued.
