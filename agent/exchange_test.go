@@ -79,7 +79,7 @@ func TestExchangeAndMonitor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, err := req.store.Records(s.ID, 0, 100)
+	recs, err := req.store.Records(s.ID, 0, 100, 1<<20)
 	if err != nil || uint64(len(recs)) != n {
 		t.Fatalf("%d records, %v", len(recs), err)
 	}

@@ -26,6 +26,15 @@ import (
 // a restart forwards what was not forwarded yet: at least once to each sink. A sink counts as
 // onward sharing with the given relation, checked against the SSA's redistribution rule.
 
+// A chunk of records read for a sink, or for Agent.Records, is at most forwardRecords
+// records and forwardBytes of them (or one record, when it alone is larger): a provider can
+// send records of up to 1 MiB that the requester stores even when they violate the SSA, and
+// JSON escapes each control byte of a record that is not JSON to 6 bytes.
+const (
+	forwardRecords = 512
+	forwardBytes   = 4 << 20
+)
+
 // SinkConfig is one sink in config.yaml.
 type SinkConfig struct {
 	// Name identifies the sink (its progress file); defaults to its type.
@@ -170,7 +179,7 @@ func (s *sinks) forward(ctx context.Context, c SinkConfig, w sinkWriter, kick ch
 				continue
 			}
 			for ctx.Err() == nil {
-				recs, err := s.a.store.Records(run.ssa.ID, progress[run.ssa.ID], 512)
+				recs, err := s.a.store.Records(run.ssa.ID, progress[run.ssa.ID], forwardRecords, forwardBytes)
 				if err != nil || len(recs) == 0 {
 					break
 				}
@@ -199,7 +208,8 @@ func (s *sinks) forward(ctx context.Context, c SinkConfig, w sinkWriter, kick ch
 }
 
 // Records returns up to max records received under an SSA this agent requested, after
-// sequence number after, as sinks receive them.
+// sequence number after, as sinks receive them: no more than a sink's chunk of data (4 MiB),
+// but at least one record if there is one.
 func (a *Agent) Records(ssaID string, after uint64, max int) ([]ForwardedRecord, error) {
 	out := []ForwardedRecord{}
 	run := a.mgr.requested(ssaID)
@@ -207,7 +217,7 @@ func (a *Agent) Records(ssaID string, after uint64, max int) ([]ForwardedRecord,
 		_, err := a.Negotiation(ssaID)
 		return out, err
 	}
-	recs, err := a.store.Records(ssaID, after, max)
+	recs, err := a.store.Records(ssaID, after, max, forwardBytes)
 	if err != nil {
 		return nil, err
 	}

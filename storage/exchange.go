@@ -322,20 +322,11 @@ func (s *Store) Pending(ssaID string, after uint64, max, maxBytes int) ([]Queued
 		start := from + 1
 		n := int(min(uint64(max), st.Refined-from))
 		out = make([]QueuedRecord, 0, n)
-		var buf []byte
-		err = scanSeqs(txn, outboxPrefix(ssaID), start, n, func(seq uint64, v []byte) error {
-			if len(out) > 0 && len(buf)+len(v) > maxBytes {
-				return errFull
-			}
-			if buf == nil {
-				buf = make([]byte, 0, bufSize(len(v), n, maxBytes))
-			}
-			i := len(buf)
-			buf = append(buf, v...)
-			out = append(out, QueuedRecord{Seq: seq, Data: buf[i:len(buf):len(buf)]})
+		err = scanChunk(txn, outboxPrefix(ssaID), start, n, maxBytes, func(seq uint64, data []byte) error {
+			out = append(out, QueuedRecord{Seq: seq, Data: data})
 			return nil
 		})
-		if err != nil && !errors.Is(err, errFull) {
+		if err != nil {
 			return fmt.Errorf("outbox of %q: %w", ssaID, err)
 		}
 		return nil
@@ -371,14 +362,29 @@ func scanSeqs(txn *badger.Txn, prefix []byte, start uint64, n int, fn func(seq u
 	return nil
 }
 
-// bufSize is the first allocation for n records the first of which is size bytes, at most
-// limit bytes in all (0: no limit): the buffer grows from there if need be.
-func bufSize(size, n, limit int) int {
-	c := min(size*n, 4<<20)
-	if limit > 0 {
-		c = min(c, limit)
+// scanChunk is scanSeqs for the readers that return records (Pending, Records): it copies
+// the values into one buffer, each capped at its own length, and stops before the value that
+// would take them over maxBytes in total, but always copies the first, even over maxBytes.
+// fn gets the copy, which stays valid.
+func scanChunk(txn *badger.Txn, prefix []byte, start uint64, n, maxBytes int, fn func(seq uint64, data []byte) error) error {
+	var buf []byte
+	err := scanSeqs(txn, prefix, start, n, func(seq uint64, v []byte) error {
+		if seq > start && len(buf)+len(v) > maxBytes {
+			return errFull
+		}
+		if buf == nil {
+			// Room for n records like the first, but no more than maxBytes or 4 MiB (and
+			// at least the first): the buffer grows from there if need be.
+			buf = make([]byte, 0, max(min(len(v)*n, maxBytes, 4<<20), len(v)))
+		}
+		i := len(buf)
+		buf = append(buf, v...)
+		return fn(seq, buf[i:len(buf):len(buf)])
+	})
+	if errors.Is(err, errFull) {
+		return nil
 	}
-	return max(c, size)
+	return err
 }
 
 // errFull stops an iteration whose result is full.

@@ -447,7 +447,7 @@ func TestReceive(t *testing.T) {
 // checkRecords checks that the inbox holds exactly records from..to of the test content.
 func checkRecords(t *testing.T, s *Store, ssaID string, from, to uint64, size int) []StoredRecord {
 	t.Helper()
-	got, err := s.Records(ssaID, 0, 1<<30)
+	got, err := s.Records(ssaID, 0, 1<<30, 1<<40)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,46 +466,63 @@ func checkRecords(t *testing.T, s *Store, ssaID string, from, to uint64, size in
 
 func TestRecords(t *testing.T) {
 	s := openTest(t, t.TempDir(), Options{})
+	// Four batches of five records received a minute apart, all of 60 bytes but record 11,
+	// the first of the third batch, of 1000.
+	recs := records("ssa", 1, 20, 60)
+	recs[10] = record("ssa", 11, 1000)
 	for i := range 4 {
 		first := uint64(i*5 + 1)
-		if _, _, err := s.Receive("ssa", first, records("ssa", first, 5, 60), t0.Add(time.Duration(i)*time.Minute), 0); err != nil {
+		if _, _, err := s.Receive("ssa", first, recs[first-1:first+4], t0.Add(time.Duration(i)*time.Minute), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
 	tests := []struct {
-		after uint64
-		max   int
-		want  []uint64
+		name          string
+		after         uint64
+		max, maxBytes int
+		want          []uint64
 	}{
-		{0, 100, span(1, 20)},
-		{0, 3, span(1, 3)},
-		{7, 4, span(8, 11)},
-		{19, 10, []uint64{20}},
-		{20, 10, nil},
-		{math.MaxUint64, 10, nil},
-		{0, 0, nil},
+		{"all", 0, 100, 1 << 20, span(1, 20)},
+		{"max", 0, 3, 1 << 20, span(1, 3)},
+		{"after", 7, 4, 1 << 20, span(8, 11)},
+		{"the last", 19, 10, 1 << 20, []uint64{20}},
+		{"nothing after", 20, 10, 1 << 20, nil},
+		{"after the largest sequence number", math.MaxUint64, 10, 1 << 20, nil},
+		{"max 0", 0, 0, 1 << 20, nil},
+		{"maxBytes", 0, 100, 150, span(1, 2)},
+		{"maxBytes exact", 0, 100, 180, span(1, 3)},
+		{"maxBytes stops before a large record", 7, 100, 1000, span(8, 10)},
+		{"at least one, over maxBytes", 10, 100, 50, []uint64{11}},
+		{"at least one, maxBytes 0", 0, 100, 0, []uint64{1}},
+		{"unknown SSA", 0, 10, 1 << 20, nil},
 	}
 	for _, tc := range tests {
-		got, err := s.Records("ssa", tc.after, tc.max)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gotSeqs []uint64
-		for _, r := range got {
-			gotSeqs = append(gotSeqs, r.Seq)
-			if want := t0.Add(time.Duration((r.Seq-1)/5) * time.Minute); !r.ReceivedAt.Equal(want) {
-				t.Errorf("record %d received at %s, want %s", r.Seq, r.ReceivedAt, want)
+		t.Run(tc.name, func(t *testing.T) {
+			ssa := "ssa"
+			if tc.name == "unknown SSA" {
+				ssa = "other"
 			}
-			if !bytes.Equal(r.Data, record("ssa", r.Seq, 60)) {
-				t.Errorf("record %d differs", r.Seq)
+			got, err := s.Records(ssa, tc.after, tc.max, tc.maxBytes)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		if !slices.Equal(gotSeqs, tc.want) {
-			t.Errorf("Records(%d, %d): %v, want %v", tc.after, tc.max, gotSeqs, tc.want)
-		}
-	}
-	if got, err := s.Records("other", 0, 10); err != nil || got != nil {
-		t.Fatalf("records of an unknown SSA: %v %v", got, err)
+			var gotSeqs []uint64
+			for _, r := range got {
+				gotSeqs = append(gotSeqs, r.Seq)
+				if want := t0.Add(time.Duration((r.Seq-1)/5) * time.Minute); !r.ReceivedAt.Equal(want) {
+					t.Errorf("record %d received at %s, want %s", r.Seq, r.ReceivedAt, want)
+				}
+				if !bytes.Equal(r.Data, recs[r.Seq-1]) {
+					t.Errorf("record %d differs", r.Seq)
+				}
+				if cap(r.Data) != len(r.Data) {
+					t.Errorf("record %d: capacity %d beyond its length %d", r.Seq, cap(r.Data), len(r.Data))
+				}
+			}
+			if !slices.Equal(gotSeqs, tc.want) {
+				t.Fatalf("records %v, want %v", gotSeqs, tc.want)
+			}
+		})
 	}
 }
 
@@ -772,7 +789,7 @@ func TestExchangeClosed(t *testing.T) {
 		"DropOutbox":  func() error { return s.DropOutbox("ssa") },
 		"Receive":     func() error { _, _, err := s.Receive("ssa", 1, records("ssa", 1, 1, 10), t0, 0); return err },
 		"InboxState":  func() error { _, err := s.InboxState("ssa"); return err },
-		"Records":     func() error { _, err := s.Records("ssa", 0, 1); return err },
+		"Records":     func() error { _, err := s.Records("ssa", 0, 1, 1); return err },
 		"Retention":   func() error { _, err := s.DeleteRecordsReceivedBefore("ssa", t0); return err },
 		"PutEvidence": func() error { return s.PutEvidence(Evidence{SSAID: "ssa"}) },
 		"Evidence":    func() error { _, err := s.Evidence("ssa"); return err },
@@ -810,9 +827,9 @@ func TestCorruptQueueState(t *testing.T) {
 		{"outbox record missing", outboxStateKey("ssa"), bad(&outboxRecord{Refined: 6}), func() error { _, err := s.Pending("ssa", 0, 10, 1<<20); return err }},
 		{"inbox garbage", inboxStateKey("ssa"), []byte("x"), func() error { _, _, err := s.Receive("ssa", 6, records("ssa", 6, 1, 10), t0, 0); return err }},
 		{"inbox head beyond", inboxStateKey("ssa"), bad(&inboxRecord{Last: 5, Head: 6}), func() error { _, err := s.InboxState("ssa"); return err }},
-		{"inbox record missing", inboxStateKey("ssa"), bad(&inboxRecord{Last: 6}), func() error { _, err := s.Records("ssa", 0, 10); return err }},
+		{"inbox record missing", inboxStateKey("ssa"), bad(&inboxRecord{Last: 6}), func() error { _, err := s.Records("ssa", 0, 10, 1<<20); return err }},
 		{"inbox run missing", seqKey(runPrefix("ssa"), 5), nil, func() error { _, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add(time.Hour)); return err }},
-		{"inbox run short", seqKey(runPrefix("ssa"), 5), []byte{1, 2}, func() error { _, err := s.Records("ssa", 0, 10); return err }},
+		{"inbox run short", seqKey(runPrefix("ssa"), 5), []byte{1, 2}, func() error { _, err := s.Records("ssa", 0, 10, 1<<20); return err }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1255,7 +1272,7 @@ func TestValueLogGC(t *testing.T) {
 			t.Fatalf("record %d differs", r.Seq)
 		}
 	}
-	got, err := s.Records("in", 0, 1<<30)
+	got, err := s.Records("in", 0, 1<<30, 1<<40)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -194,9 +194,11 @@ func (s *Store) InboxState(ssaID string) (InboxState, error) {
 	return InboxState{Last: st.Last, Stored: st.Last - st.Head, Deleted: st.Head, Violations: st.Violations}, nil
 }
 
-// Records returns up to max records of the SSA's inbox with Seq > after, in order. The
-// records share one buffer, each Data capped at its own length.
-func (s *Store) Records(ssaID string, after uint64, max int) ([]StoredRecord, error) {
+// Records returns up to max records of the SSA's inbox with Seq > after, in order, and at
+// most maxBytes of Data in total, but always at least one record if any is stored after
+// after, even over maxBytes. The records share one buffer, each Data capped at its own
+// length.
+func (s *Store) Records(ssaID string, after uint64, max, maxBytes int) ([]StoredRecord, error) {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return nil, err
 	}
@@ -218,18 +220,12 @@ func (s *Store) Records(ssaID string, after uint64, max int) ([]StoredRecord, er
 		out = make([]StoredRecord, 0, n)
 		runs := newRunIterator(txn, ssaID, start)
 		defer runs.close()
-		var buf []byte
-		err = scanSeqs(txn, inboxPrefix(ssaID), start, n, func(seq uint64, v []byte) error {
+		err = scanChunk(txn, inboxPrefix(ssaID), start, n, maxBytes, func(seq uint64, data []byte) error {
 			at, err := runs.at(seq)
 			if err != nil {
 				return err
 			}
-			if buf == nil {
-				buf = make([]byte, 0, bufSize(len(v), n, 0))
-			}
-			i := len(buf)
-			buf = append(buf, v...)
-			out = append(out, StoredRecord{Seq: seq, Data: buf[i:len(buf):len(buf)], ReceivedAt: fromUnixNano(at)})
+			out = append(out, StoredRecord{Seq: seq, Data: data, ReceivedAt: fromUnixNano(at)})
 			return nil
 		})
 		if err != nil {
