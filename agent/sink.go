@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -242,16 +243,18 @@ func forwarded(run *agreementRun, tlp string, seq uint64, at time.Time, data []b
 
 type jsonlSink struct{ f *os.File }
 
+// write encodes one record at a time, so that it holds one encoded record, not a chunk. A
+// write that fails may leave the first records of the chunk in the file: the forwarder
+// writes the chunk again.
 func (j *jsonlSink) write(_ context.Context, recs []ForwardedRecord) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	w := bufio.NewWriterSize(j.f, 64<<10)
+	enc := json.NewEncoder(w)
 	for _, r := range recs {
 		if err := enc.Encode(r); err != nil {
 			return err
 		}
 	}
-	_, err := j.f.Write(buf.Bytes())
-	return err
+	return w.Flush()
 }
 
 func (j *jsonlSink) close() error { return j.f.Close() }
@@ -272,17 +275,23 @@ func (s *syslogSink) write(ctx context.Context, recs []ForwardedRecord) error {
 		s.conn = c
 	}
 	host, _ := os.Hostname()
+	var msg []byte // one message at a time, built in place
 	for _, r := range recs {
-		body, _ := json.Marshal(r)
+		body, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
 		// PRI 110: facility security/authorization (13... local use is 16+); we use
 		// facility 13 (log audit) severity 6 (informational) = 110.
-		msg := fmt.Sprintf("<110>1 %s %s ssanet - %s [ssanet@32473 ssa=\"%s\" seq=\"%d\"] %s",
-			r.Received.UTC().Format(time.RFC3339Nano), nilDash(host), "record", r.SSAID, r.Seq, body)
+		header := fmt.Appendf(nil, "<110>1 %s %s ssanet - %s [ssanet@32473 ssa=\"%s\" seq=\"%d\"] ",
+			r.Received.UTC().Format(time.RFC3339Nano), nilDash(host), "record", r.SSAID, r.Seq)
+		msg = msg[:0]
 		if s.network == "tcp" {
-			msg = fmt.Sprintf("%d %s", len(msg), msg)
+			msg = fmt.Appendf(msg, "%d ", len(header)+len(body))
 		}
+		msg = append(append(msg, header...), body...)
 		s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(s.conn, msg); err != nil {
+		if _, err := s.conn.Write(msg); err != nil {
 			s.conn.Close()
 			s.conn = nil
 			return err
@@ -306,21 +315,30 @@ func (s *syslogSink) close() error {
 }
 
 // webhookSink POSTs each chunk of records as a JSON array, retrying with exponential backoff
-// (up to 5 tries; then the forwarder tries again later from the same place).
+// (up to 5 tries; then the forwarder tries again later from the same place). The body, kept
+// for the retries, is the one copy of the chunk it encodes.
 type webhookSink struct {
 	url    string
 	client *http.Client
 }
 
 func (h *webhookSink) write(ctx context.Context, recs []ForwardedRecord) error {
-	body, err := json.Marshal(recs)
-	if err != nil {
-		return err
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body) // one record at a time, into the body
+	body.WriteByte('[')
+	for i, r := range recs {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
 	}
+	body.WriteByte(']')
 	delay := 100 * time.Millisecond
 	var last error
 	for try := 0; try < 5; try++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body.Bytes()))
 		if err != nil {
 			return err
 		}
