@@ -266,8 +266,8 @@ func TestBatchTimeChecked(t *testing.T) {
 	}
 }
 
-// TestLargeViolatingBatch: a violating batch whose evidence cannot be kept is still stored
-// and acknowledged, so delivery goes on.
+// TestLargeViolatingBatch: a violating batch over 1 MiB is stored, acknowledged (delivery
+// goes on) and kept as evidence.
 func TestLargeViolatingBatch(t *testing.T) {
 	prov, req, s := exchangePair(t)
 	var raws [][]byte
@@ -285,6 +285,9 @@ func TestLargeViolatingBatch(t *testing.T) {
 	})
 	if st, err := req.store.InboxState(s.ID); err != nil || st.Last != uint64(len(raws)) || st.Violations == 0 {
 		t.Fatalf("requester: %+v, %v", st, err)
+	}
+	if ev, err := req.store.Evidence(s.ID); err != nil || len(ev) != 1 {
+		t.Fatalf("%d evidence kept, want the batch: %v", len(ev), err)
 	}
 }
 

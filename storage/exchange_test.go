@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/ssanet/ssanet/protocol"
 )
 
 // record returns the content of record seq of an SSA in these tests: size bytes (at least
@@ -656,6 +658,15 @@ func TestEvidence(t *testing.T) {
 	if got, err := s.Evidence("full"); err != nil || len(got) != MaxEvidence || string(got[0].Batch) != "again" {
 		t.Fatalf("%d evidence kept, first %q, %v", len(got), got[0].Batch, err)
 	}
+
+	// And at most MaxEvidenceBytes of it.
+	half := make([]byte, MaxEvidenceBytes/2-64)
+	for i, want := range []error{nil, nil, ErrEvidenceFull} {
+		err := s.PutEvidence(Evidence{SSAID: "large", First: uint64(i + 1), Batch: half, ReceivedAt: t0})
+		if !errors.Is(err, want) || want == nil && err != nil {
+			t.Fatalf("batch %d of %d bytes: %v, want %v", i+1, len(half), err, want)
+		}
+	}
 }
 
 // TestSSAIDsApart checks that SSA IDs that are prefixes of one another keep their records
@@ -697,7 +708,9 @@ func TestExchangeRefusals(t *testing.T) {
 		"enqueue oversized record": func() error { _, err := s.Enqueue("ssa", [][]byte{big}, 1, 0); return err },
 		"receive oversized record": func() error { _, _, err := s.Receive("ssa", 1, [][]byte{big}, t0, 0); return err },
 		"receive from 0":           func() error { _, _, err := s.Receive("ssa", 0, records("ssa", 0, 1, 10), t0, 0); return err },
-		"evidence oversized":       func() error { return s.PutEvidence(Evidence{SSAID: "ssa", Batch: big}) },
+		"evidence oversized": func() error {
+			return s.PutEvidence(Evidence{SSAID: "ssa", Batch: make([]byte, protocol.MaxBatchSize+1)})
+		},
 	}
 	before := snapshot(t, s)
 	for name, call := range calls {

@@ -402,21 +402,26 @@ func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
 	return nil, nil
 }
 
-// MaxEvidence is how many batches of evidence an SSA keeps: the first ones, enough to show
-// the violation to a third party, while a provider that goes on violating cannot fill the
-// requester's disk (the inbox still counts every violation).
-const MaxEvidence = 16
+// How much evidence an SSA keeps: its first batches, at most MaxEvidence of them and
+// MaxEvidenceBytes in all, enough to show the violation to a third party, while a provider
+// that goes on violating cannot fill the requester's disk (the inbox still counts every
+// violation).
+const (
+	MaxEvidence      = 16
+	MaxEvidenceBytes = 16 << 20
+)
 
-// PutEvidence stores a signed batch that carried violations with its findings, durably. A
-// second Evidence with the same SSA, First and ReceivedAt replaces the first. When the SSA
-// already keeps MaxEvidence batches, it stores nothing and returns ErrEvidenceFull.
+// PutEvidence stores a signed batch (up to protocol.MaxBatchSize) that carried violations
+// with its findings, durably. A second Evidence with the same SSA, First and ReceivedAt
+// replaces the first. When the SSA's evidence would go over MaxEvidence batches or
+// MaxEvidenceBytes, it stores nothing and returns ErrEvidenceFull.
 func (s *Store) PutEvidence(e Evidence) error {
 	if err := checkID("SSA", e.SSAID, false); err != nil {
 		return err
 	}
-	if len(e.Batch) > protocol.MaxMessageSize || len(e.Findings) > protocol.MaxMessageSize {
-		return fmt.Errorf("storage: evidence for SSA %q: batch of %d bytes or findings of %d, limit %d",
-			e.SSAID, len(e.Batch), len(e.Findings), protocol.MaxMessageSize)
+	if len(e.Batch) > protocol.MaxBatchSize || len(e.Findings) > protocol.MaxMessageSize {
+		return fmt.Errorf("storage: evidence for SSA %q: batch of %d bytes (limit %d) or findings of %d (limit %d)",
+			e.SSAID, len(e.Batch), protocol.MaxBatchSize, len(e.Findings), protocol.MaxMessageSize)
 	}
 	v, err := encMode.Marshal(&evidenceRecord{Batch: e.Batch, Findings: e.Findings})
 	if err != nil {
@@ -437,18 +442,17 @@ type evidenceRequest struct {
 }
 
 func (r *evidenceRequest) apply(txn *badger.Txn) (refused, failed error) {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: r.prefix}) // keys only
-	n := 0
-	for it.Rewind(); it.Valid() && n < MaxEvidence; it.Next() {
-		if bytes.Equal(it.Item().Key(), r.key) {
-			n = -1 // a replacement
-			break
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: r.prefix}) // keys and value sizes only
+	n, size := 0, int64(len(r.value))
+	for it.Rewind(); it.Valid(); it.Next() {
+		if !bytes.Equal(it.Item().Key(), r.key) { // a replacement takes its place
+			n, size = n+1, size+it.Item().ValueSize()
 		}
-		n++
 	}
 	it.Close()
-	if n >= MaxEvidence {
-		return fmt.Errorf("%w: %d batches kept", ErrEvidenceFull, MaxEvidence), nil
+	if n >= MaxEvidence || size > MaxEvidenceBytes {
+		return fmt.Errorf("%w: %d batches of at most %d kept, %d bytes of at most %d with this one",
+			ErrEvidenceFull, n, MaxEvidence, size, MaxEvidenceBytes), nil
 	}
 	return r.setRequest.apply(txn)
 }
