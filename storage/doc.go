@@ -121,7 +121,7 @@
 // Badger is tuned for small machines (8 MiB memtables, small block and index caches), so the
 // memory an open store uses does not grow with the number of stored SSAs or records. Only the
 // listing methods (Negotiations, Agreements, Offers, and Evidence for one SSA, at most
-// MaxEvidence batches) hold all their results at once; Pending and Records hold as many
+// MaxEvidence batches and MaxEvidenceBytes) hold all their results at once; Pending and Records hold as many
 // records as asked for, but no more than the maxBytes of data asked for (or one record, when
 // it alone is larger). MarkSent keeps one number per SSA it is called for.
 // BenchmarkOpenMemory measures it.
