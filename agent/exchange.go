@@ -490,10 +490,17 @@ func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
 // Records are kept, on both sides, behind one byte: the index of their format in the SSA's
 // information list (unknownFormat for a format the SSA does not name), so that a batch never
 // mixes formats and a forwarded record says what it is.
-const unknownFormat = 0xff
+// The requester sets quarantineBit in the tag of a record that does not comply with the SSA
+// (policy.Verify found something, or its whole batch is at fault): it is kept, shown by
+// Records, and never forwarded to a sink. A record of a format the SSA does not name
+// (unknownFormat) never complies.
+const (
+	unknownFormat = 0xff
+	quarantineBit = 0x80
+)
 
 func (run *agreementRun) formatTag(format string) byte {
-	if i := slices.IndexFunc(run.ssa.Information, func(in protocol.Information) bool { return in.Format == format }); i >= 0 && i < unknownFormat {
+	if i := slices.IndexFunc(run.ssa.Information, func(in protocol.Information) bool { return in.Format == format }); i >= 0 && i < quarantineBit {
 		return byte(i)
 	}
 	return unknownFormat
@@ -501,11 +508,21 @@ func (run *agreementRun) formatTag(format string) byte {
 
 // untag splits a kept record into its format ("" if unknown) and its bytes.
 func (run *agreementRun) untag(data []byte) (string, []byte) {
-	if len(data) == 0 || int(data[0]) >= len(run.ssa.Information) {
-		return "", data[min(len(data), 1):]
+	if len(data) == 0 {
+		return "", data
 	}
-	return run.ssa.Information[data[0]].Format, data[1:]
+	i := int(data[0])
+	if i != unknownFormat {
+		i &^= quarantineBit
+	}
+	if i >= len(run.ssa.Information) {
+		return "", data[1:]
+	}
+	return run.ssa.Information[i].Format, data[1:]
 }
+
+// quarantined reports whether a kept record does not comply with the SSA.
+func quarantined(data []byte) bool { return len(data) > 0 && data[0]&quarantineBit != 0 }
 
 // refine runs the SSP enforcement point of run over raws (step ⑧), tagging each refined
 // record with its format.
@@ -855,6 +872,7 @@ type checkedBatch struct {
 	refused    string // why the batch cannot be taken at all
 	findings   []RecordFinding
 	violations uint64
+	bad        []bool // the records that do not comply, unless all of them are at fault
 }
 
 // checkBatch verifies a batch's signature, that it belongs to an SSA in force with its
@@ -888,16 +906,27 @@ func (m *manager) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) 
 			Text: fmt.Sprintf("the batch says it was sent at %s but arrived at %s: more than %v apart, so its time cannot show it was sent within the schedule",
 				sent.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), protocol.MaxSkew)}}})
 	}
+	c.bad = make([]bool, len(b.Records))
 	for i, rec := range b.Records {
 		if f := policy.Verify(run.ssp, b.Format, rec); len(f) > 0 {
 			c.findings = append(c.findings, RecordFinding{Seq: b.First + uint64(i), Findings: f})
 			c.violations++
+			c.bad[i] = true
 		}
 	}
 	if len(c.findings) > 0 && c.violations == 0 {
 		c.violations = uint64(len(b.Records)) // the whole batch is at fault
+		c.bad = nil
 	}
 	return c, nil
+}
+
+// atFault reports whether record i of the batch does not comply.
+func (c *checkedBatch) atFault(i int) bool {
+	if c.bad == nil {
+		return c.violations > 0
+	}
+	return c.bad[i]
 }
 
 // maxFindingsKept is how many records' findings the evidence of one batch keeps (the first;
@@ -915,7 +944,11 @@ func (m *manager) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.BatchAc
 	tag := c.run.formatTag(b.Format)
 	kept := make([][]byte, len(b.Records))
 	for i, r := range b.Records {
-		kept[i] = append([]byte{tag}, r...)
+		t := tag
+		if c.atFault(i) {
+			t |= quarantineBit
+		}
+		kept[i] = append([]byte{t}, r...)
 	}
 	stored, last, err := m.a.store.Receive(b.SSAID, b.First, kept, now, c.violations)
 	if errors.Is(err, storage.ErrGap) {

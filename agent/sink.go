@@ -89,6 +89,9 @@ type ForwardedRecord struct {
 	TLP      string          `json:"tlp,omitempty"`
 	Record   json.RawMessage `json:"record,omitempty"` // a JSON record as it is
 	Text     string          `json:"text,omitempty"`   // any other record
+	// Quarantined is set on a record that does not comply with the SSA (see the monitor's
+	// evidence): Records shows it, sinks never receive it.
+	Quarantined bool `json:"quarantined,omitempty"`
 }
 
 type sinkWriter interface {
@@ -184,14 +187,18 @@ func (s *sinks) forward(ctx context.Context, c SinkConfig, w sinkWriter, kick ch
 				if err != nil || len(recs) == 0 {
 					break
 				}
-				out := make([]ForwardedRecord, len(recs))
+				out := make([]ForwardedRecord, 0, len(recs))
 				tlp := run.ssp.Marking().TLP
-				for i, r := range recs {
-					out[i] = forwarded(run, tlp, r.Seq, r.ReceivedAt, r.Data)
+				for _, r := range recs {
+					if !quarantined(r.Data) { // a record that breaks the SSA goes no further
+						out = append(out, forwarded(run, tlp, r.Seq, r.ReceivedAt, r.Data))
+					}
 				}
-				if err := w.write(ctx, out); err != nil {
-					s.a.log.Warn("sink refused records; will retry", "sink", c.Name, "err", err)
-					break
+				if len(out) > 0 {
+					if err := w.write(ctx, out); err != nil {
+						s.a.log.Warn("sink refused records; will retry", "sink", c.Name, "err", err)
+						break
+					}
 				}
 				progress[run.ssa.ID] = recs[len(recs)-1].Seq
 				if err := writeFileAtomic(progressPath, mustJSON(progress)); err != nil {
@@ -231,7 +238,7 @@ func (a *Agent) Records(ssaID string, after uint64, max int) ([]ForwardedRecord,
 
 // forwarded is a kept record as sinks receive it.
 func forwarded(run *agreementRun, tlp string, seq uint64, at time.Time, data []byte) ForwardedRecord {
-	fr := ForwardedRecord{SSAID: run.ssa.ID, Seq: seq, Received: at, TLP: tlp}
+	fr := ForwardedRecord{SSAID: run.ssa.ID, Seq: seq, Received: at, TLP: tlp, Quarantined: quarantined(data)}
 	fr.Format, data = run.untag(data)
 	if json.Valid(data) {
 		fr.Record = data

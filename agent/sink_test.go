@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ssanet/ssanet/protocol"
 )
 
 // heapPeak samples the heap in use every 20 ms until stop (or the end of the test), which
@@ -127,5 +129,74 @@ func TestForwardLargeRecordsBoundedMemory(t *testing.T) {
 	got, err := req.Records(s.ID, 0, 1000)
 	if want := forwardBytes / size; err != nil || len(got) != want {
 		t.Errorf("Records: %d records (%v), want %d of %d bytes in %d bytes", len(got), err, want, size, forwardBytes)
+	}
+}
+
+// TestQuarantine: records that do not comply with the SSA (here raw ones from a provider
+// that skipped its enforcement point, among refined ones) are kept and shown as quarantined,
+// and a sink receives only the others.
+func TestQuarantine(t *testing.T) {
+	prov, req, s := exchangePair(t)
+	run := prov.mgr.run(s.ID)
+	lines := bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n"))
+	refined, err := run.refine(protocol.FormatEVE, lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raws [][]byte
+	for _, l := range lines {
+		raws = append(raws, append([]byte{0}, l...))
+	}
+	for _, recs := range [][][]byte{refined, raws} { // a compliant batch, then a violating one
+		if _, err := prov.store.Enqueue(s.ID, recs, uint64(len(recs)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := uint64(len(refined) + len(raws))
+	prov.mgr.wake(run)
+	waitRecords(t, req, s.ID, n)
+
+	held, err := req.Records(s.ID, 0, 1000)
+	if err != nil || uint64(len(held)) != n {
+		t.Fatalf("%d records held, want %d: %v", len(held), n, err)
+	}
+	want := map[uint64]bool{} // the sequence numbers a sink must receive
+	for _, r := range held {
+		if r.Seq <= uint64(len(refined)) && r.Quarantined {
+			t.Fatalf("refined record %d quarantined", r.Seq)
+		}
+		if !r.Quarantined {
+			want[r.Seq] = true
+		}
+	}
+	if len(want) == len(held) {
+		t.Fatal("no raw record was quarantined: nothing to test")
+	}
+
+	path := filepath.Join(t.TempDir(), "records.jsonl")
+	sk, err := newSinks(req, []SinkConfig{{Name: "q", Type: "jsonl", Path: path, Relation: "organisation"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sk.close)
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		b, _ := os.ReadFile(filepath.Join(req.home, "sinks", "q.json"))
+		var progress map[string]uint64
+		return json.Unmarshal(b, &progress) == nil && progress[s.ID] == n, "sink progress " + string(b)
+	})
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]bool{}
+	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		var r ForwardedRecord
+		if err := json.Unmarshal(line, &r); err != nil || !want[r.Seq] || got[r.Seq] || r.Quarantined {
+			t.Fatalf("the sink got %s (%v)", line, err)
+		}
+		got[r.Seq] = true
+	}
+	if len(got) != len(want) {
+		t.Fatalf("the sink got %d records, want the %d that comply", len(got), len(want))
 	}
 }

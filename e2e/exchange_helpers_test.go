@@ -209,6 +209,8 @@ type recordView struct {
 	TLP      string          `json:"tlp"`
 	Record   json.RawMessage `json:"record"`
 	Text     string          `json:"text"`
+	// Quarantined: the record does not comply with the SSA; no sink receives it.
+	Quarantined bool `json:"quarantined"`
 }
 
 // body is the record itself.

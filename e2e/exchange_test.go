@@ -220,8 +220,9 @@ func TestAppendixI(t *testing.T) {
 }
 
 // TestBrokenProviderCaught: a provider built to skip its enforcement point delivers raw
-// records; the requester stores them (as received, with the evidence), and its monitor says
-// the SSA is violated and lists the offending signed batches.
+// records; the requester stores them (as received, with the evidence), quarantines those
+// that break the SSA (its sink receives only the others), and its monitor says the SSA is
+// violated and lists the offending signed batches.
 func TestBrokenProviderCaught(t *testing.T) {
 	const n = 500
 	prov := newAgent(t, "broken-provider", "", withDaemon(brokenProvider(t)))
@@ -234,19 +235,38 @@ func TestBrokenProviderCaught(t *testing.T) {
 	if ing.Queued[id] != n {
 		t.Fatalf("ingest: %+v, want %d queued for %s", ing, n, id)
 	}
-	waitSink(t, sink, id, n, deliverBy)
+	waitInbox(t, req, id, n, deliverBy)
 
-	// The build is broken as intended: the records arrive unmasked.
+	// The build is broken as intended: the records arrive unmasked, and every one of those
+	// is quarantined.
 	held := req.records(id)
 	checkDense(t, "requester's store", id, held, n)
-	unmasked := 0
+	unmasked, clean := 0, 0
 	for _, r := range held {
 		if s, _ := addresses(r.body()); s != "" && !strings.HasSuffix(s, ".0") {
 			unmasked++
+			if !r.Quarantined {
+				t.Errorf("record %d, with src_ip %s unmasked, is not quarantined", r.Seq, s)
+			}
+		}
+		if !r.Quarantined {
+			clean++
 		}
 	}
 	if unmasked == 0 {
 		t.Fatalf("the ssanet_brokenprovider build delivered refined records: nothing to catch")
+	}
+	// The sink gets the records that comply, and nothing else.
+	waitSinkLines(t, sink, clean, deliverBy)
+	time.Sleep(300 * time.Millisecond) // room for a record that should not come
+	forwarded, bad := readSink(t, sink)
+	if bad > 0 || len(forwarded) != clean {
+		t.Fatalf("the sink holds %d records (%d bad lines), want the %d that comply", len(forwarded), bad, clean)
+	}
+	for _, r := range forwarded {
+		if s, _ := addresses(r.body()); s != "" && !strings.HasSuffix(s, ".0") {
+			t.Fatalf("record %d with src_ip %s unmasked was forwarded", r.Seq, s)
+		}
 	}
 
 	as := req.monitor(id)
@@ -284,7 +304,7 @@ func TestBrokenProviderCaught(t *testing.T) {
 			findings = findings[:300] + "…"
 		}
 	}
-	t.Logf("broken provider: %d raw records delivered (%d with unmasked src_ip); verdict %s, %d records with violations, "+
+	t.Logf("broken provider: %d raw records delivered (%d with unmasked src_ip, %d forwarded); verdict %s, %d records with violations, "+
 		"%d evidence batches; reasons %v; first findings: %s",
-		n, unmasked, as.Verdict, as.Local.Violations, len(as.Evidence), as.Reasons, findings)
+		n, unmasked, clean, as.Verdict, as.Local.Violations, len(as.Evidence), as.Reasons, findings)
 }

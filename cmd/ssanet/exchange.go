@@ -69,12 +69,17 @@ func cmdRecords(c *cli, args []string) int {
 			return c.apiFail(err)
 		}
 		for _, r := range recs {
-			if c.json {
+			mark := ""
+			if r.Quarantined {
+				mark = "[quarantined] "
+			}
+			switch {
+			case c.json:
 				enc.Encode(r)
-			} else if len(r.Record) > 0 {
-				fmt.Fprintf(c.stdout, "%s\n", r.Record)
-			} else {
-				fmt.Fprintln(c.stdout, r.Text)
+			case len(r.Record) > 0:
+				fmt.Fprintf(c.stdout, "%s%s\n", mark, r.Record)
+			default:
+				fmt.Fprintf(c.stdout, "%s%s\n", mark, r.Text)
 			}
 			*after = r.Seq
 		}
