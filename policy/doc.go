@@ -119,7 +119,10 @@
 //
 // Keys: a rule's own key (64 hex digits) is used as is. Otherwise the key comes from the
 // KeySource the provider gives to Compile (one secret per SSA, kept by the provider), and
-// cryptopan and hmac each use a sub-key HMAC-SHA256(key, "ssanet policy <method>").
+// cryptopan and hmac each use a sub-key HMAC-SHA256(key, "ssanet policy <method>"). A key
+// written in an SSA is known to the requester, which can invert cryptopan and recompute hmac
+// with it: only the provider's offer sets one (protocol.Meet drops a requester's key, and
+// protocol.Satisfies refuses, against the offer, a key the offer does not set).
 //
 // # Filtering
 //

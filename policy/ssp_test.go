@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ssanet/ssanet/protocol"
 )
@@ -331,5 +332,83 @@ func TestCompilerShared(t *testing.T) {
 	}
 	if c.lru.Len() != 1 || got[0].filters[0] != got[n-1].filters[0] {
 		t.Errorf("compiler keeps %d expressions; SSPs share the compiled one: %v", c.lru.Len(), got[0].filters[0] == got[n-1].filters[0])
+	}
+}
+
+// TestRequesterKeyIsNotKept: a requester that asks for cryptopan or hmac under a key of its
+// own (which it could use to invert or recompute the masking) gets a proposal without that
+// key; the provider masks with its secret key, and the requester cannot reproduce the
+// provider's output, not even with the key it asked for.
+func TestRequesterKeyIsNotKept(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	requesterKey := strings.Repeat("ab", 32)
+	raw := []byte(`{"timestamp":"2026-11-23T12:00:00Z","event_type":"alert","src_ip":"1.1.1.1","dest_ip":"8.8.4.4","src_port":1,"dest_port":2,"proto":"TCP","alert":{"signature":"x","signature_id":1,"severity":1}}`)
+	cases := []struct {
+		name string
+		rule protocol.MaskRule // the request's only masking rule; the offer truncates public-ip by 8 bits
+	}{
+		{"cryptopan instead of the offer's truncation", protocol.MaskRule{Scope: protocol.ScopePublicIP, Method: protocol.MaskCryptoPAn, Key: requesterKey}},
+		{"hmac on every address, applied before the truncation", protocol.MaskRule{Scope: protocol.ScopeAllIP, Method: protocol.MaskHMAC, Key: requesterKey}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			offer, err := protocol.ParseOfferYAML(protocol.ExampleProvider, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, err := protocol.ParseSSAYAML(protocol.ExampleRequester, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ID, req.Status = "ssa-requester-key", protocol.StatusProposal
+			req.Policy.Masking = []protocol.MaskRule{tc.rule}
+			p, conflicts := protocol.Meet(req, offer, protocol.FromTime(now))
+			if conflicts != nil {
+				t.Fatalf("meet: %v", conflicts)
+			}
+			for _, r := range p.Policy.Masking {
+				if r.Key != "" {
+					t.Fatalf("the proposal keeps a key: %+v", r)
+				}
+			}
+			if rs := protocol.Satisfies(p, &offer.Terms); len(rs) > 0 {
+				t.Fatalf("the proposal fails the offer: %v", rs)
+			}
+			if err := Check(p); err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			prov, err := Compile(p, DerivedKeys([]byte("provider long-term secret 123456")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			shared, err := Enforce(prov, protocol.FormatEVE, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(shared) == 0 || bytes.Contains(shared, []byte("1.1.1.1")) || bytes.Contains(shared, []byte("8.8.4.4")) {
+				t.Fatalf("the provider shares %s", shared)
+			}
+			if reqSide, err := Compile(p, nil); err != nil || reqSide.CanEnforce() {
+				t.Fatalf("the requester's SSP can enforce: %v", err)
+			}
+			// The requester's best attempt: the proposal as it would be with its key kept.
+			forged := p.Clone()
+			for i := range forged.Policy.Masking {
+				if forged.Policy.Masking[i].Target() == tc.rule.Target() {
+					forged.Policy.Masking[i].Key = requesterKey
+				}
+			}
+			mine, err := Compile(forged, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := Enforce(mine, protocol.FormatEVE, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Equal(again, shared) {
+				t.Fatalf("the requester reproduces the provider's output with its own key: %s", shared)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -194,5 +195,44 @@ func TestRestoreFromTranscript(t *testing.T) {
 		if !bytes.Equal(a, b) {
 			t.Fatal("restored agreement differs")
 		}
+	}
+}
+
+// TestRevisionKeys: the provider decides a requester's revision with Satisfies against its
+// offer's terms, and the requester a provider's against its request. A revision that adds a
+// masking key the offer does not set is refused by the provider; a key the provider adds is
+// its own business.
+func TestRevisionKeys(t *testing.T) {
+	cases := []struct {
+		name     string
+		provider bool // the provider revises
+		rule     MaskRule
+		conflict bool
+	}{
+		{"requester adds hmac under its own key", false, MaskRule{Scope: ScopeAllIP, Method: MaskHMAC, Key: requesterKey}, true},
+		{"requester adds cryptopan under its own key", false, MaskRule{Scope: ScopeAllIP, Method: MaskCryptoPAn, Key: requesterKey}, true},
+		{"requester adds hmac under the provider's secret key", false, MaskRule{Scope: ScopeAllIP, Method: MaskHMAC}, false},
+		{"provider adds hmac under a key it chose", true, MaskRule{Scope: ScopeAllIP, Method: MaskHMAC, Key: requesterKey}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pr := newPair(t)
+			pr.approve()
+			a, b, own := pr.r, pr.p, &pr.offer.Terms
+			if tc.provider {
+				a, b, own = pr.p, pr.r, pr.r.Transcript()[0].SSA
+			}
+			v2 := a.Agreement().Clone()
+			v2.ID = "ssa-test-2"
+			v2.Policy.Masking = append(v2.Policy.Masking, tc.rule)
+			pr.deliver(b, pr.step(a, Revise{v2}).Send)
+			if b.State() != StateRevisionReceived {
+				t.Fatalf("state %s", b.State())
+			}
+			rs := Satisfies(b.Pending(), own)
+			if got := slices.ContainsFunc(rs, func(r Reason) bool { return r.Code == CodeMasking }); got != tc.conflict || len(rs) > 1 {
+				t.Fatalf("the %s's check gives %v, want a masking conflict: %v", b.Role(), rs, tc.conflict)
+			}
+		})
 	}
 }

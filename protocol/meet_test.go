@@ -13,7 +13,7 @@ import (
 var now0 = FromTime(t0)
 
 func reqWith(f func(s *SSA)) *SSA {
-	s := &SSA{ID: "ssa-meet", Participants: Participants{Requester: Participant{Name: "requester"}},
+	s := &SSA{ID: "ssa-meet", Status: StatusProposal, Participants: Participants{Requester: Participant{Name: "requester"}},
 		Information: []Information{{Type: TypeBlacklist, Format: FormatIODEF}}}
 	if f != nil {
 		f(s)
@@ -39,6 +39,9 @@ func truncate(bits, maxBits uint8) MaskRule {
 }
 
 func method(m string) MaskRule { return MaskRule{Scope: ScopePublicIP, Method: m} }
+
+// requesterKey is a masking key a requester chose, and so knows.
+var requesterKey = strings.Repeat("ab", 32)
 
 // conflict is an expected Reason: its code, component, and what each side's value must say.
 type conflict struct {
@@ -100,6 +103,22 @@ func TestMeetComponents(t *testing.T) {
 			req:   reqWith(masking(method(MaskHMAC))),
 			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: strings.Repeat("0f", 32)})),
 			check: wantMasking(MaskRule{Scope: ScopePublicIP, Method: MaskHMAC, Key: strings.Repeat("0f", 32)})},
+		{name: "masking: the requester's key is dropped from a stronger method",
+			req:   reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: requesterKey})),
+			offer: offerWith(masking(truncate(8, 0))),
+			check: wantMasking(method(MaskCryptoPAn))},
+		{name: "masking: the requester's key is dropped from a target of its own",
+			req:   reqWith(masking(MaskRule{Scope: ScopeAllIP, Method: MaskHMAC, Key: requesterKey})),
+			offer: offerWith(masking(truncate(8, 0))),
+			check: wantMasking(MaskRule{Scope: ScopeAllIP, Method: MaskHMAC}, truncate(8, 0))},
+		{name: "masking: the requester's key gives way to the provider's",
+			req:   reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskHMAC, Key: requesterKey})),
+			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: strings.Repeat("0f", 32)})),
+			check: wantMasking(MaskRule{Scope: ScopePublicIP, Method: MaskHMAC, Key: strings.Repeat("0f", 32)})},
+		{name: "masking: one method on both sides keeps the provider's key",
+			req:   reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: requesterKey})),
+			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: strings.Repeat("0f", 32)})),
+			check: wantMasking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: strings.Repeat("0f", 32)})},
 		{name: "masking: a stronger method without a key drops the provider's key",
 			req:   reqWith(masking(method(MaskRemove))),
 			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: strings.Repeat("0f", 32)})),
@@ -365,6 +384,9 @@ func proposalErr(p, req *SSA, offer *Offer, now Time) error {
 		if r.MaxBits != 0 || r.Method == MaskNone {
 			return fmt.Errorf("the proposal carries a tolerance: %+v", r)
 		}
+		if r.Key != "" && !slices.ContainsFunc(policyOf(&offer.Terms).Masking, func(o MaskRule) bool { return o.Target() == r.Target() && o.Key == r.Key }) {
+			return fmt.Errorf("the proposal carries a key the offer does not set for its target: %+v", r)
+		}
 	}
 	return nil
 }
@@ -465,6 +487,7 @@ func TestMeetProperty(t *testing.T) {
 	codes := map[Code]int{}
 	for i := range runs {
 		req := g.ssa(now0)
+		req.Status = StatusProposal // as every request is: Satisfies reads it
 		offer := &Offer{ID: "random", ProposalValidity: Duration(60 * g.r.IntN(120)), Terms: *g.ssa(now0)}
 		for _, err := range []error{req.Validate(), offer.Validate()} {
 			if err != nil {
@@ -516,6 +539,58 @@ func TestExamplesMeet(t *testing.T) {
 			checkProposal(t, p, req, offer, FromTime(now))
 			if !p.Schedule.Contains(FromTime(now)) || p.Policy.Handling.TLP != TLPAmber || p.Policy.Masking[0].Bits != 8 {
 				t.Fatalf("proposal %s, TLP %s", describeSchedule(p.Schedule), p.Policy.Handling.TLP)
+			}
+		})
+	}
+}
+
+// TestSatisfiesMaskingKeys: checked against an offer's terms, a cryptopan or hmac rule may
+// carry only a key that the offer sets for the same target; checked against a request, keys
+// are the provider's business.
+func TestSatisfiesMaskingKeys(t *testing.T) {
+	offerKey := strings.Repeat("0f", 32)
+	offerTruncates := offerWith(masking(truncate(8, 0))).Terms
+	offerKeys := offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: offerKey})).Terms
+	cases := []struct {
+		name     string
+		template *SSA
+		rules    []MaskRule // the proposal's masking
+		conflict bool
+	}{
+		{"offer: cryptopan under the requester's key instead of truncation", &offerTruncates,
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: requesterKey}}, true},
+		{"offer: hmac under the requester's key on a target the offer leaves alone", &offerTruncates,
+			[]MaskRule{{Scope: ScopeAllIP, Method: MaskHMAC, Key: requesterKey}, truncate(8, 0)}, true},
+		{"offer: the offer's key on another target", &offerKeys,
+			[]MaskRule{{Scope: ScopeAllIP, Method: MaskHMAC, Key: offerKey}, {Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: offerKey}}, true},
+		{"offer: another key on the offer's target", &offerKeys,
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: requesterKey}}, true},
+		{"offer: the offer's key on its target, with a stronger method", &offerKeys,
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskHMAC, Key: offerKey}}, false},
+		{"offer: no key, the provider's secret applies", &offerTruncates,
+			[]MaskRule{{Scope: ScopeAllIP, Method: MaskHMAC}, {Scope: ScopePublicIP, Method: MaskCryptoPAn}}, false},
+		{"request: a key the provider chose", reqWith(masking(truncate(8, 0))),
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: offerKey}}, false},
+		{"request: its own key left out", reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: requesterKey})),
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn}}, false},
+		{"a template without status is held to the provider's rule", reqWith(func(s *SSA) { s.Status = 0 }),
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: offerKey}}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := reqWith(masking(tc.rules...))
+			if err := p.Validate(); err != nil {
+				t.Fatalf("the case itself is invalid: %v", err)
+			}
+			rs := Satisfies(p, tc.template)
+			if !tc.conflict {
+				if len(rs) > 0 {
+					t.Fatalf("conflicts %v", rs)
+				}
+				return
+			}
+			if len(rs) != 1 || rs[0].Code != CodeMasking || rs[0].Component != "policy.masking" || !strings.Contains(rs[0].Text, "only the provider chooses masking keys") {
+				t.Fatalf("conflicts %v, want one masking conflict about the key", rs)
 			}
 		})
 	}

@@ -52,6 +52,10 @@ func (o *Offer) Validate() error {
 	if len(o.Terms.Information) == 0 {
 		return fmt.Errorf("%w: offer %s offers no information", ErrInvalidSSA, o.ID)
 	}
+	if o.Terms.Status != 0 {
+		// Satisfies tells an offer's terms from a request by the status only a request has.
+		return fmt.Errorf("%w: offer %s: terms carry status %s; leave status out, the negotiation sets it", ErrInvalidSSA, o.ID, o.Terms.Status)
+	}
 	return o.Terms.Validate()
 }
 

@@ -140,6 +140,9 @@ type MaskRule struct {
 	// Bits is the number of low bits truncated (truncate only).
 	Bits uint8 `cbor:"4,keyasint,omitempty" yaml:"bits,omitempty" json:"bits,omitempty"`
 	// Key is the 32-byte key of cryptopan or hmac as hex; empty means one is generated per SSA.
+	// Only the provider sets one, in its offer: a key is readable by the requester, which could
+	// invert or recompute the masking with it, so the meet drops a requester's key and Satisfies
+	// refuses, against an offer, a key the offer does not set for the rule's target.
 	Key string `cbor:"5,keyasint,omitempty" yaml:"key,omitempty" json:"key,omitempty"`
 	// MaxBits, in a requester's template, is the most truncation the requester tolerates on
 	// this target; a provider that needs more is in conflict. Zero: any.

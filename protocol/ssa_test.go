@@ -147,3 +147,18 @@ func TestEd25519Key(t *testing.T) {
 		}
 	}
 }
+
+func TestOfferTermsCarryNoStatus(t *testing.T) {
+	for _, st := range []Status{StatusProposal, StatusApproval, StatusAnnulment} {
+		t.Run(st.String(), func(t *testing.T) {
+			o := exampleOffer(t, t0)
+			o.Terms.Status = st
+			if err := o.Validate(); !errors.Is(err, ErrInvalidSSA) {
+				t.Fatalf("Validate: %v, want ErrInvalidSSA", err)
+			}
+		})
+	}
+	if err := exampleOffer(t, t0).Validate(); err != nil {
+		t.Fatalf("the example offer: %v", err)
+	}
+}
