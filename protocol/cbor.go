@@ -72,15 +72,24 @@ func unmarshalCanonical(b []byte, v any) error {
 	if len(b) > MaxMessageSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxMessageSize)
 	}
-	if err := decMode.Unmarshal(b, v); err != nil {
+	if err := decodeCanonical(b, v); err != nil {
 		return fmt.Errorf("%w: %T: %v", ErrMalformed, v, err)
+	}
+	return nil
+}
+
+// decodeCanonical is unmarshalCanonical without the size cap and without ErrMalformed: for a
+// value inside one that unmarshalCanonical is decoding, which reports the error.
+func decodeCanonical(b []byte, v any) error {
+	if err := decMode.Unmarshal(b, v); err != nil {
+		return err
 	}
 	same := &sameBytes{want: b, ok: true}
 	if err := encMode.NewEncoder(same).Encode(v); err != nil {
-		return fmt.Errorf("%w: %T: %v", ErrMalformed, v, err)
+		return err
 	}
 	if !same.ok || same.off != len(b) {
-		return fmt.Errorf("%w: %T is not in core deterministic form", ErrMalformed, v)
+		return errors.New("not in core deterministic form")
 	}
 	return nil
 }

@@ -11,7 +11,8 @@ import (
 )
 
 // Fuzz targets for every decoder. Each must never panic, and whatever it accepts must encode
-// back to exactly the bytes it read. Seeds are the golden files and the example templates.
+// back to exactly the bytes it read. Seeds are the golden files, the example templates and
+// messages whose extension values are canonical or not (otherValues).
 
 // goldenSeeds returns every golden file's bytes.
 func goldenSeeds(f *testing.F) map[string][]byte {
@@ -28,8 +29,8 @@ func goldenSeeds(f *testing.F) map[string][]byte {
 	return seeds
 }
 
-// ssaSeeds are canonical SSAs: the agreements, the payloads of the golden messages and the
-// example templates.
+// ssaSeeds are SSAs: the agreements, the payloads of the golden messages, the example
+// templates (all canonical) and requests carrying each of otherValues (canonical or not).
 func ssaSeeds(f *testing.F) [][]byte {
 	var out [][]byte
 	for name, b := range goldenSeeds(f) {
@@ -50,6 +51,10 @@ func ssaSeeds(f *testing.F) [][]byte {
 		if err != nil {
 			f.Fatal(err)
 		}
+		out = append(out, b)
+	}
+	for _, v := range otherValues {
+		b, _ := withOther(f, v.raw)
 		out = append(out, b)
 	}
 	return out
@@ -78,6 +83,16 @@ func FuzzDecodeSSA(f *testing.F) {
 		if _, err := s.SigningBytes(); err != nil {
 			t.Fatal(err)
 		}
+		// The re-encoding above keeps extension values as they are: check them on their own.
+		for k, raw := range s.Other {
+			var v any
+			if err := decMode.Unmarshal(raw, &v); err != nil || noFloats(v) != nil {
+				t.Fatalf("other.%s %x accepted: %v", k, raw, err)
+			}
+			if b, err := marshal(v); err != nil || !bytes.Equal(b, raw) {
+				t.Fatalf("other.%s %x accepted, its canonical form is %x", k, raw, b)
+			}
+		}
 		// The human forms and verification may refuse, but never panic.
 		_, _ = s.YAML()
 		_, _ = json.Marshal(s)
@@ -88,6 +103,10 @@ func FuzzDecodeSSA(f *testing.F) {
 func FuzzOpen(f *testing.F) {
 	for _, b := range goldenSeeds(f) {
 		f.Add(b)
+	}
+	for _, v := range otherValues {
+		_, env := withOther(f, v.raw)
+		f.Add(env)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		env, err := Open(data)

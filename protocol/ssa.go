@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -223,6 +224,28 @@ func (s Schedule) Contains(t Time) bool {
 
 // Extensions are the "other components": names mapped to canonical CBOR values.
 type Extensions map[string]cbor.RawMessage
+
+// UnmarshalCBOR reads the extension values and refuses any that is not canonical CBOR (the
+// strict decoder's rules, core deterministic form, no floats): they are signed as they are,
+// so a value with two encodings would give one SSA two signing encodings.
+func (e *Extensions) UnmarshalCBOR(b []byte) error {
+	var m map[string]cbor.RawMessage
+	if err := decMode.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		var v any
+		err := decodeCanonical(m[k], &v)
+		if ferr := noFloats(v); ferr != nil {
+			err = ferr // a float is refused as such, whether or not it is in its shortest form
+		}
+		if err != nil {
+			return fmt.Errorf("other.%s: %v", k, err)
+		}
+	}
+	*e = m
+	return nil
+}
 
 var (
 	// ErrInvalidSSA means an SSA breaks a rule of its structure; the message says which.

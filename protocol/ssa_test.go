@@ -148,6 +148,73 @@ func TestEd25519Key(t *testing.T) {
 	}
 }
 
+// otherValues are extension values, canonical (ok) or not; the fuzz targets take them as
+// seeds too.
+var otherValues = []struct {
+	name string
+	raw  []byte
+	ok   bool
+}{
+	{"integer", []byte{0x01}, true},
+	{"negative integer", []byte{0x20}, true},
+	{"text", []byte{0x62, 'o', 'k'}, true},
+	{"bytes", []byte{0x41, 0x00}, true},
+	{"true, null", []byte{0x82, 0xf5, 0xf6}, true},
+	{"sorted map", []byte{0xa2, 0x61, 'a', 0x01, 0x61, 'b', 0x82, 0x01, 0x02}, true},
+	{"map with integer keys", []byte{0xa2, 0x01, 0x01, 0x20, 0x02}, true},
+	{"non-shortest integer", []byte{0x18, 0x01}, false},
+	{"non-shortest length", []byte{0x78, 0x01, 'a'}, false},
+	{"non-shortest integer inside a map", []byte{0xa1, 0x61, 'a', 0x19, 0x00, 0x01}, false},
+	{"unsorted map keys", []byte{0xa2, 0x61, 'b', 0x01, 0x61, 'a', 0x02}, false},
+	{"duplicate map keys", []byte{0xa2, 0x61, 'a', 0x01, 0x61, 'a', 0x02}, false},
+	{"float64", []byte{0xfb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0}, false},
+	{"float16 in shortest form", []byte{0xf9, 0x3c, 0x00}, false},
+	{"float inside an array", []byte{0x81, 0xf9, 0x3e, 0x00}, false},
+	{"undefined", []byte{0xf7}, false},
+	{"tag", []byte{0xc1, 0x01}, false},
+	{"invalid UTF-8", []byte{0x61, 0xff}, false},
+}
+
+// TestOtherMustBeCanonical: extension values are signed as they are, so each must be
+// canonical CBOR, or one SSA would have several signing encodings. DecodeSSA and Open (for
+// every message carrying an SSA) refuse any other encoding.
+func TestOtherMustBeCanonical(t *testing.T) {
+	for _, tc := range otherValues {
+		t.Run(tc.name, func(t *testing.T) {
+			ssa, env := withOther(t, tc.raw)
+			_, derr := DecodeSSA(ssa)
+			_, oerr := Open(env)
+			for what, err := range map[string]error{"DecodeSSA": derr, "Open": oerr} {
+				switch {
+				case tc.ok && err != nil:
+					t.Errorf("%s refuses a canonical value: %v", what, err)
+				case !tc.ok && !errors.Is(err, ErrMalformed):
+					t.Errorf("%s: %v, want ErrMalformed", what, err)
+				}
+			}
+		})
+	}
+}
+
+// withOther returns the encoding of a request whose extension "ticket" is raw, as is, and of
+// the envelope that sends it.
+func withOther(t testing.TB, raw []byte) (ssa, env []byte) {
+	t.Helper()
+	id := testIdentity(t, 1)
+	s := exampleRequest(t, t0)
+	s.Status, s.Participants.Requester.PeerID = StatusProposal, id.PeerID().String()
+	s.Other = Extensions{"ticket": raw}
+	b, err := s.Encode()
+	if err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	e, err := Seal(id, Header{Type: MsgRequest, Negotiation: testNID(7), ID: testNID(8), Time: t0.UnixMilli()}, s)
+	if err != nil {
+		t.Fatalf("Seal: %v", err)
+	}
+	return b, e.Bytes()
+}
+
 func TestOfferTermsCarryNoStatus(t *testing.T) {
 	for _, st := range []Status{StatusProposal, StatusApproval, StatusAnnulment} {
 		t.Run(st.String(), func(t *testing.T) {
