@@ -210,7 +210,7 @@ func NewProvider(self *Identity) *Negotiation {
 // Restore rebuilds a negotiation from its transcript, as persisted, checking every message and
 // every transition again. A transcript that ends with a received acceptance or cancellation
 // whose automatic answer was never recorded leaves the negotiation owing it: the next Tick
-// sends it.
+// sends it. A transcript that does not begin with the request is refused (ErrUnexpected).
 func Restore(self *Identity, role Role, transcript [][]byte) (*Negotiation, error) {
 	n := &Negotiation{role: role, self: self, byID: map[string]int{}}
 	for i, raw := range transcript {
@@ -219,6 +219,9 @@ func Restore(self *Identity, role Role, transcript [][]byte) (*Negotiation, erro
 			return nil, fmt.Errorf("protocol: restore message %d: %w", i, err)
 		}
 		if i == 0 {
+			if env.Header.Type != MsgRequest {
+				return nil, fmt.Errorf("protocol: restore message 0: %w: a transcript begins with a request, not a %s", ErrUnexpected, env.Header.Type)
+			}
 			n.id = env.Header.Negotiation
 			if role == RoleRequester {
 				n.peer = participantPeer(env.SSA.Participants.Provider)

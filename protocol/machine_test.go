@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -232,6 +233,37 @@ func TestRevisionKeys(t *testing.T) {
 			rs := Satisfies(b.Pending(), own)
 			if got := slices.ContainsFunc(rs, func(r Reason) bool { return r.Code == CodeMasking }); got != tc.conflict || len(rs) > 1 {
 				t.Fatalf("the %s's check gives %v, want a masking conflict: %v", b.Role(), rs, tc.conflict)
+			}
+		})
+	}
+}
+
+// TestRestoreRefusesTranscriptWithoutRequest: a transcript (read from local storage) must
+// begin with the request, for either role; any other first message is an error, not a panic.
+func TestRestoreRefusesTranscriptWithoutRequest(t *testing.T) {
+	pr := newPair(t)
+	pr.approve()
+	rejection, err := Seal(pr.pid, Header{Type: MsgRejection, Negotiation: testNID(7), ID: testNID(9), Time: t0.UnixMilli()}, &Rejection{SSAID: "ssa-test-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := pr.r.Transcript() // request, proposal, acceptance, confirmation
+	cases := []struct {
+		name  string
+		role  Role
+		self  *Identity
+		first *Envelope
+	}{
+		{"requester, rejection first", RoleRequester, pr.rid, rejection},
+		{"provider, rejection first", RoleProvider, pr.pid, rejection},
+		{"requester, proposal first", RoleRequester, pr.rid, tr[1]},
+		{"provider, acceptance first", RoleProvider, pr.pid, tr[2]},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := Restore(tc.self, tc.role, [][]byte{tc.first.Bytes()})
+			if !errors.Is(err, ErrUnexpected) || n != nil || !strings.Contains(err.Error(), "begins with a request") {
+				t.Fatalf("Restore: %v, %v; want ErrUnexpected", n, err)
 			}
 		})
 	}
