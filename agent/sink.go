@@ -140,7 +140,12 @@ func openSink(c SinkConfig) (sinkWriter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %w", c.Name, err)
 		}
-		return &jsonlSink{f: f}, nil
+		info, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("sink %s: %w", c.Name, err)
+		}
+		return &jsonlSink{f: f, sync: info.Mode().IsRegular()}, nil
 	case "syslog":
 		return &syslogSink{network: c.Network, address: c.Address}, nil
 	default:
@@ -248,11 +253,16 @@ func forwarded(run *agreementRun, tlp string, seq uint64, at time.Time, data []b
 	return fr
 }
 
-type jsonlSink struct{ f *os.File }
+// jsonlSink appends JSON Lines to a file; a regular file is synced (a pipe or a device
+// cannot be).
+type jsonlSink struct {
+	f    *os.File
+	sync bool
+}
 
-// write encodes one record at a time, so that it holds one encoded record, not a chunk. A
-// write that fails may leave the first records of the chunk in the file: the forwarder
-// writes the chunk again.
+// write encodes one record at a time, so that it holds one encoded record, not a chunk, and
+// syncs a regular file before the forwarder records its progress. A write that fails may leave the
+// first records of the chunk in the file: the forwarder writes the chunk again.
 func (j *jsonlSink) write(_ context.Context, recs []ForwardedRecord) error {
 	w := bufio.NewWriterSize(j.f, 64<<10)
 	enc := json.NewEncoder(w)
@@ -261,7 +271,10 @@ func (j *jsonlSink) write(_ context.Context, recs []ForwardedRecord) error {
 			return err
 		}
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil || !j.sync {
+		return err
+	}
+	return j.f.Sync()
 }
 
 func (j *jsonlSink) close() error { return j.f.Close() }
@@ -423,7 +436,23 @@ func writeFileAtomic(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path)) // the rename itself survives a power cut
+}
+
+// syncDir syncs a directory, so that the entries made in it last are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func mustJSON(v any) []byte {
