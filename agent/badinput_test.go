@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,7 +202,8 @@ func TestOpenNegotiationsBounded(t *testing.T) {
 	mallory := newRawPeer(t)
 	st := mallory.stream(t, prov, ProtocolNegotiate)
 	r := bufio.NewReader(st)
-	for i := range uint64(maxOpenPerPeer) {
+	const last = 8 // requests sent at once, when the peer has room for that many more
+	for i := range uint64(maxOpenPerPeer - last) {
 		st.SetDeadline(time.Now().Add(10 * time.Second))
 		if err := writeFrame(st, sealedRequest(t, mallory.id, prov, i).Bytes()); err != nil {
 			t.Fatal(err)
@@ -208,6 +211,24 @@ func TestOpenNegotiationsBounded(t *testing.T) {
 		if ans, err := readFrame(r, protocol.MaxMessageSize); err != nil || len(ans) != 0 {
 			t.Fatalf("request %d: answer of %d bytes, %v; want it held", i, len(ans), err)
 		}
+	}
+	// Three times as many as fit, on streams of their own: the bound still holds.
+	var envs [][]byte
+	for i := range uint64(3 * last) {
+		envs = append(envs, frame(sealedRequest(t, mallory.id, prov, maxOpenPerPeer+10+i).Bytes()))
+	}
+	var taken atomic.Int32
+	var wg sync.WaitGroup
+	for _, env := range envs {
+		wg.Go(func() {
+			if ans, err := mallory.exchange(t, prov, env); err == nil && len(ans) == 0 {
+				taken.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := taken.Load(); n != last {
+		t.Fatalf("%d of %d requests sent at once were taken, room for %d", n, len(envs), last)
 	}
 	if _, err := mallory.exchange(t, prov, frame(sealedRequest(t, mallory.id, prov, maxOpenPerPeer).Bytes())); err == nil {
 		t.Fatal("a request over the bound was taken")

@@ -906,6 +906,7 @@ func (m *manager) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) 
 			Text: fmt.Sprintf("the batch says it was sent at %s but arrived at %s: more than %v apart, so its time cannot show it was sent within the schedule",
 				sent.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), protocol.MaxSkew)}}})
 	}
+	batchFault := len(c.findings) > 0
 	c.bad = make([]bool, len(b.Records))
 	for i, rec := range b.Records {
 		if f := policy.Verify(run.ssp, b.Format, rec); len(f) > 0 {
@@ -914,8 +915,8 @@ func (m *manager) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) 
 			c.bad[i] = true
 		}
 	}
-	if len(c.findings) > 0 && c.violations == 0 {
-		c.violations = uint64(len(b.Records)) // the whole batch is at fault
+	if batchFault {
+		c.violations = uint64(len(b.Records)) // the whole batch is at fault, whatever its records
 		c.bad = nil
 	}
 	return c, nil

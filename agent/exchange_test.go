@@ -227,7 +227,7 @@ func TestAssessmentAtScheduleEnd(t *testing.T) {
 
 // TestBatchTimeChecked: a batch whose signed time is inside the schedule but far from when
 // it arrives is a violation: a provider cannot deliver after the schedule's end under an
-// earlier time.
+// earlier time. All of its records are at fault, also when one of them breaks the SSA too.
 func TestBatchTimeChecked(t *testing.T) {
 	prov, req, s := exchangePair(t)
 	run := prov.mgr.run(s.ID)
@@ -235,15 +235,27 @@ func TestBatchTimeChecked(t *testing.T) {
 	if err != nil || len(refined) == 0 {
 		t.Fatal(len(refined), err)
 	}
+	var raw []byte // a sample record that breaks the SSA as it is (unmasked)
+	for _, l := range bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n")) {
+		if len(policy.Verify(run.ssp, protocol.FormatEVE, l)) > 0 {
+			raw = l
+			break
+		}
+	}
+	if raw == nil {
+		t.Fatal("no sample record breaks the SSA")
+	}
 	for _, tc := range []struct {
 		name      string
 		sent      time.Time
+		withRaw   bool
 		violation bool
 	}{
-		{"now", time.Now(), false},
-		{"a minute ago", time.Now().Add(-time.Minute), false},
-		{"backdated", time.Now().Add(-protocol.MaxSkew - time.Minute), true},
-		{"ahead", time.Now().Add(protocol.MaxSkew + time.Minute), true},
+		{"now", time.Now(), false, false},
+		{"a minute ago", time.Now().Add(-time.Minute), false, false},
+		{"backdated", time.Now().Add(-protocol.MaxSkew - time.Minute), false, true},
+		{"ahead", time.Now().Add(protocol.MaxSkew + time.Minute), false, true},
+		{"backdated, with a raw record", time.Now().Add(-protocol.MaxSkew - time.Minute), true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &protocol.Batch{SSAID: s.ID, SSPHash: run.ssp.Hash(), First: 1, Format: protocol.FormatEVE, Sent: tc.sent.UnixMilli()}
@@ -251,16 +263,24 @@ func TestBatchTimeChecked(t *testing.T) {
 				_, rec := run.untag(r)
 				b.Records = append(b.Records, rec)
 			}
-			raw, err := protocol.SealBatch(prov.self, b)
+			if tc.withRaw {
+				b.Records = append(b.Records, raw)
+			}
+			sealed, err := protocol.SealBatch(prov.self, b)
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := req.mgr.checkBatch(raw, prov.ID())
+			c, err := req.mgr.checkBatch(sealed, prov.ID())
 			if err != nil || c.refused != "" {
 				t.Fatalf("%+v, %v", c, err)
 			}
-			if got := c.violations > 0; got != tc.violation {
-				t.Fatalf("violation %v, want %v: %+v", got, tc.violation, c.findings)
+			for i := range b.Records {
+				if c.atFault(i) != tc.violation {
+					t.Fatalf("record %d at fault: %v, want %v: %+v", i+1, c.atFault(i), tc.violation, c.findings)
+				}
+			}
+			if tc.violation && c.violations != uint64(len(b.Records)) {
+				t.Fatalf("%d violations counted of %d records", c.violations, len(b.Records))
 			}
 		})
 	}

@@ -64,6 +64,10 @@ type session struct {
 	// (outside the negotiator's lock), or failed to, with loadErr.
 	ready   chan struct{}
 	loadErr error
+	// reservedBy is the requester whose new negotiation this is, holding one of its
+	// maxOpenPerPeer places until its first commit counts it (or it is dropped unpersisted).
+	// Guarded by the negotiator's mu.
+	reservedBy string
 }
 
 // negotiator is the SSA negotiation point: it drives every negotiation of the agent.
@@ -83,6 +87,8 @@ type negotiator struct {
 	// and openPer how many each requester has (see maxOpenPerPeer).
 	open    map[string]string
 	openPer map[string]int
+	// reserved counts, per requester, the new negotiations not yet committed.
+	reserved map[string]int
 }
 
 // resend is when to send a negotiation's unacknowledged message again. Each failed attempt
@@ -100,7 +106,7 @@ const maxResendDelay = 10 * time.Minute
 // newNegotiator loads the negotiations with unacknowledged messages (a restart resumes them).
 func newNegotiator(a *Agent, now func() time.Time) (*negotiator, error) {
 	n := &negotiator{a: a, now: now, sessions: map[string]*session{}, undelivered: map[string]*resend{},
-		proposals: map[string]time.Time{}, open: map[string]string{}, openPer: map[string]int{}}
+		proposals: map[string]time.Time{}, open: map[string]string{}, openPer: map[string]int{}, reserved: map[string]int{}}
 	recs, err := a.store.Negotiations()
 	if err != nil {
 		return nil, fmt.Errorf("load negotiations: %w", err)
@@ -123,6 +129,7 @@ func (n *negotiator) setDelivered(s *session) {
 	s.atRest.Store(atRest(s.m.State()) && s.rec.Delivered)
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.unreserve(s)
 	n.track(s.rec)
 	if s.rec.Delivered {
 		delete(n.undelivered, string(s.rec.ID))
@@ -223,10 +230,15 @@ func (n *negotiator) fill(s *session, nid []byte, requester peer.ID) error {
 	rec, m, err := n.load(nid)
 	switch {
 	case errors.Is(err, storage.ErrNotFound) && requester != "":
+		p := requester.String()
 		n.mu.Lock()
-		open := n.openPer[requester.String()]
+		full := n.openPer[p]+n.reserved[p] >= maxOpenPerPeer
+		if !full {
+			n.reserved[p]++
+			s.reservedBy = p
+		}
 		n.mu.Unlock()
-		if open >= maxOpenPerPeer {
+		if full {
 			return fmt.Errorf("%w: %d waiting; request again when some have ended", ErrTooManyOpen, maxOpenPerPeer)
 		}
 		now := n.now()
@@ -298,7 +310,19 @@ func (n *negotiator) release(s *session) {
 	defer n.mu.Unlock()
 	s.refs--
 	if s.refs == 0 && s.atRest.Load() {
+		n.unreserve(s)
 		delete(n.sessions, string(s.rec.ID))
+	}
+}
+
+// unreserve gives back the place a new negotiation held (see session.reservedBy). The caller
+// holds n.mu.
+func (n *negotiator) unreserve(s *session) {
+	if p := s.reservedBy; p != "" {
+		if n.reserved[p]--; n.reserved[p] == 0 {
+			delete(n.reserved, p)
+		}
+		s.reservedBy = ""
 	}
 }
 
