@@ -73,7 +73,9 @@ type IDView struct {
 	Addrs  []string `json:"addrs"`
 }
 
-// ServeControl serves the control API on the home's socket until ctx ends.
+// ServeControl serves the control API on the home's socket until ctx ends, and returns once
+// the calls in progress have returned (ctx ends their waits too), so that the caller can
+// close the agent under none of them.
 func (a *Agent) ServeControl(ctx context.Context) error {
 	path := filepath.Join(a.home, SocketFile)
 	os.Remove(path) // a stale socket of a dead daemon
@@ -85,16 +87,21 @@ func (a *Agent) ServeControl(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
+	srv := &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	stopped := make(chan struct{})
+	go func() { // owned by this call: it ends with ctx, before the call returns
+		defer close(stopped)
 		<-ctx.Done()
 		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(shut)
 	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	err = srv.Serve(ln)
+	if !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	<-stopped
 	return nil
 }
 
