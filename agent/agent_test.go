@@ -98,6 +98,44 @@ func waitState(t testing.TB, a *Agent, ssaID string, want protocol.State) {
 	})
 }
 
+// agreedPair is a provider with the example offer and a requester that agreed an SSA with it
+// from tmpl; both hold it approved.
+func agreedPair(t testing.TB, tmpl *protocol.SSA) (prov, req *Agent, rec *storage.Negotiation) {
+	t.Helper()
+	prov = newTestAgent(t, "provider", nil)
+	req = newTestAgent(t, "requester", nil)
+	addOffer(t, prov, nil)
+	rec, err := req.Request(context.Background(), addrInfo(prov), tmpl)
+	if err != nil || rec.State != protocol.StateApproved {
+		t.Fatalf("negotiation: %+v, %v", rec, err)
+	}
+	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+	return prov, req, rec
+}
+
+// heldRequest has req request from prov, whose offers hold requests for the operator, and
+// waits until prov holds it.
+func heldRequest(t testing.TB, req, prov *Agent) *storage.Negotiation {
+	t.Helper()
+	rec, err := req.Request(context.Background(), addrInfo(prov), requestTemplate(t))
+	if err != nil || rec.State != protocol.StateRequestSent {
+		t.Fatalf("%+v, %v; want request-sent", rec, err)
+	}
+	waitState(t, prov, rec.SSAID, protocol.StateRequestReceived)
+	return rec
+}
+
+// approve has a's operator approve what waits for a decision in ssaID, and waits until both
+// agents hold the SSA approved.
+func approve(t testing.TB, a, other *Agent, ssaID string) {
+	t.Helper()
+	if _, err := a.Decide(context.Background(), ssaID, Approve, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, a, ssaID, protocol.StateApproved)
+	waitState(t, other, ssaID, protocol.StateApproved)
+}
+
 func TestNegotiateOverLibp2p(t *testing.T) {
 	ctx := context.Background()
 	prov := newTestAgent(t, "provider", nil)
@@ -174,19 +212,7 @@ func TestRejectedAndManual(t *testing.T) {
 	}
 
 	addOffer(t, prov, func(o *protocol.Offer) { o.ID, o.Approval = "manual", protocol.ApprovalManual })
-	rec, err = req.Request(ctx, addrInfo(prov), requestTemplate(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec.State != protocol.StateRequestSent {
-		t.Fatalf("state %s, want request-sent", rec.State)
-	}
-	waitState(t, prov, rec.SSAID, protocol.StateRequestReceived)
-	if _, err := prov.Decide(ctx, rec.SSAID, Approve, ""); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, req, rec.SSAID, protocol.StateApproved)
-	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+	approve(t, prov, req, heldRequest(t, req, prov).SSAID)
 }
 
 func TestMetricsEndpoint(t *testing.T) {
@@ -309,14 +335,7 @@ func TestCrossingCancellations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			prov := newTestAgent(t, "provider", nil)
-			req := newTestAgent(t, "requester", nil)
-			addOffer(t, prov, nil)
-			rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
-			if err != nil || rec.State != protocol.StateApproved {
-				t.Fatalf("%+v, %v", rec, err)
-			}
-			waitState(t, prov, rec.SSAID, protocol.StateApproved)
+			prov, req, rec := agreedPair(t, requestTemplate(t))
 
 			// Cut the two apart: no connection, no address to dial.
 			addrs := map[*Agent]peer.AddrInfo{req: addrInfo(prov), prov: addrInfo(req)}
@@ -410,11 +429,7 @@ func TestFailedCommitRollsBack(t *testing.T) {
 	if got, err := prov.Negotiation(rec.SSAID); err != nil || got.State != protocol.StateProposalSent {
 		t.Fatalf("the provider got something: %+v, %v", got, err)
 	}
-	if _, err := req.Decide(ctx, rec.SSAID, Approve, ""); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, req, rec.SSAID, protocol.StateApproved)
-	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+	approve(t, req, prov, rec.SSAID)
 }
 
 // TestResendBackoff: a request to a provider that is down is sent again less and less often;
@@ -553,11 +568,7 @@ func TestUndeliveredProposalSurvives(t *testing.T) {
 				o.Approval, o.ProposalValidity = protocol.ApprovalManual, tc.validity
 			})
 			req := newTestAgent(t, "requester", nil)
-			rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
-			if err != nil || rec.State != protocol.StateRequestSent || !rec.Delivered {
-				t.Fatalf("%+v, %v", rec, err)
-			}
-			waitState(t, prov, rec.SSAID, protocol.StateRequestReceived)
+			rec := heldRequest(t, req, prov)
 			reqHome := req.home
 			req.Close() // away while the operator decides
 			if p, err := prov.Decide(ctx, rec.SSAID, Approve, ""); err != nil || p.Delivered {
@@ -631,19 +642,10 @@ func TestPeerAddressesSurviveRestart(t *testing.T) {
 		prov := newTestAgent(t, "provider", nil)
 		addOffer(t, prov, func(o *protocol.Offer) { o.Approval = protocol.ApprovalManual })
 		req := onFixedPort(t, "requester", nil)
-		rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
-		if err != nil || rec.State != protocol.StateRequestSent {
-			t.Fatalf("%+v, %v", rec, err)
-		}
-		waitState(t, prov, rec.SSAID, protocol.StateRequestReceived)
+		rec := heldRequest(t, req, prov)
 		provHome := prov.home
 		prov.Close()
-		prov = reopen(t, provHome)
-		if _, err := prov.Decide(ctx, rec.SSAID, Approve, ""); err != nil {
-			t.Fatal(err)
-		}
-		waitState(t, req, rec.SSAID, protocol.StateApproved)
-		waitState(t, prov, rec.SSAID, protocol.StateApproved)
+		approve(t, reopen(t, provHome), req, rec.SSAID)
 	})
 }
 
@@ -652,14 +654,7 @@ func TestPeerAddressesSurviveRestart(t *testing.T) {
 // negotiation the store does not know is an error for each of them and leaves nothing in
 // memory.
 func TestAcquire(t *testing.T) {
-	ctx := context.Background()
-	prov := newTestAgent(t, "provider", nil)
-	req := newTestAgent(t, "requester", nil)
-	addOffer(t, prov, nil)
-	rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
-	if err != nil || rec.State != protocol.StateApproved {
-		t.Fatalf("%+v, %v", rec, err)
-	}
+	_, req, rec := agreedPair(t, requestTemplate(t))
 	inMemory := func() int {
 		req.neg.mu.Lock()
 		defer req.neg.mu.Unlock()

@@ -65,12 +65,12 @@ type agreementRun struct {
 	// when the queue is empty and nothing kicks it, so an idle SSA in force costs no
 	// goroutine. loopMu guards the fields below.
 	loopMu sync.Mutex
-	// ctx ends when the SSA stops being in force (cancel, called by halt).
+	// ctx ends when the SSA stops being in force (cancel, called by halt): no loop starts
+	// after that.
 	ctx    context.Context
 	cancel context.CancelFunc
 	// looping is closed when the running loop ends; nil while none runs.
 	looping chan struct{}
-	halted  bool
 	// delivery is what the loop knows between its runs (nil until the first); one loop runs
 	// at a time, and only it uses delivery.
 	delivery *delivery
@@ -223,7 +223,7 @@ func (m *manager) wake(run *agreementRun) {
 	run.loopMu.Lock()
 	defer run.loopMu.Unlock()
 	switch {
-	case run.halted:
+	case run.ctx.Err() != nil:
 	case run.looping != nil:
 		select {
 		case run.kick <- struct{}{}:
@@ -264,7 +264,6 @@ func (run *agreementRun) park() bool {
 func (run *agreementRun) halt() <-chan struct{} {
 	run.loopMu.Lock()
 	defer run.loopMu.Unlock()
-	run.halted = true
 	if run.cancel != nil {
 		run.cancel()
 	}
@@ -495,12 +494,12 @@ func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
 // Records, and never forwarded to a sink. A record of a format the SSA does not name
 // (unknownFormat) never complies.
 const (
-	unknownFormat = 0xff
+	unknownFormat = 0x7f
 	quarantineBit = 0x80
 )
 
 func (run *agreementRun) formatTag(format string) byte {
-	if i := slices.IndexFunc(run.ssa.Information, func(in protocol.Information) bool { return in.Format == format }); i >= 0 && i < quarantineBit {
+	if i := slices.IndexFunc(run.ssa.Information, func(in protocol.Information) bool { return in.Format == format }); i >= 0 && i < unknownFormat {
 		return byte(i)
 	}
 	return unknownFormat
@@ -508,17 +507,10 @@ func (run *agreementRun) formatTag(format string) byte {
 
 // untag splits a kept record into its format ("" if unknown) and its bytes.
 func (run *agreementRun) untag(data []byte) (string, []byte) {
-	if len(data) == 0 {
-		return "", data
+	if len(data) == 0 || int(data[0]&^quarantineBit) >= len(run.ssa.Information) {
+		return "", data[min(len(data), 1):]
 	}
-	i := int(data[0])
-	if i != unknownFormat {
-		i &^= quarantineBit
-	}
-	if i >= len(run.ssa.Information) {
-		return "", data[1:]
-	}
-	return run.ssa.Information[i].Format, data[1:]
+	return run.ssa.Information[data[0]&^quarantineBit].Format, data[1:]
 }
 
 // quarantined reports whether a kept record does not comply with the SSA.
@@ -872,7 +864,7 @@ type checkedBatch struct {
 	refused    string // why the batch cannot be taken at all
 	findings   []RecordFinding
 	violations uint64
-	bad        []bool // the records that do not comply, unless all of them are at fault
+	bad        []bool // the records that do not comply; violations counts them
 }
 
 // checkBatch verifies a batch's signature, that it belongs to an SSA in force with its
@@ -906,28 +898,18 @@ func (m *manager) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) 
 			Text: fmt.Sprintf("the batch says it was sent at %s but arrived at %s: more than %v apart, so its time cannot show it was sent within the schedule",
 				sent.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), protocol.MaxSkew)}}})
 	}
-	batchFault := len(c.findings) > 0
+	batchFault := len(c.findings) > 0 // then every record is at fault, whatever it holds
 	c.bad = make([]bool, len(b.Records))
 	for i, rec := range b.Records {
-		if f := policy.Verify(run.ssp, b.Format, rec); len(f) > 0 {
+		f := policy.Verify(run.ssp, b.Format, rec)
+		if len(f) > 0 {
 			c.findings = append(c.findings, RecordFinding{Seq: b.First + uint64(i), Findings: f})
+		}
+		if c.bad[i] = batchFault || len(f) > 0; c.bad[i] {
 			c.violations++
-			c.bad[i] = true
 		}
 	}
-	if batchFault {
-		c.violations = uint64(len(b.Records)) // the whole batch is at fault, whatever its records
-		c.bad = nil
-	}
 	return c, nil
-}
-
-// atFault reports whether record i of the batch does not comply.
-func (c *checkedBatch) atFault(i int) bool {
-	if c.bad == nil {
-		return c.violations > 0
-	}
-	return c.bad[i]
 }
 
 // maxFindingsKept is how many records' findings the evidence of one batch keeps (the first;
@@ -946,7 +928,7 @@ func (m *manager) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.BatchAc
 	kept := make([][]byte, len(b.Records))
 	for i, r := range b.Records {
 		t := tag
-		if c.atFault(i) {
+		if c.bad[i] {
 			t |= quarantineBit
 		}
 		kept[i] = append([]byte{t}, r...)

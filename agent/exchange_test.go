@@ -21,17 +21,10 @@ import (
 // that every sample record (2016-2020) is shared.
 func exchangePair(t testing.TB) (prov, req *Agent, ssa *protocol.SSA) {
 	t.Helper()
-	prov = newTestAgent(t, "provider", nil)
-	req = newTestAgent(t, "requester", nil)
-	addOffer(t, prov, nil)
 	tmpl := requestTemplate(t)
 	tmpl.Policy.Filtering = nil
 	tmpl.Schedule.Start = protocol.FromTime(time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC))
-	rec, err := req.Request(context.Background(), addrInfo(prov), tmpl)
-	if err != nil || rec.State != protocol.StateApproved {
-		t.Fatalf("negotiation: %+v, %v", rec, err)
-	}
-	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+	prov, req, rec := agreedPair(t, tmpl)
 	s, err := req.store.Agreement(rec.SSAID)
 	if err != nil {
 		t.Fatal(err)
@@ -275,8 +268,8 @@ func TestBatchTimeChecked(t *testing.T) {
 				t.Fatalf("%+v, %v", c, err)
 			}
 			for i := range b.Records {
-				if c.atFault(i) != tc.violation {
-					t.Fatalf("record %d at fault: %v, want %v: %+v", i+1, c.atFault(i), tc.violation, c.findings)
+				if c.bad[i] != tc.violation {
+					t.Fatalf("record %d at fault: %v, want %v: %+v", i+1, c.bad[i], tc.violation, c.findings)
 				}
 			}
 			if tc.violation && c.violations != uint64(len(b.Records)) {

@@ -3,8 +3,10 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 )
 
@@ -41,6 +43,24 @@ func TestFrames(t *testing.T) {
 	writeFrame(&big, make([]byte, max+1))
 	if _, err := readFrame(bufio.NewReader(&big), max); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("over the cap: %v", err)
+	}
+}
+
+// TestFrameMemoryFollowsBytes: a frame announced large whose bytes do not come holds memory
+// for what came (a frameChunk), not for what was announced.
+func TestFrameMemoryFollowsBytes(t *testing.T) {
+	const announced, tries = 1 << 20, 20
+	short := append(binary.AppendUvarint(nil, announced), make([]byte, 100)...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range tries {
+		if _, err := readFrame(bufio.NewReaderSize(bytes.NewReader(short), 16), announced); err == nil {
+			t.Fatal("a frame without its bytes was read")
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / tries; per > 4*frameChunk {
+		t.Fatalf("reading a frame of %d bytes announced and 100 sent allocated %d bytes", announced, per)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -210,6 +211,7 @@ type follower struct {
 	statePath string
 	st        followState
 	file      *os.File
+	buf       []byte // followBuffer bytes, from the first read on
 	// malformed counts the records of the file skipped as malformed since the follower began.
 	malformed int64
 }
@@ -297,7 +299,10 @@ func (fl *follower) poll(ctx context.Context) error {
 
 // drain ingests the complete lines from the saved offset to the end of the open file.
 func (fl *follower) drain(ctx context.Context) error {
-	buf := make([]byte, followBuffer)
+	if fl.buf == nil {
+		fl.buf = make([]byte, followBuffer)
+	}
+	buf := fl.buf
 	for ctx.Err() == nil {
 		n, err := fl.file.ReadAt(buf, fl.st.Offset)
 		if n == 0 {
@@ -337,7 +342,7 @@ func (fl *follower) drain(ctx context.Context) error {
 // queued. Records of the formats that may span lines (IDMEFv2 pretty-printed, IDMEF, IODEF)
 // are queued in one slice, which a cut between lines cannot split.
 func (fl *follower) ingest(ctx context.Context, lines []byte) error {
-	perLine := fl.cfg.Format == protocol.FormatEVE || fl.cfg.Format == protocol.FormatSyslog
+	perLine := policy.OneRecordPerLine(fl.cfg.Format)
 	for len(lines) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err

@@ -257,3 +257,23 @@ func TestSyslogListeners(t *testing.T) {
 	tc.Close()
 	waitIngested(t, a, 5)
 }
+
+// TestFollowMultiLineRecords: a followed file whose records span lines (pretty-printed
+// IDMEFv2) is not cut between the lines of a record, however many lines a read holds.
+func TestFollowMultiLineRecords(t *testing.T) {
+	prov := newTestAgent(t, "provider", nil)
+	record := "{\n  \"Version\": \"2.0.3\",\n  \"ID\": \"x\",\n  \"CreateTime\": \"2026-01-01T00:00:00Z\",\n  \"Analyzer\": {},\n  \"Note\": \"a\"\n}\n"
+	const n = 2 * ingestChunk / 7 // records of 7 lines: twice ingestChunk lines, some cut by a slice
+	cfg := FollowConfig{Path: filepath.Join(t.TempDir(), "alerts.json"), Format: protocol.FormatIDMEFv2}
+	if err := os.WriteFile(cfg.Path, []byte(strings.Repeat(record, n)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fl := prov.newFollower(cfg)
+	defer fl.close()
+	if err := fl.poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := os.Stat(cfg.Path); err != nil || fl.malformed != 0 || fl.st.Offset != info.Size() {
+		t.Fatalf("%d records malformed (a record cut between its lines), offset %d of %v (%v)", fl.malformed, fl.st.Offset, info.Size(), err)
+	}
+}

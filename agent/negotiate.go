@@ -64,10 +64,6 @@ type session struct {
 	// (outside the negotiator's lock), or failed to, with loadErr.
 	ready   chan struct{}
 	loadErr error
-	// reservedBy is the requester whose new negotiation this is, holding one of its
-	// maxOpenPerPeer places until its first commit counts it (or it is dropped unpersisted).
-	// Guarded by the negotiator's mu.
-	reservedBy string
 }
 
 // negotiator is the SSA negotiation point: it drives every negotiation of the agent.
@@ -83,12 +79,11 @@ type negotiator struct {
 	// proposals holds the negotiations with a proposal unanswered, by its validity limit:
 	// the resend loop lets them expire.
 	proposals map[string]time.Time
-	// open holds the requester of each provider-side negotiation not at rest (as stored),
-	// and openPer how many each requester has (see maxOpenPerPeer).
+	// open holds the requester of each provider-side negotiation not at rest (as stored, or
+	// new in memory and not yet stored), and openPer how many each requester has (see
+	// maxOpenPerPeer).
 	open    map[string]string
 	openPer map[string]int
-	// reserved counts, per requester, the new negotiations not yet committed.
-	reserved map[string]int
 }
 
 // resend is when to send a negotiation's unacknowledged message again. Each failed attempt
@@ -106,7 +101,7 @@ const maxResendDelay = 10 * time.Minute
 // newNegotiator loads the negotiations with unacknowledged messages (a restart resumes them).
 func newNegotiator(a *Agent, now func() time.Time) (*negotiator, error) {
 	n := &negotiator{a: a, now: now, sessions: map[string]*session{}, undelivered: map[string]*resend{},
-		proposals: map[string]time.Time{}, open: map[string]string{}, openPer: map[string]int{}, reserved: map[string]int{}}
+		proposals: map[string]time.Time{}, open: map[string]string{}, openPer: map[string]int{}}
 	recs, err := a.store.Negotiations()
 	if err != nil {
 		return nil, fmt.Errorf("load negotiations: %w", err)
@@ -129,7 +124,6 @@ func (n *negotiator) setDelivered(s *session) {
 	s.atRest.Store(atRest(s.m.State()) && s.rec.Delivered)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.unreserve(s)
 	n.track(s.rec)
 	if s.rec.Delivered {
 		delete(n.undelivered, string(s.rec.ID))
@@ -143,20 +137,25 @@ func (n *negotiator) setDelivered(s *session) {
 	}
 }
 
-// track counts rec among its peer's open negotiations, or not, as its stored state says. The
-// caller holds n.mu.
+// track counts rec among its peer's open negotiations, or not, as its state says. The caller
+// holds n.mu.
 func (n *negotiator) track(rec *storage.Negotiation) {
-	id := string(rec.ID)
-	peer, was := n.open[id]
-	if was {
+	n.count(string(rec.ID), rec.Peer, rec.Role == protocol.RoleProvider && rec.State != protocol.StateNew &&
+		!(atRest(rec.State) && rec.Delivered))
+}
+
+// count counts negotiation id among requester's open negotiations, or not. The caller holds
+// n.mu.
+func (n *negotiator) count(id, requester string, open bool) {
+	if peer, was := n.open[id]; was {
 		if n.openPer[peer]--; n.openPer[peer] == 0 {
 			delete(n.openPer, peer)
 		}
 		delete(n.open, id)
 	}
-	if rec.Role == protocol.RoleProvider && rec.State != protocol.StateNew && !(atRest(rec.State) && rec.Delivered) {
-		n.open[id] = rec.Peer
-		n.openPer[rec.Peer]++
+	if open {
+		n.open[id] = requester
+		n.openPer[requester]++
 	}
 }
 
@@ -230,12 +229,13 @@ func (n *negotiator) fill(s *session, nid []byte, requester peer.ID) error {
 	rec, m, err := n.load(nid)
 	switch {
 	case errors.Is(err, storage.ErrNotFound) && requester != "":
+		// Counted from now on, not from its first commit, so that requests on parallel
+		// streams cannot pass the bound together; release uncounts it if it is never stored.
 		p := requester.String()
 		n.mu.Lock()
-		full := n.openPer[p]+n.reserved[p] >= maxOpenPerPeer
+		full := n.openPer[p] >= maxOpenPerPeer
 		if !full {
-			n.reserved[p]++
-			s.reservedBy = p
+			n.count(string(nid), p, true)
 		}
 		n.mu.Unlock()
 		if full {
@@ -310,19 +310,8 @@ func (n *negotiator) release(s *session) {
 	defer n.mu.Unlock()
 	s.refs--
 	if s.refs == 0 && s.atRest.Load() {
-		n.unreserve(s)
+		n.track(s.rec) // uncounts a new negotiation never stored
 		delete(n.sessions, string(s.rec.ID))
-	}
-}
-
-// unreserve gives back the place a new negotiation held (see session.reservedBy). The caller
-// holds n.mu.
-func (n *negotiator) unreserve(s *session) {
-	if p := s.reservedBy; p != "" {
-		if n.reserved[p]--; n.reserved[p] == 0 {
-			delete(n.reserved, p)
-		}
-		s.reservedBy = ""
 	}
 }
 

@@ -21,6 +21,13 @@ func NewRecordReader(r io.Reader, format string) (*RecordReader, error) {
 	return &RecordReader{s: newSplitter(r, spec.framing)}, nil
 }
 
+// OneRecordPerLine reports whether every record of format is one line (EVE, syslog), so that
+// a stream of it can be cut between any two lines.
+func OneRecordPerLine(format string) bool {
+	spec, ok := lookupFormat(format)
+	return ok && spec.framing == frameLine
+}
+
 // Next returns the next record. A malformed record is a *BadRecord error, after which Next
 // goes on with the following one; an error of the underlying reader (io.EOF at the end) is
 // returned as it is. The record is valid until the next call.
