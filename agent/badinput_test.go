@@ -250,32 +250,42 @@ func TestOpenNegotiationsBounded(t *testing.T) {
 	}
 }
 
-// TestCloseEndsInboundStreams: Close resets the streams its handlers still serve (here one
-// that has sent half a length) and returns once the handlers have, without waiting for the
-// message timeout.
+// TestCloseEndsInboundStreams: Close resets the streams its handlers still serve (a
+// negotiation stream that has sent half a length, with a minute to send the rest) and returns
+// only once every handler has (here one that takes a while to finish, as a commit would),
+// without waiting for the message timeout.
 func TestCloseEndsInboundStreams(t *testing.T) {
 	prov := newTestAgent(t, "provider", func(c *Config) { c.MessageTimeout = Duration(time.Minute) })
-	st := newRawPeer(t).stream(t, prov, ProtocolNegotiate)
-	if _, err := st.Write([]byte{0x80}); err != nil {
-		t.Fatal(err)
+	const slowProtocol = "/ssanet/test-slow/1.0.0"
+	var finished atomic.Bool
+	prov.host.SetStreamHandler(slowProtocol, prov.inbound.serve(func(st network.Stream) {
+		st.Read(make([]byte, 1)) // until Close resets the stream
+		time.Sleep(200 * time.Millisecond)
+		finished.Store(true)
+	}))
+	peer := newRawPeer(t)
+	streams := []network.Stream{peer.stream(t, prov, ProtocolNegotiate), peer.stream(t, prov, slowProtocol)}
+	for _, st := range streams {
+		if _, err := st.Write([]byte{0x80}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitFor(t, 5*time.Second, func() (bool, string) {
 		prov.inbound.mu.Lock()
 		defer prov.inbound.mu.Unlock()
-		return len(prov.inbound.streams) == 1, "the stream never reached its handler"
+		return len(prov.inbound.streams) == 2, "the streams never reached their handlers"
 	})
 	start := time.Now()
 	if err := prov.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Fatalf("Close took %v", took)
+	if took := time.Since(start); took > 5*time.Second || !finished.Load() {
+		t.Fatalf("Close returned after %v, the slow handler finished: %v", took, finished.Load())
 	}
-	if n := len(prov.inbound.streams); n != 0 {
-		t.Fatalf("%d streams still served after Close", n)
-	}
-	st.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := st.Read(make([]byte, 1)); err == nil {
-		t.Fatal("the stream is still open")
+	for _, st := range streams {
+		st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := st.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("stream %s is still open", st.Protocol())
+		}
 	}
 }
