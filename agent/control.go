@@ -114,6 +114,30 @@ func (e apiError) Error() string { return e.err.Error() }
 
 func badRequest(err error) error { return apiError{http.StatusBadRequest, err} }
 
+// ErrBodyTooLarge means a request to the control API was over its limit and was refused
+// whole: a template cut short can still parse, without the masking rules that came last.
+var ErrBodyTooLarge = errors.New("agent: request body over the limit")
+
+// Limits of the control API's bodies: a template is at most one protocol message; a request
+// carries one inside JSON, whose escaping may double it.
+const (
+	maxTemplateBody = protocol.MaxMessageSize
+	maxRequestBody  = 2*protocol.MaxMessageSize + 4096
+)
+
+// readBody reads a whole request body of at most limit bytes, refusing (413) a longer one.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
+	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+		return nil, apiError{http.StatusRequestEntityTooLarge,
+			fmt.Errorf("%w: the body is over %d bytes and was refused whole; make the template smaller", ErrBodyTooLarge, limit)}
+	}
+	if err != nil {
+		return nil, badRequest(fmt.Errorf("read the request body: %w", err))
+	}
+	return b, nil
+}
+
 func (a *Agent) controlHandler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(pattern string, f func(r *http.Request) (any, error)) {
@@ -154,7 +178,7 @@ func (a *Agent) controlHandler() http.Handler {
 		return offers, err
 	})
 	handle("POST /v1/offers", func(r *http.Request) (any, error) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxMessageSize))
+		body, err := readBody(r, maxTemplateBody)
 		if err != nil {
 			return nil, err
 		}
@@ -207,9 +231,17 @@ func (a *Agent) controlHandler() http.Handler {
 		return a.dir.Peer(ctx, p)
 	})
 	handle("POST /v1/requests", func(r *http.Request) (any, error) {
+		raw, err := readBody(r, maxRequestBody)
+		if err != nil {
+			return nil, err
+		}
 		var body RequestBody
-		if err := json.NewDecoder(io.LimitReader(r.Body, protocol.MaxMessageSize)).Decode(&body); err != nil {
+		if err := json.Unmarshal(raw, &body); err != nil {
 			return nil, badRequest(err)
+		}
+		if len(body.Template) > maxTemplateBody {
+			return nil, apiError{http.StatusRequestEntityTooLarge,
+				fmt.Errorf("%w: the template is over %d bytes and was refused whole; make it smaller", ErrBodyTooLarge, maxTemplateBody)}
 		}
 		info, err := parseProvider(body.Provider)
 		if err != nil {
@@ -310,7 +342,7 @@ func (a *Agent) controlHandler() http.Handler {
 		return a.view(rec)
 	})
 	handle("POST /v1/ssa/{id}/revise", func(r *http.Request) (any, error) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxMessageSize))
+		body, err := readBody(r, maxTemplateBody)
 		if err != nil {
 			return nil, err
 		}
