@@ -84,6 +84,9 @@ func New(home string, opts Options) (*Agent, error) {
 	if log == nil {
 		log = discardLogger()
 	}
+	if err := CheckHome(home); err != nil {
+		return nil, err
+	}
 	cfg, err := LoadConfig(filepath.Join(home, ConfigFile))
 	if err != nil {
 		return nil, err

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -24,6 +24,19 @@ import (
 
 // ErrInitialised means a home already holds an identity key, which Init never overwrites.
 var ErrInitialised = errors.New("agent: home already initialised")
+
+// ErrConfigIncomplete means config.yaml is empty or was cut short (a failed write): the agent
+// refuses to start on defaults, which would listen on every interface with mDNS on and no
+// allow-list.
+var ErrConfigIncomplete = errors.New("agent: config incomplete")
+
+// ErrPermissions means a file or directory of the agent's home can be changed or read by
+// users other than its owner: the agent refuses it, and the error says which chmod to run.
+var ErrPermissions = errors.New("agent: unsafe permissions")
+
+// requiredKeys are the config keys that decide who can reach the agent and what it agrees
+// to: every config.yaml states them, so that one cut short before them is refused.
+var requiredKeys = []string{"listen", "mdns", "dht-mode", "accept"}
 
 // Files in an agent's home.
 const (
@@ -211,19 +224,49 @@ func WriteConfig(path string, c Config) error {
 	return os.WriteFile(path, append([]byte(configHeader), body...), 0o600)
 }
 
-// LoadConfig reads config.yaml strictly: an unknown key is an error naming it and its line.
+// LoadConfig reads config.yaml strictly: an unknown key is an error naming it and its line;
+// an empty file, one cut short (no final newline, or without one of requiredKeys) is refused.
 func LoadConfig(path string) (Config, error) {
 	c := DefaultConfig()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return c, fmt.Errorf("read config: %w (run 'ssanet init' to create the agent's home)", err)
 	}
+	if err := complete(data); err != nil {
+		return c, fmt.Errorf("config %s: %w; restore it from a backup, or compare it with the config 'ssanet init' writes in a new home", path, err)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+	if err := dec.Decode(&c); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, c.Validate()
+}
+
+// complete checks that a config was written to its end: not empty, ending with a newline, a
+// mapping that states every one of requiredKeys.
+func complete(data []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return err
+	}
+	if len(doc.Content) == 0 {
+		return fmt.Errorf("%w: it is empty (was a write cut short?)", ErrConfigIncomplete)
+	}
+	if !bytes.HasSuffix(data, []byte("\n")) {
+		return fmt.Errorf("%w: it does not end with a newline, so it may have been cut short", ErrConfigIncomplete)
+	}
+	top := doc.Content[0]
+	if top.Kind != yaml.MappingNode {
+		return fmt.Errorf("%w: line %d: the config is a mapping of keys such as listen: and accept:", ErrConfigIncomplete, top.Line)
+	}
+	for _, k := range requiredKeys {
+		if !slices.ContainsFunc(top.Content, func(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Value == k }) {
+			return fmt.Errorf("%w: it has no %s: key (it may have been cut short); every config states %s",
+				ErrConfigIncomplete, k, strings.Join(requiredKeys, ", "))
+		}
+	}
+	return nil
 }
 
 // Init creates an agent home: an Ed25519 identity key and a documented config.yaml with cfg.
@@ -256,9 +299,13 @@ func Init(home string, cfg Config) (peer.ID, error) {
 	return peer.IDFromPrivateKey(k)
 }
 
-// LoadKey reads the identity key of a home.
+// LoadKey reads the identity key of a home, which only its owner may read or write.
 func LoadKey(home string) (crypto.PrivKey, error) {
-	raw, err := os.ReadFile(filepath.Join(home, KeyFile))
+	path := filepath.Join(home, KeyFile)
+	if err := CheckPrivate(path, 0o077); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read identity key: %w (run 'ssanet init')", err)
 	}
@@ -267,6 +314,42 @@ func LoadKey(home string) (crypto.PrivKey, error) {
 		return nil, fmt.Errorf("identity key %s: %w", filepath.Join(home, KeyFile), err)
 	}
 	return k, nil
+}
+
+// CheckHome refuses a home that users other than its owner can write (they could replace the
+// config, the key or the control socket), or that another user owns.
+func CheckHome(home string) error {
+	return CheckPrivate(home, 0o022)
+}
+
+// CheckPrivate checks that path is owned by this process's user and has none of the
+// permission bits in forbidden (0o077 for a secret, 0o022 for what others must not write).
+// It names the chmod or chown that fixes it.
+func CheckPrivate(path string, forbidden os.FileMode) error {
+	info, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if info.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("%w: %s is a symbolic link; the agent's home and key are plain directories and files", ErrPermissions, path)
+	}
+	if owner, ok := ownerOf(info); ok && owner != os.Geteuid() {
+		return fmt.Errorf("%w: %s belongs to user %d, not to the user %d that runs ssanet: run chown %d %s, or run ssanet as its owner",
+			ErrPermissions, path, owner, os.Geteuid(), os.Geteuid(), path)
+	}
+	if perm := info.Mode().Perm(); perm&forbidden != 0 {
+		return fmt.Errorf("%w: %s has mode %04o, which lets others %s it: run chmod %04o %s",
+			ErrPermissions, path, perm, map[bool]string{true: "read or change", false: "change"}[forbidden&0o044 != 0], perm&^forbidden, path)
+	}
+	return nil
+}
+
+// ownerOf is the user ID owning a file, where the system says.
+func ownerOf(info os.FileInfo) (int, bool) {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid), true
+	}
+	return 0, false
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

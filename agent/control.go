@@ -73,6 +73,40 @@ type IDView struct {
 	Addrs  []string `json:"addrs"`
 }
 
+// ErrUntrustedSocket means the control socket of a home may not be the agent's: it is no
+// socket, or a user other than the home's owner made it, or others can write the home.
+var ErrUntrustedSocket = errors.New("agent: untrusted control socket")
+
+// ControlSocket is the path of a home's control socket, once it is found trustworthy: the
+// home is not writable by others and the socket is a socket owned by the home's owner (who
+// runs the agent) with no access for others. A client checks it before it believes an answer.
+func ControlSocket(home string) (string, error) {
+	path := filepath.Join(home, SocketFile)
+	hi, err := os.Stat(home)
+	if err != nil {
+		return path, err
+	}
+	si, err := os.Lstat(path)
+	if err != nil {
+		return path, err
+	}
+	homeOwner, _ := ownerOf(hi)
+	sockOwner, _ := ownerOf(si)
+	switch {
+	case hi.Mode().Perm()&0o022 != 0:
+		return path, fmt.Errorf("%w: %s has mode %04o, so others could have replaced %s: run chmod go-w %s and restart the agent",
+			ErrUntrustedSocket, home, hi.Mode().Perm(), SocketFile, home)
+	case si.Mode().Type() != os.ModeSocket:
+		return path, fmt.Errorf("%w: %s is not a socket", ErrUntrustedSocket, path)
+	case sockOwner != homeOwner:
+		return path, fmt.Errorf("%w: %s belongs to user %d, not to user %d who owns the home: another user may have put it there; remove it and restart the agent",
+			ErrUntrustedSocket, path, sockOwner, homeOwner)
+	case si.Mode().Perm()&0o077 != 0:
+		return path, fmt.Errorf("%w: %s has mode %04o; the agent makes it 0600: remove it and restart the agent", ErrUntrustedSocket, path, si.Mode().Perm())
+	}
+	return path, nil
+}
+
 // ServeControl serves the control API on the home's socket until ctx ends, and returns once
 // the calls in progress have returned (ctx ends their waits too), so that the caller can
 // close the agent under none of them.

@@ -235,3 +235,34 @@ func TestCLIRequestOutcomes(t *testing.T) {
 		{name: "held by the requester", args: requestArgs, out: ": proposal-received (requester", notOut: "still"},
 	})
 }
+
+// TestCLIUntrustedSocket: the CLI believes only a control socket made by the home's owner in a
+// home that others cannot write; a user who replaced control.sock could answer for the agent.
+func TestCLIUntrustedSocket(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("changing a socket's owner needs root (CI runs as root)")
+	}
+	home := startDaemon(t, nil)
+	sock := filepath.Join(home, "control.sock")
+	if err := os.Lchown(sock, 65534, 65534); err != nil { // nobody
+		t.Fatal(err)
+	}
+	runCases(t, []cliCase{
+		{name: "socket of another user", args: []string{"--home", home, "id"}, code: 1, errs: "belongs to user 65534"},
+	})
+	if err := os.Lchown(sock, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(home, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	runCases(t, []cliCase{
+		{name: "home writable by others", args: []string{"--home", home, "id"}, code: 1, errs: "run chmod go-w " + home},
+	})
+	if err := os.Chmod(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	runCases(t, []cliCase{
+		{name: "trusted again", args: []string{"--home", home, "id"}, out: "12D3KooW"},
+	})
+}

@@ -22,7 +22,10 @@ var errNoDaemon = errors.New("no ssanet daemon runs")
 // api calls the control API of the daemon of c.home. A non-2xx answer becomes an error with
 // the daemon's message; out (if not nil) receives the JSON or raw bytes of a 2xx answer.
 func (c *cli) api(method, path string, body io.Reader, out any) error {
-	sock := filepath.Join(c.home, agent.SocketFile)
+	sock, err := agent.ControlSocket(c.home)
+	if errors.Is(err, agent.ErrUntrustedSocket) {
+		return err
+	}
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
