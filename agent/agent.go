@@ -115,7 +115,8 @@ func New(home string, opts Options) (*Agent, error) {
 	return a, nil
 }
 
-// start builds the agent's parts in order; Close releases those that were built.
+// start builds the agent's parts in dependency order: nothing starts before what it uses
+// exists. Close releases those that were built.
 func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.Time) error {
 	encKey, err := storageKey(a.home, a.cfg)
 	if err != nil {
@@ -130,6 +131,13 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	if a.book, err = loadAddrBook(filepath.Join(a.home, addrBookFile), a.host); err != nil {
 		return err
 	}
+	// The directory comes before the management point, whose delivery loops for records
+	// queued before a restart start at once and look up their peers in it.
+	boot, _ := a.cfg.bootstrapPeers() // validated with the config
+	if a.dir, err = discovery.New(a.host, a.self, discovery.Config{Bootstrap: boot, Client: a.cfg.DHTMode == "client",
+		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log}, a.store.Offers, now); err != nil {
+		return err
+	}
 	if a.mgr, err = newManager(a); err != nil {
 		return err
 	}
@@ -137,11 +145,6 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		return err
 	}
 	if a.neg, err = newNegotiator(a, now); err != nil {
-		return err
-	}
-	boot, _ := a.cfg.bootstrapPeers() // validated with the config
-	if a.dir, err = discovery.New(a.host, a.self, discovery.Config{Bootstrap: boot, Client: a.cfg.DHTMode == "client",
-		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log}, a.store.Offers, now); err != nil {
 		return err
 	}
 	a.host.Network().Notify(&network.NotifyBundle{ConnectedF: a.neg.connected})
