@@ -21,6 +21,7 @@ const (
 	exitError   = 1
 	exitUsage   = 2
 	exitRefused = 3
+	exitExpired = 4 // the proposal's validity passed before it was accepted: nothing was agreed
 )
 
 // cli is one invocation: global options and the streams.

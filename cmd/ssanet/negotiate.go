@@ -126,7 +126,8 @@ func cmdRequest(c *cli, args []string) int {
 
 // awaitOutcome polls a negotiation until it rests (approved, rejected, annulled, expired or
 // held for a decision) or wait passes, prints it, and returns the exit code of its outcome:
-// 3 when the peer refused (local: this agent declined, which is no refusal by the peer).
+// 3 when the peer refused (local: this agent declined, which is no refusal by the peer), 4
+// when the proposal expired.
 func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration, local bool) int {
 	if err := c.poll(v, wait, func(v *agent.NegotiationView) bool { return !restful(v) }); err != nil {
 		return c.apiFail(err)
@@ -135,6 +136,9 @@ func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration, local b
 	switch {
 	case v.State == protocol.StateRejected.String() && !local:
 		return exitRefused
+	case v.State == protocol.StateExpired.String():
+		fmt.Fprintf(c.stderr, "ssanet: the proposal of %s expired before it was accepted: nothing was agreed; request again\n", v.SSAID)
+		return exitExpired
 	case !restful(v) && wait > 0:
 		fmt.Fprintf(c.stderr, "ssanet: still %s after %s: the peer has not answered (it may hold the SSA for its operator); follow it with: %s\n",
 			v.State, wait, c.hint("ssa", "show", v.SSAID))

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/ssanet/ssanet/agent"
+)
+
+// TestOutcomeExitCodes: how request, approve and decline exit for each negotiation that has
+// come to rest; an expired proposal agreed nothing and must not exit 0.
+func TestOutcomeExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		state string
+		local bool
+		code  int
+		errs  string
+	}{
+		{state: "approved", code: exitOK},
+		{state: "rejected", code: exitRefused},
+		{state: "rejected", local: true, code: exitOK},
+		{state: "expired", code: exitExpired, errs: "expired before it was accepted"},
+		{state: "expired", local: true, code: exitExpired, errs: "nothing was agreed"},
+		{state: "proposal-received", code: exitOK},
+	} {
+		t.Run(tc.state, func(t *testing.T) {
+			var out, errs bytes.Buffer
+			c := &cli{home: t.TempDir(), stdout: &out, stderr: &errs}
+			if code := c.awaitOutcome(&agent.NegotiationView{SSAID: "ssa-1", State: tc.state}, 0, tc.local); code != tc.code {
+				t.Fatalf("exit %d, want %d (stderr %q)", code, tc.code, errs.String())
+			}
+			if !strings.Contains(errs.String(), tc.errs) {
+				t.Fatalf("stderr %q, want %q", errs.String(), tc.errs)
+			}
+		})
+	}
+}
