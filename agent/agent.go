@@ -58,6 +58,8 @@ type Agent struct {
 	sinks   *sinks
 	book    *addrBook
 	dir     *discovery.Directory
+	// refusals logs refused messages and batches, rate-limited per peer and reason.
+	refusals *refusalLog
 	// compiler translates SSAs into SSPs for the negotiation point (Check) and the
 	// management point (Compile), sharing the filter expressions they compile.
 	compiler *policy.Compiler
@@ -107,6 +109,7 @@ func New(home string, opts Options) (*Agent, error) {
 	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry(), stop: cancel,
 		compiler: policy.NewCompiler(compiledFilters)}
 	a.m = newMetrics(a.metrics)
+	a.refusals = newRefusalLog(log, now)
 	if err := a.start(ctx, key, now); err != nil {
 		a.Close()
 		return nil, err

@@ -848,7 +848,7 @@ func (m *manager) handleExchange(st network.Stream) {
 		}
 		c, err := m.checkBatch(raw, remote)
 		if err != nil {
-			m.a.log.Warn("batch refused", "peer", remote, "err", err)
+			m.a.refusals.warn(remote, "batch refused", err, "proto", ProtocolExchange)
 			st.Reset()
 			return
 		}

@@ -575,7 +575,7 @@ func (n *negotiator) handleStream(st network.Stream) {
 		}
 		answer, err := n.receive(raw, remote)
 		if err != nil {
-			log.Warn("message refused", "err", err)
+			n.a.refusals.warn(remote, "message refused", err, "proto", ProtocolNegotiate)
 			st.Reset()
 			return
 		}
