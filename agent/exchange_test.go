@@ -159,6 +159,10 @@ func TestBrokenProviderCaught(t *testing.T) {
 	}
 	prov.mgr.wake(prov.mgr.run(s.ID))
 	waitRecords(t, req, s.ID, uint64(len(raws)))
+	waitFor(t, 10*time.Second, func() (bool, string) { // evidence is kept after the records
+		ev, err := req.store.Evidence(s.ID)
+		return err == nil && len(ev) > 0, fmt.Sprintf("no evidence kept (%v)", err)
+	})
 	as, err := req.Monitor(ctx, s.ID)
 	if err != nil {
 		t.Fatal(err)
