@@ -220,6 +220,9 @@ func (a *Agent) controlHandler() http.Handler {
 		if err != nil {
 			return nil, badRequest(err)
 		}
+		if err := a.checkOfferKeys(o); err != nil {
+			return nil, badRequest(err)
+		}
 		fillContact(&o.Terms.Participants.Provider, a.cfg.Contact)
 		o.Terms.Participants.Provider.PeerID = a.ID().String()
 		if err := a.store.PutOffer(o); err != nil {

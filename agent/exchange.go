@@ -102,7 +102,7 @@ func newManager(a *Agent) (*manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &manager{a: a, keys: policy.DerivedKeys(secret), runs: map[string]*agreementRun{}, held: map[string]*agreementRun{}}
+	m := &manager{a: a, keys: maskKeys(a.home, secret), runs: map[string]*agreementRun{}, held: map[string]*agreementRun{}}
 	recs, err := a.store.Negotiations()
 	if err != nil {
 		return nil, err
@@ -178,9 +178,14 @@ func (m *manager) agreementChanged(s *protocol.SSA, role protocol.Role) {
 	}
 }
 
-// newRun translates an SSA into its SSP (step ⑥).
+// newRun translates an SSA into its SSP (step ⑥). Only the provider masks, so only its SSP
+// is given the keys; a requester verifies without them.
 func (m *manager) newRun(s *protocol.SSA, role protocol.Role) (*agreementRun, error) {
-	ssp, err := m.a.compiler.Compile(s, m.keys)
+	var keys policy.KeySource
+	if role == protocol.RoleProvider {
+		keys = m.keys
+	}
+	ssp, err := m.a.compiler.Compile(s, keys)
 	if err != nil {
 		return nil, err
 	}

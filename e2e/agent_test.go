@@ -157,6 +157,8 @@ type node struct {
 	home string
 	log  string // the daemon's stderr (JSON logs), appended to across restarts
 	exe  string // the daemon's binary when not daemon (withDaemon)
+	// runArgs are added to `ssanet run` (withRunArgs).
+	runArgs []string
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -236,7 +238,7 @@ func (a *agent) start() {
 	if a.exe != "" {
 		exe = a.exe
 	}
-	cmd := exec.Command(exe, "--home", a.home, "run")
+	cmd := exec.Command(exe, append([]string{"--home", a.home, "run"}, a.runArgs...)...)
 	cmd.Env = baseEnv()
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {

@@ -54,6 +54,11 @@ func withDaemon(exe string) option {
 	return func(t *testing.T, a *agent) { a.exe = exe }
 }
 
+// withRunArgs adds arguments to the daemon's `ssanet run` (--log-level debug).
+func withRunArgs(args ...string) option {
+	return func(t *testing.T, a *agent) { a.runArgs = args }
+}
+
 // signal sends sig to the running daemon.
 func (a *agent) signal(sig syscall.Signal) {
 	a.t.Helper()

@@ -117,12 +117,13 @@
 // syslog header field "-"); under an address scope it deletes the address from the text.
 // none masks nothing; a none rule on a field an address scope would also mask is refused.
 //
-// Keys: a rule's own key (64 hex digits) is used as is. Otherwise the key comes from the
-// KeySource the provider gives to Compile (one secret per SSA, kept by the provider), and
-// cryptopan and hmac each use a sub-key HMAC-SHA256(key, "ssanet policy <method>"). A key
-// written in an SSA is known to the requester, which can invert cryptopan and recompute hmac
-// with it: only the provider's offer sets one (protocol.Meet drops a requester's key, and
-// protocol.Satisfies refuses, against the offer, a key the offer does not set).
+// Keys come from the KeySource the provider gives to Compile and never from the SSA, which
+// the requester reads (with the key, it could invert cryptopan and recompute hmac). A rule
+// that names a key ID uses the provider's key of that name as is. Otherwise the key is the
+// SSA's own secret, and cryptopan and hmac each use a sub-key HMAC-SHA256(key, "ssanet
+// policy <method>"). Only the provider's offer names key IDs (protocol.Meet drops a
+// requester's, and protocol.Satisfies refuses, against the offer, one the offer does not
+// set). The SSP's hash covers key IDs, never keys or their fingerprints.
 //
 // # Filtering
 //

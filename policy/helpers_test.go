@@ -3,6 +3,8 @@ package policy
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -21,9 +23,21 @@ func ssaFor(pol *protocol.Policy, formats ...string) *protocol.SSA {
 	return s
 }
 
+// testKeys is a provider's KeySource: the Crypto-PAn sample key under the key ID "sample",
+// and one per-SSA key for every SSA.
+func testKeys(_, keyID string) ([]byte, error) {
+	switch keyID {
+	case "":
+		return bytes.Repeat([]byte{7}, 32), nil
+	case "sample":
+		return hex.DecodeString(testKey)
+	}
+	return nil, fmt.Errorf("%w: no key named %q", ErrKey, keyID)
+}
+
 func mustCompile(t testing.TB, s *protocol.SSA) *SSP {
 	t.Helper()
-	p, err := Compile(s, StaticKey(bytes.Repeat([]byte{7}, 32)))
+	p, err := Compile(s, testKeys)
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}

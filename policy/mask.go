@@ -30,8 +30,15 @@ type maskRule struct {
 	Fields []string // sorted; scope fields only
 	Method string
 	Bits   int
-	// explicitKey is the key written in the SSA; empty means the provider's per-SSA key.
-	explicitKey []byte
+	// KeyID names the provider's key of a cryptopan or hmac rule; empty: the per-SSA key.
+	KeyID string
+	// namedKey is the key KeyID names, from the KeySource; nil without one (the requester).
+	namedKey []byte
+}
+
+// keyed reports whether the rule masks with a key.
+func (r *maskRule) keyed() bool {
+	return r.Method == protocol.MaskCryptoPAn || r.Method == protocol.MaskHMAC
 }
 
 func (r *maskRule) hasField(f string) bool {

@@ -27,17 +27,22 @@ const (
 // translation changes every SSP's identity.
 const engineID = "ssanet-ssp/1"
 
-// KeySource gives the provider's secret 32-byte masking key of an SSA, used by the
-// cryptopan and hmac rules that carry no key of their own. The provider keeps it secret
-// and stable for the life of the SSA, so that the same address or name is masked the same
-// way in every record. It must not return the same key for two SSAs.
-type KeySource func(ssaID string) ([]byte, error)
+// KeySource gives the provider's secret 32-byte masking keys of an SSA. With keyID empty it
+// gives the SSA's own key, used by the cryptopan and hmac rules that name no key; the
+// provider keeps it secret and stable for the life of the SSA, so that the same address or
+// name is masked the same way in every record, and it must not return the same key for two
+// SSAs. With a keyID (protocol.ValidKeyID) it gives the provider's key of that name, the same
+// for every SSA that names it. Keys never leave the provider: an SSA names at most a key ID.
+type KeySource func(ssaID, keyID string) ([]byte, error)
 
 // DerivedKeys returns a KeySource that derives each SSA's key from one long-term secret:
-// HMAC-SHA256(secret, "ssanet policy key\x00" + SSA ID).
+// HMAC-SHA256(secret, "ssanet policy key\x00" + SSA ID). It knows no named key.
 func DerivedKeys(secret []byte) KeySource {
 	s := slices.Clone(secret)
-	return func(ssaID string) ([]byte, error) {
+	return func(ssaID, keyID string) ([]byte, error) {
+		if keyID != "" {
+			return nil, fmt.Errorf("%w: no key named %q", ErrKey, keyID)
+		}
 		if len(s) < 16 {
 			return nil, fmt.Errorf("%w: secret of %d bytes, want at least 16", ErrKey, len(s))
 		}
@@ -45,11 +50,11 @@ func DerivedKeys(secret []byte) KeySource {
 	}
 }
 
-// StaticKey returns a KeySource that gives the same 32-byte key for every SSA: for a
-// one-off run from the command line, not for an agent.
+// StaticKey returns a KeySource that gives the same 32-byte key for every SSA and every key
+// ID: for a one-off run from the command line, not for an agent.
 func StaticKey(key []byte) KeySource {
 	k := slices.Clone(key)
-	return func(string) ([]byte, error) {
+	return func(string, string) ([]byte, error) {
 		if len(k) != 32 {
 			return nil, fmt.Errorf("%w: key of %d bytes, want 32", ErrKey, len(k))
 		}
@@ -77,7 +82,8 @@ type SSP struct {
 	hasHandling bool
 	schedule    protocol.Schedule
 	// providerKey is the SSA's secret key; nil when compiled without a KeySource (the
-	// requester's side): such an SSP verifies but cannot enforce rules that need it.
+	// requester's side), or when no rule needs it. Without the keys its rules need, an SSP
+	// verifies but cannot enforce (CanEnforce).
 	providerKey []byte
 	hash        [sha256.Size]byte
 }
@@ -87,10 +93,11 @@ type SSP struct {
 // ErrUnenforceable) whose reason the negotiation reports.
 func Check(ssa *protocol.SSA) error { return (*Compiler)(nil).Check(ssa) }
 
-// Compile translates an SSA into its SSP. keys gives the provider's per-SSA secret key for
-// cryptopan and hmac rules without an explicit key; it may be nil on the requester's side,
-// and the SSP then verifies but does not enforce such rules. Compilation is deterministic:
-// the same SSA gives an SSP with the same hash, whatever the key.
+// Compile translates an SSA into its SSP. keys gives the provider's keys of the cryptopan and
+// hmac rules: the per-SSA secret key, and the keys the rules name by key ID; a key it cannot
+// give is an error. keys may be nil on the requester's side, and the SSP then verifies but
+// does not enforce such rules. Compilation is deterministic: the same SSA gives an SSP with
+// the same hash, whatever the keys.
 func Compile(ssa *protocol.SSA, keys KeySource) (*SSP, error) {
 	return (*Compiler)(nil).Compile(ssa, keys)
 }
@@ -153,15 +160,10 @@ func (c *Compiler) Compile(ssa *protocol.SSA, keys KeySource) (*SSP, error) {
 	if pol.Handling != nil {
 		p.handling, p.hasHandling = *pol.Handling, true
 	}
-	if keys != nil && p.needsProviderKey() {
-		k, err := keys(ssa.ID)
-		if err != nil {
-			return nil, fmt.Errorf("policy: masking key of SSA %q: %w", ssa.ID, err)
+	if keys != nil {
+		if err := p.resolveKeys(keys); err != nil {
+			return nil, err
 		}
-		if len(k) != 32 {
-			return nil, fmt.Errorf("%w: key of SSA %q is %d bytes, want 32", ErrKey, ssa.ID, len(k))
-		}
-		p.providerKey = slices.Clone(k)
 	}
 	h, err := p.canonical()
 	if err != nil {
@@ -180,14 +182,7 @@ func (p *SSP) compileMasks(rules []protocol.MaskRule) error {
 		ipScoped = ipScoped || r.Scope != protocol.ScopeFields && r.Method != protocol.MaskNone
 	}
 	for i, r := range rules {
-		m := maskRule{Scope: r.Scope, Method: r.Method, Bits: int(r.Bits)}
-		if r.Key != "" {
-			k, err := hex.DecodeString(r.Key)
-			if err != nil || len(k) != 32 {
-				return refuse(ReasonInvalid, "masking", "masking[%d]: key is not 32 bytes of hex", i)
-			}
-			m.explicitKey = k
-		}
+		m := maskRule{Scope: r.Scope, Method: r.Method, Bits: int(r.Bits), KeyID: r.KeyID}
 		if r.Scope == protocol.ScopeFields {
 			m.Fields = slices.Clone(r.Fields)
 			slices.Sort(m.Fields)
@@ -257,18 +252,52 @@ func (p *SSP) checkSummary(s *protocol.Summarization) error {
 	return nil
 }
 
-func (p *SSP) needsProviderKey() bool {
-	for _, m := range p.masks {
-		if (m.Method == protocol.MaskCryptoPAn || m.Method == protocol.MaskHMAC) && m.explicitKey == nil {
-			return true
+// resolveKeys asks keys for every key the masking rules need: each key ID's, and the SSA's
+// own key if a rule names none.
+func (p *SSP) resolveKeys(keys KeySource) error {
+	get := func(keyID string) ([]byte, error) {
+		k, err := keys(p.ssaID, keyID)
+		if err == nil && len(k) != 32 {
+			err = fmt.Errorf("%w: %d bytes, want 32", ErrKey, len(k))
 		}
+		if err != nil {
+			if keyID != "" {
+				return nil, fmt.Errorf("policy: masking key %q of SSA %q: %w", keyID, p.ssaID, err)
+			}
+			return nil, fmt.Errorf("policy: masking key of SSA %q: %w", p.ssaID, err)
+		}
+		return slices.Clone(k), nil
 	}
-	return false
+	for i := range p.masks {
+		m := &p.masks[i]
+		if !m.keyed() || m.KeyID == "" {
+			continue
+		}
+		k, err := get(m.KeyID)
+		if err != nil {
+			return err
+		}
+		m.namedKey = k
+	}
+	if p.needsProviderKey() {
+		k, err := get("")
+		if err != nil {
+			return err
+		}
+		p.providerKey = k
+	}
+	return nil
+}
+
+func (p *SSP) needsProviderKey() bool {
+	return slices.ContainsFunc(p.masks, func(m maskRule) bool { return m.keyed() && m.KeyID == "" })
 }
 
 // sspWire is the canonical encoding the hash is computed over. Integer keys, never
-// renumbered. Keys never appear: an explicit key is represented by its SHA-256, the
-// provider's secret by "provider".
+// renumbered. Keys never appear, nor anything computed from one: a named key is represented
+// by its key ID, the provider's secret by "provider". The requester, which holds no key,
+// computes the same hash; a fingerprint of a key would also let anyone holding the hash
+// test a guessed key, and link the SSAs that share one.
 type sspWire struct {
 	Engine   string                  `cbor:"1,keyasint"`
 	SSA      string                  `cbor:"2,keyasint"`
@@ -294,10 +323,9 @@ func (p *SSP) canonical() ([]byte, error) {
 	for _, m := range p.masks {
 		mw := maskWire{Scope: m.Scope, Fields: m.Fields, Method: m.Method, Bits: m.Bits}
 		switch {
-		case m.explicitKey != nil:
-			sum := sha256.Sum256(m.explicitKey)
-			mw.Key = "sha256:" + hex.EncodeToString(sum[:])
-		case m.Method == protocol.MaskCryptoPAn || m.Method == protocol.MaskHMAC:
+		case m.KeyID != "":
+			mw.Key = "key-id:" + m.KeyID
+		case m.keyed():
 			mw.Key = "provider"
 		}
 		w.Masks = append(w.Masks, mw)
@@ -340,8 +368,11 @@ func (p *SSP) Formats() []string {
 func (p *SSP) Schedule() protocol.Schedule { return p.schedule }
 
 // CanEnforce reports whether the SSP holds every key its masking needs: false for an SSP
-// compiled without a KeySource whose cryptopan or hmac rules have no key of their own.
-func (p *SSP) CanEnforce() bool { return p.providerKey != nil || !p.needsProviderKey() }
+// with cryptopan or hmac rules compiled without a KeySource.
+func (p *SSP) CanEnforce() bool {
+	return (p.providerKey != nil || !p.needsProviderKey()) &&
+		!slices.ContainsFunc(p.masks, func(m maskRule) bool { return m.KeyID != "" && m.namedKey == nil })
+}
 
 func (p *SSP) format(name string) (*formatSpec, bool) {
 	for _, f := range p.formats {
@@ -358,14 +389,16 @@ func (p *SSP) newMasker() (*masker, error) {
 	for i := range p.masks {
 		r := &p.masks[i]
 		kr := keyedRule{maskRule: r}
-		if r.Method == protocol.MaskCryptoPAn || r.Method == protocol.MaskHMAC {
-			key := r.explicitKey
-			if key == nil {
-				if p.providerKey == nil {
-					return nil, fmt.Errorf("%w: SSP of SSA %q was compiled without a KeySource and its %s rule has no key", ErrKey, p.ssaID, r.Method)
-				}
-				label := "ssanet policy " + r.Method
-				key = subKey(p.providerKey, label)
+		if r.keyed() {
+			key := r.namedKey
+			switch {
+			case r.KeyID != "" && key == nil:
+				return nil, fmt.Errorf("%w: SSP of SSA %q was compiled without a KeySource and its %s rule names key %q", ErrKey, p.ssaID, r.Method, r.KeyID)
+			case r.KeyID != "":
+			case p.providerKey == nil:
+				return nil, fmt.Errorf("%w: SSP of SSA %q was compiled without a KeySource and its %s rule names no key", ErrKey, p.ssaID, r.Method)
+			default:
+				key = subKey(p.providerKey, "ssanet policy "+r.Method)
 			}
 			if r.Method == protocol.MaskCryptoPAn {
 				c, err := NewCryptoPAn(key)

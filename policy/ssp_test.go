@@ -148,8 +148,8 @@ func TestMaskMethods(t *testing.T) {
 		rule      protocol.MaskRule
 		has, hasn []string
 	}{
-		{"cryptopan explicit key", protocol.MaskRule{Scope: "fields", Fields: []string{"source.ip"}, Method: "cryptopan", Key: testKey}, []string{"81.2.69.160"}, []string{">81.2.69.192<"}},
-		{"hmac user", protocol.MaskRule{Scope: "fields", Fields: []string{"source.user.name"}, Method: "hmac", Key: testKey}, []string{"81.2.69.192"}, []string{">mallory<"}},
+		{"cryptopan named key", protocol.MaskRule{Scope: "fields", Fields: []string{"source.ip"}, Method: "cryptopan", KeyID: "sample"}, []string{"81.2.69.160"}, []string{">81.2.69.192<"}},
+		{"hmac user", protocol.MaskRule{Scope: "fields", Fields: []string{"source.user.name"}, Method: "hmac", KeyID: "sample"}, []string{"81.2.69.192"}, []string{">mallory<"}},
 		{"remove attribute", protocol.MaskRule{Scope: "fields", Fields: []string{"rule.name"}, Method: "remove"}, []string{"<idmef:Classification>"}, []string{"simple portscan"}},
 		{"remove element text", protocol.MaskRule{Scope: "fields", Fields: []string{"source.domain"}, Method: "remove"}, []string{"<idmef:name></idmef:name>"}, []string{"scanner.example.net"}},
 		{"all-ip truncate 16", protocol.MaskRule{Scope: "all-ip", Method: "truncate", Bits: 16}, []string{"10.0.0.0", "192.0.0.0", "81.2.0.0", "2a02:c7f:1234::"}, []string{"10.0.0.20", "192.0.2.62"}},
@@ -180,8 +180,8 @@ func TestMaskMethods(t *testing.T) {
 			}
 		})
 	}
-	// cryptopan with the sample key gives the reference mapping.
-	p := mustCompile(t, ssaFor(&protocol.Policy{Masking: []protocol.MaskRule{{Scope: "all-ip", Method: "cryptopan", Key: testKey}}}, "eve"))
+	// cryptopan with the sample key, named by its key ID, gives the reference mapping.
+	p := mustCompile(t, ssaFor(&protocol.Policy{Masking: []protocol.MaskRule{{Scope: "all-ip", Method: "cryptopan", KeyID: "sample"}}}, "eve"))
 	out, err := Enforce(p, "eve", []byte(`{"timestamp":"2024-01-01T00:00:00Z","event_type":"x","src_ip":"128.11.68.132","note":"via 129.118.74.4"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -335,20 +335,21 @@ func TestCompilerShared(t *testing.T) {
 	}
 }
 
-// TestRequesterKeyIsNotKept: a requester that asks for cryptopan or hmac under a key of its
-// own (which it could use to invert or recompute the masking) gets a proposal without that
-// key; the provider masks with its secret key, and the requester cannot reproduce the
-// provider's output, not even with the key it asked for.
+// TestRequesterKeyIsNotKept: a requester that asks for cryptopan or hmac under a key ID of
+// its own (naming a key it could use to invert or recompute the masking) gets a proposal
+// without that key ID; the provider masks with its secret key, and the requester cannot
+// reproduce the provider's output, not even with the key it named.
 func TestRequesterKeyIsNotKept(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	requesterKey := strings.Repeat("ab", 32)
+	const requesterKey = "requester-key"
+	requesterKeys := StaticKey(bytes.Repeat([]byte{0xab}, 32)) // what the requester would mask with
 	raw := []byte(`{"timestamp":"2026-11-23T12:00:00Z","event_type":"alert","src_ip":"1.1.1.1","dest_ip":"8.8.4.4","src_port":1,"dest_port":2,"proto":"TCP","alert":{"signature":"x","signature_id":1,"severity":1}}`)
 	cases := []struct {
 		name string
 		rule protocol.MaskRule // the request's only masking rule; the offer truncates public-ip by 8 bits
 	}{
-		{"cryptopan instead of the offer's truncation", protocol.MaskRule{Scope: protocol.ScopePublicIP, Method: protocol.MaskCryptoPAn, Key: requesterKey}},
-		{"hmac on every address, applied before the truncation", protocol.MaskRule{Scope: protocol.ScopeAllIP, Method: protocol.MaskHMAC, Key: requesterKey}},
+		{"cryptopan instead of the offer's truncation", protocol.MaskRule{Scope: protocol.ScopePublicIP, Method: protocol.MaskCryptoPAn, KeyID: requesterKey}},
+		{"hmac on every address, applied before the truncation", protocol.MaskRule{Scope: protocol.ScopeAllIP, Method: protocol.MaskHMAC, KeyID: requesterKey}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -367,8 +368,8 @@ func TestRequesterKeyIsNotKept(t *testing.T) {
 				t.Fatalf("meet: %v", conflicts)
 			}
 			for _, r := range p.Policy.Masking {
-				if r.Key != "" {
-					t.Fatalf("the proposal keeps a key: %+v", r)
+				if r.KeyID != "" {
+					t.Fatalf("the proposal keeps a key ID: %+v", r)
 				}
 			}
 			if rs := protocol.Satisfies(p, &offer.Terms); len(rs) > 0 {
@@ -391,14 +392,14 @@ func TestRequesterKeyIsNotKept(t *testing.T) {
 			if reqSide, err := Compile(p, nil); err != nil || reqSide.CanEnforce() {
 				t.Fatalf("the requester's SSP can enforce: %v", err)
 			}
-			// The requester's best attempt: the proposal as it would be with its key kept.
+			// The requester's best attempt: the proposal as it would be with its key ID kept.
 			forged := p.Clone()
 			for i := range forged.Policy.Masking {
 				if forged.Policy.Masking[i].Target() == tc.rule.Target() {
-					forged.Policy.Masking[i].Key = requesterKey
+					forged.Policy.Masking[i].KeyID = requesterKey
 				}
 			}
-			mine, err := Compile(forged, nil)
+			mine, err := Compile(forged, requesterKeys)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -30,7 +30,8 @@ func goldenSeeds(f *testing.F) map[string][]byte {
 }
 
 // ssaSeeds are SSAs: the agreements, the payloads of the golden messages, the example
-// templates (all canonical) and requests carrying each of otherValues (canonical or not).
+// templates (all canonical), requests carrying each of otherValues (canonical or not), and a
+// request with a masking key ID, also with the retired key in the clear (field 5).
 func ssaSeeds(f *testing.F) [][]byte {
 	var out [][]byte
 	for name, b := range goldenSeeds(f) {
@@ -57,7 +58,11 @@ func ssaSeeds(f *testing.F) [][]byte {
 		b, _ := withOther(f, v.raw)
 		out = append(out, b)
 	}
-	return out
+	keyed, err := keyedRequest(f).Encode()
+	if err != nil {
+		f.Fatal(err)
+	}
+	return append(out, keyed, withRetiredKey(f, keyedRequest(f))) // a key ID; the retired key in the clear
 }
 
 func FuzzDecodeSSA(f *testing.F) {
@@ -197,9 +202,10 @@ func FuzzVerifySSA(f *testing.F) {
 	})
 }
 
-// yamlSeeds are the examples and the human form of the golden agreement.
+// yamlSeeds are the examples, templates with a masking key ID and with the retired key, and
+// the human form of the golden agreement.
 func yamlSeeds(f *testing.F) [][]byte {
-	out := [][]byte{ExampleRequester, ExampleProvider, []byte(minimal)}
+	out := [][]byte{ExampleRequester, ExampleProvider, []byte(minimal), keyedTemplate("key-id: site-a"), keyedTemplate("key: " + retiredKeyHex)}
 	s, err := DecodeSSA(goldenSeeds(f)["agreement"])
 	if err != nil {
 		f.Fatal(err)

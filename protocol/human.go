@@ -52,6 +52,11 @@ func decodeYAML(data []byte, now time.Time, v any) error {
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("%w: the document is empty", ErrTemplate)
 		}
+		if line := retiredKeyLine(data); line > 0 {
+			return fmt.Errorf("%w: line %d: a masking rule carries its key; keys are no longer written in templates or offers, "+
+				"since the requester reads the SSA and could undo the masking with the key: write the 64 hex digits to the file keys/NAME "+
+				"in the provider's home (mode 0600) and name it in the rule with key-id: NAME", ErrTemplate, line)
+		}
 		return fmt.Errorf("%w: %v", ErrTemplate, err)
 	}
 	var root yaml.Node
@@ -66,6 +71,40 @@ func decodeYAML(data []byte, now time.Time, v any) error {
 		return fmt.Errorf("%w: %v", ErrTemplate, err)
 	}
 	return nil
+}
+
+// retiredKeyLine returns the line of the first "key" of a masking rule in the YAML text
+// data, or 0 if there is none: the retired MaskRule field that held a key in the clear.
+func retiredKeyLine(data []byte) int {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
+		return 0
+	}
+	var find func(n *yaml.Node) int
+	find = func(n *yaml.Node) int {
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				if k.Value != "masking" || v.Kind != yaml.SequenceNode {
+					continue
+				}
+				for _, r := range v.Content {
+					for j := 0; r.Kind == yaml.MappingNode && j+1 < len(r.Content); j += 2 {
+						if r.Content[j].Value == "key" {
+							return r.Content[j].Line
+						}
+					}
+				}
+			}
+		}
+		for _, c := range n.Content {
+			if l := find(c); l > 0 {
+				return l
+			}
+		}
+		return 0
+	}
+	return find(&root)
 }
 
 // resolveTimes rewrites relative times under time keys in place. Extension values ("other")

@@ -220,7 +220,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 	agreed := rout.Agreement.Clone()
 	agreed.Signatures = nil // not part of the human form
 	agreed.Policy.Summarization = &Summarization{GroupBy: "source.ip", RankBy: "source.bytes", TopN: 10, Window: 3600}
-	agreed.Policy.Masking = append(agreed.Policy.Masking, MaskRule{Scope: ScopeFields, Fields: []string{"user.name", "host.name"}, Method: MaskHMAC, Key: strings.Repeat("ab", 32)})
+	agreed.Policy.Masking = append(agreed.Policy.Masking, MaskRule{Scope: ScopeFields, Fields: []string{"user.name", "host.name"}, Method: MaskHMAC, KeyID: "site-a"})
 	cases := map[string]*SSA{
 		"example requester": exampleRequest(t, t0),
 		"offer terms":       &exampleOffer(t, t0).Terms,

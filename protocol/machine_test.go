@@ -210,10 +210,10 @@ func TestRevisionKeys(t *testing.T) {
 		rule     MaskRule
 		conflict bool
 	}{
-		{"requester adds hmac under its own key", false, MaskRule{Scope: ScopeAllIP, Method: MaskHMAC, Key: requesterKey}, true},
-		{"requester adds cryptopan under its own key", false, MaskRule{Scope: ScopeAllIP, Method: MaskCryptoPAn, Key: requesterKey}, true},
+		{"requester adds hmac under its own key", false, MaskRule{Scope: ScopeAllIP, Method: MaskHMAC, KeyID: requesterKey}, true},
+		{"requester adds cryptopan under its own key", false, MaskRule{Scope: ScopeAllIP, Method: MaskCryptoPAn, KeyID: requesterKey}, true},
 		{"requester adds hmac under the provider's secret key", false, MaskRule{Scope: ScopeAllIP, Method: MaskHMAC}, false},
-		{"provider adds hmac under a key it chose", true, MaskRule{Scope: ScopeAllIP, Method: MaskHMAC, Key: requesterKey}, false},
+		{"provider adds hmac under a key it chose", true, MaskRule{Scope: ScopeAllIP, Method: MaskHMAC, KeyID: requesterKey}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

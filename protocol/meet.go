@@ -21,8 +21,8 @@ import (
 //     conflict when broken: "method: none" on a target the result masks, or max-bits below
 //     the truncation (or a stronger method) that the result applies. Tolerances are usually
 //     the requester's; a provider's are read the same way. The result carries no tolerance.
-//     Masking keys are the provider's alone: a requester's key is never kept, so a
-//     requester's cryptopan or hmac rule uses the key of the offer's rule for the same
+//     Masking keys are the provider's alone: a requester's key ID is never kept, so a
+//     requester's cryptopan or hmac rule uses the key ID of the offer's rule for the same
 //     target if it has one, else the provider's secret per-SSA key.
 //   - filtering: the conjunction of both sides' filters.
 //   - summarization: taken from the side that has one; if both do, they must rank the same
@@ -35,10 +35,10 @@ import (
 //
 // Satisfies checks the result against either input; the meet always satisfies both.
 //
-// A masking key in an SSA can be read by both parties, so whoever chooses it can undo the
-// masking: a requester that chose the key of a cryptopan rule inverts it, and one that chose
-// the key of an hmac rule recomputes its tokens. Only the provider, whose records are masked,
-// chooses keys: in its offer, or by leaving them out so that its secret key applies.
+// An SSA is read by both parties, so it never carries a masking key: whoever knows the key of
+// a cryptopan rule inverts it, and whoever knows the key of an hmac rule recomputes its
+// tokens. An SSA names at most a key ID, which only the provider chooses (in its offer, or by
+// leaving it out so that its secret per-SSA key applies) and only the provider can resolve.
 
 var maskOrder = map[string]int{MaskNone: 0, MaskTruncate: 1, MaskCryptoPAn: 2, MaskHMAC: 3, MaskRemove: 4}
 
@@ -157,14 +157,14 @@ func meetMasking(req, off []MaskRule, conflicts []Reason) ([]MaskRule, []Reason)
 		if r.Method == MaskNone {
 			continue
 		}
-		r.MaxBits, r.Key = 0, "" // a key the requester chose would let it undo the masking
+		r.MaxBits, r.KeyID = 0, "" // a key the requester chose would let it undo the masking
 		cur, ok := byTarget[r.Target()]
 		switch {
 		case !ok:
 			byTarget[r.Target()] = r
 		case stronger(r, cur) && !(r.Method == cur.Method && r.Bits == cur.Bits):
 			if r.Method == MaskCryptoPAn || r.Method == MaskHMAC {
-				r.Key = cur.Key // the provider's explicit key stays with its target
+				r.KeyID = cur.KeyID // the provider's named key stays with its target
 			}
 			byTarget[r.Target()] = r
 		}
@@ -332,11 +332,11 @@ func meetOther(req, off Extensions, conflicts []Reason) (Extensions, []Reason) {
 // Satisfies lists every way the proposal p fails the requirements of template t (a request
 // or an offer's terms). An empty result means p is acceptable to t's author.
 //
-// Against an offer's terms (any template that is not a request, see isRequest), every key of
-// p's cryptopan and hmac rules must be one that t's own rules set for the same target: a key
-// from anywhere else was chosen by the requester. Against a request, keys are not checked:
-// every key the requester can be given is one it can read, and masking is no weaker for the
-// requester's own key being left out.
+// Against an offer's terms (any template that is not a request, see isRequest), every key ID
+// of p's cryptopan and hmac rules must be one that t's own rules set for the same target: a
+// key ID from anywhere else was chosen by the requester, which may know the key it names.
+// Against a request, key IDs are not checked: the requester cannot resolve any of them, and
+// masking is no weaker for the requester's own key ID being left out.
 func Satisfies(p, t *SSA) []Reason {
 	var rs []Reason
 	add := func(c Code, comp, text string) { rs = append(rs, Reason{Code: c, Component: comp, Text: text}) }
@@ -361,9 +361,9 @@ func Satisfies(p, t *SSA) []Reason {
 	}
 	if !isRequest(t) {
 		for _, r := range pp.Masking {
-			if r.Key != "" && !slices.ContainsFunc(tp.Masking, func(o MaskRule) bool { return o.Target() == r.Target() && o.Key == r.Key }) {
-				add(CodeMasking, "policy.masking", "the "+describeMask(r)+" rule carries a key the offer does not set for "+r.Target()+
-					": only the provider chooses masking keys; leave the key out and the provider's secret key applies")
+			if r.KeyID != "" && !slices.ContainsFunc(tp.Masking, func(o MaskRule) bool { return o.Target() == r.Target() && o.KeyID == r.KeyID }) {
+				add(CodeMasking, "policy.masking", "the "+describeMask(r)+" rule names a key ID the offer does not set for "+r.Target()+
+					": only the provider chooses masking keys; leave key-id out and the provider's secret key applies")
 			}
 		}
 	}

@@ -40,8 +40,8 @@ func truncate(bits, maxBits uint8) MaskRule {
 
 func method(m string) MaskRule { return MaskRule{Scope: ScopePublicIP, Method: m} }
 
-// requesterKey is a masking key a requester chose, and so knows.
-var requesterKey = strings.Repeat("ab", 32)
+// requesterKey names a masking key a requester chose, and so may know.
+const requesterKey = "requester-key"
 
 // conflict is an expected Reason: its code, component, and what each side's value must say.
 type conflict struct {
@@ -101,27 +101,27 @@ func TestMeetComponents(t *testing.T) {
 			check: wantMasking(truncate(16, 0))},
 		{name: "masking: the provider's key stays with its target",
 			req:   reqWith(masking(method(MaskHMAC))),
-			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: strings.Repeat("0f", 32)})),
-			check: wantMasking(MaskRule{Scope: ScopePublicIP, Method: MaskHMAC, Key: strings.Repeat("0f", 32)})},
+			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: "offer-key"})),
+			check: wantMasking(MaskRule{Scope: ScopePublicIP, Method: MaskHMAC, KeyID: "offer-key"})},
 		{name: "masking: the requester's key is dropped from a stronger method",
-			req:   reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: requesterKey})),
+			req:   reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: requesterKey})),
 			offer: offerWith(masking(truncate(8, 0))),
 			check: wantMasking(method(MaskCryptoPAn))},
 		{name: "masking: the requester's key is dropped from a target of its own",
-			req:   reqWith(masking(MaskRule{Scope: ScopeAllIP, Method: MaskHMAC, Key: requesterKey})),
+			req:   reqWith(masking(MaskRule{Scope: ScopeAllIP, Method: MaskHMAC, KeyID: requesterKey})),
 			offer: offerWith(masking(truncate(8, 0))),
 			check: wantMasking(MaskRule{Scope: ScopeAllIP, Method: MaskHMAC}, truncate(8, 0))},
 		{name: "masking: the requester's key gives way to the provider's",
-			req:   reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskHMAC, Key: requesterKey})),
-			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: strings.Repeat("0f", 32)})),
-			check: wantMasking(MaskRule{Scope: ScopePublicIP, Method: MaskHMAC, Key: strings.Repeat("0f", 32)})},
+			req:   reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskHMAC, KeyID: requesterKey})),
+			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: "offer-key"})),
+			check: wantMasking(MaskRule{Scope: ScopePublicIP, Method: MaskHMAC, KeyID: "offer-key"})},
 		{name: "masking: one method on both sides keeps the provider's key",
-			req:   reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: requesterKey})),
-			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: strings.Repeat("0f", 32)})),
-			check: wantMasking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: strings.Repeat("0f", 32)})},
+			req:   reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: requesterKey})),
+			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: "offer-key"})),
+			check: wantMasking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: "offer-key"})},
 		{name: "masking: a stronger method without a key drops the provider's key",
 			req:   reqWith(masking(method(MaskRemove))),
-			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: strings.Repeat("0f", 32)})),
+			offer: offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: "offer-key"})),
 			check: wantMasking(method(MaskRemove))},
 		{name: "masking: fields compared as a set",
 			req:       reqWith(masking(MaskRule{Scope: ScopeFields, Fields: []string{"user.name", "host.name"}, Method: MaskNone})),
@@ -314,7 +314,7 @@ func TestMeetComponents(t *testing.T) {
 func wantMasking(rules ...MaskRule) func(p *SSA) error {
 	return func(p *SSA) error {
 		if p.Policy == nil || !slices.EqualFunc(p.Policy.Masking, rules, func(a, b MaskRule) bool {
-			return a.Target() == b.Target() && a.Method == b.Method && a.Bits == b.Bits && a.MaxBits == b.MaxBits && a.Key == b.Key
+			return a.Target() == b.Target() && a.Method == b.Method && a.Bits == b.Bits && a.MaxBits == b.MaxBits && a.KeyID == b.KeyID
 		}) {
 			return fmt.Errorf("masking %+v, want %+v", p.Policy, rules)
 		}
@@ -384,7 +384,7 @@ func proposalErr(p, req *SSA, offer *Offer, now Time) error {
 		if r.MaxBits != 0 || r.Method == MaskNone {
 			return fmt.Errorf("the proposal carries a tolerance: %+v", r)
 		}
-		if r.Key != "" && !slices.ContainsFunc(policyOf(&offer.Terms).Masking, func(o MaskRule) bool { return o.Target() == r.Target() && o.Key == r.Key }) {
+		if r.KeyID != "" && !slices.ContainsFunc(policyOf(&offer.Terms).Masking, func(o MaskRule) bool { return o.Target() == r.Target() && o.KeyID == r.KeyID }) {
 			return fmt.Errorf("the proposal carries a key the offer does not set for its target: %+v", r)
 		}
 	}
@@ -439,7 +439,7 @@ func (g gen) ssa(now Time) *SSA {
 				m.MaxBits = uint8(1 + g.r.IntN(32))
 			}
 			if (m.Method == MaskHMAC || m.Method == MaskCryptoPAn) && g.maybe() {
-				m.Key = strings.Repeat(g.pick("00", "ab"), 32)
+				m.KeyID = g.pick("key-0", "key-a")
 			}
 			p.Masking = append(p.Masking, m)
 		}
@@ -548,9 +548,9 @@ func TestExamplesMeet(t *testing.T) {
 // carry only a key that the offer sets for the same target; checked against a request, keys
 // are the provider's business.
 func TestSatisfiesMaskingKeys(t *testing.T) {
-	offerKey := strings.Repeat("0f", 32)
+	offerKey := "offer-key"
 	offerTruncates := offerWith(masking(truncate(8, 0))).Terms
-	offerKeys := offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: offerKey})).Terms
+	offerKeys := offerWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: offerKey})).Terms
 	cases := []struct {
 		name     string
 		template *SSA
@@ -558,23 +558,23 @@ func TestSatisfiesMaskingKeys(t *testing.T) {
 		conflict bool
 	}{
 		{"offer: cryptopan under the requester's key instead of truncation", &offerTruncates,
-			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: requesterKey}}, true},
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: requesterKey}}, true},
 		{"offer: hmac under the requester's key on a target the offer leaves alone", &offerTruncates,
-			[]MaskRule{{Scope: ScopeAllIP, Method: MaskHMAC, Key: requesterKey}, truncate(8, 0)}, true},
+			[]MaskRule{{Scope: ScopeAllIP, Method: MaskHMAC, KeyID: requesterKey}, truncate(8, 0)}, true},
 		{"offer: the offer's key on another target", &offerKeys,
-			[]MaskRule{{Scope: ScopeAllIP, Method: MaskHMAC, Key: offerKey}, {Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: offerKey}}, true},
+			[]MaskRule{{Scope: ScopeAllIP, Method: MaskHMAC, KeyID: offerKey}, {Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: offerKey}}, true},
 		{"offer: another key on the offer's target", &offerKeys,
-			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: requesterKey}}, true},
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: requesterKey}}, true},
 		{"offer: the offer's key on its target, with a stronger method", &offerKeys,
-			[]MaskRule{{Scope: ScopePublicIP, Method: MaskHMAC, Key: offerKey}}, false},
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskHMAC, KeyID: offerKey}}, false},
 		{"offer: no key, the provider's secret applies", &offerTruncates,
 			[]MaskRule{{Scope: ScopeAllIP, Method: MaskHMAC}, {Scope: ScopePublicIP, Method: MaskCryptoPAn}}, false},
 		{"request: a key the provider chose", reqWith(masking(truncate(8, 0))),
-			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: offerKey}}, false},
-		{"request: its own key left out", reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: requesterKey})),
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: offerKey}}, false},
+		{"request: its own key left out", reqWith(masking(MaskRule{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: requesterKey})),
 			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn}}, false},
 		{"a template without status is held to the provider's rule", reqWith(func(s *SSA) { s.Status = 0 }),
-			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, Key: offerKey}}, true},
+			[]MaskRule{{Scope: ScopePublicIP, Method: MaskCryptoPAn, KeyID: offerKey}}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -140,14 +140,37 @@ type MaskRule struct {
 	Method string   `cbor:"3,keyasint" yaml:"method" json:"method"`
 	// Bits is the number of low bits truncated (truncate only).
 	Bits uint8 `cbor:"4,keyasint,omitempty" yaml:"bits,omitempty" json:"bits,omitempty"`
-	// Key is the 32-byte key of cryptopan or hmac as hex; empty means one is generated per SSA.
-	// Only the provider sets one, in its offer: a key is readable by the requester, which could
-	// invert or recompute the masking with it, so the meet drops a requester's key and Satisfies
-	// refuses, against an offer, a key the offer does not set for the rule's target.
-	Key string `cbor:"5,keyasint,omitempty" yaml:"key,omitempty" json:"key,omitempty"`
+	// CBOR key 5 is retired and never reused: it carried a cryptopan or hmac key in the
+	// clear, which let the requester undo the masking. A MaskRule holding it does not decode
+	// (unknown field), and a template's "key:" is refused by decodeYAML (retiredKeyError).
+
 	// MaxBits, in a requester's template, is the most truncation the requester tolerates on
 	// this target; a provider that needs more is in conflict. Zero: any.
 	MaxBits uint8 `cbor:"6,keyasint,omitempty" yaml:"max-bits,omitempty" json:"max_bits,omitempty"`
+	// KeyID names the key of a cryptopan or hmac rule among the provider's own keys (see
+	// ValidKeyID); empty means the provider's secret per-SSA key. The key itself never
+	// leaves the provider. Only the provider names one, in its offer: the meet drops a
+	// requester's key ID and Satisfies refuses, against an offer, a key ID the offer does not
+	// set for the rule's target.
+	KeyID string `cbor:"7,keyasint,omitempty" yaml:"key-id,omitempty" json:"key_id,omitempty"`
+}
+
+// MaxKeyIDLen is the longest key ID.
+const MaxKeyIDLen = 64
+
+// ValidKeyID reports whether s is a key ID: 1 to MaxKeyIDLen lower-case letters, digits
+// and hyphens, starting with a letter or a digit. A key ID names a file of the provider's
+// home, so nothing else is allowed.
+func ValidKeyID(s string) bool {
+	if len(s) == 0 || len(s) > MaxKeyIDLen || s[0] == '-' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Target names what a rule applies to, for comparing rules of both sides.
@@ -377,11 +400,11 @@ func (p *Policy) Validate() error {
 		if m.Method != MaskTruncate && m.Bits != 0 {
 			return bad("masking[%d]: bits is for truncate only", i)
 		}
-		if m.Key != "" && m.Method != MaskCryptoPAn && m.Method != MaskHMAC {
-			return bad("masking[%d]: key is for cryptopan and hmac only", i)
+		if m.KeyID != "" && m.Method != MaskCryptoPAn && m.Method != MaskHMAC {
+			return bad("masking[%d]: key-id is for cryptopan and hmac only", i)
 		}
-		if m.Key != "" && !isHexKey(m.Key) {
-			return bad("masking[%d]: key must be 32 bytes as 64 hex digits", i)
+		if m.KeyID != "" && !ValidKeyID(m.KeyID) {
+			return bad("masking[%d]: key-id %q is not 1 to %d lower-case letters, digits and hyphens (starting with a letter or digit)", i, m.KeyID, MaxKeyIDLen)
 		}
 	}
 	for i, f := range p.Filtering {
@@ -406,16 +429,4 @@ func (p *Policy) Validate() error {
 		}
 	}
 	return nil
-}
-
-func isHexKey(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
-			return false
-		}
-	}
-	return true
 }

@@ -54,7 +54,7 @@ func cmdPolicy(c *cli, args []string) int {
 	format := fs.String("format", "", "record format: "+strings.Join(policy.Formats(), ", "))
 	var keyFile, outFile *string
 	if sub == "apply" {
-		keyFile = fs.String("key-file", "", "`FILE` holding the 32-byte masking key as 64 hex digits (default: a random key)")
+		keyFile = fs.String("key-file", "", "`FILE` holding the 32-byte masking key as 64 hex digits, for every key-id and as the per-SSA key (default: a random key)")
 		outFile = fs.String("out", "", "write refined records to `FILE` (default: standard output)")
 	}
 	pos, code := c.parse(fs, args[1:])
@@ -208,7 +208,7 @@ func policyKeys(keyFile string, stderr io.Writer) (policy.KeySource, error) {
 		if _, err := rand.Read(k); err != nil {
 			return nil, err
 		}
-		fmt.Fprintln(stderr, "ssanet: policy apply: no --key-file: cryptopan and hmac rules without a key use a random key, not kept")
+		fmt.Fprintln(stderr, "ssanet: policy apply: no --key-file: cryptopan and hmac rules use a random key, not kept")
 		return policy.StaticKey(k), nil
 	}
 	b, err := os.ReadFile(keyFile)
