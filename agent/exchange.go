@@ -52,6 +52,10 @@ type agreementRun struct {
 	role protocol.Role
 	peer peer.ID
 	ssp  *policy.SSP
+	// cancelled is when this agent committed a cancellation of the SSA, sent or received
+	// (zero if none; guarded by the manager's mu). From then on the requester refuses the
+	// SSA's batches and quarantines them as evidence (see checkBatch).
+	cancelled time.Time
 
 	// Provider side.
 	mu          sync.Mutex // guards enforcers, enqueued and lat
@@ -108,7 +112,16 @@ func newManager(a *Agent) (*manager, error) {
 		return nil, err
 	}
 	for _, rec := range recs {
-		if rec.State != protocol.StateApproved && (rec.State != protocol.StateAnnulled || rec.Role != protocol.RoleRequester) {
+		// An SSA with a cancellation committed is no longer in force, whether or not the
+		// annulment was confirmed: a restart does not start its delivery again.
+		ended := rec.State == protocol.StateAnnulled || cancelling(rec.State)
+		if cancelling(rec.State) && rec.Role == protocol.RoleProvider {
+			// The queue may have outlived a crash right after the cancellation's commit.
+			if err := a.store.DropOutbox(rec.SSAID); err != nil {
+				return nil, fmt.Errorf("drop the queue of cancelled SSA %s: %w", rec.SSAID, err)
+			}
+		}
+		if rec.State != protocol.StateApproved && (!ended || rec.Role != protocol.RoleRequester) {
 			continue
 		}
 		s, err := a.store.Agreement(rec.SSAID)
@@ -118,27 +131,35 @@ func newManager(a *Agent) (*manager, error) {
 		if rec.State == protocol.StateApproved {
 			m.implement(s, rec.Role)
 		} else {
-			m.hold(s)
+			m.hold(s, rec.Updated)
 		}
 		for id := s.Supersedes; id != "" && rec.Role == protocol.RoleRequester; {
 			old, err := a.store.Agreement(id)
 			if err != nil {
 				return nil, fmt.Errorf("load SSA %s: %w", id, err)
 			}
-			m.hold(old)
+			m.hold(old, time.Time{})
 			id = old.Supersedes
 		}
 	}
 	return m, nil
 }
 
-// hold keeps a requested SSA no longer in force for its records (see manager.held).
-func (m *manager) hold(s *protocol.SSA) {
+// cancelling reports whether a negotiation in state st has a cancellation committed and
+// awaits, or sends, its confirmation.
+func cancelling(st protocol.State) bool {
+	return st == protocol.StateCancellationSent || st == protocol.StateCancellationReceived
+}
+
+// hold keeps a requested SSA no longer in force for its records (see manager.held);
+// cancelled is when it was cancelled (zero if it was superseded).
+func (m *manager) hold(s *protocol.SSA, cancelled time.Time) {
 	run, err := m.newRun(s, protocol.RoleRequester)
 	if err != nil {
 		m.a.log.Error("SSA records cannot be handled", "ssa", s.ID, "err", err)
 		return
 	}
+	run.cancelled = cancelled
 	m.mu.Lock()
 	m.held[s.ID] = run
 	m.mu.Unlock()
@@ -174,8 +195,24 @@ func (m *manager) agreementChanged(s *protocol.SSA, role protocol.Role) {
 		}
 		m.implement(s, role)
 	case protocol.StatusAnnulment:
-		m.stop(s.ID)
+		m.cancelled(s.ID, time.Now())
 	}
+}
+
+// cancelled is called by the negotiation point as soon as a cancellation of an SSA is
+// committed, sent or received, and again when its annulment is: stopping is immediate on the
+// side that decides, and does not wait for a confirmation that a peer may never send. The
+// provider stops delivering and drops the SSA's queue; the requester refuses its batches
+// from then on. The confirmed annulment only completes the record.
+func (m *manager) cancelled(ssaID string, at time.Time) {
+	m.mu.Lock()
+	for _, runs := range []map[string]*agreementRun{m.runs, m.held} {
+		if run, ok := runs[ssaID]; ok && run.cancelled.IsZero() {
+			run.cancelled = at
+		}
+	}
+	m.mu.Unlock()
+	m.stop(ssaID)
 }
 
 // newRun translates an SSA into its SSP (step ⑥).
@@ -301,6 +338,13 @@ func (m *manager) stop(ssaID string) {
 	m.a.log.Info("SSA no longer in force", "ssa", ssaID)
 }
 
+// cancelledAt is when run's SSA was cancelled, or zero.
+func (m *manager) cancelledAt(run *agreementRun) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return run.cancelled
+}
+
 // run is the SSA in force with this ID, or nil.
 func (m *manager) run(ssaID string) *agreementRun {
 	m.mu.Lock()
@@ -308,12 +352,18 @@ func (m *manager) run(ssaID string) *agreementRun {
 	return m.runs[ssaID]
 }
 
-// providedBy reports whether an SSA this agent requested from p is in force.
+// providedBy reports whether an SSA this agent requested from p is in force, or was
+// cancelled and is still held (its batches are read to be refused and quarantined).
 func (m *manager) providedBy(p peer.ID) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range m.runs {
 		if r.role == protocol.RoleRequester && r.peer == p {
+			return true
+		}
+	}
+	for _, r := range m.held {
+		if !r.cancelled.IsZero() && r.peer == p {
 			return true
 		}
 	}
@@ -875,6 +925,17 @@ func (m *manager) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) 
 		return nil, err
 	}
 	c := &checkedBatch{raw: raw, b: b}
+	if held := m.requested(b.SSAID); held != nil && held.peer == remote {
+		if at := m.cancelledAt(held); !at.IsZero() {
+			// Refused, so not stored, forwarded nor acknowledged; kept as evidence only.
+			c.refused = fmt.Sprintf("SSA %s was cancelled at %s: no record of it is taken", b.SSAID, at.UTC().Format(time.RFC3339))
+			c.run = held
+			c.findings = []RecordFinding{{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingOutsideSchedule,
+				Text: fmt.Sprintf("the batch, sent at %s, arrived after this agent had cancelled the SSA or received its cancellation (at %s): refused",
+					time.UnixMilli(b.Sent).UTC().Format(time.RFC3339Nano), at.UTC().Format(time.RFC3339Nano))}}}}
+			return c, nil
+		}
+	}
 	run := m.run(b.SSAID)
 	if run == nil || run.role != protocol.RoleRequester || run.peer != remote {
 		c.refused = "no SSA " + b.SSAID + " in force with this provider"
@@ -921,6 +982,14 @@ const maxFindingsKept = 1000
 func (m *manager) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.BatchAck, error) {
 	b := c.b
 	if c.refused != "" {
+		if c.run != nil { // a batch of a cancelled SSA: quarantined
+			m.a.m.quarantined.Add(float64(len(b.Records)))
+			if err := m.a.store.PutEvidence(storage.Evidence{SSAID: b.SSAID, First: b.First, Batch: c.raw,
+				Findings: mustJSON(c.findings), ReceivedAt: time.Now()}); err != nil {
+				m.a.log.Debug("evidence not kept", "ssa", b.SSAID, "err", err)
+			}
+			m.a.log.Warn("batch of a cancelled SSA refused: evidence kept", "ssa", b.SSAID, "peer", remote, "records", len(b.Records))
+		}
 		return &protocol.BatchAck{SSAID: b.SSAID, Error: c.refused}, nil
 	}
 	now := time.Now()

@@ -413,6 +413,10 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 		n.a.log.Info("agreement changed", "ssa", agreement.ID, "status", agreement.Status.String(), "peer", s.rec.Peer)
 		n.a.mgr.agreementChanged(agreement, s.m.Role())
 	}
+	if st := s.m.State(); st != before && cancelling(st) {
+		n.a.log.Info("SSA cancelled: sharing stops now", "ssa", s.m.Agreement().ID, "state", st.String(), "peer", s.rec.Peer)
+		n.a.mgr.cancelled(s.m.Agreement().ID, now)
+	}
 	return send, refused
 }
 
