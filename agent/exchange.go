@@ -56,8 +56,14 @@ type agreementRun struct {
 	// (zero if none; guarded by the manager's mu). From then on the requester refuses the
 	// SSA's batches and quarantines them as evidence (see checkBatch).
 	cancelled time.Time
+	// refineID is the SSP's RefinementID: runs that share it share each refinement.
+	refineID string
 
 	// Provider side.
+	// backlog counts the records queued and not yet acknowledged (see Config.MaxQueuedPerPeer).
+	backlog atomic.Int64
+	// full is set while ingest leaves records out for want of room (logged when it changes).
+	full atomic.Bool
 	mu          sync.Mutex // guards enforcers, enqueued and lat
 	enforcers   map[string]*policy.Enforcer
 	enqueued    []enqueueMark // when each range of sequence numbers was queued
@@ -229,8 +235,8 @@ func (m *manager) newRun(s *protocol.SSA, role protocol.Role) (*agreementRun, er
 	if err != nil {
 		return nil, err
 	}
-	return &agreementRun{ssa: s, role: role, peer: p, ssp: ssp, enforcers: map[string]*policy.Enforcer{},
-		kick: make(chan struct{}, 1)}, nil
+	return &agreementRun{ssa: s, role: role, peer: p, ssp: ssp, refineID: ssp.RefinementID(),
+		enforcers: map[string]*policy.Enforcer{}, kick: make(chan struct{}, 1)}, nil
 }
 
 // implement puts an SSA in force (step ⑥) and, on the provider, starts delivery.
@@ -241,6 +247,14 @@ func (m *manager) implement(s *protocol.SSA, role protocol.Role) {
 		return
 	}
 	ssp := run.ssp
+	if role == protocol.RoleProvider {
+		st, err := m.a.store.OutboxState(s.ID)
+		if err != nil {
+			m.a.log.Error("SSA cannot be implemented: its queue is unreadable", "ssa", s.ID, "err", err)
+			return
+		}
+		run.backlog.Store(int64(st.Refined - min(st.Acked, st.Refined)))
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.runs[s.ID]; ok {
@@ -414,6 +428,25 @@ type IngestStats struct {
 	Records   int64            `json:"records"`
 	Malformed int64            `json:"malformed"`
 	Queued    map[string]int64 `json:"queued"` // refined records queued, per SSA
+	// NotQueued counts, per SSA, the refined records left out because the requester's
+	// queue had reached max-queued-per-peer.
+	NotQueued map[string]int64 `json:"not_queued,omitempty"`
+}
+
+// count adds what one chunk queued, and left out, for an SSA.
+func (st *IngestStats) count(ssaID string, queued, notQueued int) {
+	if queued > 0 {
+		if st.Queued == nil {
+			st.Queued = map[string]int64{}
+		}
+		st.Queued[ssaID] += int64(queued)
+	}
+	if notQueued > 0 {
+		if st.NotQueued == nil {
+			st.NotQueued = map[string]int64{}
+		}
+		st.NotQueued[ssaID] += int64(notQueued)
+	}
 }
 
 // Ingest is Appendix I steps ⑦–⑧: raw records of format from the security agent go to every
@@ -432,7 +465,7 @@ func (a *Agent) Ingest(ctx context.Context, format string, r io.Reader) (IngestS
 		var err error
 		for c := range refined {
 			if err == nil {
-				err = a.mgr.enqueue(c, st.Queued)
+				err = a.mgr.enqueue(c, &st)
 			}
 		}
 		queueErr <- err
@@ -487,41 +520,77 @@ type refinedChunk struct {
 }
 
 // ingest refines a chunk of raw records and queues the results.
-func (m *manager) ingest(format string, raws [][]byte, queued map[string]int64) error {
-	return m.enqueue(m.refine(format, raws), queued)
+func (m *manager) ingest(format string, raws [][]byte, st *IngestStats) error {
+	return m.enqueue(m.refine(format, raws), st)
 }
 
-// refine runs every provider SSA's enforcement point that shares format over raws.
+// refine runs the enforcement points of the provider SSAs that share format over raws:
+// once for each distinct refinement (policy.SSP.RefinementID), whose records every SSA that
+// shares it gets (the same slice, or a copy where its format's tag differs).
 func (m *manager) refine(format string, raws [][]byte) refinedChunk {
 	c := refinedChunk{raws: len(raws)}
 	if len(raws) == 0 {
 		return c
 	}
+	first := map[string]int{} // the first run of each refinement, by its index in c.runs
 	for _, run := range m.providerRuns() {
 		if !slices.Contains(run.ssp.Formats(), format) {
 			continue
 		}
-		out, err := run.refine(format, raws)
-		if err != nil {
-			c.err = err
-			return c
+		var out [][]byte
+		if i, ok := first[run.refineID]; ok {
+			out = c.refined[i]
+			if tag := run.formatTag(format); c.runs[i].formatTag(format) != tag {
+				out = retag(out, tag)
+			}
+		} else {
+			var err error
+			if out, err = run.refine(format, raws); err != nil {
+				c.err = err
+				return c
+			}
+			first[run.refineID] = len(c.runs)
 		}
 		c.runs, c.refined = append(c.runs, run), append(c.refined, out)
 	}
 	return c
 }
 
-// enqueue queues a refined chunk durably and wakes the delivery loops.
-func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
+// retag copies tagged records with another format tag.
+func retag(recs [][]byte, tag byte) [][]byte {
+	out := make([][]byte, len(recs))
+	for i, r := range recs {
+		out[i] = append([]byte{tag}, r[1:]...)
+	}
+	return out
+}
+
+// enqueue queues a refined chunk durably and wakes the delivery loops. A requester whose
+// queued records reach max-queued-per-peer gets no more until it acknowledges some: what is
+// left out is counted in st and in a metric, and logged when a queue fills.
+func (m *manager) enqueue(c refinedChunk, st *IngestStats) error {
 	if c.err != nil {
 		return c.err
 	}
 	m.a.m.ingested.Add(float64(c.raws))
 	for i, run := range c.runs {
 		refined := c.refined[i]
+		n := m.reserve(run, len(refined))
+		if full := n < len(refined); full {
+			m.a.m.overflow.Add(float64(len(refined) - n))
+			if !run.full.Swap(true) {
+				m.a.log.Warn("records not queued until the requester acknowledges some: its queue is full", "ssa", run.ssa.ID,
+					"peer", run.peer, "max-queued-per-peer", m.a.cfg.MaxQueuedPerPeer)
+			}
+		} else if len(refined) > 0 && run.full.Swap(false) {
+			m.a.log.Info("records queued again: the requester acknowledged some", "ssa", run.ssa.ID, "peer", run.peer)
+		}
+		st.count(run.ssa.ID, n, len(refined)-n)
+		refined = refined[:n]
 		now := time.Now()
-		last, err := m.a.store.Enqueue(run.ssa.ID, refined, uint64(c.raws), uint64(c.raws-len(refined)))
+		last, err := m.a.store.Enqueue(run.ssa.ID, refined, uint64(c.raws), uint64(c.raws-len(c.refined[i])))
 		if err != nil {
+			run.backlog.Add(-int64(n))
 			return fmt.Errorf("queue records for %s: %w", run.ssa.ID, err)
 		}
 		m.a.m.queued.Add(float64(len(refined)))
@@ -529,11 +598,26 @@ func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
 			run.mu.Lock()
 			run.enqueued = append(run.enqueued, enqueueMark{last: last, at: now})
 			run.mu.Unlock()
-			queued[run.ssa.ID] += int64(len(refined))
 			m.wake(run)
 		}
 	}
 	return nil
+}
+
+// reserve takes room for up to n records in the queue of run's requester, and says how many
+// it got: what its SSAs' backlogs leave under max-queued-per-peer.
+func (m *manager) reserve(run *agreementRun, n int) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var queued int64
+	for _, r := range m.runs {
+		if r.role == protocol.RoleProvider && r.peer == run.peer {
+			queued += r.backlog.Load()
+		}
+	}
+	n = int(max(0, min(int64(n), m.a.cfg.MaxQueuedPerPeer-queued)))
+	run.backlog.Add(int64(n))
+	return n
 }
 
 // Records are kept, on both sides, behind one byte: the index of their format in the SSA's
@@ -812,6 +896,7 @@ func (d *delivery) acknowledge(last uint64) error {
 		return fmt.Errorf("record acknowledgement: %w", err)
 	}
 	d.run.acknowledged(last, time.Now())
+	d.run.backlog.Add(-int64(last - d.acked))
 	d.m.a.m.delivered.Add(float64(last - d.acked))
 	d.acked = last
 	return nil
