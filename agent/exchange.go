@@ -63,7 +63,7 @@ type agreementRun struct {
 	// backlog counts the records queued and not yet acknowledged (see Config.MaxQueuedPerPeer).
 	backlog atomic.Int64
 	// full is set while ingest leaves records out for want of room (logged when it changes).
-	full atomic.Bool
+	full        atomic.Bool
 	mu          sync.Mutex // guards enforcers, enqueued and lat
 	enforcers   map[string]*policy.Enforcer
 	enqueued    []enqueueMark // when each range of sequence numbers was queued
