@@ -573,9 +573,10 @@ func (m *manager) enqueue(c refinedChunk, st *IngestStats) error {
 		return c.err
 	}
 	m.a.m.ingested.Add(float64(c.raws))
+	room := m.reserve(c)
 	for i, run := range c.runs {
 		refined := c.refined[i]
-		n := m.reserve(run, len(refined))
+		n := room[i]
 		if full := n < len(refined); full {
 			m.a.m.overflow.Add(float64(len(refined) - n))
 			if !run.full.Swap(true) {
@@ -604,20 +605,26 @@ func (m *manager) enqueue(c refinedChunk, st *IngestStats) error {
 	return nil
 }
 
-// reserve takes room for up to n records in the queue of run's requester, and says how many
-// it got: what its SSAs' backlogs leave under max-queued-per-peer.
-func (m *manager) reserve(run *agreementRun, n int) int {
+// reserve takes room in the queues of the requesters for the records of c, run by run, and
+// says how many of each run's it got: what the backlogs of each requester's SSAs leave under
+// max-queued-per-peer.
+func (m *manager) reserve(c refinedChunk) []int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var queued int64
+	queued := map[peer.ID]int64{}
 	for _, r := range m.runs {
-		if r.role == protocol.RoleProvider && r.peer == run.peer {
-			queued += r.backlog.Load()
+		if r.role == protocol.RoleProvider {
+			queued[r.peer] += r.backlog.Load()
 		}
 	}
-	n = int(max(0, min(int64(n), m.a.cfg.MaxQueuedPerPeer-queued)))
-	run.backlog.Add(int64(n))
-	return n
+	room := make([]int, len(c.runs))
+	for i, run := range c.runs {
+		n := max(0, min(int64(len(c.refined[i])), m.a.cfg.MaxQueuedPerPeer-queued[run.peer]))
+		queued[run.peer] += n
+		run.backlog.Add(n)
+		room[i] = int(n)
+	}
+	return room
 }
 
 // Records are kept, on both sides, behind one byte: the index of their format in the SSA's
