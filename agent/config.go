@@ -81,7 +81,22 @@ type Config struct {
 	// wait doubles with each failed attempt, up to 10 minutes, and ends when a connection
 	// with the peer comes up.
 	RetryInterval Duration `yaml:"retry-interval,omitempty"`
+	// MaxAgreementsPerPeer bounds the SSAs a requester may hold with this provider, in force
+	// or proposed: a request past it is rejected (reason agreement-limit).
+	MaxAgreementsPerPeer int `yaml:"max-agreements-per-peer,omitempty"`
+	// MaxQueuedPerPeer bounds the refined records queued for one requester, over all its
+	// SSAs, waiting for its acknowledgement: past it, ingest queues nothing more for that
+	// requester (and counts what it leaves out) until acknowledgements make room.
+	MaxQueuedPerPeer int64 `yaml:"max-queued-per-peer,omitempty"`
 }
+
+// Defaults of the per-peer bounds, sized for a sensor: a requester may hold a few SSAs
+// (one per kind of record and policy), and a day or so of alerts, a few hundred MB of disk,
+// may wait for it.
+const (
+	DefaultMaxAgreementsPerPeer = 16
+	DefaultMaxQueuedPerPeer     = 1_000_000
+)
 
 // bootstrapPeers parses the bootstrap multiaddrs.
 func (c *Config) bootstrapPeers() ([]peer.AddrInfo, error) {
@@ -126,6 +141,9 @@ func DefaultConfig() Config {
 		MessageTimeout: Duration(30 * time.Second),
 		RetryInterval:  Duration(5 * time.Second),
 		RetentionCheck: Duration(time.Minute),
+
+		MaxAgreementsPerPeer: DefaultMaxAgreementsPerPeer,
+		MaxQueuedPerPeer:     DefaultMaxQueuedPerPeer,
 	}
 }
 
@@ -155,6 +173,10 @@ func (c *Config) Validate() error {
 	}
 	if c.MessageTimeout <= 0 || c.RetryInterval <= 0 || c.RetentionCheck <= 0 {
 		return errors.New("config: message-timeout, retry-interval and retention-check must be positive")
+	}
+	if c.MaxAgreementsPerPeer < 1 || c.MaxQueuedPerPeer < 1 {
+		return fmt.Errorf("config: max-agreements-per-peer (default %d) and max-queued-per-peer (default %d) must be at least 1; leave them out for the defaults",
+			DefaultMaxAgreementsPerPeer, DefaultMaxQueuedPerPeer)
 	}
 	named := map[string]bool{}
 	for i := range c.Sinks {
@@ -213,6 +235,13 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # message-timeout:      deadline of every read and write on a stream
 # retry-interval:       first wait before an unacknowledged message is sent again (doubles
 #                       per failed attempt up to 10m; a new connection to the peer ends it)
+# max-agreements-per-peer: SSAs one requester may hold with this provider, in force or
+#                       proposed (default 16); a request past it is rejected
+#                       (agreement-limit)
+# max-queued-per-peer:  refined records queued for one requester awaiting its
+#                       acknowledgement (default 1000000); past it ingest queues nothing
+#                       more for it, counting what it leaves out, until acknowledgements
+#                       make room
 `
 
 // WriteConfig writes a documented config.yaml.

@@ -52,8 +52,18 @@ type agreementRun struct {
 	role protocol.Role
 	peer peer.ID
 	ssp  *policy.SSP
+	// cancelled is when this agent committed a cancellation of the SSA, sent or received
+	// (zero if none; guarded by the manager's mu). From then on the requester refuses the
+	// SSA's batches and quarantines them as evidence (see checkBatch).
+	cancelled time.Time
+	// refineID is the SSP's RefinementID: runs that share it share each refinement.
+	refineID string
 
 	// Provider side.
+	// backlog counts the records queued and not yet acknowledged (see Config.MaxQueuedPerPeer).
+	backlog atomic.Int64
+	// full is set while ingest leaves records out for want of room (logged when it changes).
+	full        atomic.Bool
 	mu          sync.Mutex // guards enforcers, enqueued and lat
 	enforcers   map[string]*policy.Enforcer
 	enqueued    []enqueueMark // when each range of sequence numbers was queued
@@ -108,7 +118,16 @@ func newManager(a *Agent) (*manager, error) {
 		return nil, err
 	}
 	for _, rec := range recs {
-		if rec.State != protocol.StateApproved && (rec.State != protocol.StateAnnulled || rec.Role != protocol.RoleRequester) {
+		// An SSA with a cancellation committed is no longer in force, whether or not the
+		// annulment was confirmed: a restart does not start its delivery again.
+		ended := rec.State == protocol.StateAnnulled || cancelling(rec.State)
+		if cancelling(rec.State) && rec.Role == protocol.RoleProvider {
+			// The queue may have outlived a crash right after the cancellation's commit.
+			if err := a.store.DropOutbox(rec.SSAID); err != nil {
+				return nil, fmt.Errorf("drop the queue of cancelled SSA %s: %w", rec.SSAID, err)
+			}
+		}
+		if rec.State != protocol.StateApproved && (!ended || rec.Role != protocol.RoleRequester) {
 			continue
 		}
 		s, err := a.store.Agreement(rec.SSAID)
@@ -118,27 +137,35 @@ func newManager(a *Agent) (*manager, error) {
 		if rec.State == protocol.StateApproved {
 			m.implement(s, rec.Role)
 		} else {
-			m.hold(s)
+			m.hold(s, rec.Updated)
 		}
 		for id := s.Supersedes; id != "" && rec.Role == protocol.RoleRequester; {
 			old, err := a.store.Agreement(id)
 			if err != nil {
 				return nil, fmt.Errorf("load SSA %s: %w", id, err)
 			}
-			m.hold(old)
+			m.hold(old, time.Time{})
 			id = old.Supersedes
 		}
 	}
 	return m, nil
 }
 
-// hold keeps a requested SSA no longer in force for its records (see manager.held).
-func (m *manager) hold(s *protocol.SSA) {
+// cancelling reports whether a negotiation in state st has a cancellation committed and
+// awaits, or sends, its confirmation.
+func cancelling(st protocol.State) bool {
+	return st == protocol.StateCancellationSent || st == protocol.StateCancellationReceived
+}
+
+// hold keeps a requested SSA no longer in force for its records (see manager.held);
+// cancelled is when it was cancelled (zero if it was superseded).
+func (m *manager) hold(s *protocol.SSA, cancelled time.Time) {
 	run, err := m.newRun(s, protocol.RoleRequester)
 	if err != nil {
 		m.a.log.Error("SSA records cannot be handled", "ssa", s.ID, "err", err)
 		return
 	}
+	run.cancelled = cancelled
 	m.mu.Lock()
 	m.held[s.ID] = run
 	m.mu.Unlock()
@@ -174,8 +201,24 @@ func (m *manager) agreementChanged(s *protocol.SSA, role protocol.Role) {
 		}
 		m.implement(s, role)
 	case protocol.StatusAnnulment:
-		m.stop(s.ID)
+		m.cancelled(s.ID, time.Now())
 	}
+}
+
+// cancelled is called by the negotiation point as soon as a cancellation of an SSA is
+// committed, sent or received, and again when its annulment is: stopping is immediate on the
+// side that decides, and does not wait for a confirmation that a peer may never send. The
+// provider stops delivering and drops the SSA's queue; the requester refuses its batches
+// from then on. The confirmed annulment only completes the record.
+func (m *manager) cancelled(ssaID string, at time.Time) {
+	m.mu.Lock()
+	for _, runs := range []map[string]*agreementRun{m.runs, m.held} {
+		if run, ok := runs[ssaID]; ok && run.cancelled.IsZero() {
+			run.cancelled = at
+		}
+	}
+	m.mu.Unlock()
+	m.stop(ssaID)
 }
 
 // newRun translates an SSA into its SSP (step ⑥). Only the provider masks, so only its SSP
@@ -197,8 +240,8 @@ func (m *manager) newRun(s *protocol.SSA, role protocol.Role) (*agreementRun, er
 	if err != nil {
 		return nil, err
 	}
-	return &agreementRun{ssa: s, role: role, peer: p, ssp: ssp, enforcers: map[string]*policy.Enforcer{},
-		kick: make(chan struct{}, 1)}, nil
+	return &agreementRun{ssa: s, role: role, peer: p, ssp: ssp, refineID: ssp.RefinementID(),
+		enforcers: map[string]*policy.Enforcer{}, kick: make(chan struct{}, 1)}, nil
 }
 
 // implement puts an SSA in force (step ⑥) and, on the provider, starts delivery.
@@ -209,6 +252,14 @@ func (m *manager) implement(s *protocol.SSA, role protocol.Role) {
 		return
 	}
 	ssp := run.ssp
+	if role == protocol.RoleProvider {
+		st, err := m.a.store.OutboxState(s.ID)
+		if err != nil {
+			m.a.log.Error("SSA cannot be implemented: its queue is unreadable", "ssa", s.ID, "err", err)
+			return
+		}
+		run.backlog.Store(int64(st.Refined - min(st.Acked, st.Refined)))
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.runs[s.ID]; ok {
@@ -306,6 +357,13 @@ func (m *manager) stop(ssaID string) {
 	m.a.log.Info("SSA no longer in force", "ssa", ssaID)
 }
 
+// cancelledAt is when run's SSA was cancelled, or zero.
+func (m *manager) cancelledAt(run *agreementRun) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return run.cancelled
+}
+
 // run is the SSA in force with this ID, or nil.
 func (m *manager) run(ssaID string) *agreementRun {
 	m.mu.Lock()
@@ -313,12 +371,18 @@ func (m *manager) run(ssaID string) *agreementRun {
 	return m.runs[ssaID]
 }
 
-// providedBy reports whether an SSA this agent requested from p is in force.
+// providedBy reports whether an SSA this agent requested from p is in force, or was
+// cancelled and is still held (its batches are read to be refused and quarantined).
 func (m *manager) providedBy(p peer.ID) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range m.runs {
 		if r.role == protocol.RoleRequester && r.peer == p {
+			return true
+		}
+	}
+	for _, r := range m.held {
+		if !r.cancelled.IsZero() && r.peer == p {
 			return true
 		}
 	}
@@ -369,6 +433,25 @@ type IngestStats struct {
 	Records   int64            `json:"records"`
 	Malformed int64            `json:"malformed"`
 	Queued    map[string]int64 `json:"queued"` // refined records queued, per SSA
+	// NotQueued counts, per SSA, the refined records left out because the requester's
+	// queue had reached max-queued-per-peer.
+	NotQueued map[string]int64 `json:"not_queued,omitempty"`
+}
+
+// count adds what one chunk queued, and left out, for an SSA.
+func (st *IngestStats) count(ssaID string, queued, notQueued int) {
+	if queued > 0 {
+		if st.Queued == nil {
+			st.Queued = map[string]int64{}
+		}
+		st.Queued[ssaID] += int64(queued)
+	}
+	if notQueued > 0 {
+		if st.NotQueued == nil {
+			st.NotQueued = map[string]int64{}
+		}
+		st.NotQueued[ssaID] += int64(notQueued)
+	}
 }
 
 // Ingest is Appendix I steps ⑦–⑧: raw records of format from the security agent go to every
@@ -387,7 +470,7 @@ func (a *Agent) Ingest(ctx context.Context, format string, r io.Reader) (IngestS
 		var err error
 		for c := range refined {
 			if err == nil {
-				err = a.mgr.enqueue(c, st.Queued)
+				err = a.mgr.enqueue(c, &st)
 			}
 		}
 		queueErr <- err
@@ -442,41 +525,78 @@ type refinedChunk struct {
 }
 
 // ingest refines a chunk of raw records and queues the results.
-func (m *manager) ingest(format string, raws [][]byte, queued map[string]int64) error {
-	return m.enqueue(m.refine(format, raws), queued)
+func (m *manager) ingest(format string, raws [][]byte, st *IngestStats) error {
+	return m.enqueue(m.refine(format, raws), st)
 }
 
-// refine runs every provider SSA's enforcement point that shares format over raws.
+// refine runs the enforcement points of the provider SSAs that share format over raws:
+// once for each distinct refinement (policy.SSP.RefinementID), whose records every SSA that
+// shares it gets (the same slice, or a copy where its format's tag differs).
 func (m *manager) refine(format string, raws [][]byte) refinedChunk {
 	c := refinedChunk{raws: len(raws)}
 	if len(raws) == 0 {
 		return c
 	}
+	first := map[string]int{} // the first run of each refinement, by its index in c.runs
 	for _, run := range m.providerRuns() {
 		if !slices.Contains(run.ssp.Formats(), format) {
 			continue
 		}
-		out, err := run.refine(format, raws)
-		if err != nil {
-			c.err = err
-			return c
+		var out [][]byte
+		if i, ok := first[run.refineID]; ok {
+			out = c.refined[i]
+			if tag := run.formatTag(format); c.runs[i].formatTag(format) != tag {
+				out = retag(out, tag)
+			}
+		} else {
+			var err error
+			if out, err = run.refine(format, raws); err != nil {
+				c.err = err
+				return c
+			}
+			first[run.refineID] = len(c.runs)
 		}
 		c.runs, c.refined = append(c.runs, run), append(c.refined, out)
 	}
 	return c
 }
 
-// enqueue queues a refined chunk durably and wakes the delivery loops.
-func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
+// retag copies tagged records with another format tag.
+func retag(recs [][]byte, tag byte) [][]byte {
+	out := make([][]byte, len(recs))
+	for i, r := range recs {
+		out[i] = append([]byte{tag}, r[1:]...)
+	}
+	return out
+}
+
+// enqueue queues a refined chunk durably and wakes the delivery loops. A requester whose
+// queued records reach max-queued-per-peer gets no more until it acknowledges some: what is
+// left out is counted in st and in a metric, and logged when a queue fills.
+func (m *manager) enqueue(c refinedChunk, st *IngestStats) error {
 	if c.err != nil {
 		return c.err
 	}
 	m.a.m.ingested.Add(float64(c.raws))
+	room := m.reserve(c)
 	for i, run := range c.runs {
 		refined := c.refined[i]
+		n := room[i]
+		if full := n < len(refined); full {
+			m.a.m.overflow.Add(float64(len(refined) - n))
+			if !run.full.Swap(true) {
+				m.a.log.Warn("records not queued until the requester acknowledges some: its queue is full", "ssa", run.ssa.ID,
+					"peer", run.peer, "max-queued-per-peer", m.a.cfg.MaxQueuedPerPeer)
+			}
+		} else if len(refined) > 0 && run.full.Swap(false) {
+			m.a.log.Info("records queued again: the requester acknowledged some", "ssa", run.ssa.ID, "peer", run.peer)
+		}
+		st.count(run.ssa.ID, n, len(refined)-n)
+		refined = refined[:n]
 		now := time.Now()
-		last, err := m.a.store.Enqueue(run.ssa.ID, refined, uint64(c.raws), uint64(c.raws-len(refined)))
+		last, err := m.a.store.Enqueue(run.ssa.ID, refined, uint64(c.raws), uint64(c.raws-len(c.refined[i])))
 		if err != nil {
+			run.backlog.Add(-int64(n))
 			return fmt.Errorf("queue records for %s: %w", run.ssa.ID, err)
 		}
 		m.a.m.queued.Add(float64(len(refined)))
@@ -484,11 +604,32 @@ func (m *manager) enqueue(c refinedChunk, queued map[string]int64) error {
 			run.mu.Lock()
 			run.enqueued = append(run.enqueued, enqueueMark{last: last, at: now})
 			run.mu.Unlock()
-			queued[run.ssa.ID] += int64(len(refined))
 			m.wake(run)
 		}
 	}
 	return nil
+}
+
+// reserve takes room in the queues of the requesters for the records of c, run by run, and
+// says how many of each run's it got: what the backlogs of each requester's SSAs leave under
+// max-queued-per-peer.
+func (m *manager) reserve(c refinedChunk) []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	queued := map[peer.ID]int64{}
+	for _, r := range m.runs {
+		if r.role == protocol.RoleProvider {
+			queued[r.peer] += r.backlog.Load()
+		}
+	}
+	room := make([]int, len(c.runs))
+	for i, run := range c.runs {
+		n := max(0, min(int64(len(c.refined[i])), m.a.cfg.MaxQueuedPerPeer-queued[run.peer]))
+		queued[run.peer] += n
+		run.backlog.Add(n)
+		room[i] = int(n)
+	}
+	return room
 }
 
 // Records are kept, on both sides, behind one byte: the index of their format in the SSA's
@@ -767,6 +908,7 @@ func (d *delivery) acknowledge(last uint64) error {
 		return fmt.Errorf("record acknowledgement: %w", err)
 	}
 	d.run.acknowledged(last, time.Now())
+	d.run.backlog.Add(-int64(last - d.acked))
 	d.m.a.m.delivered.Add(float64(last - d.acked))
 	d.acked = last
 	return nil
@@ -880,6 +1022,17 @@ func (m *manager) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) 
 		return nil, err
 	}
 	c := &checkedBatch{raw: raw, b: b}
+	if held := m.requested(b.SSAID); held != nil && held.peer == remote {
+		if at := m.cancelledAt(held); !at.IsZero() {
+			// Refused, so not stored, forwarded nor acknowledged; kept as evidence only.
+			c.refused = fmt.Sprintf("SSA %s was cancelled at %s: no record of it is taken", b.SSAID, at.UTC().Format(time.RFC3339))
+			c.run = held
+			c.findings = []RecordFinding{{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingOutsideSchedule,
+				Text: fmt.Sprintf("the batch, sent at %s, arrived after this agent had cancelled the SSA or received its cancellation (at %s): refused",
+					time.UnixMilli(b.Sent).UTC().Format(time.RFC3339Nano), at.UTC().Format(time.RFC3339Nano))}}}}
+			return c, nil
+		}
+	}
 	run := m.run(b.SSAID)
 	if run == nil || run.role != protocol.RoleRequester || run.peer != remote {
 		c.refused = "no SSA " + b.SSAID + " in force with this provider"
@@ -926,6 +1079,14 @@ const maxFindingsKept = 1000
 func (m *manager) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.BatchAck, error) {
 	b := c.b
 	if c.refused != "" {
+		if c.run != nil { // a batch of a cancelled SSA: quarantined
+			m.a.m.quarantined.Add(float64(len(b.Records)))
+			if err := m.a.store.PutEvidence(storage.Evidence{SSAID: b.SSAID, First: b.First, Batch: c.raw,
+				Findings: mustJSON(c.findings), ReceivedAt: time.Now()}); err != nil {
+				m.a.log.Debug("evidence not kept", "ssa", b.SSAID, "err", err)
+			}
+			m.a.log.Warn("batch of a cancelled SSA refused: evidence kept", "ssa", b.SSAID, "peer", remote, "records", len(b.Records))
+		}
 		return &protocol.BatchAck{SSAID: b.SSAID, Error: c.refused}, nil
 	}
 	now := time.Now()

@@ -97,7 +97,7 @@ func (c *collector) run(ctx context.Context) {
 		if len(chunk) == 0 {
 			return
 		}
-		if err := c.a.mgr.ingest(c.format, chunk, map[string]int64{}); err != nil {
+		if err := c.a.mgr.ingest(c.format, chunk, &IngestStats{}); err != nil {
 			c.a.log.Error("ingest", "format", c.format, "err", err)
 		}
 		chunk = nil

@@ -10,6 +10,10 @@ type metrics struct {
 	delivered  prometheus.Counter
 	received   prometheus.Counter
 	violations prometheus.Counter
+	// quarantined counts received records refused because their SSA was cancelled.
+	quarantined prometheus.Counter
+	// overflow counts refined records not queued because their requester's queue was full.
+	overflow prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -26,7 +30,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Records received and stored under the SSAs this agent requested."}),
 		violations: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_violating_total",
 			Help: "Received records that break their SSP."}),
+		quarantined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_refused_cancelled_total",
+			Help: "Received records refused, and kept as evidence, because their SSA was cancelled."}),
+		overflow: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_not_queued_total",
+			Help: "Refined records not queued because their requester's queue had reached max-queued-per-peer."}),
 	}
-	reg.MustRegister(m.agreements, m.ingested, m.queued, m.delivered, m.received, m.violations)
+	reg.MustRegister(m.agreements, m.ingested, m.queued, m.delivered, m.received, m.violations, m.quarantined, m.overflow)
 	return m
 }

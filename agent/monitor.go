@@ -70,7 +70,9 @@ type EvidenceView struct {
 // phase places an SSA in its life cycle at now.
 func phase(s *protocol.SSA, state protocol.State, now time.Time) string {
 	switch {
-	case state == protocol.StateAnnulled || (s != nil && s.Schedule.End != 0 && protocol.FromTime(now) >= s.Schedule.End):
+	case state == protocol.StateAnnulled || cancelling(state) || (s != nil && s.Schedule.End != 0 && protocol.FromTime(now) >= s.Schedule.End):
+		// A cancelled SSA is no longer executed from the moment the cancellation is
+		// committed, whether or not its annulment is confirmed yet (the state says which).
 		return PhaseAssessment
 	case state != protocol.StateApproved || s == nil:
 		return PhaseNegotiation

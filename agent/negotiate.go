@@ -84,6 +84,10 @@ type negotiator struct {
 	// maxOpenPerPeer).
 	open    map[string]string
 	openPer map[string]int
+	// places holds the requester of each provider-side negotiation whose SSA is in force or
+	// proposed, and placesPer how many each requester holds (see takePlace).
+	places    map[string]string
+	placesPer map[string]int
 }
 
 // resend is when to send a negotiation's unacknowledged message again. Each failed attempt
@@ -101,7 +105,8 @@ const maxResendDelay = 10 * time.Minute
 // newNegotiator loads the negotiations with unacknowledged messages (a restart resumes them).
 func newNegotiator(a *Agent, now func() time.Time) (*negotiator, error) {
 	n := &negotiator{a: a, now: now, sessions: map[string]*session{}, undelivered: map[string]*resend{},
-		proposals: map[string]time.Time{}, open: map[string]string{}, openPer: map[string]int{}}
+		proposals: map[string]time.Time{}, open: map[string]string{}, openPer: map[string]int{},
+		places: map[string]string{}, placesPer: map[string]int{}}
 	recs, err := a.store.Negotiations()
 	if err != nil {
 		return nil, fmt.Errorf("load negotiations: %w", err)
@@ -137,26 +142,65 @@ func (n *negotiator) setDelivered(s *session) {
 	}
 }
 
-// track counts rec among its peer's open negotiations, or not, as its state says. The caller
-// holds n.mu.
+// track counts rec among its peer's open negotiations and among the places it holds, or
+// not, as its state says. The caller holds n.mu.
 func (n *negotiator) track(rec *storage.Negotiation) {
-	n.count(string(rec.ID), rec.Peer, rec.Role == protocol.RoleProvider && rec.State != protocol.StateNew &&
+	provider := rec.Role == protocol.RoleProvider
+	n.count(string(rec.ID), rec.Peer, provider && rec.State != protocol.StateNew &&
 		!(atRest(rec.State) && rec.Delivered))
+	countIn(n.places, n.placesPer, string(rec.ID), rec.Peer, provider && holdsPlace(rec.State))
+}
+
+// holdsPlace reports whether a provider's negotiation in state st takes one of its
+// requester's places: its SSA is proposed or in force (a cancelled one is not).
+func holdsPlace(st protocol.State) bool {
+	switch st {
+	case protocol.StateProposalSent, protocol.StateAcceptanceReceived, protocol.StateApproved,
+		protocol.StateRevisionSent, protocol.StateRevisionReceived:
+		return true
+	}
+	return false
 }
 
 // count counts negotiation id among requester's open negotiations, or not. The caller holds
 // n.mu.
 func (n *negotiator) count(id, requester string, open bool) {
-	if peer, was := n.open[id]; was {
-		if n.openPer[peer]--; n.openPer[peer] == 0 {
-			delete(n.openPer, peer)
+	countIn(n.open, n.openPer, id, requester, open)
+}
+
+// countIn counts negotiation id as requester's in set and per, or not.
+func countIn(set map[string]string, per map[string]int, id, requester string, in bool) {
+	if peer, was := set[id]; was {
+		if per[peer]--; per[peer] == 0 {
+			delete(per, peer)
 		}
-		delete(n.open, id)
+		delete(set, id)
 	}
-	if open {
-		n.open[id] = requester
-		n.openPer[requester]++
+	if in {
+		set[id] = requester
+		per[requester]++
 	}
+}
+
+// takePlace gives the negotiation of s, about to propose, one of its requester's places
+// (Config.MaxAgreementsPerPeer), or returns the rejection when the requester holds them
+// all. Counted from the stored states (track), so the bound holds across restarts; a place
+// is taken here, before the proposal is committed, so that parallel requests cannot pass
+// the bound together, and track keeps or gives it back once the next state is committed.
+func (n *negotiator) takePlace(s *session) *protocol.Reject {
+	id, p := string(s.rec.ID), s.m.Peer().String()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.places[id]; ok {
+		return nil
+	}
+	if held, limit := n.placesPer[p], n.a.cfg.MaxAgreementsPerPeer; held >= limit {
+		return &protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeAgreementLimit, Component: "agreements",
+			Provider: fmt.Sprint(limit), Requester: fmt.Sprint(held + 1),
+			Text: fmt.Sprintf("you hold %d SSAs with this provider, in force or proposed, as many as it allows a peer (max-agreements-per-peer): cancel one you no longer need, then request again", held)}}}
+	}
+	countIn(n.places, n.placesPer, id, p, true)
+	return nil
 }
 
 // expireProposals lets the proposals whose validity limit has passed expire.
@@ -343,6 +387,9 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 		out, err := s.m.Step(now, events[i])
 		if err != nil {
 			if len(records) == 0 && s.m.State() == before {
+				n.mu.Lock()
+				n.track(s.rec) // gives back a place taken for a step that failed
+				n.mu.Unlock()
 				return nil, err
 			}
 			if len(records) == 0 {
@@ -412,6 +459,10 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 	if agreement != nil {
 		n.a.log.Info("agreement changed", "ssa", agreement.ID, "status", agreement.Status.String(), "peer", s.rec.Peer)
 		n.a.mgr.agreementChanged(agreement, s.m.Role())
+	}
+	if st := s.m.State(); st != before && cancelling(st) {
+		n.a.log.Info("SSA cancelled: sharing stops now", "ssa", s.m.Agreement().ID, "state", st.String(), "peer", s.rec.Peer)
+		n.a.mgr.cancelled(s.m.Agreement().ID, now)
 	}
 	return send, refused
 }
@@ -500,6 +551,9 @@ func (n *negotiator) answerRequest(s *session) protocol.Event {
 		}
 		prop, conflicts := n.meet(req, o)
 		if conflicts == nil {
+			if r := n.takePlace(s); r != nil {
+				return *r
+			}
 			return protocol.Propose{SSA: prop}
 		}
 		if best == nil {
@@ -892,6 +946,9 @@ func (a *Agent) Decide(ctx context.Context, ssaID string, d Decision, why string
 		prop, conflicts := a.neg.meet(s.m.Pending(), o)
 		if conflicts != nil {
 			return protocol.Reject{Reasons: conflicts}, nil
+		}
+		if r := a.neg.takePlace(s); r != nil {
+			return *r, nil
 		}
 		return protocol.Propose{SSA: prop}, nil
 	})

@@ -43,7 +43,10 @@ func cmdIngest(c *cli, args []string) int {
 	for id, n := range st.Queued {
 		fmt.Fprintf(c.stdout, "  %s: %d refined records queued for delivery\n", id, n)
 	}
-	if len(st.Queued) == 0 {
+	for id, n := range st.NotQueued {
+		fmt.Fprintf(c.stdout, "  %s: %d refined records NOT queued: the requester's queue is full (max-queued-per-peer)\n", id, n)
+	}
+	if len(st.Queued) == 0 && len(st.NotQueued) == 0 {
 		fmt.Fprintln(c.stdout, "  no SSA in force shares this format (or its policy let nothing through)")
 	}
 	return exitOK
