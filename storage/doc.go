@@ -16,8 +16,8 @@
 // Commit is atomic: after a crash either all of a commit (transcript entries, negotiation
 // record, agreement, index entries) is there or none of it is. So are Enqueue and Receive,
 // records and counters together, however large the batch (see Exchange queues); EnqueueAll
-queues a chunk for several SSAs and moves a followed file's position in one such commit, so
-that a file is queued exactly once across crashes.
+// queues a chunk for several SSAs and moves a followed file's position in one such commit, so
+// that a file is queued exactly once across crashes.
 //
 // Writes are grouped. Badger's SyncWrites syncs its write-ahead log once per transaction,
 // even when its writer batches concurrent transactions, so one goroutine owned by the Store
