@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -31,8 +30,8 @@ func checkFilePos(pos *FilePos) error {
 	return nil
 }
 
-// FilePos returns where the followed file path was read up to: Offset 0 and Inode 0 when it
-// never was.
+// FilePos returns where the followed file path was read up to; ErrNotFound (with the zero
+// position: the file's start) when no position was ever committed for it.
 func (s *Store) FilePos(path string) (FilePos, error) {
 	pos := FilePos{Path: path}
 	if err := checkFilePos(&pos); err != nil {
@@ -40,9 +39,6 @@ func (s *Store) FilePos(path string) (FilePos, error) {
 	}
 	err := s.view(func(txn *badger.Txn) error {
 		b, err := get(txn, filePosKey(path))
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
 		if err != nil {
 			return err
 		}
