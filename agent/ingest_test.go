@@ -277,3 +277,38 @@ func TestFollowMultiLineRecords(t *testing.T) {
 		t.Fatalf("%d records malformed (a record cut between its lines), offset %d of %v (%v)", fl.malformed, fl.st.Offset, info.Size(), err)
 	}
 }
+
+// TestIngestCountsMalformed: records that the enforcement point cannot parse are counted
+// malformed, with those the reader cannot cut out; the well-formed ones are all queued.
+func TestIngestCountsMalformed(t *testing.T) {
+	prov, _, s := exchangePair(t)
+	sample := sampleEVE(t)
+	good := int64(bytes.Count(sample, []byte("\n")))
+	tests := []struct {
+		name      string
+		input     string
+		malformed int64
+	}{
+		{"well-formed", string(sample), 0},
+		{"garbage lines", "hello world\n{not json\n[1,2,3]\n\"a string\"\n", 4},
+		{"garbage among records", "garbage\n" + string(sample) + "{\"truncated\":\n", 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := prov.Ingest(context.Background(), protocol.FormatEVE, strings.NewReader(tt.input))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Malformed != tt.malformed {
+				t.Errorf("%d records counted malformed, want %d (%+v)", st.Malformed, tt.malformed, st)
+			}
+			wantQueued := int64(0)
+			if strings.Contains(tt.input, string(sample)) {
+				wantQueued = good
+			}
+			if st.Queued[s.ID] != wantQueued {
+				t.Errorf("%d records queued, want %d", st.Queued[s.ID], wantQueued)
+			}
+		})
+	}
+}
