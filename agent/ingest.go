@@ -212,7 +212,7 @@ type follower struct {
 	cfg  FollowConfig
 	st   storage.FilePos // where the file was read up to, as committed
 	file *os.File
-	buf       []byte // followBuffer bytes, from the first read on
+	buf  []byte // followBuffer bytes, from the first read on
 	// malformed counts the records of the file skipped as malformed since the follower began.
 	malformed int64
 }
