@@ -430,7 +430,9 @@ func (m *manager) close() {
 
 // IngestStats counts what one ingestion did.
 type IngestStats struct {
-	Records   int64            `json:"records"`
+	Records int64 `json:"records"` // records handed to the enforcement points
+	// Malformed counts the records that could not be cut out of the input, and those that an
+	// SSA's enforcement point could not parse (not those a filter or the schedule left out).
 	Malformed int64            `json:"malformed"`
 	Queued    map[string]int64 `json:"queued"` // refined records queued, per SSA
 	// NotQueued counts, per SSA, the refined records left out because the requester's
@@ -457,8 +459,16 @@ func (st *IngestStats) count(ssaID string, queued, notQueued int) {
 // Ingest is Appendix I steps ⑦–⑧: raw records of format from the security agent go to every
 // SSA in force that shares that format, are refined under its SSP and queued durably for
 // delivery. A malformed record is counted and skipped. Refining a chunk overlaps with
-// queueing the previous one.
+// queueing the previous one. Each chunk is queued for every SSA at once, or for none.
 func (a *Agent) Ingest(ctx context.Context, format string, r io.Reader) (IngestStats, error) {
+	return a.ingest(ctx, format, r, nil)
+}
+
+// ingest is Ingest, and when from is not nil, r is a followed file read from there: each
+// chunk is queued in one commit with the position where it ends in the file (the last one
+// with the position of the end of r), so that a crash at any point neither repeats nor skips
+// a record of the file.
+func (a *Agent) ingest(ctx context.Context, format string, r io.Reader, from *storage.FilePos) (IngestStats, error) {
 	st := IngestStats{Queued: map[string]int64{}}
 	rr, err := policy.NewRecordReader(r, format)
 	if err != nil {
@@ -475,39 +485,47 @@ func (a *Agent) Ingest(ctx context.Context, format string, r io.Reader) (IngestS
 		}
 		queueErr <- err
 	}()
-	readErr := a.readChunks(ctx, format, rr, &st, func(chunk [][]byte) {
-		refined <- a.mgr.refine(format, chunk)
+	readErr := a.readChunks(ctx, format, rr, &st, func(chunk [][]byte, end int64) {
+		c := a.mgr.refine(format, chunk)
+		st.Malformed += c.malformed
+		if from != nil {
+			c.pos = &storage.FilePos{Path: from.Path, Inode: from.Inode, Offset: from.Offset + end}
+		}
+		refined <- c
 	})
 	close(refined)
 	return st, errors.Join(readErr, <-queueErr)
 }
 
-// readChunks cuts records out of rr and hands them to refine in chunks.
-func (a *Agent) readChunks(ctx context.Context, format string, rr *policy.RecordReader, st *IngestStats, refine func([][]byte)) error {
+// readChunks cuts records out of rr and hands them to refine in chunks, with the offset in
+// rr's input where each chunk ends (malformed records before it included). The last chunk,
+// at the end of the input, ends there, and is handed over even when it is empty.
+func (a *Agent) readChunks(ctx context.Context, format string, rr *policy.RecordReader, st *IngestStats, refine func(chunk [][]byte, end int64)) error {
 	chunk := make([][]byte, 0, ingestChunk)
+	end := int64(0) // where the last record read ends
 	for {
 		rec, err := rr.Next()
 		var bad *policy.BadRecord
 		switch {
 		case errors.Is(err, io.EOF):
-			if len(chunk) > 0 {
-				refine(chunk)
-			}
+			refine(chunk, rr.Offset())
 			return nil
 		case errors.As(err, &bad):
 			st.Malformed++
+			end = rr.Offset()
 			a.log.Debug("malformed record skipped", "format", format, "line", bad.Line, "err", bad.Err)
 			continue
 		case err != nil:
 			if len(chunk) > 0 {
-				refine(chunk)
+				refine(chunk, end)
 			}
 			return err
 		}
 		st.Records++
+		end = rr.Offset()
 		chunk = append(chunk, slices.Clone(rec))
 		if len(chunk) == ingestChunk {
-			refine(chunk)
+			refine(chunk, end)
 			chunk = make([][]byte, 0, ingestChunk)
 			if err := ctx.Err(); err != nil {
 				return err
@@ -518,10 +536,12 @@ func (a *Agent) readChunks(ctx context.Context, format string, rr *policy.Record
 
 // refinedChunk is a chunk of raw records refined for every SSA that shares its format.
 type refinedChunk struct {
-	raws    int
-	runs    []*agreementRun
-	refined [][][]byte
-	err     error
+	raws      int
+	malformed int64 // raw records an enforcement point could not parse
+	runs      []*agreementRun
+	refined   [][][]byte
+	err       error
+	pos       *storage.FilePos // where the chunk ends in a followed file, committed with it
 }
 
 // ingest refines a chunk of raw records and queues the results.
@@ -549,11 +569,15 @@ func (m *manager) refine(format string, raws [][]byte) refinedChunk {
 				out = retag(out, tag)
 			}
 		} else {
+			var malformed int64
 			var err error
-			if out, err = run.refine(format, raws); err != nil {
+			if out, malformed, err = run.refine(format, raws); err != nil {
 				c.err = err
 				return c
 			}
+			// Parsing does not depend on the SSP: a record one enforcement point cannot
+			// parse, the others cannot either.
+			c.malformed = max(c.malformed, malformed)
 			first[run.refineID] = len(c.runs)
 		}
 		c.runs, c.refined = append(c.runs, run), append(c.refined, out)
@@ -570,15 +594,17 @@ func retag(recs [][]byte, tag byte) [][]byte {
 	return out
 }
 
-// enqueue queues a refined chunk durably and wakes the delivery loops. A requester whose
-// queued records reach max-queued-per-peer gets no more until it acknowledges some: what is
-// left out is counted in st and in a metric, and logged when a queue fills.
+// enqueue queues a refined chunk durably, for every SSA (and with its position in a followed
+// file) in one commit, and wakes the delivery loops. A requester whose queued records reach
+// max-queued-per-peer gets no more until it acknowledges some: what is left out is counted
+// in st and in a metric, and logged when a queue fills.
 func (m *manager) enqueue(c refinedChunk, st *IngestStats) error {
 	if c.err != nil {
 		return c.err
 	}
 	m.a.m.ingested.Add(float64(c.raws))
 	room := m.reserve(c)
+	batches := make([]storage.Batch, len(c.runs))
 	for i, run := range c.runs {
 		refined := c.refined[i]
 		n := room[i]
@@ -591,14 +617,22 @@ func (m *manager) enqueue(c refinedChunk, st *IngestStats) error {
 		} else if len(refined) > 0 && run.full.Swap(false) {
 			m.a.log.Info("records queued again: the requester acknowledged some", "ssa", run.ssa.ID, "peer", run.peer)
 		}
-		st.count(run.ssa.ID, n, len(refined)-n)
-		refined = refined[:n]
-		now := time.Now()
-		last, err := m.a.store.Enqueue(run.ssa.ID, refined, uint64(c.raws), uint64(c.raws-len(c.refined[i])))
-		if err != nil {
-			run.backlog.Add(-int64(n))
-			return fmt.Errorf("queue records for %s: %w", run.ssa.ID, err)
+		batches[i] = storage.Batch{SSAID: run.ssa.ID, Records: refined[:n], Ingested: uint64(c.raws), Dropped: uint64(c.raws - len(refined))}
+	}
+	if len(batches) == 0 && c.pos == nil {
+		return nil
+	}
+	now := time.Now()
+	lasts, err := m.a.store.EnqueueAll(batches, c.pos)
+	if err != nil {
+		for i, run := range c.runs {
+			run.backlog.Add(-int64(room[i]))
 		}
+		return fmt.Errorf("queue records: %w", err)
+	}
+	for i, run := range c.runs {
+		refined, last := batches[i].Records, lasts[i]
+		st.count(run.ssa.ID, len(refined), len(c.refined[i])-len(refined))
 		m.a.m.queued.Add(float64(len(refined)))
 		if len(refined) > 0 {
 			run.mu.Lock()
@@ -663,8 +697,8 @@ func (run *agreementRun) untag(data []byte) (string, []byte) {
 func quarantined(data []byte) bool { return len(data) > 0 && data[0]&quarantineBit != 0 }
 
 // refine runs the SSP enforcement point of run over raws (step ⑧), tagging each refined
-// record with its format.
-func (run *agreementRun) refine(format string, raws [][]byte) ([][]byte, error) {
+// record with its format. It counts the records the enforcement point could not parse.
+func (run *agreementRun) refine(format string, raws [][]byte) (out [][]byte, malformed int64, err error) {
 	tag := run.formatTag(format)
 	run.mu.Lock()
 	defer run.mu.Unlock()
@@ -672,25 +706,27 @@ func (run *agreementRun) refine(format string, raws [][]byte) ([][]byte, error) 
 	if !ok {
 		var err error
 		if e, err = policy.NewEnforcer(run.ssp, format, policy.Config{Year: time.Now().Year()}); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		run.enforcers[format] = e
 	}
-	var out [][]byte
 	var buf []byte
 	for _, raw := range raws {
 		if skipEnforcement {
 			out = append(out, append([]byte{tag}, raw...))
 			continue
 		}
-		var err error
 		buf, err = e.Refine(buf[:0], raw)
-		if err != nil || len(buf) == 0 {
-			continue // malformed (counted by the enforcer) or not to be shared
+		if err != nil {
+			malformed++
+			continue
+		}
+		if len(buf) == 0 {
+			continue // not to be shared
 		}
 		out = append(out, append([]byte{tag}, buf[:len(buf)-1]...))
 	}
-	return out, nil
+	return out, malformed, nil
 }
 
 // deliverLoop is step ⑨ for one SSA: it sends the queued records in order, in signed

@@ -228,7 +228,7 @@ func TestAssessmentAtScheduleEnd(t *testing.T) {
 func TestBatchTimeChecked(t *testing.T) {
 	prov, req, s := exchangePair(t)
 	run := prov.mgr.run(s.ID)
-	refined, err := run.refine(protocol.FormatEVE, bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n")))
+	refined, _, err := run.refine(protocol.FormatEVE, bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n")))
 	if err != nil || len(refined) == 0 {
 		t.Fatal(len(refined), err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
+	"github.com/ssanet/ssanet/storage"
 )
 
 // Sources of raw records (Appendix I step ⑦): the security agent hands its detections to the
@@ -169,7 +170,8 @@ func (a *Agent) syslogTCP(ctx context.Context, ln net.Listener) {
 	}
 }
 
-// followState is where a followed file was read up to, kept across restarts.
+// followState is where a followed file was read up to, as versions before the store kept it
+// (in HOME/follow/<hash of the path>.json): read once by migrateFollowState.
 type followState struct {
 	Inode  uint64 `json:"inode"`
 	Offset int64  `json:"offset"`
@@ -185,9 +187,9 @@ const followBuffer = 4 << 20
 // follow reads complete lines appended to a file, polling it. It keeps the file open, so
 // when the file is rotated (another inode appears at the path, or the file shrinks) it
 // finishes what was appended to the old file before starting the new one from its beginning.
-// Where it got is saved in HOME/follow each time a chunk of records is queued, so a restart
-// neither skips nor repeats records (after a kill -9, it repeats at most the chunk that was
-// being queued).
+// Where it got is committed to the store with each chunk of records queued, in the same
+// transaction (storage.EnqueueAll), so a restart, even after a kill -9, neither skips nor
+// repeats a record.
 func (a *Agent) follow(ctx context.Context, f FollowConfig) {
 	fl := a.newFollower(f)
 	defer fl.close()
@@ -206,46 +208,83 @@ func (a *Agent) follow(ctx context.Context, f FollowConfig) {
 }
 
 type follower struct {
-	a         *Agent
-	cfg       FollowConfig
-	statePath string
-	st        followState
-	file      *os.File
-	buf       []byte // followBuffer bytes, from the first read on
+	a    *Agent
+	cfg  FollowConfig
+	st   storage.FilePos // where the file was read up to, as committed
+	file *os.File
+	buf  []byte // followBuffer bytes, from the first read on
 	// malformed counts the records of the file skipped as malformed since the follower began.
 	malformed int64
 }
 
-// newFollower returns a follower of f that starts where the last one saved it got to.
+// newFollower returns a follower of f that starts where the store says the last one got to.
 func (a *Agent) newFollower(f FollowConfig) *follower {
-	sum := sha256.Sum256([]byte(f.Path))
-	dir := filepath.Join(a.home, "follow")
-	fl := &follower{a: a, cfg: f, statePath: filepath.Join(dir, hex.EncodeToString(sum[:8])+".json")}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		a.log.Error("create the directory of followed files' offsets: a restart will read the files again from their start; check the permissions of the agent's home", "dir", dir, "err", err)
-	}
-	b, err := os.ReadFile(fl.statePath)
-	if err == nil {
-		err = json.Unmarshal(b, &fl.st)
-	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		fl.st = followState{}
-		a.log.Warn("read the followed file's saved offset: the file is read again from its start", "path", f.Path, "state", fl.statePath, "err", err)
-	}
+	fl := &follower{a: a, cfg: f}
+	fl.reload()
 	return fl
 }
 
-// moveTo makes st where the file was read up to, and saves it.
-func (fl *follower) moveTo(st followState) {
-	fl.st = st
-	if err := writeFileAtomic(fl.statePath, mustJSON(st)); err != nil {
+// reload makes the position committed in the store where the file was read up to: at the
+// start, and after a failed ingest, part of which may have been committed. If the store
+// cannot say, the follower goes on from where it was (at the start: the file's start).
+func (fl *follower) reload() {
+	pos, err := fl.a.store.FilePos(fl.cfg.Path)
+	if errors.Is(err, storage.ErrNotFound) {
+		pos, err = fl.a.migrateFollowState(fl.cfg.Path)
+	}
+	if err != nil {
+		fl.a.log.Warn("read where the followed file was read up to from the store", "path", fl.cfg.Path, "offset", fl.st.Offset, "err", err)
+		fl.st.Path = fl.cfg.Path
+		return
+	}
+	fl.st = pos
+}
+
+// migrateFollowState moves the position an earlier version kept in HOME/follow into the store,
+// once, and removes its file, so that an upgrade neither repeats nor skips records. Without
+// such a file the position is the file's start.
+func (a *Agent) migrateFollowState(path string) (storage.FilePos, error) {
+	pos := storage.FilePos{Path: path}
+	sum := sha256.Sum256([]byte(path))
+	dir := filepath.Join(a.home, "follow")
+	old := filepath.Join(dir, hex.EncodeToString(sum[:8])+".json")
+	b, err := os.ReadFile(old)
+	if errors.Is(err, os.ErrNotExist) {
+		return pos, nil
+	}
+	var st followState
+	if err == nil {
+		err = json.Unmarshal(b, &st)
+	}
+	if err != nil {
+		return pos, fmt.Errorf("read the offset an earlier version saved in %s: %w", old, err)
+	}
+	pos.Inode, pos.Offset, pos.InLongLine = st.Inode, st.Offset, st.InLongLine
+	if _, err := a.store.EnqueueAll(nil, &pos); err != nil {
+		return pos, fmt.Errorf("store the offset an earlier version saved in %s: %w", old, err)
+	}
+	// The store has it now and is read first: a file left behind is never read again.
+	if err := os.Remove(old); err != nil {
+		a.log.Warn("remove the followed file's offset moved to the store; remove it by hand", "file", old, "err", err)
+	}
+	os.Remove(dir) // once empty
+	a.log.Info("followed file's offset moved to the store", "path", path, "offset", pos.Offset)
+	return pos, nil
+}
+
+// moveTo makes pos where the file was read up to, and commits it: for a position that no
+// record comes before (a new file, a skipped line).
+func (fl *follower) moveTo(pos storage.FilePos) {
+	pos.Path = fl.cfg.Path
+	fl.st = pos
+	if _, err := fl.a.store.EnqueueAll(nil, &pos); err != nil {
 		fl.a.log.Error("save the followed file's offset: a restart will read again what was read since the last save; check the free space and permissions of the agent's home", "path", fl.cfg.Path, "err", err)
 	}
 }
 
 // advance moves the offset n bytes on, into a line too long to read if inLongLine.
 func (fl *follower) advance(n int, inLongLine bool) {
-	fl.moveTo(followState{Inode: fl.st.Inode, Offset: fl.st.Offset + int64(n), InLongLine: inLongLine})
+	fl.moveTo(storage.FilePos{Inode: fl.st.Inode, Offset: fl.st.Offset + int64(n), InLongLine: inLongLine})
 }
 
 func inodeOf(info os.FileInfo) uint64 {
@@ -274,7 +313,7 @@ func (fl *follower) poll(ctx context.Context) error {
 			return err
 		}
 		if inodeOf(info) != fl.st.Inode || info.Size() < fl.st.Offset {
-			fl.moveTo(followState{Inode: inodeOf(info)}) // not the file we were reading
+			fl.moveTo(storage.FilePos{Inode: inodeOf(info)}) // not the file we were reading
 		}
 		fl.file = file
 	}
@@ -292,7 +331,7 @@ func (fl *follower) poll(ctx context.Context) error {
 			}
 		}
 		fl.close()
-		fl.moveTo(followState{})
+		fl.moveTo(storage.FilePos{})
 	}
 	return nil
 }
@@ -337,10 +376,9 @@ func (fl *follower) drain(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// ingest queues complete lines ingestChunk lines at a time and moves the offset past each
-// slice once it is queued, so that a stop, clean or not, repeats at most the slice being
-// queued. Records of the formats that may span lines (IDMEFv2 pretty-printed, IDMEF, IODEF)
-// are queued in one slice, which a cut between lines cannot split.
+// ingest queues complete lines ingestChunk lines at a time, each chunk committed with the
+// offset where it ends. Records of the formats that may span lines (IDMEFv2 pretty-printed,
+// IDMEF, IODEF) are handed over in one slice, which a cut between lines cannot split.
 func (fl *follower) ingest(ctx context.Context, lines []byte) error {
 	perLine := policy.OneRecordPerLine(fl.cfg.Format)
 	for len(lines) > 0 {
@@ -360,12 +398,13 @@ func (fl *follower) ingest(ctx context.Context, lines []byte) error {
 		}
 		// A slice is one chunk of Ingest, queued whole once refined: a cancellation seen
 		// inside would make Ingest report an error for records it queued.
-		st, err := fl.a.Ingest(context.WithoutCancel(ctx), fl.cfg.Format, bytes.NewReader(lines[:end]))
+		st, err := fl.a.ingest(context.WithoutCancel(ctx), fl.cfg.Format, bytes.NewReader(lines[:end]), &fl.st)
 		fl.malformed += st.Malformed
 		if err != nil {
+			fl.reload()
 			return err
 		}
-		fl.advance(end, false)
+		fl.st.Offset += int64(end) // committed with the last chunk
 		lines = lines[end:]
 	}
 	return nil

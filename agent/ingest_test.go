@@ -3,6 +3,8 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -275,5 +277,88 @@ func TestFollowMultiLineRecords(t *testing.T) {
 	}
 	if info, err := os.Stat(cfg.Path); err != nil || fl.malformed != 0 || fl.st.Offset != info.Size() {
 		t.Fatalf("%d records malformed (a record cut between its lines), offset %d of %v (%v)", fl.malformed, fl.st.Offset, info.Size(), err)
+	}
+}
+
+// TestIngestCountsMalformed: records that the enforcement point cannot parse are counted
+// malformed, with those the reader cannot cut out; the well-formed ones are all queued.
+func TestIngestCountsMalformed(t *testing.T) {
+	prov, _, s := exchangePair(t)
+	sample := sampleEVE(t)
+	good := int64(bytes.Count(sample, []byte("\n")))
+	tests := []struct {
+		name      string
+		input     string
+		malformed int64
+	}{
+		{"well-formed", string(sample), 0},
+		{"garbage lines", "hello world\n{not json\n[1,2,3]\n\"a string\"\n", 4},
+		{"garbage among records", "garbage\n" + string(sample) + "{\"truncated\":\n", 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := prov.Ingest(context.Background(), protocol.FormatEVE, strings.NewReader(tt.input))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Malformed != tt.malformed {
+				t.Errorf("%d records counted malformed, want %d (%+v)", st.Malformed, tt.malformed, st)
+			}
+			wantQueued := int64(0)
+			if strings.Contains(tt.input, string(sample)) {
+				wantQueued = good
+			}
+			if st.Queued[s.ID] != wantQueued {
+				t.Errorf("%d records queued, want %d", st.Queued[s.ID], wantQueued)
+			}
+		})
+	}
+}
+
+// TestFollowMigratesOffsetFile: the offset an earlier version saved in HOME/follow is moved
+// into the store at the first start, and its file removed: an upgrade reads on from there,
+// and a restart after it too.
+func TestFollowMigratesOffsetFile(t *testing.T) {
+	prov, _, s := exchangePair(t)
+	sample := sampleEVE(t)
+	cfg := FollowConfig{Path: filepath.Join(t.TempDir(), "eve.json"), Format: protocol.FormatEVE}
+	if err := os.WriteFile(cfg.Path, bytes.Repeat(sample, 2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As the earlier version left it: the first copy of the sample read.
+	sum := sha256.Sum256([]byte(cfg.Path))
+	old := filepath.Join(prov.home, "follow", hex.EncodeToString(sum[:8])+".json")
+	if err := os.MkdirAll(filepath.Dir(old), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	legacy := fmt.Sprintf(`{"inode":%d,"offset":%d}`, inodeOf(info), len(sample))
+	if err := os.WriteFile(old, []byte(legacy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	before := ingested(t, prov, s)
+	fl := prov.newFollower(cfg)
+	if err := fl.poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fl.close()
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the old offset file is still there: %v", err)
+	}
+	want := uint64(bytes.Count(sample, []byte("\n")))
+	if got := ingested(t, prov, s) - before; got != want {
+		t.Errorf("%d records ingested after the upgrade, want the second copy's %d", got, want)
+	}
+	again := prov.newFollower(cfg)
+	defer again.close()
+	if err := again.poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := ingested(t, prov, s) - before; got != want || again.st.Offset != info.Size() {
+		t.Errorf("after a restart: %d records ingested, offset %d; want %d and %d", got, again.st.Offset, want, info.Size())
 	}
 }

@@ -139,7 +139,7 @@ func TestQuarantine(t *testing.T) {
 	prov, req, s := exchangePair(t)
 	run := prov.mgr.run(s.ID)
 	lines := bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n"))
-	refined, err := run.refine(protocol.FormatEVE, lines)
+	refined, _, err := run.refine(protocol.FormatEVE, lines)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,6 +43,11 @@ func (rr *RecordReader) Next() ([]byte, error) {
 	return rec, err
 }
 
+// Offset is how many bytes of the input were consumed: after Next, up to the end of the
+// record (or bad record) it returned; at io.EOF, the whole input. A reader started at that
+// byte reads the records that follow, no record twice.
+func (rr *RecordReader) Offset() int64 { return rr.s.off }
+
 // readError is an error of the underlying reader, as opposed to a bad record.
 type readError struct{ err error }
 

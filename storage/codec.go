@@ -54,6 +54,7 @@ const (
 	prefixInboxRun    = "b/"
 	prefixEvidence    = "e/"
 	prefixMark        = "p/"
+	prefixFilePos     = "f/"
 )
 
 // nidLen is the length of a negotiation ID.

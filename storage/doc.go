@@ -15,7 +15,9 @@
 // MarkSent is not: Sent is advisory, kept in memory and stored with the SSA's next write.
 // Commit is atomic: after a crash either all of a commit (transcript entries, negotiation
 // record, agreement, index entries) is there or none of it is. So are Enqueue and Receive,
-// records and counters together, however large the batch (see Exchange queues).
+// records and counters together, however large the batch (see Exchange queues); EnqueueAll
+// queues a chunk for several SSAs and moves a followed file's position in one such commit, so
+// that a file is queued exactly once across crashes.
 //
 // Writes are grouped. Badger's SyncWrites syncs its write-ahead log once per transaction,
 // even when its writer batches concurrent transactions, so one goroutine owned by the Store
@@ -61,6 +63,9 @@
 //	a/<ssaID>         an agreed SSA version with both signatures ((*protocol.SSA).Encode)
 //	i/<ssaID>         nid of the negotiation in which the SSA ID was negotiated
 //	o/<offerID>       an offer (CBOR of protocol.Offer)
+//	f/<path>          where the agent read the followed file <path> up to (CBOR, integer keys:
+//	                  inode, offset, in-long-line flag), committed with the records read
+//	                  before it (EnqueueAll); path is at most 4096 bytes
 //
 // The exchange queues key their records by SSA and sequence number. There <ssa> is the SSA
 // ID's length (2 bytes, big-endian) followed by the ID, so that no SSA's keys are a prefix of

@@ -1017,7 +1017,7 @@ func TestLargeBatches(t *testing.T) {
 	if _, err := s.Enqueue("ssa", small[:1], 1, 0); err != nil {
 		t.Fatal(err)
 	}
-	r, err := newEnqueueRequest(s, "ssa", small[1:], n-1, 0)
+	r, err := newEnqueueRequest(s, []Batch{{SSAID: "ssa", Records: small[1:], Ingested: n - 1}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1082,7 +1082,7 @@ func interruptLargeBatches(t *testing.T, s *Store) {
 	const n = 2*maxGroupEntries + 500
 	storeBoth(t, s, 1, 10)
 	orphans := records("orphan", 11, n, 50)
-	e, err := newEnqueueRequest(s, "ssa", orphans, n, 0)
+	e, err := newEnqueueRequest(s, []Batch{{SSAID: "ssa", Records: orphans, Ingested: n}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1095,8 +1095,8 @@ func interruptLargeBatches(t *testing.T, s *Store) {
 			t.Fatal(err)
 		}
 	}
-	if e.pre <= maxGroupEntries || r.pre <= maxGroupEntries {
-		t.Fatalf("prewrite wrote %d and %d records", e.pre, r.pre)
+	if e.parts[0].pre <= maxGroupEntries || r.pre <= maxGroupEntries {
+		t.Fatalf("prewrite wrote %d and %d records", e.parts[0].pre, r.pre)
 	}
 	if got := outbox(t, s, "ssa"); got.Refined != 10 {
 		t.Fatalf("outbox moved: %+v", got)
