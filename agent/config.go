@@ -20,6 +20,7 @@ import (
 
 	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
+	"github.com/ssanet/ssanet/storage"
 )
 
 // ErrInitialised means a home already holds an identity key, which Init never overwrites.
@@ -68,6 +69,9 @@ type Config struct {
 	// wait doubles with each failed attempt, up to 10 minutes, and ends when a connection
 	// with the peer comes up.
 	RetryInterval Duration `yaml:"retry-interval,omitempty"`
+	// StorageReserveMiB is the free space (MiB, besides the store's LSM tree) below which
+	// records are paused; 0: storage.DefaultReserve (24 MiB). At least storage.MinReserve.
+	StorageReserveMiB uint64 `yaml:"storage-reserve-mib,omitempty"`
 }
 
 // bootstrapPeers parses the bootstrap multiaddrs.
@@ -163,6 +167,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: ingest.follow needs a path and a format among %v", policy.Formats())
 		}
 	}
+	if err := (&storage.Options{Reserve: c.StorageReserveMiB << 20}).Validate(); err != nil {
+		return fmt.Errorf("config: storage-reserve-mib: at least %d: %w", storage.MinReserve>>20, err)
+	}
 	if c.Metrics != "" {
 		host, _, err := net.SplitHostPort(c.Metrics)
 		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
@@ -200,6 +207,9 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # message-timeout:      deadline of every read and write on a stream
 # retry-interval:       first wait before an unacknowledged message is sent again (doubles
 #                       per failed attempt up to 10m; a new connection to the peer ends it)
+# storage-reserve-mib:  free disk space (MiB, besides the store's index) below which records
+#                       pause: ingest stops, received batches are not acknowledged; default
+#                       24, at least 16 (what the store may write on its own)
 `
 
 // WriteConfig writes a documented config.yaml.

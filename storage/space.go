@@ -144,7 +144,7 @@ func (s *Store) admit(group []request) []request {
 
 // diskFull says how much is missing and what to do.
 func diskFull(dir string, free, need uint64, records bool) error {
-	what := "records are paused until then (storage-reserve in config.yaml sets the part kept free for the store's own writes)"
+	what := "records are paused until then (storage-reserve-mib in config.yaml sets the part kept free for the store's own writes)"
 	if !records {
 		what = fmt.Sprintf("below %d MiB plus the LSM tree nothing is written, or Badger could crash the agent", MinReserve>>20)
 	}
