@@ -210,7 +210,7 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (string, []str
 			v = to
 		}
 	}
-	if d := as.Disk; d != nil && d.Paused() {
+	if d := as.Disk; d != nil && d.Paused {
 		worse(VerdictDegraded, fmt.Sprintf("this agent's disk is below its reserve (%d bytes free, %d kept): received batches are not acknowledged until space is freed", d.Free, d.Reserve))
 	}
 	if as.Local.Violations > 0 {

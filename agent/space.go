@@ -70,7 +70,7 @@ func (w *diskWatch) check() {
 	}
 	w.free.Set(float64(sp.Free))
 	w.reserve.Set(float64(sp.Reserve))
-	full := sp.Paused()
+	full := sp.Paused
 	if full {
 		w.paused.Set(1)
 	} else {

@@ -54,10 +54,10 @@ type Space struct {
 	// Reserve and Margin are the free space records and any write need, tree included.
 	Reserve uint64 `json:"reserve_bytes"`
 	Margin  uint64 `json:"margin_bytes"`
+	// Paused says records are refused: the free space is below the reserve, or below what the
+	// last records refused needed (the reserve plus their size) and none were taken since.
+	Paused bool `json:"paused"`
 }
-
-// Paused reports whether records are refused: the free space is below the reserve.
-func (sp Space) Paused() bool { return sp.Free < sp.Reserve }
 
 // freeBytes returns the bytes free to this process on the volume holding dir.
 func freeBytes(dir string) (uint64, error) {
@@ -88,7 +88,9 @@ func (s *Store) space() (Space, error) {
 	for _, t := range s.db.Tables() {
 		tree += uint64(t.OnDiskSize)
 	}
-	return Space{Free: free, Reserve: s.reserve + tree, Margin: MinReserve + tree}, nil
+	sp := Space{Free: free, Reserve: s.reserve + tree, Margin: MinReserve + tree}
+	sp.Paused = free < sp.Reserve || free < s.refusedNeed.Load()
+	return sp, nil
 }
 
 // grower is a request that adds records to a queue: it needs the reserve, not the margin.
@@ -134,8 +136,14 @@ func (s *Store) admit(group []request) []request {
 	for _, r := range group {
 		need, grows := needs(sp, r)
 		if sp.Free < need {
+			if grows {
+				s.refusedNeed.Store(need)
+			}
 			r.reply() <- diskFull(s.dir, sp.Free, need, grows)
 			continue
+		}
+		if grows {
+			s.refusedNeed.Store(0)
 		}
 		kept = append(kept, r)
 	}

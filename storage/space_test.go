@@ -23,7 +23,7 @@ func TestReserveRefusesRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sp.Paused() || sp.Margin < MinReserve || sp.Reserve < DefaultReserve {
+	if sp.Paused || sp.Margin < MinReserve || sp.Reserve < DefaultReserve {
 		t.Fatalf("space %+v: want not paused, reserve >= %d, margin >= %d", sp, DefaultReserve, MinReserve)
 	}
 	if sp.Free < sp.Reserve+1<<20 {
@@ -50,7 +50,7 @@ func TestReserveRefusesRecords(t *testing.T) {
 			}
 		})
 	}
-	if sp, _ := s.Space(); !sp.Paused() {
+	if sp, _ := s.Space(); !sp.Paused {
 		t.Errorf("space %+v not paused", sp)
 	}
 	if st, _ := s.OutboxState("a"); st.Refined != 1 || st.Ingested != 1 {

@@ -98,6 +98,9 @@ type Store struct {
 	// dir is the store's directory; reserve is Options.Reserve or DefaultReserve (space.go).
 	dir     string
 	reserve uint64
+	// refusedNeed is the free space the last records refused for lack of it needed, 0 once
+	// records are taken again (Space.Paused).
+	refusedNeed atomic.Uint64
 
 	// commits feeds the committer goroutine, which writes concurrent requests (Commits and
 	// the exchange queues' writes) as groups, one Badger transaction (and its syncs) per group.
