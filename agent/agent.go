@@ -51,6 +51,7 @@ type Agent struct {
 	self    *protocol.Identity
 	host    host.Host
 	store   *storage.Store
+	disk    *diskWatch
 	metrics *prometheus.Registry
 	m       *metrics
 	neg     *negotiator
@@ -125,9 +126,12 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	if err != nil {
 		return err
 	}
-	if a.store, err = storage.Open(filepath.Join(a.home, DataDir), storage.Options{EncryptionKey: encKey, Logger: a.log}); err != nil {
+	if a.store, err = storage.Open(filepath.Join(a.home, DataDir), storage.Options{EncryptionKey: encKey, Logger: a.log,
+		Reserve: a.cfg.StorageReserveMiB << 20}); err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
+	a.disk = newDiskWatch(a.store.Space, a.log, a.metrics)
+	a.goRun(func() { a.disk.run(ctx) })
 	if err := a.startHost(key); err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
+	"github.com/ssanet/ssanet/storage"
 )
 
 // ErrInitialised means a home already holds an identity key, which Init never overwrites.
@@ -88,6 +89,9 @@ type Config struct {
 	// SSAs, waiting for its acknowledgement: past it, ingest queues nothing more for that
 	// requester (and counts what it leaves out) until acknowledgements make room.
 	MaxQueuedPerPeer int64 `yaml:"max-queued-per-peer,omitempty"`
+	// StorageReserveMiB is the free space (MiB, besides the store's LSM tree) below which
+	// records are paused; 0: storage.DefaultReserve (24 MiB). At least storage.MinReserve.
+	StorageReserveMiB uint64 `yaml:"storage-reserve-mib,omitempty"`
 }
 
 // Defaults of the per-peer bounds, sized for a sensor: a requester may hold a few SSAs
@@ -198,6 +202,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: ingest.follow needs a path and a format among %v", policy.Formats())
 		}
 	}
+	if err := (&storage.Options{Reserve: c.StorageReserveMiB << 20}).Validate(); err != nil {
+		return fmt.Errorf("config: storage-reserve-mib: at least %d: %w", storage.MinReserve>>20, err)
+	}
 	if c.Metrics != "" {
 		host, _, err := net.SplitHostPort(c.Metrics)
 		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
@@ -242,6 +249,9 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 #                       acknowledgement (default 1000000); past it ingest queues nothing
 #                       more for it, counting what it leaves out, until acknowledgements
 #                       make room
+# storage-reserve-mib:  free disk space (MiB, besides the store's index) below which records
+#                       pause: ingest stops, received batches are not acknowledged; default
+#                       24, at least 16 (what the store may write on its own)
 `
 
 // WriteConfig writes a documented config.yaml.

@@ -188,6 +188,8 @@ func (a *Agent) controlHandler() http.Handler {
 					status = http.StatusNotFound
 				case errors.Is(err, ErrNotDecidable), errors.Is(err, protocol.ErrUnexpected):
 					status = http.StatusConflict
+				case errors.Is(err, storage.ErrDiskFull):
+					status = http.StatusInsufficientStorage
 				}
 				w.WriteHeader(status)
 				json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})

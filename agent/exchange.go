@@ -1008,7 +1008,11 @@ func (m *manager) handleExchange(st network.Stream) {
 				err = writeFrame(st, b)
 			}
 			if err != nil {
-				m.a.log.Warn("batch not stored", "peer", remote, "err", err)
+				if errors.Is(err, storage.ErrDiskFull) {
+					m.a.disk.refused() // not acknowledged: sent again later; logged once
+				} else {
+					m.a.log.Warn("batch not stored", "peer", remote, "err", err)
+				}
 				st.Reset()
 				failed = true
 			}

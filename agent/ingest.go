@@ -98,7 +98,14 @@ func (c *collector) run(ctx context.Context) {
 		if len(chunk) == 0 {
 			return
 		}
-		if err := c.a.mgr.ingest(c.format, chunk, &IngestStats{}); err != nil {
+		err := storage.ErrDiskFull
+		if !c.a.disk.isPaused() { // else dropped unread: a full disk pauses records
+			err = c.a.mgr.ingest(c.format, chunk, &IngestStats{})
+		}
+		if errors.Is(err, storage.ErrDiskFull) {
+			c.a.disk.dropped.Add(float64(len(chunk)))
+			c.a.disk.refused()
+		} else if err != nil {
 			c.a.log.Error("ingest", "format", c.format, "err", err)
 		}
 		chunk = nil
@@ -196,7 +203,15 @@ func (a *Agent) follow(ctx context.Context, f FollowConfig) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if err := fl.poll(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, os.ErrNotExist) {
+		// While the disk is below its reserve the file is not read: it waits where it was.
+		err := storage.ErrDiskFull
+		if !a.disk.isPaused() {
+			err = fl.poll(ctx)
+		}
+		switch {
+		case errors.Is(err, storage.ErrDiskFull):
+			a.disk.refused() // logged by the watch, once
+		case err != nil && ctx.Err() == nil && !errors.Is(err, os.ErrNotExist):
 			a.log.Warn("follow", "path", f.Path, "err", err)
 		}
 		select {

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/ssanet/ssanet/protocol"
+	"github.com/ssanet/ssanet/storage"
 )
 
 // Monitoring and assessment (clause 7.1 item 3, Appendix I steps ⑫–⑭): the requester's
@@ -48,7 +49,9 @@ type Assessment struct {
 	Provider *protocol.Report `json:"provider,omitempty"`
 	Local    InboxView        `json:"requester"`
 	Evidence []EvidenceView   `json:"evidence,omitempty"`
-	Time     time.Time        `json:"time"`
+	// Disk is this agent's free space; below the reserve it refuses the batches it receives.
+	Disk *storage.Space `json:"disk,omitempty"`
+	Time time.Time      `json:"time"`
 }
 
 // InboxView is the requester's own count of an SSA's records.
@@ -125,6 +128,7 @@ func (m *manager) report(ssaID, requester string) *protocol.Report {
 	}
 	rep.Ingested, rep.Refined, rep.Dropped, rep.Sent, rep.Acked = st.Ingested, st.Refined, st.Dropped, st.Sent, st.Acked
 	rep.InSchedule = s.Schedule.Contains(protocol.FromTime(time.Now()))
+	rep.IngestPaused = m.a.disk.isPaused()
 	return rep
 }
 
@@ -158,6 +162,9 @@ func (a *Agent) Monitor(ctx context.Context, ssaID string) (*Assessment, error) 
 	as.Provider, err = a.mgr.fetchReport(ctx, s)
 	if err != nil {
 		as.Reasons = append(as.Reasons, "the provider did not report: "+err.Error())
+	}
+	if sp, err := a.store.Space(); err == nil {
+		as.Disk = &sp
 	}
 	as.Verdict, as.Reasons = verdict(a.mgr.run(s.ID), as, as.Reasons)
 	return as, nil
@@ -205,6 +212,9 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (string, []str
 			v = to
 		}
 	}
+	if d := as.Disk; d != nil && d.Paused {
+		worse(VerdictDegraded, fmt.Sprintf("this agent's disk is below its reserve (%d bytes free, %d kept): received batches are not acknowledged until space is freed", d.Free, d.Reserve))
+	}
 	if as.Local.Violations > 0 {
 		worse(VerdictViolated, fmt.Sprintf("%d delivered records break the SSP (evidence: %d signed batches)", as.Local.Violations, len(as.Evidence)))
 	}
@@ -226,6 +236,9 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (string, []str
 		}
 		if backlog := rep.Refined - rep.Acked; backlog > lagRecords && as.Phase == PhaseExecution {
 			worse(VerdictDegraded, fmt.Sprintf("%d refined records wait for delivery", backlog))
+		}
+		if rep.IngestPaused {
+			worse(VerdictDegraded, "the provider's disk is below its reserve: it takes no records until space is freed there")
 		}
 		if rep.LatencyP99 > lagMillis {
 			worse(VerdictDegraded, fmt.Sprintf("delivery latency p99 is %d ms", rep.LatencyP99))

@@ -172,6 +172,8 @@ type Report struct {
 	SentOutside uint64 `cbor:"13,keyasint" json:"sent_outside"`
 	// Error is set when the provider has no such SSA in force.
 	Error string `cbor:"14,keyasint,omitempty" json:"error,omitempty"`
+	// IngestPaused says the provider takes no records now: its disk is below its reserve.
+	IngestPaused bool `cbor:"15,keyasint,omitempty" json:"ingest_paused,omitempty"`
 }
 
 // SealReport signs a report.

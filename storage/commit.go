@@ -24,13 +24,13 @@ import (
 // store in the group's transaction (which sees the writes of the requests before it in the
 // group) and never meets a conflict.
 
-// Bounds of a group, below Badger's transaction limits (15% of the memtable size, about 1.2
-// MiB, and that divided by 96 bytes, 13107 entries; TestGroupBounds checks): a group never
+// Bounds of a group, below Badger's transaction limits (15% of the memtable size, about 614
+// KiB, and that divided by 96 bytes, 6553 entries; TestGroupBounds checks): a group never
 // fails for its size because of another request in it. A request that could not fit in one
 // group is a large one (see splitter).
 const (
-	maxGroupBytes   = 1 << 20
-	maxGroupEntries = 8192
+	maxGroupBytes   = 512 << 10
+	maxGroupEntries = 4096
 )
 
 // gatherYields is how many times in a row the committer yields without a new request before
@@ -111,7 +111,9 @@ func (s *Store) committer() {
 			}
 		}
 		if sp, ok := group[0].(splitter); ok && large(sp) {
-			s.writeLarge(sp)
+			if len(s.admit(group)) == 1 {
+				s.writeLarge(sp)
+			}
 			continue
 		}
 		size, entries := group[0].cost()
@@ -136,7 +138,9 @@ func (s *Store) committer() {
 				yields++
 			}
 		}
-		s.writeGroup(group)
+		if group = s.admit(group); len(group) > 0 {
+			s.writeGroup(group)
+		}
 	}
 }
 

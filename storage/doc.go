@@ -97,7 +97,7 @@
 //
 // The state record is the commit point of its queue: a record beyond Refined (outbox) or Last
 // (inbox) is invisible. This is what keeps a batch atomic when it is too large for one Badger
-// transaction (more than 8192 entries, or 1 MiB of keys and values kept in the tree): its
+// transaction (more than 4096 entries, or 512 KiB of keys and values kept in the tree): its
 // bulk is written first in transactions of its own, beyond the state, the first of them with
 // the queue's mark, and its last transaction moves the state past it and deletes the mark. A
 // mark left behind means that the process died in between (or a write failed): Open, before
@@ -123,7 +123,7 @@
 //
 // Open reads nothing but the schema version and the marks of large batches (none, unless a
 // crash or a failed write cut one short): no record is loaded into memory at Open, and
-// Badger is tuned for small machines (8 MiB memtables, small block and index caches), so the
+// Badger is tuned for small machines (4 MiB memtables, small block and index caches), so the
 // memory an open store uses does not grow with the number of stored SSAs or records. Only the
 // listing methods (Negotiations, Agreements, Offers, and Evidence for one SSA, at most
 // MaxEvidence batches and MaxEvidenceBytes) hold all their results at once; Pending and Records hold as many
@@ -141,13 +141,22 @@
 // a lone Commit takes about 2.7 ms instead of 1 on the development machine, and concurrent
 // Commits share them as before.
 //
+// # Free space
+//
+// Every write is checked against the free space of the store's volume before Badger sees it
+// (space.go): records (Enqueue, Receive) need the reserve (Options.Reserve, 24 MiB by
+// default) plus the LSM tree's size, every other write the margin (MinReserve, 16 MiB) plus
+// the tree; a write that does not fit is refused with ErrDiskFull and writes nothing. Open
+// refuses a volume with less than the margin. Badger writes its logs through memory maps, so
+// without these checks a full volume is a SIGBUS, not an error.
+//
 // # Limits
 //
 // SSA and offer IDs are at most 1024 bytes (they are keys); a message at most
 // protocol.MaxMessageSize; a transcript at most protocol.MaxTranscript entries; an exchange
 // record at most MaxRecordSize (protocol.MaxMessageSize, as it travels in a signed batch), an
 // evidence's batch and findings each at most protocol.MaxMessageSize. A group's keys and
-// pointers stay below Badger's batch limits (about 1.2 MiB and 13,107 entries with these
+// pointers stay below Badger's batch limits (about 614 KiB and 6,553 entries with these
 // memtables): a Commit is far smaller, and an Enqueue or Receive that is not is split, as
 // above.
 package storage

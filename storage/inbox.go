@@ -48,7 +48,7 @@ type Evidence struct {
 // most their number), so a batch received twice counts once. It returns how many new records
 // were stored and the new Last.
 //
-// A batch too large for one Badger transaction (more than 8192 records, or more than 1 MiB of
+// A batch too large for one Badger transaction (more than 4096 records, or more than 512 KiB of
 // records under 128 bytes) is written in several, all but the last before the inbox's Last
 // moves: until it does, readers do not see them, and after a crash the next Open deletes
 // them. So after a crash the whole batch is there, with its counters, or nothing of it is.

@@ -42,10 +42,16 @@ type Options struct {
 	EncryptionKey []byte
 	// Logger receives Badger's warnings and errors. Nil: discard.
 	Logger *slog.Logger
+	// Reserve is the free space, besides the LSM tree's size, below which Enqueue and Receive
+	// are refused with ErrDiskFull (see space.go). Zero: DefaultReserve. At least MinReserve.
+	Reserve uint64
 }
 
 // Validate checks the options.
 func (o *Options) Validate() error {
+	if o.Reserve != 0 && o.Reserve < MinReserve {
+		return fmt.Errorf("storage: reserve of %d bytes is below what Badger may write on its own, %d (%d MiB): raise it", o.Reserve, MinReserve, MinReserve>>20)
+	}
 	switch len(o.EncryptionKey) {
 	case 0, 16, 24, 32:
 		return nil
@@ -54,13 +60,14 @@ func (o *Options) Validate() error {
 }
 
 // Tuning for small machines. Memory in use is about NumMemtables*memTableSize plus the caches,
-// whatever the number of records.
+// whatever the number of records. The memtables and value log files are small so that the
+// free space Badger may fill on its own (MinReserve, space.go) is small too: 16 MiB.
 const (
-	memTableSize     = 8 << 20
+	memTableSize     = 4 << 20
 	numMemtables     = 2
 	blockCacheSize   = 8 << 20 // must be > 0: blocks are compressed (and maybe encrypted)
 	indexCacheSize   = 4 << 20 // encrypted stores only; see badgerOptions
-	valueLogFileSize = 64 << 20
+	valueLogFileSize = 16 << 20
 	numCompactors    = 2 // Badger's minimum
 	// valueThreshold sends values this large or larger to the value log, leaving a 12-byte
 	// pointer in the LSM tree. Exchange records (a few hundred bytes each, tens of thousands
@@ -73,8 +80,9 @@ const (
 	// gcInterval is how often the value log's garbage collector looks for a file that is
 	// half garbage (acknowledged or expired records) to rewrite and delete. It reads nothing
 	// while no file is: Badger's compactions keep the discard statistics it picks from.
-	gcInterval     = 5 * time.Second
-	gcDiscardRatio = 0.5
+	gcInterval       = 5 * time.Second
+	gcDiscardPercent = 50
+	gcDiscardRatio   = gcDiscardPercent / 100.0
 )
 
 // schemaVersion is the version of the record layout in doc.go; m/schema holds it.
@@ -87,6 +95,12 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 	db     *badger.DB
+	// dir is the store's directory; reserve is Options.Reserve or DefaultReserve (space.go).
+	dir     string
+	reserve uint64
+	// refusedNeed is the free space the last records refused for lack of it needed, 0 once
+	// records are taken again (Space.Paused).
+	refusedNeed atomic.Uint64
 
 	// commits feeds the committer goroutine, which writes concurrent requests (Commits and
 	// the exchange queues' writes) as groups, one Badger transaction (and its syncs) per group.
@@ -126,6 +140,9 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: create %s: %w", dir, err)
 	}
+	if err := checkOpenSpace(dir); err != nil {
+		return nil, err
+	}
 	bo := badgerOptions(dir, opts, sync)
 	for _, f := range tune {
 		bo = f(bo)
@@ -138,7 +155,10 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
 	s := &Store{db: db, commits: make(chan request), stop: make(chan struct{}), done: make(chan struct{}),
-		gcDone: make(chan struct{}), sent: make(map[string]uint64), log: logger(opts)}
+		gcDone: make(chan struct{}), sent: make(map[string]uint64), log: logger(opts), dir: dir, reserve: opts.Reserve}
+	if s.reserve == 0 {
+		s.reserve = DefaultReserve
+	}
 	if err := s.checkSchema(); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
@@ -240,8 +260,12 @@ func (s *Store) collectGarbage() {
 	}
 }
 
-// gcOnce rewrites at most one value log file and reports whether it did.
+// gcOnce rewrites at most one value log file and reports whether it did. It does not below
+// the margin (space.go): a rewrite writes before it deletes.
 func (s *Store) gcOnce() bool {
+	if sp, err := s.space(); err != nil || sp.Free < sp.Margin {
+		return false
+	}
 	err := s.db.RunValueLogGC(gcDiscardRatio)
 	switch {
 	case err == nil:
@@ -264,14 +288,22 @@ func (s *Store) view(fn func(txn *badger.Txn) error) error {
 	return s.db.View(fn)
 }
 
-// update runs fn in a read-write transaction and commits it durably.
+// update runs fn in a read-write transaction and commits it durably, above the margin
+// (space.go).
 func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
-	err := s.db.Update(fn)
+	sp, err := s.space()
+	if err != nil {
+		return err
+	}
+	if sp.Free < sp.Margin {
+		return diskFull(s.dir, sp.Free, sp.Margin, false)
+	}
+	err = s.db.Update(fn)
 	if errors.Is(err, badger.ErrConflict) {
 		return fmt.Errorf("%w: a concurrent commit wrote the same records", ErrConflict)
 	}
