@@ -103,7 +103,10 @@ func TestTraversalIDRefusedAtDecode(t *testing.T) {
 		}},
 		{"batch ack", func() error { _, err := DecodeBatchAck(encode(&BatchAck{SSAID: traversal, Last: 1})); return err }},
 		{"report request", func() error { _, err := DecodeReportRequest(encode(&ReportRequest{SSAID: traversal})); return err }},
-		{"report", func() error { _, err := OpenReport(sealed(SealReport(pr.pid, &Report{SSAID: traversal})), pid); return err }},
+		{"report", func() error {
+			_, err := OpenReport(sealed(SealReport(pr.pid, &Report{SSAID: traversal})), pid)
+			return err
+		}},
 		{"template", func() error {
 			_, err := ParseSSAYAML([]byte(strings.Replace(string(ExampleRequester), "\ninformation:", "\nid: \""+traversal+"\"\ninformation:", 1)), t0)
 			return err
