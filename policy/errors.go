@@ -36,6 +36,7 @@ const (
 	ReasonConflict          Reason = 7 // two parts of the policy contradict each other
 	ReasonLimit             Reason = 8 // a value is over an engine limit (top-N, rules, size)
 	ReasonNoInformation     Reason = 9 // the SSA names no information to share
+	ReasonFilterCost        Reason = 10 // a filter's estimated cost per record is over FilterCostLimit
 )
 
 var reasonNames = map[Reason]string{
@@ -48,6 +49,7 @@ var reasonNames = map[Reason]string{
 	ReasonConflict:          "conflict",
 	ReasonLimit:             "limit",
 	ReasonNoInformation:     "no-information",
+	ReasonFilterCost:        "filter-cost",
 }
 
 func (r Reason) String() string {
@@ -75,7 +77,11 @@ func (e *Refusal) Is(target error) bool { return target == ErrUnenforceable }
 
 // ProtocolReason is the refusal as the negotiation reports it to the peer.
 func (e *Refusal) ProtocolReason() protocol.Reason {
-	return protocol.Reason{Code: protocol.CodePolicyUnenforceable, Component: e.Component, Text: e.Reason.String() + ": " + e.Text}
+	code := protocol.CodePolicyUnenforceable
+	if e.Reason == ReasonFilterCost {
+		code = protocol.CodeFilterCost
+	}
+	return protocol.Reason{Code: code, Component: e.Component, Text: e.Reason.String() + ": " + e.Text}
 }
 
 func refuse(r Reason, component, format string, a ...any) *Refusal {
