@@ -27,15 +27,15 @@ type Reason uint16
 
 // Refusal reasons.
 const (
-	ReasonInvalid           Reason = 1 // the SSA breaks a structural rule of protocol
-	ReasonUnsupportedFormat Reason = 2 // an information format has no adapter
-	ReasonUnknownField      Reason = 3 // a field is not in the format's normalised view
-	ReasonBadFilter         Reason = 4 // a CEL expression does not parse or type-check to bool
-	ReasonRankBy            Reason = 5 // rank-by is neither "count" nor a numeric field
-	ReasonMethod            Reason = 6 // a masking method does not apply to its field
-	ReasonConflict          Reason = 7 // two parts of the policy contradict each other
-	ReasonLimit             Reason = 8 // a value is over an engine limit (top-N, rules, size)
-	ReasonNoInformation     Reason = 9 // the SSA names no information to share
+	ReasonInvalid           Reason = 1  // the SSA breaks a structural rule of protocol
+	ReasonUnsupportedFormat Reason = 2  // an information format has no adapter
+	ReasonUnknownField      Reason = 3  // a field is not in the format's normalised view
+	ReasonBadFilter         Reason = 4  // a CEL expression does not parse or type-check to bool
+	ReasonRankBy            Reason = 5  // rank-by is neither "count" nor a numeric field
+	ReasonMethod            Reason = 6  // a masking method does not apply to its field
+	ReasonConflict          Reason = 7  // two parts of the policy contradict each other
+	ReasonLimit             Reason = 8  // a value is over an engine limit (top-N, rules, size)
+	ReasonNoInformation     Reason = 9  // the SSA names no information to share
 	ReasonFilterCost        Reason = 10 // a filter's estimated cost per record is over FilterCostLimit
 )
 

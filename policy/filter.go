@@ -21,10 +21,12 @@ const (
 	// viewValueHint long) is checked when the SSA is compiled, so a negotiation refuses a
 	// filter over it (ReasonFilterCost), and it is the runtime limit of every evaluation,
 	// past which evaluation stops and the record is excluded. Measured by
-	// BenchmarkFilterCost on the 2-core development machine: the costliest filters (nested
-	// comprehensions with cheap bodies) run at up to 300 ns per unit, so 100,000 let one take
-	// up to 35 ms per record; 1,000 keeps every filter near 0.1 ms, and the usual ones (a
-	// comparison, a membership, a regular expression on a field) cost 3 to 800.
+	// BenchmarkFilterCost on the shared 2-core development machine: the costliest filters
+	// (comprehensions with cheap bodies, strings built in them) run at 100 (idle) to 300 ns
+	// (loaded) per unit, so 100,000 let one take 8 to 35 ms per record; under 1,000 the worst
+	// took 0.15 ms per record loaded (the pipeline's own 0.02 ms included), about 0.1 ms idle,
+	// and the usual filters (a comparison, a membership, a regular expression on a field)
+	// are estimated at 3 to 800.
 	FilterCostLimit    = 1000
 	maxFilterRecursion = 64
 	// viewValueHint is how long the static estimate takes each value of the view to be: bytes

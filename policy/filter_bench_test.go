@@ -26,6 +26,8 @@ func nest(n int, body string) string {
 // CPU, each as expensive as its kind gets within MaxFilterLen, and a simple one to compare.
 var adversarialFilters = []struct{ name, expr string }{
 	{"simple", `r["event.kind"] != "stats"`},
+	{"accepted: two nested comprehensions", nest(2, "v0 + v1 + v0 * v1 >= 0")},
+	{"accepted: addresses", `r["related.ip"].exists(ip, ip.startsWith("10.") || ip.endsWith(".1"))`},
 	{"nested comprehensions", nest(6, "v0 + v1 + v2 + v3 + v4 + v5 >= 0")},
 	{"nested list building", nest(3, digits+".map(x, "+digits+".map(y, x * y)).size() > 0")},
 	{"string concatenation", nest(4, strings.Repeat(`r["event.kind"] + `, 32)+`"" != "x"`)},

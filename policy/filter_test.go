@@ -25,7 +25,10 @@ func TestFilterCostEstimated(t *testing.T) {
 		{"addresses", `r["related.ip"].exists(ip, ip.startsWith("10."))`, false},
 		{"two nested comprehensions", nest(2, "v0 + v1 >= 0"), false},
 	}
-	for _, f := range adversarialFilters[1:] { // the first is the simple one
+	for _, f := range adversarialFilters {
+		if f.name == "simple" || strings.HasPrefix(f.name, "accepted") {
+			continue
+		}
 		tests = append(tests, struct {
 			name, expr string
 			refused    bool
