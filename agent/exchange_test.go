@@ -209,7 +209,7 @@ func TestAssessmentAtScheduleEnd(t *testing.T) {
 	if err != nil || rec.State != protocol.StateApproved {
 		t.Fatalf("negotiation: %+v, %v", rec, err)
 	}
-	path := filepath.Join(req.home, AssessmentDir, rec.SSAID+".json")
+	path := assessmentPath(filepath.Join(req.home, AssessmentDir), rec.SSAID)
 	var b []byte
 	waitFor(t, 10*time.Second, func() (bool, string) {
 		var err error

@@ -3,6 +3,8 @@ package agent
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -250,8 +252,20 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (string, []str
 // AssessmentDir holds the assessment report of each SSA whose schedule has ended.
 const AssessmentDir = "assessments"
 
+// assessmentPath is the file of the assessment report of SSA ssaID in dir: the first 16 bytes
+// of the SHA-256 of the ID, in hex, and ".json". The ID may be the peer's choice (a provider's
+// revision names its new version), so the name is derived from it rather than made of it:
+// decoders refuse an ID out of protocol's grammar, but a file name that holds no text a peer
+// chose stays inside dir whatever the ID, also one read from an older store or allowed by a
+// later grammar. The report names its SSA (ssa_id) and the log line its file.
+func assessmentPath(dir, ssaID string) string {
+	sum := sha256.Sum256([]byte(ssaID))
+	return filepath.Join(dir, hex.EncodeToString(sum[:16])+".json")
+}
+
 // assessmentLoop produces, once, the assessment report of every requested SSA whose schedule
-// has ended (clause 9.1, the assessment step): HOME/assessments/<SSA ID>.json.
+// has ended (clause 9.1, the assessment step): HOME/assessments/<hash of the SSA ID>.json
+// (see assessmentPath).
 func (m *manager) assessmentLoop(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -259,7 +273,7 @@ func (m *manager) assessmentLoop(ctx context.Context, every time.Duration) {
 	for {
 		for _, run := range m.requesterRuns() {
 			end := run.ssa.Schedule.End
-			path := filepath.Join(dir, run.ssa.ID+".json")
+			path := assessmentPath(dir, run.ssa.ID)
 			if end == 0 || protocol.FromTime(time.Now()) < end {
 				continue
 			}

@@ -478,6 +478,9 @@ func (n *negotiator) decide(s *session) protocol.Event {
 			s.rec.Note = "proposal held for an operator: ssanet ssa approve|decline " + s.m.Pending().ID
 			return nil
 		}
+		if reasons := n.unenforceable(s.m.Pending()); reasons != nil {
+			return protocol.Reject{Reasons: reasons}
+		}
 		if reasons := protocol.Satisfies(s.m.Pending(), n.request(s)); len(reasons) > 0 {
 			return protocol.Reject{Reasons: reasons}
 		}
@@ -575,15 +578,25 @@ func (n *negotiator) meet(req *protocol.SSA, o *protocol.Offer) (*protocol.SSA, 
 	if prop == nil {
 		return nil, conflicts
 	}
-	if err := n.a.compiler.Check(prop); err != nil {
-		var r *policy.Refusal
-		if errors.As(err, &r) {
-			return nil, []protocol.Reason{r.ProtocolReason()}
-		}
-		return nil, []protocol.Reason{{Code: protocol.CodePolicyUnenforceable, Component: "policy", Text: err.Error()}}
+	if reasons := n.unenforceable(prop); reasons != nil {
+		return nil, reasons
 	}
 	fillContact(&prop.Participants.Provider, n.a.cfg.Contact)
 	return prop, nil
+}
+
+// unenforceable says why the enforcement point could not enforce s (a filter too costly for
+// a sensor among them), as the reasons of a rejection; nil when it can.
+func (n *negotiator) unenforceable(s *protocol.SSA) []protocol.Reason {
+	err := n.a.compiler.Check(s)
+	if err == nil {
+		return nil
+	}
+	var r *policy.Refusal
+	if errors.As(err, &r) {
+		return []protocol.Reason{r.ProtocolReason()}
+	}
+	return []protocol.Reason{{Code: protocol.CodePolicyUnenforceable, Component: "policy", Text: err.Error()}}
 }
 
 func fillContact(p *protocol.Participant, c protocol.Participant) {

@@ -133,8 +133,10 @@
 // r["@timestamp"] > timestamp("2024-01-01T00:00:00Z"). It is type-checked at Compile (it
 // must be of type bool) and every constant key it reads must be a field of every agreed
 // format's view. Several filters are a conjunction. Filters see the record as read, before
-// masking, so a filter on an address keeps working under an address mask. Each evaluation
-// is limited to FilterCostLimit; an evaluation error — a missing field read with r["x"], the
+// masking, so a filter on an address keeps working under an address mask. A filter whose
+// CEL-estimated worst case (each view value taken as 128 long) is over FilterCostLimit is
+// refused at Compile (ReasonFilterCost; a negotiation reports protocol.CodeFilterCost), and
+// each evaluation is limited to FilterCostLimit; an evaluation error — a missing field read with r["x"], the
 // cost limit — excludes the record (fail closed) and is counted in Stats.FilterErrors.
 //
 // # Summarisation

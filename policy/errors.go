@@ -27,15 +27,16 @@ type Reason uint16
 
 // Refusal reasons.
 const (
-	ReasonInvalid           Reason = 1 // the SSA breaks a structural rule of protocol
-	ReasonUnsupportedFormat Reason = 2 // an information format has no adapter
-	ReasonUnknownField      Reason = 3 // a field is not in the format's normalised view
-	ReasonBadFilter         Reason = 4 // a CEL expression does not parse or type-check to bool
-	ReasonRankBy            Reason = 5 // rank-by is neither "count" nor a numeric field
-	ReasonMethod            Reason = 6 // a masking method does not apply to its field
-	ReasonConflict          Reason = 7 // two parts of the policy contradict each other
-	ReasonLimit             Reason = 8 // a value is over an engine limit (top-N, rules, size)
-	ReasonNoInformation     Reason = 9 // the SSA names no information to share
+	ReasonInvalid           Reason = 1  // the SSA breaks a structural rule of protocol
+	ReasonUnsupportedFormat Reason = 2  // an information format has no adapter
+	ReasonUnknownField      Reason = 3  // a field is not in the format's normalised view
+	ReasonBadFilter         Reason = 4  // a CEL expression does not parse or type-check to bool
+	ReasonRankBy            Reason = 5  // rank-by is neither "count" nor a numeric field
+	ReasonMethod            Reason = 6  // a masking method does not apply to its field
+	ReasonConflict          Reason = 7  // two parts of the policy contradict each other
+	ReasonLimit             Reason = 8  // a value is over an engine limit (top-N, rules, size)
+	ReasonNoInformation     Reason = 9  // the SSA names no information to share
+	ReasonFilterCost        Reason = 10 // a filter's estimated cost per record is over FilterCostLimit
 )
 
 var reasonNames = map[Reason]string{
@@ -48,6 +49,7 @@ var reasonNames = map[Reason]string{
 	ReasonConflict:          "conflict",
 	ReasonLimit:             "limit",
 	ReasonNoInformation:     "no-information",
+	ReasonFilterCost:        "filter-cost",
 }
 
 func (r Reason) String() string {
@@ -75,7 +77,11 @@ func (e *Refusal) Is(target error) bool { return target == ErrUnenforceable }
 
 // ProtocolReason is the refusal as the negotiation reports it to the peer.
 func (e *Refusal) ProtocolReason() protocol.Reason {
-	return protocol.Reason{Code: protocol.CodePolicyUnenforceable, Component: e.Component, Text: e.Reason.String() + ": " + e.Text}
+	code := protocol.CodePolicyUnenforceable
+	if e.Reason == ReasonFilterCost {
+		code = protocol.CodeFilterCost
+	}
+	return protocol.Reason{Code: code, Component: e.Component, Text: e.Reason.String() + ": " + e.Text}
 }
 
 func refuse(r Reason, component, format string, a ...any) *Refusal {

@@ -442,6 +442,9 @@ func Open(raw []byte) (*Envelope, error) {
 		if err := unmarshalCanonical(m.Payload, &r); err != nil {
 			return nil, fmt.Errorf("rejection body: %w", err)
 		}
+		if err := CheckSSAID(r.SSAID); err != nil {
+			return nil, fmt.Errorf("%w: rejection body: %w", ErrMalformed, err)
+		}
 		e.Rejection = &r
 	case h.Type != MsgRejection && ct == ctSSA:
 		s, err := DecodeSSA(m.Payload)

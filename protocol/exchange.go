@@ -84,6 +84,9 @@ func OpenBatch(raw []byte, provider peer.ID) (*Batch, error) {
 	if err := openDoc(w.Signed, provider, docBatch, &b); err != nil {
 		return nil, err
 	}
+	if err := CheckSSAID(b.SSAID); err != nil {
+		return nil, fmt.Errorf("%w: batch: %w", ErrMalformed, err)
+	}
 	if len(w.Records) == 0 || b.First == 0 || b.Count != uint64(len(w.Records)) {
 		return nil, fmt.Errorf("%w: batch of %d records says it holds %d, from number %d", ErrMalformed, len(w.Records), b.Count, b.First)
 	}
@@ -131,6 +134,9 @@ func DecodeBatchAck(b []byte) (*BatchAck, error) {
 	if err := unmarshalCanonical(b, &a); err != nil {
 		return nil, err
 	}
+	if err := CheckSSAID(a.SSAID); err != nil {
+		return nil, fmt.Errorf("%w: batch ack: %w", ErrMalformed, err)
+	}
 	return &a, nil
 }
 
@@ -147,6 +153,9 @@ func DecodeReportRequest(b []byte) (*ReportRequest, error) {
 	var r ReportRequest
 	if err := unmarshalCanonical(b, &r); err != nil {
 		return nil, err
+	}
+	if err := CheckSSAID(r.SSAID); err != nil {
+		return nil, fmt.Errorf("%w: report request: %w", ErrMalformed, err)
 	}
 	return &r, nil
 }
@@ -184,6 +193,9 @@ func OpenReport(raw []byte, provider peer.ID) (*Report, error) {
 	var r Report
 	if err := openDoc(raw, provider, docReport, &r); err != nil {
 		return nil, err
+	}
+	if err := CheckSSAID(r.SSAID); err != nil {
+		return nil, fmt.Errorf("%w: report: %w", ErrMalformed, err)
 	}
 	return &r, nil
 }

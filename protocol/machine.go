@@ -372,8 +372,8 @@ func (n *Negotiation) Step(now time.Time, ev Event) (Output, error) {
 		s.Status, s.Signatures = StatusProposal, nil
 		s.Participants.Requester.PeerID = n.self.str
 		s.Participants.Provider.PeerID = n.peerString()
-		if s.ID == "" {
-			return Output{}, fmt.Errorf("%w: a request needs an SSA ID", ErrInvalidSSA)
+		if err := CheckSSAID(s.ID); err != nil {
+			return Output{}, fmt.Errorf("%w: a request needs an SSA ID: %w", ErrInvalidSSA, err)
 		}
 		return n.send(now, MsgRequest, s)
 	case Propose:
@@ -422,8 +422,11 @@ func (n *Negotiation) Step(now time.Time, ev Event) (Output, error) {
 			return Output{}, n.refuse("revise", nil)
 		}
 		s := e.SSA.Clone()
-		if s.ID == "" || s.ID == n.agreed.ID {
+		if s.ID == n.agreed.ID {
 			return Output{}, fmt.Errorf("%w: a revision needs a new SSA ID", ErrInvalidSSA)
+		}
+		if err := CheckSSAID(s.ID); err != nil {
+			return Output{}, fmt.Errorf("%w: a revision needs a new SSA ID: %w", ErrInvalidSSA, err)
 		}
 		s.Status, s.Signatures, s.Date, s.Expires = StatusApproval, nil, FromTime(now), 0
 		s.Version, s.Supersedes = n.agreed.Version+1, n.agreed.ID

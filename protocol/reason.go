@@ -25,6 +25,7 @@ const (
 	CodeParticipant         Code = 14 // participant details do not match the peers
 	CodeNoOffer             Code = 15 // the provider has no offer for this request
 	CodeSSAIDInUse          Code = 16 // the SSA ID already names another negotiation's SSA
+	CodeFilterCost          Code = 17 // a filter may cost more CPU per record than the provider allows
 	CodeAgreementLimit      Code = 18 // the requester holds as many agreements as the provider allows a peer
 )
 
@@ -46,6 +47,7 @@ var codeNames = map[Code]string{
 	CodeParticipant:         "participant",
 	CodeNoOffer:             "no-offer",
 	CodeSSAIDInUse:          "ssa-id-in-use",
+	CodeFilterCost:          "filter-cost",
 	CodeAgreementLimit:      "agreement-limit",
 }
 

@@ -340,6 +340,14 @@ func (s *SSA) Validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidSSA, fmt.Sprintf(format, a...))
 	}
+	for _, id := range []struct{ name, v string }{{"id", s.ID}, {"supersedes", s.Supersedes}} {
+		if id.v == "" { // a template leaves its ID to the agent; only a revision supersedes
+			continue
+		}
+		if err := CheckSSAID(id.v); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInvalidSSA, id.name, err)
+		}
+	}
 	if s.Status != 0 {
 		if _, ok := statusNames[s.Status]; !ok {
 			return bad("unknown status %d", s.Status)

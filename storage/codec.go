@@ -116,6 +116,9 @@ func decodeNegotiation(nid, b []byte) (*Negotiation, uint32, error) {
 	if err := decMode.Unmarshal(b, &r); err != nil {
 		return nil, 0, fmt.Errorf("%w: negotiation %x: %v", ErrCorrupt, nid, err)
 	}
+	if err := checkSSAID(r.SSAID, true); err != nil {
+		return nil, 0, fmt.Errorf("%w: negotiation %x: %v", ErrCorrupt, nid, err)
+	}
 	return &Negotiation{
 		ID: append([]byte(nil), nid...), Role: protocol.Role(r.Role), Peer: r.Peer, State: protocol.State(r.State),
 		SSAID: r.SSAID, OfferID: r.OfferID, Note: r.Note, Reasons: r.Reasons,

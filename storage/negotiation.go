@@ -82,7 +82,7 @@ func newCommitRequest(n *Negotiation, msgs [][]byte, agreement *protocol.SSA) (*
 	r := &commitRequest{waiter: newWaiter(), nid: bytes.Clone(n.ID), n: *n, msgs: msgs, agreement: agreement}
 	r.n.ID = r.nid
 	r.n.Reasons = slices.Clone(n.Reasons)
-	if err := checkID("SSA", n.SSAID, true); err != nil {
+	if err := checkSSAID(n.SSAID, true); err != nil {
 		return nil, err
 	}
 	rec, err := encodeNegotiation(&r.n, 0)
@@ -100,7 +100,7 @@ func newCommitRequest(n *Negotiation, msgs [][]byte, agreement *protocol.SSA) (*
 		r.size += entrySize(len(prefixTranscript)+nidLen+5, len(m))
 	}
 	if agreement != nil {
-		if err := checkID("SSA", agreement.ID, false); err != nil {
+		if err := checkSSAID(agreement.ID, false); err != nil {
 			return nil, err
 		}
 		if r.agreed, err = agreement.Encode(); err != nil {
@@ -210,6 +210,18 @@ func checkID(what, id string, emptyOK bool) error {
 	}
 	if len(id) > maxIDLen {
 		return fmt.Errorf("storage: %s ID of %d bytes, limit %d", what, len(id), maxIDLen)
+	}
+	return nil
+}
+
+// checkSSAID checks an SSA ID against protocol's grammar (which bounds it under maxIDLen);
+// emptyOK lets a negotiation refused before it had an SSA ID through.
+func checkSSAID(id string, emptyOK bool) error {
+	if id == "" && emptyOK {
+		return nil
+	}
+	if err := protocol.CheckSSAID(id); err != nil {
+		return fmt.Errorf("storage: %w", err)
 	}
 	return nil
 }

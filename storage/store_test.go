@@ -214,6 +214,7 @@ func TestCommitRefusals(t *testing.T) {
 		{name: "short negotiation ID", n: Negotiation{ID: []byte("short")}, msgs: f.msgs},
 		{name: "empty message", n: Negotiation{ID: testNID(9)}, msgs: [][]byte{f.msgs[0], nil}},
 		{name: "long SSA ID", n: Negotiation{ID: testNID(9), SSAID: string(make([]byte, maxIDLen+1))}},
+		{name: "SSA ID out of the grammar", n: Negotiation{ID: testNID(9), SSAID: "../../pwned-by-provider"}, msgs: f.msgs, want: protocol.ErrBadSSAID},
 		{name: "agreement signed once", n: Negotiation{ID: testNID(9)}, msgs: f.msgs, agreement: unsigned, want: protocol.ErrNotAgreed},
 		{name: "agreement that is a proposal", n: Negotiation{ID: testNID(9)}, msgs: f.msgs, agreement: proposal, want: protocol.ErrNotAgreed},
 		{name: "note not UTF-8", n: Negotiation{ID: testNID(9), Note: "held \xff"}, msgs: f.msgs[:1]},
@@ -407,6 +408,10 @@ func TestCorruptRecords(t *testing.T) {
 		{"negotiation record", negotiationKey(nid), []byte{0xa1, 0x63, 'f', 'o', 'o', 1}, func(s *Store) error { _, err := s.Negotiation(nid); return err }},
 		{"negotiation record listed", negotiationKey(nid), []byte{0xff}, func(s *Store) error { _, err := s.Negotiations(); return err }},
 		{"unknown field", negotiationKey(nid), []byte{0xa1, 0x18, 99, 1}, func(s *Store) error { _, err := s.Negotiation(nid); return err }},
+		{"SSA ID out of the grammar", negotiationKey(nid), func() []byte {
+			b, _ := encodeNegotiation(&Negotiation{ID: nid, SSAID: "../../pwned-by-provider"}, uint32(len(f.msgs)))
+			return b
+		}(), func(s *Store) error { _, err := s.Negotiation(nid); return err }},
 		{"transcript entry missing", transcriptKey(nid, 1), nil, func(s *Store) error { _, err := s.Transcript(nid); return err }},
 		{"transcript entry extra", transcriptKey(nid, 4), []byte("x"), func(s *Store) error { _, err := s.Transcript(nid); return err }},
 		{"index to nowhere", indexKey("ssa-ghost"), testNID(77), func(s *Store) error { _, err := s.NegotiationBySSA("ssa-ghost"); return err }},
