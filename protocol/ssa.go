@@ -161,17 +161,7 @@ const MaxKeyIDLen = 64
 // ValidKeyID reports whether s is a key ID: 1 to MaxKeyIDLen lower-case letters, digits
 // and hyphens, starting with a letter or a digit. A key ID names a file of the provider's
 // home, so nothing else is allowed.
-func ValidKeyID(s string) bool {
-	if len(s) == 0 || len(s) > MaxKeyIDLen || s[0] == '-' {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+func ValidKeyID(s string) bool { return nameProblem(s, MaxKeyIDLen) == "" }
 
 // Target names what a rule applies to, for comparing rules of both sides.
 func (r MaskRule) Target() string {
