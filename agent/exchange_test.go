@@ -87,6 +87,10 @@ func TestExchangeAndMonitor(t *testing.T) {
 		}
 	}
 
+	waitFor(t, 10*time.Second, func() (bool, string) { // the provider learns of the ack after the requester stored
+		st, err := prov.store.OutboxState(s.ID)
+		return err == nil && st.Acked == n, fmt.Sprintf("acknowledged: %+v, %v", st, err)
+	})
 	as, err := req.Monitor(ctx, s.ID)
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,9 @@ func TestProviderCrashMidBurst(t *testing.T) {
 
 	port := freePort(t)
 	fast := []option{withConfig("retry-interval", "1s"), withConfig("message-timeout", "5s")}
-	prov := newAgent(t, "provider", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port), fast...)
+	// The burst agrees 40 SSAs with one requester: more than a sensor's default bound.
+	prov := newAgent(t, "provider", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port),
+		append(fast, withConfig("max-agreements-per-peer", fmt.Sprint(2*burst)))...)
 	req := newAgent(t, "requester", "", fast...)
 	prov.offer("provider.yaml")
 	addr, tmpl := prov.addr(), testdata(t, "requester.yaml")
