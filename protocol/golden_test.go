@@ -100,6 +100,24 @@ func writeGolden(t testing.TB, name string, b []byte) {
 	}
 }
 
+// checkGolden compares got with the golden file name (rewriting it first under -update) and
+// returns the golden bytes.
+func checkGolden(t testing.TB, name string, got []byte) []byte {
+	t.Helper()
+	if *update {
+		writeGolden(t, name, got)
+	}
+	want := readGolden(t, name)
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && i < len(want) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("%s: %d bytes, golden %d, first difference at byte %d: the wire format changed", name, len(got), len(want), i)
+	}
+	return want
+}
+
 // TestGolden fails when the bytes of a message or of an agreed SSA change: if they do, the
 // protocol changed. It also checks that today's code still reads yesterday's bytes.
 func TestGolden(t *testing.T) {
@@ -109,17 +127,7 @@ func TestGolden(t *testing.T) {
 	}
 	for name, got := range cases {
 		t.Run(name, func(t *testing.T) {
-			if *update {
-				writeGolden(t, name, got)
-			}
-			want := readGolden(t, name)
-			if !bytes.Equal(got, want) {
-				i := 0
-				for i < len(got) && i < len(want) && got[i] == want[i] {
-					i++
-				}
-				t.Fatalf("%s: %d bytes, golden %d, first difference at byte %d: the wire format changed", name, len(got), len(want), i)
-			}
+			want := checkGolden(t, name, got)
 			switch name {
 			case "agreement", "annulment":
 				s, err := DecodeSSA(want)
