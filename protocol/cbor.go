@@ -25,11 +25,16 @@ var (
 	ErrTooLarge = errors.New("protocol: encoding too large")
 )
 
-// encMode is the single encoder of everything ssanet signs or sends: RFC 8949 §4.2.1 core
-// deterministic encoding.
+// One CBOR configuration serves the whole program: everything ssanet signs, sends, hashes
+// (the SSP's identity) or stores is written by encMode and read by decMode. A value then has
+// one encoding wherever it is made, so a signature, an SSP hash compared by two peers or a
+// record read back from disk never depends on which package encoded it. Other packages use
+// them through Marshal and Unmarshal.
+
+// encMode is the single encoder: RFC 8949 §4.2.1 core deterministic encoding.
 var encMode = func() cbor.EncMode {
 	opts := cbor.CoreDetEncOptions()
-	opts.Time = cbor.TimeUnix
+	opts.Time = cbor.TimeUnix // the default, said here because signed bytes depend on it
 	em, err := opts.EncMode()
 	if err != nil {
 		panic(err) // constant options: cannot fail at run time
@@ -37,10 +42,10 @@ var encMode = func() cbor.EncMode {
 	return em
 }()
 
-// decMode is the single strict decoder: it refuses duplicate map keys, indefinite lengths,
-// every tag, unknown fields and anything past the caps.
-var decMode = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
+// strictDecOptions configures the single strict decoder: it refuses duplicate map keys,
+// indefinite lengths, every tag, unknown fields and anything past the caps.
+func strictDecOptions() cbor.DecOptions {
+	return cbor.DecOptions{
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		IndefLength:       cbor.IndefLengthForbidden,
 		TagsMd:            cbor.TagsForbidden,
@@ -50,19 +55,38 @@ var decMode = func() cbor.DecMode {
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 		UTF8:              cbor.UTF8RejectInvalid,
 		IntDec:            cbor.IntDecConvertSignedOrFail,
-	}.DecMode()
+	}
+}
+
+func mustDecMode(o cbor.DecOptions) cbor.DecMode {
+	dm, err := o.DecMode()
 	if err != nil {
 		panic(err) // constant options: cannot fail at run time
 	}
 	return dm
-}()
+}
 
-func marshal(v any) ([]byte, error) {
+var decMode = mustDecMode(strictDecOptions())
+
+// Marshal returns the core deterministic encoding of v (RFC 8949 §4.2.1): the one encoding
+// ssanet signs, hashes and stores.
+func Marshal(v any) ([]byte, error) {
 	b, err := encMode.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: encode %T: %w", v, err)
 	}
 	return b, nil
+}
+
+// Unmarshal decodes b into v with the strict decoder (ErrMalformed if it refuses b). It is for
+// bytes this program wrote itself, such as a store's records: unlike the Decode and Open
+// functions for what peers send, it neither caps b at MaxMessageSize (a stored record may
+// hold a whole batch) nor requires the canonical form, which Marshal always writes.
+func Unmarshal(b []byte, v any) error {
+	if err := decMode.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return nil
 }
 
 // unmarshalCanonical decodes b into v with the strict decoder and then requires that the

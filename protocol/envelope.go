@@ -172,7 +172,7 @@ func Seal(id *Identity, h Header, body any) (*Envelope, error) {
 			return nil, fmt.Errorf("protocol: a %s carries an SSA, not a Rejection", h.Type)
 		}
 		e.Rejection, ct, aad = b, ctRejection, aadRejection
-		e.payload, err = marshal(b)
+		e.payload, err = Marshal(b)
 	default:
 		return nil, fmt.Errorf("protocol: cannot seal a %T", body)
 	}

@@ -25,7 +25,7 @@ var (
 
 // sealDoc signs the canonical encoding of v as a document of kind k.
 func sealDoc(id *Identity, k docKind, v any) ([]byte, error) {
-	payload, err := marshal(v)
+	payload, err := Marshal(v)
 	if err != nil {
 		return nil, err
 	}

@@ -266,14 +266,14 @@ var (
 )
 
 // Encode returns the canonical CBOR encoding of s, signatures included.
-func (s *SSA) Encode() ([]byte, error) { return marshal(s) }
+func (s *SSA) Encode() ([]byte, error) { return Marshal(s) }
 
 // SigningBytes returns the bytes every signature on s covers: the canonical encoding of s
 // without its signatures.
 func (s *SSA) SigningBytes() ([]byte, error) {
 	c := *s
 	c.Signatures = nil
-	return marshal(&c)
+	return Marshal(&c)
 }
 
 // DecodeSSA decodes a canonical CBOR SSA with the strict decoder and checks its structure.

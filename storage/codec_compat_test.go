@@ -10,7 +10,7 @@ import (
 	"github.com/ssanet/ssanet/protocol"
 )
 
-// oldEncMode is the encoder this package used before it took protocol's: core deterministic
+// oldEncMode is the encoder this package had before it used protocol.Marshal: core deterministic
 // encoding, without protocol's explicit TimeUnix. Stores on disk were written with it.
 var oldEncMode = func() cbor.EncMode {
 	em, err := cbor.CoreDetEncOptions().EncMode()
@@ -60,7 +60,7 @@ func TestStoredRecordsCompatible(t *testing.T) {
 				t.Fatalf("old encoding %x, pinned %s", old, tc.want)
 			}
 			got := reflect.New(reflect.TypeOf(tc.v).Elem())
-			if err := decMode.Unmarshal(old, got.Interface()); err != nil {
+			if err := protocol.Unmarshal(old, got.Interface()); err != nil {
 				t.Fatalf("today's decoder refuses a record the old encoder wrote: %v", err)
 			}
 			if tm, ok := got.Interface().(*timed); ok {
@@ -69,7 +69,7 @@ func TestStoredRecordsCompatible(t *testing.T) {
 			if !reflect.DeepEqual(got.Interface(), tc.v) {
 				t.Fatalf("read back %+v, stored %+v", got.Interface(), tc.v)
 			}
-			now, err := encMode.Marshal(tc.v)
+			now, err := protocol.Marshal(tc.v)
 			if err != nil {
 				t.Fatal(err)
 			}
