@@ -14,7 +14,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/crypto/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/veraison/go-cose"
 )
 
 // MsgType is one of the seven SSA negotiating messages of clause 10.1. Append-only.
@@ -92,10 +91,9 @@ var (
 
 // Identity is an agent's signing key and the peer ID derived from it.
 type Identity struct {
-	id     peer.ID
-	str    string // id.String(), which is slow (base58), computed once
-	priv   ed25519.PrivateKey
-	signer cose.Signer
+	id   peer.ID
+	str  string // id.String(), which is slow (base58), computed once
+	priv ed25519.PrivateKey
 }
 
 // NewIdentity wraps a libp2p Ed25519 private key.
@@ -107,15 +105,11 @@ func NewIdentity(k crypto.PrivKey) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("protocol: read private key: %w", err)
 	}
-	signer, err := cose.NewSigner(cose.AlgorithmEdDSA, ed25519.PrivateKey(raw))
-	if err != nil {
-		return nil, fmt.Errorf("protocol: signer: %w", err)
-	}
 	id, err := peer.IDFromPrivateKey(k)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: peer ID: %w", err)
 	}
-	return &Identity{id: id, str: id.String(), priv: ed25519.PrivateKey(raw), signer: signer}, nil
+	return &Identity{id: id, str: id.String(), priv: ed25519.PrivateKey(raw)}, nil
 }
 
 // PeerID is the identity's peer ID.
@@ -179,12 +173,20 @@ func Seal(id *Identity, h Header, body any) (*Envelope, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.protected = appendProtected(nil, ct, []byte(id.id), appendHeader(nil, &h))
-	var buf [2048]byte // the Sig_structure of a usual message fits: no allocation
-	e.sig = ed25519.Sign(id.priv, sigStructure(buf[:0], e.protected, aad, e.payload))
+	e.protected, e.sig = id.sign(ct, appendHeader(nil, &h), aad, e.payload)
 	e.raw = appendSign1(nil, e.protected, e.payload, e.sig)
 	e.hash = sha256.Sum256(e.raw)
 	return e, nil
+}
+
+// sign makes the protected header of a COSE_Sign1 (RFC 9052 §4.4) by id, with content type ct
+// and, for a negotiation message, its encoded Header head, and signs it with payload and the
+// domain-separation string aad. It is the one signing path of every signed document: go-cose
+// serves only as an independent check in the tests (cose_test.go).
+func (id *Identity) sign(ct string, head, aad, payload []byte) (protected, sig []byte) {
+	protected = appendProtected(nil, ct, []byte(id.id), head)
+	var buf [2048]byte // the Sig_structure of a usual message fits: no allocation
+	return protected, ed25519.Sign(id.priv, sigStructure(buf[:0], protected, aad, payload))
 }
 
 // algEdDSA is the COSE algorithm identifier of EdDSA (RFC 9053 §2.2).
@@ -200,12 +202,20 @@ type protectedHeader struct {
 }
 
 // appendProtected appends the canonical encoding of an ssanet protected header, with keys in
-// core deterministic order: 1 (alg), 3 (content type), 4 (kid), -65537 (message header).
+// core deterministic order: 1 (alg), 3 (content type), 4 (kid) and, unless head is nil (a
+// document other than a negotiation message), -65537 (message header).
 func appendProtected(b []byte, ct string, kid, head []byte) []byte {
 	b = slices.Grow(b, 24+len(ct)+len(kid)+len(head))
-	b = append(b, 0xa4, 0x01, 0x27, 0x03) // map of 4; alg: -8 (EdDSA); content type:
+	n := byte(0xa4) // map of 4
+	if head == nil {
+		n = 0xa3
+	}
+	b = append(b, n, 0x01, 0x27, 0x03) // alg: -8 (EdDSA); content type:
 	b = append(appendHead(b, 3, uint64(len(ct))), ct...)
 	b = appendBstr(append(b, 0x04), kid)
+	if head == nil {
+		return b
+	}
 	b = append(b, 0x3a, 0x00, 0x01, 0x00, 0x00) // -65537
 	return appendBstr(b, head)
 }

@@ -46,7 +46,7 @@ func coseSign(t testing.TB, id *Identity, h Header, ct string, payload, aad []by
 		}},
 		Payload: payload,
 	}
-	if err := msg.Sign(nil, aad, id.signer); err != nil {
+	if err := msg.Sign(nil, aad, coseSigner(t, id)); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := msg.MarshalCBOR()
