@@ -134,3 +134,92 @@ func (w *sameBytes) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// The primitives below write and read the few CBOR items of a COSE_Sign1 by hand, so that
+// signing and opening a message needs neither reflection nor the re-encoding check of
+// unmarshalCanonical. They write exactly what encMode writes (the golden tests hold them to
+// it).
+
+// appendNilBstr appends v as a byte string, or null if v is nil, as the encoder does.
+func appendNilBstr(b, v []byte) []byte {
+	if v == nil {
+		return append(b, 0xf6)
+	}
+	return appendBstr(b, v)
+}
+
+// appendHead appends the head of a CBOR item of major type major and argument n, in its
+// shortest form, as core deterministic encoding requires.
+func appendHead(b []byte, major byte, n uint64) []byte {
+	m := major << 5
+	switch {
+	case n < 24:
+		return append(b, m|byte(n))
+	case n <= 0xff:
+		return append(b, m|24, byte(n))
+	case n <= 0xffff:
+		return append(b, m|25, byte(n>>8), byte(n))
+	case n <= 0xffffffff:
+		return append(b, m|26, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(b, m|27, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+}
+
+// headSize is the length of the shortest head with argument n.
+func headSize(n uint64) int {
+	switch {
+	case n < 24:
+		return 1
+	case n <= 0xff:
+		return 2
+	case n <= 0xffff:
+		return 3
+	case n <= 0xffffffff:
+		return 5
+	}
+	return 9
+}
+
+func appendBstr(b, v []byte) []byte { return append(appendHead(b, 2, uint64(len(v))), v...) }
+
+// readHead reads the head of a CBOR item in shortest form from the front of b: its major type
+// and argument.
+func readHead(b []byte) (major byte, n uint64, rest []byte, err error) {
+	if len(b) == 0 {
+		return 0, 0, nil, fmt.Errorf("%w: truncated", ErrMalformed)
+	}
+	major, ai, b := b[0]>>5, b[0]&0x1f, b[1:]
+	switch {
+	case ai < 24:
+		return major, uint64(ai), b, nil
+	case ai <= 27:
+		size := 1 << (ai - 24)
+		if len(b) < size {
+			return 0, 0, nil, fmt.Errorf("%w: truncated", ErrMalformed)
+		}
+		for _, c := range b[:size] {
+			n = n<<8 | uint64(c)
+		}
+		if headSize(n) != 1+size {
+			return 0, 0, nil, fmt.Errorf("%w: not in core deterministic form", ErrMalformed)
+		}
+		return major, n, b[size:], nil
+	}
+	return 0, 0, nil, fmt.Errorf("%w: indefinite or reserved length", ErrMalformed)
+}
+
+// readString reads a definite-length string of major type major (2: bytes, 3: text) in
+// shortest form from the front of b. The string aliases b.
+func readString(b []byte, major byte) (v, rest []byte, err error) {
+	m, n, b, err := readHead(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m != major {
+		return nil, nil, fmt.Errorf("%w: major type %d, want %d", ErrMalformed, m, major)
+	}
+	if n > uint64(len(b)) {
+		return nil, nil, fmt.Errorf("%w: truncated", ErrMalformed)
+	}
+	return b[:n:n], b[n:], nil
+}
