@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -293,8 +292,8 @@ func (p *SSP) needsProviderKey() bool {
 	return slices.ContainsFunc(p.masks, func(m maskRule) bool { return m.keyed() && m.KeyID == "" })
 }
 
-// sspWire is the canonical encoding the hash is computed over. Integer keys, never
-// renumbered. Keys never appear, nor anything computed from one: a named key is represented
+// sspWire is what the hash is computed over, encoded by protocol.Marshal (the encoding of
+// everything ssanet signs). Integer keys, never renumbered. Keys never appear, nor anything computed from one: a named key is represented
 // by its key ID, the provider's secret by "provider". The requester, which holds no key,
 // computes the same hash; a fingerprint of a key would also let anyone holding the hash
 // test a guessed key, and link the SSAs that share one.
@@ -337,11 +336,7 @@ func (p *SSP) canonical() ([]byte, error) {
 		h := p.handling
 		w.Handling = &h
 	}
-	em, err := cbor.CoreDetEncOptions().EncMode()
-	if err != nil {
-		return nil, fmt.Errorf("policy: CBOR encoder: %w", err)
-	}
-	b, err := em.Marshal(w)
+	b, err := protocol.Marshal(w)
 	if err != nil {
 		return nil, fmt.Errorf("policy: encode SSP: %w", err)
 	}

@@ -12,5 +12,7 @@
 // Wire rules (never broken, see STYLE.md): integer CBOR keys are never renumbered or reused,
 // enums are append-only, new fields are optional, there are no floats in signed data, every
 // encoding goes through one core-deterministic EncMode and every decoding through one strict
-// DecMode.
+// DecMode (exported as Marshal and Unmarshal, which storage and policy use too), and every
+// signed document (messages, offer lists, batches, reports) is signed by one hand-written
+// COSE_Sign1 path (Identity.sign), which the tests check against go-cose.
 package protocol

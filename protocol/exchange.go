@@ -67,7 +67,7 @@ func SealBatch(id *Identity, b *Batch) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return marshal(&batchWire{Signed: signed, Records: b.Records})
+	return Marshal(&batchWire{Signed: signed, Records: b.Records})
 }
 
 // OpenBatch verifies a batch signed by provider: the header's signature, and the records
@@ -100,22 +100,16 @@ func OpenBatch(raw []byte, provider peer.ID) (*Batch, error) {
 // MaxBatchSize is the largest batch accepted on the wire, in bytes.
 const MaxBatchSize = 8 << 20
 
-// batchDecMode decodes the outer structure of a batch strictly, with room for many records;
-// the signed header inside goes through the ordinary strict decoder.
+// batchDecMode is the strict decoder with room for a batch's records in the outer array;
+// the signed header inside goes through the strict decoder itself.
 var batchDecMode = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		IndefLength:      cbor.IndefLengthForbidden,
-		TagsMd:           cbor.TagsForbidden,
-		MaxNestedLevels:  4,
-		MaxArrayElements: 65536,
-		MaxMapPairs:      16,
-	}.DecMode()
-	if err != nil {
-		panic(err) // constant options
-	}
-	return dm
+	o := strictDecOptions()
+	o.MaxArrayElements = maxBatchRecords
+	return mustDecMode(o)
 }()
+
+// maxBatchRecords is the most records a batch can hold on the wire.
+const maxBatchRecords = 65536
 
 // BatchAck is the requester's answer to a batch: it holds every record up to Last. A
 // requester that refuses the batch says why in Error (and the provider stops sending).
@@ -126,7 +120,7 @@ type BatchAck struct {
 }
 
 // Encode returns the canonical encoding of the ack.
-func (a *BatchAck) Encode() ([]byte, error) { return marshal(a) }
+func (a *BatchAck) Encode() ([]byte, error) { return Marshal(a) }
 
 // DecodeBatchAck decodes an ack strictly.
 func DecodeBatchAck(b []byte) (*BatchAck, error) {
@@ -146,7 +140,7 @@ type ReportRequest struct {
 }
 
 // Encode returns the canonical encoding of the request.
-func (r *ReportRequest) Encode() ([]byte, error) { return marshal(r) }
+func (r *ReportRequest) Encode() ([]byte, error) { return Marshal(r) }
 
 // DecodeReportRequest decodes a report request strictly.
 func DecodeReportRequest(b []byte) (*ReportRequest, error) {

@@ -3,8 +3,6 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -14,16 +12,12 @@ import (
 // back to exactly the bytes it read. Seeds are the golden files, the example templates and
 // messages whose extension values are canonical or not (otherValues).
 
-// goldenSeeds returns every golden file's bytes.
+// goldenSeeds returns the bytes of the golden negotiation messages and agreed SSAs (not those
+// of the exchange-phase documents, which docs_fuzz_test.go seeds itself).
 func goldenSeeds(f *testing.F) map[string][]byte {
 	f.Helper()
-	names, err := filepath.Glob(filepath.Join(goldenDir, "*.hex"))
-	if err != nil || len(names) == 0 {
-		f.Fatalf("no golden files: %v", err)
-	}
-	seeds := map[string][]byte{}
-	for _, n := range names {
-		name := strings.TrimSuffix(filepath.Base(n), ".hex")
+	seeds := map[string][]byte{"agreement": readGolden(f, "agreement"), "annulment": readGolden(f, "annulment")}
+	for _, name := range msgNames {
 		seeds[name] = readGolden(f, name)
 	}
 	return seeds
@@ -94,7 +88,7 @@ func FuzzDecodeSSA(f *testing.F) {
 			if err := decMode.Unmarshal(raw, &v); err != nil || noFloats(v) != nil {
 				t.Fatalf("other.%s %x accepted: %v", k, raw, err)
 			}
-			if b, err := marshal(v); err != nil || !bytes.Equal(b, raw) {
+			if b, err := Marshal(v); err != nil || !bytes.Equal(b, raw) {
 				t.Fatalf("other.%s %x accepted, its canonical form is %x", k, raw, b)
 			}
 		}
@@ -121,7 +115,7 @@ func FuzzOpen(f *testing.F) {
 		if !bytes.Equal(env.Bytes(), data) {
 			t.Fatal("Bytes is not what was opened")
 		}
-		again, err := marshal(sign1{Protected: env.protected, Unprotected: map[int64]any{}, Payload: env.Payload(), Signature: env.sig})
+		again, err := Marshal(sign1{Protected: env.protected, Unprotected: map[int64]any{}, Payload: env.Payload(), Signature: env.sig})
 		if err != nil || !bytes.Equal(append([]byte{0xd2}, again...), data) {
 			t.Fatalf("the envelope re-encodes differently: %v", err)
 		}
@@ -129,7 +123,7 @@ func FuzzOpen(f *testing.F) {
 		if env.SSA != nil {
 			body, err = env.SSA.SigningBytes()
 		} else {
-			body, err = marshal(env.Rejection)
+			body, err = Marshal(env.Rejection)
 		}
 		if err != nil || !bytes.Equal(body, env.Payload()) {
 			t.Fatalf("the body re-encodes differently: %v", err)
@@ -158,11 +152,11 @@ func FuzzDecodeSignature(f *testing.F) {
 			return
 		}
 		m.Unprotected = map[int64]any{} // empty, as decodeSign1 requires
-		again, err := marshal(m)
+		again, err := Marshal(m)
 		if err != nil || !bytes.Equal(append([]byte{0xd2}, again...), data) {
 			t.Fatalf("the signature re-encodes differently: %v", err)
 		}
-		if _, err := marshal(&h); err != nil {
+		if _, err := Marshal(&h); err != nil {
 			t.Fatal(err)
 		}
 		if kid.Validate() != nil {
@@ -261,7 +255,7 @@ func FuzzParseOfferYAML(f *testing.F) {
 		if err != nil {
 			return
 		}
-		enc, err := marshal(o)
+		enc, err := Marshal(o)
 		if err != nil {
 			t.Fatalf("an offer does not encode: %v", err)
 		}
@@ -277,7 +271,7 @@ func FuzzParseOfferYAML(f *testing.F) {
 		if err != nil {
 			t.Fatalf("written as\n%s\nit cannot be read: %v", y, err)
 		}
-		if b, err := marshal(back); err != nil || !bytes.Equal(b, enc) {
+		if b, err := Marshal(back); err != nil || !bytes.Equal(b, enc) {
 			t.Fatalf("written as\n%s\nit reads back differently: %v", y, err)
 		}
 	})
@@ -314,7 +308,7 @@ func FuzzHeaders(f *testing.F) {
 			}
 		}
 		if strictErr == nil {
-			enc, err := marshal(&strict)
+			enc, err := Marshal(&strict)
 			if err != nil || !bytes.Equal(appendHeader(nil, &strict), enc) {
 				t.Fatalf("appendHeader writes %x, the encoder %x", appendHeader(nil, &strict), enc)
 			}
@@ -330,7 +324,7 @@ func FuzzHeaders(f *testing.F) {
 			}
 		}
 		if strictErr == nil && ph.Alg == algEdDSA && len(ph.Head) > 0 {
-			enc, err := marshal(&ph)
+			enc, err := Marshal(&ph)
 			if err != nil || !bytes.Equal(appendProtected(nil, ph.CT, ph.KID, ph.Head), enc) {
 				t.Fatalf("appendProtected writes %x, the encoder %x", appendProtected(nil, ph.CT, ph.KID, ph.Head), enc)
 			}

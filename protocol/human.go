@@ -301,7 +301,7 @@ func (e *Extensions) UnmarshalYAML(n *yaml.Node) error {
 		if err := noFloats(v); err != nil {
 			return fmt.Errorf("line %d: other.%s: %v", n.Line, k, err)
 		}
-		b, err := marshal(v)
+		b, err := Marshal(v)
 		if err != nil {
 			return fmt.Errorf("line %d: other.%s: %v", n.Line, k, err)
 		}
@@ -399,7 +399,7 @@ func (e *Extensions) UnmarshalJSON(b []byte) error {
 		if err != nil {
 			return fmt.Errorf("other.%s: %w", k, err)
 		}
-		if out[k], err = marshal(v); err != nil {
+		if out[k], err = Marshal(v); err != nil {
 			return fmt.Errorf("other.%s: %w", k, err)
 		}
 	}

@@ -355,83 +355,19 @@ func (n *Negotiation) Step(now time.Time, ev Event) (Output, error) {
 	case Receive:
 		return n.receive(now, e.Env)
 	case Tick:
-		switch {
-		case (n.state == StateProposalSent || n.state == StateProposalReceived) && n.expired(now):
-			n.state = StateExpired
-		case n.state == StateAcceptanceReceived || n.state == StateCancellationReceived:
-			// Only Restore leaves a negotiation here, when the transcript was persisted
-			// between a received message and its automatic answer: send the answer now.
-			return n.answer(now, n.current)
-		}
-		return Output{}, nil
+		return n.tick(now)
 	case Start:
-		if n.role != RoleRequester || n.state != StateNew {
-			return Output{}, n.refuse("start", nil)
-		}
-		s := e.SSA.Clone()
-		s.Status, s.Signatures = StatusProposal, nil
-		s.Participants.Requester.PeerID = n.self.str
-		s.Participants.Provider.PeerID = n.peerString()
-		if err := CheckSSAID(s.ID); err != nil {
-			return Output{}, fmt.Errorf("%w: a request needs an SSA ID: %w", ErrInvalidSSA, err)
-		}
-		return n.send(now, MsgRequest, s)
+		return n.start(now, e.SSA)
 	case Propose:
-		if n.state != StateRequestReceived {
-			return Output{}, n.refuse("propose", nil)
-		}
-		s := e.SSA.Clone()
-		s.Status, s.Signatures = StatusProposal, nil
-		req := n.current.SSA
-		if s.ID != req.ID || s.Participants.Requester != req.Participants.Requester {
-			return Output{}, fmt.Errorf("%w: a proposal keeps the request's ID and requester", ErrTermsChanged)
-		}
-		s.Participants.Provider.PeerID = n.self.str
-		if s.Expires != 0 && s.Expires.Std().Before(now) {
-			return Output{}, fmt.Errorf("%w: the proposal's validity limit is already past", ErrProposalExpired)
-		}
-		return n.send(now, MsgProposal, s)
+		return n.propose(now, e.SSA)
 	case Accept:
-		switch n.state {
-		case StateProposalReceived:
-			if n.expired(now) {
-				n.state = StateExpired
-				return Output{}, fmt.Errorf("%w: it was valid until %s", ErrProposalExpired, n.current.SSA.Expires)
-			}
-			s := *n.current.SSA // a shallow copy: only its own scalar fields change
-			s.Status, s.Date = StatusApproval, FromTime(now)
-			return n.send(now, MsgAcceptance, &s)
-		case StateRevisionReceived:
-			return n.send(now, MsgConfirmation, n.current.SSA)
-		}
-		return Output{}, n.refuse("accept", nil)
+		return n.accept(now)
 	case Reject:
-		if !n.state.AwaitsDecision() {
-			return Output{}, n.refuse("reject", nil)
-		}
-		return n.send(now, MsgRejection, &Rejection{SSAID: n.current.SSA.ID, Reasons: e.Reasons})
+		return n.reject(now, e.Reasons)
 	case Cancel:
-		if n.state != StateApproved {
-			return Output{}, n.refuse("cancel", nil)
-		}
-		s := n.agreed.Clone()
-		s.Status, s.Signatures = StatusAnnulment, nil
-		return n.send(now, MsgCancellation, s)
+		return n.cancel(now)
 	case Revise:
-		if n.state != StateApproved {
-			return Output{}, n.refuse("revise", nil)
-		}
-		s := e.SSA.Clone()
-		if s.ID == n.agreed.ID {
-			return Output{}, fmt.Errorf("%w: a revision needs a new SSA ID", ErrInvalidSSA)
-		}
-		if err := CheckSSAID(s.ID); err != nil {
-			return Output{}, fmt.Errorf("%w: a revision needs a new SSA ID: %w", ErrInvalidSSA, err)
-		}
-		s.Status, s.Signatures, s.Date, s.Expires = StatusApproval, nil, FromTime(now), 0
-		s.Version, s.Supersedes = n.agreed.Version+1, n.agreed.ID
-		s.Participants = n.agreed.Participants
-		return n.send(now, MsgRevision, s)
+		return n.revise(now, e.SSA)
 	}
 	return Output{}, fmt.Errorf("protocol: unknown event %T", ev)
 }
@@ -441,11 +377,6 @@ func (n *Negotiation) refuse(what string, env *Envelope) error {
 		return fmt.Errorf("%w: %s: received %s in state %s", ErrUnexpected, n.role, env.Header.Type, n.state)
 	}
 	return fmt.Errorf("%w: %s: cannot %s in state %s", ErrUnexpected, n.role, what, n.state)
-}
-
-func (n *Negotiation) expired(now time.Time) bool {
-	exp := n.current.SSA.Expires
-	return exp != 0 && !now.Before(exp.Std())
 }
 
 // send seals a message of ours, applies it and returns it for persisting and sending.
@@ -489,252 +420,8 @@ func (n *Negotiation) finish(out *Output, env *Envelope, next State) {
 	}
 }
 
-// receive checks a message from the peer and applies it, answering at once where the
-// protocol leaves no choice (a confirmation of an acceptance or a cancellation).
-func (n *Negotiation) receive(now time.Time, env *Envelope) (Output, error) {
-	if i, seen := n.byID[string(env.Header.ID)]; seen {
-		if !bytes.Equal(n.transcript[i].Bytes(), env.Bytes()) {
-			return Output{}, fmt.Errorf("%w: message ID %x reused for another message", ErrBrokenChain, env.Header.ID)
-		}
-		out := Output{Duplicate: true}
-		if i+1 < len(n.transcript) && n.transcript[i+1].Sender == n.self.id {
-			out.Send = n.transcript[i+1]
-		}
-		return out, nil
-	}
-	if t := time.UnixMilli(env.Header.Time); t.Sub(now) > MaxSkew {
-		return Output{}, fmt.Errorf("%w: %s from %s is dated %s, now is %s", ErrClockSkew, env.Header.Type, env.Sender, t.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
-	}
-	next, c, err := n.incoming(env)
-	if err != nil {
-		return Output{}, err
-	}
-	if c == oursPrevails {
-		return Output{Superseded: true}, nil
-	}
-	i := n.follows(c)
-	if i >= 0 && env.Header.Time < n.transcript[i].Header.Time-MaxSkew.Milliseconds() {
-		prev := n.transcript[i]
-		return Output{}, fmt.Errorf("%w: %s from %s is dated %s, the %s it follows %s", ErrClockSkew, env.Header.Type, env.Sender,
-			time.UnixMilli(env.Header.Time).UTC().Format(time.RFC3339), prev.Header.Type, time.UnixMilli(prev.Header.Time).UTC().Format(time.RFC3339))
-	}
-	if counted := i + 1 - n.gaveWay; counted+room(env.Header.Type) > MaxMessages {
-		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, env.Header.Type, counted)
-	}
-	var out Output
-	n.finish(&out, env, next)
-	out.Record = []*Envelope{env}
-	answer, err := n.answer(now, env)
-	if err != nil {
-		return Output{}, err
-	}
-	if answer.Send == nil {
-		return out, nil
-	}
-	out.Record = append(out.Record, answer.Record...)
-	out.Send = answer.Send
-	out.Agreement = answer.Agreement
-	out.Reasons = answer.Reasons
-	return out, nil
-}
-
-// answer sends the answer the protocol requires at once to env, the message that brought the
-// negotiation into its state: a confirmation of an acceptance (or a rejection if the proposal
-// expired first) or of a cancellation. Other states need none.
-func (n *Negotiation) answer(now time.Time, env *Envelope) (Output, error) {
-	switch n.state {
-	case StateAcceptanceReceived:
-		if n.expiredProposal(now) {
-			return n.send(now, MsgRejection, &Rejection{SSAID: env.SSA.ID, Reasons: []Reason{{
-				Code: CodeProposalExpired, Component: "expires",
-				Text: "the proposal expired at " + n.proposal().Expires.String() + " before it was accepted"}}})
-		}
-		return n.send(now, MsgConfirmation, env.SSA)
-	case StateCancellationReceived:
-		return n.send(now, MsgConfirmation, env.SSA)
-	}
-	return Output{}, nil
-}
-
-// proposal is the provider's last proposal.
-func (n *Negotiation) proposal() *SSA {
-	for i := len(n.transcript) - 1; i >= 0; i-- {
-		if n.transcript[i].Header.Type == MsgProposal {
-			return n.transcript[i].SSA
-		}
-	}
-	return nil
-}
-
-func (n *Negotiation) expiredProposal(now time.Time) bool {
-	exp := n.proposal().Expires
-	return exp != 0 && !now.Before(exp.Std())
-}
-
-// incoming checks a message from the peer and returns the state it leads to. A cancellation
-// or revision that crossed one of ours (see crossing) is settled there: if ours prevails, the
-// message changes nothing; if theirs does, it is taken as if ours had not been sent.
-func (n *Negotiation) incoming(env *Envelope) (next State, c crossed, err error) {
-	state := n.state
-	switch c = n.crossing(env); c {
-	case oursPrevails:
-		return 0, c, n.checkOrigin(env)
-	case theirsPrevails:
-		state = StateApproved // a cancellation or revision is sent from approved only
-	}
-	var prev []byte
-	if i := n.follows(c); i >= 0 {
-		prev = n.transcript[i].Hash()
-	}
-	next, err = n.checkIncoming(env, state, prev)
-	return next, c, err
-}
-
-// follows is the position in the transcript of the message a message of the peer follows:
-// the last one, or the one before ours when ours gives way to it; -1 for the first message.
-func (n *Negotiation) follows(c crossed) int {
-	if c == theirsPrevails {
-		return len(n.transcript) - 2
-	}
-	return len(n.transcript) - 1
-}
-
 // counted is how many messages of the transcript count towards MaxMessages.
 func (n *Negotiation) counted() int { return len(n.transcript) - n.gaveWay }
-
-// crossed is how a message of the peer meets one of ours.
-type crossed int
-
-const (
-	notCrossed crossed = iota
-	oursPrevails
-	theirsPrevails
-)
-
-// crossing tells whether env, a cancellation or revision of the peer, crossed one of ours on
-// the network: both name the same previous message, so neither side saw the other's before
-// sending its own. Without a rule both would refuse what they receive and send theirs again
-// forever. The rule, the same on both sides: a cancellation prevails over a revision (ending
-// the SSA is what one party wants either way); between two of a kind, the provider's
-// prevails. The side whose message gives way takes the other's in its place (its own stays
-// in its transcript, answered by nothing); the side whose message prevails acknowledges the
-// other's, records nothing, and waits for the answer to its own.
-func (n *Negotiation) crossing(env *Envelope) crossed {
-	theirs := env.Header.Type
-	if (theirs != MsgCancellation && theirs != MsgRevision) || len(env.Header.Prev) == 0 {
-		return notCrossed
-	}
-	for i := len(n.transcript) - 1; i >= 0; i-- {
-		own := n.transcript[i]
-		if own.Sender != n.self.id || !bytes.Equal(own.Header.Prev, env.Header.Prev) {
-			continue
-		}
-		ours := own.Header.Type
-		switch {
-		case ours != MsgCancellation && ours != MsgRevision:
-			return notCrossed
-		case ours == MsgCancellation && theirs == MsgRevision, ours == theirs && n.role == RoleProvider:
-			return oursPrevails
-		case i == len(n.transcript)-1: // ours is still unanswered: theirs takes its place
-			return theirsPrevails
-		}
-		return notCrossed
-	}
-	return notCrossed
-}
-
-// checkOrigin checks that a message from the peer belongs to this negotiation.
-func (n *Negotiation) checkOrigin(env *Envelope) error {
-	if n.peer != "" && env.Sender != n.peer {
-		return fmt.Errorf("%w: from %s, negotiating with %s", ErrWrongSender, env.Sender, n.peer)
-	}
-	if env.Sender == n.self.id {
-		return fmt.Errorf("%w: message signed by this agent itself", ErrWrongSender)
-	}
-	if n.id != nil && !bytes.Equal(env.Header.Negotiation, n.id) {
-		return fmt.Errorf("%w: %x, this is %x", ErrWrongNegotiation, env.Header.Negotiation, n.id)
-	}
-	return nil
-}
-
-// checkIncoming checks that a message from the peer belongs here, follows prev and carries
-// the terms its type requires in state, before any state changes; it returns the state the
-// message leads to.
-func (n *Negotiation) checkIncoming(env *Envelope, state State, prev []byte) (State, error) {
-	if err := n.checkOrigin(env); err != nil {
-		return 0, err
-	}
-	if !bytes.Equal(env.Header.Prev, prev) {
-		return 0, fmt.Errorf("%w: %s names previous message %x, last is %x", ErrBrokenChain, env.Header.Type, env.Header.Prev, prev)
-	}
-	next, ok := n.nextFrom(state, env.Header.Type, false)
-	if !ok {
-		return 0, n.refuse("", env)
-	}
-	return next, n.checkTerms(env)
-}
-
-// checkTerms checks that a message from the peer carries the terms its type requires.
-func (n *Negotiation) checkTerms(env *Envelope) error {
-	s := env.SSA
-	switch env.Header.Type {
-	case MsgRequest:
-		if s.Status != StatusProposal || s.ID == "" {
-			return fmt.Errorf("%w: a request carries a proposal-status SSA with an ID", ErrTermsChanged)
-		}
-		if s.Participants.Requester.PeerID != n.senderString(env) {
-			return fmt.Errorf("%w: the request's requester is %q, the sender %s", ErrWrongSender, s.Participants.Requester.PeerID, env.Sender)
-		}
-		if p := s.Participants.Provider.PeerID; p != "" && p != n.self.str {
-			return fmt.Errorf("%w: the request names provider %s, this agent is %s", ErrWrongSender, p, n.self.id)
-		}
-	case MsgProposal:
-		req := n.current.SSA
-		if s.Status != StatusProposal || s.ID != req.ID || s.Participants.Requester != req.Participants.Requester ||
-			s.Participants.Provider.PeerID != n.senderString(env) {
-			return fmt.Errorf("%w: a proposal keeps the request's ID and requester and names its sender as provider", ErrTermsChanged)
-		}
-	case MsgAcceptance:
-		want := *n.proposal() // a shallow copy: only its own scalar fields change
-		want.Status, want.Date = StatusApproval, s.Date
-		if err := sameTerms(&want, env); err != nil {
-			return err
-		}
-	case MsgConfirmation:
-		if !bytes.Equal(env.Payload(), n.current.Payload()) {
-			return fmt.Errorf("%w: the confirmation's SSA differs from the %s it confirms", ErrTermsChanged, n.current.Header.Type)
-		}
-	case MsgCancellation:
-		want := *n.agreed
-		want.Status = StatusAnnulment
-		if err := sameTerms(&want, env); err != nil {
-			return err
-		}
-	case MsgRevision:
-		a := n.agreed
-		if s.Status != StatusApproval || s.ID == "" || s.ID == a.ID || s.Supersedes != a.ID || s.Version != a.Version+1 || s.Participants != a.Participants {
-			return fmt.Errorf("%w: a revision supersedes the SSA in force with the next version, a new ID and the same participants", ErrTermsChanged)
-		}
-	case MsgRejection:
-		if n.current == nil || env.Rejection.SSAID != n.current.SSA.ID {
-			return fmt.Errorf("%w: the rejection names SSA %q", ErrTermsChanged, env.Rejection.SSAID)
-		}
-	}
-	return nil
-}
-
-// sameTerms checks that env carries the SSA want, comparing signing bytes: Open has checked
-// that a payload is the canonical encoding of the SSA it carries.
-func sameTerms(want *SSA, env *Envelope) error {
-	a, err := want.SigningBytes()
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(a, env.Payload()) {
-		return fmt.Errorf("%w: the SSA is not the one negotiated", ErrTermsChanged)
-	}
-	return nil
-}
 
 // apply records a checked message and moves to the next state.
 func (n *Negotiation) apply(env *Envelope, next State) {

@@ -44,7 +44,7 @@ func withRetiredKey(t testing.TB, s *SSA) []byte {
 	}
 	rules := field(field(m, 7).(map[any]any), 1).([]any)
 	rules[len(rules)-1].(map[any]any)[int64(5)] = retiredKeyHex
-	out, err := marshal(m)
+	out, err := Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -121,12 +121,7 @@ func meetInformation(req, off []Information, conflicts []Reason) ([]Information,
 }
 
 func meetPolicy(req, off *Policy, conflicts []Reason) (*Policy, []Reason) {
-	if req == nil {
-		req = &Policy{}
-	}
-	if off == nil {
-		off = &Policy{}
-	}
+	req, off = orEmpty(req), orEmpty(off)
 	p := &Policy{}
 	p.Masking, conflicts = meetMasking(req.Masking, off.Masking, conflicts)
 	for _, f := range slices.Concat(req.Filtering, off.Filtering) {
@@ -169,28 +164,8 @@ func meetMasking(req, off []MaskRule, conflicts []Reason) ([]MaskRule, []Reason)
 			byTarget[r.Target()] = r
 		}
 	}
-	// Tolerances ("none", max-bits) are read from both sides, as Satisfies reads them.
-	for _, side := range []struct {
-		rules     []MaskRule
-		requester bool
-	}{{req, true}, {off, false}} {
-		for _, r := range side.rules {
-			got, ok := byTarget[r.Target()]
-			if !ok || !(r.Method == MaskNone || (r.MaxBits > 0 && (got.Method != MaskTruncate || got.Bits > r.MaxBits))) {
-				continue
-			}
-			want := r.Target() + " unmasked"
-			if r.Method != MaskNone {
-				want = fmt.Sprintf("%s truncate at most %d bits", r.Target(), r.MaxBits)
-			}
-			c := Reason{Code: CodeMasking, Component: "policy.masking",
-				Requester: want, Provider: describeMask(got), Text: "the provider masks more than the requester tolerates"}
-			if !side.requester {
-				c.Requester, c.Provider, c.Text = describeMask(got), want, "the requester asks for more masking than the provider tolerates"
-			}
-			conflicts = append(conflicts, c)
-		}
-	}
+	conflicts = append(conflicts, maskTolerances(req, byTarget, true)...)
+	conflicts = append(conflicts, maskTolerances(off, byTarget, false)...)
 	keys := slices.Sorted(maps.Keys(byTarget))
 	out := make([]MaskRule, 0, len(keys))
 	for _, k := range keys {
@@ -200,6 +175,29 @@ func meetMasking(req, off []MaskRule, conflicts []Reason) ([]MaskRule, []Reason)
 		return nil, conflicts
 	}
 	return out, conflicts
+}
+
+// maskTolerances lists the conflicts between one side's tolerances ("none", max-bits) and the
+// met rules, by target. They are read from both sides, as Satisfies reads them.
+func maskTolerances(rules []MaskRule, met map[string]MaskRule, requester bool) []Reason {
+	var conflicts []Reason
+	for _, r := range rules {
+		got, ok := met[r.Target()]
+		if !ok || !(r.Method == MaskNone || (r.MaxBits > 0 && (got.Method != MaskTruncate || got.Bits > r.MaxBits))) {
+			continue
+		}
+		want := r.Target() + " unmasked"
+		if r.Method != MaskNone {
+			want = fmt.Sprintf("%s truncate at most %d bits", r.Target(), r.MaxBits)
+		}
+		c := Reason{Code: CodeMasking, Component: "policy.masking",
+			Requester: want, Provider: describeMask(got), Text: "the provider masks more than the requester tolerates"}
+		if !requester {
+			c.Requester, c.Provider, c.Text = describeMask(got), want, "the requester asks for more masking than the provider tolerates"
+		}
+		conflicts = append(conflicts, c)
+	}
+	return conflicts
 }
 
 func meetSummarization(req, off *Summarization, conflicts []Reason) (*Summarization, []Reason) {
@@ -328,110 +326,3 @@ func meetOther(req, off Extensions, conflicts []Reason) (Extensions, []Reason) {
 	}
 	return out, conflicts
 }
-
-// Satisfies lists every way the proposal p fails the requirements of template t (a request
-// or an offer's terms). An empty result means p is acceptable to t's author.
-//
-// Against an offer's terms (any template that is not a request, see isRequest), every key ID
-// of p's cryptopan and hmac rules must be one that t's own rules set for the same target: a
-// key ID from anywhere else was chosen by the requester, which may know the key it names.
-// Against a request, key IDs are not checked: the requester cannot resolve any of them, and
-// masking is no weaker for the requester's own key ID being left out.
-func Satisfies(p, t *SSA) []Reason {
-	var rs []Reason
-	add := func(c Code, comp, text string) { rs = append(rs, Reason{Code: c, Component: comp, Text: text}) }
-	if len(p.Information) == 0 {
-		add(CodeInformation, "information", "the proposal shares nothing")
-	}
-	for _, in := range p.Information {
-		if !slices.ContainsFunc(t.Information, func(x Information) bool { return x.Type == in.Type && x.Format == in.Format }) {
-			add(CodeInformation, "information", in.Type+"/"+in.Format+" was not asked for or offered")
-		}
-	}
-	pp, tp := p.Policy, t.Policy
-	if pp == nil {
-		pp = &Policy{}
-	}
-	if tp == nil {
-		tp = &Policy{}
-	}
-	rules := map[string]MaskRule{}
-	for _, r := range pp.Masking {
-		rules[r.Target()] = r
-	}
-	if !isRequest(t) {
-		for _, r := range pp.Masking {
-			if r.KeyID != "" && !slices.ContainsFunc(tp.Masking, func(o MaskRule) bool { return o.Target() == r.Target() && o.KeyID == r.KeyID }) {
-				add(CodeMasking, "policy.masking", "the "+describeMask(r)+" rule names a key ID the offer does not set for "+r.Target()+
-					": only the provider chooses masking keys; leave key-id out and the provider's secret key applies")
-			}
-		}
-	}
-	for _, r := range tp.Masking {
-		got, ok := rules[r.Target()]
-		switch {
-		case r.Method == MaskNone && ok:
-			add(CodeMasking, "policy.masking", r.Target()+" must stay unmasked, the proposal applies "+describeMask(got))
-		case r.Method != MaskNone && (!ok || !stronger(got, r)):
-			add(CodeMasking, "policy.masking", "the proposal does not apply "+describeMask(r))
-		}
-		if ok && r.MaxBits > 0 && (got.Method != MaskTruncate || got.Bits > r.MaxBits) {
-			add(CodeMasking, "policy.masking", fmt.Sprintf("%s is masked beyond the %d bits tolerated", r.Target(), r.MaxBits))
-		}
-	}
-	for _, f := range tp.Filtering {
-		if !slices.Contains(pp.Filtering, f) {
-			add(CodeFiltering, "policy.filtering", "the proposal drops the filter "+f.Expr)
-		}
-	}
-	if ts := tp.Summarization; ts != nil {
-		ps := pp.Summarization
-		if ps == nil || ps.GroupBy != ts.GroupBy || ps.RankBy != ts.RankBy || ps.TopN > ts.TopN || ps.Window < ts.Window {
-			add(CodeSummarization, "policy.summarization", "the proposal does not summarise as required")
-		}
-	}
-	if th := tp.Handling; th != nil {
-		ph := pp.Handling
-		if ph == nil {
-			ph = &Handling{}
-		}
-		if level(TLPLevels, ph.TLP) < level(TLPLevels, th.TLP) {
-			add(CodeHandling, "policy.handling", "the proposal's TLP "+orNone(ph.TLP)+" is weaker than "+th.TLP)
-		}
-		if th.Retention > 0 && (ph.Retention == 0 || ph.Retention > th.Retention) {
-			add(CodeHandling, "policy.handling", "the proposal keeps records longer than "+th.Retention.String())
-		}
-		if th.Redistribution != "" && (ph.Redistribution == "" || level(RedistributionLevels, ph.Redistribution) > level(RedistributionLevels, th.Redistribution)) {
-			add(CodeHandling, "policy.handling", "the proposal allows wider redistribution than "+th.Redistribution)
-		}
-	}
-	subset := func(got, want []string, c Code, comp string) {
-		if len(want) == 0 {
-			return
-		}
-		if len(got) == 0 {
-			add(c, comp, "the proposal names none of "+strings.Join(want, ", "))
-		}
-		for _, g := range got {
-			if !slices.Contains(want, g) {
-				add(c, comp, g+" is not one of "+strings.Join(want, ", "))
-			}
-		}
-	}
-	subset(p.Method.Protocols, t.Method.Protocols, CodeMethodProtocol, "method.protocols")
-	subset(p.Method.Security, t.Method.Security, CodeMethodSecurity, "method.security")
-	if (t.Schedule.Start != 0 && p.Schedule.Start < t.Schedule.Start) || (t.Schedule.End != 0 && (p.Schedule.End == 0 || p.Schedule.End > t.Schedule.End)) {
-		add(CodeSchedule, "schedule", "the proposal's schedule "+describeSchedule(p.Schedule)+" is outside "+describeSchedule(t.Schedule))
-	}
-	for k, v := range t.Other {
-		if !bytes.Equal(p.Other[k], v) {
-			add(CodeUnspecified, "other."+k, "the proposal does not carry this component as required")
-		}
-	}
-	return rs
-}
-
-// isRequest reports whether template t is a request: an SSA with status proposal, as every
-// request is (Start sets it, and a received request without it is refused). An offer's terms
-// carry no status (Offer.Validate), so they are never taken for a request.
-func isRequest(t *SSA) bool { return t.Status == StatusProposal }

@@ -33,7 +33,7 @@ func reseal(t testing.TB, id *Identity, h Header, env *Envelope) *Envelope {
 // external AAD, as a forger with a participant's key could.
 func coseSign(t testing.TB, id *Identity, h Header, ct string, payload, aad []byte) []byte {
 	t.Helper()
-	hb, err := marshal(&h)
+	hb, err := Marshal(&h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func coseSign(t testing.TB, id *Identity, h Header, ct string, payload, aad []by
 		}},
 		Payload: payload,
 	}
-	if err := msg.Sign(nil, aad, id.signer); err != nil {
+	if err := msg.Sign(nil, aad, coseSigner(t, id)); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := msg.MarshalCBOR()
@@ -64,7 +64,7 @@ func detachedOf(t testing.TB, raw []byte) []byte {
 		t.Fatal(err)
 	}
 	m.Payload = nil
-	b, err := marshal(m)
+	b, err := Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestOpenRefusesTampering(t *testing.T) {
 			t.Fatal(err)
 		}
 		m.Unprotected = map[int64]any{4: []byte("kid")}
-		b, err := marshal(m)
+		b, err := Marshal(m)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,13 +4,13 @@ import (
 	"fmt"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/veraison/go-cose"
 )
 
 // Signed documents other than negotiation messages (offer lists, record batches, fulfilment
 // reports) share one form: a tagged COSE_Sign1 whose protected header holds the algorithm,
 // the signer's peer ID as kid and a content type, with a domain-separation string per kind of
-// document as external AAD, so that no signature can pass for another kind.
+// document as external AAD, so that no signature can pass for another kind. They are signed
+// by Identity.sign and verified by verifySign1, as negotiation messages are.
 
 type docKind struct {
 	contentType string
@@ -25,22 +25,12 @@ var (
 
 // sealDoc signs the canonical encoding of v as a document of kind k.
 func sealDoc(id *Identity, k docKind, v any) ([]byte, error) {
-	payload, err := marshal(v)
+	payload, err := Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	msg := cose.Sign1Message{
-		Headers: cose.Headers{Protected: cose.ProtectedHeader{
-			cose.HeaderLabelAlgorithm:   cose.AlgorithmEdDSA,
-			cose.HeaderLabelKeyID:       []byte(id.id),
-			cose.HeaderLabelContentType: k.contentType,
-		}},
-		Payload: payload,
-	}
-	if err := msg.Sign(nil, k.aad, id.signer); err != nil {
-		return nil, fmt.Errorf("protocol: sign %s: %w", k.contentType, err)
-	}
-	return msg.MarshalCBOR()
+	protected, sig := id.sign(k.contentType, nil, k.aad, payload)
+	return appendSign1(nil, protected, payload, sig), nil
 }
 
 // openDoc verifies a document of kind k signed by from and decodes its payload into v.

@@ -266,14 +266,14 @@ var (
 )
 
 // Encode returns the canonical CBOR encoding of s, signatures included.
-func (s *SSA) Encode() ([]byte, error) { return marshal(s) }
+func (s *SSA) Encode() ([]byte, error) { return Marshal(s) }
 
 // SigningBytes returns the bytes every signature on s covers: the canonical encoding of s
 // without its signatures.
 func (s *SSA) SigningBytes() ([]byte, error) {
 	c := *s
 	c.Signatures = nil
-	return marshal(&c)
+	return Marshal(&c)
 }
 
 // DecodeSSA decodes a canonical CBOR SSA with the strict decoder and checks its structure.
@@ -377,32 +377,8 @@ func (p *Policy) Validate() error {
 		return fmt.Errorf("%w: policy: %s", ErrInvalidSSA, fmt.Sprintf(format, a...))
 	}
 	for i, m := range p.Masking {
-		switch m.Scope {
-		case ScopePublicIP, ScopeAllIP:
-			if len(m.Fields) > 0 {
-				return bad("masking[%d]: scope %s takes no fields", i, m.Scope)
-			}
-		case ScopeFields:
-			if len(m.Fields) == 0 {
-				return bad("masking[%d]: scope fields needs at least one field", i)
-			}
-		default:
-			return bad("masking[%d]: unknown scope %q (want public-ip, all-ip or fields)", i, m.Scope)
-		}
-		if _, ok := maskOrder[m.Method]; !ok {
-			return bad("masking[%d]: unknown method %q (want none, truncate, cryptopan, hmac or remove)", i, m.Method)
-		}
-		if m.Method == MaskTruncate && (m.Bits == 0 || m.Bits > 128) {
-			return bad("masking[%d]: truncate needs bits between 1 and 128", i)
-		}
-		if m.Method != MaskTruncate && m.Bits != 0 {
-			return bad("masking[%d]: bits is for truncate only", i)
-		}
-		if m.KeyID != "" && m.Method != MaskCryptoPAn && m.Method != MaskHMAC {
-			return bad("masking[%d]: key-id is for cryptopan and hmac only", i)
-		}
-		if m.KeyID != "" && !ValidKeyID(m.KeyID) {
-			return bad("masking[%d]: key-id %q is not 1 to %d lower-case letters, digits and hyphens (starting with a letter or digit)", i, m.KeyID, MaxKeyIDLen)
+		if pr := m.problem(); pr != "" {
+			return bad("masking[%d]: %s", i, pr)
 		}
 	}
 	for i, f := range p.Filtering {
@@ -410,21 +386,61 @@ func (p *Policy) Validate() error {
 			return bad("filtering[%d]: empty expression", i)
 		}
 	}
-	if s := p.Summarization; s != nil {
-		if s.GroupBy == "" || s.RankBy == "" || s.TopN == 0 || s.Window <= 0 {
-			return bad("summarization needs group-by, rank-by, top > 0 and window > 0")
-		}
+	if s := p.Summarization; s != nil && (s.GroupBy == "" || s.RankBy == "" || s.TopN == 0 || s.Window <= 0) {
+		return bad("summarization needs group-by, rank-by, top > 0 and window > 0")
 	}
 	if h := p.Handling; h != nil {
-		if h.TLP != "" && !slices.Contains(TLPLevels, h.TLP) {
-			return bad("handling: unknown TLP %q (want one of %s)", h.TLP, strings.Join(TLPLevels, ", "))
-		}
-		if h.Redistribution != "" && !slices.Contains(RedistributionLevels, h.Redistribution) {
-			return bad("handling: unknown redistribution %q (want one of %s)", h.Redistribution, strings.Join(RedistributionLevels, ", "))
-		}
-		if h.Retention < 0 {
-			return bad("handling: negative retention")
+		if pr := h.problem(); pr != "" {
+			return bad("handling: %s", pr)
 		}
 	}
 	return nil
+}
+
+// problem says what is wrong with a masking rule, or "" if nothing is.
+func (m *MaskRule) problem() string {
+	switch m.Scope {
+	case ScopePublicIP, ScopeAllIP:
+		if len(m.Fields) > 0 {
+			return fmt.Sprintf("scope %s takes no fields", m.Scope)
+		}
+	case ScopeFields:
+		if len(m.Fields) == 0 {
+			return "scope fields needs at least one field"
+		}
+	default:
+		return fmt.Sprintf("unknown scope %q (want public-ip, all-ip or fields)", m.Scope)
+	}
+	return m.methodProblem()
+}
+
+// methodProblem says what is wrong with a masking rule's method and its parameters.
+func (m *MaskRule) methodProblem() string {
+	if _, ok := maskOrder[m.Method]; !ok {
+		return fmt.Sprintf("unknown method %q (want none, truncate, cryptopan, hmac or remove)", m.Method)
+	}
+	switch {
+	case m.Method == MaskTruncate && (m.Bits == 0 || m.Bits > 128):
+		return "truncate needs bits between 1 and 128"
+	case m.Method != MaskTruncate && m.Bits != 0:
+		return "bits is for truncate only"
+	case m.KeyID != "" && m.Method != MaskCryptoPAn && m.Method != MaskHMAC:
+		return "key-id is for cryptopan and hmac only"
+	case m.KeyID != "" && !ValidKeyID(m.KeyID):
+		return fmt.Sprintf("key-id %q is not 1 to %d lower-case letters, digits and hyphens (starting with a letter or digit)", m.KeyID, MaxKeyIDLen)
+	}
+	return ""
+}
+
+// problem says what is wrong with a handling component, or "" if nothing is.
+func (h *Handling) problem() string {
+	switch {
+	case h.TLP != "" && !slices.Contains(TLPLevels, h.TLP):
+		return fmt.Sprintf("unknown TLP %q (want one of %s)", h.TLP, strings.Join(TLPLevels, ", "))
+	case h.Redistribution != "" && !slices.Contains(RedistributionLevels, h.Redistribution):
+		return fmt.Sprintf("unknown redistribution %q (want one of %s)", h.Redistribution, strings.Join(RedistributionLevels, ", "))
+	case h.Retention < 0:
+		return "negative retention"
+	}
+	return ""
 }

@@ -5,38 +5,13 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/ssanet/ssanet/protocol"
 )
 
-// encMode encodes every record: RFC 8949 core deterministic encoding, as on the wire.
-var encMode = func() cbor.EncMode {
-	em, err := cbor.CoreDetEncOptions().EncMode()
-	if err != nil {
-		panic(err) // constant options: cannot fail at run time
-	}
-	return em
-}()
-
-// decMode decodes every record strictly: duplicate keys, indefinite lengths, tags and unknown
-// fields are refused, and sizes are capped like protocol's decoder.
-var decMode = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		MaxNestedLevels:   16,
-		MaxArrayElements:  4096,
-		MaxMapPairs:       1024,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		UTF8:              cbor.UTF8RejectInvalid,
-		IntDec:            cbor.IntDecConvertSignedOrFail,
-	}.DecMode()
-	if err != nil {
-		panic(err) // constant options: cannot fail at run time
-	}
-	return dm
-}()
+// Records are encoded with protocol.Marshal and decoded with protocol.Unmarshal: the encoding
+// on the wire, so that one configuration writes everything ssanet keeps. Stores written when
+// this package had its own encoder (core deterministic, without protocol's explicit TimeUnix,
+// which is the default) hold the same bytes; TestStoredRecordsCompatible pins them.
 
 // Keys. See the layout in doc.go.
 var keySchema = []byte("m/schema")
@@ -100,7 +75,7 @@ type negotiationRecord struct {
 }
 
 func encodeNegotiation(n *Negotiation, messages uint32) ([]byte, error) {
-	b, err := encMode.Marshal(&negotiationRecord{
+	b, err := protocol.Marshal(&negotiationRecord{
 		Role: uint8(n.Role), Peer: n.Peer, State: uint8(n.State), SSAID: n.SSAID, OfferID: n.OfferID,
 		Note: n.Note, Reasons: n.Reasons, Created: unixNano(n.Created), Updated: unixNano(n.Updated),
 		Delivered: n.Delivered, Messages: messages,
@@ -113,7 +88,7 @@ func encodeNegotiation(n *Negotiation, messages uint32) ([]byte, error) {
 
 func decodeNegotiation(nid, b []byte) (*Negotiation, uint32, error) {
 	var r negotiationRecord
-	if err := decMode.Unmarshal(b, &r); err != nil {
+	if err := protocol.Unmarshal(b, &r); err != nil {
 		return nil, 0, fmt.Errorf("%w: negotiation %x: %v", ErrCorrupt, nid, err)
 	}
 	if err := checkSSAID(r.SSAID, true); err != nil {
@@ -142,7 +117,7 @@ func fromUnixNano(n int64) time.Time {
 }
 
 func encodeOffer(o *protocol.Offer) ([]byte, error) {
-	b, err := encMode.Marshal(o)
+	b, err := protocol.Marshal(o)
 	if err != nil {
 		return nil, fmt.Errorf("storage: encode offer %s: %w", o.ID, err)
 	}
@@ -151,7 +126,7 @@ func encodeOffer(o *protocol.Offer) ([]byte, error) {
 
 func decodeOffer(id string, b []byte) (*protocol.Offer, error) {
 	var o protocol.Offer
-	if err := decMode.Unmarshal(b, &o); err != nil {
+	if err := protocol.Unmarshal(b, &o); err != nil {
 		return nil, fmt.Errorf("%w: offer %s: %v", ErrCorrupt, id, err)
 	}
 	if o.ID != id {

@@ -90,8 +90,9 @@
 //	p/<queue>               mark of a large batch under way (empty value); <queue> is the
 //	                        prefix of the queue's record keys: q/<ssa> or r/<ssa>
 //
-// Records use integer CBOR keys that are never renumbered or reused, one core-deterministic
-// encoder and one strict decoder, as on the wire. A record that does not decode is ErrCorrupt.
+// Records use integer CBOR keys that are never renumbered or reused, and the wire's encoder
+// and strict decoder (protocol.Marshal, protocol.Unmarshal). A record that does not decode is
+// ErrCorrupt.
 //
 // # Exchange queues
 //

@@ -691,7 +691,7 @@ func getOutbox(txn *badger.Txn, ssaID string) (outboxRecord, error) {
 	if err != nil {
 		return st, err
 	}
-	if err := decMode.Unmarshal(b, &st); err != nil {
+	if err := protocol.Unmarshal(b, &st); err != nil {
 		return st, fmt.Errorf("%w: outbox state of %q: %v", ErrCorrupt, ssaID, err)
 	}
 	if st.Acked > st.Refined || st.Drop > st.Refined || st.Head > max(st.Acked, st.Drop) {
@@ -701,7 +701,7 @@ func getOutbox(txn *badger.Txn, ssaID string) (outboxRecord, error) {
 }
 
 func putOutbox(txn *badger.Txn, ssaID string, st *outboxRecord) error {
-	b, err := encMode.Marshal(st)
+	b, err := protocol.Marshal(st)
 	if err != nil {
 		return err
 	}

@@ -824,7 +824,7 @@ func TestCorruptQueueState(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := func(v any) []byte {
-		b, err := encMode.Marshal(v)
+		b, err := protocol.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
 		}

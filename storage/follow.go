@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/ssanet/ssanet/protocol"
 )
 
 // FilePos is where the agent read a followed file up to: a source of raw records that grows
@@ -43,7 +44,7 @@ func (s *Store) FilePos(path string) (FilePos, error) {
 			return err
 		}
 		var rec filePosRecord
-		if err := decMode.Unmarshal(b, &rec); err != nil || rec.Offset < 0 {
+		if err := protocol.Unmarshal(b, &rec); err != nil || rec.Offset < 0 {
 			return fmt.Errorf("%w: position of the followed file %q: %+v %v", ErrCorrupt, path, rec, err)
 		}
 		pos.Inode, pos.Offset, pos.InLongLine = rec.Inode, rec.Offset, rec.InLongLine
@@ -64,7 +65,7 @@ type filePosRecord struct {
 }
 
 func putFilePos(txn *badger.Txn, pos *FilePos) error {
-	b, err := encMode.Marshal(filePosRecord{Inode: pos.Inode, Offset: pos.Offset, InLongLine: pos.InLongLine})
+	b, err := protocol.Marshal(filePosRecord{Inode: pos.Inode, Offset: pos.Offset, InLongLine: pos.InLongLine})
 	if err != nil {
 		return err
 	}

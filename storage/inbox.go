@@ -423,7 +423,7 @@ func (s *Store) PutEvidence(e Evidence) error {
 		return fmt.Errorf("storage: evidence for SSA %q: batch of %d bytes (limit %d) or findings of %d (limit %d)",
 			e.SSAID, len(e.Batch), protocol.MaxBatchSize, len(e.Findings), protocol.MaxMessageSize)
 	}
-	v, err := encMode.Marshal(&evidenceRecord{Batch: e.Batch, Findings: e.Findings})
+	v, err := protocol.Marshal(&evidenceRecord{Batch: e.Batch, Findings: e.Findings})
 	if err != nil {
 		return fmt.Errorf("storage: encode evidence for SSA %q: %w", e.SSAID, err)
 	}
@@ -470,7 +470,7 @@ func (s *Store) Evidence(ssaID string) ([]Evidence, error) {
 				return fmt.Errorf("%w: evidence key %x", ErrCorrupt, k)
 			}
 			var rec evidenceRecord
-			if err := decMode.Unmarshal(v, &rec); err != nil {
+			if err := protocol.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("%w: evidence %x: %v", ErrCorrupt, k, err)
 			}
 			out = append(out, Evidence{SSAID: ssaID, First: binary.BigEndian.Uint64(k[len(prefix):]),
@@ -520,7 +520,7 @@ func getInbox(txn *badger.Txn, ssaID string) (inboxRecord, error) {
 	if err != nil {
 		return st, err
 	}
-	if err := decMode.Unmarshal(b, &st); err != nil {
+	if err := protocol.Unmarshal(b, &st); err != nil {
 		return st, fmt.Errorf("%w: inbox state of %q: %v", ErrCorrupt, ssaID, err)
 	}
 	if st.Head > st.Last || st.Violations > st.Last {
@@ -530,7 +530,7 @@ func getInbox(txn *badger.Txn, ssaID string) (inboxRecord, error) {
 }
 
 func putInbox(txn *badger.Txn, ssaID string, st *inboxRecord) error {
-	b, err := encMode.Marshal(st)
+	b, err := protocol.Marshal(st)
 	if err != nil {
 		return err
 	}
