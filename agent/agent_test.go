@@ -188,10 +188,7 @@ func TestNegotiateOverLibp2p(t *testing.T) {
 		t.Fatalf("annulment %s: %v", ann.Status, err)
 	}
 	for _, a := range []*Agent{prov, req} {
-		a.neg.mu.Lock()
-		held := len(a.neg.sessions)
-		a.neg.mu.Unlock()
-		if held != 0 {
+		if held := a.neg.sessions.len(); held != 0 {
 			t.Errorf("%d negotiations at rest are still held in memory", held)
 		}
 	}
@@ -529,7 +526,7 @@ func TestResendPeerByPeer(t *testing.T) {
 
 	round := make(chan struct{})
 	start := time.Now()
-	go func() { defer close(round); req.neg.resendPending(ctx, time.Hour) }()
+	go func() { defer close(round); req.neg.resendPending(ctx) }()
 	waitState(t, req, rec.SSAID, protocol.StateApproved)
 	if took := time.Since(start); took >= timeout {
 		t.Errorf("the request to the provider went out after %v, behind the black holes (%v each)", took, timeout)
@@ -655,12 +652,7 @@ func TestPeerAddressesSurviveRestart(t *testing.T) {
 // memory.
 func TestAcquire(t *testing.T) {
 	_, req, rec := agreedPair(t, requestTemplate(t))
-	inMemory := func() int {
-		req.neg.mu.Lock()
-		defer req.neg.mu.Unlock()
-		return len(req.neg.sessions)
-	}
-	if n := inMemory(); n != 0 {
+	if n := req.neg.sessions.len(); n != 0 {
 		t.Fatalf("%d sessions in memory after an approval", n)
 	}
 	for _, tc := range []struct {
@@ -688,7 +680,7 @@ func TestAcquire(t *testing.T) {
 					req.neg.release(got[i])
 				}
 			}
-			if n := inMemory(); n != 0 {
+			if n := req.neg.sessions.len(); n != 0 {
 				t.Fatalf("%d sessions left in memory", n)
 			}
 		})
