@@ -25,6 +25,12 @@ import (
 // newTestAgent initialises a home in a temp dir and starts an agent on loopback TCP.
 func newTestAgent(t testing.TB, name string, edit func(*Config)) *Agent {
 	t.Helper()
+	return newTestAgentWith(t, name, edit, Options{})
+}
+
+// newTestAgentWith is newTestAgent with opts.
+func newTestAgentWith(t testing.TB, name string, edit func(*Config), opts Options) *Agent {
+	t.Helper()
 	home := filepath.Join(t.TempDir(), name)
 	cfg := DefaultConfig()
 	cfg.Contact = protocol.Participant{Name: name, Affiliation: name + " org"}
@@ -37,13 +43,35 @@ func newTestAgent(t testing.TB, name string, edit func(*Config)) *Agent {
 	if _, err := Init(home, cfg); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(home, Options{})
+	a, err := New(home, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
 	return a
 }
+
+// movableClock follows the wall clock and can be moved forward, so that a test reaches a
+// validity limit or an expiry at once instead of sleeping until it.
+type movableClock struct {
+	mu    sync.Mutex
+	ahead time.Duration
+}
+
+func (c *movableClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.ahead)
+}
+
+func (c *movableClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ahead += d
+}
+
+// options are the agent options of an agent on c.
+func (c *movableClock) options() Options { return Options{Now: c.now} }
 
 func addrInfo(a *Agent) peer.AddrInfo {
 	return peer.AddrInfo{ID: a.ID(), Addrs: a.Host().Addrs()}
@@ -238,13 +266,16 @@ func TestMetricsEndpoint(t *testing.T) {
 
 func TestUnansweredProposalExpires(t *testing.T) {
 	ctx := context.Background()
-	prov := newTestAgent(t, "provider", nil)
-	req := newTestAgent(t, "requester", func(c *Config) { c.Accept = "manual" })
-	addOffer(t, prov, func(o *protocol.Offer) { o.ProposalValidity = 1 })
+	var clock movableClock // shared: the agents agree on the time, as NTP makes them
+	const validity = time.Second
+	prov := newTestAgentWith(t, "provider", nil, clock.options())
+	req := newTestAgentWith(t, "requester", func(c *Config) { c.Accept = "manual" }, clock.options())
+	addOffer(t, prov, func(o *protocol.Offer) { o.ProposalValidity = protocol.Duration(validity / time.Second) })
 	rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
 	if err != nil || rec.State != protocol.StateProposalReceived {
 		t.Fatalf("%+v, %v", rec, err)
 	}
+	clock.advance(validity)
 	waitState(t, req, rec.SSAID, protocol.StateExpired)
 	waitState(t, prov, rec.SSAID, protocol.StateExpired)
 	if _, err := req.Decide(ctx, rec.SSAID, Approve, ""); !errors.Is(err, ErrNotDecidable) && !errors.Is(err, protocol.ErrProposalExpired) {
@@ -253,12 +284,12 @@ func TestUnansweredProposalExpires(t *testing.T) {
 
 	// An operator who approves an expired proposal before the agent noticed it has expired
 	// is told so, and the negotiation is expired in the store too.
-	late := newTestAgent(t, "late", func(c *Config) { c.Accept, c.RetryInterval = "manual", Duration(time.Hour) })
+	late := newTestAgentWith(t, "late", func(c *Config) { c.Accept, c.RetryInterval = "manual", Duration(time.Hour) }, clock.options())
 	rec, err = late.Request(ctx, addrInfo(prov), requestTemplate(t))
 	if err != nil || rec.State != protocol.StateProposalReceived {
 		t.Fatalf("%+v, %v", rec, err)
 	}
-	time.Sleep(1100 * time.Millisecond) // the proposal's validity
+	clock.advance(validity)
 	if _, err := late.Decide(ctx, rec.SSAID, Approve, ""); !errors.Is(err, protocol.ErrProposalExpired) {
 		t.Fatalf("approving an expired proposal: %v", err)
 	}
@@ -537,7 +568,13 @@ func TestResendPeerByPeer(t *testing.T) {
 // reopen starts the agent of home again, closed when the test ends.
 func reopen(t *testing.T, home string) *Agent {
 	t.Helper()
-	a, err := New(home, Options{})
+	return reopenWith(t, home, Options{})
+}
+
+// reopenWith is reopen with opts.
+func reopenWith(t *testing.T, home string, opts Options) *Agent {
+	t.Helper()
+	a, err := New(home, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,11 +597,12 @@ func TestUndeliveredProposalSurvives(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			prov := newTestAgent(t, "provider", nil)
+			var clock movableClock
+			prov := newTestAgentWith(t, "provider", nil, clock.options())
 			addOffer(t, prov, func(o *protocol.Offer) {
 				o.Approval, o.ProposalValidity = protocol.ApprovalManual, tc.validity
 			})
-			req := newTestAgent(t, "requester", nil)
+			req := newTestAgentWith(t, "requester", nil, clock.options())
 			rec := heldRequest(t, req, prov)
 			reqHome := req.home
 			req.Close() // away while the operator decides
@@ -574,7 +612,10 @@ func TestUndeliveredProposalSurvives(t *testing.T) {
 			if tc.restart {
 				home := prov.home
 				prov.Close()
-				prov = reopen(t, home)
+				prov = reopenWith(t, home, clock.options())
+			}
+			if tc.want == protocol.StateExpired {
+				clock.advance(time.Duration(tc.validity) * time.Second)
 			}
 			// Wait for the resend loop to have checked the proposal's validity once.
 			waitFor(t, 10*time.Second, func() (bool, string) {
@@ -589,7 +630,7 @@ func TestUndeliveredProposalSurvives(t *testing.T) {
 			if p, err := prov.Negotiation(rec.SSAID); err != nil || p.Delivered {
 				t.Fatalf("the provider holds its proposal as delivered: %+v, %v", p, err)
 			}
-			req = reopen(t, reqHome)
+			req = reopenWith(t, reqHome, clock.options())
 			if err := req.host.Connect(ctx, addrInfo(prov)); err != nil {
 				t.Fatal(err)
 			}
