@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
@@ -19,15 +18,16 @@ import (
 // monitor, even when the directory cannot find them.
 type addrBook struct {
 	path string
+	ps   peerstore.Peerstore
 	mu   sync.Mutex
 	m    map[string][]string
 }
 
 const addrBookFile = "peers.json"
 
-// loadAddrBook reads the book and puts its addresses in the host's peerstore.
-func loadAddrBook(path string, h host.Host) (*addrBook, error) {
-	b := &addrBook{path: path, m: map[string][]string{}}
+// loadAddrBook reads the book and puts its addresses in the peerstore.
+func loadAddrBook(path string, ps peerstore.Peerstore) (*addrBook, error) {
+	b := &addrBook{path: path, ps: ps, m: map[string][]string{}}
 	data, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
@@ -44,7 +44,7 @@ func loadAddrBook(path string, h host.Host) (*addrBook, error) {
 		}
 		for _, s := range addrs {
 			if a, err := ma.NewMultiaddr(s); err == nil {
-				h.Peerstore().AddAddr(p, a, peerstore.PermanentAddrTTL)
+				ps.AddAddr(p, a, peerstore.PermanentAddrTTL)
 			}
 		}
 	}
@@ -52,9 +52,9 @@ func loadAddrBook(path string, h host.Host) (*addrBook, error) {
 }
 
 // remember saves the addresses the peerstore knows for p, if they changed.
-func (b *addrBook) remember(h host.Host, p peer.ID) error {
+func (b *addrBook) remember(p peer.ID) error {
 	var addrs []string
-	for _, a := range h.Peerstore().Addrs(p) {
+	for _, a := range b.ps.Addrs(p) {
 		addrs = append(addrs, a.String())
 	}
 	slices.Sort(addrs)

@@ -57,7 +57,6 @@ type Agent struct {
 	neg     *negotiator
 	mgr     *manager
 	sinks   *sinks
-	book    *addrBook
 	dir     *discovery.Directory
 	// refusals logs refused messages and batches, rate-limited per peer and reason.
 	refusals *refusalLog
@@ -135,7 +134,8 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	if err := a.startHost(key); err != nil {
 		return err
 	}
-	if a.book, err = loadAddrBook(filepath.Join(a.home, addrBookFile), a.host); err != nil {
+	book, err := loadAddrBook(filepath.Join(a.home, addrBookFile), a.host.Peerstore())
+	if err != nil {
 		return err
 	}
 	// The directory comes before the management point, whose delivery loops for records
@@ -151,14 +151,27 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	if a.sinks, err = newSinks(a, a.cfg.Sinks); err != nil {
 		return err
 	}
-	if a.neg, err = newNegotiator(a, now); err != nil {
+	if a.neg, err = newNegotiator(a.host, a.self, a.store, a.log, now, negotiatorConfig{
+		MessageTimeout:       time.Duration(a.cfg.MessageTimeout),
+		RetryInterval:        time.Duration(a.cfg.RetryInterval),
+		AutoAccept:           a.cfg.Accept == "auto",
+		MaxAgreementsPerPeer: a.cfg.MaxAgreementsPerPeer,
+		Contact:              a.cfg.Contact,
+		Offers:               a.store.Offers,
+		Enforceable:          a.compiler.Check,
+		FindAddrs:            a.findAddrs,
+		Book:                 book,
+		Refusals:             a.refusals,
+		AgreementChanged:     a.mgr.agreementChanged,
+		Cancelled:            a.mgr.cancelled,
+	}); err != nil {
 		return err
 	}
 	a.host.Network().Notify(&network.NotifyBundle{ConnectedF: a.neg.connected})
 	a.host.SetStreamHandler(ProtocolNegotiate, a.inbound.serve(a.neg.handleStream))
 	a.host.SetStreamHandler(ProtocolExchange, a.inbound.serve(a.mgr.handleExchange))
 	a.host.SetStreamHandler(ProtocolMonitor, a.inbound.serve(a.mgr.handleMonitor))
-	a.goRun(func() { a.neg.resendLoop(ctx, time.Duration(a.cfg.RetryInterval)) })
+	a.goRun(func() { a.neg.resendLoop(ctx) })
 	a.goRun(func() { a.mgr.retentionLoop(ctx, time.Duration(a.cfg.RetentionCheck)) })
 	a.goRun(func() { a.mgr.assessmentLoop(ctx, time.Duration(a.cfg.RetentionCheck)) })
 	if err := a.startIngest(ctx, a.cfg.Ingest); err != nil {

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
@@ -24,6 +23,12 @@ import (
 
 // newTestAgent initialises a home in a temp dir and starts an agent on loopback TCP.
 func newTestAgent(t testing.TB, name string, edit func(*Config)) *Agent {
+	t.Helper()
+	return newTestAgentWith(t, name, edit, Options{})
+}
+
+// newTestAgentWith is newTestAgent with opts.
+func newTestAgentWith(t testing.TB, name string, edit func(*Config), opts Options) *Agent {
 	t.Helper()
 	home := filepath.Join(t.TempDir(), name)
 	cfg := DefaultConfig()
@@ -37,13 +42,35 @@ func newTestAgent(t testing.TB, name string, edit func(*Config)) *Agent {
 	if _, err := Init(home, cfg); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(home, Options{})
+	a, err := New(home, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
 	return a
 }
+
+// movableClock follows the wall clock and can be moved forward, so that a test reaches a
+// validity limit or an expiry at once instead of sleeping until it.
+type movableClock struct {
+	mu    sync.Mutex
+	ahead time.Duration
+}
+
+func (c *movableClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.ahead)
+}
+
+func (c *movableClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ahead += d
+}
+
+// options are the agent options of an agent on c.
+func (c *movableClock) options() Options { return Options{Now: c.now} }
 
 func addrInfo(a *Agent) peer.AddrInfo {
 	return peer.AddrInfo{ID: a.ID(), Addrs: a.Host().Addrs()}
@@ -188,10 +215,7 @@ func TestNegotiateOverLibp2p(t *testing.T) {
 		t.Fatalf("annulment %s: %v", ann.Status, err)
 	}
 	for _, a := range []*Agent{prov, req} {
-		a.neg.mu.Lock()
-		held := len(a.neg.sessions)
-		a.neg.mu.Unlock()
-		if held != 0 {
+		if held := a.neg.sessions.len(); held != 0 {
 			t.Errorf("%d negotiations at rest are still held in memory", held)
 		}
 	}
@@ -241,13 +265,16 @@ func TestMetricsEndpoint(t *testing.T) {
 
 func TestUnansweredProposalExpires(t *testing.T) {
 	ctx := context.Background()
-	prov := newTestAgent(t, "provider", nil)
-	req := newTestAgent(t, "requester", func(c *Config) { c.Accept = "manual" })
-	addOffer(t, prov, func(o *protocol.Offer) { o.ProposalValidity = 1 })
+	var clock movableClock // shared: the agents agree on the time, as NTP makes them
+	const validity = time.Second
+	prov := newTestAgentWith(t, "provider", nil, clock.options())
+	req := newTestAgentWith(t, "requester", func(c *Config) { c.Accept = "manual" }, clock.options())
+	addOffer(t, prov, func(o *protocol.Offer) { o.ProposalValidity = protocol.Duration(validity / time.Second) })
 	rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
 	if err != nil || rec.State != protocol.StateProposalReceived {
 		t.Fatalf("%+v, %v", rec, err)
 	}
+	clock.advance(validity)
 	waitState(t, req, rec.SSAID, protocol.StateExpired)
 	waitState(t, prov, rec.SSAID, protocol.StateExpired)
 	if _, err := req.Decide(ctx, rec.SSAID, Approve, ""); !errors.Is(err, ErrNotDecidable) && !errors.Is(err, protocol.ErrProposalExpired) {
@@ -256,12 +283,12 @@ func TestUnansweredProposalExpires(t *testing.T) {
 
 	// An operator who approves an expired proposal before the agent noticed it has expired
 	// is told so, and the negotiation is expired in the store too.
-	late := newTestAgent(t, "late", func(c *Config) { c.Accept, c.RetryInterval = "manual", Duration(time.Hour) })
+	late := newTestAgentWith(t, "late", func(c *Config) { c.Accept, c.RetryInterval = "manual", Duration(time.Hour) }, clock.options())
 	rec, err = late.Request(ctx, addrInfo(prov), requestTemplate(t))
 	if err != nil || rec.State != protocol.StateProposalReceived {
 		t.Fatalf("%+v, %v", rec, err)
 	}
-	time.Sleep(1100 * time.Millisecond) // the proposal's validity
+	clock.advance(validity)
 	if _, err := late.Decide(ctx, rec.SSAID, Approve, ""); !errors.Is(err, protocol.ErrProposalExpired) {
 		t.Fatalf("approving an expired proposal: %v", err)
 	}
@@ -432,221 +459,21 @@ func TestFailedCommitRollsBack(t *testing.T) {
 	approve(t, req, prov, rec.SSAID)
 }
 
-// TestResendBackoff: a request to a provider that is down is sent again less and less often;
-// when the provider is back and a connection comes up, it is sent at once rather than at the
-// end of the wait it had reached.
-func TestResendBackoff(t *testing.T) {
-	ctx := context.Background()
-	prov := newTestAgent(t, "provider", nil)
-	addOffer(t, prov, nil)
-	home, info := prov.home, addrInfo(prov)
-	if err := prov.Close(); err != nil {
-		t.Fatal(err)
-	}
-	interval := 100 * time.Millisecond
-	req := newTestAgent(t, "requester", func(c *Config) { c.RetryInterval = Duration(interval) })
-	rec, err := req.Request(ctx, info, requestTemplate(t))
-	if err != nil || rec.State != protocol.StateRequestSent {
-		t.Fatalf("%+v, %v", rec, err)
-	}
-	wait := func() time.Duration {
-		req.neg.mu.Lock()
-		defer req.neg.mu.Unlock()
-		if r := req.neg.undelivered[string(rec.ID)]; r != nil {
-			return r.delay
-		}
-		return -1
-	}
-	reached := 32 * interval // after six failed attempts
-	waitFor(t, 20*time.Second, func() (bool, string) {
-		w := wait()
-		return w >= reached, fmt.Sprintf("the wait between attempts reached %v, want %v", w, reached)
-	})
-
-	back, err := New(home, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer back.Close()
-	start := time.Now()
-	if err := back.host.Connect(ctx, addrInfo(req)); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, req, rec.SSAID, protocol.StateApproved)
-	if took := time.Since(start); took >= reached/2 {
-		t.Errorf("approved %v after the connection came up: the request waited out its back-off (%v)", took, reached)
-	}
-}
-
-// blackHole is a peer that takes negotiation streams and never answers: every attempt to
-// deliver to it waits for the message timeout.
-func blackHole(t *testing.T) peer.AddrInfo {
-	t.Helper()
-	p := newRawPeer(t)
-	p.h.SetStreamHandler(ProtocolNegotiate, func(st network.Stream) { io.Copy(io.Discard, st) })
-	return peer.AddrInfo{ID: p.h.ID(), Addrs: p.h.Addrs()}
-}
-
-// TestResendPeerByPeer: messages to peers that never answer hold up only themselves; a
-// message to a peer that is back goes out in the same round without waiting for them.
-func TestResendPeerByPeer(t *testing.T) {
-	ctx := context.Background()
-	prov := newTestAgent(t, "provider", nil)
-	addOffer(t, prov, nil)
-	timeout := time.Second
-	req := newTestAgent(t, "requester", func(c *Config) {
-		c.RetryInterval = Duration(time.Hour) // the test runs the rounds itself
-		c.MessageTimeout = Duration(timeout)
-	})
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() {
-			if _, err := req.Request(ctx, blackHole(t), requestTemplate(t)); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	// And one to the provider while the two cannot reach each other.
-	req.host.Peerstore().ClearAddrs(prov.ID())
-	rec, err := req.Request(ctx, peer.AddrInfo{ID: prov.ID()}, requestTemplate(t))
-	if err != nil || rec.State != protocol.StateRequestSent {
-		t.Fatalf("%+v, %v", rec, err)
-	}
-	wg.Wait()
-	req.neg.mu.Lock()
-	pending := len(req.neg.undelivered)
-	for _, r := range req.neg.undelivered {
-		r.at = time.Time{} // all due in the next round
-	}
-	req.neg.mu.Unlock()
-	if pending != 4 {
-		t.Fatalf("%d messages wait for delivery, want 4", pending)
-	}
-	req.host.Peerstore().AddAddrs(prov.ID(), prov.Host().Addrs(), time.Hour)
-	if sw, ok := req.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
-		sw.Backoff().Clear(prov.ID())
-	}
-
-	round := make(chan struct{})
-	start := time.Now()
-	go func() { defer close(round); req.neg.resendPending(ctx, time.Hour) }()
-	waitState(t, req, rec.SSAID, protocol.StateApproved)
-	if took := time.Since(start); took >= timeout {
-		t.Errorf("the request to the provider went out after %v, behind the black holes (%v each)", took, timeout)
-	}
-	<-round
-}
-
 // reopen starts the agent of home again, closed when the test ends.
 func reopen(t *testing.T, home string) *Agent {
 	t.Helper()
-	a, err := New(home, Options{})
+	return reopenWith(t, home, Options{})
+}
+
+// reopenWith is reopen with opts.
+func reopenWith(t *testing.T, home string, opts Options) *Agent {
+	t.Helper()
+	a, err := New(home, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
 	return a
-}
-
-// TestUndeliveredProposalSurvives: a proposal the requester never got (it was away when the
-// operator approved) is still sent after the provider restarts, and after it expires, so the
-// requester's negotiation ends (approved, or expired) instead of waiting for good.
-func TestUndeliveredProposalSurvives(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		validity protocol.Duration // seconds
-		restart  bool
-		want     protocol.State
-	}{
-		{"provider restarts", 3600, true, protocol.StateApproved},
-		{"proposal expires", 1, false, protocol.StateExpired},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			prov := newTestAgent(t, "provider", nil)
-			addOffer(t, prov, func(o *protocol.Offer) {
-				o.Approval, o.ProposalValidity = protocol.ApprovalManual, tc.validity
-			})
-			req := newTestAgent(t, "requester", nil)
-			rec := heldRequest(t, req, prov)
-			reqHome := req.home
-			req.Close() // away while the operator decides
-			if p, err := prov.Decide(ctx, rec.SSAID, Approve, ""); err != nil || p.Delivered {
-				t.Fatalf("%+v, %v", p, err)
-			}
-			if tc.restart {
-				home := prov.home
-				prov.Close()
-				prov = reopen(t, home)
-			}
-			// Wait for the resend loop to have checked the proposal's validity once.
-			waitFor(t, 10*time.Second, func() (bool, string) {
-				prov.neg.mu.Lock()
-				defer prov.neg.mu.Unlock()
-				exp, ok := prov.neg.proposals[string(rec.ID)]
-				return !ok || !exp.IsZero(), "the provider never checked the proposal's validity"
-			})
-			if tc.want == protocol.StateExpired {
-				waitState(t, prov, rec.SSAID, protocol.StateExpired)
-			}
-			if p, err := prov.Negotiation(rec.SSAID); err != nil || p.Delivered {
-				t.Fatalf("the provider holds its proposal as delivered: %+v, %v", p, err)
-			}
-			req = reopen(t, reqHome)
-			if err := req.host.Connect(ctx, addrInfo(prov)); err != nil {
-				t.Fatal(err)
-			}
-			waitState(t, req, rec.SSAID, tc.want)
-		})
-	}
-}
-
-// onFixedPort is newTestAgent listening on a loopback TCP port of its own that it keeps when
-// reopened.
-func onFixedPort(t *testing.T, name string, edit func(*Config)) *Agent {
-	t.Helper()
-	_, port, err := net.SplitHostPort(freePort(t, "tcp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return newTestAgent(t, name, func(c *Config) {
-		c.Listen = []string{"/ip4/127.0.0.1/tcp/" + port}
-		if edit != nil {
-			edit(c)
-		}
-	})
-}
-
-// TestPeerAddressesSurviveRestart: an agent that restarts while it still has to reach a
-// peer by itself (a request not yet delivered; a request held for its operator) finds the
-// peer at the address it had, with no directory to ask.
-func TestPeerAddressesSurviveRestart(t *testing.T) {
-	ctx := context.Background()
-	t.Run("requester with a request not delivered", func(t *testing.T) {
-		prov := onFixedPort(t, "provider", nil)
-		addOffer(t, prov, nil)
-		info, provHome := addrInfo(prov), prov.home
-		prov.Close()
-		req := newTestAgent(t, "requester", nil)
-		rec, err := req.Request(ctx, info, requestTemplate(t))
-		if err != nil || rec.State != protocol.StateRequestSent || rec.Delivered {
-			t.Fatalf("%+v, %v", rec, err)
-		}
-		reqHome := req.home
-		req.Close()
-		reopen(t, provHome)
-		req = reopen(t, reqHome)
-		waitState(t, req, rec.SSAID, protocol.StateApproved)
-	})
-	t.Run("provider with a request held for its operator", func(t *testing.T) {
-		prov := newTestAgent(t, "provider", nil)
-		addOffer(t, prov, func(o *protocol.Offer) { o.Approval = protocol.ApprovalManual })
-		req := onFixedPort(t, "requester", nil)
-		rec := heldRequest(t, req, prov)
-		provHome := prov.home
-		prov.Close()
-		approve(t, reopen(t, provHome), req, rec.SSAID)
-	})
 }
 
 // TestAcquire: goroutines that want the same negotiation at once while it is read back from
@@ -655,12 +482,7 @@ func TestPeerAddressesSurviveRestart(t *testing.T) {
 // memory.
 func TestAcquire(t *testing.T) {
 	_, req, rec := agreedPair(t, requestTemplate(t))
-	inMemory := func() int {
-		req.neg.mu.Lock()
-		defer req.neg.mu.Unlock()
-		return len(req.neg.sessions)
-	}
-	if n := inMemory(); n != 0 {
+	if n := req.neg.sessions.len(); n != 0 {
 		t.Fatalf("%d sessions in memory after an approval", n)
 	}
 	for _, tc := range []struct {
@@ -688,7 +510,7 @@ func TestAcquire(t *testing.T) {
 					req.neg.release(got[i])
 				}
 			}
-			if n := inMemory(); n != 0 {
+			if n := req.neg.sessions.len(); n != 0 {
 				t.Fatalf("%d sessions left in memory", n)
 			}
 		})

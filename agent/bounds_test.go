@@ -3,6 +3,8 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -240,5 +242,57 @@ func TestRefineOncePerRefinement(t *testing.T) {
 	}
 	if slices.EqualFunc(a, c, bytes.Equal) {
 		t.Fatal("an SSA of another SSP got the same records: its masking was not applied")
+	}
+}
+
+// TestAdmission walks admission's contract without a network: slots are taken when checked,
+// and the track of each committed state keeps them or gives them back.
+func TestAdmission(t *testing.T) {
+	const peer, other = "peer", "other"
+	rec := func(id string, role protocol.Role, st protocol.State, delivered bool) *storage.Negotiation {
+		return &storage.Negotiation{ID: []byte(id), Peer: peer, Role: role, State: st, Delivered: delivered}
+	}
+	ad := newAdmission(1)
+	for i := range maxOpenPerPeer {
+		if err := ad.admit(fmt.Sprint(i), peer); err != nil {
+			t.Fatalf("admission %d of %d: %v", i+1, maxOpenPerPeer, err)
+		}
+	}
+	if err := ad.admit("one too many", peer); !errors.Is(err, ErrTooManyOpen) {
+		t.Fatalf("admission past the bound: %v, want %v", err, ErrTooManyOpen)
+	}
+	if err := ad.admit("another peer's", other); err != nil {
+		t.Fatalf("another peer is refused: %v", err)
+	}
+	ad.track(rec("0", protocol.RoleProvider, protocol.StateNew, false)) // never stored: given back
+	if err := ad.admit("one too many", peer); err != nil {
+		t.Fatalf("a slot given back is not taken again: %v", err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		rec  *storage.Negotiation
+		held bool // after track, the place is held: the next takePlace of another is refused
+	}{
+		{"proposed", rec("b", protocol.RoleProvider, protocol.StateProposalSent, false), true},
+		{"approved", rec("b", protocol.RoleProvider, protocol.StateApproved, true), true},
+		{"cancelled", rec("b", protocol.RoleProvider, protocol.StateCancellationSent, false), false},
+		{"rejected", rec("b", protocol.RoleProvider, protocol.StateRejected, true), false},
+		{"as requester", rec("b", protocol.RoleRequester, protocol.StateApproved, true), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ad := newAdmission(1)
+			if r := ad.takePlace("b", peer); r != nil {
+				t.Fatalf("the first place is refused: %+v", r)
+			}
+			if r := ad.takePlace("b", peer); r != nil {
+				t.Fatalf("the same negotiation is refused the place it holds: %+v", r)
+			}
+			ad.track(tc.rec)
+			r := ad.takePlace("c", peer)
+			if got := r != nil; got != tc.held || (r != nil && r.Reasons[0].Code != protocol.CodeAgreementLimit) {
+				t.Fatalf("after track, another negotiation's place refused: %+v, want refused %v", r, tc.held)
+			}
+		})
 	}
 }

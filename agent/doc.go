@@ -3,11 +3,30 @@
 // in the agent's home, wires protocol, storage, discovery and policy together and owns the
 // lifecycle of every goroutine it starts.
 //
-// The SSA negotiation point (negotiate.go) runs the stream protocol /ssanet/negotiate/1.0.0:
-// every message is a length-prefixed signed envelope, checked against the authenticated remote
-// peer, stepped through the pure protocol.Negotiation, persisted, and only then answered or
-// sent ("persist first, then send"). The control API (control.go) lets the CLI drive the agent
-// over a Unix socket in the home.
+// The SSA negotiation point (the negotiator: negotiate*.go, session.go, admission.go,
+// negotiation.go) runs the stream protocol /ssanet/negotiate/1.0.0: every message is a
+// length-prefixed signed envelope, checked against the authenticated remote peer, stepped
+// through the pure protocol.Negotiation, persisted, and only then answered or sent ("persist
+// first, then send"). The control API (control.go) lets the CLI drive the agent over a Unix
+// socket in the home.
+//
+// A negotiation is not driven by a goroutine of its own, as the house style has it, but by
+// whichever goroutine has something for it, under the negotiation's lock (session.mu): the
+// stream handler with a peer's message, a delivery with the peer's answer on our own stream,
+// the resend loop with a tick that expires a proposal, an operator's Request, Decide, Cancel
+// or Revise. Only a holder of the session (from the session cache) that holds its lock may
+// step it, and the lock is held from the step through its commit or rollback: steps are
+// applied one at a time, and whoever takes the lock next finds the state the store holds,
+// never one that failed to persist. Persisting before sending holds because step returns the
+// message to send only once the store has it, and the caller sends it after letting go of the
+// lock; the resend loop only ever sends the last message of the transcript the store holds.
+// No I/O with a peer happens under the lock, so a silent peer holds up only the deliveries to
+// itself; the lock is taken before the cache's, admission's or the negotiator's own locks,
+// never after, so they cannot deadlock. A goroutine per negotiation would give the same
+// order at a higher price: a message must be answered on the stream it came on, by the
+// handler that owns that stream, so each message would need a mailbox and a reply channel;
+// and nearly every negotiation is at rest, so the goroutines would be started and stopped
+// around single messages by a registry that is the session cache again, plus channels.
 //
 // The management point (exchange.go) translates each approved SSA into its SSP. On the
 // provider, the enforcement point refines ingested records (ingest.go) and queues them

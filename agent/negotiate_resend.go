@@ -1,0 +1,196 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// resend is when to send a negotiation's unacknowledged message again. Each failed attempt
+// doubles the wait, from the retry interval up to maxResendDelay, so that a peer gone for
+// long (decommissioned, or away for days) costs a lookup and a dial now and then, not every
+// few seconds. When a connection with the peer comes up, the message is due again at once.
+type resend struct {
+	peer  string
+	at    time.Time
+	delay time.Duration
+}
+
+const maxResendDelay = 10 * time.Minute
+
+// resendWorkers is how many peers the resend loop sends to at once.
+const resendWorkers = 8
+
+// resendLoop sends again, every retry interval, the last message of each negotiation that
+// the peer has not acknowledged (after a dropped connection or a restart), and lets the
+// proposals past their validity expire. The peer's duplicate detection makes resending safe.
+func (n *negotiator) resendLoop(ctx context.Context) {
+	t := time.NewTicker(n.cfg.RetryInterval)
+	defer t.Stop()
+	for {
+		n.resendPending(ctx)
+		n.expireProposals()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// resendPending sends the unacknowledged messages that are due, one peer at a time for each
+// worker, so that a peer that does not answer (each attempt waits up to message-timeout)
+// holds up only the messages to itself.
+func (n *negotiator) resendPending(ctx context.Context) {
+	byPeer := n.due()
+	peers := make(chan [][]byte, len(byPeer))
+	for _, ids := range byPeer {
+		peers <- ids
+	}
+	close(peers)
+	var wg sync.WaitGroup
+	for range min(resendWorkers, len(byPeer)) {
+		wg.Go(func() {
+			for ids := range peers {
+				n.resendTo(ctx, ids)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// due returns the negotiations whose unacknowledged message is due, by peer.
+func (n *negotiator) due() map[string][][]byte {
+	now := n.now()
+	n.mu.Lock()
+	byPeer := map[string][][]byte{}
+	for id, r := range n.undelivered {
+		if !now.Before(r.at) {
+			byPeer[r.peer] = append(byPeer[r.peer], []byte(id))
+		}
+	}
+	n.mu.Unlock()
+	for p, ids := range byPeer {
+		kept := ids[:0]
+		for _, id := range ids {
+			// A session in use is being delivered right now.
+			if !n.sessions.inUse(string(id)) {
+				kept = append(kept, id)
+			}
+		}
+		if byPeer[p] = kept; len(kept) == 0 {
+			delete(byPeer, p)
+		}
+	}
+	return byPeer
+}
+
+// resendTo sends the messages of negotiations ids, all to one peer, until one fails: the
+// peer is away, and the rest wait too.
+func (n *negotiator) resendTo(ctx context.Context, ids [][]byte) {
+	for i, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		if !n.resend(ctx, id) {
+			for _, rest := range ids[i+1:] {
+				n.backOff(rest)
+			}
+			return
+		}
+	}
+}
+
+// resend sends negotiation id's last message again, and backs off if it fails. It reports
+// whether the message went through (or there was nothing to send).
+func (n *negotiator) resend(ctx context.Context, id []byte) bool {
+	s, err := n.acquire(id, "")
+	if err != nil {
+		n.log.Error("restore negotiation", "err", err)
+		n.backOff(id)
+		return true // the peer is not to blame
+	}
+	defer n.release(s)
+	s.mu.Lock()
+	p, tr := s.m.Peer(), s.m.Transcript()
+	var last *protocol.Envelope
+	if len(tr) > 0 && tr[len(tr)-1].Sender == n.self.PeerID() {
+		last = tr[len(tr)-1]
+	} else { // the peer's message is the last: nothing of ours waits
+		n.mu.Lock()
+		delete(n.undelivered, string(id))
+		n.mu.Unlock()
+	}
+	s.mu.Unlock()
+	if last == nil {
+		return true
+	}
+	if err := n.deliver(ctx, s, p, last); err != nil {
+		n.log.Debug("resend failed", "peer", p, "err", err)
+		n.backOff(id)
+		return false
+	}
+	return true
+}
+
+// connected makes the unacknowledged messages to a peer that just connected due at once.
+func (n *negotiator) connected(_ network.Network, c network.Conn) {
+	p := c.RemotePeer().String()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, r := range n.undelivered {
+		if r.peer == p {
+			r.at, r.delay = time.Time{}, 0
+		}
+	}
+}
+
+// backOff doubles the wait before negotiation id's message is sent again, if it is still
+// unacknowledged.
+func (n *negotiator) backOff(id []byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r, ok := n.undelivered[string(id)]
+	if !ok {
+		return
+	}
+	r.delay = min(max(2*r.delay, n.cfg.RetryInterval), maxResendDelay)
+	r.at = n.now().Add(r.delay)
+}
+
+// expireProposals lets the proposals whose validity limit has passed expire.
+func (n *negotiator) expireProposals() {
+	now := n.now()
+	n.mu.Lock()
+	var due [][]byte
+	for id, exp := range n.proposals {
+		if !now.Before(exp) {
+			due = append(due, []byte(id))
+		}
+	}
+	n.mu.Unlock()
+	for _, id := range due {
+		n.expire(id)
+	}
+}
+
+// expire steps negotiation id with a tick, which expires its proposal.
+func (n *negotiator) expire(id []byte) {
+	s, err := n.acquire(id, "")
+	if err != nil {
+		n.log.Error("restore negotiation", "err", err)
+		return
+	}
+	defer n.release(s)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := n.step(s, false, protocol.Tick{}); err != nil {
+		n.log.Error("expire proposal", "ssa", s.rec.SSAID, "err", err)
+	} else if s.m.State() == protocol.StateExpired {
+		n.log.Info("proposal expired unanswered", "ssa", s.rec.SSAID, "peer", s.rec.Peer)
+	}
+}
