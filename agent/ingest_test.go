@@ -23,7 +23,7 @@ import (
 func waitIngested(t *testing.T, a *Agent, n float64) {
 	t.Helper()
 	waitFor(t, 10*time.Second, func() (bool, string) {
-		got := testutil.ToFloat64(a.m.ingested)
+		got := testutil.ToFloat64(a.counters.queue.ingested)
 		if got > n {
 			t.Fatalf("%v records ingested, want %v", got, n)
 		}
@@ -144,7 +144,7 @@ func TestFollowInterruptedIngest(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := ingested(t, prov, s)
-			fl := prov.newFollower(cfg)
+			fl := prov.sources.newFollower(cfg)
 			err := fl.poll(&ctxCancelledAfter{Context: context.Background(), n: tt.checks})
 			fl.close()
 			if !errors.Is(err, context.Canceled) {
@@ -154,7 +154,7 @@ func TestFollowInterruptedIngest(t *testing.T) {
 				t.Errorf("interrupted poll: %d records ingested, want %d", got, tt.first)
 			}
 
-			again := prov.newFollower(cfg) // from the offset saved on disk, as after a restart
+			again := prov.sources.newFollower(cfg) // from the offset saved on disk, as after a restart
 			defer again.close()
 			if err := again.poll(context.Background()); err != nil {
 				t.Fatal(err)
@@ -193,7 +193,7 @@ func TestFollowLongLine(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := FollowConfig{Path: filepath.Join(t.TempDir(), "eve.json"), Format: protocol.FormatEVE}
 			before := ingested(t, prov, s)
-			fl := prov.newFollower(cfg)
+			fl := prov.sources.newFollower(cfg)
 			defer func() { fl.close() }()
 			var malformed int64
 			for i, w := range tt.writes {
@@ -211,7 +211,7 @@ func TestFollowLongLine(t *testing.T) {
 				if tt.restart && i > 0 {
 					malformed += fl.malformed
 					fl.close()
-					fl = prov.newFollower(cfg)
+					fl = prov.sources.newFollower(cfg)
 				}
 				if err := fl.poll(context.Background()); err != nil {
 					t.Fatalf("poll %d: %v", i, err)
@@ -270,7 +270,7 @@ func TestFollowMultiLineRecords(t *testing.T) {
 	if err := os.WriteFile(cfg.Path, []byte(strings.Repeat(record, n)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fl := prov.newFollower(cfg)
+	fl := prov.sources.newFollower(cfg)
 	defer fl.close()
 	if err := fl.poll(context.Background()); err != nil {
 		t.Fatal(err)
@@ -341,7 +341,7 @@ func TestFollowMigratesOffsetFile(t *testing.T) {
 	}
 
 	before := ingested(t, prov, s)
-	fl := prov.newFollower(cfg)
+	fl := prov.sources.newFollower(cfg)
 	if err := fl.poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func TestFollowMigratesOffsetFile(t *testing.T) {
 	if got := ingested(t, prov, s) - before; got != want {
 		t.Errorf("%d records ingested after the upgrade, want the second copy's %d", got, want)
 	}
-	again := prov.newFollower(cfg)
+	again := prov.sources.newFollower(cfg)
 	defer again.close()
 	if err := again.poll(context.Background()); err != nil {
 		t.Fatal(err)
