@@ -53,24 +53,25 @@ type Agent struct {
 	host    host.Host
 	store   *storage.Store
 	disk    *diskWatch
-	metrics  *prometheus.Registry
-	counters *counters
-	neg      *negotiator
-	// The management point, the enforcement points, the sinks and the monitor: see start.
-	mgr      *manager
-	deliver  *deliverer
-	refiner  *refiner
-	receiver *receiver
-	sinks    *sinks
-	monitor  *monitor
-	sources  *sources
-	book     *addrBook
+	metrics *prometheus.Registry
+	counts  *counters
+	neg     *negotiator
+	mgr     *manager
+	sinks   *sinks
+	book    *addrBook
 	dir     *discovery.Directory
 	// refusals logs refused messages and batches, rate-limited per peer and reason.
 	refusals *refusalLog
 	// compiler translates SSAs into SSPs for the negotiation point (Check) and the
 	// management point (Compile), sharing the filter expressions they compile.
 	compiler *policy.Compiler
+
+	// The enforcement points and the monitor around the management point (startExchange).
+	deliver  *deliverer
+	refiner  *refiner
+	receiver *receiver
+	monitor  *monitor
+	sources  *sources
 
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
@@ -116,7 +117,7 @@ func New(home string, opts Options) (*Agent, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry(), stop: cancel,
 		compiler: policy.NewCompiler(compiledFilters)}
-	a.counters = newCounters(a.metrics)
+	a.counts = newCounters(a.metrics)
 	a.refusals = newRefusalLog(log, now)
 	if err := a.start(ctx, key, now); err != nil {
 		a.Close()
@@ -184,21 +185,21 @@ func (a *Agent) startExchange(now func() time.Time) error {
 		a.findAddrs(ctx, p)
 		return a.host.NewStream(ctx, p, proto)
 	}
-	a.deliver = newDeliverer(a.store, a.self, dial, a.log, now, timeout, a.counters.delivered)
+	a.deliver = newDeliverer(a.store, a.self, dial, a.log, now, timeout, a.counts.delivered)
 	keys, err := providerKeys(a.home)
 	if err != nil {
 		return err
 	}
 	if a.mgr, err = newManager(a.store, a.compiler, keys, managerConfig{Log: a.log, Now: now,
-		MaxQueuedPerPeer: a.cfg.MaxQueuedPerPeer, Changes: a.counters.agreements, Deliver: a.deliver.wake}); err != nil {
+		MaxQueuedPerPeer: a.cfg.MaxQueuedPerPeer, Changes: a.counts.agreements, Deliver: a.deliver.wake}); err != nil {
 		return err
 	}
 	if a.sinks, err = newSinks(a.store, filepath.Join(a.home, SinksDir), a.cfg.Sinks, a.mgr.requesterRuns, a.log); err != nil {
 		return err
 	}
 	a.receiver = newReceiver(a.mgr, a.store, receiverConfig{Log: a.log, Refusals: a.refusals, Now: now, Timeout: timeout,
-		Metrics: a.counters.receive, DiskFull: a.disk.refused, Stored: a.sinks.kick})
-	a.refiner = newRefiner(a.mgr, a.store, a.log, now, a.cfg.MaxQueuedPerPeer, a.counters.queue, a.deliver.wake)
+		Metrics: a.counts.receive, DiskFull: a.disk.refused, Stored: a.sinks.kick})
+	a.refiner = newRefiner(a.mgr, a.store, a.log, now, a.cfg.MaxQueuedPerPeer, a.counts.queue, a.deliver.wake)
 	a.monitor = newMonitor(a.mgr, a.store, a.self, dial, monitorConfig{Log: a.log, Now: now, Timeout: timeout,
 		Dir: filepath.Join(a.home, AssessmentDir), Negotiation: a.Negotiation, Paused: a.disk.isPaused})
 	return nil

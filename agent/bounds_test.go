@@ -148,7 +148,7 @@ func TestQueuePerPeerBounded(t *testing.T) {
 	if queued != limit || left != 2*refined-limit {
 		t.Fatalf("queued %d and left out %d (%+v); want %d and %d", queued, left, st, limit, 2*refined-limit)
 	}
-	if got := testutil.ToFloat64(prov.counters.queue.overflow); got != float64(left) {
+	if got := testutil.ToFloat64(prov.counts.queue.overflow); got != float64(left) {
 		t.Fatalf("metric of records not queued: %v, want %d", got, left)
 	}
 	var backlog uint64

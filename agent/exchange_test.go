@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -213,12 +215,27 @@ func TestAssessmentAtScheduleEnd(t *testing.T) {
 	req := newTestAgent(t, "requester", func(c *Config) { c.RetentionCheck = Duration(100 * time.Millisecond) })
 	addOffer(t, prov, nil)
 	tmpl := requestTemplate(t)
-	tmpl.Schedule.End = protocol.FromTime(time.Now().Add(2 * time.Second))
+	tmpl.Schedule.End = protocol.FromTime(time.Now().Add(time.Hour))
 	rec, err := req.Request(context.Background(), addrInfo(prov), tmpl)
 	if err != nil || rec.State != protocol.StateApproved {
 		t.Fatalf("negotiation: %+v, %v", rec, err)
 	}
-	path := assessmentPath(filepath.Join(req.home, AssessmentDir), rec.SSAID)
+	// The requester again, on a clock the test moves past the schedule's end.
+	home := req.home
+	if err := req.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clock := &testClock{t: time.Now()}
+	req, err = New(home, Options{Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { req.Close() })
+	path := assessmentPath(filepath.Join(home, AssessmentDir), rec.SSAID)
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an assessment report before the end of the schedule (%v)", err)
+	}
+	clock.advance(time.Hour + time.Minute)
 	var b []byte
 	waitFor(t, 10*time.Second, func() (bool, string) {
 		var err error
@@ -229,6 +246,24 @@ func TestAssessmentAtScheduleEnd(t *testing.T) {
 	if err := json.Unmarshal(b, &as); err != nil || as.Phase != PhaseAssessment || as.Verdict == "" {
 		t.Fatalf("assessment %s: %+v, %v", b, as, err)
 	}
+}
+
+// testClock is a clock that moves only when the test says (Options.Now).
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 // TestBatchTimeChecked: a batch whose signed time is inside the schedule but far from when

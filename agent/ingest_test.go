@@ -23,7 +23,7 @@ import (
 func waitIngested(t *testing.T, a *Agent, n float64) {
 	t.Helper()
 	waitFor(t, 10*time.Second, func() (bool, string) {
-		got := testutil.ToFloat64(a.counters.queue.ingested)
+		got := testutil.ToFloat64(a.counts.queue.ingested)
 		if got > n {
 			t.Fatalf("%v records ingested, want %v", got, n)
 		}
@@ -69,12 +69,27 @@ func TestFollowSurvivesRotation(t *testing.T) {
 	})
 	waitIngested(t, a, 2)
 
-	// A half-written line waits until it is complete.
-	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o600)
-	f.WriteString(`{"event_type":`)
-	time.Sleep(400 * time.Millisecond)
-	f.WriteString(`"alert"}` + "\n")
-	f.Close()
+	// A half-written line waits until it is complete (polled by hand: the agent's own
+	// follower polls when it likes).
+	half := filepath.Join(t.TempDir(), "half.json")
+	fl := a.sources.newFollower(FollowConfig{Path: half, Format: protocol.FormatEVE})
+	defer fl.close()
+	f, err := os.OpenFile(half, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i, part := range []string{`{"event_type":`, `"alert"}` + "\n"} {
+		if _, err := f.WriteString(part); err != nil {
+			t.Fatal(err)
+		}
+		if err := fl.poll(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if want := map[int]int64{0: 0, 1: 23}[i]; fl.st.Offset != want {
+			t.Fatalf("after part %d of the line, read up to %d, want %d", i+1, fl.st.Offset, want)
+		}
+	}
 	waitIngested(t, a, 3)
 
 	// Rotation: what the sensor still writes to the old file is read before the new file.
