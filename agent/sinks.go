@@ -140,8 +140,10 @@ func newSinks(st *storage.Store, dir string, cfgs []SinkConfig, runs func() []*a
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer w.Close()
 			f.run(ctx, kick)
+			if err := w.Close(); err != nil {
+				log.Warn("close sink", "sink", c.Name, "err", err)
+			}
 		}()
 	}
 	return s, nil
