@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
@@ -53,7 +54,7 @@ type Agent struct {
 	store   *storage.Store
 	disk    *diskWatch
 	metrics *prometheus.Registry
-	m       *metrics
+	counts  *counters
 	neg     *negotiator
 	mgr     *manager
 	sinks   *sinks
@@ -63,6 +64,13 @@ type Agent struct {
 	// compiler translates SSAs into SSPs for the negotiation point (Check) and the
 	// management point (Compile), sharing the filter expressions they compile.
 	compiler *policy.Compiler
+
+	// The enforcement points and the monitor around the management point (startExchange).
+	deliver  *deliverer
+	refiner  *refiner
+	receiver *receiver
+	monitor  *monitor
+	sources  *sources
 
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
@@ -108,7 +116,7 @@ func New(home string, opts Options) (*Agent, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry(), stop: cancel,
 		compiler: policy.NewCompiler(compiledFilters)}
-	a.m = newMetrics(a.metrics)
+	a.counts = newCounters(a.metrics)
 	a.refusals = newRefusalLog(log, now)
 	if err := a.start(ctx, key, now); err != nil {
 		a.Close()
@@ -145,10 +153,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log}, a.store.Offers, now); err != nil {
 		return err
 	}
-	if a.mgr, err = newManager(a); err != nil {
-		return err
-	}
-	if a.sinks, err = newSinks(a, a.cfg.Sinks); err != nil {
+	if err := a.startExchange(now); err != nil {
 		return err
 	}
 	if a.neg, err = newNegotiator(a.host, a.self, a.store, a.log, now, negotiatorConfig{
@@ -169,15 +174,57 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	}
 	a.host.Network().Notify(&network.NotifyBundle{ConnectedF: a.neg.connected})
 	a.host.SetStreamHandler(ProtocolNegotiate, a.inbound.serve(a.neg.handleStream))
-	a.host.SetStreamHandler(ProtocolExchange, a.inbound.serve(a.mgr.handleExchange))
-	a.host.SetStreamHandler(ProtocolMonitor, a.inbound.serve(a.mgr.handleMonitor))
+	a.host.SetStreamHandler(ProtocolExchange, a.inbound.serve(a.receiver.handleExchange))
+	a.host.SetStreamHandler(ProtocolMonitor, a.inbound.serve(a.monitor.handleMonitor))
 	a.goRun(func() { a.neg.resendLoop(ctx) })
-	a.goRun(func() { a.mgr.retentionLoop(ctx, time.Duration(a.cfg.RetentionCheck)) })
-	a.goRun(func() { a.mgr.assessmentLoop(ctx, time.Duration(a.cfg.RetentionCheck)) })
-	if err := a.startIngest(ctx, a.cfg.Ingest); err != nil {
+	every := time.Duration(a.cfg.RetentionCheck)
+	ret := &retention{store: a.store, runs: a.mgr.requesterRuns, log: a.log, now: now}
+	a.goRun(func() { ret.run(ctx, every) })
+	a.goRun(func() { a.monitor.assessmentLoop(ctx, every) })
+	a.sources = newSources(a.refiner, a.store, a.disk, a.home, a.log)
+	if err := a.sources.start(ctx, a.cfg.Ingest); err != nil {
 		return err
 	}
 	return a.startMetrics(ctx)
+}
+
+// startExchange builds the management point and the enforcement points around it, each from
+// what it uses, in the order they need each other: delivery, then the management point whose
+// runs it delivers, the sinks that forward what the receiver stores, refine-and-queue, and
+// the monitor.
+func (a *Agent) startExchange(now func() time.Time) error {
+	timeout := time.Duration(a.cfg.MessageTimeout)
+	dial := func(ctx context.Context, p peer.ID, proto libp2pprotocol.ID) (network.Stream, error) {
+		a.findAddrs(ctx, p)
+		return a.host.NewStream(ctx, p, proto)
+	}
+	a.deliver = newDeliverer(a.store, a.self, dial, a.log, now, timeout, a.counts.delivered)
+	keys, err := providerKeys(a.home)
+	if err != nil {
+		return err
+	}
+	if a.mgr, err = newManager(a.store, a.compiler, keys, managerConfig{Log: a.log, Now: now,
+		MaxQueuedPerPeer: a.cfg.MaxQueuedPerPeer, Changes: a.counts.agreements, Deliver: a.deliver.wake}); err != nil {
+		return err
+	}
+	if a.sinks, err = newSinks(a.store, filepath.Join(a.home, SinksDir), a.cfg.Sinks, a.mgr.requesterRuns, a.log); err != nil {
+		return err
+	}
+	a.receiver = newReceiver(a.mgr, a.store, receiverConfig{Log: a.log, Refusals: a.refusals, Now: now, Timeout: timeout,
+		Metrics: a.counts.receive, DiskFull: a.disk.refused, Stored: a.sinks.kick})
+	a.refiner = newRefiner(a.mgr, a.store, a.log, now, a.cfg.MaxQueuedPerPeer, a.counts.queue, a.deliver.wake)
+	a.monitor = newMonitor(a.mgr, a.store, a.self, dial, monitorConfig{Log: a.log, Now: now, Timeout: timeout,
+		Dir: filepath.Join(a.home, AssessmentDir), Negotiation: a.Negotiation, Paused: a.disk.isPaused})
+	return nil
+}
+
+// goRun runs f in a goroutine the agent waits for at Close.
+func (a *Agent) goRun(f func()) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		f()
+	}()
 }
 
 // startMetrics serves Prometheus metrics (the agent's and libp2p's) on the configured
@@ -322,8 +369,14 @@ func (a *Agent) Close() error {
 	a.stop()
 	a.wg.Wait()
 	var errs []error
+	if a.sources != nil {
+		a.sources.wait()
+	}
 	if a.mgr != nil {
 		a.mgr.close()
+	}
+	if a.deliver != nil {
+		a.deliver.wait()
 	}
 	if a.sinks != nil {
 		a.sinks.close()

@@ -150,7 +150,7 @@ func TestQueuePerPeerBounded(t *testing.T) {
 	if queued != limit || left != 2*refined-limit {
 		t.Fatalf("queued %d and left out %d (%+v); want %d and %d", queued, left, st, limit, 2*refined-limit)
 	}
-	if got := testutil.ToFloat64(prov.m.overflow); got != float64(left) {
+	if got := testutil.ToFloat64(prov.counts.queue.overflow); got != float64(left) {
 		t.Fatalf("metric of records not queued: %v, want %d", got, left)
 	}
 	var backlog uint64
@@ -165,9 +165,9 @@ func TestQueuePerPeerBounded(t *testing.T) {
 		t.Fatalf("%d records wait in the queues, want %d", backlog, limit)
 	}
 
-	req.host.SetStreamHandler(ProtocolExchange, req.inbound.serve(req.mgr.handleExchange))
+	req.host.SetStreamHandler(ProtocolExchange, req.inbound.serve(req.receiver.handleExchange))
 	for _, id := range ids {
-		prov.mgr.wake(prov.mgr.run(id))
+		prov.deliver.wake(prov.mgr.run(id))
 	}
 	waitFor(t, 15*time.Second, func() (bool, string) {
 		var acked uint64

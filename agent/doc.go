@@ -28,13 +28,17 @@
 // and nearly every negotiation is at rest, so the goroutines would be started and stopped
 // around single messages by a registry that is the session cache again, plus channels.
 //
-// The management point (exchange.go) translates each approved SSA into its SSP. On the
-// provider, the enforcement point refines ingested records (ingest.go) and queues them
-// durably; a delivery loop, running only while an SSA has records to send, delivers them in
-// signed batches over /ssanet/exchange/1.0.0. The requester verifies each batch and record
-// against the SSA, stores it exactly once, keeps the first violating batches as evidence,
-// quarantines the records that break the SSA (kept and shown, never forwarded) and forwards
-// the others to its sinks (sink.go); both sides monitor fulfilment (monitor.go).
+// The SSA management point (manager.go, type manager) translates each approved SSA into its
+// SSP and keeps the runs in force (run.go); monitoring and assessment (monitor.go, assess.go)
+// are its part too. The SSP enforcement points use the runs: on the provider, the sources of
+// raw records (ingest.go, follow.go) feed refine-and-queue (refine.go), which refines them
+// and queues them durably; delivery (delivery.go), running only while an SSA has records to
+// send, delivers them in signed batches over /ssanet/exchange/1.0.0. On the requester,
+// receive-and-verify (receive.go) verifies each batch and record against the SSA, stores it
+// exactly once, keeps the first violating batches as evidence, quarantines the records that
+// break the SSA (kept and shown, never forwarded; tag.go) and the sinks (sinks.go, writers in
+// agent/sink) forward the others. Each is built from what it uses and wired in the agent's
+// start; none reaches another through the Agent.
 //
 // The agent never trusts a peer's bytes: sizes are capped before reading, buffers grow with
 // what arrives, every read and write has a deadline, a peer's open negotiations are bounded,

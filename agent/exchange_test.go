@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -105,10 +106,19 @@ func TestExchangeAndMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, prov, s.ID, protocol.StateAnnulled)
-	if _, err := prov.Ingest(ctx, protocol.FormatEVE, bytes.NewReader(sampleEVE(t))); err != nil {
+	provRun := prov.mgr.run(s.ID)
+	after, err := prov.Ingest(ctx, protocol.FormatEVE, bytes.NewReader(sampleEVE(t)))
+	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // give a wrongly running delivery loop the chance to send
+	// Nothing is left for a delivery loop to send, and none runs: what the requester holds
+	// is all it will ever get.
+	if provRun != nil || after.Queued[s.ID] != 0 {
+		t.Fatalf("after cancellation the SSA is in force (%v) and %d records were queued", provRun != nil, after.Queued[s.ID])
+	}
+	if recs, err := prov.store.Pending(s.ID, n, 1, 1); err != nil || len(recs) > 0 {
+		t.Fatalf("after cancellation the provider's queue holds %d records to send (%v)", len(recs), err)
+	}
 	if got, _ := req.store.InboxState(s.ID); got.Last != n {
 		t.Fatalf("after cancellation the requester holds %d records, want %d", got.Last, n)
 	}
@@ -144,7 +154,7 @@ func TestDeliveryOnDemand(t *testing.T) {
 	waitFor(t, 5*time.Second, func() (bool, string) {
 		return prov.mgr.run(s.ID) == nil && !looping(run), "a delivery loop runs for an annulled SSA"
 	})
-	prov.mgr.wake(run)
+	prov.deliver.wake(run)
 	if looping(run) {
 		t.Fatal("wake started a delivery loop for an annulled SSA")
 	}
@@ -161,7 +171,7 @@ func TestBrokenProviderCaught(t *testing.T) {
 	if _, err := prov.store.Enqueue(s.ID, raws, uint64(len(raws)), 0); err != nil {
 		t.Fatal(err)
 	}
-	prov.mgr.wake(prov.mgr.run(s.ID))
+	prov.deliver.wake(prov.mgr.run(s.ID))
 	waitRecords(t, req, s.ID, uint64(len(raws)))
 	waitFor(t, 10*time.Second, func() (bool, string) { // evidence is kept after the records
 		ev, err := req.store.Evidence(s.ID)
@@ -192,7 +202,7 @@ func TestBrokenProviderCaught(t *testing.T) {
 	if _, err := prov.store.Enqueue(s.ID, raws, uint64(len(raws)), 0); err != nil {
 		t.Fatal(err)
 	}
-	prov.mgr.wake(prov.mgr.run(s.ID))
+	prov.deliver.wake(prov.mgr.run(s.ID))
 	waitRecords(t, req, s.ID, uint64(2*len(raws)))
 	waitFor(t, 10*time.Second, func() (bool, string) {
 		st, err := prov.store.OutboxState(s.ID)
@@ -208,12 +218,27 @@ func TestAssessmentAtScheduleEnd(t *testing.T) {
 	req := newTestAgent(t, "requester", func(c *Config) { c.RetentionCheck = Duration(100 * time.Millisecond) })
 	addOffer(t, prov, nil)
 	tmpl := requestTemplate(t)
-	tmpl.Schedule.End = protocol.FromTime(time.Now().Add(2 * time.Second))
+	tmpl.Schedule.End = protocol.FromTime(time.Now().Add(time.Hour))
 	rec, err := req.Request(context.Background(), addrInfo(prov), tmpl)
 	if err != nil || rec.State != protocol.StateApproved {
 		t.Fatalf("negotiation: %+v, %v", rec, err)
 	}
-	path := assessmentPath(filepath.Join(req.home, AssessmentDir), rec.SSAID)
+	// The requester again, on a clock the test moves past the schedule's end.
+	home := req.home
+	if err := req.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clock := &movableClock{}
+	req, err = New(home, Options{Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { req.Close() })
+	path := assessmentPath(filepath.Join(home, AssessmentDir), rec.SSAID)
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an assessment report before the end of the schedule (%v)", err)
+	}
+	clock.advance(time.Hour + time.Minute)
 	var b []byte
 	waitFor(t, 10*time.Second, func() (bool, string) {
 		var err error
@@ -232,7 +257,7 @@ func TestAssessmentAtScheduleEnd(t *testing.T) {
 func TestBatchTimeChecked(t *testing.T) {
 	prov, req, s := exchangePair(t)
 	run := prov.mgr.run(s.ID)
-	refined, _, err := run.refine(protocol.FormatEVE, bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n")))
+	refined, _, err := run.refine(protocol.FormatEVE, bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n")), time.Now().Year())
 	if err != nil || len(refined) == 0 {
 		t.Fatal(len(refined), err)
 	}
@@ -271,7 +296,7 @@ func TestBatchTimeChecked(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := req.mgr.checkBatch(sealed, prov.ID())
+			c, err := req.receiver.checkBatch(sealed, prov.ID())
 			if err != nil || c.refused != "" {
 				t.Fatalf("%+v, %v", c, err)
 			}
@@ -299,7 +324,7 @@ func TestLargeViolatingBatch(t *testing.T) {
 	if _, err := prov.store.Enqueue(s.ID, raws, uint64(len(raws)), 0); err != nil {
 		t.Fatal(err)
 	}
-	prov.mgr.wake(prov.mgr.run(s.ID))
+	prov.deliver.wake(prov.mgr.run(s.ID))
 	waitFor(t, 15*time.Second, func() (bool, string) {
 		st, err := prov.store.OutboxState(s.ID)
 		return err == nil && st.Acked == uint64(len(raws)), fmt.Sprintf("acknowledged: %+v, %v", st, err)

@@ -23,7 +23,7 @@ import (
 func waitIngested(t *testing.T, a *Agent, n float64) {
 	t.Helper()
 	waitFor(t, 10*time.Second, func() (bool, string) {
-		got := testutil.ToFloat64(a.m.ingested)
+		got := testutil.ToFloat64(a.counts.queue.ingested)
 		if got > n {
 			t.Fatalf("%v records ingested, want %v", got, n)
 		}
@@ -69,12 +69,27 @@ func TestFollowSurvivesRotation(t *testing.T) {
 	})
 	waitIngested(t, a, 2)
 
-	// A half-written line waits until it is complete.
-	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o600)
-	f.WriteString(`{"event_type":`)
-	time.Sleep(400 * time.Millisecond)
-	f.WriteString(`"alert"}` + "\n")
-	f.Close()
+	// A half-written line waits until it is complete (polled by hand: the agent's own
+	// follower polls when it likes).
+	half := filepath.Join(t.TempDir(), "half.json")
+	fl := a.sources.newFollower(FollowConfig{Path: half, Format: protocol.FormatEVE})
+	defer fl.close()
+	f, err := os.OpenFile(half, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i, part := range []string{`{"event_type":`, `"alert"}` + "\n"} {
+		if _, err := f.WriteString(part); err != nil {
+			t.Fatal(err)
+		}
+		if err := fl.poll(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if want := map[int]int64{0: 0, 1: 23}[i]; fl.st.Offset != want {
+			t.Fatalf("after part %d of the line, read up to %d, want %d", i+1, fl.st.Offset, want)
+		}
+	}
 	waitIngested(t, a, 3)
 
 	// Rotation: what the sensor still writes to the old file is read before the new file.
@@ -144,7 +159,7 @@ func TestFollowInterruptedIngest(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := ingested(t, prov, s)
-			fl := prov.newFollower(cfg)
+			fl := prov.sources.newFollower(cfg)
 			err := fl.poll(&ctxCancelledAfter{Context: context.Background(), n: tt.checks})
 			fl.close()
 			if !errors.Is(err, context.Canceled) {
@@ -154,7 +169,7 @@ func TestFollowInterruptedIngest(t *testing.T) {
 				t.Errorf("interrupted poll: %d records ingested, want %d", got, tt.first)
 			}
 
-			again := prov.newFollower(cfg) // from the offset saved on disk, as after a restart
+			again := prov.sources.newFollower(cfg) // from the offset saved on disk, as after a restart
 			defer again.close()
 			if err := again.poll(context.Background()); err != nil {
 				t.Fatal(err)
@@ -193,7 +208,7 @@ func TestFollowLongLine(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := FollowConfig{Path: filepath.Join(t.TempDir(), "eve.json"), Format: protocol.FormatEVE}
 			before := ingested(t, prov, s)
-			fl := prov.newFollower(cfg)
+			fl := prov.sources.newFollower(cfg)
 			defer func() { fl.close() }()
 			var malformed int64
 			for i, w := range tt.writes {
@@ -211,7 +226,7 @@ func TestFollowLongLine(t *testing.T) {
 				if tt.restart && i > 0 {
 					malformed += fl.malformed
 					fl.close()
-					fl = prov.newFollower(cfg)
+					fl = prov.sources.newFollower(cfg)
 				}
 				if err := fl.poll(context.Background()); err != nil {
 					t.Fatalf("poll %d: %v", i, err)
@@ -270,7 +285,7 @@ func TestFollowMultiLineRecords(t *testing.T) {
 	if err := os.WriteFile(cfg.Path, []byte(strings.Repeat(record, n)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fl := prov.newFollower(cfg)
+	fl := prov.sources.newFollower(cfg)
 	defer fl.close()
 	if err := fl.poll(context.Background()); err != nil {
 		t.Fatal(err)
@@ -341,7 +356,7 @@ func TestFollowMigratesOffsetFile(t *testing.T) {
 	}
 
 	before := ingested(t, prov, s)
-	fl := prov.newFollower(cfg)
+	fl := prov.sources.newFollower(cfg)
 	if err := fl.poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +368,7 @@ func TestFollowMigratesOffsetFile(t *testing.T) {
 	if got := ingested(t, prov, s) - before; got != want {
 		t.Errorf("%d records ingested after the upgrade, want the second copy's %d", got, want)
 	}
-	again := prov.newFollower(cfg)
+	again := prov.sources.newFollower(cfg)
 	defer again.close()
 	if err := again.poll(context.Background()); err != nil {
 		t.Fatal(err)

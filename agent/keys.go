@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,6 +22,37 @@ const MaskKeysDir = "keys"
 
 // ErrMaskKey means a named masking key is missing or unusable; the message says how to fix it.
 var ErrMaskKey = errors.New("agent: masking key unusable")
+
+// PolicyKeyFile holds the secret from which each SSA's CryptoPAn and HMAC keys are derived.
+const PolicyKeyFile = "policy.key"
+
+// providerKeys is the KeySource of the provider's masking keys in home: the masking secret
+// (made on first use) and the named keys.
+func providerKeys(home string) (policy.KeySource, error) {
+	secret, err := loadOrCreateSecret(filepath.Join(home, PolicyKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	return maskKeys(home, secret), nil
+}
+
+func loadOrCreateSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == 32 {
+		return b, nil
+	}
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("masking secret %s: unreadable or not 32 bytes", path)
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("make a masking secret: %w", err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("write masking secret: %w", err)
+	}
+	return b, nil
+}
 
 // maskKeys is the provider's KeySource: a named key from the home's keys directory, else the
 // SSA's own key derived from the masking secret.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,6 +16,17 @@ import (
 
 	"github.com/ssanet/ssanet/protocol"
 )
+
+// startSinks starts sinks of a's records beside a's own, until the end of the test.
+func startSinks(t *testing.T, a *Agent, log *slog.Logger, cfgs ...SinkConfig) *sinks {
+	t.Helper()
+	sk, err := newSinks(a.store, filepath.Join(a.home, SinksDir), cfgs, a.mgr.requesterRuns, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sk.close)
+	return sk
+}
 
 // heapPeak samples the heap in use every 20 ms until stop (or the end of the test), which
 // returns the highest sample.
@@ -90,11 +102,7 @@ func TestForwardLargeRecordsBoundedMemory(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	base := ms.HeapInuse
 	stop := heapPeak(t)
-	sk, err := newSinks(req, []SinkConfig{{Name: "big", Type: "jsonl", Path: path, Relation: "organisation"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sk.close)
+	sk := startSinks(t, req, req.log, SinkConfig{Name: "big", Type: "jsonl", Path: path, Relation: "organisation"})
 	r := bufio.NewReaderSize(fifo, 64<<10)
 	for seq := uint64(1); seq <= n; seq++ {
 		line, err := r.ReadBytes('\n')
@@ -139,7 +147,7 @@ func TestQuarantine(t *testing.T) {
 	prov, req, s := exchangePair(t)
 	run := prov.mgr.run(s.ID)
 	lines := bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n"))
-	refined, _, err := run.refine(protocol.FormatEVE, lines)
+	refined, _, err := run.refine(protocol.FormatEVE, lines, time.Now().Year())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +161,7 @@ func TestQuarantine(t *testing.T) {
 		}
 	}
 	n := uint64(len(refined) + len(raws))
-	prov.mgr.wake(run)
+	prov.deliver.wake(run)
 	waitRecords(t, req, s.ID, n)
 
 	held, err := req.Records(s.ID, 0, 1000)
@@ -174,11 +182,7 @@ func TestQuarantine(t *testing.T) {
 	}
 
 	path := filepath.Join(t.TempDir(), "records.jsonl")
-	sk, err := newSinks(req, []SinkConfig{{Name: "q", Type: "jsonl", Path: path, Relation: "organisation"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sk.close)
+	startSinks(t, req, req.log, SinkConfig{Name: "q", Type: "jsonl", Path: path, Relation: "organisation"})
 	waitFor(t, 10*time.Second, func() (bool, string) {
 		b, _ := os.ReadFile(filepath.Join(req.home, "sinks", "q.json"))
 		var progress map[string]uint64
@@ -198,5 +202,38 @@ func TestQuarantine(t *testing.T) {
 	}
 	if len(got) != len(want) {
 		t.Fatalf("the sink got %d records, want the %d that comply", len(got), len(want))
+	}
+}
+
+// TestSinkProgressCorrupt: a sink whose progress file cannot be read forwards nothing (rather
+// than every record again) and says in the log what to do; the other sinks go on.
+func TestSinkProgressCorrupt(t *testing.T) {
+	_, req, s := exchangePair(t)
+	if _, _, err := req.store.Receive(s.ID, 1, [][]byte{append([]byte{0}, `{"event_type":"alert"}`...)}, time.Now(), 0); err != nil {
+		t.Fatal(err)
+	}
+	progress := filepath.Join(req.home, SinksDir, "broken.json")
+	if err := os.MkdirAll(filepath.Dir(progress), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(progress, []byte(`{"`+s.ID+`": 1`), 0o600); err != nil { // cut short
+		t.Fatal(err)
+	}
+	var logged syncBuffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	dir := t.TempDir()
+	broken, good := filepath.Join(dir, "broken.jsonl"), filepath.Join(dir, "good.jsonl")
+	startSinks(t, req, log, SinkConfig{Name: "broken", Type: "jsonl", Path: broken, Relation: "organisation"},
+		SinkConfig{Name: "good", Type: "jsonl", Path: good, Relation: "organisation"})
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		b, _ := os.ReadFile(good)
+		return bytes.Count(b, []byte("\n")) == 1, "the good sink got " + string(b)
+	})
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		return logged.count("sink stopped") == 1 && logged.count(progress) == 1 && logged.count("remove it") == 1,
+			"no log line says the sink stopped and what to do"
+	})
+	if b, err := os.ReadFile(broken); err != nil || len(b) != 0 {
+		t.Fatalf("the sink with a corrupt progress file wrote %q (%v)", b, err)
 	}
 }

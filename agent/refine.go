@@ -1,0 +1,239 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ssanet/ssanet/policy"
+	"github.com/ssanet/ssanet/storage"
+)
+
+// The provider's SSP enforcement point, refine-and-queue (Appendix I steps ⑦–⑧): raw records
+// of one format go to every SSA in force that shares it, are refined under its SSP and queued
+// durably for delivery, within the per-requester bound of the management point.
+
+// ingestChunk is how many raw records are refined and queued together.
+const ingestChunk = 2048
+
+// provisions is what refine-and-queue needs of the management point.
+type provisions interface {
+	// providerRuns are the SSAs provided in force.
+	providerRuns() []*agreementRun
+	// reserve takes room for want[i] records of runs[i] under the per-requester bound and
+	// says how many each got.
+	reserve(runs []*agreementRun, want []int) []int
+}
+
+// queueMetrics are the counters of refine-and-queue.
+type queueMetrics struct {
+	ingested, queued prometheus.Counter
+	// overflow counts refined records not queued because their requester's queue was full.
+	overflow prometheus.Counter
+}
+
+// refiner is refine-and-queue. Its methods are safe for concurrent use; each call refines and
+// queues its chunks in order.
+type refiner struct {
+	runs      provisions
+	store     *storage.Store
+	log       *slog.Logger
+	now       func() time.Time
+	metrics   queueMetrics
+	maxQueued int64 // only said in the log line when a queue fills
+	// queued is told of each run that got records, to deliver them (deliverer.wake).
+	queued func(*agreementRun)
+}
+
+func newRefiner(runs provisions, st *storage.Store, log *slog.Logger, now func() time.Time, maxQueued int64,
+	metrics queueMetrics, queued func(*agreementRun)) *refiner {
+	return &refiner{runs: runs, store: st, log: log, now: now, maxQueued: maxQueued, metrics: metrics, queued: queued}
+}
+
+// ingest reads records of format from r, refines and queues them; see Agent.Ingest. When from
+// is not nil, r is a followed file read from there: each chunk is queued in one commit with
+// the position where it ends in the file (the last one with the position of the end of r), so
+// that a crash at any point neither repeats nor skips a record of the file.
+func (q *refiner) ingest(ctx context.Context, format string, r io.Reader, from *storage.FilePos) (IngestStats, error) {
+	st := IngestStats{Queued: map[string]int64{}}
+	rr, err := policy.NewRecordReader(r, format)
+	if err != nil {
+		return st, err
+	}
+	refined := make(chan refinedChunk, 1)
+	queueErr := make(chan error, 1)
+	go func() { // the queueing stage, owned by this call: it ends when refined is closed
+		var err error
+		for c := range refined {
+			if err == nil {
+				err = q.enqueue(c, &st)
+			}
+		}
+		queueErr <- err
+	}()
+	readErr := q.readChunks(ctx, format, rr, &st, func(chunk [][]byte, end int64) {
+		c := q.refine(format, chunk)
+		st.Malformed += c.malformed
+		if from != nil {
+			c.pos = &storage.FilePos{Path: from.Path, Inode: from.Inode, Offset: from.Offset + end}
+		}
+		refined <- c
+	})
+	close(refined)
+	return st, errors.Join(readErr, <-queueErr)
+}
+
+// queueChunk refines a chunk of raw records and queues the results.
+func (q *refiner) queueChunk(format string, raws [][]byte) error {
+	return q.enqueue(q.refine(format, raws), &IngestStats{})
+}
+
+// readChunks cuts records out of rr and hands them to refine in chunks, with the offset in
+// rr's input where each chunk ends (malformed records before it included). The last chunk,
+// at the end of the input, ends there, and is handed over even when it is empty.
+func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.RecordReader, st *IngestStats, refine func(chunk [][]byte, end int64)) error {
+	chunk := make([][]byte, 0, ingestChunk)
+	end := int64(0) // where the last record read ends
+	for {
+		rec, err := rr.Next()
+		var bad *policy.BadRecord
+		switch {
+		case errors.Is(err, io.EOF):
+			refine(chunk, rr.Offset())
+			return nil
+		case errors.As(err, &bad):
+			st.Malformed++
+			end = rr.Offset()
+			q.log.Debug("malformed record skipped", "format", format, "line", bad.Line, "err", bad.Err)
+			continue
+		case err != nil:
+			if len(chunk) > 0 {
+				refine(chunk, end)
+			}
+			return err
+		}
+		st.Records++
+		end = rr.Offset()
+		chunk = append(chunk, slices.Clone(rec))
+		if len(chunk) == ingestChunk {
+			refine(chunk, end)
+			chunk = make([][]byte, 0, ingestChunk)
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// refinedChunk is a chunk of raw records refined for every SSA that shares its format.
+type refinedChunk struct {
+	raws      int
+	malformed int64 // raw records an enforcement point could not parse
+	runs      []*agreementRun
+	refined   [][][]byte
+	err       error
+	pos       *storage.FilePos // where the chunk ends in a followed file, committed with it
+}
+
+// refine runs the enforcement points of the provider SSAs that share format over raws:
+// once for each distinct refinement (policy.SSP.RefinementID), whose records every SSA that
+// shares it gets (the same slice, or a copy where its format's tag differs).
+func (q *refiner) refine(format string, raws [][]byte) refinedChunk {
+	c := refinedChunk{raws: len(raws)}
+	if len(raws) == 0 {
+		return c
+	}
+	year := q.now().Year()
+	first := map[string]int{} // the first run of each refinement, by its index in c.runs
+	for _, run := range q.runs.providerRuns() {
+		if !slices.Contains(run.ssp.Formats(), format) {
+			continue
+		}
+		var out [][]byte
+		if i, ok := first[run.refineID]; ok {
+			out = c.refined[i]
+			if tag := run.formatTag(format); c.runs[i].formatTag(format) != tag {
+				out = retag(out, tag)
+			}
+		} else {
+			var malformed int64
+			var err error
+			if out, malformed, err = run.refine(format, raws, year); err != nil {
+				c.err = err
+				return c
+			}
+			// Parsing does not depend on the SSP: a record one enforcement point cannot
+			// parse, the others cannot either.
+			c.malformed = max(c.malformed, malformed)
+			first[run.refineID] = len(c.runs)
+		}
+		c.runs, c.refined = append(c.runs, run), append(c.refined, out)
+	}
+	return c
+}
+
+// enqueue queues a refined chunk durably, for every SSA (and with its position in a followed
+// file) in one commit, and wakes the delivery loops. A requester whose queued records reach
+// max-queued-per-peer gets no more until it acknowledges some: what is left out is counted
+// in st and in a metric, and logged when a queue fills.
+func (q *refiner) enqueue(c refinedChunk, st *IngestStats) error {
+	if c.err != nil {
+		return c.err
+	}
+	q.metrics.ingested.Add(float64(c.raws))
+	want := make([]int, len(c.runs))
+	for i := range c.runs {
+		want[i] = len(c.refined[i])
+	}
+	room := q.runs.reserve(c.runs, want)
+	batches := make([]storage.Batch, len(c.runs))
+	for i, run := range c.runs {
+		refined := c.refined[i]
+		n := room[i]
+		q.noteRoom(run, len(refined), n)
+		batches[i] = storage.Batch{SSAID: run.ssa.ID, Records: refined[:n], Ingested: uint64(c.raws), Dropped: uint64(c.raws - len(refined))}
+	}
+	if len(batches) == 0 && c.pos == nil {
+		return nil
+	}
+	now := q.now()
+	lasts, err := q.store.EnqueueAll(batches, c.pos)
+	if err != nil {
+		for i, run := range c.runs {
+			run.backlog.Add(-int64(room[i]))
+		}
+		return fmt.Errorf("queue records: %w", err)
+	}
+	for i, run := range c.runs {
+		refined, last := batches[i].Records, lasts[i]
+		st.count(run.ssa.ID, len(refined), len(c.refined[i])-len(refined))
+		q.metrics.queued.Add(float64(len(refined)))
+		if len(refined) > 0 {
+			run.mu.Lock()
+			run.enqueued = append(run.enqueued, enqueueMark{last: last, at: now})
+			run.mu.Unlock()
+			q.queued(run)
+		}
+	}
+	return nil
+}
+
+// noteRoom counts and logs, when it changes, that a run's requester has no room for all of
+// its refined records (room of them queued).
+func (q *refiner) noteRoom(run *agreementRun, refined, room int) {
+	if room < refined {
+		q.metrics.overflow.Add(float64(refined - room))
+		if !run.full.Swap(true) {
+			q.log.Warn("records not queued until the requester acknowledges some: its queue is full", "ssa", run.ssa.ID,
+				"peer", run.peer, "max-queued-per-peer", q.maxQueued)
+		}
+	} else if refined > 0 && run.full.Swap(false) {
+		q.log.Info("records queued again: the requester acknowledged some", "ssa", run.ssa.ID, "peer", run.peer)
+	}
+}

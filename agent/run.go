@@ -1,0 +1,178 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ssanet/ssanet/policy"
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// latencySamples is how many delivery latencies a run keeps for its fulfilment report.
+const latencySamples = 1024
+
+// agreementRun is an SSA in force and the running parts that implement it. The management
+// point (manager) makes and ends runs; the enforcement points use them: refine-and-queue
+// (refiner) and delivery (deliverer) on the provider, receive-and-verify (receiver) and the
+// sinks on the requester.
+type agreementRun struct {
+	ssa  *protocol.SSA
+	role protocol.Role
+	peer peer.ID
+	ssp  *policy.SSP
+	// cancelled is when this agent committed a cancellation of the SSA, sent or received
+	// (zero if none; guarded by the manager's mu). From then on the requester refuses the
+	// SSA's batches and quarantines them as evidence (see receiver.checkBatch).
+	cancelled time.Time
+	// refineID is the SSP's RefinementID: runs that share it share each refinement.
+	refineID string
+
+	// Provider side.
+	// backlog counts the records queued and not yet acknowledged (see Config.MaxQueuedPerPeer).
+	backlog atomic.Int64
+	// full is set while ingest leaves records out for want of room (logged when it changes).
+	full        atomic.Bool
+	mu          sync.Mutex // guards enforcers, enqueued and lat
+	enforcers   map[string]*policy.Enforcer
+	enqueued    []enqueueMark // when each range of sequence numbers was queued
+	lat         []time.Duration
+	kick        chan struct{}
+	sentOutside atomic.Uint64
+
+	// The delivery loop runs only while it has something to do: deliverer.wake starts it, and
+	// it ends when the queue is empty and nothing kicks it, so an idle SSA in force costs no
+	// goroutine. loopMu guards the fields below.
+	loopMu sync.Mutex
+	// ctx ends when the SSA stops being in force (cancel, called by halt): no loop starts
+	// after that.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// looping is closed when the running loop ends; nil while none runs.
+	looping chan struct{}
+	// delivery is what the loop knows between its runs (nil until the first); one loop runs
+	// at a time, and only it uses delivery.
+	delivery *delivery
+}
+
+type enqueueMark struct {
+	last uint64
+	at   time.Time
+}
+
+func newRun(s *protocol.SSA, role protocol.Role, ssp *policy.SSP) (*agreementRun, error) {
+	other := s.Participants.Provider
+	if role == protocol.RoleProvider {
+		other = s.Participants.Requester
+	}
+	p, err := peerOf(other)
+	if err != nil {
+		return nil, err
+	}
+	return &agreementRun{ssa: s, role: role, peer: p, ssp: ssp, refineID: ssp.RefinementID(),
+		enforcers: map[string]*policy.Enforcer{}, kick: make(chan struct{}, 1)}, nil
+}
+
+func peerOf(p protocol.Participant) (peer.ID, error) {
+	id, err := peer.Decode(p.PeerID)
+	if err != nil {
+		return "", fmt.Errorf("participant %q has no valid peer ID: %w", p.Name, err)
+	}
+	return id, nil
+}
+
+// park ends the delivery loop unless it was kicked meanwhile; it reports whether it did.
+func (run *agreementRun) park() bool {
+	run.loopMu.Lock()
+	defer run.loopMu.Unlock()
+	select {
+	case <-run.kick:
+		return false
+	default:
+		run.looping = nil
+		return true
+	}
+}
+
+// halt stops the delivery loop for good and returns what to wait on for its end (nil if
+// none runs).
+func (run *agreementRun) halt() <-chan struct{} {
+	run.loopMu.Lock()
+	defer run.loopMu.Unlock()
+	if run.cancel != nil {
+		run.cancel()
+	}
+	return run.looping
+}
+
+// inSchedule reports whether t is inside the SSA's schedule.
+func (run *agreementRun) inSchedule(t time.Time) bool {
+	return run.ssa.Schedule.Contains(protocol.FromTime(t))
+}
+
+// acknowledged records delivery latencies of the ranges now acknowledged.
+func (run *agreementRun) acknowledged(last uint64, now time.Time) {
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	i := 0
+	for ; i < len(run.enqueued) && run.enqueued[i].last <= last; i++ {
+		run.lat = append(run.lat, now.Sub(run.enqueued[i].at))
+	}
+	run.enqueued = run.enqueued[i:]
+	if n := len(run.lat); n > latencySamples {
+		run.lat = run.lat[n-latencySamples:]
+	}
+}
+
+// latencies returns the p50, p95 and p99 delivery latencies in milliseconds.
+func (run *agreementRun) latencies() (p50, p95, p99 uint64) {
+	run.mu.Lock()
+	l := slices.Clone(run.lat)
+	run.mu.Unlock()
+	if len(l) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(l)
+	at := func(q float64) uint64 { return uint64(l[int(q*float64(len(l)-1))].Milliseconds()) }
+	return at(0.50), at(0.95), at(0.99)
+}
+
+// refine runs the SSP enforcement point of run over raws (step ⑧), tagging each refined
+// record with its format. It counts the records the enforcement point could not parse. year
+// completes the timestamps of formats that carry none (syslog) when the format's enforcer is
+// made.
+func (run *agreementRun) refine(format string, raws [][]byte, year int) (out [][]byte, malformed int64, err error) {
+	tag := run.formatTag(format)
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	e, ok := run.enforcers[format]
+	if !ok {
+		var err error
+		if e, err = policy.NewEnforcer(run.ssp, format, policy.Config{Year: year}); err != nil {
+			return nil, 0, err
+		}
+		run.enforcers[format] = e
+	}
+	var buf []byte
+	for _, raw := range raws {
+		if skipEnforcement {
+			out = append(out, append([]byte{tag}, raw...))
+			continue
+		}
+		buf, err = e.Refine(buf[:0], raw)
+		if err != nil {
+			malformed++
+			continue
+		}
+		if len(buf) == 0 {
+			continue // not to be shared
+		}
+		out = append(out, append([]byte{tag}, buf[:len(buf)-1]...))
+	}
+	return out, malformed, nil
+}

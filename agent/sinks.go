@@ -1,0 +1,303 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ssanet/ssanet/agent/sink"
+	"github.com/ssanet/ssanet/policy"
+	"github.com/ssanet/ssanet/storage"
+)
+
+// Step ⑪: the requester's enforcement point forwards what it received to the security
+// management server through sinks (writers in agent/sink). Forwarding reads from the store,
+// after each record was stored and verified, and remembers per sink and per SSA how far it got
+// (in HOME/sinks), so a restart forwards what was not forwarded yet: at least once to each
+// sink. A sink counts as onward sharing with the given relation, checked against the SSA's
+// redistribution rule.
+
+// A chunk of records read for a sink, or for Agent.Records, is at most forwardRecords
+// records and forwardBytes of them (or one record, when it alone is larger): a provider can
+// send records of up to 1 MiB that the requester stores even when they violate the SSA, and
+// JSON escapes each control byte of a record that is not JSON to 6 bytes.
+const (
+	forwardRecords = 512
+	forwardBytes   = 4 << 20
+)
+
+// SinksDir holds, in the home, each sink's progress: NAME.json maps each SSA ID to the last
+// sequence number forwarded to sink NAME.
+const SinksDir = "sinks"
+
+// ErrSinkProgress means a sink's progress file cannot be read: the sink stops rather than
+// forward every record again.
+var ErrSinkProgress = errors.New("agent: sink progress unreadable")
+
+// sinkRetry is how often a forwarder looks for records nobody told it of, and retries a sink
+// that refused records.
+const sinkRetry = time.Second
+
+// ForwardedRecord is a record as sinks receive it.
+type ForwardedRecord = sink.Record
+
+// SinkConfig is one sink in config.yaml.
+type SinkConfig struct {
+	// Name identifies the sink (its progress file); defaults to its type.
+	Name string `yaml:"name,omitempty"`
+	// Type is jsonl, syslog or webhook.
+	Type string `yaml:"type"`
+	// Path is the JSON Lines file (jsonl).
+	Path string `yaml:"path,omitempty"`
+	// Network (udp or tcp) and Address (host:port) of a syslog receiver.
+	Network string `yaml:"network,omitempty"`
+	Address string `yaml:"address,omitempty"`
+	// URL of a webhook.
+	URL string `yaml:"url,omitempty"`
+	// Relation of the receiver to this organisation: organisation (default), community or
+	// any; records go only where the SSA's redistribution rule allows.
+	Relation string `yaml:"relation,omitempty"`
+}
+
+func (c *SinkConfig) validate() error {
+	if c.Name == "" {
+		c.Name = c.Type
+	}
+	if c.Relation == "" {
+		c.Relation = "organisation"
+	}
+	switch c.Type {
+	case "jsonl":
+		if c.Path == "" {
+			return fmt.Errorf("config: sink %s: jsonl needs a path", c.Name)
+		}
+	case "syslog":
+		if (c.Network != "udp" && c.Network != "tcp") || c.Address == "" {
+			return fmt.Errorf("config: sink %s: syslog needs network udp|tcp and an address host:port", c.Name)
+		}
+	case "webhook":
+		if c.URL == "" {
+			return fmt.Errorf("config: sink %s: webhook needs a url", c.Name)
+		}
+	default:
+		return fmt.Errorf("config: sink %q: type must be jsonl, syslog or webhook", c.Type)
+	}
+	return nil
+}
+
+// open opens the sink's writer.
+func (c SinkConfig) open() (sink.Writer, error) {
+	switch c.Type {
+	case "jsonl":
+		w, err := sink.OpenJSONL(c.Path)
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %w", c.Name, err)
+		}
+		return w, nil
+	case "syslog":
+		return sink.NewSyslog(c.Network, c.Address), nil
+	default:
+		return sink.NewWebhook(c.URL), nil
+	}
+}
+
+// sinks runs one forwarder per configured sink.
+type sinks struct {
+	store *storage.Store
+	// runs are the SSAs whose received records are forwarded (manager.requesterRuns).
+	runs   func() []*agreementRun
+	dir    string // of the progress files
+	log    *slog.Logger
+	kicks  []chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// newSinks opens every sink and starts its forwarder; dir holds their progress files.
+func newSinks(st *storage.Store, dir string, cfgs []SinkConfig, runs func() []*agreementRun, log *slog.Logger) (*sinks, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &sinks{store: st, runs: runs, dir: dir, log: log, cancel: cancel}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		cancel()
+		return nil, err
+	}
+	for _, c := range cfgs {
+		w, err := c.open()
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		kick := make(chan struct{}, 1)
+		s.kicks = append(s.kicks, kick)
+		f := &forwarder{store: st, runs: runs, log: log, cfg: c, w: w, path: filepath.Join(dir, c.Name+".json"),
+			refused: map[string]bool{}}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			f.run(ctx, kick)
+			if err := w.Close(); err != nil {
+				log.Warn("close sink", "sink", c.Name, "err", err)
+			}
+		}()
+	}
+	return s, nil
+}
+
+// kick wakes the forwarders after new records were stored.
+func (s *sinks) kick() {
+	for _, k := range s.kicks {
+		select {
+		case k <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *sinks) close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// forwarder copies every requester SSA's new records to one sink (owned by its goroutine).
+type forwarder struct {
+	store    *storage.Store
+	runs     func() []*agreementRun
+	log      *slog.Logger
+	cfg      SinkConfig
+	w        sink.Writer
+	path     string            // of the progress file
+	progress map[string]uint64 // the last record forwarded, by SSA
+	refused  map[string]bool   // the SSAs whose redistribution rule forbids this sink, logged
+}
+
+// run forwards until ctx ends, or the progress file cannot be read: then nothing is
+// forwarded, since forwarding from the start would send every record again.
+func (f *forwarder) run(ctx context.Context, kick <-chan struct{}) {
+	var err error
+	if f.progress, err = loadProgress(f.path); err != nil {
+		f.log.Error("sink stopped: its progress file is unreadable; repair it, or remove it to forward every record again, then restart the agent",
+			"sink", f.cfg.Name, "file", f.path, "err", err)
+		return
+	}
+	t := time.NewTicker(sinkRetry)
+	defer t.Stop()
+	for {
+		for _, run := range f.runs() {
+			if f.allowed(run) {
+				f.forwardRun(ctx, run)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-t.C:
+		}
+	}
+}
+
+// loadProgress reads a progress file; a missing one is a sink that forwarded nothing yet.
+func loadProgress(path string) (map[string]uint64, error) {
+	progress := map[string]uint64{}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return progress, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &progress)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSinkProgress, err)
+	}
+	return progress, nil
+}
+
+// allowed reports whether run's SSA lets its records go to this sink, and logs once when not.
+func (f *forwarder) allowed(run *agreementRun) bool {
+	err := policy.MayRedistribute(run.ssp, f.cfg.Relation)
+	if err != nil && !f.refused[run.ssa.ID] {
+		f.log.Warn("records not forwarded: the SSA's redistribution rule forbids this sink", "ssa", run.ssa.ID, "sink", f.cfg.Name, "err", err)
+		f.refused[run.ssa.ID] = true
+	}
+	return err == nil
+}
+
+// forwardRun forwards run's records after the progress, chunk by chunk, until none is left,
+// the sink refuses some or ctx ends.
+func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
+	id := run.ssa.ID
+	tlp := run.ssp.Marking().TLP
+	for ctx.Err() == nil {
+		recs, err := f.store.Records(id, f.progress[id], forwardRecords, forwardBytes)
+		if err != nil {
+			f.log.Warn("records not read for a sink; will retry", "ssa", id, "sink", f.cfg.Name, "err", err)
+			return
+		}
+		if len(recs) == 0 {
+			return
+		}
+		out := make([]ForwardedRecord, 0, len(recs))
+		for _, r := range recs {
+			if !quarantined(r.Data) { // a record that breaks the SSA goes no further
+				out = append(out, forwarded(run, tlp, r.Seq, r.ReceivedAt, r.Data))
+			}
+		}
+		if len(out) > 0 {
+			if err := f.w.Write(ctx, out); err != nil {
+				f.log.Warn("sink refused records; will retry", "sink", f.cfg.Name, "err", err)
+				return
+			}
+		}
+		f.progress[id] = recs[len(recs)-1].Seq
+		if err := f.save(); err != nil {
+			f.log.Error("save sink progress", "sink", f.cfg.Name, "err", err)
+		}
+	}
+}
+
+func (f *forwarder) save() error {
+	b, err := json.Marshal(f.progress)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(f.path, b)
+}
+
+// Records returns up to max records received under an SSA this agent requested, after
+// sequence number after, as sinks receive them: no more than a sink's chunk of data (4 MiB),
+// but at least one record if there is one.
+func (a *Agent) Records(ssaID string, after uint64, max int) ([]ForwardedRecord, error) {
+	out := []ForwardedRecord{}
+	run := a.mgr.requested(ssaID)
+	if run == nil { // not an SSA this agent requested and agreed: no records
+		_, err := a.Negotiation(ssaID)
+		return out, err
+	}
+	recs, err := a.store.Records(ssaID, after, max, forwardBytes)
+	if err != nil {
+		return nil, err
+	}
+	tlp := run.ssp.Marking().TLP
+	for _, rec := range recs {
+		out = append(out, forwarded(run, tlp, rec.Seq, rec.ReceivedAt, rec.Data))
+	}
+	return out, nil
+}
+
+// forwarded is a kept record as sinks receive it.
+func forwarded(run *agreementRun, tlp string, seq uint64, at time.Time, data []byte) ForwardedRecord {
+	fr := ForwardedRecord{SSAID: run.ssa.ID, Seq: seq, Received: at, TLP: tlp, Quarantined: quarantined(data)}
+	fr.Format, data = run.untag(data)
+	if json.Valid(data) {
+		fr.Record = data
+	} else {
+		fr.Text = string(data)
+	}
+	return fr
+}
