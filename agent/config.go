@@ -151,8 +151,20 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate checks a configuration and says what to fix.
+// Validate checks a configuration and says what to fix: the first problem of the network
+// part, the negotiation and limits part, then the record sources and sinks.
 func (c *Config) Validate() error {
+	for _, check := range []func() error{c.validateNetwork, c.validateLimits, c.validateSinks, c.validateIngest} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateNetwork checks who the agent listens to and dials: listen, bootstrap, dht-mode,
+// allow and metrics.
+func (c *Config) validateNetwork() error {
 	if len(c.Listen) == 0 {
 		return errors.New("config: listen needs at least one multiaddr, e.g. /ip4/0.0.0.0/tcp/4001")
 	}
@@ -172,6 +184,17 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: allow: %q is not a peer ID: %w", p, err)
 		}
 	}
+	if c.Metrics != "" {
+		host, _, err := net.SplitHostPort(c.Metrics)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return fmt.Errorf("config: metrics must be a loopback host:port such as 127.0.0.1:9464, not %q", c.Metrics)
+		}
+	}
+	return nil
+}
+
+// validateLimits checks the decisions, timers and bounds.
+func (c *Config) validateLimits() error {
 	if c.Accept != "auto" && c.Accept != "manual" {
 		return fmt.Errorf("config: accept must be auto or manual, not %q", c.Accept)
 	}
@@ -182,13 +205,21 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: max-agreements-per-peer (default %d) and max-queued-per-peer (default %d) must be at least 1; leave them out for the defaults",
 			DefaultMaxAgreementsPerPeer, DefaultMaxQueuedPerPeer)
 	}
+	if err := (&storage.Options{Reserve: c.StorageReserveMiB << 20}).Validate(); err != nil {
+		return fmt.Errorf("config: storage-reserve-mib: at least %d: %w", storage.MinReserve>>20, err)
+	}
+	return nil
+}
+
+// validateSinks checks each sink, and that no two share a name (a sink keeps its progress
+// in sinks/NAME.json).
+func (c *Config) validateSinks() error {
 	named := map[string]bool{}
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
 		if err := s.validate(); err != nil {
 			return err
 		}
-		// A sink keeps its progress in sinks/NAME.json: two of one name would share it.
 		if strings.ContainsAny(s.Name, `/\`) {
 			return fmt.Errorf("config: sink name %q: a name is a plain word, without / or \\", s.Name)
 		}
@@ -197,18 +228,14 @@ func (c *Config) Validate() error {
 		}
 		named[s.Name] = true
 	}
+	return nil
+}
+
+// validateIngest checks the followed files.
+func (c *Config) validateIngest() error {
 	for _, f := range c.Ingest.Follow {
 		if f.Path == "" || !slices.Contains(policy.Formats(), f.Format) {
 			return fmt.Errorf("config: ingest.follow needs a path and a format among %v", policy.Formats())
-		}
-	}
-	if err := (&storage.Options{Reserve: c.StorageReserveMiB << 20}).Validate(); err != nil {
-		return fmt.Errorf("config: storage-reserve-mib: at least %d: %w", storage.MinReserve>>20, err)
-	}
-	if c.Metrics != "" {
-		host, _, err := net.SplitHostPort(c.Metrics)
-		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-			return fmt.Errorf("config: metrics must be a loopback host:port such as 127.0.0.1:9464, not %q", c.Metrics)
 		}
 	}
 	return nil
