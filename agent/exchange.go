@@ -712,10 +712,6 @@ func (run *agreementRun) refine(format string, raws [][]byte) (out [][]byte, mal
 	}
 	var buf []byte
 	for _, raw := range raws {
-		if skipEnforcement {
-			out = append(out, append([]byte{tag}, raw...))
-			continue
-		}
 		buf, err = e.Refine(buf[:0], raw)
 		if err != nil {
 			malformed++
