@@ -66,16 +66,24 @@ func offerAdd(c *cli, file string) int {
 }
 
 func offerList(c *cli) int {
-	var offers []protocol.Offer
-	if err := c.api("GET", "/v1/offers", nil, &offers); err != nil {
+	return getAndPrint(c, "/v1/offers", func(offers []protocol.Offer) {
+		for _, o := range offers {
+			fmt.Fprintf(c.stdout, "%-20s %-7s %s\n", o.ID, orDefault(o.Approval, protocol.ApprovalAuto), infoSummary(o.Terms.Information))
+		}
+	})
+}
+
+// getAndPrint gets what path holds from the daemon and prints it: as JSON with --json, else
+// with text.
+func getAndPrint[T any](c *cli, path string, text func(T)) int {
+	var v T
+	if err := c.api("GET", path, nil, &v); err != nil {
 		return c.apiFail(err)
 	}
 	if c.json {
-		return c.printJSON(offers)
+		return c.printJSON(v)
 	}
-	for _, o := range offers {
-		fmt.Fprintf(c.stdout, "%-20s %-7s %s\n", o.ID, orDefault(o.Approval, protocol.ApprovalAuto), infoSummary(o.Terms.Information))
-	}
+	text(v)
 	return exitOK
 }
 
@@ -198,21 +206,15 @@ func cmdSSAList(c *cli, synopsis string, args []string) int {
 	if code := c.parseFlags(c.flags("ssa list", synopsis), args); code >= 0 {
 		return code
 	}
-	var vs []agent.NegotiationView
-	if err := c.api("GET", "/v1/ssa", nil, &vs); err != nil {
-		return c.apiFail(err)
-	}
-	if c.json {
-		return c.printJSON(vs)
-	}
-	for _, v := range vs {
-		id := v.SSAID
-		if id == "" {
-			id = "-" // a request refused because its SSA ID names another negotiation's SSA
+	return getAndPrint(c, "/v1/ssa", func(vs []agent.NegotiationView) {
+		for _, v := range vs {
+			id := v.SSAID
+			if id == "" {
+				id = "-" // a request refused because its SSA ID names another negotiation's SSA
+			}
+			fmt.Fprintf(c.stdout, "%-28s %-9s %-19s %s\n", id, v.Role, v.State, v.Peer)
 		}
-		fmt.Fprintf(c.stdout, "%-28s %-9s %-19s %s\n", id, v.Role, v.State, v.Peer)
-	}
-	return exitOK
+	})
 }
 
 // ssaArg parses the flags of an ssa subcommand that takes one SSA ID, and returns the API
@@ -332,17 +334,11 @@ func cmdSSATranscript(c *cli, synopsis string, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	var ms []agent.MessageView
-	if err := c.api("GET", path+"/transcript", nil, &ms); err != nil {
-		return c.apiFail(err)
-	}
-	if c.json {
-		return c.printJSON(ms)
-	}
-	for i, m := range ms {
-		fmt.Fprintf(c.stdout, "%2d %-12s %s from %s ssa %s %s\n", i+1, m.Type, m.Time, m.Sender, m.SSAID, m.Status)
-	}
-	return exitOK
+	return getAndPrint(c, path+"/transcript", func(ms []agent.MessageView) {
+		for i, m := range ms {
+			fmt.Fprintf(c.stdout, "%2d %-12s %s from %s ssa %s %s\n", i+1, m.Type, m.Time, m.Sender, m.SSAID, m.Status)
+		}
+	})
 }
 
 // awaitChange waits until a cancellation or revision is confirmed or rejected.
