@@ -157,7 +157,6 @@ type node struct {
 	name string
 	home string
 	log  string // the daemon's stderr (JSON logs), appended to across restarts
-	exe  string // the daemon's binary when not daemon (withDaemon)
 	// runArgs are added to `ssanet run` (withRunArgs).
 	runArgs []string
 
@@ -235,11 +234,7 @@ func (a *agent) start() {
 		a.t.Fatal(err)
 	}
 	defer logf.Close()
-	exe := daemon
-	if a.exe != "" {
-		exe = a.exe
-	}
-	cmd := exec.Command(exe, append([]string{"--home", a.home, "run"}, a.runArgs...)...)
+	cmd := exec.Command(daemon, append([]string{"--home", a.home, "run"}, a.runArgs...)...)
 	cmd.Env = baseEnv()
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {

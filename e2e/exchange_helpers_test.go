@@ -47,11 +47,6 @@ func withJSONLSink(path string) option {
 	return withYAML(fmt.Sprintf("sinks:\n  - {type: jsonl, path: %q}", path))
 }
 
-// withDaemon runs the agent's daemon from another build of ssanet.
-func withDaemon(exe string) option {
-	return func(t *testing.T, a *agent) { a.exe = exe }
-}
-
 // withRunArgs adds arguments to the daemon's `ssanet run` (--log-level debug).
 func withRunArgs(args ...string) option {
 	return func(t *testing.T, a *agent) { a.runArgs = args }

@@ -319,7 +319,9 @@ func cmdSSAExport(c *cli, synopsis string, args []string) int {
 		return c.apiFail(err)
 	}
 	if *out == "" {
-		c.stdout.Write(b)
+		if _, err := c.stdout.Write(b); err != nil {
+			return c.fail(fmt.Errorf("write the SSA: %w", err))
+		}
 		return exitOK
 	}
 	if err := os.WriteFile(*out, b, 0o600); err != nil {

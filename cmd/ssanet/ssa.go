@@ -32,7 +32,9 @@ func cmdTemplate(c *cli, args []string) int {
 	default:
 		return c.usageError("template example: %q is neither requester nor provider", which)
 	}
-	c.stdout.Write(text)
+	if _, err := c.stdout.Write(text); err != nil {
+		return c.fail(fmt.Errorf("write the template: %w", err))
+	}
 	return exitOK
 }
 
