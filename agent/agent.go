@@ -241,7 +241,12 @@ func (a *Agent) startMetrics(ctx context.Context) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	a.goRun(func() { <-ctx.Done(); srv.Close() })
-	a.goRun(func() { srv.Serve(ln) })
+	a.goRun(func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("metrics server stopped: this agent's metrics can no longer be scraped; restart the agent, and if it fails again check the metrics address in config.yaml",
+				"addr", a.cfg.Metrics, "err", err)
+		}
+	})
 	return nil
 }
 
@@ -344,12 +349,6 @@ func (a *Agent) Addrs() []string {
 	}
 	return out
 }
-
-// Directory is the agent's view of the DHT directory.
-func (a *Agent) Directory() *discovery.Directory { return a.dir }
-
-// Store is the agent's store.
-func (a *Agent) Store() *storage.Store { return a.store }
 
 // Close stops the agent: stream handlers, running negotiations, host, store, in that order.
 // It is idempotent.

@@ -27,40 +27,6 @@ import (
 // The control API: HTTP+JSON on a Unix socket in the agent's home (mode 0600), used by the
 // CLI. Errors are JSON {"error": "..."} with a status that says whose fault it is.
 
-// NegotiationView is a negotiation as the control API shows it.
-type NegotiationView struct {
-	SSAID     string            `json:"ssa_id"`
-	Role      string            `json:"role"`
-	State     string            `json:"state"`
-	Peer      string            `json:"peer"`
-	Offer     string            `json:"offer,omitempty"`
-	Note      string            `json:"note,omitempty"`
-	Reasons   []protocol.Reason `json:"reasons,omitempty"`
-	Delivered bool              `json:"delivered"`
-	// Phase is the SSA's place in the life cycle of clause 9.1.
-	Phase   string    `json:"phase"`
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
-	// SSA is the agreement in force (or annulled), else the SSA under negotiation.
-	SSA *protocol.SSA `json:"ssa,omitempty"`
-	// Versions lists every agreed version's ID, oldest first, when there are several.
-	Versions []string `json:"versions,omitempty"`
-}
-
-// MessageView is one message of a transcript.
-type MessageView struct {
-	Type   string `json:"type"`
-	Sender string `json:"sender"`
-	Time   string `json:"time"`
-	ID     string `json:"id"`
-	Prev   string `json:"prev,omitempty"`
-	Hash   string `json:"hash"`
-	SSAID  string `json:"ssa_id,omitempty"`
-	Status string `json:"status,omitempty"`
-	// Reasons are a rejection's reasons.
-	Reasons []protocol.Reason `json:"reasons,omitempty"`
-}
-
 // RequestBody asks the agent to request an SSA from a provider.
 type RequestBody struct {
 	Provider string `json:"provider"` // peer ID or multiaddr with /p2p/
@@ -139,15 +105,6 @@ func (a *Agent) ServeControl(ctx context.Context) error {
 	return nil
 }
 
-type apiError struct {
-	status int
-	err    error
-}
-
-func (e apiError) Error() string { return e.err.Error() }
-
-func badRequest(err error) error { return apiError{http.StatusBadRequest, err} }
-
 // ErrBodyTooLarge means a request to the control API was over its limit and was refused
 // whole: a template cut short can still parse, without the masking rules that came last.
 var ErrBodyTooLarge = errors.New("agent: request body over the limit")
@@ -163,289 +120,215 @@ const (
 func readBody(r *http.Request, limit int64) ([]byte, error) {
 	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
 	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
-		return nil, apiError{http.StatusRequestEntityTooLarge,
-			fmt.Errorf("%w: the body is over %d bytes and was refused whole; make the template smaller", ErrBodyTooLarge, limit)}
+		return nil, fmt.Errorf("%w: the body is over %d bytes and was refused whole; make the template smaller", ErrBodyTooLarge, limit)
 	}
 	if err != nil {
-		return nil, badRequest(fmt.Errorf("read the request body: %w", err))
+		return nil, invalid(fmt.Errorf("read the request body: %w", err))
 	}
 	return b, nil
 }
 
+// controlAPI is the control API: each route reads a request, calls one exported method of the
+// agent and writes the answer; what the agent does is in those methods (api.go), so that the
+// demo and the CLI get the same.
+type controlAPI struct{ a *Agent }
+
+// route is one endpoint: its net/http pattern and its call. An answer of type []byte is sent
+// as CBOR, any other as JSON.
+type route struct {
+	pattern string
+	call    func(r *http.Request) (any, error)
+}
+
 func (a *Agent) controlHandler() http.Handler {
 	mux := http.NewServeMux()
-	handle := func(pattern string, f func(r *http.Request) (any, error)) {
-		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-			v, err := f(r)
-			w.Header().Set("Content-Type", "application/json")
-			if err != nil {
-				status := http.StatusInternalServerError
-				var ae apiError
-				switch {
-				case errors.As(err, &ae):
-					status = ae.status
-				case errors.Is(err, ErrUnknownSSA), errors.Is(err, storage.ErrNotFound):
-					status = http.StatusNotFound
-				case errors.Is(err, ErrNotDecidable), errors.Is(err, protocol.ErrUnexpected):
-					status = http.StatusConflict
-				case errors.Is(err, storage.ErrDiskFull):
-					status = http.StatusInsufficientStorage
-				}
-				w.WriteHeader(status)
-				json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
-				return
-			}
-			if b, ok := v.([]byte); ok {
-				w.Header().Set("Content-Type", "application/cbor")
-				w.Write(b)
-				return
-			}
-			json.NewEncoder(w).Encode(v)
-		})
+	for _, rt := range (controlAPI{a}).routes() {
+		mux.HandleFunc(rt.pattern, serve(rt.call))
 	}
-	handle("GET /v1/id", func(*http.Request) (any, error) {
-		return IDView{PeerID: a.ID().String(), Addrs: a.Addrs()}, nil
-	})
-	handle("GET /v1/offers", func(*http.Request) (any, error) {
-		offers, err := a.store.Offers()
-		if offers == nil {
-			offers = []*protocol.Offer{} // no offers is [], not null
-		}
-		return offers, err
-	})
-	handle("POST /v1/offers", func(r *http.Request) (any, error) {
-		body, err := readBody(r, maxTemplateBody)
-		if err != nil {
-			return nil, err
-		}
-		o, err := protocol.ParseOfferYAML(body, a.neg.now())
-		if err != nil {
-			return nil, badRequest(err)
-		}
-		if err := a.checkOfferKeys(o); err != nil {
-			return nil, badRequest(err)
-		}
-		fillContact(&o.Terms.Participants.Provider, a.cfg.Contact)
-		o.Terms.Participants.Provider.PeerID = a.ID().String()
-		if err := a.store.PutOffer(o); err != nil {
-			return nil, err
-		}
-		a.dir.Readvertise()
-		return o, nil
-	})
-	handle("DELETE /v1/offers/{id}", func(r *http.Request) (any, error) {
-		if err := a.store.DeleteOffer(r.PathValue("id")); err != nil {
-			return nil, err
-		}
-		a.dir.Readvertise()
-		return map[string]string{"removed": r.PathValue("id")}, nil
-	})
-	handle("GET /v1/discover", func(r *http.Request) (any, error) {
-		q := r.URL.Query()
-		if q.Get("type") == "" {
-			return nil, badRequest(errors.New("discover needs an information type"))
-		}
-		timeout, err := time.ParseDuration(q.Get("timeout"))
-		if err != nil || timeout <= 0 {
-			return nil, badRequest(fmt.Errorf("discover: bad timeout %q", q.Get("timeout")))
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), timeout)
-		defer cancel()
-		ps, err := a.dir.Find(ctx, q.Get("type"), q.Get("format"))
-		if errors.Is(err, discovery.ErrNoPeers) {
-			return nil, apiError{http.StatusServiceUnavailable, err}
-		}
-		if ps == nil {
-			ps = []discovery.Provider{}
-		}
-		return ps, err
-	})
-	handle("GET /v1/discover/peer/{id}", func(r *http.Request) (any, error) {
-		p, err := peer.Decode(r.PathValue("id"))
-		if err != nil {
-			return nil, badRequest(fmt.Errorf("%q is not a peer ID: %w", r.PathValue("id"), err))
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-		defer cancel()
-		return a.dir.Peer(ctx, p)
-	})
-	handle("POST /v1/requests", func(r *http.Request) (any, error) {
-		raw, err := readBody(r, maxRequestBody)
-		if err != nil {
-			return nil, err
-		}
-		var body RequestBody
-		if err := json.Unmarshal(raw, &body); err != nil {
-			return nil, badRequest(err)
-		}
-		if len(body.Template) > maxTemplateBody {
-			return nil, apiError{http.StatusRequestEntityTooLarge,
-				fmt.Errorf("%w: the template is over %d bytes and was refused whole; make it smaller", ErrBodyTooLarge, maxTemplateBody)}
-		}
-		info, err := parseProvider(body.Provider)
-		if err != nil {
-			return nil, badRequest(err)
-		}
-		tmpl, err := protocol.ParseSSAYAML([]byte(body.Template), a.neg.now())
-		if err != nil {
-			return nil, badRequest(err)
-		}
-		rec, err := a.Request(r.Context(), info, tmpl)
-		if err != nil {
-			return nil, err
-		}
-		return a.view(rec)
-	})
-	handle("POST /v1/ingest", func(r *http.Request) (any, error) {
-		format := r.URL.Query().Get("format")
-		if !slices.Contains(policy.Formats(), format) {
-			return nil, badRequest(fmt.Errorf("ingest: format %q is not one of %v", format, policy.Formats()))
-		}
-		return a.Ingest(r.Context(), format, r.Body)
-	})
-	handle("GET /v1/records", func(r *http.Request) (any, error) {
-		q := r.URL.Query()
-		after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
-		return a.Records(q.Get("ssa"), after, 1000)
-	})
-	handle("GET /v1/monitor/{id}", func(r *http.Request) (any, error) {
-		return a.Monitor(r.Context(), r.PathValue("id"))
-	})
-	handle("GET /v1/ssa", func(*http.Request) (any, error) {
-		recs, err := a.store.Negotiations()
-		if err != nil {
-			return nil, err
-		}
-		out := []*NegotiationView{}
-		for _, rec := range recs {
-			v, err := a.view(rec)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, v)
-		}
-		return out, nil
-	})
-	handle("GET /v1/ssa/{id}", func(r *http.Request) (any, error) {
-		rec, err := a.Negotiation(r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
-		return a.view(rec)
-	})
-	handle("GET /v1/ssa/{id}/export", func(r *http.Request) (any, error) {
-		s, err := a.store.Agreement(r.PathValue("id"))
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, apiError{http.StatusNotFound, fmt.Errorf("SSA %s has not been agreed (only approved or annulled SSAs carry both signatures)", r.PathValue("id"))}
-		}
-		if err != nil {
-			return nil, err
-		}
-		return s.Encode()
-	})
-	handle("GET /v1/ssa/{id}/transcript", func(r *http.Request) (any, error) {
-		rec, err := a.Negotiation(r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
-		raw, err := a.store.Transcript(rec.ID)
-		if err != nil {
-			return nil, err
-		}
-		out := []MessageView{}
-		for _, b := range raw {
-			e, err := protocol.Open(b)
-			if err != nil {
-				return nil, fmt.Errorf("%w: transcript of %s: %v", storage.ErrCorrupt, r.PathValue("id"), err)
-			}
-			out = append(out, messageView(e))
-		}
-		return out, nil
-	})
-	decide := func(d Decision) func(r *http.Request) (any, error) {
-		return func(r *http.Request) (any, error) {
-			rec, err := a.Decide(r.Context(), r.PathValue("id"), d, r.URL.Query().Get("reason"))
-			if err != nil {
-				return nil, err
-			}
-			return a.view(rec)
-		}
-	}
-	handle("POST /v1/ssa/{id}/approve", decide(Approve))
-	handle("POST /v1/ssa/{id}/decline", decide(Decline))
-	handle("POST /v1/ssa/{id}/cancel", func(r *http.Request) (any, error) {
-		rec, err := a.Cancel(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
-		return a.view(rec)
-	})
-	handle("POST /v1/ssa/{id}/revise", func(r *http.Request) (any, error) {
-		body, err := readBody(r, maxTemplateBody)
-		if err != nil {
-			return nil, err
-		}
-		tmpl, err := protocol.ParseSSAYAML(body, a.neg.now())
-		if err != nil {
-			return nil, badRequest(err)
-		}
-		rec, err := a.Revise(r.Context(), r.PathValue("id"), tmpl)
-		if err != nil {
-			return nil, err
-		}
-		return a.view(rec)
-	})
 	return mux
 }
 
-func messageView(e *protocol.Envelope) MessageView {
-	v := MessageView{Type: e.Header.Type.String(), Sender: e.Sender.String(),
-		Time: time.UnixMilli(e.Header.Time).UTC().Format(time.RFC3339Nano),
-		ID:   fmt.Sprintf("%x", e.Header.ID), Prev: fmt.Sprintf("%x", e.Header.Prev), Hash: fmt.Sprintf("%x", e.Hash())}
-	if e.SSA != nil {
-		v.SSAID, v.Status = e.SSA.ID, e.SSA.Status.String()
+func (api controlAPI) routes() []route {
+	return []route{
+		{"GET /v1/id", api.id},
+		{"GET /v1/offers", api.offers},
+		{"POST /v1/offers", api.addOffer},
+		{"DELETE /v1/offers/{id}", api.removeOffer},
+		{"GET /v1/discover", api.discover},
+		{"GET /v1/discover/peer/{id}", api.discoverPeer},
+		{"POST /v1/requests", api.request},
+		{"POST /v1/ingest", api.ingest},
+		{"GET /v1/records", api.records},
+		{"GET /v1/monitor/{id}", api.monitor},
+		{"GET /v1/ssa", api.negotiations},
+		{"GET /v1/ssa/{id}", api.negotiation},
+		{"GET /v1/ssa/{id}/export", api.export},
+		{"GET /v1/ssa/{id}/transcript", api.transcript},
+		{"POST /v1/ssa/{id}/approve", api.decide(Approve)},
+		{"POST /v1/ssa/{id}/decline", api.decide(Decline)},
+		{"POST /v1/ssa/{id}/cancel", api.cancel},
+		{"POST /v1/ssa/{id}/revise", api.revise},
 	}
-	if e.Rejection != nil {
-		v.SSAID, v.Reasons = e.Rejection.SSAID, e.Rejection.Reasons
-	}
-	return v
 }
 
-// view builds the API view of a negotiation.
-func (a *Agent) view(rec *storage.Negotiation) (*NegotiationView, error) {
-	v := &NegotiationView{SSAID: rec.SSAID, Role: rec.Role.String(), State: rec.State.String(), Peer: rec.Peer,
-		Offer: rec.OfferID, Note: rec.Note, Reasons: rec.Reasons, Delivered: rec.Delivered,
-		Created: rec.Created, Updated: rec.Updated}
-	s, err := a.store.Agreement(rec.SSAID)
-	switch {
-	case err == nil:
-		v.SSA = s
-		for p := s; p != nil && p.Supersedes != ""; {
-			v.Versions = append([]string{p.Supersedes}, v.Versions...)
-			if p, err = a.store.Agreement(p.Supersedes); err != nil {
-				return nil, err
-			}
-		}
-		if len(v.Versions) > 0 {
-			v.Versions = append(v.Versions, s.ID)
-		}
-	case errors.Is(err, storage.ErrNotFound):
-		raw, err := a.store.Transcript(rec.ID)
+// serve answers a request with what call returns; an error becomes {"error": "..."}.
+func serve(call func(*http.Request) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := call(r)
 		if err != nil {
-			return nil, err
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(statusOf(err))
+			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
 		}
-		for i := len(raw) - 1; i >= 0 && v.SSA == nil; i-- {
-			e, err := protocol.Open(raw[i])
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", storage.ErrCorrupt, err)
-			}
-			v.SSA = e.SSA
+		if b, ok := v.([]byte); ok {
+			w.Header().Set("Content-Type", "application/cbor")
+			w.Write(b)
+			return
 		}
-	default:
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+}
+
+// statusOf is the HTTP status of an error: whose fault it is.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrBodyTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrUnknownSSA), errors.Is(err, storage.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrNotDecidable), errors.Is(err, protocol.ErrUnexpected):
+		return http.StatusConflict
+	case errors.Is(err, storage.ErrDiskFull):
+		return http.StatusInsufficientStorage
+	case errors.Is(err, discovery.ErrNoPeers):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func (api controlAPI) id(*http.Request) (any, error) {
+	return IDView{PeerID: api.a.ID().String(), Addrs: api.a.Addrs()}, nil
+}
+
+func (api controlAPI) offers(*http.Request) (any, error) { return api.a.Offers() }
+
+func (api controlAPI) addOffer(r *http.Request) (any, error) {
+	body, err := readBody(r, maxTemplateBody)
+	if err != nil {
 		return nil, err
 	}
-	v.Phase = phase(v.SSA, rec.State, time.Now())
-	return v, nil
+	return api.a.AddOffer(body)
+}
+
+func (api controlAPI) removeOffer(r *http.Request) (any, error) {
+	id := r.PathValue("id")
+	if err := api.a.RemoveOffer(id); err != nil {
+		return nil, err
+	}
+	return map[string]string{"removed": id}, nil
+}
+
+func (api controlAPI) discover(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	if q.Get("type") == "" {
+		return nil, invalid(errors.New("discover needs an information type"))
+	}
+	timeout, err := time.ParseDuration(q.Get("timeout"))
+	if err != nil || timeout <= 0 {
+		return nil, invalid(fmt.Errorf("discover: bad timeout %q", q.Get("timeout")))
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	return api.a.Discover(ctx, q.Get("type"), q.Get("format"))
+}
+
+func (api controlAPI) discoverPeer(r *http.Request) (any, error) {
+	p, err := peer.Decode(r.PathValue("id"))
+	if err != nil {
+		return nil, invalid(fmt.Errorf("%q is not a peer ID: %w", r.PathValue("id"), err))
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	return api.a.DiscoverPeer(ctx, p)
+}
+
+func (api controlAPI) request(r *http.Request) (any, error) {
+	raw, err := readBody(r, maxRequestBody)
+	if err != nil {
+		return nil, err
+	}
+	var body RequestBody
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return nil, invalid(err)
+	}
+	if len(body.Template) > maxTemplateBody {
+		return nil, fmt.Errorf("%w: the template is over %d bytes and was refused whole; make it smaller", ErrBodyTooLarge, maxTemplateBody)
+	}
+	info, err := parseProvider(body.Provider)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	tmpl, err := api.a.ParseTemplate([]byte(body.Template))
+	if err != nil {
+		return nil, err
+	}
+	return api.a.viewOf(api.a.Request(r.Context(), info, tmpl))
+}
+
+func (api controlAPI) ingest(r *http.Request) (any, error) {
+	format := r.URL.Query().Get("format")
+	if !slices.Contains(policy.Formats(), format) {
+		return nil, invalid(fmt.Errorf("ingest: format %q is not one of %v", format, policy.Formats()))
+	}
+	return api.a.Ingest(r.Context(), format, r.Body)
+}
+
+func (api controlAPI) records(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	after, _ := strconv.ParseUint(q.Get("after"), 10, 64) // none or bad: from the first
+	return api.a.Records(q.Get("ssa"), after, 1000)
+}
+
+func (api controlAPI) monitor(r *http.Request) (any, error) {
+	return api.a.Monitor(r.Context(), r.PathValue("id"))
+}
+
+func (api controlAPI) negotiations(*http.Request) (any, error) { return api.a.Negotiations() }
+
+func (api controlAPI) negotiation(r *http.Request) (any, error) {
+	return api.a.ShowNegotiation(r.PathValue("id"))
+}
+
+func (api controlAPI) export(r *http.Request) (any, error) { return api.a.Export(r.PathValue("id")) }
+
+func (api controlAPI) transcript(r *http.Request) (any, error) {
+	return api.a.Transcript(r.PathValue("id"))
+}
+
+func (api controlAPI) decide(d Decision) func(*http.Request) (any, error) {
+	return func(r *http.Request) (any, error) {
+		return api.a.viewOf(api.a.Decide(r.Context(), r.PathValue("id"), d, r.URL.Query().Get("reason")))
+	}
+}
+
+func (api controlAPI) cancel(r *http.Request) (any, error) {
+	return api.a.viewOf(api.a.Cancel(r.Context(), r.PathValue("id")))
+}
+
+func (api controlAPI) revise(r *http.Request) (any, error) {
+	body, err := readBody(r, maxTemplateBody)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := api.a.ParseTemplate(body)
+	if err != nil {
+		return nil, err
+	}
+	return api.a.viewOf(api.a.Revise(r.Context(), r.PathValue("id"), tmpl))
 }
 
 // parseProvider reads a provider as a peer ID or a multiaddr ending in /p2p/ID.

@@ -160,10 +160,6 @@ func (run *agreementRun) refine(format string, raws [][]byte, year int) (out [][
 	}
 	var buf []byte
 	for _, raw := range raws {
-		if skipEnforcement {
-			out = append(out, append([]byte{tag}, raw...))
-			continue
-		}
 		buf, err = e.Refine(buf[:0], raw)
 		if err != nil {
 			malformed++

@@ -1,6 +1,7 @@
 // Package e2e runs ssanet agents as separate processes on 127.0.0.1, each with its own home,
-// and drives them only through the ssanet command line, as an operator would. It holds no
-// production code.
+// and drives them only through the ssanet command line, as an operator would; the one peer
+// it plays itself is a provider that cheats (cheat_test.go), which no build of ssanet can be.
+// It holds no production code.
 //
 // TestMain builds the binary once. Every daemon is started with `ssanet run`, waited for by
 // polling `ssanet id` with a deadline, and stopped with SIGTERM at cleanup, where it must exit
@@ -156,7 +157,6 @@ type node struct {
 	name string
 	home string
 	log  string // the daemon's stderr (JSON logs), appended to across restarts
-	exe  string // the daemon's binary when not daemon (withDaemon)
 	// runArgs are added to `ssanet run` (withRunArgs).
 	runArgs []string
 
@@ -234,11 +234,7 @@ func (a *agent) start() {
 		a.t.Fatal(err)
 	}
 	defer logf.Close()
-	exe := daemon
-	if a.exe != "" {
-		exe = a.exe
-	}
-	cmd := exec.Command(exe, append([]string{"--home", a.home, "run"}, a.runArgs...)...)
+	cmd := exec.Command(daemon, append([]string{"--home", a.home, "run"}, a.runArgs...)...)
 	cmd.Env = baseEnv()
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {

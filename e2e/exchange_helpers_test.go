@@ -7,13 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,11 +45,6 @@ func withYAML(text string) option {
 // withJSONLSink forwards the requester's records to a JSON Lines file.
 func withJSONLSink(path string) option {
 	return withYAML(fmt.Sprintf("sinks:\n  - {type: jsonl, path: %q}", path))
-}
-
-// withDaemon runs the agent's daemon from another build of ssanet.
-func withDaemon(exe string) option {
-	return func(t *testing.T, a *agent) { a.exe = exe }
 }
 
 // withRunArgs adds arguments to the daemon's `ssanet run` (--log-level debug).
@@ -480,43 +473,6 @@ func (a *agent) monitor(id string) assessmentView {
 	var v assessmentView
 	a.query(&v, "monitor", id)
 	return v
-}
-
-// ---- builds ----
-
-var brokenBuild struct {
-	once sync.Once
-	exe  string
-	err  error
-}
-
-// brokenProvider builds, once per run, ssanet with -tags ssanet_brokenprovider: a provider
-// that delivers raw records without enforcing its SSAs.
-func brokenProvider(t *testing.T) string {
-	t.Helper()
-	brokenBuild.once.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			brokenBuild.err = err
-			return
-		}
-		exe := filepath.Join(filepath.Dir(bin), "ssanet-broken") // removed with bin by TestMain
-		args := []string{"build", "-tags", "ssanet_brokenprovider", "-o", exe}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		build := exec.Command("go", append(args, "./cmd/ssanet")...)
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			brokenBuild.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-			return
-		}
-		brokenBuild.exe = exe
-	})
-	if brokenBuild.err != nil {
-		t.Fatal(brokenBuild.err)
-	}
-	return brokenBuild.exe
 }
 
 // freeUDPPort returns a loopback UDP port that was free a moment ago.

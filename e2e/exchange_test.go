@@ -219,26 +219,24 @@ func TestAppendixI(t *testing.T) {
 		p.Ingested, p.Refined, p.Dropped, p.Acked, p.LatencyP50, p.LatencyP95, p.LatencyP99, as.Verdict)
 }
 
-// TestBrokenProviderCaught: a provider built to skip its enforcement point delivers raw
-// records; the requester stores them (as received, with the evidence), quarantines those
-// that break the SSA (its sink receives only the others), and its monitor says the SSA is
-// violated and lists the offending signed batches.
+// TestBrokenProviderCaught: after a real negotiation, a provider that skips its enforcement
+// point (this test process, with the provider's identity key, its daemon stopped) delivers raw
+// records in signed batches; the requester stores them (as received, with the evidence),
+// quarantines those that break the SSA (its sink receives only the others), and its monitor
+// says the SSA is violated and lists the offending signed batches.
 func TestBrokenProviderCaught(t *testing.T) {
 	const n = 500
-	prov := newAgent(t, "broken-provider", "", withDaemon(brokenProvider(t)))
+	prov := newAgent(t, "provider", "")
 	sink := filepath.Join(t.TempDir(), "management-server.jsonl")
 	req := newAgent(t, "requester", "", withJSONLSink(sink))
 	prov.offer("provider.yaml")
 	id := agree(t, req, prov, requesterTemplate(t, "", "90d"))
+	agreed := req.must("ssa", "export", id)
 	recs := eveStream(sampleEVE(t), streamBase, 0, n, nil)
-	ing := prov.ingest(recs)
-	if ing.Queued[id] != n {
-		t.Fatalf("ingest: %+v, want %d queued for %s", ing, n, id)
-	}
+	impersonate(t, prov, req).deliverRaw(id, []byte(agreed), recs)
 	waitInbox(t, req, id, n, deliverBy)
 
-	// The build is broken as intended: the records arrive unmasked, and every one of those
-	// is quarantined.
+	// The records arrive unmasked, and every one of those is quarantined.
 	held := req.records(id)
 	checkDense(t, "requester's store", id, held, n)
 	unmasked, clean := 0, 0
@@ -254,7 +252,7 @@ func TestBrokenProviderCaught(t *testing.T) {
 		}
 	}
 	if unmasked == 0 {
-		t.Fatalf("the ssanet_brokenprovider build delivered refined records: nothing to catch")
+		t.Fatalf("the cheating provider delivered refined records: nothing to catch")
 	}
 	// The sink gets the records that comply, and nothing else.
 	waitSinkLines(t, sink, clean, deliverBy)

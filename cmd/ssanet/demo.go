@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ssanet/ssanet/agent"
+	"github.com/ssanet/ssanet/discovery"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -74,150 +76,224 @@ func demoNode(dir, name string, contact protocol.Participant, bootstrap []string
 	return agent.New(home, agent.Options{})
 }
 
-// runDemo is Appendix I end to end: a directory node and two domains on 127.0.0.1.
+// demo is Appendix I end to end: a directory node and two domains on 127.0.0.1. It drives
+// the agents through their exported methods, as the control API does.
+type demo struct {
+	out     io.Writer
+	dir     string
+	agents  []*agent.Agent // in the order they started
+	a, b    *agent.Agent   // domain A, the requester; domain B, the provider
+	sink    string         // domain A's security management server: a JSON Lines file
+	records int
+}
+
+// errDemoTimeout means something the demo waits for did not happen in time.
+var errDemoTimeout = errors.New("timed out")
+
+// runDemo runs the demo in dir, narrating on c's standard output.
 func runDemo(ctx context.Context, c *cli, dir string, records int) error {
-	say := func(format string, a ...any) { fmt.Fprintf(c.stdout, format+"\n", a...) }
-	say("ssanet demo: X.1205 Supplement 20, Appendix I, on this machine (homes in %s)\n", dir)
-
-	directory, err := demoNode(dir, "directory", protocol.Participant{Name: "directory node"}, nil, nil)
+	d := &demo{out: c.stdout, dir: dir, records: records, sink: filepath.Join(dir, "domain-a", "management-server.jsonl")}
+	d.say("ssanet demo: X.1205 Supplement 20, Appendix I, on this machine (homes in %s)\n", dir)
+	defer d.close()
+	if err := d.start(); err != nil {
+		return err
+	}
+	ssaX, err := d.negotiate(ctx)
 	if err != nil {
 		return err
 	}
-	defer directory.Close()
+	ingested, err := d.exchange(ctx, ssaX)
+	if err != nil {
+		return err
+	}
+	return d.assess(ctx, ssaX, ingested)
+}
+
+func (d *demo) say(format string, a ...any) { fmt.Fprintf(d.out, format+"\n", a...) }
+
+// close stops the agents in reverse order of their start.
+func (d *demo) close() {
+	for i := len(d.agents) - 1; i >= 0; i-- {
+		d.agents[i].Close()
+	}
+}
+
+// node starts one agent of the demo (see demoNode).
+func (d *demo) node(name string, contact protocol.Participant, bootstrap []string, edit func(*agent.Config)) (*agent.Agent, error) {
+	n, err := demoNode(d.dir, name, contact, bootstrap, edit)
+	if err == nil {
+		d.agents = append(d.agents, n)
+	}
+	return n, err
+}
+
+// start starts the directory node, then domain B and domain A, which bootstrap from it.
+func (d *demo) start() error {
+	directory, err := d.node("directory", protocol.Participant{Name: "directory node"}, nil, nil)
+	if err != nil {
+		return err
+	}
 	boot := directory.Addrs()[:1]
-	b, err := demoNode(dir, "domain-b", protocol.Participant{Affiliation: "Domain B", Name: "TMS security agent"}, boot, nil)
-	if err != nil {
+	if d.b, err = d.node("domain-b", protocol.Participant{Affiliation: "Domain B", Name: "TMS security agent"}, boot, nil); err != nil {
 		return err
 	}
-	defer b.Close()
-	sink := filepath.Join(dir, "domain-a", "management-server.jsonl")
-	a, err := demoNode(dir, "domain-a", protocol.Participant{Affiliation: "Domain A", Name: "security management server"}, boot,
+	if d.a, err = d.node("domain-a", protocol.Participant{Affiliation: "Domain A", Name: "security management server"}, boot,
 		func(cfg *agent.Config) {
-			cfg.Sinks = []agent.SinkConfig{{Name: "management-server", Type: "jsonl", Path: sink}}
-		})
-	if err != nil {
+			cfg.Sinks = []agent.SinkConfig{{Name: "management-server", Type: "jsonl", Path: d.sink}}
+		}); err != nil {
 		return err
 	}
-	defer a.Close()
-	say("directory node %s\ndomain A (requester, security management server) %s\ndomain B (provider, TMS security agent) %s\n",
-		directory.ID(), a.ID(), b.ID())
+	d.say("directory node %s\ndomain A (requester, security management server) %s\ndomain B (provider, TMS security agent) %s\n",
+		directory.ID(), d.a.ID(), d.b.ID())
+	return nil
+}
 
-	now := time.Now()
-	offer, err := protocol.ParseOfferYAML(protocol.ExampleProvider, now)
+// negotiate is steps ①–⑥: domain B offers, domain A finds it and requests, both agree on SSA-X.
+func (d *demo) negotiate(ctx context.Context) (*protocol.SSA, error) {
+	offer, err := d.b.AddOffer(protocol.ExampleProvider)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	offer.Terms.Participants.Provider.PeerID = b.ID().String()
-	if err := b.Store().PutOffer(offer); err != nil {
-		return err
-	}
-	b.Directory().Readvertise()
-	ssaA, err := protocol.ParseSSAYAML(protocol.ExampleRequester, now)
+	ssaA, err := d.a.ParseTemplate(protocol.ExampleRequester)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ssaA.Policy.Filtering = nil // the whole stream; the example's filter is shown by `ssanet template example`
-	say("① SSA-A (domain A's requirements): %s, masking %s, TLP %s or stricter, retention %s",
+	d.say("① SSA-A (domain A's requirements): %s, masking %s, TLP %s or stricter, retention %s",
 		infoSummary(ssaA.Information), maskSummary(ssaA.Policy), ssaA.Policy.Handling.TLP, ssaA.Policy.Handling.Retention)
-	say("  SSA-B (domain B's offer %q): %s, masking %s, TLP %s, retention %s",
+	d.say("  SSA-B (domain B's offer %q): %s, masking %s, TLP %s, retention %s",
 		offer.ID, infoSummary(offer.Terms.Information), maskSummary(offer.Terms.Policy), offer.Terms.Policy.Handling.TLP, offer.Terms.Policy.Handling.Retention)
-
-	var providers []peer.ID
-	deadline := time.Now().Add(30 * time.Second)
-	for len(providers) == 0 {
-		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		found, err := a.Directory().Find(fctx, protocol.TypeAttackDetectionLog, protocol.FormatEVE)
-		cancel()
-		for _, p := range found {
-			providers = append(providers, p.PeerID)
-		}
-		if len(providers) == 0 {
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				return fmt.Errorf("no provider found in the directory: %v", err)
-			}
-			time.Sleep(200 * time.Millisecond) // the provider's advertisement is on its way
-		}
-	}
-	say("   discovery: the directory lists %d provider(s) of attack-detection-log/eve: %s", len(providers), providers[0])
-
-	rec, err := a.Request(ctx, peer.AddrInfo{ID: providers[0]}, ssaA)
+	provider, err := d.findProvider(ctx)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	rec, err := d.a.Request(ctx, peer.AddrInfo{ID: provider}, ssaA)
+	if err != nil {
+		return nil, err
 	}
 	if rec.State != protocol.StateApproved {
-		return fmt.Errorf("negotiation ended %s: %v", rec.State, rec.Reasons)
+		return nil, fmt.Errorf("negotiation ended %s: %v", rec.State, rec.Reasons)
 	}
-	ssaX, err := a.Store().Agreement(rec.SSAID)
+	agreed, err := d.a.ShowNegotiation(rec.SSAID)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	say("② domain A sent an SSA request with SSA-A")
-	say("③ domain B answered with SSA-X, the meet of SSA-A and SSA-B: masking %s, TLP %s, retention %s, schedule %s",
+	ssaX := agreed.SSA
+	d.say("② domain A sent an SSA request with SSA-A")
+	d.say("③ domain B answered with SSA-X, the meet of SSA-A and SSA-B: masking %s, TLP %s, retention %s, schedule %s",
 		maskSummary(ssaX.Policy), ssaX.Policy.Handling.TLP, ssaX.Policy.Handling.Retention, scheduleSummary(ssaX.Schedule))
 	signers, err := protocol.VerifySSA(ssaX)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	say("④ domain A accepted, domain B confirmed: SSA %s approved, signed by %s (%s) and %s (%s)",
+	d.say("④ domain A accepted, domain B confirmed: SSA %s approved, signed by %s (%s) and %s (%s)",
 		ssaX.ID, signers[0].Role, signers[0].Message, signers[1].Role, signers[1].Message)
-	say("⑤ both negotiation points handed SSA-X to their management points")
-	say("⑥ both management points translated SSA-X into SSP-X")
+	d.say("⑤ both negotiation points handed SSA-X to their management points")
+	d.say("⑥ both management points translated SSA-X into SSP-X")
+	return ssaX, nil
+}
 
-	stream := demoRecords(records, time.Now())
-	say("⑦ the sensor hands %d raw EVE records to domain B's enforcement point", records)
-	st, err := b.Ingest(ctx, protocol.FormatEVE, bytes.NewReader(stream))
+// findProvider waits until domain A finds a provider of EVE records in the directory.
+func (d *demo) findProvider(ctx context.Context) (peer.ID, error) {
+	var found []discovery.Provider
+	var findErr error
+	err := poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		found, findErr = d.a.Discover(fctx, protocol.TypeAttackDetectionLog, protocol.FormatEVE)
+		return len(found) > 0, nil // else the provider's advertisement is on its way
+	})
 	if err != nil {
-		return err
+		return "", fmt.Errorf("no provider found in the directory: %v", findErr)
+	}
+	d.say("   discovery: the directory lists %d provider(s) of attack-detection-log/eve: %s", len(found), found[0].PeerID)
+	return found[0].PeerID, nil
+}
+
+// exchange is steps ⑦–⑪: domain B refines the sensor's records and delivers them; domain A
+// verifies them and forwards them to its sink.
+func (d *demo) exchange(ctx context.Context, ssaX *protocol.SSA) (agent.IngestStats, error) {
+	stream := demoRecords(d.records, time.Now())
+	d.say("⑦ the sensor hands %d raw EVE records to domain B's enforcement point", d.records)
+	st, err := d.b.Ingest(ctx, protocol.FormatEVE, bytes.NewReader(stream))
+	if err != nil {
+		return st, err
 	}
 	queued := st.Queued[ssaX.ID]
-	say("⑧ domain B refined them under SSP-X: %d records to share (%d malformed)", queued, st.Malformed)
-	first := firstLine(stream)
-	say("   raw:     %s", excerpt(first))
-
-	deadline = time.Now().Add(60 * time.Second)
-	var inbox uint64
-	for inbox < uint64(queued) {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("only %d of %d records delivered", inbox, queued)
-		}
-		time.Sleep(50 * time.Millisecond)
-		s, err := a.Store().InboxState(ssaX.ID)
-		if err != nil {
-			return err
-		}
-		inbox = s.Last
+	d.say("⑧ domain B refined them under SSP-X: %d records to share (%d malformed)", queued, st.Malformed)
+	d.say("   raw:     %s", excerpt(firstLine(stream)))
+	if err := d.awaitDelivery(ctx, ssaX.ID, uint64(queued)); err != nil {
+		return st, err
 	}
-	got, err := a.Records(ssaX.ID, 0, 1)
+	got, err := d.a.Records(ssaX.ID, 0, 1)
 	if err != nil || len(got) == 0 {
-		return fmt.Errorf("read the delivered records: %v", err)
+		return st, fmt.Errorf("read the delivered records: %v", err)
 	}
-	say("⑨ domain B delivered them in signed, numbered batches over %s", agent.ProtocolExchange)
-	say("   refined: %s", excerpt(got[0].Record))
-	say("⑩ domain A's enforcement point verified every record against SSP-X and stored it once")
-	for deadline := time.Now().Add(30 * time.Second); countLines(sink) < queued && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond) // the sink's forwarder runs in the agent
+	d.say("⑨ domain B delivered them in signed, numbered batches over %s", agent.ProtocolExchange)
+	d.say("   refined: %s", excerpt(got[0].Record))
+	d.say("⑩ domain A's enforcement point verified every record against SSP-X and stored it once")
+	// The sink's forwarder runs in the agent: if it is slow, the line count shows how far it got.
+	if err := poll(ctx, 30*time.Second, 50*time.Millisecond, func() (bool, error) { return countLines(d.sink) >= queued, nil }); err != nil && ctx.Err() != nil {
+		return st, err
 	}
-	say("⑪ and forwarded them to the security management server: %s (%d lines)", sink, countLines(sink))
+	d.say("⑪ and forwarded them to the security management server: %s (%d lines)", d.sink, countLines(d.sink))
+	return st, nil
+}
 
-	as, err := a.Monitor(ctx, ssaX.ID)
+// awaitDelivery waits until domain A holds the first n records of an SSA.
+func (d *demo) awaitDelivery(ctx context.Context, ssaID string, n uint64) error {
+	var held uint64
+	err := poll(ctx, 60*time.Second, 50*time.Millisecond, func() (bool, error) {
+		in, err := d.a.Inbox(ssaID)
+		held = in.Last
+		return held >= n, err
+	})
+	if errors.Is(err, errDemoTimeout) || err != nil && ctx.Err() != nil {
+		return fmt.Errorf("only %d of %d records delivered", held, n)
+	}
+	return err
+}
+
+// assess is steps ⑫–⑭: domain A's management point assesses SSA-X with domain B's report.
+func (d *demo) assess(ctx context.Context, ssaX *protocol.SSA, st agent.IngestStats) error {
+	as, err := d.a.Monitor(ctx, ssaX.ID)
 	if err != nil {
 		return err
 	}
-	say("⑫ domain A's management point asked domain B's for the fulfilment state of SSA-X")
+	d.say("⑫ domain A's management point asked domain B's for the fulfilment state of SSA-X")
 	if p := as.Provider; p != nil {
-		say("⑬ domain B replied with a signed report: ingested %d, refined %d, acknowledged %d, latency p99 %d ms",
+		d.say("⑬ domain B replied with a signed report: ingested %d, refined %d, acknowledged %d, latency p99 %d ms",
 			p.Ingested, p.Refined, p.Acked, p.LatencyP99)
 	}
-	say("⑭ verdict for the security management server: %s (phase %s)", strings.ToUpper(as.Verdict), as.Phase)
+	d.say("⑭ verdict for the security management server: %s (phase %s)", strings.ToUpper(as.Verdict), as.Phase)
 	for _, r := range as.Reasons {
-		say("   - %s", r)
+		d.say("   - %s", r)
 	}
-	say("\nsummary: %d raw records, %d shared, %d received and verified, %d violations, verdict %s",
-		st.Records, queued, as.Local.Last, as.Local.Violations, as.Verdict)
+	d.say("\nsummary: %d raw records, %d shared, %d received and verified, %d violations, verdict %s",
+		st.Records, st.Queued[ssaX.ID], as.Local.Last, as.Local.Violations, as.Verdict)
 	if as.Verdict != agent.VerdictFulfilled {
 		return fmt.Errorf("the SSA was not fulfilled")
 	}
 	return nil
+}
+
+// poll calls done every interval until it reports true or an error, for at most limit:
+// errDemoTimeout if it never does, ctx's error if ctx ends first.
+func poll(ctx context.Context, limit, interval time.Duration, done func() (bool, error)) error {
+	deadline := time.Now().Add(limit)
+	for {
+		if ok, err := done(); ok || err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return errDemoTimeout
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
 }
 
 var (

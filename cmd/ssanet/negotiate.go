@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -39,48 +40,68 @@ func cmdOffer(c *cli, args []string) int {
 	}
 	switch {
 	case args[0] == "add" && len(pos) == 1:
-		body, err := os.ReadFile(pos[0])
-		if err != nil {
-			return c.fail(fmt.Errorf("read offer: %w", err))
-		}
-		var o protocol.Offer
-		if err := c.api("POST", "/v1/offers", bytes.NewReader(body), &o); err != nil {
-			return c.apiFail(err)
-		}
-		if c.json {
-			return c.printJSON(o)
-		}
-		fmt.Fprintf(c.stdout, "offer %s added: %s\n", o.ID, infoSummary(o.Terms.Information))
-		return exitOK
+		return offerAdd(c, pos[0])
 	case args[0] == "list" && len(pos) == 0:
-		var offers []protocol.Offer
-		if err := c.api("GET", "/v1/offers", nil, &offers); err != nil {
-			return c.apiFail(err)
-		}
-		if c.json {
-			return c.printJSON(offers)
-		}
+		return offerList(c)
+	case args[0] == "remove" && len(pos) == 1:
+		return offerRemove(c, pos[0])
+	}
+	return c.usageError("usage: ssanet %s", offerSynopsis)
+}
+
+func offerAdd(c *cli, file string) int {
+	body, err := os.ReadFile(file)
+	if err != nil {
+		return c.fail(fmt.Errorf("read offer: %w", err))
+	}
+	var o protocol.Offer
+	if err := c.api("POST", "/v1/offers", bytes.NewReader(body), &o); err != nil {
+		return c.apiFail(err)
+	}
+	if c.json {
+		return c.printJSON(o)
+	}
+	fmt.Fprintf(c.stdout, "offer %s added: %s\n", o.ID, infoSummary(o.Terms.Information))
+	return exitOK
+}
+
+func offerList(c *cli) int {
+	return getAndPrint(c, "/v1/offers", func(offers []protocol.Offer) {
 		for _, o := range offers {
 			fmt.Fprintf(c.stdout, "%-20s %-7s %s\n", o.ID, orDefault(o.Approval, protocol.ApprovalAuto), infoSummary(o.Terms.Information))
 		}
-		return exitOK
-	case args[0] == "remove" && len(pos) == 1:
-		var removed map[string]string
-		err := c.api("DELETE", "/v1/offers/"+url.PathEscape(pos[0]), nil, &removed)
-		var ae *apiStatusError
-		if errors.As(err, &ae) && ae.status == http.StatusNotFound {
-			return c.fail(fmt.Errorf("this agent has no offer %q; see its offers with: %s", pos[0], c.hint("offer", "list")))
-		}
-		if err != nil {
-			return c.apiFail(err)
-		}
-		if c.json {
-			return c.printJSON(removed)
-		}
-		fmt.Fprintf(c.stdout, "offer %s removed\n", pos[0])
-		return exitOK
+	})
+}
+
+// getAndPrint gets what path holds from the daemon and prints it: as JSON with --json, else
+// with text.
+func getAndPrint[T any](c *cli, path string, text func(T)) int {
+	var v T
+	if err := c.api("GET", path, nil, &v); err != nil {
+		return c.apiFail(err)
 	}
-	return c.usageError("usage: ssanet %s", offerSynopsis)
+	if c.json {
+		return c.printJSON(v)
+	}
+	text(v)
+	return exitOK
+}
+
+func offerRemove(c *cli, id string) int {
+	var removed map[string]string
+	err := c.api("DELETE", "/v1/offers/"+url.PathEscape(id), nil, &removed)
+	var ae *apiStatusError
+	if errors.As(err, &ae) && ae.status == http.StatusNotFound {
+		return c.fail(fmt.Errorf("this agent has no offer %q; see its offers with: %s", id, c.hint("offer", "list")))
+	}
+	if err != nil {
+		return c.apiFail(err)
+	}
+	if c.json {
+		return c.printJSON(removed)
+	}
+	fmt.Fprintf(c.stdout, "offer %s removed\n", id)
+	return exitOK
 }
 
 func orDefault(s, d string) string {
@@ -124,12 +145,12 @@ func cmdRequest(c *cli, args []string) int {
 	return c.awaitOutcome(&v, *wait, false)
 }
 
-// awaitOutcome polls a negotiation until it rests (approved, rejected, annulled, expired or
-// held for a decision) or wait passes, prints it, and returns the exit code of its outcome:
+// awaitOutcome polls a negotiation until it is at rest (over, in force, or held for a
+// decision) or wait passes, prints it, and returns the exit code of its outcome:
 // 3 when the peer refused (local: this agent declined, which is no refusal by the peer), 4
 // when the proposal expired.
 func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration, local bool) int {
-	if err := c.poll(v, wait, func(v *agent.NegotiationView) bool { return !restful(v) }); err != nil {
+	if err := c.poll(v, wait, func(v *agent.NegotiationView) bool { return !v.AtRest }); err != nil {
 		return c.apiFail(err)
 	}
 	c.show(v)
@@ -139,7 +160,7 @@ func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration, local b
 	case v.State == protocol.StateExpired.String():
 		fmt.Fprintf(c.stderr, "ssanet: the proposal of %s expired before it was accepted: nothing was agreed; request again\n", v.SSAID)
 		return exitExpired
-	case !restful(v) && wait > 0:
+	case !v.AtRest && wait > 0:
 		fmt.Fprintf(c.stderr, "ssanet: still %s after %s: the peer has not answered (it may hold the SSA for its operator); follow it with: %s\n",
 			v.State, wait, c.hint("ssa", "show", v.SSAID))
 		return exitError
@@ -156,14 +177,6 @@ func (c *cli) poll(v *agent.NegotiationView, wait time.Duration, pending func(*a
 		}
 	}
 	return nil
-}
-
-func restful(v *agent.NegotiationView) bool {
-	switch v.State {
-	case "approved", "rejected", "annulled", "expired", "request-received", "proposal-received", "revision-received":
-		return true
-	}
-	return false
 }
 
 // show prints a negotiation: JSON with --json, else a summary and the SSA as YAML.
@@ -193,113 +206,146 @@ func cmdSSAList(c *cli, synopsis string, args []string) int {
 	if code := c.parseFlags(c.flags("ssa list", synopsis), args); code >= 0 {
 		return code
 	}
-	var vs []agent.NegotiationView
-	if err := c.api("GET", "/v1/ssa", nil, &vs); err != nil {
-		return c.apiFail(err)
-	}
-	if c.json {
-		return c.printJSON(vs)
-	}
-	for _, v := range vs {
-		id := v.SSAID
-		if id == "" {
-			id = "-" // a request refused because its SSA ID names another negotiation's SSA
+	return getAndPrint(c, "/v1/ssa", func(vs []agent.NegotiationView) {
+		for _, v := range vs {
+			id := v.SSAID
+			if id == "" {
+				id = "-" // a request refused because its SSA ID names another negotiation's SSA
+			}
+			fmt.Fprintf(c.stdout, "%-28s %-9s %-19s %s\n", id, v.Role, v.State, v.Peer)
 		}
-		fmt.Fprintf(c.stdout, "%-28s %-9s %-19s %s\n", id, v.Role, v.State, v.Peer)
-	}
-	return exitOK
+	})
 }
 
-// cmdSSAOne runs the ssa subcommands that take one SSA ID.
-func cmdSSAOne(c *cli, sub, synopsis string, args []string) int {
-	var fs *flag.FlagSet
-	if sub == "export" {
-		fs = c.plainFlags("ssa "+sub, synopsis) // CBOR bytes, or a file
-	} else {
-		fs = c.flags("ssa "+sub, synopsis)
-	}
-	var out, tmpl, reason *string
-	var wait *time.Duration
-	switch sub {
-	case "export":
-		out = fs.String("out", "", "write the SSA to `FILE` instead of standard output")
-	case "revise":
-		tmpl = fs.String("template", "", "the new terms: a YAML template `FILE`")
-	case "decline":
-		reason = fs.String("reason", "", "why, for the peer")
-	}
-	switch sub {
-	case "approve", "decline", "cancel", "revise":
-		wait = fs.Duration("wait", 30*time.Second, "how long to wait for the outcome; 0 returns at once")
-	}
+// ssaArg parses the flags of an ssa subcommand that takes one SSA ID, and returns the API
+// path of its negotiation, or the exit code when there is nothing more to do.
+func (c *cli) ssaArg(fs *flag.FlagSet, synopsis string, args []string) (path string, code int) {
 	pos, code := c.parse(fs, args)
+	if code >= 0 {
+		return "", code
+	}
+	if len(pos) != 1 {
+		return "", c.usageError("usage: ssanet %s", synopsis)
+	}
+	return "/v1/ssa/" + url.PathEscape(pos[0]), -1
+}
+
+// waitFlag is the --wait flag of the subcommands that change a negotiation.
+func waitFlag(fs *flag.FlagSet) *time.Duration {
+	return fs.Duration("wait", 30*time.Second, "how long to wait for the outcome; 0 returns at once")
+}
+
+// postSSA posts an operation on a negotiation and waits for its outcome with await.
+func (c *cli) postSSA(path string, body io.Reader, await func(*agent.NegotiationView) int) int {
+	var v agent.NegotiationView
+	if err := c.api("POST", path, body, &v); err != nil {
+		return c.apiFail(err)
+	}
+	return await(&v)
+}
+
+func cmdSSAShow(c *cli, synopsis string, args []string) int {
+	path, code := c.ssaArg(c.flags("ssa show", synopsis), synopsis, args)
 	if code >= 0 {
 		return code
 	}
-	if len(pos) != 1 || (tmpl != nil && *tmpl == "") {
+	var v agent.NegotiationView
+	if err := c.api("GET", path, nil, &v); err != nil {
+		return c.apiFail(err)
+	}
+	c.show(&v)
+	return exitOK
+}
+
+func cmdSSAApprove(c *cli, synopsis string, args []string) int {
+	fs := c.flags("ssa approve", synopsis)
+	wait := waitFlag(fs)
+	path, code := c.ssaArg(fs, synopsis, args)
+	if code >= 0 {
+		return code
+	}
+	return c.postSSA(path+"/approve", nil, func(v *agent.NegotiationView) int { return c.awaitOutcome(v, *wait, false) })
+}
+
+func cmdSSADecline(c *cli, synopsis string, args []string) int {
+	fs := c.flags("ssa decline", synopsis)
+	reason := fs.String("reason", "", "why, for the peer")
+	wait := waitFlag(fs)
+	path, code := c.ssaArg(fs, synopsis, args)
+	if code >= 0 {
+		return code
+	}
+	return c.postSSA(path+"/decline?reason="+url.QueryEscape(*reason), nil,
+		func(v *agent.NegotiationView) int { return c.awaitOutcome(v, *wait, true) })
+}
+
+func cmdSSACancel(c *cli, synopsis string, args []string) int {
+	fs := c.flags("ssa cancel", synopsis)
+	wait := waitFlag(fs)
+	path, code := c.ssaArg(fs, synopsis, args)
+	if code >= 0 {
+		return code
+	}
+	return c.postSSA(path+"/cancel", nil, func(v *agent.NegotiationView) int { return c.awaitChange(v, *wait) })
+}
+
+func cmdSSARevise(c *cli, synopsis string, args []string) int {
+	fs := c.flags("ssa revise", synopsis)
+	tmpl := fs.String("template", "", "the new terms: a YAML template `FILE`")
+	wait := waitFlag(fs)
+	path, code := c.ssaArg(fs, synopsis, args)
+	if code >= 0 {
+		return code
+	}
+	if *tmpl == "" {
 		return c.usageError("usage: ssanet %s", synopsis)
 	}
-	path := "/v1/ssa/" + url.PathEscape(pos[0])
-	var v agent.NegotiationView
-	var err error
-	switch sub {
-	case "show":
-		err = c.api("GET", path, nil, &v)
-	case "approve", "cancel":
-		err = c.api("POST", path+"/"+sub, nil, &v)
-	case "decline":
-		err = c.api("POST", path+"/decline?reason="+url.QueryEscape(*reason), nil, &v)
-	case "revise":
-		body, rerr := os.ReadFile(*tmpl)
-		if rerr != nil {
-			return c.fail(fmt.Errorf("read template: %w", rerr))
+	body, err := os.ReadFile(*tmpl)
+	if err != nil {
+		return c.fail(fmt.Errorf("read template: %w", err))
+	}
+	return c.postSSA(path+"/revise", bytes.NewReader(body), func(v *agent.NegotiationView) int { return c.awaitChange(v, *wait) })
+}
+
+func cmdSSAExport(c *cli, synopsis string, args []string) int {
+	fs := c.plainFlags("ssa export", synopsis) // CBOR bytes, or a file
+	out := fs.String("out", "", "write the SSA to `FILE` instead of standard output")
+	path, code := c.ssaArg(fs, synopsis, args)
+	if code >= 0 {
+		return code
+	}
+	var b []byte
+	if err := c.api("GET", path+"/export", nil, &b); err != nil {
+		return c.apiFail(err)
+	}
+	if *out == "" {
+		if _, err := c.stdout.Write(b); err != nil {
+			return c.fail(fmt.Errorf("write the SSA: %w", err))
 		}
-		err = c.api("POST", path+"/revise", bytes.NewReader(body), &v)
-	case "export":
-		var b []byte
-		if err := c.api("GET", path+"/export", nil, &b); err != nil {
-			return c.apiFail(err)
-		}
-		if *out == "" {
-			c.stdout.Write(b)
-			return exitOK
-		}
-		if err := os.WriteFile(*out, b, 0o600); err != nil {
-			return c.fail(err)
-		}
-		fmt.Fprintf(c.stderr, "wrote %s (verify it with: ssanet ssa verify %s)\n", *out, *out)
 		return exitOK
-	case "transcript":
-		var ms []agent.MessageView
-		if err := c.api("GET", path+"/transcript", nil, &ms); err != nil {
-			return c.apiFail(err)
-		}
-		if c.json {
-			return c.printJSON(ms)
-		}
+	}
+	if err := os.WriteFile(*out, b, 0o600); err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stderr, "wrote %s (verify it with: ssanet ssa verify %s)\n", *out, *out)
+	return exitOK
+}
+
+func cmdSSATranscript(c *cli, synopsis string, args []string) int {
+	path, code := c.ssaArg(c.flags("ssa transcript", synopsis), synopsis, args)
+	if code >= 0 {
+		return code
+	}
+	return getAndPrint(c, path+"/transcript", func(ms []agent.MessageView) {
 		for i, m := range ms {
 			fmt.Fprintf(c.stdout, "%2d %-12s %s from %s ssa %s %s\n", i+1, m.Type, m.Time, m.Sender, m.SSAID, m.Status)
 		}
-		return exitOK
-	}
-	if err != nil {
-		return c.apiFail(err)
-	}
-	if sub == "show" {
-		c.show(&v)
-		return exitOK
-	}
-	if sub == "revise" || sub == "cancel" {
-		return c.awaitChange(&v, *wait)
-	}
-	return c.awaitOutcome(&v, *wait, sub == "decline")
+	})
 }
 
 // awaitChange waits until a cancellation or revision is confirmed or rejected.
 func (c *cli) awaitChange(v *agent.NegotiationView, wait time.Duration) int {
-	unconfirmed := func(v *agent.NegotiationView) bool {
-		return v.State == "cancellation-sent" || v.State == "revision-sent"
-	}
+	unconfirmed := func(v *agent.NegotiationView) bool { return !v.AtRest }
 	if err := c.poll(v, wait, unconfirmed); err != nil {
 		return c.apiFail(err)
 	}

@@ -27,7 +27,7 @@ func TestOutcomeExitCodes(t *testing.T) {
 		t.Run(tc.state, func(t *testing.T) {
 			var out, errs bytes.Buffer
 			c := &cli{home: t.TempDir(), stdout: &out, stderr: &errs}
-			if code := c.awaitOutcome(&agent.NegotiationView{SSAID: "ssa-1", State: tc.state}, 0, tc.local); code != tc.code {
+			if code := c.awaitOutcome(&agent.NegotiationView{SSAID: "ssa-1", State: tc.state, AtRest: true}, 0, tc.local); code != tc.code {
 				t.Fatalf("exit %d, want %d (stderr %q)", code, tc.code, errs.String())
 			}
 			if !strings.Contains(errs.String(), tc.errs) {

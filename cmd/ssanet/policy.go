@@ -29,12 +29,46 @@ Exit codes: 0 ok (check: no violation), 1 error or violations (apply: a bad reco
 `
 )
 
+// policyArgs are the arguments of policy apply|check.
+type policyArgs struct {
+	sub               string // apply or check
+	ssaFile, tmplFile string // one of them
+	format            string
+	keyFile, outFile  string // apply only
+	in                string // the input file; "" or "-": standard input
+}
+
 // cmdPolicy runs "ssanet policy apply|check" offline, on files or standard input.
 func cmdPolicy(c *cli, args []string) int {
 	if code, done := c.subcommandUsage(args, policyUsage); done {
 		return code
 	}
-	sub := args[0]
+	pa, code := c.policyArgs(args[0], args[1:])
+	if code >= 0 {
+		return code
+	}
+	ssa, err := loadPolicySSA(pa.ssaFile, pa.tmplFile, pa.format)
+	if err != nil {
+		return c.policyFail(pa.sub, err)
+	}
+	in := c.stdin
+	if pa.in != "" && pa.in != "-" {
+		f, err := os.Open(pa.in)
+		if err != nil {
+			return c.policyFail(pa.sub, err)
+		}
+		defer f.Close()
+		in = f
+	}
+	if pa.sub == "check" {
+		return policyCheck(context.Background(), c, ssa, pa.format, in)
+	}
+	return c.policyApply(pa, ssa, in)
+}
+
+// policyArgs parses the flags of policy sub, or returns the exit code when there is nothing
+// more to do.
+func (c *cli) policyArgs(sub string, args []string) (policyArgs, int) {
 	var fs *flag.FlagSet
 	switch sub {
 	case "apply":
@@ -43,88 +77,72 @@ func cmdPolicy(c *cli, args []string) int {
 		fs = c.flags("policy check", policyCheckSynopsis)
 	default:
 		fmt.Fprintf(c.stderr, "ssanet: policy: unknown subcommand %q\n%s", sub, policyUsage)
-		return exitUsage
+		return policyArgs{}, exitUsage
 	}
 	fs.Usage = func() {
 		fmt.Fprint(c.stderr, policyUsage)
 		fs.PrintDefaults()
 	}
-	ssaFile := fs.String("ssa", "", "agreed SSA, canonical CBOR `FILE`")
-	tmplFile := fs.String("template", "", "SSA template, YAML `FILE`")
-	format := fs.String("format", "", "record format: "+strings.Join(policy.Formats(), ", "))
-	var keyFile, outFile *string
+	pa := policyArgs{sub: sub}
+	fs.StringVar(&pa.ssaFile, "ssa", "", "agreed SSA, canonical CBOR `FILE`")
+	fs.StringVar(&pa.tmplFile, "template", "", "SSA template, YAML `FILE`")
+	fs.StringVar(&pa.format, "format", "", "record format: "+strings.Join(policy.Formats(), ", "))
 	if sub == "apply" {
-		keyFile = fs.String("key-file", "", "`FILE` holding the 32-byte masking key as 64 hex digits, for every key-id and as the per-SSA key (default: a random key)")
-		outFile = fs.String("out", "", "write refined records to `FILE` (default: standard output)")
+		fs.StringVar(&pa.keyFile, "key-file", "", "`FILE` holding the 32-byte masking key as 64 hex digits, for every key-id and as the per-SSA key (default: a random key)")
+		fs.StringVar(&pa.outFile, "out", "", "write refined records to `FILE` (default: standard output)")
 	}
-	pos, code := c.parse(fs, args[1:])
+	pos, code := c.parse(fs, args)
 	if code >= 0 {
-		return code
+		return pa, code
 	}
+	if len(pos) == 1 {
+		pa.in = pos[0]
+	}
+	return pa, c.checkPolicyArgs(pa, len(pos))
+}
+
+// checkPolicyArgs returns exitUsage, having said why, if the arguments do not go together,
+// else -1.
+func (c *cli) checkPolicyArgs(pa policyArgs, inputs int) int {
 	bad := func(format string, a ...any) int {
-		fmt.Fprintf(c.stderr, "ssanet: policy %s: %s\n", sub, fmt.Sprintf(format, a...))
+		fmt.Fprintf(c.stderr, "ssanet: policy %s: %s\n", pa.sub, fmt.Sprintf(format, a...))
 		return exitUsage
 	}
 	switch {
-	case (*ssaFile == "") == (*tmplFile == ""):
+	case (pa.ssaFile == "") == (pa.tmplFile == ""):
 		return bad("give one of --ssa and --template")
-	case *format == "":
+	case pa.format == "":
 		return bad("--format is required")
-	case !slices.Contains(policy.Formats(), *format):
-		return bad("unknown format %q (want one of %s)", *format, strings.Join(policy.Formats(), ", "))
-	case len(pos) > 1:
+	case !slices.Contains(policy.Formats(), pa.format):
+		return bad("unknown format %q (want one of %s)", pa.format, strings.Join(policy.Formats(), ", "))
+	case inputs > 1:
 		return bad("at most one input file")
 	}
-	fail := func(err error) int {
-		fmt.Fprintf(c.stderr, "ssanet: policy %s: %v\n", sub, err)
-		return exitError
-	}
-	ssa, err := loadPolicySSA(*ssaFile, *tmplFile, *format)
+	return -1
+}
+
+func (c *cli) policyFail(sub string, err error) int {
+	fmt.Fprintf(c.stderr, "ssanet: policy %s: %v\n", sub, err)
+	return exitError
+}
+
+// policyApply refines the records of in with the SSA's policy, as an enforcement point would.
+func (c *cli) policyApply(pa policyArgs, ssa *protocol.SSA, in io.Reader) int {
+	keys, err := policyKeys(pa.keyFile, c.stderr)
 	if err != nil {
-		return fail(err)
-	}
-	in := c.stdin
-	if len(pos) == 1 && pos[0] != "-" {
-		f, err := os.Open(pos[0])
-		if err != nil {
-			return fail(err)
-		}
-		defer f.Close()
-		in = f
-	}
-	ctx := context.Background()
-	if sub == "check" {
-		return policyCheck(ctx, c, ssa, *format, in)
-	}
-	keys, err := policyKeys(*keyFile, c.stderr)
-	if err != nil {
-		return fail(err)
+		return c.policyFail(pa.sub, err)
 	}
 	p, err := policy.Compile(ssa, keys)
 	if err != nil {
-		return fail(err)
+		return c.policyFail(pa.sub, err)
 	}
-	e, err := policy.NewEnforcer(p, *format, policy.Config{Year: time.Now().Year()})
+	e, err := policy.NewEnforcer(p, pa.format, policy.Config{Year: time.Now().Year()})
 	if err != nil {
-		return fail(err)
+		return c.policyFail(pa.sub, err)
 	}
-	out := c.stdout
-	if *outFile != "" {
-		f, err := os.Create(*outFile)
-		if err != nil {
-			return fail(err)
-		}
-		defer f.Close()
-		out = f
-	}
-	st, err := e.Run(ctx, in, out)
+	st, err := c.refineTo(pa.outFile, e, in)
 	if err != nil {
-		return fail(err)
-	}
-	if f, ok := out.(io.Closer); ok && out != c.stdout {
-		if err := f.Close(); err != nil {
-			return fail(err)
-		}
+		return c.policyFail(pa.sub, err)
 	}
 	fmt.Fprintf(c.stderr, "ssanet: policy apply: ssp %s: %d records, %d refined, %d filtered, %d filter errors, %d outside schedule, %d summaries, %d malformed\n",
 		p.Hash()[:16], st.Records, st.Refined, st.Filtered, st.FilterErrors, st.OutsideSchedule, st.Summaries, st.Malformed)
@@ -135,6 +153,23 @@ func cmdPolicy(c *cli, args []string) int {
 		return exitError
 	}
 	return exitOK
+}
+
+// refineTo runs e over in and writes the refined records to the file outFile, or to standard
+// output if it is "".
+func (c *cli) refineTo(outFile string, e *policy.Enforcer, in io.Reader) (policy.Stats, error) {
+	if outFile == "" {
+		return e.Run(context.Background(), in, c.stdout)
+	}
+	f, err := os.Create(outFile)
+	if err != nil {
+		return policy.Stats{}, err
+	}
+	st, err := e.Run(context.Background(), in, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return st, err
 }
 
 // violation is one finding of policy check as --json prints it.

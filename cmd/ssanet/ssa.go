@@ -32,24 +32,29 @@ func cmdTemplate(c *cli, args []string) int {
 	default:
 		return c.usageError("template example: %q is neither requester nor provider", which)
 	}
-	c.stdout.Write(text)
+	if _, err := c.stdout.Write(text); err != nil {
+		return c.fail(fmt.Errorf("write the template: %w", err))
+	}
 	return exitOK
 }
 
-// subcommand is a subcommand's name and synopsis.
-type subcommand struct{ name, synopsis string }
+// subcommand is a subcommand's name, synopsis and what runs it.
+type subcommand struct {
+	name, synopsis string
+	run            func(c *cli, synopsis string, args []string) int
+}
 
 // ssaSubcommands are the ssa subcommands, in the order help lists them.
 var ssaSubcommands = []subcommand{
-	{"list", "ssa list"},
-	{"show", "ssa show ID"},
-	{"approve", "ssa approve ID [--wait D]"},
-	{"decline", "ssa decline ID [--reason R] [--wait D]"},
-	{"cancel", "ssa cancel ID [--wait D]"},
-	{"revise", "ssa revise ID --template FILE [--wait D]"},
-	{"export", "ssa export ID [--out FILE]"},
-	{"verify", "ssa verify FILE"},
-	{"transcript", "ssa transcript ID"},
+	{"list", "ssa list", cmdSSAList},
+	{"show", "ssa show ID", cmdSSAShow},
+	{"approve", "ssa approve ID [--wait D]", cmdSSAApprove},
+	{"decline", "ssa decline ID [--reason R] [--wait D]", cmdSSADecline},
+	{"cancel", "ssa cancel ID [--wait D]", cmdSSACancel},
+	{"revise", "ssa revise ID --template FILE [--wait D]", cmdSSARevise},
+	{"export", "ssa export ID [--out FILE]", cmdSSAExport},
+	{"verify", "ssa verify FILE", cmdSSAVerify},
+	{"transcript", "ssa transcript ID", cmdSSATranscript},
 }
 
 // ssaSynopsis is every ssa subcommand on one line.
@@ -74,14 +79,8 @@ func cmdSSA(c *cli, args []string) int {
 	if i < 0 {
 		return c.usageError("ssa: unknown subcommand %q; run ssanet ssa --help for the list", args[0])
 	}
-	switch sc := ssaSubcommands[i]; sc.name {
-	case "verify":
-		return cmdSSAVerify(c, sc.synopsis, args[1:])
-	case "list":
-		return cmdSSAList(c, sc.synopsis, args[1:])
-	default:
-		return cmdSSAOne(c, sc.name, sc.synopsis, args[1:])
-	}
+	sc := ssaSubcommands[i]
+	return sc.run(c, sc.synopsis, args[1:])
 }
 
 func cmdSSAVerify(c *cli, synopsis string, args []string) int {
