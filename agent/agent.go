@@ -119,7 +119,8 @@ func New(home string, opts Options) (*Agent, error) {
 	a.counts = newCounters(a.metrics)
 	a.refusals = newRefusalLog(log, now)
 	if err := a.start(ctx, key, now); err != nil {
-		a.Close()
+		// What failed to start is the error to report; Close only releases what was built.
+		_ = a.Close()
 		return nil, err
 	}
 	log.Info("agent started", "peer", a.host.ID(), "addrs", a.Addrs())

@@ -324,7 +324,7 @@ func complete(data []byte) error {
 	}
 	top := doc.Content[0]
 	if top.Kind != yaml.MappingNode {
-		return fmt.Errorf("%w: line %d: the config is a mapping of keys such as listen: and accept:", ErrConfigIncomplete, top.Line)
+		return fmt.Errorf("%w: line %d: the config is a mapping of keys such as listen and accept", ErrConfigIncomplete, top.Line)
 	}
 	for _, k := range requiredKeys {
 		if !slices.ContainsFunc(top.Content, func(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Value == k }) {

@@ -78,7 +78,9 @@ func ControlSocket(home string) (string, error) {
 // close the agent under none of them.
 func (a *Agent) ServeControl(ctx context.Context) error {
 	path := filepath.Join(a.home, SocketFile)
-	os.Remove(path) // a stale socket of a dead daemon
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) { // a dead daemon's
+		return fmt.Errorf("remove the stale control socket %s: %w", path, err)
+	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return fmt.Errorf("control socket: %w", err)

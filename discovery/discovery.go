@@ -370,9 +370,9 @@ func (d *Directory) Close() error {
 		d.stop()
 		d.wg.Wait()
 		if d.mdns != nil {
-			d.mdns.Close()
+			err = d.mdns.Close()
 		}
-		err = d.dht.Close()
+		err = errors.Join(err, d.dht.Close())
 	})
 	return err
 }

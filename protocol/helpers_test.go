@@ -47,13 +47,12 @@ func exampleOffer(t testing.TB, now time.Time) *Offer {
 
 // pair is a requester and a provider negotiating in memory.
 type pair struct {
-	t      testing.TB
-	r, p   *Negotiation
-	offer  *Offer
-	now    time.Time
-	rid    *Identity
-	pid    *Identity
-	lastRP Output // last output of the requester
+	t     testing.TB
+	r, p  *Negotiation
+	offer *Offer
+	now   time.Time
+	rid   *Identity
+	pid   *Identity
 }
 
 func newPair(t testing.TB) *pair {

@@ -553,11 +553,11 @@ func TestStepTable(t *testing.T) {
 				t.Fatalf("placed in %s %s, want %s %s", n.Role(), n.State(), pl.role, pl.state)
 			}
 			reached[pl.role][pl.state] = true
-			cell := func(name string, run func(n *Negotiation, peer *Identity, now time.Time) (Event, Output, error, expectation)) {
+			cell := func(name string, run func(n *Negotiation, peer *Identity, now time.Time) (Event, Output, expectation, error)) {
 				t.Run(name, func(t *testing.T) {
 					n, peer, now := pl.build(t)
 					before := snap(n)
-					ev, out, err, want := run(n, peer, now)
+					ev, out, want, err := run(n, peer, now)
 					if e := checkStep(n, before, ev, out, err, want); e != nil {
 						t.Fatalf("%s %s, %s: %v", pl.role, pl.state, name, e)
 					}
@@ -570,23 +570,23 @@ func TestStepTable(t *testing.T) {
 				})
 			}
 			for typ := MsgType(1); int(typ) <= len(msgNames); typ++ {
-				cell("receive "+typ.String(), func(n *Negotiation, peer *Identity, now time.Time) (Event, Output, error, expectation) {
+				cell("receive "+typ.String(), func(n *Negotiation, peer *Identity, now time.Time) (Event, Output, expectation, error) {
 					env := peerMessage(t, n, peer, typ, now)
 					want := expectReceive(pl.role, n, env, now)
 					ev := Receive{env}
 					out, err := n.Step(now, ev)
-					return ev, out, err, want
+					return ev, out, want, err
 				})
 			}
 			for _, name := range localEvents {
-				cell(name, func(n *Negotiation, _ *Identity, now time.Time) (Event, Output, error, expectation) {
+				cell(name, func(n *Negotiation, _ *Identity, now time.Time) (Event, Output, expectation, error) {
 					if name == "tick after validity" {
 						now = now.Add(2 * time.Hour)
 					}
 					ev := localEvent(t, name, n, now)
 					want := expectLocal(pl.role, name, n, now)
 					out, err := n.Step(now, ev)
-					return ev, out, err, want
+					return ev, out, want, err
 				})
 			}
 		})

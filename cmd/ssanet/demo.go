@@ -46,7 +46,11 @@ func cmdDemo(c *cli, args []string) int {
 		if err != nil {
 			return c.fail(err)
 		}
-		defer os.RemoveAll(d)
+		defer func() {
+			if err := os.RemoveAll(d); err != nil {
+				fmt.Fprintf(c.stderr, "ssanet: remove the demo's directory: %v\n", err)
+			}
+		}()
 		*dir = d
 	}
 	err := runDemo(ctx, c, *dir, *records)
@@ -114,7 +118,9 @@ func (d *demo) say(format string, a ...any) { fmt.Fprintf(d.out, format+"\n", a.
 // close stops the agents in reverse order of their start.
 func (d *demo) close() {
 	for i := len(d.agents) - 1; i >= 0; i-- {
-		d.agents[i].Close()
+		if err := d.agents[i].Close(); err != nil {
+			d.say("closing an agent: %v", err)
+		}
 	}
 }
 

@@ -189,7 +189,7 @@ func (n *testnetNode) addSampleOffer(c *cli, i int) error {
 // killed.
 func (t testnet) stop(c *cli) {
 	for _, n := range t {
-		n.cmd.Process.Signal(syscall.SIGTERM)
+		_ = n.cmd.Process.Signal(syscall.SIGTERM) // one that has exited already is waited for below
 	}
 	for _, n := range t {
 		done := make(chan error, 1)
@@ -201,9 +201,8 @@ func (t testnet) stop(c *cli) {
 				fmt.Fprintf(c.stderr, "ssanet: %s: %v\n", n.name, err)
 			}
 		case <-time.After(10 * time.Second):
-			n.cmd.Process.Kill()
-			<-done
-			fmt.Fprintf(c.stderr, "ssanet: %s did not stop in 10s and was killed\n", n.name)
+			_ = n.cmd.Process.Kill() // it may exit on its own meanwhile: done says how it ended
+			fmt.Fprintf(c.stderr, "ssanet: %s did not stop in 10s and was killed (%v)\n", n.name, <-done)
 		}
 	}
 }
