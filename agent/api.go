@@ -44,7 +44,7 @@ type NegotiationView struct {
 	Reasons   []protocol.Reason `json:"reasons,omitempty"`
 	Delivered bool              `json:"delivered"`
 	// Phase is the SSA's place in the life cycle of clause 9.1.
-	Phase   string    `json:"phase"`
+	Phase   Phase     `json:"phase"`
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`
 	// SSA is the agreement in force (or annulled), else the SSA under negotiation.

@@ -71,9 +71,9 @@ func (mo *monitor) assess(ctx context.Context, ssaID string) (*Assessment, error
 // provider refined under another SSP, sent outside the schedule, or claims records delivered
 // that this agent does not hold; degraded when the provider cannot report or lags; else
 // fulfilled.
-func verdict(run *agreementRun, as *Assessment, reasons []string) (string, []string) {
+func verdict(run *agreementRun, as *Assessment, reasons []string) (Verdict, []string) {
 	v := VerdictFulfilled
-	worse := func(to, why string) {
+	worse := func(to Verdict, why string) {
 		reasons = append(reasons, why)
 		if v == VerdictFulfilled || to == VerdictViolated {
 			v = to
@@ -98,7 +98,7 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (string, []str
 }
 
 // reportVerdict judges the provider's report against this agent's figures.
-func reportVerdict(run *agreementRun, as *Assessment, rep *protocol.Report, worse func(to, why string)) {
+func reportVerdict(run *agreementRun, as *Assessment, rep *protocol.Report, worse func(to Verdict, why string)) {
 	if run != nil && rep.SSPHash != run.ssp.Hash() {
 		worse(VerdictViolated, "the provider enforces SSP "+rep.SSPHash+", not the agreed "+run.ssp.Hash())
 	}

@@ -18,7 +18,7 @@ func withholdConfirmations(a *Agent) (restore func()) {
 }
 
 // phaseOf is the phase `ssa show` gives ssaID on a.
-func phaseOf(t *testing.T, a *Agent, ssaID string) string {
+func phaseOf(t *testing.T, a *Agent, ssaID string) Phase {
 	t.Helper()
 	rec, err := a.Negotiation(ssaID)
 	if err != nil {

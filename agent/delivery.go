@@ -105,7 +105,7 @@ func (dl *deliverer) loop(ctx context.Context, run *agreementRun) {
 		run.delivery = d
 	}
 	for ctx.Err() == nil {
-		err := d.session(ctx)
+		err := d.overStream(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -129,7 +129,7 @@ type delivery struct {
 	acked uint64
 }
 
-// retry is how long the loop waits, after a session that ended with err, before it tries
+// retry is how long the loop waits, after a stream that ended with err, before it tries
 // again without new records: retryDelivery after a failure, until the schedule starts
 // (maxScheduleWait at most, so that a change of the wall clock is seen) before it does;
 // otherwise 0: it waits for new records only, without a goroutine, so an idle SSA costs
@@ -158,9 +158,9 @@ func (d *delivery) wait(ctx context.Context, dur time.Duration) bool {
 	return true
 }
 
-// session delivers over one stream until there is nothing to send for a while, the stream
+// overStream delivers over one stream until there is nothing to send for a while, the stream
 // fails, or ctx ends.
-func (d *delivery) session(ctx context.Context) error {
+func (d *delivery) overStream(ctx context.Context) error {
 	if due, err := d.due(); !due {
 		return err
 	}
@@ -193,7 +193,7 @@ func (d *delivery) session(ctx context.Context) error {
 	}
 }
 
-// due reports whether a session has work: the schedule is open and records wait.
+// due reports whether a stream has work to carry: the schedule is open and records wait.
 func (d *delivery) due() (bool, error) {
 	if !d.run.inSchedule(d.dl.now()) {
 		return false, nil
@@ -236,7 +236,7 @@ func (d *delivery) fill(st network.Stream, w *window) error {
 }
 
 // await waits for one event on the stream: an acknowledgement, new records, the end of ctx
-// or of the idle time. It reports whether the session ends, and why.
+// or of the idle time. It reports whether the stream's delivery ends, and why.
 func (d *delivery) await(ctx context.Context, acks *ackReader, w *window, idle <-chan time.Time) (bool, error) {
 	select {
 	case <-ctx.Done():
@@ -273,7 +273,7 @@ func (d *delivery) take(ack *protocol.BatchAck, w *window) error {
 	return nil
 }
 
-// ackReader reads a stream's acknowledgements in its own goroutine, owned by the session.
+// ackReader reads a stream's acknowledgements in its own goroutine, owned by overStream.
 type ackReader struct {
 	st         network.Stream
 	acks       chan *protocol.BatchAck

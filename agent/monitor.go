@@ -23,26 +23,33 @@ const (
 	ProtocolMonitor  = "/ssanet/monitor/1.0.0"
 )
 
-// Verdicts.
+// Verdict is the requester's judgement of whether an SSA is fulfilled (step ⑭).
+type Verdict string
+
+// Verdicts, from best to worst.
 const (
-	VerdictFulfilled = "fulfilled"
-	VerdictDegraded  = "degraded"
-	VerdictViolated  = "violated"
+	VerdictFulfilled Verdict = "fulfilled"
+	VerdictDegraded  Verdict = "degraded"
+	VerdictViolated  Verdict = "violated"
 )
 
-// Life-cycle phases of clause 9.1 as ssanet shows them.
+// Phase is an SSA's place in the life cycle of clause 9.1.
+type Phase string
+
+// Life-cycle phases of clause 9.1 as ssanet shows them (template development happens
+// before an SSA exists, in the operators' templates and offers).
 const (
-	PhaseNegotiation    = "negotiation"
-	PhaseImplementation = "implementation"
-	PhaseExecution      = "execution"
-	PhaseAssessment     = "assessment"
+	PhaseNegotiation    Phase = "negotiation"
+	PhaseImplementation Phase = "implementation"
+	PhaseExecution      Phase = "execution"
+	PhaseAssessment     Phase = "assessment"
 )
 
 // Assessment is step ⑭: both sides' figures and the verdict.
 type Assessment struct {
 	SSAID    string           `json:"ssa_id"`
-	Phase    string           `json:"phase"`
-	Verdict  string           `json:"verdict"`
+	Phase    Phase            `json:"phase"`
+	Verdict  Verdict          `json:"verdict"`
 	Reasons  []string         `json:"reasons,omitempty"`
 	Provider *protocol.Report `json:"provider,omitempty"`
 	Local    InboxView        `json:"requester"`
@@ -69,7 +76,7 @@ type EvidenceView struct {
 }
 
 // phase places an SSA in its life cycle at now.
-func phase(s *protocol.SSA, state protocol.State, now time.Time) string {
+func phase(s *protocol.SSA, state protocol.State, now time.Time) Phase {
 	switch {
 	case state == protocol.StateAnnulled || cancelling(state) || (s != nil && s.Schedule.End != 0 && protocol.FromTime(now) >= s.Schedule.End):
 		// A cancelled SSA is no longer executed from the moment the cancellation is

@@ -271,7 +271,7 @@ func (d *demo) assess(ctx context.Context, ssaX *protocol.SSA, st agent.IngestSt
 		d.say("⑬ domain B replied with a signed report: ingested %d, refined %d, acknowledged %d, latency p99 %d ms",
 			p.Ingested, p.Refined, p.Acked, p.LatencyP99)
 	}
-	d.say("⑭ verdict for the security management server: %s (phase %s)", strings.ToUpper(as.Verdict), as.Phase)
+	d.say("⑭ verdict for the security management server: %s (phase %s)", strings.ToUpper(string(as.Verdict)), as.Phase)
 	for _, r := range as.Reasons {
 		d.say("   - %s", r)
 	}

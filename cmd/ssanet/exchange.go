@@ -116,7 +116,7 @@ func cmdMonitor(c *cli, args []string) int {
 }
 
 func printAssessment(w io.Writer, as *agent.Assessment) {
-	fmt.Fprintf(w, "SSA %s: %s (phase: %s)\n", as.SSAID, strings.ToUpper(as.Verdict), as.Phase)
+	fmt.Fprintf(w, "SSA %s: %s (phase: %s)\n", as.SSAID, strings.ToUpper(string(as.Verdict)), as.Phase)
 	for _, r := range as.Reasons {
 		fmt.Fprintf(w, "  - %s\n", r)
 	}
