@@ -448,7 +448,7 @@ func TestFailedCommitRollsBack(t *testing.T) {
 		t.Fatal("the acceptance was taken although it could not be persisted")
 	}
 	held.mu.Lock()
-	state, n := held.m.State(), len(held.m.Transcript())
+	state, n := held.machine.State(), len(held.machine.Transcript())
 	held.mu.Unlock()
 	if state != protocol.StateProposalReceived || n != 2 {
 		t.Fatalf("after the failed commit the session is %s with %d messages, want %s with 2", state, n, protocol.StateProposalReceived)

@@ -130,14 +130,14 @@ func (n *negotiator) fill(s *session, nid []byte, requester peer.ID) error {
 			return err
 		}
 		now := n.now()
-		s.m, s.rec = protocol.NewProvider(n.self), &storage.Negotiation{
+		s.machine, s.rec = protocol.NewProvider(n.self), &storage.Negotiation{
 			ID: slices.Clone(nid), Role: protocol.RoleProvider, Created: now, Updated: now}
 		s.atRest.Store(true) // until a message is accepted: a refused one leaves nothing behind
 		return nil
 	case err != nil:
 		return err
 	}
-	s.m, s.rec = m, rec
+	s.machine, s.rec = m, rec
 	s.atRest.Store(atRest(m.State()))
 	return nil
 }
@@ -171,7 +171,7 @@ func (n *negotiator) rollback(s *session) {
 	defer func() { n.admission.track(s.rec) }()
 	rec, m, err := n.load(s.rec.ID)
 	if err == nil {
-		s.rec, s.m = rec, m
+		s.rec, s.machine = rec, m
 		return
 	}
 	if !errors.Is(err, storage.ErrNotFound) {
@@ -179,18 +179,18 @@ func (n *negotiator) rollback(s *session) {
 	}
 	fresh := &storage.Negotiation{ID: s.rec.ID, Role: s.rec.Role, Created: s.rec.Created, Updated: s.rec.Created}
 	m = protocol.NewProvider(n.self)
-	if s.m.Role() == protocol.RoleRequester {
-		if m, err = protocol.NewRequester(n.self, s.m.Peer(), s.rec.ID); err != nil {
+	if s.machine.Role() == protocol.RoleRequester {
+		if m, err = protocol.NewRequester(n.self, s.machine.Peer(), s.rec.ID); err != nil {
 			s.broken = err // cannot happen: the negotiation was created with the same arguments
 		}
 	}
-	s.rec, s.m = fresh, m
+	s.rec, s.machine = fresh, m
 }
 
 // setDelivered records whether the last message of ours in s was acknowledged, and whether s
 // is at rest; the caller holds s.mu and has committed s.rec.
 func (n *negotiator) setDelivered(s *session) {
-	s.atRest.Store(atRest(s.m.State()) && s.rec.Delivered)
+	s.atRest.Store(atRest(s.machine.State()) && s.rec.Delivered)
 	n.admission.track(s.rec)
 	id := string(s.rec.ID)
 	n.mu.Lock()
@@ -200,8 +200,8 @@ func (n *negotiator) setDelivered(s *session) {
 	} else if _, ok := n.undelivered[id]; !ok {
 		n.undelivered[id] = &resend{peer: s.rec.Peer}
 	}
-	if st := s.m.State(); (st == protocol.StateProposalSent || st == protocol.StateProposalReceived) && s.m.Pending() != nil {
-		n.proposals[id] = s.m.Pending().Expires.Std()
+	if st := s.machine.State(); (st == protocol.StateProposalSent || st == protocol.StateProposalReceived) && s.machine.Pending() != nil {
+		n.proposals[id] = s.machine.Pending().Expires.Std()
 	} else {
 		delete(n.proposals, id)
 	}

@@ -10,25 +10,25 @@ import (
 // decide returns the automatic decision the agent takes in the session's state, or nil when
 // it waits (for the peer, or for an operator).
 func (n *negotiator) decide(s *session) protocol.Event {
-	switch s.m.State() {
+	switch s.machine.State() {
 	case protocol.StateRequestReceived:
 		return n.answerRequest(s)
 	case protocol.StateProposalReceived:
 		if !n.cfg.AutoAccept {
-			s.rec.Note = "proposal held for an operator: ssanet ssa approve|decline " + s.m.Pending().ID
+			s.rec.Note = "proposal held for an operator: ssanet ssa approve|decline " + s.machine.Pending().ID
 			return nil
 		}
-		if reasons := n.unenforceable(s.m.Pending()); reasons != nil {
+		if reasons := n.unenforceable(s.machine.Pending()); reasons != nil {
 			return protocol.Reject{Reasons: reasons}
 		}
-		return acceptIfSatisfies(s.m.Pending(), request(s))
+		return acceptIfSatisfies(s.machine.Pending(), request(s))
 	case protocol.StateRevisionReceived:
 		own := n.ownTemplate(s)
 		if !n.cfg.AutoAccept || own == nil {
-			s.rec.Note = "revision held for an operator: ssanet ssa approve|decline " + s.m.Pending().ID
+			s.rec.Note = "revision held for an operator: ssanet ssa approve|decline " + s.machine.Pending().ID
 			return nil
 		}
-		return acceptIfSatisfies(s.m.Pending(), own)
+		return acceptIfSatisfies(s.machine.Pending(), own)
 	}
 	return nil
 }
@@ -43,12 +43,12 @@ func acceptIfSatisfies(proposal, required *protocol.SSA) protocol.Event {
 }
 
 // request is the requester's own request SSA: the first message of the transcript.
-func request(s *session) *protocol.SSA { return s.m.Transcript()[0].SSA }
+func request(s *session) *protocol.SSA { return s.machine.Transcript()[0].SSA }
 
 // ownTemplate is what this side required: the request for a requester, the offer's terms for
 // a provider (nil if the offer is gone).
 func (n *negotiator) ownTemplate(s *session) *protocol.SSA {
-	if s.m.Role() == protocol.RoleRequester {
+	if s.machine.Role() == protocol.RoleRequester {
 		return request(s)
 	}
 	o := n.offer(s.rec.OfferID)
@@ -75,7 +75,7 @@ func (n *negotiator) offer(id string) *protocol.Offer {
 // answerRequest is Appendix I step ③: find the offer the request matches and answer with the
 // meet, or a rejection naming each conflict; a manual offer holds the request.
 func (n *negotiator) answerRequest(s *session) protocol.Event {
-	req := s.m.Pending()
+	req := s.machine.Pending()
 	if s.unbound {
 		return protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeSSAIDInUse, Component: "identifier",
 			Requester: req.ID, Text: "this SSA ID already names the SSA of another negotiation with this provider: request again with a new ID (leave id out of the template and one is made)"}}}
@@ -113,7 +113,7 @@ func (n *negotiator) answerRequest(s *session) protocol.Event {
 // propose is the proposal of prop in s, or its rejection when the requester holds all the
 // places admission gives it.
 func (n *negotiator) propose(s *session, prop *protocol.SSA) protocol.Event {
-	if r := n.admission.takePlace(string(s.rec.ID), s.m.Peer().String()); r != nil {
+	if r := n.admission.takePlace(string(s.rec.ID), s.machine.Peer().String()); r != nil {
 		return *r
 	}
 	return protocol.Propose{SSA: prop}

@@ -116,7 +116,7 @@ func (n *negotiator) resend(ctx context.Context, id []byte) bool {
 	}
 	defer n.release(s)
 	s.mu.Lock()
-	p, tr := s.m.Peer(), s.m.Transcript()
+	p, tr := s.machine.Peer(), s.machine.Transcript()
 	var last *protocol.Envelope
 	if len(tr) > 0 && tr[len(tr)-1].Sender == n.self.PeerID() {
 		last = tr[len(tr)-1]
@@ -190,7 +190,7 @@ func (n *negotiator) expire(id []byte) {
 	defer s.mu.Unlock()
 	if _, err := n.step(s, false, protocol.Tick{}); err != nil {
 		n.log.Error("expire proposal", "ssa", s.rec.SSAID, "err", err)
-	} else if s.m.State() == protocol.StateExpired {
+	} else if s.machine.State() == protocol.StateExpired {
 		n.log.Info("proposal expired unanswered", "ssa", s.rec.SSAID, "peer", s.rec.Peer)
 	}
 }

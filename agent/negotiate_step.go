@@ -30,14 +30,14 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 	if s.broken != nil {
 		return nil, s.broken
 	}
-	now, before := n.now(), s.m.State()
+	now, before := n.now(), s.machine.State()
 	a, err := n.apply(s, now, events)
 	switch {
 	case err != nil:
 		return nil, err
 	case a.replay:
 		return a.send, nil
-	case len(a.records) == 0 && s.m.State() == before:
+	case len(a.records) == 0 && s.machine.State() == before:
 		n.setDelivered(s) // a tick that changed nothing: nothing to persist
 		return nil, nil
 	}
@@ -53,9 +53,9 @@ func (n *negotiator) step(s *session, inbound bool, events ...protocol.Event) (*
 // only when nothing is to be committed.
 func (n *negotiator) apply(s *session, now time.Time, events []protocol.Event) (applied, error) {
 	var a applied
-	before := s.m.State()
+	before := s.machine.State()
 	for i := 0; i < len(events); i++ {
-		out, err := s.m.Step(now, events[i])
+		out, err := s.machine.Step(now, events[i])
 		if err != nil {
 			return a, n.refusedEvent(s, &a, before, err)
 		}
@@ -87,7 +87,7 @@ func (n *negotiator) apply(s *session, now time.Time, events []protocol.Event) (
 // refusal kept for the caller or noted for the operator.
 func (n *negotiator) refusedEvent(s *session, a *applied, before protocol.State, err error) error {
 	switch {
-	case len(a.records) == 0 && s.m.State() == before:
+	case len(a.records) == 0 && s.machine.State() == before:
 		n.admission.track(s.rec) // gives back a place taken for a step that failed
 		return err
 	case len(a.records) == 0:
@@ -103,7 +103,7 @@ func (n *negotiator) refusedEvent(s *session, a *applied, before protocol.State,
 // commit writes the record of s and what a recorded in one durable write or, if the store
 // refuses it, rolls s back to what the store holds.
 func (n *negotiator) commit(s *session, inbound bool, now time.Time, a applied) error {
-	s.rec.State, s.rec.Peer, s.rec.Updated = s.m.State(), s.m.Peer().String(), now
+	s.rec.State, s.rec.Peer, s.rec.Updated = s.machine.State(), s.machine.Peer().String(), now
 	if id := n.ssaID(s); id != "" {
 		s.rec.SSAID = id
 	}
@@ -126,12 +126,12 @@ func (n *negotiator) commit(s *session, inbound bool, now time.Time, a applied) 
 // ssaID is the SSA ID the record of s is found by from now on, or "" to keep the one it has.
 func (n *negotiator) ssaID(s *session) string {
 	switch {
-	case s.m.Pending() != nil:
-		return s.m.Pending().ID
-	case s.m.Agreement() != nil:
-		return s.m.Agreement().ID
-	case s.rec.SSAID == "" && len(s.m.Transcript()) > 0 && !s.unbound:
-		return s.m.Transcript()[0].SSA.ID // a request rejected at once
+	case s.machine.Pending() != nil:
+		return s.machine.Pending().ID
+	case s.machine.Agreement() != nil:
+		return s.machine.Agreement().ID
+	case s.rec.SSAID == "" && len(s.machine.Transcript()) > 0 && !s.unbound:
+		return s.machine.Transcript()[0].SSA.ID // a request rejected at once
 	}
 	return ""
 }
@@ -140,17 +140,17 @@ func (n *negotiator) ssaID(s *session) string {
 func (n *negotiator) afterCommit(s *session, before protocol.State, now time.Time, agreement *protocol.SSA) {
 	// Keep the peer's addresses where a restart finds them whenever this agent will have to
 	// reach the peer by itself: to resend, to send a decision, to deliver and monitor.
-	if agreement != nil || !s.rec.Delivered || s.m.State().AwaitsDecision() {
-		if err := n.cfg.Book.remember(s.m.Peer()); err != nil {
+	if agreement != nil || !s.rec.Delivered || s.machine.State().AwaitsDecision() {
+		if err := n.cfg.Book.remember(s.machine.Peer()); err != nil {
 			n.log.Warn("peer addresses not saved", "peer", s.rec.Peer, "err", err)
 		}
 	}
 	if agreement != nil {
 		n.log.Info("agreement changed", "ssa", agreement.ID, "status", agreement.Status.String(), "peer", s.rec.Peer)
-		n.cfg.AgreementChanged(agreement, s.m.Role())
+		n.cfg.AgreementChanged(agreement, s.machine.Role())
 	}
-	if st := s.m.State(); st != before && cancelling(st) {
-		n.log.Info("SSA cancelled: sharing stops now", "ssa", s.m.Agreement().ID, "state", st.String(), "peer", s.rec.Peer)
-		n.cfg.Cancelled(s.m.Agreement().ID, now)
+	if st := s.machine.State(); st != before && cancelling(st) {
+		n.log.Info("SSA cancelled: sharing stops now", "ssa", s.machine.Agreement().ID, "state", st.String(), "peer", s.rec.Peer)
+		n.cfg.Cancelled(s.machine.Agreement().ID, now)
 	}
 }

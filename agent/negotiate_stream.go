@@ -89,7 +89,7 @@ func (n *negotiator) receive(raw []byte, remote peer.ID) (*protocol.Envelope, er
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	answer, err := n.step(s, true, protocol.Receive{Env: env})
-	if errors.Is(err, storage.ErrSSAInUse) && env.Header.Type == protocol.MsgRequest && s.m.State() == protocol.StateNew {
+	if errors.Is(err, storage.ErrSSAInUse) && env.Header.Type == protocol.MsgRequest && s.machine.State() == protocol.StateNew {
 		// The store refused to bind the request's SSA ID to this negotiation (rollback left
 		// the session as new): answer with a rejection that says so, kept without the ID.
 		s.unbound = true
@@ -140,7 +140,7 @@ func (n *negotiator) deliver(ctx context.Context, s *session, p peer.ID, env *pr
 // s (the operator may have added one meanwhile, which waits for its own). The caller holds
 // s.mu.
 func (n *negotiator) acknowledged(s *session, sent *protocol.Envelope) error {
-	last := s.m.Transcript()
+	last := s.machine.Transcript()
 	if len(last) == 0 || !bytes.Equal(last[len(last)-1].Hash(), sent.Hash()) {
 		return nil
 	}

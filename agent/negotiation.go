@@ -73,7 +73,7 @@ func (n *negotiator) request(ctx context.Context, provider peer.AddrInfo, tmpl *
 	}
 	fillContact(&ssa.Participants.Requester, n.cfg.Contact)
 	now := n.now()
-	s := &session{m: m, rec: &storage.Negotiation{ID: nid, Role: protocol.RoleRequester, Created: now, Updated: now}}
+	s := &session{machine: m, rec: &storage.Negotiation{ID: nid, Role: protocol.RoleRequester, Created: now, Updated: now}}
 	s.atRest.Store(true) // until the request is committed: a refused one leaves nothing behind
 	// In the cache before the first commit, so that the resend loop, which may see the
 	// negotiation as soon as it is committed, uses this session and not a second one.
@@ -118,8 +118,8 @@ func (n *negotiator) negotiation(ssaID string) (*storage.Negotiation, error) {
 
 // decision is the event of an operator's decision d in s, the negotiation of ssaID.
 func (n *negotiator) decision(s *session, ssaID string, d Decision, why string) (protocol.Event, error) {
-	if !s.m.State().AwaitsDecision() {
-		return nil, fmt.Errorf("%w %s: it is %s", ErrNotDecidable, ssaID, s.m.State())
+	if !s.machine.State().AwaitsDecision() {
+		return nil, fmt.Errorf("%w %s: it is %s", ErrNotDecidable, ssaID, s.machine.State())
 	}
 	if d == Decline {
 		if why == "" {
@@ -127,14 +127,14 @@ func (n *negotiator) decision(s *session, ssaID string, d Decision, why string) 
 		}
 		return protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeDeclined, Text: why}}}, nil
 	}
-	if s.m.State() != protocol.StateRequestReceived {
+	if s.machine.State() != protocol.StateRequestReceived {
 		return protocol.Accept{}, nil
 	}
 	o := n.offer(s.rec.OfferID)
 	if o == nil {
 		return nil, fmt.Errorf("the offer %q this request matched was removed; decline it", s.rec.OfferID)
 	}
-	prop, conflicts := n.meet(s.m.Pending(), o)
+	prop, conflicts := n.meet(s.machine.Pending(), o)
 	if conflicts != nil {
 		return protocol.Reject{Reasons: conflicts}, nil
 	}
@@ -153,7 +153,7 @@ func (n *negotiator) act(ctx context.Context, ssaID string, ev func(*session) (p
 	}
 	defer n.release(s)
 	s.mu.Lock()
-	p := s.m.Peer()
+	p := s.machine.Peer()
 	e, err := ev(s)
 	var env *protocol.Envelope
 	if err == nil {

@@ -12,10 +12,10 @@ import (
 // serialises the steps of one negotiation (see the package doc); I/O with the peer happens
 // outside it.
 type session struct {
-	mu     sync.Mutex
-	m      *protocol.Negotiation
-	rec    *storage.Negotiation
-	atRest atomic.Bool
+	mu      sync.Mutex
+	machine *protocol.Negotiation // the pure state machine of protocol, stepped under mu
+	rec     *storage.Negotiation
+	atRest  atomic.Bool
 	// unbound is set on a request whose SSA ID the store refused to bind, as it names the SSA
 	// of another negotiation (see receive): the request is rejected, and its record is kept
 	// without that ID, which stays the other's.
