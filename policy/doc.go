@@ -12,7 +12,7 @@
 //
 // Compile(ssa, keys) translates an SSA deterministically; Check(ssa) is the same test without
 // keys, for the negotiation point at proposal time. An SSA whose policy the engine cannot
-// enforce exactly is refused with a *Refusal carrying a stable Reason (unsupported format,
+// enforce exactly is refused with a *Refusal carrying a stable Problem (unsupported format,
 // field not in a format's view, a filter that does not type-check to bool, rank-by not
 // numeric, a method that does not apply to a field, a conflict, an engine limit). The SSP's
 // Hash is the SHA-256 of a canonical CBOR encoding of what it enforces; keys are not part of
@@ -135,7 +135,7 @@
 // format's view. Several filters are a conjunction. Filters see the record as read, before
 // masking, so a filter on an address keeps working under an address mask. A filter whose
 // CEL-estimated worst case (each view value taken as 128 long) is over FilterCostLimit is
-// refused at Compile (ReasonFilterCost; a negotiation reports protocol.CodeFilterCost), and
+// refused at Compile (ProblemFilterCost; a negotiation reports protocol.CodeFilterCost), and
 // each evaluation is limited to FilterCostLimit; an evaluation error — a missing field read with r["x"], the
 // cost limit — excludes the record (fail closed) and is counted in Stats.FilterErrors.
 //

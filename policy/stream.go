@@ -16,7 +16,7 @@ type RecordReader struct{ s *splitter }
 func NewRecordReader(r io.Reader, format string) (*RecordReader, error) {
 	spec, ok := lookupFormat(format)
 	if !ok {
-		return nil, refuse(ReasonUnsupportedFormat, "information", "unknown format %q (want one of %v)", format, Formats())
+		return nil, refuse(ProblemUnsupportedFormat, "information", "unknown format %q (want one of %v)", format, Formats())
 	}
 	return &RecordReader{s: newSplitter(r, spec.framing)}, nil
 }
