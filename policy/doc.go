@@ -12,7 +12,7 @@
 //
 // Compile(ssa, keys) translates an SSA deterministically; Check(ssa) is the same test without
 // keys, for the negotiation point at proposal time. An SSA whose policy the engine cannot
-// enforce exactly is refused with a *Refusal carrying a stable Reason (unsupported format,
+// enforce exactly is refused with a *Refusal carrying a stable Problem (unsupported format,
 // field not in a format's view, a filter that does not type-check to bool, rank-by not
 // numeric, a method that does not apply to a field, a conflict, an engine limit). The SSP's
 // Hash is the SHA-256 of a canonical CBOR encoding of what it enforces; keys are not part of
@@ -41,54 +41,134 @@
 // A document with several alerts or incidents is refused (split it): the view describes one.
 //
 // The view is a map from ECS-style dotted names to values of CEL type string, int or
-// timestamp; a field absent from the record is absent from the map. Fields per format
-// (native location -> field):
+// timestamp (related.ip is a list of strings); a field absent from the record is absent from
+// the map. The table lists every field of each format's view: its type (ip is a string
+// holding an address), the masking methods a rule of scope fields may apply to it by name
+// (any: remove, hmac, cryptopan and truncate; -: none, a rule cannot name the field) and
+// where the record holds it. A location is a path of JSON members (* is
+// every element of an array), a path of XML elements from the root's children down
+// (A/B[attr=value]/C, @attr for an attribute; <source> and <target> stand for
+// Incident/EventData/Flow/System[category=source] and [category=target]), or a part of a
+// syslog line. TestDocFields checks the table against the code.
 //
-//	all       related.ip (list of every address anywhere in the record, derived)
-//	eve       timestamp -> @timestamp, event_type -> event.kind, src_ip -> source.ip,
-//	          src_port -> source.port, dest_ip -> destination.ip, dest_port ->
-//	          destination.port, proto -> network.transport (lower case), app_proto ->
-//	          network.protocol, in_iface -> observer.ingress.interface.name, host ->
-//	          observer.name, alert.signature -> rule.name, alert.signature_id -> rule.id,
-//	          alert.category -> event.category, alert.severity -> event.severity,
-//	          alert.action -> event.action, flow.bytes_toserver -> source.bytes,
-//	          flow.bytes_toclient -> destination.bytes, flow.pkts_toserver ->
-//	          source.packets, flow.pkts_toclient -> destination.packets, http.hostname ->
-//	          url.domain, http.url -> url.original, http.http_user_agent ->
-//	          user_agent.original, http.http_method -> http.request.method, http.status ->
-//	          http.response.status_code, dns.rrname -> dns.question.name, tls.sni ->
-//	          tls.client.server_name
-//	idmefv2   CreateTime -> @timestamp, ID -> event.id, Category[] -> event.category,
-//	          Description -> message, Priority -> event.severity, Analyzer.Name/IP/Hostname
-//	          -> observer.name/ip/hostname, Source[].IP/Hostname/Port[]/User/Email ->
-//	          source.ip/domain/port/user.name/user.email, Target[].IP/Hostname/Port[]/User/
-//	          Email -> destination.ip/domain/port/user.name/user.email, Target[].Service ->
-//	          service.name
-//	idmef     Alert@messageid -> event.id, CreateTime -> @timestamp, the Alert or Heartbeat
-//	          element -> event.kind, Classification@text/@ident -> rule.name/rule.id,
-//	          Assessment/Impact@severity/@type -> event.severity/event.category,
-//	          Analyzer@name, Analyzer/Node/name, Analyzer/Node/Address/address ->
-//	          observer.name/hostname/ip, Source/Node/Address/address, Source/Node/name,
-//	          Source/Service/port, Source/User/UserId/name, Source/Process/name ->
-//	          source.ip/domain/port/user.name/process.name, Target/... the same ->
-//	          destination.ip/domain/port/user.name, Target/Process/name -> process.name,
-//	          Target/File/name -> file.name, Service@iana_protocol_name -> network.transport
-//	iodef     Incident/IncidentID -> event.id, Incident@purpose -> event.action,
-//	          DetectTime|StartTime|ReportTime|GenerationTime (first present) -> @timestamp,
-//	          Description -> message, Assessment/SystemImpact (or Impact) @severity/@type ->
-//	          event.severity/event.category, Method/Reference/ReferenceName -> rule.name,
-//	          EventData/Flow/System[category=source|target]/Node/Address, Node/DomainData/
-//	          Name (or NodeName), Service/Port, Service@ip-protocol -> source.* or
-//	          destination.* ip/domain/port and network.transport, Contact/ContactName ->
-//	          organization.name, Contact/Email/EmailTo -> organization.email;
-//	          the document's Incident element -> event.kind
-//	syslog    TIMESTAMP -> @timestamp (RFC 3164 stamps take Config.Year), PRI ->
-//	          log.syslog.priority, log.syslog.facility.code, log.syslog.severity.code,
-//	          HOSTNAME -> host.name, APP-NAME/TAG -> process.name, PROCID -> process.pid,
-//	          MSGID -> event.code, MSG -> message
+//	all formats
+//	  related.ip                       list(ip)   -            derived: every address in the record
+//	eve
+//	  @timestamp                       timestamp  remove hmac  timestamp
+//	  event.kind                       string     remove hmac  event_type
+//	  source.ip                        ip         any          src_ip
+//	  source.port                      int        remove hmac  src_port
+//	  destination.ip                   ip         any          dest_ip
+//	  destination.port                 int        remove hmac  dest_port
+//	  network.transport                string     remove hmac  proto
+//	  network.protocol                 string     remove hmac  app_proto
+//	  observer.ingress.interface.name  string     remove hmac  in_iface
+//	  observer.name                    string     remove hmac  host
+//	  rule.name                        string     remove hmac  alert.signature
+//	  rule.id                          int        remove hmac  alert.signature_id
+//	  event.category                   string     remove hmac  alert.category
+//	  event.severity                   int        remove hmac  alert.severity
+//	  event.action                     string     remove hmac  alert.action
+//	  source.bytes                     int        remove hmac  flow.bytes_toserver
+//	  destination.bytes                int        remove hmac  flow.bytes_toclient
+//	  source.packets                   int        remove hmac  flow.pkts_toserver
+//	  destination.packets              int        remove hmac  flow.pkts_toclient
+//	  url.domain                       string     remove hmac  http.hostname
+//	  url.original                     string     remove hmac  http.url
+//	  user_agent.original              string     remove hmac  http.http_user_agent
+//	  http.request.method              string     remove hmac  http.http_method
+//	  http.response.status_code        int        remove hmac  http.status
+//	  dns.question.name                string     remove hmac  dns.rrname
+//	  tls.client.server_name           string     remove hmac  tls.sni
+//	idmefv2
+//	  @timestamp                       timestamp  remove hmac  CreateTime
+//	  event.id                         string     remove hmac  ID
+//	  event.category                   string     remove hmac  Category.*
+//	  message                          string     remove hmac  Description
+//	  event.severity                   string     remove hmac  Priority
+//	  observer.name                    string     remove hmac  Analyzer.Name
+//	  observer.ip                      ip         any          Analyzer.IP
+//	  observer.hostname                string     remove hmac  Analyzer.Hostname
+//	  source.ip                        ip         any          Source.*.IP
+//	  source.domain                    string     remove hmac  Source.*.Hostname
+//	  source.port                      int        remove hmac  Source.*.Port.*
+//	  source.user.name                 string     remove hmac  Source.*.User
+//	  source.user.email                string     remove hmac  Source.*.Email
+//	  destination.ip                   ip         any          Target.*.IP
+//	  destination.domain               string     remove hmac  Target.*.Hostname
+//	  destination.port                 int        remove hmac  Target.*.Port.*
+//	  destination.user.name            string     remove hmac  Target.*.User
+//	  destination.user.email           string     remove hmac  Target.*.Email
+//	  service.name                     string     remove hmac  Target.*.Service
+//	idmef
+//	  event.kind                       string     -            derived: the root's child, lower case
+//	  event.id                         string     remove hmac  Alert@messageid
+//	  @timestamp                       timestamp  remove hmac  Alert/CreateTime
+//	                                                           Heartbeat/CreateTime
+//	  rule.name                        string     remove hmac  Alert/Classification@text
+//	  rule.id                          string     remove hmac  Alert/Classification@ident
+//	  event.severity                   string     remove hmac  Alert/Assessment/Impact@severity
+//	  event.category                   string     remove hmac  Alert/Assessment/Impact@type
+//	  observer.name                    string     remove hmac  Alert/Analyzer@name
+//	  observer.hostname                string     remove hmac  Alert/Analyzer/Node/name
+//	  observer.ip                      ip         any          Alert/Analyzer/Node/Address/address
+//	  source.ip                        ip         any          Alert/Source/Node/Address/address
+//	  source.domain                    string     remove hmac  Alert/Source/Node/name
+//	  source.port                      int        remove hmac  Alert/Source/Service/port
+//	  source.user.name                 string     remove hmac  Alert/Source/User/UserId/name
+//	  source.process.name              string     remove hmac  Alert/Source/Process/name
+//	  destination.ip                   ip         any          Alert/Target/Node/Address/address
+//	  destination.domain               string     remove hmac  Alert/Target/Node/name
+//	  destination.port                 int        remove hmac  Alert/Target/Service/port
+//	  destination.user.name            string     remove hmac  Alert/Target/User/UserId/name
+//	  process.name                     string     remove hmac  Alert/Target/Process/name
+//	  file.name                        string     remove hmac  Alert/Target/File/name
+//	  network.transport                string     remove hmac  Alert/Source/Service@iana_protocol_name
+//	                                                           Alert/Target/Service@iana_protocol_name
+//	iodef
+//	  event.kind                       string     -            derived: the root's child, lower case
+//	  event.id                         string     remove hmac  Incident/IncidentID
+//	  event.action                     string     remove hmac  Incident@purpose
+//	  @timestamp                       timestamp  remove hmac  Incident/DetectTime
+//	                                                           Incident/StartTime
+//	                                                           Incident/ReportTime
+//	                                                           Incident/GenerationTime
+//	  message                          string     remove hmac  Incident/Description
+//	  event.severity                   string     remove hmac  Incident/Assessment/SystemImpact@severity
+//	                                                           Incident/Assessment/Impact@severity
+//	  event.category                   string     remove hmac  Incident/Assessment/SystemImpact@type
+//	                                                           Incident/Assessment/Impact@type
+//	  rule.name                        string     remove hmac  Incident/Method/Reference/ReferenceName
+//	  source.ip                        ip         any          <source>/Node/Address
+//	  source.domain                    string     remove hmac  <source>/Node/DomainData/Name
+//	                                                           <source>/Node/NodeName
+//	  source.port                      int        remove hmac  <source>/Service/Port
+//	  destination.ip                   ip         any          <target>/Node/Address
+//	  destination.domain               string     remove hmac  <target>/Node/DomainData/Name
+//	                                                           <target>/Node/NodeName
+//	  destination.port                 int        remove hmac  <target>/Service/Port
+//	  network.transport                string     remove hmac  <source>/Service@ip-protocol
+//	                                                           <source>/Service@ip_protocol
+//	                                                           <target>/Service@ip-protocol
+//	                                                           <target>/Service@ip_protocol
+//	  organization.name                string     remove hmac  Incident/Contact/ContactName
+//	  organization.email               string     remove hmac  Incident/Contact/Email/EmailTo
+//	syslog
+//	  @timestamp                       timestamp  -            TIMESTAMP
+//	  log.syslog.priority              int        -            PRI
+//	  log.syslog.facility.code         int        -            PRI / 8
+//	  log.syslog.severity.code         int        -            PRI % 8
+//	  host.name                        string     remove hmac  HOSTNAME
+//	  process.name                     string     remove hmac  APP-NAME, or the TAG of RFC 3164
+//	  process.pid                      string     remove hmac  PROCID, or the PID after the TAG of RFC 3164
+//	  event.code                       string     remove hmac  MSGID
+//	  message                          string     remove hmac  MSG
 //
-// When a field occurs several times (several Sources), the view holds the first; masking a
-// field by name masks every occurrence.
+// network.transport is lower case, and an IANA protocol number becomes its name (6 is
+// tcp). An RFC 3164 time stamp carries no year: it takes Config.Year, and without one the
+// record has no @timestamp. A field with several locations, or whose location occurs
+// several times (several Sources), holds the first value in the record; masking a field by
+// name masks every occurrence.
 //
 // # Masking
 //
@@ -97,8 +177,8 @@
 // within one method, rules on named fields first. Scopes:
 //
 //   - fields: the named view fields, at every native location. Derived fields (related.ip,
-//     event.kind of XML) cannot be named. truncate and cryptopan need address fields and
-//     apply to every address literal in the value.
+//     event.kind of XML) and the others marked - in the table cannot be named. truncate and
+//     cryptopan need address fields and apply to every address literal in the value.
 //   - public-ip: every public address anywhere in the record: every JSON string value and
 //     member name (after decoding escapes), every XML attribute value, text node, comment and
 //     processing instruction, every syslog header field, structured data and message,
@@ -135,7 +215,7 @@
 // format's view. Several filters are a conjunction. Filters see the record as read, before
 // masking, so a filter on an address keeps working under an address mask. A filter whose
 // CEL-estimated worst case (each view value taken as 128 long) is over FilterCostLimit is
-// refused at Compile (ReasonFilterCost; a negotiation reports protocol.CodeFilterCost), and
+// refused at Compile (ProblemFilterCost; a negotiation reports protocol.CodeFilterCost), and
 // each evaluation is limited to FilterCostLimit; an evaluation error — a missing field read with r["x"], the
 // cost limit — excludes the record (fail closed) and is counted in Stats.FilterErrors.
 //

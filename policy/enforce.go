@@ -71,7 +71,7 @@ type Enforcer struct {
 func NewEnforcer(p *SSP, format string, cfg Config) (*Enforcer, error) {
 	spec, ok := p.format(format)
 	if !ok {
-		return nil, refuse(ReasonUnsupportedFormat, "information", "the SSP covers %v, not %q", p.Formats(), format)
+		return nil, refuse(ProblemUnsupportedFormat, "information", "the SSP covers %v, not %q", p.Formats(), format)
 	}
 	m, err := p.newMasker()
 	if err != nil {

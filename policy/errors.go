@@ -9,7 +9,7 @@ import (
 
 var (
 	// ErrUnenforceable means an SSA asks for something the engine cannot enforce. The error
-	// is a *Refusal that carries the reason.
+	// is a *Refusal that carries the Problem.
 	ErrUnenforceable = errors.New("policy: SSA cannot be enforced")
 	// ErrKey means a masking key is missing or has the wrong length.
 	ErrKey = errors.New("policy: bad masking key")
@@ -21,47 +21,49 @@ var (
 	ErrRedistribution = errors.New("policy: redistribution not allowed")
 )
 
-// Reason says why an SSA cannot be enforced. Append-only: values are never renumbered or
-// reused, so a negotiation can report them.
-type Reason uint16
+// Problem classifies why an SSA cannot be enforced: what a Refusal is about. It is not
+// protocol.Reason, the refusal a peer sees (code, component, text), which ProtocolReason
+// builds from it. Append-only: values are never renumbered or reused, so a negotiation can
+// report them.
+type Problem uint16
 
-// Refusal reasons.
+// The problems that make an SSA unenforceable.
 const (
-	ReasonInvalid           Reason = 1  // the SSA breaks a structural rule of protocol
-	ReasonUnsupportedFormat Reason = 2  // an information format has no adapter
-	ReasonUnknownField      Reason = 3  // a field is not in the format's normalised view
-	ReasonBadFilter         Reason = 4  // a CEL expression does not parse or type-check to bool
-	ReasonRankBy            Reason = 5  // rank-by is neither "count" nor a numeric field
-	ReasonMethod            Reason = 6  // a masking method does not apply to its field
-	ReasonConflict          Reason = 7  // two parts of the policy contradict each other
-	ReasonLimit             Reason = 8  // a value is over an engine limit (top-N, rules, size)
-	ReasonNoInformation     Reason = 9  // the SSA names no information to share
-	ReasonFilterCost        Reason = 10 // a filter's estimated cost per record is over FilterCostLimit
+	ProblemInvalid           Problem = 1  // the SSA breaks a structural rule of protocol
+	ProblemUnsupportedFormat Problem = 2  // an information format has no adapter
+	ProblemUnknownField      Problem = 3  // a field is not in the format's normalised view
+	ProblemBadFilter         Problem = 4  // a CEL expression does not parse or type-check to bool
+	ProblemRankBy            Problem = 5  // rank-by is neither "count" nor a numeric field
+	ProblemMethod            Problem = 6  // a masking method does not apply to its field
+	ProblemConflict          Problem = 7  // two parts of the policy contradict each other
+	ProblemLimit             Problem = 8  // a value is over an engine limit (top-N, rules, size)
+	ProblemNoInformation     Problem = 9  // the SSA names no information to share
+	ProblemFilterCost        Problem = 10 // a filter's estimated cost per record is over FilterCostLimit
 )
 
-var reasonNames = map[Reason]string{
-	ReasonInvalid:           "invalid",
-	ReasonUnsupportedFormat: "unsupported-format",
-	ReasonUnknownField:      "unknown-field",
-	ReasonBadFilter:         "bad-filter",
-	ReasonRankBy:            "rank-by",
-	ReasonMethod:            "method",
-	ReasonConflict:          "conflict",
-	ReasonLimit:             "limit",
-	ReasonNoInformation:     "no-information",
-	ReasonFilterCost:        "filter-cost",
+var problemNames = map[Problem]string{
+	ProblemInvalid:           "invalid",
+	ProblemUnsupportedFormat: "unsupported-format",
+	ProblemUnknownField:      "unknown-field",
+	ProblemBadFilter:         "bad-filter",
+	ProblemRankBy:            "rank-by",
+	ProblemMethod:            "method",
+	ProblemConflict:          "conflict",
+	ProblemLimit:             "limit",
+	ProblemNoInformation:     "no-information",
+	ProblemFilterCost:        "filter-cost",
 }
 
-func (r Reason) String() string {
-	if n, ok := reasonNames[r]; ok {
+func (p Problem) String() string {
+	if n, ok := problemNames[p]; ok {
 		return n
 	}
-	return fmt.Sprintf("reason(%d)", uint16(r))
+	return fmt.Sprintf("problem(%d)", uint16(p))
 }
 
 // Refusal is the error of an SSA the engine cannot enforce.
 type Refusal struct {
-	Reason Reason
+	Problem Problem
 	// Component is the SSA component at fault, as in protocol.Reason: "information",
 	// "masking", "filtering", "summarization" or "handling".
 	Component string
@@ -69,7 +71,7 @@ type Refusal struct {
 }
 
 func (e *Refusal) Error() string {
-	return fmt.Sprintf("policy: SSA cannot be enforced: %s: %s: %s", e.Reason, e.Component, e.Text)
+	return fmt.Sprintf("policy: SSA cannot be enforced: %s: %s: %s", e.Problem, e.Component, e.Text)
 }
 
 // Is makes errors.Is(err, ErrUnenforceable) true.
@@ -78,12 +80,12 @@ func (e *Refusal) Is(target error) bool { return target == ErrUnenforceable }
 // ProtocolReason is the refusal as the negotiation reports it to the peer.
 func (e *Refusal) ProtocolReason() protocol.Reason {
 	code := protocol.CodePolicyUnenforceable
-	if e.Reason == ReasonFilterCost {
+	if e.Problem == ProblemFilterCost {
 		code = protocol.CodeFilterCost
 	}
-	return protocol.Reason{Code: code, Component: e.Component, Text: e.Reason.String() + ": " + e.Text}
+	return protocol.Reason{Code: code, Component: e.Component, Text: e.Problem.String() + ": " + e.Text}
 }
 
-func refuse(r Reason, component, format string, a ...any) *Refusal {
-	return &Refusal{Reason: r, Component: component, Text: fmt.Sprintf(format, a...)}
+func refuse(p Problem, component, format string, a ...any) *Refusal {
+	return &Refusal{Problem: p, Component: component, Text: fmt.Sprintf(format, a...)}
 }

@@ -19,7 +19,7 @@ const (
 	// FilterCostLimit bounds, in CEL cost units, what one filter may cost on one record: its
 	// estimated worst case (CEL's static estimate, with every value of the view taken as
 	// viewValueHint long) is checked when the SSA is compiled, so a negotiation refuses a
-	// filter over it (ReasonFilterCost), and it is the runtime limit of every evaluation,
+	// filter over it (ProblemFilterCost), and it is the runtime limit of every evaluation,
 	// past which evaluation stops and the record is excluded. Measured by
 	// BenchmarkFilterCost on the shared 2-core development machine: the costliest filters
 	// (comprehensions with cheap bodies, strings built in them) run at 100 (idle) to 300 ns
@@ -55,7 +55,7 @@ func (c *Compiler) compileFilter(expr string, formats []*formatSpec) (*filter, e
 	for _, k := range f.fields {
 		for _, spec := range formats {
 			if _, ok := spec.fields[k]; !ok {
-				return nil, refuse(ReasonUnknownField, "filtering", "%q reads %q, which is not in the view of %s", expr, k, spec.name)
+				return nil, refuse(ProblemUnknownField, "filtering", "%q reads %q, which is not in the view of %s", expr, k, spec.name)
 			}
 		}
 	}
@@ -65,7 +65,7 @@ func (c *Compiler) compileFilter(expr string, formats []*formatSpec) (*filter, e
 // compileExpr parses and type-checks expr: a bool expression over the view r.
 func compileExpr(expr string) (*filter, error) {
 	if len(expr) > MaxFilterLen {
-		return nil, refuse(ReasonLimit, "filtering", "expression is %d bytes, limit %d", len(expr), MaxFilterLen)
+		return nil, refuse(ProblemLimit, "filtering", "expression is %d bytes, limit %d", len(expr), MaxFilterLen)
 	}
 	env, err := cel.NewEnv(
 		cel.Variable(viewVar, cel.MapType(cel.StringType, cel.DynType)),
@@ -77,22 +77,22 @@ func compileExpr(expr string) (*filter, error) {
 	}
 	ast, iss := env.Compile(expr)
 	if iss.Err() != nil {
-		return nil, refuse(ReasonBadFilter, "filtering", "%q: %v", expr, iss.Err())
+		return nil, refuse(ProblemBadFilter, "filtering", "%q: %v", expr, iss.Err())
 	}
 	if !ast.OutputType().IsExactType(types.BoolType) {
-		return nil, refuse(ReasonBadFilter, "filtering", "%q is of type %s, want bool", expr, ast.OutputType())
+		return nil, refuse(ProblemBadFilter, "filtering", "%q is of type %s, want bool", expr, ast.OutputType())
 	}
 	est, err := env.EstimateCost(ast, viewSizes{max: viewValueHint})
 	if err != nil {
-		return nil, refuse(ReasonFilterCost, "filtering", "%q: its cost cannot be estimated: %v", expr, err)
+		return nil, refuse(ProblemFilterCost, "filtering", "%q: its cost cannot be estimated: %v", expr, err)
 	}
 	if est.Max > FilterCostLimit {
-		return nil, refuse(ReasonFilterCost, "filtering", "%q may cost up to %d per record (CEL cost units, view values up to %d long), limit %d: "+
+		return nil, refuse(ProblemFilterCost, "filtering", "%q may cost up to %d per record (CEL cost units, view values up to %d long), limit %d: "+
 			"ask for a cheaper filter (fewer or no nested comprehensions, no strings built from fields)", expr, est.Max, viewValueHint, FilterCostLimit)
 	}
 	prg, err := env.Program(ast, cel.CostLimit(FilterCostLimit), cel.EvalOptions(cel.OptOptimize))
 	if err != nil {
-		return nil, refuse(ReasonBadFilter, "filtering", "%q: %v", expr, err)
+		return nil, refuse(ProblemBadFilter, "filtering", "%q: %v", expr, err)
 	}
 	return &filter{expr: expr, prg: prg, fields: viewKeys(ast.NativeRep())}, nil
 }

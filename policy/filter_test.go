@@ -44,8 +44,8 @@ func TestFilterCostEstimated(t *testing.T) {
 				return
 			}
 			var r *Refusal
-			if !errors.As(err, &r) || r.Reason != ReasonFilterCost || r.ProtocolReason().Code != protocol.CodeFilterCost {
-				t.Fatalf("Compile: %v, want a %s refusal", err, ReasonFilterCost)
+			if !errors.As(err, &r) || r.Problem != ProblemFilterCost || r.ProtocolReason().Code != protocol.CodeFilterCost {
+				t.Fatalf("Compile: %v, want a %s refusal", err, ProblemFilterCost)
 			}
 			if !strings.Contains(err.Error(), fmt.Sprint(FilterCostLimit)) {
 				t.Errorf("the refusal does not name the limit: %v", err)

@@ -123,7 +123,8 @@ func (f *formatSpec) maskable(field string) bool {
 	return true
 }
 
-// The view of each format. The package documentation lists the same tables.
+// The view of each format. The package documentation lists the same table, and
+// TestDocFields checks that it does.
 
 func eveMap() []fieldMap {
 	return []fieldMap{
@@ -208,9 +209,14 @@ func idmefMap() []fieldMap {
 	}
 }
 
+// The systems of an IODEF flow, as the package documentation abbreviates them.
+const (
+	iodefSource = "Incident/EventData/Flow/System[category=source]"
+	iodefTarget = "Incident/EventData/Flow/System[category=target]"
+)
+
 func iodefMap() []fieldMap {
-	const src = "Incident/EventData/Flow/System[category=source]"
-	const dst = "Incident/EventData/Flow/System[category=target]"
+	const src, dst = iodefSource, iodefTarget
 	return []fieldMap{
 		{"Incident/IncidentID", "event.id", kindString},
 		{"Incident@purpose", "event.action", kindString},

@@ -89,7 +89,7 @@ type SSP struct {
 
 // Check tells whether the engine can enforce the policy of ssa, without any key: the
 // negotiation point calls it at proposal time. The error is a *Refusal (errors.Is
-// ErrUnenforceable) whose reason the negotiation reports.
+// ErrUnenforceable) whose Problem the negotiation reports.
 func Check(ssa *protocol.SSA) error { return (*Compiler)(nil).Check(ssa) }
 
 // Compile translates an SSA into its SSP. keys gives the provider's keys of the cryptopan and
@@ -110,10 +110,10 @@ func (c *Compiler) Check(ssa *protocol.SSA) error {
 // Compile is the package's Compile, with c's compiled expressions.
 func (c *Compiler) Compile(ssa *protocol.SSA, keys KeySource) (*SSP, error) {
 	if ssa == nil {
-		return nil, refuse(ReasonInvalid, "", "no SSA")
+		return nil, refuse(ProblemInvalid, "", "no SSA")
 	}
 	if err := ssa.Validate(); err != nil {
-		return nil, refuse(ReasonInvalid, "", "%v", err)
+		return nil, refuse(ProblemInvalid, "", "%v", err)
 	}
 	p := &SSP{ssaID: ssa.ID, version: ssa.Version, schedule: ssa.Schedule}
 	var names []string
@@ -123,12 +123,12 @@ func (c *Compiler) Compile(ssa *protocol.SSA, keys KeySource) (*SSP, error) {
 	slices.Sort(names)
 	names = slices.Compact(names)
 	if len(names) == 0 {
-		return nil, refuse(ReasonNoInformation, "information", "the SSA names no information")
+		return nil, refuse(ProblemNoInformation, "information", "the SSA names no information")
 	}
 	for _, n := range names {
 		spec, ok := lookupFormat(n)
 		if !ok {
-			return nil, refuse(ReasonUnsupportedFormat, "information", "format %q is not one of %s", n, strings.Join(Formats(), ", "))
+			return nil, refuse(ProblemUnsupportedFormat, "information", "format %q is not one of %s", n, strings.Join(Formats(), ", "))
 		}
 		p.formats = append(p.formats, spec)
 	}
@@ -140,7 +140,7 @@ func (c *Compiler) Compile(ssa *protocol.SSA, keys KeySource) (*SSP, error) {
 		return nil, err
 	}
 	if len(pol.Filtering) > MaxFilters {
-		return nil, refuse(ReasonLimit, "filtering", "%d filters, limit %d", len(pol.Filtering), MaxFilters)
+		return nil, refuse(ProblemLimit, "filtering", "%d filters, limit %d", len(pol.Filtering), MaxFilters)
 	}
 	for _, f := range pol.Filtering {
 		cf, err := c.compileFilter(f.Expr, p.formats)
@@ -174,7 +174,7 @@ func (c *Compiler) Compile(ssa *protocol.SSA, keys KeySource) (*SSP, error) {
 
 func (p *SSP) compileMasks(rules []protocol.MaskRule) error {
 	if len(rules) > MaxMaskRules {
-		return refuse(ReasonLimit, "masking", "%d rules, limit %d", len(rules), MaxMaskRules)
+		return refuse(ProblemLimit, "masking", "%d rules, limit %d", len(rules), MaxMaskRules)
 	}
 	ipScoped := false
 	for _, r := range rules {
@@ -190,16 +190,16 @@ func (p *SSP) compileMasks(rules []protocol.MaskRule) error {
 				for _, spec := range p.formats {
 					k, ok := spec.fields[f]
 					if !ok {
-						return refuse(ReasonUnknownField, "masking", "masking[%d]: %q is not in the view of %s", i, f, spec.name)
+						return refuse(ProblemUnknownField, "masking", "masking[%d]: %q is not in the view of %s", i, f, spec.name)
 					}
 					if !spec.maskable(f) {
-						return refuse(ReasonMethod, "masking", "masking[%d]: %q of %s is derived and cannot be masked by name (use scope all-ip or public-ip)", i, f, spec.name)
+						return refuse(ProblemMethod, "masking", "masking[%d]: %q of %s is derived and cannot be masked by name (use scope all-ip or public-ip)", i, f, spec.name)
 					}
 					if (r.Method == protocol.MaskTruncate || r.Method == protocol.MaskCryptoPAn) && k != kindIP {
-						return refuse(ReasonMethod, "masking", "masking[%d]: %s applies to addresses, %q of %s is a %s", i, r.Method, f, spec.name, k)
+						return refuse(ProblemMethod, "masking", "masking[%d]: %s applies to addresses, %q of %s is a %s", i, r.Method, f, spec.name, k)
 					}
 					if r.Method == protocol.MaskNone && ipScoped && k != kindInt && k != kindTime {
-						return refuse(ReasonConflict, "masking", "masking[%d]: %q must stay readable but an address scope rule also masks it", i, f)
+						return refuse(ProblemConflict, "masking", "masking[%d]: %q must stay readable but an address scope rule also masks it", i, f)
 					}
 				}
 			}
@@ -224,16 +224,16 @@ func scopeOrder(s string) int {
 
 func (p *SSP) checkSummary(s *protocol.Summarization) error {
 	if s.TopN > MaxTopN {
-		return refuse(ReasonLimit, "summarization", "top %d, limit %d", s.TopN, MaxTopN)
+		return refuse(ProblemLimit, "summarization", "top %d, limit %d", s.TopN, MaxTopN)
 	}
 	for _, spec := range p.formats {
 		k, ok := spec.fields[s.GroupBy]
 		if !ok || k == kindIPList {
-			return refuse(ReasonUnknownField, "summarization", "group-by %q is not a single-valued field of the view of %s", s.GroupBy, spec.name)
+			return refuse(ProblemUnknownField, "summarization", "group-by %q is not a single-valued field of the view of %s", s.GroupBy, spec.name)
 		}
 		if s.RankBy != protocol.RankByCount {
 			if k, ok := spec.fields[s.RankBy]; !ok || k != kindInt {
-				return refuse(ReasonRankBy, "summarization", "rank-by %q is neither count nor a numeric field of the view of %s", s.RankBy, spec.name)
+				return refuse(ProblemRankBy, "summarization", "rank-by %q is neither count nor a numeric field of the view of %s", s.RankBy, spec.name)
 			}
 		}
 	}
@@ -242,10 +242,10 @@ func (p *SSP) checkSummary(s *protocol.Summarization) error {
 			continue
 		}
 		if m.hasField(s.GroupBy) && m.Method == protocol.MaskRemove {
-			return refuse(ReasonConflict, "summarization", "group-by %q is removed by masking", s.GroupBy)
+			return refuse(ProblemConflict, "summarization", "group-by %q is removed by masking", s.GroupBy)
 		}
 		if s.RankBy != protocol.RankByCount && m.hasField(s.RankBy) {
-			return refuse(ReasonConflict, "summarization", "rank-by %q is masked", s.RankBy)
+			return refuse(ProblemConflict, "summarization", "rank-by %q is masked", s.RankBy)
 		}
 	}
 	return nil

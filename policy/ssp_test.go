@@ -19,33 +19,33 @@ func TestCompileRefusals(t *testing.T) {
 		name    string
 		formats []string
 		pol     *protocol.Policy
-		want    Reason // 0: accepted
+		want    Problem // 0: accepted
 	}{
 		{"no policy", []string{"eve"}, nil, 0},
 		{"every format", Formats(), &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "public-ip", Method: "truncate", Bits: 8}}}, 0},
-		{"unsupported format", []string{"stix"}, nil, ReasonUnsupportedFormat},
-		{"no information", nil, nil, ReasonNoInformation},
-		{"unknown mask field", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{trunc("attacker.ip")}}, ReasonUnknownField},
-		{"field unknown to one format", []string{"eve", "syslog"}, &protocol.Policy{Masking: []protocol.MaskRule{trunc("source.ip")}}, ReasonUnknownField},
-		{"truncate a name", []string{"idmef"}, &protocol.Policy{Masking: []protocol.MaskRule{trunc("source.user.name")}}, ReasonMethod},
-		{"mask a derived field", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "fields", Fields: []string{"related.ip"}, Method: "remove"}}}, ReasonMethod},
+		{"unsupported format", []string{"stix"}, nil, ProblemUnsupportedFormat},
+		{"no information", nil, nil, ProblemNoInformation},
+		{"unknown mask field", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{trunc("attacker.ip")}}, ProblemUnknownField},
+		{"field unknown to one format", []string{"eve", "syslog"}, &protocol.Policy{Masking: []protocol.MaskRule{trunc("source.ip")}}, ProblemUnknownField},
+		{"truncate a name", []string{"idmef"}, &protocol.Policy{Masking: []protocol.MaskRule{trunc("source.user.name")}}, ProblemMethod},
+		{"mask a derived field", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "fields", Fields: []string{"related.ip"}, Method: "remove"}}}, ProblemMethod},
 		{"hmac a name", []string{"idmef"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "fields", Fields: []string{"source.user.name"}, Method: "hmac"}}}, 0},
-		{"none against a scope", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "public-ip", Method: "truncate", Bits: 8}, {Scope: "fields", Fields: []string{"source.ip"}, Method: "none"}}}, ReasonConflict},
-		{"filter syntax", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["source.ip"] ==`}}}, ReasonBadFilter},
-		{"filter not bool", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["source.port"] + 1`}}}, ReasonBadFilter},
-		{"filter type error", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `1 == "a"`}}}, ReasonBadFilter},
-		{"filter unknown field", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["attacker"] == "1.1.1.1"`}}}, ReasonUnknownField},
-		{"filter unknown select", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `has(r.attacker)`}}}, ReasonUnknownField},
+		{"none against a scope", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "public-ip", Method: "truncate", Bits: 8}, {Scope: "fields", Fields: []string{"source.ip"}, Method: "none"}}}, ProblemConflict},
+		{"filter syntax", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["source.ip"] ==`}}}, ProblemBadFilter},
+		{"filter not bool", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["source.port"] + 1`}}}, ProblemBadFilter},
+		{"filter type error", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `1 == "a"`}}}, ProblemBadFilter},
+		{"filter unknown field", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["attacker"] == "1.1.1.1"`}}}, ProblemUnknownField},
+		{"filter unknown select", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `has(r.attacker)`}}}, ProblemUnknownField},
 		{"filter in", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: `"source.ip" in r && r["source.ip"].startsWith("1.")`}}}, 0},
-		{"filter too long", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: strings.Repeat("true && ", 600) + "true"}}}, ReasonLimit},
-		{"rank by text", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "rule.name", TopN: 10, Window: 3600}}, ReasonRankBy},
-		{"rank by unknown", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "bytes", TopN: 10, Window: 3600}}, ReasonRankBy},
-		{"group by unknown", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "attacker", RankBy: "count", TopN: 10, Window: 3600}}, ReasonUnknownField},
-		{"top too large", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "count", TopN: MaxTopN + 1, Window: 3600}}, ReasonLimit},
+		{"filter too long", []string{"eve"}, &protocol.Policy{Filtering: []protocol.Filter{{Expr: strings.Repeat("true && ", 600) + "true"}}}, ProblemLimit},
+		{"rank by text", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "rule.name", TopN: 10, Window: 3600}}, ProblemRankBy},
+		{"rank by unknown", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "bytes", TopN: 10, Window: 3600}}, ProblemRankBy},
+		{"group by unknown", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "attacker", RankBy: "count", TopN: 10, Window: 3600}}, ProblemUnknownField},
+		{"top too large", []string{"eve"}, &protocol.Policy{Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "count", TopN: MaxTopN + 1, Window: 3600}}, ProblemLimit},
 		{"group by removed", []string{"eve"}, &protocol.Policy{
 			Masking:       []protocol.MaskRule{{Scope: "fields", Fields: []string{"source.ip"}, Method: "remove"}},
-			Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "count", TopN: 10, Window: 3600}}, ReasonConflict},
-		{"invalid SSA", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "public-ip", Method: "truncate"}}}, ReasonInvalid},
+			Summarization: &protocol.Summarization{GroupBy: "source.ip", RankBy: "count", TopN: 10, Window: 3600}}, ProblemConflict},
+		{"invalid SSA", []string{"eve"}, &protocol.Policy{Masking: []protocol.MaskRule{{Scope: "public-ip", Method: "truncate"}}}, ProblemInvalid},
 	}
 	// Each case is checked without a Compiler, then twice with one shared by every case: the
 	// second time each of its expressions comes from the Compiler, which must still check it
@@ -66,7 +66,7 @@ func TestCompileRefusals(t *testing.T) {
 	}
 }
 
-func checkRefusal(t *testing.T, err error, want Reason) {
+func checkRefusal(t *testing.T, err error, want Problem) {
 	t.Helper()
 	if want == 0 {
 		if err != nil {
@@ -78,8 +78,8 @@ func checkRefusal(t *testing.T, err error, want Reason) {
 	if !errors.As(err, &r) || !errors.Is(err, ErrUnenforceable) {
 		t.Fatalf("Check = %v, want a refusal %s", err, want)
 	}
-	if r.Reason != want {
-		t.Errorf("reason %s (%v), want %s", r.Reason, err, want)
+	if r.Problem != want {
+		t.Errorf("problem %s (%v), want %s", r.Problem, err, want)
 	}
 	if pr := r.ProtocolReason(); pr.Code != protocol.CodePolicyUnenforceable {
 		t.Errorf("protocol code %v", pr.Code)

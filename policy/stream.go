@@ -16,7 +16,7 @@ type RecordReader struct{ s *splitter }
 func NewRecordReader(r io.Reader, format string) (*RecordReader, error) {
 	spec, ok := lookupFormat(format)
 	if !ok {
-		return nil, refuse(ReasonUnsupportedFormat, "information", "unknown format %q (want one of %v)", format, Formats())
+		return nil, refuse(ProblemUnsupportedFormat, "information", "unknown format %q (want one of %v)", format, Formats())
 	}
 	return &RecordReader{s: newSplitter(r, spec.framing)}, nil
 }
@@ -237,10 +237,9 @@ func (s *splitter) nextXML() ([]byte, int, int64, error) {
 	}
 	line, off := s.line, s.off
 	s.buf = s.buf[:0]
-	depth, seenRoot := 0, false
-	var root []byte
+	var doc xmlProgress
 	for {
-		if depth > 0 && s.nextDocument(root) {
+		if doc.depth > 0 && s.nextDocument(doc.root) {
 			return nil, line, off, fmt.Errorf("%w: unclosed element before the next document", ErrFormat)
 		}
 		c, err := s.readByte()
@@ -251,38 +250,64 @@ func (s *splitter) nextXML() ([]byte, int, int64, error) {
 			return s.result(line, off, err)
 		}
 		if c != '<' {
-			if depth == 0 && c != ' ' && c != '\t' && c != '\r' && c != '\n' {
-				err := s.skipTo('<')
-				if err != nil && !errors.Is(err, io.EOF) {
-					return nil, line, off, err
-				}
-				return nil, line, off, fmt.Errorf("%w: text outside an element", ErrFormat)
+			if err := s.xmlText(c, doc.depth); err != nil {
+				return nil, line, off, err
 			}
-			s.keep(c)
 			continue
 		}
-		tag := len(s.buf)
-		s.keep(c)
-		kind, err := s.xmlMarkup()
+		done, err := s.xmlTag(&doc)
 		if err != nil {
 			return s.result(line, off, err)
 		}
-		if !seenRoot && (kind == markStart || kind == markEmpty) && tag < len(s.buf) {
-			root = tagName(s.buf[tag+1:])
-		}
-		switch kind {
-		case markStart:
-			depth++
-			seenRoot = true
-		case markEnd:
-			depth--
-		case markEmpty:
-			seenRoot = true
-		}
-		if seenRoot && depth <= 0 {
+		if done {
 			return s.result(line, off, nil)
 		}
 	}
+}
+
+// xmlProgress is how far nextXML is into a document.
+type xmlProgress struct {
+	depth    int    // elements open
+	seenRoot bool   // the root element has started
+	root     []byte // its name, once seen
+}
+
+// xmlText keeps a byte of text. Outside the root element only white space may be; other
+// text is an error, and the input is skipped to the next markup.
+func (s *splitter) xmlText(c byte, depth int) error {
+	if depth == 0 && c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+		err := s.skipTo('<')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		return fmt.Errorf("%w: text outside an element", ErrFormat)
+	}
+	s.keep(c)
+	return nil
+}
+
+// xmlTag reads a markup construct whose '<' has been read and reports whether it ended the
+// document (closed its root element, or was an empty root).
+func (s *splitter) xmlTag(doc *xmlProgress) (bool, error) {
+	tag := len(s.buf)
+	s.keep('<')
+	kind, err := s.xmlMarkup()
+	if err != nil {
+		return false, err
+	}
+	if !doc.seenRoot && (kind == markStart || kind == markEmpty) && tag < len(s.buf) {
+		doc.root = tagName(s.buf[tag+1:])
+	}
+	switch kind {
+	case markStart:
+		doc.depth++
+		doc.seenRoot = true
+	case markEnd:
+		doc.depth--
+	case markEmpty:
+		doc.seenRoot = true
+	}
+	return doc.seenRoot && doc.depth <= 0, nil
 }
 
 // nextDocument reports whether the input continues with an XML declaration or a start tag

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -143,112 +144,149 @@ func (c *xmlCodec) eventKind(root *xnode) string {
 	return ""
 }
 
-// parse reads one document: its top-level nodes and its root element.
+// parse reads one document: its top-level nodes and its root element, which must be the
+// format's.
 func (c *xmlCodec) parse(raw []byte) ([]*xnode, *xnode, error) {
-	d := xml.NewDecoder(bytes.NewReader(raw))
-	d.Strict = true
-	var top []*xnode
-	var stack []*xnode
-	var root *xnode
-	nodes := 0
-	bad := func(format string, a ...any) error {
-		line, col := d.InputPos()
-		return fmt.Errorf("%w: line %d column %d: %s", ErrFormat, line, col, fmt.Sprintf(format, a...))
+	t := &xmlTree{d: xml.NewDecoder(bytes.NewReader(raw))}
+	t.d.Strict = true
+	if err := t.read(); err != nil {
+		return nil, nil, err
 	}
-	add := func(n *xnode) {
-		if len(stack) > 0 {
-			p := stack[len(stack)-1]
-			p.kids = append(p.kids, n)
-		} else {
-			top = append(top, n)
-		}
+	if err := c.checkRoot(t.root); err != nil {
+		return nil, nil, err
 	}
+	return t.top, t.root, nil
+}
+
+// xmlTree builds the tree of one document from the decoder's tokens.
+type xmlTree struct {
+	d     *xml.Decoder
+	top   []*xnode // the document's top-level nodes, the root among them
+	stack []*xnode // the elements open at this point
+	root  *xnode
+	nodes int
+}
+
+// read builds the whole tree: one root element, closed, at most maxXMLNodes nodes.
+func (t *xmlTree) read() error {
 	for {
-		tok, err := d.RawToken()
+		tok, err := t.d.RawToken()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", ErrFormat, err)
+			return fmt.Errorf("%w: %v", ErrFormat, err)
 		}
-		if nodes++; nodes > maxXMLNodes {
-			return nil, nil, bad("more than %d nodes", maxXMLNodes)
+		if t.nodes++; t.nodes > maxXMLNodes {
+			return t.bad("more than %d nodes", maxXMLNodes)
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if len(stack) == 0 && root != nil {
-				return nil, nil, bad("a second root element")
-			}
-			if len(stack) >= maxDepth {
-				return nil, nil, bad("nested deeper than %d", maxDepth)
-			}
-			n := &xnode{kind: xElem, name: qname(t.Name), local: t.Name.Local}
-			for _, a := range t.Attr {
-				n.attrs = append(n.attrs, xattr{space: a.Name.Space, local: a.Name.Local, value: a.Value})
-			}
-			add(n)
-			stack = append(stack, n)
-			if root == nil {
-				root = n
-			}
-		case xml.EndElement:
-			if len(stack) == 0 || stack[len(stack)-1].name != qname(t.Name) {
-				return nil, nil, bad("unexpected end tag </%s>", qname(t.Name))
-			}
-			stack = stack[:len(stack)-1]
-		case xml.CharData:
-			if len(stack) == 0 {
-				if len(bytes.TrimSpace(t)) > 0 {
-					return nil, nil, bad("text outside the root element")
-				}
-			}
-			add(&xnode{kind: xText, text: string(t)})
-		case xml.Comment:
-			add(&xnode{kind: xComment, text: string(t)})
-		case xml.ProcInst:
-			add(&xnode{kind: xProcInst, name: t.Target, text: string(t.Inst)})
-		case xml.Directive:
-			add(&xnode{kind: xDirective, text: string(t)})
+		if err := t.token(tok); err != nil {
+			return err
 		}
 	}
-	if len(stack) > 0 {
-		return nil, nil, bad("unclosed element <%s>", stack[len(stack)-1].name)
+	if len(t.stack) > 0 {
+		return t.bad("unclosed element <%s>", t.stack[len(t.stack)-1].name)
 	}
-	if root == nil {
-		return nil, nil, fmt.Errorf("%w: no root element", ErrFormat)
+	if t.root == nil {
+		return fmt.Errorf("%w: no root element", ErrFormat)
 	}
+	return nil
+}
+
+func (t *xmlTree) token(tok xml.Token) error {
+	switch tok := tok.(type) {
+	case xml.StartElement:
+		return t.start(tok)
+	case xml.EndElement:
+		if len(t.stack) == 0 || t.stack[len(t.stack)-1].name != qname(tok.Name) {
+			return t.bad("unexpected end tag </%s>", qname(tok.Name))
+		}
+		t.stack = t.stack[:len(t.stack)-1]
+	case xml.CharData:
+		if len(t.stack) == 0 && len(bytes.TrimSpace(tok)) > 0 {
+			return t.bad("text outside the root element")
+		}
+		t.add(&xnode{kind: xText, text: string(tok)})
+	case xml.Comment:
+		t.add(&xnode{kind: xComment, text: string(tok)})
+	case xml.ProcInst:
+		t.add(&xnode{kind: xProcInst, name: tok.Target, text: string(tok.Inst)})
+	case xml.Directive:
+		t.add(&xnode{kind: xDirective, text: string(tok)})
+	}
+	return nil
+}
+
+func (t *xmlTree) start(tok xml.StartElement) error {
+	if len(t.stack) == 0 && t.root != nil {
+		return t.bad("a second root element")
+	}
+	if len(t.stack) >= maxDepth {
+		return t.bad("nested deeper than %d", maxDepth)
+	}
+	n := &xnode{kind: xElem, name: qname(tok.Name), local: tok.Name.Local}
+	for _, a := range tok.Attr {
+		n.attrs = append(n.attrs, xattr{space: a.Name.Space, local: a.Name.Local, value: a.Value})
+	}
+	t.add(n)
+	t.stack = append(t.stack, n)
+	if t.root == nil {
+		t.root = n
+	}
+	return nil
+}
+
+// add appends n to the open element, or to the top level.
+func (t *xmlTree) add(n *xnode) {
+	if len(t.stack) > 0 {
+		p := t.stack[len(t.stack)-1]
+		p.kids = append(p.kids, n)
+	} else {
+		t.top = append(t.top, n)
+	}
+}
+
+// bad is a format error located where the decoder is.
+func (t *xmlTree) bad(format string, a ...any) error {
+	line, col := t.d.InputPos()
+	return fmt.Errorf("%w: line %d column %d: %s", ErrFormat, line, col, fmt.Sprintf(format, a...))
+}
+
+// checkRoot refuses a root element that is not the format's: another name, another
+// namespace, or more than one of the children of which the view describes one.
+func (c *xmlCodec) checkRoot(root *xnode) error {
 	if root.local != c.root {
-		return nil, nil, fmt.Errorf("%w: root element is %s, want %s", ErrFormat, root.name, c.root)
+		return fmt.Errorf("%w: root element is %s, want %s", ErrFormat, root.name, c.root)
+	}
+	if ns := namespaceOf(root); !slices.Contains(c.namespaces, ns) {
+		return fmt.Errorf("%w: %s is in namespace %q, want %s", ErrFormat, c.root, ns, strings.Join(c.namespaces, " or "))
+	}
+	count := 0
+	for _, k := range root.kids {
+		if k.kind == xElem && slices.Contains(c.single, k.local) {
+			count++
+		}
+	}
+	if count > 1 {
+		return fmt.Errorf("%w: %s holds %d %s: one per record", ErrFormat, c.root, count, strings.Join(c.single, " or "))
+	}
+	return nil
+}
+
+// namespaceOf returns the namespace an element declares, on itself, for the prefix of its
+// own name (the default namespace when it has none); "" if it declares none there.
+func namespaceOf(n *xnode) string {
+	prefix, _, ok := strings.Cut(n.name, ":")
+	if !ok {
+		prefix = ""
 	}
 	ns := ""
-	prefix := ""
-	if i := strings.IndexByte(root.name, ':'); i >= 0 {
-		prefix = root.name[:i]
-	}
-	for _, a := range root.attrs {
+	for _, a := range n.attrs {
 		if prefix == "" && a.space == "" && a.local == "xmlns" || prefix != "" && a.space == "xmlns" && a.local == prefix {
 			ns = a.value
 		}
 	}
-	ok := false
-	for _, want := range c.namespaces {
-		ok = ok || ns == want
-	}
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: %s is in namespace %q, want %s", ErrFormat, c.root, ns, strings.Join(c.namespaces, " or "))
-	}
-	count := 0
-	for _, k := range root.kids {
-		for _, s := range c.single {
-			if k.kind == xElem && k.local == s {
-				count++
-			}
-		}
-	}
-	if count > 1 {
-		return nil, nil, fmt.Errorf("%w: %s holds %d %s: one per record", ErrFormat, c.root, count, strings.Join(c.single, " or "))
-	}
-	return top, root, nil
+	return ns
 }
 
 func qname(n xml.Name) string {

@@ -54,7 +54,8 @@
 //
 // Keys start with a one-letter prefix and a slash. nid is the 16-byte negotiation ID, raw;
 // since it has a fixed length, the slash after it is unambiguous. seq is a uint32, big-endian,
-// so that keys sort in transcript order.
+// so that keys sort in transcript order. TestDocKeys checks both tables below against the
+// key functions.
 //
 //	m/schema          schema version of the records (one byte: 1)
 //	n/<nid>           negotiation record (CBOR, integer keys), including its transcript length
