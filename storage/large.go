@@ -89,8 +89,12 @@ func (s *Store) deleteOrphans(queue []byte) error {
 				}
 			}
 			if more = len(keys) == deleteChunk; more {
-				from, _ = parseSeq(keys[len(keys)-1], len(queue))
-				from++
+				// The next seek starts past what was deleted, not over its tombstones. A
+				// key of another length (corrupt) is deleted all the same, and the next
+				// seek starts where this one did.
+				if seq, ok := parseSeq(keys[len(keys)-1], len(queue)); ok {
+					from = seq + 1
+				}
 				return nil
 			}
 			return txn.Delete(mark)
