@@ -138,12 +138,7 @@ func (s *Store) trim(ssaID string, ack uint64, drop bool) error {
 	}
 	keyLen := len(outboxPrefix(ssaID)) + 8
 	for {
-		var st outboxRecord
-		err := s.view(func(txn *badger.Txn) error {
-			var err error
-			st, err = getOutbox(txn, ssaID)
-			return err
-		})
+		st, err := s.readOutbox(ssaID)
 		if err != nil {
 			return err
 		}
@@ -224,12 +219,7 @@ func (s *Store) OutboxState(ssaID string) (OutboxState, error) {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return OutboxState{}, err
 	}
-	var st outboxRecord
-	err := s.view(func(txn *badger.Txn) error {
-		var err error
-		st, err = getOutbox(txn, ssaID)
-		return err
-	})
+	st, err := s.readOutbox(ssaID)
 	if err != nil {
 		return OutboxState{}, fmt.Errorf("storage: outbox of SSA %q: %w", ssaID, err)
 	}
@@ -249,6 +239,17 @@ type outboxRecord struct {
 	Head uint64 `cbor:"6,keyasint,omitempty"`
 	// Drop: DropOutbox marked every record up to Drop for deletion.
 	Drop uint64 `cbor:"7,keyasint,omitempty"`
+}
+
+// readOutbox reads an SSA's outbox state in a transaction of its own.
+func (s *Store) readOutbox(ssaID string) (outboxRecord, error) {
+	var st outboxRecord
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		st, err = getOutbox(txn, ssaID)
+		return err
+	})
+	return st, err
 }
 
 func getOutbox(txn *badger.Txn, ssaID string) (outboxRecord, error) {
