@@ -39,7 +39,11 @@ func benchCommit(b *testing.B, f approved, group, agreed bool, goroutines int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	defer func() {
+		if err := s.Close(); err != nil {
+			b.Error(err)
+		}
+	}()
 	commit := func(n *Negotiation, a *protocol.SSA) error {
 		if group {
 			return s.Commit(n, f.msgs, a)

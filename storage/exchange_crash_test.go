@@ -189,10 +189,27 @@ func TestExchangeCrash(t *testing.T) {
 // checkExchange checks the store against the lines the children printed.
 func checkExchange(t *testing.T, s *Store, lines []string) {
 	t.Helper()
-	type batch struct{ n, last uint64 }
-	enqueued := map[string]batch{}
-	var maxLast, maxAck, maxReceived uint64
-	ends := map[uint64]bool{0: true} // where a Receive may have left the inbox
+	printed := parseExchangeLines(t, lines)
+	out := checkOutboxAfterCrash(t, s, printed)
+	in := checkInboxAfterCrash(t, s, printed)
+	t.Logf("outbox %+v (%d batches acknowledged to the test), inbox %+v", out, len(printed.enqueued), in)
+}
+
+// exchangePrinted is what the children printed: the calls that returned before a kill.
+type exchangePrinted struct {
+	enqueued    map[string]enqueuedBatch // by tag
+	maxLast     uint64                   // last record an Enqueue returned
+	maxAck      uint64
+	maxReceived uint64
+	ends        map[uint64]bool // where a Receive may have left the inbox
+}
+
+// enqueuedBatch is what an Enqueue returned: its number of records and its last one.
+type enqueuedBatch struct{ n, last uint64 }
+
+func parseExchangeLines(t *testing.T, lines []string) exchangePrinted {
+	t.Helper()
+	p := exchangePrinted{enqueued: map[string]enqueuedBatch{}, ends: map[uint64]bool{0: true}}
 	for _, line := range lines {
 		f := strings.Fields(line)
 		nums := make([]uint64, len(f))
@@ -207,25 +224,29 @@ func checkExchange(t *testing.T, s *Store, lines []string) {
 		}
 		switch {
 		case f[0] == "E" && len(f) == 4:
-			enqueued[f[1]] = batch{nums[2], nums[3]}
-			maxLast = max(maxLast, nums[3])
+			p.enqueued[f[1]] = enqueuedBatch{nums[2], nums[3]}
+			p.maxLast = max(p.maxLast, nums[3])
 		case f[0] == "A" && len(f) == 2:
-			maxAck = max(maxAck, nums[1])
+			p.maxAck = max(p.maxAck, nums[1])
 		case f[0] == "r" && len(f) == 3:
-			ends[nums[1]+nums[2]-1] = true
+			p.ends[nums[1]+nums[2]-1] = true
 		case f[0] == "R" && len(f) == 2:
-			maxReceived = max(maxReceived, nums[1])
+			p.maxReceived = max(p.maxReceived, nums[1])
 		default:
 			t.Fatalf("child printed %q", line)
 		}
 	}
+	return p
+}
 
+func checkOutboxAfterCrash(t *testing.T, s *Store, printed exchangePrinted) OutboxState {
+	t.Helper()
 	out, err := s.OutboxState("out")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.Refined < maxLast || out.Acked < maxAck {
-		t.Fatalf("outbox %+v, but records up to %d were enqueued and %d acknowledged", out, maxLast, maxAck)
+	if out.Refined < printed.maxLast || out.Acked < printed.maxAck {
+		t.Fatalf("outbox %+v, but records up to %d were enqueued and %d acknowledged", out, printed.maxLast, printed.maxAck)
 	}
 	pending, err := s.Pending("out", 0, 1<<30, 1<<40) // dense from Acked+1 to Refined, or an error
 	if err != nil {
@@ -234,8 +255,32 @@ func checkExchange(t *testing.T, s *Store, lines []string) {
 	if uint64(len(pending)) != out.Refined-out.Acked {
 		t.Fatalf("%d records pending, outbox %+v", len(pending), out)
 	}
-	// Each pending record names its batch: the batch is there whole (but for what was
-	// acknowledged), in one place, and where its Enqueue said if it returned.
+	start := checkPendingBatches(t, out, pending, printed.enqueued)
+	for tag, b := range printed.enqueued {
+		if b.last > out.Acked {
+			if _, ok := start[tag]; !ok {
+				t.Fatalf("batch %s enqueued up to %d is not pending", tag, b.last)
+			}
+		}
+	}
+	if n := keysUnder(t, s, outboxPrefix("out")); n < len(pending) {
+		t.Fatalf("%d outbox records stored, %d pending", n, len(pending))
+	}
+	// Open deleted what a large batch cut short left beyond the ends of the queues.
+	if n := keysFrom(t, s, outboxPrefix("out"), seqKey(outboxPrefix("out"), out.Refined+1)); n != 0 {
+		t.Fatalf("%d outbox records stored beyond the last one, %d", n, out.Refined)
+	}
+	if n := keysUnder(t, s, []byte(prefixMark)); n != 0 {
+		t.Fatalf("%d marks of large batches left after Open", n)
+	}
+	return out
+}
+
+// checkPendingBatches checks that each pending record's batch (the record names it) is there
+// whole (but for what was acknowledged), in one place, and where its Enqueue said if it
+// returned. It returns where each batch starts, by tag.
+func checkPendingBatches(t *testing.T, out OutboxState, pending []QueuedRecord, enqueued map[string]enqueuedBatch) map[string]uint64 {
+	t.Helper()
 	start := map[string]uint64{}
 	for _, r := range pending {
 		tag, i, n, size, err := parseOutRecord(r.Data)
@@ -257,30 +302,17 @@ func checkExchange(t *testing.T, s *Store, lines []string) {
 			t.Fatalf("record %d differs", r.Seq)
 		}
 	}
-	for tag, b := range enqueued {
-		if b.last > out.Acked {
-			if _, ok := start[tag]; !ok {
-				t.Fatalf("batch %s enqueued up to %d is not pending", tag, b.last)
-			}
-		}
-	}
-	if n := keysUnder(t, s, outboxPrefix("out")); n < len(pending) {
-		t.Fatalf("%d outbox records stored, %d pending", n, len(pending))
-	}
-	// Open deleted what a large batch cut short left beyond the ends of the queues.
-	if n := keysFrom(t, s, outboxPrefix("out"), seqKey(outboxPrefix("out"), out.Refined+1)); n != 0 {
-		t.Fatalf("%d outbox records stored beyond the last one, %d", n, out.Refined)
-	}
-	if n := keysUnder(t, s, []byte(prefixMark)); n != 0 {
-		t.Fatalf("%d marks of large batches left after Open", n)
-	}
+	return start
+}
 
+func checkInboxAfterCrash(t *testing.T, s *Store, printed exchangePrinted) InboxState {
+	t.Helper()
 	in, err := s.InboxState("in")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.Last < maxReceived || !ends[in.Last] || in.Stored != in.Last || in.Deleted != 0 {
-		t.Fatalf("inbox %+v, but records up to %d were received", in, maxReceived)
+	if in.Last < printed.maxReceived || !printed.ends[in.Last] || in.Stored != in.Last || in.Deleted != 0 {
+		t.Fatalf("inbox %+v, but records up to %d were received", in, printed.maxReceived)
 	}
 	got, err := s.Records("in", 0, 1<<30, 1<<40) // dense from 1 to Last, or an error
 	if err != nil {
@@ -297,7 +329,7 @@ func checkExchange(t *testing.T, s *Store, lines []string) {
 			t.Fatalf("inbox record %d differs", r.Seq)
 		}
 	}
-	t.Logf("outbox %+v (%d batches acknowledged to the test), inbox %+v", out, len(enqueued), in)
+	return in
 }
 
 // TestHelperLargeBatch is TestLargeBatchKilled's child: it interrupts large batches

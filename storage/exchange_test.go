@@ -777,7 +777,11 @@ func TestExchangeRestart(t *testing.T) {
 	}
 
 	s = open()
-	defer s.Close()
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	checkPending(t, s, "out", 121, 301, 150)
 	checkRecords(t, s, "in", 251, 259, 150)
 	if ev, err := s.Evidence("in"); err != nil || len(ev) != 1 {

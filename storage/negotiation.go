@@ -121,87 +121,127 @@ func newCommitRequest(n *Negotiation, msgs [][]byte, agreement *protocol.SSA) (*
 	return r, nil
 }
 
+// commitPlan is what a commit writes once its checks against the store have passed.
+type commitPlan struct {
+	count        uint32   // transcript entries stored before the commit
+	bind         []string // SSA IDs the commit binds to the negotiation: bound to none yet
+	putAgreement bool     // the agreement is new, or annuls the approval stored under its ID
+	record       []byte   // the negotiation record, with the new transcript length
+}
+
 // apply checks a commit against the store as txn sees it, then writes it. It reads before it
 // writes, so a refused commit leaves nothing in txn. An error from a write means txn is
 // spoilt.
 func (r *commitRequest) apply(txn *badger.Txn) (refused, failed error) {
-	var count uint32
+	var p commitPlan
+	checks := [...]func(*badger.Txn, *commitPlan) (refused, failed error){
+		r.readLength, r.checkTranscript, r.checkBindings, r.checkVersion,
+	}
+	for _, check := range checks {
+		if refused, failed = check(txn, &p); refused != nil || failed != nil {
+			return refused, failed
+		}
+	}
+	rec, err := encodeNegotiation(&r.n, p.count+uint32(len(r.msgs)))
+	if err != nil {
+		return err, nil
+	}
+	p.record = rec
+	return nil, r.write(txn, &p)
+}
+
+// readLength reads into p.count how many transcript entries the negotiation has: none if it
+// is new.
+func (r *commitRequest) readLength(txn *badger.Txn, p *commitPlan) (refused, failed error) {
 	item, err := txn.Get(negotiationKey(r.nid))
-	switch {
-	case err == nil:
-		b, err := item.ValueCopy(nil)
-		if err != nil {
-			return nil, err
-		}
-		if _, count, err = decodeNegotiation(r.nid, b); err != nil {
-			return err, nil
-		}
-	case !errors.Is(err, badger.ErrKeyNotFound):
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
 		return nil, err
 	}
-	if int(count)+len(r.msgs) > protocol.MaxTranscript {
-		return fmt.Errorf("transcript would hold %d messages, limit %d", int(count)+len(r.msgs), protocol.MaxTranscript), nil
+	b, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, err
+	}
+	_, p.count, refused = decodeNegotiation(r.nid, b)
+	return refused, nil
+}
+
+// checkTranscript refuses msgs if they would take the transcript over protocol.MaxTranscript
+// or rewrite an entry.
+func (r *commitRequest) checkTranscript(txn *badger.Txn, p *commitPlan) (refused, failed error) {
+	if int(p.count)+len(r.msgs) > protocol.MaxTranscript {
+		return fmt.Errorf("transcript would hold %d messages, limit %d", int(p.count)+len(r.msgs), protocol.MaxTranscript), nil
 	}
 	for i := range r.msgs {
-		seq := count + uint32(i)
+		seq := p.count + uint32(i)
 		if _, err := txn.Get(transcriptKey(r.nid, seq)); err == nil {
 			return fmt.Errorf("%w: transcript entry %d exists", ErrConflict, seq), nil
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return nil, err
 		}
 	}
+	return nil, nil
+}
+
+// checkBindings refuses the commit if its SSA ID or its agreement's is bound to another
+// negotiation, and lists in p.bind those bound to none yet.
+func (r *commitRequest) checkBindings(txn *badger.Txn, p *commitPlan) (refused, failed error) {
 	ids := []string{r.n.SSAID}
 	if r.agreement != nil {
 		ids = append(ids, r.agreement.ID)
 	}
-	var bind []string
 	for _, id := range ids {
-		if id == "" || slices.Contains(bind, id) {
+		if id == "" || slices.Contains(p.bind, id) {
 			continue
 		}
 		nid, err := get(txn, indexKey(id))
 		switch {
 		case errors.Is(err, ErrNotFound):
-			bind = append(bind, id)
+			p.bind = append(p.bind, id)
 		case err != nil:
 			return nil, err
 		case !bytes.Equal(nid, r.nid):
 			return fmt.Errorf("%w: SSA %q is negotiated in %x", ErrSSAInUse, id, nid), nil
 		}
 	}
-	var putAgreement bool
-	if r.agreement != nil {
-		if putAgreement, err = checkAgreement(txn, r.agreement, r.agreed); err != nil {
-			if errors.Is(err, ErrConflict) || errors.Is(err, ErrCorrupt) {
-				return err, nil
-			}
-			return nil, err
-		}
+	return nil, nil
+}
+
+// checkVersion refuses the commit if its agreement conflicts with the version stored under
+// its ID, and sets p.putAgreement if the agreement is to be written (see checkAgreement).
+func (r *commitRequest) checkVersion(txn *badger.Txn, p *commitPlan) (refused, failed error) {
+	if r.agreement == nil {
+		return nil, nil
 	}
-	rec, err := encodeNegotiation(&r.n, count+uint32(len(r.msgs)))
-	if err != nil {
+	put, err := checkAgreement(txn, r.agreement, r.agreed)
+	if errors.Is(err, ErrConflict) || errors.Is(err, ErrCorrupt) {
 		return err, nil
 	}
+	p.putAgreement = put
+	return nil, err
+}
 
+// write writes a commit that passed its checks.
+func (r *commitRequest) write(txn *badger.Txn, p *commitPlan) error {
 	for i, m := range r.msgs {
-		if err := txn.Set(transcriptKey(r.nid, count+uint32(i)), m); err != nil {
-			return nil, err
+		if err := txn.Set(transcriptKey(r.nid, p.count+uint32(i)), m); err != nil {
+			return err
 		}
 	}
-	if err := txn.Set(negotiationKey(r.nid), rec); err != nil {
-		return nil, err
+	if err := txn.Set(negotiationKey(r.nid), p.record); err != nil {
+		return err
 	}
-	for _, id := range bind {
+	for _, id := range p.bind {
 		if err := txn.Set(indexKey(id), r.nid); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if putAgreement {
-		if err := txn.Set(agreementKey(r.agreement.ID), r.agreed); err != nil {
-			return nil, err
-		}
+	if p.putAgreement {
+		return txn.Set(agreementKey(r.agreement.ID), r.agreed)
 	}
-	return nil, nil
+	return nil
 }
 
 func checkID(what, id string, emptyOK bool) error {

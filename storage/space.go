@@ -182,6 +182,8 @@ func checkOpenSpace(dir string) error {
 		if !strings.HasSuffix(e.Name(), ".sst") {
 			continue
 		}
+		// A table that cannot be stat'ed is left out of the estimate: badger.Open, next,
+		// reports an unreadable directory with a better error than this check could.
 		if info, err := e.Info(); err == nil {
 			need += uint64(info.Size())
 		}

@@ -111,7 +111,11 @@ func TestOpenFullVolume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() }) // before the unmount
+	t.Cleanup(func() { // before the unmount
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	rec := make([]byte, 4000)
 	var refused error
 	for i := 0; i < 64<<20/len(rec)/100+1 && refused == nil; i++ { // at most the volume, 100 at a time

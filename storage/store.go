@@ -263,6 +263,7 @@ func (s *Store) collectGarbage() {
 // gcOnce rewrites at most one value log file and reports whether it did. It does not below
 // the margin (space.go): a rewrite writes before it deletes.
 func (s *Store) gcOnce() bool {
+	// Free space that cannot be read is not logged here: every write reports it (admit).
 	if sp, err := s.space(); err != nil || sp.Free < sp.Margin {
 		return false
 	}
