@@ -177,6 +177,8 @@ func (s *Store) writeGroup(group []request) {
 // writeTxn applies a group in one transaction and commits it. It returns each request's
 // refusal, or an error if the transaction failed as a whole.
 func (s *Store) writeTxn(group []request) ([]error, error) {
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	refused := make([]error, len(group))
@@ -202,6 +204,8 @@ func (s *Store) writeTxn(group []request) ([]error, error) {
 // writeChunk writes keys and values in one transaction of their own: the bulk of a large
 // request (splitter).
 func (s *Store) writeChunk(keys, values [][]byte) error {
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	for i, k := range keys {

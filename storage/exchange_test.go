@@ -1267,6 +1267,25 @@ func TestValueLogGC(t *testing.T) {
 	if err := s.db.Flatten(1); err != nil {
 		t.Fatal(err)
 	}
+	// Records keep coming while the garbage is collected, as they do in an agent: Badger's
+	// GC must not run beside a write (see Store.gcMu; -race saw it read the memtable's
+	// version while a write set it).
+	stopWriting, written := make(chan struct{}), make(chan error, 1)
+	go func() {
+		small := records("y", 1, 10, 100)
+		for {
+			select {
+			case <-stopWriting:
+				written <- nil
+				return
+			default:
+			}
+			if _, err := s.Enqueue("busy", small, 10, 0); err != nil {
+				written <- err
+				return
+			}
+		}
+	}()
 	for deadline := time.Now().Add(time.Minute); vlogSize(t, dir) > 30<<20; {
 		if time.Now().After(deadline) {
 			t.Fatalf("value log of %d MiB after %d files rewritten", vlogSize(t, dir)>>20, s.gcRuns.Load())
@@ -1274,6 +1293,10 @@ func TestValueLogGC(t *testing.T) {
 		if !s.gcOnce() {
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+	close(stopWriting)
+	if err := <-written; err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("value log of %d MiB after %d files rewritten", vlogSize(t, dir)>>20, s.gcRuns.Load())
 	const first = (batches-kept)*1000 + 1

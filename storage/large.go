@@ -65,6 +65,7 @@ func (s *Store) deleteOrphans(queue []byte) error {
 	mark := markKey(queue)
 	from := uint64(0) // no orphan before from
 	for more := true; more; {
+		s.gcMu.RLock()
 		err := s.db.Update(func(txn *badger.Txn) error {
 			if _, err := get(txn, mark); errors.Is(err, ErrNotFound) {
 				more = false
@@ -99,6 +100,7 @@ func (s *Store) deleteOrphans(queue []byte) error {
 			}
 			return txn.Delete(mark)
 		})
+		s.gcMu.RUnlock()
 		if err != nil {
 			return fmt.Errorf("storage: delete the invisible records an interrupted large batch left in the queue %q "+
 				"(Open and the queue's next large batch try again): %w", queue, err)

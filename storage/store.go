@@ -92,6 +92,10 @@ const schemaVersion byte = 1
 type Store struct {
 	// mu guards closed: methods hold it for reading while they use db (Commit until its group
 	// is written), so Close waits for them and none uses db after Close.
+	// gcMu keeps Badger's value log GC apart from writes: writers share it, a GC round takes
+	// it alone. Badger 4.9.6's RunValueLogGC reads the memtable's latest version without the
+	// lock its writes take (a data race that -race reports whenever a rewrite meets a write).
+	gcMu   sync.RWMutex
 	mu     sync.RWMutex
 	closed bool
 	db     *badger.DB
@@ -267,7 +271,9 @@ func (s *Store) gcOnce() bool {
 	if sp, err := s.space(); err != nil || sp.Free < sp.Margin {
 		return false
 	}
+	s.gcMu.Lock()
 	err := s.db.RunValueLogGC(gcDiscardRatio)
+	s.gcMu.Unlock()
 	switch {
 	case err == nil:
 		s.gcRuns.Add(1)
@@ -304,7 +310,9 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	if sp.Free < sp.Margin {
 		return diskFull(s.dir, sp.Free, sp.Margin, false)
 	}
+	s.gcMu.RLock()
 	err = s.db.Update(fn)
+	s.gcMu.RUnlock()
 	if errors.Is(err, badger.ErrConflict) {
 		return fmt.Errorf("%w: a concurrent commit wrote the same records", ErrConflict)
 	}
