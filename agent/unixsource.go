@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -60,7 +61,7 @@ func (s *sources) startUnix(ctx context.Context, u UnixSourceConfig) error {
 	if err := removeStaleSocket(tmp); err != nil {
 		return err
 	}
-	var closer interface{ Close() error }
+	var closer io.Closer // closed here unless the socket is started
 	switch u.Type {
 	case UnixStream:
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
@@ -87,7 +88,7 @@ func (s *sources) startUnix(ctx context.Context, u UnixSourceConfig) error {
 		closer = pc
 		defer func() {
 			if closer != nil {
-				pc.Close()
+				closer.Close()
 			}
 		}()
 		if err := placeSocket(tmp, u.Path, unixModes[u.Mode]); err != nil {
@@ -130,13 +131,12 @@ func removeStaleSocket(path string) error {
 
 // placeSocket gives the socket at tmp its mode and renames it to path.
 func placeSocket(tmp, path string, mode fs.FileMode) error {
-	if err := os.Chmod(tmp, mode); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("unix socket %s: %w", path, err)
+	err := os.Chmod(tmp, mode)
+	if err == nil {
+		err = os.Rename(tmp, path)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("unix socket %s: %w", path, err)
+	if err != nil {
+		return fmt.Errorf("unix socket %s: %w", path, errors.Join(err, os.Remove(tmp)))
 	}
 	return nil
 }
