@@ -182,7 +182,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	ret := &retention{store: a.store, runs: a.mgr.requesterRuns, log: a.log, now: now}
 	a.goRun(func() { ret.run(ctx, every) })
 	a.goRun(func() { a.monitor.assessmentLoop(ctx, every) })
-	a.sources = newSources(a.refiner, a.store, a.disk, a.home, a.log)
+	a.sources = newSources(a.refiner, a.store, a.disk, a.home, a.log, a.metrics)
 	if err := a.sources.start(ctx, a.cfg.Ingest); err != nil {
 		return err
 	}

@@ -231,8 +231,27 @@ func (c *Config) validateSinks() error {
 	return nil
 }
 
-// validateIngest checks the followed files.
+// validateIngest checks the followed files, the TLS listener and the Unix sockets.
 func (c *Config) validateIngest() error {
+	if t := c.Ingest.SyslogTLS; t != nil && (t.Address == "" || t.Cert == "" || t.Key == "") {
+		return fmt.Errorf("config: ingest.syslog-tls needs an address (HOST:PORT), a cert and a key (PEM files)")
+	}
+	paths := map[string]bool{}
+	for _, u := range c.Ingest.Unix {
+		if !filepath.IsAbs(u.Path) || paths[u.Path] {
+			return fmt.Errorf("config: ingest.unix path %q: each socket needs an absolute path of its own", u.Path)
+		}
+		paths[u.Path] = true
+		if u.Type != UnixStream && u.Type != UnixDgram {
+			return fmt.Errorf("config: ingest.unix %s: type %q is not %s or %s", u.Path, u.Type, UnixStream, UnixDgram)
+		}
+		if u.Format != "" && !slices.Contains(policy.Formats(), u.Format) {
+			return fmt.Errorf("config: ingest.unix %s: format %q is not one of %v", u.Path, u.Format, policy.Formats())
+		}
+		if _, ok := unixModes[u.Mode]; !ok {
+			return fmt.Errorf("config: ingest.unix %s: mode %q is not \"0600\" or \"0660\"", u.Path, u.Mode)
+		}
+	}
 	for _, f := range c.Ingest.Follow {
 		if f.Path == "" || !slices.Contains(policy.Formats(), f.Format) {
 			return fmt.Errorf("config: ingest.follow needs a path and a format among %v", policy.Formats())
@@ -263,7 +282,11 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 #                       relation (organisation|community|any, checked against the SSA's
 #                       redistribution rule)
 # ingest:               sources of raw records (provider): syslog-udp / syslog-tcp
-#                       (HOST:PORT), follow: [{path: FILE, format: eve|syslog|...}]
+#                       (HOST:PORT; TCP takes octet-counted or newline-framed messages),
+#                       syslog-tls: {address: HOST:PORT, cert: PEM, key: PEM, client-ca: PEM},
+#                       unix: [{path: SOCKET, type: stream|dgram, format: eve, mode: "0600"|"0660"}]
+#                       (Suricata's unix_stream / unix_dgram eve-log outputs),
+#                       follow: [{path: FILE, format: eve|syslog|...}]
 # metrics:              optional loopback HOST:PORT serving Prometheus metrics at /metrics
 # retention-check:      how often received records past their retention are deleted
 # message-timeout:      deadline of every read and write on a stream

@@ -4,15 +4,22 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
 )
@@ -26,8 +33,23 @@ type IngestConfig struct {
 	// SyslogUDP and SyslogTCP are host:port addresses to receive syslog messages on.
 	SyslogUDP string `yaml:"syslog-udp,omitempty"`
 	SyslogTCP string `yaml:"syslog-tcp,omitempty"`
+	// SyslogTLS is a syslog listener over TLS (RFC 5425).
+	SyslogTLS *SyslogTLSConfig `yaml:"syslog-tls,omitempty"`
+	// Unix lists Unix sockets that take records, such as Suricata's unix_stream and
+	// unix_dgram eve-log outputs (unixsource.go).
+	Unix []UnixSourceConfig `yaml:"unix,omitempty"`
 	// Follow lists growing files to read records from.
 	Follow []FollowConfig `yaml:"follow,omitempty"`
+}
+
+// SyslogTLSConfig is the syslog listener over TLS (RFC 5425): a host:port, the listener's
+// certificate and key (PEM files) and, optionally, the CA (PEM) that client certificates must
+// chain to; with it, a client without such a certificate is refused.
+type SyslogTLSConfig struct {
+	Address  string `yaml:"address"`
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client-ca,omitempty"`
 }
 
 // FollowConfig is one followed file.
@@ -72,7 +94,8 @@ func (a *Agent) Ingest(ctx context.Context, format string, r io.Reader) (IngestS
 	return a.refiner.ingest(ctx, format, r, nil)
 }
 
-// ingestFlush is how long received syslog messages wait to be refined together.
+// ingestFlush is how long received records wait to be refined together: syslog messages and
+// records of sockets, and those of `ssanet ingest` when no further one is ready.
 const ingestFlush = 50 * time.Millisecond
 
 // queue is what the sources need of refine-and-queue (refiner).
@@ -91,11 +114,28 @@ type sources struct {
 	disk  *diskWatch     // a full disk pauses them
 	home  string         // where an earlier version kept followed files' offsets
 	log   *slog.Logger
-	wg    sync.WaitGroup
+	// malformed counts the frames of the listeners and sockets that were no record: over
+	// maxFrame, a bad octet count, a truncated datagram.
+	malformed prometheus.Counter
+	warned    atomic.Int64 // unix ms of the last warning about malformed frames
+	wg        sync.WaitGroup
 }
 
-func newSources(q queue, st *storage.Store, disk *diskWatch, home string, log *slog.Logger) *sources {
-	return &sources{queue: q, store: st, disk: disk, home: home, log: log}
+func newSources(q queue, st *storage.Store, disk *diskWatch, home string, log *slog.Logger, reg prometheus.Registerer) *sources {
+	malformed := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "source_frames_malformed_total",
+		Help: "Frames received by the syslog listeners and Unix sockets that held no record (too long, bad octet count, truncated datagram)."})
+	reg.MustRegister(malformed)
+	return &sources{queue: q, store: st, disk: disk, home: home, log: log, malformed: malformed}
+}
+
+// badFrame counts a frame that held no record, and says so in the log at most once a minute.
+func (s *sources) badFrame(source, remote string, err error) {
+	s.malformed.Inc()
+	now := time.Now().UnixMilli()
+	if last := s.warned.Load(); now-last >= time.Minute.Milliseconds() && s.warned.CompareAndSwap(last, now) {
+		s.log.Warn("malformed frames skipped (counted in ssanet_source_frames_malformed_total; this line at most once a minute)",
+			"source", source, "remote", remote, "err", err)
+	}
 }
 
 // start opens the configured listeners and starts every source; they stop with ctx (wait
@@ -115,12 +155,50 @@ func (s *sources) start(ctx context.Context, cfg IngestConfig) error {
 			return fmt.Errorf("syslog TCP listener: %w", err)
 		}
 		s.goRun(func() { <-ctx.Done(); ln.Close() })
-		s.goRun(func() { s.syslogTCP(ctx, ln) })
+		s.goRun(func() { s.syslogTCP(ctx, ln, "syslog TCP") })
+	}
+	if cfg.SyslogTLS != nil {
+		tc, err := cfg.SyslogTLS.tlsConfig()
+		if err != nil {
+			return err
+		}
+		ln, err := tls.Listen("tcp", cfg.SyslogTLS.Address, tc)
+		if err != nil {
+			return fmt.Errorf("syslog TLS listener: %w", err)
+		}
+		s.goRun(func() { <-ctx.Done(); ln.Close() })
+		s.goRun(func() { s.syslogTCP(ctx, ln, "syslog TLS") })
+	}
+	for _, u := range cfg.Unix {
+		if err := s.startUnix(ctx, u); err != nil {
+			return err
+		}
 	}
 	for _, f := range cfg.Follow {
 		s.goRun(func() { s.follow(ctx, f) })
 	}
 	return nil
+}
+
+// tlsConfig loads the listener's certificate and the client CA.
+func (c *SyslogTLSConfig) tlsConfig() (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return nil, fmt.Errorf("syslog TLS listener: load ingest.syslog-tls cert %s and key %s: %w", c.Cert, c.Key, err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ClientCA != "" {
+		pem, err := os.ReadFile(c.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("syslog TLS listener: read ingest.syslog-tls client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("syslog TLS listener: ingest.syslog-tls client-ca %s holds no PEM certificate", c.ClientCA)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }
 
 // wait waits for every source to stop.
@@ -204,39 +282,144 @@ func (s *sources) syslogUDP(ctx context.Context, pc net.PacketConn) {
 	}
 }
 
-// syslogTCP accepts newline-delimited syslog (RFC 6587 non-transparent framing).
-func (s *sources) syslogTCP(ctx context.Context, ln net.Listener) {
+// syslogTCP accepts syslog over TCP (or TLS) connections on ln.
+func (s *sources) syslogTCP(ctx context.Context, ln net.Listener, source string) {
 	c := s.newCollector(ctx, protocol.FormatSyslog)
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Error("syslog TCP", "err", err)
+				s.log.Error(source, "err", err)
 			}
 			return
 		}
-		s.goRun(func() { c.readLines(ctx, conn) })
+		s.goRun(func() { c.readFrames(ctx, conn, source) })
 	}
 }
 
-// readLines hands each non-empty line of conn to the collector until conn or ctx ends.
-func (c *collector) readLines(ctx context.Context, conn net.Conn) {
+// maxFrame is the longest frame a listener or socket takes: a longer one is counted malformed.
+const maxFrame = policy.MaxRecordSize
+
+// maxCountDigits bounds the octet count of RFC 6587 §3.4.1 (maxFrame has 7 digits).
+const maxCountDigits = 9
+
+// errFrame is a frame that holds no record.
+var errFrame = errors.New("agent: malformed frame")
+
+// readFrames hands each syslog message of conn to the collector until conn or ctx ends. The
+// framing is told from the connection's first byte (RFC 6587 §3.4): a digit starts an octet
+// count (§3.4.1, "LEN SP MSG"), anything else starts newline-delimited messages (§3.4.2). A
+// message over maxFrame is counted malformed and skipped (an octet-counted one by its count,
+// a line up to its newline); an octet count that is not one closes the connection, which
+// cannot be resynchronised.
+func (c *collector) readFrames(ctx context.Context, conn net.Conn, source string) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if len(sc.Bytes()) == 0 {
+	c.readStream(ctx, conn, source, true)
+}
+
+// readStream reads records from a stream until it ends: octet-counted frames if counted is
+// allowed and the first byte is a digit, else lines.
+func (c *collector) readStream(ctx context.Context, conn net.Conn, source string, counted bool) {
+	remote := conn.RemoteAddr().String()
+	br := bufio.NewReaderSize(conn, 64<<10)
+	next := c.nextLine
+	if first, err := br.Peek(1); err == nil && counted && first[0] >= '0' && first[0] <= '9' {
+		next = c.nextCounted
+	}
+	for {
+		rec, err := next(br)
+		switch {
+		case errors.Is(err, errFrame):
+			c.badFrame(source, remote, err)
+			continue
+		case errors.Is(err, errFrameFatal):
+			c.badFrame(source, remote, err)
+			return
+		case err != nil:
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				c.log.Debug(source+" connection", "remote", remote, "err", err)
+			}
+			return
+		case len(rec) == 0:
 			continue
 		}
 		select {
-		case c.recs <- slices.Clone(sc.Bytes()):
+		case c.recs <- rec:
 		case <-ctx.Done():
 			return
 		}
 	}
-	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		c.log.Debug("syslog TCP connection", "remote", conn.RemoteAddr().String(), "err", err)
+}
+
+// errFrameFatal is a frame after which the stream cannot be read on.
+var errFrameFatal = errors.New("agent: malformed octet count; connection closed")
+
+// nextLine reads one line (its newline and a \r before it cut off), at most maxFrame long: a
+// longer one is read up to its newline and returned as errFrame.
+func (c *collector) nextLine(br *bufio.Reader) ([]byte, error) {
+	var line []byte
+	over := false
+	for {
+		part, err := br.ReadSlice('\n')
+		if !over {
+			if len(line)+len(part) > maxFrame+1 { // +1: the newline
+				over, line = true, nil
+			} else {
+				line = append(line, part...)
+			}
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err != nil && (over || len(line) > 0) && errors.Is(err, io.EOF):
+			// the last line, without its newline
+		case err != nil:
+			return nil, err
+		}
+		if over {
+			return nil, fmt.Errorf("%w: a line over %d bytes", errFrame, maxFrame)
+		}
+		return bytes.TrimRight(line, "\r\n"), nil
 	}
+}
+
+// nextCounted reads one octet-counted frame, "LEN SP MSG" (RFC 6587 §3.4.1); newlines
+// between frames, which some senders add, are skipped.
+func (c *collector) nextCounted(br *bufio.Reader) ([]byte, error) {
+	var n int
+	digits := 0
+count:
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			if digits > 0 && errors.Is(err, io.EOF) {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		switch {
+		case digits == 0 && (b == '\n' || b == '\r'):
+			continue
+		case b >= '0' && b <= '9' && digits < maxCountDigits:
+			n, digits = n*10+int(b-'0'), digits+1
+			continue
+		case b == ' ' && digits > 0:
+			break count
+		default:
+			return nil, fmt.Errorf("%w (byte %q after %d digits)", errFrameFatal, b, digits)
+		}
+	}
+	if n > maxFrame {
+		if _, err := br.Discard(n); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: an octet count of %d, over %d", errFrame, n, maxFrame)
+	}
+	msg := make([]byte, n)
+	if _, err := io.ReadFull(br, msg); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(msg, "\r\n"), nil
 }

@@ -77,7 +77,7 @@ func (q *refiner) ingest(ctx context.Context, format string, r io.Reader, from *
 		}
 		queueErr <- err
 	}()
-	readErr := q.readChunks(ctx, format, rr, &st, func(chunk [][]byte, end int64) {
+	readErr := q.readChunks(ctx, format, rr, &st, ingestFlush, func(chunk [][]byte, end int64) {
 		c := q.refine(format, chunk)
 		st.Malformed += c.malformed
 		if from != nil {
@@ -95,33 +95,93 @@ func (q *refiner) queueChunk(format string, raws [][]byte) error {
 }
 
 // readChunks cuts records out of rr and hands them to refine in chunks, with the offset in
-// rr's input where each chunk ends (malformed records before it included). The last chunk,
-// at the end of the input, ends there, and is handed over even when it is empty.
-func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.RecordReader, st *IngestStats, refine func(chunk [][]byte, end int64)) error {
+// rr's input where each chunk ends (malformed records before it included). A chunk is handed
+// over when it holds ingestChunk records, or when a record has waited flush in it and no
+// further one is ready (a pipe or socket that stays open streams: its records are queued
+// within about flush of arriving). The last chunk, at the end of the input, ends there, and
+// is handed over even when it is empty.
+//
+// The records are cut by a goroutine owned by this call, so that a partial chunk can be
+// handed over while a read waits for more input. It ends with the input; when ctx ends first,
+// this call returns at once and the goroutine ends after the read under way (the control
+// API's connection closes with the daemon), handing nothing more over.
+func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.RecordReader, st *IngestStats, flush time.Duration, refine func(chunk [][]byte, end int64)) error {
+	type next struct {
+		rec []byte
+		end int64 // rr.Offset() after rec
+		bad *policy.BadRecord
+		err error // io.EOF at the end of the input
+	}
+	done := make(chan struct{})
+	defer close(done)
+	recs := make(chan next, 64)
+	go func() { // the reader: it ends at the end of the input, on an error, or with done
+		for {
+			rec, err := rr.Next()
+			n := next{end: rr.Offset()}
+			var bad *policy.BadRecord
+			switch {
+			case errors.As(err, &bad):
+				n.bad = bad
+			case err != nil:
+				n.err = err
+			default:
+				n.rec = slices.Clone(rec)
+			}
+			select {
+			case recs <- n:
+			case <-done:
+				return
+			}
+			if n.err != nil {
+				return
+			}
+		}
+	}()
 	chunk := make([][]byte, 0, ingestChunk)
 	end := int64(0) // where the last record read ends
+	timer := time.NewTimer(flush)
+	timer.Stop()
+	defer timer.Stop()
 	for {
-		rec, err := rr.Next()
-		var bad *policy.BadRecord
+		var n next
+		select { // a record ready goes first: the timer hands over a chunk only when none is
+		case n = <-recs:
+		default:
+			select {
+			case n = <-recs:
+			case <-timer.C:
+				if len(chunk) > 0 {
+					refine(chunk, end)
+					chunk = make([][]byte, 0, ingestChunk)
+				}
+				continue
+			case <-ctx.Done():
+				return ctx.Err() // the records of chunk are not queued, as when a read fails
+			}
+		}
 		switch {
-		case errors.Is(err, io.EOF):
-			refine(chunk, rr.Offset())
+		case errors.Is(n.err, io.EOF):
+			refine(chunk, n.end)
 			return nil
-		case errors.As(err, &bad):
-			st.Malformed++
-			end = rr.Offset()
-			q.log.Debug("malformed record skipped", "format", format, "line", bad.Line, "err", bad.Err)
-			continue
-		case err != nil:
+		case n.err != nil:
 			if len(chunk) > 0 {
 				refine(chunk, end)
 			}
-			return err
+			return n.err
+		case n.bad != nil:
+			st.Malformed++
+			end = n.end
+			q.log.Debug("malformed record skipped", "format", format, "line", n.bad.Line, "err", n.bad.Err)
+			continue
 		}
 		st.Records++
-		end = rr.Offset()
-		chunk = append(chunk, slices.Clone(rec))
+		end = n.end
+		if chunk = append(chunk, n.rec); len(chunk) == 1 {
+			timer.Reset(flush)
+		}
 		if len(chunk) == ingestChunk {
+			timer.Stop()
 			refine(chunk, end)
 			chunk = make([][]byte, 0, ingestChunk)
 			if err := ctx.Err(); err != nil {
