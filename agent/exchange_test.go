@@ -257,7 +257,7 @@ func TestAssessmentAtScheduleEnd(t *testing.T) {
 func TestBatchTimeChecked(t *testing.T) {
 	prov, req, s := exchangePair(t)
 	run := prov.mgr.run(s.ID)
-	refined, _, err := run.refine(protocol.FormatEVE, bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n")), time.Now().Year())
+	refined, _, err := run.refine(protocol.FormatEVE, bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n")), time.Now().Year(), time.Now)
 	if err != nil || len(refined) == 0 {
 		t.Fatal(len(refined), err)
 	}

@@ -68,6 +68,34 @@ type IngestStats struct {
 	// NotQueued counts, per SSA, the refined records left out because the requester's
 	// queue had reached max-queued-per-peer.
 	NotQueued map[string]int64 `json:"not_queued,omitempty"`
+	// What else became of the records, per SSA that shares their format: not shared because
+	// they reached the provider before the start or from the end of its schedule; excluded
+	// by a filter (or one that could not be evaluated); counted in a summary.
+	OutsideSchedule map[string]int64 `json:"outside_schedule,omitempty"`
+	Filtered        map[string]int64 `json:"filtered,omitempty"`
+	Summarised      map[string]int64 `json:"summarised,omitempty"`
+	// SSAs is the number of SSAs in force that share the format (0: the records went to
+	// none).
+	SSAs int `json:"ssas"`
+}
+
+// countOutcomes adds what a refined chunk's enforcement points did with its records.
+func (st *IngestStats) countOutcomes(c refinedChunk) {
+	add := func(m *map[string]int64, id string, n int64) {
+		if n > 0 {
+			if *m == nil {
+				*m = map[string]int64{}
+			}
+			(*m)[id] += n
+		}
+	}
+	for i, run := range c.runs {
+		n := c.counts[i]
+		add(&st.OutsideSchedule, run.ssa.ID, n.outside)
+		add(&st.Filtered, run.ssa.ID, n.filtered)
+		add(&st.Summarised, run.ssa.ID, n.summarised)
+	}
+	st.SSAs = max(st.SSAs, len(c.runs))
 }
 
 // count adds what one chunk queued, and left out, for an SSA.

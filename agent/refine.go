@@ -80,6 +80,7 @@ func (q *refiner) ingest(ctx context.Context, format string, r io.Reader, from *
 	readErr := q.readChunks(ctx, format, rr, &st, ingestFlush, func(chunk [][]byte, end int64) {
 		c := q.refine(format, chunk)
 		st.Malformed += c.malformed
+		st.countOutcomes(c)
 		if from != nil {
 			c.pos = &storage.FilePos{Path: from.Path, Inode: from.Inode, Offset: from.Offset + end}
 		}
@@ -197,6 +198,7 @@ type refinedChunk struct {
 	malformed int64 // raw records an enforcement point could not parse
 	runs      []*agreementRun
 	refined   [][][]byte
+	counts    []refineCounts // what became of the raw records, per run
 	err       error
 	pos       *storage.FilePos // where the chunk ends in a followed file, committed with it
 }
@@ -216,24 +218,25 @@ func (q *refiner) refine(format string, raws [][]byte) refinedChunk {
 			continue
 		}
 		var out [][]byte
+		var n refineCounts
 		if i, ok := first[run.refineID]; ok {
-			out = c.refined[i]
+			out, n = c.refined[i], c.counts[i]
 			if tag := run.formatTag(format); c.runs[i].formatTag(format) != tag {
 				out = retag(out, tag)
 			}
 		} else {
-			var malformed int64
 			var err error
-			if out, malformed, err = run.refine(format, raws, year); err != nil {
+			if out, n, err = run.refine(format, raws, year, q.now); err != nil {
 				c.err = err
 				return c
 			}
 			// Parsing does not depend on the SSP: a record one enforcement point cannot
 			// parse, the others cannot either.
-			c.malformed = max(c.malformed, malformed)
+			c.malformed = max(c.malformed, n.malformed)
 			first[run.refineID] = len(c.runs)
 		}
-		c.runs, c.refined = append(c.runs, run), append(c.refined, out)
+		run.noteSchedule(q.log, n.outside, int64(len(raws)))
+		c.runs, c.refined, c.counts = append(c.runs, run), append(c.refined, out), append(c.counts, n)
 	}
 	return c
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -37,7 +38,10 @@ type agreementRun struct {
 	// backlog counts the records queued and not yet acknowledged (see Config.MaxQueuedPerPeer).
 	backlog atomic.Int64
 	// full is set while ingest leaves records out for want of room (logged when it changes).
-	full        atomic.Bool
+	full atomic.Bool
+	// outside is set while records reach the provider outside the schedule (logged when it
+	// changes).
+	outside     atomic.Bool
 	mu          sync.Mutex // guards enforcers, enqueued and lat
 	enforcers   map[string]*policy.Enforcer
 	enqueued    []enqueueMark // when each range of sequence numbers was queued
@@ -142,27 +146,38 @@ func (run *agreementRun) latencies() (p50, p95, p99 uint64) {
 	return at(0.50), at(0.95), at(0.99)
 }
 
+// refineCounts are what an enforcement point did with the raw records of a chunk, besides
+// refining them.
+type refineCounts struct {
+	malformed  int64 // could not be parsed
+	outside    int64 // reached the provider outside the SSA's schedule: not shared
+	filtered   int64 // excluded by a filter, or a filter could not be evaluated on them
+	summarised int64 // counted in a summary
+}
+
 // refine runs the SSP enforcement point of run over raws (step ⑧), tagging each refined
-// record with its format. It counts the records the enforcement point could not parse. year
-// completes the timestamps of formats that carry none (syslog) when the format's enforcer is
-// made.
-func (run *agreementRun) refine(format string, raws [][]byte, year int) (out [][]byte, malformed int64, err error) {
+// record with its format, and counts what became of the others. year completes the
+// timestamps of formats that carry none (syslog), and now is the clock the schedule is
+// checked against (records that reach the provider outside it are not shared), when the
+// format's enforcer is made.
+func (run *agreementRun) refine(format string, raws [][]byte, year int, now func() time.Time) (out [][]byte, n refineCounts, err error) {
 	tag := run.formatTag(format)
 	run.mu.Lock()
 	defer run.mu.Unlock()
 	e, ok := run.enforcers[format]
 	if !ok {
 		var err error
-		if e, err = policy.NewEnforcer(run.ssp, format, policy.Config{Year: year}); err != nil {
-			return nil, 0, err
+		if e, err = policy.NewEnforcer(run.ssp, format, policy.Config{Year: year, Now: now}); err != nil {
+			return nil, n, err
 		}
 		run.enforcers[format] = e
 	}
+	before := e.Stats()
 	var buf []byte
 	for _, raw := range raws {
 		buf, err = e.Refine(buf[:0], raw)
 		if err != nil {
-			malformed++
+			n.malformed++
 			continue
 		}
 		if len(buf) == 0 {
@@ -170,5 +185,29 @@ func (run *agreementRun) refine(format string, raws [][]byte, year int) (out [][
 		}
 		out = append(out, append([]byte{tag}, buf[:len(buf)-1]...))
 	}
-	return out, malformed, nil
+	after := e.Stats()
+	n.outside = after.OutsideSchedule - before.OutsideSchedule
+	n.filtered = after.Filtered + after.FilterErrors - before.Filtered - before.FilterErrors
+	// What is left was refined into a record of its own or counted in a summary.
+	n.summarised = after.Records - before.Records - (after.Refined - before.Refined) - n.malformed - n.outside - n.filtered -
+		(after.Untimed - before.Untimed)
+	return out, n, nil
+}
+
+// noteSchedule logs, when it changes, that records reach the provider outside the SSA's
+// schedule (outside of the total of a chunk) and are not shared.
+func (run *agreementRun) noteSchedule(log *slog.Logger, outside, total int64) {
+	switch {
+	case outside > 0 && !run.outside.Swap(true):
+		bound := func(t protocol.Time) string {
+			if t == 0 {
+				return "open"
+			}
+			return t.String()
+		}
+		log.Warn("records not shared: they reach the provider outside the SSA's schedule (counted as outside the schedule)",
+			"ssa", run.ssa.ID, "schedule-start", bound(run.ssa.Schedule.Start), "schedule-end", bound(run.ssa.Schedule.End))
+	case outside < total && run.outside.Swap(false):
+		log.Info("records shared again: the SSA's schedule is open", "ssa", run.ssa.ID)
+	}
 }

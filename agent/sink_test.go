@@ -147,7 +147,7 @@ func TestQuarantine(t *testing.T) {
 	prov, req, s := exchangePair(t)
 	run := prov.mgr.run(s.ID)
 	lines := bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n"))
-	refined, _, err := run.refine(protocol.FormatEVE, lines, time.Now().Year())
+	refined, _, err := run.refine(protocol.FormatEVE, lines, time.Now().Year(), time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -176,6 +176,11 @@ type ingestView struct {
 	Records   int64            `json:"records"`
 	Malformed int64            `json:"malformed"`
 	Queued    map[string]int64 `json:"queued"`
+	// OutsideSchedule and Filtered count, per SSA, the records not shared because they
+	// reached the provider outside the schedule, or a filter excluded them.
+	OutsideSchedule map[string]int64 `json:"outside_schedule"`
+	Filtered        map[string]int64 `json:"filtered"`
+	SSAs            int              `json:"ssas"`
 }
 
 // ingestFile hands a file of raw records to the agent's enforcement point.

@@ -23,15 +23,16 @@ const attacker = "1.1.1.1"
 // TestAppendixI runs Appendix I steps ①–⑭ with three daemons: a directory node that the
 // provider (domain B) and the requester (domain A) bootstrap to. The requester finds the
 // provider in the directory, negotiates an SSA with the spec's filter (attacker 1.1.1.1) and
-// 8-bit masking of public addresses; the provider's sensor hands it EVE records (some outside
-// the schedule), syslog records (by the CLI and by its UDP listener) and IDMEFv2 records,
+// 8-bit masking of public addresses, and a limit on the records' own time (a filter on
+// @timestamp: the schedule is when sharing happens, not which records); the provider's
+// sensor hands it EVE records (some dated before that limit), syslog records (by the CLI and by its UDP listener) and IDMEFv2 records,
 // which the SSA does not cover. The requester's management server (a JSON Lines sink)
 // receives exactly the EVE records the filter keeps, each refined as agreed, and the
 // monitor's verdict, from the provider's signed report and the requester's own figures, is
 // fulfilled.
 func TestAppendixI(t *testing.T) {
 	const n = 2000         // EVE records inside the schedule
-	const outside = 20     // EVE records dated before the schedule's start
+	const outside = 20     // EVE records dated before 2010, which the filter excludes
 	const syslogLines = 50 // per syslog source
 	directory := newAgent(t, "directory", "")
 	boot := withYAML(fmt.Sprintf("bootstrap: [%q]", directory.addr()))
@@ -72,7 +73,7 @@ func TestAppendixI(t *testing.T) {
 	discovered := time.Since(start)
 
 	// ②–⑥ Negotiation by peer ID alone: the addresses come from the directory.
-	tmpl := requesterTemplate(t, fmt.Sprintf(`r["source.ip"] == %q`, attacker), "90d")
+	tmpl := requesterTemplate(t, fmt.Sprintf(`r["source.ip"] == %q && r["@timestamp"] >= timestamp("2010-01-01T00:00:00Z")`, attacker), "90d")
 	r := req.cli("--json", "request", "--provider", provID, "--template", tmpl, "--wait", "20s")
 	var v struct {
 		negView
@@ -117,7 +118,7 @@ func TestAppendixI(t *testing.T) {
 	ing := prov.ingest(recs)
 	queued := int(ing.Queued[id])
 	if ing.Records != n+outside || ing.Malformed != 0 || len(ing.Queued) != 1 || queued != len(keep) {
-		t.Fatalf("ingest of %d EVE records: %+v; want %d queued for %s (the attacks from %s inside the schedule)",
+		t.Fatalf("ingest of %d EVE records: %+v; want %d queued for %s (the attacks from %s dated from 2010 on)",
 			n+outside, ing, len(keep), id, attacker)
 	}
 
@@ -212,7 +213,7 @@ func TestAppendixI(t *testing.T) {
 	if text := req.must("monitor", id); !strings.Contains(text, "FULFILLED") {
 		t.Errorf("monitor prints:\n%s", text)
 	}
-	t.Logf("Appendix I: discovery %s; %d EVE records ingested (%d before the schedule), %d syslog by CLI and %d by UDP, "+
+	t.Logf("Appendix I: discovery %s; %d EVE records ingested (%d dated before 2010), %d syslog by CLI and %d by UDP, "+
 		"1 IDMEFv2; %d queued and delivered to the sink in %s; report: ingested %d refined %d dropped %d acked %d, "+
 		"latency p50/p95/p99 %d/%d/%d ms; verdict %s",
 		discovered.Round(time.Millisecond), n+outside, outside, syslogLines, syslogLines, queued, delivered.Round(time.Millisecond),

@@ -240,7 +240,13 @@
 //
 // # Schedule
 //
-// With a bounded schedule, records whose @timestamp is outside it, or unknown, are not sent.
+// The schedule is the period of sharing (clause 9.2): a record that reaches the enforcement
+// point while it is open is shared whatever its own time (historical records, an incident
+// detected before the SSA); before its start or from its end on, none is, and each is
+// counted as outside the schedule (Stats.OutsideSchedule; the clock is Config.Now). A limit
+// on the record's own time is a filter on the view's @timestamp, a CEL timestamp:
+//
+//	r["@timestamp"] >= timestamp("2025-01-01T00:00:00Z")
 //
 // # Verification
 //

@@ -24,8 +24,13 @@ type Config struct {
 	// itself). Nil discards.
 	Logger *slog.Logger
 	// Year is given to RFC 3164 syslog time stamps, which carry none. Zero leaves such
-	// records without @timestamp: they are then dropped by a schedule or a summarisation.
+	// records without @timestamp: a summarisation then cannot place them in a window.
 	Year int
+	// Now is the clock the SSA's schedule is checked against (clause 9.2, the period of
+	// sharing): a record that reaches the enforcement point before the schedule's start or
+	// from its end on is not shared, whatever its own time. Nil is time.Now. Limits on the
+	// record's own time are a filter's: r["@timestamp"] >= timestamp("2025-01-01T00:00:00Z").
+	Now func() time.Time
 }
 
 // Stats counts what an Enforcer did.
@@ -34,8 +39,9 @@ type Stats struct {
 	Refined         int64 // refined records written
 	Filtered        int64 // excluded by a filter
 	FilterErrors    int64 // excluded because a filter could not be evaluated (missing field, cost limit)
-	OutsideSchedule int64 // excluded because their time is outside the schedule, or unknown
+	OutsideSchedule int64 // not shared: they reached the enforcement point outside the schedule
 	Summaries       int64 // summary records written
+	Untimed         int64 // under a summarisation, records without @timestamp: no window takes them
 	Malformed       int64 // records that could not be parsed
 	// Bad details the first MaxBadReported malformed records.
 	Bad []BadRecord
@@ -54,7 +60,7 @@ func (b BadRecord) Error() string {
 
 // Enforcer is the SSP enforcement point of clause 8 for one stream of records of one format:
 // raw records in, refined records out. It fails closed: a record it cannot parse, whose
-// filter cannot be evaluated or whose time is outside the schedule is not emitted. An
+// filter cannot be evaluated or that reaches it outside the schedule is not emitted. An
 // Enforcer is not safe for concurrent use; use one per stream.
 type Enforcer struct {
 	ssp     *SSP
@@ -64,7 +70,8 @@ type Enforcer struct {
 	sum     *summarizer
 	log     *slog.Logger
 	stats   Stats
-	bounded bool
+	now     func() time.Time
+	bounded bool // the schedule has a start or an end
 }
 
 // NewEnforcer returns the enforcement point of p for records of format.
@@ -82,9 +89,12 @@ func NewEnforcer(p *SSP, format string, cfg Config) (*Enforcer, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &Enforcer{ssp: p, spec: spec, codec: spec.codec(cfg.Year), log: log.With("ssa", p.ssaID),
-		bounded: p.schedule.Start != 0 || p.schedule.End != 0}
+		now: cfg.Now, bounded: p.schedule.Start != 0 || p.schedule.End != 0}
+	if e.now == nil {
+		e.now = time.Now
+	}
 	e.w = walker{kinds: spec.fields, mask: m}
-	if len(p.filters) > 0 || e.bounded || p.summary != nil {
+	if len(p.filters) > 0 || p.summary != nil {
 		e.w.view = map[string]any{}
 	}
 	if p.summary != nil {
@@ -98,7 +108,7 @@ func NewEnforcer(p *SSP, format string, cfg Config) (*Enforcer, error) {
 			rel[k] = true
 		}
 	}
-	if e.bounded || p.summary != nil {
+	if p.summary != nil {
 		rel[fieldTimestamp] = true
 	}
 	if p.summary != nil {
@@ -117,11 +127,16 @@ func NewEnforcer(p *SSP, format string, cfg Config) (*Enforcer, error) {
 func (e *Enforcer) Stats() Stats { return e.stats }
 
 // Refine refines one raw record and appends what is to be sent to dst: nothing (the record
-// is filtered out, or counted in a summary), the refined record, or a summary record when
-// the record closed a window. Each record appended ends with a newline. A malformed record
-// is an error and appends nothing.
+// reached it outside the schedule, is filtered out, or is counted in a summary), the refined
+// record, or a summary record when the record closed a window. Each record appended ends
+// with a newline. A malformed record is an error and appends nothing; outside the schedule
+// a record is not read at all.
 func (e *Enforcer) Refine(dst, raw []byte) ([]byte, error) {
 	e.stats.Records++
+	if e.bounded && !e.ssp.schedule.Contains(protocol.FromTime(e.now())) {
+		e.stats.OutsideSchedule++
+		return dst, nil
+	}
 	if len(raw) > MaxRecordSize {
 		e.stats.Malformed++
 		return dst, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(raw), MaxRecordSize)
@@ -143,15 +158,8 @@ func (e *Enforcer) Refine(dst, raw []byte) ([]byte, error) {
 	return append(out, '\n'), nil
 }
 
-// keep applies the schedule and the filters to the view as read.
+// keep applies the filters to the view as read.
 func (e *Enforcer) keep() bool {
-	if e.bounded {
-		ts, ok := e.w.view[fieldTimestamp].(time.Time)
-		if !ok || !e.ssp.schedule.Contains(protocol.Time(ts.Unix())) {
-			e.stats.OutsideSchedule++
-			return false
-		}
-	}
 	for _, f := range e.ssp.filters {
 		ok, err := f.eval(e.w.view)
 		if err != nil {
@@ -170,7 +178,7 @@ func (e *Enforcer) keep() bool {
 func (e *Enforcer) summarise(dst []byte) ([]byte, error) {
 	ts, ok := e.w.view[fieldTimestamp].(time.Time)
 	if !ok {
-		e.stats.OutsideSchedule++
+		e.stats.Untimed++
 		return dst, nil
 	}
 	key, hasKey := summaryKey(e.w.mview[e.sum.spec.GroupBy])

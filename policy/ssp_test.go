@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -257,23 +258,84 @@ func TestFilterFailsClosed(t *testing.T) {
 	}
 }
 
+// TestSchedule: the schedule is when sharing happens (clause 9.2), not a limit on the
+// records' own time. The sample's records are of 2021 and 2024; the schedule is 2021.
 func TestSchedule(t *testing.T) {
 	s := ssaFor(nil, "eve")
 	s.Schedule = protocol.Schedule{Start: 1609459200, End: 1640995200} // 2021
 	p := mustCompile(t, s)
-	_, st := runAll(t, p, "eve", readTestdata(t, "eve/test-eve-6-0.jsonl"))
-	if st.Refined != 1 || st.OutsideSchedule != 2 {
-		t.Errorf("stats %+v", st)
+	in := readTestdata(t, "eve/test-eve-6-0.jsonl")
+	for _, tc := range []struct {
+		name             string
+		now              time.Time
+		refined, outside int64
+	}{
+		{"before the start", time.Date(2020, 12, 31, 23, 59, 59, 0, time.UTC), 0, 3},
+		{"at the start", time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC), 3, 0},
+		{"inside", time.Date(2021, 6, 1, 0, 0, 0, 0, time.UTC), 3, 0},
+		{"at the end", time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC), 0, 3},
+		{"after the end", time.Date(2024, 8, 1, 0, 0, 0, 0, time.UTC), 0, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := NewEnforcer(p, "eve", Config{Now: func() time.Time { return tc.now }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			st, err := e.Run(context.Background(), bytes.NewReader(in), &out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Records != 3 || st.Refined != tc.refined || st.OutsideSchedule != tc.outside || st.Malformed != 0 {
+				t.Errorf("stats %+v: want %d refined, %d outside the schedule", st, tc.refined, tc.outside)
+			}
+			if n := int64(bytes.Count(out.Bytes(), []byte("\n"))); n != tc.refined {
+				t.Errorf("%d records written, want %d", n, tc.refined)
+			}
+		})
 	}
-	f := Verify(p, "eve", bytes.SplitN(readTestdata(t, "eve/test-eve-6-0.jsonl"), []byte("\n"), 3)[1])
-	if len(f) != 1 || f[0].Code != FindingOutsideSchedule {
-		t.Errorf("Verify = %v", f)
+	// A record of 2024 sent in 2021 complies: its own time is not the schedule's business.
+	if f := Verify(p, "eve", bytes.SplitN(in, []byte("\n"), 3)[1]); len(f) != 0 {
+		t.Errorf("Verify of a record dated after the schedule = %v, want none", f)
 	}
 	if f := Verify(p, "idmef", nil); len(f) != 1 || f[0].Code != FindingWrongFormat {
 		t.Errorf("Verify of an unagreed format = %v", f)
 	}
 	if f := Verify(p, "eve", []byte("<34>1 - - - - - -")); len(f) != 1 || f[0].Code != FindingWrongFormat {
 		t.Errorf("Verify of syslog as eve = %v", f)
+	}
+}
+
+// TestEventTimeFilter: a limit on the records' own time is a filter on @timestamp.
+func TestEventTimeFilter(t *testing.T) {
+	const expr = `r["@timestamp"] < timestamp("2022-01-01T00:00:00Z")`
+	p := mustCompile(t, ssaFor(&protocol.Policy{Filtering: []protocol.Filter{{Expr: expr}}}, "eve"))
+	in := readTestdata(t, "eve/test-eve-6-0.jsonl")
+	_, st := runAll(t, p, "eve", in)
+	if st.Records != 3 || st.Refined != 1 || st.Filtered != 2 || st.FilterErrors != 0 || st.OutsideSchedule != 0 {
+		t.Errorf("stats %+v: want the record of 2021 refined, the two of 2024 filtered", st)
+	}
+	recs := bytes.SplitN(in, []byte("\n"), 3)
+	if f := Verify(p, "eve", recs[0]); len(f) != 0 {
+		t.Errorf("Verify of the record of 2021 = %v", f)
+	}
+	if f := Verify(p, "eve", recs[1]); len(f) != 1 || f[0].Code != FindingFilterExcluded {
+		t.Errorf("Verify of a record of 2024 = %v, want filter-excluded", f)
+	}
+}
+
+// TestSummaryUntimed: under a summarisation a record without a time is counted as such.
+func TestSummaryUntimed(t *testing.T) {
+	p := mustCompile(t, ssaFor(&protocol.Policy{Summarization: &protocol.Summarization{TopN: 3, Window: 60, GroupBy: "log.syslog.severity.code", RankBy: protocol.RankByCount}}, "syslog"))
+	e, err := NewEnforcer(p, "syslog", Config{}) // no Year: RFC 3164 times stay unknown
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Refine(nil, []byte("<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8")); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.Untimed != 1 || st.OutsideSchedule != 0 {
+		t.Errorf("stats %+v: want 1 untimed", st)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/ssanet/ssanet/protocol"
 )
@@ -27,7 +26,7 @@ const (
 	FindingFilterExcluded  FindingCode = "filter-excluded"  // a record a filter excludes
 	FindingTopTooLong      FindingCode = "top-n-too-long"   // a summary listing more than N values
 	FindingNotSummarised   FindingCode = "not-summarised"   // a raw record where only summaries are agreed
-	FindingOutsideSchedule FindingCode = "outside-schedule" // a record whose time is outside the schedule
+	FindingOutsideSchedule FindingCode = "outside-schedule" // a batch sent (or taken) outside the schedule: the agent's check, not Verify's
 )
 
 // Finding is one violation found in a received record.
@@ -52,8 +51,9 @@ const maxFindings = 64
 // non-zero low bits under truncate, left at all under remove or hmac, a field not removed
 // or not hashed; cryptopan cannot be told from a real address and is not checked), a record
 // a filter excludes, a summary longer than its top N or a raw record where summaries are
-// agreed, a time outside the schedule. A filter is only checked when masking cannot have
-// changed the fields it reads. No finding means the record is compliant.
+// agreed. The schedule is when sharing happens, not a limit on the record's own time: it is
+// checked on the batch (its signed time of sending), not here. A filter is only checked when
+// masking cannot have changed the fields it reads. No finding means the record is compliant.
 func Verify(p *SSP, format string, record []byte) []Finding {
 	spec, ok := p.format(format)
 	if !ok {
@@ -79,9 +79,6 @@ func Verify(p *SSP, format string, record []byte) []Finding {
 	if _, err := spec.codec(0).refine(nil, record, w); err != nil {
 		return []Finding{{Code: FindingWrongFormat, Text: err.Error()}}
 	}
-	if ts, ok := w.view[fieldTimestamp].(time.Time); ok && !p.schedule.Contains(protocol.Time(ts.Unix())) {
-		c.add(Finding{Code: FindingOutsideSchedule, Field: fieldTimestamp, Text: fmt.Sprintf("%s is outside the schedule %s", ts.Format(time.RFC3339), scheduleText(p.schedule))})
-	}
 	for _, f := range p.filters {
 		if c.maskedAny(spec, f.fields) {
 			continue
@@ -95,16 +92,6 @@ func Verify(p *SSP, format string, record []byte) []Finding {
 		}
 	}
 	return c.findings
-}
-
-func scheduleText(s protocol.Schedule) string {
-	b := func(t protocol.Time) string {
-		if t == 0 {
-			return "open"
-		}
-		return time.Unix(int64(t), 0).UTC().Format(time.RFC3339)
-	}
-	return "[" + b(s.Start) + ", " + b(s.End) + ")"
 }
 
 func parseSummary(record []byte) (*Summary, bool) {
@@ -219,10 +206,6 @@ func (c *checker) summary(s *Summary) {
 	}
 	if s.GroupBy != spec.GroupBy || s.RankBy != spec.RankBy {
 		c.add(Finding{Code: FindingWrongFormat, Text: fmt.Sprintf("summary of %s by %s, the SSA agrees %s by %s", s.GroupBy, s.RankBy, spec.GroupBy, spec.RankBy)})
-	}
-	sch := c.p.schedule
-	if sch.Start != 0 && s.WindowStart.Unix() < int64(sch.Start)-int64(spec.Window) || sch.End != 0 && s.WindowStart.Unix() >= int64(sch.End) {
-		c.add(Finding{Code: FindingOutsideSchedule, Text: fmt.Sprintf("window starting %s is outside the schedule %s", s.WindowStart.Format(time.RFC3339), scheduleText(sch))})
 	}
 	for _, t := range s.Top {
 		c.text(spec.GroupBy, t.Value, false)

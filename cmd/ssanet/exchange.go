@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,17 +41,43 @@ func cmdIngest(c *cli, args []string) int {
 	if c.json {
 		return c.printJSON(st)
 	}
-	fmt.Fprintf(c.stdout, "%d records read, %d malformed\n", st.Records, st.Malformed)
-	for id, n := range st.Queued {
-		fmt.Fprintf(c.stdout, "  %s: %d refined records queued for delivery\n", id, n)
-	}
-	for id, n := range st.NotQueued {
-		fmt.Fprintf(c.stdout, "  %s: %d refined records NOT queued: the requester's queue is full (max-queued-per-peer)\n", id, n)
-	}
-	if len(st.Queued) == 0 && len(st.NotQueued) == 0 {
-		fmt.Fprintln(c.stdout, "  no SSA in force shares this format (or its policy let nothing through)")
-	}
+	printIngest(c.stdout, &st)
 	return exitOK
+}
+
+// printIngest says what became of the records: per SSA that shares their format, how many
+// were queued and what took the others; when none was queued, which outcome took them all.
+func printIngest(w io.Writer, st *agent.IngestStats) {
+	fmt.Fprintf(w, "%d records read, %d malformed\n", st.Records, st.Malformed)
+	ids := map[string]bool{}
+	for _, m := range []map[string]int64{st.Queued, st.NotQueued, st.OutsideSchedule, st.Filtered, st.Summarised} {
+		for id := range m {
+			ids[id] = true
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
+		var parts []string
+		say := func(n int64, what string) {
+			if n > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", n, what))
+			}
+		}
+		say(st.Queued[id], "queued for delivery")
+		say(st.NotQueued[id], "NOT queued: the requester's queue is full (max-queued-per-peer)")
+		say(st.OutsideSchedule[id], "not shared: outside the SSA's schedule (it has not started, or has ended)")
+		say(st.Filtered[id], "filtered out by the SSA's filter")
+		say(st.Summarised[id], "counted in summaries")
+		fmt.Fprintf(w, "  %s: %s\n", id, strings.Join(parts, "; "))
+	}
+	switch {
+	case st.Records == 0:
+	case st.Malformed >= st.Records:
+		fmt.Fprintln(w, "  nothing shared: every record was malformed")
+	case st.SSAs == 0:
+		fmt.Fprintln(w, "  nothing shared: no SSA in force shares this format")
+	case len(st.Queued) == 0 && len(st.NotQueued) == 0 && len(st.Summarised) == 0:
+		fmt.Fprintf(w, "  nothing shared by the %d SSA(s) in force that share this format: see the outcomes above\n", st.SSAs)
+	}
 }
 
 func cmdRecords(c *cli, args []string) int {
