@@ -155,7 +155,8 @@ func (c SinkConfig) syslogConfig() (sink.SyslogConfig, error) {
 	} else if c.TLSCA != "" || c.TLSCert != "" || c.TLSKey != "" {
 		return cfg, fmt.Errorf("%w: tls-ca, tls-cert and tls-key need network tls", sink.ErrSyslogConfig)
 	}
-	return cfg, cfg.Validate()
+	err := cfg.Validate() // fills in the defaults: before cfg is returned
+	return cfg, err
 }
 
 // sinks runs one forwarder per configured sink.
@@ -225,6 +226,9 @@ type forwarder struct {
 	path     string            // of the progress file
 	progress map[string]uint64 // the last record forwarded, by SSA
 	refused  map[string]bool   // the SSAs whose redistribution rule forbids this sink, logged
+	// truncated is the writer's count of cut messages when truncLogged logged it last.
+	truncated   uint64
+	truncLogged time.Time
 }
 
 // run forwards until ctx ends, or the progress file cannot be read: then nothing is
@@ -304,11 +308,27 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 				f.log.Warn("sink refused records; will retry", "sink", f.cfg.Name, "err", err)
 				return
 			}
+			f.logTruncated()
 		}
 		f.progress[id] = recs[len(recs)-1].Seq
 		if err := f.save(); err != nil {
 			f.log.Error("save sink progress", "sink", f.cfg.Name, "err", err)
 		}
+	}
+}
+
+// logTruncated logs, at most once a minute, how many messages a writer that cuts messages to
+// a size (syslog over UDP) has cut since the last line.
+func (f *forwarder) logTruncated() {
+	t, ok := f.w.(interface{ Truncated() uint64 })
+	if !ok {
+		return
+	}
+	n := t.Truncated()
+	if n > f.truncated && time.Since(f.truncLogged) >= time.Minute {
+		f.log.Warn("records cut to the sink's max-message; raise it (up to 65507) or use tcp, tls or relp",
+			"sink", f.cfg.Name, "truncated", n-f.truncated, "total", n)
+		f.truncated, f.truncLogged = n, time.Now()
 	}
 }
 

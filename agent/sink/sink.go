@@ -4,8 +4,10 @@
 //
 // A writer only writes: which records go to it, in what order, and how far it got are the
 // agent's business (agent/sinks.go). A writer must never hold more than one encoded record
-// beyond the chunk it was given, and a Write that fails may have written a prefix of the
-// chunk: the caller writes the whole chunk again, so a receiver sees each record at least once.
+// beyond the chunk it was given (the syslog writer over TCP or TLS also keeps the previous
+// chunk's records, to send again after the receiver closed the connection), and a Write that
+// fails may have written a prefix of the chunk: the caller writes the whole chunk again, so a
+// receiver sees each record at least once.
 package sink
 
 import (

@@ -48,9 +48,8 @@ var (
 // SyslogConfig configures a Syslog writer.
 type SyslogConfig struct {
 	Network, Address string
-	// Facility (0..23) of the PRI; DefaultFacility when Severity is also left at its default
-	// and Facility is 0 is not a distinction this type makes: NewSyslog takes 0 as kern, so
-	// callers set it (agent/config.go defaults it to DefaultFacility).
+	// Facility (0..23) of the PRI. 0 is kern, a valid facility, so there is no default here:
+	// the agent's config sets DefaultFacility unless the operator chose one.
 	Facility int
 	// Severity (0..7) of every message, or -1: the record's own severity where its format has
 	// one (recordSeverity), DefaultSeverity otherwise.
