@@ -17,8 +17,8 @@ import (
 	"github.com/leodido/go-syslog/v4/rfc5424"
 )
 
-// rsyslog is a real rsyslogd started by a test with a config of its own: imrelp on a
-// loopback port, every message written to a file in RFC 5424 as rsyslog renders it
+// rsyslog is a real rsyslogd started by a test with a config of its own: imrelp or imtcp on
+// a loopback port, every message written to a file in RFC 5424 as rsyslog renders it
 // (RSYSLOG_SyslogProtocol23Format: rsyslog parses the message and writes its fields back).
 type rsyslog struct {
 	t       *testing.T
@@ -29,9 +29,9 @@ type rsyslog struct {
 	started int
 }
 
-// startRsyslog starts rsyslogd, or skips the test when it is not installed. CI installs it
+// startRsyslog starts rsyslogd with input module input (imrelp or imtcp), or skips the test when it is not installed. CI installs it
 // (.ci/run: Debian packages rsyslog and rsyslog-relp).
-func startRsyslog(t *testing.T) *rsyslog {
+func startRsyslog(t *testing.T, input string) *rsyslog {
 	t.Helper()
 	if _, err := exec.LookPath("rsyslogd"); err != nil {
 		t.Skip("rsyslogd not found: install Debian's rsyslog and rsyslog-relp (apt-get install -y rsyslog rsyslog-relp) to run this test")
@@ -52,12 +52,12 @@ func startRsyslog(t *testing.T) *rsyslog {
 	if err := os.Mkdir(filepath.Join(dir, "work"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf(`global(workDirectory=%q maxMessageSize="64k")
+	conf := fmt.Sprintf(`global(workDirectory=%[1]q maxMessageSize="64k")
 main_queue(queue.type="Direct")
-module(load="imrelp")
-input(type="imrelp" address="127.0.0.1" port="%d")
-action(type="omfile" file=%q template="RSYSLOG_SyslogProtocol23Format")
-`, filepath.Join(dir, "work"), port, r.out)
+module(load="%[2]s")
+input(type="%[2]s" address="127.0.0.1" port="%[3]d")
+action(type="omfile" file=%[4]q template="RSYSLOG_SyslogProtocol23Format")
+`, filepath.Join(dir, "work"), input, port, r.out)
 	if err := os.WriteFile(filepath.Join(dir, "rsyslog.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -159,15 +159,39 @@ func TestRELPRsyslogRestarts(t *testing.T) {
 	if testing.Short() {
 		n = 10_000
 	}
-	rs := startRsyslog(t)
-	s, err := NewSyslog(SyslogConfig{Network: NetRELP, Address: rs.addr(), Facility: 13, Severity: -1, SDID: "ssanet@64700"})
+	lost, _ := rsyslogRestarts(t, NetRELP, "imrelp", n)
+	if lost > 0 {
+		t.Errorf("%d of %d records lost over RELP", lost, n)
+	}
+}
+
+// TestTCPRsyslogRestarts: the same over TCP with octet counting (rsyslog's imtcp), which
+// confirms nothing to the application: across rsyslog's orderly restarts (SIGTERM) the
+// writer finds the connection closed and sends its last chunk again, so nothing is lost
+// (before, 146 and 661 of 20,000 were). A crash can still lose what rsyslog's kernel had
+// taken and rsyslog had not read (README "Delivery guarantees").
+func TestTCPRsyslogRestarts(t *testing.T) {
+	n := 100_000
+	if testing.Short() {
+		n = 10_000
+	}
+	if lost, _ := rsyslogRestarts(t, NetTCP, "imtcp", n); lost > 0 {
+		t.Errorf("%d of %d records lost over TCP across rsyslog's orderly restarts", lost, n)
+	}
+}
+
+// rsyslogRestarts sends n records to a real rsyslog (input module input) over network,
+// restarting rsyslog at a third and two thirds of the stream, and checks rsyslog's file:
+// every line parses as RFC 5424 with a seq. It returns the records lost and the repeats.
+func rsyslogRestarts(t *testing.T, network, input string, n int) (lost, dups int) {
+	rs := startRsyslog(t, input)
+	s, err := NewSyslog(SyslogConfig{Network: network, Address: rs.addr(), Facility: 13, Severity: -1, SDID: "ssanet@64700"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 
-	// At a third and two thirds of the stream, rsyslog is restarted while the writer goes
-	// on: frames are in flight when it goes away.
+	// rsyslog is restarted while the writer goes on: frames are in flight when it goes away.
 	var restarts sync.WaitGroup
 	restart := func() {
 		restarts.Add(1)
@@ -194,7 +218,6 @@ func TestRELPRsyslogRestarts(t *testing.T) {
 	}
 	rs.stop() // rsyslog writes out what it took
 	seqs, bad := rs.read(t)
-	lost, dups := 0, 0
 	for seq := uint64(1); seq <= uint64(n); seq++ {
 		switch c := seqs[seq]; {
 		case c == 0:
@@ -206,9 +229,7 @@ func TestRELPRsyslogRestarts(t *testing.T) {
 	if len(bad) > 0 {
 		t.Errorf("%d lines of rsyslog's file do not parse as RFC 5424 with a seq, the first: %s", len(bad), bad[0])
 	}
-	if lost > 0 || len(seqs) != n {
-		t.Errorf("%d of %d records lost (%d distinct sequence numbers in the file)", lost, n, len(seqs))
-	}
-	t.Logf("%d records over RELP in %s (%.0f records/s) with rsyslog restarted twice: %d lost, %d duplicates",
-		n, sent.Round(time.Millisecond), float64(n)/sent.Seconds(), lost, dups)
+	t.Logf("%d records over %s in %s (%.0f records/s) with rsyslog restarted twice: %d lost, %d duplicates",
+		n, network, sent.Round(time.Millisecond), float64(n)/sent.Seconds(), lost, dups)
+	return lost, dups
 }
