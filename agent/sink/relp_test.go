@@ -61,38 +61,39 @@ action(type="omfile" file=%[4]q template="RSYSLOG_SyslogProtocol23Format")
 	if err := os.WriteFile(filepath.Join(dir, "rsyslog.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.start()
 	t.Cleanup(r.stop)
+	if err := r.start(); err != nil {
+		t.Fatal(err)
+	}
 	return r
 }
 
 func (r *rsyslog) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
 
-// start starts rsyslogd and waits until it takes connections.
-func (r *rsyslog) start() {
-	r.t.Helper()
+// start starts rsyslogd and waits until it takes connections. It may run on a goroutine of
+// its own, so it returns its error rather than fail the test.
+func (r *rsyslog) start() error {
 	r.started++
 	logf, err := os.Create(filepath.Join(r.dir, fmt.Sprintf("rsyslogd-%d.log", r.started)))
 	if err != nil {
-		r.t.Fatal(err)
+		return err
 	}
 	defer logf.Close()
 	cmd := exec.Command("rsyslogd", "-n", "-f", filepath.Join(r.dir, "rsyslog.conf"), "-i", filepath.Join(r.dir, "rsyslogd.pid"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("start rsyslogd: %v", err)
+		return fmt.Errorf("start rsyslogd: %w", err)
 	}
 	r.cmd = cmd
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", r.addr(), time.Second)
 		if err == nil {
-			c.Close()
-			return
+			return c.Close()
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(logf.Name())
-			r.t.Fatalf("rsyslogd does not listen on %s: %v; its output:\n%s", r.addr(), err, b)
+			return fmt.Errorf("rsyslogd does not listen on %s: %w; its output:\n%s", r.addr(), err, b)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -198,7 +199,9 @@ func rsyslogRestarts(t *testing.T, network, input string, n int) (lost, dups int
 		go func() {
 			defer restarts.Done()
 			rs.stop()
-			rs.start()
+			if err := rs.start(); err != nil {
+				t.Error(err)
+			}
 		}()
 	}
 	start := time.Now()

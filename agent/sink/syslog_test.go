@@ -410,9 +410,11 @@ func TestSyslogTCPReceiverRestart(t *testing.T) {
 			}
 			waitFor(t, 20*time.Second, "every record at the receiver", func() bool { d, _ := rcv.got.count(); return d == n })
 			d, total := rcv.got.count()
+			rcv.got.mu.Lock()
 			if len(rcv.got.bad) > 0 {
 				t.Errorf("%d bad messages, the first: %s", len(rcv.got.bad), rcv.got.bad[0])
 			}
+			rcv.got.mu.Unlock()
 			t.Logf("%s: %d records, %d messages (%d duplicates) across a receiver restart", network, d, total, total-d)
 		})
 	}
