@@ -277,8 +277,9 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # encryption-key-file:  optional file with a 32-byte hex key: encrypts the store at rest
 #                       (SSANET_STORAGE_KEY overrides it)
 # sinks:                where received records go (requester): a list of
-#                       {type: jsonl, path: FILE} | {type: syslog, network: udp|tcp,
-#                       address: HOST:PORT} | {type: webhook, url: URL}; optional name and
+#                       {type: jsonl, path: FILE} | {type: syslog, network: udp|tcp|tls|relp,
+#                       address: HOST:PORT, optional facility, severity, sd-id, max-message,
+#                       tls-ca, tls-cert, tls-key, tls-server-name} | {type: webhook, url: URL}; optional name and
 #                       relation (organisation|community|any, checked against the SSA's
 #                       redistribution rule)
 # ingest:               sources of raw records (provider): syslog-udp / syslog-tcp

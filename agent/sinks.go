@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -55,9 +57,24 @@ type SinkConfig struct {
 	Type string `yaml:"type"`
 	// Path is the JSON Lines file (jsonl).
 	Path string `yaml:"path,omitempty"`
-	// Network (udp or tcp) and Address (host:port) of a syslog receiver.
+	// Network (udp, tcp, tls or relp) and Address (host:port) of a syslog receiver.
 	Network string `yaml:"network,omitempty"`
 	Address string `yaml:"address,omitempty"`
+	// Syslog PRI: Facility (0..23, default 13, log audit) and Severity (0..7, or "record",
+	// the default: the record's own where its format has one, else 6).
+	Facility *int   `yaml:"facility,omitempty"`
+	Severity string `yaml:"severity,omitempty"`
+	// SDID (NAME@ENTERPRISE-NUMBER) adds structured data with the SSA, seq and format.
+	SDID string `yaml:"sd-id,omitempty"`
+	// MaxMessage bounds a UDP message (default 8192, up to 65507); longer ones are truncated.
+	MaxMessage int `yaml:"max-message,omitempty"`
+	// TLS (network tls): the receiver's CA (default: the system's), this agent's certificate
+	// and key (PEM files) and the name the receiver's certificate must hold (default: the
+	// address's host).
+	TLSCA         string `yaml:"tls-ca,omitempty"`
+	TLSCert       string `yaml:"tls-cert,omitempty"`
+	TLSKey        string `yaml:"tls-key,omitempty"`
+	TLSServerName string `yaml:"tls-server-name,omitempty"`
 	// URL of a webhook.
 	URL string `yaml:"url,omitempty"`
 	// Relation of the receiver to this organisation: organisation (default), community or
@@ -78,8 +95,8 @@ func (c *SinkConfig) validate() error {
 			return fmt.Errorf("config: sink %s: jsonl needs a path", c.Name)
 		}
 	case "syslog":
-		if (c.Network != "udp" && c.Network != "tcp") || c.Address == "" {
-			return fmt.Errorf("config: sink %s: syslog needs network udp|tcp and an address host:port", c.Name)
+		if _, err := c.syslogConfig(); err != nil {
+			return fmt.Errorf("config: sink %s: %w", c.Name, err)
 		}
 	case "webhook":
 		if c.URL == "" {
@@ -101,10 +118,45 @@ func (c SinkConfig) open() (sink.Writer, error) {
 		}
 		return w, nil
 	case "syslog":
-		return sink.NewSyslog(c.Network, c.Address), nil
+		cfg, err := c.syslogConfig()
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %w", c.Name, err)
+		}
+		return sink.NewSyslog(cfg)
 	default:
 		return sink.NewWebhook(c.URL), nil
 	}
+}
+
+// syslogConfig is the syslog writer's config of c, checked.
+func (c SinkConfig) syslogConfig() (sink.SyslogConfig, error) {
+	cfg := sink.SyslogConfig{Network: c.Network, Address: c.Address, Facility: sink.DefaultFacility,
+		Severity: -1, SDID: c.SDID, MaxMessage: c.MaxMessage}
+	if c.Facility != nil {
+		cfg.Facility = *c.Facility
+	}
+	if c.Severity != "" && c.Severity != "record" {
+		n, err := strconv.Atoi(c.Severity)
+		if err != nil || n < 0 || n > 7 {
+			return cfg, fmt.Errorf("%w: severity %q: want 0..7 or record", sink.ErrSyslogConfig, c.Severity)
+		}
+		cfg.Severity = n
+	}
+	if c.Network == sink.NetTLS {
+		name := c.TLSServerName
+		if name == "" {
+			name, _, _ = net.SplitHostPort(c.Address)
+		}
+		tc, err := sink.TLSConfig(c.TLSCA, c.TLSCert, c.TLSKey, name)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.TLS = tc
+	} else if c.TLSCA != "" || c.TLSCert != "" || c.TLSKey != "" {
+		return cfg, fmt.Errorf("%w: tls-ca, tls-cert and tls-key need network tls", sink.ErrSyslogConfig)
+	}
+	err := cfg.Validate() // fills in the defaults: before cfg is returned
+	return cfg, err
 }
 
 // sinks runs one forwarder per configured sink.
@@ -174,6 +226,9 @@ type forwarder struct {
 	path     string            // of the progress file
 	progress map[string]uint64 // the last record forwarded, by SSA
 	refused  map[string]bool   // the SSAs whose redistribution rule forbids this sink, logged
+	// truncated is the writer's count of cut messages when truncLogged logged it last.
+	truncated   uint64
+	truncLogged time.Time
 }
 
 // run forwards until ctx ends, or the progress file cannot be read: then nothing is
@@ -253,11 +308,27 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 				f.log.Warn("sink refused records; will retry", "sink", f.cfg.Name, "err", err)
 				return
 			}
+			f.logTruncated()
 		}
 		f.progress[id] = recs[len(recs)-1].Seq
 		if err := f.save(); err != nil {
 			f.log.Error("save sink progress", "sink", f.cfg.Name, "err", err)
 		}
+	}
+}
+
+// logTruncated logs, at most once a minute, how many messages a writer that cuts messages to
+// a size (syslog over UDP) has cut since the last line.
+func (f *forwarder) logTruncated() {
+	t, ok := f.w.(interface{ Truncated() uint64 })
+	if !ok {
+		return
+	}
+	n := t.Truncated()
+	if n > f.truncated && time.Since(f.truncLogged) >= time.Minute {
+		f.log.Warn("records cut to the sink's max-message; raise it (up to 65507) or use tcp, tls or relp",
+			"sink", f.cfg.Name, "truncated", n-f.truncated, "total", n)
+		f.truncated, f.truncLogged = n, time.Now()
 	}
 }
 

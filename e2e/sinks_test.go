@@ -19,8 +19,9 @@ import (
 )
 
 // syslogMessage is the RFC 5424 message a syslog sink sends per record (octet-counted over
-// TCP): the record as JSON after the structured data naming the SSA and the sequence number.
-var syslogMessage = regexp.MustCompile(`^<110>1 \S+ \S+ ssanet - record \[ssanet@32473 ssa="([^"]+)" seq="(\d+)"\] (\{.*\})$`)
+// TCP): the record as JSON after the structured data naming the SSA and the sequence number
+// (the sinks below set sd-id ssanet@32473, RFC 5612's documentation number).
+var syslogMessage = regexp.MustCompile(`^<\d+>1 \S+ \S+ ssanet - record \[ssanet@32473 ssa="([^"]+)" seq="(\d+)" format="[^"]+"\] (\{.*\})$`)
 
 // receiver collects what a sink receives, by sequence number.
 type receiver struct {
@@ -154,8 +155,8 @@ func TestSinks(t *testing.T) {
 	prov := newAgent(t, "provider", "")
 	req := newAgent(t, "requester", "", withYAML(fmt.Sprintf(`sinks:
   - {type: jsonl, path: %q}
-  - {name: siem-udp, type: syslog, network: udp, address: %q}
-  - {name: siem-tcp, type: syslog, network: tcp, address: %q}
+  - {name: siem-udp, type: syslog, network: udp, address: %q, sd-id: ssanet@32473}
+  - {name: siem-tcp, type: syslog, network: tcp, address: %q, sd-id: ssanet@32473}
   - {name: soar, type: webhook, url: %q}
   - {name: public-feed, type: jsonl, path: %q, relation: any}`,
 		sink, udpRecv.LocalAddr().String(), ln.Addr().String(), srv.URL+"/ssanet/records", public)))

@@ -4,8 +4,10 @@
 //
 // A writer only writes: which records go to it, in what order, and how far it got are the
 // agent's business (agent/sinks.go). A writer must never hold more than one encoded record
-// beyond the chunk it was given, and a Write that fails may have written a prefix of the
-// chunk: the caller writes the whole chunk again, so a receiver sees each record at least once.
+// beyond the chunk it was given (the syslog writer over TCP or TLS also keeps the previous
+// chunk's records, to send again after the receiver closed the connection), and a Write that
+// fails may have written a prefix of the chunk: the caller writes the whole chunk again, so a
+// receiver sees each record at least once.
 package sink
 
 import (
@@ -16,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"time"
@@ -83,81 +84,6 @@ func (j *JSONL) Close() error { return j.f.Close() }
 
 // writeTimeout bounds each write to a syslog receiver and each webhook request.
 const writeTimeout = 10 * time.Second
-
-// Syslog sends each record as an RFC 5424 message (octet-counted over TCP, RFC 6587). It
-// dials on the first Write, and again after a failed one.
-type Syslog struct {
-	network, address string
-	conn             net.Conn
-}
-
-// NewSyslog returns a writer to the syslog receiver at address over network (udp or tcp).
-func NewSyslog(network, address string) *Syslog {
-	return &Syslog{network: network, address: address}
-}
-
-// Write sends recs one message at a time.
-func (s *Syslog) Write(ctx context.Context, recs []Record) error {
-	if s.conn == nil {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, s.network, s.address)
-		if err != nil {
-			return err
-		}
-		s.conn = c
-	}
-	host, err := os.Hostname()
-	if err != nil {
-		host = "" // RFC 5424's NILVALUE stands in for a name the system cannot give
-	}
-	var msg []byte // one message at a time, built in place
-	for _, r := range recs {
-		body, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		// PRI 110: facility 13 (log audit), severity 6 (informational).
-		header := fmt.Appendf(nil, "<110>1 %s %s ssanet - %s [ssanet@32473 ssa=\"%s\" seq=\"%d\"] ",
-			r.Received.UTC().Format(time.RFC3339Nano), nilDash(host), "record", r.SSAID, r.Seq)
-		msg = msg[:0]
-		if s.network == "tcp" {
-			msg = fmt.Appendf(msg, "%d ", len(header)+len(body))
-		}
-		msg = append(append(msg, header...), body...)
-		if err := s.send(msg); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// send writes one message; after a failure the connection is dropped, to be dialled again.
-func (s *Syslog) send(msg []byte) error {
-	err := s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if err == nil {
-		_, err = s.conn.Write(msg)
-	}
-	if err != nil {
-		s.conn.Close()
-		s.conn = nil
-	}
-	return err
-}
-
-func nilDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-// Close closes the connection, if any.
-func (s *Syslog) Close() error {
-	if s.conn != nil {
-		return s.conn.Close()
-	}
-	return nil
-}
 
 // webhookTries is how many times Webhook.Write posts a chunk before it gives up.
 const webhookTries = 5
