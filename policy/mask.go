@@ -74,27 +74,95 @@ type masker struct {
 
 const maxCryptoPAnCache = 1 << 16
 
+// slot says what a value is to the schema of its format.
+type slot uint8
+
+const (
+	slotText         slot = iota // text: an address inside it is replaced in place
+	slotAddr                     // an address field: it holds one address or is absent
+	slotAddrRequired             // an address field the schema requires
+)
+
+// removedText stands in free text for an address that remove took out, so that the text
+// still reads as a sentence ("from (removed) against (removed)"). It holds no character any
+// format must escape where the walker sees raw text (an RFC 5424 structured-data value
+// cannot hold an unescaped ']').
+const removedText = "(removed)"
+
+// tokenPrefix is the range hmac maps an address into where the schema wants an address
+// (slotAddr): 2001:db8::/32, reserved for documentation (RFC 3849), so no real host has one.
+var tokenPrefix = netip.MustParsePrefix("2001:db8::/32")
+
 // text returns the masked form of s found at field, and whether the value is to be removed.
 func (m *masker) text(field, s string) (string, bool) {
+	return m.value(field, s, slotText)
+}
+
+// value is text for a value of the given slot.
+func (m *masker) value(field, s string, sl slot) (string, bool) {
 	for i := range m.rules {
 		r := &m.rules[i]
 		if r.Method == protocol.MaskNone || !r.applies(field) {
 			continue
 		}
+		a, whole := wholeAddr(s)
 		if r.Scope == protocol.ScopeFields {
 			switch r.Method {
 			case protocol.MaskRemove:
-				return "", true
+				return removed(a, whole, sl)
 			case protocol.MaskHMAC:
-				s = m.token(r, s)
+				if whole && sl != slotText {
+					s = m.tokenAddr(r, a).String()
+				} else {
+					s = m.token(r, s)
+				}
 				continue
 			}
 			s = m.replaceIPs(r, s, false)
 			continue
 		}
-		s = m.replaceIPs(r, s, r.Scope == protocol.ScopePublicIP)
+		publicOnly := r.Scope == protocol.ScopePublicIP
+		if whole && !tokenPrefix.Contains(a) && (!publicOnly || IsPublic(a)) {
+			switch {
+			case r.Method == protocol.MaskRemove:
+				return removed(a, whole, sl)
+			case r.Method == protocol.MaskHMAC && sl != slotText:
+				s = m.tokenAddr(r, a).String()
+			default:
+				s = m.maskAddr(r, a)
+			}
+			continue
+		}
+		s = m.replaceIPs(r, s, publicOnly)
 	}
 	return s, false
+}
+
+// removed is what remove leaves of a value: nothing, except in an address field the schema
+// requires, where it leaves the unspecified address of the same family (0.0.0.0 or ::),
+// which names no host.
+func removed(a netip.Addr, whole bool, sl slot) (string, bool) {
+	if sl != slotAddrRequired {
+		return "", true
+	}
+	if whole && a.Is6() && !a.Is4In6() {
+		return netip.IPv6Unspecified().String(), false
+	}
+	return netip.IPv4Unspecified().String(), false
+}
+
+// wholeAddr reports whether s, but for white space around it, is one address literal.
+func wholeAddr(s string) (netip.Addr, bool) {
+	if !mayHoldIP(s) {
+		return netip.Addr{}, false
+	}
+	t := strings.TrimSpace(s)
+	var spans [1]ipSpan
+	found := findIPs(spans[:0], t)
+	if len(found) != 1 || found[0].start != 0 || found[0].end != len(t) {
+		return netip.Addr{}, false
+	}
+	return found[0].addr, true
 }
 
 // key returns the masked form of a JSON object key: only the address scopes apply.
@@ -121,15 +189,20 @@ func (m *masker) replaceIPs(r *keyedRule, s string, publicOnly bool) string {
 	}
 	var b strings.Builder
 	last := 0
+	changed := false
 	for _, sp := range found {
-		if publicOnly && !IsPublic(sp.addr) {
+		if publicOnly && !IsPublic(sp.addr) || tokenPrefix.Contains(sp.addr) {
 			continue
 		}
 		b.WriteString(s[last:sp.start])
-		b.WriteString(m.maskAddr(r, sp.addr))
-		last = sp.end
+		if r.Method == protocol.MaskRemove {
+			b.WriteString(removedText)
+		} else {
+			b.WriteString(m.maskAddr(r, sp.addr))
+		}
+		last, changed = sp.end, true
 	}
-	if last == 0 {
+	if !changed {
 		return s
 	}
 	b.WriteString(s[last:])
@@ -162,6 +235,20 @@ func (m *masker) token(r *keyedRule, s string) string {
 	h.Write([]byte(s))
 	var sum [sha256.Size]byte
 	return hex.EncodeToString(h.Sum(sum[:0])[:hmacTokenLen/2])
+}
+
+// tokenAddr is the hmac of address a as an address of tokenPrefix: its low 96 bits are the
+// first 12 bytes of the same HMAC as the text token of a, so 2001:db8:522f:e68c:… and the
+// token 522fe68c… in a free-text field name the same host.
+func (m *masker) tokenAddr(r *keyedRule, a netip.Addr) netip.Addr {
+	h := hmac.New(sha256.New, r.hkey)
+	h.Write([]byte(a.String()))
+	var sum [sha256.Size]byte
+	b := h.Sum(sum[:0])
+	var x [16]byte
+	copy(x[:4], tokenPrefix.Addr().AsSlice())
+	copy(x[4:], b[:12])
+	return netip.AddrFrom16(x)
 }
 
 // isToken reports whether s is an hmac-masked value.

@@ -166,9 +166,11 @@ func (c *checker) text(field, s string, dropped bool) {
 			}
 			switch m.Method {
 			case protocol.MaskRemove:
-				c.add(Finding{Code: FindingNotRemoved, Field: field, Text: "the field is still present"})
+				if a, ok := wholeAddr(v); !ok || !a.IsUnspecified() {
+					c.add(Finding{Code: FindingNotRemoved, Field: field, Text: "the field is still present"})
+				}
 			case protocol.MaskHMAC:
-				if !isToken(v) {
+				if a, ok := wholeAddr(v); !isToken(v) && (!ok || !tokenPrefix.Contains(a)) {
 					c.add(Finding{Code: FindingNotHashed, Field: field, Text: "the value is not an hmac token"})
 				}
 			case protocol.MaskTruncate:
@@ -187,7 +189,9 @@ func (c *checker) addresses(m *maskRule, field, s string, publicOnly bool) {
 	var spans [4]ipSpan
 	for _, sp := range findIPs(spans[:0], s) {
 		a := sp.addr
-		if publicOnly && !IsPublic(a) {
+		// An address of tokenPrefix is an hmac token; the unspecified address is what remove
+		// leaves in a required address field. Neither names a host.
+		if publicOnly && !IsPublic(a) || tokenPrefix.Contains(a) || a.IsUnspecified() {
 			continue
 		}
 		what := "address"

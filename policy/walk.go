@@ -79,9 +79,14 @@ func (w *walker) reset() {
 // text handles one text value found at field ("" for a location outside the view) and
 // returns what to write and whether to remove the value.
 func (w *walker) text(field, s string) (string, bool) {
+	return w.slotText(field, s, slotText)
+}
+
+// slotText is text for a value the format's schema gives a slot to (an address field).
+func (w *walker) slotText(field, s string, sl slot) (string, bool) {
 	out, drop := s, false
 	if w.mask != nil {
-		out, drop = w.mask.text(field, s)
+		out, drop = w.mask.value(field, s, sl)
 	}
 	if field != "" {
 		if w.view != nil {
