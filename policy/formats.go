@@ -181,15 +181,26 @@ func idmefv2Map() []fieldMap {
 	}
 }
 
-// idmefv2Slots are the members the IDMEFv2 schemas (drafts V04 to V06) type as an address
-// (ipType): masking leaves an address there or nothing. Analyzer.IP and Sensor.IP are
-// required by V04 and V05, so remove leaves the unspecified address in them.
+// idmefv2Slots are the members of the view the IDMEFv2 schemas (drafts V04 to V06) give a
+// type masking must keep: addresses (ipType), the message ID (uuidType), the creation time,
+// e-mail addresses (format email), ports (integers), enumerations and the required names.
+// Analyzer.IP and Sensor.IP are required by V04 and V05.
 func idmefv2Slots() map[string]slot {
 	return map[string]slot{
-		"Analyzer.IP": slotAddrRequired,
-		"Sensor.*.IP": slotAddrRequired,
-		"Source.*.IP": slotAddr,
-		"Target.*.IP": slotAddr,
+		"ID":              slotUUID,
+		"CreateTime":      slotTime,
+		"Category.*":      slotEnum,
+		"Priority":        slotEnum,
+		"Analyzer.IP":     slotAddrRequired,
+		"Analyzer.Name":   slotRequired,
+		"Sensor.*.IP":     slotAddrRequired,
+		"Sensor.*.Name":   slotRequired,
+		"Source.*.IP":     slotAddr,
+		"Source.*.Email":  slotEmail,
+		"Source.*.Port.*": slotPort,
+		"Target.*.IP":     slotAddr,
+		"Target.*.Email":  slotEmail,
+		"Target.*.Port.*": slotPort,
 	}
 }
 

@@ -315,7 +315,7 @@ func (p *jsonRW) numberValue() (bool, error) {
 		p.out = append(p.out, in[start:p.i]...)
 		return false, nil
 	}
-	out, drop, quoted := p.w.number(field, string(in[start:p.i]))
+	out, drop, quoted := p.w.number(field, string(in[start:p.i]), p.c.slots[string(p.path)])
 	switch {
 	case drop:
 		return true, nil

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/ssanet/ssanet/protocol"
@@ -74,14 +75,32 @@ type masker struct {
 
 const maxCryptoPAnCache = 1 << 16
 
-// slot says what a value is to the schema of its format.
+// slot says what a value is to the schema of its format, so that masking leaves a value the
+// schema accepts there (see the package documentation, "Masking and schemas").
 type slot uint8
 
 const (
 	slotText         slot = iota // text: an address inside it is replaced in place
 	slotAddr                     // an address field: it holds one address or is absent
 	slotAddrRequired             // an address field the schema requires
+	slotRequired                 // a string the schema requires: remove leaves ""
+	slotUUID                     // a UUID the schema requires (RFC 9562 text form)
+	slotEmail                    // an e-mail address (JSON Schema format "email")
+	slotPort                     // an integer port, 1 to 65535
+	slotEnum                     // one of a closed list of values: no token fits
+	slotTime                     // a timestamp the schema requires (RFC 3339)
 )
+
+// nilUUID is what remove leaves in a required UUID (RFC 9562 section 5.9).
+const nilUUID = "00000000-0000-0000-0000-000000000000"
+
+// nilTime is what remove and hmac leave in a required timestamp: the Unix epoch, which no
+// security record has; the view takes it as no time at all.
+const nilTime = "1970-01-01T00:00:00Z"
+
+// tokenDomain is the domain of an hmac-masked e-mail address: the token is the local part.
+// .invalid is reserved (RFC 2606), so no real mailbox has it.
+const tokenDomain = "@hmac.invalid"
 
 // removedText stands in free text for an address that remove took out, so that the text
 // still reads as a sentence ("from (removed) against (removed)"). It holds no character any
@@ -93,12 +112,8 @@ const removedText = "(removed)"
 // (slotAddr): 2001:db8::/32, reserved for documentation (RFC 3849), so no real host has one.
 var tokenPrefix = netip.MustParsePrefix("2001:db8::/32")
 
-// text returns the masked form of s found at field, and whether the value is to be removed.
-func (m *masker) text(field, s string) (string, bool) {
-	return m.value(field, s, slotText)
-}
-
-// value is text for a value of the given slot.
+// value returns the masked form of s found at field in slot sl, and whether the value is to
+// be removed.
 func (m *masker) value(field, s string, sl slot) (string, bool) {
 	for i := range m.rules {
 		r := &m.rules[i]
@@ -111,11 +126,13 @@ func (m *masker) value(field, s string, sl slot) (string, bool) {
 			case protocol.MaskRemove:
 				return removed(a, whole, sl)
 			case protocol.MaskHMAC:
-				if whole && sl != slotText {
-					s = m.tokenAddr(r, a).String()
-				} else {
-					s = m.token(r, s)
+				switch sl {
+				case slotEnum: // a token is no value of the list: hide it all
+					return "", true
+				case slotTime:
+					return nilTime, false
 				}
+				s = m.slotToken(r, s, a, whole, sl)
 				continue
 			}
 			s = m.replaceIPs(r, s, false)
@@ -126,7 +143,7 @@ func (m *masker) value(field, s string, sl slot) (string, bool) {
 			switch {
 			case r.Method == protocol.MaskRemove:
 				return removed(a, whole, sl)
-			case r.Method == protocol.MaskHMAC && sl != slotText:
+			case r.Method == protocol.MaskHMAC && (sl == slotAddr || sl == slotAddrRequired):
 				s = m.tokenAddr(r, a).String()
 			default:
 				s = m.maskAddr(r, a)
@@ -138,17 +155,73 @@ func (m *masker) value(field, s string, sl slot) (string, bool) {
 	return s, false
 }
 
-// removed is what remove leaves of a value: nothing, except in an address field the schema
-// requires, where it leaves the unspecified address of the same family (0.0.0.0 or ::),
-// which names no host.
+// removed is what remove leaves of a value: nothing, except where the schema requires the
+// value: the unspecified address of the same family (0.0.0.0 or ::) in an address field, the
+// nil UUID in a UUID, an empty string in a string. None of them names anything.
 func removed(a netip.Addr, whole bool, sl slot) (string, bool) {
-	if sl != slotAddrRequired {
-		return "", true
+	switch sl {
+	case slotAddrRequired:
+		if whole && a.Is6() && !a.Is4In6() {
+			return netip.IPv6Unspecified().String(), false
+		}
+		return netip.IPv4Unspecified().String(), false
+	case slotUUID:
+		return nilUUID, false
+	case slotRequired:
+		return "", false
+	case slotTime:
+		return nilTime, false
 	}
-	if whole && a.Is6() && !a.Is4In6() {
-		return netip.IPv6Unspecified().String(), false
+	return "", true
+}
+
+// slotToken is the hmac of s in the form its slot takes: an address of tokenPrefix in an
+// address field, the token in UUID form (8-4-4-4-12) in a UUID, token@hmac.invalid in an
+// e-mail address, a port derived from the HMAC in a port; the token itself elsewhere.
+func (m *masker) slotToken(r *keyedRule, s string, a netip.Addr, whole bool, sl slot) string {
+	switch sl {
+	case slotAddr, slotAddrRequired:
+		if whole {
+			return m.tokenAddr(r, a).String()
+		}
+	case slotUUID:
+		t := m.token(r, s)
+		return t[:8] + "-" + t[8:12] + "-" + t[12:16] + "-" + t[16:20] + "-" + t[20:]
+	case slotEmail:
+		return m.token(r, s) + tokenDomain
+	case slotPort:
+		h := hmac.New(sha256.New, r.hkey)
+		h.Write([]byte(s))
+		var sum [sha256.Size]byte
+		b := h.Sum(sum[:0])
+		return strconv.Itoa(1 + int(uint32(b[0])<<24|uint32(b[1])<<16|uint32(b[2])<<8|uint32(b[3]))%65535)
 	}
-	return netip.IPv4Unspecified().String(), false
+	return m.token(r, s)
+}
+
+// isSlotToken reports whether v is an hmac-masked value in the form of its slot. A port
+// cannot be told from a real one (like cryptopan) and always passes.
+func isSlotToken(v string, sl slot) bool {
+	if isToken(v) || sl == slotPort || sl == slotTime && v == nilTime {
+		return true
+	}
+	if a, ok := wholeAddr(v); ok && tokenPrefix.Contains(a) {
+		return true
+	}
+	if t, ok := strings.CutSuffix(v, tokenDomain); ok && isToken(t) {
+		return true
+	}
+	return len(v) == hmacTokenLen+4 && v[8] == '-' && v[13] == '-' && v[18] == '-' && v[23] == '-' &&
+		isToken(v[:8]+v[9:13]+v[14:18]+v[19:23]+v[24:])
+}
+
+// isRemoved reports whether v is what remove leaves where the schema requires a value.
+func isRemoved(v string) bool {
+	if v == "" || v == "-" || v == nilUUID || v == nilTime {
+		return true
+	}
+	a, ok := wholeAddr(v)
+	return ok && a.IsUnspecified()
 }
 
 // wholeAddr reports whether s, but for white space around it, is one address literal.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -119,6 +120,16 @@ func TestIDMEFv2MaskingKeepsSchema(t *testing.T) {
 		protocol.MaskRule{Scope: protocol.ScopeFields, Fields: []string{"message"}, Method: protocol.MaskRemove},
 		protocol.MaskRule{Scope: protocol.ScopeFields, Fields: []string{"message", "source.user.name", "destination.domain"}, Method: protocol.MaskHMAC},
 	)
+	// Every field of the view masked by name, with each method that applies to it.
+	spec, _ := lookupFormat(protocol.FormatIDMEFv2)
+	for _, f := range slices.Sorted(maps.Keys(spec.fields)) {
+		if !spec.maskable(f) {
+			continue
+		}
+		rules = append(rules,
+			protocol.MaskRule{Scope: protocol.ScopeFields, Fields: []string{f}, Method: protocol.MaskRemove},
+			protocol.MaskRule{Scope: protocol.ScopeFields, Fields: []string{f}, Method: protocol.MaskHMAC})
+	}
 	pols := make([][]protocol.MaskRule, 0, len(rules)+2)
 	for _, r := range rules {
 		pols = append(pols, []protocol.MaskRule{r})

@@ -150,7 +150,7 @@ func (c *checker) maskedAny(spec *formatSpec, fields []string) bool {
 	return false
 }
 
-func (c *checker) text(field, s string, dropped bool) {
+func (c *checker) text(field, s string, dropped bool, sl slot) {
 	if dropped {
 		return
 	}
@@ -161,16 +161,14 @@ func (c *checker) text(field, s string, dropped bool) {
 			continue
 		}
 		if m.Scope == protocol.ScopeFields {
-			if field == "" || !m.hasField(field) || v == "" || v == "-" {
+			if field == "" || !m.hasField(field) || isRemoved(v) {
 				continue
 			}
 			switch m.Method {
 			case protocol.MaskRemove:
-				if a, ok := wholeAddr(v); !ok || !a.IsUnspecified() {
-					c.add(Finding{Code: FindingNotRemoved, Field: field, Text: "the field is still present"})
-				}
+				c.add(Finding{Code: FindingNotRemoved, Field: field, Text: "the field is still present"})
 			case protocol.MaskHMAC:
-				if a, ok := wholeAddr(v); !isToken(v) && (!ok || !tokenPrefix.Contains(a)) {
+				if !isSlotToken(v, sl) {
 					c.add(Finding{Code: FindingNotHashed, Field: field, Text: "the value is not an hmac token"})
 				}
 			case protocol.MaskTruncate:
@@ -229,7 +227,7 @@ func (c *checker) summary(s *Summary) {
 		c.add(Finding{Code: FindingOutsideSchedule, Text: fmt.Sprintf("window starting %s is outside the schedule %s", s.WindowStart.Format(time.RFC3339), scheduleText(sch))})
 	}
 	for _, t := range s.Top {
-		c.text(spec.GroupBy, t.Value, false)
+		c.text(spec.GroupBy, t.Value, false, slotText)
 	}
 }
 
