@@ -29,7 +29,9 @@
 //	idmefv2  IDMEFv2 JSON objects, one per line or pretty-printed, one after the other
 //	         ("Version" must start with "2."). Output is compact JSON.
 //	idmef    IDMEF (RFC 4765) XML, one IDMEF-Message per record holding one Alert or
-//	         Heartbeat; namespace http://iana.org/idmef.
+//	         Heartbeat; namespace http://iana.org/idmef, or none (prelude-manager's XML
+//	         plugin writes <IDMEF-Message> without one). The output keeps the namespace,
+//	         or its absence, as it came in.
 //	iodef    IODEF (RFC 7970, also RFC 5070) XML, one IODEF-Document per record holding
 //	         one Incident; namespace urn:ietf:params:xml:ns:iodef-2.0 (or -1.0).
 //	syslog   one line per record: RFC 5424, or BSD syslog (RFC 3164) when the priority is
@@ -39,6 +41,8 @@
 // attributes, comments, processing instructions, the DOCTYPE), so an IODEF document stays
 // the same IODEF document; only the layout inside tags and text escaping are normalised.
 // A document with several alerts or incidents is refused (split it): the view describes one.
+// A root with a prefix it does not declare is refused. IODEF keeps its namespace mandatory:
+// the RFC 7970 schema requires it, and no IODEF writer is known to leave it out.
 //
 // The view is a map from ECS-style dotted names to values of CEL type string, int or
 // timestamp (related.ip is a list of strings); a field absent from the record is absent from
@@ -194,8 +198,42 @@
 // it all). cryptopan is CryptoPAn (Xu et al.) with AES-128. hmac replaces a value (or an
 // address) with the first 16 bytes of HMAC-SHA256 in lower-case hex. remove deletes a named
 // field (JSON member, XML attribute; XML element text and syslog message become empty, a
-// syslog header field "-"); under an address scope it deletes the address from the text.
+// syslog header field "-"); under an address scope, a value that is only an address is
+// removed as a named field is, and an address inside longer text is replaced with
+// "(removed)", so that "SSH brute force from (removed) against (removed)" still reads.
 // none masks nothing; a none rule on a field an address scope would also mask is refused.
+//
+// # Masking and schemas
+//
+// Where a format's schema gives a member a type, every method leaves a value of that type or
+// removes the member where the schema allows. This holds for IDMEFv2, whose draft JSON
+// schemas (V04 to V06) the tests validate every sample against under every method; IDMEF has
+// only a draft DTD and IODEF no schema in the repository, so there the record keeps its
+// structure but is not checked against one. In IDMEFv2:
+//
+//	Source/Target IP      remove deletes the member; hmac writes an address of
+//	                      2001:db8::/32, whose low 96 bits are the first 12 bytes of the
+//	                      address's HMAC, the same bytes the 32-hex-digit token of that
+//	                      address starts with in free text
+//	Analyzer/Sensor IP    required by V04 and V05: remove leaves 0.0.0.0 (:: for IPv6)
+//	ID                    required: remove leaves the nil UUID; hmac writes its token as a
+//	                      UUID (8-4-4-4-12 of the same 32 hex digits)
+//	CreateTime            required: remove and hmac leave 1970-01-01T00:00:00Z, which the
+//	                      view (and so Verify's schedule check) takes as no time
+//	Email                 hmac writes TOKEN@hmac.invalid (.invalid is reserved, RFC 2606)
+//	Port                  hmac writes a port derived from the HMAC (1 to 65535): like a
+//	                      cryptopan address, Verify cannot tell it from a real one
+//	Category, Priority    enumerations: no token is a value of the list, so hmac removes
+//	Analyzer/Sensor Name  required: remove leaves ""
+//
+// hmac maps an address into the documentation prefix rather than moving the token to a
+// free-text member because an address field is what a SIEM indexes and correlates on: the
+// pseudonym stays in the field, stays stable for a key, and reads as what it is (RFC 3849
+// reserves 2001:db8::/32 for documentation, so no real host has such an address). 96 bits
+// keep collisions as unlikely as with the 128-bit text token for any realistic number of
+// hosts. For the same reason the address scopes leave addresses of 2001:db8::/32 alone (they
+// are what hmac wrote), and Verify accepts them, the unspecified addresses and the nil
+// UUID where a rule says hmac or remove.
 //
 // Keys come from the KeySource the provider gives to Compile and never from the SSA, which
 // the requester reads (with the key, it could invert cryptopan and recompute hmac). A rule

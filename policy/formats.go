@@ -65,11 +65,11 @@ var formatSpecs = sync.OnceValue(func() map[string]*formatSpec {
 func newFormatSpec(name string) (*formatSpec, bool) {
 	switch name {
 	case protocol.FormatEVE:
-		return jsonFormat(name, eveMap(), []string{"timestamp", "event_type"}, "", ""), true
+		return jsonFormat(name, eveMap(), nil, []string{"timestamp", "event_type"}, "", ""), true
 	case protocol.FormatIDMEFv2:
-		return jsonFormat(name, idmefv2Map(), []string{"Version", "ID", "CreateTime", "Analyzer"}, "Version", "2."), true
+		return jsonFormat(name, idmefv2Map(), idmefv2Slots(), []string{"Version", "ID", "CreateTime", "Analyzer"}, "Version", "2."), true
 	case protocol.FormatIDMEF:
-		return xmlFormat(name, &xmlCodec{root: "IDMEF-Message", namespaces: []string{"http://iana.org/idmef"}, single: []string{"Alert", "Heartbeat"}}, idmefMap()), true
+		return xmlFormat(name, &xmlCodec{root: "IDMEF-Message", namespaces: []string{"http://iana.org/idmef", ""}, single: []string{"Alert", "Heartbeat"}}, idmefMap()), true
 	case protocol.FormatIODEF:
 		return xmlFormat(name, &xmlCodec{root: "IODEF-Document", namespaces: []string{"urn:ietf:params:xml:ns:iodef-2.0", "urn:ietf:params:xml:ns:iodef-1.0"}, single: []string{"Incident"}}, iodefMap()), true
 	case protocol.FormatSyslog:
@@ -89,7 +89,7 @@ func newFormatSpec(name string) (*formatSpec, bool) {
 	return nil, false
 }
 
-func jsonFormat(name string, maps []fieldMap, required []string, version, prefix string) *formatSpec {
+func jsonFormat(name string, maps []fieldMap, slots map[string]slot, required []string, version, prefix string) *formatSpec {
 	paths := make(map[string]string, len(maps))
 	for _, m := range maps {
 		paths[m.native] = m.field
@@ -99,7 +99,7 @@ func jsonFormat(name string, maps []fieldMap, required []string, version, prefix
 		fr = frameLine
 	}
 	return &formatSpec{name: name, framing: fr, fields: kindsOf(maps, nil), codec: func(int) codec {
-		return &jsonCodec{paths: paths, required: required, version: version, versionPrefix: prefix}
+		return &jsonCodec{paths: paths, slots: slots, required: required, version: version, versionPrefix: prefix}
 	}}
 }
 
@@ -178,6 +178,29 @@ func idmefv2Map() []fieldMap {
 		{"Target.*.User", "destination.user.name", kindString},
 		{"Target.*.Email", "destination.user.email", kindString},
 		{"Target.*.Service", "service.name", kindString},
+	}
+}
+
+// idmefv2Slots are the members of the view the IDMEFv2 schemas (drafts V04 to V06) give a
+// type masking must keep: addresses (ipType), the message ID (uuidType), the creation time,
+// e-mail addresses (format email), ports (integers), enumerations and the required names.
+// Analyzer.IP and Sensor.IP are required by V04 and V05.
+func idmefv2Slots() map[string]slot {
+	return map[string]slot{
+		"ID":              slotUUID,
+		"CreateTime":      slotTime,
+		"Category.*":      slotEnum,
+		"Priority":        slotEnum,
+		"Analyzer.IP":     slotAddrRequired,
+		"Analyzer.Name":   slotRequired,
+		"Sensor.*.IP":     slotAddrRequired,
+		"Sensor.*.Name":   slotRequired,
+		"Source.*.IP":     slotAddr,
+		"Source.*.Email":  slotEmail,
+		"Source.*.Port.*": slotPort,
+		"Target.*.IP":     slotAddr,
+		"Target.*.Email":  slotEmail,
+		"Target.*.Port.*": slotPort,
 	}
 }
 

@@ -15,6 +15,8 @@ const maxDepth = 64
 // belong to the normalised view, so a record is never turned into a generic tree.
 type jsonCodec struct {
 	paths map[string]string // native dotted path ("*" for array elements) -> view field
+	// slots are the native paths the format's schema types as an address.
+	slots map[string]slot
 	// required top-level keys; version, if set, is a key whose string value must start with
 	// versionPrefix.
 	required      []string
@@ -263,7 +265,7 @@ func (p *jsonRW) stringValue() (bool, error) {
 	if esc {
 		s = unescapeJSON(raw)
 	}
-	out, drop := w.text(field, s)
+	out, drop := w.slotText(field, s, p.c.slots[string(p.path)])
 	if drop {
 		return true, nil
 	}
@@ -313,7 +315,7 @@ func (p *jsonRW) numberValue() (bool, error) {
 		p.out = append(p.out, in[start:p.i]...)
 		return false, nil
 	}
-	out, drop, quoted := p.w.number(field, string(in[start:p.i]))
+	out, drop, quoted := p.w.number(field, string(in[start:p.i]), p.c.slots[string(p.path)])
 	switch {
 	case drop:
 		return true, nil

@@ -154,7 +154,7 @@ func TestMaskMethods(t *testing.T) {
 		{"remove attribute", protocol.MaskRule{Scope: "fields", Fields: []string{"rule.name"}, Method: "remove"}, []string{"<idmef:Classification>"}, []string{"simple portscan"}},
 		{"remove element text", protocol.MaskRule{Scope: "fields", Fields: []string{"source.domain"}, Method: "remove"}, []string{"<idmef:name></idmef:name>"}, []string{"scanner.example.net"}},
 		{"all-ip truncate 16", protocol.MaskRule{Scope: "all-ip", Method: "truncate", Bits: 16}, []string{"10.0.0.0", "192.0.0.0", "81.2.0.0", "2a02:c7f:1234::"}, []string{"10.0.0.20", "192.0.2.62"}},
-		{"public-ip remove", protocol.MaskRule{Scope: "public-ip", Method: "remove"}, []string{"10.0.0.20", "seen from  and <"}, []string{"81.2.69"}},
+		{"public-ip remove", protocol.MaskRule{Scope: "public-ip", Method: "remove"}, []string{"10.0.0.20", "seen from (removed) and (removed)<"}, []string{"81.2.69"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

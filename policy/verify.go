@@ -137,7 +137,7 @@ func (c *checker) maskedAny(spec *formatSpec, fields []string) bool {
 	return false
 }
 
-func (c *checker) text(field, s string, dropped bool) {
+func (c *checker) text(field, s string, dropped bool, sl slot) {
 	if dropped {
 		return
 	}
@@ -148,14 +148,14 @@ func (c *checker) text(field, s string, dropped bool) {
 			continue
 		}
 		if m.Scope == protocol.ScopeFields {
-			if field == "" || !m.hasField(field) || v == "" || v == "-" {
+			if field == "" || !m.hasField(field) || isRemoved(v) {
 				continue
 			}
 			switch m.Method {
 			case protocol.MaskRemove:
 				c.add(Finding{Code: FindingNotRemoved, Field: field, Text: "the field is still present"})
 			case protocol.MaskHMAC:
-				if !isToken(v) {
+				if !isSlotToken(v, sl) {
 					c.add(Finding{Code: FindingNotHashed, Field: field, Text: "the value is not an hmac token"})
 				}
 			case protocol.MaskTruncate:
@@ -174,7 +174,9 @@ func (c *checker) addresses(m *maskRule, field, s string, publicOnly bool) {
 	var spans [4]ipSpan
 	for _, sp := range findIPs(spans[:0], s) {
 		a := sp.addr
-		if publicOnly && !IsPublic(a) {
+		// An address of tokenPrefix is an hmac token; the unspecified address is what remove
+		// leaves in a required address field. Neither names a host.
+		if publicOnly && !IsPublic(a) || tokenPrefix.Contains(a) || a.IsUnspecified() {
 			continue
 		}
 		what := "address"
@@ -208,7 +210,7 @@ func (c *checker) summary(s *Summary) {
 		c.add(Finding{Code: FindingWrongFormat, Text: fmt.Sprintf("summary of %s by %s, the SSA agrees %s by %s", s.GroupBy, s.RankBy, spec.GroupBy, spec.RankBy)})
 	}
 	for _, t := range s.Top {
-		c.text(spec.GroupBy, t.Value, false)
+		c.text(spec.GroupBy, t.Value, false, slotText)
 	}
 }
 

@@ -79,9 +79,14 @@ func (w *walker) reset() {
 // text handles one text value found at field ("" for a location outside the view) and
 // returns what to write and whether to remove the value.
 func (w *walker) text(field, s string) (string, bool) {
+	return w.slotText(field, s, slotText)
+}
+
+// slotText is text for a value the format's schema gives a slot to (an address field).
+func (w *walker) slotText(field, s string, sl slot) (string, bool) {
 	out, drop := s, false
 	if w.mask != nil {
-		out, drop = w.mask.text(field, s)
+		out, drop = w.mask.value(field, s, sl)
 	}
 	if field != "" {
 		if w.view != nil {
@@ -98,7 +103,7 @@ func (w *walker) text(field, s string) (string, bool) {
 		}
 	}
 	if w.check != nil {
-		w.check.text(field, out, drop)
+		w.check.text(field, out, drop, sl)
 	}
 	return out, drop
 }
@@ -114,22 +119,23 @@ func (w *walker) key(s string) string {
 		w.mips = appendIPs(w.mips, out)
 	}
 	if w.check != nil {
-		w.check.text("", out, false)
+		w.check.text("", out, false, slotText)
 	}
 	return out
 }
 
-// number handles a JSON number at field. quoted means the result is a string (an hmac token).
-func (w *walker) number(field, raw string) (out string, drop, quoted bool) {
+// number handles a JSON number at field, in slot sl. quoted means the result is a string
+// (an hmac token).
+func (w *walker) number(field, raw string, sl slot) (out string, drop, quoted bool) {
 	if field == "" {
 		return raw, false, false
 	}
 	out = raw
 	if w.mask != nil {
-		o, d := w.mask.text(field, raw)
+		o, d := w.mask.value(field, raw, sl)
 		drop = d
 		if !d && o != raw {
-			out, quoted = o, true
+			out, quoted = o, sl != slotPort
 		}
 	}
 	if w.view != nil {
@@ -139,7 +145,7 @@ func (w *walker) number(field, raw string) (out string, drop, quoted bool) {
 		w.capture(w.mview, field, out)
 	}
 	if w.check != nil {
-		w.check.text(field, out, drop)
+		w.check.text(field, out, drop, sl)
 	}
 	return out, drop, quoted
 }
@@ -186,7 +192,7 @@ func (w *walker) capture(view map[string]any, field, s string) {
 			view[field] = s
 		}
 	case kindTime:
-		if t, ok := parseTime(s); ok {
+		if t, ok := parseTime(s); ok && s != nilTime {
 			view[field] = t
 		}
 	case kindString, kindIP:

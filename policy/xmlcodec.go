@@ -258,8 +258,19 @@ func (c *xmlCodec) checkRoot(root *xnode) error {
 	if root.local != c.root {
 		return fmt.Errorf("%w: root element is %s, want %s", ErrFormat, root.name, c.root)
 	}
-	if ns := namespaceOf(root); !slices.Contains(c.namespaces, ns) {
-		return fmt.Errorf("%w: %s is in namespace %q, want %s", ErrFormat, c.root, ns, strings.Join(c.namespaces, " or "))
+	ns := namespaceOf(root)
+	if !slices.Contains(c.namespaces, ns) {
+		want := make([]string, len(c.namespaces))
+		for i, n := range c.namespaces {
+			want[i] = n
+			if n == "" {
+				want[i] = "none"
+			}
+		}
+		return fmt.Errorf("%w: %s is in namespace %q, want %s", ErrFormat, c.root, ns, strings.Join(want, " or "))
+	}
+	if prefix, _, ok := strings.Cut(root.name, ":"); ok && ns == "" {
+		return fmt.Errorf("%w: the prefix %q of %s is not declared on it", ErrFormat, prefix, root.name)
 	}
 	count := 0
 	for _, k := range root.kids {
