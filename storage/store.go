@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,6 +146,9 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 		return nil, fmt.Errorf("storage: create %s: %w", dir, err)
 	}
 	if err := checkOpenSpace(dir); err != nil {
+		return nil, err
+	}
+	if err := removeEmptyMemtables(dir); err != nil {
 		return nil, err
 	}
 	bo := badgerOptions(dir, opts, sync)
@@ -336,4 +340,27 @@ func (b badgerLogger) log(level slog.Level, f string, a []any) {
 		return
 	}
 	b.l.Log(context.Background(), level, "badger: "+strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+
+// removeEmptyMemtables deletes memtable logs (*.mem) of zero bytes. Badger creates one, then
+// sizes it: a crash in between leaves an empty file, which Badger 4.9.6 refuses to open
+// ("while opening fid: N err: Create a new file"), so the store would never open again. An
+// empty log holds no entry: nothing is lost with it.
+func removeEmptyMemtables(dir string) error {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return fmt.Errorf("storage: list the memtable logs of %s: %w", dir, err)
+	}
+	for _, path := range mems {
+		info, err := os.Lstat(path)
+		if err != nil {
+			return fmt.Errorf("storage: memtable log %s: %w", path, err)
+		}
+		if info.Mode().IsRegular() && info.Size() == 0 {
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("storage: remove the empty memtable log %s left by a crash: %w", path, err)
+			}
+		}
+	}
+	return nil
 }

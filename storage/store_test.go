@@ -720,6 +720,26 @@ func TestReopenAndClose(t *testing.T) {
 	}
 }
 
+// TestReopenAfterCrashCreatingMemtable: a crash after Badger created a memtable log and
+// before it sized it leaves an empty *.mem file, which Badger refuses to open; the store
+// opens anyway, with everything it held (seen in TestExchangeCrash's kill -9 rounds).
+func TestReopenAfterCrashCreatingMemtable(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{})
+	fill(t, s, "crash")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "00099.mem"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, Options{})
+	check(t, s, "crash")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestSchemaVersion(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Options{})
