@@ -49,8 +49,12 @@ type JSONL struct {
 	sync bool
 }
 
-// OpenJSONL opens (or creates, mode 0600) the file at path for appending.
+// OpenJSONL opens (or creates, mode 0600) the file at path for appending, after cutting a last
+// line that a crash left half-written.
 func OpenJSONL(path string) (*JSONL, error) {
+	if err := dropTornLine(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
