@@ -205,7 +205,7 @@ func waitMetric(addr, name string, want float64, timeout time.Duration) (float64
 	}
 }
 
-// metricValue reads an unlabelled metric from the agent's metrics.
+// metricValue reads a metric from the agent's metrics: the sum over its labels, if it has any.
 func metricValue(client *http.Client, addr, name string) (float64, error) {
 	resp, err := client.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -213,15 +213,26 @@ func metricValue(client *http.Client, addr, name string) (float64, error) {
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
+	var sum float64
+	found := false
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(v, 64)
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
 		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric line %q: %w", line, err)
+		}
+		sum, found = sum+v, true
 	}
 	if err := sc.Err(); err != nil {
 		return 0, err
 	}
-	return 0, fmt.Errorf("no %s in the metrics of %s", name, addr)
+	if !found {
+		return 0, fmt.Errorf("no %s in the metrics of %s", name, addr)
+	}
+	return sum, nil
 }
 
 // pki holds the PEM files of a test CA, a server certificate for 127.0.0.1 and a client
