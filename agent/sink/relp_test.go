@@ -21,7 +21,7 @@ import (
 // a loopback port, every message written to a file in RFC 5424 as rsyslog renders it
 // (RSYSLOG_SyslogProtocol23Format: rsyslog parses the message and writes its fields back).
 type rsyslog struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	port    int
 	out     string
@@ -31,7 +31,7 @@ type rsyslog struct {
 
 // startRsyslog starts rsyslogd with input module input (imrelp or imtcp), or skips the test when it is not installed. CI installs it
 // (.ci/run: Debian packages rsyslog and rsyslog-relp).
-func startRsyslog(t *testing.T, input string) *rsyslog {
+func startRsyslog(t testing.TB, input string) *rsyslog {
 	t.Helper()
 	if _, err := exec.LookPath("rsyslogd"); err != nil {
 		t.Skip("rsyslogd not found: install Debian's rsyslog and rsyslog-relp (apt-get install -y rsyslog rsyslog-relp) to run this test")
