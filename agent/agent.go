@@ -211,11 +211,12 @@ func (a *Agent) startExchange(now func() time.Time) error {
 	if a.sinks, err = newSinks(a.store, filepath.Join(a.home, SinksDir), a.cfg.Sinks, a.mgr.requesterRuns, a.log); err != nil {
 		return err
 	}
+	a.metrics.MustRegister(sinkCollector{states: a.sinks.states, log: a.log})
 	a.receiver = newReceiver(a.mgr, a.store, receiverConfig{Log: a.log, Refusals: a.refusals, Now: now, Timeout: timeout,
 		Metrics: a.counts.receive, DiskFull: a.disk.refused, Stored: a.sinks.kick})
 	a.refiner = newRefiner(a.mgr, a.store, a.log, now, a.cfg.MaxQueuedPerPeer, a.counts.queue, a.deliver.wake)
 	a.monitor = newMonitor(a.mgr, a.store, a.self, dial, monitorConfig{Log: a.log, Now: now, Timeout: timeout,
-		Dir: filepath.Join(a.home, AssessmentDir), Negotiation: a.Negotiation, Paused: a.disk.isPaused})
+		Dir: filepath.Join(a.home, AssessmentDir), Negotiation: a.Negotiation, Paused: a.disk.isPaused, Sinks: a.sinks.stateOf})
 	return nil
 }
 

@@ -188,6 +188,10 @@ func (a *Agent) Export(ssaID string) ([]byte, error) {
 	return s.Encode()
 }
 
+// Sinks is the state of every sink: per SSA its position and lag, its errors and its last
+// success.
+func (a *Agent) Sinks() ([]SinkState, error) { return a.sinks.states() }
+
 // Inbox is what the agent holds of the records delivered for an SSA it requested.
 func (a *Agent) Inbox(ssaID string) (InboxView, error) {
 	in, err := a.store.InboxState(ssaID)

@@ -12,10 +12,14 @@ import (
 	"github.com/ssanet/ssanet/protocol"
 )
 
-// Thresholds past which a fulfilled SSA is degraded.
+// Thresholds past which a fulfilled SSA is degraded: the provider's backlog and latency, and a
+// sink that has more than sinkLagRecords of the SSA's records to forward and has not caught
+// up for sinkLagFor. A sink that refuses records degrades the SSA at once.
 const (
-	lagRecords = 10 * batchRecords
-	lagMillis  = 5000
+	lagRecords     = 10 * batchRecords
+	lagMillis      = 5000
+	sinkLagRecords = lagRecords
+	sinkLagFor     = time.Minute
 )
 
 // AssessmentDir holds the assessment report of each SSA whose schedule has ended.
@@ -63,13 +67,19 @@ func (mo *monitor) assess(ctx context.Context, ssaID string) (*Assessment, error
 	} else {
 		mo.cfg.Log.Debug("free space not known for the assessment", "ssa", s.ID, "err", err)
 	}
+	if mo.cfg.Sinks != nil {
+		if as.Sinks, err = mo.cfg.Sinks(s.ID); err != nil {
+			return nil, err
+		}
+	}
 	as.Verdict, as.Reasons = verdict(mo.runs.run(s.ID), as, as.Reasons)
 	return as, nil
 }
 
-// verdict compares both sides' figures: violated when any delivered record broke the SSP, the
-// provider refined under another SSP, sent outside the schedule, or claims records delivered
-// that this agent does not hold; degraded when the provider cannot report or lags; else
+// verdict compares both sides' figures: violated when any delivered record broke the SSP
+// (it is quarantined), the provider refined under another SSP, sent outside the schedule, or
+// claims records delivered that this agent does not hold; degraded when the provider cannot
+// report or lags, or records are stuck on the way to a sink (see sinkVerdict); else
 // fulfilled.
 func verdict(run *agreementRun, as *Assessment, reasons []string) (Verdict, []string) {
 	v := VerdictFulfilled
@@ -83,7 +93,10 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (Verdict, []st
 		worse(VerdictDegraded, fmt.Sprintf("this agent's disk is below its reserve (%d bytes free, %d kept): received batches are not acknowledged until space is freed", d.Free, d.Reserve))
 	}
 	if as.Local.Violations > 0 {
-		worse(VerdictViolated, fmt.Sprintf("%d delivered records break the SSP (evidence: %d signed batches)", as.Local.Violations, len(as.Evidence)))
+		worse(VerdictViolated, fmt.Sprintf("%d delivered records break the SSP and are quarantined, forwarded to no sink (evidence: %d signed batches)", as.Local.Violations, len(as.Evidence)))
+	}
+	for i := range as.Sinks {
+		sinkVerdict(&as.Sinks[i], as.SSAID, as.Time, worse)
 	}
 	rep := as.Provider
 	switch {
@@ -95,6 +108,25 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (Verdict, []st
 		reportVerdict(run, as, rep, worse)
 	}
 	return v, reasons
+}
+
+// sinkVerdict judges sink s's progress through SSA ssaID at now: degraded when it is
+// stopped, when it refuses records while some wait, or when more than sinkLagRecords wait and
+// it has not caught up for sinkLagFor. A sink the SSA's redistribution rule forbids is no
+// part of it.
+func sinkVerdict(s *SinkState, ssaID string, now time.Time, worse func(to Verdict, why string)) {
+	p, ok := s.SSAs[ssaID]
+	switch {
+	case s.Stopped != "":
+		worse(VerdictDegraded, fmt.Sprintf("sink %s forwards nothing: %s", s.Name, s.Stopped))
+	case !ok:
+	case !s.FailingSince.IsZero() && p.Lag > 0:
+		worse(VerdictDegraded, fmt.Sprintf("sink %s is failing since %s (%d errors, last: %s): %d records wait for it",
+			s.Name, s.FailingSince.UTC().Format(time.RFC3339), s.Errors, s.LastError, p.Lag))
+	case p.Lag > sinkLagRecords && now.Sub(p.CaughtUp) > sinkLagFor:
+		worse(VerdictDegraded, fmt.Sprintf("sink %s lags: %d records wait for it, and it has not caught up since %s",
+			s.Name, p.Lag, p.CaughtUp.UTC().Format(time.RFC3339)))
+	}
 }
 
 // reportVerdict judges the provider's report against this agent's figures.

@@ -162,6 +162,7 @@ func (api controlAPI) routes() []route {
 		{"POST /v1/ingest", api.ingest},
 		{"GET /v1/records", api.records},
 		{"GET /v1/monitor/{id}", api.monitor},
+		{"GET /v1/sinks", api.sinks},
 		{"GET /v1/ssa", api.negotiations},
 		{"GET /v1/ssa/{id}", api.negotiation},
 		{"GET /v1/ssa/{id}/export", api.export},
@@ -300,6 +301,8 @@ func (api controlAPI) monitor(r *http.Request) (any, error) {
 }
 
 func (api controlAPI) negotiations(*http.Request) (any, error) { return api.a.Negotiations() }
+
+func (api controlAPI) sinks(*http.Request) (any, error) { return api.a.Sinks() }
 
 func (api controlAPI) negotiation(r *http.Request) (any, error) {
 	return api.a.ShowNegotiation(r.PathValue("id"))

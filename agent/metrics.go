@@ -1,6 +1,10 @@
 package agent
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // counters are the agent's own Prometheus metrics, beside libp2p's, on the agent's registry,
 // grouped by the component that counts them.
@@ -37,4 +41,54 @@ func newCounters(reg prometheus.Registerer) *counters {
 	reg.MustRegister(c.agreements, c.queue.ingested, c.queue.queued, c.delivered, c.receive.received,
 		c.receive.violations, c.receive.quarantined, c.queue.overflow)
 	return c
+}
+
+// sinkCollector reads every sink's state at each scrape: its lag over the SSAs in force, its
+// refusals and its last success, labelled by sink name (from config.yaml, so bounded).
+type sinkCollector struct {
+	states func() ([]SinkState, error)
+	log    *slog.Logger
+}
+
+var (
+	sinkLagDesc = prometheus.NewDesc("ssanet_sink_lag_records",
+		"Records received under the SSAs in force and not yet forwarded to the sink.", []string{"sink"}, nil)
+	sinkErrorsDesc = prometheus.NewDesc("ssanet_sink_errors_total",
+		"Writes the sink refused since the agent started (each is retried).", []string{"sink"}, nil)
+	sinkSuccessDesc = prometheus.NewDesc("ssanet_sink_last_success_timestamp_seconds",
+		"When the sink last took records (Unix time; 0 if never since the agent started).", []string{"sink"}, nil)
+	sinkFailingDesc = prometheus.NewDesc("ssanet_sink_failing",
+		"1 while the sink refuses records or is stopped, else 0.", []string{"sink"}, nil)
+)
+
+func (c sinkCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- sinkLagDesc
+	ch <- sinkErrorsDesc
+	ch <- sinkSuccessDesc
+	ch <- sinkFailingDesc
+}
+
+func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
+	states, err := c.states()
+	if err != nil {
+		c.log.Warn("sink metrics not read", "err", err)
+		return
+	}
+	for _, s := range states {
+		var lag uint64
+		for _, p := range s.SSAs {
+			lag += p.Lag
+		}
+		var last, failing float64
+		if !s.LastSuccess.IsZero() {
+			last = float64(s.LastSuccess.UnixMilli()) / 1000
+		}
+		if s.Failing() {
+			failing = 1
+		}
+		ch <- prometheus.MustNewConstMetric(sinkLagDesc, prometheus.GaugeValue, float64(lag), s.Name)
+		ch <- prometheus.MustNewConstMetric(sinkErrorsDesc, prometheus.CounterValue, float64(s.Errors), s.Name)
+		ch <- prometheus.MustNewConstMetric(sinkSuccessDesc, prometheus.GaugeValue, last, s.Name)
+		ch <- prometheus.MustNewConstMetric(sinkFailingDesc, prometheus.GaugeValue, failing, s.Name)
+	}
 }

@@ -56,7 +56,9 @@ type Assessment struct {
 	Evidence []EvidenceView   `json:"evidence,omitempty"`
 	// Disk is this agent's free space; below the reserve it refuses the batches it receives.
 	Disk *storage.Space `json:"disk,omitempty"`
-	Time time.Time      `json:"time"`
+	// Sinks are this agent's sinks, with their progress through this SSA's records alone.
+	Sinks []SinkState `json:"sinks,omitempty"`
+	Time  time.Time   `json:"time"`
 }
 
 // InboxView is the requester's own count of an SSA's records.
@@ -109,6 +111,8 @@ type monitorConfig struct {
 	Negotiation func(ssaID string) (*storage.Negotiation, error)
 	// Paused reports whether a full disk pauses records (diskWatch.isPaused).
 	Paused func() bool
+	// Sinks is the state of every sink for one SSA (sinks.stateOf).
+	Sinks func(ssaID string) ([]SinkState, error)
 }
 
 // monitor is the monitoring and assessment of the management point: it answers report

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -163,18 +164,56 @@ func (c SinkConfig) syslogConfig() (sink.SyslogConfig, error) {
 type sinks struct {
 	store *storage.Store
 	// runs are the SSAs whose received records are forwarded (manager.requesterRuns).
-	runs   func() []*agreementRun
-	dir    string // of the progress files
-	log    *slog.Logger
-	kicks  []chan struct{}
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	runs       func() []*agreementRun
+	dir        string // of the progress files
+	log        *slog.Logger
+	kicks      []chan struct{}
+	forwarders []*forwarder
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
+
+// SinkState is what a sink has done and what it lacks: `ssanet sinks`, GET /v1/sinks, the
+// sink metrics and, for one SSA, `ssanet monitor`.
+type SinkState struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// SSAs are the requested SSAs in force whose records go to this sink, by ID.
+	SSAs map[string]SinkSSA `json:"ssas"`
+	// Forbidden are the SSAs in force whose redistribution rule forbids this sink: nothing of
+	// theirs is forwarded to it, which is no lag.
+	Forbidden []string `json:"forbidden,omitempty"`
+	// Errors counts the writes the sink refused since the agent started; LastError is the
+	// last refusal.
+	Errors        uint64    `json:"errors"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitzero"`
+	// LastSuccess is when the sink last took records.
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// FailingSince is when the current run of refusals began; zero while the sink works.
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	// Stopped says why the sink forwards nothing until the agent restarts.
+	Stopped string `json:"stopped,omitempty"`
+}
+
+// SinkSSA is a sink's progress through one SSA's records.
+type SinkSSA struct {
+	// Position is the last sequence number forwarded (a quarantined record is passed over).
+	Position uint64 `json:"position"`
+	// Lag is the records received but not yet forwarded.
+	Lag uint64 `json:"lag"`
+	// CaughtUp is when the sink last had nothing of this SSA left to forward (or started).
+	CaughtUp time.Time `json:"caught_up"`
+}
+
+// Failing reports whether the sink forwards nothing now: stopped, or refusing records.
+func (s *SinkState) Failing() bool { return s.Stopped != "" || !s.FailingSince.IsZero() }
 
 // newSinks opens every sink and starts its forwarder; dir holds their progress files.
 func newSinks(st *storage.Store, dir string, cfgs []SinkConfig, runs func() []*agreementRun, log *slog.Logger) (*sinks, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &sinks{store: st, runs: runs, dir: dir, log: log, cancel: cancel}
+	started := time.Now()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		cancel()
 		return nil, err
@@ -188,7 +227,8 @@ func newSinks(st *storage.Store, dir string, cfgs []SinkConfig, runs func() []*a
 		kick := make(chan struct{}, 1)
 		s.kicks = append(s.kicks, kick)
 		f := &forwarder{store: st, runs: runs, log: log, cfg: c, w: w, path: filepath.Join(dir, c.Name+".json"),
-			refused: map[string]bool{}}
+			refused: map[string]bool{}, now: time.Now, started: started, caughtUp: map[string]time.Time{}}
+		s.forwarders = append(s.forwarders, f)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -211,6 +251,41 @@ func (s *sinks) kick() {
 	}
 }
 
+// states is every sink's state, its lag measured against the store now.
+func (s *sinks) states() ([]SinkState, error) {
+	out := make([]SinkState, 0, len(s.forwarders))
+	last := map[string]uint64{} // the last record received, by SSA
+	for _, run := range s.runs() {
+		in, err := s.store.InboxState(run.ssa.ID)
+		if err != nil {
+			return nil, err
+		}
+		last[run.ssa.ID] = in.Last
+	}
+	for _, f := range s.forwarders {
+		st := f.state(last)
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// stateOf is every sink's state for SSA ssaID alone.
+func (s *sinks) stateOf(ssaID string) ([]SinkState, error) {
+	all, err := s.states()
+	if err != nil {
+		return nil, err
+	}
+	for i := range all {
+		one := map[string]SinkSSA{}
+		if p, ok := all[i].SSAs[ssaID]; ok {
+			one[ssaID] = p
+		}
+		all[i].SSAs = one
+		all[i].Forbidden = slices.DeleteFunc(all[i].Forbidden, func(id string) bool { return id != ssaID })
+	}
+	return all, nil
+}
+
 func (s *sinks) close() {
 	s.cancel()
 	s.wg.Wait()
@@ -229,13 +304,91 @@ type forwarder struct {
 	// truncated is the writer's count of cut messages when truncLogged logged it last.
 	truncated   uint64
 	truncLogged time.Time
+	now         func() time.Time
+	started     time.Time
+	// failures counts the refusals of the current run of them, unlogged those not logged
+	// yet; failLogged is when the last line about them was written.
+	failures, unlogged uint64
+	failLogged         time.Time
+
+	mu       sync.Mutex // guards what follows, which SinkState shows
+	st       SinkState  // Errors, LastError(Time), LastSuccess, FailingSince, Stopped
+	caughtUp map[string]time.Time
+}
+
+// state is the forwarder's state; last is the last record received, by SSA in force.
+func (f *forwarder) state(last map[string]uint64) SinkState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.st
+	st.Name, st.Type, st.SSAs = f.cfg.Name, f.cfg.Type, map[string]SinkSSA{}
+	for id, l := range last {
+		if f.refused[id] {
+			st.Forbidden = append(st.Forbidden, id)
+			continue
+		}
+		p := f.progress[id]
+		at, ok := f.caughtUp[id]
+		if !ok {
+			at = f.started
+		}
+		st.SSAs[id] = SinkSSA{Position: p, Lag: l - min(p, l), CaughtUp: at}
+	}
+	slices.Sort(st.Forbidden)
+	return st
+}
+
+// failed counts a refusal and logs it: once when the sink starts failing, then at most once
+// a minute with the count since the last line (a sink retried every second once logged 937
+// lines in 15 minutes).
+func (f *forwarder) failed(err error) {
+	now := f.now()
+	f.mu.Lock()
+	f.st.Errors++
+	f.st.LastError, f.st.LastErrorTime = err.Error(), now
+	first := f.st.FailingSince.IsZero()
+	if first {
+		f.st.FailingSince = now
+	}
+	since := f.st.FailingSince
+	f.mu.Unlock()
+	f.failures++
+	f.unlogged++
+	switch {
+	case first:
+		f.log.Warn("sink failing: its records wait in the store and are retried every second", "sink", f.cfg.Name, "err", err)
+	case now.Sub(f.failLogged) >= time.Minute:
+		f.log.Warn("sink still failing", "sink", f.cfg.Name, "failures", f.unlogged, "since", since, "err", err)
+	default:
+		return
+	}
+	f.unlogged, f.failLogged = 0, now
+}
+
+// succeeded records that the sink took records, and logs a recovery.
+func (f *forwarder) succeeded() {
+	now := f.now()
+	f.mu.Lock()
+	since := f.st.FailingSince
+	f.st.LastSuccess, f.st.FailingSince = now, time.Time{}
+	f.mu.Unlock()
+	if !since.IsZero() {
+		f.log.Info("sink recovered", "sink", f.cfg.Name, "failures", f.failures, "down", now.Sub(since).Round(time.Second))
+	}
+	f.failures, f.unlogged = 0, 0
 }
 
 // run forwards until ctx ends, or the progress file cannot be read: then nothing is
 // forwarded, since forwarding from the start would send every record again.
 func (f *forwarder) run(ctx context.Context, kick <-chan struct{}) {
-	var err error
-	if f.progress, err = loadProgress(f.path); err != nil {
+	progress, err := loadProgress(f.path)
+	f.mu.Lock()
+	f.progress = progress
+	if err != nil {
+		f.st.Stopped = "its progress file " + f.path + " is unreadable: " + err.Error()
+	}
+	f.mu.Unlock()
+	if err != nil {
 		f.log.Error("sink stopped: its progress file is unreadable; repair it, or remove it to forward every record again, then restart the agent",
 			"sink", f.cfg.Name, "file", f.path, "err", err)
 		return
@@ -276,6 +429,8 @@ func loadProgress(path string) (map[string]uint64, error) {
 // allowed reports whether run's SSA lets its records go to this sink, and logs once when not.
 func (f *forwarder) allowed(run *agreementRun) bool {
 	err := policy.MayRedistribute(run.ssp, f.cfg.Relation)
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if err != nil && !f.refused[run.ssa.ID] {
 		f.log.Warn("records not forwarded: the SSA's redistribution rule forbids this sink", "ssa", run.ssa.ID, "sink", f.cfg.Name, "err", err)
 		f.refused[run.ssa.ID] = true
@@ -295,6 +450,9 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 			return
 		}
 		if len(recs) == 0 {
+			f.mu.Lock()
+			f.caughtUp[id] = f.now()
+			f.mu.Unlock()
 			return
 		}
 		out := make([]ForwardedRecord, 0, len(recs))
@@ -305,12 +463,17 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 		}
 		if len(out) > 0 {
 			if err := f.w.Write(ctx, out); err != nil {
-				f.log.Warn("sink refused records; will retry", "sink", f.cfg.Name, "err", err)
+				if ctx.Err() == nil {
+					f.failed(err)
+				}
 				return
 			}
+			f.succeeded()
 			f.logTruncated()
 		}
+		f.mu.Lock()
 		f.progress[id] = recs[len(recs)-1].Seq
+		f.mu.Unlock()
 		if err := f.save(); err != nil {
 			f.log.Error("save sink progress", "sink", f.cfg.Name, "err", err)
 		}

@@ -473,11 +473,31 @@ type assessmentView struct {
 	} `json:"evidence"`
 }
 
+// Exit codes of `ssanet monitor` by verdict (README, CLI reference).
+var verdictCodes = map[string]int{"fulfilled": 0, "degraded": 5, "violated": 6}
+
+// monitor runs `ssanet monitor --json`, which exits with its verdict's code.
 func (a *agent) monitor(id string) assessmentView {
 	a.t.Helper()
+	r := a.cli("--json", "monitor", id)
 	var v assessmentView
-	a.query(&v, "monitor", id)
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+		a.t.Fatalf("%s: %s: %v", a.name, r, err)
+	}
+	if want, ok := verdictCodes[v.Verdict]; !ok || r.code != want {
+		a.t.Fatalf("%s: verdict %q, exit %d; want exit %d\n%s", a.name, v.Verdict, r.code, want, r)
+	}
 	return v
+}
+
+// monitorText runs `ssanet monitor` and returns what it prints and its exit code.
+func (a *agent) monitorText(id string) (string, int) {
+	a.t.Helper()
+	r := a.cli("monitor", id)
+	if r.code != 0 && r.code != verdictCodes["degraded"] && r.code != verdictCodes["violated"] {
+		a.t.Fatalf("%s: %s", a.name, r)
+	}
+	return r.stdout, r.code
 }
 
 // freeUDPPort returns a loopback UDP port that was free a moment ago.

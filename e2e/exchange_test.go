@@ -210,8 +210,8 @@ func TestAppendixI(t *testing.T) {
 	if l := as.Local; l.Last != uint64(queued) || l.Stored != uint64(queued) || l.Deleted != 0 || l.Violations != 0 || len(as.Evidence) != 0 {
 		t.Errorf("requester's figures %+v, evidence %d: want %d received and held, no violations", l, len(as.Evidence), queued)
 	}
-	if text := req.must("monitor", id); !strings.Contains(text, "FULFILLED") {
-		t.Errorf("monitor prints:\n%s", text)
+	if text, code := req.monitorText(id); code != 0 || !strings.Contains(text, "FULFILLED") {
+		t.Errorf("monitor exits %d and prints:\n%s", code, text)
 	}
 	t.Logf("Appendix I: discovery %s; %d EVE records ingested (%d dated before 2010), %d syslog by CLI and %d by UDP, "+
 		"1 IDMEFv2; %d queued and delivered to the sink in %s; report: ingested %d refined %d dropped %d acked %d, "+
@@ -292,9 +292,9 @@ func TestBrokenProviderCaught(t *testing.T) {
 	if !firsts[1] {
 		t.Errorf("no evidence starts at record 1: %v", firsts)
 	}
-	text := req.must("monitor", id)
-	if !strings.Contains(text, "VIOLATED") || !strings.Contains(text, "evidence: signed batch from record 1") {
-		t.Errorf("monitor prints:\n%s", text)
+	text, code := req.monitorText(id)
+	if code != verdictCodes["violated"] || !strings.Contains(text, "VIOLATED") || !strings.Contains(text, "evidence: signed batch from record 1") {
+		t.Errorf("monitor exits %d and prints:\n%s", code, text)
 	}
 	findings := ""
 	if len(as.Evidence) > 0 {

@@ -136,11 +136,28 @@ func cmdMonitor(c *cli, args []string) int {
 	if err := c.api("GET", "/v1/monitor/"+url.PathEscape(pos[0]), nil, &as); err != nil {
 		return c.apiFail(err)
 	}
+	code = verdictCode(as.Verdict)
 	if c.json {
-		return c.printJSON(as)
+		if c.printJSON(as) != exitOK {
+			return exitError
+		}
+		return code
 	}
 	printAssessment(c.stdout, &as)
-	return exitOK
+	return code
+}
+
+// verdictCode is monitor's exit code for verdict v.
+func verdictCode(v agent.Verdict) int {
+	switch v {
+	case agent.VerdictFulfilled:
+		return exitOK
+	case agent.VerdictDegraded:
+		return exitDegraded
+	case agent.VerdictViolated:
+		return exitViolated
+	}
+	return exitError // a verdict this CLI does not know: newer than it
 }
 
 func printAssessment(w io.Writer, as *agent.Assessment) {
@@ -156,5 +173,8 @@ func printAssessment(w io.Writer, as *agent.Assessment) {
 	fmt.Fprintf(w, "requester: received %d, held %d, deleted by retention %d, with violations %d\n", l.Last, l.Stored, l.Deleted, l.Violations)
 	for _, e := range as.Evidence {
 		fmt.Fprintf(w, "evidence: signed batch from record %d received %s: %s\n", e.First, e.ReceivedAt.Format(time.RFC3339), e.Findings)
+	}
+	for i := range as.Sinks {
+		printSink(w, &as.Sinks[i])
 	}
 }

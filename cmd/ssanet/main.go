@@ -22,6 +22,9 @@ const (
 	exitUsage   = 2
 	exitRefused = 3
 	exitExpired = 4 // the proposal's validity passed before it was accepted: nothing was agreed
+	// monitor's verdict, for cron jobs and monitoring checks: fulfilled is exitOK.
+	exitDegraded = 5
+	exitViolated = 6
 )
 
 // cli is one invocation: global options and the streams.
@@ -52,7 +55,8 @@ func commands() map[string]command {
 		"demo":     {"demo [--dir DIR] [--records N]: Appendix I end to end on 127.0.0.1 (directory, two domains)", cmdDemo},
 		"ingest":   {"ingest --format F [FILE|-]: hand raw records to the provider's enforcement point", cmdIngest},
 		"records":  {"records --ssa ID [--after N] [--follow]: print the records received under an SSA", cmdRecords},
-		"monitor":  {"monitor ID: fulfilment of an SSA, both sides' figures and the verdict", cmdMonitor},
+		"monitor":  {"monitor ID: fulfilment of an SSA, both sides' figures and the verdict (exit 5 degraded, 6 violated)", cmdMonitor},
+		"sinks":    {"sinks: each sink's position and lag per SSA, errors and last success", cmdSinks},
 		"id":       {"id: print the peer ID and listen addresses", cmdID},
 		"offer":    {offerSynopsis + ": what this agent provides and on what terms", cmdOffer},
 		"request":  {requestSynopsis + ": negotiate an SSA (exit 3 when refused)", cmdRequest},
@@ -113,7 +117,7 @@ func usage(w io.Writer, fs *flag.FlagSet) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].usage)
 	}
-	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 refused by the peer.")
+	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 refused by the peer, 4 proposal expired;\nmonitor: 5 degraded, 6 violated.")
 }
 
 // flags returns a FlagSet for a subcommand that prints data, which --json prints as JSON.
