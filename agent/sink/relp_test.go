@@ -41,6 +41,17 @@ func startRsyslog(t testing.TB, input string) *rsyslog {
 			t.Skip("rsyslog's imrelp module not found: install Debian's rsyslog-relp to run this test")
 		}
 	}
+	return launchRsyslog(t, "", func(port int) string {
+		return fmt.Sprintf(`module(load="%[1]s")
+input(type="%[1]s" address="127.0.0.1" port="%[2]d")
+`, input, port)
+	})
+}
+
+// launchRsyslog starts rsyslogd with a config of its own: global holds extra parameters of
+// global(), input(port) the modules and the input on the free loopback port it is given.
+func launchRsyslog(t testing.TB, global string, input func(port int) string) *rsyslog {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -52,12 +63,10 @@ func startRsyslog(t testing.TB, input string) *rsyslog {
 	if err := os.Mkdir(filepath.Join(dir, "work"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf(`global(workDirectory=%[1]q maxMessageSize="64k")
+	conf := fmt.Sprintf(`global(workDirectory=%[1]q maxMessageSize="64k"%[2]s)
 main_queue(queue.type="Direct")
-module(load="%[2]s")
-input(type="%[2]s" address="127.0.0.1" port="%[3]d")
-action(type="omfile" file=%[4]q template="RSYSLOG_SyslogProtocol23Format")
-`, filepath.Join(dir, "work"), input, port, r.out)
+%[3]saction(type="omfile" file=%[4]q template="RSYSLOG_SyslogProtocol23Format")
+`, filepath.Join(dir, "work"), global, input(port), r.out)
 	if err := os.WriteFile(filepath.Join(dir, "rsyslog.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +169,7 @@ func TestRELPRsyslogRestarts(t *testing.T) {
 	if testing.Short() {
 		n = 10_000
 	}
-	lost, _ := rsyslogRestarts(t, NetRELP, "imrelp", n)
+	lost, _ := rsyslogRestarts(t, startRsyslog(t, "imrelp"), SyslogConfig{Network: NetRELP}, n)
 	if lost > 0 {
 		t.Errorf("%d of %d records lost over RELP", lost, n)
 	}
@@ -176,17 +185,19 @@ func TestTCPRsyslogRestarts(t *testing.T) {
 	if testing.Short() {
 		n = 10_000
 	}
-	if lost, _ := rsyslogRestarts(t, NetTCP, "imtcp", n); lost > 0 {
+	if lost, _ := rsyslogRestarts(t, startRsyslog(t, "imtcp"), SyslogConfig{Network: NetTCP}, n); lost > 0 {
 		t.Errorf("%d of %d records lost over TCP across rsyslog's orderly restarts", lost, n)
 	}
 }
 
-// rsyslogRestarts sends n records to a real rsyslog (input module input) over network,
-// restarting rsyslog at a third and two thirds of the stream, and checks rsyslog's file:
-// every line parses as RFC 5424 with a seq. It returns the records lost and the repeats.
-func rsyslogRestarts(t *testing.T, network, input string, n int) (lost, dups int) {
-	rs := startRsyslog(t, input)
-	s, err := NewSyslog(SyslogConfig{Network: network, Address: rs.addr(), Facility: 13, Severity: -1, SDID: "ssanet@64700"})
+// rsyslogRestarts sends n records to the real rsyslog rs through a sink configured as cfg
+// (its network, and TLS where it has one), restarting rsyslog at a third and two thirds of
+// the stream, and checks rsyslog's file: every line parses as RFC 5424 with a seq. It
+// returns the records lost and the repeats.
+func rsyslogRestarts(t *testing.T, rs *rsyslog, cfg SyslogConfig, n int) (lost, dups int) {
+	network := cfg.Network
+	cfg.Address, cfg.Facility, cfg.Severity, cfg.SDID = rs.addr(), 13, -1, "ssanet@64700"
+	s, err := NewSyslog(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,117 @@
+package sink
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestTLSRsyslogRestarts: the same as TestTCPRsyslogRestarts over TLS (RFC 5425) to a real
+// rsyslog (imtcp with the gtls stream driver, Debian's rsyslog-gnutls) that asks for a
+// client certificate signed by the test's CA (x509/certvalid): across two orderly restarts
+// nothing is lost, repeats carry their sequence number, and every line rsyslog wrote parses
+// as RFC 5424.
+func TestTLSRsyslogRestarts(t *testing.T) {
+	n := 100_000
+	if testing.Short() {
+		n = 10_000
+	}
+	rs, cfg := startRsyslogTLS(t)
+	if lost, _ := rsyslogRestarts(t, rs, cfg, n); lost > 0 {
+		t.Errorf("%d of %d records lost over TLS across rsyslog's orderly restarts", lost, n)
+	}
+}
+
+// startRsyslogTLS starts rsyslogd with imtcp over TLS on loopback, its certificate and the
+// client's made by a CA of the test's own, and returns the sink's configuration for it
+// (built with TLSConfig from the PEM files, as the agent builds it from tls-ca, tls-cert
+// and tls-key). It skips the test when rsyslog's gtls driver is not installed.
+func startRsyslogTLS(t *testing.T) (*rsyslog, SyslogConfig) {
+	t.Helper()
+	if _, err := exec.LookPath("rsyslogd"); err != nil {
+		t.Skip("rsyslogd not found: install Debian's rsyslog and rsyslog-gnutls (apt-get install -y rsyslog rsyslog-gnutls) to run this test")
+	}
+	if m, _ := filepath.Glob("/usr/lib/*/rsyslog/lmnsd_gtls.so"); len(m) == 0 {
+		if m, _ = filepath.Glob("/usr/lib/rsyslog/lmnsd_gtls.so"); len(m) == 0 {
+			t.Skip("rsyslog's gtls stream driver (lmnsd_gtls.so) not found: install Debian's rsyslog-gnutls (apt-get install -y rsyslog-gnutls) to run this test")
+		}
+	}
+	dir := t.TempDir()
+	ca, caKey := newCert(t, dir, "ca", nil, nil)
+	newCert(t, dir, "server", ca, caKey)
+	newCert(t, dir, "client", ca, caKey)
+	pemFile := func(name string) string { return filepath.Join(dir, name+".pem") }
+	keyFile := func(name string) string { return filepath.Join(dir, name+"-key.pem") }
+
+	global := fmt.Sprintf(` defaultNetstreamDriverCAFile=%q defaultNetstreamDriverCertFile=%q defaultNetstreamDriverKeyFile=%q`,
+		pemFile("ca"), pemFile("server"), keyFile("server"))
+	rs := launchRsyslog(t, global, func(port int) string {
+		return fmt.Sprintf(`module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
+input(type="imtcp" address="127.0.0.1" port="%d")
+`, port)
+	})
+	tc, err := TLSConfig(pemFile("ca"), pemFile("client"), keyFile("client"), "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs, SyslogConfig{Network: NetTLS, TLS: tc}
+}
+
+// newCert writes dir/name.pem and dir/name-key.pem: a CA when parent is nil, else a
+// certificate it signs for 127.0.0.1 and localhost, good for server and client.
+func newCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "ssanet test " + name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
+	signer, signerKey := tmpl, key
+	if parent == nil {
+		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	} else {
+		signer, signerKey = parent, parentKey
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		tmpl.DNSNames = []string{"localhost"}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, block := range map[string]*pem.Block{
+		name + ".pem":     {Type: "CERTIFICATE", Bytes: der},
+		name + "-key.pem": {Type: "PRIVATE KEY", Bytes: kder},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
