@@ -7,7 +7,10 @@
 // beyond the chunk it was given (the syslog writer over TCP or TLS also keeps the previous
 // chunk's records, to send again after the receiver closed the connection), and a Write that
 // fails may have written a prefix of the chunk: the caller writes the whole chunk again, so a
-// receiver sees each record at least once.
+// receiver sees each record at least once. The webhook writer takes a batch its receiver
+// refuses (4xx) a bounded number of times by setting it aside in a file (Webhook.Poisoned
+// counts its records), and the JSONL writer rotates its file and deletes rotated files past
+// the retention of the SSAs of their records.
 package sink
 
 import (
