@@ -143,35 +143,41 @@ func OpenJSONL(cfg JSONLConfig) (*JSONL, error) {
 	return j, nil
 }
 
-// open opens the current file and reads what it holds.
+// open opens the current file and reads what it holds; j.f stays nil when it fails.
 func (j *JSONL) open() error {
 	f, err := os.OpenFile(j.cfg.Path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	info, err := f.Stat()
-	if err != nil {
+	if err := j.read(f); err != nil {
 		f.Close()
 		return err
 	}
-	j.f, j.regular, j.size, j.cur = f, info.Mode().IsRegular(), info.Size(), fileSpan{}
+	j.f = f
+	return nil
+}
+
+// read reads what f, the current file just opened, holds.
+func (j *JSONL) read(f *os.File) error {
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	j.regular, j.size, j.cur = info.Mode().IsRegular(), info.Size(), fileSpan{}
 	if !j.regular || j.size == 0 {
 		return nil
 	}
 	if j.cur, err = j.scan(j.cfg.Path); err != nil {
-		f.Close()
 		return err
 	}
 	j.cur.started = j.cfg.Now()
 	// A line cut by a crash would glue itself to the next record: end it.
 	last, err := lastByte(j.cfg.Path, j.size)
 	if err != nil {
-		f.Close()
 		return err
 	}
 	if last != '\n' {
 		if _, err := f.Write([]byte{'\n'}); err != nil {
-			f.Close()
 			return err
 		}
 		j.size++
@@ -269,6 +275,9 @@ func (j *JSONL) Rotated() []string {
 func (j *JSONL) Write(_ context.Context, recs []Record) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if err := j.reopen(); err != nil {
+		return err
+	}
 	w := bufio.NewWriterSize(j.f, 64<<10)
 	var line bytes.Buffer
 	enc := json.NewEncoder(&line)
@@ -306,7 +315,9 @@ func (j *JSONL) rotate() error {
 	if err := j.f.Sync(); err != nil {
 		return err
 	}
-	if err := j.f.Close(); err != nil {
+	err := j.f.Close()
+	j.f = nil // reopened by the next Write or Tidy, whatever happens below
+	if err != nil {
 		return err
 	}
 	t := j.cfg.Now().UTC()
@@ -339,6 +350,9 @@ func (j *JSONL) Tidy() error {
 	if !j.regular {
 		return nil
 	}
+	if err := j.reopen(); err != nil {
+		return err
+	}
 	now := j.cfg.Now()
 	old := j.cfg.MaxAge > 0 && !now.Before(j.cur.started.Add(j.cfg.MaxAge))
 	expired := !j.cur.first.IsZero() && !now.Before(j.cur.first)
@@ -363,6 +377,14 @@ func (j *JSONL) Tidy() error {
 	return errors.Join(errs...)
 }
 
+// reopen opens the current file again after a rotation that failed half-way.
+func (j *JSONL) reopen() error {
+	if j.f != nil {
+		return nil
+	}
+	return j.open()
+}
+
 // syncDir syncs a directory, so that a rename in it survives a crash.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
@@ -380,5 +402,8 @@ func syncDir(dir string) error {
 func (j *JSONL) Close() error {
 	close(j.stop)
 	j.wg.Wait()
+	if j.f == nil {
+		return nil
+	}
 	return j.f.Close()
 }

@@ -144,6 +144,9 @@ type Webhook struct {
 	refusedKey string
 	refusedN   int
 	poisoned   atomic.Int64
+	// logged is when a batch set aside was last logged; unlogged, the batches set aside since.
+	logged   time.Time
+	unlogged int
 }
 
 // NewWebhook returns a writer to the webhook cfg describes.
@@ -316,7 +319,8 @@ func batchName(recs []Record) string {
 }
 
 // poison sets a refused batch aside: its body (NAME.body) and the webhook's last answer
-// (NAME.answer), so that the operator can see why and send it again.
+// (NAME.answer), so that the operator can see why and send it again. It logs at most one
+// line a minute: the batch, and how many were set aside since the last line (batches).
 func (h *Webhook) poison(recs []Record, name string, body, answer []byte, cause error) error {
 	if err := os.MkdirAll(h.cfg.PoisonDir, 0o700); err != nil {
 		return fmt.Errorf("set a refused batch aside: %w", err)
@@ -330,9 +334,15 @@ func (h *Webhook) poison(recs []Record, name string, body, answer []byte, cause 
 	}
 	h.poisoned.Add(int64(len(recs)))
 	h.refusedKey, h.refusedN = "", 0
+	h.unlogged++
+	if time.Since(h.logged) < time.Minute { // at most one line a minute
+		return nil
+	}
 	h.cfg.Log.Warn("webhook refused a batch; set aside, the sink goes on with the next one",
 		"sink", h.cfg.Name, "ssa", recs[0].SSAID, "first_seq", recs[0].Seq, "last_seq", recs[len(recs)-1].Seq,
-		"records", len(recs), "tries", h.cfg.PoisonAfter, "file", path, "err", cause)
+		"records", len(recs), "tries", h.cfg.PoisonAfter, "file", path, "batches", h.unlogged,
+		"poisoned_records", h.poisoned.Load(), "err", cause)
+	h.logged, h.unlogged = time.Now(), 0
 	return nil
 }
 

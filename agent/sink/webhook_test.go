@@ -265,7 +265,7 @@ func TestWebhookPoison(t *testing.T) {
 			w, logs := newTestWebhook(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 				b, _ := io.ReadAll(r.Body)
 				recs, err := parseBody(tc.body, b)
-				if err == nil && len(recs) > 0 && recs[0].Seq == 1 {
+				if err == nil && len(recs) > 0 && recs[0].Seq%4 == 1 { // batches 1-2 and 5-6
 					refusedMu.Lock()
 					tries++
 					refusedMu.Unlock()
@@ -282,17 +282,20 @@ func TestWebhookPoison(t *testing.T) {
 			if err := w.Write(ctx, testRecords("ssa-1", 3, 2)); err != nil {
 				t.Fatalf("next batch: %v", err)
 			}
+			if err := w.Write(ctx, testRecords("ssa-1", 5, 2)); err != nil {
+				t.Fatalf("second poisoned batch: %v", err)
+			}
 			_, got, bad := h.result()
 			if len(bad) > 0 || len(got) != 2 || got[0].Seq != 3 {
 				t.Fatalf("delivered %+v, bad %q", got, bad)
 			}
 			refusedMu.Lock()
 			defer refusedMu.Unlock()
-			if tries != 3 || w.Poisoned() != 2 {
-				t.Fatalf("refused batch tried %d times, poisoned %d records; want 3 and 2", tries, w.Poisoned())
+			if tries != 6 || w.Poisoned() != 4 {
+				t.Fatalf("refused batches tried %d times, poisoned %d records; want 6 and 4", tries, w.Poisoned())
 			}
-			if n := strings.Count(logs.String(), "webhook refused a batch"); n != 1 {
-				t.Fatalf("%d log lines for the poisoned batch:\n%s", n, logs)
+			if n := strings.Count(logs.String(), "webhook refused a batch"); n != 1 { // at most one a minute
+				t.Fatalf("%d log lines for the poisoned batches:\n%s", n, logs)
 			}
 			ents, err := os.ReadDir(w.cfg.PoisonDir)
 			if err != nil {
@@ -302,8 +305,9 @@ func TestWebhookPoison(t *testing.T) {
 			for _, e := range ents {
 				names = append(names, e.Name())
 			}
-			if len(names) != 2 || !regexp.MustCompile(`^[0-9a-f]{16}-1-2\.answer$`).MatchString(names[0]) ||
-				!regexp.MustCompile(`^[0-9a-f]{16}-1-2\.body$`).MatchString(names[1]) {
+			if len(names) != 4 || !regexp.MustCompile(`^[0-9a-f]{16}-1-2\.answer$`).MatchString(names[0]) ||
+				!regexp.MustCompile(`^[0-9a-f]{16}-1-2\.body$`).MatchString(names[1]) ||
+				!regexp.MustCompile(`^[0-9a-f]{16}-5-6\.body$`).MatchString(names[3]) {
 				t.Fatalf("poison dir holds %q", names)
 			}
 			b, err := os.ReadFile(filepath.Join(w.cfg.PoisonDir, names[1]))
