@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -130,5 +131,72 @@ func TestRetentionOf(t *testing.T) {
 		if d, ok := of(id); d != want || ok != (want > 0) {
 			t.Errorf("%s: %s %v, want %s", id, d, ok, want)
 		}
+	}
+}
+
+// TestWebhookSinkGoesOn: the forwarder, fed by a real exchange, gets past a batch its webhook
+// refuses (4xx): it is set aside in HOME/sinks/NAME.poison and the next batch is delivered.
+func TestWebhookSinkGoesOn(t *testing.T) {
+	prov, req, s := exchangePair(t)
+	run := prov.mgr.run(s.ID)
+	lines := bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n"))
+	refined, _, err := run.refine(protocol.FormatEVE, lines, time.Now().Year(), time.Now)
+	if err != nil || len(refined) == 0 {
+		t.Fatalf("%d refined: %v", len(refined), err)
+	}
+	k := uint64(len(refined))
+	var (
+		mu   sync.Mutex
+		got  []sink.Record
+		seen int
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var recs []sink.Record
+		b, _ := io.ReadAll(r.Body)
+		if err := json.Unmarshal(b, &recs); err != nil || len(recs) == 0 {
+			w.WriteHeader(http.StatusTeapot)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		seen++
+		if recs[0].Seq == 1 {
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			return
+		}
+		got = append(got, recs...)
+	}))
+	defer srv.Close()
+	enqueue := func() {
+		t.Helper()
+		if _, err := prov.store.Enqueue(s.ID, refined, k, 0); err != nil {
+			t.Fatal(err)
+		}
+		prov.deliver.wake(run)
+	}
+	enqueue()
+	waitRecords(t, req, s.ID, k)
+	sk := startSinks(t, req, req.log, SinkConfig{Name: "hook", Type: "webhook", URL: srv.URL, PoisonAfter: 2, Relation: "organisation"})
+	progress := func(want uint64) {
+		t.Helper()
+		waitFor(t, 20*time.Second, func() (bool, string) {
+			b, _ := os.ReadFile(filepath.Join(req.home, SinksDir, "hook.json"))
+			var p map[string]uint64
+			return json.Unmarshal(b, &p) == nil && p[s.ID] == want, "sink progress " + string(b)
+		})
+	}
+	progress(k) // past the refused batch
+	enqueue()
+	waitRecords(t, req, s.ID, 2*k)
+	sk.kick()
+	progress(2 * k)
+	mu.Lock()
+	defer mu.Unlock()
+	if uint64(len(got)) != k || got[0].Seq != k+1 {
+		t.Fatalf("the webhook took %d records from %v, want %d from %d", len(got), got[:min(1, len(got))], k, k+1)
+	}
+	ents, err := os.ReadDir(filepath.Join(req.home, SinksDir, "hook.poison"))
+	if err != nil || len(ents) != 2 {
+		t.Fatalf("poison dir: %v %v", ents, err)
 	}
 }
