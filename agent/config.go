@@ -277,9 +277,12 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # encryption-key-file:  optional file with a 32-byte hex key: encrypts the store at rest
 #                       (SSANET_STORAGE_KEY overrides it)
 # sinks:                where received records go (requester): a list of
-#                       {type: jsonl, path: FILE} | {type: syslog, network: udp|tcp|tls|relp,
+#                       {type: jsonl, path: FILE, optional max-size-mib, max-age} |
+#                       {type: syslog, network: udp|tcp|tls|relp,
 #                       address: HOST:PORT, optional facility, severity, sd-id, max-message,
-#                       tls-ca, tls-cert, tls-key, tls-server-name} | {type: webhook, url: URL}; optional name and
+#                       tls-ca, tls-cert, tls-key, tls-server-name} | {type: webhook, url: URL,
+#                       optional auth-file or auth-env, hmac-key-file, body: json|ndjson|es-bulk,
+#                       index, tries, poison-after, timeout}; optional name and
 #                       relation (organisation|community|any, checked against the SSA's
 #                       redistribution rule)
 # ingest:               sources of raw records (provider): syslog-udp / syslog-tcp

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,8 +58,11 @@ type SinkConfig struct {
 	Name string `yaml:"name,omitempty"`
 	// Type is jsonl, syslog or webhook.
 	Type string `yaml:"type"`
-	// Path is the JSON Lines file (jsonl).
-	Path string `yaml:"path,omitempty"`
+	// Path is the JSON Lines file (jsonl), rotated at MaxSizeMiB or MaxAge (0: never); a
+	// rotated file is deleted once every record in it is past its SSA's retention.
+	Path       string   `yaml:"path,omitempty"`
+	MaxSizeMiB int64    `yaml:"max-size-mib,omitempty"`
+	MaxAge     Duration `yaml:"max-age,omitempty"`
 	// Network (udp, tcp, tls or relp) and Address (host:port) of a syslog receiver.
 	Network string `yaml:"network,omitempty"`
 	Address string `yaml:"address,omitempty"`
@@ -76,8 +81,24 @@ type SinkConfig struct {
 	TLSCert       string `yaml:"tls-cert,omitempty"`
 	TLSKey        string `yaml:"tls-key,omitempty"`
 	TLSServerName string `yaml:"tls-server-name,omitempty"`
-	// URL of a webhook.
-	URL string `yaml:"url,omitempty"`
+	// URL of a webhook; its Authorization header's value from AuthFile (the file's content,
+	// surrounding white space removed) or the environment variable AuthEnv, never from
+	// config.yaml; HMACKeyFile, a key (the file's bytes, surrounding white space
+	// removed) that signs each body
+	// (sink.SignatureHeader).
+	URL         string `yaml:"url,omitempty"`
+	AuthFile    string `yaml:"auth-file,omitempty"`
+	AuthEnv     string `yaml:"auth-env,omitempty"`
+	HMACKeyFile string `yaml:"hmac-key-file,omitempty"`
+	// Body (json, ndjson or es-bulk) and Index (es-bulk) of a webhook's requests; Tries of a
+	// batch that fails with 5xx, 408, 429 or a timeout before the sink retries it later,
+	// PoisonAfter 4xx answers before a batch is set aside in HOME/sinks/NAME.poison; Timeout
+	// of each request.
+	Body        string   `yaml:"body,omitempty"`
+	Index       string   `yaml:"index,omitempty"`
+	Tries       int      `yaml:"tries,omitempty"`
+	PoisonAfter int      `yaml:"poison-after,omitempty"`
+	Timeout     Duration `yaml:"timeout,omitempty"`
 	// Relation of the receiver to this organisation: organisation (default), community or
 	// any; records go only where the SSA's redistribution rule allows.
 	Relation string `yaml:"relation,omitempty"`
@@ -95,6 +116,9 @@ func (c *SinkConfig) validate() error {
 		if c.Path == "" {
 			return fmt.Errorf("config: sink %s: jsonl needs a path", c.Name)
 		}
+		if c.MaxSizeMiB < 0 || c.MaxAge < 0 {
+			return fmt.Errorf("config: sink %s: max-size-mib and max-age must be 0 (no limit) or more", c.Name)
+		}
 	case "syslog":
 		if _, err := c.syslogConfig(); err != nil {
 			return fmt.Errorf("config: sink %s: %w", c.Name, err)
@@ -103,17 +127,22 @@ func (c *SinkConfig) validate() error {
 		if c.URL == "" {
 			return fmt.Errorf("config: sink %s: webhook needs a url", c.Name)
 		}
+		if _, err := c.webhookConfig("-", nil); err != nil {
+			return fmt.Errorf("config: sink %s: %w", c.Name, err)
+		}
 	default:
 		return fmt.Errorf("config: sink %q: type must be jsonl, syslog or webhook", c.Type)
 	}
 	return nil
 }
 
-// open opens the sink's writer.
-func (c SinkConfig) open() (sink.Writer, error) {
+// open opens the sink's writer; dir is the sinks' directory in the home, runs the SSAs whose
+// records are forwarded (for their retention).
+func (c SinkConfig) open(dir string, runs func() []*agreementRun, log *slog.Logger) (sink.Writer, error) {
 	switch c.Type {
 	case "jsonl":
-		w, err := sink.OpenJSONL(c.Path)
+		w, err := sink.OpenJSONL(sink.JSONLConfig{Name: c.Name, Path: c.Path, MaxSize: c.MaxSizeMiB << 20,
+			MaxAge: time.Duration(c.MaxAge), Retention: retentionOf(runs), Log: log})
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %w", c.Name, err)
 		}
@@ -125,8 +154,70 @@ func (c SinkConfig) open() (sink.Writer, error) {
 		}
 		return sink.NewSyslog(cfg)
 	default:
-		return sink.NewWebhook(c.URL), nil
+		cfg, err := c.webhookConfig(filepath.Join(dir, c.Name+".poison"), log)
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %w", c.Name, err)
+		}
+		return sink.NewWebhook(cfg)
 	}
+}
+
+// retentionOf looks up an SSA's retention among runs.
+func retentionOf(runs func() []*agreementRun) func(string) (time.Duration, bool) {
+	return func(id string) (time.Duration, bool) {
+		for _, run := range runs() {
+			if run.ssa.ID != id {
+				continue
+			}
+			h := run.ssa.Policy
+			if h == nil || h.Handling == nil || h.Handling.Retention == 0 {
+				return 0, false
+			}
+			return h.Handling.Retention.Std(), true
+		}
+		return 0, false
+	}
+}
+
+// ErrSinkSecret means a webhook's authorization or HMAC key cannot be read.
+var ErrSinkSecret = errors.New("sink secret unreadable")
+
+// webhookConfig is the webhook writer's config of c, its secrets read, checked; poison is the
+// directory of the batches it sets aside.
+func (c SinkConfig) webhookConfig(poison string, log *slog.Logger) (sink.WebhookConfig, error) {
+	cfg := sink.WebhookConfig{Name: c.Name, URL: c.URL, Body: c.Body, Index: c.Index, Tries: c.Tries,
+		PoisonAfter: c.PoisonAfter, PoisonDir: poison, Timeout: time.Duration(c.Timeout), Log: log}
+	switch {
+	case c.AuthFile != "" && c.AuthEnv != "":
+		return cfg, fmt.Errorf("%w: auth-file or auth-env, not both", sink.ErrWebhookConfig)
+	case c.AuthFile != "":
+		b, err := os.ReadFile(c.AuthFile)
+		if err != nil {
+			return cfg, fmt.Errorf("%w: auth-file: %w", ErrSinkSecret, err)
+		}
+		cfg.Authorization = strings.TrimSpace(string(b))
+	case c.AuthEnv != "":
+		v, ok := os.LookupEnv(c.AuthEnv)
+		if !ok || strings.TrimSpace(v) == "" {
+			return cfg, fmt.Errorf("%w: auth-env: %s is not set", ErrSinkSecret, c.AuthEnv)
+		}
+		cfg.Authorization = strings.TrimSpace(v)
+	}
+	if (c.AuthFile != "" || c.AuthEnv != "") && cfg.Authorization == "" {
+		return cfg, fmt.Errorf("%w: the authorization is empty", ErrSinkSecret)
+	}
+	if c.HMACKeyFile != "" {
+		b, err := os.ReadFile(c.HMACKeyFile)
+		if err != nil {
+			return cfg, fmt.Errorf("%w: hmac-key-file: %w", ErrSinkSecret, err)
+		}
+		if len(bytes.TrimSpace(b)) < 16 {
+			return cfg, fmt.Errorf("%w: hmac-key-file holds %d bytes; want 16 or more", ErrSinkSecret, len(bytes.TrimSpace(b)))
+		}
+		cfg.HMACKey = bytes.TrimSpace(b)
+	}
+	err := cfg.Validate()
+	return cfg, err
 }
 
 // syslogConfig is the syslog writer's config of c, checked.
@@ -219,7 +310,7 @@ func newSinks(st *storage.Store, dir string, cfgs []SinkConfig, runs func() []*a
 		return nil, err
 	}
 	for _, c := range cfgs {
-		w, err := c.open()
+		w, err := c.open(dir, runs, log)
 		if err != nil {
 			s.close()
 			return nil, err

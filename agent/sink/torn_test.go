@@ -28,10 +28,7 @@ func TestJSONLDropsTornLine(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.before), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			j, err := OpenJSONL(path)
-			if err != nil {
-				t.Fatal(err)
-			}
+			j := openTestJSONL(t, JSONLConfig{Path: path})
 			if err := j.Write(context.Background(), []Record{{SSAID: "ssa-1", Seq: 3, Format: "eve", Text: "c"}}); err != nil {
 				t.Fatal(err)
 			}
