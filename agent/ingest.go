@@ -74,6 +74,9 @@ type IngestStats struct {
 	OutsideSchedule map[string]int64 `json:"outside_schedule,omitempty"`
 	Filtered        map[string]int64 `json:"filtered,omitempty"`
 	Summarised      map[string]int64 `json:"summarised,omitempty"`
+	// Untimed counts, per SSA that summarises, the records without a timestamp: no summary
+	// window takes them.
+	Untimed map[string]int64 `json:"untimed,omitempty"`
 	// SSAs is the number of SSAs in force that share the format (0: the records went to
 	// none).
 	SSAs int `json:"ssas"`
@@ -94,6 +97,7 @@ func (st *IngestStats) countOutcomes(c refinedChunk) {
 		add(&st.OutsideSchedule, run.ssa.ID, n.outside)
 		add(&st.Filtered, run.ssa.ID, n.filtered)
 		add(&st.Summarised, run.ssa.ID, n.summarised)
+		add(&st.Untimed, run.ssa.ID, n.untimed)
 	}
 	st.SSAs = max(st.SSAs, len(c.runs))
 }
