@@ -102,8 +102,8 @@ func newLedger(reg prometheus.Registerer, log *slog.Logger, now func() time.Time
 }
 
 // provided counts, for run, raws records handed to its enforcement point and what became
-// of them.
-func (l *ledger) provided(run *agreementRun, raws uint64, c *outcomeCounts) {
+// of them; malformedAt says where a malformed one was in the input ("" if unknown).
+func (l *ledger) provided(run *agreementRun, raws uint64, c *outcomeCounts, malformedAt string) {
 	run.ledger.ingested.Add(raws)
 	for o, v := range c {
 		if v == 0 {
@@ -112,7 +112,11 @@ func (l *ledger) provided(run *agreementRun, raws uint64, c *outcomeCounts) {
 		run.ledger.n[o].Add(v)
 		if l != nil {
 			l.provider.WithLabelValues(run.ssa.ID, outcome(o).String()).Add(float64(v))
-			l.log.add("provider", outcome(o).String(), run.ssa.ID, v)
+			at := ""
+			if outcome(o) == outMalformed {
+				at = malformedAt
+			}
+			l.log.add("provider", outcome(o).String(), run.ssa.ID, v, at)
 		}
 	}
 }
@@ -123,7 +127,7 @@ func (l *ledger) noSSA(format string, n uint64) {
 		return
 	}
 	l.provider.WithLabelValues("", outcomeNoSSA).Add(float64(n))
-	l.log.add("provider", outcomeNoSSA, format, n)
+	l.log.add("provider", outcomeNoSSA, format, n, "")
 }
 
 // received counts n records of an SSA requested with an outcome (finding: the code of the
@@ -137,7 +141,7 @@ func (l *ledger) received(ssaID, outcome, finding string, n uint64) {
 	if finding != "" {
 		what += " (" + finding + ")"
 	}
-	l.log.add("requester", what, ssaID, n)
+	l.log.add("requester", what, ssaID, n, "")
 }
 
 // forgetProvided deletes the provider series of an SSA no longer in force.
@@ -169,15 +173,16 @@ type ledgerPending struct {
 	last  time.Time
 	total uint64
 	bySSA map[string]uint64
+	at    string // where the last record counted was, if known (malformed records)
 }
 
 func newLedgerLog(log *slog.Logger, now func() time.Time) *ledgerLog {
 	return &ledgerLog{log: log, now: now, every: ledgerLogEvery, kinds: map[string]*ledgerPending{}}
 }
 
-// add counts n records of side's outcome for ssa, and logs the kind's summary if its last
-// line is at least every old.
-func (l *ledgerLog) add(side, outcome, ssa string, n uint64) {
+// add counts n records of side's outcome for ssa (the last of them at at in its input, if
+// known), and logs the kind's summary if its last line is at least every old.
+func (l *ledgerLog) add(side, outcome, ssa string, n uint64, at string) {
 	now := l.now()
 	key := side + "/" + outcome
 	l.mu.Lock()
@@ -187,6 +192,9 @@ func (l *ledgerLog) add(side, outcome, ssa string, n uint64) {
 		l.kinds[key] = p
 	}
 	p.total += n
+	if at != "" {
+		p.at = at
+	}
 	if _, ok := p.bySSA[ssa]; ok || len(p.bySSA) < ledgerLogSSAs {
 		p.bySSA[ssa] += n
 	} else {
@@ -196,10 +204,13 @@ func (l *ledgerLog) add(side, outcome, ssa string, n uint64) {
 		l.mu.Unlock()
 		return
 	}
-	total, by, since := p.total, p.bySSA, p.last
-	p.last, p.total, p.bySSA = now, 0, map[string]uint64{}
+	total, by, since, where := p.total, p.bySSA, p.last, p.at
+	p.last, p.total, p.bySSA, p.at = now, 0, map[string]uint64{}, ""
 	l.mu.Unlock()
 	args := []any{"side", side, "outcome", outcome, "records", total}
+	if where != "" {
+		args = append(args, "last_at", where)
+	}
 	if !since.IsZero() {
 		args = append(args, "since", since.UTC().Format(time.RFC3339))
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -212,20 +213,21 @@ func TestLedgerLogRateLimited(t *testing.T) {
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	l := newLedgerLog(slog.New(slog.NewTextHandler(&buf, nil)), func() time.Time { return at })
 	for i := range 1000 {
-		l.add("provider", "malformed", "ssa-a", 1)
-		l.add("provider", "shared", fmt.Sprintf("ssa-%d", i%40), 2)
+		l.add("provider", "malformed", "ssa-a", 1, fmt.Sprintf("line %d", i+1))
+		l.add("provider", "shared", fmt.Sprintf("ssa-%d", i%40), 2, "")
 		at = at.Add(50 * time.Millisecond) // 50 s in all
 	}
 	if n := strings.Count(buf.String(), "\n"); n != 2 {
 		t.Fatalf("%d lines in 50 s for 2 outcome kinds, want 2:\n%s", n, buf.String())
 	}
 	at = at.Add(10 * time.Second)
-	l.add("provider", "malformed", "ssa-a", 1)
+	l.add("provider", "malformed", "ssa-a", 1, "offset 77")
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != 3 || !strings.Contains(lines[2], "records=1000") || !strings.Contains(lines[2], "ssa:ssa-a=1000") {
+	if len(lines) != 3 || !strings.Contains(lines[2], "records=1000") || !strings.Contains(lines[2], "ssa:ssa-a=1000") ||
+		!strings.Contains(lines[2], `last_at="offset 77"`) || !strings.Contains(lines[0], `last_at="line 1"`) {
 		t.Fatalf("after a minute, want one line with the 1000 records counted meanwhile:\n%s", buf.String())
 	}
-	l.add("provider", "shared", "ssa-0", 2)
+	l.add("provider", "shared", "ssa-0", 2, "")
 	lines = strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 4 || !strings.Contains(lines[3], "records=2000") || !strings.Contains(lines[3], "ssa:others=") {
 		t.Fatalf("want one line of the 2000 records shared meanwhile, naming at most %d SSAs, then others:\n%s", ledgerLogSSAs, buf.String())
@@ -286,5 +288,55 @@ func TestLedgerEndToEnd(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(prov.counts.ledger.provider.WithLabelValues("", outcomeNoSSA)); got != 14 {
 		t.Fatalf("%v records counted as no_ssa, want 14", got)
+	}
+}
+
+// TestLedgerSaysWhereMalformed: the log line of malformed records says where one was: the
+// offset of a record that could not be parsed, the line of one that could not be cut out.
+func TestLedgerSaysWhereMalformed(t *testing.T) {
+	st, err := storage.Open(t.TempDir(), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	good := sampleEVE(t)
+	good = good[:bytes.IndexByte(good, '\n')+1]
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"not parsed", append(append(slices.Clone(good), good...), "{\"timestamp\":\n"...), fmt.Sprintf(`last_at="offset %d"`, 2*len(good))},
+		{"not cut out", append(append(slices.Clone(good), bytes.Repeat([]byte("x"), policy.MaxRecordSize+10)...), '\n'), `last_at="line 2"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var log bytes.Buffer
+			l := newLedger(prometheus.NewRegistry(), slog.New(slog.NewTextHandler(&log, nil)), time.Now)
+			s := &protocol.SSA{ID: "ssa-where", Version: 1, Policy: &protocol.Policy{},
+				Information: []protocol.Information{{Name: "eve", Type: protocol.TypeAttackDetectionLog, Format: protocol.FormatEVE}}}
+			ssp, err := policy.Compile(s, policy.StaticKey(make([]byte, 32)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			run := &agreementRun{ssa: s, role: protocol.RoleProvider, ssp: ssp, refineID: ssp.RefinementID(),
+				enforcers: map[string]*policy.Enforcer{}, kick: make(chan struct{}, 1)}
+			prov := &roomProvisions{runs: []*agreementRun{run}, room: map[*agreementRun]int{run: 100}}
+			q := newRefiner(prov, st, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 1, queueMetrics{
+				ingested: prometheus.NewCounter(prometheus.CounterOpts{Name: "i"}), queued: prometheus.NewCounter(prometheus.CounterOpts{Name: "q"}),
+				overflow: prometheus.NewCounter(prometheus.CounterOpts{Name: "o"})}, func(*agreementRun) {}, l)
+			if _, err := q.ingest(context.Background(), protocol.FormatEVE, bytes.NewReader(tc.in), nil); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.DropOutbox(s.ID) })
+			var line string
+			for _, ln := range strings.Split(log.String(), "\n") {
+				if strings.Contains(ln, "outcome=malformed") {
+					line = ln
+				}
+			}
+			if !strings.Contains(line, tc.want) || !strings.Contains(line, "records=1") {
+				t.Fatalf("log:\n%s\nwant a malformed line with %s", log.String(), tc.want)
+			}
+		})
 	}
 }

@@ -79,8 +79,16 @@ func (q *refiner) ingest(ctx context.Context, format string, r io.Reader, from *
 		}
 		queueErr <- err
 	}()
-	readErr := q.readChunks(ctx, format, rr, &st, ingestFlush, func(chunk [][]byte, bad, end int64) {
-		c := q.refine(format, chunk, bad)
+	readErr := q.readChunks(ctx, format, rr, &st, ingestFlush, func(chunk [][]byte, starts []int64, bad badRecords, end int64) {
+		c := q.refine(format, chunk, bad.n)
+		c.malformedAt = bad.at
+		if c.badIndex > 0 && c.badIndex <= len(starts) {
+			base := int64(0) // where r starts in a followed file
+			if from != nil {
+				base = from.Offset
+			}
+			c.malformedAt = fmt.Sprintf("offset %d", base+starts[c.badIndex-1])
+		}
 		st.Malformed += c.malformed
 		st.countOutcomes(c)
 		if from != nil {
@@ -97,6 +105,13 @@ func (q *refiner) queueChunk(format string, raws [][]byte) error {
 	return q.enqueue(q.refine(format, raws, 0), &IngestStats{})
 }
 
+// badRecords are the records of an input that could not be cut out since the last chunk: how
+// many, and where the last one was.
+type badRecords struct {
+	n  int64
+	at string
+}
+
 // readChunks cuts records out of rr and hands them to refine in chunks, with the count of
 // malformed records cut out since the last chunk (bad, each logged with its line) and the
 // offset in rr's input where each chunk ends (those malformed records included). A chunk is handed
@@ -109,7 +124,8 @@ func (q *refiner) queueChunk(format string, raws [][]byte) error {
 // handed over while a read waits for more input. It ends with the input; when ctx ends first,
 // this call returns at once and the goroutine ends after the read under way (the control
 // API's connection closes with the daemon), handing nothing more over.
-func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.RecordReader, st *IngestStats, flush time.Duration, refine func(chunk [][]byte, bad, end int64)) error {
+func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.RecordReader, st *IngestStats, flush time.Duration,
+	refine func(chunk [][]byte, starts []int64, bad badRecords, end int64)) error {
 	type next struct {
 		rec []byte
 		end int64 // rr.Offset() after rec
@@ -143,11 +159,12 @@ func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.Reco
 		}
 	}()
 	chunk := make([][]byte, 0, ingestChunk)
-	bad := int64(0) // malformed records since the last chunk handed over
-	end := int64(0) // where the last record read ends
+	starts := make([]int64, 0, ingestChunk) // where each record of chunk starts in the input
+	var bad badRecords                      // malformed records since the last chunk handed over
+	end := int64(0)                         // where the last record read ends
 	handOver := func(at int64) {
-		refine(chunk, bad, at)
-		chunk, bad = make([][]byte, 0, ingestChunk), 0
+		refine(chunk, starts, bad, at)
+		chunk, starts, bad = make([][]byte, 0, ingestChunk), starts[:0:0], badRecords{}
 	}
 	timer := time.NewTimer(flush)
 	timer.Stop()
@@ -160,7 +177,7 @@ func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.Reco
 			select {
 			case n = <-recs:
 			case <-timer.C:
-				if len(chunk) > 0 || bad > 0 {
+				if len(chunk) > 0 || bad.n > 0 {
 					handOver(end)
 				}
 				continue
@@ -173,23 +190,25 @@ func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.Reco
 			handOver(n.end)
 			return nil
 		case n.err != nil:
-			if len(chunk) > 0 || bad > 0 {
+			if len(chunk) > 0 || bad.n > 0 {
 				handOver(end)
 			}
 			return n.err
 		case n.bad != nil:
 			st.Malformed++
-			bad++
+			bad.n++
+			bad.at = fmt.Sprintf("line %d", n.bad.Line)
 			end = n.end
-			if len(chunk) == 0 && bad == 1 {
+			if len(chunk) == 0 && bad.n == 1 {
 				timer.Reset(flush) // a stream of malformed records is counted as it comes too
 			}
 			q.log.Debug("malformed record skipped", "format", format, "line", n.bad.Line, "err", n.bad.Err)
 			continue
 		}
 		st.Records++
+		starts = append(starts, end)
 		end = n.end
-		if chunk = append(chunk, n.rec); len(chunk) == 1 && bad == 0 {
+		if chunk = append(chunk, n.rec); len(chunk) == 1 && bad.n == 0 {
 			timer.Reset(flush)
 		}
 		if len(chunk) == ingestChunk {
@@ -207,12 +226,17 @@ type refinedChunk struct {
 	raws      int
 	bad       int64 // records before these that could not be cut out of the input: malformed
 	malformed int64 // raw records an enforcement point could not parse
-	runs      []*agreementRun
-	refined   [][][]byte
-	counts    []refineCounts // what became of the raw records, per run
-	format    string
-	err       error
-	pos       *storage.FilePos // where the chunk ends in a followed file, committed with it
+	// badIndex is 1 + the index in the chunk of the first record an enforcement point could
+	// not parse (0: none); malformedAt says where a malformed record was in the input ("" if
+	// unknown), for the log.
+	badIndex    int
+	malformedAt string
+	runs        []*agreementRun
+	refined     [][][]byte
+	counts      []refineCounts // what became of the raw records, per run
+	format      string
+	err         error
+	pos         *storage.FilePos // where the chunk ends in a followed file, committed with it
 }
 
 // refine runs the enforcement points of the provider SSAs that share format over raws:
@@ -246,6 +270,9 @@ func (q *refiner) refine(format string, raws [][]byte, bad int64) refinedChunk {
 			// Parsing does not depend on the SSP: a record one enforcement point cannot
 			// parse, the others cannot either.
 			c.malformed = max(c.malformed, n.malformed)
+			if c.badIndex == 0 {
+				c.badIndex = n.badIndex
+			}
 			first[run.refineID] = len(c.runs)
 		}
 		run.noteSchedule(q.log, n.outside, int64(len(raws)))
@@ -300,7 +327,7 @@ func (q *refiner) enqueue(c refinedChunk, st *IngestStats) (err error) {
 		st.count(run.ssa.ID, len(refined), len(c.refined[i])-len(refined))
 		out := c.counts[i].outcomes(len(c.refined[i]), len(refined))
 		out[outMalformed] += uint64(c.bad)
-		q.ledger.provided(run, uint64(c.raws)+uint64(c.bad), &out)
+		q.ledger.provided(run, uint64(c.raws)+uint64(c.bad), &out, c.malformedAt)
 		q.metrics.queued.Add(float64(len(refined)))
 		if len(refined) > 0 {
 			run.mu.Lock()

@@ -158,6 +158,7 @@ type refineCounts struct {
 	// Of filtered, those a filter could not be evaluated on; records without @timestamp under
 	// a summarisation (no window takes them); raw records refined into a record of their own.
 	filterErrors, untimed, refined int64
+	badIndex                       int // 1 + the index of the first malformed record (0: none)
 }
 
 // outcomes are the counts as the ledger's outcomes, the refined records split by room: of
@@ -195,10 +196,12 @@ func (run *agreementRun) refine(format string, raws [][]byte, year int, now func
 	}
 	before := e.Stats()
 	var buf []byte
-	for _, raw := range raws {
+	for i, raw := range raws {
 		buf, err = e.Refine(buf[:0], raw)
 		if err != nil {
-			n.malformed++
+			if n.malformed++; n.badIndex == 0 {
+				n.badIndex = i + 1
+			}
 			continue
 		}
 		if len(buf) == 0 {
