@@ -137,6 +137,8 @@ type queue interface {
 	ingest(ctx context.Context, format string, r io.Reader, from *storage.FilePos) (IngestStats, error)
 	// queueChunk refines and queues records cut out already.
 	queueChunk(format string, raws [][]byte) error
+	// notTaken counts n records of format that queueChunk did not take (err says why).
+	notTaken(format string, n int, err error)
 }
 
 // sources runs the configured sources of raw records until their context ends.
@@ -290,6 +292,9 @@ func (c *collector) flush(chunk [][]byte) [][]byte {
 		c.disk.refused()
 	} else if err != nil {
 		c.log.Error("ingest", "format", c.format, "err", err)
+	}
+	if err != nil {
+		c.queue.notTaken(c.format, len(chunk), err)
 	}
 	return nil
 }

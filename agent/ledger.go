@@ -41,9 +41,15 @@ var outcomeNames = [numOutcomes]string{"shared", "not_queued", "filtered", "filt
 
 func (o outcome) String() string { return outcomeNames[o] }
 
-// outcomeNoSSA is the outcome of records of a format no SSA in force shares: they are counted
-// under the SSA label "" (one series whatever the format).
-const outcomeNoSSA = "no_ssa"
+// Outcomes of records that reach no SSA's enforcement point, counted under the SSA label ""
+// (one series each, whatever the format): the format is shared by no SSA in force; a syslog
+// listener's or a socket's records dropped because a full disk pauses records; or their
+// chunk could not be refined or queued (the error is logged).
+const (
+	outcomeNoSSA      = "no_ssa"
+	outcomeDiskFull   = "disk_full"
+	outcomeQueueError = "queue_error"
+)
 
 // Requester outcomes.
 const (
@@ -90,7 +96,7 @@ type ledger struct {
 func newLedger(reg prometheus.Registerer, log *slog.Logger, now func() time.Time) *ledger {
 	l := &ledger{
 		provider: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "provider_records_total",
-			Help: "Raw records handed to the provider, by SSA that shares their format and outcome (shared, not_queued, filtered, filter_error, summarised, untimed, malformed, outside_schedule; no_ssa with ssa=\"\")."},
+			Help: "Raw records handed to the provider, by SSA that shares their format and outcome (shared, not_queued, filtered, filter_error, summarised, untimed, malformed, outside_schedule; no_ssa, disk_full, queue_error with ssa=\"\")."},
 			[]string{"ssa", "outcome"}),
 		requester: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "requester_records_total",
 			Help: "Records received by the requester, by SSA and outcome (stored, quarantined with the finding, expired by retention)."},
@@ -122,12 +128,16 @@ func (l *ledger) provided(run *agreementRun, raws uint64, c *outcomeCounts, malf
 }
 
 // noSSA counts n records of format that no SSA in force shares.
-func (l *ledger) noSSA(format string, n uint64) {
+func (l *ledger) noSSA(format string, n uint64) { l.unshared(format, outcomeNoSSA, n) }
+
+// unshared counts n records of format that reached no SSA's enforcement point, with the
+// outcome that says why.
+func (l *ledger) unshared(format, outcome string, n uint64) {
 	if l == nil || n == 0 {
 		return
 	}
-	l.provider.WithLabelValues("", outcomeNoSSA).Add(float64(n))
-	l.log.add("provider", outcomeNoSSA, format, n, "")
+	l.provider.WithLabelValues("", outcome).Add(float64(n))
+	l.log.add("provider", outcome, "format "+format, n, "")
 }
 
 // received counts n records of an SSA requested with an outcome (finding: the code of the
@@ -219,7 +229,7 @@ func (l *ledgerLog) add(side, outcome, ssa string, n uint64, at string) {
 	}
 	level := slog.LevelInfo
 	switch outcome {
-	case outcomeNoSSA, outNotQueued.String(), outMalformed.String(), outFilterError.String(), outUntimed.String():
+	case outcomeNoSSA, outcomeDiskFull, outcomeQueueError, outNotQueued.String(), outMalformed.String(), outFilterError.String(), outUntimed.String():
 		level = slog.LevelWarn
 	}
 	if side == "requester" && outcome != outStored && outcome != outExpired {

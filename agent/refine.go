@@ -105,6 +105,16 @@ func (q *refiner) queueChunk(format string, raws [][]byte) error {
 	return q.enqueue(q.refine(format, raws, 0), &IngestStats{})
 }
 
+// notTaken counts n records of format that a source could not hand over: the store refused
+// them (a full disk) or queueing failed. They were counted under no SSA.
+func (q *refiner) notTaken(format string, n int, err error) {
+	what := outcomeQueueError
+	if errors.Is(err, storage.ErrDiskFull) {
+		what = outcomeDiskFull
+	}
+	q.ledger.unshared(format, what, uint64(n))
+}
+
 // badRecords are the records of an input that could not be cut out since the last chunk: how
 // many, and where the last one was.
 type badRecords struct {
