@@ -363,3 +363,74 @@ func TestLedgerCountsDiskFullDrops(t *testing.T) {
 		t.Fatalf("%v records counted as disk_full, want 2", got)
 	}
 }
+
+// TestLedgerEveryOutcome: one provider, one requester, three SSAs and one ingestion in which
+// every outcome kind of EVE occurs (a record without a timestamp is malformed in EVE, so
+// untimed cannot): each signed report accounts for every record ingested.
+func TestLedgerEveryOutcome(t *testing.T) {
+	ctx := context.Background()
+	prov := newTestAgent(t, "provider", func(c *Config) { c.MaxQueuedPerPeer = 20 })
+	req := newTestAgent(t, "requester", nil)
+	addOffer(t, prov, nil)
+	since2010 := protocol.FromTime(time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC))
+	var ids []string
+	for _, edit := range []func(*protocol.SSA){
+		func(s *protocol.SSA) { // filtered, filter_error, shared, not_queued
+			s.Policy.Filtering = []protocol.Filter{{Expr: `r["event.kind"] != "stats"`}, {Expr: `r["rule.name"] != "none"`}}
+			s.Schedule.Start = since2010
+		},
+		func(s *protocol.SSA) { // summarised
+			s.Policy.Filtering = nil
+			s.Policy.Summarization = &protocol.Summarization{GroupBy: "source.ip", RankBy: protocol.RankByCount, TopN: 3,
+				Window: protocol.Duration(time.Hour)}
+			s.Schedule.Start = since2010
+		},
+		func(s *protocol.SSA) { // outside_schedule
+			s.Policy.Filtering = nil
+			s.Schedule.Start = protocol.FromTime(time.Now().Add(time.Hour))
+		},
+	} {
+		tmpl := requestTemplate(t)
+		edit(tmpl)
+		rec, err := req.Request(ctx, addrInfo(prov), tmpl)
+		if err != nil || rec.State != protocol.StateApproved {
+			t.Fatalf("negotiation: %+v, %v", rec, err)
+		}
+		waitState(t, prov, rec.SSAID, protocol.StateApproved)
+		ids = append(ids, rec.SSAID)
+	}
+	sample := sampleEVE(t)
+	var alert []byte
+	for _, line := range bytes.SplitAfter(sample, []byte("\n")) {
+		if bytes.Contains(line, []byte(`"event_type":"alert"`)) {
+			alert = line
+		}
+	}
+	in := append(slices.Clone(sample), bytes.Repeat(alert, 40)...) // more than the requester's room
+	in = append(in, "not a record\n{\"timestamp\":\n"...)
+	records := uint64(bytes.Count(in, []byte("\n")))
+	if _, err := prov.Ingest(ctx, protocol.FormatEVE, bytes.NewReader(in)); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		as, err := req.Monitor(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := as.Provider
+		var sum uint64
+		for k, v := range p.Outcomes {
+			sum += v
+			seen[k] = true
+		}
+		if p.OutcomesIngested != records || sum != records {
+			t.Fatalf("SSA %s: report %+v: outcomes sum to %d, want %d records ingested", id, p, sum, records)
+		}
+	}
+	for o := range numOutcomes {
+		if !seen[o.String()] && o != outUntimed {
+			t.Errorf("no report counts the outcome %s (seen: %v)", o, seen)
+		}
+	}
+}
