@@ -68,7 +68,7 @@ func randLedgerPolicy(r *rand.Rand, now time.Time) (*protocol.Policy, protocol.S
 	}
 	if r.IntN(3) == 0 {
 		p.Summarization = &protocol.Summarization{GroupBy: "source.ip", RankBy: protocol.RankByCount, TopN: uint32(1 + r.IntN(4)),
-			Window: protocol.Duration(time.Duration(1+r.IntN(30)) * time.Minute)}
+			Window: protocol.Duration(60 * (1 + r.IntN(30)))} // seconds
 	}
 	var s protocol.Schedule
 	switch r.IntN(5) {
@@ -382,7 +382,7 @@ func TestLedgerEveryOutcome(t *testing.T) {
 		func(s *protocol.SSA) { // summarised
 			s.Policy.Filtering = nil
 			s.Policy.Summarization = &protocol.Summarization{GroupBy: "source.ip", RankBy: protocol.RankByCount, TopN: 3,
-				Window: protocol.Duration(time.Hour)}
+				Window: protocol.Duration(3600)}
 			s.Schedule.Start = since2010
 		},
 		func(s *protocol.SSA) { // outside_schedule
@@ -432,5 +432,31 @@ func TestLedgerEveryOutcome(t *testing.T) {
 		if !seen[o.String()] && o != outUntimed {
 			t.Errorf("no report counts the outcome %s (seen: %v)", o, seen)
 		}
+	}
+}
+
+// TestLedgerCountsExpired: records that retention deletes are counted as expired.
+func TestLedgerCountsExpired(t *testing.T) {
+	st, err := storage.Open(t.TempDir(), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l := newLedger(prometheus.NewRegistry(), discard, time.Now)
+	now := time.Now()
+	s := &protocol.SSA{ID: "ssa-expired", Policy: &protocol.Policy{Handling: &protocol.Handling{Retention: protocol.Duration(3600)}}}
+	run := &agreementRun{ssa: s, role: protocol.RoleRequester}
+	if _, _, err := st.Receive(s.ID, 1, [][]byte{{0, 'a'}, {0, 'b'}, {0, 'c'}}, now.Add(-2*time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Receive(s.ID, 4, [][]byte{{0, 'd'}}, now, 0); err != nil {
+		t.Fatal(err)
+	}
+	r := &retention{store: st, runs: func() []*agreementRun { return []*agreementRun{run} }, log: discard,
+		now: func() time.Time { return now }, ledger: l}
+	r.expire(run)
+	if got := testutil.ToFloat64(l.requester.WithLabelValues(s.ID, outExpired, "")); got != 3 {
+		t.Fatalf("%v records counted as expired, want 3", got)
 	}
 }
