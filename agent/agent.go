@@ -116,7 +116,7 @@ func New(home string, opts Options) (*Agent, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry(), stop: cancel,
 		compiler: policy.NewCompiler(compiledFilters)}
-	a.counts = newCounters(a.metrics)
+	a.counts = newCounters(a.metrics, log, now)
 	a.refusals = newRefusalLog(log, now)
 	if err := a.start(ctx, key, now); err != nil {
 		// What failed to start is the error to report; Close only releases what was built.
@@ -179,7 +179,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	a.host.SetStreamHandler(ProtocolMonitor, a.inbound.serve(a.monitor.handleMonitor))
 	a.goRun(func() { a.neg.resendLoop(ctx) })
 	every := time.Duration(a.cfg.RetentionCheck)
-	ret := &retention{store: a.store, runs: a.mgr.requesterRuns, log: a.log, now: now}
+	ret := &retention{store: a.store, runs: a.mgr.requesterRuns, log: a.log, now: now, ledger: a.counts.ledger}
 	a.goRun(func() { ret.run(ctx, every) })
 	a.goRun(func() { a.monitor.assessmentLoop(ctx, every) })
 	a.sources = newSources(a.refiner, a.store, a.disk, a.home, a.log, a.metrics)
@@ -205,7 +205,7 @@ func (a *Agent) startExchange(now func() time.Time) error {
 		return err
 	}
 	if a.mgr, err = newManager(a.store, a.compiler, keys, managerConfig{Log: a.log, Now: now,
-		MaxQueuedPerPeer: a.cfg.MaxQueuedPerPeer, Changes: a.counts.agreements, Deliver: a.deliver.wake}); err != nil {
+		MaxQueuedPerPeer: a.cfg.MaxQueuedPerPeer, Changes: a.counts.agreements, Deliver: a.deliver.wake, Ledger: a.counts.ledger}); err != nil {
 		return err
 	}
 	if a.sinks, err = newSinks(a.store, filepath.Join(a.home, SinksDir), a.cfg.Sinks, a.mgr.requesterRuns, a.log); err != nil {
@@ -214,7 +214,7 @@ func (a *Agent) startExchange(now func() time.Time) error {
 	a.metrics.MustRegister(sinkCollector{states: a.sinks.states, log: a.log})
 	a.receiver = newReceiver(a.mgr, a.store, receiverConfig{Log: a.log, Refusals: a.refusals, Now: now, Timeout: timeout,
 		Metrics: a.counts.receive, DiskFull: a.disk.refused, Stored: a.sinks.kick})
-	a.refiner = newRefiner(a.mgr, a.store, a.log, now, a.cfg.MaxQueuedPerPeer, a.counts.queue, a.deliver.wake)
+	a.refiner = newRefiner(a.mgr, a.store, a.log, now, a.cfg.MaxQueuedPerPeer, a.counts.queue, a.deliver.wake, a.counts.ledger)
 	a.monitor = newMonitor(a.mgr, a.store, a.self, dial, monitorConfig{Log: a.log, Now: now, Timeout: timeout,
 		Dir: filepath.Join(a.home, AssessmentDir), Negotiation: a.Negotiation, Paused: a.disk.isPaused, Sinks: a.sinks.stateOf})
 	return nil

@@ -38,7 +38,8 @@
 // receive-and-verify (receive.go) verifies each batch and record against the SSA, stores it
 // exactly once, keeps the first violating batches as evidence, quarantines the records that
 // break the SSA (kept and shown, never forwarded; tag.go) and the sinks (sinks.go, writers in
-// agent/sink) forward the others. Each is built from what it uses and wired in the agent's
+// agent/sink) forward the others. The ledger (ledger.go) counts what became of every record,
+// per SSA, on both sides. Each is built from what it uses and wired in the agent's
 // start; none reaches another through the Agent.
 //
 // The agent never trusts a peer's bytes: sizes are capped before reading, buffers grow with

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
@@ -183,6 +185,16 @@ func TestBrokenProviderCaught(t *testing.T) {
 	}
 	if as.Verdict != VerdictViolated || len(as.Evidence) == 0 || as.Local.Violations == 0 {
 		t.Fatalf("verdict %s, evidence %d, %+v", as.Verdict, len(as.Evidence), as.Reasons)
+	}
+	// The ledger counts every record, stored or quarantined by the finding that says why.
+	var quarantined, stored float64
+	for _, code := range []policy.FindingCode{policy.FindingUnmaskedIP, policy.FindingNotTruncated, policy.FindingNotRemoved,
+		policy.FindingNotHashed, policy.FindingFilterExcluded, policy.FindingWrongFormat, policy.FindingNotSummarised} {
+		quarantined += testutil.ToFloat64(req.counts.ledger.requester.WithLabelValues(s.ID, outQuarantined, string(code)))
+	}
+	stored = testutil.ToFloat64(req.counts.ledger.requester.WithLabelValues(s.ID, outStored, ""))
+	if uint64(quarantined) != as.Local.Violations || uint64(quarantined+stored) != uint64(len(raws)) {
+		t.Fatalf("ledger: %v quarantined, %v stored; want %d violations of %d records", quarantined, stored, as.Local.Violations, len(raws))
 	}
 	ev, err := req.store.Evidence(s.ID)
 	if err != nil || len(ev) == 0 {

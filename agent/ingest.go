@@ -74,6 +74,9 @@ type IngestStats struct {
 	OutsideSchedule map[string]int64 `json:"outside_schedule,omitempty"`
 	Filtered        map[string]int64 `json:"filtered,omitempty"`
 	Summarised      map[string]int64 `json:"summarised,omitempty"`
+	// Untimed counts, per SSA that summarises, the records without a timestamp: no summary
+	// window takes them.
+	Untimed map[string]int64 `json:"untimed,omitempty"`
 	// SSAs is the number of SSAs in force that share the format (0: the records went to
 	// none).
 	SSAs int `json:"ssas"`
@@ -94,6 +97,7 @@ func (st *IngestStats) countOutcomes(c refinedChunk) {
 		add(&st.OutsideSchedule, run.ssa.ID, n.outside)
 		add(&st.Filtered, run.ssa.ID, n.filtered)
 		add(&st.Summarised, run.ssa.ID, n.summarised)
+		add(&st.Untimed, run.ssa.ID, n.untimed)
 	}
 	st.SSAs = max(st.SSAs, len(c.runs))
 }
@@ -133,6 +137,8 @@ type queue interface {
 	ingest(ctx context.Context, format string, r io.Reader, from *storage.FilePos) (IngestStats, error)
 	// queueChunk refines and queues records cut out already.
 	queueChunk(format string, raws [][]byte) error
+	// notTaken counts n records of format that queueChunk did not take (err says why).
+	notTaken(format string, n int, err error)
 }
 
 // sources runs the configured sources of raw records until their context ends.
@@ -286,6 +292,9 @@ func (c *collector) flush(chunk [][]byte) [][]byte {
 		c.disk.refused()
 	} else if err != nil {
 		c.log.Error("ingest", "format", c.format, "err", err)
+	}
+	if err != nil {
+		c.queue.notTaken(c.format, len(chunk), err)
 	}
 	return nil
 }

@@ -32,6 +32,8 @@ type managerConfig struct {
 	Changes *prometheus.CounterVec
 	// Deliver makes sure the delivery loop of a provider's run is going (deliverer.wake).
 	Deliver func(*agreementRun)
+	// Ledger counts records' outcomes: an SSA provided that ends leaves its series.
+	Ledger *ledger
 }
 
 // manager is the SSA management point: it owns the runs in force and those held for their
@@ -218,6 +220,7 @@ func (m *manager) stop(ssaID string) {
 		if err := m.store.DropOutbox(ssaID); err != nil {
 			m.cfg.Log.Error("drop the queue of an SSA no longer in force", "ssa", ssaID, "err", err)
 		}
+		m.cfg.Ledger.forgetProvided(ssaID)
 	}
 	m.cfg.Log.Info("SSA no longer in force", "ssa", ssaID)
 }

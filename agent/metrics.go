@@ -2,6 +2,7 @@ package agent
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -13,10 +14,14 @@ type counters struct {
 	queue      queueMetrics
 	delivered  prometheus.Counter // records the requesters acknowledged (delivery)
 	receive    receiveMetrics
+	// ledger counts the outcome of every record, per SSA (ledger.go).
+	ledger *ledger
 }
 
-func newCounters(reg prometheus.Registerer) *counters {
+func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Time) *counters {
+	l := newLedger(reg, log, now)
 	c := &counters{
+		ledger: l,
 		agreements: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "agreements_total",
 			Help: "SSAs approved, revised (approval of a new version) or annulled."}, []string{"status"}),
 		queue: queueMetrics{
@@ -36,6 +41,7 @@ func newCounters(reg prometheus.Registerer) *counters {
 				Help: "Received records that break their SSP."}),
 			quarantined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_refused_cancelled_total",
 				Help: "Received records refused, and kept as evidence, because their SSA was cancelled."}),
+			ledger: l,
 		},
 	}
 	reg.MustRegister(c.agreements, c.queue.ingested, c.queue.queued, c.delivered, c.receive.received,

@@ -165,6 +165,9 @@ func (mo *monitor) report(ssaID, requester string) *protocol.Report {
 		rep.SSPHash = run.ssp.Hash()
 		rep.LatencyP50, rep.LatencyP95, rep.LatencyP99 = run.latencies()
 		rep.SentOutside = run.sentOutside.Load()
+		if out, ingested := run.ledger.snapshot(); ingested > 0 {
+			rep.Outcomes, rep.OutcomesIngested, rep.OutcomesSince = out, ingested, run.ledger.since.UnixMilli()
+		}
 	} else if a, err := mo.store.Agreement(ssaID); err == nil && a.Participants.Requester.PeerID == requester {
 		s = a // no longer in force: the figures of its life
 	} else {

@@ -44,6 +44,8 @@ type receiveMetrics struct {
 	received, violations prometheus.Counter
 	// quarantined counts received records refused because their SSA was cancelled.
 	quarantined prometheus.Counter
+	// ledger counts each record as stored or quarantined, per SSA and finding (ledger.go).
+	ledger *ledger
 }
 
 // receiver is receive-and-verify: the handler of /ssanet/exchange/1.0.0.
@@ -169,6 +171,9 @@ type checkedBatch struct {
 	findings   []RecordFinding
 	violations uint64
 	bad        []bool // the records that do not comply; violations counts them
+	// why is, for each record that does not comply, the code of the finding that says so
+	// first (the batch's, when the batch as a whole is at fault).
+	why []policy.FindingCode
 }
 
 // RecordFinding is what verification found wrong with one delivered record.
@@ -200,6 +205,7 @@ func (rc *receiver) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error
 	c.findings = batchFindings(run, b, rc.now())
 	batchFault := len(c.findings) > 0 // then every record is at fault, whatever it holds
 	c.bad = make([]bool, len(b.Records))
+	c.why = make([]policy.FindingCode, len(b.Records))
 	for i, rec := range b.Records {
 		f := policy.Verify(run.ssp, b.Format, rec)
 		if len(f) > 0 {
@@ -207,6 +213,11 @@ func (rc *receiver) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error
 		}
 		if c.bad[i] = batchFault || len(f) > 0; c.bad[i] {
 			c.violations++
+			if batchFault {
+				c.why[i] = c.findings[0].Findings[0].Code
+			} else {
+				c.why[i] = f[0].Code
+			}
 		}
 	}
 	return c, nil
@@ -255,6 +266,7 @@ func (rc *receiver) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.Batch
 	if c.refused != "" {
 		if c.run != nil { // a batch of a cancelled SSA: quarantined
 			rc.metrics.quarantined.Add(float64(len(b.Records)))
+			rc.metrics.ledger.received(b.SSAID, outQuarantined, string(policy.FindingOutsideSchedule), uint64(len(b.Records)))
 			if err := rc.keepEvidence(c, c.findings, now); err != nil {
 				rc.log.Debug("evidence not kept", "ssa", b.SSAID, "err", err)
 			}
@@ -274,6 +286,7 @@ func (rc *receiver) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.Batch
 		return nil, err
 	}
 	rc.metrics.received.Add(float64(stored))
+	c.countNew(rc.metrics.ledger, stored)
 	if len(c.findings) > 0 {
 		rc.metrics.violations.Add(float64(c.violations))
 		rc.log.Warn("SSA violated: evidence kept", "ssa", b.SSAID, "peer", remote, "records", c.violations)
@@ -286,6 +299,27 @@ func (rc *receiver) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.Batch
 	}
 	rc.stored()
 	return &protocol.BatchAck{SSAID: b.SSAID, Last: last}, nil
+}
+
+// countNew counts the outcomes of the batch's records that were stored new (its last stored:
+// those before were duplicates): stored, or quarantined by their finding.
+func (c *checkedBatch) countNew(l *ledger, stored int) {
+	if stored <= 0 || stored > len(c.why) {
+		return
+	}
+	fine := uint64(0)
+	quarantined := map[policy.FindingCode]uint64{}
+	for _, why := range c.why[len(c.why)-stored:] {
+		if why == "" {
+			fine++
+		} else {
+			quarantined[why]++
+		}
+	}
+	l.received(c.b.SSAID, outStored, "", fine)
+	for code, n := range quarantined {
+		l.received(c.b.SSAID, outQuarantined, string(code), n)
+	}
 }
 
 // kept are the batch's records as stored: tagged with their format, and quarantined where

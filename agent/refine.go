@@ -49,11 +49,13 @@ type refiner struct {
 	maxQueued int64 // only said in the log line when a queue fills
 	// queued is told of each run that got records, to deliver them (deliverer.wake).
 	queued func(*agreementRun)
+	// ledger counts what became of every raw record, per SSA (ledger.go).
+	ledger *ledger
 }
 
 func newRefiner(runs provisions, st *storage.Store, log *slog.Logger, now func() time.Time, maxQueued int64,
-	metrics queueMetrics, queued func(*agreementRun)) *refiner {
-	return &refiner{runs: runs, store: st, log: log, now: now, maxQueued: maxQueued, metrics: metrics, queued: queued}
+	metrics queueMetrics, queued func(*agreementRun), l *ledger) *refiner {
+	return &refiner{runs: runs, store: st, log: log, now: now, maxQueued: maxQueued, metrics: metrics, queued: queued, ledger: l}
 }
 
 // ingest reads records of format from r, refines and queues them; see Agent.Ingest. When from
@@ -77,8 +79,16 @@ func (q *refiner) ingest(ctx context.Context, format string, r io.Reader, from *
 		}
 		queueErr <- err
 	}()
-	readErr := q.readChunks(ctx, format, rr, &st, ingestFlush, func(chunk [][]byte, end int64) {
-		c := q.refine(format, chunk)
+	readErr := q.readChunks(ctx, format, rr, &st, ingestFlush, func(chunk [][]byte, starts []int64, bad badRecords, end int64) {
+		c := q.refine(format, chunk, bad.n)
+		c.malformedAt = bad.at
+		if c.badIndex > 0 && c.badIndex <= len(starts) {
+			base := int64(0) // where r starts in a followed file
+			if from != nil {
+				base = from.Offset
+			}
+			c.malformedAt = fmt.Sprintf("offset %d", base+starts[c.badIndex-1])
+		}
 		st.Malformed += c.malformed
 		st.countOutcomes(c)
 		if from != nil {
@@ -92,11 +102,29 @@ func (q *refiner) ingest(ctx context.Context, format string, r io.Reader, from *
 
 // queueChunk refines a chunk of raw records and queues the results.
 func (q *refiner) queueChunk(format string, raws [][]byte) error {
-	return q.enqueue(q.refine(format, raws), &IngestStats{})
+	return q.enqueue(q.refine(format, raws, 0), &IngestStats{})
 }
 
-// readChunks cuts records out of rr and hands them to refine in chunks, with the offset in
-// rr's input where each chunk ends (malformed records before it included). A chunk is handed
+// notTaken counts n records of format that a source could not hand over: the store refused
+// them (a full disk) or queueing failed. They were counted under no SSA.
+func (q *refiner) notTaken(format string, n int, err error) {
+	what := outcomeQueueError
+	if errors.Is(err, storage.ErrDiskFull) {
+		what = outcomeDiskFull
+	}
+	q.ledger.unshared(format, what, uint64(n))
+}
+
+// badRecords are the records of an input that could not be cut out since the last chunk: how
+// many, and where the last one was.
+type badRecords struct {
+	n  int64
+	at string
+}
+
+// readChunks cuts records out of rr and hands them to refine in chunks, with the count of
+// malformed records cut out since the last chunk (bad, each logged with its line) and the
+// offset in rr's input where each chunk ends (those malformed records included). A chunk is handed
 // over when it holds ingestChunk records, or when a record has waited flush in it and no
 // further one is ready (a pipe or socket that stays open streams: its records are queued
 // within about flush of arriving). The last chunk, at the end of the input, ends there, and
@@ -106,7 +134,8 @@ func (q *refiner) queueChunk(format string, raws [][]byte) error {
 // handed over while a read waits for more input. It ends with the input; when ctx ends first,
 // this call returns at once and the goroutine ends after the read under way (the control
 // API's connection closes with the daemon), handing nothing more over.
-func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.RecordReader, st *IngestStats, flush time.Duration, refine func(chunk [][]byte, end int64)) error {
+func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.RecordReader, st *IngestStats, flush time.Duration,
+	refine func(chunk [][]byte, starts []int64, bad badRecords, end int64)) error {
 	type next struct {
 		rec []byte
 		end int64 // rr.Offset() after rec
@@ -140,7 +169,13 @@ func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.Reco
 		}
 	}()
 	chunk := make([][]byte, 0, ingestChunk)
-	end := int64(0) // where the last record read ends
+	starts := make([]int64, 0, ingestChunk) // where each record of chunk starts in the input
+	var bad badRecords                      // malformed records since the last chunk handed over
+	end := int64(0)                         // where the last record read ends
+	handOver := func(at int64) {
+		refine(chunk, starts, bad, at)
+		chunk, starts, bad = make([][]byte, 0, ingestChunk), starts[:0:0], badRecords{}
+	}
 	timer := time.NewTimer(flush)
 	timer.Stop()
 	defer timer.Stop()
@@ -152,9 +187,8 @@ func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.Reco
 			select {
 			case n = <-recs:
 			case <-timer.C:
-				if len(chunk) > 0 {
-					refine(chunk, end)
-					chunk = make([][]byte, 0, ingestChunk)
+				if len(chunk) > 0 || bad.n > 0 {
+					handOver(end)
 				}
 				continue
 			case <-ctx.Done():
@@ -163,28 +197,33 @@ func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.Reco
 		}
 		switch {
 		case errors.Is(n.err, io.EOF):
-			refine(chunk, n.end)
+			handOver(n.end)
 			return nil
 		case n.err != nil:
-			if len(chunk) > 0 {
-				refine(chunk, end)
+			if len(chunk) > 0 || bad.n > 0 {
+				handOver(end)
 			}
 			return n.err
 		case n.bad != nil:
 			st.Malformed++
+			bad.n++
+			bad.at = fmt.Sprintf("line %d", n.bad.Line)
 			end = n.end
+			if len(chunk) == 0 && bad.n == 1 {
+				timer.Reset(flush) // a stream of malformed records is counted as it comes too
+			}
 			q.log.Debug("malformed record skipped", "format", format, "line", n.bad.Line, "err", n.bad.Err)
 			continue
 		}
 		st.Records++
+		starts = append(starts, end)
 		end = n.end
-		if chunk = append(chunk, n.rec); len(chunk) == 1 {
+		if chunk = append(chunk, n.rec); len(chunk) == 1 && bad.n == 0 {
 			timer.Reset(flush)
 		}
 		if len(chunk) == ingestChunk {
 			timer.Stop()
-			refine(chunk, end)
-			chunk = make([][]byte, 0, ingestChunk)
+			handOver(end)
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -195,20 +234,28 @@ func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.Reco
 // refinedChunk is a chunk of raw records refined for every SSA that shares its format.
 type refinedChunk struct {
 	raws      int
+	bad       int64 // records before these that could not be cut out of the input: malformed
 	malformed int64 // raw records an enforcement point could not parse
-	runs      []*agreementRun
-	refined   [][][]byte
-	counts    []refineCounts // what became of the raw records, per run
-	err       error
-	pos       *storage.FilePos // where the chunk ends in a followed file, committed with it
+	// badIndex is 1 + the index in the chunk of the first record an enforcement point could
+	// not parse (0: none); malformedAt says where a malformed record was in the input ("" if
+	// unknown), for the log.
+	badIndex    int
+	malformedAt string
+	runs        []*agreementRun
+	refined     [][][]byte
+	counts      []refineCounts // what became of the raw records, per run
+	format      string
+	err         error
+	pos         *storage.FilePos // where the chunk ends in a followed file, committed with it
 }
 
 // refine runs the enforcement points of the provider SSAs that share format over raws:
 // once for each distinct refinement (policy.SSP.RefinementID), whose records every SSA that
-// shares it gets (the same slice, or a copy where its format's tag differs).
-func (q *refiner) refine(format string, raws [][]byte) refinedChunk {
-	c := refinedChunk{raws: len(raws)}
-	if len(raws) == 0 {
+// shares it gets (the same slice, or a copy where its format's tag differs). bad records of
+// the input could not be cut out: each SSA counts them as malformed.
+func (q *refiner) refine(format string, raws [][]byte, bad int64) refinedChunk {
+	c := refinedChunk{raws: len(raws), bad: bad, format: format}
+	if len(raws) == 0 && bad == 0 {
 		return c
 	}
 	year := q.now().Year()
@@ -233,6 +280,9 @@ func (q *refiner) refine(format string, raws [][]byte) refinedChunk {
 			// Parsing does not depend on the SSP: a record one enforcement point cannot
 			// parse, the others cannot either.
 			c.malformed = max(c.malformed, n.malformed)
+			if c.badIndex == 0 {
+				c.badIndex = n.badIndex
+			}
 			first[run.refineID] = len(c.runs)
 		}
 		run.noteSchedule(q.log, n.outside, int64(len(raws)))
@@ -245,11 +295,20 @@ func (q *refiner) refine(format string, raws [][]byte) refinedChunk {
 // file) in one commit, and wakes the delivery loops. A requester whose queued records reach
 // max-queued-per-peer gets no more until it acknowledges some: what is left out is counted
 // in st and in a metric, and logged when a queue fills.
-func (q *refiner) enqueue(c refinedChunk, st *IngestStats) error {
+func (q *refiner) enqueue(c refinedChunk, st *IngestStats) (err error) {
 	if c.err != nil {
 		return c.err
 	}
 	q.metrics.ingested.Add(float64(c.raws))
+	if len(c.runs) == 0 {
+		// Counted when the chunk is taken: a followed file's position is committed below,
+		// and a chunk whose commit fails is read again.
+		defer func() {
+			if err == nil {
+				q.ledger.noSSA(c.format, uint64(c.raws)+uint64(c.bad))
+			}
+		}()
+	}
 	want := make([]int, len(c.runs))
 	for i := range c.runs {
 		want[i] = len(c.refined[i])
@@ -276,6 +335,9 @@ func (q *refiner) enqueue(c refinedChunk, st *IngestStats) error {
 	for i, run := range c.runs {
 		refined, last := batches[i].Records, lasts[i]
 		st.count(run.ssa.ID, len(refined), len(c.refined[i])-len(refined))
+		out := c.counts[i].outcomes(len(c.refined[i]), len(refined))
+		out[outMalformed] += uint64(c.bad)
+		q.ledger.provided(run, uint64(c.raws)+uint64(c.bad), &out, c.malformedAt)
 		q.metrics.queued.Add(float64(len(refined)))
 		if len(refined) > 0 {
 			run.mu.Lock()

@@ -16,6 +16,8 @@ type retention struct {
 	runs func() []*agreementRun
 	log  *slog.Logger
 	now  func() time.Time
+	// ledger counts the records deleted as expired (ledger.go).
+	ledger *ledger
 }
 
 // run deletes what ran out every period until ctx ends.
@@ -44,6 +46,7 @@ func (r *retention) expire(run *agreementRun) {
 	if n, err := r.store.DeleteRecordsReceivedBefore(run.ssa.ID, cut); err != nil {
 		r.log.Error("retention", "ssa", run.ssa.ID, "err", err)
 	} else if n > 0 {
+		r.ledger.received(run.ssa.ID, outExpired, "", uint64(n))
 		r.log.Info("records deleted: retention ran out", "ssa", run.ssa.ID, "records", n)
 	}
 }

@@ -48,6 +48,8 @@ type agreementRun struct {
 	lat         []time.Duration
 	kick        chan struct{}
 	sentOutside atomic.Uint64
+	// ledger counts what became of the raw records handed to the run (ledger.go).
+	ledger providerLedger
 
 	// The delivery loop runs only while it has something to do: deliverer.wake starts it, and
 	// it ends when the queue is empty and nothing kicks it, so an idle SSA in force costs no
@@ -79,7 +81,7 @@ func newRun(s *protocol.SSA, role protocol.Role, ssp *policy.SSP) (*agreementRun
 		return nil, err
 	}
 	return &agreementRun{ssa: s, role: role, peer: p, ssp: ssp, refineID: ssp.RefinementID(),
-		enforcers: map[string]*policy.Enforcer{}, kick: make(chan struct{}, 1)}, nil
+		enforcers: map[string]*policy.Enforcer{}, kick: make(chan struct{}, 1), ledger: providerLedger{since: time.Now()}}, nil
 }
 
 func peerOf(p protocol.Participant) (peer.ID, error) {
@@ -153,6 +155,26 @@ type refineCounts struct {
 	outside    int64 // reached the provider outside the SSA's schedule: not shared
 	filtered   int64 // excluded by a filter, or a filter could not be evaluated on them
 	summarised int64 // counted in a summary
+	// Of filtered, those a filter could not be evaluated on; records without @timestamp under
+	// a summarisation (no window takes them); raw records refined into a record of their own.
+	filterErrors, untimed, refined int64
+	badIndex                       int // 1 + the index of the first malformed record (0: none)
+}
+
+// outcomes are the counts as the ledger's outcomes, the refined records split by room: of
+// out refined records (summaries included), room were queued.
+func (n refineCounts) outcomes(out, room int) outcomeCounts {
+	var c outcomeCounts
+	notQueued := min(n.refined, int64(out-room)) // summaries left out are not raw records
+	c[outShared] = uint64(n.refined - notQueued)
+	c[outNotQueued] = uint64(notQueued)
+	c[outFiltered] = uint64(n.filtered - n.filterErrors)
+	c[outFilterError] = uint64(n.filterErrors)
+	c[outSummarised] = uint64(n.summarised)
+	c[outUntimed] = uint64(n.untimed)
+	c[outMalformed] = uint64(n.malformed)
+	c[outOutside] = uint64(n.outside)
+	return c
 }
 
 // refine runs the SSP enforcement point of run over raws (step ⑧), tagging each refined
@@ -174,10 +196,12 @@ func (run *agreementRun) refine(format string, raws [][]byte, year int, now func
 	}
 	before := e.Stats()
 	var buf []byte
-	for _, raw := range raws {
+	for i, raw := range raws {
 		buf, err = e.Refine(buf[:0], raw)
 		if err != nil {
-			n.malformed++
+			if n.malformed++; n.badIndex == 0 {
+				n.badIndex = i + 1
+			}
 			continue
 		}
 		if len(buf) == 0 {
@@ -188,9 +212,11 @@ func (run *agreementRun) refine(format string, raws [][]byte, year int, now func
 	after := e.Stats()
 	n.outside = after.OutsideSchedule - before.OutsideSchedule
 	n.filtered = after.Filtered + after.FilterErrors - before.Filtered - before.FilterErrors
-	// What is left was refined into a record of its own or counted in a summary.
-	n.summarised = after.Records - before.Records - (after.Refined - before.Refined) - n.malformed - n.outside - n.filtered -
-		(after.Untimed - before.Untimed)
+	n.filterErrors = after.FilterErrors - before.FilterErrors
+	n.untimed = after.Untimed - before.Untimed
+	n.refined = after.Refined - before.Refined
+	// What is left was counted in a summary.
+	n.summarised = after.Records - before.Records - n.refined - n.malformed - n.outside - n.filtered - n.untimed
 	return out, n, nil
 }
 

@@ -177,6 +177,16 @@ type Report struct {
 	Error string `cbor:"14,keyasint,omitempty" json:"error,omitempty"`
 	// IngestPaused says the provider takes no records now: its disk is below its reserve.
 	IngestPaused bool `cbor:"15,keyasint,omitempty" json:"ingest_paused,omitempty"`
+	// Outcomes is the provider's ledger of the SSA (issue 13): how many of the raw records
+	// handed to its enforcement point since OutcomesSince (ms since the epoch; the SSA was
+	// put in force, or the provider restarted) ended in each outcome: "shared",
+	// "not_queued" (the requester's queue was full), "filtered", "filter_error" (a filter
+	// could not be evaluated), "summarised", "untimed" (no timestamp under a summarisation),
+	// "malformed", "outside_schedule". Outcomes never seen are left out; the counts sum to
+	// OutcomesIngested. Absent from reports of providers that keep no ledger.
+	Outcomes         map[string]uint64 `cbor:"16,keyasint,omitempty" json:"outcomes,omitempty"`
+	OutcomesIngested uint64            `cbor:"17,keyasint,omitempty" json:"outcomes_ingested,omitempty"`
+	OutcomesSince    int64             `cbor:"18,keyasint,omitempty" json:"outcomes_since_ms,omitempty"`
 }
 
 // SealReport signs a report.

@@ -28,6 +28,9 @@ func docGoldenCases(t testing.TB) map[string][]byte {
 			Records: [][]byte{[]byte(`{"event_type":"alert","src_ip":"192.0.2.1"}`), []byte(`{"event_type":"alert","src_ip":"192.0.2.2"}`)}})),
 		"report": must(SealReport(pid, &Report{SSAID: ssaID, SSPHash: sspHash, Time: t0.UnixMilli(), Ingested: 10, Refined: 8,
 			Dropped: 2, Sent: 8, Acked: 7, LatencyP50: 12, LatencyP95: 40, LatencyP99: 95, InSchedule: true, IngestPaused: true})),
+		"report-outcomes": must(SealReport(pid, &Report{SSAID: ssaID, SSPHash: sspHash, Time: t0.UnixMilli(), Ingested: 10, Refined: 6,
+			Dropped: 4, Sent: 5, Acked: 5, InSchedule: true, Outcomes: map[string]uint64{"shared": 5, "not_queued": 1, "filtered": 2, "malformed": 3},
+			OutcomesIngested: 11, OutcomesSince: t0.Add(-time.Hour).UnixMilli()})),
 		"batch-ack":       must((&BatchAck{SSAID: ssaID, Last: 42}).Encode()),
 		"batch-ack-error": must((&BatchAck{SSAID: ssaID, Last: 40, Error: "refused: digest"}).Encode()),
 		"report-request":  must((&ReportRequest{SSAID: ssaID}).Encode()),
@@ -47,7 +50,7 @@ func TestGoldenDocs(t *testing.T) {
 				_, err = OpenOffers(want, pid, t0)
 			case "batch":
 				_, err = OpenBatch(want, pid)
-			case "report":
+			case "report", "report-outcomes":
 				_, err = OpenReport(want, pid)
 			case "batch-ack", "batch-ack-error":
 				_, err = DecodeBatchAck(want)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ssanet/ssanet/agent"
+	"github.com/ssanet/ssanet/protocol"
 )
 
 func cmdIngest(c *cli, args []string) int {
@@ -50,7 +51,7 @@ func cmdIngest(c *cli, args []string) int {
 func printIngest(w io.Writer, st *agent.IngestStats) {
 	fmt.Fprintf(w, "%d records read, %d malformed\n", st.Records, st.Malformed)
 	ids := map[string]bool{}
-	for _, m := range []map[string]int64{st.Queued, st.NotQueued, st.OutsideSchedule, st.Filtered, st.Summarised} {
+	for _, m := range []map[string]int64{st.Queued, st.NotQueued, st.OutsideSchedule, st.Filtered, st.Summarised, st.Untimed} {
 		for id := range m {
 			ids[id] = true
 		}
@@ -67,6 +68,7 @@ func printIngest(w io.Writer, st *agent.IngestStats) {
 		say(st.OutsideSchedule[id], "not shared: outside the SSA's schedule (it has not started, or has ended)")
 		say(st.Filtered[id], "filtered out by the SSA's filter")
 		say(st.Summarised[id], "counted in summaries")
+		say(st.Untimed[id], "not summarised: no timestamp")
 		fmt.Fprintf(w, "  %s: %s\n", id, strings.Join(parts, "; "))
 	}
 	switch {
@@ -160,6 +162,44 @@ func verdictCode(v agent.Verdict) int {
 	return exitError // a verdict this CLI does not know: newer than it
 }
 
+// outcomeOrder is the order, and the words, in which monitor shows the provider's ledger.
+var outcomeOrder = []struct{ key, say string }{
+	{"shared", "shared"},
+	{"not_queued", "NOT queued (requester's queue full)"},
+	{"filtered", "filtered out"},
+	{"filter_error", "filter not evaluable"},
+	{"summarised", "summarised"},
+	{"untimed", "no timestamp to summarise"},
+	{"malformed", "malformed"},
+	{"outside_schedule", "outside the schedule"},
+}
+
+// printOutcomes shows the provider's ledger of outcomes from its signed report, if it keeps one.
+func printOutcomes(w io.Writer, p *protocol.Report) {
+	if p.OutcomesIngested == 0 && len(p.Outcomes) == 0 {
+		return
+	}
+	var parts []string
+	var sum uint64
+	for _, o := range outcomeOrder {
+		if n := p.Outcomes[o.key]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", o.say, n))
+			sum += n
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(p.Outcomes)) { // outcomes of a newer provider
+		if !slices.ContainsFunc(outcomeOrder, func(o struct{ key, say string }) bool { return o.key == k }) {
+			parts = append(parts, fmt.Sprintf("%s %d", k, p.Outcomes[k]))
+			sum += p.Outcomes[k]
+		}
+	}
+	since := time.UnixMilli(p.OutcomesSince).UTC().Format(time.RFC3339)
+	fmt.Fprintf(w, "provider outcomes since %s: %d records ingested: %s\n", since, p.OutcomesIngested, strings.Join(parts, ", "))
+	if sum != p.OutcomesIngested {
+		fmt.Fprintf(w, "  the provider's outcomes sum to %d, not %d: its ledger does not account for every record\n", sum, p.OutcomesIngested)
+	}
+}
+
 func printAssessment(w io.Writer, as *agent.Assessment) {
 	fmt.Fprintf(w, "SSA %s: %s (phase: %s)\n", as.SSAID, strings.ToUpper(string(as.Verdict)), as.Phase)
 	for _, r := range as.Reasons {
@@ -168,6 +208,7 @@ func printAssessment(w io.Writer, as *agent.Assessment) {
 	if p := as.Provider; p != nil && p.Error == "" {
 		fmt.Fprintf(w, "provider (signed report): ingested %d, refined %d, dropped %d, sent %d, acknowledged %d; latency p50 %d ms, p95 %d ms, p99 %d ms; in schedule: %v\n",
 			p.Ingested, p.Refined, p.Dropped, p.Sent, p.Acked, p.LatencyP50, p.LatencyP95, p.LatencyP99, p.InSchedule)
+		printOutcomes(w, p)
 	}
 	l := as.Local
 	fmt.Fprintf(w, "requester: received %d, held %d, deleted by retention %d, with violations %d\n", l.Last, l.Stored, l.Deleted, l.Violations)
