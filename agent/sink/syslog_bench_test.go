@@ -1,15 +1,15 @@
 package sink
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/ssanet/ssanet/agent/sink/rsyslogtest"
 )
 
 // BenchmarkRsyslogIntake: b.N records into a real rsyslog (Debian's rsyslog and rsyslog-relp,
@@ -29,10 +29,10 @@ func BenchmarkRsyslogIntake(b *testing.B) {
 		return SyslogConfig{Network: network, Address: addr, Facility: 13, Severity: -1, SDID: "ssanet@64700"}
 	}
 	recs := records(0, b.N)
-	tcpFile, relpFile := newLineCounter(b, tcpRS.out), newLineCounter(b, relpRS.out)
+	tcpFile, relpFile := rsyslogtest.NewLineCounter(b, tcpRS.Out), rsyslogtest.NewLineCounter(b, relpRS.Out)
 
 	// The plain client's frames: the same messages the sink writes.
-	enc, err := NewSyslog(cfg(NetTCP, tcpRS.addr()))
+	enc, err := NewSyslog(cfg(NetTCP, tcpRS.Addr()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -47,8 +47,8 @@ func BenchmarkRsyslogIntake(b *testing.B) {
 	}
 
 	b.ResetTimer()
-	plain := timeIntake(b, tcpFile, func() {
-		c, err := net.Dial("tcp", tcpRS.addr())
+	plain := rsyslogtest.TimeIntake(b, tcpFile, b.N, 2*time.Minute, func() {
+		c, err := net.Dial("tcp", tcpRS.Addr())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -57,13 +57,13 @@ func BenchmarkRsyslogIntake(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
-	viaSink := func(network string, rs *rsyslog, lc *lineCounter) time.Duration {
-		s, err := NewSyslog(cfg(network, rs.addr()))
+	viaSink := func(network string, rs *rsyslog, lc *rsyslogtest.LineCounter) time.Duration {
+		s, err := NewSyslog(cfg(network, rs.Addr()))
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer s.Close()
-		return timeIntake(b, lc, func() {
+		return rsyslogtest.TimeIntake(b, lc, b.N, 2*time.Minute, func() {
 			for i := 0; i < len(recs); i += 512 {
 				if err := s.Write(context.Background(), recs[i:min(i+512, len(recs))]); err != nil {
 					b.Fatalf("write chunk at %d: %v", i, err)
@@ -81,58 +81,4 @@ func BenchmarkRsyslogIntake(b *testing.B) {
 	b.ReportMetric(rate(relp), "relp-rec/s")
 	b.ReportMetric(rate(tcp)/rate(plain), "tcp/plain")
 	b.ReportMetric(rate(relp)/rate(plain), "relp/plain")
-}
-
-// timeIntake runs send and returns the time until lc's file holds b.N lines more than before.
-func timeIntake(b *testing.B, lc *lineCounter, send func()) time.Duration {
-	b.Helper()
-	want := lc.count() + b.N
-	start := time.Now()
-	send()
-	deadline := time.Now().Add(2 * time.Minute)
-	for lc.count() < want {
-		if time.Now().After(deadline) {
-			b.Fatalf("rsyslog's file holds %d of %d lines after 2 minutes", lc.count(), want)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return time.Since(start)
-}
-
-// lineCounter counts the lines of a file that grows, reading only what was appended.
-type lineCounter struct {
-	b     *testing.B
-	path  string
-	f     *os.File
-	r     *bufio.Reader
-	lines int
-}
-
-func newLineCounter(b *testing.B, path string) *lineCounter {
-	return &lineCounter{b: b, path: path}
-}
-
-func (lc *lineCounter) count() int {
-	if lc.f == nil {
-		f, err := os.Open(lc.path)
-		if os.IsNotExist(err) {
-			return 0
-		}
-		if err != nil {
-			lc.b.Fatal(err)
-		}
-		lc.f, lc.r = f, bufio.NewReaderSize(f, 1<<20)
-		lc.b.Cleanup(func() { f.Close() })
-	}
-	var buf [64 << 10]byte
-	for {
-		k, err := lc.r.Read(buf[:])
-		lc.lines += bytes.Count(buf[:k], []byte{'\n'})
-		if err == io.EOF || k == 0 {
-			return lc.lines
-		}
-		if err != nil {
-			lc.b.Fatal(err)
-		}
-	}
 }

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ssanet/ssanet/agent/sink/rsyslogtest"
 )
 
 // TestTLSRsyslogRestarts: the same as TestTCPRsyslogRestarts over TLS (RFC 5425) to a real
@@ -56,7 +58,7 @@ func startRsyslogTLS(t *testing.T) (*rsyslog, SyslogConfig) {
 
 	global := fmt.Sprintf(` defaultNetstreamDriverCAFile=%q defaultNetstreamDriverCertFile=%q defaultNetstreamDriverKeyFile=%q`,
 		pemFile("ca"), pemFile("server"), keyFile("server"))
-	rs := launchRsyslog(t, global, func(port int) string {
+	rs := rsyslogtest.Launch(t, global, func(port int) string {
 		return fmt.Sprintf(`module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
 input(type="imtcp" address="127.0.0.1" port="%d")
 `, port)
