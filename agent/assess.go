@@ -111,11 +111,16 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (Verdict, []st
 }
 
 // sinkVerdict judges sink s's progress through SSA ssaID at now: degraded when it is
-// stopped, when it refuses records while some wait, or when more than sinkLagRecords wait and
+// stopped, when it set aside records of the SSA (a webhook's refused batches: not lost, not
+// delivered), when it refuses records while some wait, or when more than sinkLagRecords wait and
 // it has not caught up for sinkLagFor. A sink the SSA's redistribution rule forbids is no
 // part of it.
 func sinkVerdict(s *SinkState, ssaID string, now time.Time, worse func(to Verdict, why string)) {
 	p, ok := s.SSAs[ssaID]
+	if ok && p.Records.SetAside > 0 {
+		worse(VerdictDegraded, fmt.Sprintf("sink %s set aside %d records its receiver refused since the agent started: kept in HOME/%s/%s.poison, not delivered",
+			s.Name, p.Records.SetAside, SinksDir, s.Name))
+	}
 	switch {
 	case s.Stopped != "":
 		worse(VerdictDegraded, fmt.Sprintf("sink %s forwards nothing: %s", s.Name, s.Stopped))

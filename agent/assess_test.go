@@ -13,7 +13,7 @@ import (
 )
 
 // TestVerdict walks the verdict over the requester's side: quarantined records violate the
-// SSA; a sink that is stopped, refuses records while some wait, or lags past sinkLagRecords
+// SSA; a sink that is stopped, set records of the SSA aside, refuses records while some wait, or lags past sinkLagRecords
 // for longer than sinkLagFor degrades it, named; a sink the SSA forbids is no part of it.
 func TestVerdict(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
@@ -29,6 +29,10 @@ func TestVerdict(t *testing.T) {
 		FailingSince: now, Errors: 3, LastError: "disk full"}
 	stopped := SinkState{Name: "broken", Type: "jsonl", SSAs: map[string]SinkSSA{id: {}}, Stopped: "its progress file is unreadable"}
 	ok := &protocol.Report{SSAID: id}
+	aside := SinkState{Name: "hook", Type: "webhook", SSAs: map[string]SinkSSA{id: {Position: 7, CaughtUp: now,
+		Records: SinkRecords{Forwarded: 10, Confirmed: 6, SetAside: 4}}}}
+	asideElsewhere := SinkState{Name: "hook", Type: "webhook", SSAs: map[string]SinkSSA{id: {Position: 7, CaughtUp: now}},
+		Records: SinkRecords{Forwarded: 10, Confirmed: 6, SetAside: 4}} // another SSA's records
 	for _, tc := range []struct {
 		name       string
 		violations uint64
@@ -51,6 +55,9 @@ func TestVerdict(t *testing.T) {
 		{"sink the SSA forbids, failing", 0, ok, []SinkState{forbidden}, VerdictFulfilled, nil},
 		{"quarantined and a sink failing", 2, ok, []SinkState{sink(5, 0, true), forbidden}, VerdictViolated,
 			[]string{"2 delivered records break", "sink siem is failing"}},
+		{"webhook set records aside", 0, ok, []SinkState{aside}, VerdictDegraded,
+			[]string{"sink hook set aside 4 records its receiver refused since the agent started: kept in HOME/sinks/hook.poison, not delivered"}},
+		{"webhook set another SSA's records aside", 0, ok, []SinkState{asideElsewhere}, VerdictFulfilled, nil},
 		{"sink failing, no report", 0, nil, []SinkState{sink(5, 0, true)}, VerdictDegraded,
 			[]string{"sink siem is failing", "no fulfilment report"}},
 	} {

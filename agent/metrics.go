@@ -56,6 +56,8 @@ type sinkCollector struct {
 	log    *slog.Logger
 }
 
+const sinkRecordsHelp = "Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside)."
+
 var (
 	sinkLagDesc = prometheus.NewDesc("ssanet_sink_lag_records",
 		"Records received under the SSAs in force and not yet forwarded to the sink.", []string{"sink"}, nil)
@@ -65,6 +67,8 @@ var (
 		"When the sink last took records (Unix time; 0 if never since the agent started).", []string{"sink"}, nil)
 	sinkFailingDesc = prometheus.NewDesc("ssanet_sink_failing",
 		"1 while the sink refuses records or is stopped, else 0.", []string{"sink"}, nil)
+	sinkRecordsDesc = prometheus.NewDesc("ssanet_sink_records_total",
+		sinkRecordsHelp, []string{"sink", "outcome"}, nil)
 )
 
 func (c sinkCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -72,6 +76,7 @@ func (c sinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sinkErrorsDesc
 	ch <- sinkSuccessDesc
 	ch <- sinkFailingDesc
+	ch <- sinkRecordsDesc
 }
 
 func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
@@ -96,5 +101,11 @@ func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sinkErrorsDesc, prometheus.CounterValue, float64(s.Errors), s.Name)
 		ch <- prometheus.MustNewConstMetric(sinkSuccessDesc, prometheus.GaugeValue, last, s.Name)
 		ch <- prometheus.MustNewConstMetric(sinkFailingDesc, prometheus.GaugeValue, failing, s.Name)
+		for _, o := range []struct {
+			outcome string
+			n       uint64
+		}{{"forwarded", s.Records.Forwarded}, {"confirmed", s.Records.Confirmed}, {"failed", s.Records.Failed}, {"set_aside", s.Records.SetAside}} {
+			ch <- prometheus.MustNewConstMetric(sinkRecordsDesc, prometheus.CounterValue, float64(o.n), s.Name, o.outcome)
+		}
 	}
 }

@@ -10,14 +10,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// TestSinkMetrics: each sink's lag (over its SSAs), errors, last success and failing state
-// are exported under its name at each scrape.
+// TestSinkMetrics: each sink's lag (over its SSAs), errors, last success, failing state and
+// records by outcome are exported under its name at each scrape.
 func TestSinkMetrics(t *testing.T) {
 	ok := time.Unix(1_800_000_000, 500_000_000)
 	states := []SinkState{
 		{Name: "siem", Type: "syslog", SSAs: map[string]SinkSSA{"a": {Lag: 3}, "b": {Lag: 4}}, Errors: 9,
-			FailingSince: ok.Add(time.Minute), LastSuccess: ok},
-		{Name: "file", Type: "jsonl", SSAs: map[string]SinkSSA{}},
+			FailingSince: ok.Add(time.Minute), LastSuccess: ok, Records: SinkRecords{Forwarded: 20, Failed: 30}},
+		{Name: "file", Type: "jsonl", SSAs: map[string]SinkSSA{}, Records: SinkRecords{Forwarded: 5, Confirmed: 5}},
+		{Name: "hook", Type: "webhook", SSAs: map[string]SinkSSA{}, Records: SinkRecords{Forwarded: 8, Confirmed: 6, SetAside: 2}},
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(sinkCollector{states: func() ([]SinkState, error) { return states, nil }, log: slog.Default()})
@@ -25,19 +26,37 @@ func TestSinkMetrics(t *testing.T) {
 # HELP ssanet_sink_errors_total Writes the sink refused since the agent started (each is retried).
 # TYPE ssanet_sink_errors_total counter
 ssanet_sink_errors_total{sink="file"} 0
+ssanet_sink_errors_total{sink="hook"} 0
 ssanet_sink_errors_total{sink="siem"} 9
 # HELP ssanet_sink_failing 1 while the sink refuses records or is stopped, else 0.
 # TYPE ssanet_sink_failing gauge
 ssanet_sink_failing{sink="file"} 0
+ssanet_sink_failing{sink="hook"} 0
 ssanet_sink_failing{sink="siem"} 1
 # HELP ssanet_sink_lag_records Records received under the SSAs in force and not yet forwarded to the sink.
 # TYPE ssanet_sink_lag_records gauge
 ssanet_sink_lag_records{sink="file"} 0
+ssanet_sink_lag_records{sink="hook"} 0
 ssanet_sink_lag_records{sink="siem"} 7
 # HELP ssanet_sink_last_success_timestamp_seconds When the sink last took records (Unix time; 0 if never since the agent started).
 # TYPE ssanet_sink_last_success_timestamp_seconds gauge
 ssanet_sink_last_success_timestamp_seconds{sink="file"} 0
+ssanet_sink_last_success_timestamp_seconds{sink="hook"} 0
 ssanet_sink_last_success_timestamp_seconds{sink="siem"} 1.8000000005e+09
+# HELP ssanet_sink_records_total Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside).
+# TYPE ssanet_sink_records_total counter
+ssanet_sink_records_total{outcome="confirmed",sink="file"} 5
+ssanet_sink_records_total{outcome="confirmed",sink="hook"} 6
+ssanet_sink_records_total{outcome="confirmed",sink="siem"} 0
+ssanet_sink_records_total{outcome="failed",sink="file"} 0
+ssanet_sink_records_total{outcome="failed",sink="hook"} 0
+ssanet_sink_records_total{outcome="failed",sink="siem"} 30
+ssanet_sink_records_total{outcome="forwarded",sink="file"} 5
+ssanet_sink_records_total{outcome="forwarded",sink="hook"} 8
+ssanet_sink_records_total{outcome="forwarded",sink="siem"} 20
+ssanet_sink_records_total{outcome="set_aside",sink="file"} 0
+ssanet_sink_records_total{outcome="set_aside",sink="hook"} 2
+ssanet_sink_records_total{outcome="set_aside",sink="siem"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Fatal(err)

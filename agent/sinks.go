@@ -285,6 +285,34 @@ type SinkState struct {
 	FailingSince time.Time `json:"failing_since,omitzero"`
 	// Stopped says why the sink forwards nothing until the agent restarts.
 	Stopped string `json:"stopped,omitempty"`
+	// Confirms says whether the sink's receiver confirms what it takes (see SinkRecords).
+	Confirms bool `json:"confirms"`
+	// Records counts the records by outcome since the agent started, over every SSA.
+	Records SinkRecords `json:"records"`
+}
+
+// SinkRecords counts a sink's records by outcome since the agent started (the metric
+// ssanet_sink_records_total{sink, outcome}).
+type SinkRecords struct {
+	// Forwarded are the records in the writes the sink took, set aside ones included.
+	Forwarded uint64 `json:"forwarded"`
+	// Confirmed are those of the forwarded the receiver confirmed: RELP answered 200, a
+	// webhook 2xx (and no failed _bulk item), JSONL synced to a regular file. Syslog over UDP,
+	// TCP or TLS, and JSONL to a pipe or a device, confirm none.
+	Confirmed uint64 `json:"confirmed"`
+	// Failed are the records in the writes the sink refused, counted at each attempt: a chunk
+	// of 512 records refused three times, then taken, counts 1,536 failed and 512 forwarded.
+	Failed uint64 `json:"failed"`
+	// SetAside are the forwarded records a webhook set aside after its receiver refused their
+	// batch (4xx) poison-after times, in HOME/sinks/NAME.poison: kept, not delivered.
+	SetAside uint64 `json:"set_aside"`
+}
+
+func (r *SinkRecords) add(o SinkRecords) {
+	r.Forwarded += o.Forwarded
+	r.Confirmed += o.Confirmed
+	r.Failed += o.Failed
+	r.SetAside += o.SetAside
 }
 
 // SinkSSA is a sink's progress through one SSA's records.
@@ -295,6 +323,8 @@ type SinkSSA struct {
 	Lag uint64 `json:"lag"`
 	// CaughtUp is when the sink last had nothing of this SSA left to forward (or started).
 	CaughtUp time.Time `json:"caught_up"`
+	// Records counts this SSA's records by outcome since the agent started.
+	Records SinkRecords `json:"records"`
 }
 
 // Failing reports whether the sink forwards nothing now: stopped, or refusing records.
@@ -318,7 +348,8 @@ func newSinks(st *storage.Store, dir string, cfgs []SinkConfig, runs func() []*a
 		kick := make(chan struct{}, 1)
 		s.kicks = append(s.kicks, kick)
 		f := &forwarder{store: st, runs: runs, log: log, cfg: c, w: w, path: filepath.Join(dir, c.Name+".json"),
-			refused: map[string]bool{}, now: time.Now, started: started, caughtUp: map[string]time.Time{}}
+			refused: map[string]bool{}, now: time.Now, started: started, caughtUp: map[string]time.Time{},
+			records: map[string]SinkRecords{}}
 		s.forwarders = append(s.forwarders, f)
 		s.wg.Add(1)
 		go func() {
@@ -403,8 +434,9 @@ type forwarder struct {
 	failLogged         time.Time
 
 	mu       sync.Mutex // guards what follows, which SinkState shows
-	st       SinkState  // Errors, LastError(Time), LastSuccess, FailingSince, Stopped
+	st       SinkState  // Errors, LastError(Time), LastSuccess, FailingSince, Stopped, Records
 	caughtUp map[string]time.Time
+	records  map[string]SinkRecords // by SSA
 }
 
 // state is the forwarder's state; last is the last record received, by SSA in force.
@@ -413,6 +445,8 @@ func (f *forwarder) state(last map[string]uint64) SinkState {
 	defer f.mu.Unlock()
 	st := f.st
 	st.Name, st.Type, st.SSAs = f.cfg.Name, f.cfg.Type, map[string]SinkSSA{}
+	c, ok := f.w.(sink.Confirmer)
+	st.Confirms = ok && c.Confirms()
 	for id, l := range last {
 		if f.refused[id] {
 			st.Forbidden = append(st.Forbidden, id)
@@ -423,7 +457,7 @@ func (f *forwarder) state(last map[string]uint64) SinkState {
 		if !ok {
 			at = f.started
 		}
-		st.SSAs[id] = SinkSSA{Position: p, Lag: l - min(p, l), CaughtUp: at}
+		st.SSAs[id] = SinkSSA{Position: p, Lag: l - min(p, l), CaughtUp: at, Records: f.records[id]}
 	}
 	slices.Sort(st.Forbidden)
 	return st
@@ -553,12 +587,19 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 			}
 		}
 		if len(out) > 0 {
+			aside := f.setAside()
 			if err := f.w.Write(ctx, out); err != nil {
 				if ctx.Err() == nil {
+					f.count(id, SinkRecords{Failed: uint64(len(out))})
 					f.failed(err)
 				}
 				return
 			}
+			n := SinkRecords{Forwarded: uint64(len(out)), SetAside: f.setAside() - aside}
+			if c, ok := f.w.(sink.Confirmer); ok && c.Confirms() {
+				n.Confirmed = n.Forwarded - min(n.SetAside, n.Forwarded)
+			}
+			f.count(id, n)
 			f.succeeded()
 			f.logTruncated()
 		}
@@ -569,6 +610,24 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 			f.log.Error("save sink progress", "sink", f.cfg.Name, "err", err)
 		}
 	}
+}
+
+// setAside is how many records the writer set aside since it was made (0 if it never does).
+func (f *forwarder) setAside() uint64 {
+	if a, ok := f.w.(sink.SetAsider); ok {
+		return uint64(max(a.Poisoned(), 0))
+	}
+	return 0
+}
+
+// count adds n to SSA id's and the sink's records by outcome.
+func (f *forwarder) count(id string, n SinkRecords) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.records[id]
+	r.add(n)
+	f.records[id] = r
+	f.st.Records.add(n)
 }
 
 // logTruncated logs, at most once a minute, how many messages a writer that cuts messages to

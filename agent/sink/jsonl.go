@@ -249,6 +249,14 @@ func (j *JSONL) Rotated() []string {
 	return out
 }
 
+// Confirms reports whether a Write that returned nil synced its records: true for a regular
+// file, false for a pipe or a device.
+func (j *JSONL) Confirms() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.regular
+}
+
 // Write encodes one record at a time, so that it holds one encoded record, not a chunk,
 // rotates the file before a record would take it past MaxSize, and syncs a regular file
 // before the caller records its progress.

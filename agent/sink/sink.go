@@ -39,5 +39,20 @@ type Writer interface {
 	Close() error
 }
 
+// Confirmer is a Writer that says whether a Write that returned nil means its receiver
+// confirmed every record of the chunk: RELP (each message answered 200), a webhook (a 2xx
+// answer, and no failed item in an Elasticsearch _bulk answer) and a JSONL regular file
+// (synced). Syslog over UDP, TCP or TLS confirms nothing, nor does a JSONL pipe or device. A
+// Writer that is no Confirmer confirms nothing.
+type Confirmer interface {
+	Confirms() bool
+}
+
+// SetAsider is a Writer that may take records by setting them aside instead of delivering
+// them (the webhook's refused batches): Poisoned is how many it set aside since it was made.
+type SetAsider interface {
+	Poisoned() int
+}
+
 // writeTimeout bounds each write to a syslog receiver and, by default, each webhook request.
 const writeTimeout = 10 * time.Second

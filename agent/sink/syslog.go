@@ -180,6 +180,9 @@ func NewSyslog(cfg SyslogConfig) (*Syslog, error) {
 // Truncated is how many UDP messages were cut to the configured maximum size.
 func (s *Syslog) Truncated() uint64 { return s.truncated.Load() }
 
+// Confirms reports whether the receiver confirms what a Write took: over RELP alone.
+func (s *Syslog) Confirms() bool { return s.cfg.Network == NetRELP }
+
 // hostname is this host's name as RFC 5424 allows it (1..255 printable US-ASCII), or "-".
 func hostname() string {
 	h, err := os.Hostname()

@@ -160,6 +160,10 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 // Poisoned is how many records this writer set aside since it was made.
 func (h *Webhook) Poisoned() int { return int(h.poisoned.Load()) }
 
+// Confirms reports that a batch the webhook took was confirmed (2xx, no failed _bulk item),
+// save the records Poisoned counts.
+func (h *Webhook) Confirms() bool { return true }
+
 // Write posts recs; the body, kept for the retries, is the one copy of the batch it encodes.
 func (h *Webhook) Write(ctx context.Context, recs []Record) error {
 	if len(recs) == 0 {
