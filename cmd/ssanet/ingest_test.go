@@ -19,6 +19,9 @@ func TestPrintIngest(t *testing.T) {
 	}{
 		{"shared", agent.IngestStats{Records: 12, SSAs: 1, Queued: map[string]int64{"a": 10}, Filtered: map[string]int64{"a": 2}},
 			[]string{"12 records read, 0 malformed", "a: 10 queued for delivery; 2 filtered out by the SSA's filter"}},
+		{"by filter", agent.IngestStats{Records: 12, SSAs: 1, Queued: map[string]int64{"a": 5}, Filtered: map[string]int64{"a": 7},
+			FilteredBy: map[string][]int64{"a": {3, 0, 2}}, FilterErrors: map[string]int64{"a": 2}},
+			[]string{"a: 5 queued for delivery; 7 filtered out by the SSA's filters (filter 0: 3, filter 2: 2, not evaluable: 2)"}},
 		{"outside the schedule", agent.IngestStats{Records: 12, SSAs: 1, Queued: map[string]int64{}, OutsideSchedule: map[string]int64{"a": 12}},
 			[]string{"a: 12 not shared: outside the SSA's schedule", "nothing shared by the 1 SSA(s) in force that share this format"}},
 		{"no SSA", agent.IngestStats{Records: 12, Queued: map[string]int64{}},
