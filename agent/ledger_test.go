@@ -294,6 +294,10 @@ func TestLedgerEndToEnd(t *testing.T) {
 	if p == nil || p.OutcomesIngested != 14 || !maps.Equal(p.Outcomes, want) || p.OutcomesSince == 0 {
 		t.Fatalf("report %+v: want outcomes %v of 14 records", p, want)
 	}
+	if f := uint64(st.Filtered[id]); !slices.Equal(p.OutcomesFilteredBy, []uint64{f}) ||
+		!slices.Equal(st.FilteredBy[id], []int64{st.Filtered[id]}) {
+		t.Fatalf("report: filtered by %v, ingest: by %v; want [%d] (the one filter)", p.OutcomesFilteredBy, st.FilteredBy[id], f)
+	}
 	if got := testutil.ToFloat64(req.counts.ledger.requester.WithLabelValues(id, outStored, "")); got != float64(n) {
 		t.Fatalf("requester counts %v records stored, want %d", got, n)
 	}
@@ -306,7 +310,7 @@ func TestLedgerEndToEnd(t *testing.T) {
 	}
 	waitState(t, prov, id, protocol.StateAnnulled)
 	waitFor(t, 10*time.Second, func() (bool, string) {
-		n := testutil.CollectAndCount(prov.counts.ledger.provider)
+		n := testutil.CollectAndCount(prov.counts.ledger.provider) + testutil.CollectAndCount(prov.counts.ledger.filtered)
 		return n == 0, fmt.Sprintf("%d provider series left after the SSA ended", n)
 	})
 	if _, err := prov.Ingest(ctx, protocol.FormatEVE, bytes.NewReader(in)); err != nil {

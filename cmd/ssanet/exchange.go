@@ -85,7 +85,7 @@ func printIngest(w io.Writer, st *agent.IngestStats) {
 // filteredBy says which filter left the records out, by its index in the SSA's
 // policy.filtering list, and how many a filter could not be evaluated on: "" if neither is
 // known.
-func filteredBy(by []int64, errs int64) string {
+func filteredBy[N int64 | uint64](by []N, errs int64) string {
 	var parts []string
 	for i, n := range by {
 		if n > 0 {
@@ -202,7 +202,11 @@ func printOutcomes(w io.Writer, p *protocol.Report) {
 	var sum uint64
 	for _, o := range outcomeOrder {
 		if n := p.Outcomes[o.key]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", o.say, n))
+			by := ""
+			if o.key == "filtered" {
+				by = filteredBy(p.OutcomesFilteredBy, 0)
+			}
+			parts = append(parts, fmt.Sprintf("%s %d%s", o.say, n, by))
 			sum += n
 		}
 	}
@@ -216,6 +220,13 @@ func printOutcomes(w io.Writer, p *protocol.Report) {
 	fmt.Fprintf(w, "provider outcomes since %s: %d records ingested: %s\n", since, p.OutcomesIngested, strings.Join(parts, ", "))
 	if sum != p.OutcomesIngested {
 		fmt.Fprintf(w, "  the provider's outcomes sum to %d, not %d: its ledger does not account for every record\n", sum, p.OutcomesIngested)
+	}
+	var by uint64
+	for _, n := range p.OutcomesFilteredBy {
+		by += n
+	}
+	if len(p.OutcomesFilteredBy) > 0 && by != p.Outcomes["filtered"] {
+		fmt.Fprintf(w, "  the provider's records filtered out by each filter sum to %d, not %d\n", by, p.Outcomes["filtered"])
 	}
 }
 
