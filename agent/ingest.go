@@ -73,7 +73,14 @@ type IngestStats struct {
 	// by a filter (or one that could not be evaluated); counted in a summary.
 	OutsideSchedule map[string]int64 `json:"outside_schedule,omitempty"`
 	Filtered        map[string]int64 `json:"filtered,omitempty"`
-	Summarised      map[string]int64 `json:"summarised,omitempty"`
+	// FilteredBy splits, per SSA, the records Filtered that a filter left out (not those it
+	// could not be evaluated on) by filter: its index in the SSA's policy.filtering list, the
+	// first filter that excluded the record.
+	FilteredBy map[string][]int64 `json:"filtered_by,omitempty"`
+	// FilterErrors counts, per SSA, the records of Filtered that a filter could not be
+	// evaluated on.
+	FilterErrors map[string]int64 `json:"filter_errors,omitempty"`
+	Summarised   map[string]int64 `json:"summarised,omitempty"`
 	// Untimed counts, per SSA that summarises, the records without a timestamp: no summary
 	// window takes them.
 	Untimed map[string]int64 `json:"untimed,omitempty"`
@@ -96,6 +103,20 @@ func (st *IngestStats) countOutcomes(c refinedChunk) {
 		n := c.counts[i]
 		add(&st.OutsideSchedule, run.ssa.ID, n.outside)
 		add(&st.Filtered, run.ssa.ID, n.filtered)
+		add(&st.FilterErrors, run.ssa.ID, n.filterErrors)
+		if slices.ContainsFunc(n.filteredBy, func(v int64) bool { return v > 0 }) {
+			if st.FilteredBy == nil {
+				st.FilteredBy = map[string][]int64{}
+			}
+			by := st.FilteredBy[run.ssa.ID]
+			for len(by) < len(n.filteredBy) {
+				by = append(by, 0)
+			}
+			for i, v := range n.filteredBy {
+				by[i] += v
+			}
+			st.FilteredBy[run.ssa.ID] = by
+		}
 		add(&st.Summarised, run.ssa.ID, n.summarised)
 		add(&st.Untimed, run.ssa.ID, n.untimed)
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,32 @@ type providerLedger struct {
 	ingested atomic.Uint64 // raw records handed to the run's enforcement point
 	n        [numOutcomes]atomic.Uint64
 	since    time.Time // when the run started counting
+	// filteredBy splits n[outFiltered] by filter: its index in the SSA's policy.filtering
+	// list (at most policy.MaxFilters).
+	mu         sync.Mutex
+	filteredBy []uint64
+}
+
+// addFiltered counts records left out, by the filter that excluded them.
+func (l *providerLedger) addFiltered(by []int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, v := range by {
+		if v <= 0 {
+			continue
+		}
+		for len(l.filteredBy) <= i {
+			l.filteredBy = append(l.filteredBy, 0)
+		}
+		l.filteredBy[i] += uint64(v)
+	}
+}
+
+// filtered returns the records left out so far by each filter, by its index (nil if none).
+func (l *providerLedger) filtered() []uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.filteredBy)
 }
 
 // snapshot returns the ledger's counts by outcome name (outcomes never seen left out) and the
@@ -84,12 +111,14 @@ func (l *providerLedger) snapshot() (map[string]uint64, uint64) {
 // nothing (parts built alone in tests).
 //
 // Cardinality: the provider vec has one series per (SSA provided in force, outcome) plus the
-// one no_ssa series; the SSAs in force are bounded by max-agreements-per-peer per requester
+// no_ssa, disk_full and queue_error series; the filtered vec one per (SSA provided in force,
+// filter that left a record out), at most policy.MaxFilters (16) per SSA; the SSAs in force are bounded by max-agreements-per-peer per requester
 // (admission), and an SSA's series are deleted when it stops being in force (forget). The
 // requester vec has one series per (SSA requested, outcome, finding code): the finding codes
 // are the fixed policy.FindingCode set.
 type ledger struct {
 	provider, requester *prometheus.CounterVec
+	filtered            *prometheus.CounterVec // the provider's filtered outcome, by filter
 	log                 *ledgerLog
 }
 
@@ -101,16 +130,29 @@ func newLedger(reg prometheus.Registerer, log *slog.Logger, now func() time.Time
 		requester: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "requester_records_total",
 			Help: "Records received by the requester, by SSA and outcome (stored, quarantined with the finding, expired by retention)."},
 			[]string{"ssa", "outcome", "finding"}),
+		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "provider_filtered_total",
+			Help: "Raw records the provider's filters left out (outcome filtered), by SSA and filter: its index in the SSA's policy.filtering list, the first filter that excluded the record."},
+			[]string{"ssa", "filter"}),
 		log: newLedgerLog(log, now),
 	}
-	reg.MustRegister(l.provider, l.requester)
+	reg.MustRegister(l.provider, l.requester, l.filtered)
 	return l
 }
 
 // provided counts, for run, raws records handed to its enforcement point and what became
-// of them; malformedAt says where a malformed one was in the input ("" if unknown).
-func (l *ledger) provided(run *agreementRun, raws uint64, c *outcomeCounts, malformedAt string) {
+// of them, the filtered ones split by filter in filteredBy (by index in the SSA's
+// policy.filtering list); malformedAt says where a malformed one was in the input ("" if
+// unknown).
+func (l *ledger) provided(run *agreementRun, raws uint64, c *outcomeCounts, filteredBy []int64, malformedAt string) {
 	run.ledger.ingested.Add(raws)
+	run.ledger.addFiltered(filteredBy)
+	if l != nil {
+		for i, v := range filteredBy {
+			if v > 0 {
+				l.filtered.WithLabelValues(run.ssa.ID, strconv.Itoa(i)).Add(float64(v))
+			}
+		}
+	}
 	for o, v := range c {
 		if v == 0 {
 			continue
@@ -158,6 +200,7 @@ func (l *ledger) received(ssaID, outcome, finding string, n uint64) {
 func (l *ledger) forgetProvided(ssaID string) {
 	if l != nil {
 		l.provider.DeletePartialMatch(prometheus.Labels{"ssa": ssaID})
+		l.filtered.DeletePartialMatch(prometheus.Labels{"ssa": ssaID})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -123,6 +124,7 @@ func TestLedgerInvariant(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 2))
 	now := time.Now()
 	seen := map[outcome]bool{}
+	seenFilter := map[int]bool{} // filters, by index, that left records out
 	for trial := range 60 {
 		reg := prometheus.NewRegistry()
 		l := newLedger(reg, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
@@ -183,6 +185,27 @@ func TestLedgerInvariant(t *testing.T) {
 				t.Fatalf("trial %d, SSA %s (policy %+v, schedule %+v): %d records entered, the ledger says %d ingested, outcomes %v sum to %d",
 					trial, id, run.ssa.Policy, run.ssa.Schedule, want, ingested, counts, sum)
 			}
+			// The filtered outcome split by filter: the splits sum to it, in the ledger, the
+			// metric and ingest's stats, and only the SSA's filters are named.
+			by := run.ledger.filtered()
+			var bySum, statsSum uint64
+			for i, v := range by {
+				bySum += v
+				if m := testutil.ToFloat64(l.filtered.WithLabelValues(id, strconv.Itoa(i))); uint64(m) != v {
+					t.Fatalf("trial %d, SSA %s: metric filtered by filter %d = %v, ledger %d", trial, id, i, m, v)
+				}
+				if v > 0 {
+					seenFilter[i] = true
+				}
+			}
+			for _, v := range stats.FilteredBy[id] {
+				statsSum += uint64(v)
+			}
+			if len(by) > len(run.ssa.Policy.Filtering) || bySum != counts["filtered"] ||
+				statsSum != uint64(stats.Filtered[id]-stats.FilterErrors[id]) || statsSum != bySum {
+				t.Fatalf("trial %d, SSA %s (%d filters): filtered %d, by filter %v (ingest: %v of %d, %d not evaluable)",
+					trial, id, len(run.ssa.Policy.Filtering), counts["filtered"], by, stats.FilteredBy[id], stats.Filtered[id], stats.FilterErrors[id])
+			}
 			if run.ssa.Policy.Summarization == nil && counts["shared"] != uint64(stats.Queued[id]) {
 				t.Fatalf("trial %d, SSA %s: %d shared, ingest queued %d", trial, id, counts["shared"], stats.Queued[id])
 			}
@@ -203,6 +226,9 @@ func TestLedgerInvariant(t *testing.T) {
 		if !seen[o] && o != outUntimed {
 			t.Errorf("no trial reached the outcome %s: the generators need widening", o)
 		}
+	}
+	if !seenFilter[0] || !seenFilter[1] {
+		t.Errorf("filters that left records out, by index: %v; want at least 0 and 1", seenFilter)
 	}
 }
 
@@ -268,6 +294,10 @@ func TestLedgerEndToEnd(t *testing.T) {
 	if p == nil || p.OutcomesIngested != 14 || !maps.Equal(p.Outcomes, want) || p.OutcomesSince == 0 {
 		t.Fatalf("report %+v: want outcomes %v of 14 records", p, want)
 	}
+	if f := uint64(st.Filtered[id]); !slices.Equal(p.OutcomesFilteredBy, []uint64{f}) ||
+		!slices.Equal(st.FilteredBy[id], []int64{st.Filtered[id]}) {
+		t.Fatalf("report: filtered by %v, ingest: by %v; want [%d] (the one filter)", p.OutcomesFilteredBy, st.FilteredBy[id], f)
+	}
 	if got := testutil.ToFloat64(req.counts.ledger.requester.WithLabelValues(id, outStored, "")); got != float64(n) {
 		t.Fatalf("requester counts %v records stored, want %d", got, n)
 	}
@@ -280,7 +310,7 @@ func TestLedgerEndToEnd(t *testing.T) {
 	}
 	waitState(t, prov, id, protocol.StateAnnulled)
 	waitFor(t, 10*time.Second, func() (bool, string) {
-		n := testutil.CollectAndCount(prov.counts.ledger.provider)
+		n := testutil.CollectAndCount(prov.counts.ledger.provider) + testutil.CollectAndCount(prov.counts.ledger.filtered)
 		return n == 0, fmt.Sprintf("%d provider series left after the SSA ended", n)
 	})
 	if _, err := prov.Ingest(ctx, protocol.FormatEVE, bytes.NewReader(in)); err != nil {

@@ -167,6 +167,7 @@ func (mo *monitor) report(ssaID, requester string) *protocol.Report {
 		rep.SentOutside = run.sentOutside.Load()
 		if out, ingested := run.ledger.snapshot(); ingested > 0 {
 			rep.Outcomes, rep.OutcomesIngested, rep.OutcomesSince = out, ingested, run.ledger.since.UnixMilli()
+			rep.OutcomesFilteredBy = run.ledger.filtered()
 		}
 	} else if a, err := mo.store.Agreement(ssaID); err == nil && a.Participants.Requester.PeerID == requester {
 		s = a // no longer in force: the figures of its life

@@ -337,7 +337,7 @@ func (q *refiner) enqueue(c refinedChunk, st *IngestStats) (err error) {
 		st.count(run.ssa.ID, len(refined), len(c.refined[i])-len(refined))
 		out := c.counts[i].outcomes(len(c.refined[i]), len(refined))
 		out[outMalformed] += uint64(c.bad)
-		q.ledger.provided(run, uint64(c.raws)+uint64(c.bad), &out, c.malformedAt)
+		q.ledger.provided(run, uint64(c.raws)+uint64(c.bad), &out, c.counts[i].filteredBy, c.malformedAt)
 		q.metrics.queued.Add(float64(len(refined)))
 		if len(refined) > 0 {
 			run.mu.Lock()

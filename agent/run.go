@@ -159,6 +159,9 @@ type refineCounts struct {
 	// a summarisation (no window takes them); raw records refined into a record of their own.
 	filterErrors, untimed, refined int64
 	badIndex                       int // 1 + the index of the first malformed record (0: none)
+	// filteredBy splits filtered - filterErrors by the filter that excluded the records, by
+	// its index in the SSA's policy.filtering list (nil if the SSA has no filter).
+	filteredBy []int64
 }
 
 // outcomes are the counts as the ledger's outcomes, the refined records split by room: of
@@ -213,6 +216,12 @@ func (run *agreementRun) refine(format string, raws [][]byte, year int, now func
 	n.outside = after.OutsideSchedule - before.OutsideSchedule
 	n.filtered = after.Filtered + after.FilterErrors - before.Filtered - before.FilterErrors
 	n.filterErrors = after.FilterErrors - before.FilterErrors
+	if len(after.FilteredBy) > 0 {
+		n.filteredBy = make([]int64, len(after.FilteredBy))
+		for i, v := range after.FilteredBy {
+			n.filteredBy[i] = v - before.FilteredBy[i]
+		}
+	}
 	n.untimed = after.Untimed - before.Untimed
 	n.refined = after.Refined - before.Refined
 	// What is left was counted in a summary.

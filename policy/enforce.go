@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/ssanet/ssanet/protocol"
@@ -43,6 +44,10 @@ type Stats struct {
 	Summaries       int64 // summary records written
 	Untimed         int64 // under a summarisation, records without @timestamp: no window takes them
 	Malformed       int64 // records that could not be parsed
+	// FilteredBy splits Filtered by filter, aligned with the SSA's policy.filtering list
+	// (at most MaxFilters): FilteredBy[i] counts the records filter i was the first to
+	// exclude. Its sum is Filtered; nil without filters.
+	FilteredBy []int64
 	// Bad details the first MaxBadReported malformed records.
 	Bad []BadRecord
 }
@@ -97,6 +102,9 @@ func NewEnforcer(p *SSP, format string, cfg Config) (*Enforcer, error) {
 	if len(p.filters) > 0 || p.summary != nil {
 		e.w.view = map[string]any{}
 	}
+	if len(p.filters) > 0 {
+		e.stats.FilteredBy = make([]int64, len(p.filters))
+	}
 	if p.summary != nil {
 		e.w.mview = map[string]any{}
 		e.sum = newSummarizer(*p.summary, p.Hash())
@@ -123,8 +131,13 @@ func NewEnforcer(p *SSP, format string, cfg Config) (*Enforcer, error) {
 	return e, nil
 }
 
-// Stats returns the counts so far.
-func (e *Enforcer) Stats() Stats { return e.stats }
+// Stats returns the counts so far (a copy: later records do not change it).
+func (e *Enforcer) Stats() Stats {
+	s := e.stats
+	s.FilteredBy = slices.Clone(s.FilteredBy)
+	s.Bad = slices.Clone(s.Bad)
+	return s
+}
 
 // Refine refines one raw record and appends what is to be sent to dst: nothing (the record
 // reached it outside the schedule, is filtered out, or is counted in a summary), the refined
@@ -160,7 +173,7 @@ func (e *Enforcer) Refine(dst, raw []byte) ([]byte, error) {
 
 // keep applies the filters to the view as read.
 func (e *Enforcer) keep() bool {
-	for _, f := range e.ssp.filters {
+	for i, f := range e.ssp.filters {
 		ok, err := f.eval(e.w.view)
 		if err != nil {
 			e.stats.FilterErrors++
@@ -169,6 +182,7 @@ func (e *Enforcer) keep() bool {
 		}
 		if !ok {
 			e.stats.Filtered++
+			e.stats.FilteredBy[i]++
 			return false
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -470,6 +471,51 @@ func TestRequesterKeyIsNotKept(t *testing.T) {
 			}
 			if bytes.Equal(again, shared) {
 				t.Fatalf("the requester reproduces the provider's output with its own key: %s", shared)
+			}
+		})
+	}
+}
+
+// TestFilteredBy: each record a filter leaves out is counted against the first filter that
+// excluded it, by its index in the policy's filtering list; a filter that cannot be evaluated
+// is a filter error, counted against none; the counts sum to Filtered.
+func TestFilteredBy(t *testing.T) {
+	in := []byte(`{"timestamp":"2024-07-01T00:00:00.000000+0000","event_type":"stats","stats":{"uptime":1}}
+{"timestamp":"2024-07-01T00:00:01.000000+0000","event_type":"alert","src_ip":"8.8.8.8","src_port":80,"dest_ip":"10.0.0.1","dest_port":443,"proto":"TCP","alert":{"signature":"ET SCAN nmap"}}
+{"timestamp":"2024-07-01T00:00:02.000000+0000","event_type":"alert","src_ip":"8.8.8.8","src_port":5000,"dest_ip":"10.0.0.1","dest_port":443,"proto":"TCP","alert":{"signature":"ET SCAN nmap"}}
+{"timestamp":"2024-07-01T00:00:03.000000+0000","event_type":"alert","src_ip":"8.8.8.8","src_port":6000,"dest_ip":"10.0.0.1","dest_port":443,"proto":"TCP","alert":{"signature":"GPL ATTACK"}}
+{"timestamp":"2024-07-01T00:00:04.000000+0000","event_type":"alert","src_ip":"8.8.8.8","src_port":7000,"dest_ip":"10.0.0.1","dest_port":443,"proto":"TCP","alert":{"signature":"GPL ATTACK"}}
+`)
+	const (
+		notStats = `r["event.kind"] != "stats"`
+		highPort = `r["source.port"] > 1024`
+		scan     = `r["rule.name"].contains("SCAN")`
+	)
+	for _, tc := range []struct {
+		name    string
+		filters []string
+		want    []int64
+		errs    int64
+		refined int64
+	}{
+		{"none", nil, nil, 0, 5},
+		{"one", []string{highPort}, []int64{1}, 1, 3}, // the stats record has no source.port: an error
+		{"three", []string{notStats, highPort, scan}, []int64{1, 1, 2}, 0, 1},
+		{"first wins", []string{scan, notStats, highPort}, []int64{2, 0, 1}, 1, 1}, // the stats record has no rule.name
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var pol protocol.Policy
+			for _, f := range tc.filters {
+				pol.Filtering = append(pol.Filtering, protocol.Filter{Expr: f})
+			}
+			_, st := runAll(t, mustCompile(t, ssaFor(&pol, "eve")), "eve", in)
+			var sum int64
+			for _, n := range st.FilteredBy {
+				sum += n
+			}
+			if !slices.Equal(st.FilteredBy, tc.want) || st.FilterErrors != tc.errs || st.Refined != tc.refined || sum != st.Filtered {
+				t.Errorf("stats %+v: want FilteredBy %v, %d filter errors, %d refined, FilteredBy summing to Filtered",
+					st, tc.want, tc.errs, tc.refined)
 			}
 		})
 	}

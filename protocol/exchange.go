@@ -187,6 +187,11 @@ type Report struct {
 	Outcomes         map[string]uint64 `cbor:"16,keyasint,omitempty" json:"outcomes,omitempty"`
 	OutcomesIngested uint64            `cbor:"17,keyasint,omitempty" json:"outcomes_ingested,omitempty"`
 	OutcomesSince    int64             `cbor:"18,keyasint,omitempty" json:"outcomes_since_ms,omitempty"`
+	// OutcomesFilteredBy splits Outcomes["filtered"] by filter: element i counts the records
+	// that filter i of the SSA's policy.filtering list was the first to exclude (at most one
+	// element per filter; trailing filters that excluded nothing may be left out). Absent
+	// from reports of providers that do not count them.
+	OutcomesFilteredBy []uint64 `cbor:"19,keyasint,omitempty" json:"outcomes_filtered_by,omitempty"`
 }
 
 // SealReport signs a report.

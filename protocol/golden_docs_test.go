@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -31,6 +32,9 @@ func docGoldenCases(t testing.TB) map[string][]byte {
 		"report-outcomes": must(SealReport(pid, &Report{SSAID: ssaID, SSPHash: sspHash, Time: t0.UnixMilli(), Ingested: 10, Refined: 6,
 			Dropped: 4, Sent: 5, Acked: 5, InSchedule: true, Outcomes: map[string]uint64{"shared": 5, "not_queued": 1, "filtered": 2, "malformed": 3},
 			OutcomesIngested: 11, OutcomesSince: t0.Add(-time.Hour).UnixMilli()})),
+		"report-filtered-by": must(SealReport(pid, &Report{SSAID: ssaID, SSPHash: sspHash, Time: t0.UnixMilli(), Ingested: 10, Refined: 6,
+			Dropped: 4, Sent: 6, Acked: 6, InSchedule: true, Outcomes: map[string]uint64{"shared": 6, "filtered": 4},
+			OutcomesIngested: 10, OutcomesSince: t0.Add(-time.Hour).UnixMilli(), OutcomesFilteredBy: []uint64{3, 0, 1}})),
 		"batch-ack":       must((&BatchAck{SSAID: ssaID, Last: 42}).Encode()),
 		"batch-ack-error": must((&BatchAck{SSAID: ssaID, Last: 40, Error: "refused: digest"}).Encode()),
 		"report-request":  must((&ReportRequest{SSAID: ssaID}).Encode()),
@@ -52,6 +56,11 @@ func TestGoldenDocs(t *testing.T) {
 				_, err = OpenBatch(want, pid)
 			case "report", "report-outcomes":
 				_, err = OpenReport(want, pid)
+			case "report-filtered-by":
+				var r *Report
+				if r, err = OpenReport(want, pid); err == nil && !slices.Equal(r.OutcomesFilteredBy, []uint64{3, 0, 1}) {
+					t.Errorf("filtered by %v, want [3 0 1]", r.OutcomesFilteredBy)
+				}
 			case "batch-ack", "batch-ack-error":
 				_, err = DecodeBatchAck(want)
 			case "report-request":

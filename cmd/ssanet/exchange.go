@@ -66,7 +66,7 @@ func printIngest(w io.Writer, st *agent.IngestStats) {
 		say(st.Queued[id], "queued for delivery")
 		say(st.NotQueued[id], "NOT queued: the requester's queue is full (max-queued-per-peer)")
 		say(st.OutsideSchedule[id], "not shared: outside the SSA's schedule (it has not started, or has ended)")
-		say(st.Filtered[id], "filtered out by the SSA's filter")
+		say(st.Filtered[id], "filtered out by the SSA's filters"+filteredBy(st.FilteredBy[id], st.FilterErrors[id]))
 		say(st.Summarised[id], "counted in summaries")
 		say(st.Untimed[id], "not summarised: no timestamp")
 		fmt.Fprintf(w, "  %s: %s\n", id, strings.Join(parts, "; "))
@@ -80,6 +80,25 @@ func printIngest(w io.Writer, st *agent.IngestStats) {
 	case len(st.Queued) == 0 && len(st.NotQueued) == 0 && len(st.Summarised) == 0:
 		fmt.Fprintf(w, "  nothing shared by the %d SSA(s) in force that share this format: see the outcomes above\n", st.SSAs)
 	}
+}
+
+// filteredBy says which filter left the records out, by its index in the SSA's
+// policy.filtering list, and how many a filter could not be evaluated on: "" if neither is
+// known.
+func filteredBy[N int64 | uint64](by []N, errs int64) string {
+	var parts []string
+	for i, n := range by {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("filter %d: %d", i, n))
+		}
+	}
+	if errs > 0 {
+		parts = append(parts, fmt.Sprintf("not evaluable: %d", errs))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
 
 func cmdRecords(c *cli, args []string) int {
@@ -183,7 +202,11 @@ func printOutcomes(w io.Writer, p *protocol.Report) {
 	var sum uint64
 	for _, o := range outcomeOrder {
 		if n := p.Outcomes[o.key]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", o.say, n))
+			by := ""
+			if o.key == "filtered" {
+				by = filteredBy(p.OutcomesFilteredBy, 0)
+			}
+			parts = append(parts, fmt.Sprintf("%s %d%s", o.say, n, by))
 			sum += n
 		}
 	}
@@ -197,6 +220,13 @@ func printOutcomes(w io.Writer, p *protocol.Report) {
 	fmt.Fprintf(w, "provider outcomes since %s: %d records ingested: %s\n", since, p.OutcomesIngested, strings.Join(parts, ", "))
 	if sum != p.OutcomesIngested {
 		fmt.Fprintf(w, "  the provider's outcomes sum to %d, not %d: its ledger does not account for every record\n", sum, p.OutcomesIngested)
+	}
+	var by uint64
+	for _, n := range p.OutcomesFilteredBy {
+		by += n
+	}
+	if len(p.OutcomesFilteredBy) > 0 && by != p.Outcomes["filtered"] {
+		fmt.Fprintf(w, "  the provider's records filtered out by each filter sum to %d, not %d\n", by, p.Outcomes["filtered"])
 	}
 }
 
