@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+
+	"github.com/ssanet/ssanet/agent/sink"
 )
 
 // writeFileAtomic replaces path with data so that a crash leaves either the old or the new
@@ -27,20 +29,7 @@ func writeFileAtomic(path string, data []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path)) // the rename itself survives a power cut
-}
-
-// syncDir syncs a directory, so that the entries made in it last are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return sink.SyncDir(filepath.Dir(path)) // the rename itself survives a power cut
 }
 
 // writeJSONFile writes v, indented, to path (mode 0600), making its directory if need be.

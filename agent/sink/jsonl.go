@@ -326,7 +326,7 @@ func (j *JSONL) rotate() error {
 	if err := j.open(); err != nil { // the rotated file stays; the next Write tries again
 		return err
 	}
-	return syncDir(filepath.Dir(j.cfg.Path))
+	return SyncDir(filepath.Dir(j.cfg.Path))
 }
 
 // Tidy rotates the current file when its first record was written MaxAge ago or its oldest
@@ -373,8 +373,9 @@ func (j *JSONL) reopen() error {
 	return j.open()
 }
 
-// syncDir syncs a directory, so that a rename in it survives a crash.
-func syncDir(dir string) error {
+// SyncDir syncs a directory, so that the entries made in it last (a rename, a new file)
+// survive a crash. The agent uses it for its own files too.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
