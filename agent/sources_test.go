@@ -1,16 +1,9 @@
 package agent
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ssanet/ssanet/protocol"
+
+	"github.com/ssanet/ssanet/agent/sink/testpki"
 )
 
 const syslogMsg = "<34>1 2026-11-23T10:00:00Z host app - ID47 - login failed from 93.184.216.34"
@@ -77,46 +72,13 @@ func TestSyslogTCPFraming(t *testing.T) {
 	}
 }
 
-// selfSigned writes a self-signed certificate for 127.0.0.1 and its key into dir.
-func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ssanet test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
-}
-
 // TestSyslogTLS: the TLS listener (RFC 5425) takes octet-counted messages from a client that
 // trusts its certificate; with a client CA, a client without a certificate is refused.
 func TestSyslogTLS(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile, pool := selfSigned(t, dir)
+	pki := testpki.New(t, dir)
+	_, certFile, keyFile := pki.Leaf("server")
+	pool := pki.Pool
 	addr, mutual := freePort(t, "tcp"), freePort(t, "tcp")
 	a := newTestAgent(t, "sensor", func(c *Config) {
 		c.Ingest.SyslogTLS = &SyslogTLSConfig{Address: addr, Cert: certFile, Key: keyFile}
@@ -132,7 +94,7 @@ func TestSyslogTLS(t *testing.T) {
 	waitIngested(t, a, 3)
 
 	b := newTestAgent(t, "sensor2", func(c *Config) {
-		c.Ingest.SyslogTLS = &SyslogTLSConfig{Address: mutual, Cert: certFile, Key: keyFile, ClientCA: certFile}
+		c.Ingest.SyslogTLS = &SyslogTLSConfig{Address: mutual, Cert: certFile, Key: keyFile, ClientCA: pki.CA}
 	})
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {

@@ -1,22 +1,14 @@
 package sink
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/ssanet/ssanet/agent/sink/rsyslogtest"
+
+	"github.com/ssanet/ssanet/agent/sink/testpki"
 )
 
 // TestTLSRsyslogRestarts: the same as TestTCPRsyslogRestarts over TLS (RFC 5425) to a real
@@ -50,9 +42,9 @@ func startRsyslogTLS(t *testing.T) (*rsyslog, SyslogConfig) {
 		}
 	}
 	dir := t.TempDir()
-	ca, caKey := newCert(t, dir, "ca", nil, nil)
-	newCert(t, dir, "server", ca, caKey)
-	newCert(t, dir, "client", ca, caKey)
+	pki := testpki.New(t, dir)
+	pki.Leaf("server")
+	pki.Leaf("client")
 	pemFile := func(name string) string { return filepath.Join(dir, name+".pem") }
 	keyFile := func(name string) string { return filepath.Join(dir, name+"-key.pem") }
 
@@ -68,52 +60,4 @@ input(type="imtcp" address="127.0.0.1" port="%d")
 		t.Fatal(err)
 	}
 	return rs, SyslogConfig{Network: NetTLS, TLS: tc}
-}
-
-// newCert writes dir/name.pem and dir/name-key.pem: a CA when parent is nil, else a
-// certificate it signs for 127.0.0.1 and localhost, good for server and client.
-func newCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "ssanet test " + name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	signer, signerKey := tmpl, key
-	if parent == nil {
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
-	} else {
-		signer, signerKey = parent, parentKey
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-		tmpl.DNSNames = []string{"localhost"}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for file, block := range map[string]*pem.Block{
-		name + ".pem":     {Type: "CERTIFICATE", Bytes: der},
-		name + "-key.pem": {Type: "PRIVATE KEY", Bytes: kder},
-	} {
-		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
 }
