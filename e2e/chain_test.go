@@ -3,16 +3,8 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ssanet/ssanet/agent/sink/testpki"
 )
 
 // syslogOffer is agent B's offer: the syslog lines its listener takes, shared unmasked
@@ -130,19 +124,34 @@ func testChain(t *testing.T, network string) {
 	}
 
 	// C receives B's records of its SSA with B, 1..n, each once and in order.
+	readC := func() []recordView {
+		got, bad := readSink(t, cSink)
+		if bad > 0 {
+			t.Errorf("C's sink holds %d lines that are not records", bad)
+		}
+		return got
+	}
 	var got []recordView
-	deadline := time.Now().Add(deliverBy)
-	for {
-		got, _ = readSink(t, cSink)
-		if len(got) >= n || time.Now().After(deadline) {
-			break
+	for deadline := time.Now().Add(deliverBy); len(got) < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("C's sink holds %d of %d records after %s", len(got), n, deliverBy)
 		}
 		time.Sleep(pollInterval)
+		got = readC()
 	}
-	// Let anything more (a duplicate) reach C's sink: B's counter must say n first.
 	ingested, err := waitMetric(metrics, "ssanet_records_ingested_total", n, 10*time.Second)
 	if err != nil || ingested != n {
 		t.Errorf("B ingested %v records (%v), want exactly %d", ingested, err, n)
+	}
+	// A repeat would reach C after the first n: read again until C's sink stays the same
+	// for a few polls, so that it is counted below.
+	for stable, deadline := 0, time.Now().Add(10*time.Second); stable < 5 && time.Now().Before(deadline); {
+		time.Sleep(pollInterval)
+		if again := readC(); len(again) != len(got) {
+			got, stable = again, 0
+		} else {
+			stable++
+		}
 	}
 	checkDense(t, "C's sink", idBC, got, n)
 
@@ -241,49 +250,9 @@ type pki struct{ ca, serverCert, serverKey, clientCert, clientKey string }
 
 func writePKI(t *testing.T, dir string) pki {
 	t.Helper()
-	write := func(name, typ string, der []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey := key()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "chain test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := pki{ca: write("ca.pem", "CERTIFICATE", caDER)}
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (cert, keyPath string) {
-		k := key()
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kDER, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "PRIVATE KEY", kDER)
-	}
-	out.serverCert, out.serverKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	out.clientCert, out.clientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
+	p := testpki.New(t, dir)
+	out := pki{ca: p.CA}
+	_, out.serverCert, out.serverKey = p.Leaf("server")
+	_, out.clientCert, out.clientKey = p.Leaf("client")
 	return out
 }
