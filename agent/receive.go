@@ -264,11 +264,14 @@ func (rc *receiver) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.Batch
 	b := c.b
 	now := rc.now()
 	if c.refused != "" {
+		if c.run == nil {
+			rc.refusals.warn(remote, "batch refused", errors.New(c.refused), "ssa", b.SSAID, "records", len(b.Records))
+		}
 		if c.run != nil { // a batch of a cancelled SSA: quarantined
 			rc.metrics.quarantined.Add(float64(len(b.Records)))
 			rc.metrics.ledger.received(b.SSAID, outQuarantined, string(policy.FindingOutsideSchedule), uint64(len(b.Records)))
 			if err := rc.keepEvidence(c, c.findings, now); err != nil {
-				rc.log.Debug("evidence not kept", "ssa", b.SSAID, "err", err)
+				rc.log.Warn("evidence of a refused batch not kept", "ssa", b.SSAID, "err", err)
 			}
 			rc.log.Warn("batch of a cancelled SSA refused: evidence kept", "ssa", b.SSAID, "peer", remote, "records", len(b.Records))
 		}

@@ -46,6 +46,10 @@ var (
 	// ErrWebhookRefused means a webhook answered a batch with a 4xx (other than 408 and 429),
 	// or Elasticsearch refused an item of a _bulk request.
 	ErrWebhookRefused = errors.New("sink: webhook refused the batch")
+	// ErrWebhookDenied means a webhook refused the sink itself, whatever the batch: 401, 403,
+	// 404, 405 or 407 (credentials, address or method). No batch is set aside for it: the
+	// sink fails, and says so, until the operator fixes its config.
+	ErrWebhookDenied = errors.New("sink: webhook refused the sink (check its url and credentials)")
 )
 
 // WebhookConfig configures a Webhook.
@@ -186,6 +190,9 @@ func (h *Webhook) Write(ctx context.Context, recs []Record) error {
 			return nil
 		}
 		last = err
+		if errors.Is(err, ErrWebhookDenied) {
+			return err // every batch would be refused: not this batch's fault, not retried now
+		}
 		if errors.Is(err, ErrWebhookRefused) {
 			h.refusedN++
 			if h.refusedN >= h.cfg.PoisonAfter {
@@ -269,6 +276,9 @@ func (h *Webhook) post(ctx context.Context, body []byte) ([]byte, error) {
 	switch code := resp.StatusCode; {
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
 		return short, fmt.Errorf("webhook answered %s", resp.Status)
+	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNotFound ||
+		code == http.StatusMethodNotAllowed || code == http.StatusProxyAuthRequired:
+		return short, fmt.Errorf("%w: %s", ErrWebhookDenied, resp.Status)
 	case code >= 400 && code < 500:
 		return short, fmt.Errorf("%w: %s", ErrWebhookRefused, resp.Status)
 	case code/100 != 2:

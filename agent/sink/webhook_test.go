@@ -210,6 +210,26 @@ func TestWebhookUnreachable(t *testing.T) {
 	}
 }
 
+// TestWebhookDenied: a webhook that refuses the sink itself (wrong credentials or address)
+// fails the sink on every write; no batch is set aside for it, however often it is tried, so
+// the sink shows as failing instead of draining every record into its poison directory.
+func TestWebhookDenied(t *testing.T) {
+	for _, code := range []int{401, 403, 404} {
+		t.Run(fmt.Sprint(code), func(t *testing.T) {
+			h := &hook{t: t, body: BodyNDJSON, answer: func(int, []Record) int { return code }}
+			w, _ := newTestWebhook(t, h, BodyNDJSON, WebhookConfig{Tries: 4, PoisonAfter: 2})
+			for range 3 {
+				if err := w.Write(context.Background(), testRecords("ssa-1", 1, 2)); !errors.Is(err, ErrWebhookDenied) {
+					t.Fatalf("Write: %v, want %v", err, ErrWebhookDenied)
+				}
+			}
+			if n, _, _ := h.result(); n != 3 || w.Poisoned() != 0 {
+				t.Fatalf("%d requests for 3 writes, %d records set aside; want 3 and none", n, w.Poisoned())
+			}
+		})
+	}
+}
+
 // TestWebhookTimeout: a request that times out is retried.
 func TestWebhookTimeout(t *testing.T) {
 	h := &hook{t: t, body: BodyJSON, answer: func(int, []Record) int { return 200 }}
