@@ -111,3 +111,15 @@ func (n *Negotiation) expired(now time.Time) bool {
 	exp := n.current.SSA.Expires
 	return exp != 0 && !now.Before(exp.Std())
 }
+
+// abandon ends an unanswered request that the peer can never receive, without a message.
+func (n *Negotiation) abandon(reasons []Reason) (Output, error) {
+	if n.state != StateRequestSent {
+		return Output{}, n.refuse("abandon", nil)
+	}
+	if len(reasons) == 0 {
+		reasons = []Reason{{Code: CodeUnspecified, Text: "the request could never reach the peer"}}
+	}
+	n.state = StateFailed
+	return Output{Reasons: reasons}, nil
+}

@@ -49,11 +49,12 @@ const (
 	StateRejected                   // ended: the request or the proposal was rejected
 	StateAnnulled                   // ended: the SSA was cancelled
 	StateExpired                    // the proposal's validity passed unanswered
+	StateFailed                     // ended: the request could never reach the peer (Abandon)
 )
 
 var stateNames = [...]string{"new", "request-sent", "request-received", "proposal-sent", "proposal-received",
 	"acceptance-sent", "acceptance-received", "approved", "cancellation-sent", "cancellation-received",
-	"revision-sent", "revision-received", "rejected", "annulled", "expired"}
+	"revision-sent", "revision-received", "rejected", "annulled", "expired", "failed"}
 
 func (s State) String() string {
 	if int(s) < len(stateNames) {
@@ -64,6 +65,15 @@ func (s State) String() string {
 
 // MarshalText writes the state's name.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Ended reports whether s is final: nothing more happens in the negotiation.
+func (s State) Ended() bool {
+	switch s {
+	case StateRejected, StateAnnulled, StateExpired, StateFailed:
+		return true
+	}
+	return false
+}
 
 // AwaitsDecision reports whether the negotiation waits for a local decision.
 func (s State) AwaitsDecision() bool {
@@ -140,6 +150,15 @@ type Cancel struct{}
 // Revise proposes a new version of the approved SSA. The caller gives the new ID.
 type Revise struct{ SSA *SSA }
 
+// Abandon ends, locally, a request the peer can never receive (it does not speak the
+// negotiation protocol, or refuses every connection): the requester goes from request-sent to
+// failed and sends nothing. The peer never saw the request, so it holds nothing to end; were
+// the request to reach it after all, its answer finds this side failed and is refused.
+// Reasons say why (Output.Reasons repeats them for the driver to record). No message records
+// it, so Restore rebuilds the negotiation in request-sent: the driver, which keeps the state,
+// steps Abandon again.
+type Abandon struct{ Reasons []Reason }
+
 // Tick lets time pass: an unanswered proposal expires. After Restore, it also sends an
 // automatic answer that the transcript shows was owed but never made.
 type Tick struct{}
@@ -152,6 +171,7 @@ func (Reject) event()  {}
 func (Cancel) event()  {}
 func (Revise) event()  {}
 func (Tick) event()    {}
+func (Abandon) event() {}
 
 // Output is what a step asks of its driver: persist Record (in order) first, then send Send.
 type Output struct {
@@ -162,7 +182,7 @@ type Output struct {
 	// Agreement is set when the SSA in force changed: approved, revised or annulled. It
 	// carries both signatures.
 	Agreement *SSA
-	// Reasons is set when the negotiation ended in a rejection.
+	// Reasons is set when the negotiation ended in a rejection, or was abandoned.
 	Reasons []Reason
 	// Duplicate is set when the event was a message already processed; Send then repeats
 	// the original answer.
@@ -368,6 +388,8 @@ func (n *Negotiation) Step(now time.Time, ev Event) (Output, error) {
 		return n.cancel(now)
 	case Revise:
 		return n.revise(now, e.SSA)
+	case Abandon:
+		return n.abandon(e.Reasons)
 	}
 	return Output{}, fmt.Errorf("protocol: unknown event %T", ev)
 }

@@ -35,7 +35,7 @@ var automatic = map[State]bool{StateAcceptanceReceived: true, StateCancellationR
 // unreachable are the states a role never enters; the test proves it from the table.
 var unreachable = map[Role][]State{
 	RoleRequester: {StateRequestReceived, StateProposalSent, StateAcceptanceReceived},
-	RoleProvider:  {StateRequestSent, StateProposalReceived, StateAcceptanceSent},
+	RoleProvider:  {StateRequestSent, StateProposalReceived, StateAcceptanceSent, StateFailed},
 }
 
 // Flows used to place negotiations.
@@ -186,6 +186,11 @@ func placements() []placement {
 	}
 	r, p := RoleRequester, RoleProvider
 	add(r, StateRequestSent, "started", func(pr *pair) *Negotiation { pr.step(pr.r, Start{exampleRequest(pr.t, pr.now)}); return pr.r })
+	add(r, StateFailed, "abandoned", func(pr *pair) *Negotiation {
+		pr.step(pr.r, Start{exampleRequest(pr.t, pr.now)})
+		pr.step(pr.r, Abandon{[]Reason{{Code: CodeUnspecified, Text: "not an ssanet peer"}}})
+		return pr.r
+	})
 	add(r, StateProposalReceived, "proposal received", func(pr *pair) *Negotiation { pr.request(); pr.deliver(pr.r, pr.propose()); return pr.r })
 	add(r, StateAcceptanceSent, "accepted", func(pr *pair) *Negotiation {
 		pr.request()
@@ -387,7 +392,7 @@ func expectReceive(role Role, n *Negotiation, env *Envelope, now time.Time) expe
 }
 
 // local events, by name, and the message each sends when the table allows it.
-var localEvents = []string{"start", "propose", "accept", "reject", "cancel", "revise", "tick", "tick after validity"}
+var localEvents = []string{"start", "propose", "accept", "reject", "cancel", "revise", "tick", "tick after validity", "abandon"}
 
 func localMessage(name string, s State) MsgType {
 	switch name {
@@ -434,6 +439,8 @@ func localEvent(t testing.TB, name string, n *Negotiation, now time.Time) Event 
 		s := baseSSA(t, n, now)
 		s.ID = "ssa-local-revision"
 		return Revise{s}
+	case "abandon":
+		return Abandon{[]Reason{{Code: CodeUnspecified, Text: "the peer does not speak the protocol"}}}
 	}
 	return Tick{}
 }
@@ -450,6 +457,13 @@ func expectLocal(role Role, name string, n *Negotiation, now time.Time) expectat
 			return expectation{next: StateExpired}
 		}
 		return expectation{next: s}
+	}
+	if name == "abandon" {
+		// No message: the one local event outside the transitions table.
+		if s == StateRequestSent {
+			return expectation{next: StateFailed, reasons: true}
+		}
+		return expectation{refused: true}
 	}
 	t := localMessage(name, s)
 	ed, next, ok := lookup(role, s, t, true)
@@ -533,6 +547,9 @@ func checkStep(n *Negotiation, before snapshot, ev Event, out Output, err error,
 	}
 	if r, ok := ev.(Reject); ok && !slices.Equal(out.Reasons, r.Reasons) {
 		return fmt.Errorf("reasons %v, want the rejection's %v", out.Reasons, r.Reasons)
+	}
+	if r, ok := ev.(Abandon); ok && !slices.Equal(out.Reasons, r.Reasons) {
+		return fmt.Errorf("reasons %v, want the abandonment's %v", out.Reasons, r.Reasons)
 	}
 	if want.got != nil && want.got.Rejection != nil && !slices.Equal(out.Reasons, want.got.Rejection.Reasons) {
 		return fmt.Errorf("reasons %v, want the received rejection's", out.Reasons)

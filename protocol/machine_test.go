@@ -268,3 +268,31 @@ func TestRestoreRefusesTranscriptWithoutRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestAbandon: a request the peer can never receive ends failed, locally, with its reasons;
+// the peer's answer, should the request reach it after all, is refused; Restore rebuilds
+// request-sent and the driver abandons again.
+func TestAbandon(t *testing.T) {
+	pr := newPair(t)
+	req := pr.step(pr.r, Start{exampleRequest(t, pr.now)}).Send
+	out := pr.step(pr.r, Abandon{})
+	if pr.r.State() != StateFailed || out.Send != nil || out.Record != nil || len(out.Reasons) != 1 {
+		t.Fatalf("abandon: state %s, output %+v", pr.r.State(), out)
+	}
+	if _, err := pr.r.Step(pr.now, Abandon{}); !errors.Is(err, ErrUnexpected) {
+		t.Fatalf("abandon twice: %v", err)
+	}
+	pr.deliver(pr.p, req)
+	prop := pr.propose()
+	if _, err := pr.r.Step(pr.now, Receive{prop}); !errors.Is(err, ErrUnexpected) {
+		t.Fatalf("a proposal after abandon: %v", err)
+	}
+	m := restoreWith(t, pr.r, pr.rid)
+	if m.State() != StateRequestSent {
+		t.Fatalf("restored in %s", m.State())
+	}
+	why := []Reason{{Code: CodeUnspecified, Text: "not an ssanet peer"}}
+	if out, err := m.Step(pr.now, Abandon{why}); err != nil || m.State() != StateFailed || out.Reasons[0] != why[0] {
+		t.Fatalf("abandon after restore: %v, %s, %+v", err, m.State(), out)
+	}
+}
