@@ -8,17 +8,56 @@ import (
 // The local events of Step, one method each: the decisions of this agent and the passing of
 // time. Each checks that the state allows it, then sends its message through send.
 
-// tick expires an unanswered proposal, and sends an answer that Restore found owed.
+// tick expires an unanswered request, proposal or revision, and sends an answer that Restore
+// found owed. Output.Reasons says what expired.
 func (n *Negotiation) tick(now time.Time) (Output, error) {
 	switch {
 	case (n.state == StateProposalSent || n.state == StateProposalReceived) && n.expired(now):
-		n.state = StateExpired
-	case n.state == StateAcceptanceReceived || n.state == StateCancellationReceived:
+		return n.expire(CodeProposalExpired), nil
+	case (n.state == StateRequestSent || n.state == StateRequestReceived) && n.expired(now):
+		return n.expire(CodeRequestExpired), nil
+	case n.state == StateWithdrawalSent && n.expired(now.Add(-MaxSkew)):
+		// The provider, whose request expired before the withdrawal reached it, refuses
+		// it: both end expired. MaxSkew leaves time for a confirmation the provider made
+		// before its own clock said the request expired.
+		return n.expire(CodeRequestExpired), nil
+	case (n.state == StateRevisionSent || n.state == StateRevisionReceived) && n.expired(now):
+		return n.expire(CodeRevisionExpired), nil
+	case n.state == StateAcceptanceReceived || n.state == StateCancellationReceived || n.state == StateWithdrawalReceived:
 		// Only Restore leaves a negotiation here, when the transcript was persisted
 		// between a received message and its automatic answer: send the answer now.
 		return n.answer(now, n.current)
 	}
 	return Output{}, nil
+}
+
+// expire ends what the validity limit of the pending SSA ended: the negotiation, or the
+// revision (dropped: the SSA in force stays; our own one's answer, made in time, still counts).
+func (n *Negotiation) expire(code Code) Output {
+	what := map[Code]string{CodeProposalExpired: "proposal", CodeRequestExpired: "request", CodeRevisionExpired: "revision"}[code]
+	reasons := []Reason{{Code: code, Component: "expires", Text: "the " + what + " was valid until " + n.current.SSA.Expires.String() + " and was not answered"}}
+	switch n.state {
+	case StateRevisionSent:
+		n.dropped, n.current, n.state = n.current, nil, StateApproved
+	case StateRevisionReceived:
+		n.current, n.state = nil, StateApproved
+	default:
+		n.state = StateExpired
+	}
+	return Output{Reasons: reasons}
+}
+
+// late refuses a decision on what awaits one once its validity limit has passed, and lets it
+// expire: it returns the error, or nil if there is still time.
+func (n *Negotiation) late(now time.Time) error {
+	if !n.state.AwaitsDecision() || !n.expired(now) {
+		return nil
+	}
+	errs := map[State]error{StateRequestReceived: ErrRequestExpired, StateProposalReceived: ErrProposalExpired, StateRevisionReceived: ErrRevisionExpired}
+	err := errs[n.state]
+	exp := n.current.SSA.Expires
+	n.expire(map[State]Code{StateRequestReceived: CodeRequestExpired, StateProposalReceived: CodeProposalExpired, StateRevisionReceived: CodeRevisionExpired}[n.state])
+	return fmt.Errorf("%w: it was valid until %s", err, exp)
 }
 
 // start sends the requester's request for ssa.
@@ -41,6 +80,9 @@ func (n *Negotiation) propose(now time.Time, ssa *SSA) (Output, error) {
 	if n.state != StateRequestReceived {
 		return Output{}, n.refuse("propose", nil)
 	}
+	if err := n.late(now); err != nil {
+		return Output{}, err
+	}
 	s := ssa.Clone()
 	s.Status, s.Signatures = StatusProposal, nil
 	req := n.current.SSA
@@ -56,14 +98,16 @@ func (n *Negotiation) propose(now time.Time, ssa *SSA) (Output, error) {
 
 // accept accepts the proposal while it is valid, or confirms the peer's revision.
 func (n *Negotiation) accept(now time.Time) (Output, error) {
+	if n.state == StateProposalReceived || n.state == StateRevisionReceived {
+		if err := n.late(now); err != nil {
+			return Output{}, err
+		}
+	}
 	switch n.state {
 	case StateProposalReceived:
-		if n.expired(now) {
-			n.state = StateExpired
-			return Output{}, fmt.Errorf("%w: it was valid until %s", ErrProposalExpired, n.current.SSA.Expires)
-		}
+		// An approved SSA carries no validity limit: the proposal's ends with the acceptance.
 		s := *n.current.SSA // a shallow copy: only its own scalar fields change
-		s.Status, s.Date = StatusApproval, FromTime(now)
+		s.Status, s.Date, s.Expires = StatusApproval, FromTime(now), 0
 		return n.send(now, MsgAcceptance, &s)
 	case StateRevisionReceived:
 		return n.send(now, MsgConfirmation, n.current.SSA)
@@ -76,17 +120,22 @@ func (n *Negotiation) reject(now time.Time, reasons []Reason) (Output, error) {
 	if !n.state.AwaitsDecision() {
 		return Output{}, n.refuse("reject", nil)
 	}
+	if n.state != StateProposalReceived { // rejecting an expired proposal still tells the provider
+		if err := n.late(now); err != nil {
+			return Output{}, err
+		}
+	}
 	return n.send(now, MsgRejection, &Rejection{SSAID: n.current.SSA.ID, Reasons: reasons})
 }
 
-// cancel sends the cancellation of the SSA in force.
+// cancel sends the cancellation of the SSA in force, also while a revision is pending, or
+// the withdrawal of the unanswered request.
 func (n *Negotiation) cancel(now time.Time) (Output, error) {
-	if n.state != StateApproved {
-		return Output{}, n.refuse("cancel", nil)
+	switch n.state {
+	case StateApproved, StateRevisionSent, StateRevisionReceived, StateRequestSent:
+		return n.send(now, MsgCancellation, n.cancellation())
 	}
-	s := n.agreed.Clone()
-	s.Status, s.Signatures = StatusAnnulment, nil
-	return n.send(now, MsgCancellation, s)
+	return Output{}, n.refuse("cancel", nil)
 }
 
 // revise sends ssa, under a new ID, as the next version of the SSA in force.
@@ -101,12 +150,17 @@ func (n *Negotiation) revise(now time.Time, ssa *SSA) (Output, error) {
 	if err := CheckSSAID(s.ID); err != nil {
 		return Output{}, fmt.Errorf("%w: a revision needs a new SSA ID: %w", ErrInvalidSSA, err)
 	}
-	s.Status, s.Signatures, s.Date, s.Expires = StatusApproval, nil, FromTime(now), 0
+	if s.Expires != 0 && !now.Before(s.Expires.Std()) {
+		return Output{}, fmt.Errorf("%w: the revision's validity limit %s is already past", ErrRevisionExpired, s.Expires)
+	}
+	s.Status, s.Signatures, s.Date = StatusApproval, nil, FromTime(now)
 	s.Version, s.Supersedes = n.agreed.Version+1, n.agreed.ID
 	s.Participants = n.agreed.Participants
 	return n.send(now, MsgRevision, s)
 }
 
+// expired reports whether the pending SSA's validity limit has passed at now (a withdrawal
+// carries the request's).
 func (n *Negotiation) expired(now time.Time) bool {
 	exp := n.current.SSA.Expires
 	return exp != 0 && !now.Before(exp.Std())

@@ -283,7 +283,7 @@ func TestJSON(t *testing.T) {
 	}{
 		{[]string{"status"}, "approval"},
 		{[]string{"date"}, "2026-11-23T12:00:00Z"},
-		{[]string{"expires"}, "2026-11-23T13:00:00Z"},
+		{[]string{"expires"}, nil}, // an agreement carries no validity limit
 		{[]string{"schedule", "start"}, "2026-11-23T12:00:00Z"},
 		{[]string{"schedule", "end"}, "2027-11-23T12:00:00Z"},
 		{[]string{"policy", "handling", "retention"}, "90d"},

@@ -48,13 +48,17 @@ const (
 	StateRevisionReceived           // deciding on a revision
 	StateRejected                   // ended: the request or the proposal was rejected
 	StateAnnulled                   // ended: the SSA was cancelled
-	StateExpired                    // the proposal's validity passed unanswered
+	StateExpired                    // the validity of the request or proposal passed unanswered
 	StateFailed                     // ended: the request could never reach the peer (Abandon)
+	StateWithdrawalSent             // requester: waiting for the confirmation of its withdrawal
+	StateWithdrawalReceived         // provider: answering the requester's withdrawal
+	StateWithdrawn                  // ended: the requester withdrew its request before the agreement
 )
 
 var stateNames = [...]string{"new", "request-sent", "request-received", "proposal-sent", "proposal-received",
 	"acceptance-sent", "acceptance-received", "approved", "cancellation-sent", "cancellation-received",
-	"revision-sent", "revision-received", "rejected", "annulled", "expired", "failed"}
+	"revision-sent", "revision-received", "rejected", "annulled", "expired", "failed",
+	"withdrawal-sent", "withdrawal-received", "withdrawn"}
 
 func (s State) String() string {
 	if int(s) < len(stateNames) {
@@ -66,10 +70,12 @@ func (s State) String() string {
 // MarshalText writes the state's name.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// Ended reports whether s is final: nothing more happens in the negotiation.
+// Ended reports whether s is final: the negotiation's outcome is settled. (A provider whose
+// proposal expired still answers a late acceptance, with a rejection; a requester whose
+// request expired still takes a rejection made before the provider's clock said so.)
 func (s State) Ended() bool {
 	switch s {
-	case StateRejected, StateAnnulled, StateExpired, StateFailed:
+	case StateRejected, StateAnnulled, StateExpired, StateFailed, StateWithdrawn:
 		return true
 	}
 	return false
@@ -89,6 +95,8 @@ var (
 	ErrBrokenChain      = errors.New("protocol: message does not follow the transcript")
 	ErrTermsChanged     = errors.New("protocol: message does not carry the terms it answers")
 	ErrProposalExpired  = errors.New("protocol: proposal expired")
+	ErrRequestExpired   = errors.New("protocol: request expired")
+	ErrRevisionExpired  = errors.New("protocol: revision expired")
 	ErrTooManyMessages  = errors.New("protocol: negotiation has too many messages")
 	ErrClockSkew        = errors.New("protocol: message dated too far ahead of this clock, or before the message it follows")
 )
@@ -144,7 +152,9 @@ type Accept struct{}
 // Reject rejects the request (provider), the proposal (requester) or a revision.
 type Reject struct{ Reasons []Reason }
 
-// Cancel cancels the approved SSA.
+// Cancel cancels the approved SSA, also while a revision of it is pending (the revision is
+// dropped with it); in request-sent it withdraws the unanswered request: a cancellation
+// carrying the request's SSA, which the provider confirms, and both sides end withdrawn.
 type Cancel struct{}
 
 // Revise proposes a new version of the approved SSA. The caller gives the new ID.
@@ -159,7 +169,8 @@ type Revise struct{ SSA *SSA }
 // steps Abandon again.
 type Abandon struct{ Reasons []Reason }
 
-// Tick lets time pass: an unanswered proposal expires. After Restore, it also sends an
+// Tick lets time pass: an unanswered request or proposal expires (the negotiation ends
+// expired), an unanswered revision expires (it is dropped and the SSA in force stays). After Restore, it also sends an
 // automatic answer that the transcript shows was owed but never made.
 type Tick struct{}
 
@@ -208,6 +219,18 @@ type Negotiation struct {
 	byID       map[string]int
 	current    *Envelope // the message whose SSA is being negotiated or answered
 	agreed     *SSA      // the SSA in force (or annulled), with both signatures
+	// dropped is our revision that expired unanswered while it is the transcript's last
+	// message: the peer's answer, made before the revision's validity limit, still counts.
+	dropped *Envelope
+	// undo is what the negotiation was before our last message, for a message of the peer
+	// that crossed it and prevails (see crossing).
+	undo view
+}
+
+// view is the part of a negotiation that decides how a message of the peer is taken.
+type view struct {
+	state            State
+	current, dropped *Envelope
 }
 
 // NewRequester begins a negotiation as requester with provider, under negotiation ID nid
@@ -256,12 +279,14 @@ func Restore(self *Identity, role Role, transcript [][]byte) (*Negotiation, erro
 			}
 		} else {
 			var c crossed
-			if next, c, err = n.incoming(env); err == nil && c == oursPrevails {
+			var v view
+			if next, v, c, err = n.incoming(env); err == nil && c == oursPrevails {
 				err = fmt.Errorf("%w: a superseded %s is never recorded", ErrBrokenChain, env.Header.Type)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("protocol: restore message %d: %w", i, err)
 			}
+			n.take(v)
 		}
 		n.apply(env, next)
 	}
@@ -337,6 +362,9 @@ var transitions = map[edge]State{
 	{RoleRequester, StateProposalReceived, MsgRejection, true}:   StateRejected,
 	{RoleRequester, StateAcceptanceSent, MsgConfirmation, false}: StateApproved,
 	{RoleRequester, StateAcceptanceSent, MsgRejection, false}:    StateRejected,
+	{RoleRequester, StateRequestSent, MsgCancellation, true}:     StateWithdrawalSent,
+	{RoleRequester, StateWithdrawalSent, MsgConfirmation, false}: StateWithdrawn,
+	{RoleRequester, StateExpired, MsgRejection, false}:           StateRejected,
 
 	{RoleProvider, StateNew, MsgRequest, false}:                    StateRequestReceived,
 	{RoleProvider, StateRequestReceived, MsgProposal, true}:        StateProposalSent,
@@ -347,6 +375,8 @@ var transitions = map[edge]State{
 	{RoleProvider, StateExpired, MsgRejection, false}:              StateRejected,
 	{RoleProvider, StateAcceptanceReceived, MsgConfirmation, true}: StateApproved,
 	{RoleProvider, StateAcceptanceReceived, MsgRejection, true}:    StateRejected,
+	{RoleProvider, StateRequestReceived, MsgCancellation, false}:   StateWithdrawalReceived,
+	{RoleProvider, StateWithdrawalReceived, MsgConfirmation, true}: StateWithdrawn,
 	{0, StateApproved, MsgCancellation, true}:                      StateCancellationSent,
 	{0, StateApproved, MsgCancellation, false}:                     StateCancellationReceived,
 	{0, StateCancellationSent, MsgConfirmation, false}:             StateAnnulled,
@@ -357,6 +387,10 @@ var transitions = map[edge]State{
 	{0, StateRevisionSent, MsgRejection, false}:                    StateApproved,
 	{0, StateRevisionReceived, MsgConfirmation, true}:              StateApproved,
 	{0, StateRevisionReceived, MsgRejection, true}:                 StateApproved,
+	{0, StateRevisionSent, MsgCancellation, true}:                  StateCancellationSent,
+	{0, StateRevisionSent, MsgCancellation, false}:                 StateCancellationReceived,
+	{0, StateRevisionReceived, MsgCancellation, true}:              StateCancellationSent,
+	{0, StateRevisionReceived, MsgCancellation, false}:             StateCancellationReceived,
 }
 
 func (n *Negotiation) next(t MsgType, out bool) (State, bool) { return n.nextFrom(n.state, t, out) }
@@ -368,6 +402,13 @@ func (n *Negotiation) nextFrom(state State, t MsgType, out bool) (State, bool) {
 	s, ok := transitions[edge{0, state, t, out}]
 	return s, ok
 }
+
+// view is how the negotiation stands now.
+func (n *Negotiation) view() view { return view{state: n.state, current: n.current, dropped: n.dropped} }
+
+// take makes v how the negotiation stands, before a message of the peer that was checked
+// against v is applied.
+func (n *Negotiation) take(v view) { n.state, n.current, n.dropped = v.state, v.current, v.dropped }
 
 // Step applies one event at time now.
 func (n *Negotiation) Step(now time.Time, ev Event) (Output, error) {
@@ -458,8 +499,16 @@ func (n *Negotiation) apply(env *Envelope, next State) {
 	if n.peer == "" && env.Sender != n.self.id {
 		n.peer = env.Sender
 	}
+	if env.Sender == n.self.id {
+		n.undo = n.view()
+	}
+	n.dropped = nil
 	switch env.Header.Type {
 	case MsgConfirmation:
+		if next == StateWithdrawn { // a withdrawal confirmed: nothing was ever agreed
+			n.current = nil
+			break
+		}
 		// The agreement: the answered message's signature, then the confirmation's.
 		s := env.SSA.Clone()
 		s.Signatures = [][]byte{n.current.detached(), env.detached()}

@@ -30,12 +30,12 @@ type placement struct {
 // automatic are the states in which the protocol leaves no choice: the message that entered
 // them is answered at once (by Step, or by a Tick after Restore). Local decisions there are
 // refused even though the transitions table lists the answer's edge.
-var automatic = map[State]bool{StateAcceptanceReceived: true, StateCancellationReceived: true}
+var automatic = map[State]bool{StateAcceptanceReceived: true, StateCancellationReceived: true, StateWithdrawalReceived: true}
 
 // unreachable are the states a role never enters; the test proves it from the table.
 var unreachable = map[Role][]State{
-	RoleRequester: {StateRequestReceived, StateProposalSent, StateAcceptanceReceived},
-	RoleProvider:  {StateRequestSent, StateProposalReceived, StateAcceptanceSent, StateFailed},
+	RoleRequester: {StateRequestReceived, StateProposalSent, StateAcceptanceReceived, StateWithdrawalReceived},
+	RoleProvider:  {StateRequestSent, StateProposalReceived, StateAcceptanceSent, StateFailed, StateWithdrawalSent},
 }
 
 // Flows used to place negotiations.
@@ -54,6 +54,28 @@ func (pr *pair) propose() *Envelope {
 		pr.t.Fatalf("meet: %v", conflicts)
 	}
 	return pr.step(pr.p, Propose{prop}).Send
+}
+
+// validRequest is the example request, valid for an hour.
+func (pr *pair) validRequest() *SSA {
+	s := exampleRequest(pr.t, pr.now)
+	s.Expires = FromTime(pr.now.Add(time.Hour))
+	return s
+}
+
+// withdraw has the requester withdraw its request, valid for an hour, and returns the
+// withdrawal (the provider has received the request).
+func (pr *pair) withdraw() *Envelope {
+	pr.t.Helper()
+	pr.deliver(pr.p, pr.step(pr.r, Start{pr.validRequest()}).Send)
+	return pr.step(pr.r, Cancel{}).Send
+}
+
+// validRevision is revisedSSA, valid for an hour.
+func (pr *pair) validRevision(n *Negotiation) *SSA {
+	v := revisedSSA(n, "ssa-test-2")
+	v.Expires = FromTime(pr.now.Add(time.Hour))
+	return v
 }
 
 // revisedSSA is the SSA in force of n, under a new ID and with a stricter TLP.
@@ -173,6 +195,82 @@ func placements() []placement {
 			return self(pr)
 		})
 		add(role, StateRejected, "acceptance too late", func(pr *pair) *Negotiation { pr.lateAcceptance(); return self(pr) })
+		add(role, StateWithdrawn, "withdrawn", func(pr *pair) *Negotiation {
+			pr.deliver(pr.r, pr.deliver(pr.p, pr.withdraw()).Send)
+			return self(pr)
+		})
+		add(role, StateWithdrawn, "withdrawal crossed the proposal", func(pr *pair) *Negotiation {
+			w := pr.withdraw()
+			prop := pr.propose()
+			if out := pr.deliver(pr.r, prop); !out.Superseded {
+				pr.t.Fatalf("the proposal that crossed the withdrawal: %+v", out)
+			}
+			pr.deliver(pr.r, pr.deliver(pr.p, w).Send)
+			return self(pr)
+		})
+		add(role, StateRejected, "withdrawal crossed the rejection", func(pr *pair) *Negotiation {
+			w := pr.withdraw()
+			rej := pr.step(pr.p, Reject{[]Reason{{Code: CodeNoOffer}}}).Send
+			if out := pr.deliver(pr.p, w); !out.Superseded {
+				pr.t.Fatalf("the withdrawal that crossed the rejection: %+v", out)
+			}
+			pr.deliver(pr.r, rej)
+			return self(pr)
+		})
+		add(role, StateApproved, "own revision expired", func(pr *pair) *Negotiation {
+			pr.approve()
+			pr.deliver(other(pr), pr.step(self(pr), Revise{pr.validRevision(self(pr))}).Send)
+			pr.now = pr.now.Add(time.Hour)
+			pr.step(self(pr), Tick{})
+			return self(pr)
+		})
+		add(role, StateApproved, "peer's revision expired", func(pr *pair) *Negotiation {
+			pr.approve()
+			pr.deliver(self(pr), pr.step(other(pr), Revise{pr.validRevision(other(pr))}).Send)
+			pr.now = pr.now.Add(time.Hour)
+			pr.step(self(pr), Tick{})
+			return self(pr)
+		})
+		add(role, StateRevisionSent, "revised with validity", func(pr *pair) *Negotiation {
+			pr.approve()
+			pr.step(self(pr), Revise{pr.validRevision(self(pr))})
+			return self(pr)
+		})
+		add(role, StateRevisionReceived, "peer revised with validity", func(pr *pair) *Negotiation {
+			pr.approve()
+			pr.deliver(self(pr), pr.step(other(pr), Revise{pr.validRevision(other(pr))}).Send)
+			return self(pr)
+		})
+		add(role, StateCancellationSent, "cancelled during own revision", func(pr *pair) *Negotiation {
+			pr.approve()
+			pr.deliver(other(pr), pr.step(self(pr), Revise{pr.validRevision(self(pr))}).Send)
+			pr.step(self(pr), Cancel{})
+			return self(pr)
+		})
+		add(role, StateCancellationSent, "cancelled during peer's revision", func(pr *pair) *Negotiation {
+			pr.approve()
+			pr.deliver(self(pr), pr.step(other(pr), Revise{pr.validRevision(other(pr))}).Send)
+			pr.step(self(pr), Cancel{})
+			return self(pr)
+		})
+		add(role, StateAnnulled, "cancelled during a revision", func(pr *pair) *Negotiation {
+			pr.approve()
+			pr.deliver(self(pr), pr.step(other(pr), Revise{pr.validRevision(other(pr))}).Send)
+			pr.deliver(self(pr), pr.deliver(other(pr), pr.step(self(pr), Cancel{}).Send).Send)
+			return self(pr)
+		})
+		add(role, StateAnnulled, "cancellation crossed the confirmation of a revision", func(pr *pair) *Negotiation {
+			pr.approve()
+			pr.deliver(other(pr), pr.step(self(pr), Revise{pr.validRevision(self(pr))}).Send)
+			conf := pr.step(other(pr), Accept{}).Send
+			c := pr.step(self(pr), Cancel{}).Send
+			if out := pr.deliver(other(pr), c); !out.Superseded {
+				pr.t.Fatalf("the cancellation that crossed the confirmation: %+v", out)
+			}
+			pr.deliver(self(pr), conf) // the revision is in force
+			pr.deliver(self(pr), pr.deliver(other(pr), pr.step(self(pr), Cancel{}).Send).Send)
+			return self(pr)
+		})
 		add(role, StateAnnulled, "cancelled by requester", func(pr *pair) *Negotiation {
 			pr.approve()
 			pr.deliver(pr.r, pr.deliver(pr.p, pr.step(pr.r, Cancel{}).Send).Send)
@@ -191,6 +289,14 @@ func placements() []placement {
 		pr.step(pr.r, Abandon{[]Reason{{Code: CodeUnspecified, Text: "not an ssanet peer"}}})
 		return pr.r
 	})
+	add(r, StateRequestSent, "started with validity", func(pr *pair) *Negotiation { pr.step(pr.r, Start{pr.validRequest()}); return pr.r })
+	add(r, StateWithdrawalSent, "withdrawing", func(pr *pair) *Negotiation { pr.withdraw(); return pr.r })
+	add(r, StateExpired, "request expired", func(pr *pair) *Negotiation {
+		pr.step(pr.r, Start{pr.validRequest()})
+		pr.now = pr.now.Add(time.Hour)
+		pr.step(pr.r, Tick{})
+		return pr.r
+	})
 	add(r, StateProposalReceived, "proposal received", func(pr *pair) *Negotiation { pr.request(); pr.deliver(pr.r, pr.propose()); return pr.r })
 	add(r, StateAcceptanceSent, "accepted", func(pr *pair) *Negotiation {
 		pr.request()
@@ -206,6 +312,19 @@ func placements() []placement {
 		return pr.r
 	})
 	add(p, StateRequestReceived, "request received", func(pr *pair) *Negotiation { pr.request(); return pr.p })
+	add(p, StateRequestReceived, "request with validity received", func(pr *pair) *Negotiation {
+		pr.deliver(pr.p, pr.step(pr.r, Start{pr.validRequest()}).Send)
+		return pr.p
+	})
+	add(p, StateWithdrawalReceived, "restored before the confirmation of a withdrawal", func(pr *pair) *Negotiation {
+		return restoreWith(pr.t, pr.p, pr.pid, pr.withdraw())
+	})
+	add(p, StateExpired, "request expired", func(pr *pair) *Negotiation {
+		pr.deliver(pr.p, pr.step(pr.r, Start{pr.validRequest()}).Send)
+		pr.now = pr.now.Add(time.Hour)
+		pr.step(pr.p, Tick{})
+		return pr.p
+	})
 	add(p, StateProposalSent, "proposed", func(pr *pair) *Negotiation { pr.request(); pr.propose(); return pr.p })
 	add(p, StateAcceptanceReceived, "restored before the confirmation", func(pr *pair) *Negotiation {
 		pr.request()
@@ -222,12 +341,13 @@ func placements() []placement {
 	return ps
 }
 
-// peerMessageID is the ID the peer's machine gives its message at position pos.
+// peerMessageID is an ID for the peer's message at position pos of our transcript, unlike
+// any the peer's machine gave (after a crossing, the peer's transcript is longer than ours).
 func peerMessageID(nid []byte, from peer.ID, pos int) []byte {
 	h := sha256.New()
 	h.Write(nid)
 	h.Write([]byte(from))
-	h.Write([]byte{byte(pos >> 8), byte(pos)})
+	h.Write([]byte{byte(pos >> 8), byte(pos), 't'})
 	return h.Sum(nil)[:16]
 }
 
@@ -282,11 +402,18 @@ func peerMessage(t testing.TB, n *Negotiation, from *Identity, typ MsgType, now 
 		if p := n.proposal(); p != nil {
 			s = p.Clone()
 		}
-		s.Status, s.Date = StatusApproval, FromTime(now)
+		s.Status, s.Date, s.Expires = StatusApproval, FromTime(now), 0
 	case MsgRejection:
 		body = &Rejection{SSAID: s.ID, Reasons: []Reason{{Code: CodeDeclined, Text: "declined by the peer"}}}
 	case MsgCancellation:
-		s.Status = StatusAnnulment
+		// The SSA in force or, before there is one, the request (a withdrawal).
+		switch {
+		case n.Agreement() != nil:
+			s = n.Agreement().Clone()
+		case len(tr) > 0:
+			s = tr[0].SSA.Clone()
+		}
+		s.Status, s.Signatures = StatusAnnulment, nil
 	case MsgRevision:
 		if a := n.Agreement(); a != nil {
 			s.Version, s.Supersedes = a.Version+1, a.ID
@@ -352,6 +479,12 @@ func proposalExpired(n *Negotiation, now time.Time) bool {
 	return p != nil && p.Expires != 0 && !now.Before(p.Expires.Std())
 }
 
+// pendingExpired reports whether the pending SSA of n is past its validity at now.
+func pendingExpired(n *Negotiation, now time.Time) bool {
+	p := n.Pending()
+	return p != nil && p.Expires != 0 && !now.Before(p.Expires.Std())
+}
+
 // expectation is what the table says a cell must do.
 type expectation struct {
 	refused bool
@@ -377,16 +510,16 @@ func (e *expectation) answer(role Role, n *Negotiation, now time.Time) {
 		panic(fmt.Sprintf("the table has no answer to leave %s", e.next))
 	}
 	e.next, e.sent, e.edges = next, t, append(e.edges, ed)
-	e.agreed, e.reasons = t == MsgConfirmation, t == MsgRejection
+	e.agreed, e.reasons = t == MsgConfirmation && next != StateWithdrawn, t == MsgRejection
 }
 
 func expectReceive(role Role, n *Negotiation, env *Envelope, now time.Time) expectation {
 	t := env.Header.Type
 	ed, next, ok := lookup(role, n.State(), t, false)
-	if !ok {
+	if !ok || (t == MsgAcceptance && n.proposal() == nil) { // a request that expired has no proposal to accept
 		return expectation{refused: true}
 	}
-	e := expectation{next: next, got: env, agreed: t == MsgConfirmation, reasons: t == MsgRejection, edges: []edge{ed}}
+	e := expectation{next: next, got: env, agreed: t == MsgConfirmation && next != StateWithdrawn, reasons: t == MsgRejection, edges: []edge{ed}}
 	e.answer(role, n, now)
 	return e
 }
@@ -454,7 +587,13 @@ func expectLocal(role Role, name string, n *Negotiation, now time.Time) expectat
 			e.answer(role, n, now)
 			return e
 		case (s == StateProposalSent || s == StateProposalReceived) && proposalExpired(n, now):
-			return expectation{next: StateExpired}
+			return expectation{next: StateExpired, reasons: true}
+		case (s == StateRequestSent || s == StateRequestReceived) && pendingExpired(n, now):
+			return expectation{next: StateExpired, reasons: true}
+		case s == StateWithdrawalSent && pendingExpired(n, now.Add(-MaxSkew)):
+			return expectation{next: StateExpired, reasons: true}
+		case (s == StateRevisionSent || s == StateRevisionReceived) && pendingExpired(n, now):
+			return expectation{next: StateApproved, reasons: true}
 		}
 		return expectation{next: s}
 	}
@@ -470,7 +609,7 @@ func expectLocal(role Role, name string, n *Negotiation, now time.Time) expectat
 	if !ok || automatic[s] {
 		return expectation{refused: true}
 	}
-	return expectation{next: next, sent: t, agreed: t == MsgConfirmation, reasons: t == MsgRejection, edges: []edge{ed}}
+	return expectation{next: next, sent: t, agreed: t == MsgConfirmation && next != StateWithdrawn, reasons: t == MsgRejection, edges: []edge{ed}}
 }
 
 // checkStep compares what Step did with the expectation.

@@ -27,6 +27,9 @@ const (
 	CodeSSAIDInUse          Code = 16 // the SSA ID already names another negotiation's SSA
 	CodeFilterCost          Code = 17 // a filter may cost more CPU per record than the provider allows
 	CodeAgreementLimit      Code = 18 // the requester holds as many agreements as the provider allows a peer
+	CodeRequestExpired      Code = 20 // the request's validity limit passed unanswered
+	CodeRevisionExpired     Code = 21 // the revision's validity limit passed unanswered
+	CodeWithdrawn           Code = 22 // the requester withdrew its request
 )
 
 var codeNames = map[Code]string{
@@ -49,6 +52,9 @@ var codeNames = map[Code]string{
 	CodeSSAIDInUse:          "ssa-id-in-use",
 	CodeFilterCost:          "filter-cost",
 	CodeAgreementLimit:      "agreement-limit",
+	CodeRequestExpired:      "request-expired",
+	CodeRevisionExpired:     "revision-expired",
+	CodeWithdrawn:           "withdrawn",
 }
 
 func (c Code) String() string {

@@ -25,7 +25,7 @@ func (n *Negotiation) receive(now time.Time, env *Envelope) (Output, error) {
 	if t := time.UnixMilli(env.Header.Time); t.Sub(now) > MaxSkew {
 		return Output{}, fmt.Errorf("%w: %s from %s is dated %s, now is %s", ErrClockSkew, env.Header.Type, env.Sender, t.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	next, c, err := n.incoming(env)
+	next, v, c, err := n.incoming(env)
 	if err != nil {
 		return Output{}, err
 	}
@@ -42,6 +42,7 @@ func (n *Negotiation) receive(now time.Time, env *Envelope) (Output, error) {
 		return Output{}, fmt.Errorf("%w: no room for a %s after %d messages", ErrTooManyMessages, env.Header.Type, counted)
 	}
 	var out Output
+	n.take(v)
 	n.finish(&out, env, next)
 	out.Record = []*Envelope{env}
 	answer, err := n.answer(now, env)
@@ -70,7 +71,7 @@ func (n *Negotiation) answer(now time.Time, env *Envelope) (Output, error) {
 				Text: "the proposal expired at " + n.proposal().Expires.String() + " before it was accepted"}}})
 		}
 		return n.send(now, MsgConfirmation, env.SSA)
-	case StateCancellationReceived:
+	case StateCancellationReceived, StateWithdrawalReceived:
 		return n.send(now, MsgConfirmation, env.SSA)
 	}
 	return Output{}, nil
@@ -91,23 +92,33 @@ func (n *Negotiation) expiredProposal(now time.Time) bool {
 	return exp != 0 && !now.Before(exp.Std())
 }
 
-// incoming checks a message from the peer and returns the state it leads to. A cancellation
-// or revision that crossed one of ours (see crossing) is settled there: if ours prevails, the
-// message changes nothing; if theirs does, it is taken as if ours had not been sent.
-func (n *Negotiation) incoming(env *Envelope) (next State, c crossed, err error) {
-	state := n.state
+// incoming checks a message from the peer and returns the state it leads to, and the view
+// of the negotiation it is to be applied on (take). A message that crossed one of ours (see
+// crossing) is settled there: if ours prevails, the message changes nothing; if theirs does,
+// it is taken as if ours had not been sent. The answer to our revision that expired
+// unanswered (dropped) is taken as if the revision were still pending, if the peer made it
+// before the revision's validity limit.
+func (n *Negotiation) incoming(env *Envelope) (next State, v view, c crossed, err error) {
+	v = n.view()
 	switch c = n.crossing(env); c {
 	case oursPrevails:
-		return 0, c, n.checkOrigin(env)
+		return 0, v, c, n.checkOrigin(env)
 	case theirsPrevails:
-		state = StateApproved // a cancellation or revision is sent from approved only
+		v = n.undo
+	}
+	if t := env.Header.Type; v.dropped != nil && v.state == StateApproved && (t == MsgConfirmation || t == MsgRejection) {
+		if exp := v.dropped.SSA.Expires; env.Header.Time >= exp.Std().UnixMilli() {
+			return 0, v, c, fmt.Errorf("%w: %w: the %s was made at %s, the revision it answers was valid until %s", ErrUnexpected, ErrRevisionExpired,
+				t, time.UnixMilli(env.Header.Time).UTC().Format(time.RFC3339), exp)
+		}
+		v.state, v.current, v.dropped = StateRevisionSent, v.dropped, nil
 	}
 	var prev []byte
 	if i := n.follows(c); i >= 0 {
 		prev = n.transcript[i].Hash()
 	}
-	next, err = n.checkIncoming(env, state, prev)
-	return next, c, err
+	next, err = n.checkIncoming(env, v, prev)
+	return next, v, c, err
 }
 
 // follows is the position in the transcript of the message a message of the peer follows:
@@ -128,17 +139,16 @@ const (
 	theirsPrevails
 )
 
-// crossing tells whether env, a cancellation or revision of the peer, crossed one of ours on
-// the network: both name the same previous message, so neither side saw the other's before
-// sending its own. Without a rule both would refuse what they receive and send theirs again
-// forever. The rule, the same on both sides: a cancellation prevails over a revision (ending
-// the SSA is what one party wants either way); between two of a kind, the provider's
-// prevails. The side whose message gives way takes the other's in its place (its own stays
-// in its transcript, answered by nothing); the side whose message prevails acknowledges the
-// other's, records nothing, and waits for the answer to its own.
+// crossing tells whether env, a message of the peer, crossed one of ours on the network:
+// both name the same previous message, so neither side saw the other's before sending its
+// own. Without a rule both would refuse what they receive and send theirs again forever.
+// The rule (prevails), the same on both sides, is in prevails. The side whose message gives
+// way takes the other's in its place (its own stays in its transcript, answered by nothing);
+// the side whose message prevails acknowledges the other's, records nothing, and waits for
+// the answer to its own.
 func (n *Negotiation) crossing(env *Envelope) crossed {
 	theirs := env.Header.Type
-	if (theirs != MsgCancellation && theirs != MsgRevision) || len(env.Header.Prev) == 0 {
+	if len(env.Header.Prev) == 0 {
 		return notCrossed
 	}
 	for i := len(n.transcript) - 1; i >= 0; i-- {
@@ -146,16 +156,48 @@ func (n *Negotiation) crossing(env *Envelope) crossed {
 		if own.Sender != n.self.id || !bytes.Equal(own.Header.Prev, env.Header.Prev) {
 			continue
 		}
-		ours := own.Header.Type
-		switch {
-		case ours != MsgCancellation && ours != MsgRevision:
-			return notCrossed
-		case ours == MsgCancellation && theirs == MsgRevision, ours == theirs && n.role == RoleProvider:
+		switch prevails(own.Header.Type, theirs, n.role) {
+		case oursPrevails:
 			return oursPrevails
-		case i == len(n.transcript)-1: // ours is still unanswered: theirs takes its place
-			return theirsPrevails
+		case theirsPrevails:
+			if i == len(n.transcript)-1 { // ours is still unanswered: theirs takes its place
+				return theirsPrevails
+			}
 		}
 		return notCrossed
+	}
+	return notCrossed
+}
+
+// prevails says which of two messages that crossed prevails, ours (sent by role) or theirs:
+//   - a cancellation prevails over a revision (ending the SSA is what one party wants either
+//     way); between two cancellations or two revisions, the provider's prevails;
+//   - an answer (a confirmation or a rejection) prevails over the cancellation or revision
+//     that crossed it: it settled what it answered (a revision, or a request), and the side
+//     whose cancellation gave way finds the SSA in force and may cancel it again;
+//   - a withdrawal (the requester's cancellation of its request) prevails over the proposal
+//     that crossed it: nothing was agreed yet.
+//
+// Any other pair did not cross: the message is checked as usual (and refused).
+func prevails(ours, theirs MsgType, role Role) crossed {
+	ending := func(t MsgType) bool { return t == MsgCancellation || t == MsgRevision }
+	answer := func(t MsgType) bool { return t == MsgConfirmation || t == MsgRejection }
+	switch {
+	case ending(ours) && ending(theirs):
+		if ours == theirs {
+			if role == RoleProvider {
+				return oursPrevails
+			}
+			return theirsPrevails
+		}
+		if ours == MsgCancellation {
+			return oursPrevails
+		}
+		return theirsPrevails
+	case answer(ours) && ending(theirs), ours == MsgCancellation && theirs == MsgProposal:
+		return oursPrevails
+	case ending(ours) && answer(theirs), ours == MsgProposal && theirs == MsgCancellation:
+		return theirsPrevails
 	}
 	return notCrossed
 }
@@ -177,43 +219,42 @@ func (n *Negotiation) checkOrigin(env *Envelope) error {
 // checkIncoming checks that a message from the peer belongs here, follows prev and carries
 // the terms its type requires in state, before any state changes; it returns the state the
 // message leads to.
-func (n *Negotiation) checkIncoming(env *Envelope, state State, prev []byte) (State, error) {
+func (n *Negotiation) checkIncoming(env *Envelope, v view, prev []byte) (State, error) {
 	if err := n.checkOrigin(env); err != nil {
 		return 0, err
 	}
 	if !bytes.Equal(env.Header.Prev, prev) {
 		return 0, fmt.Errorf("%w: %s names previous message %x, last is %x", ErrBrokenChain, env.Header.Type, env.Header.Prev, prev)
 	}
-	next, ok := n.nextFrom(state, env.Header.Type, false)
-	if !ok {
+	next, ok := n.nextFrom(v.state, env.Header.Type, false)
+	if !ok || (env.Header.Type == MsgAcceptance && n.proposal() == nil) { // a request that expired has no proposal
 		return 0, n.refuse("", env)
 	}
-	return next, n.checkTerms(env)
+	return next, n.checkTerms(env, v.current)
 }
 
-// checkTerms checks that a message from the peer carries the terms its type requires.
-func (n *Negotiation) checkTerms(env *Envelope) error {
+// checkTerms checks that a message from the peer carries the terms its type requires;
+// current is the message it answers or follows.
+func (n *Negotiation) checkTerms(env *Envelope, current *Envelope) error {
 	switch env.Header.Type {
 	case MsgRequest:
 		return n.checkRequest(env)
 	case MsgProposal:
-		return n.checkProposal(env)
+		return n.checkProposal(env, current)
 	case MsgAcceptance:
 		want := *n.proposal() // a shallow copy: only its own scalar fields change
-		want.Status, want.Date = StatusApproval, env.SSA.Date
+		want.Status, want.Date, want.Expires = StatusApproval, env.SSA.Date, 0
 		return sameTerms(&want, env)
 	case MsgConfirmation:
-		if !bytes.Equal(env.Payload(), n.current.Payload()) {
-			return fmt.Errorf("%w: the confirmation's SSA differs from the %s it confirms", ErrTermsChanged, n.current.Header.Type)
+		if !bytes.Equal(env.Payload(), current.Payload()) {
+			return fmt.Errorf("%w: the confirmation's SSA differs from the %s it confirms", ErrTermsChanged, current.Header.Type)
 		}
 	case MsgCancellation:
-		want := *n.agreed
-		want.Status = StatusAnnulment
-		return sameTerms(&want, env)
+		return sameTerms(n.cancellation(), env)
 	case MsgRevision:
 		return n.checkRevision(env.SSA)
 	case MsgRejection:
-		if n.current == nil || env.Rejection.SSAID != n.current.SSA.ID {
+		if current == nil || env.Rejection.SSAID != current.SSA.ID {
 			return fmt.Errorf("%w: the rejection names SSA %q", ErrTermsChanged, env.Rejection.SSAID)
 		}
 	}
@@ -238,8 +279,8 @@ func (n *Negotiation) checkRequest(env *Envelope) error {
 
 // checkProposal checks that a proposal keeps the request's ID and requester and names its
 // sender as provider.
-func (n *Negotiation) checkProposal(env *Envelope) error {
-	s, req := env.SSA, n.current.SSA
+func (n *Negotiation) checkProposal(env *Envelope, current *Envelope) error {
+	s, req := env.SSA, current.SSA
 	if s.Status != StatusProposal || s.ID != req.ID || s.Participants.Requester != req.Participants.Requester ||
 		s.Participants.Provider.PeerID != n.senderString(env) {
 		return fmt.Errorf("%w: a proposal keeps the request's ID and requester and names its sender as provider", ErrTermsChanged)
@@ -255,6 +296,18 @@ func (n *Negotiation) checkRevision(s *SSA) error {
 		return fmt.Errorf("%w: a revision supersedes the SSA in force with the next version, a new ID and the same participants", ErrTermsChanged)
 	}
 	return nil
+}
+
+// cancellation is the SSA a cancellation carries: the SSA in force or, before there is one,
+// the request (a withdrawal), in annulment status.
+func (n *Negotiation) cancellation() *SSA {
+	s := n.agreed
+	if s == nil {
+		s = n.transcript[0].SSA
+	}
+	c := s.Clone()
+	c.Status, c.Signatures = StatusAnnulment, nil
+	return c
 }
 
 // sameTerms checks that env carries the SSA want, comparing signing bytes: Open has checked

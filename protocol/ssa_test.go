@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -17,6 +18,7 @@ func fullSSA(t *testing.T) *SSA {
 	rout, _ := pr.approve()
 	s := rout.Agreement.Clone()
 	s.Supersedes = "ssa-test-0"
+	s.Expires = FromTime(pr.now.Add(time.Hour)) // an agreement has none, a revision may
 	s.Participants.Requester.PeerID = pr.rid.PeerID().String()
 	s.Policy.Masking = []MaskRule{{Scope: ScopeFields, Fields: []string{"user.name"}, Method: MaskHMAC, Bits: 1, MaxBits: 2, KeyID: "k"}}
 	s.Policy.Summarization = &Summarization{GroupBy: "source.ip", RankBy: RankByCount, TopN: 1, Window: 60}
