@@ -404,7 +404,9 @@ func (n *Negotiation) nextFrom(state State, t MsgType, out bool) (State, bool) {
 }
 
 // view is how the negotiation stands now.
-func (n *Negotiation) view() view { return view{state: n.state, current: n.current, dropped: n.dropped} }
+func (n *Negotiation) view() view {
+	return view{state: n.state, current: n.current, dropped: n.dropped}
+}
 
 // take makes v how the negotiation stands, before a message of the peer that was checked
 // against v is applied.
