@@ -219,4 +219,3 @@ func crossedBy(mine, theirs *Envelope) bool {
 // verifier is an identity that only names a party: enough for Restore, which replays
 // messages and never signs. It holds no key.
 func verifier(id peer.ID) *Identity { return &Identity{id: id, str: id.String()} }
-
