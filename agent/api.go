@@ -88,7 +88,7 @@ func (a *Agent) AddOffer(yaml []byte) (*protocol.Offer, error) {
 	if err := a.checkOfferKeys(o); err != nil {
 		return nil, invalid(err)
 	}
-	fillContact(&o.Terms.Participants.Provider, a.cfg.Contact)
+	a.neg.signAs(&o.Terms.Participants.Provider, "provider", "offer", o.ID)
 	o.Terms.Participants.Provider.PeerID = a.ID().String()
 	if err := a.store.PutOffer(o); err != nil {
 		return nil, err

@@ -262,8 +262,10 @@ func (c *Config) validateIngest() error {
 
 const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 #
-# contact:              this organisation as it appears in its SSAs (affiliation, name,
-#                       email, address)
+# contact:              this organisation as it signs every SSA, as requester and as
+#                       provider (affiliation, name, email, phone, address); a template's
+#                       or offer's participant block for this side can only add a field
+#                       left empty here: a field it sets otherwise is ignored with a warning
 # listen:               multiaddrs to listen on; tcp and quic-v1; port 0 picks a free port
 # bootstrap:            multiaddrs (ending in /p2p/PEERID) of agents to join the directory
 #                       (DHT) through

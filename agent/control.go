@@ -167,6 +167,7 @@ func (api controlAPI) routes() []route {
 		{"GET /v1/ssa/{id}", api.negotiation},
 		{"GET /v1/ssa/{id}/export", api.export},
 		{"GET /v1/ssa/{id}/transcript", api.transcript},
+		{"GET /v1/ssa/{id}/transcript/export", api.exportTranscript},
 		{"POST /v1/ssa/{id}/approve", api.decide(Approve)},
 		{"POST /v1/ssa/{id}/decline", api.decide(Decline)},
 		{"POST /v1/ssa/{id}/cancel", api.cancel},

@@ -130,7 +130,7 @@ func (n *negotiator) meet(req *protocol.SSA, o *protocol.Offer) (*protocol.SSA, 
 	if reasons := n.unenforceable(prop); reasons != nil {
 		return nil, reasons
 	}
-	fillContact(&prop.Participants.Provider, n.cfg.Contact)
+	n.signAs(&prop.Participants.Provider, "provider", "ssa", prop.ID)
 	return prop, nil
 }
 
@@ -146,12 +146,4 @@ func (n *negotiator) unenforceable(s *protocol.SSA) []protocol.Reason {
 		return []protocol.Reason{r.ProtocolReason()}
 	}
 	return []protocol.Reason{{Code: protocol.CodePolicyUnenforceable, Component: "policy", Text: err.Error()}}
-}
-
-func fillContact(p *protocol.Participant, c protocol.Participant) {
-	if p.Affiliation == "" && p.Name == "" && p.Email == "" && p.Address == "" {
-		id := p.PeerID
-		*p = c
-		p.PeerID = id
-	}
 }

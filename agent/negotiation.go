@@ -71,7 +71,7 @@ func (n *negotiator) request(ctx context.Context, provider peer.AddrInfo, tmpl *
 	if ssa.ID == "" {
 		ssa.ID = newSSAID()
 	}
-	fillContact(&ssa.Participants.Requester, n.cfg.Contact)
+	n.signAs(&ssa.Participants.Requester, "requester", "ssa", ssa.ID)
 	now := n.now()
 	s := &session{machine: m, rec: &storage.Negotiation{ID: nid, Role: protocol.RoleRequester, Created: now, Updated: now}}
 	s.atRest.Store(true) // until the request is committed: a refused one leaves nothing behind

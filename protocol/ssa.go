@@ -85,6 +85,7 @@ type Participant struct {
 	Email       string `cbor:"3,keyasint,omitempty" yaml:"email,omitempty" json:"email,omitempty"`
 	Address     string `cbor:"4,keyasint,omitempty" yaml:"address,omitempty" json:"address,omitempty"`
 	PeerID      string `cbor:"5,keyasint,omitempty" yaml:"peer-id,omitempty" json:"peer_id,omitempty"`
+	Phone       string `cbor:"6,keyasint,omitempty" yaml:"phone,omitempty" json:"phone,omitempty"`
 }
 
 // Information is one kind of security information to be exchanged (clause 9.2 item 4).

@@ -20,6 +20,7 @@ func fullSSA(t *testing.T) *SSA {
 	s.Supersedes = "ssa-test-0"
 	s.Expires = FromTime(pr.now.Add(time.Hour)) // an agreement has none, a revision may
 	s.Participants.Requester.PeerID = pr.rid.PeerID().String()
+	s.Participants.Requester.Phone, s.Participants.Provider.Phone = "+1 555 0100", "+1 555 0199"
 	s.Policy.Masking = []MaskRule{{Scope: ScopeFields, Fields: []string{"user.name"}, Method: MaskHMAC, Bits: 1, MaxBits: 2, KeyID: "k"}}
 	s.Policy.Summarization = &Summarization{GroupBy: "source.ip", RankBy: RankByCount, TopN: 1, Window: 60}
 	s.Method.Access = []string{"/ip4/127.0.0.1/tcp/4001"}

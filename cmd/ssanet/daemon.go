@@ -12,15 +12,18 @@ import (
 	"github.com/ssanet/ssanet/agent"
 )
 
-const initSynopsis = "init [--name NAME] [--affiliation ORG] [--email EMAIL] [--address ADDRESS] [--listen ADDRS] [--bootstrap ADDRS] [--mdns=false]"
+const initSynopsis = "init [--org ORG] [--name NAME] [--email EMAIL] [--phone PHONE] [--address ADDRESS] [--listen ADDRS] [--bootstrap ADDRS] [--mdns=false]"
 
 func cmdInit(c *cli, args []string) int {
 	fs := c.flags("init", initSynopsis)
 	cfg := agent.DefaultConfig()
 	p := &cfg.Contact
-	fs.StringVar(&p.Name, "name", "", "contact name in this agent's SSAs")
-	fs.StringVar(&p.Affiliation, "affiliation", "", "organisation")
+	// This side's participant in every SSA the agent signs (config.yaml contact).
+	fs.StringVar(&p.Affiliation, "org", "", "this organisation, as it signs every SSA (the participant's affiliation)")
+	fs.StringVar(&p.Affiliation, "affiliation", "", "the same as --org")
+	fs.StringVar(&p.Name, "name", "", "contact name (a person or a desk) in this agent's SSAs")
 	fs.StringVar(&p.Email, "email", "", "contact email")
+	fs.StringVar(&p.Phone, "phone", "", "contact telephone")
 	fs.StringVar(&p.Address, "address", "", "postal address")
 	listen := fs.String("listen", "", "comma-separated listen multiaddrs (default: TCP and QUIC on all interfaces, free ports)")
 	bootstrap := fs.String("bootstrap", "", "comma-separated multiaddrs (…/p2p/PEERID) of agents to join the directory through")

@@ -331,18 +331,6 @@ func cmdSSAExport(c *cli, synopsis string, args []string) int {
 	return exitOK
 }
 
-func cmdSSATranscript(c *cli, synopsis string, args []string) int {
-	path, code := c.ssaArg(c.flags("ssa transcript", synopsis), synopsis, args)
-	if code >= 0 {
-		return code
-	}
-	return getAndPrint(c, path+"/transcript", func(ms []agent.MessageView) {
-		for i, m := range ms {
-			fmt.Fprintf(c.stdout, "%2d %-12s %s from %s ssa %s %s\n", i+1, m.Type, m.Time, m.Sender, m.SSAID, m.Status)
-		}
-	})
-}
-
 // awaitChange waits until a cancellation or revision is confirmed or rejected.
 func (c *cli) awaitChange(v *agent.NegotiationView, wait time.Duration) int {
 	unconfirmed := func(v *agent.NegotiationView) bool { return !v.AtRest }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -54,7 +55,7 @@ var ssaSubcommands = []subcommand{
 	{"revise", "ssa revise ID --template FILE [--wait D]", cmdSSARevise},
 	{"export", "ssa export ID [--out FILE]", cmdSSAExport},
 	{"verify", "ssa verify FILE", cmdSSAVerify},
-	{"transcript", "ssa transcript ID", cmdSSATranscript},
+	{"transcript", "ssa transcript ID [--export FILE]", cmdSSATranscript},
 }
 
 // ssaSynopsis is every ssa subcommand on one line.
@@ -95,6 +96,9 @@ func cmdSSAVerify(c *cli, synopsis string, args []string) int {
 	data, err := os.ReadFile(pos[0])
 	if err != nil {
 		return c.fail(fmt.Errorf("read the exported SSA: %w", err))
+	}
+	if msgs, err := protocol.DecodeTranscript(data); !errors.Is(err, protocol.ErrNotTranscript) {
+		return c.verifyTranscript(pos[0], msgs, err)
 	}
 	s, err := protocol.DecodeSSA(data)
 	var signers []protocol.Signer
