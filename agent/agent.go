@@ -163,6 +163,8 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		AutoAccept:           a.cfg.Accept == "auto",
 		MaxAgreementsPerPeer: a.cfg.MaxAgreementsPerPeer,
 		Contact:              a.cfg.Contact,
+		Methods:              methods{protocols: deliveryProtocols, security: a.cfg.security()},
+		Addrs:                a.Addrs,
 		Offers:               a.store.Offers,
 		Enforceable:          a.compiler.Check,
 		FindAddrs:            a.findAddrs,
@@ -199,7 +201,7 @@ func (a *Agent) startExchange(now func() time.Time) error {
 		a.findAddrs(ctx, p)
 		return a.host.NewStream(ctx, p, proto)
 	}
-	a.deliver = newDeliverer(a.store, a.self, dial, a.log, now, timeout, a.counts.delivered)
+	a.deliver = newDeliverer(a.store, a.self, dial, a.log, now, timeout, a.counts.delivered, a.counts.heldMethod)
 	keys, err := providerKeys(a.home)
 	if err != nil {
 		return err
@@ -216,7 +218,8 @@ func (a *Agent) startExchange(now func() time.Time) error {
 		Metrics: a.counts.receive, DiskFull: a.disk.refused, Stored: a.sinks.kick})
 	a.refiner = newRefiner(a.mgr, a.store, a.log, now, a.cfg.MaxQueuedPerPeer, a.counts.queue, a.deliver.wake, a.counts.ledger)
 	a.monitor = newMonitor(a.mgr, a.store, a.self, dial, monitorConfig{Log: a.log, Now: now, Timeout: timeout,
-		Dir: filepath.Join(a.home, AssessmentDir), Negotiation: a.Negotiation, Paused: a.disk.isPaused, Sinks: a.sinks.stateOf})
+		Dir: filepath.Join(a.home, AssessmentDir), Negotiation: a.Negotiation, Paused: a.disk.isPaused, Sinks: a.sinks.stateOf,
+		Held: a.deliver.heldWhy})
 	return nil
 }
 
@@ -287,7 +290,7 @@ func storageKey(home string, cfg Config) ([]byte, error) {
 	return key, nil
 }
 
-// startHost builds the libp2p host: TCP and QUIC, Noise and TLS, the resource manager with
+// startHost builds the libp2p host: TCP and QUIC, the configured security transports, the resource manager with
 // explicit limits for ssanet's protocols, and the allow-list gater.
 func (a *Agent) startHost(key crypto.PrivKey) error {
 	limits := rcmgr.DefaultLimits
@@ -307,18 +310,26 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 		p, _ := peer.Decode(s) // validated with the config
 		allow[p] = true
 	}
-	a.host, err = libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(a.cfg.Listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionGater(gater{allow: allow}),
-		libp2p.UserAgent("ssanet/"+Version),
+		libp2p.UserAgent("ssanet/" + Version),
 		libp2p.PrometheusRegisterer(a.metrics),
-	)
+	}
+	// The configured security transports, in order (method.go); QUIC, whose handshake is
+	// TLS, only with tls.
+	for _, s := range a.cfg.security() {
+		switch s {
+		case "noise":
+			opts = append(opts, libp2p.Security(noise.ID, noise.New))
+		case "tls":
+			opts = append(opts, libp2p.Security(libp2ptls.ID, libp2ptls.New), libp2p.Transport(quic.NewTransport))
+		}
+	}
+	a.host, err = libp2p.New(opts...)
 	if err != nil {
 		rm.Close()
 		return fmt.Errorf("start libp2p host on %s: %w", strings.Join(a.cfg.Listen, " "), err)

@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
+	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -95,6 +98,9 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (Verdict, []st
 	if as.Local.Violations > 0 {
 		worse(VerdictViolated, fmt.Sprintf("%d delivered records break the SSP and are quarantined, forwarded to no sink (evidence: %d signed batches)", as.Local.Violations, len(as.Evidence)))
 	}
+	if n := offMethod(as.Evidence); n > 0 {
+		worse(VerdictViolated, fmt.Sprintf("%d batches came over a protocol or connection security the SSA's method does not list: refused, kept as evidence", n))
+	}
 	for i := range as.Sinks {
 		sinkVerdict(&as.Sinks[i], as.SSAID, as.Time, worse)
 	}
@@ -108,6 +114,23 @@ func verdict(run *agreementRun, as *Assessment, reasons []string) (Verdict, []st
 		reportVerdict(run, as, rep, worse)
 	}
 	return v, reasons
+}
+
+// offMethod counts the batches of evidence refused for their method (finding method).
+func offMethod(ev []EvidenceView) int {
+	n := 0
+	for _, e := range ev {
+		var fs []RecordFinding
+		if json.Unmarshal(e.Findings, &fs) != nil {
+			continue
+		}
+		if slices.ContainsFunc(fs, func(f RecordFinding) bool {
+			return slices.ContainsFunc(f.Findings, func(x policy.Finding) bool { return x.Code == policy.FindingMethod })
+		}) {
+			n++
+		}
+	}
+	return n
 }
 
 // sinkVerdict judges sink s's progress through SSA ssaID at now: degraded when it is
@@ -147,6 +170,9 @@ func reportVerdict(run *agreementRun, as *Assessment, rep *protocol.Report, wors
 	}
 	if backlog := rep.Refined - rep.Acked; backlog > lagRecords && as.Phase == PhaseExecution {
 		worse(VerdictDegraded, fmt.Sprintf("%d refined records wait for delivery", backlog))
+	}
+	if rep.DeliveryHeld != "" {
+		worse(VerdictDegraded, "the provider holds delivery: "+rep.DeliveryHeld)
 	}
 	if rep.IngestPaused {
 		worse(VerdictDegraded, "the provider's disk is below its reserve: it takes no records until space is freed there")

@@ -53,6 +53,11 @@ type Config struct {
 	Contact protocol.Participant `yaml:"contact"`
 	// Listen lists the multiaddrs to listen on (TCP and QUIC).
 	Listen []string `yaml:"listen"`
+	// Security lists the connection security transports, "noise" and "tls", in order of
+	// preference (a connection uses the first of its dialler's that the other side
+	// supports); empty: noise, tls. It is what this agent can honour of an SSA's
+	// method.security. QUIC's handshake is TLS: a QUIC listen address needs tls.
+	Security []string `yaml:"security,omitempty"`
 	// Bootstrap lists multiaddrs (with /p2p/ID) of agents to join the directory through.
 	Bootstrap []string `yaml:"bootstrap,omitempty"`
 	// MDNS enables LAN discovery of other agents (multicast on the local network).
@@ -173,6 +178,9 @@ func (c *Config) validateNetwork() error {
 			return fmt.Errorf("config: listen: %q is not a multiaddr: %w", a, err)
 		}
 	}
+	if err := c.validateSecurity(); err != nil {
+		return err
+	}
 	if _, err := c.bootstrapPeers(); err != nil {
 		return err
 	}
@@ -188,6 +196,36 @@ func (c *Config) validateNetwork() error {
 		host, _, err := net.SplitHostPort(c.Metrics)
 		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 			return fmt.Errorf("config: metrics must be a loopback host:port such as 127.0.0.1:9464, not %q", c.Metrics)
+		}
+	}
+	return nil
+}
+
+// security is the connection security transports the agent uses, by name.
+func (c *Config) security() []string {
+	if len(c.Security) == 0 {
+		return slices.Clone(defaultSecurity)
+	}
+	return c.Security
+}
+
+// validateSecurity checks the security transports, and that a QUIC listen address, whose
+// handshake is TLS, comes with tls.
+func (c *Config) validateSecurity() error {
+	for i, s := range c.Security {
+		if _, ok := securityIDs[s]; !ok {
+			return fmt.Errorf("config: security: %q is not a connection security this agent has: list noise, tls or both", s)
+		}
+		if slices.Contains(c.Security[:i], s) {
+			return fmt.Errorf("config: security: %q is listed twice", s)
+		}
+	}
+	if slices.Contains(c.security(), "tls") {
+		return nil
+	}
+	for _, a := range c.Listen {
+		if strings.Contains(a, "/quic") || strings.Contains(a, "/webtransport") {
+			return fmt.Errorf("config: listen: %q is QUIC, whose handshake is TLS, but security does not list tls: add tls to security or drop the address", a)
 		}
 	}
 	return nil
@@ -267,6 +305,9 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 #                       or offer's participant block for this side can only add a field
 #                       left empty here: a field it sets otherwise is ignored with a warning
 # listen:               multiaddrs to listen on; tcp and quic-v1; port 0 picks a free port
+# security:             optional connection security transports, noise and/or tls, in order
+#                       of preference (default [noise, tls]): what this agent can honour of
+#                       an SSA's method.security; a quic-v1 address needs tls
 # bootstrap:            multiaddrs (ending in /p2p/PEERID) of agents to join the directory
 #                       (DHT) through
 # mdns:                 discover agents on the local network with mDNS (multicast)

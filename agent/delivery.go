@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -47,12 +48,46 @@ type deliverer struct {
 	now       func() time.Time
 	timeout   time.Duration // of each message
 	delivered prometheus.Counter
-	wg        sync.WaitGroup
+	// heldMethod counts the streams not used because the SSA does not list their method.
+	heldMethod prometheus.Counter
+	wg         sync.WaitGroup
+
+	mu sync.Mutex
+	// held says, per SSA, why its delivery waits: the method of the last stream opened
+	// broke the SSA's (method.go). The provider's monitoring report carries it.
+	held map[string]string
 }
 
 func newDeliverer(st *storage.Store, self *protocol.Identity, dial dialer, log *slog.Logger, now func() time.Time,
-	timeout time.Duration, delivered prometheus.Counter) *deliverer {
-	return &deliverer{store: st, self: self, dial: dial, log: log, now: now, timeout: timeout, delivered: delivered}
+	timeout time.Duration, delivered, heldMethod prometheus.Counter) *deliverer {
+	return &deliverer{store: st, self: self, dial: dial, log: log, now: now, timeout: timeout, delivered: delivered,
+		heldMethod: heldMethod, held: map[string]string{}}
+}
+
+// heldWhy says why the delivery of SSA ssaID waits although records may be due, or "".
+func (dl *deliverer) heldWhy(ssaID string) string {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	return dl.held[ssaID]
+}
+
+// hold records why the delivery of ssaID waits ("": it does not), and logs each change.
+func (dl *deliverer) hold(run *agreementRun, why string) {
+	dl.mu.Lock()
+	was := dl.held[run.ssa.ID]
+	if why == "" {
+		delete(dl.held, run.ssa.ID)
+	} else {
+		dl.held[run.ssa.ID] = why
+	}
+	dl.mu.Unlock()
+	switch {
+	case why == was:
+	case why == "":
+		dl.log.Info("delivery resumes: the connection's method is one the SSA lists", "ssa", run.ssa.ID, "peer", run.peer)
+	default:
+		dl.log.Warn("delivery held: the SSA's method does not allow it", "ssa", run.ssa.ID, "peer", run.peer, "reason", why)
+	}
 }
 
 // wake makes sure the delivery loop of a provider's run is going: it kicks the running loop,
@@ -94,6 +129,13 @@ func (dl *deliverer) wait() { dl.wg.Wait() }
 // it already holds. It ends when the SSA stops being in force, or when there is nothing to
 // send and nothing to wait for (wake starts it again).
 func (dl *deliverer) loop(ctx context.Context, run *agreementRun) {
+	defer func() {
+		if ctx.Err() != nil { // no longer in force: nothing is held
+			dl.mu.Lock()
+			delete(dl.held, run.ssa.ID)
+			dl.mu.Unlock()
+		}
+	}()
 	d := run.delivery
 	if d == nil {
 		st, err := dl.store.OutboxState(run.ssa.ID)
@@ -202,7 +244,13 @@ func (d *delivery) due() (bool, error) {
 	return err == nil && len(recs) > 0, err
 }
 
-// open opens the exchange stream to the requester.
+// errMethod means a delivery stream's protocol or connection security is not one the SSA
+// lists: nothing is sent over it.
+var errMethod = errors.New("agent: the stream's method is not the SSA's")
+
+// open opens the exchange stream to the requester, over a method the SSA lists: a stream
+// whose protocol or connection security it does not list is reset unused (errMethod), and
+// the delivery waits.
 func (d *delivery) open(ctx context.Context) (network.Stream, error) {
 	octx, cancel := context.WithTimeout(ctx, d.dl.timeout)
 	defer cancel()
@@ -210,6 +258,13 @@ func (d *delivery) open(ctx context.Context) (network.Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open exchange stream: %w", err)
 	}
+	if why := methodBreach(d.run.ssa.Method, st.Protocol(), st.Conn().ConnState()); why != "" {
+		st.Reset()
+		d.dl.heldMethod.Inc()
+		d.dl.hold(d.run, why)
+		return nil, fmt.Errorf("%w: %s", errMethod, why)
+	}
+	d.dl.hold(d.run, "")
 	return st, nil
 }
 

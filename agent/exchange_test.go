@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ssanet/ssanet/policy"
@@ -308,7 +310,7 @@ func TestBatchTimeChecked(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := req.receiver.checkBatch(sealed, prov.ID())
+			c, err := req.receiver.checkBatch(sealed, prov.ID(), ProtocolExchange, network.ConnectionState{Security: noise.ID, Transport: "tcp"})
 			if err != nil || c.refused != "" {
 				t.Fatalf("%+v, %v", c, err)
 			}

@@ -13,6 +13,9 @@ type counters struct {
 	agreements *prometheus.CounterVec // agreement changes by status (management point)
 	queue      queueMetrics
 	delivered  prometheus.Counter // records the requesters acknowledged (delivery)
+	// heldMethod counts the delivery streams not used because the SSA does not list their
+	// protocol or connection security (delivery).
+	heldMethod prometheus.Counter
 	receive    receiveMetrics
 	// ledger counts the outcome of every record, per SSA (ledger.go).
 	ledger *ledger
@@ -34,6 +37,8 @@ func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Ti
 		},
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_acknowledged_total",
 			Help: "Records the requesters acknowledged."}),
+		heldMethod: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "deliveries_held_method_total",
+			Help: "Delivery attempts not made because the SSA's method does not list the stream's protocol or the connection's security."}),
 		receive: receiveMetrics{
 			received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_received_total",
 				Help: "Records received and stored under the SSAs this agent requested."}),
@@ -41,11 +46,13 @@ func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Ti
 				Help: "Received records that break their SSP."}),
 			quarantined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_refused_cancelled_total",
 				Help: "Received records refused, and kept as evidence, because their SSA was cancelled."}),
+			offMethod: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_refused_method_total",
+				Help: "Received records refused, and kept as evidence of a violation, because they came over a protocol or connection security their SSA does not list."}),
 			ledger: l,
 		},
 	}
 	reg.MustRegister(c.agreements, c.queue.ingested, c.queue.queued, c.delivered, c.receive.received,
-		c.receive.violations, c.receive.quarantined, c.queue.overflow)
+		c.receive.violations, c.receive.quarantined, c.queue.overflow, c.heldMethod, c.receive.offMethod)
 	return c
 }
 

@@ -113,6 +113,8 @@ type monitorConfig struct {
 	Paused func() bool
 	// Sinks is the state of every sink for one SSA (sinks.stateOf).
 	Sinks func(ssaID string) ([]SinkState, error)
+	// Held says why the delivery of an SSA waits, or "" (deliverer.heldWhy).
+	Held func(ssaID string) string
 }
 
 // monitor is the monitoring and assessment of the management point: it answers report
@@ -165,6 +167,9 @@ func (mo *monitor) report(ssaID, requester string) *protocol.Report {
 		rep.SSPHash = run.ssp.Hash()
 		rep.LatencyP50, rep.LatencyP95, rep.LatencyP99 = run.latencies()
 		rep.SentOutside = run.sentOutside.Load()
+		if mo.cfg.Held != nil {
+			rep.DeliveryHeld = mo.cfg.Held(ssaID)
+		}
 		if out, ingested := run.ledger.snapshot(); ingested > 0 {
 			rep.Outcomes, rep.OutcomesIngested, rep.OutcomesSince = out, ingested, run.ledger.since.UnixMilli()
 			rep.OutcomesFilteredBy = run.ledger.filtered()

@@ -44,6 +44,10 @@ type negotiatorConfig struct {
 	MaxAgreementsPerPeer int
 	// Contact fills in this side's participant where a proposal or request leaves it empty.
 	Contact protocol.Participant
+	// Methods is what this agent can honour of an SSA's method (method.go).
+	Methods methods
+	// Addrs are this agent's addresses, the method.access of the SSAs it provides.
+	Addrs func() []string
 
 	// Offers returns this agent's offers, which requests are answered from.
 	Offers func() ([]*protocol.Offer, error)

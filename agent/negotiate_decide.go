@@ -21,12 +21,18 @@ func (n *negotiator) decide(s *session) protocol.Event {
 		if reasons := n.unenforceable(s.machine.Pending()); reasons != nil {
 			return protocol.Reject{Reasons: reasons}
 		}
+		if reasons := n.cfg.Methods.unsupported(s.machine.Pending().Method, protocol.RoleRequester); reasons != nil {
+			return protocol.Reject{Reasons: reasons}
+		}
 		return acceptIfSatisfies(s.machine.Pending(), request(s))
 	case protocol.StateRevisionReceived:
 		own := n.ownTemplate(s)
 		if !n.cfg.AutoAccept || own == nil {
 			s.rec.Note = "revision held for an operator: ssanet ssa approve|decline " + s.machine.Pending().ID
 			return nil
+		}
+		if reasons := n.cfg.Methods.unsupported(s.machine.Pending().Method, s.machine.Role()); reasons != nil {
+			return protocol.Reject{Reasons: reasons}
 		}
 		return acceptIfSatisfies(s.machine.Pending(), own)
 	}
@@ -119,14 +125,21 @@ func (n *negotiator) propose(s *session, prop *protocol.SSA) protocol.Event {
 	return protocol.Propose{SSA: prop}
 }
 
-// meet is the proposal from a request and an offer, with this agent's contact details. A
-// proposal whose policy the enforcement point could not enforce is refused here, at
-// negotiation time: fail closed.
+// meet is the proposal from a request and an offer, with this agent's contact details and
+// addresses (method.access). A proposal whose policy the enforcement point could not enforce,
+// or whose method this agent cannot honour, is refused here, at negotiation time: fail
+// closed.
 func (n *negotiator) meet(req *protocol.SSA, o *protocol.Offer) (*protocol.SSA, []protocol.Reason) {
-	prop, conflicts := protocol.Meet(req, o, protocol.FromTime(n.now()))
+	withAddrs := *o
+	withAddrs.Terms.Method.Access = n.cfg.Addrs()
+	prop, conflicts := protocol.Meet(req, &withAddrs, protocol.FromTime(n.now()))
 	if prop == nil {
 		return nil, conflicts
 	}
+	if reasons := n.cfg.Methods.unsupported(prop.Method, protocol.RoleProvider); reasons != nil {
+		return nil, reasons
+	}
+	n.cfg.Methods.complete(&prop.Method)
 	if reasons := n.unenforceable(prop); reasons != nil {
 		return nil, reasons
 	}

@@ -128,6 +128,10 @@ func (n *negotiator) decision(s *session, ssaID string, d Decision, why string) 
 		return protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeDeclined, Text: why}}}, nil
 	}
 	if s.machine.State() != protocol.StateRequestReceived {
+		// An operator's approval does not make a method this agent cannot honour honourable.
+		if reasons := n.cfg.Methods.unsupported(s.machine.Pending().Method, s.machine.Role()); reasons != nil {
+			return protocol.Reject{Reasons: reasons}, nil
+		}
 		return protocol.Accept{}, nil
 	}
 	o := n.offer(s.rec.OfferID)

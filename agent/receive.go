@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ssanet/ssanet/policy"
@@ -44,6 +45,9 @@ type receiveMetrics struct {
 	received, violations prometheus.Counter
 	// quarantined counts received records refused because their SSA was cancelled.
 	quarantined prometheus.Counter
+	// offMethod counts received records refused because they came over a protocol or
+	// connection security their SSA does not list (method.go).
+	offMethod prometheus.Counter
 	// ledger counts each record as stored or quarantined, per SSA and finding (ledger.go).
 	ledger *ledger
 }
@@ -114,7 +118,7 @@ func (rc *receiver) handleExchange(st network.Stream) {
 			}
 			return
 		}
-		c, err := rc.checkBatch(raw, remote)
+		c, err := rc.checkBatch(raw, remote, st.Protocol(), st.Conn().ConnState())
 		if err != nil {
 			rc.refusals.warn(remote, "batch refused", err, "proto", ProtocolExchange)
 			st.Reset()
@@ -164,10 +168,13 @@ func (rc *receiver) acknowledge(st network.Stream, c *checkedBatch, remote peer.
 
 // checkedBatch is a batch verified against its SSA and SSP, ready to be stored.
 type checkedBatch struct {
-	raw        []byte
-	b          *protocol.Batch
-	run        *agreementRun
-	refused    string // why the batch cannot be taken at all
+	raw     []byte
+	b       *protocol.Batch
+	run     *agreementRun
+	refused string // why the batch cannot be taken at all
+	// offMethod says the batch is refused because it came over a method its SSA does not
+	// list: a violation.
+	offMethod  bool
 	findings   []RecordFinding
 	violations uint64
 	bad        []bool // the records that do not comply; violations counts them
@@ -183,8 +190,9 @@ type RecordFinding struct {
 }
 
 // checkBatch verifies a batch's signature, that it belongs to an SSA in force with its
-// sender, and every record against the SSP.
-func (rc *receiver) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error) {
+// sender, that it came over a stream protocol proto and a connection (state conn) the SSA's
+// method lists, and every record against the SSP.
+func (rc *receiver) checkBatch(raw []byte, remote peer.ID, proto libp2pprotocol.ID, conn network.ConnectionState) (*checkedBatch, error) {
 	b, err := protocol.OpenBatch(raw, remote)
 	if err != nil {
 		return nil, err
@@ -202,6 +210,10 @@ func (rc *receiver) checkBatch(raw []byte, remote peer.ID) (*checkedBatch, error
 		return c, nil
 	}
 	c.run = run
+	if why := methodBreach(run.ssa.Method, proto, conn); why != "" {
+		refuseMethod(c, why)
+		return c, nil
+	}
 	c.findings = batchFindings(run, b, rc.now())
 	batchFault := len(c.findings) > 0 // then every record is at fault, whatever it holds
 	c.bad = make([]bool, len(b.Records))
@@ -232,6 +244,15 @@ func refuseCancelled(c *checkedBatch, held *agreementRun, at time.Time) {
 	c.findings = []RecordFinding{{Seq: b.First, Findings: []policy.Finding{{Code: policy.FindingOutsideSchedule,
 		Text: fmt.Sprintf("the batch, sent at %s, arrived after this agent had cancelled the SSA or received its cancellation (at %s): refused",
 			time.UnixMilli(b.Sent).UTC().Format(time.RFC3339Nano), at.UTC().Format(time.RFC3339Nano))}}}}
+}
+
+// refuseMethod makes c a batch delivered over a method its SSA does not list: refused, so not
+// stored, forwarded nor acknowledged; kept as evidence of a violation.
+func refuseMethod(c *checkedBatch, why string) {
+	c.refused = "SSA " + c.b.SSAID + " does not allow this batch: " + why
+	c.offMethod = true
+	c.findings = []RecordFinding{{Seq: c.b.First, Findings: []policy.Finding{{Code: policy.FindingMethod,
+		Text: "the batch came by " + why + ": refused"}}}}
 }
 
 // batchFindings are the faults of a batch as a whole, received at now: refined under another
@@ -267,7 +288,18 @@ func (rc *receiver) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.Batch
 		if c.run == nil {
 			rc.refusals.warn(remote, "batch refused", errors.New(c.refused), "ssa", b.SSAID, "records", len(b.Records))
 		}
-		if c.run != nil { // a batch of a cancelled SSA: quarantined
+		switch {
+		case c.offMethod: // a violation: quarantined
+			n := uint64(len(b.Records))
+			rc.metrics.offMethod.Add(float64(n))
+			rc.metrics.violations.Add(float64(n))
+			rc.metrics.ledger.received(b.SSAID, outQuarantined, string(policy.FindingMethod), n)
+			if err := rc.keepEvidence(c, c.findings, now); err != nil {
+				rc.log.Warn("evidence of a refused batch not kept", "ssa", b.SSAID, "err", err)
+			}
+			rc.log.Warn("SSA violated: batch delivered over a method the SSA does not list refused, evidence kept",
+				"ssa", b.SSAID, "peer", remote, "records", n, "reason", c.refused)
+		case c.run != nil: // a batch of a cancelled SSA: quarantined
 			rc.metrics.quarantined.Add(float64(len(b.Records)))
 			rc.metrics.ledger.received(b.SSAID, outQuarantined, string(policy.FindingOutsideSchedule), uint64(len(b.Records)))
 			if err := rc.keepEvidence(c, c.findings, now); err != nil {

@@ -34,8 +34,9 @@ type cheater struct {
 }
 
 // impersonate stops prov's daemon and starts, on loopback, a libp2p host with prov's identity
-// key (read from its home), connected to req. The host is closed with the test.
-func impersonate(t *testing.T, prov, req *agent) *cheater {
+// key (read from its home) and opts (libp2p's defaults otherwise), connected to req. The host
+// is closed with the test.
+func impersonate(t *testing.T, prov, req *agent, opts ...libp2p.Option) *cheater {
 	t.Helper()
 	prov.stop()
 	key, err := ssanet.LoadKey(prov.home)
@@ -46,7 +47,7 @@ func impersonate(t *testing.T, prov, req *agent) *cheater {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	h, err := libp2p.New(append([]libp2p.Option{libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0")}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

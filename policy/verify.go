@@ -27,6 +27,7 @@ const (
 	FindingTopTooLong      FindingCode = "top-n-too-long"   // a summary listing more than N values
 	FindingNotSummarised   FindingCode = "not-summarised"   // a raw record where only summaries are agreed
 	FindingOutsideSchedule FindingCode = "outside-schedule" // a batch sent (or taken) outside the schedule: the agent's check, not Verify's
+	FindingMethod          FindingCode = "method"           // a batch delivered over a protocol or connection security the SSA does not list: the agent's check
 )
 
 // Finding is one violation found in a received record.

@@ -192,6 +192,10 @@ type Report struct {
 	// element per filter; trailing filters that excluded nothing may be left out). Absent
 	// from reports of providers that do not count them.
 	OutcomesFilteredBy []uint64 `cbor:"19,keyasint,omitempty" json:"outcomes_filtered_by,omitempty"`
+	// DeliveryHeld says why the provider delivers nothing now although the SSA is in force:
+	// its connection to the requester runs over a protocol or security the SSA's method does
+	// not list. Absent when it delivers, and from reports of providers that do not say.
+	DeliveryHeld string `cbor:"20,keyasint,omitempty" json:"delivery_held,omitempty"`
 }
 
 // SealReport signs a report.

@@ -29,7 +29,10 @@ import (
 //     field the same way, and the result keeps the smaller top-N and the longer window.
 //   - handling: the stricter TLP, the shorter retention, the narrower redistribution.
 //   - method: the intersection of protocols and of security, in the requester's order (a side
-//     that lists none accepts the other's); access is the union. Empty intersection: conflict.
+//     that lists none accepts the other's). Empty intersection: conflict. Access is where the
+//     requester reaches the provider, so it is the provider's to say: the offer's access (the
+//     agent puts its current addresses there before the meet), without duplicates; a
+//     requester's access is not kept.
 //   - schedule: the intersection of both windows; empty, or already over, is a conflict.
 //   - other components: the union; one name with two different values is a conflict.
 //
@@ -277,7 +280,7 @@ func meetMethod(req, off Method, conflicts []Reason) (Method, []Reason) {
 			Requester: strings.Join(req.Security, ", "), Provider: strings.Join(off.Security, ", "),
 			Text: "no delivery security in common"})
 	}
-	for _, a := range slices.Concat(off.Access, req.Access) {
+	for _, a := range off.Access {
 		if !slices.Contains(m.Access, a) {
 			m.Access = append(m.Access, a)
 		}

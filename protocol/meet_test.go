@@ -206,14 +206,27 @@ func TestMeetComponents(t *testing.T) {
 			check: wantHandling(Handling{TLP: TLPAmberStrict})},
 
 		// Method.
-		{name: "method: intersection in the requester's order, access united",
+		{name: "method: intersection in the requester's order, access the provider's",
 			req: reqWith(func(s *SSA) {
-				s.Method = Method{Protocols: []string{"p2", "p1", "p3"}, Security: []string{"tls", "noise"}, Access: []string{"a1"}}
+				s.Method = Method{Protocols: []string{"p2", "p1", "p3"}, Security: []string{"tls", "noise"}, Access: []string{"a1", "a3"}}
 			}),
 			offer: offerWith(func(s *SSA) {
-				s.Method = Method{Protocols: []string{"p1", "p2"}, Security: []string{"noise", "tls"}, Access: []string{"a2", "a1"}}
+				s.Method = Method{Protocols: []string{"p1", "p2"}, Security: []string{"noise", "tls"}, Access: []string{"a2", "a1", "a2"}}
 			}),
 			check: wantMethod(Method{Protocols: []string{"p2", "p1"}, Security: []string{"tls", "noise"}, Access: []string{"a2", "a1"}})},
+		{name: "method: access filled with the provider's addresses whatever the requester lists",
+			req: reqWith(func(s *SSA) { s.Method = Method{Access: []string{"/ip4/192.0.2.1/tcp/1"}} }),
+			offer: offerWith(func(s *SSA) {
+				s.Method = Method{Access: []string{"/ip4/127.0.0.1/tcp/4001/p2p/P", "/ip4/127.0.0.1/udp/4001/quic-v1/p2p/P"}}
+			}),
+			check: wantMethod(Method{Access: []string{"/ip4/127.0.0.1/tcp/4001/p2p/P", "/ip4/127.0.0.1/udp/4001/quic-v1/p2p/P"}})},
+		{name: "method: no protocol and no security in common",
+			req: reqWith(func(s *SSA) { s.Method = Method{Protocols: []string{"ftp"}, Security: []string{"ipsec"}} }),
+			offer: offerWith(func(s *SSA) {
+				s.Method = Method{Protocols: []string{"/ssanet/exchange/1.0.0"}, Security: []string{"noise", "tls"}, Access: []string{"a1"}}
+			}),
+			conflicts: []conflict{{CodeMethodProtocol, "method.protocols", "ftp", "/ssanet/exchange/1.0.0"},
+				{CodeMethodSecurity, "method.security", "ipsec", "noise, tls"}}},
 		{name: "method: a side that lists none accepts the other's",
 			req: reqWith(nil), offer: offerWith(func(s *SSA) { s.Method = Method{Protocols: []string{"p1"}, Security: []string{"noise"}} }),
 			check: wantMethod(Method{Protocols: []string{"p1"}, Security: []string{"noise"}})},

@@ -27,6 +27,7 @@ const (
 	CodeSSAIDInUse          Code = 16 // the SSA ID already names another negotiation's SSA
 	CodeFilterCost          Code = 17 // a filter may cost more CPU per record than the provider allows
 	CodeAgreementLimit      Code = 18 // the requester holds as many agreements as the provider allows a peer
+	CodeMethodUnsupported   Code = 19 // the agreed method lists no protocol or no security the refusing agent can deliver over
 	CodeRequestExpired      Code = 20 // the request's validity limit passed unanswered
 	CodeRevisionExpired     Code = 21 // the revision's validity limit passed unanswered
 	CodeWithdrawn           Code = 22 // the requester withdrew its request
@@ -52,6 +53,7 @@ var codeNames = map[Code]string{
 	CodeSSAIDInUse:          "ssa-id-in-use",
 	CodeFilterCost:          "filter-cost",
 	CodeAgreementLimit:      "agreement-limit",
+	CodeMethodUnsupported:   "method-unsupported",
 	CodeRequestExpired:      "request-expired",
 	CodeRevisionExpired:     "revision-expired",
 	CodeWithdrawn:           "withdrawn",
