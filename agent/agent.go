@@ -165,6 +165,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		Contact:              a.cfg.Contact,
 		Offers:               a.store.Offers,
 		Enforceable:          a.compiler.Check,
+		FetchOffers:          a.dir.FetchOffers,
 		FindAddrs:            a.findAddrs,
 		Book:                 book,
 		Refusals:             a.refusals,
