@@ -167,6 +167,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		Addrs:                a.Addrs,
 		Offers:               a.store.Offers,
 		Enforceable:          a.compiler.Check,
+		FetchOffers:          a.dir.FetchOffers,
 		FindAddrs:            a.findAddrs,
 		Book:                 book,
 		Refusals:             a.refusals,

@@ -204,7 +204,7 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrUnknownSSA), errors.Is(err, storage.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrNotDecidable), errors.Is(err, protocol.ErrUnexpected):
+	case errors.Is(err, ErrNotDecidable), errors.Is(err, ErrNotRevisable), errors.Is(err, protocol.ErrUnexpected):
 		return http.StatusConflict
 	case errors.Is(err, storage.ErrDiskFull):
 		return http.StatusInsufficientStorage
@@ -330,11 +330,7 @@ func (api controlAPI) revise(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := api.a.ParseTemplate(body)
-	if err != nil {
-		return nil, err
-	}
-	return api.a.viewOf(api.a.Revise(r.Context(), r.PathValue("id"), tmpl))
+	return api.a.viewOf(api.a.ReviseTemplate(r.Context(), r.PathValue("id"), body, r.URL.Query()["set"]))
 }
 
 // parseProvider reads a provider as a peer ID or a multiaddr ending in /p2p/ID.

@@ -53,6 +53,9 @@ type negotiatorConfig struct {
 	Offers func() ([]*protocol.Offer, error)
 	// Enforceable says why the enforcement point could not enforce an SSA, or nil.
 	Enforceable func(*protocol.SSA) error
+	// FetchOffers reads a provider's current signed offers, which a requester's revision is
+	// met against (nil: revisions are sent as written).
+	FetchOffers func(context.Context, peer.ID) ([]*protocol.Offer, error)
 	// FindAddrs makes sure the peerstore has addresses for a peer before it is dialled.
 	FindAddrs func(context.Context, peer.ID)
 	// Book keeps the addresses of the peers this agent must reach by itself.

@@ -26,15 +26,7 @@ func (n *negotiator) decide(s *session) protocol.Event {
 		}
 		return acceptIfSatisfies(s.machine.Pending(), request(s))
 	case protocol.StateRevisionReceived:
-		own := n.ownTemplate(s)
-		if !n.cfg.AutoAccept || own == nil {
-			s.rec.Note = "revision held for an operator: ssanet ssa approve|decline " + s.machine.Pending().ID
-			return nil
-		}
-		if reasons := n.cfg.Methods.unsupported(s.machine.Pending().Method, s.machine.Role()); reasons != nil {
-			return protocol.Reject{Reasons: reasons}
-		}
-		return acceptIfSatisfies(s.machine.Pending(), own)
+		return n.answerRevision(s) // negotiate_revise.go
 	}
 	return nil
 }
@@ -50,19 +42,6 @@ func acceptIfSatisfies(proposal, required *protocol.SSA) protocol.Event {
 
 // request is the requester's own request SSA: the first message of the transcript.
 func request(s *session) *protocol.SSA { return s.machine.Transcript()[0].SSA }
-
-// ownTemplate is what this side required: the request for a requester, the offer's terms for
-// a provider (nil if the offer is gone).
-func (n *negotiator) ownTemplate(s *session) *protocol.SSA {
-	if s.machine.Role() == protocol.RoleRequester {
-		return request(s)
-	}
-	o := n.offer(s.rec.OfferID)
-	if o == nil {
-		return nil
-	}
-	return &o.Terms
-}
 
 func (n *negotiator) offer(id string) *protocol.Offer {
 	offers, err := n.cfg.Offers()

@@ -49,13 +49,27 @@ func (a *Agent) Cancel(ctx context.Context, ssaID string) (*storage.Negotiation,
 	return a.neg.act(ctx, ssaID, func(*session) (protocol.Event, error) { return protocol.Cancel{}, nil })
 }
 
-// Revise proposes a new version of an approved SSA (clause 10.2.4): the template's terms
-// with a new ID, superseding the version in force.
+// Revise proposes a new version of an approved SSA (clause 10.2.4) with the negotiable
+// components of tmpl (information, policy, method, schedule, other), under a new ID,
+// superseding the version in force; see reviseWith for how the terms are met.
 func (a *Agent) Revise(ctx context.Context, ssaID string, tmpl *protocol.SSA) (*storage.Negotiation, error) {
-	return a.neg.act(ctx, ssaID, func(*session) (protocol.Event, error) {
-		v := tmpl.Clone()
-		v.ID = newSSAID()
-		return protocol.Revise{SSA: v}, nil
+	return a.neg.revise(ctx, ssaID, func(inForce *protocol.SSA) (*protocol.SSA, error) {
+		w := inForce.Clone()
+		protocol.SetTerms(w, tmpl)
+		return w, nil
+	})
+}
+
+// ReviseTemplate is Revise with terms an operator wrote: template (YAML, full or partial;
+// empty for none) merged over the SSA in force, then each of sets ("path=value") applied
+// (protocol.RevisionTerms). Terms that do not parse are ErrInvalid.
+func (a *Agent) ReviseTemplate(ctx context.Context, ssaID string, template []byte, sets []string) (*storage.Negotiation, error) {
+	return a.neg.revise(ctx, ssaID, func(inForce *protocol.SSA) (*protocol.SSA, error) {
+		w, err := protocol.RevisionTerms(inForce, template, sets, a.neg.now())
+		if err != nil {
+			return nil, invalid(err)
+		}
+		return w, nil
 	})
 }
 
@@ -126,6 +140,14 @@ func (n *negotiator) decision(s *session, ssaID string, d Decision, why string) 
 			why = "declined by the operator"
 		}
 		return protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeDeclined, Text: why}}}, nil
+	}
+	if s.machine.State() == protocol.StateRevisionReceived && s.machine.Role() == protocol.RoleProvider {
+		// An approved revision is met against the offer as it is now, as a request is.
+		if o := n.offer(s.rec.OfferID); o != nil {
+			if reasons := protocol.MeetRevision(s.machine.Pending(), o, protocol.FromTime(n.now())); len(reasons) > 0 {
+				return protocol.Reject{Reasons: reasons}, nil
+			}
+		}
 	}
 	if s.machine.State() != protocol.StateRequestReceived {
 		// An operator's approval does not make a method this agent cannot honour honourable.

@@ -319,15 +319,15 @@ func TestRevision(t *testing.T) {
 	})
 }
 
-// testRevisionRejected: a revision the provider's offer does not allow (TLP GREEN, community)
-// is rejected: the CLI says so (exit 3, a conflict line per component) and v2 stays in force
-// on both sides. A later revision that is approved leaves no reasons of the rejected one
-// behind.
+// testRevisionRejected: a revision the provider's offer does not allow (public IP addresses
+// unmasked) is rejected: the CLI says so (exit 3, a conflict line per component) and v2 stays
+// in force on both sides. A later revision that is approved leaves no reasons of the rejected
+// one behind.
 func testRevisionRejected(t *testing.T, req, prov *agent, v1, v2 string) {
-	bad := req.cli("ssa", "revise", v2, "--template", testdata(t, "requester.yaml"), "--wait", "20s")
+	bad := req.cli("ssa", "revise", v2, "--template", testdata(t, "revision-unmasked.yaml"), "--wait", "20s")
 	checkReasonsDecoded(t, bad)
-	if bad.code != 3 || !strings.Contains(bad.stdout, "conflict: ") || !strings.Contains(bad.stdout, "policy.handling") {
-		t.Errorf("a rejected revision: want exit 3 and conflict lines naming policy.handling: %s", bad)
+	if bad.code != 3 || !strings.Contains(bad.stdout, "conflict: ") || !strings.Contains(bad.stdout, "policy.masking") {
+		t.Errorf("a rejected revision: want exit 3 and conflict lines naming policy.masking: %s", bad)
 	}
 	for _, a := range []*agent{req, prov} {
 		got := a.waitState(v2, "approved", settle)

@@ -17,21 +17,24 @@ import (
 // key ID from anywhere else was chosen by the requester, which may know the key it names.
 // Against a request, key IDs are not checked: the requester cannot resolve any of them, and
 // masking is no weaker for the requester's own key ID being left out.
-func Satisfies(p, t *SSA) []Reason {
+func Satisfies(p, t *SSA) []Reason { return satisfies(p, t, "proposal") }
+
+// satisfies is Satisfies with reasons that name p as what: a proposal or a revision.
+func satisfies(p, t *SSA, what string) []Reason {
 	pp, tp := orEmpty(p.Policy), orEmpty(t.Policy)
 	var rs []Reason
-	rs = append(rs, satisfiesInformation(p.Information, t.Information)...)
+	rs = append(rs, satisfiesInformation(p.Information, t.Information, what)...)
 	if !isRequest(t) {
 		rs = append(rs, satisfiesMaskKeys(pp.Masking, tp.Masking)...)
 	}
-	rs = append(rs, satisfiesMasking(pp.Masking, tp.Masking)...)
-	rs = append(rs, satisfiesFiltering(pp.Filtering, tp.Filtering)...)
-	rs = append(rs, satisfiesSummarization(pp.Summarization, tp.Summarization)...)
-	rs = append(rs, satisfiesHandling(pp.Handling, tp.Handling)...)
-	rs = append(rs, satisfiesSubset(p.Method.Protocols, t.Method.Protocols, CodeMethodProtocol, "method.protocols")...)
-	rs = append(rs, satisfiesSubset(p.Method.Security, t.Method.Security, CodeMethodSecurity, "method.security")...)
-	rs = append(rs, satisfiesSchedule(p.Schedule, t.Schedule)...)
-	return append(rs, satisfiesOther(p.Other, t.Other)...)
+	rs = append(rs, satisfiesMasking(pp.Masking, tp.Masking, what)...)
+	rs = append(rs, satisfiesFiltering(pp.Filtering, tp.Filtering, what)...)
+	rs = append(rs, satisfiesSummarization(pp.Summarization, tp.Summarization, what)...)
+	rs = append(rs, satisfiesHandling(pp.Handling, tp.Handling, what)...)
+	rs = append(rs, satisfiesSubset(p.Method.Protocols, t.Method.Protocols, CodeMethodProtocol, "method.protocols", what)...)
+	rs = append(rs, satisfiesSubset(p.Method.Security, t.Method.Security, CodeMethodSecurity, "method.security", what)...)
+	rs = append(rs, satisfiesSchedule(p.Schedule, t.Schedule, what)...)
+	return append(rs, satisfiesOther(p.Other, t.Other, what)...)
 }
 
 func reason(c Code, component, text string) Reason {
@@ -46,10 +49,10 @@ func orEmpty(p *Policy) *Policy {
 	return p
 }
 
-func satisfiesInformation(p, t []Information) []Reason {
+func satisfiesInformation(p, t []Information, what string) []Reason {
 	var rs []Reason
 	if len(p) == 0 {
-		rs = append(rs, reason(CodeInformation, "information", "the proposal shares nothing"))
+		rs = append(rs, reason(CodeInformation, "information", "the "+what+" shares nothing"))
 	}
 	for _, in := range p {
 		if !slices.ContainsFunc(t, func(x Information) bool { return x.Type == in.Type && x.Format == in.Format }) {
@@ -74,7 +77,7 @@ func satisfiesMaskKeys(p, t []MaskRule) []Reason {
 
 // satisfiesMasking checks every rule of the template: a target it keeps unmasked stays so, one
 // it masks is masked at least as strongly, within its max-bits tolerance.
-func satisfiesMasking(p, t []MaskRule) []Reason {
+func satisfiesMasking(p, t []MaskRule, what string) []Reason {
 	rules := map[string]MaskRule{}
 	for _, r := range p {
 		rules[r.Target()] = r
@@ -84,9 +87,9 @@ func satisfiesMasking(p, t []MaskRule) []Reason {
 		got, ok := rules[r.Target()]
 		switch {
 		case r.Method == MaskNone && ok:
-			rs = append(rs, reason(CodeMasking, "policy.masking", r.Target()+" must stay unmasked, the proposal applies "+describeMask(got)))
+			rs = append(rs, reason(CodeMasking, "policy.masking", r.Target()+" must stay unmasked, the "+what+" applies "+describeMask(got)))
 		case r.Method != MaskNone && (!ok || !stronger(got, r)):
-			rs = append(rs, reason(CodeMasking, "policy.masking", "the proposal does not apply "+describeMask(r)))
+			rs = append(rs, reason(CodeMasking, "policy.masking", "the "+what+" does not apply "+describeMask(r)))
 		}
 		if ok && r.MaxBits > 0 && (got.Method != MaskTruncate || got.Bits > r.MaxBits) {
 			rs = append(rs, reason(CodeMasking, "policy.masking", fmt.Sprintf("%s is masked beyond the %d bits tolerated", r.Target(), r.MaxBits)))
@@ -95,27 +98,27 @@ func satisfiesMasking(p, t []MaskRule) []Reason {
 	return rs
 }
 
-func satisfiesFiltering(p, t []Filter) []Reason {
+func satisfiesFiltering(p, t []Filter, what string) []Reason {
 	var rs []Reason
 	for _, f := range t {
 		if !slices.Contains(p, f) {
-			rs = append(rs, reason(CodeFiltering, "policy.filtering", "the proposal drops the filter "+f.Expr))
+			rs = append(rs, reason(CodeFiltering, "policy.filtering", "the "+what+" drops the filter "+f.Expr))
 		}
 	}
 	return rs
 }
 
-func satisfiesSummarization(p, t *Summarization) []Reason {
+func satisfiesSummarization(p, t *Summarization, what string) []Reason {
 	if t == nil {
 		return nil
 	}
 	if p == nil || p.GroupBy != t.GroupBy || p.RankBy != t.RankBy || p.TopN > t.TopN || p.Window < t.Window {
-		return []Reason{reason(CodeSummarization, "policy.summarization", "the proposal does not summarise as required")}
+		return []Reason{reason(CodeSummarization, "policy.summarization", "the "+what+" does not summarise as required")}
 	}
 	return nil
 }
 
-func satisfiesHandling(p, t *Handling) []Reason {
+func satisfiesHandling(p, t *Handling, what string) []Reason {
 	if t == nil {
 		return nil
 	}
@@ -124,26 +127,26 @@ func satisfiesHandling(p, t *Handling) []Reason {
 	}
 	var rs []Reason
 	if level(TLPLevels, p.TLP) < level(TLPLevels, t.TLP) {
-		rs = append(rs, reason(CodeHandling, "policy.handling", "the proposal's TLP "+orNone(p.TLP)+" is weaker than "+t.TLP))
+		rs = append(rs, reason(CodeHandling, "policy.handling", "the "+what+"'s TLP "+orNone(p.TLP)+" is weaker than "+t.TLP))
 	}
 	if t.Retention > 0 && (p.Retention == 0 || p.Retention > t.Retention) {
-		rs = append(rs, reason(CodeHandling, "policy.handling", "the proposal keeps records longer than "+t.Retention.String()))
+		rs = append(rs, reason(CodeHandling, "policy.handling", "the "+what+" keeps records longer than "+t.Retention.String()))
 	}
 	if t.Redistribution != "" && (p.Redistribution == "" || level(RedistributionLevels, p.Redistribution) > level(RedistributionLevels, t.Redistribution)) {
-		rs = append(rs, reason(CodeHandling, "policy.handling", "the proposal allows wider redistribution than "+t.Redistribution))
+		rs = append(rs, reason(CodeHandling, "policy.handling", "the "+what+" allows wider redistribution than "+t.Redistribution))
 	}
 	return rs
 }
 
 // satisfiesSubset checks one list of the method: the proposal's choices must all be among the
 // template's, which lists none when it accepts anything.
-func satisfiesSubset(p, t []string, c Code, component string) []Reason {
+func satisfiesSubset(p, t []string, c Code, component string, what string) []Reason {
 	if len(t) == 0 {
 		return nil
 	}
 	var rs []Reason
 	if len(p) == 0 {
-		rs = append(rs, reason(c, component, "the proposal names none of "+strings.Join(t, ", ")))
+		rs = append(rs, reason(c, component, "the "+what+" names none of "+strings.Join(t, ", ")))
 	}
 	for _, g := range p {
 		if !slices.Contains(t, g) {
@@ -153,20 +156,20 @@ func satisfiesSubset(p, t []string, c Code, component string) []Reason {
 	return rs
 }
 
-func satisfiesSchedule(p, t Schedule) []Reason {
+func satisfiesSchedule(p, t Schedule, what string) []Reason {
 	if (t.Start != 0 && p.Start < t.Start) || (t.End != 0 && (p.End == 0 || p.End > t.End)) {
-		return []Reason{reason(CodeSchedule, "schedule", "the proposal's schedule "+describeSchedule(p)+" is outside "+describeSchedule(t))}
+		return []Reason{reason(CodeSchedule, "schedule", "the "+what+"'s schedule "+describeSchedule(p)+" is outside "+describeSchedule(t))}
 	}
 	return nil
 }
 
 // satisfiesOther checks that the proposal carries every other component of the template as
 // it is, in the order of their names.
-func satisfiesOther(p, t Extensions) []Reason {
+func satisfiesOther(p, t Extensions, what string) []Reason {
 	var rs []Reason
 	for _, k := range slices.Sorted(maps.Keys(t)) {
 		if !bytes.Equal(p[k], t[k]) {
-			rs = append(rs, reason(CodeUnspecified, "other."+k, "the proposal does not carry this component as required"))
+			rs = append(rs, reason(CodeUnspecified, "other."+k, "the "+what+" does not carry this component as required"))
 		}
 	}
 	return rs

@@ -289,24 +289,6 @@ func cmdSSACancel(c *cli, synopsis string, args []string) int {
 	return c.postSSA(path+"/cancel", nil, func(v *agent.NegotiationView) int { return c.awaitChange(v, *wait) })
 }
 
-func cmdSSARevise(c *cli, synopsis string, args []string) int {
-	fs := c.flags("ssa revise", synopsis)
-	tmpl := fs.String("template", "", "the new terms: a YAML template `FILE`")
-	wait := waitFlag(fs)
-	path, code := c.ssaArg(fs, synopsis, args)
-	if code >= 0 {
-		return code
-	}
-	if *tmpl == "" {
-		return c.usageError("usage: ssanet %s", synopsis)
-	}
-	body, err := os.ReadFile(*tmpl)
-	if err != nil {
-		return c.fail(fmt.Errorf("read template: %w", err))
-	}
-	return c.postSSA(path+"/revise", bytes.NewReader(body), func(v *agent.NegotiationView) int { return c.awaitChange(v, *wait) })
-}
-
 func cmdSSAExport(c *cli, synopsis string, args []string) int {
 	fs := c.plainFlags("ssa export", synopsis) // CBOR bytes, or a file
 	out := fs.String("out", "", "write the SSA to `FILE` instead of standard output")

@@ -52,7 +52,7 @@ var ssaSubcommands = []subcommand{
 	{"approve", "ssa approve ID [--wait D]", cmdSSAApprove},
 	{"decline", "ssa decline ID [--reason R] [--wait D]", cmdSSADecline},
 	{"cancel", "ssa cancel ID [--wait D]", cmdSSACancel},
-	{"revise", "ssa revise ID --template FILE [--wait D]", cmdSSARevise},
+	{"revise", "ssa revise ID [--template FILE] [--set PATH=VALUE]... [--wait D]", cmdSSARevise},
 	{"export", "ssa export ID [--out FILE]", cmdSSAExport},
 	{"verify", "ssa verify FILE", cmdSSAVerify},
 	{"transcript", "ssa transcript ID [--export FILE]", cmdSSATranscript},
