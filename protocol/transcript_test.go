@@ -203,3 +203,45 @@ func TestTranscriptFile(t *testing.T) {
 		})
 	}
 }
+
+// TestGoldenTranscriptFile fails when the exported transcript's container changes (its keys,
+// format name or version); the messages inside are placeholders, pinned by TestGolden.
+func TestGoldenTranscriptFile(t *testing.T) {
+	msgs := [][]byte{{0xd2, 0x84, 0x40, 0xa0, 0x40, 0x40}, {0x01, 0x02, 0x03}}
+	got, err := EncodeTranscript(msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeTranscript(checkGolden(t, "transcript-file", got))
+	if err != nil || !slices.EqualFunc(back, msgs, bytes.Equal) {
+		t.Fatalf("the golden transcript file reads back as %x (%v)", back, err)
+	}
+}
+
+// FuzzDecodeTranscript: no file makes DecodeTranscript or VerifyTranscript panic, and what
+// decodes re-encodes to the same bytes.
+func FuzzDecodeTranscript(f *testing.F) {
+	pr := newPair(f)
+	pr.approve()
+	pr.deliver(pr.r, pr.deliver(pr.p, pr.step(pr.r, Cancel{}).Send).Send)
+	for _, n := range []*Negotiation{pr.r, pr.p} {
+		b, err := EncodeTranscript(raws(n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msgs, err := DecodeTranscript(data)
+		if err != nil {
+			return
+		}
+		again, err := EncodeTranscript(msgs)
+		if err != nil || !bytes.Equal(again, data) {
+			t.Fatalf("the transcript re-encodes differently: %v", err)
+		}
+		if c, err := VerifyTranscript(msgs); err == nil && len(c.Messages) != len(msgs) {
+			t.Fatalf("verified %d of %d messages", len(c.Messages), len(msgs))
+		}
+	})
+}
