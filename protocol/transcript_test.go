@@ -57,6 +57,13 @@ func TestVerifyTranscript(t *testing.T) {
 			pr.deliver(pr.p, fromR) // gives way to the provider's
 			pr.deliver(pr.p, pr.deliver(pr.r, fromP).Send)
 		}},
+		{"the provider's revision crossed by a cancellation", func(pr *pair) {
+			pr.approve()
+			fromR := pr.step(pr.r, Cancel{}).Send
+			fromP := pr.step(pr.p, Revise{revisedSSA(pr.p, "ssa-test-2")}).Send
+			pr.deliver(pr.r, fromP) // gives way to the requester's cancellation
+			pr.deliver(pr.r, pr.deliver(pr.p, fromR).Send)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pr := newPair(t)
@@ -65,6 +72,14 @@ func TestVerifyTranscript(t *testing.T) {
 				c, err := VerifyTranscript(raws(n))
 				if err != nil {
 					t.Fatalf("the %s's transcript: %v", n.Role(), err)
+				}
+				// The side whose message gave way in a crossing holds one message more.
+				other := pr.p
+				if n == pr.p {
+					other = pr.r
+				}
+				if want := max(0, len(n.Transcript())-len(other.Transcript())); len(c.GaveWay) != want {
+					t.Errorf("the %s's transcript: %d messages gave way, want %d", n.Role(), len(c.GaveWay), want)
 				}
 				if c.RequesterState != pr.r.State() || c.ProviderState != pr.p.State() {
 					t.Errorf("the %s's transcript leaves the requester %s and the provider %s; they are %s and %s",
