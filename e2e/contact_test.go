@@ -50,8 +50,9 @@ func TestOrganisationSignsAsItself(t *testing.T) {
 	req := newAgent(t, "requester", "", withContact(
 		"    affiliation: ACME CERT\n    name: SOC\n    email: soc@acme.example\n    phone: +1 555 0100\n"))
 	prov.offer("provider.yaml") // participants.provider: Example Hosting Ltd, Security operations
-	if prov.logLines("participants.provider differs") == 0 {
-		t.Errorf("the provider did not warn that the offer names another organisation")
+	// The warning's conflicts key names the field and both values.
+	if prov.logLines(`"conflicts":"affiliation \"Example Hosting Ltd\" (config.yaml contact: \"provider org\")`) != 1 {
+		t.Errorf("the provider did not warn once that the offer names another organisation")
 	}
 	full, err := os.ReadFile(testdata(t, "requester.yaml")) // participants.requester: Example National CERT
 	if err != nil {
@@ -95,7 +96,8 @@ func TestOrganisationSignsAsItself(t *testing.T) {
 			}
 		})
 	}
-	if req.logLines("participants.requester differs") != 1 {
-		t.Errorf("the requester warned %d times that a template names another organisation, want once", req.logLines("participants.requester differs"))
+	warned := req.logLines(`"conflicts":"affiliation \"Example National CERT\" (config.yaml contact: \"ACME CERT\")`)
+	if warned != 1 {
+		t.Errorf("the requester warned %d times that a template names another organisation, want once", warned)
 	}
 }

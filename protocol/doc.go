@@ -1,7 +1,8 @@
 // Package protocol owns what two ssanet agents say to each other and what they sign: the
 // Security information Sharing Agreement (SSA) of ITU-T X.1205 Supplement 20 clause 9.2, its
 // deterministic CBOR wire form and its human YAML/JSON forms, the seven signed negotiation
-// messages of clause 10.1 (COSE_Sign1, EdDSA), offline verification of an agreed SSA, the meet
+// messages of clause 10.1 (COSE_Sign1, EdDSA), offline verification of an agreed SSA and of an
+// exported transcript (replayed from both parties' viewpoints, transcript.go), the meet
 // of a request and an offer (Appendix I step ③), and the negotiation state machine of clause
 // 10.2 for both roles.
 //

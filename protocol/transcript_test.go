@@ -57,6 +57,13 @@ func TestVerifyTranscript(t *testing.T) {
 			pr.deliver(pr.p, fromR) // gives way to the provider's
 			pr.deliver(pr.p, pr.deliver(pr.r, fromP).Send)
 		}},
+		{"the provider's revision crossed by a cancellation", func(pr *pair) {
+			pr.approve()
+			fromR := pr.step(pr.r, Cancel{}).Send
+			fromP := pr.step(pr.p, Revise{revisedSSA(pr.p, "ssa-test-2")}).Send
+			pr.deliver(pr.r, fromP) // gives way to the requester's cancellation
+			pr.deliver(pr.r, pr.deliver(pr.p, fromR).Send)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pr := newPair(t)
@@ -65,6 +72,14 @@ func TestVerifyTranscript(t *testing.T) {
 				c, err := VerifyTranscript(raws(n))
 				if err != nil {
 					t.Fatalf("the %s's transcript: %v", n.Role(), err)
+				}
+				// The side whose message gave way in a crossing holds one message more.
+				other := pr.p
+				if n == pr.p {
+					other = pr.r
+				}
+				if want := max(0, len(n.Transcript())-len(other.Transcript())); len(c.GaveWay) != want {
+					t.Errorf("the %s's transcript: %d messages gave way, want %d", n.Role(), len(c.GaveWay), want)
 				}
 				if c.RequesterState != pr.r.State() || c.ProviderState != pr.p.State() {
 					t.Errorf("the %s's transcript leaves the requester %s and the provider %s; they are %s and %s",
@@ -202,4 +217,46 @@ func TestTranscriptFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGoldenTranscriptFile fails when the exported transcript's container changes (its keys,
+// format name or version); the messages inside are placeholders, pinned by TestGolden.
+func TestGoldenTranscriptFile(t *testing.T) {
+	msgs := [][]byte{{0xd2, 0x84, 0x40, 0xa0, 0x40, 0x40}, {0x01, 0x02, 0x03}}
+	got, err := EncodeTranscript(msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeTranscript(checkGolden(t, "transcript-file", got))
+	if err != nil || !slices.EqualFunc(back, msgs, bytes.Equal) {
+		t.Fatalf("the golden transcript file reads back as %x (%v)", back, err)
+	}
+}
+
+// FuzzDecodeTranscript: no file makes DecodeTranscript or VerifyTranscript panic, and what
+// decodes re-encodes to the same bytes.
+func FuzzDecodeTranscript(f *testing.F) {
+	pr := newPair(f)
+	pr.approve()
+	pr.deliver(pr.r, pr.deliver(pr.p, pr.step(pr.r, Cancel{}).Send).Send)
+	for _, n := range []*Negotiation{pr.r, pr.p} {
+		b, err := EncodeTranscript(raws(n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msgs, err := DecodeTranscript(data)
+		if err != nil {
+			return
+		}
+		again, err := EncodeTranscript(msgs)
+		if err != nil || !bytes.Equal(again, data) {
+			t.Fatalf("the transcript re-encodes differently: %v", err)
+		}
+		if c, err := VerifyTranscript(msgs); err == nil && len(c.Messages) != len(msgs) {
+			t.Fatalf("verified %d of %d messages", len(c.Messages), len(msgs))
+		}
+	})
 }
