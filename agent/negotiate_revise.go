@@ -122,22 +122,23 @@ func (n *negotiator) answerRevision(s *session) protocol.Event {
 			s.rec.Note = held // met against the offer when the operator approves (decision)
 			return nil
 		}
-		return n.judgeRevision(rev, protocol.MeetRevision(rev, o, protocol.FromTime(n.now())))
+		return n.judgeRevision(s, rev, protocol.MeetRevision(rev, o, protocol.FromTime(n.now())))
 	}
 	if !n.cfg.AutoAccept {
 		s.rec.Note = held
 		return nil
 	}
-	return n.judgeRevision(rev, protocol.RevisionSatisfies(rev, s.machine.Agreement(), n.requesterTemplate(s)))
+	return n.judgeRevision(s, rev, protocol.RevisionSatisfies(rev, s.machine.Agreement(), n.requesterTemplate(s)))
 }
 
-// judgeRevision accepts rev if nothing is against it (reasons) and this agent's enforcement
+// judgeRevision accepts rev, received in s, if nothing is against it (reasons) and this agent's enforcement
 // point can enforce it, and rejects it with the reasons otherwise.
-func (n *negotiator) judgeRevision(rev *protocol.SSA, reasons []protocol.Reason) protocol.Event {
+func (n *negotiator) judgeRevision(s *session, rev *protocol.SSA, reasons []protocol.Reason) protocol.Event {
 	if len(reasons) == 0 {
 		reasons = n.unenforceable(rev)
 	}
 	if len(reasons) > 0 {
+		n.log.Info("revision refused", "ssa", rev.ID, "peer", s.machine.Peer(), "reasons", reasonList(reasons))
 		return protocol.Reject{Reasons: reasons}
 	}
 	return protocol.Accept{}
