@@ -150,3 +150,36 @@ func TestRevisionHeldNote(t *testing.T) {
 	}
 	approve(t, req, prov, sent.SSAID)
 }
+
+// TestRevisionPrefersTheAgreedOffer: of two offers that fit a requester's revision, it is
+// met with the one the SSA in force satisfies (the offer it was agreed under, which the
+// requester is not told), not with one added later that would mask more.
+func TestRevisionPrefersTheAgreedOffer(t *testing.T) {
+	ctx := context.Background()
+	prov, req, rec := agreedPair(t, requestTemplate(t))
+	addOffer(t, prov, func(o *protocol.Offer) { // listed first: offers come in the order of their IDs
+		o.ID = "aaa-removes-addresses"
+		o.Terms.Policy.Masking = []protocol.MaskRule{{Scope: protocol.ScopePublicIP, Method: protocol.MaskRemove}}
+		o.Terms.Participants.Provider.PeerID = prov.ID().String()
+	})
+	addOffer(t, prov, func(o *protocol.Offer) { o.Terms.Participants.Provider.PeerID = prov.ID().String() })
+	offers, err := prov.store.Offers()
+	if err != nil || len(offers) != 2 || offers[0].ID != "aaa-removes-addresses" {
+		t.Fatalf("offers %v, %v: want the later offer listed first", offers, err)
+	}
+	sent, err := req.ReviseTemplate(ctx, rec.SSAID, nil, []string{"handling.retention=30d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := revisionSettled(t, req, prov, rec.SSAID)
+	if got.SSAID != sent.SSAID || len(got.Reasons) > 0 {
+		t.Fatalf("want %s confirmed, got %s with reasons %v", sent.SSAID, got.SSAID, got.Reasons)
+	}
+	s, err := req.store.Agreement(got.SSAID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := s.Policy.Masking; len(m) != 1 || m[0].Method != protocol.MaskTruncate || m[0].Bits != 8 {
+		t.Errorf("masking %+v, want the agreed offer's truncation by 8 bits kept", m)
+	}
+}
