@@ -122,8 +122,7 @@ func (a *Agent) DiscoverPeer(ctx context.Context, p peer.ID) (discovery.Provider
 }
 
 // ParseTemplate reads an SSA template written in YAML, for Request or Revise (ReviseTemplate
-// merges a partial one over the SSA in force). One that does
-// not parse is ErrInvalid.
+// merges a partial one over the SSA in force). One that does not parse is ErrInvalid.
 func (a *Agent) ParseTemplate(yaml []byte) (*protocol.SSA, error) {
 	s, err := protocol.ParseSSAYAML(yaml, a.neg.now())
 	if err != nil {
