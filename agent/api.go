@@ -121,8 +121,8 @@ func (a *Agent) DiscoverPeer(ctx context.Context, p peer.ID) (discovery.Provider
 	return a.dir.Peer(ctx, p)
 }
 
-// ParseTemplate reads an SSA template written in YAML, for Request or Revise. One that does
-// not parse is ErrInvalid.
+// ParseTemplate reads an SSA template written in YAML, for Request or Revise (ReviseTemplate
+// merges a partial one over the SSA in force). One that does not parse is ErrInvalid.
 func (a *Agent) ParseTemplate(yaml []byte) (*protocol.SSA, error) {
 	s, err := protocol.ParseSSAYAML(yaml, a.neg.now())
 	if err != nil {

@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -53,7 +55,7 @@ func (n *negotiator) revise(ctx context.Context, ssaID string, build func(inForc
 		return nil, err
 	}
 	if role == protocol.RoleRequester {
-		n.meetCurrentOffer(ctx, p, w)
+		n.meetCurrentOffer(ctx, p, inForce, w)
 	} else {
 		o := n.offer(offerID)
 		if o == nil {
@@ -78,9 +80,10 @@ func (n *negotiator) revise(ctx context.Context, ssaID string, build func(inForc
 
 // meetCurrentOffer turns a requester's terms w into the meet with the provider's current
 // offer, as the provider would propose it for a request: stricter handling and masking where
-// the offer requires them, the offered formats. If the offers cannot be read, or none fits,
-// w goes as it is and the provider refuses it naming what conflicts.
-func (n *negotiator) meetCurrentOffer(ctx context.Context, p peer.ID, w *protocol.SSA) {
+// the offer requires them, the offered formats. The offers that inForce satisfies are tried
+// first. If the offers cannot be read, or none fits, w goes as it is and the provider
+// refuses it naming what conflicts.
+func (n *negotiator) meetCurrentOffer(ctx context.Context, p peer.ID, inForce, w *protocol.SSA) {
 	if n.cfg.FetchOffers == nil {
 		return
 	}
@@ -94,6 +97,10 @@ func (n *negotiator) meetCurrentOffer(ctx context.Context, p peer.ID, w *protoco
 		n.log.Info("the provider's current offers could not be read: the revision is sent as written, for the provider to meet", "peer", p, "ssa", w.ID, "err", err)
 		return
 	}
+	// The offer the SSA was agreed under is not named to the requester: an offer that the
+	// SSA in force satisfies is likely it, so those come first.
+	misfit := func(o *protocol.Offer) int { return min(len(protocol.Satisfies(inForce, &o.Terms)), 1) }
+	slices.SortStableFunc(offers, func(a, b *protocol.Offer) int { return cmp.Compare(misfit(a), misfit(b)) })
 	now := protocol.FromTime(n.now())
 	for _, o := range offers {
 		if !o.Matches(w) {
@@ -122,26 +129,27 @@ func (n *negotiator) answerRevision(s *session) protocol.Event {
 			s.rec.Note = held // met against the offer when the operator approves (decision)
 			return nil
 		}
-		return n.judgeRevision(rev, protocol.RoleProvider, protocol.MeetRevision(rev, o, protocol.FromTime(n.now())))
+		return n.judgeRevision(s, rev, protocol.MeetRevision(rev, o, protocol.FromTime(n.now())))
 	}
 	if !n.cfg.AutoAccept {
 		s.rec.Note = held
 		return nil
 	}
-	return n.judgeRevision(rev, protocol.RoleRequester, protocol.RevisionSatisfies(rev, s.machine.Agreement(), n.requesterTemplate(s)))
+	return n.judgeRevision(s, rev, protocol.RevisionSatisfies(rev, s.machine.Agreement(), n.requesterTemplate(s)))
 }
 
-// judgeRevision accepts rev if nothing is against it (reasons), this agent's enforcement
-// point can enforce it and this agent, in role, can honour its method; it rejects it with the
-// reasons otherwise.
-func (n *negotiator) judgeRevision(rev *protocol.SSA, role protocol.Role, reasons []protocol.Reason) protocol.Event {
+// judgeRevision accepts rev, received in s, if nothing is against it (reasons), this agent's
+// enforcement point can enforce it and this agent can honour its method; it rejects it with
+// the reasons otherwise.
+func (n *negotiator) judgeRevision(s *session, rev *protocol.SSA, reasons []protocol.Reason) protocol.Event {
 	if len(reasons) == 0 {
 		reasons = n.unenforceable(rev)
 	}
 	if len(reasons) == 0 {
-		reasons = n.cfg.Methods.unsupported(rev.Method, role)
+		reasons = n.cfg.Methods.unsupported(rev.Method, s.machine.Role())
 	}
 	if len(reasons) > 0 {
+		n.log.Info("revision refused", "ssa", rev.ID, "peer", s.machine.Peer(), "reasons", reasonList(reasons))
 		return protocol.Reject{Reasons: reasons}
 	}
 	return protocol.Accept{}

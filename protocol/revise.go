@@ -60,8 +60,8 @@ func revisionPath(p string) (string, error) {
 
 // RevisionTerms returns the terms of a revision of inForce: a copy of inForce in which every
 // negotiable component that template (YAML; empty for none) gives replaces the one in force,
-// then each of sets ("path=value", value in YAML, as a template would write it at that path)
-// is applied in order. Relative times ("now", "now+30d") are read at now. The result keeps
+// then each of sets ("path=value", value in YAML, as a template would write it at that path;
+// an empty value clears the path) is applied in order. Relative times ("now", "now+30d") are read at now. The result keeps
 // inForce's ID, version, status and participants: Revise sets them. An unknown key of the
 // template, an unknown path, a value that does not parse or terms that are not a valid SSA
 // are an error naming what is wrong.
@@ -140,6 +140,10 @@ func applySet(s *SSA, kv string, now time.Time) error {
 	path, err := revisionPath(strings.TrimSpace(path))
 	if err != nil {
 		return err
+	}
+	if strings.TrimSpace(value) == "" { // "schedule.end=": an open end; "summarization=": none
+		setPath(s, &SSA{}, path)
+		return nil
 	}
 	if path == "policy.handling.tlp" {
 		value = strings.ToUpper(value) // TLP labels are upper case; amber means AMBER

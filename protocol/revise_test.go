@@ -76,6 +76,13 @@ func TestRevisionTerms(t *testing.T) {
 					t.Errorf("changed %v", Changed(old, got))
 				}
 			}},
+		{name: "an empty value clears the path", sets: []string{"schedule.end=", "other.ticket=", "handling.tlp= "},
+			check: func(t *testing.T, old, got *SSA) {
+				if got.Schedule.End != 0 || got.Schedule.Start != old.Schedule.Start || len(got.Other) != 0 || got.Policy.Handling.TLP != "" ||
+					got.Policy.Handling.Retention != old.Policy.Handling.Retention {
+					t.Errorf("schedule %+v other %v handling %+v; want an open end, no other component, no TLP", got.Schedule, got.Other, got.Policy.Handling)
+				}
+			}},
 		{name: "unknown path", sets: []string{"handling.colour=red"}, err: ErrRevisionPath, errText: "policy.handling.tlp"},
 		{name: "no value", sets: []string{"handling.tlp"}, err: ErrTemplate, errText: "path=value"},
 		{name: "bad TLP", sets: []string{"handling.tlp=purple"}, err: ErrInvalidSSA, errText: "unknown TLP \"PURPLE\""},
@@ -193,4 +200,29 @@ func TestRevisionSatisfies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzRevisionTerms: no template or set an operator writes makes RevisionTerms panic, and
+// whatever it returns is a valid SSA that shares something and keeps the identity in force.
+func FuzzRevisionTerms(f *testing.F) {
+	f.Add([]byte("policy:\n  handling:\n    retention: 30d\n"), "handling.tlp=amber")
+	f.Add(ExampleRequester, "schedule.end=now+30d")
+	f.Add([]byte("other:\n  a.b: 1\n"), "information=[{type: incident, format: iodef}]")
+	f.Add([]byte{}, "masking=[{scope: fields, fields: [user.name], method: hmac}]")
+	f.Fuzz(func(t *testing.T, template []byte, set string) {
+		old := inForce(t)
+		got, err := RevisionTerms(old, template, []string{set}, t0)
+		if err != nil {
+			return
+		}
+		if err := got.Validate(); err != nil || len(got.Information) == 0 {
+			t.Fatalf("RevisionTerms returned an SSA that is not valid: %v (%+v)", err, got)
+		}
+		if got.ID != old.ID || got.Version != old.Version || got.Participants != old.Participants {
+			t.Fatalf("RevisionTerms changed the identity in force: %s v%d %+v", got.ID, got.Version, got.Participants)
+		}
+		if _, err := got.Encode(); err != nil {
+			t.Fatalf("the revision does not encode: %v", err)
+		}
+	})
 }
