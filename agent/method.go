@@ -53,10 +53,14 @@ type methods struct {
 // role, cannot honour m; nil when it can. A list left empty constrains nothing.
 func (ms methods) unsupported(m protocol.Method, role protocol.Role) []protocol.Reason {
 	var out []protocol.Reason
+	verb := "deliver"
+	if role == protocol.RoleRequester {
+		verb = "receive"
+	}
 	add := func(component string, listed, supported []string, what string) {
 		r := protocol.Reason{Code: protocol.CodeMethodUnsupported, Component: component,
 			Requester: strings.Join(listed, ", "), Provider: strings.Join(supported, ", "),
-			Text: fmt.Sprintf("the %s cannot deliver over any %s the method lists: it supports %s", role, what, strings.Join(supported, ", "))}
+			Text: fmt.Sprintf("the %s cannot %s over any %s the method lists: it supports %s", role, verb, what, strings.Join(supported, ", "))}
 		if role == protocol.RoleRequester {
 			r.Requester, r.Provider = r.Provider, r.Requester
 		}
@@ -66,7 +70,7 @@ func (ms methods) unsupported(m protocol.Method, role protocol.Role) []protocol.
 		add("method.protocols", m.Protocols, ms.protocols, "protocol")
 	}
 	if len(m.Security) > 0 && !slices.ContainsFunc(ms.security, func(s string) bool { return listsSecurity(m.Security, s) }) {
-		add("method.security", m.Security, ms.security, "connection security")
+		add("method.security", m.Security, ms.security, "connection security (config key security)")
 	}
 	return out
 }

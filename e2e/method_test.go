@@ -109,7 +109,7 @@ func TestMethodEnforced(t *testing.T) {
 	if as.Verdict != "violated" || as.Local.Last != 0 || len(as.Evidence) != 1 ||
 		!hasReason(as.Reasons, "1 batches came over a protocol or connection security the SSA's method does not list") ||
 		evidenceCode(t, as.Evidence[0].Findings) != "method" {
-		t.Fatalf("monitor after a batch over noise: %s %v, %+v, evidence %+v; want violated, nothing stored, the batch kept", as.Verdict, as.Reasons, as.Local, as.Evidence)
+		t.Fatalf("monitor after a batch over noise: %s %v, %+v, %d batches of evidence; want violated, nothing stored, the batch kept", as.Verdict, as.Reasons, as.Local, len(as.Evidence))
 	}
 	if req.logLines("SSA violated: batch delivered over a method the SSA does not list refused") == 0 {
 		t.Fatal("the requester did not log the violation")
