@@ -256,7 +256,7 @@ func (n *negotiator) setDelivered(s *session) {
 	id := string(s.rec.ID)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if s.rec.Delivered {
+	if s.rec.Delivered || lapsed(s.machine, n.now()) {
 		delete(n.undelivered, id)
 	} else if _, ok := n.undelivered[id]; !ok {
 		n.undelivered[id] = &resend{peer: s.rec.Peer}

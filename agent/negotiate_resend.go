@@ -245,10 +245,14 @@ func (n *negotiator) expire(id []byte) {
 	defer n.release(s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	before := s.machine.State()
+	before, note := s.machine.State(), s.rec.Note
+	s.rec.Note = "" // a decision held for the operator is no longer wanted, if it expires
 	if _, err := n.step(s, false, protocol.Tick{}); err != nil {
 		n.log.Error("expire", "ssa", s.rec.SSAID, "state", before.String(), "err", err)
-	} else if st := s.machine.State(); st != before {
+	}
+	if st := s.machine.State(); st == before {
+		s.rec.Note = note
+	} else {
 		n.log.Info("validity passed unanswered", "ssa", s.rec.SSAID, "peer", s.rec.Peer, "was", before.String(), "state", st.String())
 	}
 }

@@ -46,8 +46,9 @@ func (a *Agent) Decide(ctx context.Context, ssaID string, d Decision, why string
 
 // Cancel cancels an approved SSA (clause 10.2.3), also while a revision of it is pending
 // (the revision is dropped), or withdraws a request not yet agreed: unanswered, it is
-// cancelled (the provider confirms, both end withdrawn); once the proposal is here, the
-// proposal is rejected (reason withdrawn).
+// cancelled (the provider confirms, both end withdrawn); never acknowledged by the provider,
+// it is abandoned here at once (failed, reason withdrawn: a provider that got it after all
+// lets it expire); once the proposal is here, the proposal is rejected (reason withdrawn).
 func (a *Agent) Cancel(ctx context.Context, ssaID string) (*storage.Negotiation, error) {
 	return a.neg.act(ctx, ssaID, func(s *session) (protocol.Event, error) { return cancellation(s, ssaID) })
 }
@@ -55,7 +56,13 @@ func (a *Agent) Cancel(ctx context.Context, ssaID string) (*storage.Negotiation,
 // cancellation is the event that cancels or withdraws the SSA of s, or why there is none.
 func cancellation(s *session, ssaID string) (protocol.Event, error) {
 	switch st := s.machine.State(); st {
-	case protocol.StateApproved, protocol.StateRevisionSent, protocol.StateRevisionReceived, protocol.StateRequestSent:
+	case protocol.StateRequestSent:
+		if !s.rec.Delivered {
+			return protocol.Abandon{Reasons: []protocol.Reason{{Code: protocol.CodeWithdrawn,
+				Text: "the requester withdrew its request before the provider acknowledged it"}}}, nil
+		}
+		return protocol.Cancel{}, nil
+	case protocol.StateApproved, protocol.StateRevisionSent, protocol.StateRevisionReceived:
 		return protocol.Cancel{}, nil
 	case protocol.StateProposalReceived:
 		return protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeWithdrawn, Text: "the requester withdrew its request"}}}, nil
