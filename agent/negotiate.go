@@ -103,7 +103,10 @@ func newNegotiator(h host.Host, self *protocol.Identity, store *storage.Store, l
 	}
 	for _, rec := range recs {
 		n.admission.track(rec)
-		if !rec.Delivered {
+		// A request abandoned or expired is not sent again (see lapsed; the resend loop
+		// drops a provider's expired proposal when it finds the request expired too).
+		gone := rec.State == protocol.StateFailed || (rec.State == protocol.StateExpired && rec.Role == protocol.RoleRequester)
+		if !rec.Delivered && !gone {
 			n.undelivered[string(rec.ID)] = &resend{peer: rec.Peer} // due at once
 		}
 		if mayExpire(rec.State) {
