@@ -160,6 +160,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	if a.neg, err = newNegotiator(a.host, a.self, a.store, a.log, now, negotiatorConfig{
 		MessageTimeout:       time.Duration(a.cfg.MessageTimeout),
 		RetryInterval:        time.Duration(a.cfg.RetryInterval),
+		RequestValidity:      time.Duration(a.cfg.RequestValidity),
 		AutoAccept:           a.cfg.Accept == "auto",
 		MaxAgreementsPerPeer: a.cfg.MaxAgreementsPerPeer,
 		Contact:              a.cfg.Contact,

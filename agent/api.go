@@ -44,7 +44,10 @@ type NegotiationView struct {
 	Reasons   []protocol.Reason `json:"reasons,omitempty"`
 	Delivered bool              `json:"delivered"`
 	// Phase is the SSA's place in the life cycle of clause 9.1.
-	Phase   Phase     `json:"phase"`
+	Phase Phase `json:"phase"`
+	// Attempt, when a message of ours waits for the peer's acknowledgement, says when it is
+	// sent again and why the last attempt failed.
+	Attempt *Attempt  `json:"attempt,omitempty"`
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`
 	// SSA is the agreement in force (or annulled), else the SSA under negotiation.
@@ -239,6 +242,9 @@ func (a *Agent) view(rec *storage.Negotiation) (*NegotiationView, error) {
 		return nil, err
 	}
 	v.Phase = phase(v.SSA, rec.State, a.neg.now())
+	if !rec.Delivered {
+		v.Attempt = a.neg.attempt(rec.ID)
+	}
 	return v, nil
 }
 
@@ -279,9 +285,5 @@ func (a *Agent) lastProposed(rec *storage.Negotiation) (*protocol.SSA, error) {
 
 // settled reports whether a negotiation in state st waits for nothing from its peer.
 func settled(st protocol.State) bool {
-	switch st {
-	case protocol.StateApproved, protocol.StateRejected, protocol.StateAnnulled, protocol.StateExpired:
-		return true
-	}
-	return st.AwaitsDecision()
+	return st == protocol.StateApproved || st.Ended() || st.AwaitsDecision()
 }

@@ -87,6 +87,10 @@ type Config struct {
 	// wait doubles with each failed attempt, up to 10 minutes, and ends when a connection
 	// with the peer comes up.
 	RetryInterval Duration `yaml:"retry-interval,omitempty"`
+	// RequestValidity is how long a request or a revision this agent sends stays open for
+	// its peer's answer (its SSA's expires): past it, both sides end the request (expired)
+	// or drop the revision, each at its own clock. Default DefaultRequestValidity.
+	RequestValidity Duration `yaml:"request-validity,omitempty"`
 	// MaxAgreementsPerPeer bounds the SSAs a requester may hold with this provider, in force
 	// or proposed: a request past it is rejected (reason agreement-limit).
 	MaxAgreementsPerPeer int `yaml:"max-agreements-per-peer,omitempty"`
@@ -105,6 +109,9 @@ type Config struct {
 const (
 	DefaultMaxAgreementsPerPeer = 16
 	DefaultMaxQueuedPerPeer     = 1_000_000
+	// DefaultRequestValidity leaves the provider's operator a day to decide on a request
+	// held for them.
+	DefaultRequestValidity = Duration(24 * time.Hour)
 )
 
 // bootstrapPeers parses the bootstrap multiaddrs.
@@ -150,6 +157,8 @@ func DefaultConfig() Config {
 		MessageTimeout: Duration(30 * time.Second),
 		RetryInterval:  Duration(5 * time.Second),
 		RetentionCheck: Duration(time.Minute),
+
+		RequestValidity: DefaultRequestValidity,
 
 		MaxAgreementsPerPeer: DefaultMaxAgreementsPerPeer,
 		MaxQueuedPerPeer:     DefaultMaxQueuedPerPeer,
@@ -238,6 +247,9 @@ func (c *Config) validateLimits() error {
 	}
 	if c.MessageTimeout <= 0 || c.RetryInterval <= 0 || c.RetentionCheck <= 0 {
 		return errors.New("config: message-timeout, retry-interval and retention-check must be positive")
+	}
+	if c.RequestValidity < 0 || (c.RequestValidity > 0 && c.RequestValidity < Duration(time.Second)) {
+		return fmt.Errorf("config: request-validity must be at least 1s (default %s), not %s", time.Duration(DefaultRequestValidity), time.Duration(c.RequestValidity))
 	}
 	if c.MaxAgreementsPerPeer < 1 || c.MaxQueuedPerPeer < 1 {
 		return fmt.Errorf("config: max-agreements-per-peer (default %d) and max-queued-per-peer (default %d) must be at least 1; leave them out for the defaults",
@@ -339,6 +351,8 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # message-timeout:      deadline of every read and write on a stream
 # retry-interval:       first wait before an unacknowledged message is sent again (doubles
 #                       per failed attempt up to 10m; a new connection to the peer ends it)
+# request-validity:     how long a request or revision this agent sends waits for an answer
+#                       (default 24h); then both sides let it expire, each at its own clock
 # max-agreements-per-peer: SSAs one requester may hold with this provider, in force or
 #                       proposed (default 16); a request past it is rejected
 #                       (agreement-limit)

@@ -82,14 +82,23 @@ func (m *manager) load(rec *storage.Negotiation) error {
 			return fmt.Errorf("drop the queue of cancelled SSA %s: %w", rec.SSAID, err)
 		}
 	}
-	if rec.State != protocol.StateApproved && (!ended || rec.Role != protocol.RoleRequester) {
+	if !inForce(rec.State) && (!ended || rec.Role != protocol.RoleRequester) {
 		return nil
 	}
-	s, err := m.store.Agreement(rec.SSAID)
-	if err != nil {
-		return fmt.Errorf("load SSA %s: %w", rec.SSAID, err)
+	id := rec.SSAID
+	if rec.State != protocol.StateApproved && inForce(rec.State) {
+		// During a revision the record is found by the pending revision's ID: the SSA in
+		// force is the one it supersedes.
+		var err error
+		if id, err = m.revised(rec); err != nil {
+			return err
+		}
 	}
-	if rec.State == protocol.StateApproved {
+	s, err := m.store.Agreement(id)
+	if err != nil {
+		return fmt.Errorf("load SSA %s: %w", id, err)
+	}
+	if inForce(rec.State) {
 		m.implement(s, rec.Role)
 	} else {
 		m.hold(s, rec.Updated)
@@ -106,6 +115,25 @@ func (m *manager) load(rec *storage.Negotiation) error {
 		id = old.Supersedes
 	}
 	return nil
+}
+
+// revised is the ID of the SSA in force that the pending revision of negotiation rec
+// supersedes: the last revision of its transcript says.
+func (m *manager) revised(rec *storage.Negotiation) (string, error) {
+	raw, err := m.store.Transcript(rec.ID)
+	if err != nil {
+		return "", fmt.Errorf("load the transcript of SSA %s: %w", rec.SSAID, err)
+	}
+	for i := len(raw) - 1; i >= 0; i-- {
+		e, err := protocol.Open(raw[i])
+		if err != nil {
+			return "", fmt.Errorf("%w: transcript of SSA %s: %v", storage.ErrCorrupt, rec.SSAID, err)
+		}
+		if e.Header.Type == protocol.MsgRevision {
+			return e.SSA.Supersedes, nil
+		}
+	}
+	return "", fmt.Errorf("%w: SSA %s is %s but its transcript holds no revision", storage.ErrCorrupt, rec.SSAID, rec.State)
 }
 
 // cancelling reports whether a negotiation in state st has a cancellation committed and

@@ -84,12 +84,18 @@ func phase(s *protocol.SSA, state protocol.State, now time.Time) Phase {
 		// A cancelled SSA is no longer executed from the moment the cancellation is
 		// committed, whether or not its annulment is confirmed yet (the state says which).
 		return PhaseAssessment
-	case state != protocol.StateApproved || s == nil:
+	case !inForce(state) || s == nil:
 		return PhaseNegotiation
 	case s.Schedule.Start != 0 && protocol.FromTime(now) < s.Schedule.Start:
 		return PhaseImplementation
 	}
 	return PhaseExecution
+}
+
+// inForce reports whether an SSA is in force in state st: approved, or approved with a
+// revision pending (the version in force stays until the revision is confirmed).
+func inForce(st protocol.State) bool {
+	return st == protocol.StateApproved || st == protocol.StateRevisionSent || st == protocol.StateRevisionReceived
 }
 
 // monitored is what monitoring needs of the management point.

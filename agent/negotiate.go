@@ -35,8 +35,11 @@ type negotiatorConfig struct {
 	// MessageTimeout bounds every read and write on a negotiation stream, and each delivery.
 	MessageTimeout time.Duration
 	// RetryInterval is the first wait before an unacknowledged message is sent again, and
-	// how often proposals are checked for expiry.
+	// how often requests, proposals and revisions are checked for expiry.
 	RetryInterval time.Duration
+	// RequestValidity is how long a request or revision this agent sends waits for an
+	// answer (0: DefaultRequestValidity).
+	RequestValidity time.Duration
 	// AutoAccept decides the proposals and revisions received that satisfy what this side
 	// asked for; otherwise they wait for an operator.
 	AutoAccept bool
@@ -87,9 +90,9 @@ type negotiator struct {
 	// undelivered holds the negotiations whose last message of ours the peer has not
 	// acknowledged, with when to send it again: what the resend loop sends.
 	undelivered map[string]*resend
-	// proposals holds the negotiations with a proposal unanswered, by its validity limit:
-	// the resend loop lets them expire.
-	proposals map[string]time.Time
+	// expiries holds the negotiations with a request, proposal, revision or withdrawal
+	// unanswered, by its validity limit: the resend loop lets them expire.
+	expiries map[string]time.Time
 }
 
 // newNegotiator loads the negotiations with unacknowledged messages (a restart resumes them)
@@ -98,7 +101,7 @@ func newNegotiator(h host.Host, self *protocol.Identity, store *storage.Store, l
 	now func() time.Time, cfg negotiatorConfig) (*negotiator, error) {
 	n := &negotiator{host: h, self: self, store: store, log: log, now: now, cfg: cfg,
 		admission:   newAdmission(cfg.MaxAgreementsPerPeer),
-		undelivered: map[string]*resend{}, proposals: map[string]time.Time{}}
+		undelivered: map[string]*resend{}, expiries: map[string]time.Time{}}
 	// A session dropped from memory uncounts its negotiation if it was never stored.
 	n.sessions = newSessionCache(func(s *session) { n.admission.track(s.rec) })
 	recs, err := store.Negotiations()
@@ -107,11 +110,14 @@ func newNegotiator(h host.Host, self *protocol.Identity, store *storage.Store, l
 	}
 	for _, rec := range recs {
 		n.admission.track(rec)
-		if !rec.Delivered {
+		// A request abandoned or expired is not sent again (see lapsed; the resend loop
+		// drops a provider's expired proposal when it finds the request expired too).
+		gone := rec.State == protocol.StateFailed || (rec.State == protocol.StateExpired && rec.Role == protocol.RoleRequester)
+		if !rec.Delivered && !gone {
 			n.undelivered[string(rec.ID)] = &resend{peer: rec.Peer} // due at once
 		}
-		if rec.State == protocol.StateProposalSent || rec.State == protocol.StateProposalReceived {
-			n.proposals[string(rec.ID)] = time.Time{} // checked at the first round
+		if mayExpire(rec.State) {
+			n.expiries[string(rec.ID)] = time.Time{} // checked at the first round
 		}
 	}
 	return n, nil
@@ -164,7 +170,65 @@ func (n *negotiator) load(nid []byte) (*storage.Negotiation, *protocol.Negotiati
 	if err != nil {
 		return nil, nil, fmt.Errorf("restore negotiation %x: %w", nid, err)
 	}
+	if err := n.reconcile(rec, m); err != nil {
+		return nil, nil, fmt.Errorf("restore negotiation %x: %w", nid, err)
+	}
 	return rec, m, nil
+}
+
+// reconcile brings m, restored from its transcript, to the state the record holds where a
+// step that sent no message moved it on: an abandoned request (failed), an expired request
+// or proposal, a revision dropped when it expired. Each is taken again, as it was.
+func (n *negotiator) reconcile(rec *storage.Negotiation, m *protocol.Negotiation) error {
+	st := m.State()
+	switch {
+	case rec.State == st:
+		return nil
+	case rec.State == protocol.StateFailed && st == protocol.StateRequestSent:
+		_, err := m.Step(n.now(), protocol.Abandon{Reasons: rec.Reasons})
+		return err
+	case rec.State == protocol.StateExpired && mayExpire(st),
+		rec.State == protocol.StateApproved && (st == protocol.StateRevisionSent || st == protocol.StateRevisionReceived):
+		if _, err := m.Step(n.now(), protocol.Tick{}); err != nil {
+			return err
+		}
+	}
+	if m.State() != rec.State {
+		n.log.Warn("negotiation restored in another state than recorded", "ssa", rec.SSAID, "transcript", m.State().String(), "record", rec.State.String())
+	}
+	return nil
+}
+
+// mayExpire reports whether a negotiation in state st waits for an answer to an SSA with a
+// validity limit.
+func mayExpire(st protocol.State) bool {
+	switch st {
+	case protocol.StateRequestSent, protocol.StateRequestReceived, protocol.StateProposalSent, protocol.StateProposalReceived,
+		protocol.StateRevisionSent, protocol.StateRevisionReceived, protocol.StateWithdrawalSent:
+		return true
+	}
+	return false
+}
+
+// expiry is when the resend loop is to tick m: the validity limit of the SSA it waits on
+// (for a withdrawal, MaxSkew later: see protocol.Tick), or false if nothing in it expires.
+func expiry(m *protocol.Negotiation) (time.Time, bool) {
+	p := m.Pending()
+	if !mayExpire(m.State()) || p == nil || p.Expires == 0 {
+		return time.Time{}, false
+	}
+	if m.State() == protocol.StateWithdrawalSent {
+		return p.Expires.Std().Add(protocol.MaxSkew), true
+	}
+	return p.Expires.Std(), true
+}
+
+// validity is how long a request or revision this agent sends waits for an answer.
+func (n *negotiator) validity() time.Duration {
+	if n.cfg.RequestValidity > 0 {
+		return n.cfg.RequestValidity
+	}
+	return time.Duration(DefaultRequestValidity)
 }
 
 // rollback puts s back to what the store holds after a failed commit, so that nobody acts on
@@ -202,24 +266,20 @@ func (n *negotiator) setDelivered(s *session) {
 	id := string(s.rec.ID)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if s.rec.Delivered {
+	if s.rec.Delivered || lapsed(s.machine, n.now()) {
 		delete(n.undelivered, id)
 	} else if _, ok := n.undelivered[id]; !ok {
 		n.undelivered[id] = &resend{peer: s.rec.Peer}
 	}
-	if st := s.machine.State(); (st == protocol.StateProposalSent || st == protocol.StateProposalReceived) && s.machine.Pending() != nil {
-		n.proposals[id] = s.machine.Pending().Expires.Std()
+	if exp, ok := expiry(s.machine); ok {
+		n.expiries[id] = exp
 	} else {
-		delete(n.proposals, id)
+		delete(n.expiries, id)
 	}
 }
 
 // atRest reports whether a negotiation in state st waits for nothing that this agent does
 // by itself.
 func atRest(st protocol.State) bool {
-	switch st {
-	case protocol.StateNew, protocol.StateApproved, protocol.StateRejected, protocol.StateAnnulled, protocol.StateExpired:
-		return true
-	}
-	return false
+	return st == protocol.StateNew || st == protocol.StateApproved || st.Ended()
 }

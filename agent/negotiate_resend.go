@@ -18,6 +18,8 @@ type resend struct {
 	peer  string
 	at    time.Time
 	delay time.Duration
+	// err is why the last attempt failed ("" before any failed).
+	err string
 }
 
 const maxResendDelay = 10 * time.Minute
@@ -27,13 +29,14 @@ const resendWorkers = 8
 
 // resendLoop sends again, every retry interval, the last message of each negotiation that
 // the peer has not acknowledged (after a dropped connection or a restart), and lets the
-// proposals past their validity expire. The peer's duplicate detection makes resending safe.
+// requests, proposals and revisions past their validity expire. The peer's duplicate
+// detection makes resending safe.
 func (n *negotiator) resendLoop(ctx context.Context) {
 	t := time.NewTicker(n.cfg.RetryInterval)
 	defer t.Stop()
 	for {
+		n.expireDue()
 		n.resendPending(ctx)
-		n.expireProposals()
 		select {
 		case <-ctx.Done():
 			return
@@ -118,9 +121,9 @@ func (n *negotiator) resend(ctx context.Context, id []byte) bool {
 	s.mu.Lock()
 	p, tr := s.machine.Peer(), s.machine.Transcript()
 	var last *protocol.Envelope
-	if len(tr) > 0 && tr[len(tr)-1].Sender == n.self.PeerID() {
+	if len(tr) > 0 && tr[len(tr)-1].Sender == n.self.PeerID() && !lapsed(s.machine, n.now()) {
 		last = tr[len(tr)-1]
-	} else { // the peer's message is the last: nothing of ours waits
+	} else { // the peer's message is the last, or ours lapsed: nothing of ours waits
 		n.mu.Lock()
 		delete(n.undelivered, string(id))
 		n.mu.Unlock()
@@ -131,10 +134,63 @@ func (n *negotiator) resend(ctx context.Context, id []byte) bool {
 	}
 	if err := n.deliver(ctx, s, p, last); err != nil {
 		n.log.Debug("resend failed", "peer", p, "err", err)
-		n.backOff(id)
+		n.failed(id, err)
 		return false
 	}
 	return true
+}
+
+// lapsed reports whether m ended in a way that leaves its peer nothing to learn from our
+// last message: a request abandoned (failed), or expired (the peer expires it too, by its
+// own clock). A provider's expired proposal is still sent, so that a requester that was
+// away learns of it, until the request's own validity has passed too.
+func lapsed(m *protocol.Negotiation, now time.Time) bool {
+	switch m.State() {
+	case protocol.StateFailed:
+		return true
+	case protocol.StateExpired:
+		if m.Role() == protocol.RoleRequester {
+			return true
+		}
+		req := m.Transcript()[0].SSA
+		return req.Expires != 0 && !now.Before(req.Expires.Std())
+	}
+	return false
+}
+
+// failed notes why a delivery of negotiation id's message failed, and backs off.
+func (n *negotiator) failed(id []byte, err error) {
+	n.noteFailure(id, err)
+	n.backOff(id)
+}
+
+// noteFailure notes why a delivery of negotiation id's message failed, for the operator.
+func (n *negotiator) noteFailure(id []byte, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r, ok := n.undelivered[string(id)]; ok {
+		r.err = err.Error()
+	}
+}
+
+// Attempt is how the delivery of a negotiation's unacknowledged message stands.
+type Attempt struct {
+	// Next is when the message is sent again (zero: at the next round of the resend loop).
+	Next time.Time `json:"next_attempt"`
+	// LastError is why the last attempt failed, or "" if none failed yet.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// attempt is how the delivery of negotiation id's message stands, or nil if nothing of
+// ours waits for the peer.
+func (n *negotiator) attempt(id []byte) *Attempt {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r, ok := n.undelivered[string(id)]
+	if !ok {
+		return nil
+	}
+	return &Attempt{Next: r.at, LastError: r.err}
 }
 
 // connected makes the unacknowledged messages to a peer that just connected due at once.
@@ -162,12 +218,13 @@ func (n *negotiator) backOff(id []byte) {
 	r.at = n.now().Add(r.delay)
 }
 
-// expireProposals lets the proposals whose validity limit has passed expire.
-func (n *negotiator) expireProposals() {
+// expireDue lets the requests, proposals, revisions and withdrawals whose validity limit has
+// passed expire.
+func (n *negotiator) expireDue() {
 	now := n.now()
 	n.mu.Lock()
 	var due [][]byte
-	for id, exp := range n.proposals {
+	for id, exp := range n.expiries {
 		if !now.Before(exp) {
 			due = append(due, []byte(id))
 		}
@@ -178,7 +235,7 @@ func (n *negotiator) expireProposals() {
 	}
 }
 
-// expire steps negotiation id with a tick, which expires its proposal.
+// expire steps negotiation id with a tick, which expires what it waits on.
 func (n *negotiator) expire(id []byte) {
 	s, err := n.acquire(id, "")
 	if err != nil {
@@ -188,9 +245,14 @@ func (n *negotiator) expire(id []byte) {
 	defer n.release(s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	before, note := s.machine.State(), s.rec.Note
+	s.rec.Note = "" // a decision held for the operator is no longer wanted, if it expires
 	if _, err := n.step(s, false, protocol.Tick{}); err != nil {
-		n.log.Error("expire proposal", "ssa", s.rec.SSAID, "err", err)
-	} else if s.machine.State() == protocol.StateExpired {
-		n.log.Info("proposal expired unanswered", "ssa", s.rec.SSAID, "peer", s.rec.Peer)
+		n.log.Error("expire", "ssa", s.rec.SSAID, "state", before.String(), "err", err)
+	}
+	if st := s.machine.State(); st == before {
+		s.rec.Note = note
+	} else {
+		n.log.Info("validity passed unanswered", "ssa", s.rec.SSAID, "peer", s.rec.Peer, "was", before.String(), "state", st.String())
 	}
 }

@@ -160,7 +160,7 @@ func TestUndeliveredProposalSurvives(t *testing.T) {
 			waitFor(t, 10*time.Second, func() (bool, string) {
 				prov.neg.mu.Lock()
 				defer prov.neg.mu.Unlock()
-				exp, ok := prov.neg.proposals[string(rec.ID)]
+				exp, ok := prov.neg.expiries[string(rec.ID)]
 				return !ok || !exp.IsZero(), "the provider never checked the proposal's validity"
 			})
 			if tc.want == protocol.StateExpired {

@@ -74,6 +74,7 @@ func (n *negotiator) revise(ctx context.Context, ssaID string, build func(inForc
 		}
 		v := w.Clone()
 		v.ID = newSSAID()
+		v.Expires = protocol.FromTime(n.now().Add(n.validity())) // the revision's validity is this agent's
 		return protocol.Revise{SSA: v}, nil
 	})
 }

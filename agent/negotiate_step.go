@@ -55,6 +55,7 @@ func (n *negotiator) apply(s *session, now time.Time, events []protocol.Event) (
 	var a applied
 	before := s.machine.State()
 	for i := 0; i < len(events); i++ {
+		was := s.machine.State()
 		out, err := s.machine.Step(now, events[i])
 		if err != nil {
 			return a, n.refusedEvent(s, &a, before, err)
@@ -77,6 +78,12 @@ func (n *negotiator) apply(s *session, now time.Time, events []protocol.Event) (
 		}
 		if decision := n.decide(s); decision != nil {
 			events = append(events, decision)
+		} else if was == protocol.StateCancellationSent && s.machine.State() == protocol.StateApproved {
+			// Our cancellation gave way to the peer's answer to a revision, which crossed it
+			// (see protocol.Cancel): the operator's cancellation stands, of the SSA now in
+			// force.
+			n.log.Info("cancellation crossed the answer to a revision: cancelling the SSA now in force", "ssa", s.machine.Agreement().ID, "peer", s.rec.Peer)
+			events = append(events, protocol.Cancel{})
 		}
 	}
 	return a, nil

@@ -44,9 +44,38 @@ func (a *Agent) Decide(ctx context.Context, ssaID string, d Decision, why string
 	return a.neg.act(ctx, ssaID, func(s *session) (protocol.Event, error) { return a.neg.decision(s, ssaID, d, why) })
 }
 
-// Cancel cancels an approved SSA (clause 10.2.3).
+// Cancel cancels an approved SSA (clause 10.2.3), also while a revision of it is pending
+// (the revision is dropped), or withdraws a request not yet agreed: unanswered, it is
+// cancelled (the provider confirms, both end withdrawn); never acknowledged by the provider,
+// it is abandoned here at once (failed, reason withdrawn: a provider that got it after all
+// lets it expire); once the proposal is here, the proposal is rejected (reason withdrawn).
 func (a *Agent) Cancel(ctx context.Context, ssaID string) (*storage.Negotiation, error) {
-	return a.neg.act(ctx, ssaID, func(*session) (protocol.Event, error) { return protocol.Cancel{}, nil })
+	return a.neg.act(ctx, ssaID, func(s *session) (protocol.Event, error) { return cancellation(s, ssaID) })
+}
+
+// cancellation is the event that cancels or withdraws the SSA of s, or why there is none.
+func cancellation(s *session, ssaID string) (protocol.Event, error) {
+	switch st := s.machine.State(); st {
+	case protocol.StateRequestSent:
+		if !s.rec.Delivered {
+			return protocol.Abandon{Reasons: []protocol.Reason{{Code: protocol.CodeWithdrawn,
+				Text: "the requester withdrew its request before the provider acknowledged it"}}}, nil
+		}
+		return protocol.Cancel{}, nil
+	case protocol.StateApproved, protocol.StateRevisionSent, protocol.StateRevisionReceived:
+		return protocol.Cancel{}, nil
+	case protocol.StateProposalReceived:
+		return protocol.Reject{Reasons: []protocol.Reason{{Code: protocol.CodeWithdrawn, Text: "the requester withdrew its request"}}}, nil
+	case protocol.StateAcceptanceSent:
+		return nil, fmt.Errorf("%w: SSA %s is accepted and waits for the provider's confirmation: cancel it once approved", protocol.ErrUnexpected, ssaID)
+	case protocol.StateCancellationSent, protocol.StateCancellationReceived, protocol.StateWithdrawalSent, protocol.StateWithdrawalReceived:
+		return nil, fmt.Errorf("%w: SSA %s is already being cancelled (%s)", protocol.ErrUnexpected, ssaID, st)
+	case protocol.StateRequestReceived:
+		return nil, fmt.Errorf("%w: SSA %s is a request held for this agent's decision: decline it (ssanet ssa decline %s)", protocol.ErrUnexpected, ssaID, ssaID)
+	case protocol.StateProposalSent:
+		return nil, fmt.Errorf("%w: SSA %s is proposed and waits for the requester's answer: it ends if the proposal expires unanswered", protocol.ErrUnexpected, ssaID)
+	}
+	return nil, fmt.Errorf("%w: SSA %s is %s: there is nothing this side can cancel", protocol.ErrUnexpected, ssaID, s.machine.State())
 }
 
 // Revise proposes a new version of an approved SSA (clause 10.2.4) with the negotiable
@@ -87,6 +116,9 @@ func (n *negotiator) request(ctx context.Context, provider peer.AddrInfo, tmpl *
 	}
 	n.signAs(&ssa.Participants.Requester, "requester", "ssa", ssa.ID)
 	now := n.now()
+	// The request's validity is this agent's: a template's expires (say, copied from an
+	// SSA shown) is replaced.
+	ssa.Expires = protocol.FromTime(now.Add(n.validity()))
 	s := &session{machine: m, rec: &storage.Negotiation{ID: nid, Role: protocol.RoleRequester, Created: now, Updated: now}}
 	s.atRest.Store(true) // until the request is committed: a refused one leaves nothing behind
 	// In the cache before the first commit, so that the resend loop, which may see the
@@ -104,6 +136,7 @@ func (n *negotiator) request(ctx context.Context, provider peer.AddrInfo, tmpl *
 	}
 	if err := n.deliver(ctx, s, provider.ID, env); err != nil {
 		n.log.Warn("request not delivered yet; it will be sent again", "peer", provider.ID, "ssa", ssa.ID, "err", err)
+		n.noteFailure(nid, err)
 	}
 	// The session's record is what the store holds: each step was committed, or rolled back.
 	s.mu.Lock()
@@ -193,6 +226,7 @@ func (n *negotiator) act(ctx context.Context, ssaID string, ev func(*session) (p
 	if env != nil {
 		if err := n.deliver(ctx, s, p, env); err != nil {
 			n.log.Warn("message not delivered yet; it will be sent again", "ssa", ssaID, "err", err)
+			n.noteFailure(rec.ID, err)
 		}
 	}
 	return n.store.Negotiation(rec.ID)

@@ -158,7 +158,11 @@ func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration, local b
 	case v.State == protocol.StateRejected.String() && !local:
 		return exitRefused
 	case v.State == protocol.StateExpired.String():
-		fmt.Fprintf(c.stderr, "ssanet: the proposal of %s expired before it was accepted: nothing was agreed; request again\n", v.SSAID)
+		what := "proposal of %s expired before it was accepted"
+		if hasCode(v.Reasons, protocol.CodeRequestExpired) {
+			what = "request %s expired unanswered"
+		}
+		fmt.Fprintf(c.stderr, "ssanet: the "+what+": nothing was agreed; request again\n", v.SSAID)
 		return exitExpired
 	case !v.AtRest && wait > 0:
 		fmt.Fprintf(c.stderr, "ssanet: still %s after %s: the peer has not answered (it may hold the SSA for its operator); follow it with: %s\n",
@@ -186,6 +190,18 @@ func (c *cli) show(v *agent.NegotiationView) {
 		return
 	}
 	fmt.Fprintf(c.stdout, "SSA %s: %s (%s, peer %s)\n", v.SSAID, v.State, v.Role, v.Peer)
+	fmt.Fprintf(c.stdout, "phase: %s\n", v.Phase)
+	if a := v.Attempt; a != nil {
+		next := "at the next round"
+		if !a.Next.IsZero() {
+			next = a.Next.Local().Format(time.RFC3339)
+		}
+		fmt.Fprintf(c.stdout, "waiting for the peer: next attempt %s", next)
+		if a.LastError != "" {
+			fmt.Fprintf(c.stdout, "; last error: %s", a.LastError)
+		}
+		fmt.Fprintln(c.stdout)
+	}
 	if v.Note != "" {
 		fmt.Fprintf(c.stdout, "note: %s\n", v.Note)
 	}
@@ -212,7 +228,7 @@ func cmdSSAList(c *cli, synopsis string, args []string) int {
 			if id == "" {
 				id = "-" // a request refused because its SSA ID names another negotiation's SSA
 			}
-			fmt.Fprintf(c.stdout, "%-28s %-9s %-19s %s\n", id, v.Role, v.State, v.Peer)
+			fmt.Fprintf(c.stdout, "%-28s %-9s %-19s %-14s %s\n", id, v.Role, v.State, v.Phase, v.Peer)
 		}
 	})
 }
@@ -324,8 +340,23 @@ func (c *cli) awaitChange(v *agent.NegotiationView, wait time.Duration) int {
 	case unconfirmed(v) && wait > 0:
 		fmt.Fprintf(c.stderr, "ssanet: not confirmed yet after %s; it will be sent again; follow it with: %s\n", wait, c.hint("ssa", "show", v.SSAID))
 		return exitError
+	case hasCode(v.Reasons, protocol.CodeRevisionExpired):
+		fmt.Fprintf(c.stderr, "ssanet: the revision expired unanswered: the version in force stays\n")
+		return exitExpired
+	case hasCode(v.Reasons, protocol.CodeWithdrawn):
+		return exitOK // this side withdrew its request by rejecting the proposal
 	case len(v.Reasons) > 0:
 		return exitRefused // the peer rejected the revision: the version in force stays
 	}
 	return exitOK
+}
+
+// hasCode reports whether one of reasons has code c.
+func hasCode(reasons []protocol.Reason, c protocol.Code) bool {
+	for _, r := range reasons {
+		if r.Code == c {
+			return true
+		}
+	}
+	return false
 }
