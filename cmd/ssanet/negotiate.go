@@ -329,7 +329,7 @@ func cmdSSAExport(c *cli, synopsis string, args []string) int {
 	return exitOK
 }
 
-// awaitChange waits until a cancellation or revision is confirmed or rejected.
+// awaitChange waits until a cancellation or a withdrawal is confirmed.
 func (c *cli) awaitChange(v *agent.NegotiationView, wait time.Duration) int {
 	unconfirmed := func(v *agent.NegotiationView) bool { return !v.AtRest }
 	if err := c.poll(v, wait, unconfirmed); err != nil {
@@ -340,13 +340,10 @@ func (c *cli) awaitChange(v *agent.NegotiationView, wait time.Duration) int {
 	case unconfirmed(v) && wait > 0:
 		fmt.Fprintf(c.stderr, "ssanet: not confirmed yet after %s; it will be sent again; follow it with: %s\n", wait, c.hint("ssa", "show", v.SSAID))
 		return exitError
-	case hasCode(v.Reasons, protocol.CodeRevisionExpired):
-		fmt.Fprintf(c.stderr, "ssanet: the revision expired unanswered: the version in force stays\n")
-		return exitExpired
 	case hasCode(v.Reasons, protocol.CodeWithdrawn):
 		return exitOK // this side withdrew its request by rejecting the proposal
 	case len(v.Reasons) > 0:
-		return exitRefused // the peer rejected the revision: the version in force stays
+		return exitRefused // the peer refused what was cancelled
 	}
 	return exitOK
 }

@@ -55,8 +55,8 @@ func cmdSSARevise(c *cli, synopsis string, args []string) int {
 }
 
 // awaitRevision waits until the peer confirms or refuses a revision, prints the SSA in
-// force, and returns 0 (confirmed), 3 (refused: the version in force stays) or 1 (no answer
-// within wait).
+// force, and returns 0 (confirmed), 3 (refused: the version in force stays), 4 (expired
+// unanswered: the version in force stays) or 1 (no answer within wait).
 func (c *cli) awaitRevision(v *agent.NegotiationView, wait time.Duration) int {
 	pending := func(v *agent.NegotiationView) bool { return !v.AtRest }
 	if err := c.poll(v, wait, pending); err != nil {
@@ -67,6 +67,9 @@ func (c *cli) awaitRevision(v *agent.NegotiationView, wait time.Duration) int {
 	case pending(v) && wait > 0:
 		fmt.Fprintf(c.stderr, "ssanet: the revision is not answered yet after %s; it will be sent again; follow it with: %s\n", wait, c.hint("ssa", "show", v.SSAID))
 		return exitError
+	case hasCode(v.Reasons, protocol.CodeRevisionExpired):
+		fmt.Fprintf(c.stderr, "ssanet: the revision expired unanswered; %s stays in force\n", v.SSAID)
+		return exitExpired
 	case len(v.Reasons) > 0:
 		fmt.Fprintf(c.stderr, "ssanet: the peer refused the revision (see the conflict lines); %s stays in force\n", v.SSAID)
 		return exitRefused
