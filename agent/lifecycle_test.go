@@ -210,6 +210,9 @@ func TestRestartDuringRevision(t *testing.T) {
 	if err := req.host.Connect(context.Background(), addrInfo(prov)); err != nil {
 		t.Fatal(err)
 	}
+	if as, err := req.Monitor(context.Background(), revision); err != nil || as.SSAID != inForce || as.Phase != PhaseExecution {
+		t.Fatalf("monitor during the revision: %+v, %v; want %s in execution", as, err, inForce)
+	}
 	approve(t, prov, req, revision)
 	if prov.mgr.run(revision) == nil || prov.mgr.run(inForce) != nil {
 		t.Fatal("the revision is not in force in place of the SSA it supersedes")
