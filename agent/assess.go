@@ -43,7 +43,11 @@ func (mo *monitor) assess(ctx context.Context, ssaID string) (*Assessment, error
 	if rec.Role != protocol.RoleRequester {
 		return nil, fmt.Errorf("%s is provided by this agent; monitor it from the requester", ssaID)
 	}
-	s, err := mo.store.Agreement(rec.SSAID)
+	id, err := agreedID(mo.store, rec)
+	if err != nil {
+		return nil, err
+	}
+	s, err := mo.store.Agreement(id)
 	if err != nil {
 		return nil, fmt.Errorf("SSA %s was never agreed: nothing to monitor", ssaID)
 	}

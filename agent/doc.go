@@ -14,8 +14,8 @@
 // A negotiation is not driven by a goroutine of its own, as the house style has it, but by
 // whichever goroutine has something for it, under the negotiation's lock (session.mu): the
 // stream handler with a peer's message, a delivery with the peer's answer on our own stream,
-// the resend loop with a tick that expires a proposal, an operator's Request, Decide, Cancel
-// or Revise. Only a holder of the session (from the session cache) that holds its lock may
+// the resend loop with a tick that expires a request, proposal or revision, an operator's
+// Request, Decide, Cancel or Revise. Only a holder of the session (from the session cache) that holds its lock may
 // step it, and the lock is held from the step through its commit or rollback: steps are
 // applied one at a time, and whoever takes the lock next finds the state the store holds,
 // never one that failed to persist. Persisting before sending holds because step returns the

@@ -210,6 +210,9 @@ func TestRestartDuringRevision(t *testing.T) {
 	if err := req.host.Connect(context.Background(), addrInfo(prov)); err != nil {
 		t.Fatal(err)
 	}
+	if as, err := req.Monitor(context.Background(), revision); err != nil || as.SSAID != inForce || as.Phase != PhaseExecution {
+		t.Fatalf("monitor during the revision: %+v, %v; want %s in execution", as, err, inForce)
+	}
 	approve(t, prov, req, revision)
 	if prov.mgr.run(revision) == nil || prov.mgr.run(inForce) != nil {
 		t.Fatal("the revision is not in force in place of the SSA it supersedes")
@@ -254,5 +257,32 @@ func TestRevisionExpiresOnBothSides(t *testing.T) {
 	}
 	if _, err := prov.Decide(context.Background(), revision, Approve, ""); !errors.Is(err, ErrNotDecidable) {
 		t.Fatalf("approving an expired revision: %v", err)
+	}
+}
+
+// TestCancellationCrossesConfirmation: the requester cancels while the provider confirms its
+// revision; the confirmation prevails (protocol.Cancel), so the requester's agent cancels
+// again, the revised SSA now in force: both end with it annulled.
+func TestCancellationCrossesConfirmation(t *testing.T) {
+	ctx := context.Background()
+	prov, req, inForce, revision := revisionPending(t, nil, Options{})
+	hear := withholdConfirmations(req)
+	if got, err := prov.Decide(ctx, revision, Approve, ""); err != nil || got.State != protocol.StateApproved || got.Delivered {
+		t.Fatalf("approve the revision: %+v, %v; want approved, not delivered", got, err)
+	}
+	got, err := req.Cancel(ctx, revision)
+	if err != nil || got.State != protocol.StateCancellationSent {
+		t.Fatalf("cancel: %+v, %v", got, err)
+	}
+	hear()
+	for _, a := range []*Agent{prov, req} {
+		waitState(t, a, revision, protocol.StateAnnulled)
+		ann, err := a.store.Agreement(revision)
+		if err != nil || ann.Status != protocol.StatusAnnulment {
+			t.Fatalf("the revised SSA's annulment: %+v, %v", ann, err)
+		}
+		if a.mgr.run(revision) != nil || a.mgr.run(inForce) != nil {
+			t.Fatal("an SSA is still in force")
+		}
 	}
 }

@@ -85,14 +85,9 @@ func (m *manager) load(rec *storage.Negotiation) error {
 	if !inForce(rec.State) && (!ended || rec.Role != protocol.RoleRequester) {
 		return nil
 	}
-	id := rec.SSAID
-	if rec.State != protocol.StateApproved && inForce(rec.State) {
-		// During a revision the record is found by the pending revision's ID: the SSA in
-		// force is the one it supersedes.
-		var err error
-		if id, err = m.revised(rec); err != nil {
-			return err
-		}
+	id, err := agreedID(m.store, rec)
+	if err != nil {
+		return err
 	}
 	s, err := m.store.Agreement(id)
 	if err != nil {
@@ -117,10 +112,14 @@ func (m *manager) load(rec *storage.Negotiation) error {
 	return nil
 }
 
-// revised is the ID of the SSA in force that the pending revision of negotiation rec
-// supersedes: the last revision of its transcript says.
-func (m *manager) revised(rec *storage.Negotiation) (string, error) {
-	raw, err := m.store.Transcript(rec.ID)
+// agreedID is the ID of the SSA agreed in negotiation rec: its record's, except during a
+// revision, when the record is found by the pending revision's ID and the SSA in force is
+// the one the last revision of its transcript supersedes.
+func agreedID(st *storage.Store, rec *storage.Negotiation) (string, error) {
+	if rec.State != protocol.StateRevisionSent && rec.State != protocol.StateRevisionReceived {
+		return rec.SSAID, nil
+	}
+	raw, err := st.Transcript(rec.ID)
 	if err != nil {
 		return "", fmt.Errorf("load the transcript of SSA %s: %w", rec.SSAID, err)
 	}

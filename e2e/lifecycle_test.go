@@ -181,3 +181,31 @@ func TestUnansweredExpire(t *testing.T) {
 		prov.waitState(inForce, "annulled", settle)
 	})
 }
+
+// TestWithdrawUnreachable: a request to a provider that is away waits for it, and `ssa show`
+// says when the next attempt is and why the last failed; withdrawn, it ends at once (failed,
+// reason withdrawn), exit 0, and is no longer sent.
+func TestWithdrawUnreachable(t *testing.T) {
+	t.Parallel()
+	prov := newAgent(t, "provider", "")
+	req := newAgent(t, "requester", "")
+	addr := prov.addr()
+	prov.stop()
+	r := req.cli("--json", "request", "--provider", addr, "--template", testdata(t, "requester.yaml"), "--wait", "0s")
+	v := printed(t, r)
+	if v.State != "request-sent" {
+		t.Fatalf("want request-sent: %s", r)
+	}
+	show := req.must("ssa", "show", v.SSAID)
+	if !strings.Contains(show, "waiting for the peer: next attempt ") || !strings.Contains(show, "; last error: ") {
+		t.Errorf("ssa show of a request not delivered does not say when it is sent next and why it failed:\n%s", show)
+	}
+	c := req.cli("--json", "ssa", "cancel", v.SSAID, "--wait", "5s")
+	got := printed(t, c)
+	if c.code != 0 || got.State != "failed" || len(got.Reasons) != 1 || got.Reasons[0].Code != "withdrawn" {
+		t.Fatalf("withdraw: want failed with reason withdrawn, exit 0: %s", c)
+	}
+	if show := req.must("ssa", "show", v.SSAID); strings.Contains(show, "next attempt") {
+		t.Errorf("a withdrawn request is still sent:\n%s", show)
+	}
+}

@@ -11,19 +11,21 @@ import (
 // tick expires an unanswered request, proposal or revision, and sends an answer that Restore
 // found owed. Output.Reasons says what expired.
 func (n *Negotiation) tick(now time.Time) (Output, error) {
-	switch {
-	case (n.state == StateProposalSent || n.state == StateProposalReceived) && n.expired(now):
-		return n.expire(CodeProposalExpired), nil
-	case (n.state == StateRequestSent || n.state == StateRequestReceived) && n.expired(now):
-		return n.expire(CodeRequestExpired), nil
-	case n.state == StateWithdrawalSent && n.expired(now.Add(-MaxSkew)):
-		// The provider, whose request expired before the withdrawal reached it, refuses
-		// it: both end expired. MaxSkew leaves time for a confirmation the provider made
-		// before its own clock said the request expired.
-		return n.expire(CodeRequestExpired), nil
-	case (n.state == StateRevisionSent || n.state == StateRevisionReceived) && n.expired(now):
-		return n.expire(CodeRevisionExpired), nil
-	case n.state == StateAcceptanceReceived || n.state == StateCancellationReceived || n.state == StateWithdrawalReceived:
+	if l, ok := lapses[n.state]; ok {
+		limit := now
+		if n.state == StateWithdrawalSent {
+			// The provider, whose request expired before the withdrawal reached it, refuses
+			// it: both end expired. MaxSkew leaves time for a confirmation the provider made
+			// before its own clock said the request expired.
+			limit = now.Add(-MaxSkew)
+		}
+		if n.expired(limit) {
+			return n.expire(l), nil
+		}
+		return Output{}, nil
+	}
+	switch n.state {
+	case StateAcceptanceReceived, StateCancellationReceived, StateWithdrawalReceived:
 		// Only Restore leaves a negotiation here, when the transcript was persisted
 		// between a received message and its automatic answer: send the answer now.
 		return n.answer(now, n.current)
@@ -31,11 +33,28 @@ func (n *Negotiation) tick(now time.Time) (Output, error) {
 	return Output{}, nil
 }
 
+// lapse is what the passing of the pending SSA's validity limit ends in a state.
+type lapse struct {
+	code Code
+	err  error
+	what string
+}
+
+// lapses are the states that wait on an SSA with a validity limit.
+var lapses = map[State]lapse{
+	StateRequestSent:      {CodeRequestExpired, ErrRequestExpired, "request"},
+	StateRequestReceived:  {CodeRequestExpired, ErrRequestExpired, "request"},
+	StateWithdrawalSent:   {CodeRequestExpired, ErrRequestExpired, "request"},
+	StateProposalSent:     {CodeProposalExpired, ErrProposalExpired, "proposal"},
+	StateProposalReceived: {CodeProposalExpired, ErrProposalExpired, "proposal"},
+	StateRevisionSent:     {CodeRevisionExpired, ErrRevisionExpired, "revision"},
+	StateRevisionReceived: {CodeRevisionExpired, ErrRevisionExpired, "revision"},
+}
+
 // expire ends what the validity limit of the pending SSA ended: the negotiation, or the
 // revision (dropped: the SSA in force stays; our own one's answer, made in time, still counts).
-func (n *Negotiation) expire(code Code) Output {
-	what := map[Code]string{CodeProposalExpired: "proposal", CodeRequestExpired: "request", CodeRevisionExpired: "revision"}[code]
-	reasons := []Reason{{Code: code, Component: "expires", Text: "the " + what + " was valid until " + n.current.SSA.Expires.String() + " and was not answered"}}
+func (n *Negotiation) expire(l lapse) Output {
+	reasons := []Reason{{Code: l.code, Component: "expires", Text: "the " + l.what + " was valid until " + n.current.SSA.Expires.String() + " and was not answered"}}
 	switch n.state {
 	case StateRevisionSent:
 		n.dropped, n.current, n.state = n.current, nil, StateApproved
@@ -50,14 +69,13 @@ func (n *Negotiation) expire(code Code) Output {
 // late refuses a decision on what awaits one once its validity limit has passed, and lets it
 // expire: it returns the error, or nil if there is still time.
 func (n *Negotiation) late(now time.Time) error {
-	if !n.state.AwaitsDecision() || !n.expired(now) {
+	l, ok := lapses[n.state]
+	if !ok || !n.state.AwaitsDecision() || !n.expired(now) {
 		return nil
 	}
-	errs := map[State]error{StateRequestReceived: ErrRequestExpired, StateProposalReceived: ErrProposalExpired, StateRevisionReceived: ErrRevisionExpired}
-	err := errs[n.state]
 	exp := n.current.SSA.Expires
-	n.expire(map[State]Code{StateRequestReceived: CodeRequestExpired, StateProposalReceived: CodeProposalExpired, StateRevisionReceived: CodeRevisionExpired}[n.state])
-	return fmt.Errorf("%w: it was valid until %s", err, exp)
+	n.expire(l)
+	return fmt.Errorf("%w: it was valid until %s", l.err, exp)
 }
 
 // start sends the requester's request for ssa.

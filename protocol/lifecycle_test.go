@@ -150,8 +150,8 @@ func TestCancelDuringRevision(t *testing.T) {
 		pr.deliver(pr.p, pr.deliver(pr.r, cp).Send)
 		pr.both(StateAnnulled, "ssa-test-1")
 	})
-	for _, decide := range []Event{Accept{}, Reject{[]Reason{{Code: CodeDeclined}}}} {
-		t.Run("crossed by the answer to the revision", func(t *testing.T) {
+	for name, decide := range map[string]Event{"confirmation": Accept{}, "rejection": Reject{[]Reason{{Code: CodeDeclined}}}} {
+		t.Run("crossed by the "+name+" of the revision", func(t *testing.T) {
 			pr := newPair(t)
 			pr.approve()
 			pr.revise(pr.r, pr.p)

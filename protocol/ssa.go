@@ -62,7 +62,9 @@ type SSA struct {
 	Method       Method        `cbor:"8,keyasint" yaml:"method" json:"method"`
 	Schedule     Schedule      `cbor:"9,keyasint" yaml:"schedule" json:"schedule"`
 	Date         Time          `cbor:"10,keyasint,omitempty" yaml:"date,omitempty" json:"date,omitempty"`
-	// Expires is the validity limit of a proposal: after it, the proposal cannot be accepted.
+	// Expires is the validity limit of a request, proposal or revision: after it, unanswered,
+	// it cannot be answered. The acceptance clears it: an approved SSA has none (a revised
+	// version keeps its revision's).
 	Expires Time `cbor:"11,keyasint,omitempty" yaml:"expires,omitempty" json:"expires,omitempty"`
 	// Other holds the "other components" of clause 9.2 item 9: extension values kept as
 	// canonical CBOR, byte for byte, and covered by the signatures.
