@@ -223,9 +223,9 @@ func TestMethodBreach(t *testing.T) {
 		{"an unknown security", protocol.Method{Security: []string{"tls"}}, ProtocolExchange, tcp("/x"), "secured by /x"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := methodBreach(tc.m, libp2pprotocol.ID(tc.proto), tc.conn)
-			if (got == "") != (tc.breach == "") || !strings.Contains(got, tc.breach) {
-				t.Fatalf("breach %q, want %q", got, tc.breach)
+			got, security := methodBreach(tc.m, libp2pprotocol.ID(tc.proto), tc.conn)
+			if (got == "") != (tc.breach == "") || !strings.Contains(got, tc.breach) || security != strings.Contains(tc.breach, "secured by") {
+				t.Fatalf("breach %q (security %v), want %q", got, security, tc.breach)
 			}
 		})
 	}
