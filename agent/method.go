@@ -112,14 +112,14 @@ func connSecurity(c network.ConnectionState) string {
 }
 
 // methodBreach says how a delivery over stream protocol proto on a connection with state c
-// breaks m, or "" when m lists both.
-func methodBreach(m protocol.Method, proto libp2pprotocol.ID, c network.ConnectionState) string {
+// breaks m, or "" when m lists both; security says the connection's security is at fault.
+func methodBreach(m protocol.Method, proto libp2pprotocol.ID, c network.ConnectionState) (why string, security bool) {
 	if len(m.Protocols) > 0 && !slices.Contains(m.Protocols, string(proto)) {
-		return fmt.Sprintf("delivery over %s, which the SSA's method.protocols (%s) does not list", proto, strings.Join(m.Protocols, ", "))
+		return fmt.Sprintf("delivery over %s, which the SSA's method.protocols (%s) does not list", proto, strings.Join(m.Protocols, ", ")), false
 	}
 	if sec := connSecurity(c); len(m.Security) > 0 && !listsSecurity(m.Security, sec) {
 		return fmt.Sprintf("delivery over a connection secured by %s (%s), which the SSA's method.security (%s) does not list",
-			sec, c.Transport, strings.Join(m.Security, ", "))
+			sec, c.Transport, strings.Join(m.Security, ", ")), true
 	}
-	return ""
+	return "", false
 }

@@ -223,9 +223,9 @@ func TestMethodBreach(t *testing.T) {
 		{"an unknown security", protocol.Method{Security: []string{"tls"}}, ProtocolExchange, tcp("/x"), "secured by /x"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := methodBreach(tc.m, libp2pprotocol.ID(tc.proto), tc.conn)
-			if (got == "") != (tc.breach == "") || !strings.Contains(got, tc.breach) {
-				t.Fatalf("breach %q, want %q", got, tc.breach)
+			got, security := methodBreach(tc.m, libp2pprotocol.ID(tc.proto), tc.conn)
+			if (got == "") != (tc.breach == "") || !strings.Contains(got, tc.breach) || security != strings.Contains(tc.breach, "secured by") {
+				t.Fatalf("breach %q (security %v), want %q", got, security, tc.breach)
 			}
 		})
 	}
@@ -254,5 +254,37 @@ func TestConfigSecurity(t *testing.T) {
 				t.Fatalf("%v, want %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// TestRevisionMethodUnsupported: a revision whose method the requester cannot honour is
+// refused (method-unsupported); the version in force stays.
+func TestRevisionMethodUnsupported(t *testing.T) {
+	ctx := context.Background()
+	prov := newTestAgent(t, "provider", nil)
+	req := newTestAgent(t, "requester", func(c *Config) { c.Security = []string{"noise"} })
+	addOffer(t, prov, nil)
+	rec, err := req.Request(ctx, addrInfo(prov), requestTemplate(t))
+	if err != nil || rec.State != protocol.StateApproved {
+		t.Fatalf("%+v, %v", rec, err)
+	}
+	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+	s, err := prov.store.Agreement(rec.SSAID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := s.Clone()
+	v2.Method.Security = []string{"tls"}
+	r2, err := prov.Revise(ctx, rec.SSAID, v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.SSAID != rec.SSAID || len(r2.Reasons) != 1 || r2.Reasons[0].Code != protocol.CodeMethodUnsupported ||
+		r2.Reasons[0].Component != "method.security" {
+		t.Fatalf("revision to tls only: %s %s %v; want %s in force, refused with method-unsupported", r2.State, r2.SSAID, r2.Reasons, rec.SSAID)
+	}
+	waitState(t, req, rec.SSAID, protocol.StateApproved)
+	if in, err := req.store.Agreement(rec.SSAID); err != nil || !slices.Equal(in.Method.Security, []string{"noise", "tls"}) {
+		t.Fatalf("the requester's agreement in force: %+v, %v", in, err)
 	}
 }

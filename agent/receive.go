@@ -210,7 +210,7 @@ func (rc *receiver) checkBatch(raw []byte, remote peer.ID, proto libp2pprotocol.
 		return c, nil
 	}
 	c.run = run
-	if why := methodBreach(run.ssa.Method, proto, conn); why != "" {
+	if why, _ := methodBreach(run.ssa.Method, proto, conn); why != "" {
 		refuseMethod(c, why)
 		return c, nil
 	}
