@@ -279,9 +279,5 @@ func (a *Agent) lastProposed(rec *storage.Negotiation) (*protocol.SSA, error) {
 
 // settled reports whether a negotiation in state st waits for nothing from its peer.
 func settled(st protocol.State) bool {
-	switch st {
-	case protocol.StateApproved, protocol.StateRejected, protocol.StateAnnulled, protocol.StateExpired:
-		return true
-	}
-	return st.AwaitsDecision()
+	return st == protocol.StateApproved || st.Ended() || st.AwaitsDecision()
 }

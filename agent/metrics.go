@@ -13,7 +13,9 @@ type counters struct {
 	agreements *prometheus.CounterVec // agreement changes by status (management point)
 	queue      queueMetrics
 	delivered  prometheus.Counter // records the requesters acknowledged (delivery)
-	receive    receiveMetrics
+	// refusedConns counts the connections the allow-list refused, by reason (agent.go).
+	refusedConns *prometheus.CounterVec
+	receive      receiveMetrics
 	// ledger counts the outcome of every record, per SSA (ledger.go).
 	ledger *ledger
 }
@@ -34,6 +36,8 @@ func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Ti
 		},
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_acknowledged_total",
 			Help: "Records the requesters acknowledged."}),
+		refusedConns: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "connections_refused_total",
+			Help: "Connections refused by the allow-list: allow-list (a peer outside it connected and was closed after the handshake; logged), allow-list-dial (this agent was to dial a peer outside it)."}, []string{"reason"}),
 		receive: receiveMetrics{
 			received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_received_total",
 				Help: "Records received and stored under the SSAs this agent requested."}),
@@ -45,7 +49,7 @@ func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Ti
 		},
 	}
 	reg.MustRegister(c.agreements, c.queue.ingested, c.queue.queued, c.delivered, c.receive.received,
-		c.receive.violations, c.receive.quarantined, c.queue.overflow)
+		c.receive.violations, c.receive.quarantined, c.queue.overflow, c.refusedConns)
 	return c
 }
 

@@ -75,6 +75,8 @@ type negotiator struct {
 
 	sessions  *sessionCache
 	admission *admission
+	// reach keeps the last failure to reach each peer (dialerr.go).
+	reach *reachLog
 
 	mu sync.Mutex
 	// undelivered holds the negotiations whose last message of ours the peer has not
@@ -94,6 +96,7 @@ func newNegotiator(h host.Host, self *protocol.Identity, store *storage.Store, l
 		undelivered: map[string]*resend{}, proposals: map[string]time.Time{}}
 	// A session dropped from memory uncounts its negotiation if it was never stored.
 	n.sessions = newSessionCache(func(s *session) { n.admission.track(s.rec) })
+	n.reach = newReachLog(now)
 	recs, err := store.Negotiations()
 	if err != nil {
 		return nil, fmt.Errorf("load negotiations: %w", err)
@@ -210,9 +213,5 @@ func (n *negotiator) setDelivered(s *session) {
 // atRest reports whether a negotiation in state st waits for nothing that this agent does
 // by itself.
 func atRest(st protocol.State) bool {
-	switch st {
-	case protocol.StateNew, protocol.StateApproved, protocol.StateRejected, protocol.StateAnnulled, protocol.StateExpired:
-		return true
-	}
-	return false
+	return st == protocol.StateNew || st == protocol.StateApproved || st.Ended()
 }

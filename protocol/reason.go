@@ -27,6 +27,8 @@ const (
 	CodeSSAIDInUse          Code = 16 // the SSA ID already names another negotiation's SSA
 	CodeFilterCost          Code = 17 // a filter may cost more CPU per record than the provider allows
 	CodeAgreementLimit      Code = 18 // the requester holds as many agreements as the provider allows a peer
+	// CodeNotSSAnetPeer is local: the peer speaks libp2p but not the negotiation protocol.
+	CodeNotSSAnetPeer Code = 23
 )
 
 var codeNames = map[Code]string{
@@ -49,6 +51,7 @@ var codeNames = map[Code]string{
 	CodeSSAIDInUse:          "ssa-id-in-use",
 	CodeFilterCost:          "filter-cost",
 	CodeAgreementLimit:      "agreement-limit",
+	CodeNotSSAnetPeer:       "not-ssanet-peer",
 }
 
 func (c Code) String() string {
