@@ -61,6 +61,8 @@ type Agent struct {
 	dir     *discovery.Directory
 	// refusals logs refused messages and batches, rate-limited per peer and reason.
 	refusals *refusalLog
+	// reach keeps the last failure to reach each peer, for `ssanet peers` (dialerr.go).
+	reach *reachLog
 	// compiler translates SSAs into SSPs for the negotiation point (Check) and the
 	// management point (Compile), sharing the filter expressions they compile.
 	compiler *policy.Compiler
@@ -154,6 +156,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log}, a.store.Offers, now); err != nil {
 		return err
 	}
+	a.reach = newReachLog(now)
 	if err := a.startExchange(now); err != nil {
 		return err
 	}
@@ -168,6 +171,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		FindAddrs:            a.findAddrs,
 		Book:                 book,
 		Refusals:             a.refusals,
+		Reach:                a.reach,
 		AgreementChanged:     a.mgr.agreementChanged,
 		Cancelled:            a.mgr.cancelled,
 	}); err != nil {
@@ -197,7 +201,13 @@ func (a *Agent) startExchange(now func() time.Time) error {
 	timeout := time.Duration(a.cfg.MessageTimeout)
 	dial := func(ctx context.Context, p peer.ID, proto libp2pprotocol.ID) (network.Stream, error) {
 		a.findAddrs(ctx, p)
-		return a.host.NewStream(ctx, p, proto)
+		st, err := openStream(ctx, a.host, p, proto)
+		if err != nil {
+			a.reach.failed(p, err)
+			return nil, err
+		}
+		a.reach.reached(p)
+		return st, nil
 	}
 	a.deliver = newDeliverer(a.store, a.self, dial, a.log, now, timeout, a.counts.delivered)
 	keys, err := providerKeys(a.home)

@@ -28,9 +28,10 @@ var (
 	// handshake, twice in a row: what an ssanet agent (and any go-libp2p host with a
 	// connection gater) does to a peer outside its allow-list. Final.
 	ErrRefusedByPeer = errors.New("agent: the peer closed the connection right after the handshake: its allow-list does not include this agent")
-	// ErrNotSSAnet means the peer speaks libp2p but not the protocol asked for (multistream
-	// "protocols not supported"): it is no ssanet agent, or not one of this version. Final.
-	ErrNotSSAnet = errors.New("agent: the peer does not speak " + ProtocolNegotiate + ": it is no ssanet agent")
+	// ErrNotSSAnet means the peer speaks libp2p but not the ssanet protocol asked for
+	// (multistream "protocols not supported"): it is no ssanet agent, or not one of this
+	// version. Final.
+	ErrNotSSAnet = errors.New("agent: the peer speaks libp2p but not ssanet")
 )
 
 // openStream connects to p and opens a stream of proto, and says why it could not: an error
@@ -54,7 +55,7 @@ func openStream(ctx context.Context, h host.Host, p peer.ID, proto libp2pprotoco
 		case err == nil:
 			return st, nil
 		case errors.As(err, &unsupported):
-			return nil, fmt.Errorf("%w: %w", ErrNotSSAnet, err)
+			return nil, fmt.Errorf("%w (%s): %w", ErrNotSSAnet, proto, err)
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 		case h.Network().Connectedness(p) == network.Connected:

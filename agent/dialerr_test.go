@@ -112,6 +112,50 @@ func TestAllowListRefusalLogged(t *testing.T) {
 			t.Errorf("refusal line lacks %s: %s", want, lines[0])
 		}
 	}
+
+	// Its own dial to a peer outside its allow-list is not made: counted, and said.
+	refusing.host.Peerstore().AddAddrs(dialer.ID(), dialer.host.Addrs(), peerstore.TempAddrTTL)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := openStream(ctx, refusing.host, dialer.ID(), ProtocolNegotiate)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "own allow-list") {
+		t.Errorf("dial outside the own allow-list: %v", err)
+	}
+	if n := testutil.ToFloat64(refusing.counts.refusedConns.WithLabelValues(refusedDial)); n < 1 {
+		t.Errorf("dials not made counted %v times, want at least 1", n)
+	}
+}
+
+// TestPeersShowsConnections: `ssanet peers` lists the peer of an agreement as connected, with
+// the direction of the connection on each side, and its addresses.
+func TestPeersShowsConnections(t *testing.T) {
+	prov, req, _ := agreedPair(t, requestTemplate(t))
+	for _, tc := range []struct {
+		name      string
+		a, other  *Agent
+		direction string
+	}{
+		{name: "requester", a: req, other: prov, direction: "outbound"},
+		{name: "provider", a: prov, other: req, direction: "inbound"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			peers, err := tc.a.Peers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(peers) != 1 {
+				t.Fatalf("peers: %+v, want only %s", peers, tc.other.ID())
+			}
+			p := peers[0]
+			if p.Peer != tc.other.ID().String() || !p.Connected || len(p.Connections) == 0 ||
+				p.Connections[0].Direction != tc.direction || p.Negotiations != 1 || !p.Allowed || p.LastError != "" {
+				t.Errorf("peers: %+v, want %s connected %s, 1 negotiation, allowed, no error", p, tc.other.ID(), tc.direction)
+			}
+			if len(p.Addrs) == 0 || !strings.HasPrefix(p.Addrs[0], "/ip4/127.0.0.1/tcp/") {
+				t.Errorf("addresses %v, want the loopback one", p.Addrs)
+			}
+		})
+	}
 }
 
 // TestRequestToPeerThatCannotTakePart: a request to a peer that refuses this agent, or does

@@ -63,7 +63,7 @@ func (a *Agent) Peers() ([]PeerView, error) {
 	for _, p := range a.host.Network().Peers() {
 		known[p] = true
 	}
-	for _, p := range a.neg.reach.failedPeers() {
+	for _, p := range a.reach.failedPeers() {
 		known[p] = true
 	}
 	delete(known, a.ID())
@@ -91,7 +91,7 @@ func (a *Agent) peerView(p peer.ID, negs int, allowed bool) PeerView {
 		v.Connections = append(v.Connections, ConnView{Direction: directionName(st.Direction),
 			Remote: c.RemoteMultiaddr().String(), Opened: st.Opened})
 	}
-	if at, ok := a.neg.reach.ofPeer(p); ok {
+	if at, ok := a.reach.ofPeer(p); ok {
 		v.LastError, v.LastErrorKind, v.LastErrorAt = at.Err, at.Class, at.At
 	}
 	return v

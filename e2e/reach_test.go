@@ -99,6 +99,9 @@ func TestRequestOutsideAllowList(t *testing.T) {
 	if p := req.peer(prov.peerID()); p.LastErrorKind != "refused" {
 		t.Errorf("ssanet peers: %+v, want last error of kind refused", p)
 	}
+	if out := req.must("peers"); !strings.Contains(out, prov.peerID()+" not connected") || !strings.Contains(out, " refused: ") {
+		t.Errorf("ssanet peers does not show the provider's refusal:\n%s", out)
+	}
 	reqID := req.peerID()
 	var line string
 	for deadline := time.Now().Add(10 * time.Second); line == "" && time.Now().Before(deadline); time.Sleep(pollInterval) {
