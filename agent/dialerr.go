@@ -58,11 +58,35 @@ func openStream(ctx context.Context, h host.Host, p peer.ID, proto libp2pprotoco
 			return nil, fmt.Errorf("%w (%s): %w", ErrNotSSAnet, proto, err)
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
-		case h.Network().Connectedness(p) == network.Connected:
+		case !disconnected(ctx, h, p):
 			return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 		}
 	}
 	return nil, fmt.Errorf("%w: %w", ErrRefusedByPeer, err)
+}
+
+// closeWait bounds how long openStream waits, after a stream could not be opened, for a
+// connection the peer closed to be gone on this side too (the close may still be on its way).
+const closeWait = 250 * time.Millisecond
+
+// disconnected reports whether p has no connection with h, waiting up to closeWait for the
+// last one to go.
+func disconnected(ctx context.Context, h host.Host, p peer.ID) bool {
+	const polls = 10
+	for i := range polls {
+		if h.Network().Connectedness(p) != network.Connected {
+			return true
+		}
+		if i == polls-1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(closeWait / polls):
+		}
+	}
+	return false
 }
 
 // finalReason is the reason that ends a negotiation whose delivery failed with err, if the
