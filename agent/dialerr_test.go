@@ -24,12 +24,16 @@ func (s *syncBuffer) text() string {
 
 // refusingAgent is an agent whose allow-list holds one peer that is not the ones under test,
 // logging into the returned buffer.
-func refusingAgent(t *testing.T, name string) (*Agent, *syncBuffer) {
+func refusingAgent(t *testing.T, name string, listen ...string) (*Agent, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	other := newRawPeer(t).h.ID()
-	a := newTestAgentWith(t, name, func(c *Config) { c.Allow = []string{other.String()} },
-		Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	a := newTestAgentWith(t, name, func(c *Config) {
+		c.Allow = []string{other.String()}
+		if len(listen) > 0 {
+			c.Listen = listen
+		}
+	}, Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	return a, logs
 }
 
@@ -38,6 +42,7 @@ func refusingAgent(t *testing.T, name string) (*Agent, *syncBuffer) {
 func TestOpenStreamSaysWhy(t *testing.T) {
 	dialer := newTestAgent(t, "dialer", nil)
 	refusing, _ := refusingAgent(t, "refusing")
+	refusingQUIC, _ := refusingAgent(t, "refusing-quic", "/ip4/127.0.0.1/udp/0/quic-v1")
 	plain := newRawPeer(t) // libp2p, no ssanet handler
 	gone := newRawPeer(t)
 	goneInfo := peer.AddrInfo{ID: gone.h.ID(), Addrs: gone.h.Addrs()}
@@ -50,6 +55,7 @@ func TestOpenStreamSaysWhy(t *testing.T) {
 		want error
 	}{
 		{name: "allow-list", to: addrInfo(refusing), want: ErrRefusedByPeer},
+		{name: "allow-list over QUIC", to: addrInfo(refusingQUIC), want: ErrRefusedByPeer},
 		{name: "not ssanet", to: peer.AddrInfo{ID: plain.h.ID(), Addrs: plain.h.Addrs()}, want: ErrNotSSAnet},
 		{name: "unreachable", to: goneInfo, want: ErrUnreachable},
 		{name: "ssanet agent", to: addrInfo(newTestAgent(t, "provider", nil))},

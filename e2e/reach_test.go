@@ -57,6 +57,7 @@ func TestRequestToNonSSAnetPeer(t *testing.T) {
 	if took > timeout {
 		t.Errorf("request took %v, over the message timeout %v", took, timeout)
 	}
+	t.Logf("ssanet request to a peer that does not speak ssanet ended in %v", took)
 	var v negView
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
 		t.Fatalf("%v\n%s", err, r)
@@ -86,7 +87,9 @@ func TestRequestOutsideAllowList(t *testing.T) {
 		appendConfig(t, a.home, "allow: ["+other.peerID()+"]\n")
 	})
 	prov.offer("provider.yaml")
+	start := time.Now()
 	v, r := req.request(prov, testdata(t, "requester.yaml"), 20*time.Second)
+	t.Logf("ssanet request to an agent whose allow-list excludes the requester ended in %v", time.Since(start))
 	if r.code != 3 {
 		t.Fatalf("request: exit %d, want 3: %s", r.code, r)
 	}
