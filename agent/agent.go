@@ -61,6 +61,8 @@ type Agent struct {
 	dir     *discovery.Directory
 	// refusals logs refused messages and batches, rate-limited per peer and reason.
 	refusals *refusalLog
+	// reach keeps the last failure to reach each peer, for `ssanet peers` (dialerr.go).
+	reach *reachLog
 	// compiler translates SSAs into SSPs for the negotiation point (Check) and the
 	// management point (Compile), sharing the filter expressions they compile.
 	compiler *policy.Compiler
@@ -154,6 +156,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log}, a.store.Offers, now); err != nil {
 		return err
 	}
+	a.reach = newReachLog(now)
 	if err := a.startExchange(now); err != nil {
 		return err
 	}
@@ -172,6 +175,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		FindAddrs:            a.findAddrs,
 		Book:                 book,
 		Refusals:             a.refusals,
+		Reach:                a.reach,
 		AgreementChanged:     a.mgr.agreementChanged,
 		Cancelled:            a.mgr.cancelled,
 	}); err != nil {
@@ -201,7 +205,13 @@ func (a *Agent) startExchange(now func() time.Time) error {
 	timeout := time.Duration(a.cfg.MessageTimeout)
 	dial := func(ctx context.Context, p peer.ID, proto libp2pprotocol.ID) (network.Stream, error) {
 		a.findAddrs(ctx, p)
-		return a.host.NewStream(ctx, p, proto)
+		st, err := openStream(ctx, a.host, p, proto)
+		if err != nil {
+			a.reach.failed(p, err)
+			return nil, err
+		}
+		a.reach.reached(p)
+		return st, nil
 	}
 	a.deliver = newDeliverer(a.store, a.self, dial, a.log, now, timeout, a.counts.delivered, a.counts.heldMethod)
 	keys, err := providerKeys(a.home)
@@ -314,10 +324,13 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
-		libp2p.ListenAddrStrings(a.cfg.Listen...),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// Each address is listened on below, so that one that cannot be is an error.
+		libp2p.NoListenAddrs,
+		// Without SO_REUSEPORT, a port another process holds is an error rather than a
+		// port shared with it (which would split the incoming connections between both).
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.ResourceManager(rm),
-		libp2p.ConnectionGater(gater{allow: allow}),
+		libp2p.ConnectionGater(gater{allow: allow, refused: a.refusedPeer}),
 		libp2p.UserAgent("ssanet/" + Version),
 		libp2p.PrometheusRegisterer(a.metrics),
 	}
@@ -335,6 +348,22 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 	if err != nil {
 		rm.Close()
 		return fmt.Errorf("start libp2p host on %s: %w", strings.Join(a.cfg.Listen, " "), err)
+	}
+	return a.listen()
+}
+
+// ErrListen means the agent could not listen on one of its configured addresses: most often
+// another process (another agent on the same port) holds it.
+var ErrListen = errors.New("agent: cannot listen")
+
+// listen listens on every configured address, or fails naming the first that cannot be
+// listened on (libp2p alone starts if any one of them can be).
+func (a *Agent) listen() error {
+	for _, s := range a.cfg.Listen {
+		addr, _ := ma.NewMultiaddr(s) // validated with the config
+		if err := a.host.Network().Listen(addr); err != nil {
+			return fmt.Errorf("%w on %s (is another agent or program using that port? change listen in config.yaml or stop the other one): %w", ErrListen, s, err)
+		}
 	}
 	return nil
 }
@@ -455,13 +484,56 @@ func (in *inbound) close() {
 }
 
 // gater enforces the community allow-list after the handshake, when the remote peer is
-// authenticated.
-type gater struct{ allow map[peer.ID]bool }
+// authenticated, and tells refused of each connection it closes for it.
+type gater struct {
+	allow   map[peer.ID]bool
+	refused func(reason string, dir network.Direction, p peer.ID, addr ma.Multiaddr)
+}
 
-func (g gater) InterceptPeerDial(p peer.ID) bool                 { return len(g.allow) == 0 || g.allow[p] }
-func (g gater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.InterceptPeerDial(p) }
+func (g gater) allowed(p peer.ID) bool { return len(g.allow) == 0 || g.allow[p] }
+
+// InterceptPeerDial refuses to dial a peer outside the allow-list (this agent's own choice:
+// counted, not logged, as the DHT may try many such peers).
+func (g gater) InterceptPeerDial(p peer.ID) bool {
+	if g.allowed(p) {
+		return true
+	}
+	g.refused(refusedDial, network.DirOutbound, p, nil)
+	return false
+}
+func (g gater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.allowed(p) }
 func (g gater) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
-func (g gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return g.InterceptPeerDial(p)
+func (g gater) InterceptSecured(dir network.Direction, p peer.ID, c network.ConnMultiaddrs) bool {
+	if g.allowed(p) {
+		return true
+	}
+	g.refused(refusedAllowList, dir, p, c.RemoteMultiaddr())
+	return false
 }
 func (g gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+// Reasons the gater refuses a connection: the label of ssanet_connections_refused_total.
+const (
+	// refusedAllowList: a peer outside the allow-list connected; it was closed right after
+	// the handshake, and is logged.
+	refusedAllowList = "allow-list"
+	// refusedDial: this agent was to dial a peer outside its own allow-list.
+	refusedDial = "allow-list-dial"
+)
+
+// ErrNotAllowed is the refusal of a peer outside the allow-list, as logged.
+var ErrNotAllowed = errors.New("agent: the peer is not in this agent's allow-list (allow in config.yaml)")
+
+// refusedPeer counts a connection the gater refused and logs (rate-limited) those of peers
+// that reached this agent.
+func (a *Agent) refusedPeer(reason string, dir network.Direction, p peer.ID, addr ma.Multiaddr) {
+	a.counts.refusedConns.WithLabelValues(reason).Inc()
+	if reason == refusedDial {
+		return
+	}
+	var where string
+	if addr != nil {
+		where = addr.String()
+	}
+	a.refusals.warn(p, "connection refused", ErrNotAllowed, "addr", where, "direction", dir.String(), "reason", reason)
+}

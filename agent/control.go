@@ -163,6 +163,7 @@ func (api controlAPI) routes() []route {
 		{"GET /v1/records", api.records},
 		{"GET /v1/monitor/{id}", api.monitor},
 		{"GET /v1/sinks", api.sinks},
+		{"GET /v1/peers", api.peers},
 		{"GET /v1/ssa", api.negotiations},
 		{"GET /v1/ssa/{id}", api.negotiation},
 		{"GET /v1/ssa/{id}/export", api.export},
@@ -304,6 +305,8 @@ func (api controlAPI) monitor(r *http.Request) (any, error) {
 func (api controlAPI) negotiations(*http.Request) (any, error) { return api.a.Negotiations() }
 
 func (api controlAPI) sinks(*http.Request) (any, error) { return api.a.Sinks() }
+
+func (api controlAPI) peers(*http.Request) (any, error) { return api.a.Peers() }
 
 func (api controlAPI) negotiation(r *http.Request) (any, error) {
 	return api.a.ShowNegotiation(r.PathValue("id"))

@@ -7,9 +7,11 @@
 // negotiation.go) runs the stream protocol /ssanet/negotiate/1.0.0: every message is a
 // length-prefixed signed envelope, checked against the authenticated remote peer, stepped
 // through the pure protocol.Negotiation, persisted, and only then answered or sent ("persist
-// first, then send"). The control API (control.go) lets the CLI drive the agent over a Unix
-// socket in the home: it is a thin adapter over the Agent's exported methods (api.go,
-// negotiation.go), which `ssanet demo` calls too.
+// first, then send"). A message that cannot be delivered says why (dialerr.go): a peer whose
+// allow-list refuses this agent, or that does not speak the protocol, ends a request at once;
+// one unreachable or silent is tried again. The control API (control.go) lets the CLI drive
+// the agent over a Unix socket in the home: it is a thin adapter over the Agent's exported
+// methods (api.go, negotiation.go, peers.go), which `ssanet demo` calls too.
 //
 // A negotiation is not driven by a goroutine of its own, as the house style has it, but by
 // whichever goroutine has something for it, under the negotiation's lock (session.mu): the

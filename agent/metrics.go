@@ -16,7 +16,9 @@ type counters struct {
 	// heldMethod counts the delivery streams not used because the SSA does not list their
 	// protocol or connection security (delivery).
 	heldMethod prometheus.Counter
-	receive    receiveMetrics
+	// refusedConns counts the connections the allow-list refused, by reason (agent.go).
+	refusedConns *prometheus.CounterVec
+	receive      receiveMetrics
 	// ledger counts the outcome of every record, per SSA (ledger.go).
 	ledger *ledger
 }
@@ -39,6 +41,8 @@ func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Ti
 			Help: "Records the requesters acknowledged."}),
 		heldMethod: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "deliveries_held_method_total",
 			Help: "Delivery attempts not made because the SSA's method does not list the stream's protocol or the connection's security."}),
+		refusedConns: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "connections_refused_total",
+			Help: "Connections refused by the allow-list: allow-list (a peer outside it connected and was closed after the handshake; logged), allow-list-dial (this agent was to dial a peer outside it)."}, []string{"reason"}),
 		receive: receiveMetrics{
 			received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ssanet", Name: "records_received_total",
 				Help: "Records received and stored under the SSAs this agent requested."}),
@@ -52,7 +56,7 @@ func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Ti
 		},
 	}
 	reg.MustRegister(c.agreements, c.queue.ingested, c.queue.queued, c.delivered, c.receive.received,
-		c.receive.violations, c.receive.quarantined, c.queue.overflow, c.heldMethod, c.receive.offMethod)
+		c.receive.violations, c.receive.quarantined, c.queue.overflow, c.heldMethod, c.receive.offMethod, c.refusedConns)
 	return c
 }
 

@@ -65,6 +65,8 @@ type negotiatorConfig struct {
 	Book *addrBook
 	// Refusals logs refused messages, rate-limited.
 	Refusals *refusalLog
+	// Reach keeps the last failure to reach each peer, shared with the exchange's dials.
+	Reach *reachLog
 
 	// AgreementChanged is told of each agreement a committed step made or changed (approved,
 	// revised, annulled), with this side's role.
@@ -85,6 +87,8 @@ type negotiator struct {
 
 	sessions  *sessionCache
 	admission *admission
+	// reach keeps the last failure to reach each peer (dialerr.go): cfg.Reach.
+	reach *reachLog
 
 	mu sync.Mutex
 	// undelivered holds the negotiations whose last message of ours the peer has not
@@ -104,6 +108,7 @@ func newNegotiator(h host.Host, self *protocol.Identity, store *storage.Store, l
 		undelivered: map[string]*resend{}, expiries: map[string]time.Time{}}
 	// A session dropped from memory uncounts its negotiation if it was never stored.
 	n.sessions = newSessionCache(func(s *session) { n.admission.track(s.rec) })
+	n.reach = cfg.Reach
 	recs, err := store.Negotiations()
 	if err != nil {
 		return nil, fmt.Errorf("load negotiations: %w", err)

@@ -100,11 +100,28 @@ func (n *negotiator) receive(raw []byte, remote peer.ID) (*protocol.Envelope, er
 
 // deliver sends a message of session s to its peer and goes on answering on the same stream
 // until the exchange rests: the peer acknowledges with no answer, or we have nothing to send.
+// A failure is remembered for the peer (reachLog) and, if the peer refused this agent or does
+// not speak ssanet, ends the negotiation (abandon) instead of leaving it to be sent again
+// forever.
 func (n *negotiator) deliver(ctx context.Context, s *session, p peer.ID, env *protocol.Envelope) error {
+	err := n.exchange(ctx, s, p, env)
+	if err == nil {
+		n.reach.reached(p)
+		return nil
+	}
+	n.reach.failed(p, err)
+	if why, final := finalReason(err); final {
+		n.abandon(s, why)
+	}
+	return err
+}
+
+// exchange is deliver's conversation with the peer.
+func (n *negotiator) exchange(ctx context.Context, s *session, p peer.ID, env *protocol.Envelope) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.MessageTimeout)
 	defer cancel()
 	n.cfg.FindAddrs(ctx, p)
-	st, err := n.host.NewStream(ctx, p, ProtocolNegotiate)
+	st, err := openStream(ctx, n.host, p, ProtocolNegotiate)
 	if err != nil {
 		return fmt.Errorf("open negotiation stream to %s: %w", p, err)
 	}

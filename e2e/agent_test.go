@@ -1,6 +1,7 @@
 // Package e2e runs ssanet agents as separate processes on 127.0.0.1, each with its own home,
-// and drives them only through the ssanet command line, as an operator would; the one peer
-// it plays itself is a provider that cheats (cheat_test.go), which no build of ssanet can be.
+// and drives them only through the ssanet command line, as an operator would; the peers it
+// plays itself are a provider that cheats (cheat_test.go), which no build of ssanet can be,
+// and a libp2p host that does not speak ssanet (reach_test.go).
 // It holds no production code.
 //
 // TestMain builds the binary once. Every daemon is started with `ssanet run`, waited for by

@@ -31,6 +31,7 @@ const (
 	CodeRequestExpired      Code = 20 // the request's validity limit passed unanswered
 	CodeRevisionExpired     Code = 21 // the revision's validity limit passed unanswered
 	CodeWithdrawn           Code = 22 // the requester withdrew its request
+	CodeNotSSAnetPeer       Code = 23 // local: the peer speaks libp2p but not the negotiation protocol
 )
 
 var codeNames = map[Code]string{
@@ -57,6 +58,7 @@ var codeNames = map[Code]string{
 	CodeRequestExpired:      "request-expired",
 	CodeRevisionExpired:     "revision-expired",
 	CodeWithdrawn:           "withdrawn",
+	CodeNotSSAnetPeer:       "not-ssanet-peer",
 }
 
 func (c Code) String() string {

@@ -159,6 +159,9 @@ func TestCLIDaemon(t *testing.T) {
 		{name: "offer remove unknown", args: []string{"--home", home, "offer", "remove", "nosuch"}, code: 1,
 			errs: `this agent has no offer "nosuch"; see its offers with: ssanet --home ` + home + " offer list"},
 		{name: "ssa list json empty", args: []string{"--home", home, "--json", "ssa", "list"}, out: "[]\n"},
+		{name: "peers none", args: []string{"--home", home, "peers"}, out: "no known peers\n"},
+		{name: "peers json none", args: []string{"--home", home, "peers", "--json"}, out: "[]\n"},
+		{name: "peers extra argument", args: []string{"--home", home, "peers", "x"}, code: 2, errs: `unexpected "x"`},
 		{name: "second daemon", args: []string{"--home", home, "run"}, code: 1, errs: "a daemon already runs in " + home},
 		{name: "init again", args: []string{"--home", home, "init"}, code: 1, errs: "use another --home"},
 	})

@@ -25,6 +25,8 @@ const (
 	// monitor's verdict, for cron jobs and monitoring checks: fulfilled is exitOK.
 	exitDegraded = 5
 	exitViolated = 6
+	// request: the peer speaks libp2p but not ssanet (no /ssanet/negotiate/1.0.0).
+	exitNotSSAnet = 7
 )
 
 // cli is one invocation: global options and the streams.
@@ -59,7 +61,8 @@ func commands() map[string]command {
 		"sinks":    {"sinks: each sink's position and lag per SSA, errors and last success", cmdSinks},
 		"id":       {"id: print the peer ID and listen addresses", cmdID},
 		"offer":    {offerSynopsis + ": what this agent provides and on what terms", cmdOffer},
-		"request":  {requestSynopsis + ": negotiate an SSA (exit 3 when refused)", cmdRequest},
+		"request":  {requestSynopsis + ": negotiate an SSA (exit 3 when refused, 7 when the peer is no ssanet agent)", cmdRequest},
+		"peers":    {"peers: each known peer's addresses, connections and last error", cmdPeers},
 	}
 }
 
@@ -117,7 +120,7 @@ func usage(w io.Writer, fs *flag.FlagSet) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].usage)
 	}
-	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 refused by the peer, 4 proposal expired;\nmonitor: 5 degraded, 6 violated.")
+	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 refused by the peer, 4 proposal expired;\nmonitor: 5 degraded, 6 violated; request: 7 the peer does not speak ssanet.")
 }
 
 // flags returns a FlagSet for a subcommand that prints data, which --json prints as JSON.

@@ -147,14 +147,23 @@ func cmdRequest(c *cli, args []string) int {
 
 // awaitOutcome polls a negotiation until it is at rest (over, in force, or held for a
 // decision) or wait passes, prints it, and returns the exit code of its outcome:
-// 3 when the peer refused (local: this agent declined, which is no refusal by the peer), 4
-// when the proposal expired.
+// 3 when the peer refused (local: this agent declined, which is no refusal by the peer) or
+// its allow-list does not include this agent, 4 when the proposal expired, 7 when the peer
+// does not speak ssanet.
 func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration, local bool) int {
 	if err := c.poll(v, wait, func(v *agent.NegotiationView) bool { return !v.AtRest }); err != nil {
 		return c.apiFail(err)
 	}
 	c.show(v)
+	failed := v.State == protocol.StateFailed.String()
 	switch {
+	case failed && hasCode(v.Reasons, protocol.CodeNotSSAnetPeer):
+		fmt.Fprintf(c.stderr, "ssanet: %s speaks libp2p but not ssanet (%s): the request ended unsent; check the peer ID\n", v.Peer, agent.ProtocolNegotiate)
+		return exitNotSSAnet
+	case failed && hasCode(v.Reasons, protocol.CodeNotAuthorized):
+		fmt.Fprintf(c.stderr, "ssanet: %s refused this agent: it closed the connection right after the handshake, as an agent does to a peer outside its allow-list; ask its operator to allow this agent's peer ID (%s)\n",
+			v.Peer, c.hint("id"))
+		return exitRefused
 	case v.State == protocol.StateRejected.String() && !local:
 		return exitRefused
 	case v.State == protocol.StateExpired.String():
@@ -165,11 +174,29 @@ func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration, local b
 		fmt.Fprintf(c.stderr, "ssanet: the "+what+": nothing was agreed; request again\n", v.SSAID)
 		return exitExpired
 	case !v.AtRest && wait > 0:
-		fmt.Fprintf(c.stderr, "ssanet: still %s after %s: the peer has not answered (it may hold the SSA for its operator); follow it with: %s\n",
-			v.State, wait, c.hint("ssa", "show", v.SSAID))
+		fmt.Fprintf(c.stderr, "ssanet: still %s after %s: %s; follow it with: %s\n",
+			v.State, wait, c.whyWaiting(v.Peer), c.hint("ssa", "show", v.SSAID))
 		return exitError
 	}
 	return exitOK
+}
+
+// whyWaiting says why a negotiation with peer p still waits: the last failure to reach p, if
+// the agent has one, else that p has the message and has not answered.
+func (c *cli) whyWaiting(p string) string {
+	var peers []agent.PeerView
+	if err := c.api("GET", "/v1/peers", nil, &peers); err == nil {
+		for _, v := range peers {
+			switch {
+			case v.Peer != p || v.LastError == "":
+			case v.LastErrorKind == "no-answer":
+				return "the peer did not answer in time (" + v.LastError + "); it is tried again"
+			default:
+				return "the peer could not be reached (" + v.LastErrorKind + ": " + v.LastError + "); it is tried again"
+			}
+		}
+	}
+	return "the peer has not answered (it may hold the SSA for its operator)"
 }
 
 // poll refreshes v from the daemon while pending(v), until wait passes.

@@ -1,0 +1,108 @@
+package agent
+
+import (
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// PeerView is one known peer as `ssanet peers` shows it: where it is, whether it is
+// connected, and the last failure to reach it.
+type PeerView struct {
+	Peer  string   `json:"peer"`
+	Addrs []string `json:"addrs"`
+	// Connected says whether a connection with the peer is open now; Connections lists them.
+	Connected   bool       `json:"connected"`
+	Connections []ConnView `json:"connections,omitempty"`
+	// Negotiations counts this agent's negotiations with the peer, over or not.
+	Negotiations int `json:"negotiations"`
+	// Allowed says that the peer is in the allow-list (every peer is when the list is empty).
+	Allowed bool `json:"allowed"`
+	// LastError is the last failure to reach the peer, if it has not been reached since; its
+	// kind is refused, not-ssanet, unreachable, no-answer or error.
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorKind string    `json:"last_error_kind,omitempty"`
+	LastErrorAt   time.Time `json:"last_error_at,omitzero"`
+}
+
+// ConnView is one open connection.
+type ConnView struct {
+	// Direction is inbound (the peer dialled) or outbound (this agent did).
+	Direction string    `json:"direction"`
+	Remote    string    `json:"remote"`
+	Opened    time.Time `json:"opened"`
+}
+
+// Peers lists the peers this agent knows, sorted by ID: those it negotiated with, those
+// connected now, those in its allow-list and those it failed to reach. None is an empty list.
+func (a *Agent) Peers() ([]PeerView, error) {
+	recs, err := a.store.Negotiations()
+	if err != nil {
+		return nil, err
+	}
+	negs := map[peer.ID]int{}
+	for _, rec := range recs {
+		if p, err := peer.Decode(rec.Peer); err == nil {
+			negs[p]++
+		}
+	}
+	allow := map[peer.ID]bool{}
+	for _, s := range a.cfg.Allow {
+		p, _ := peer.Decode(s) // validated with the config
+		allow[p] = true
+	}
+	known := map[peer.ID]bool{}
+	for p := range negs {
+		known[p] = true
+	}
+	for p := range allow {
+		known[p] = true
+	}
+	for _, p := range a.host.Network().Peers() {
+		known[p] = true
+	}
+	for _, p := range a.reach.failedPeers() {
+		known[p] = true
+	}
+	delete(known, a.ID())
+	ids := make([]peer.ID, 0, len(known))
+	for p := range known {
+		ids = append(ids, p)
+	}
+	slices.Sort(ids)
+	out := make([]PeerView, 0, len(ids))
+	for _, p := range ids {
+		out = append(out, a.peerView(p, negs[p], len(allow) == 0 || allow[p]))
+	}
+	return out, nil
+}
+
+func (a *Agent) peerView(p peer.ID, negs int, allowed bool) PeerView {
+	v := PeerView{Peer: p.String(), Addrs: []string{}, Negotiations: negs, Allowed: allowed,
+		Connected: a.host.Network().Connectedness(p) == network.Connected}
+	for _, addr := range a.host.Peerstore().Addrs(p) {
+		v.Addrs = append(v.Addrs, addr.String())
+	}
+	slices.Sort(v.Addrs)
+	for _, c := range a.host.Network().ConnsToPeer(p) {
+		st := c.Stat()
+		v.Connections = append(v.Connections, ConnView{Direction: directionName(st.Direction),
+			Remote: c.RemoteMultiaddr().String(), Opened: st.Opened})
+	}
+	if at, ok := a.reach.ofPeer(p); ok {
+		v.LastError, v.LastErrorKind, v.LastErrorAt = at.Err, at.Class, at.At
+	}
+	return v
+}
+
+func directionName(d network.Direction) string {
+	switch d {
+	case network.DirInbound:
+		return "inbound"
+	case network.DirOutbound:
+		return "outbound"
+	}
+	return "unknown"
+}

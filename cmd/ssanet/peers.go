@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ssanet/ssanet/agent"
+)
+
+// cmdPeers prints each peer the agent knows: its addresses, its connections and the last
+// failure to reach it.
+func cmdPeers(c *cli, args []string) int {
+	if code := c.parseFlags(c.flags("peers", "peers"), args); code >= 0 {
+		return code
+	}
+	return getAndPrint(c, "/v1/peers", func(ps []agent.PeerView) {
+		if len(ps) == 0 {
+			fmt.Fprintln(c.stdout, "no known peers")
+		}
+		for _, p := range ps {
+			state := "not connected"
+			if p.Connected {
+				dirs := make([]string, len(p.Connections))
+				for i, cv := range p.Connections {
+					dirs[i] = cv.Direction + " " + cv.Remote
+				}
+				state = "connected (" + strings.Join(dirs, ", ") + ")"
+			}
+			if !p.Allowed {
+				state += ", not in the allow-list"
+			}
+			fmt.Fprintf(c.stdout, "%s %s, %d negotiations\n", p.Peer, state, p.Negotiations)
+			for _, a := range p.Addrs {
+				fmt.Fprintf(c.stdout, "  addr %s\n", a)
+			}
+			if p.LastError != "" {
+				fmt.Fprintf(c.stdout, "  last error %s %s: %s\n", p.LastErrorAt.Format(time.RFC3339), p.LastErrorKind, p.LastError)
+			}
+		}
+	})
+}
