@@ -158,11 +158,7 @@ func (a *Agent) ShowNegotiation(ssaID string) (*NegotiationView, error) {
 
 // Transcript lists the messages of the negotiation of an SSA, oldest first.
 func (a *Agent) Transcript(ssaID string) ([]MessageView, error) {
-	rec, err := a.Negotiation(ssaID)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := a.store.Transcript(rec.ID)
+	raw, err := a.rawTranscript(ssaID)
 	if err != nil {
 		return nil, err
 	}

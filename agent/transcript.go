@@ -12,11 +12,7 @@ import (
 // (protocol.EncodeTranscript): every signed message, byte for byte as this agent sent and
 // received it, in order, for anyone to check with `ssanet ssa verify` or the README alone.
 func (a *Agent) ExportTranscript(ssaID string) ([]byte, error) {
-	rec, err := a.Negotiation(ssaID)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := a.store.Transcript(rec.ID)
+	raw, err := a.rawTranscript(ssaID)
 	if err != nil {
 		return nil, err
 	}
@@ -24,6 +20,15 @@ func (a *Agent) ExportTranscript(ssaID string) ([]byte, error) {
 		return nil, kindError{storage.ErrNotFound, fmt.Errorf("SSA %s has no message recorded yet", ssaID)}
 	}
 	return protocol.EncodeTranscript(raw)
+}
+
+// rawTranscript is every message of the negotiation of an SSA (any version's ID), as stored.
+func (a *Agent) rawTranscript(ssaID string) ([][]byte, error) {
+	rec, err := a.Negotiation(ssaID)
+	if err != nil {
+		return nil, err
+	}
+	return a.store.Transcript(rec.ID)
 }
 
 func (api controlAPI) exportTranscript(r *http.Request) (any, error) {
