@@ -1,0 +1,266 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// eveRecords returns n Suricata EVE records: the public samples in policy/testdata/eve in
+// turn (16 events, 732 bytes on average here), each with its own source address and time.
+func eveRecords(t testing.TB, n int) [][]byte {
+	t.Helper()
+	var lines [][]byte
+	for _, f := range []string{"test-eve-small.jsonl", "test-eve-6-0.jsonl", "test-eve-metadata.jsonl"} {
+		b, err := os.ReadFile(filepath.Join("..", "policy", "testdata", "eve", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, bytes.Split(bytes.TrimSpace(b), []byte("\n"))...)
+	}
+	out := make([][]byte, n)
+	for i := range out {
+		l := lines[i%len(lines)]
+		l = bytes.Replace(l, []byte(`"src_ip":"192.168.`), fmt.Appendf(nil, `"src_ip":"%d.%d.`, 11+i%200, (i/7)%250), 1)
+		l = bytes.Replace(l, []byte(`"timestamp":"`), fmt.Appendf(nil, `"timestamp":"2026-12-06T14:%02d:%02d.%06d+0000","sensor_time":"`, i/60000%60, i/1000%60, i*7919%1000000), 1)
+		out[i] = l
+	}
+	return out
+}
+
+// storeFiles returns the disk space (allocated blocks) of the store's tables and value log
+// files in dir.
+func storeFiles(t testing.TB, dir string) int64 {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".sst") && !strings.HasSuffix(e.Name(), ".vlog") {
+			continue
+		}
+		info, err := e.Info()
+		if os.IsNotExist(err) {
+			continue // deleted since ReadDir
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += info.Sys().(*syscall.Stat_t).Blocks * 512
+	}
+	return n
+}
+
+// receiveEVE stores recs in the inbox of "ssa" in batches of 200, record i received at
+// t0 + i ms.
+func receiveEVE(t testing.TB, s *Store, recs [][]byte) {
+	t.Helper()
+	for i := 0; i < len(recs); i += 200 {
+		if _, _, err := s.Receive("ssa", uint64(i+1), recs[i:min(i+200, len(recs))], t0.Add(time.Duration(i)*time.Millisecond), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRetentionReturnsDisk: records that retention deletes leave the disk within two
+// retention passes (each followed by the value log's garbage collection, as its ticker
+// would run it), so that what is left is within 10 % of the records kept.
+func TestRetentionReturnsDisk(t *testing.T) {
+	const n, keep = 40000, 4000
+	recs := eveRecords(t, n)
+	live := 0
+	for _, r := range recs[n-keep:] {
+		live += len(r)
+	}
+	for name, opts := range map[string]Options{"plain": {}, "encrypted": {EncryptionKey: bytes.Repeat([]byte{7}, 32)}} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := open(dir, opts, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Error(err)
+				}
+			})
+			receiveEVE(t, s, recs)
+			full := storeFiles(t, dir)
+			cut := t0.Add(time.Duration(n-keep) * time.Millisecond)
+			deleted := 0
+			for range 2 {
+				d, err := s.DeleteRecordsReceivedBefore("ssa", cut)
+				if err != nil {
+					t.Fatal(err)
+				}
+				deleted += d
+				for range 100 {
+					if !s.gcOnce() {
+						break
+					}
+				}
+			}
+			if deleted != n-keep {
+				t.Fatalf("retention deleted %d records, want %d", deleted, n-keep)
+			}
+			// Badger deletes a file when its last reader lets go of it: wait for that.
+			bound := int64(live) * 11 / 10
+			var left int64
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				if left = storeFiles(t, dir); left <= bound || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			t.Logf("%d records: %d bytes of files; %d deleted, %d kept (%d bytes): %d bytes of files", n, full, deleted, keep, live, left)
+			if left > bound {
+				t.Errorf("after retention deleted %d of %d records, the store's files take %d bytes, more than 110 %% of the %d bytes kept", deleted, n, left, live)
+			}
+			got, err := s.Records("ssa", 0, keep+1, 1<<30)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != keep || got[0].Seq != n-keep+1 || !bytes.Equal(got[keep-1].Data, recs[n-1]) {
+				t.Fatalf("%d records left, from %d, want %d from %d", len(got), got[0].Seq, keep, n-keep+1)
+			}
+		})
+	}
+}
+
+func TestReclaimPrefixes(t *testing.T) {
+	p := []byte("r/")
+	key := func(seq uint64) []byte { return seqKey(p, seq) }
+	block := func(seq uint64) []byte { return key(seq)[:len(p)+7] }
+	many := make([][]byte, 0, reclaimMaxPrefixes)
+	for b := range uint64(reclaimMaxPrefixes) {
+		many = append(many, block(b<<8))
+	}
+	for _, c := range []struct {
+		name     string
+		lo, head uint64
+		want     [][]byte
+		next     uint64
+		more     bool
+	}{
+		{"one record", 5, 5, [][]byte{key(5)}, 0, false},
+		{"within a block", 1, 3, [][]byte{key(1), key(2), key(3)}, 0, false},
+		{"to the end of a block", 250, 255, [][]byte{block(0)}, 0, false},
+		{"a block and a tail", 1, 257, [][]byte{block(0), key(256), key(257)}, 0, false},
+		{"blocks", 300, 1023, [][]byte{block(256), block(512), block(768)}, 0, false},
+		{"more than one round", 0, reclaimMaxPrefixes<<8 + 1, many, reclaimMaxPrefixes << 8, true},
+		{"the last block", ^uint64(0) - 3, ^uint64(0), [][]byte{block(^uint64(0))}, 0, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, next, more := reclaimPrefixes(p, c.lo, c.head)
+			if !slices.EqualFunc(got, c.want, bytes.Equal) || next != c.next || more != c.more {
+				t.Errorf("reclaimPrefixes(%d, %d) = %x, %d, %v; want %x, %d, %v", c.lo, c.head, got, next, more, c.want, c.next, c.more)
+			}
+		})
+	}
+}
+
+// BenchmarkRetentionDisk stores 100,000 EVE records (eveRecords) in one inbox, then deletes
+// the oldest 90 % by retention, twice, each time followed by the value log's garbage
+// collection. It reports the disk the store's files take per million records
+// (disk-GB/M-records, extrapolated) and, after the deletions, their size over the raw size of
+// the records kept (after/live), for this store ("tree": records in the LSM tree,
+// compressed, dropped with their tables) and for the layout before it ("vlog": records in the
+// value log, Snappy tables, retention by tombstones), in the same run. Sizes are allocated
+// blocks of the .sst and .vlog files, measured with the store closed (memtables flushed).
+func BenchmarkRetentionDisk(b *testing.B) {
+	const n, keep = 100000, 10000
+	recs := eveRecords(b, n)
+	raw, live := 0, 0
+	for i, r := range recs {
+		raw += len(r)
+		if i >= n-keep {
+			live += len(r)
+		}
+	}
+	vlog := func(o badger.Options) badger.Options {
+		return o.WithValueThreshold(128).WithCompression(options.Snappy)
+	}
+	for _, layout := range []string{"vlog", "tree"} {
+		b.Run("layout="+layout, func(b *testing.B) {
+			var tune []func(badger.Options) badger.Options
+			if layout == "vlog" {
+				tune = append(tune, vlog)
+			}
+			reopen := func(dir string) *Store {
+				s, err := open(dir, Options{}, true, tune...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				return s
+			}
+			var full, after int64
+			var cpu, reclaim time.Duration
+			for range b.N {
+				dir := b.TempDir()
+				s := reopen(dir)
+				cpu0 := cpuTime(b)
+				receiveEVE(b, s, recs)
+				cpu += cpuTime(b) - cpu0
+				if err := s.Close(); err != nil {
+					b.Fatal(err)
+				}
+				full = storeFiles(b, dir)
+				s = reopen(dir)
+				cpu0 = cpuTime(b)
+				for range 2 {
+					if layout == "vlog" {
+						deleteByTombstones(b, s, n-keep)
+					} else if _, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add((n-keep)*time.Millisecond)); err != nil {
+						b.Fatal(err)
+					}
+					for range 1000 {
+						if !s.gcOnce() {
+							break
+						}
+					}
+				}
+				reclaim += cpuTime(b) - cpu0
+				if err := s.Close(); err != nil {
+					b.Fatal(err)
+				}
+				after = storeFiles(b, dir)
+			}
+			b.ReportMetric(float64(raw)/n, "raw-B/record")
+			b.ReportMetric(float64(full)/n*1e6/1e9, "disk-GB/M-records")
+			b.ReportMetric(float64(after)/float64(live), "after/live")
+			b.ReportMetric(float64(cpu)/float64(b.N*n)/1e3, "write-cpu-µs/record")
+			b.ReportMetric(float64(reclaim)/float64(b.N*(n-keep))/1e3, "delete-cpu-µs/record")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// deleteByTombstones deletes the inbox records 1 to through of "ssa" as retention did before
+// reclaim.go: a tombstone each, 4096 a transaction.
+func deleteByTombstones(b *testing.B, s *Store, through uint64) {
+	p := inboxPrefix("ssa")
+	for lo := uint64(1); lo <= through; lo += deleteChunk {
+		err := s.update(func(txn *badger.Txn) error {
+			for seq := lo; seq < lo+deleteChunk && seq <= through; seq++ {
+				if err := txn.Delete(seqKey(p, seq)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
