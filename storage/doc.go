@@ -136,7 +136,7 @@
 // BenchmarkOpenMemory measures it.
 //
 // Values under 64 KiB (exchange records, transcript entries, agreements) live in the LSM
-// tree's tables, compressed with ZSTD in 16 KiB blocks: about 0.23 GB per million EVE
+// tree's tables, compressed with Snappy in 16 KiB blocks: about 0.36 GB per million EVE
 // records on disk (BenchmarkRetentionDisk). Records expired by retention are dropped with
 // the tables that hold them (see Exchange queues); records deleted by an Ack or DropOutbox
 // leave tombstones, which Badger's compactions merge with the records they hide. Larger
