@@ -106,9 +106,10 @@
 // it takes any write, deletes the records beyond the state of each marked queue (found with a
 // key-only iterator from there) and the mark, a chunk per transaction (a queue whose state is
 // corrupt keeps them, with a warning), and so does the queue's next large batch before its
-// bulk. Until then they are invisible, and a batch that takes their numbers overwrites them. The batches of the Exchange phase (about 1000 records
-// of 500 bytes: 70 KB of keys and value pointers) fit in one transaction, up to eight of them
-// in one group.
+// bulk. Until then they are invisible, and a batch that takes their numbers overwrites them.
+// The records are in the tree (see Memory), so they count whole: a batch of the Exchange
+// phase (up to 2048 records; 2048 EVE records are about 1.7 MB) is written as a large one, in
+// transactions of up to 512 KiB, and a few hundred records share a group.
 //
 // Sequence numbers are dense: readers (Pending, Records) walk them with a prefix iterator
 // from the first they want and report a missing record as ErrCorrupt. Deletions of
@@ -159,7 +160,7 @@
 // protocol.MaxMessageSize; a transcript at most protocol.MaxTranscript entries; an exchange
 // record at most MaxRecordSize (protocol.MaxMessageSize, as it travels in a signed batch), an
 // evidence's batch and findings each at most protocol.MaxMessageSize. A group's keys and
-// pointers stay below Badger's batch limits (about 614 KiB and 6,553 entries with these
+// values (pointers for those in the value log) stay below Badger's batch limits (about 614 KiB and 6,553 entries with these
 // memtables): a Commit is far smaller, and an Enqueue or Receive that is not is split, as
 // above.
 package storage

@@ -99,7 +99,8 @@ func (s *Store) space() (Space, error) {
 // grower is a request that adds records to a queue: it needs the reserve, not the margin.
 type grower interface {
 	request
-	// recordBytes is the size of the records it writes (in the value log).
+	// recordBytes is the size of the records it writes. Those kept in the tree count in cost
+	// too: the bound is loose by that much.
 	recordBytes() int
 }
 
