@@ -122,13 +122,14 @@ func TestRetentionReturnsDisk(t *testing.T) {
 			// Badger deletes a file when its last reader lets go of it: wait for that.
 			bound := int64(live) * 11 / 10
 			var left int64
-			for deadline := time.Now().Add(10 * time.Second); ; {
+			start := time.Now()
+			for deadline := start.Add(10 * time.Second); ; {
 				if left = storeFiles(t, dir); left <= bound || time.Now().After(deadline) {
 					break
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
-			t.Logf("%d records: %d bytes of files; %d deleted, %d kept (%d bytes): %d bytes of files", n, full, deleted, keep, live, left)
+			t.Logf("%d records: %d bytes of files; %d deleted, %d kept (%d bytes): %d bytes of files %v later", n, full, deleted, keep, live, left, time.Since(start))
 			if left > bound {
 				t.Errorf("after retention deleted %d of %d records, the store's files take %d bytes, more than 110 %% of the %d bytes kept", deleted, n, left, live)
 			}
