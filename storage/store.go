@@ -94,8 +94,9 @@ const (
 	// 14 µs.
 	numLevelZeroTables = 10
 	// gcInterval is how often the value log's garbage collector looks for a file that is
-	// half garbage (values of valueThreshold or more, deleted) to rewrite and delete. It reads nothing
-	// while no file is: Badger's compactions keep the discard statistics it picks from.
+	// half garbage (deleted values of valueThreshold or more) to rewrite and delete. It reads
+	// nothing while no file is: Badger's compactions keep the discard statistics it picks
+	// from.
 	gcInterval       = 5 * time.Second
 	gcDiscardPercent = 50
 	gcDiscardRatio   = gcDiscardPercent / 100.0
