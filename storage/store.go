@@ -78,7 +78,8 @@ const (
 	// its key: with EVE records in the value log (the layout before this one) the store took
 	// 0.85 GB per million records of 794 bytes, and 11 times the records kept after
 	// retention deleted 90 % of them (BenchmarkRetentionDisk). The price is CPU: compactions
-	// rewrite the records as the tree grows.
+	// rewrite the records as the tree grows (BenchmarkReceive -benchtime 2000x, 2 million
+	// records of 500 bytes: 9.0 µs of CPU each, 4.2 in the value log, in the same hour).
 	valueThreshold = 64 << 10
 	// blockSize and the compression (Snappy) trade disk for CPU. Measured once, with a
 	// variant of BenchmarkRetentionDisk that stores 300,000 EVE records in batches of 500,
