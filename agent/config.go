@@ -99,7 +99,7 @@ type Config struct {
 	// requester (and counts what it leaves out) until acknowledgements make room.
 	MaxQueuedPerPeer int64 `yaml:"max-queued-per-peer,omitempty"`
 	// StorageReserveMiB is the free space (MiB, besides the store's LSM tree) below which
-	// records are paused; 0: storage.DefaultReserve (24 MiB). At least storage.MinReserve.
+	// records are paused; 0: storage.DefaultReserve (32 MiB). At least storage.MinReserve.
 	StorageReserveMiB uint64 `yaml:"storage-reserve-mib,omitempty"`
 }
 
@@ -360,9 +360,9 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 #                       acknowledgement (default 1000000); past it ingest queues nothing
 #                       more for it, counting what it leaves out, until acknowledgements
 #                       make room
-# storage-reserve-mib:  free disk space (MiB, besides the store's index) below which records
+# storage-reserve-mib:  free disk space (MiB, besides the store's tables) below which records
 #                       pause: ingest stops, received batches are not acknowledged; default
-#                       24, at least 16 (what the store may write on its own)
+#                       32, at least 16 (what the store may write on its own)
 `
 
 // WriteConfig writes a documented config.yaml.

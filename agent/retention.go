@@ -43,10 +43,14 @@ func (r *retention) expire(run *agreementRun) {
 		return
 	}
 	cut := r.now().Add(-h.Handling.Retention.Std())
-	if n, err := r.store.DeleteRecordsReceivedBefore(run.ssa.ID, cut); err != nil {
-		r.log.Error("retention", "ssa", run.ssa.ID, "err", err)
-	} else if n > 0 {
+	// An error may come after some records were deleted (a later chunk, or dropping them
+	// from the disk, which the next check retries): those are counted all the same.
+	n, err := r.store.DeleteRecordsReceivedBefore(run.ssa.ID, cut)
+	if n > 0 {
 		r.ledger.received(run.ssa.ID, outExpired, "", uint64(n))
 		r.log.Info("records deleted: retention ran out", "ssa", run.ssa.ID, "records", n)
+	}
+	if err != nil {
+		r.log.Error("retention", "ssa", run.ssa.ID, "err", err)
 	}
 }

@@ -106,9 +106,10 @@
 // it takes any write, deletes the records beyond the state of each marked queue (found with a
 // key-only iterator from there) and the mark, a chunk per transaction (a queue whose state is
 // corrupt keeps them, with a warning), and so does the queue's next large batch before its
-// bulk. Until then they are invisible, and a batch that takes their numbers overwrites them. The batches of the Exchange phase (about 1000 records
-// of 500 bytes: 70 KB of keys and value pointers) fit in one transaction, up to eight of them
-// in one group.
+// bulk. Until then they are invisible, and a batch that takes their numbers overwrites them.
+// The records are in the tree (see Memory), so they count whole: a batch of the Exchange
+// phase (up to 2048 records; 2048 EVE records are about 1.7 MB) is written as a large one, in
+// transactions of up to 512 KiB, and a few hundred records share a group.
 //
 // Sequence numbers are dense: readers (Pending, Records) walk them with a prefix iterator
 // from the first they want and report a missing record as ErrCorrupt. Deletions of
@@ -116,10 +117,12 @@
 // Head+1..Acked, at most 4096 per transaction with the state that records them, so a crash in
 // a long run of deletions leaves Head behind Acked, and the next Ack or DropOutbox goes on
 // from there.
-// Retention reads the runs, not the records (which are in the value log, see Memory): in
-// sequence order from Head+1, it stops at the first run received at or after its limit
-// (records arrive in order), and deletes the records and runs before it, a chunk per
-// transaction. It reads one small key per Receive, never a record.
+// Retention reads the runs, not the records: in sequence order from Head+1, it stops at the
+// first run received at or after its limit (records arrive in order), and deletes the runs
+// before it and moves Head past their records, a chunk per transaction. It reads one small
+// key per Receive, never a record. It writes no tombstone for the records, which are now
+// invisible: it drops them from the disk before it returns (reclaim.go), and the next call
+// drops what a crash or a failed drop left below Head.
 //
 // # Memory
 //
@@ -133,20 +136,19 @@
 // it alone is larger). MarkSent keeps one number per SSA it is called for.
 // BenchmarkOpenMemory measures it.
 //
-// Values of 128 bytes or more (exchange records, transcript entries, agreements) go to
-// Badger's value log, written once, and the LSM tree holds keys and pointers: compactions do
-// not rewrite the records, however long an inbox keeps them. Records deleted (acknowledged,
-// expired, dropped) leave garbage in the value log: a goroutine owned by the Store (stopped
-// by Close) asks Badger every 5 seconds to rewrite and delete the files that are half
-// garbage, which Badger's compactions find out; with queues, whole files become garbage.
-// The price is a second fsync per transaction (the value log's, then the write-ahead log's):
-// a lone Commit takes about 2.7 ms instead of 1 on the development machine, and concurrent
-// Commits share them as before.
+// Values under 64 KiB (exchange records, transcript entries, agreements) live in the LSM
+// tree's tables, compressed with Snappy in 16 KiB blocks: about 0.36 GB per million EVE
+// records on disk (BenchmarkRetentionDisk). Records expired by retention are dropped with
+// the tables that hold them (see Exchange queues); records deleted by an Ack or DropOutbox
+// leave tombstones, which Badger's compactions merge with the records they hide. Larger
+// values go to Badger's value log, and the tree holds their keys and pointers: a goroutine
+// owned by the Store (stopped by Close) asks Badger every 5 seconds to rewrite and delete
+// the value log files that are half garbage, which Badger's compactions find out.
 //
 // # Free space
 //
 // Every write is checked against the free space of the store's volume before Badger sees it
-// (space.go): records (Enqueue, Receive) need the reserve (Options.Reserve, 24 MiB by
+// (space.go): records (Enqueue, Receive) need the reserve (Options.Reserve, 32 MiB by
 // default) plus the LSM tree's size, every other write the margin (MinReserve, 16 MiB) plus
 // the tree; a write that does not fit is refused with ErrDiskFull and writes nothing. Open
 // refuses a volume with less than the margin. Badger writes its logs through memory maps, so
@@ -158,7 +160,7 @@
 // protocol.MaxMessageSize; a transcript at most protocol.MaxTranscript entries; an exchange
 // record at most MaxRecordSize (protocol.MaxMessageSize, as it travels in a signed batch), an
 // evidence's batch and findings each at most protocol.MaxMessageSize. A group's keys and
-// pointers stay below Badger's batch limits (about 614 KiB and 6,553 entries with these
+// values (pointers for those in the value log) stay below Badger's batch limits (about 614 KiB and 6,553 entries with these
 // memtables): a Commit is far smaller, and an Enqueue or Receive that is not is split, as
 // above.
 package storage

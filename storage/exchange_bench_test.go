@@ -10,7 +10,7 @@ import (
 
 // cpuTime returns the CPU time the process has used, user and system: on a shared machine a
 // steadier measure than the wall clock, and it counts Badger's flushes and compactions.
-func cpuTime(b *testing.B) time.Duration {
+func cpuTime(b testing.TB) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)

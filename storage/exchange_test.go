@@ -1219,8 +1219,10 @@ func TestOrphansOfCorruptQueue(t *testing.T) {
 }
 
 // TestValueLogGC acknowledges and expires enough records for the value log's garbage
-// collector to delete files, and checks that what is left reads back. Badger is tuned down
-// (8 MiB value log files, a compaction for every memtable flushed), so that little does.
+// collector to delete files, and checks that what is left reads back. The records are of
+// valueThreshold bytes, so that they go to the value log (smaller ones live in the tree).
+// Badger is tuned down (8 MiB value log files, a compaction for every memtable flushed), so
+// that little does.
 func TestValueLogGC(t *testing.T) {
 	dir := t.TempDir()
 	tune := func(o badger.Options) badger.Options {
@@ -1235,18 +1237,19 @@ func TestValueLogGC(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	recs := records("x", 1, 1000, 1000) // the same batch each time
-	const batches, kept = 30, 5         // 60 MB in all, 10 MB kept
+	const per = 20                               // records a batch: 1.3 MB
+	recs := records("x", 1, per, valueThreshold) // the same batch each time
+	const batches, kept = 45, 4                  // 59 MB in all (each queue), 5.2 MB kept
 	for b := range batches {
-		first := uint64(b*1000 + 1)
-		if _, err := s.Enqueue("out", recs, 1000, 0); err != nil {
+		first := uint64(b*per + 1)
+		if _, err := s.Enqueue("out", recs, per, 0); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := s.Receive("in", first, recs, t0.Add(time.Duration(b)*time.Second), 0); err != nil {
 			t.Fatal(err)
 		}
 		if b >= kept {
-			if err := s.Ack("out", uint64(b-kept+1)*1000); err != nil {
+			if err := s.Ack("out", uint64(b-kept+1)*per); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -1299,16 +1302,16 @@ func TestValueLogGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("value log of %d MiB after %d files rewritten", vlogSize(t, dir)>>20, s.gcRuns.Load())
-	const first = (batches-kept)*1000 + 1
+	const first = (batches-kept)*per + 1
 	pending, err := s.Pending("out", 0, 1<<30, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pending) != kept*1000 || pending[0].Seq != first {
+	if len(pending) != kept*per || pending[0].Seq != first {
 		t.Fatalf("%d records pending", len(pending))
 	}
 	for _, r := range pending {
-		if !bytes.Equal(r.Data, recs[(r.Seq-1)%1000]) {
+		if !bytes.Equal(r.Data, recs[(r.Seq-1)%per]) {
 			t.Fatalf("record %d differs", r.Seq)
 		}
 	}
@@ -1316,11 +1319,11 @@ func TestValueLogGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != kept*1000 || got[0].Seq != first {
+	if len(got) != kept*per || got[0].Seq != first {
 		t.Fatalf("%d records stored", len(got))
 	}
 	for _, r := range got {
-		if !bytes.Equal(r.Data, recs[(r.Seq-1)%1000]) {
+		if !bytes.Equal(r.Data, recs[(r.Seq-1)%per]) {
 			t.Fatalf("record %d differs", r.Seq)
 		}
 	}

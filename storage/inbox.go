@@ -287,7 +287,8 @@ func (r *runIterator) at(seq uint64) (int64, error) {
 // the first received at or after t (a record received later with an earlier time, the clock
 // having gone back, waits for the next call that passes it). It reads the runs, never the
 // records, and deletes at most deleteChunk records per transaction, durably, with the
-// counters.
+// counters; then it drops the deleted records from the disk (reclaim.go), with any that an
+// earlier call left there, so that they are off the disk when it returns.
 func (s *Store) DeleteRecordsReceivedBefore(ssaID string, t time.Time) (int, error) {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return 0, err
@@ -326,6 +327,9 @@ func (s *Store) DeleteRecordsReceivedBefore(ssaID string, t time.Time) (int, err
 			return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
 		}
 		if through <= head {
+			if err := s.reclaimInbox(ssaID); err != nil {
+				return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
+			}
 			return deleted, nil
 		}
 		r := &retainRequest{waiter: newWaiter(), ssaID: ssaID, through: through,
@@ -348,7 +352,7 @@ type retainRequest struct {
 }
 
 func (r *retainRequest) cost() (int, int) {
-	return (r.deletes+r.runs)*entrySize(r.keyLen, 0) + entrySize(len(prefixInboxState)+len(r.ssaID), 32), r.deletes + r.runs + 1
+	return r.runs*entrySize(r.keyLen, 0) + entrySize(len(prefixInboxState)+len(r.ssaID), 32), r.runs + 1
 }
 
 func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
@@ -361,12 +365,8 @@ func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
 	if end <= st.Head {
 		return nil, nil
 	}
-	prefix := inboxPrefix(r.ssaID)
-	for seq := st.Head + 1; seq <= end; seq++ {
-		if err := txn.Delete(seqKey(prefix, seq)); err != nil {
-			return nil, err
-		}
-	}
+	// The records up to end are left to reclaimInbox, which drops them from the tables once
+	// Head is past them (records up to Head are invisible).
 	// The runs that end in the range go with it; the run that ends after it stays.
 	runs := runPrefix(r.ssaID)
 	var ends []uint64

@@ -45,8 +45,11 @@ const MinReserve = numMemtables*memTableSize + valueLogFileSize*(100-gcDiscardPe
 // DefaultReserve is the default free space, besides the LSM tree's size, below which records
 // are no longer enqueued or received: the margin plus room for the writes that go on (the
 // negotiations, acknowledgements and counters of a paused agent) while the memtables fill
-// once more.
-const DefaultReserve = MinReserve + numMemtables*memTableSize
+// once more, plus the memtables once again: the records live in the tree (store.go), so
+// the records a flush moves from the memtables to the tables leave the free space and join
+// the tree, which the margin counts, and after a flush at the reserve the store must still
+// open (checkOpenSpace).
+const DefaultReserve = MinReserve + 2*numMemtables*memTableSize
 
 // Space is the free space of the store's volume and what the store keeps of it.
 type Space struct {
@@ -96,7 +99,8 @@ func (s *Store) space() (Space, error) {
 // grower is a request that adds records to a queue: it needs the reserve, not the margin.
 type grower interface {
 	request
-	// recordBytes is the size of the records it writes (in the value log).
+	// recordBytes is the size of the records it writes. Those kept in the tree count in cost
+	// too: the bound is loose by that much.
 	recordBytes() int
 }
 

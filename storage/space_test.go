@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -116,7 +117,8 @@ func TestOpenFullVolume(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	rec := make([]byte, 4000)
+	rec := make([]byte, 4000) // random: Badger compresses the tables
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(rec)
 	var refused error
 	for i := 0; i < 64<<20/len(rec)/100+1 && refused == nil; i++ { // at most the volume, 100 at a time
 		_, refused = s.Enqueue("a", repeat(rec, 100), 100, 0)

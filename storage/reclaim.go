@@ -1,0 +1,112 @@
+package storage
+
+import (
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Disk that retention gives back. Records live in the LSM tree, compressed (see store.go),
+// and a tombstone frees nothing until a compaction happens to merge it with the record it
+// hides, which Badger schedules by level sizes, not by what was deleted: on a quiet store,
+// never. So retention writes no tombstones: it moves the inbox's Head past the expired
+// records, which makes them invisible (readers start after Head), and then reclaimInbox
+// drops them with Badger's DropPrefix, which flushes the memtables and rewrites, at each
+// level, only the tables that hold the dropped keys. Sequence numbers are big-endian, so the
+// records of a block of 256 (seq>>8 alike) share a prefix of all but the key's last byte:
+// the whole blocks up to Head go as one prefix each, and the few records of the block that
+// Head is in go as keys of their own (a key is a prefix of itself only: every record key of
+// an SSA has the same length). The records are off the disk when DeleteRecordsReceivedBefore
+// returns, whatever the compactions do.
+//
+// reclaimInbox starts from the oldest record key still stored, so records that a crash or
+// a failed drop left below Head go with the next call.
+
+const (
+	// reclaimBlockBits is the seq bits a block prefix leaves out: blocks of 256 records.
+	reclaimBlockBits = 8
+	// reclaimMaxPrefixes is the most prefixes one DropPrefix is given: Badger checks each
+	// against the store with an iterator of its own. 1024 blocks are 262,144 records.
+	reclaimMaxPrefixes = 1024
+)
+
+// reclaimInbox drops the records of ssaID's inbox up to its Head from the tables.
+func (s *Store) reclaimInbox(ssaID string) error {
+	prefix := inboxPrefix(ssaID)
+	var lo, head uint64
+	found := false
+	err := s.view(func(txn *badger.Txn) error {
+		st, err := getInbox(txn, ssaID)
+		if err != nil {
+			return err
+		}
+		head = st.Head
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		it.Rewind()
+		if !it.Valid() {
+			return nil
+		}
+		seq, ok := parseSeq(it.Item().Key(), len(prefix))
+		if !ok {
+			return fmt.Errorf("%w: inbox of %q: key %x", ErrCorrupt, ssaID, it.Item().Key())
+		}
+		lo, found = seq, seq <= head
+		return nil
+	})
+	if err != nil || !found {
+		return err
+	}
+	// Each round drops up to reclaimMaxPrefixes prefixes, at least one record: the rounds
+	// are bounded by the records to drop.
+	for {
+		prefixes, next, more := reclaimPrefixes(prefix, lo, head)
+		if err := s.dropPrefixes(prefixes); err != nil {
+			return fmt.Errorf("reclaim the disk of records %d to %d: %w", lo, next-1, err)
+		}
+		if !more {
+			return nil
+		}
+		lo = next
+	}
+}
+
+// reclaimPrefixes returns the prefixes of the records from lo to head, at most
+// reclaimMaxPrefixes of them, the record after the last one they cover, and whether records
+// up to head are left.
+func reclaimPrefixes(prefix []byte, lo, head uint64) (out [][]byte, next uint64, more bool) {
+	seq := lo
+	for len(out) < reclaimMaxPrefixes {
+		block := seq >> reclaimBlockBits
+		last := block<<reclaimBlockBits | (1<<reclaimBlockBits - 1)
+		if last <= head {
+			k := seqKey(prefix, seq)
+			out = append(out, k[:len(k)-1])
+			if last == head {
+				return out, 0, false
+			}
+			seq = last + 1
+			continue
+		}
+		out = append(out, seqKey(prefix, seq))
+		if seq == head {
+			return out, 0, false
+		}
+		seq++
+	}
+	return out, seq, true
+}
+
+// dropPrefixes removes every key with one of prefixes from the store's files. DropPrefix
+// refuses writes while it runs (ErrBlockedWrites), so it takes gcMu alone, like a value log
+// rewrite: writes wait for it instead.
+func (s *Store) dropPrefixes(prefixes [][]byte) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	return s.db.DropPrefix(prefixes...)
+}
