@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ssanet/ssanet/storage"
 )
 
 // volumeSize is the size of the tmpfs the provider's store lives on (the 64 MiB).
@@ -64,7 +66,7 @@ func TestDiskFull(t *testing.T) {
 	req.stop() // the provider queues everything: nothing is acknowledged and deleted meanwhile
 
 	vol := filepath.Join(prov.home, "data")
-	const reserve, room = 24 << 20, 8 << 20 // storage.DefaultReserve; the room left above it
+	const reserve, room = storage.DefaultReserve, 8 << 20 // the provider's reserve; the room left above it
 	filler := filepath.Join(vol, "filler")
 	if err := os.WriteFile(filler, make([]byte, freeSpace(t, vol)-reserve-room), 0o600); err != nil {
 		t.Fatal(err)
