@@ -12,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
+	msmux "github.com/multiformats/go-multistream"
 
 	"github.com/ssanet/ssanet/protocol"
 )
@@ -224,4 +226,63 @@ func TestPeerAddressesSurviveRestart(t *testing.T) {
 		prov.Close()
 		approve(t, reopen(t, provHome), req, rec.SSAID)
 	})
+}
+
+// lateIdentify makes p answer identify (which brings its listen addresses to the peers it
+// connects to) only once release is closed.
+func lateIdentify(t *testing.T, p *rawPeer, release <-chan struct{}) {
+	t.Helper()
+	// The host's own identify handler, found by negotiating its protocol over a pipe.
+	c, s := net.Pipe()
+	go msmux.SelectProtoOrFail(identify.ID, c)
+	_, answer, err := p.h.Mux().Negotiate(s)
+	c.Close()
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.h.SetStreamHandler(identify.ID, func(st network.Stream) {
+		<-release
+		answer(identify.ID, st)
+	})
+}
+
+// TestHeldRequestKeepsLateAddresses: a provider that holds a request for its operator keeps
+// the requester's listen addresses for a restart even when identify, which brings them, ends
+// after the request arrived; after the restart it can reach the requester.
+func TestHeldRequestKeepsLateAddresses(t *testing.T) {
+	prov := newTestAgent(t, "provider", nil)
+	addOffer(t, prov, func(o *protocol.Offer) { o.Approval = protocol.ApprovalManual })
+	req := newRawPeer(t)
+	release := make(chan struct{})
+	lateIdentify(t, req, release)
+	env := sealedRequest(t, req.id, prov, 1)
+	ssaID := env.SSA.ID
+	done := make(chan struct{})
+	defer close(done)
+	// Identify answers once the provider has recorded the request (without waiting for
+	// identify, it does so at once), or after a second (it waits for identify).
+	go func() {
+		defer close(release)
+		for range 50 {
+			if _, err := prov.Negotiation(ssaID); err == nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	if _, err := req.exchange(t, prov, frame(env.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, prov, ssaID, protocol.StateRequestReceived)
+	home := prov.home
+	prov.Close()
+	prov = reopen(t, home)
+	if addrs := prov.host.Peerstore().Addrs(req.h.ID()); len(addrs) == 0 {
+		t.Fatalf("the restarted provider knows no address of the requester (%s, listening on %v)", req.h.ID(), req.h.Addrs())
+	}
 }

@@ -9,8 +9,10 @@ import (
 	"io"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
@@ -18,6 +20,26 @@ import (
 
 // firstFrameTimeout is how long an inbound negotiation stream may stay silent after it opens.
 const firstFrameTimeout = 5 * time.Second
+
+// identified waits, up to timeout, until identify has run on c, the connection of an inbound
+// stream, and reports whether it has. Identify brings the peer's listen addresses (an inbound
+// connection comes from a port the peer does not listen on) and runs alongside the first
+// stream: a message recorded before it ends would find no address of the peer to keep
+// (addrBook), and after a restart this agent could not reach the peer by itself.
+func identified(c network.Conn, h host.Host, timeout time.Duration) bool {
+	ids, ok := h.(interface{ IDService() identify.IDService })
+	if !ok {
+		return false
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ids.IDService().IdentifyWait(c):
+		return true
+	case <-t.C:
+		return false
+	}
+}
 
 // handleStream serves one inbound negotiation stream: frames in, answers out, until the peer
 // closes it. Any misbehaviour resets the stream.
@@ -36,6 +58,9 @@ func (n *negotiator) handleStream(st network.Stream) {
 		log.Debug("negotiation stream silent", "err", err)
 		st.Reset()
 		return
+	}
+	if !identified(st.Conn(), n.host, timeout) {
+		log.Debug("peer not identified in time: its listen addresses may not be kept for a restart")
 	}
 	for {
 		st.SetDeadline(time.Now().Add(timeout))
