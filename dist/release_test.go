@@ -38,7 +38,9 @@ func TestRelease(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "bash", "release.sh", out, version)
-	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=") // the commit's time, not the caller's
+	// The build date is the commit's time, not the caller's; cyclonedx-gomod goes into the
+	// test's own directory, not the caller's GOBIN.
+	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=", "GOBIN="+t.TempDir())
 	log, err := cmd.CombinedOutput()
 	t.Logf("release.sh in %s:\n%s", time.Since(start).Round(time.Second), log)
 	if err != nil {
