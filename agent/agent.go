@@ -37,9 +37,6 @@ import (
 	"github.com/ssanet/ssanet/storage"
 )
 
-// Version is announced in the libp2p user agent.
-const Version = "0.1.0"
-
 // compiledFilters is how many compiled filter expressions an agent keeps (policy.Compiler):
 // agreements made from the same offers and templates share a few expressions.
 const compiledFilters = 64

@@ -75,8 +75,9 @@ func ControlSocket(home string) (string, error) {
 
 // ServeControl serves the control API on the home's socket until ctx ends, and returns once
 // the calls in progress have returned (ctx ends their waits too), so that the caller can
-// close the agent under none of them.
-func (a *Agent) ServeControl(ctx context.Context) error {
+// close the agent under none of them. ready, if not nil, is called once the socket listens:
+// from then on the agent answers (ssanet run tells systemd it is ready).
+func (a *Agent) ServeControl(ctx context.Context, ready func()) error {
 	path := filepath.Join(a.home, SocketFile)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) { // a dead daemon's
 		return fmt.Errorf("remove the stale control socket %s: %w", path, err)
@@ -88,6 +89,9 @@ func (a *Agent) ServeControl(ctx context.Context) error {
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
 		return err
+	}
+	if ready != nil {
+		ready()
 	}
 	srv := &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return ctx }}

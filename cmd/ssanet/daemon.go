@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -74,7 +75,14 @@ func cmdRun(c *cli, args []string) int {
 	for _, addr := range a.Addrs() {
 		log.Info("listening", "addr", addr)
 	}
-	err = a.ServeControl(ctx)
+	err = a.ServeControl(ctx, func() {
+		if err := notifyServiceManager("READY=1\nSTATUS=serving"); err != nil {
+			log.Error("readiness not told to the service manager", "err", err)
+		}
+	})
+	if nerr := notifyServiceManager("STOPPING=1"); nerr != nil {
+		log.Error("stopping not told to the service manager", "err", nerr)
+	}
 	if cerr := a.Close(); err == nil {
 		err = cerr
 	}
@@ -100,4 +108,30 @@ func cmdID(c *cli, args []string) int {
 		fmt.Fprintln(c.stdout, a)
 	}
 	return exitOK
+}
+
+// errNotifySocket means $NOTIFY_SOCKET names no socket ssanet can write to.
+var errNotifySocket = errors.New("NOTIFY_SOCKET is neither a path nor an abstract socket (@NAME)")
+
+// notifyServiceManager sends state (sd_notify(3): READY=1, STOPPING=1, STATUS=...) in one
+// datagram to the Unix socket $NOTIFY_SOCKET, which systemd sets for a Type=notify unit
+// (dist/ssanet.service); without the variable it does nothing.
+func notifyServiceManager(state string) error {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return nil
+	}
+	if addr[0] != '/' && addr[0] != '@' { // vsock:... is for virtual machines' managers
+		return fmt.Errorf("%w: %q", errNotifySocket, addr)
+	}
+	// A leading @ is the abstract namespace; package net maps it to the NUL byte.
+	conn, err := net.Dial("unixgram", addr)
+	if err != nil {
+		return fmt.Errorf("notify the service manager: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(state)); err != nil {
+		return fmt.Errorf("notify the service manager: %w", err)
+	}
+	return nil
 }

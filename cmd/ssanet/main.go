@@ -46,7 +46,7 @@ type command struct {
 // commands is the CLI reference; README.md lists the same.
 func commands() map[string]command {
 	return map[string]command{
-		"version":  {"version: print the version", cmdVersion},
+		"version":  {"version: print the version, commit, Go version and build date (also --version)", cmdVersion},
 		"policy":   {policyApplySynopsis + " | " + policyCheckSynopsis + ": refine or verify records offline", cmdPolicy},
 		"template": {"template example [requester|provider]: print an annotated SSA template", cmdTemplate},
 		"ssa":      {ssaSynopsis() + ": negotiations and agreements", cmdSSA},
@@ -76,12 +76,20 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.home, "home", defaultHome(), "agent home `DIR` (env SSANET_HOME)")
 	fs.BoolVar(&c.json, "json", false, "print data as JSON, given before or after the command (demo, run, template,\nssa export and policy apply print no data and refuse it)")
+	showVersion := fs.Bool("version", false, "print the version, commit, Go version and build date (as the version command)")
 	fs.Usage = func() { usage(stderr, fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
+	}
+	if *showVersion {
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "ssanet: --version takes no command; unexpected %q\n", fs.Arg(0))
+			return exitUsage
+		}
+		return cmdVersion(c, nil)
 	}
 	if fs.NArg() == 0 {
 		usage(stderr, fs)
@@ -214,9 +222,10 @@ func cmdVersion(c *cli, args []string) int {
 	if code := c.parseFlags(c.flags("version", "version"), args); code >= 0 {
 		return code
 	}
+	b := agent.Build()
 	if c.json {
-		return c.printJSON(map[string]string{"version": agent.Version})
+		return c.printJSON(b)
 	}
-	fmt.Fprintf(c.stdout, "ssanet %s\n", agent.Version)
+	fmt.Fprintf(c.stdout, "ssanet %s\ncommit:     %s\ngo:         %s\nbuild date: %s\n", b.Version, b.Commit, b.GoVersion, b.BuildDate)
 	return exitOK
 }
