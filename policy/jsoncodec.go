@@ -105,9 +105,11 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		key := string(kraw)
+		// The name as decoded: the raw bytes themselves unless it holds an escape, so that
+		// no string is made for the names that hold no address (nearly all).
+		key := kraw
 		if esc {
-			key = unescapeJSON(kraw)
+			key = []byte(unescapeJSON(kraw))
 		}
 		if base > 0 {
 			p.path = append(p.path, '.')
@@ -115,12 +117,12 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		p.path = append(p.path, key...)
 		if depth == 0 {
 			for k, r := range p.c.required {
-				if r == key {
+				if r == string(key) {
 					p.seen |= 1 << k
 				}
 			}
 		}
-		if mk := p.w.key(key); mk != key {
+		if mk, ok := p.maskedKey(key); ok {
 			p.out = appendJSONString(p.out, mk)
 		} else {
 			p.out = append(p.out, '"')
@@ -139,7 +141,7 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if depth == 0 && p.c.version != "" && key == p.c.version {
+		if depth == 0 && p.c.version != "" && string(key) == p.c.version {
 			if err := p.checkVersion(vstart); err != nil {
 				return false, err
 			}
@@ -162,6 +164,17 @@ func (p *jsonRW) object(depth int) (bool, error) {
 			return false, p.errf("want ',' or '}'")
 		}
 	}
+}
+
+// maskedKey hands the member name key to the walker and returns what to write instead of
+// it, if anything.
+func (p *jsonRW) maskedKey(key []byte) (string, bool) {
+	if p.w.plainKey(key) {
+		return "", false
+	}
+	ks := string(key)
+	mk := p.w.key(ks)
+	return mk, mk != ks
 }
 
 func (p *jsonRW) checkVersion(start int) error {

@@ -108,6 +108,12 @@ func (w *walker) slotText(field, s string, sl slot) (string, bool) {
 	return out, drop
 }
 
+// plainKey reports whether the member name key is nothing to the walker: it holds no
+// address and nothing checks it, so key would return it unchanged and record nothing.
+func (w *walker) plainKey(key []byte) bool {
+	return w.check == nil && !mayHoldIP(key)
+}
+
 // key handles a JSON member name: only the address scopes apply to it.
 func (w *walker) key(s string) string {
 	out := s
