@@ -9,6 +9,8 @@ import (
 	"cel.dev/cel-go/common/cost"
 	"cel.dev/cel-go/common/operators"
 	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/interpreter"
 )
 
 // Limits on a filter expression. A requester writes it and the provider runs it on every
@@ -136,7 +138,13 @@ func viewKeys(a *celast.AST) []string {
 // eval runs the filter on a view. An evaluation error (a missing key, the cost limit) or a
 // non-bool result excludes the record.
 func (f *filter) eval(view map[string]any) (bool, error) {
-	out, _, err := f.prg.Eval(map[string]any{viewVar: view})
+	return f.evalIn(newViewActivation(view))
+}
+
+// evalIn is eval on a view already made an activation, which can serve every record of a
+// stream.
+func (f *filter) evalIn(act *viewActivation) (bool, error) {
+	out, _, err := f.prg.Eval(act)
 	if err != nil {
 		return false, err
 	}
@@ -146,6 +154,24 @@ func (f *filter) eval(view map[string]any) (bool, error) {
 	}
 	return b, nil
 }
+
+// viewActivation binds r to a view for CEL. The view is converted to a CEL value once, when
+// the activation is made: a walker clears and refills its view map for each record, never
+// replaces it, so one activation serves a whole stream.
+type viewActivation struct{ r ref.Val }
+
+func newViewActivation(view map[string]any) *viewActivation {
+	return &viewActivation{r: types.DefaultTypeAdapter.NativeToValue(view)}
+}
+
+func (a *viewActivation) ResolveName(name string) (any, bool) {
+	if name == viewVar {
+		return a.r, true
+	}
+	return nil, false
+}
+
+func (*viewActivation) Parent() interpreter.Activation { return nil }
 
 // viewSizes tells CEL's static cost estimate how long the values of the view are (r["k"] is
 // the path r.@values); every other size is what CEL derives from the expression.

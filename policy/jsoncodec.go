@@ -22,6 +22,9 @@ type jsonCodec struct {
 	required      []string
 	version       string
 	versionPrefix string
+	// path is the buffer of the path of the value being read, kept from one record to the
+	// next: a jsonCodec is not safe for concurrent use.
+	path []byte
 }
 
 type jsonRW struct {
@@ -36,7 +39,8 @@ type jsonRW struct {
 }
 
 func (c *jsonCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
-	p := jsonRW{c: c, in: raw, out: dst, w: w}
+	p := jsonRW{c: c, in: raw, out: dst, w: w, path: c.path[:0]}
+	defer func() { c.path = p.path[:0] }()
 	p.ws()
 	if p.i >= len(p.in) || p.in[p.i] != '{' {
 		return dst, p.errf("want a JSON object")
