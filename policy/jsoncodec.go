@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -22,9 +23,103 @@ type jsonCodec struct {
 	required      []string
 	version       string
 	versionPrefix string
-	// path is the buffer of the path of the value being read, kept from one record to the
-	// next: a jsonCodec is not safe for concurrent use.
-	path []byte
+	// tree holds paths and slots by segment, so that a value's path is matched as it is
+	// read, without building it. It caches what a walker names: a jsonCodec is not safe
+	// for concurrent use.
+	tree *pathNode
+}
+
+// pathNode is a native path of a jsonCodec's paths or slots, or a prefix of one. A path
+// is the member names from the root joined by dots ("*" for an array element); the tree
+// splits it at every dot, so a member name holding a dot matches as the path it makes.
+type pathNode struct {
+	field string // the view field of the path, "" if none
+	slot  slot
+	kids  []pathKid
+	// named is field as the walker w names it (walker.named), once asked.
+	w     *walker
+	named string
+}
+
+type pathKid struct {
+	seg  string
+	node *pathNode
+}
+
+func newPathTree(paths map[string]string, slots map[string]slot) *pathNode {
+	root := &pathNode{}
+	add := func(path string) *pathNode {
+		n := root
+		for seg := range strings.SplitSeq(path, ".") {
+			n = n.addKid(seg)
+		}
+		return n
+	}
+	for path, f := range paths {
+		add(path).field = f
+	}
+	for path, sl := range slots {
+		add(path).slot = sl
+	}
+	return root
+}
+
+func (n *pathNode) addKid(seg string) *pathNode {
+	for _, k := range n.kids {
+		if k.seg == seg {
+			return k.node
+		}
+	}
+	k := &pathNode{}
+	n.kids = append(n.kids, pathKid{seg, k})
+	return k
+}
+
+// kid returns the node of the path n's path continued by the member name key (split at its
+// dots), nil if no path of the tree starts so.
+func (n *pathNode) kid(key []byte) *pathNode {
+	for n != nil {
+		seg := key
+		i := bytes.IndexByte(key, '.')
+		if i >= 0 {
+			seg = key[:i]
+		}
+		var next *pathNode
+		for _, k := range n.kids {
+			if k.seg == string(seg) {
+				next = k.node
+				break
+			}
+		}
+		n = next
+		if i < 0 {
+			break
+		}
+		key = key[i+1:]
+	}
+	return n
+}
+
+// at is a position in the path tree: the node of the path so far (nil: no path of the tree
+// starts with it) and whether that path is still empty (a leading empty member name adds
+// nothing to a path, not even a dot).
+type at struct {
+	node  *pathNode
+	empty bool
+}
+
+// in returns the position after the member name key (or "*" for an array element).
+func (a at) in(key []byte) at {
+	if a.empty {
+		if len(key) == 0 {
+			return a
+		}
+		return at{node: a.node.kid(key)}
+	}
+	if a.node == nil {
+		return a
+	}
+	return at{node: a.node.kid(key)}
 }
 
 type jsonRW struct {
@@ -33,14 +128,16 @@ type jsonRW struct {
 	i     int
 	out   []byte
 	w     *walker
-	path  []byte
+	at    at
 	seen  uint64
 	spans [4]ipSpan
 }
 
 func (c *jsonCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
-	p := jsonRW{c: c, in: raw, out: dst, w: w, path: c.path[:0]}
-	defer func() { c.path = p.path[:0] }()
+	if c.tree == nil {
+		c.tree = newPathTree(c.paths, c.slots)
+	}
+	p := jsonRW{c: c, in: raw, out: dst, w: w, at: at{node: c.tree, empty: true}}
 	p.ws()
 	if p.i >= len(p.in) || p.in[p.i] != '{' {
 		return dst, p.errf("want a JSON object")
@@ -89,7 +186,7 @@ func (p *jsonRW) object(depth int) (bool, error) {
 	}
 	p.i++
 	p.out = append(p.out, '{')
-	base := len(p.path)
+	base := p.at
 	p.ws()
 	if p.peek() == '}' {
 		p.i++
@@ -115,10 +212,7 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		if esc {
 			key = []byte(unescapeJSON(kraw))
 		}
-		if base > 0 {
-			p.path = append(p.path, '.')
-		}
-		p.path = append(p.path, key...)
+		p.at = base.in(key)
 		if depth == 0 {
 			for k, r := range p.c.required {
 				if r == string(key) {
@@ -155,7 +249,7 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		} else {
 			n++
 		}
-		p.path = p.path[:base]
+		p.at = base
 		p.ws()
 		switch p.peek() {
 		case ',':
@@ -196,12 +290,9 @@ func (p *jsonRW) array(depth int) error {
 	}
 	p.i++
 	p.out = append(p.out, '[')
-	base := len(p.path)
-	if base > 0 {
-		p.path = append(p.path, '.')
-	}
-	p.path = append(p.path, '*')
-	defer func() { p.path = p.path[:base] }()
+	base := p.at
+	p.at = base.in(elemSeg)
+	defer func() { p.at = base }()
 	p.ws()
 	if p.peek() == ']' {
 		p.i++
@@ -258,11 +349,27 @@ func (p *jsonRW) value(depth int) (bool, error) {
 	return false, p.errf("want a value")
 }
 
+// elemSeg is the path segment of an array element.
+var elemSeg = []byte("*")
+
+// field returns the view field at the current path, if the walker needs to know it.
 func (p *jsonRW) field() string {
-	if len(p.c.paths) == 0 {
+	n := p.at.node
+	if n == nil || n.field == "" {
 		return ""
 	}
-	return p.w.named(p.c.paths[string(p.path)])
+	if n.w != p.w {
+		n.w, n.named = p.w, p.w.named(n.field)
+	}
+	return n.named
+}
+
+// slot returns the slot of the current path.
+func (p *jsonRW) slot() slot {
+	if n := p.at.node; n != nil {
+		return n.slot
+	}
+	return slotText
 }
 
 func (p *jsonRW) stringValue() (bool, error) {
@@ -282,7 +389,7 @@ func (p *jsonRW) stringValue() (bool, error) {
 	if esc {
 		s = unescapeJSON(raw)
 	}
-	out, drop := w.slotText(field, s, p.c.slots[string(p.path)])
+	out, drop := w.slotText(field, s, p.slot())
 	if drop {
 		return true, nil
 	}
@@ -332,7 +439,7 @@ func (p *jsonRW) numberValue() (bool, error) {
 		p.out = append(p.out, in[start:p.i]...)
 		return false, nil
 	}
-	out, drop, quoted := p.w.number(field, string(in[start:p.i]), p.c.slots[string(p.path)])
+	out, drop, quoted := p.w.number(field, string(in[start:p.i]), p.slot())
 	switch {
 	case drop:
 		return true, nil
