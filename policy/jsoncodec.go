@@ -380,10 +380,31 @@ func (p *jsonRW) stringValue() (bool, error) {
 	}
 	field := p.field()
 	w := p.w
-	// A \u escape can hide a dot or a colon, so such strings are always decoded.
-	if field == "" && !w.wantIPs && w.check == nil && (w.mask == nil || !esc && (!mayHoldIP(raw) || len(findIPs(p.spans[:0], raw)) == 0) || esc && !mayHoldIP(raw) && !bytes.Contains(raw, []byte(`\u`))) {
-		p.out = append(p.out, p.in[start:p.i]...)
-		return false, nil
+	if field == "" && !w.wantIPs && w.check == nil {
+		// Unnamed text that only the masker reads (in no slot of the schema): scanned once, and rewritten from the
+		// spans found. A \u escape can hide a dot or a colon, so such strings are always
+		// decoded.
+		switch {
+		case w.mask == nil || esc && !mayHoldIP(raw) && !bytes.Contains(raw, []byte(`\u`)):
+			p.out = append(p.out, p.in[start:p.i]...)
+			return false, nil
+		case !esc && p.slot() == slotText:
+			var spans []ipSpan
+			if mayHoldIP(raw) {
+				spans = findIPs(p.spans[:0], raw)
+			}
+			if len(spans) == 0 {
+				p.out = append(p.out, p.in[start:p.i]...)
+				return false, nil
+			}
+			mark := len(p.out)
+			p.out = append(p.out, '"')
+			if out, ok := w.mask.appendText(p.out, raw, spans); ok {
+				p.out = append(out, '"')
+				return false, nil
+			}
+			p.out = p.out[:mark]
+		}
 	}
 	s := string(raw)
 	if esc {
