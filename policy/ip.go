@@ -51,9 +51,15 @@ func findIPs[T string | []byte](dst []ipSpan, s T) []ipSpan {
 	return dst
 }
 
-func isIPChar(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '.' || c == ':'
-}
+func isIPChar(c byte) bool { return ipChars[c] }
+
+// ipChars marks the characters of an address literal: hex digits, '.' and ':'.
+var ipChars = func() (t [256]bool) {
+	for _, c := range []byte("0123456789abcdefABCDEF.:") {
+		t[c] = true
+	}
+	return t
+}()
 
 func isWordChar(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'

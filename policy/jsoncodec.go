@@ -202,7 +202,7 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		if n > 0 {
 			p.out = append(p.out, ',')
 		}
-		kraw, esc, err := p.str()
+		kraw, esc, mayIP, err := p.str()
 		if err != nil {
 			return false, err
 		}
@@ -211,6 +211,7 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		key := kraw
 		if esc {
 			key = []byte(unescapeJSON(kraw))
+			mayIP = mayHoldIP(key)
 		}
 		p.at = base.in(key)
 		if depth == 0 {
@@ -220,7 +221,7 @@ func (p *jsonRW) object(depth int) (bool, error) {
 				}
 			}
 		}
-		if mk, ok := p.maskedKey(key); ok {
+		if mk, ok := p.maskedKey(key, mayIP); ok {
 			p.out = appendJSONString(p.out, mk)
 		} else {
 			p.out = append(p.out, '"')
@@ -265,9 +266,9 @@ func (p *jsonRW) object(depth int) (bool, error) {
 }
 
 // maskedKey hands the member name key to the walker and returns what to write instead of
-// it, if anything.
-func (p *jsonRW) maskedKey(key []byte) (string, bool) {
-	if p.w.plainKey(key) {
+// it, if anything; mayIP is mayHoldIP(key).
+func (p *jsonRW) maskedKey(key []byte, mayIP bool) (string, bool) {
+	if p.w.plainKey(mayIP) {
 		return "", false
 	}
 	ks := string(key)
@@ -374,7 +375,7 @@ func (p *jsonRW) slot() slot {
 
 func (p *jsonRW) stringValue() (bool, error) {
 	start := p.i
-	raw, esc, err := p.str()
+	raw, esc, mayIP, err := p.str()
 	if err != nil {
 		return false, err
 	}
@@ -385,12 +386,12 @@ func (p *jsonRW) stringValue() (bool, error) {
 		// spans found. A \u escape can hide a dot or a colon, so such strings are always
 		// decoded.
 		switch {
-		case w.mask == nil || esc && !mayHoldIP(raw) && !bytes.Contains(raw, []byte(`\u`)):
+		case w.mask == nil || esc && !mayIP && !bytes.Contains(raw, []byte(`\u`)):
 			p.out = append(p.out, p.in[start:p.i]...)
 			return false, nil
 		case !esc && p.slot() == slotText:
 			var spans []ipSpan
-			if mayHoldIP(raw) {
+			if mayIP {
 				spans = findIPs(p.spans[:0], raw)
 			}
 			if len(spans) == 0 {
@@ -481,43 +482,68 @@ func (p *jsonRW) literal(lit string) error {
 	return nil
 }
 
-// str reads a string token and returns its raw contents (without quotes) and whether it
-// holds escapes.
-func (p *jsonRW) str() ([]byte, bool, error) {
+// strClass sorts the bytes of a string token for str: the ones it must stop at, and the dots
+// and colons it counts.
+var strClass = func() (t [256]uint8) {
+	for c := range 0x20 {
+		t[c] = classControl
+	}
+	t['"'], t['\\'], t['.'], t[':'] = classQuote, classEscape, classDot, classColon
+	return t
+}()
+
+const (
+	classPlain = iota
+	classControl
+	classQuote
+	classEscape
+	classDot
+	classColon
+)
+
+// str reads a string token and returns its raw contents (without quotes), whether it holds
+// escapes, and whether it may hold an IP literal (mayHoldIP of the contents as written).
+func (p *jsonRW) str() (raw []byte, esc, mayIP bool, err error) {
 	p.i++
 	start := p.i
-	esc := false
 	in := p.in
+	dots, colons := 0, 0
 	for p.i < len(in) {
 		c := in[p.i]
-		switch {
-		case c == '"':
+		switch strClass[c] {
+		case classPlain:
+			p.i++
+		case classDot:
+			dots++
+			p.i++
+		case classColon:
+			colons++
+			p.i++
+		case classQuote:
 			raw := in[start:p.i]
 			p.i++
-			return raw, esc, nil
-		case c == '\\':
+			return raw, esc, dots >= 3 || colons >= 2, nil
+		case classEscape:
 			esc = true
 			if p.i+1 >= len(in) {
-				return nil, false, p.errf("unterminated string")
+				return nil, false, false, p.errf("unterminated string")
 			}
 			switch in[p.i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				p.i += 2
 			case 'u':
 				if p.i+6 > len(in) || !isHex4(in[p.i+2:p.i+6]) {
-					return nil, false, p.errf("bad \\u escape")
+					return nil, false, false, p.errf("bad \\u escape")
 				}
 				p.i += 6
 			default:
-				return nil, false, p.errf("bad escape")
+				return nil, false, false, p.errf("bad escape")
 			}
-		case c < 0x20:
-			return nil, false, p.errf("control character in string")
 		default:
-			p.i++
+			return nil, false, false, p.errf("control character in string")
 		}
 	}
-	return nil, false, p.errf("unterminated string")
+	return nil, false, false, p.errf("unterminated string")
 }
 
 func isHex4(b []byte) bool {

@@ -108,10 +108,11 @@ func (w *walker) slotText(field, s string, sl slot) (string, bool) {
 	return out, drop
 }
 
-// plainKey reports whether the member name key is nothing to the walker: it holds no
-// address and nothing checks it, so key would return it unchanged and record nothing.
-func (w *walker) plainKey(key []byte) bool {
-	return w.check == nil && !mayHoldIP(key)
+// plainKey reports whether a member name is nothing to the walker: it holds no address
+// (mayIP is mayHoldIP of the name) and nothing checks it, so key would return it unchanged
+// and record nothing.
+func (w *walker) plainKey(mayIP bool) bool {
+	return w.check == nil && !mayIP
 }
 
 // key handles a JSON member name: only the address scopes apply to it.
