@@ -175,8 +175,9 @@ func (e *Enforcer) Refine(dst, raw []byte) ([]byte, error) {
 
 // keep applies the filters to the view as read.
 func (e *Enforcer) keep() bool {
+	small := e.w.small()
 	for i, f := range e.ssp.filters {
-		ok, err := f.evalIn(e.act)
+		ok, err := f.evalIn(e.act, small)
 		if err != nil {
 			e.stats.FilterErrors++
 			e.log.Debug("filter not evaluated: record excluded", "err", err)

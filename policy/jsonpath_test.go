@@ -44,3 +44,48 @@ func TestJSONPaths(t *testing.T) {
 		})
 	}
 }
+
+// TestViewSmall checks when a filter may run without the runtime cost accounting: only
+// when no string of the view is longer than viewValueHint bytes and related.ip has no more
+// elements than viewValueHint.
+func TestViewSmall(t *testing.T) {
+	long := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = 'a'
+		}
+		return string(b)
+	}
+	ips := func(n int) string {
+		s := ""
+		for i := range n {
+			s += "10.0." + itoa(i/256) + "." + itoa(i%256) + " "
+		}
+		return s
+	}
+	const head = `{"timestamp":"2024-07-30T16:53:24.501575+0000","event_type":"flow",`
+	tests := []struct {
+		name, rec string
+		small     bool
+	}{
+		{"short", `"http":{"url":"/x"}}`, true},
+		{"at the hint", `"http":{"url":"` + long(viewValueHint) + `"}}`, true},
+		{"over the hint", `"http":{"url":"` + long(viewValueHint+1) + `"}}`, false},
+		{"long unread field", `"payload":"` + long(10*viewValueHint) + `"}`, true},
+		{"addresses at the hint", `"payload":"` + ips(viewValueHint) + `"}`, true},
+		{"addresses over the hint", `"payload":"` + ips(viewValueHint+1) + `"}`, false},
+	}
+	pol := &protocol.Policy{Filtering: []protocol.Filter{{Expr: `r["url.original"] != "" || r["related.ip"].size() > 0`}}}
+	e, err := NewEnforcer(mustCompile(t, ssaFor(pol, "eve")), "eve", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		if _, err := e.Refine(nil, []byte(head+tt.rec)); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.w.small(); got != tt.small {
+			t.Errorf("%s: small = %v, want %v", tt.name, got, tt.small)
+		}
+	}
+}

@@ -55,6 +55,7 @@ type walker struct {
 	wantIPs bool           // collect related.ip
 	ips     []string
 	mips    []string
+	maxLen  int      // the longest string captured in a view since reset
 	check   *checker // nil unless verifying
 	// relevant, if not nil, lists the view fields worth a look: those the views need and
 	// those masked by name. Values of other fields are handled as unnamed text.
@@ -74,6 +75,13 @@ func (w *walker) reset() {
 	clear(w.mview)
 	w.ips = w.ips[:0]
 	w.mips = w.mips[:0]
+	w.maxLen = 0
+}
+
+// small reports whether every value of the views is within viewValueHint: no string
+// longer in bytes, no related.ip list longer in elements.
+func (w *walker) small() bool {
+	return w.maxLen <= viewValueHint && len(w.ips) <= viewValueHint && len(w.mips) <= viewValueHint
 }
 
 // text handles one text value found at field ("" for a location outside the view) and
@@ -159,6 +167,9 @@ func (w *walker) number(field, raw string, sl slot) (out string, drop, quoted bo
 
 // value records a typed value that is not masked (syslog priority, time).
 func (w *walker) value(field string, v any) {
+	if s, ok := v.(string); ok {
+		w.maxLen = max(w.maxLen, len(s))
+	}
 	if w.view != nil {
 		if _, ok := w.view[field]; !ok {
 			w.view[field] = v
@@ -191,6 +202,7 @@ func (w *walker) capture(view map[string]any, field, s string) {
 		return
 	}
 	s = strings.TrimSpace(s)
+	w.maxLen = max(w.maxLen, len(s))
 	switch w.kinds[field] {
 	case kindInt:
 		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
