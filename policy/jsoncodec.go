@@ -78,26 +78,19 @@ func (n *pathNode) addKid(seg string) *pathNode {
 // kid returns the node of the path n's path continued by the member name key (split at its
 // dots), nil if no path of the tree starts so.
 func (n *pathNode) kid(key []byte) *pathNode {
-	for n != nil {
-		seg := key
-		i := bytes.IndexByte(key, '.')
-		if i >= 0 {
-			seg = key[:i]
-		}
-		var next *pathNode
-		for _, k := range n.kids {
-			if k.seg == string(seg) {
-				next = k.node
-				break
-			}
-		}
-		n = next
-		if i < 0 {
-			break
-		}
-		key = key[i+1:]
+	if n == nil || len(n.kids) == 0 {
+		return nil
 	}
-	return n
+	for _, k := range n.kids {
+		if len(k.seg) == len(key) && k.seg == string(key) {
+			return k.node
+		}
+	}
+	// No segment holds a dot: a name with one continues the path by several segments.
+	if i := bytes.IndexByte(key, '.'); i >= 0 {
+		return n.kid(key[:i]).kid(key[i+1:])
+	}
+	return nil
 }
 
 // at is a position in the path tree: the node of the path so far (nil: no path of the tree
