@@ -82,7 +82,7 @@ func (n *pathNode) kid(key []byte) *pathNode {
 		return nil
 	}
 	for _, k := range n.kids {
-		if len(k.seg) == len(key) && k.seg == string(key) {
+		if len(k.seg) == len(key) && len(key) > 0 && k.seg[0] == key[0] && k.seg == string(key) {
 			return k.node
 		}
 	}
@@ -156,6 +156,9 @@ func (p *jsonRW) errf(format string, a ...any) error {
 }
 
 func (p *jsonRW) ws() {
+	if p.i < len(p.in) && p.in[p.i] > ' ' {
+		return // the usual case: compact JSON
+	}
 	for p.i < len(p.in) {
 		switch p.in[p.i] {
 		case ' ', '\t', '\n', '\r':

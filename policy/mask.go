@@ -116,6 +116,9 @@ var tokenPrefix = netip.MustParsePrefix("2001:db8::/32")
 // value returns the masked form of s found at field in slot sl, and whether the value is to
 // be removed.
 func (m *masker) value(field, s string, sl slot) (string, bool) {
+	if !mayHoldIP(s) && !m.names(field) {
+		return s, false // no address for a scope, no rule for the field
+	}
 	for i := range m.rules {
 		r := &m.rules[i]
 		if r.Method == protocol.MaskNone || !r.applies(field) {
@@ -206,6 +209,19 @@ func (m *masker) appendMaskAddr(dst []byte, r *keyedRule, a netip.Addr) []byte {
 		}
 	}
 	return append(dst, m.maskAddr(r, a)...)
+}
+
+// names reports whether a rule of scope fields names field.
+func (m *masker) names(field string) bool {
+	if field == "" {
+		return false
+	}
+	for i := range m.rules {
+		if r := &m.rules[i]; r.Scope == protocol.ScopeFields && r.Method != protocol.MaskNone && r.hasField(field) {
+			return true
+		}
+	}
+	return false
 }
 
 // removed is what remove leaves of a value: nothing, except where the schema requires the
