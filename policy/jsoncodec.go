@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -35,7 +36,10 @@ type jsonCodec struct {
 type pathNode struct {
 	field string // the view field of the path, "" if none
 	slot  slot
-	kids  []pathKid
+	kids  []pathKid // sorted by segment
+	// first, for a node of many kids, indexes them by first byte: the kids whose segment
+	// starts with c are kids[first[c]:first[c+1]].
+	first *[257]uint16
 	// named is field as the walker w names it (walker.named), once asked.
 	w     *walker
 	named string
@@ -61,7 +65,33 @@ func newPathTree(paths map[string]string, slots map[string]slot) *pathNode {
 	for path, sl := range slots {
 		add(path).slot = sl
 	}
+	root.index()
 	return root
+}
+
+// index sorts the kids of n and of its descendants and indexes those of many.
+func (n *pathNode) index() {
+	slices.SortFunc(n.kids, func(a, b pathKid) int { return strings.Compare(a.seg, b.seg) })
+	if len(n.kids) > 4 {
+		n.first = new([257]uint16)
+		for c := range 256 {
+			n.first[c+1] = n.first[c]
+			for _, k := range n.kids {
+				if k.seg != "" && int(k.seg[0]) == c {
+					n.first[c+1]++
+				}
+			}
+		}
+		// Kids with an empty segment sort first and are never looked up by first byte.
+		if len(n.kids) > 0 && n.kids[0].seg == "" {
+			for c := range n.first {
+				n.first[c]++
+			}
+		}
+	}
+	for _, k := range n.kids {
+		k.node.index()
+	}
 }
 
 func (n *pathNode) addKid(seg string) *pathNode {
@@ -81,8 +111,12 @@ func (n *pathNode) kid(key []byte) *pathNode {
 	if n == nil || len(n.kids) == 0 {
 		return nil
 	}
-	for _, k := range n.kids {
-		if len(k.seg) == len(key) && len(key) > 0 && k.seg[0] == key[0] && k.seg == string(key) {
+	kids := n.kids
+	if n.first != nil && len(key) > 0 {
+		kids = kids[n.first[key[0]]:n.first[int(key[0])+1]]
+	}
+	for _, k := range kids {
+		if len(k.seg) == len(key) && k.seg == string(key) {
 			return k.node
 		}
 	}
