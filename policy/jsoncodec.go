@@ -17,17 +17,19 @@ const maxDepth = 64
 // belong to the normalised view, so a record is never turned into a generic tree.
 type jsonCodec struct {
 	paths map[string]string // native dotted path ("*" for array elements) -> view field
-	// slots are the native paths the format's schema types as an address.
-	slots map[string]slot
 	// required top-level keys; version, if set, is a key whose string value must start with
 	// versionPrefix.
 	required      []string
 	version       string
 	versionPrefix string
-	// tree holds paths and slots by segment, so that a value's path is matched as it is
-	// read, without building it. It caches what a walker names: a jsonCodec is not safe
+	// shared holds paths and the paths the format's schema gives a slot, by segment, so
+	// that a value's path is matched as it is read, without building it; it is the
+	// format's, never changed. tree is shared, or for a walker that does not name every
+	// field the codec's own copy, named for that walker (namedBy). A jsonCodec is not safe
 	// for concurrent use.
-	tree *pathNode
+	shared  *pathNode
+	tree    *pathNode
+	namedBy *walker
 }
 
 // pathNode is a native path of a jsonCodec's paths or slots, or a prefix of one. A path
@@ -40,8 +42,8 @@ type pathNode struct {
 	// first, for a node of many kids, indexes them by first byte: the kids whose segment
 	// starts with c are kids[first[c]:first[c+1]].
 	first *[257]uint16
-	// named is field as the walker w names it (walker.named), once asked.
-	w     *walker
+	// named is field as the walker names it (walker.named): field itself in a format's
+	// tree, for a walker that names every field.
 	named string
 }
 
@@ -60,13 +62,25 @@ func newPathTree(paths map[string]string, slots map[string]slot) *pathNode {
 		return n
 	}
 	for path, f := range paths {
-		add(path).field = f
+		n := add(path)
+		n.field, n.named = f, f
 	}
 	for path, sl := range slots {
 		add(path).slot = sl
 	}
 	root.index()
 	return root
+}
+
+// namedFor returns a copy of the tree of root n whose nodes hold their field as w names it.
+func (n *pathNode) namedFor(w *walker) *pathNode {
+	c := *n
+	c.named = w.named(n.field)
+	c.kids = make([]pathKid, len(n.kids))
+	for i, k := range n.kids {
+		c.kids[i] = pathKid{k.seg, k.node.namedFor(w)}
+	}
+	return &c
 }
 
 // index sorts the kids of n and of its descendants and indexes those of many.
@@ -161,8 +175,11 @@ type jsonRW struct {
 }
 
 func (c *jsonCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
-	if c.tree == nil {
-		c.tree = newPathTree(c.paths, c.slots)
+	switch {
+	case w.relevant == nil:
+		c.tree, c.namedBy = c.shared, nil
+	case c.namedBy != w:
+		c.tree, c.namedBy = c.shared.namedFor(w), w
 	}
 	p := jsonRW{c: c, in: raw, out: dst, w: w, at: at{node: c.tree, empty: true}}
 	p.ws()
@@ -385,14 +402,10 @@ var elemSeg = []byte("*")
 
 // field returns the view field at the current path, if the walker needs to know it.
 func (p *jsonRW) field() string {
-	n := p.at.node
-	if n == nil || n.field == "" {
-		return ""
+	if n := p.at.node; n != nil {
+		return n.named
 	}
-	if n.w != p.w {
-		n.w, n.named = p.w, p.w.named(n.field)
-	}
-	return n.named
+	return ""
 }
 
 // slot returns the slot of the current path.
