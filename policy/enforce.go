@@ -72,6 +72,7 @@ type Enforcer struct {
 	spec    *formatSpec
 	codec   codec
 	w       walker
+	act     *viewActivation // the filters' activation over w.view
 	sum     *summarizer
 	log     *slog.Logger
 	stats   Stats
@@ -101,6 +102,7 @@ func NewEnforcer(p *SSP, format string, cfg Config) (*Enforcer, error) {
 	e.w = walker{kinds: spec.fields, mask: m}
 	if len(p.filters) > 0 || p.summary != nil {
 		e.w.view = map[string]any{}
+		e.act = newViewActivation(e.w.view)
 	}
 	if len(p.filters) > 0 {
 		e.stats.FilteredBy = make([]int64, len(p.filters))
@@ -173,8 +175,9 @@ func (e *Enforcer) Refine(dst, raw []byte) ([]byte, error) {
 
 // keep applies the filters to the view as read.
 func (e *Enforcer) keep() bool {
+	small := e.w.small()
 	for i, f := range e.ssp.filters {
-		ok, err := f.eval(e.w.view)
+		ok, err := f.evalIn(e.act, small)
 		if err != nil {
 			e.stats.FilterErrors++
 			e.log.Debug("filter not evaluated: record excluded", "err", err)
@@ -243,12 +246,10 @@ func (e *Enforcer) Run(ctx context.Context, r io.Reader, w io.Writer) (Stats, er
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		var ioErr *readError
-		if errors.As(err, &ioErr) {
-			return e.stats, ioErr.err
-		}
 		if err == nil {
 			buf, err = e.Refine(buf[:0], rec)
+		} else if ioErr := (*readError)(nil); errors.As(err, &ioErr) {
+			return e.stats, ioErr.err
 		} else {
 			e.stats.Records++
 			e.stats.Malformed++

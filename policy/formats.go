@@ -98,8 +98,9 @@ func jsonFormat(name string, maps []fieldMap, slots map[string]slot, required []
 	if name == protocol.FormatEVE {
 		fr = frameLine
 	}
+	tree := newPathTree(paths, slots)
 	return &formatSpec{name: name, framing: fr, fields: kindsOf(maps, nil), codec: func(int) codec {
-		return &jsonCodec{paths: paths, slots: slots, required: required, version: version, versionPrefix: prefix}
+		return &jsonCodec{paths: paths, shared: tree, required: required, version: version, versionPrefix: prefix}
 	}}
 }
 

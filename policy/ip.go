@@ -51,9 +51,15 @@ func findIPs[T string | []byte](dst []ipSpan, s T) []ipSpan {
 	return dst
 }
 
-func isIPChar(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '.' || c == ':'
-}
+func isIPChar(c byte) bool { return ipChars[c] }
+
+// ipChars marks the characters of an address literal: hex digits, '.' and ':'.
+var ipChars = func() (t [256]bool) {
+	for _, c := range []byte("0123456789abcdefABCDEF.:") {
+		t[c] = true
+	}
+	return t
+}()
 
 func isWordChar(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
@@ -73,8 +79,20 @@ func findV6[T string | []byte](s T, i, j int) (ipSpan, bool) {
 		return ipSpan{}, false
 	}
 	// An IPv6 literal holds no dot, or the three of an embedded IPv4 address: this rules
-	// out time stamps (15:01:09.820360) cheaply.
-	if d := countDots(s[i:j]); d != 0 && d != 3 {
+	// out time stamps (15:01:09.820360) cheaply. Without "::" it has seven colons, or six
+	// before an IPv4 address, and the candidates below drop at most seven of the run's: this
+	// rules out MAC addresses and long fingerprints before any of them is parsed.
+	dots, colons, double := 0, 0, false
+	for k := i; k < j; k++ {
+		switch s[k] {
+		case '.':
+			dots++
+		case ':':
+			colons++
+			double = double || k > i && s[k-1] == ':'
+		}
+	}
+	if dots != 0 && dots != 3 || !double && (colons < 6 || colons > 14) {
 		return ipSpan{}, false
 	}
 	tries := 0
@@ -92,11 +110,151 @@ func findV6[T string | []byte](s T, i, j int) (ipSpan, bool) {
 		if j-b > 64 {
 			continue
 		}
-		if a, err := netip.ParseAddr(string(s[b:j])); err == nil && a.Is6() {
+		if a, ok := parseV6(s[b:j]); ok {
 			return ipSpan{start: b, end: j, addr: a}, true
 		}
 	}
 	return ipSpan{}, false
+}
+
+// parseV6 parses s as an IPv6 literal without a zone: it accepts what netip.ParseAddr
+// accepts as an IPv6 address (TestParseV6 compares them), but fails without allocating,
+// and first rejects cheaply the runs of hex digits and colons that are no address: MAC
+// addresses, TLS fingerprints, serial numbers (a group of more than four digits, more than
+// eight colons, or fewer than seven without "::").
+func parseV6[T string | []byte](s T) (netip.Addr, bool) {
+	colons, double, group := 0, false, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case ':':
+			colons++
+			double = double || i > 0 && s[i-1] == ':'
+			group = 0
+		case '.':
+			if colons == 0 {
+				return netip.Addr{}, false // netip reads it as IPv4
+			}
+			group = 0
+		default:
+			if group++; group > 4 {
+				return netip.Addr{}, false
+			}
+		}
+	}
+	if colons > 8 || colons < 7 && !double && countDots(s) == 0 {
+		return netip.Addr{}, false
+	}
+	var ip [16]byte
+	ellipsis := -1 // position of the ellipsis in ip
+	if len(s) >= 2 && s[0] == ':' && s[1] == ':' {
+		ellipsis = 0
+		s = s[2:]
+		if len(s) == 0 {
+			return netip.IPv6Unspecified(), true
+		}
+	}
+	i := 0
+	for i < 16 {
+		off := 0
+		acc := uint32(0)
+	digits:
+		for ; off < len(s); off++ {
+			c := s[off]
+			switch {
+			case c >= '0' && c <= '9':
+				acc = acc<<4 + uint32(c-'0')
+			case c >= 'a' && c <= 'f':
+				acc = acc<<4 + uint32(c-'a'+10)
+			case c >= 'A' && c <= 'F':
+				acc = acc<<4 + uint32(c-'A'+10)
+			default:
+				break digits
+			}
+			if off > 3 {
+				return netip.Addr{}, false
+			}
+		}
+		if off == 0 {
+			return netip.Addr{}, false
+		}
+		if off < len(s) && s[off] == '.' {
+			// A trailing IPv4 address, in the last 32 bits.
+			if ellipsis < 0 && i != 12 || i+4 > 16 || !parseV4Fields(s, ip[i:i+4]) {
+				return netip.Addr{}, false
+			}
+			s = s[len(s):]
+			i += 4
+			break
+		}
+		ip[i], ip[i+1] = byte(acc>>8), byte(acc)
+		i += 2
+		s = s[off:]
+		if len(s) == 0 {
+			break
+		}
+		if s[0] != ':' || len(s) == 1 {
+			return netip.Addr{}, false
+		}
+		s = s[1:]
+		if s[0] == ':' {
+			if ellipsis >= 0 {
+				return netip.Addr{}, false
+			}
+			ellipsis = i
+			s = s[1:]
+			if len(s) == 0 {
+				break
+			}
+		}
+	}
+	if len(s) != 0 {
+		return netip.Addr{}, false
+	}
+	if i < 16 {
+		if ellipsis < 0 {
+			return netip.Addr{}, false
+		}
+		n := 16 - i
+		for j := i - 1; j >= ellipsis; j-- {
+			ip[j+n] = ip[j]
+		}
+		clear(ip[ellipsis : ellipsis+n])
+	} else if ellipsis >= 0 {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom16(ip), true
+}
+
+// parseV4Fields parses s as a dotted quad in netip's strict form (no leading zeros) into f.
+func parseV4Fields[T string | []byte](s T, f []byte) bool {
+	val, pos, digits := 0, 0, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			if digits == 1 && val == 0 {
+				return false
+			}
+			val = val*10 + int(c-'0')
+			digits++
+			if val > 255 {
+				return false
+			}
+		case c == '.':
+			if i == 0 || i == len(s)-1 || s[i-1] == '.' || pos == 3 {
+				return false
+			}
+			f[pos] = byte(val)
+			pos++
+			val, digits = 0, 0
+		default:
+			return false
+		}
+	}
+	if pos < 3 {
+		return false
+	}
+	f[3] = byte(val)
+	return true
 }
 
 // findV4 appends the dotted quads of the run s[i:j].

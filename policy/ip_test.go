@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"net/netip"
 	"slices"
 	"testing"
@@ -28,6 +29,9 @@ func TestFindIPs(t *testing.T) {
 		{"::ffff:1.2.3.4", []string{"::ffff:1.2.3.4"}},
 		{"addr 2a02:c7f:1234::7.", []string{"2a02:c7f:1234::7"}},
 		{"::1", []string{"::1"}},
+		{"fp 1:2:3:4:5:6:7:8:9:a:b:c:d:e:f", []string{"8:9:a:b:c:d:e:f"}},
+		{"fp 0:1:2:3:4:5:6:7:8:9:a:b:c:d:e:f", nil},
+		{"mac 00:1b:17:00:01:18 and 1:2:3:4:5:6:10.0.0.1", []string{"1:2:3:4:5:6:a00:1"}},
 		{"1.2.3.4..5.6.7.8", []string{"1.2.3.4", "5.6.7.8"}},
 	}
 	for _, tt := range tests {
@@ -103,4 +107,56 @@ func FuzzFindIPs(f *testing.F) {
 			last = sp.end
 		}
 	})
+}
+
+// TestParseV6 checks that parseV6 accepts exactly the IPv6 literals netip.ParseAddr does
+// (without zones, which no run of address characters holds), on hand-picked cases and on
+// random strings of the characters findIPs runs are made of, and that it does not allocate.
+func TestParseV6(t *testing.T) {
+	cases := []string{
+		"::", "::1", "1::", "2001:db8::1", "::ffff:1.2.3.4", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:1.2.3.4",
+		"::1:2:3:4:5:6:7", "1:2:3:4:5:6:7::", "1::2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7",
+		"00:03:2d:3f:e5:63", "12345::1", "1:::2", "1::2::3", ":1:2:3:4:5:6:7", "1:2:3:4:5:6:7:", "::1.2.3.04",
+		"::1.2.3", "::1.2.3.4.5", "1.2::3", "1:2:3:4:5:6:7:1.2.3.4", "::256.1.1.1", "fe80::1:2.3.4.5", "::1.2.3.4:5",
+		"aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd", "::ffff", "FFFF::ABCD", "1:2:3:4:5::1.2.3.4",
+	}
+	const alphabet = "0123456789abcdefABCDEF.::::"
+	r := uint64(1)
+	for range 200000 {
+		n := 0
+		r = r*6364136223846793005 + 1442695040888963407
+		n = 2 + int(r>>33)%40
+		b := make([]byte, n)
+		for i := range b {
+			r = r*6364136223846793005 + 1442695040888963407
+			b[i] = alphabet[int(r>>33)%len(alphabet)]
+		}
+		cases = append(cases, string(b))
+	}
+	accepted := 0
+	for _, s := range cases {
+		want, err := netip.ParseAddr(s)
+		wantOK := err == nil && want.Is6()
+		got, ok := parseV6(s)
+		if ok != wantOK || ok && got != want {
+			t.Errorf("parseV6(%q) = %v, %v; netip: %v, %v", s, got, ok, want, err)
+		}
+		if gotb, okb := parseV6([]byte(s)); okb != ok || gotb != got {
+			t.Errorf("parseV6([]byte(%q)) = %v, %v, from a string %v, %v", s, gotb, okb, got, ok)
+		}
+		if ok {
+			accepted++
+		}
+	}
+	if accepted < 20 {
+		t.Errorf("only %d cases are addresses: the random ones test little", accepted)
+	}
+	fields := bytes.Fields([]byte("aa:bb:cc:dd:ee:ff 2001:db8::1 1:2:3:4:5:6:7:8:9 1::2::3"))
+	if n := testing.AllocsPerRun(100, func() {
+		for _, s := range fields {
+			parseV6(s)
+		}
+	}); n != 0 {
+		t.Errorf("parseV6 allocates %v times", n)
+	}
 }

@@ -3,6 +3,8 @@ package policy
 import (
 	"bytes"
 	"fmt"
+	"slices"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -15,13 +17,150 @@ const maxDepth = 64
 // belong to the normalised view, so a record is never turned into a generic tree.
 type jsonCodec struct {
 	paths map[string]string // native dotted path ("*" for array elements) -> view field
-	// slots are the native paths the format's schema types as an address.
-	slots map[string]slot
 	// required top-level keys; version, if set, is a key whose string value must start with
 	// versionPrefix.
 	required      []string
 	version       string
 	versionPrefix string
+	// shared holds paths and the paths the format's schema gives a slot, by segment, so
+	// that a value's path is matched as it is read, without building it; it is the
+	// format's, never changed. tree is shared, or for a walker that does not name every
+	// field the codec's own copy, named for that walker (namedBy). A jsonCodec is not safe
+	// for concurrent use.
+	shared  *pathNode
+	tree    *pathNode
+	namedBy *walker
+}
+
+// pathNode is a native path of a jsonCodec's paths or slots, or a prefix of one. A path
+// is the member names from the root joined by dots ("*" for an array element); the tree
+// splits it at every dot, so a member name holding a dot matches as the path it makes.
+type pathNode struct {
+	field string // the view field of the path, "" if none
+	slot  slot
+	kids  []pathKid // sorted by segment
+	// first, for a node of many kids, indexes them by first byte: the kids whose segment
+	// starts with c are kids[first[c]:first[c+1]].
+	first *[257]uint16
+	// named is field as the walker names it (walker.named): field itself in a format's
+	// tree, for a walker that names every field.
+	named string
+}
+
+type pathKid struct {
+	seg  string
+	node *pathNode
+}
+
+func newPathTree(paths map[string]string, slots map[string]slot) *pathNode {
+	root := &pathNode{}
+	add := func(path string) *pathNode {
+		n := root
+		for seg := range strings.SplitSeq(path, ".") {
+			n = n.addKid(seg)
+		}
+		return n
+	}
+	for path, f := range paths {
+		n := add(path)
+		n.field, n.named = f, f
+	}
+	for path, sl := range slots {
+		add(path).slot = sl
+	}
+	root.index()
+	return root
+}
+
+// namedFor returns a copy of the tree of root n whose nodes hold their field as w names it.
+func (n *pathNode) namedFor(w *walker) *pathNode {
+	c := *n
+	c.named = w.named(n.field)
+	c.kids = make([]pathKid, len(n.kids))
+	for i, k := range n.kids {
+		c.kids[i] = pathKid{k.seg, k.node.namedFor(w)}
+	}
+	return &c
+}
+
+// index sorts the kids of n and of its descendants and indexes those of many.
+func (n *pathNode) index() {
+	slices.SortFunc(n.kids, func(a, b pathKid) int { return strings.Compare(a.seg, b.seg) })
+	if len(n.kids) > 4 {
+		n.first = new([257]uint16)
+		for c := range 256 {
+			n.first[c+1] = n.first[c]
+			for _, k := range n.kids {
+				if k.seg != "" && int(k.seg[0]) == c {
+					n.first[c+1]++
+				}
+			}
+		}
+		// Kids with an empty segment sort first and are never looked up by first byte.
+		if len(n.kids) > 0 && n.kids[0].seg == "" {
+			for c := range n.first {
+				n.first[c]++
+			}
+		}
+	}
+	for _, k := range n.kids {
+		k.node.index()
+	}
+}
+
+func (n *pathNode) addKid(seg string) *pathNode {
+	for _, k := range n.kids {
+		if k.seg == seg {
+			return k.node
+		}
+	}
+	k := &pathNode{}
+	n.kids = append(n.kids, pathKid{seg, k})
+	return k
+}
+
+// kid returns the node of the path n's path continued by the member name key (split at its
+// dots), nil if no path of the tree starts so.
+func (n *pathNode) kid(key []byte) *pathNode {
+	if n == nil || len(n.kids) == 0 {
+		return nil
+	}
+	kids := n.kids
+	if n.first != nil && len(key) > 0 {
+		kids = kids[n.first[key[0]]:n.first[int(key[0])+1]]
+	}
+	for _, k := range kids {
+		if len(k.seg) == len(key) && k.seg == string(key) {
+			return k.node
+		}
+	}
+	// No segment holds a dot: a name with one continues the path by several segments.
+	if i := bytes.IndexByte(key, '.'); i >= 0 {
+		return n.kid(key[:i]).kid(key[i+1:])
+	}
+	return nil
+}
+
+// at is a position in the path tree: the node of the path so far (nil: no path of the tree
+// starts with it) and whether that path is still empty (a leading empty member name adds
+// nothing to a path, not even a dot).
+type at struct {
+	node  *pathNode
+	empty bool
+}
+
+// in returns the position after the member name key (or "*" for an array element).
+func (a at) in(key []byte) at {
+	if a.empty {
+		if len(key) == 0 {
+			return a
+		}
+		return at{node: a.node.kid(key)}
+	}
+	if a.node == nil {
+		return a
+	}
+	return at{node: a.node.kid(key)}
 }
 
 type jsonRW struct {
@@ -30,13 +169,19 @@ type jsonRW struct {
 	i     int
 	out   []byte
 	w     *walker
-	path  []byte
+	at    at
 	seen  uint64
 	spans [4]ipSpan
 }
 
 func (c *jsonCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
-	p := jsonRW{c: c, in: raw, out: dst, w: w}
+	switch {
+	case w.relevant == nil:
+		c.tree, c.namedBy = c.shared, nil
+	case c.namedBy != w:
+		c.tree, c.namedBy = c.shared.namedFor(w), w
+	}
+	p := jsonRW{c: c, in: raw, out: dst, w: w, at: at{node: c.tree, empty: true}}
 	p.ws()
 	if p.i >= len(p.in) || p.in[p.i] != '{' {
 		return dst, p.errf("want a JSON object")
@@ -62,6 +207,9 @@ func (p *jsonRW) errf(format string, a ...any) error {
 }
 
 func (p *jsonRW) ws() {
+	if p.i < len(p.in) && p.in[p.i] > ' ' {
+		return // the usual case: compact JSON
+	}
 	for p.i < len(p.in) {
 		switch p.in[p.i] {
 		case ' ', '\t', '\n', '\r':
@@ -85,7 +233,7 @@ func (p *jsonRW) object(depth int) (bool, error) {
 	}
 	p.i++
 	p.out = append(p.out, '{')
-	base := len(p.path)
+	base := p.at
 	p.ws()
 	if p.peek() == '}' {
 		p.i++
@@ -101,26 +249,26 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		if n > 0 {
 			p.out = append(p.out, ',')
 		}
-		kraw, esc, err := p.str()
+		kraw, esc, mayIP, err := p.str()
 		if err != nil {
 			return false, err
 		}
-		key := string(kraw)
+		// The name as decoded: the raw bytes themselves unless it holds an escape, so that
+		// no string is made for the names that hold no address (nearly all).
+		key := kraw
 		if esc {
-			key = unescapeJSON(kraw)
+			key = []byte(unescapeJSON(kraw))
+			mayIP = mayHoldIP(key)
 		}
-		if base > 0 {
-			p.path = append(p.path, '.')
-		}
-		p.path = append(p.path, key...)
+		p.at = base.in(key)
 		if depth == 0 {
 			for k, r := range p.c.required {
-				if r == key {
+				if r == string(key) {
 					p.seen |= 1 << k
 				}
 			}
 		}
-		if mk := p.w.key(key); mk != key {
+		if mk, ok := p.maskedKey(key, mayIP); ok {
 			p.out = appendJSONString(p.out, mk)
 		} else {
 			p.out = append(p.out, '"')
@@ -139,7 +287,7 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if depth == 0 && p.c.version != "" && key == p.c.version {
+		if depth == 0 && p.c.version != "" && string(key) == p.c.version {
 			if err := p.checkVersion(vstart); err != nil {
 				return false, err
 			}
@@ -149,7 +297,7 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		} else {
 			n++
 		}
-		p.path = p.path[:base]
+		p.at = base
 		p.ws()
 		switch p.peek() {
 		case ',':
@@ -162,6 +310,17 @@ func (p *jsonRW) object(depth int) (bool, error) {
 			return false, p.errf("want ',' or '}'")
 		}
 	}
+}
+
+// maskedKey hands the member name key to the walker and returns what to write instead of
+// it, if anything; mayIP is mayHoldIP(key).
+func (p *jsonRW) maskedKey(key []byte, mayIP bool) (string, bool) {
+	if p.w.plainKey(mayIP) {
+		return "", false
+	}
+	ks := string(key)
+	mk := p.w.key(ks)
+	return mk, mk != ks
 }
 
 func (p *jsonRW) checkVersion(start int) error {
@@ -179,12 +338,9 @@ func (p *jsonRW) array(depth int) error {
 	}
 	p.i++
 	p.out = append(p.out, '[')
-	base := len(p.path)
-	if base > 0 {
-		p.path = append(p.path, '.')
-	}
-	p.path = append(p.path, '*')
-	defer func() { p.path = p.path[:base] }()
+	base := p.at
+	p.at = base.in(elemSeg)
+	defer func() { p.at = base }()
 	p.ws()
 	if p.peek() == ']' {
 		p.i++
@@ -241,31 +397,64 @@ func (p *jsonRW) value(depth int) (bool, error) {
 	return false, p.errf("want a value")
 }
 
+// elemSeg is the path segment of an array element.
+var elemSeg = []byte("*")
+
+// field returns the view field at the current path, if the walker needs to know it.
 func (p *jsonRW) field() string {
-	if len(p.c.paths) == 0 {
-		return ""
+	if n := p.at.node; n != nil {
+		return n.named
 	}
-	return p.w.named(p.c.paths[string(p.path)])
+	return ""
+}
+
+// slot returns the slot of the current path.
+func (p *jsonRW) slot() slot {
+	if n := p.at.node; n != nil {
+		return n.slot
+	}
+	return slotText
 }
 
 func (p *jsonRW) stringValue() (bool, error) {
 	start := p.i
-	raw, esc, err := p.str()
+	raw, esc, mayIP, err := p.str()
 	if err != nil {
 		return false, err
 	}
 	field := p.field()
 	w := p.w
-	// A \u escape can hide a dot or a colon, so such strings are always decoded.
-	if field == "" && !w.wantIPs && w.check == nil && (w.mask == nil || !esc && (!mayHoldIP(raw) || len(findIPs(p.spans[:0], raw)) == 0) || esc && !mayHoldIP(raw) && !bytes.Contains(raw, []byte(`\u`))) {
-		p.out = append(p.out, p.in[start:p.i]...)
-		return false, nil
+	if field == "" && !w.wantIPs && w.check == nil {
+		// Unnamed text that only the masker reads (in no slot of the schema): scanned once, and rewritten from the
+		// spans found. A \u escape can hide a dot or a colon, so such strings are always
+		// decoded.
+		switch {
+		case w.mask == nil || esc && !mayIP && !bytes.Contains(raw, []byte(`\u`)):
+			p.out = append(p.out, p.in[start:p.i]...)
+			return false, nil
+		case !esc && p.slot() == slotText:
+			var spans []ipSpan
+			if mayIP {
+				spans = findIPs(p.spans[:0], raw)
+			}
+			if len(spans) == 0 {
+				p.out = append(p.out, p.in[start:p.i]...)
+				return false, nil
+			}
+			mark := len(p.out)
+			p.out = append(p.out, '"')
+			if out, ok := w.mask.appendText(p.out, raw, spans); ok {
+				p.out = append(out, '"')
+				return false, nil
+			}
+			p.out = p.out[:mark]
+		}
 	}
 	s := string(raw)
 	if esc {
 		s = unescapeJSON(raw)
 	}
-	out, drop := w.slotText(field, s, p.c.slots[string(p.path)])
+	out, drop := w.slotText(field, s, p.slot())
 	if drop {
 		return true, nil
 	}
@@ -315,7 +504,7 @@ func (p *jsonRW) numberValue() (bool, error) {
 		p.out = append(p.out, in[start:p.i]...)
 		return false, nil
 	}
-	out, drop, quoted := p.w.number(field, string(in[start:p.i]), p.c.slots[string(p.path)])
+	out, drop, quoted := p.w.number(field, string(in[start:p.i]), p.slot())
 	switch {
 	case drop:
 		return true, nil
@@ -336,43 +525,68 @@ func (p *jsonRW) literal(lit string) error {
 	return nil
 }
 
-// str reads a string token and returns its raw contents (without quotes) and whether it
-// holds escapes.
-func (p *jsonRW) str() ([]byte, bool, error) {
+// strClass sorts the bytes of a string token for str: the ones it must stop at, and the dots
+// and colons it counts.
+var strClass = func() (t [256]uint8) {
+	for c := range 0x20 {
+		t[c] = classControl
+	}
+	t['"'], t['\\'], t['.'], t[':'] = classQuote, classEscape, classDot, classColon
+	return t
+}()
+
+const (
+	classPlain = iota
+	classControl
+	classQuote
+	classEscape
+	classDot
+	classColon
+)
+
+// str reads a string token and returns its raw contents (without quotes), whether it holds
+// escapes, and whether it may hold an IP literal (mayHoldIP of the contents as written).
+func (p *jsonRW) str() (raw []byte, esc, mayIP bool, err error) {
 	p.i++
 	start := p.i
-	esc := false
 	in := p.in
+	dots, colons := 0, 0
 	for p.i < len(in) {
 		c := in[p.i]
-		switch {
-		case c == '"':
+		switch strClass[c] {
+		case classPlain:
+			p.i++
+		case classDot:
+			dots++
+			p.i++
+		case classColon:
+			colons++
+			p.i++
+		case classQuote:
 			raw := in[start:p.i]
 			p.i++
-			return raw, esc, nil
-		case c == '\\':
+			return raw, esc, dots >= 3 || colons >= 2, nil
+		case classEscape:
 			esc = true
 			if p.i+1 >= len(in) {
-				return nil, false, p.errf("unterminated string")
+				return nil, false, false, p.errf("unterminated string")
 			}
 			switch in[p.i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				p.i += 2
 			case 'u':
 				if p.i+6 > len(in) || !isHex4(in[p.i+2:p.i+6]) {
-					return nil, false, p.errf("bad \\u escape")
+					return nil, false, false, p.errf("bad \\u escape")
 				}
 				p.i += 6
 			default:
-				return nil, false, p.errf("bad escape")
+				return nil, false, false, p.errf("bad escape")
 			}
-		case c < 0x20:
-			return nil, false, p.errf("control character in string")
 		default:
-			p.i++
+			return nil, false, false, p.errf("control character in string")
 		}
 	}
-	return nil, false, p.errf("unterminated string")
+	return nil, false, false, p.errf("unterminated string")
 }
 
 func isHex4(b []byte) bool {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -115,6 +116,9 @@ var tokenPrefix = netip.MustParsePrefix("2001:db8::/32")
 // value returns the masked form of s found at field in slot sl, and whether the value is to
 // be removed.
 func (m *masker) value(field, s string, sl slot) (string, bool) {
+	if !mayHoldIP(s) && !m.names(field) {
+		return s, false // no address for a scope, no rule for the field
+	}
 	for i := range m.rules {
 		r := &m.rules[i]
 		if r.Method == protocol.MaskNone || !r.applies(field) {
@@ -153,6 +157,71 @@ func (m *masker) value(field, s string, sl slot) (string, bool) {
 		s = m.replaceIPs(r, s, publicOnly)
 	}
 	return s, false
+}
+
+// appendText appends to dst the masked form of the unnamed text raw, as value("", raw,
+// slotText) gives it, from the spans findIPs found in raw: the text is not scanned again and
+// no string is made. It does the common case, one rule for the addresses anywhere, and
+// reports false, having appended nothing, for the others (more such rules; a value that is
+// one address to remove or with space around it).
+func (m *masker) appendText(dst, raw []byte, spans []ipSpan) ([]byte, bool) {
+	var r *keyedRule
+	for i := range m.rules {
+		if x := &m.rules[i]; x.Method != protocol.MaskNone && x.applies("") {
+			if r != nil {
+				return dst, false
+			}
+			r = x
+		}
+	}
+	if r == nil {
+		return append(dst, raw...), true
+	}
+	if sp := spans[0]; len(spans) == 1 && (r.Method == protocol.MaskRemove || sp.start > 0 || sp.end < len(raw)) &&
+		len(bytes.TrimSpace(raw[:sp.start])) == 0 && len(bytes.TrimSpace(raw[sp.end:])) == 0 {
+		return dst, false // a whole address: value trims or removes it
+	}
+	publicOnly := r.Scope == protocol.ScopePublicIP
+	last := 0
+	for _, sp := range spans {
+		if publicOnly && !IsPublic(sp.addr) || tokenPrefix.Contains(sp.addr) {
+			continue
+		}
+		dst = append(dst, raw[last:sp.start]...)
+		if r.Method == protocol.MaskRemove {
+			dst = append(dst, removedText...)
+		} else {
+			dst = m.appendMaskAddr(dst, r, sp.addr)
+		}
+		last = sp.end
+	}
+	return append(dst, raw[last:]...), true
+}
+
+// appendMaskAddr appends maskAddr(r, a).
+func (m *masker) appendMaskAddr(dst []byte, r *keyedRule, a netip.Addr) []byte {
+	switch r.Method {
+	case protocol.MaskTruncate:
+		return Truncate(a, r.Bits).AppendTo(dst)
+	case protocol.MaskCryptoPAn:
+		if v, ok := m.cache[a]; ok {
+			return v.AppendTo(dst)
+		}
+	}
+	return append(dst, m.maskAddr(r, a)...)
+}
+
+// names reports whether a rule of scope fields names field.
+func (m *masker) names(field string) bool {
+	if field == "" {
+		return false
+	}
+	for i := range m.rules {
+		if r := &m.rules[i]; r.Scope == protocol.ScopeFields && r.Method != protocol.MaskNone && r.hasField(field) {
+			return true
+		}
+	}
+	return false
 }
 
 // removed is what remove leaves of a value: nothing, except where the schema requires the

@@ -55,6 +55,7 @@ type walker struct {
 	wantIPs bool           // collect related.ip
 	ips     []string
 	mips    []string
+	maxLen  int      // the longest string captured in a view since reset
 	check   *checker // nil unless verifying
 	// relevant, if not nil, lists the view fields worth a look: those the views need and
 	// those masked by name. Values of other fields are handled as unnamed text.
@@ -74,6 +75,13 @@ func (w *walker) reset() {
 	clear(w.mview)
 	w.ips = w.ips[:0]
 	w.mips = w.mips[:0]
+	w.maxLen = 0
+}
+
+// small reports whether every value of the views is within viewValueHint: no string
+// longer in bytes, no related.ip list longer in elements.
+func (w *walker) small() bool {
+	return w.maxLen <= viewValueHint && len(w.ips) <= viewValueHint && len(w.mips) <= viewValueHint
 }
 
 // text handles one text value found at field ("" for a location outside the view) and
@@ -106,6 +114,13 @@ func (w *walker) slotText(field, s string, sl slot) (string, bool) {
 		w.check.text(field, out, drop, sl)
 	}
 	return out, drop
+}
+
+// plainKey reports whether a member name is nothing to the walker: it holds no address
+// (mayIP is mayHoldIP of the name) and nothing checks it, so key would return it unchanged
+// and record nothing.
+func (w *walker) plainKey(mayIP bool) bool {
+	return w.check == nil && !mayIP
 }
 
 // key handles a JSON member name: only the address scopes apply to it.
@@ -152,6 +167,9 @@ func (w *walker) number(field, raw string, sl slot) (out string, drop, quoted bo
 
 // value records a typed value that is not masked (syslog priority, time).
 func (w *walker) value(field string, v any) {
+	if s, ok := v.(string); ok {
+		w.maxLen = max(w.maxLen, len(s))
+	}
 	if w.view != nil {
 		if _, ok := w.view[field]; !ok {
 			w.view[field] = v
@@ -184,6 +202,7 @@ func (w *walker) capture(view map[string]any, field, s string) {
 		return
 	}
 	s = strings.TrimSpace(s)
+	w.maxLen = max(w.maxLen, len(s))
 	switch w.kinds[field] {
 	case kindInt:
 		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
@@ -232,7 +251,14 @@ var timeLayouts = []string{
 	"2006-01-02 15:04:05.999999999Z07:00",
 }
 
+// parseTime reads a timestamp in one of timeLayouts. The forms the formats write (Suricata's
+// 2021-01-27T01:28:11.488362+0100, RFC 3339 with Z or a colon in the zone, and the same
+// with a space for T) are read without time.Parse, which would allocate a zone and, for
+// every layout that does not fit, an error; anything else is left to time.Parse.
 func parseTime(s string) (time.Time, bool) {
+	if t, ok := parseTimeFast(s); ok {
+		return t, true
+	}
 	for _, l := range timeLayouts {
 		if t, err := time.Parse(l, s); err == nil {
 			return t.UTC(), true
@@ -256,4 +282,66 @@ func transportName(s string) string {
 		return "sctp"
 	}
 	return strings.ToLower(s)
+}
+
+// parseTimeFast reads exactly dddd-dd-dd[T ]dd:dd:dd[.d{1,9}](Z|±dd:dd|±dddd), the
+// forms timeLayouts accept in this shape (a space only before a zone with a colon or Z),
+// with every number in range; it declines everything else, for time.Parse to decide.
+func parseTimeFast(s string) (time.Time, bool) {
+	if len(s) < 20 || s[4] != '-' || s[7] != '-' || s[13] != ':' || s[16] != ':' || s[10] != 'T' && s[10] != ' ' {
+		return time.Time{}, false
+	}
+	num := func(i, n int) int {
+		v := 0
+		for _, c := range []byte(s[i : i+n]) {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	year, month, day := num(0, 4), num(5, 2), num(8, 2)
+	hour, minute, sec := num(11, 2), num(14, 2), num(17, 2)
+	if year < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || sec < 0 || sec > 59 {
+		return time.Time{}, false
+	}
+	if day > 28 && time.Date(year, time.Month(month), day, 0, 0, 0, 0, time.UTC).Day() != day {
+		return time.Time{}, false
+	}
+	i, nsec := 19, 0
+	if s[i] == '.' {
+		i++
+		digits := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			nsec = nsec*10 + int(s[i]-'0')
+			digits++
+			i++
+		}
+		if digits == 0 || digits > 9 {
+			return time.Time{}, false
+		}
+		for range 9 - digits {
+			nsec *= 10
+		}
+	}
+	zone := s[i:]
+	offset := 0
+	switch {
+	case zone == "Z":
+	case len(zone) == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':',
+		len(zone) == 5 && (zone[0] == '+' || zone[0] == '-') && s[10] == 'T':
+		zh, zm := num(i+1, 2), num(len(s)-2, 2)
+		if zh < 0 || zh > 23 || zm < 0 || zm > 59 {
+			return time.Time{}, false
+		}
+		offset = zh*3600 + zm*60
+		if zone[0] == '-' {
+			offset = -offset
+		}
+	default:
+		return time.Time{}, false
+	}
+	t := time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC)
+	return t.Add(-time.Duration(offset) * time.Second), true
 }
