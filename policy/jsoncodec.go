@@ -256,8 +256,9 @@ func (p *jsonRW) stringValue() (bool, error) {
 	}
 	field := p.field()
 	w := p.w
-	// A \u escape can hide a dot or a colon, so such strings are always decoded.
-	if field == "" && !w.wantIPs && w.check == nil && (w.mask == nil || !esc && (!mayHoldIP(raw) || len(findIPs(p.spans[:0], raw)) == 0) || esc && !mayHoldIP(raw) && !bytes.Contains(raw, []byte(`\u`))) {
+	// A \u escape can hide a dot or a colon, so such strings are always decoded. Masking and
+	// checking look at an unnamed string only for its addresses.
+	if field == "" && !w.wantIPs && (w.mask == nil && w.check == nil || !esc && (!mayHoldIP(raw) || len(findIPs(p.spans[:0], raw)) == 0) || esc && !mayHoldIP(raw) && !bytes.Contains(raw, []byte(`\u`))) {
 		p.out = append(p.out, p.in[start:p.i]...)
 		return false, nil
 	}
