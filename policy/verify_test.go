@@ -128,6 +128,30 @@ func equalWants[T comparable](a, b []T) bool {
 	return true
 }
 
+// benchRefined returns the benchmark's EVE records that the benchmark policy keeps, raw and
+// as refined: the same records on both sides of an exchange.
+func benchRefined(tb testing.TB, p *SSP, n int) (raw, refined [][]byte) {
+	tb.Helper()
+	e, err := NewEnforcer(p, "eve", Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range bytes.Split(benchEVE(tb, n), []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		out, err := e.Refine(nil, l)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(out) == 0 {
+			continue
+		}
+		raw, refined = append(raw, l), append(refined, bytes.TrimSuffix(out, []byte("\n")))
+	}
+	return raw, refined
+}
+
 // TestVerifierAllocations: checking a compliant record reuses the Verifier's walker, view
 // and scratch instead of building them per record.
 func TestVerifierAllocations(t *testing.T) {
@@ -146,4 +170,36 @@ func TestVerifierAllocations(t *testing.T) {
 	if bytes.Contains(refined[0], []byte(`"ssanet_summary"`)) {
 		t.Fatal("the benchmark's records are not raw")
 	}
+}
+
+// FuzzVerifierNamedFields: a record checked with only the fields the SSP reads or masks by
+// name (how a Verifier checks first) has findings exactly when it has with every field
+// named (how it reports them), whatever the record.
+func FuzzVerifierNamedFields(f *testing.F) {
+	for _, name := range []string{"eve/test-eve-small.jsonl", "eve/test-eve-6-0.jsonl", "eve/test-eve-metadata.jsonl"} {
+		for _, l := range bytes.Split(readTestdata(f, name), []byte("\n")) {
+			f.Add(l)
+		}
+	}
+	f.Add([]byte(verifyRaw))
+	f.Add([]byte(`{"timestamp":"2024-03-01T10:00:00Z","event_type":"alert","alert":{"severity":3}}`))
+	f.Add([]byte(`{"timestamp":"2024-03-01T10:00:00Z","event_type":"alert","note":"seen from \u00381.2.3.4","hosts":{"81.2.3.4":1}}`))
+	pol := &protocol.Policy{
+		Masking: []protocol.MaskRule{
+			{Scope: protocol.ScopePublicIP, Method: protocol.MaskTruncate, Bits: 8},
+			{Scope: protocol.ScopeFields, Fields: []string{"url.domain"}, Method: protocol.MaskRemove},
+			{Scope: protocol.ScopeFields, Fields: []string{"user_agent.original"}, Method: protocol.MaskHMAC},
+			{Scope: protocol.ScopeFields, Fields: []string{"destination.ip"}, Method: protocol.MaskTruncate, Bits: 16},
+		},
+		Filtering: []protocol.Filter{{Expr: `!("event.severity" in r) || r["event.severity"] <= 2`}, {Expr: `!("81.2.3.5" in r["related.ip"])`}},
+	}
+	p := mustCompile(f, ssaFor(pol, "eve"))
+	fv := NewVerifier(p).format("eve")
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		named := len(fv.check(raw, fv.relevant)) > 0
+		all := fv.check(raw, nil)
+		if named != (len(all) > 0) {
+			t.Fatalf("%q: findings with the SSP's fields named: %v; with every field named: %v", raw, named, all)
+		}
+	})
 }
