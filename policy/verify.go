@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ssanet/ssanet/protocol"
 )
@@ -176,7 +177,7 @@ func (fv *formatVerifier) check(record []byte, relevant map[string]bool) []Findi
 }
 
 func parseSummary(record []byte) (*Summary, bool) {
-	if !bytes.Contains(record, []byte(`"ssanet_summary"`)) {
+	if !maySummarise(record) || !bytes.Contains(record, []byte(`"ssanet_summary"`)) {
 		return nil, false
 	}
 	var r summaryRecord
@@ -186,6 +187,39 @@ func parseSummary(record []byte) (*Summary, bool) {
 		return nil, false
 	}
 	return r.Summary, true
+}
+
+// maySummarise reports whether record may decode as a summary record, looking only at its
+// first member name: a summary record is an object with no member but ssanet_summary (in any
+// case, as encoding/json matches names), so a record whose first name is plain ASCII and
+// another is not one. It spares a raw record a search for the name through all its bytes.
+func maySummarise(record []byte) bool {
+	i := skipJSONSpace(record, 0)
+	if i == len(record) || record[i] != '{' {
+		return false
+	}
+	i = skipJSONSpace(record, i+1)
+	if i == len(record) || record[i] != '"' {
+		return false
+	}
+	end := bytes.IndexByte(record[i+1:], '"')
+	if end < 0 {
+		return false
+	}
+	name := record[i+1 : i+1+end]
+	for _, c := range name {
+		if c == '\\' || c >= utf8.RuneSelf {
+			return true // escaped or not ASCII: left to the decoder
+		}
+	}
+	return bytes.EqualFold(name, []byte("ssanet_summary"))
+}
+
+func skipJSONSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // checker collects the findings of Verify; the walker hands it every value as written.
@@ -219,17 +253,22 @@ func (c *checker) maskedAny(spec *formatSpec, fields []string) bool {
 }
 
 func (c *checker) text(field, s string, dropped bool, sl slot) {
-	if dropped {
+	// An unnamed value (a member name, a field outside the view) matters only for its
+	// addresses.
+	if dropped || field == "" && !mayHoldIP(s) {
 		return
 	}
-	v := strings.TrimSpace(s)
 	for i := range c.p.masks {
 		m := &c.p.masks[i]
 		if m.Method == protocol.MaskNone {
 			continue
 		}
 		if m.Scope == protocol.ScopeFields {
-			if field == "" || !m.hasField(field) || isRemoved(v) {
+			if field == "" || !m.hasField(field) {
+				continue
+			}
+			v := strings.TrimSpace(s)
+			if isRemoved(v) {
 				continue
 			}
 			switch m.Method {

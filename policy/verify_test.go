@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
 
 	"github.com/ssanet/ssanet/protocol"
@@ -200,6 +201,48 @@ func FuzzVerifierNamedFields(f *testing.F) {
 		all := fv.check(raw, nil)
 		if named != (len(all) > 0) {
 			t.Fatalf("%q: findings with the SSP's fields named: %v; with every field named: %v", raw, named, all)
+		}
+	})
+}
+
+// parseSummaryRef is parseSummary as it was before maySummarise: the reference it must agree
+// with.
+func parseSummaryRef(record []byte) (*Summary, bool) {
+	if !bytes.Contains(record, []byte(`"ssanet_summary"`)) {
+		return nil, false
+	}
+	var r summaryRecord
+	d := json.NewDecoder(bytes.NewReader(record))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&r); err != nil || r.Summary == nil {
+		return nil, false
+	}
+	return r.Summary, true
+}
+
+// FuzzParseSummary: telling a summary record from a raw one by its first member name gives
+// the answer the decoder gives.
+func FuzzParseSummary(f *testing.F) {
+	for _, s := range []string{
+		`{"ssanet_summary":{"group_by":"source.ip","top":[]}}`,
+		" \r\n\t{ \"ssanet_summary\" :{\"group_by\":\"source.ip\"}} trailing",
+		`{"SSANET_Summary":{"group_by":"a"},"ssanet_summary":{"group_by":"b"}}`,
+		`{"\u0073sanet_summary":{"top":[]},"x":"\"ssanet_summary\""}`,
+		"{\"\u017fsanet_summary\":{\"top\":[]},\"ssanet_summary\":{}}",
+		`{"ssanet_summary":null}`,
+		`{"timestamp":"2024","note":"\"ssanet_summary\""}`,
+		`{"ssanet_summary":{"top":[]},"other":1}`,
+		`{"ssanet_summary`,
+		`null`, `[]`, `{}`, ``,
+		verifyRaw,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, record []byte) {
+		got, ok := parseSummary(record)
+		want, wantOK := parseSummaryRef(record)
+		if ok != wantOK || ok && got.GroupBy != want.GroupBy {
+			t.Fatalf("%q: parseSummary = %v, %v; the decoder says %v, %v", record, got, ok, want, wantOK)
 		}
 	})
 }
