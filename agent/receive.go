@@ -218,8 +218,9 @@ func (rc *receiver) checkBatch(raw []byte, remote peer.ID, proto libp2pprotocol.
 	batchFault := len(c.findings) > 0 // then every record is at fault, whatever it holds
 	c.bad = make([]bool, len(b.Records))
 	c.why = make([]policy.FindingCode, len(b.Records))
+	v := policy.NewVerifier(run.ssp)
 	for i, rec := range b.Records {
-		f := policy.Verify(run.ssp, b.Format, rec)
+		f := v.Verify(b.Format, rec)
 		if len(f) > 0 {
 			c.findings = append(c.findings, RecordFinding{Seq: b.First + uint64(i), Findings: f})
 		}

@@ -289,7 +289,8 @@
 // # Verification
 //
 // Verify(ssp, format, record) is the requester's check of a received record; it needs no
-// key and returns typed findings.
+// key and returns typed findings. A Verifier (NewVerifier) makes the same check of many
+// records, readied once: it costs about what refining them cost the provider.
 //
 // Run, Refine and Verify never panic on input; a malformed record is an error located by
 // line and byte offset, and the records around it are still refined.

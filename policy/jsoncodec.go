@@ -424,6 +424,13 @@ func (p *jsonRW) stringValue() (bool, error) {
 	}
 	field := p.field()
 	w := p.w
+	if field == "" && !w.wantIPs && w.check != nil &&
+		(!esc && (!mayIP || len(findIPs(p.spans[:0], raw)) == 0) || esc && !mayIP && !bytes.Contains(raw, []byte(`\u`))) {
+		// Unnamed text that the checker reads only for its addresses, and that holds none: as
+		// it is. A \u escape can hide a dot or a colon, so such strings are always decoded.
+		p.out = append(p.out, p.in[start:p.i]...)
+		return false, nil
+	}
 	if field == "" && !w.wantIPs && w.check == nil {
 		// Unnamed text that only the masker reads (in no slot of the schema): scanned once, and rewritten from the
 		// spans found. A \u escape can hide a dot or a colon, so such strings are always

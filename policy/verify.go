@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ssanet/ssanet/protocol"
 )
@@ -55,33 +56,113 @@ const maxFindings = 64
 // agreed. The schedule is when sharing happens, not a limit on the record's own time: it is
 // checked on the batch (its signed time of sending), not here. A filter is only checked when
 // masking cannot have changed the fields it reads. No finding means the record is compliant.
+// To check more than one record, use a Verifier.
 func Verify(p *SSP, format string, record []byte) []Finding {
-	spec, ok := p.format(format)
-	if !ok {
+	return NewVerifier(p).Verify(format, record)
+}
+
+// Verifier checks records against one SSP as Verify does, with what it needs readied once
+// per format and reused for every record: one walker, view and codec, no copy of the record
+// kept and, for a compliant record, no allocation beyond the view's values. A Verifier is not
+// safe for concurrent use; use one per stream or batch.
+type Verifier struct {
+	p *SSP
+	// formats holds the readied formats, in the order first seen; at most the SSP's.
+	formats []*formatVerifier
+}
+
+// formatVerifier verifies the records of one format.
+type formatVerifier struct {
+	spec  *formatSpec
+	codec codec
+	c     checker
+	w     walker
+	// relevant names the view fields the check reads: the filters' and those masked by
+	// name. A record is first checked with only these named (the values of other fields
+	// are then checked as unnamed text, for addresses: the same verdict at less cost); one
+	// with findings is checked again with every field named, so that each finding names its
+	// field as Verify always did.
+	relevant map[string]bool
+	// buf is the scratch the codec writes to, reused: the record as written is not needed.
+	buf []byte
+}
+
+// maxScratch is the largest scratch buffer a Verifier keeps between records.
+const maxScratch = 64 << 10
+
+// NewVerifier returns a Verifier for records refined under p.
+func NewVerifier(p *SSP) *Verifier {
+	return &Verifier{p: p}
+}
+
+// Verify checks one record of format: see the package function Verify.
+func (v *Verifier) Verify(format string, record []byte) []Finding {
+	p := v.p
+	fv := v.format(format)
+	if fv == nil {
 		return []Finding{{Code: FindingWrongFormat, Text: fmt.Sprintf("format %q is not agreed (%v)", format, p.Formats())}}
 	}
-	c := &checker{p: p}
 	if sum, ok := parseSummary(record); ok {
 		if p.summary == nil {
 			return []Finding{{Code: FindingWrongFormat, Text: "a summary record, but no summarisation is agreed"}}
 		}
+		c := &checker{p: p}
 		c.summary(sum)
 		return c.findings
 	}
 	if p.summary != nil {
 		return []Finding{{Code: FindingNotSummarised, Text: "a raw record, but only top-" + fmt.Sprint(p.summary.TopN) + " summaries are agreed"}}
 	}
-	w := &walker{kinds: spec.fields, view: map[string]any{}, check: c}
-	for _, f := range p.filters {
-		for _, k := range f.fields {
-			w.wantIPs = w.wantIPs || k == fieldRelatedIP
+	if f := fv.check(record, fv.relevant); len(f) == 0 {
+		return nil
+	}
+	return fv.check(record, nil)
+}
+
+// format returns the readied verifier of format, nil if the SSP does not cover it.
+func (v *Verifier) format(name string) *formatVerifier {
+	for _, fv := range v.formats {
+		if fv.spec.name == name {
+			return fv
 		}
 	}
-	if _, err := spec.codec(0).refine(nil, record, w); err != nil {
+	spec, ok := v.p.format(name)
+	if !ok {
+		return nil
+	}
+	fv := &formatVerifier{spec: spec, codec: spec.codec(0), c: checker{p: v.p}, relevant: map[string]bool{}}
+	fv.w = walker{kinds: spec.fields, view: map[string]any{}, check: &fv.c}
+	for _, f := range v.p.filters {
+		for _, k := range f.fields {
+			fv.w.wantIPs = fv.w.wantIPs || k == fieldRelatedIP
+			fv.relevant[k] = true
+		}
+	}
+	for _, m := range v.p.masks {
+		for _, f := range m.Fields {
+			fv.relevant[f] = true
+		}
+	}
+	v.formats = append(v.formats, fv)
+	return fv
+}
+
+// check walks a raw record with the fields in relevant named (every field if nil) and
+// returns its findings.
+func (fv *formatVerifier) check(record []byte, relevant map[string]bool) []Finding {
+	c, w := &fv.c, &fv.w
+	c.findings = nil // handed to the caller: never reused
+	w.reset()
+	w.relevant = relevant
+	out, err := fv.codec.refine(fv.buf[:0], record, w)
+	if cap(out) <= maxScratch {
+		fv.buf = out[:0]
+	}
+	if err != nil {
 		return []Finding{{Code: FindingWrongFormat, Text: err.Error()}}
 	}
-	for _, f := range p.filters {
-		if c.maskedAny(spec, f.fields) {
+	for _, f := range c.p.filters {
+		if c.maskedAny(fv.spec, f.fields) {
 			continue
 		}
 		ok, err := f.eval(w.view)
@@ -96,7 +177,7 @@ func Verify(p *SSP, format string, record []byte) []Finding {
 }
 
 func parseSummary(record []byte) (*Summary, bool) {
-	if !bytes.Contains(record, []byte(`"ssanet_summary"`)) {
+	if !maySummarise(record) || !bytes.Contains(record, []byte(`"ssanet_summary"`)) {
 		return nil, false
 	}
 	var r summaryRecord
@@ -106,6 +187,39 @@ func parseSummary(record []byte) (*Summary, bool) {
 		return nil, false
 	}
 	return r.Summary, true
+}
+
+// maySummarise reports whether record may decode as a summary record, looking only at its
+// first member name: a summary record is an object with no member but ssanet_summary (in any
+// case, as encoding/json matches names), so a record whose first name is plain ASCII and
+// another is not one. It spares a raw record a search for the name through all its bytes.
+func maySummarise(record []byte) bool {
+	i := skipJSONSpace(record, 0)
+	if i == len(record) || record[i] != '{' {
+		return false
+	}
+	i = skipJSONSpace(record, i+1)
+	if i == len(record) || record[i] != '"' {
+		return false
+	}
+	end := bytes.IndexByte(record[i+1:], '"')
+	if end < 0 {
+		return false
+	}
+	name := record[i+1 : i+1+end]
+	for _, c := range name {
+		if c == '\\' || c >= utf8.RuneSelf {
+			return true // escaped or not ASCII: left to the decoder
+		}
+	}
+	return bytes.EqualFold(name, []byte("ssanet_summary"))
+}
+
+func skipJSONSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // checker collects the findings of Verify; the walker hands it every value as written.
@@ -139,17 +253,22 @@ func (c *checker) maskedAny(spec *formatSpec, fields []string) bool {
 }
 
 func (c *checker) text(field, s string, dropped bool, sl slot) {
-	if dropped {
+	// An unnamed value (a member name, a field outside the view) matters only for its
+	// addresses.
+	if dropped || field == "" && !mayHoldIP(s) {
 		return
 	}
-	v := strings.TrimSpace(s)
 	for i := range c.p.masks {
 		m := &c.p.masks[i]
 		if m.Method == protocol.MaskNone {
 			continue
 		}
 		if m.Scope == protocol.ScopeFields {
-			if field == "" || !m.hasField(field) || isRemoved(v) {
+			if field == "" || !m.hasField(field) {
+				continue
+			}
+			v := strings.TrimSpace(s)
+			if isRemoved(v) {
 				continue
 			}
 			switch m.Method {
@@ -231,6 +350,7 @@ func VerifyStream(ctx context.Context, p *SSP, format string, r io.Reader) ([]Re
 	if !ok {
 		return []RecordFindings{{Line: 1, Findings: Verify(p, format, nil)}}, 0, nil
 	}
+	v := NewVerifier(p)
 	fr := spec.framing
 	if p.summary != nil {
 		fr = frameLine
@@ -256,7 +376,7 @@ func VerifyStream(ctx context.Context, p *SSP, format string, r io.Reader) ([]Re
 		if err != nil {
 			fs = []Finding{{Code: FindingWrongFormat, Text: err.Error()}}
 		} else {
-			fs = Verify(p, format, rec)
+			fs = v.Verify(format, rec)
 		}
 		if len(fs) > 0 {
 			out = append(out, RecordFindings{Line: line, Offset: off, Findings: fs})
