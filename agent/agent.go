@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -76,6 +78,7 @@ type Agent struct {
 	inbound  inbound
 	closeMu  sync.Mutex
 	closed   bool
+	stopping atomic.Bool // set when Close starts, for /readyz
 	closeErr error
 }
 
@@ -116,7 +119,7 @@ func New(home string, opts Options) (*Agent, error) {
 	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry(), stop: cancel,
 		compiler: policy.NewCompiler(compiledFilters)}
 	a.counts = newCounters(a.metrics, log, now)
-	a.refusals = newRefusalLog(log, now)
+	a.refusals = newRefusalLog(log, now, a.counts.refusedMessages)
 	if err := a.start(ctx, key, now); err != nil {
 		// What failed to start is the error to report; Close only releases what was built.
 		_ = a.Close()
@@ -173,6 +176,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		Book:                 book,
 		Refusals:             a.refusals,
 		Reach:                a.reach,
+		Transitions:          a.counts.negotiations,
 		AgreementChanged:     a.mgr.agreementChanged,
 		Cancelled:            a.mgr.cancelled,
 	}); err != nil {
@@ -241,8 +245,8 @@ func (a *Agent) goRun(f func()) {
 	}()
 }
 
-// startMetrics serves Prometheus metrics (the agent's and libp2p's) on the configured
-// loopback address, if any, until ctx ends.
+// startMetrics serves Prometheus metrics (the agent's and libp2p's), /healthz and /readyz on
+// the configured address, if any, until ctx ends.
 func (a *Agent) startMetrics(ctx context.Context) error {
 	if a.cfg.Metrics == "" {
 		return nil
@@ -251,8 +255,25 @@ func (a *Agent) startMetrics(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
+	if host, _, _ := net.SplitHostPort(a.cfg.Metrics); !net.ParseIP(host).IsLoopback() {
+		a.log.Warn("metrics served on a non-loopback address (metrics-remote): anyone who reaches it can read this agent's metrics; restrict it with a firewall",
+			"addr", ln.Addr().String())
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := a.ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "not ready: "+err.Error()+"\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	a.goRun(func() { <-ctx.Done(); srv.Close() })
 	a.goRun(func() {
@@ -261,6 +282,23 @@ func (a *Agent) startMetrics(ctx context.Context) error {
 				"addr", a.cfg.Metrics, "err", err)
 		}
 	})
+	return nil
+}
+
+// ready says why the agent cannot take work, or nil: it is stopping, its host listens on no
+// address, its store is closed or unreadable, or its directory has not started.
+func (a *Agent) ready() error {
+	switch {
+	case a.stopping.Load():
+		return errors.New("the agent is stopping")
+	case len(a.host.Network().ListenAddresses()) == 0:
+		return errors.New("the libp2p host listens on no address")
+	case a.dir == nil:
+		return errors.New("the directory has not started")
+	}
+	if _, err := a.store.Space(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
 	return nil
 }
 
@@ -400,6 +438,7 @@ func (a *Agent) Close() error {
 		return a.closeErr
 	}
 	a.closed = true
+	a.stopping.Store(true)
 	if a.host != nil {
 		a.host.RemoveStreamHandler(ProtocolNegotiate)
 		a.host.RemoveStreamHandler(ProtocolExchange)

@@ -16,7 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
@@ -77,8 +77,12 @@ type Config struct {
 	Sinks []SinkConfig `yaml:"sinks,omitempty"`
 	// Ingest configures the sources of raw records of a provider.
 	Ingest IngestConfig `yaml:"ingest,omitempty"`
-	// Metrics, when set, is a loopback host:port serving Prometheus metrics at /metrics.
+	// Metrics, when set, is a host:port serving Prometheus metrics at /metrics and the
+	// health endpoints /healthz and /readyz: loopback unless MetricsRemote.
 	Metrics string `yaml:"metrics,omitempty"`
+	// MetricsRemote allows a metrics address that is not loopback (an interface address, or
+	// an empty host for all of them), which anyone who reaches it can scrape.
+	MetricsRemote bool `yaml:"metrics-remote,omitempty"`
 	// RetentionCheck is how often received records past their retention are deleted.
 	RetentionCheck Duration `yaml:"retention-check,omitempty"`
 	// MessageTimeout bounds every read and write on a stream.
@@ -203,8 +207,11 @@ func (c *Config) validateNetwork() error {
 	}
 	if c.Metrics != "" {
 		host, _, err := net.SplitHostPort(c.Metrics)
-		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-			return fmt.Errorf("config: metrics must be a loopback host:port such as 127.0.0.1:9464, not %q", c.Metrics)
+		switch ip := net.ParseIP(host); {
+		case err != nil || (ip == nil && (host != "" || !c.MetricsRemote)):
+			return fmt.Errorf("config: metrics must be a host:port with an IP address, such as 127.0.0.1:9464, not %q", c.Metrics)
+		case !c.MetricsRemote && !ip.IsLoopback():
+			return fmt.Errorf("config: metrics %q is not a loopback address: set metrics-remote: true to serve metrics to other hosts, or use 127.0.0.1:PORT", c.Metrics)
 		}
 	}
 	return nil
@@ -346,7 +353,10 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 #                       unix: [{path: SOCKET, type: stream|dgram, format: eve, mode: "0600"|"0660"}]
 #                       (Suricata's unix_stream / unix_dgram eve-log outputs),
 #                       follow: [{path: FILE, format: eve|syslog|...}]
-# metrics:              optional loopback HOST:PORT serving Prometheus metrics at /metrics
+# metrics:              optional loopback HOST:PORT serving Prometheus metrics at /metrics,
+#                       and /healthz (alive) and /readyz (ready)
+# metrics-remote:       true allows a metrics address that is not loopback (IP:PORT, or
+#                       :PORT for every interface): anyone who reaches it reads the metrics
 # retention-check:      how often received records past their retention are deleted
 # message-timeout:      deadline of every read and write on a stream
 # retry-interval:       first wait before an unacknowledged message is sent again (doubles

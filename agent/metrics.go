@@ -1,10 +1,14 @@
 package agent
 
 import (
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ssanet/ssanet/protocol"
 )
 
 // counters are the agent's own Prometheus metrics, beside libp2p's, on the agent's registry,
@@ -21,6 +25,12 @@ type counters struct {
 	receive      receiveMetrics
 	// ledger counts the outcome of every record, per SSA (ledger.go).
 	ledger *ledger
+	// negotiations counts the committed state changes of negotiations, by this side's role
+	// and the state reached (negotiation point).
+	negotiations *prometheus.CounterVec
+	// refusedMessages counts the negotiation messages and exchange batches refused, by
+	// protocol and a reason from refusalReasons (refusallog.go).
+	refusedMessages *prometheus.CounterVec
 }
 
 func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Time) *counters {
@@ -55,9 +65,65 @@ func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Ti
 			ledger: l,
 		},
 	}
+	c.negotiations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "negotiation_transitions_total",
+		Help: "Negotiation steps committed that changed its state, by this side's role (requester, provider) and the state reached (approved, rejected, expired, annulled, failed, withdrawn and the waiting states)."},
+		[]string{"role", "state"})
+	c.refusedMessages = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "messages_refused_total",
+		Help: "Negotiation messages and exchange batches refused, by protocol (negotiate, exchange) and reason (malformed, too_large, bad_signature, unexpected, wrong_negotiation, wrong_sender, broken_chain, terms_changed, expired, too_many_messages, clock_skew, invalid_ssa, too_many_open, no_ssa_in_force, other)."},
+		[]string{"protocol", "reason"})
+	// Outcomes a dashboard looks for exist from the start, at 0.
+	c.refusedConns.WithLabelValues(refusedAllowList)
+	c.refusedConns.WithLabelValues(refusedDial)
+	for _, r := range []protocol.Role{protocol.RoleRequester, protocol.RoleProvider} {
+		for _, st := range []protocol.State{protocol.StateApproved, protocol.StateRejected, protocol.StateExpired,
+			protocol.StateAnnulled, protocol.StateFailed, protocol.StateWithdrawn} {
+			c.negotiations.WithLabelValues(r.String(), st.String())
+		}
+	}
 	reg.MustRegister(c.agreements, c.queue.ingested, c.queue.queued, c.delivered, c.receive.received,
-		c.receive.violations, c.receive.quarantined, c.queue.overflow, c.heldMethod, c.receive.offMethod, c.refusedConns)
+		c.receive.violations, c.receive.quarantined, c.queue.overflow, c.heldMethod, c.receive.offMethod, c.refusedConns,
+		c.negotiations, c.refusedMessages,
+		// The process's own: Go runtime, process (CPU, memory, file descriptors), build.
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector())
 	return c
+}
+
+// refusalReasons are the reasons a refused message or batch is counted under: a closed set,
+// so that what a peer sends cannot add series. Anything else counts as "other".
+var refusalReasons = []struct {
+	err    error
+	reason string
+}{
+	{protocol.ErrMalformed, "malformed"},
+	{protocol.ErrTooLarge, "too_large"},
+	{ErrFrameTooLarge, "too_large"},
+	{protocol.ErrBadSignature, "bad_signature"},
+	{protocol.ErrUnsupportedKey, "bad_signature"},
+	{protocol.ErrUnexpected, "unexpected"},
+	{protocol.ErrWrongNegotiation, "wrong_negotiation"},
+	{protocol.ErrWrongSender, "wrong_sender"},
+	{protocol.ErrBrokenChain, "broken_chain"},
+	{protocol.ErrTermsChanged, "terms_changed"},
+	{protocol.ErrProposalExpired, "expired"},
+	{protocol.ErrRequestExpired, "expired"},
+	{protocol.ErrRevisionExpired, "expired"},
+	{protocol.ErrTooManyMessages, "too_many_messages"},
+	{protocol.ErrClockSkew, "clock_skew"},
+	{protocol.ErrInvalidSSA, "invalid_ssa"},
+	{protocol.ErrBadSSAID, "invalid_ssa"},
+	{ErrTooManyOpen, "too_many_open"},
+	{errNoSSAInForce, "no_ssa_in_force"},
+}
+
+// refusalReason is the counted reason of a refusal for err.
+func refusalReason(err error) string {
+	for _, r := range refusalReasons {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return "other"
 }
 
 // sinkCollector reads every sink's state at each scrape: its lag over the SSAs in force, its

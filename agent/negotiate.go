@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
@@ -67,6 +68,9 @@ type negotiatorConfig struct {
 	Refusals *refusalLog
 	// Reach keeps the last failure to reach each peer, shared with the exchange's dials.
 	Reach *reachLog
+	// Transitions counts the committed steps that changed a negotiation's state, by role
+	// and the state reached.
+	Transitions *prometheus.CounterVec
 
 	// AgreementChanged is told of each agreement a committed step made or changed (approved,
 	// revised, annulled), with this side's role.

@@ -156,6 +156,9 @@ func (n *negotiator) afterCommit(s *session, before protocol.State, now time.Tim
 		n.log.Info("agreement changed", "ssa", agreement.ID, "status", agreement.Status.String(), "peer", s.rec.Peer)
 		n.cfg.AgreementChanged(agreement, s.machine.Role())
 	}
+	if st := s.machine.State(); st != before {
+		n.cfg.Transitions.WithLabelValues(s.machine.Role().String(), st.String()).Inc()
+	}
 	if st := s.machine.State(); st != before && cancelling(st) {
 		n.log.Info("SSA cancelled: sharing stops now", "ssa", s.machine.Agreement().ID, "state", st.String(), "peer", s.rec.Peer)
 		n.cfg.Cancelled(s.machine.Agreement().ID, now)

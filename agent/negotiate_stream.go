@@ -76,7 +76,7 @@ func (n *negotiator) handleStream(st network.Stream) {
 		}
 		answer, err := n.receive(raw, remote)
 		if err != nil {
-			n.cfg.Refusals.warn(remote, "message refused", err, "proto", ProtocolNegotiate)
+			n.cfg.Refusals.refused("negotiate", remote, "message refused", err, "proto", ProtocolNegotiate)
 			st.Reset()
 			return
 		}

@@ -19,6 +19,10 @@ import (
 	"github.com/ssanet/ssanet/storage"
 )
 
+// errNoSSAInForce refuses a batch of an SSA that this agent does not hold in force with the
+// batch's provider (the only refusal without an agreement run: c.run is nil).
+var errNoSSAInForce = errors.New("agent: no SSA in force with this provider")
+
 // The requester's SSP enforcement point, receive-and-verify (Appendix I steps ⑩–⑪): every
 // batch is verified against the SSA and its SSP, stored exactly once and acknowledged; the
 // records that break the SSA are quarantined, the first violating batches kept as evidence.
@@ -120,7 +124,7 @@ func (rc *receiver) handleExchange(st network.Stream) {
 		}
 		c, err := rc.checkBatch(raw, remote, st.Protocol(), st.Conn().ConnState())
 		if err != nil {
-			rc.refusals.warn(remote, "batch refused", err, "proto", ProtocolExchange)
+			rc.refusals.refused("exchange", remote, "batch refused", err, "proto", ProtocolExchange)
 			st.Reset()
 			return
 		}
@@ -287,7 +291,7 @@ func (rc *receiver) storeBatch(c *checkedBatch, remote peer.ID) (*protocol.Batch
 	now := rc.now()
 	if c.refused != "" {
 		if c.run == nil {
-			rc.refusals.warn(remote, "batch refused", errors.New(c.refused), "ssa", b.SSAID, "records", len(b.Records))
+			rc.refusals.refused("exchange", remote, "batch refused", fmt.Errorf("%w: SSA %s", errNoSSAInForce, b.SSAID), "ssa", b.SSAID, "records", len(b.Records))
 		}
 		switch {
 		case c.offMethod: // a violation: quarantined

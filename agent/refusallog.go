@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // refusalLogEvery is how often one peer's refusals for one reason are logged at most.
@@ -25,6 +26,8 @@ type refusalLog struct {
 	mu    sync.Mutex
 	seen  map[refusalKey]*refusalEntry
 	every time.Duration
+	// counts counts every refused message and batch, logged or not, by protocol and reason.
+	counts *prometheus.CounterVec
 }
 
 type refusalKey struct {
@@ -37,8 +40,15 @@ type refusalEntry struct {
 	skipped int
 }
 
-func newRefusalLog(log *slog.Logger, now func() time.Time) *refusalLog {
-	return &refusalLog{log: log, now: now, seen: map[refusalKey]*refusalEntry{}, every: refusalLogEvery}
+func newRefusalLog(log *slog.Logger, now func() time.Time, counts *prometheus.CounterVec) *refusalLog {
+	return &refusalLog{log: log, now: now, seen: map[refusalKey]*refusalEntry{}, every: refusalLogEvery, counts: counts}
+}
+
+// refused counts a message or batch of p refused on proto ("negotiate" or "exchange") for
+// err, then logs it as warn does.
+func (l *refusalLog) refused(proto string, p peer.ID, msg string, err error, args ...any) {
+	l.counts.WithLabelValues(proto, refusalReason(err)).Inc()
+	l.warn(p, msg, err, args...)
 }
 
 // warn logs msg for a refusal of p's message for err, unless the same peer and reason were

@@ -66,7 +66,7 @@ func TestRefusalsLoggedOncePerPeerAndReason(t *testing.T) {
 func TestRefusalLog(t *testing.T) {
 	var logs syncBuffer
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newRefusalLog(slog.New(slog.NewTextHandler(&logs, nil)), func() time.Time { return now })
+	l := newRefusalLog(slog.New(slog.NewTextHandler(&logs, nil)), func() time.Time { return now }, nil)
 	p1, p2 := peer.ID("peer-one"), peer.ID("peer-two")
 	bad := fmt.Errorf("%w: bit flipped in message 7", protocol.ErrBadSignature)
 	for range 3511 {

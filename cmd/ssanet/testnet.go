@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/ssanet/ssanet/agent"
 	"github.com/ssanet/ssanet/protocol"
