@@ -318,6 +318,13 @@ func (p *jsonRW) maskedKey(key []byte, mayIP bool) (string, bool) {
 	if p.w.plainKey(mayIP) {
 		return "", false
 	}
+	if w := p.w; w.check != nil && w.mask == nil && !w.wantIPs {
+		// Read by the checker only, for its addresses: checked from the spans found.
+		if spans := findIPs(p.spans[:0], key); len(spans) > 0 {
+			w.check.unnamed(spans)
+		}
+		return "", false
+	}
 	ks := string(key)
 	mk := p.w.key(ks)
 	return mk, mk != ks
@@ -424,10 +431,16 @@ func (p *jsonRW) stringValue() (bool, error) {
 	}
 	field := p.field()
 	w := p.w
-	if field == "" && !w.wantIPs && w.check != nil &&
-		(!esc && (!mayIP || len(findIPs(p.spans[:0], raw)) == 0) || esc && !mayIP && !bytes.Contains(raw, []byte(`\u`))) {
-		// Unnamed text that the checker reads only for its addresses, and that holds none: as
-		// it is. A \u escape can hide a dot or a colon, so such strings are always decoded.
+	if field == "" && !w.wantIPs && w.check != nil && w.mask == nil &&
+		(!esc || !mayIP && !bytes.Contains(raw, []byte(`\u`))) {
+		// Unnamed text that the checker reads only for its addresses: checked from the spans
+		// found, as it is. A \u escape can hide a dot or a colon, so such strings are always
+		// decoded.
+		if !esc && mayIP {
+			if spans := findIPs(p.spans[:0], raw); len(spans) > 0 {
+				w.check.unnamed(spans)
+			}
+		}
 		p.out = append(p.out, p.in[start:p.i]...)
 		return false, nil
 	}
