@@ -88,7 +88,8 @@ type formatVerifier struct {
 	// activation over w.view, made once.
 	filters []*filter
 	act     *viewActivation
-	// buf is the scratch the codec writes to, reused: the record as written is not needed.
+	// buf is the scratch the codec writes to, reused: the record as written is not needed,
+	// and the codec leaves out of it the bytes it would copy unchanged (jsonRW.copy).
 	buf []byte
 }
 
