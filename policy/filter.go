@@ -143,14 +143,9 @@ func viewKeys(a *celast.AST) []string {
 	return slices.Compact(keys)
 }
 
-// eval runs the filter on a view. An evaluation error (a missing key, the cost limit) or a
-// non-bool result excludes the record.
-func (f *filter) eval(view map[string]any) (bool, error) {
-	return f.evalIn(newViewActivation(view), false)
-}
-
-// evalIn is eval on a view already made an activation, which can serve every record of a
-// stream. small says that every value of the view is within viewValueHint (bytes of a
+// evalIn runs the filter on a view made an activation, which can serve every record of a
+// stream. An evaluation error (a missing key, the cost limit) or a non-bool result excludes
+// the record. small says that every value of the view is within viewValueHint (bytes of a
 // string, elements of a list): CEL's estimate of the filter's worst case, checked against
 // FilterCostLimit when it was compiled, then bounds its cost, and it runs without the
 // runtime limit's accounting (a tenth of the cost of a record).

@@ -172,6 +172,10 @@ type jsonRW struct {
 	at    at
 	seen  uint64
 	spans [4]ipSpan
+	// copy is false for a walker that only checks (the Verifier), which does not read the
+	// record as written: the bytes that are copied unchanged (member names, unnamed strings
+	// and numbers, literals) are then skipped, and out holds only the record's structure.
+	copy bool
 }
 
 func (c *jsonCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
@@ -181,7 +185,7 @@ func (c *jsonCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
 	case c.namedBy != w:
 		c.tree, c.namedBy = c.shared.namedFor(w), w
 	}
-	p := jsonRW{c: c, in: raw, out: dst, w: w, at: at{node: c.tree, empty: true}}
+	p := jsonRW{c: c, in: raw, out: dst, w: w, at: at{node: c.tree, empty: true}, copy: w.check == nil || w.mask != nil}
 	p.ws()
 	if p.i >= len(p.in) || p.in[p.i] != '{' {
 		return dst, p.errf("want a JSON object")
@@ -271,9 +275,11 @@ func (p *jsonRW) object(depth int) (bool, error) {
 		if mk, ok := p.maskedKey(key, mayIP); ok {
 			p.out = appendJSONString(p.out, mk)
 		} else {
-			p.out = append(p.out, '"')
-			p.out = append(p.out, kraw...)
-			p.out = append(p.out, '"')
+			if p.copy {
+				p.out = append(p.out, '"')
+				p.out = append(p.out, kraw...)
+				p.out = append(p.out, '"')
+			}
 		}
 		p.ws()
 		if p.peek() != ':' {
@@ -316,6 +322,13 @@ func (p *jsonRW) object(depth int) (bool, error) {
 // it, if anything; mayIP is mayHoldIP(key).
 func (p *jsonRW) maskedKey(key []byte, mayIP bool) (string, bool) {
 	if p.w.plainKey(mayIP) {
+		return "", false
+	}
+	if w := p.w; w.check != nil && w.mask == nil && !w.wantIPs {
+		// Read by the checker only, for its addresses: checked from the spans found.
+		if spans := findIPs(p.spans[:0], key); len(spans) > 0 {
+			w.check.unnamed(spans)
+		}
 		return "", false
 	}
 	ks := string(key)
@@ -424,11 +437,19 @@ func (p *jsonRW) stringValue() (bool, error) {
 	}
 	field := p.field()
 	w := p.w
-	if field == "" && !w.wantIPs && w.check != nil &&
-		(!esc && (!mayIP || len(findIPs(p.spans[:0], raw)) == 0) || esc && !mayIP && !bytes.Contains(raw, []byte(`\u`))) {
-		// Unnamed text that the checker reads only for its addresses, and that holds none: as
-		// it is. A \u escape can hide a dot or a colon, so such strings are always decoded.
-		p.out = append(p.out, p.in[start:p.i]...)
+	if field == "" && !w.wantIPs && w.check != nil && w.mask == nil &&
+		(!esc || !mayIP && !bytes.Contains(raw, []byte(`\u`))) {
+		// Unnamed text that the checker reads only for its addresses: checked from the spans
+		// found, as it is. A \u escape can hide a dot or a colon, so such strings are always
+		// decoded.
+		if !esc && mayIP {
+			if spans := findIPs(p.spans[:0], raw); len(spans) > 0 {
+				w.check.unnamed(spans)
+			}
+		}
+		if p.copy {
+			p.out = append(p.out, p.in[start:p.i]...)
+		}
 		return false, nil
 	}
 	if field == "" && !w.wantIPs && w.check == nil {
@@ -508,7 +529,9 @@ func (p *jsonRW) numberValue() (bool, error) {
 	}
 	field := p.field()
 	if field == "" {
-		p.out = append(p.out, in[start:p.i]...)
+		if p.copy {
+			p.out = append(p.out, in[start:p.i]...)
+		}
 		return false, nil
 	}
 	out, drop, quoted := p.w.number(field, string(in[start:p.i]), p.slot())
@@ -528,7 +551,9 @@ func (p *jsonRW) literal(lit string) error {
 		return p.errf("want %s", lit)
 	}
 	p.i += len(lit)
-	p.out = append(p.out, lit...)
+	if p.copy {
+		p.out = append(p.out, lit...)
+	}
 	return nil
 }
 

@@ -83,7 +83,13 @@ type formatVerifier struct {
 	// with findings is checked again with every field named, so that each finding names its
 	// field as Verify always did.
 	relevant map[string]bool
-	// buf is the scratch the codec writes to, reused: the record as written is not needed.
+	// filters are the SSP's filters that can be checked in this format: those whose fields
+	// masking cannot have changed (checker.maskedAny), in the SSP's order; act is their
+	// activation over w.view, made once.
+	filters []*filter
+	act     *viewActivation
+	// buf is the scratch the codec writes to, reused: the record as written is not needed,
+	// and the codec leaves out of it the bytes it would copy unchanged (jsonRW.copy).
 	buf []byte
 }
 
@@ -131,8 +137,19 @@ func (v *Verifier) format(name string) *formatVerifier {
 		return nil
 	}
 	fv := &formatVerifier{spec: spec, codec: spec.codec(0), c: checker{p: v.p}, relevant: map[string]bool{}}
-	fv.w = walker{kinds: spec.fields, view: map[string]any{}, check: &fv.c}
+	fv.w = walker{kinds: spec.fields, check: &fv.c}
 	for _, f := range v.p.filters {
+		if !fv.c.maskedAny(spec, f.fields) {
+			fv.filters = append(fv.filters, f)
+		}
+	}
+	if len(fv.filters) > 0 {
+		// Only a filter that is checked needs the view: the others' fields are neither
+		// captured nor named.
+		fv.w.view = map[string]any{}
+		fv.act = newViewActivation(fv.w.view)
+	}
+	for _, f := range fv.filters {
 		for _, k := range f.fields {
 			fv.w.wantIPs = fv.w.wantIPs || k == fieldRelatedIP
 			fv.relevant[k] = true
@@ -161,11 +178,9 @@ func (fv *formatVerifier) check(record []byte, relevant map[string]bool) []Findi
 	if err != nil {
 		return []Finding{{Code: FindingWrongFormat, Text: err.Error()}}
 	}
-	for _, f := range c.p.filters {
-		if c.maskedAny(fv.spec, f.fields) {
-			continue
-		}
-		ok, err := f.eval(w.view)
+	small := w.small()
+	for _, f := range fv.filters {
+		ok, err := f.evalIn(fv.act, small)
 		switch {
 		case err != nil:
 			c.add(Finding{Code: FindingFilterExcluded, Text: fmt.Sprintf("filter %q cannot be evaluated: %v", f.expr, err)})
@@ -287,12 +302,30 @@ func (c *checker) text(field, s string, dropped bool, sl slot) {
 	}
 }
 
+// unnamed checks unnamed text (a member name, a value outside the view) from the address
+// literals findIPs found in it, as text("", …) would: only the address scopes apply to it.
+func (c *checker) unnamed(spans []ipSpan) {
+	for i := range c.p.masks {
+		if m := &c.p.masks[i]; m.Method != protocol.MaskNone && m.Scope != protocol.ScopeFields {
+			c.addressSpans(m, "", spans, m.Scope == protocol.ScopePublicIP)
+		}
+	}
+}
+
 func (c *checker) addresses(m *maskRule, field, s string, publicOnly bool) {
 	if !mayHoldIP(s) || m.Method == protocol.MaskCryptoPAn {
 		return
 	}
 	var spans [4]ipSpan
-	for _, sp := range findIPs(spans[:0], s) {
+	c.addressSpans(m, field, findIPs(spans[:0], s), publicOnly)
+}
+
+// addressSpans checks the addresses found in a value of field against m.
+func (c *checker) addressSpans(m *maskRule, field string, spans []ipSpan, publicOnly bool) {
+	if m.Method == protocol.MaskCryptoPAn {
+		return
+	}
+	for _, sp := range spans {
 		a := sp.addr
 		// An address of tokenPrefix is an hmac token; the unspecified address is what remove
 		// leaves in a required address field. Neither names a host.

@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/ssanet/ssanet/protocol"
@@ -171,6 +172,81 @@ func TestVerifierAllocations(t *testing.T) {
 	if bytes.Contains(refined[0], []byte(`"ssanet_summary"`)) {
 		t.Fatal("the benchmark's records are not raw")
 	}
+}
+
+// TestVerifierAllocationsPerRecord: a reused Verifier checks the benchmark's compliant
+// records (BenchmarkVerifyVsRefine) with no string per member name or unnamed value, and
+// only the view of the filters it evaluates: a handful of allocations per record at most.
+func TestVerifierAllocationsPerRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		filter string
+		max    float64 // allocations per record, on average
+	}{
+		{"eve-kind", benchPolicy().Filtering[0].Expr, 1},
+		{"int-field", `!("source.port" in r) || r["source.port"] > 0`, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := benchPolicy()
+			pol.Filtering[0].Expr = tc.filter
+			p := mustCompile(t, ssaFor(pol, "eve"))
+			_, refined := benchRefined(t, p, 200)
+			v := NewVerifier(p)
+			var allocs float64
+			for _, r := range refined {
+				allocs += testing.AllocsPerRun(3, func() {
+					if f := v.Verify("eve", r); len(f) > 0 {
+						t.Fatalf("%s: %v", r, f)
+					}
+				})
+			}
+			if got := allocs / float64(len(refined)); got > tc.max {
+				t.Errorf("%.1f allocations per record, want at most %v", got, tc.max)
+			}
+		})
+	}
+}
+
+// FuzzCheckerUnnamed: checking unnamed text from the address spans the codec found gives the
+// findings, in order, that checking the text as a string gives, under every address scope
+// and method.
+func FuzzCheckerUnnamed(f *testing.F) {
+	for _, s := range []string{
+		"", "81.2.3.4", "81.2.3.0", " 81.2.3.4 ", "from 81.2.3.4 to 10.0.0.1", "2a00:1450:4001:80b::200e",
+		"2a00::", "::", "0.0.0.0", "2001:db8::1", "host1.2.3.4", "15:01:09.820360", "aa:bb:cc:dd:ee:ff",
+		"1.2.3.4.5", "[2a00:1450::1]:443", "81.2.3.4:80,8.8.8.8", "::ffff:81.2.3.4",
+	} {
+		f.Add(s)
+	}
+	var ps []*SSP
+	for _, masks := range [][]protocol.MaskRule{
+		{{Scope: protocol.ScopePublicIP, Method: protocol.MaskTruncate, Bits: 8}},
+		{{Scope: protocol.ScopeAllIP, Method: protocol.MaskTruncate, Bits: 16}},
+		{{Scope: protocol.ScopePublicIP, Method: protocol.MaskRemove}},
+		{{Scope: protocol.ScopeAllIP, Method: protocol.MaskHMAC}},
+		{{Scope: protocol.ScopePublicIP, Method: protocol.MaskCryptoPAn}},
+		{
+			{Scope: protocol.ScopeFields, Fields: []string{"source.ip"}, Method: protocol.MaskRemove},
+			{Scope: protocol.ScopePublicIP, Method: protocol.MaskHMAC},
+			{Scope: protocol.ScopeAllIP, Method: protocol.MaskTruncate, Bits: 24},
+		},
+	} {
+		ps = append(ps, mustCompile(f, ssaFor(&protocol.Policy{Masking: masks}, "eve")))
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, p := range ps {
+			want := &checker{p: p}
+			want.text("", s, false, slotText)
+			got := &checker{p: p}
+			if mayHoldIP(s) {
+				var spans [4]ipSpan
+				got.unnamed(findIPs(spans[:0], []byte(s)))
+			}
+			if !slices.Equal(got.findings, want.findings) {
+				t.Fatalf("%q under %v: from the spans %v, from the string %v", s, p.masks, got.findings, want.findings)
+			}
+		}
+	})
 }
 
 // FuzzVerifierNamedFields: a record checked with only the fields the SSP reads or masks by
