@@ -281,8 +281,10 @@ func TestCancellationCrossesConfirmation(t *testing.T) {
 		if err != nil || ann.Status != protocol.StatusAnnulment {
 			t.Fatalf("the revised SSA's annulment: %+v, %v", ann, err)
 		}
-		if a.mgr.run(revision) != nil || a.mgr.run(inForce) != nil {
-			t.Fatal("an SSA is still in force")
-		}
+		// The store says annulled once the step is committed; the management point hears of
+		// it right after.
+		waitFor(t, 5*time.Second, func() (bool, string) {
+			return a.mgr.run(revision) == nil && a.mgr.run(inForce) == nil, "an SSA is still in force"
+		})
 	}
 }
