@@ -38,12 +38,13 @@ func TestConfigCheck(t *testing.T) {
 		{"cut short", "listen: [/ip4/127.0.0.1/tcp/0]\nmdns: false\n",
 			[]string{"agent: config incomplete: it has no dht-mode: key (it may have been cut short); every config states listen, mdns, dht-mode, accept"}},
 		{"every problem listed", strings.Replace(base, "accept: auto", "accept: sometimes", 1) +
-			"metric: 127.0.0.1:9464\nsinks:\n  - type: webhook\n    url: ftp//x\ningest:\n  follow:\n    - path: /nonexistent/ssanet/eve.json\n      format: eve\n",
+			"metric: 127.0.0.1:9464\nsinks:\n  - type: webhook\n    url: ftp//x\ningest:\n  follow:\n    - path: /nonexistent/ssanet/eve.json\n      format: eve\nretry-interval: soon\n",
 			[]string{
 				`line 4: accept must be auto or manual, not "sometimes"`,
 				"line 5: unknown key metric (did you mean metrics?)",
 				`line 7: sink webhook: sink: webhook config: url "ftp//x": want http:// or https://`,
 				"line 11: ingest.follow /nonexistent/ssanet/eve.json: directory /nonexistent/ssanet does not exist: create it, or fix the path",
+				`line 13: "soon" is not a duration such as 30s`,
 			}},
 	}
 	for _, tc := range tests {
