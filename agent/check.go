@@ -39,7 +39,9 @@ func CheckConfig(home string) []Problem {
 	add := func(line int, err error) {
 		out = append(out, Problem{Line: line, Msg: strings.TrimPrefix(err.Error(), "config: ")})
 	}
-	if err := CheckHome(home); err != nil {
+	if err := CheckHome(home); errors.Is(err, os.ErrNotExist) {
+		return []Problem{{Msg: fmt.Sprintf("home %s does not exist: create it with ssanet --home %s init", home, home)}}
+	} else if err != nil {
 		add(0, err)
 	}
 	if _, err := LoadKey(home); err != nil {

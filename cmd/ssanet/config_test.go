@@ -47,6 +47,10 @@ func TestConfigCheck(t *testing.T) {
 				`line 13: "soon" is not a duration such as 30s`,
 			}},
 	}
+	missing := filepath.Join(t.TempDir(), "missing")
+	if out, _, code := ssanet(t, "--home", missing, "config", "check"); code != 1 || out != filepath.Join(missing, "config.yaml")+": home "+missing+" does not exist: create it with ssanet --home "+missing+" init\n" {
+		t.Errorf("a home that does not exist: exit %d, printed %q", code, out)
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			home := filepath.Join(t.TempDir(), "home")
