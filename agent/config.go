@@ -138,11 +138,12 @@ func (c *Config) bootstrapPeers() ([]peer.AddrInfo, error) {
 // Duration is a time.Duration written as in Go ("30s").
 type Duration time.Duration
 
-// UnmarshalYAML reads a Go duration.
+// UnmarshalYAML reads a Go duration. Its error is a *yaml.TypeError, which the decoder
+// collects with the others of the document instead of stopping at it.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration such as 30s", n.Line, n.Value)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration such as 30s", n.Line, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -310,9 +311,17 @@ func (c *Config) validateIngest() error {
 		}
 	}
 	for _, f := range c.Ingest.Follow {
-		if f.Path == "" || !slices.Contains(policy.Formats(), f.Format) {
-			return fmt.Errorf("config: ingest.follow needs a path and a format among %v", policy.Formats())
+		if err := f.validate(); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// validate checks a followed file's path and format.
+func (f FollowConfig) validate() error {
+	if f.Path == "" || !slices.Contains(policy.Formats(), f.Format) {
+		return fmt.Errorf("config: ingest.follow needs a path and a format among %v", policy.Formats())
 	}
 	return nil
 }

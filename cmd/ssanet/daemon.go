@@ -51,10 +51,14 @@ func cmdInit(c *cli, args []string) int {
 }
 
 func cmdRun(c *cli, args []string) int {
-	fs := c.plainFlags("run", "run [--log-level debug|info|warn|error]") // its logs are JSON already
+	fs := c.plainFlags("run", "run [--check] [--log-level debug|info|warn|error]") // its logs are JSON already
 	level := fs.String("log-level", "info", "log level")
+	check := fs.Bool("check", false, "check the home as config check does and exit: 0 when the agent would start")
 	if code := c.parseFlags(fs, args); code >= 0 {
 		return code
+	}
+	if *check {
+		return c.checkConfig()
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
