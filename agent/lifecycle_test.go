@@ -175,9 +175,9 @@ func TestCancelDuringRevision(t *testing.T) {
 					t.Fatalf("the dropped revision was agreed: %v", err)
 				}
 			}
-			if prov.mgr.run(inForce) != nil {
-				t.Fatal("the provider still shares under the cancelled SSA")
-			}
+			waitFor(t, 5*time.Second, func() (bool, string) {
+				return prov.mgr.run(inForce) == nil, "the provider still shares under the cancelled SSA"
+			})
 		})
 	}
 	t.Run("holder declines", func(t *testing.T) {
