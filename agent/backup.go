@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -58,10 +59,24 @@ const backupTrailer = "Ssanet-Backup-Error"
 func (a *Agent) serveBackup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Trailer", backupTrailer)
-	if err := a.Backup(w); err != nil {
+	if err := a.Backup(ctxWriter{r.Context(), w}); err != nil {
 		a.log.Warn("backup failed", "err", err)
 		w.Header().Set(backupTrailer, err.Error())
 		return
 	}
 	a.log.Info("backup taken")
+}
+
+// ctxWriter ends a backup stream at its next write once ctx ends (the client went away, or
+// the daemon stops: the store's Close waits for a backup under way).
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("backup stopped: %w", err)
+	}
+	return c.w.Write(p)
 }
