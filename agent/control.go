@@ -151,6 +151,7 @@ func (a *Agent) controlHandler() http.Handler {
 	for _, rt := range (controlAPI{a}).routes() {
 		mux.HandleFunc(rt.pattern, serve(rt.call))
 	}
+	mux.HandleFunc("GET /v1/backup", a.serveBackup) // a stream, not one answer (backup.go)
 	return mux
 }
 

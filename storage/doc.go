@@ -154,6 +154,17 @@
 // refuses a volume with less than the margin. Badger writes its logs through memory maps, so
 // without these checks a full volume is a SIGBUS, not an error.
 //
+// # Backup and restore
+//
+// Store.Backup copies the store while it is in use: Badger's backup stream of every live key
+// at one read timestamp, in a file framed by backup.go (header with the format, the schema
+// version and a hash of the encryption key; a SHA-256 at the end). Restore loads such a file
+// into a directory that holds no store, refusing a newer format or schema, a file cut short
+// or altered, and a key other than the backed-up store's. An older schema is left to Open
+// (which refuses any version but schemaVersion until migrations exist): a migration from
+// version N-1 belongs in Open, so that a restored old backup and an old store on disk are
+// upgraded by the same code.
+//
 // # Limits
 //
 // SSA and offer IDs are at most 1024 bytes (they are keys); a message at most

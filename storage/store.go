@@ -120,6 +120,8 @@ type Store struct {
 	// dir is the store's directory; reserve is Options.Reserve or DefaultReserve (space.go).
 	dir     string
 	reserve uint64
+	// key is Options.EncryptionKey: Backup writes a hash of it (backup.go).
+	key []byte
 	// refusedNeed is the free space the last records refused for lack of it needed, 0 once
 	// records are taken again (Space.Paused).
 	refusedNeed atomic.Uint64
@@ -180,7 +182,8 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
 	s := &Store{db: db, commits: make(chan request), stop: make(chan struct{}), done: make(chan struct{}),
-		gcDone: make(chan struct{}), sent: make(map[string]uint64), log: logger(opts), dir: dir, reserve: opts.Reserve}
+		gcDone: make(chan struct{}), sent: make(map[string]uint64), log: logger(opts), dir: dir, reserve: opts.Reserve,
+		key: opts.EncryptionKey}
 	if s.reserve == 0 {
 		s.reserve = DefaultReserve
 	}
