@@ -1,13 +1,9 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 
@@ -67,28 +63,11 @@ func cmdBackup(c *cli, args []string) int {
 
 // streamBackup copies GET /v1/backup of the home's daemon to w, returning the bytes copied.
 func (c *cli) streamBackup(w io.Writer) (int64, error) {
-	sock, err := agent.ControlSocket(c.home)
-	if errors.Is(err, agent.ErrUntrustedSocket) {
+	resp, err := c.do("GET", "/v1/backup", nil)
+	if err != nil {
 		return 0, err
 	}
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
-	resp, err := hc.Get("http://ssanet/v1/backup")
-	if err != nil {
-		return 0, fmt.Errorf("%w in %s (%v); backup copies a running agent's store: start it with: %s", errNoDaemon, c.home, err, c.hint("run"))
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e) == nil && e.Error != "" {
-			return 0, &apiStatusError{resp.StatusCode, e.Error}
-		}
-		return 0, &apiStatusError{resp.StatusCode, resp.Status}
-	}
 	n, err := io.Copy(w, resp.Body)
 	if err != nil {
 		return n, fmt.Errorf("backup cut short after %d bytes: %w", n, err)

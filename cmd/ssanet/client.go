@@ -22,42 +22,14 @@ var errNoDaemon = errors.New("no ssanet daemon runs")
 // api calls the control API of the daemon of c.home. A non-2xx answer becomes an error with
 // the daemon's message; out (if not nil) receives the JSON or raw bytes of a 2xx answer.
 func (c *cli) api(method, path string, body io.Reader, out any) error {
-	sock, err := agent.ControlSocket(c.home)
-	if errors.Is(err, agent.ErrUntrustedSocket) {
-		return err
-	}
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
-	req, err := http.NewRequest(method, "http://ssanet"+path, body)
+	resp, err := c.do(method, path, body)
 	if err != nil {
 		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			if _, serr := os.Stat(filepath.Join(c.home, agent.KeyFile)); errors.Is(serr, os.ErrNotExist) {
-				return fmt.Errorf("%w in %s: it is no agent home yet (no %s); create one with: %s, then start it with: %s",
-					errNoDaemon, c.home, agent.KeyFile, c.hint("init"), c.hint("run"))
-			}
-			return fmt.Errorf("%w in %s; start one with: %s", errNoDaemon, c.home, c.hint("run"))
-		}
-		return fmt.Errorf("reach the daemon in %s: %w", c.home, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return &apiStatusError{resp.StatusCode, e.Error}
-		}
-		return &apiStatusError{resp.StatusCode, resp.Status}
 	}
 	switch o := out.(type) {
 	case nil:
@@ -69,6 +41,46 @@ func (c *cli) api(method, path string, body io.Reader, out any) error {
 		}
 	}
 	return nil
+}
+
+// do sends one request to the control API of the daemon of c.home and returns its 2xx
+// answer, whose body the caller closes. No daemon, and a non-2xx answer (with the daemon's
+// message), are errors.
+func (c *cli) do(method, path string, body io.Reader) (*http.Response, error) {
+	sock, err := agent.ControlSocket(c.home)
+	if errors.Is(err, agent.ErrUntrustedSocket) {
+		return nil, err
+	}
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	req, err := http.NewRequest(method, "http://ssanet"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			if _, serr := os.Stat(filepath.Join(c.home, agent.KeyFile)); errors.Is(serr, os.ErrNotExist) {
+				return nil, fmt.Errorf("%w in %s: it is no agent home yet (no %s); create one with: %s, then start it with: %s",
+					errNoDaemon, c.home, agent.KeyFile, c.hint("init"), c.hint("run"))
+			}
+			return nil, fmt.Errorf("%w in %s; start one with: %s", errNoDaemon, c.home, c.hint("run"))
+		}
+		return nil, fmt.Errorf("reach the daemon in %s: %w", c.home, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		var e struct{ Error string }
+		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e) == nil && e.Error != "" {
+			return nil, &apiStatusError{resp.StatusCode, e.Error}
+		}
+		return nil, &apiStatusError{resp.StatusCode, resp.Status}
+	}
+	return resp, nil
 }
 
 // hint is the command line of an ssanet command on this home, for a message to suggest.
