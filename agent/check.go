@@ -85,16 +85,9 @@ func CheckConfig(home string) []Problem {
 	sinks := valueOf(top, "sinks")
 	named := map[string]bool{}
 	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		line := itemLine(sinks, i)
-		if err := s.validate(); err != nil {
-			add(line, err)
-			continue
+		if err := checkSink(&c.Sinks[i], named); err != nil {
+			add(itemLine(sinks, i), err)
 		}
-		if strings.ContainsAny(s.Name, `/\`) || named[s.Name] {
-			add(line, fmt.Errorf("sink name %q: each sink needs a name of its own (a sink without one is named after its type), a plain word without / or \\", s.Name))
-		}
-		named[s.Name] = true
 	}
 	follow := c.Ingest.Follow
 	c.Ingest.Follow = nil // each followed file on its own, below

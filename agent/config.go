@@ -274,18 +274,26 @@ func (c *Config) validateLimits() error {
 func (c *Config) validateSinks() error {
 	named := map[string]bool{}
 	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		if err := s.validate(); err != nil {
+		if err := checkSink(&c.Sinks[i], named); err != nil {
 			return err
 		}
-		if strings.ContainsAny(s.Name, `/\`) {
-			return fmt.Errorf("config: sink name %q: a name is a plain word, without / or \\", s.Name)
-		}
-		if named[s.Name] {
-			return fmt.Errorf("config: two sinks are named %q (a sink without a name is named after its type): give each a name of its own", s.Name)
-		}
-		named[s.Name] = true
 	}
+	return nil
+}
+
+// checkSink validates sink s and its name against those of the sinks before it (named), to
+// which it adds the name: for Validate and, sink by sink, CheckConfig.
+func checkSink(s *SinkConfig, named map[string]bool) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	if strings.ContainsAny(s.Name, `/\`) {
+		return fmt.Errorf("config: sink name %q: a name is a plain word, without / or \\", s.Name)
+	}
+	if named[s.Name] {
+		return fmt.Errorf("config: two sinks are named %q (a sink without a name is named after its type): give each a name of its own", s.Name)
+	}
+	named[s.Name] = true
 	return nil
 }
 

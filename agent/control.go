@@ -101,7 +101,12 @@ func (a *Agent) ServeControl(ctx context.Context, ready func()) error {
 		<-ctx.Done()
 		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(shut)
+		if srv.Shutdown(shut) != nil {
+			// A handler still runs: a backup stream to a client that stopped reading blocks
+			// in a write no context ends. Closing the connections ends it, so the store's
+			// Close, which waits for the backup, does not wait forever.
+			srv.Close()
+		}
 	}()
 	err = srv.Serve(ln)
 	if !errors.Is(err, http.ErrServerClosed) {

@@ -32,7 +32,7 @@ func TestConfigCheck(t *testing.T) {
 		{"metrics not loopback", base + "metrics: 10.1.2.3:9464\n",
 			[]string{`line 5: metrics "10.1.2.3:9464" is not a loopback address: set metrics-remote: true to serve metrics to other hosts, or use 127.0.0.1:PORT`}},
 		{"two sinks named alike", base + "sinks:\n  - type: jsonl\n    path: /tmp/a.jsonl\n  - type: jsonl\n    path: /tmp/b.jsonl\n",
-			[]string{`line 8: sink name "jsonl": each sink needs a name of its own (a sink without one is named after its type), a plain word without / or \`}},
+			[]string{`line 8: two sinks are named "jsonl" (a sink without a name is named after its type): give each a name of its own`}},
 		{"key twice", base + "mdns: true\n",
 			[]string{`line 5: mapping key "mdns" already defined at line 2`}},
 		{"cut short", "listen: [/ip4/127.0.0.1/tcp/0]\nmdns: false\n",
