@@ -28,7 +28,12 @@ const (
 	backupMagic         = "ssanet-backup\n"
 	backupFormatVersion = 1
 	maxChunk            = 1 << 20
-	keyCheckContext     = "ssanet-backup key check\n"
+	// maxLoadList bounds a list of Badger's stream on restore: Load allocates the length an
+	// 8-byte prefix gives before it reads the list, so a crafted file could ask for any
+	// amount. Backup writes lists of up to about 116 MiB (Badger's Stream: batches of 16 MiB
+	// merged up to 100 MiB, plus one key's versions).
+	maxLoadList     = 256 << 20
+	keyCheckContext = "ssanet-backup key check\n"
 )
 
 // keyCheck is what the header holds of an encryption key: a hash that tells the same key
@@ -108,7 +113,7 @@ func Restore(dir string, r io.Reader, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("storage: restore into %s: %w", dir, err)
 	}
-	if err := db.Load(cr, 16); err != nil {
+	if err := db.Load(&listGuard{r: cr}, 16); err != nil {
 		return errors.Join(fmt.Errorf("storage: restore: %w", err), db.Close())
 	}
 	if err := db.Close(); err != nil {
@@ -266,6 +271,38 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 			return n, fmt.Errorf("%w: %v", ErrBackupDamaged, io.ErrUnexpectedEOF)
 		}
 		err = nil
+	}
+	return n, err
+}
+
+// listGuard passes Badger's backup stream (lists, each after its length: 8 bytes, little
+// endian) to Load, and stops it at a list longer than maxLoadList, before Load allocates it.
+type listGuard struct {
+	r    io.Reader
+	hdr  [8]byte
+	nhdr int    // bytes of the current length seen
+	left uint64 // bytes left of the current list
+}
+
+func (g *listGuard) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	for i := 0; i < n; {
+		if g.left > 0 {
+			k := min(uint64(n-i), g.left)
+			i += int(k)
+			g.left -= k
+			continue
+		}
+		g.hdr[g.nhdr] = p[i]
+		g.nhdr++
+		i++
+		if g.nhdr == len(g.hdr) {
+			g.nhdr = 0
+			g.left = binary.LittleEndian.Uint64(g.hdr[:])
+			if g.left > maxLoadList {
+				return 0, fmt.Errorf("%w: a list of %d bytes in Badger's stream, at most %d", ErrBackupDamaged, g.left, maxLoadList)
+			}
+		}
 	}
 	return n, err
 }

@@ -1,7 +1,10 @@
 package storage
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -143,6 +146,7 @@ func TestRestoreRefuses(t *testing.T) {
 		{"no end", "", good[:len(good)-36], ErrBackupDamaged},
 		{"checksum differs", "", with(len(good)-1, good[len(good)-1]^1), ErrBackupDamaged},
 		{"store exists", full, good, ErrStoreExists},
+		{"huge list", "", hugeList(t), ErrBackupDamaged},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,4 +165,23 @@ func TestRestoreRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hugeList is a well-framed backup (header, chunks, checksum) whose Badger stream announces
+// a list of 1<<40 bytes, which Load would allocate.
+func hugeList(t *testing.T) []byte {
+	var buf bytes.Buffer
+	cw := &chunkWriter{w: bufio.NewWriter(&buf), sum: sha256.New()}
+	var l [8]byte
+	binary.LittleEndian.PutUint64(l[:], 1<<40)
+	if err := cw.header(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cw.Write(l[:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.end(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
