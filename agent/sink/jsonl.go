@@ -237,6 +237,13 @@ func (j *JSONL) readRotated() error {
 		if err != nil {
 			return err
 		}
+		if s.unreadableLines > 0 {
+			// A rotated file with no record the sink can read holds nothing whose retention it
+			// knows: it is kept for the operator rather than deleted at the next tidy.
+			s.keep = s.keep || s.records == 0
+			j.cfg.Log.Warn("jsonl sink: rotated file holds lines that are not records",
+				"sink", j.cfg.Name, "file", path, "unreadable", s.unreadableLines, "records", s.records, "kept", s.keep)
+		}
 		j.rotated[path] = &s
 	}
 	return nil
