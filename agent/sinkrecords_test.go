@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -26,12 +25,7 @@ import (
 // forwarded and set aside, not confirmed.
 func TestSinkRecords(t *testing.T) {
 	prov, req, s := exchangePair(t)
-	run := prov.mgr.run(s.ID)
-	lines := bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n"))
-	refined, _, err := run.refine(protocol.FormatEVE, lines, time.Now().Year(), time.Now)
-	if err != nil || len(refined) == 0 {
-		t.Fatalf("%d refined: %v", len(refined), err)
-	}
+	run, refined := refineSample(t, prov, s.ID)
 	k := uint64(len(refined))
 	if _, err := prov.store.Enqueue(s.ID, refined, k, 0); err != nil {
 		t.Fatal(err)
