@@ -287,8 +287,19 @@ func (c *collector) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			c.flush(chunk)
-			return
+			// the records the sources handed over but not yet taken are queued too: else up
+			// to a chunk of them is lost at shutdown without a count.
+			for {
+				select {
+				case r := <-c.recs:
+					if chunk = append(chunk, r); len(chunk) == ingestChunk {
+						chunk = c.flush(chunk)
+					}
+				default:
+					c.flush(chunk)
+					return
+				}
+			}
 		case r := <-c.recs:
 			if chunk = append(chunk, r); len(chunk) == ingestChunk {
 				chunk = c.flush(chunk)

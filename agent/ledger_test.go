@@ -394,6 +394,35 @@ func TestLedgerCountsDiskFullDrops(t *testing.T) {
 	}
 }
 
+// TestCollectorQueuesAtShutdown: the records a source handed to a collector and it had not
+// yet taken are still queued (here: counted as dropped by a full disk) when it stops.
+func TestCollectorQueuesAtShutdown(t *testing.T) {
+	st, err := storage.Open(t.TempDir(), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l := newLedger(prometheus.NewRegistry(), discard, time.Now)
+	q := newRefiner(&roomProvisions{}, st, discard, time.Now, 1, queueMetrics{
+		ingested: prometheus.NewCounter(prometheus.CounterOpts{Name: "i"}), queued: prometheus.NewCounter(prometheus.CounterOpts{Name: "q"}),
+		overflow: prometheus.NewCounter(prometheus.CounterOpts{Name: "o"})}, func(*agreementRun) {}, l)
+	disk := newDiskWatch(func() (storage.Space, error) { return storage.Space{Free: 1, Reserve: 50, Paused: true}, nil },
+		discard, prometheus.NewRegistry())
+	s := newSources(q, st, disk, t.TempDir(), discard, prometheus.NewRegistry())
+	c := &collector{sources: s, format: protocol.FormatSyslog, recs: make(chan []byte, ingestChunk)}
+	const n = 8
+	for range n {
+		c.recs <- []byte("<34>1 - a b c d - x")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c.run(ctx)
+	if got := testutil.ToFloat64(l.provider.WithLabelValues("", outcomeDiskFull)); got != n {
+		t.Fatalf("%v records counted at shutdown, want %d", got, n)
+	}
+}
+
 // TestLedgerEveryOutcome: one provider, one requester, three SSAs and one ingestion in which
 // every outcome kind of EVE occurs (a record without a timestamp is malformed in EVE, so
 // untimed cannot): each signed report accounts for every record ingested.

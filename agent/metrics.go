@@ -133,7 +133,7 @@ type sinkCollector struct {
 	log    *slog.Logger
 }
 
-const sinkRecordsHelp = "Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside)."
+const sinkRecordsHelp = "Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside), truncated (cut to a UDP syslog sink's max-message, at each attempt)."
 
 var (
 	sinkLagDesc = prometheus.NewDesc("ssanet_sink_lag_records",
@@ -181,7 +181,7 @@ func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, o := range []struct {
 			outcome string
 			n       uint64
-		}{{"forwarded", s.Records.Forwarded}, {"confirmed", s.Records.Confirmed}, {"failed", s.Records.Failed}, {"set_aside", s.Records.SetAside}} {
+		}{{"forwarded", s.Records.Forwarded}, {"confirmed", s.Records.Confirmed}, {"failed", s.Records.Failed}, {"set_aside", s.Records.SetAside}, {"truncated", s.Records.Truncated}} {
 			ch <- prometheus.MustNewConstMetric(sinkRecordsDesc, prometheus.CounterValue, float64(o.n), s.Name, o.outcome)
 		}
 	}

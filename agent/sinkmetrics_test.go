@@ -16,7 +16,7 @@ func TestSinkMetrics(t *testing.T) {
 	ok := time.Unix(1_800_000_000, 500_000_000)
 	states := []SinkState{
 		{Name: "siem", Type: "syslog", SSAs: map[string]SinkSSA{"a": {Lag: 3}, "b": {Lag: 4}}, Errors: 9,
-			FailingSince: ok.Add(time.Minute), LastSuccess: ok, Records: SinkRecords{Forwarded: 20, Failed: 30}},
+			FailingSince: ok.Add(time.Minute), LastSuccess: ok, Records: SinkRecords{Forwarded: 20, Failed: 30, Truncated: 4}},
 		{Name: "file", Type: "jsonl", SSAs: map[string]SinkSSA{}, Records: SinkRecords{Forwarded: 5, Confirmed: 5}},
 		{Name: "hook", Type: "webhook", SSAs: map[string]SinkSSA{}, Records: SinkRecords{Forwarded: 8, Confirmed: 6, SetAside: 2}},
 	}
@@ -43,7 +43,7 @@ ssanet_sink_lag_records{sink="siem"} 7
 ssanet_sink_last_success_timestamp_seconds{sink="file"} 0
 ssanet_sink_last_success_timestamp_seconds{sink="hook"} 0
 ssanet_sink_last_success_timestamp_seconds{sink="siem"} 1.8000000005e+09
-# HELP ssanet_sink_records_total Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside).
+# HELP ssanet_sink_records_total Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside), truncated (cut to a UDP syslog sink's max-message, at each attempt).
 # TYPE ssanet_sink_records_total counter
 ssanet_sink_records_total{outcome="confirmed",sink="file"} 5
 ssanet_sink_records_total{outcome="confirmed",sink="hook"} 6
@@ -57,6 +57,9 @@ ssanet_sink_records_total{outcome="forwarded",sink="siem"} 20
 ssanet_sink_records_total{outcome="set_aside",sink="file"} 0
 ssanet_sink_records_total{outcome="set_aside",sink="hook"} 2
 ssanet_sink_records_total{outcome="set_aside",sink="siem"} 0
+ssanet_sink_records_total{outcome="truncated",sink="file"} 0
+ssanet_sink_records_total{outcome="truncated",sink="hook"} 0
+ssanet_sink_records_total{outcome="truncated",sink="siem"} 4
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Fatal(err)

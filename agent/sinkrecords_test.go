@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -26,12 +25,7 @@ import (
 // forwarded and set aside, not confirmed.
 func TestSinkRecords(t *testing.T) {
 	prov, req, s := exchangePair(t)
-	run := prov.mgr.run(s.ID)
-	lines := bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n"))
-	refined, _, err := run.refine(protocol.FormatEVE, lines, time.Now().Year(), time.Now)
-	if err != nil || len(refined) == 0 {
-		t.Fatalf("%d refined: %v", len(refined), err)
-	}
+	run, refined := refineSample(t, prov, s.ID)
 	k := uint64(len(refined))
 	if _, err := prov.store.Enqueue(s.ID, refined, k, 0); err != nil {
 		t.Fatal(err)
@@ -78,7 +72,22 @@ func TestSinkRecords(t *testing.T) {
 	}))
 	t.Cleanup(poison.Close)
 
+	// the cut sink sends over UDP in messages of at most 480 bytes: most records are cut.
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = udp.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := udp.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
 	sk := startSinks(t, req, req.log,
+		SinkConfig{Name: "cut", Type: "syslog", Network: "udp", Address: udp.LocalAddr().String(), MaxMessage: 480, Relation: "organisation"},
 		SinkConfig{Name: "file", Type: "jsonl", Path: filepath.Join(t.TempDir(), "out.jsonl"), Relation: "organisation"},
 		SinkConfig{Name: "siem", Type: "syslog", Network: "tcp", Address: tcp.Addr().String(), Relation: "organisation"},
 		SinkConfig{Name: "retried", Type: "webhook", URL: retried.URL, Tries: 1, Relation: "organisation"},
@@ -87,6 +96,7 @@ func TestSinkRecords(t *testing.T) {
 		confirms bool
 		records  SinkRecords
 	}{
+		"cut":     {false, SinkRecords{Forwarded: k}}, // and Truncated as counted, checked > 0
 		"file":    {true, SinkRecords{Forwarded: k, Confirmed: k}},
 		"siem":    {false, SinkRecords{Forwarded: k}},
 		"retried": {true, SinkRecords{Forwarded: k, Confirmed: k, Failed: 2 * k}},
@@ -102,6 +112,11 @@ func TestSinkRecords(t *testing.T) {
 		for _, st := range states {
 			got = append(got, fmt.Sprintf("%s: %+v %+v", st.Name, st.Records, st.SSAs[s.ID].Records))
 			w := want[st.Name]
+			if st.Name == "cut" {
+				w.records.Truncated = st.Records.Truncated
+				want["cut"] = w
+				done = done && w.records.Truncated > 0
+			}
 			done = done && st.SSAs[s.ID].Lag == 0 && st.Records == w.records && st.SSAs[s.ID].Records == w.records && st.Confirms == w.confirms
 		}
 		return done, strings.Join(got, "; ")
@@ -111,10 +126,10 @@ func TestSinkRecords(t *testing.T) {
 	reg.MustRegister(sinkCollector{states: sk.states, log: req.log})
 	var exp strings.Builder
 	exp.WriteString("# HELP ssanet_sink_records_total " + sinkRecordsHelp + "\n# TYPE ssanet_sink_records_total counter\n")
-	for _, o := range []string{"confirmed", "failed", "forwarded", "set_aside"} {
-		for _, name := range []string{"file", "poison", "retried", "siem"} {
+	for _, o := range []string{"confirmed", "failed", "forwarded", "set_aside", "truncated"} {
+		for _, name := range []string{"cut", "file", "poison", "retried", "siem"} {
 			r := want[name].records
-			n := map[string]uint64{"confirmed": r.Confirmed, "failed": r.Failed, "forwarded": r.Forwarded, "set_aside": r.SetAside}[o]
+			n := map[string]uint64{"confirmed": r.Confirmed, "failed": r.Failed, "forwarded": r.Forwarded, "set_aside": r.SetAside, "truncated": r.Truncated}[o]
 			fmt.Fprintf(&exp, "ssanet_sink_records_total{outcome=%q,sink=%q} %d\n", o, name, n)
 		}
 	}

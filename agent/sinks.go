@@ -306,6 +306,9 @@ type SinkRecords struct {
 	// SetAside are the forwarded records a webhook set aside after its receiver refused their
 	// batch (4xx) poison-after times, in HOME/sinks/NAME.poison: kept, not delivered.
 	SetAside uint64 `json:"set_aside"`
+	// Truncated are the records a syslog sink over UDP cut to its max-message, counted at each
+	// attempt like Failed.
+	Truncated uint64 `json:"truncated"`
 }
 
 func (r *SinkRecords) add(o SinkRecords) {
@@ -313,6 +316,7 @@ func (r *SinkRecords) add(o SinkRecords) {
 	r.Confirmed += o.Confirmed
 	r.Failed += o.Failed
 	r.SetAside += o.SetAside
+	r.Truncated += o.Truncated
 }
 
 // SinkSSA is a sink's progress through one SSA's records.
@@ -587,15 +591,15 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 			}
 		}
 		if len(out) > 0 {
-			aside := f.setAside()
+			aside, cut := f.setAside(), f.cut()
 			if err := f.w.Write(ctx, out); err != nil {
 				if ctx.Err() == nil {
-					f.count(id, SinkRecords{Failed: uint64(len(out))})
+					f.count(id, SinkRecords{Failed: uint64(len(out)), Truncated: f.cut() - cut})
 					f.failed(err)
 				}
 				return
 			}
-			n := SinkRecords{Forwarded: uint64(len(out)), SetAside: f.setAside() - aside}
+			n := SinkRecords{Forwarded: uint64(len(out)), SetAside: f.setAside() - aside, Truncated: f.cut() - cut}
 			if c, ok := f.w.(sink.Confirmer); ok && c.Confirms() {
 				n.Confirmed = n.Forwarded - min(n.SetAside, n.Forwarded)
 			}
@@ -620,6 +624,15 @@ func (f *forwarder) setAside() uint64 {
 	return 0
 }
 
+// cut is how many messages the writer cut to its maximum size since it was made (0 if it never
+// does).
+func (f *forwarder) cut() uint64 {
+	if t, ok := f.w.(interface{ Truncated() uint64 }); ok {
+		return t.Truncated()
+	}
+	return 0
+}
+
 // count adds n to SSA id's and the sink's records by outcome.
 func (f *forwarder) count(id string, n SinkRecords) {
 	f.mu.Lock()
@@ -633,11 +646,7 @@ func (f *forwarder) count(id string, n SinkRecords) {
 // logTruncated logs, at most once a minute, how many messages a writer that cuts messages to
 // a size (syslog over UDP) has cut since the last line.
 func (f *forwarder) logTruncated() {
-	t, ok := f.w.(interface{ Truncated() uint64 })
-	if !ok {
-		return
-	}
-	n := t.Truncated()
+	n := f.cut()
 	if n > f.truncated && time.Since(f.truncLogged) >= time.Minute {
 		f.log.Warn("records cut to the sink's max-message; raise it (up to 65507) or use tcp, tls or relp",
 			"sink", f.cfg.Name, "truncated", n-f.truncated, "total", n)

@@ -134,16 +134,24 @@ func TestRetentionOf(t *testing.T) {
 	}
 }
 
-// TestWebhookSinkGoesOn: the forwarder, fed by a real exchange, gets past a batch its webhook
-// refuses (4xx): it is set aside in HOME/sinks/NAME.poison and the next batch is delivered.
-func TestWebhookSinkGoesOn(t *testing.T) {
-	prov, req, s := exchangePair(t)
-	run := prov.mgr.run(s.ID)
+// refineSample refines the sample EVE records under the provider's run of SSA id; none
+// refined fails the test.
+func refineSample(t *testing.T, prov *Agent, id string) (*agreementRun, [][]byte) {
+	t.Helper()
+	run := prov.mgr.run(id)
 	lines := bytes.Split(bytes.TrimSpace(sampleEVE(t)), []byte("\n"))
 	refined, _, err := run.refine(protocol.FormatEVE, lines, time.Now().Year(), time.Now)
 	if err != nil || len(refined) == 0 {
 		t.Fatalf("%d refined: %v", len(refined), err)
 	}
+	return run, refined
+}
+
+// TestWebhookSinkGoesOn: the forwarder, fed by a real exchange, gets past a batch its webhook
+// refuses (4xx): it is set aside in HOME/sinks/NAME.poison and the next batch is delivered.
+func TestWebhookSinkGoesOn(t *testing.T) {
+	prov, req, s := exchangePair(t)
+	run, refined := refineSample(t, prov, s.ID)
 	k := uint64(len(refined))
 	var (
 		mu   sync.Mutex

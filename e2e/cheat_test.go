@@ -69,22 +69,8 @@ func impersonate(t *testing.T, prov, req *agent, opts ...libp2p.Option) *cheater
 // labelled with the agreed SSP, each acknowledged by the requester before the next goes out.
 func (c *cheater) deliverRaw(ssaID string, agreed []byte, recs []eveRecord) {
 	c.t.Helper()
-	ssa, err := protocol.DecodeSSA(agreed)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ssp, err := policy.Compile(ssa, nil) // the hash and marking need no key
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), deliverBy)
-	defer cancel()
-	st, err := c.host.NewStream(ctx, c.req, ssanet.ProtocolExchange)
-	if err != nil {
-		c.t.Fatalf("open %s: %v", ssanet.ProtocolExchange, err)
-	}
+	ssp, st := c.openExchange(agreed)
 	defer st.Close()
-	st.SetDeadline(time.Now().Add(deliverBy))
 	acks := bufio.NewReader(st)
 	mark := ssp.Marking()
 	for first := 0; first < len(recs); first += cheatBatch {
@@ -96,6 +82,28 @@ func (c *cheater) deliverRaw(ssaID string, agreed []byte, recs []eveRecord) {
 		c.send(st, acks, b)
 	}
 	c.claimCompliance(ssp.Hash(), uint64(len(recs)))
+}
+
+// openExchange compiles the agreed SSP (its hash and marking need no key) and opens an
+// exchange stream to the requester with the delivery deadline set; the caller closes it.
+func (c *cheater) openExchange(agreed []byte) (*policy.SSP, network.Stream) {
+	c.t.Helper()
+	ssa, err := protocol.DecodeSSA(agreed)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ssp, err := policy.Compile(ssa, nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deliverBy)
+	defer cancel() // the context bounds the opening only, not the stream
+	st, err := c.host.NewStream(ctx, c.req, ssanet.ProtocolExchange)
+	if err != nil {
+		c.t.Fatalf("open %s: %v", ssanet.ProtocolExchange, err)
+	}
+	st.SetDeadline(time.Now().Add(deliverBy))
+	return ssp, st
 }
 
 // claimCompliance answers the requester's report requests (step ⑬) as a provider that hides

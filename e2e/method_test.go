@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -13,8 +12,6 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 
-	ssanet "github.com/ssanet/ssanet/agent"
-	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -154,22 +151,8 @@ func hasReason(reasons []string, part string) bool {
 // labelled with the agreed SSP, and returns the error the requester's acknowledgement carries.
 func (c *cheater) sendOne(ssaID string, agreed []byte, recs []eveRecord) string {
 	c.t.Helper()
-	ssa, err := protocol.DecodeSSA(agreed)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ssp, err := policy.Compile(ssa, nil)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), deliverBy)
-	defer cancel()
-	st, err := c.host.NewStream(ctx, c.req, ssanet.ProtocolExchange)
-	if err != nil {
-		c.t.Fatalf("open %s: %v", ssanet.ProtocolExchange, err)
-	}
+	ssp, st := c.openExchange(agreed)
 	defer st.Close()
-	st.SetDeadline(time.Now().Add(deliverBy))
 	mark := ssp.Marking()
 	b := &protocol.Batch{SSAID: ssaID, SSPHash: ssp.Hash(), First: 1, Format: protocol.FormatEVE,
 		TLP: mark.TLP, Marking: mark.MarkingRef, Sent: time.Now().UnixMilli()}

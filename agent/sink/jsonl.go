@@ -145,8 +145,13 @@ func OpenJSONL(cfg JSONLConfig) (*JSONL, error) {
 
 // open opens the current file and reads what it holds; j.f stays nil when it fails.
 func (j *JSONL) open() error {
-	if err := dropTornLine(j.cfg.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	cut, err := dropTornLine(j.cfg.Path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
+	}
+	if cut > 0 {
+		j.cfg.Log.Warn("jsonl sink: cut a half-written last line (its records are written again)",
+			"sink", j.cfg.Name, "path", j.cfg.Path, "bytes", cut)
 	}
 	f, err := os.OpenFile(j.cfg.Path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -231,6 +236,13 @@ func (j *JSONL) readRotated() error {
 		s, err := j.scan(path)
 		if err != nil {
 			return err
+		}
+		if s.unreadableLines > 0 {
+			// A rotated file with no record the sink can read holds nothing whose retention it
+			// knows: it is kept for the operator rather than deleted at the next tidy.
+			s.keep = s.keep || s.records == 0
+			j.cfg.Log.Warn("jsonl sink: rotated file holds lines that are not records",
+				"sink", j.cfg.Name, "file", path, "unreadable", s.unreadableLines, "records", s.records, "kept", s.keep)
 		}
 		j.rotated[path] = &s
 	}

@@ -189,3 +189,34 @@ func TestJSONLRetention(t *testing.T) {
 		t.Fatalf("not rotated at max-age: %q", r)
 	}
 }
+
+// TestJSONLKeepsUnreadableRotated: a rotated file with no line the sink can read as a record
+// has no retention it knows, so a tidy keeps it; one that also holds a record whose retention
+// ran out goes.
+func TestJSONLKeepsUnreadableRotated(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.jsonl")
+	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	junk := path + "." + t0.Format(rotatedLayout)
+	mixed := path + "." + t0.Add(time.Second).Format(rotatedLayout)
+	if err := os.WriteFile(junk, []byte("not json\n{\"seq\":1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec := `{"ssa_id":"ssa-short","received":"` + t0.Format(time.RFC3339Nano) + `"}` + "\n"
+	if err := os.WriteFile(mixed, []byte("not json\n"+rec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{t: t0.Add(2 * time.Hour)}
+	retention := func(string) (time.Duration, bool) { return time.Hour, true }
+	j := openTestJSONL(t, JSONLConfig{Path: path, Retention: retention, Now: c.now})
+	defer j.Close()
+	if err := j.Tidy(); err != nil {
+		t.Fatal(err)
+	}
+	if r := j.Rotated(); len(r) != 1 || r[0] != junk {
+		t.Fatalf("rotated after tidy: %q, want only %s", r, junk)
+	}
+	if _, err := os.Stat(junk); err != nil {
+		t.Fatalf("the unreadable file was deleted: %v", err)
+	}
+}
