@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Release build of ssanet: static, stripped binaries (CGO_ENABLED=0, -trimpath) for the
-# sensors' platforms, each in a tar.gz with LICENSE, README.md and the systemd unit; a
+# sensors' platforms, each in a tar.gz with LICENSE, README.md, the systemd unit and the man
+# pages (man/, written by ssanet man from the CLI's definitions); a
 # CycloneDX SBOM of the module's dependencies; SHA256SUMS over all of them.
 #
 #   dist/release.sh OUTDIR [VERSION]
@@ -37,6 +38,9 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
 echo "ssanet $version, commit $commit, built $date, $(go version)"
+# The man pages, from a build for this machine with the same stamps, dated the build date.
+go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$stage/ssanet-host" ./cmd/ssanet
+SOURCE_DATE_EPOCH=$epoch "$stage/ssanet-host" man "$stage/man"
 for target in linux/amd64 linux/arm64 linux/arm/7; do
   IFS=/ read -r goos goarch goarm <<<"$target"
   arch=$goarch${goarm:+v$goarm}
@@ -45,7 +49,9 @@ for target in linux/amd64 linux/arm64 linux/arm/7; do
   CGO_ENABLED=0 GOOS=$goos GOARCH=$goarch GOARM=$goarm \
     go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$stage/$name/ssanet" ./cmd/ssanet
   cp LICENSE README.md dist/ssanet.service dist/ssanet.sysusers "$stage/$name/"
-  chmod 0755 "$stage/$name/ssanet"
+  cp -r "$stage/man" "$stage/$name/man"
+  chmod 0755 "$stage/$name/ssanet" "$stage/$name/man"
+  chmod 0644 "$stage/$name/man/"*.1
   chmod 0644 "$stage/$name/LICENSE" "$stage/$name/README.md" "$stage/$name/ssanet.service" "$stage/$name/ssanet.sysusers"
   tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner -C "$stage" -cf - "$name" |
     gzip -n -9 >"$out/$name.tar.gz"

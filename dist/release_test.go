@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -19,7 +20,8 @@ import (
 )
 
 // TestRelease runs release.sh into a temporary directory and checks what it made: the three
-// archives, each with a static, stripped binary for its platform and the files beside it;
+// archives, each with a static, stripped binary for its platform and the files beside it,
+// man pages included;
 // SHA256SUMS, which sha256sum -c verifies; the CycloneDX SBOM, which names every module that
 // go.mod requires at its version; and the amd64 binary, which prints the stamped version,
 // commit and build date.
@@ -87,11 +89,26 @@ func TestRelease(t *testing.T) {
 		t.Run(tc.arch, func(t *testing.T) {
 			dir := "ssanet-" + version + "-linux-" + tc.arch
 			files := untar(t, filepath.Join(out, dir+".tar.gz"))
-			var got []string
+			var got, pages []string
 			for name := range files {
+				if page, ok := strings.CutPrefix(name, dir+"/man/"); ok && strings.HasSuffix(page, ".1") {
+					pages = append(pages, page)
+					continue
+				}
 				got = append(got, name)
 			}
 			sort.Strings(got)
+			sort.Strings(pages)
+			// One page per command (ssanet man, tested in cmd/ssanet): the root's and one
+			// subcommand's stand for them here.
+			for _, page := range []string{"ssanet.1", "ssanet-ssa-approve.1", "ssanet-completion-bash.1"} {
+				if !slices.Contains(pages, page) {
+					t.Errorf("archive lacks man/%s; its man pages: %v", page, pages)
+				}
+			}
+			if ssanet1 := string(files[dir+"/man/ssanet.1"]); !strings.Contains(ssanet1, `.TH "SSANET" "1"`) || !strings.Contains(ssanet1, "ssanet "+version) {
+				t.Errorf("man/ssanet.1 is no man page of ssanet %s:\n%.300s", version, ssanet1)
+			}
 			wantFiles := []string{dir + "/LICENSE", dir + "/README.md", dir + "/ssanet", dir + "/ssanet.service", dir + "/ssanet.sysusers"}
 			if strings.Join(got, " ") != strings.Join(wantFiles, " ") {
 				t.Fatalf("archive holds %v, want %v", got, wantFiles)

@@ -7,23 +7,17 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ssanet/ssanet/agent"
 )
 
-const (
-	backupSynopsis  = "backup FILE|-: write a consistent copy of the running agent's store (not its key or config)"
-	restoreSynopsis = "restore FILE|- [--home NEWHOME]: create a new home's store from a backup"
-)
+func (c *cli) backupCommand() *cobra.Command {
+	return c.command("backup FILE|-", "write a consistent copy of the running agent's store (not its key or config)", printsData, nargs(1, 1),
+		func(a []string) int { return c.backup(a[0]) })
+}
 
-func cmdBackup(c *cli, args []string) int {
-	pos, code := c.parse(c.flags("backup", "backup FILE|-"), args)
-	if code >= 0 {
-		return code
-	}
-	if len(pos) != 1 {
-		return c.usageError("backup takes one FILE (- for stdout)")
-	}
-	file := pos[0]
+func (c *cli) backup(file string) int {
 	if file == "-" {
 		if c.json {
 			return c.usageError("backup - writes the backup to stdout; run it without --json")
@@ -78,19 +72,15 @@ func (c *cli) streamBackup(w io.Writer) (int64, error) {
 	return n, nil
 }
 
-func cmdRestore(c *cli, args []string) int {
-	fs := c.plainFlags("restore", "restore FILE|- [--home NEWHOME]")
-	fs.StringVar(&c.home, "home", c.home, "the new home `DIR`, which must hold no store yet")
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return code
-	}
-	if len(pos) != 1 {
-		return c.usageError("restore takes one FILE (- for stdin)")
-	}
+func (c *cli) restoreCommand() *cobra.Command {
+	return c.command("restore FILE|- [--home NEWHOME]", "create the store of a new home from a backup", noData, nargs(1, 1),
+		func(a []string) int { return c.restore(a[0]) })
+}
+
+func (c *cli) restore(file string) int {
 	in := c.stdin
-	if pos[0] != "-" {
-		f, err := os.Open(pos[0])
+	if file != "-" {
+		f, err := os.Open(file)
 		if err != nil {
 			return c.fail(fmt.Errorf("open the backup: %w", err))
 		}

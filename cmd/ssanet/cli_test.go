@@ -44,36 +44,47 @@ func runCases(t *testing.T, tests []cliCase) {
 func TestCLIUsage(t *testing.T) {
 	home := filepath.Join(t.TempDir(), "agent")
 	runCases(t, []cliCase{
-		{name: "top help lists every flag", args: []string{"--help"}, errs: "--bootstrap ADDRS] [--mdns=false]"},
-		{name: "top help decline reason", args: []string{"--help"}, errs: "decline ID [--reason R] [--wait D]"},
-		{name: "top help policy flags", args: []string{"--help"}, errs: "[--key-file FILE] [--out OUT]"},
-		{name: "offer help", args: []string{"offer", "--help"}, errs: "usage: ssanet offer add FILE | list | remove ID"},
-		{name: "offer without subcommand", args: []string{"offer"}, code: 2, errs: "usage: ssanet offer"},
-		{name: "ssa help", args: []string{"ssa", "--help"}, errs: "ssanet ssa revise ID [--template FILE] [--set PATH=VALUE]... [--wait D]"},
-		{name: "ssa -h", args: []string{"ssa", "-h"}, errs: "ssanet ssa export ID [--out FILE]"},
-		{name: "ssa without subcommand", args: []string{"ssa"}, code: 2, errs: "usage:"},
-		{name: "ssa unknown subcommand", args: []string{"ssa", "frob"}, code: 2, errs: "ssanet ssa --help"},
-		{name: "revise help", args: []string{"ssa", "revise", "--help"}, errs: "usage: ssanet ssa revise ID [--template FILE] [--set PATH=VALUE]... [--wait D]"},
+		{name: "top help lists every command", args: []string{"--help"}, out: "  request     negotiate an SSA"},
+		{name: "top help exit codes", args: []string{"--help"}, out: "7 the peer does not speak ssanet"},
+		{name: "top help -h", args: []string{"-h"}, out: "  ssanet [command]"},
+		{name: "help command", args: []string{"help", "ssa", "decline"}, out: "ssanet ssa decline ID [--reason R] [--wait D]"},
+		{name: "help unknown command", args: []string{"help", "frob"}, code: 2, errs: `no help for "frob"`},
+		{name: "no command", args: nil, code: 2, errs: "Available Commands:"},
+		{name: "init help GNU flags", args: []string{"init", "--help"}, out: "      --bootstrap ADDRS ", notOut: " -bootstrap"},
+		{name: "decline help", args: []string{"ssa", "decline", "--help"}, out: "ssanet ssa decline ID [--reason R] [--wait D]"},
+		{name: "policy help", args: []string{"policy", "--help"}, out: "Exit codes: 0 ok (check: no violation)"},
+		{name: "policy apply help", args: []string{"policy", "apply", "--help"}, out: "      --key-file FILE ", notOut: "  --json"},
+		{name: "offer help", args: []string{"offer", "--help"}, out: "  remove      withdraw one of this agent's offers"},
+		{name: "offer without subcommand", args: []string{"offer"}, code: 2, errs: "Available Commands:"},
+		{name: "ssa help", args: []string{"ssa", "--help"}, out: "  revise      propose a new version"},
+		{name: "ssa -h", args: []string{"ssa", "-h"}, out: "  export      write the agreed SSA"},
+		{name: "ssa without subcommand", args: []string{"ssa"}, code: 2, errs: "Usage:"},
+		{name: "ssa unknown subcommand", args: []string{"ssa", "frob"}, code: 2, errs: `unknown command "frob" for "ssanet ssa"`},
+		{name: "ssa misspelt subcommand", args: []string{"ssa", "shwo"}, code: 2, errs: "did you mean show?"},
+		{name: "unknown flag", args: []string{"ssa", "list", "--frob"}, code: 2, errs: "unknown flag: --frob\nRun 'ssanet ssa list --help' for usage."},
+		{name: "single-dash long flag", args: []string{"-home", home, "ssa", "list"}, code: 2, errs: "-home: long flags take two dashes: --home"},
+		{name: "single-dash long flag with value", args: []string{"ssa", "list", "-json=true"}, code: 2, errs: "-json=true: long flags take two dashes: --json=true"},
+		{name: "single-dash after --", args: []string{"policy", "check", "--template", "none.yaml", "--format", "eve", "--", "-json"}, code: 1, errs: "none.yaml"},
+		{name: "flag without value", args: []string{"ssa", "approve", "x", "--wait"}, code: 2, errs: "flag needs an argument: --wait"},
+		{name: "revise help", args: []string{"ssa", "revise", "--help"}, out: "ssanet ssa revise ID [--template FILE] [--set PATH=VALUE]... [--wait D]"},
 		{name: "revise without terms", args: []string{"--home", home, "ssa", "revise", "ssa-x"}, code: 2, errs: "give the new terms with --template FILE, --set PATH=VALUE or both"},
 		{name: "revise set without value", args: []string{"--home", home, "ssa", "revise", "ssa-x", "--set", "handling.tlp"}, code: 2, errs: "write PATH=VALUE"},
-		{name: "export help", args: []string{"ssa", "export", "--help"}, errs: "usage: ssanet ssa export ID [--out FILE]", notOut: "-wait"},
-		{name: "export help has no json", args: []string{"ssa", "export", "--help"}, notOut: "-json"},
-		{name: "decline help", args: []string{"ssa", "decline", "--help"}, errs: "usage: ssanet ssa decline ID [--reason R] [--wait D]"},
-		{name: "show help has no wait", args: []string{"ssa", "show", "--help"}, errs: "usage: ssanet ssa show ID", notOut: "-wait"},
-		{name: "transcript help has no wait", args: []string{"ssa", "transcript", "--help"}, errs: "-json", notOut: "-wait"},
-		{name: "policy help", args: []string{"policy", "--help"}, errs: "--key-file FILE"},
-		{name: "policy apply help has no json", args: []string{"policy", "apply", "--help"}, errs: "-key-file", notOut: "  -json"},
+		{name: "export help", args: []string{"ssa", "export", "--help"}, out: "ssanet ssa export ID [--out FILE]", notOut: "--wait"},
+		{name: "export help has no json", args: []string{"ssa", "export", "--help"}, notOut: "--json"},
+		{name: "show help has no wait", args: []string{"ssa", "show", "--help"}, out: "ssanet ssa show ID", notOut: "--wait"},
+		{name: "show without ID", args: []string{"ssa", "show"}, code: 2, errs: "usage: ssanet ssa show ID"},
+		{name: "transcript help has no wait", args: []string{"ssa", "transcript", "--help"}, out: "--json", notOut: "--wait"},
 		{name: "version", args: []string{"version"}, out: "ssanet "},
 		{name: "version json after", args: []string{"version", "--json"}, out: `"version": `},
 		{name: "version json before", args: []string{"--json", "version"}, out: `"version": `},
 		{name: "version extra argument", args: []string{"version", "bogus"}, code: 2, errs: `unexpected "bogus"`},
-		{name: "init positional", args: []string{"--home", home, "init", "provider"}, code: 2, errs: "-name"},
+		{name: "init positional", args: []string{"--home", home, "init", "provider"}, code: 2, errs: `init takes no arguments, only flags; unexpected "provider"`},
 		{name: "id extra argument", args: []string{"--home", home, "id", "extra"}, code: 2, errs: `id takes no arguments, only flags; unexpected "extra"`},
 		{name: "ssa list extra argument", args: []string{"--home", home, "ssa", "list", "extra"}, code: 2, errs: `unexpected "extra"`},
 		{name: "run extra argument", args: []string{"--home", home, "run", "now"}, code: 2, errs: `unexpected "now"`},
 		{name: "demo extra argument", args: []string{"demo", "now"}, code: 2, errs: `unexpected "now"`},
-		{name: "template refuses json", args: []string{"--json", "template", "example"}, code: 2, errs: "template prints no data as JSON"},
-		{name: "template json after", args: []string{"template", "example", "--json"}, code: 2, errs: "-json"},
+		{name: "template refuses json", args: []string{"--json", "template", "example"}, code: 2, errs: "template example prints no data as JSON"},
+		{name: "template json after", args: []string{"template", "example", "--json"}, code: 2, errs: "template example prints no data as JSON"},
 		{name: "demo refuses json", args: []string{"--json", "demo"}, code: 2, errs: "demo prints no data as JSON"},
 		{name: "export refuses json", args: []string{"--json", "--home", home, "ssa", "export", "x"}, code: 2, errs: "ssa export prints no data as JSON"},
 		{name: "home never initialised", args: []string{"--home", home, "ssa", "list"}, code: 1, errs: "create one with: ssanet --home " + home + " init"},
@@ -239,6 +250,16 @@ func TestCLIRequestOutcomes(t *testing.T) {
 	runCases(t, []cliCase{
 		{name: "held by the requester", args: requestArgs, out: ": proposal-received (requester", notOut: "still"},
 	})
+
+	// Shell completion asks the daemon for the IDs of its SSAs and offers.
+	out, errs, code = ssanet(t, "__complete", "--home", req, "ssa", "show", "")
+	if code != 0 || !strings.Contains(out, "ssa-") || !strings.Contains(out, "\tproposal-received, peer ") {
+		t.Errorf("completion of ssa show: exit %d, %q (%s); want the SSA IDs with their state", code, out, errs)
+	}
+	out, errs, code = ssanet(t, "__complete", "--home", prov, "offer", "remove", "ids")
+	if code != 0 || !strings.HasPrefix(out, "ids-alerts\tattack-detection-log/") {
+		t.Errorf("completion of offer remove: exit %d, %q (%s); want the offer's ID", code, out, errs)
+	}
 }
 
 // TestCLIUntrustedSocket: the CLI believes only a control socket made by the home's owner in a

@@ -51,7 +51,7 @@ func (c *cli) do(method, path string, body io.Reader) (*http.Response, error) {
 	if errors.Is(err, agent.ErrUntrustedSocket) {
 		return nil, err
 	}
-	hc := &http.Client{Transport: &http.Transport{
+	hc := &http.Client{Timeout: c.apiTimeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)

@@ -4,22 +4,15 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ssanet/ssanet/agent"
 )
 
-const configUsage = "usage: ssanet config check: check the home's config.yaml, key, sinks and followed paths\n"
-
-func cmdConfig(c *cli, args []string) int {
-	if code, done := c.subcommandUsage(args, configUsage); done {
-		return code
-	}
-	if args[0] != "check" {
-		return c.usageError("config: unknown subcommand %q\n%s", args[0], configUsage)
-	}
-	if code := c.parseFlags(c.flags("config check", "config check"), args[1:]); code >= 0 {
-		return code
-	}
-	return c.checkConfig()
+func (c *cli) configCommand() *cobra.Command {
+	return c.group("config", "check config.yaml, the key, sinks and followed paths; list every problem with its line", "",
+		c.command("check", "check the home's config.yaml, key, sinks and followed paths", printsData, nargs(0, 0),
+			func([]string) int { return c.checkConfig() }))
 }
 
 // checkConfig prints every problem of the home's config (exit 1), or that it is fine (exit 0).

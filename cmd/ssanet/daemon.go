@@ -10,58 +10,67 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ssanet/ssanet/agent"
 )
 
-const initSynopsis = "init [--org ORG] [--name NAME] [--email EMAIL] [--phone PHONE] [--address ADDRESS] [--listen ADDRS] [--bootstrap ADDRS] [--mdns=false]"
-
-func cmdInit(c *cli, args []string) int {
-	fs := c.flags("init", initSynopsis)
+func (c *cli) initCommand() *cobra.Command {
 	cfg := agent.DefaultConfig()
+	var listen, bootstrap string
+	cmd := c.command("init [--org ORG] [--name NAME] [--email EMAIL] [--phone PHONE] [--address ADDRESS] [--listen ADDRS] [--bootstrap ADDRS] [--mdns=false]",
+		"create the agent's key and config.yaml", printsData, nargs(0, 0), func([]string) int {
+			if listen != "" {
+				cfg.Listen = splitList(listen)
+			}
+			cfg.Bootstrap = splitList(bootstrap)
+			id, err := agent.Init(c.home, cfg)
+			if errors.Is(err, agent.ErrInitialised) {
+				return c.fail(fmt.Errorf("%w: keep it, or use another --home", err))
+			}
+			if err != nil {
+				return c.fail(err)
+			}
+			if c.json {
+				return c.printJSON(map[string]string{"peer_id": id.String(), "home": c.home})
+			}
+			fmt.Fprintf(c.stdout, "initialised %s\npeer ID: %s\nnext: %s\n", c.home, id, c.hint("run"))
+			return exitOK
+		})
+	f := cmd.Flags()
 	p := &cfg.Contact
 	// This side's participant in every SSA the agent signs (config.yaml contact).
-	fs.StringVar(&p.Affiliation, "org", "", "this organisation, as it signs every SSA (the participant's affiliation)")
-	fs.StringVar(&p.Affiliation, "affiliation", "", "the same as --org")
-	fs.StringVar(&p.Name, "name", "", "contact name (a person or a desk) in this agent's SSAs")
-	fs.StringVar(&p.Email, "email", "", "contact email")
-	fs.StringVar(&p.Phone, "phone", "", "contact telephone")
-	fs.StringVar(&p.Address, "address", "", "postal address")
-	listen := fs.String("listen", "", "comma-separated listen multiaddrs (default: TCP and QUIC on all interfaces, free ports)")
-	bootstrap := fs.String("bootstrap", "", "comma-separated multiaddrs (…/p2p/PEERID) of agents to join the directory through")
-	fs.BoolVar(&cfg.MDNS, "mdns", true, "discover agents on the local network with mDNS")
-	if code := c.parseFlags(fs, args); code >= 0 {
-		return code
-	}
-	if *listen != "" {
-		cfg.Listen = splitList(*listen)
-	}
-	cfg.Bootstrap = splitList(*bootstrap)
-	id, err := agent.Init(c.home, cfg)
-	if errors.Is(err, agent.ErrInitialised) {
-		return c.fail(fmt.Errorf("%w: keep it, or use another --home", err))
-	}
-	if err != nil {
-		return c.fail(err)
-	}
-	if c.json {
-		return c.printJSON(map[string]string{"peer_id": id.String(), "home": c.home})
-	}
-	fmt.Fprintf(c.stdout, "initialised %s\npeer ID: %s\nnext: %s\n", c.home, id, c.hint("run"))
-	return exitOK
+	f.StringVar(&p.Affiliation, "org", "", "this organisation (`ORG`), as it signs every SSA (the participant's affiliation)")
+	f.StringVar(&p.Affiliation, "affiliation", "", "the same as --org (`ORG`)")
+	f.StringVar(&p.Name, "name", "", "contact `NAME` (a person or a desk) in this agent's SSAs")
+	f.StringVar(&p.Email, "email", "", "contact `EMAIL`")
+	f.StringVar(&p.Phone, "phone", "", "contact telephone (`PHONE`)")
+	f.StringVar(&p.Address, "address", "", "postal `ADDRESS`")
+	f.StringVar(&listen, "listen", "", "comma-separated listen multiaddrs, `ADDRS` (default: TCP and QUIC on all interfaces, free ports)")
+	f.StringVar(&bootstrap, "bootstrap", "", "comma-separated multiaddrs, `ADDRS` (.../p2p/PEERID), of agents to join the directory through")
+	f.BoolVar(&cfg.MDNS, "mdns", true, "discover agents on the local network with mDNS")
+	return cmd
 }
 
-func cmdRun(c *cli, args []string) int {
-	fs := c.plainFlags("run", "run [--check] [--log-level debug|info|warn|error]") // its logs are JSON already
-	level := fs.String("log-level", "info", "log level")
-	check := fs.Bool("check", false, "check the home as config check does and exit: 0 when the agent would start")
-	if code := c.parseFlags(fs, args); code >= 0 {
-		return code
-	}
-	if *check {
-		return c.checkConfig()
-	}
+func (c *cli) runCommand() *cobra.Command {
+	var level string
+	var check bool
+	cmd := c.command("run [--check] [--log-level L]", "run the daemon (foreground; SIGINT/SIGTERM stop it cleanly)",
+		noData, nargs(0, 0), func([]string) int { // its logs are JSON already
+			if check {
+				return c.checkConfig()
+			}
+			return c.runDaemon(level)
+		})
+	cmd.Flags().StringVar(&level, "log-level", "info", "log level `L`: debug, info, warn or error")
+	cmd.Flags().BoolVar(&check, "check", false, "check the home as config check does and exit: 0 when the agent would start")
+	completeFlag(cmd, "log-level", "debug", "info", "warn", "error")
+	return cmd
+}
+
+func (c *cli) runDaemon(level string) int {
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return c.usageError("run: --log-level: %v", err)
 	}
 	var id agent.IDView
@@ -96,10 +105,11 @@ func cmdRun(c *cli, args []string) int {
 	return exitOK
 }
 
-func cmdID(c *cli, args []string) int {
-	if code := c.parseFlags(c.flags("id", "id"), args); code >= 0 {
-		return code
-	}
+func (c *cli) idCommand() *cobra.Command {
+	return c.command("id", "print the peer ID and listen addresses", printsData, nargs(0, 0), func([]string) int { return c.id() })
+}
+
+func (c *cli) id() int {
 	var v agent.IDView
 	if err := c.api("GET", "/v1/id", nil, &v); err != nil {
 		return c.apiFail(err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/spf13/cobra"
 
 	"github.com/ssanet/ssanet/agent"
 	"github.com/ssanet/ssanet/discovery"
@@ -32,16 +33,20 @@ var sampleEVE []byte
 // agreed masking has something to hide. No traffic is sent to them.
 var demoAttackers = []string{"1.1.1.1", "93.184.216.34", "8.8.4.4", "151.101.1.69", "1.1.1.1", "104.16.132.229"}
 
-func cmdDemo(c *cli, args []string) int {
-	fs := c.plainFlags("demo", "demo [--dir DIR] [--records N]") // narration
-	dir := fs.String("dir", "", "where the three agents' homes go (default: a new temporary directory)")
-	records := fs.Int("records", 600, "how many sensor records to stream")
-	if code := c.parseFlags(fs, args); code >= 0 {
-		return code
-	}
+func (c *cli) demoCommand() *cobra.Command {
+	var dir string
+	var records int
+	cmd := c.command("demo [--dir DIR] [--records N]", "Appendix I end to end on 127.0.0.1 (directory, two domains)", noData, nargs(0, 0), // narration
+		func([]string) int { return c.demo(dir, records) })
+	cmd.Flags().StringVar(&dir, "dir", "", "`DIR` where the three agents' homes go (default: a new temporary directory)")
+	cmd.Flags().IntVar(&records, "records", 600, "how many sensor records to stream (`N`)")
+	return cmd
+}
+
+func (c *cli) demo(dir string, records int) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *dir == "" {
+	if dir == "" {
 		d, err := os.MkdirTemp("", "ssanet-demo-")
 		if err != nil {
 			return c.fail(err)
@@ -51,11 +56,11 @@ func cmdDemo(c *cli, args []string) int {
 				fmt.Fprintf(c.stderr, "ssanet: remove the demo's directory: %v\n", err)
 			}
 		}()
-		*dir = d
+		dir = d
 	}
-	err := runDemo(ctx, c, *dir, *records)
+	err := runDemo(ctx, c, dir, records)
 	if errors.Is(err, agent.ErrInitialised) {
-		return c.fail(fmt.Errorf("demo: %w: %s holds an earlier demo's agents; remove it, or give another --dir", err, *dir))
+		return c.fail(fmt.Errorf("demo: %w: %s holds an earlier demo's agents; remove it, or give another --dir", err, dir))
 	}
 	if err != nil {
 		return c.fail(fmt.Errorf("demo: %w", err))

@@ -8,31 +8,43 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ssanet/ssanet/discovery"
+	"github.com/ssanet/ssanet/policy"
+	"github.com/ssanet/ssanet/protocol"
 )
 
-func cmdDiscover(c *cli, args []string) int {
-	fs := c.flags("discover", "discover --type TYPE [--format FORMAT] [--timeout D] | --peer PEERID")
-	typ := fs.String("type", "", "information type to look for (attack-detection-log, incident, blacklist, …)")
-	format := fs.String("format", "", "only providers of this format (eve, idmef, idmefv2, iodef, syslog)")
-	timeout := fs.Duration("timeout", 10*time.Second, "how long to search")
-	peerID := fs.String("peer", "", "validate a known peer: show its current signed offers")
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return code
-	}
-	if len(pos) > 0 || (*typ == "") == (*peerID == "") {
-		return c.usageError("usage: ssanet discover --type TYPE [--format FORMAT] [--timeout D] | --peer PEERID")
-	}
+func (c *cli) discoverCommand() *cobra.Command {
+	var typ, format, peerID string
+	var timeout time.Duration
+	cmd := c.command("discover --type TYPE [--format F] [--timeout D] | --peer PEERID", "find providers in the directory",
+		printsData, nargs(0, 0), func([]string) int {
+			if (typ == "") == (peerID == "") {
+				return c.usageError("discover: give --type TYPE (with --format, --timeout) or --peer PEERID")
+			}
+			return c.discover(typ, format, peerID, timeout)
+		})
+	f := cmd.Flags()
+	f.StringVar(&typ, "type", "", "information `TYPE` to look for (attack-detection-log, incident, blacklist, ...)")
+	f.StringVar(&format, "format", "", "only providers of this format, `F` ("+strings.Join(policy.Formats(), ", ")+")")
+	f.DurationVar(&timeout, "timeout", 10*time.Second, "how long to search (`D`: 10s, 1m)")
+	f.StringVar(&peerID, "peer", "", "validate a known peer (`PEERID`): show its current signed offers")
+	completeFlag(cmd, "format", policy.Formats()...)
+	completeFlag(cmd, "type", protocol.TypeAttackDetectionLog, protocol.TypeIncident, protocol.TypeBlacklist)
+	return cmd
+}
+
+func (c *cli) discover(typ, format, peerID string, timeout time.Duration) int {
 	var ps []discovery.Provider
-	if *peerID != "" {
+	if peerID != "" {
 		var p discovery.Provider
-		if err := c.api("GET", "/v1/discover/peer/"+url.PathEscape(*peerID), nil, &p); err != nil {
+		if err := c.api("GET", "/v1/discover/peer/"+url.PathEscape(peerID), nil, &p); err != nil {
 			return c.apiFail(err)
 		}
 		ps = append(ps, p)
 	} else {
-		q := url.Values{"type": {*typ}, "format": {*format}, "timeout": {timeout.String()}}
+		q := url.Values{"type": {typ}, "format": {format}, "timeout": {timeout.String()}}
 		err := c.api("GET", "/v1/discover?"+q.Encode(), nil, &ps)
 		var ae *apiStatusError
 		if errors.As(err, &ae) && ae.status == http.StatusServiceUnavailable {

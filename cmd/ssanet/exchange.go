@@ -12,20 +12,27 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ssanet/ssanet/agent"
+	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 )
 
-func cmdIngest(c *cli, args []string) int {
-	fs := c.flags("ingest", "ingest --format FORMAT [FILE|-]")
-	format := fs.String("format", "", "format of the raw records: eve, idmef, idmefv2, iodef or syslog")
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return code
-	}
-	if *format == "" || len(pos) > 1 {
-		return c.usageError("usage: ssanet ingest --format FORMAT [FILE|-]")
-	}
+func (c *cli) ingestCommand() *cobra.Command {
+	var format string
+	cmd := c.command("ingest --format F [FILE|-]", "hand raw records to the provider's enforcement point", printsData, nargs(0, 1), func(a []string) int {
+		if format == "" {
+			return c.usageError("ingest: --format is required (%s)", strings.Join(policy.Formats(), ", "))
+		}
+		return c.ingest(format, a)
+	})
+	cmd.Flags().StringVar(&format, "format", "", "format `F` of the raw records: "+strings.Join(policy.Formats(), ", "))
+	completeFlag(cmd, "format", policy.Formats()...)
+	return cmd
+}
+
+func (c *cli) ingest(format string, pos []string) int {
 	in := c.stdin
 	if len(pos) == 1 && pos[0] != "-" {
 		f, err := os.Open(pos[0])
@@ -36,7 +43,7 @@ func cmdIngest(c *cli, args []string) int {
 		in = f
 	}
 	var st agent.IngestStats
-	if err := c.api("POST", "/v1/ingest?format="+url.QueryEscape(*format), in, &st); err != nil {
+	if err := c.api("POST", "/v1/ingest?format="+url.QueryEscape(format), in, &st); err != nil {
 		return c.apiFail(err)
 	}
 	if c.json {
@@ -101,22 +108,31 @@ func filteredBy[N int64 | uint64](by []N, errs int64) string {
 	return " (" + strings.Join(parts, ", ") + ")"
 }
 
-func cmdRecords(c *cli, args []string) int {
-	fs := c.flags("records", "records --ssa ID [--after N] [--follow]")
-	ssa := fs.String("ssa", "", "the SSA whose received records to print")
-	after := fs.Uint64("after", 0, "print records after this sequence number")
-	follow := fs.Bool("follow", false, "keep printing records as they arrive (Ctrl-C stops)")
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return code
+func (c *cli) recordsCommand() *cobra.Command {
+	var ssa string
+	var after uint64
+	var follow bool
+	cmd := c.command("records --ssa ID [--after N] [--follow]", "print the records received under an SSA", printsData, nargs(0, 0), func([]string) int {
+		if ssa == "" {
+			return c.usageError("records: --ssa ID is required")
+		}
+		return c.records(ssa, after, follow)
+	})
+	f := cmd.Flags()
+	f.StringVar(&ssa, "ssa", "", "the SSA (`ID`) whose received records to print")
+	f.Uint64Var(&after, "after", 0, "print records after sequence number `N`")
+	f.BoolVar(&follow, "follow", false, "keep printing records as they arrive (Ctrl-C stops)")
+	if err := cmd.RegisterFlagCompletionFunc("ssa", c.completeSSAIDs); err != nil {
+		panic(err) // as in completeFlag
 	}
-	if *ssa == "" || len(pos) > 0 {
-		return c.usageError("usage: ssanet records --ssa ID [--after N] [--follow]")
-	}
+	return cmd
+}
+
+func (c *cli) records(ssa string, after uint64, follow bool) int {
 	enc := json.NewEncoder(c.stdout)
 	for {
 		var recs []agent.ForwardedRecord
-		q := "/v1/records?ssa=" + url.QueryEscape(*ssa) + "&after=" + strconv.FormatUint(*after, 10)
+		q := "/v1/records?ssa=" + url.QueryEscape(ssa) + "&after=" + strconv.FormatUint(after, 10)
 		if err := c.api("GET", q, nil, &recs); err != nil {
 			return c.apiFail(err)
 		}
@@ -133,10 +149,10 @@ func cmdRecords(c *cli, args []string) int {
 			default:
 				fmt.Fprintf(c.stdout, "%s%s\n", mark, r.Text)
 			}
-			*after = r.Seq
+			after = r.Seq
 		}
 		if len(recs) == 0 {
-			if !*follow {
+			if !follow {
 				return exitOK
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -144,20 +160,19 @@ func cmdRecords(c *cli, args []string) int {
 	}
 }
 
-func cmdMonitor(c *cli, args []string) int {
-	fs := c.flags("monitor", "monitor ID")
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return code
-	}
-	if len(pos) != 1 {
-		return c.usageError("usage: ssanet monitor ID")
-	}
+func (c *cli) monitorCommand() *cobra.Command {
+	cmd := c.command("monitor ID", "fulfilment of an SSA, both sides' figures and the verdict (exit 5 degraded, 6 violated)", printsData, nargs(1, 1),
+		func(a []string) int { return c.monitor(a[0]) })
+	cmd.ValidArgsFunction = c.completeSSAIDs
+	return cmd
+}
+
+func (c *cli) monitor(id string) int {
 	var as agent.Assessment
-	if err := c.api("GET", "/v1/monitor/"+url.PathEscape(pos[0]), nil, &as); err != nil {
+	if err := c.api("GET", "/v1/monitor/"+url.PathEscape(id), nil, &as); err != nil {
 		return c.apiFail(err)
 	}
-	code = verdictCode(as.Verdict)
+	code := verdictCode(as.Verdict)
 	if c.json {
 		if c.printJSON(as) != exitOK {
 			return exitError

@@ -4,13 +4,15 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/ssanet/ssanet/agent"
 )
@@ -29,42 +31,32 @@ const (
 	exitNotSSAnet = 7
 )
 
-// cli is one invocation: global options and the streams.
+// cli is one invocation: global options, the streams, and the exit code of the command run.
 type cli struct {
 	home   string
 	json   bool
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	// apiTimeout bounds each call to the daemon; 0: none (a command waits as long as the daemon
+	// takes). Shell completion sets it, so that a daemon that hangs cannot hang the shell.
+	apiTimeout time.Duration
+	code       int // -1 until a command ran: help and completion exit 0
+	root       *cobra.Command
 }
 
-type command struct {
-	usage string
-	run   func(c *cli, args []string) int
-}
+const exitCodes = `Exit codes: 0 ok, 1 error, 2 usage, 3 refused by the peer, 4 proposal expired;
+monitor: 5 degraded, 6 violated; request: 7 the peer does not speak ssanet.`
 
-// commands is the CLI reference; README.md lists the same.
-func commands() map[string]command {
-	return map[string]command{
-		"version":  {"version: print the version, commit, Go version and build date (also --version)", cmdVersion},
-		"policy":   {policyApplySynopsis + " | " + policyCheckSynopsis + ": refine or verify records offline", cmdPolicy},
-		"template": {"template example [requester|provider]: print an annotated SSA template", cmdTemplate},
-		"ssa":      {ssaSynopsis() + ": negotiations and agreements", cmdSSA},
-		"init":     {initSynopsis + ": create the agent's key and config.yaml", cmdInit},
-		"config":   {"config check: check config.yaml, the key, sinks and followed paths; list every problem with its line", cmdConfig},
-		"run":      {"run [--check] [--log-level L]: run the daemon (foreground; SIGINT/SIGTERM stop it cleanly)", cmdRun},
-		"discover": {"discover --type TYPE [--format F] [--timeout D] | --peer PEERID: find providers in the directory", cmdDiscover},
-		"testnet":  {"testnet --nodes N --dir DIR [--offers]: run N local agents wired into one directory", cmdTestnet},
-		"demo":     {"demo [--dir DIR] [--records N]: Appendix I end to end on 127.0.0.1 (directory, two domains)", cmdDemo},
-		"ingest":   {"ingest --format F [FILE|-]: hand raw records to the provider's enforcement point", cmdIngest},
-		"records":  {"records --ssa ID [--after N] [--follow]: print the records received under an SSA", cmdRecords},
-		"monitor":  {"monitor ID: fulfilment of an SSA, both sides' figures and the verdict (exit 5 degraded, 6 violated)", cmdMonitor},
-		"sinks":    {"sinks: each sink's position and lag per SSA, errors and last success", cmdSinks},
-		"id":       {"id: print the peer ID and listen addresses", cmdID},
-		"offer":    {offerSynopsis + ": what this agent provides and on what terms", cmdOffer},
-		"request":  {requestSynopsis + ": negotiate an SSA (exit 3 when refused, 7 when the peer is no ssanet agent)", cmdRequest},
-		"peers":    {"peers: each known peer's addresses, connections and last error", cmdPeers},
-		"backup":   {backupSynopsis, cmdBackup}, "restore": {restoreSynopsis, cmdRestore},
+// commands are the top-level commands, each defined (synopsis, flags, run) in one function.
+// README.md "CLI reference" lists the same; TestREADMECLIReference checks it.
+func (c *cli) commands() []*cobra.Command {
+	return []*cobra.Command{
+		c.versionCommand(), c.policyCommand(), c.templateCommand(), c.ssaCommand(), c.initCommand(),
+		c.configCommand(), c.runCommand(), c.discoverCommand(), c.testnetCommand(), c.demoCommand(),
+		c.ingestCommand(), c.recordsCommand(), c.monitorCommand(), c.sinksCommand(), c.idCommand(),
+		c.offerCommand(), c.requestCommand(), c.peersCommand(), c.backupCommand(), c.restoreCommand(),
+		c.manCommand(),
 	}
 }
 
@@ -73,37 +65,206 @@ func main() {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
-	fs := flag.NewFlagSet("ssanet", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&c.home, "home", defaultHome(), "agent home `DIR` (env SSANET_HOME)")
-	fs.BoolVar(&c.json, "json", false, "print data as JSON, given before or after the command (demo, run, template,\nssa export and policy apply print no data and refuse it)")
-	showVersion := fs.Bool("version", false, "print the version, commit, Go version and build date (as the version command)")
-	fs.Usage = func() { usage(stderr, fs) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, code: -1}
+	root := c.rootCommand()
+	if flag := singleDash(root, args); flag != "" {
+		fmt.Fprintf(stderr, "ssanet: %s: long flags take two dashes: -%s\nRun 'ssanet --help' for usage.\n", flag, flag)
+		return exitUsage
+	}
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
+	if err != nil {
+		fmt.Fprintf(stderr, "ssanet: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+		return exitUsage
+	}
+	if c.code < 0 {
+		return exitOK
+	}
+	return c.code
+}
+
+// rootCommand is ssanet with its global flags and every command.
+func (c *cli) rootCommand() *cobra.Command {
+	var version bool
+	root := &cobra.Command{
+		Use:   "ssanet [--home DIR] [--json] COMMAND [ARGS]",
+		Short: "peer-to-peer agent for Security Service Agreements (ITU-T X.1205 Supplement 20)",
+		Long: `ssanet negotiates Security Service Agreements (SSAs) with peers, refines records under the
+agreed policy, exchanges them and assesses their fulfilment.
+
+` + exitCodes,
+		Args:                  nil, // cobra's own check: an unknown command is a usage error
+		DisableFlagsInUseLine: true,
+		SilenceErrors:         true,
+		SilenceUsage:          true,
+		// Man pages of the same release are the same bytes: no "Auto generated ... on DATE".
+		DisableAutoGenTag: true,
+	}
+	c.root = root
+	root.SetIn(c.stdin)
+	root.SetOut(c.stdout)
+	root.SetErr(c.stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&c.home, "home", defaultHome(), "agent home `DIR` (default: $SSANET_HOME, else ~/.ssanet)")
+	pf.Lookup("home").DefValue = "" // not this machine's home directory in the help and the man pages
+	pf.BoolVar(&c.json, "json", false, "print data as JSON, given before or after the command (demo, run, template,\nssa export, policy apply, restore and man print no data and refuse it)")
+	root.Flags().BoolVar(&version, "version", false, "print the version, commit, Go version and build date (as the version command)")
+	root.RunE = func(cmd *cobra.Command, _ []string) error {
+		if version {
+			c.code = c.printVersion()
+			return nil
 		}
-		return exitUsage
+		fmt.Fprint(c.stderr, cmd.UsageString())
+		c.code = exitUsage
+		return nil
 	}
-	if *showVersion {
-		if fs.NArg() > 0 {
-			fmt.Fprintf(stderr, "ssanet: --version takes no command; unexpected %q\n", fs.Arg(0))
-			return exitUsage
+	root.AddCommand(c.commands()...)
+	c.strictHelp(root)
+	root.InitDefaultCompletionCmd() // cobra's generators: ssanet completion bash|zsh|fish|powershell
+	if comp, _, err := root.Find([]string{"completion"}); err == nil {
+		c.strictGroup(comp)
+	}
+	// --json shows in the help of the commands that take it only.
+	help := root.HelpFunc()
+	root.SetHelpFunc(func(cmd *cobra.Command, args []string) {
+		j := pf.Lookup("json")
+		j.Hidden = cmd.Annotations[noJSON] != ""
+		help(cmd, args)
+		j.Hidden = false
+	})
+	return root
+}
+
+// singleDash returns the first of args (before "--") that is one of the tree's long flags given
+// with one dash, as Go's flag package took them (-home DIR): pflag would read it as the
+// shorthand letters -h -o -m -e.
+func singleDash(root *cobra.Command, args []string) string {
+	long := map[string]bool{}
+	var walk func(*cobra.Command)
+	walk = func(cmd *cobra.Command) {
+		cmd.LocalFlags().VisitAll(func(f *pflag.Flag) { long[f.Name] = true })
+		for _, sub := range cmd.Commands() {
+			walk(sub)
 		}
-		return cmdVersion(c, nil)
 	}
-	if fs.NArg() == 0 {
-		usage(stderr, fs)
-		return exitUsage
+	walk(root)
+	long["help"] = true
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' && long[name] {
+			return a
+		}
 	}
-	name := fs.Arg(0)
-	cmd, ok := commands()[name]
-	if !ok {
-		fmt.Fprintf(stderr, "ssanet: unknown command %q; run ssanet --help for the list\n", name)
-		return exitUsage
+	return ""
+}
+
+// strictHelp makes "ssanet help NOSUCH" a usage error (cobra prints its topics and exits 0).
+func (c *cli) strictHelp(root *cobra.Command) {
+	root.InitDefaultHelpCmd()
+	for _, h := range root.Commands() {
+		if h.Name() != "help" || h.Run == nil {
+			continue
+		}
+		show := h.Run
+		h.Run = nil
+		h.RunE = func(cmd *cobra.Command, args []string) error {
+			if found, _, err := root.Find(args); err != nil || found == nil {
+				return fmt.Errorf("no help for %q: %v", strings.Join(args, " "), err)
+			}
+			show(cmd, args)
+			return nil
+		}
 	}
-	return cmd.run(c, fs.Args()[1:])
+}
+
+// noJSON is the annotation of a command whose output JSON cannot carry (narration, YAML,
+// CBOR, records, logs): it refuses --json.
+const noJSON = "ssanet-no-json"
+
+// Whether a command prints data, which --json prints as JSON.
+const (
+	printsData = true
+	noData     = false
+)
+
+// command defines a command: use is its synopsis, flags included (TestCommandSynopses checks
+// that it names every flag the command has); short is its line in the list; args checks its
+// positional arguments (cobra's usage errors, exit 2); run does it and returns the exit code.
+func (c *cli) command(use, short string, data bool, args cobra.PositionalArgs, run func(args []string) int) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: args, DisableFlagsInUseLine: true}
+	if !data {
+		cmd.Annotations = map[string]string{noJSON: "yes"}
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if c.json && !data {
+			return fmt.Errorf("%s prints no data as JSON; run it without --json", commandName(cmd))
+		}
+		c.code = run(args)
+		return nil
+	}
+	return cmd
+}
+
+// group defines a command that holds subcommands (see strictGroup).
+func (c *cli) group(use, short, long string, subs ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Long: long, DisableFlagsInUseLine: true}
+	cmd.AddCommand(subs...)
+	c.strictGroup(cmd)
+	return cmd
+}
+
+// strictGroup makes a command that holds subcommands a usage error without one (its usage on
+// stderr, exit 2) and with an unknown one (cobra prints the help and exits 0).
+func (c *cli) strictGroup(cmd *cobra.Command) {
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return fmt.Errorf("%s", msg)
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		fmt.Fprint(c.stderr, cmd.UsageString())
+		c.code = exitUsage
+		return nil
+	}
+}
+
+// commandName is a command's path without "ssanet ": "ssa show".
+func commandName(cmd *cobra.Command) string {
+	return strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+}
+
+// nargs accepts between min and max positional arguments (max < 0: any number).
+func nargs(min, max int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case max == 0 && len(args) > 0:
+			return fmt.Errorf("%s takes no arguments, only flags; unexpected %q", commandName(cmd), args[0])
+		case len(args) < min || (max >= 0 && len(args) > max):
+			return fmt.Errorf("%s: %d arguments; usage: %s", commandName(cmd), len(args), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// completeFlag completes the value of cmd's flag name with words.
+func completeFlag(cmd *cobra.Command, name string, words ...string) {
+	if err := cmd.RegisterFlagCompletionFunc(name, complete(words...)); err != nil {
+		panic(err) // cmd has no such flag, or it has a completion already: TestCompletion finds it
+	}
+}
+
+// complete completes a positional argument or a flag's value with a fixed list of words.
+func complete(words ...string) cobra.CompletionFunc {
+	return cobra.FixedCompletions(words, cobra.ShellCompDirectiveNoFileComp)
 }
 
 func defaultHome() string {
@@ -114,91 +275,6 @@ func defaultHome() string {
 		return filepath.Join(h, ".ssanet")
 	}
 	return ".ssanet"
-}
-
-func usage(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintln(w, "usage: ssanet [--home DIR] [--json] COMMAND [ARGS]")
-	fmt.Fprintln(w, "\nGlobal options:")
-	fs.PrintDefaults()
-	fmt.Fprintln(w, "\nCommands:")
-	cmds := commands()
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].usage)
-	}
-	fmt.Fprintln(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 refused by the peer, 4 proposal expired;\nmonitor: 5 degraded, 6 violated; request: 7 the peer does not speak ssanet.")
-}
-
-// flags returns a FlagSet for a subcommand that prints data, which --json prints as JSON.
-func (c *cli) flags(name, synopsis string) *flag.FlagSet {
-	fs := c.plainFlags(name, synopsis)
-	fs.BoolVar(&c.json, "json", c.json, "print data as JSON")
-	return fs
-}
-
-// plainFlags returns a FlagSet for a subcommand whose output JSON cannot carry (narration,
-// YAML, CBOR, records, logs): it has no --json, and parse refuses a global one.
-func (c *cli) plainFlags(name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(c.stderr, "usage: ssanet %s\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parse parses a subcommand's flags, allowing flags after positional arguments. code is -1
-// when the command is to go on, else the exit code to return.
-func (c *cli) parse(fs *flag.FlagSet, args []string) (positional []string, code int) {
-	if c.json && fs.Lookup("json") == nil {
-		fmt.Fprintf(c.stderr, "ssanet: %s prints no data as JSON; run it without --json\n", fs.Name())
-		return nil, exitUsage
-	}
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, exitOK
-			}
-			return nil, exitUsage
-		}
-		if fs.NArg() == 0 {
-			return positional, -1
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
-// parseFlags is parse for a subcommand that takes flags only: a positional argument (such
-// as "init provider" for "init --name provider") is a usage error.
-func (c *cli) parseFlags(fs *flag.FlagSet, args []string) int {
-	pos, code := c.parse(fs, args)
-	if code < 0 && len(pos) > 0 {
-		fmt.Fprintf(c.stderr, "ssanet: %s takes no arguments, only flags; unexpected %q\n", fs.Name(), pos[0])
-		fs.Usage()
-		return exitUsage
-	}
-	return code
-}
-
-// subcommandUsage handles a command with subcommands called without one (usage, exit 2) or
-// with --help (usage, exit 0); done is false when args start with a subcommand to run.
-func (c *cli) subcommandUsage(args []string, usage string) (code int, done bool) {
-	if len(args) > 0 {
-		switch args[0] {
-		case "-h", "-help", "--help", "help":
-			fmt.Fprint(c.stderr, usage)
-			return exitOK, true
-		}
-		return 0, false
-	}
-	fmt.Fprint(c.stderr, usage)
-	return exitUsage, true
 }
 
 func (c *cli) usageError(format string, a ...any) int {
@@ -220,10 +296,12 @@ func (c *cli) printJSON(v any) int {
 	return exitOK
 }
 
-func cmdVersion(c *cli, args []string) int {
-	if code := c.parseFlags(c.flags("version", "version"), args); code >= 0 {
-		return code
-	}
+func (c *cli) versionCommand() *cobra.Command {
+	return c.command("version", "print the version, commit, Go version and build date (also --version)", printsData, nargs(0, 0),
+		func([]string) int { return c.printVersion() })
+}
+
+func (c *cli) printVersion() int {
 	b := agent.Build()
 	if c.json {
 		return c.printJSON(b)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +11,9 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/ssanet/ssanet/agent"
 	"github.com/ssanet/ssanet/protocol"
@@ -27,26 +29,15 @@ func splitList(s string) []string {
 	return out
 }
 
-const offerSynopsis = "offer add FILE | list | remove ID"
-
-func cmdOffer(c *cli, args []string) int {
-	if code, done := c.subcommandUsage(args, "usage: ssanet "+offerSynopsis+"\n"); done {
-		return code
-	}
-	fs := c.flags("offer "+args[0], offerSynopsis)
-	pos, code := c.parse(fs, args[1:])
-	if code >= 0 {
-		return code
-	}
-	switch {
-	case args[0] == "add" && len(pos) == 1:
-		return offerAdd(c, pos[0])
-	case args[0] == "list" && len(pos) == 0:
-		return offerList(c)
-	case args[0] == "remove" && len(pos) == 1:
-		return offerRemove(c, pos[0])
-	}
-	return c.usageError("usage: ssanet %s", offerSynopsis)
+func (c *cli) offerCommand() *cobra.Command {
+	remove := c.command("remove ID", "withdraw one of this agent's offers", printsData, nargs(1, 1),
+		func(a []string) int { return offerRemove(c, a[0]) })
+	remove.ValidArgsFunction = c.completeOfferIDs
+	return c.group("offer", "what this agent provides and on what terms", "",
+		c.command("add FILE", "publish an offer (YAML: see ssanet template example provider)", printsData, nargs(1, 1),
+			func(a []string) int { return offerAdd(c, a[0]) }),
+		c.command("list", "list this agent's offers", printsData, nargs(0, 0), func([]string) int { return offerList(c) }),
+		remove)
 }
 
 func offerAdd(c *cli, file string) int {
@@ -119,30 +110,30 @@ func infoSummary(in []protocol.Information) string {
 	return strings.Join(s, " ")
 }
 
-const requestSynopsis = "request --provider PEERID|MULTIADDR --template FILE [--wait D]"
-
-func cmdRequest(c *cli, args []string) int {
-	fs := c.flags("request", requestSynopsis)
-	provider := fs.String("provider", "", "the provider's peer ID or multiaddr (…/p2p/PEERID)")
-	tmpl := fs.String("template", "", "the requester's SSA template (YAML)")
-	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the outcome; 0 returns at once")
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return code
-	}
-	if *provider == "" || *tmpl == "" || len(pos) > 0 {
-		return c.usageError("usage: ssanet %s", requestSynopsis)
-	}
-	text, err := os.ReadFile(*tmpl)
-	if err != nil {
-		return c.fail(fmt.Errorf("read template: %w", err))
-	}
-	body, _ := json.Marshal(agent.RequestBody{Provider: *provider, Template: string(text)})
-	var v agent.NegotiationView
-	if err := c.api("POST", "/v1/requests", bytes.NewReader(body), &v); err != nil {
-		return c.apiFail(err)
-	}
-	return c.awaitOutcome(&v, *wait, false)
+func (c *cli) requestCommand() *cobra.Command {
+	var provider, tmpl string
+	var wait time.Duration
+	cmd := c.command("request --provider PEERID|MULTIADDR --template FILE [--wait D]",
+		"negotiate an SSA (exit 3 when refused, 7 when the peer is no ssanet agent)", printsData, nargs(0, 0), func([]string) int {
+			if provider == "" || tmpl == "" {
+				return c.usageError("request: give --provider and --template")
+			}
+			text, err := os.ReadFile(tmpl)
+			if err != nil {
+				return c.fail(fmt.Errorf("read template: %w", err))
+			}
+			body, _ := json.Marshal(agent.RequestBody{Provider: provider, Template: string(text)})
+			var v agent.NegotiationView
+			if err := c.api("POST", "/v1/requests", bytes.NewReader(body), &v); err != nil {
+				return c.apiFail(err)
+			}
+			return c.awaitOutcome(&v, wait, false)
+		})
+	f := cmd.Flags()
+	f.StringVar(&provider, "provider", "", "the provider's peer ID or multiaddr (.../p2p/PEERID): `PEERID|MULTIADDR`")
+	f.StringVar(&tmpl, "template", "", "the requester's SSA template, YAML `FILE`")
+	waitFlag(f, &wait)
+	return cmd
 }
 
 // awaitOutcome polls a negotiation until it is at rest (over, in force, or held for a
@@ -245,10 +236,7 @@ func (c *cli) show(v *agent.NegotiationView) {
 	}
 }
 
-func cmdSSAList(c *cli, synopsis string, args []string) int {
-	if code := c.parseFlags(c.flags("ssa list", synopsis), args); code >= 0 {
-		return code
-	}
+func (c *cli) ssaList() int {
 	return getAndPrint(c, "/v1/ssa", func(vs []agent.NegotiationView) {
 		for _, v := range vs {
 			id := v.SSAID
@@ -260,22 +248,20 @@ func cmdSSAList(c *cli, synopsis string, args []string) int {
 	})
 }
 
-// ssaArg parses the flags of an ssa subcommand that takes one SSA ID, and returns the API
-// path of its negotiation, or the exit code when there is nothing more to do.
-func (c *cli) ssaArg(fs *flag.FlagSet, synopsis string, args []string) (path string, code int) {
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return "", code
-	}
-	if len(pos) != 1 {
-		return "", c.usageError("usage: ssanet %s", synopsis)
-	}
-	return "/v1/ssa/" + url.PathEscape(pos[0]), -1
+// ssaPath is the API path of the negotiation of SSA id.
+func ssaPath(id string) string { return "/v1/ssa/" + url.PathEscape(id) }
+
+// withSSA defines a command that takes one SSA ID (completed from the daemon's negotiations):
+// run gets the ID.
+func (c *cli) withSSA(use, short string, data bool, run func(id string) int) *cobra.Command {
+	cmd := c.command(use, short, data, nargs(1, 1), func(a []string) int { return run(a[0]) })
+	cmd.ValidArgsFunction = c.completeSSAIDs
+	return cmd
 }
 
-// waitFlag is the --wait flag of the subcommands that change a negotiation.
-func waitFlag(fs *flag.FlagSet) *time.Duration {
-	return fs.Duration("wait", 30*time.Second, "how long to wait for the outcome; 0 returns at once")
+// waitFlag is the --wait flag of the commands that change a negotiation.
+func waitFlag(f *pflag.FlagSet, wait *time.Duration) {
+	f.DurationVar(wait, "wait", 30*time.Second, "how long to wait for the outcome (`D`: 30s, 2m); 0 returns at once")
 }
 
 // postSSA posts an operation on a negotiation and waits for its outcome with await.
@@ -287,73 +273,66 @@ func (c *cli) postSSA(path string, body io.Reader, await func(*agent.Negotiation
 	return await(&v)
 }
 
-func cmdSSAShow(c *cli, synopsis string, args []string) int {
-	path, code := c.ssaArg(c.flags("ssa show", synopsis), synopsis, args)
-	if code >= 0 {
-		return code
-	}
+func (c *cli) ssaShow(id string) int {
 	var v agent.NegotiationView
-	if err := c.api("GET", path, nil, &v); err != nil {
+	if err := c.api("GET", ssaPath(id), nil, &v); err != nil {
 		return c.apiFail(err)
 	}
 	c.show(&v)
 	return exitOK
 }
 
-func cmdSSAApprove(c *cli, synopsis string, args []string) int {
-	fs := c.flags("ssa approve", synopsis)
-	wait := waitFlag(fs)
-	path, code := c.ssaArg(fs, synopsis, args)
-	if code >= 0 {
-		return code
-	}
-	return c.postSSA(path+"/approve", nil, func(v *agent.NegotiationView) int { return c.awaitOutcome(v, *wait, false) })
+func (c *cli) ssaApproveCommand() *cobra.Command {
+	var wait time.Duration
+	cmd := c.withSSA("approve ID [--wait D]", "approve a request, proposal or revision held for this agent's operator", printsData, func(id string) int {
+		return c.postSSA(ssaPath(id)+"/approve", nil, func(v *agent.NegotiationView) int { return c.awaitOutcome(v, wait, false) })
+	})
+	waitFlag(cmd.Flags(), &wait)
+	return cmd
 }
 
-func cmdSSADecline(c *cli, synopsis string, args []string) int {
-	fs := c.flags("ssa decline", synopsis)
-	reason := fs.String("reason", "", "why, for the peer")
-	wait := waitFlag(fs)
-	path, code := c.ssaArg(fs, synopsis, args)
-	if code >= 0 {
-		return code
-	}
-	return c.postSSA(path+"/decline?reason="+url.QueryEscape(*reason), nil,
-		func(v *agent.NegotiationView) int { return c.awaitOutcome(v, *wait, true) })
+func (c *cli) ssaDeclineCommand() *cobra.Command {
+	var wait time.Duration
+	var reason string
+	cmd := c.withSSA("decline ID [--reason R] [--wait D]", "decline a request, proposal or revision held for this agent's operator", printsData, func(id string) int {
+		return c.postSSA(ssaPath(id)+"/decline?reason="+url.QueryEscape(reason), nil,
+			func(v *agent.NegotiationView) int { return c.awaitOutcome(v, wait, true) })
+	})
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the peer (`R`)")
+	waitFlag(cmd.Flags(), &wait)
+	return cmd
 }
 
-func cmdSSACancel(c *cli, synopsis string, args []string) int {
-	fs := c.flags("ssa cancel", synopsis)
-	wait := waitFlag(fs)
-	path, code := c.ssaArg(fs, synopsis, args)
-	if code >= 0 {
-		return code
-	}
-	return c.postSSA(path+"/cancel", nil, func(v *agent.NegotiationView) int { return c.awaitChange(v, *wait) })
+func (c *cli) ssaCancelCommand() *cobra.Command {
+	var wait time.Duration
+	cmd := c.withSSA("cancel ID [--wait D]", "annul an SSA in force, or withdraw a request or proposal", printsData, func(id string) int {
+		return c.postSSA(ssaPath(id)+"/cancel", nil, func(v *agent.NegotiationView) int { return c.awaitChange(v, wait) })
+	})
+	waitFlag(cmd.Flags(), &wait)
+	return cmd
 }
 
-func cmdSSAExport(c *cli, synopsis string, args []string) int {
-	fs := c.plainFlags("ssa export", synopsis) // CBOR bytes, or a file
-	out := fs.String("out", "", "write the SSA to `FILE` instead of standard output")
-	path, code := c.ssaArg(fs, synopsis, args)
-	if code >= 0 {
-		return code
-	}
-	var b []byte
-	if err := c.api("GET", path+"/export", nil, &b); err != nil {
-		return c.apiFail(err)
-	}
-	if *out == "" {
-		if _, err := c.stdout.Write(b); err != nil {
-			return c.fail(fmt.Errorf("write the SSA: %w", err))
+func (c *cli) ssaExportCommand() *cobra.Command {
+	var out string
+	cmd := c.withSSA("export ID [--out FILE]", "write the agreed SSA (CBOR, both signatures)", noData, func(id string) int { // CBOR bytes, or a file
+		var b []byte
+		if err := c.api("GET", ssaPath(id)+"/export", nil, &b); err != nil {
+			return c.apiFail(err)
 		}
+		if out == "" {
+			if _, err := c.stdout.Write(b); err != nil {
+				return c.fail(fmt.Errorf("write the SSA: %w", err))
+			}
+			return exitOK
+		}
+		if err := os.WriteFile(out, b, 0o600); err != nil {
+			return c.fail(err)
+		}
+		fmt.Fprintf(c.stderr, "wrote %s (verify it with: ssanet ssa verify %s)\n", out, out)
 		return exitOK
-	}
-	if err := os.WriteFile(*out, b, 0o600); err != nil {
-		return c.fail(err)
-	}
-	fmt.Fprintf(c.stderr, "wrote %s (verify it with: ssanet ssa verify %s)\n", *out, *out)
-	return exitOK
+	})
+	cmd.Flags().StringVar(&out, "out", "", "write the SSA to `FILE` instead of standard output")
+	return cmd
 }
 
 // awaitChange waits until a cancellation or a withdrawal is confirmed.

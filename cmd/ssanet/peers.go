@@ -5,15 +5,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ssanet/ssanet/agent"
 )
 
-// cmdPeers prints each peer the agent knows: its addresses, its connections and the last
+func (c *cli) peersCommand() *cobra.Command {
+	return c.command("peers", "each known peer's addresses, connections and last error", printsData, nargs(0, 0), func([]string) int { return c.peers() })
+}
+
+// peers prints each peer the agent knows: its addresses, its connections and the last
 // failure to reach it.
-func cmdPeers(c *cli, args []string) int {
-	if code := c.parseFlags(c.flags("peers", "peers"), args); code >= 0 {
-		return code
-	}
+func (c *cli) peers() int {
 	return getAndPrint(c, "/v1/peers", func(ps []agent.PeerView) {
 		if len(ps) == 0 {
 			fmt.Fprintln(c.stdout, "no known peers")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,22 +11,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 )
 
-const (
-	policyApplySynopsis = "policy apply (--ssa FILE | --template FILE) --format FORMAT [--key-file FILE] [--out OUT] [IN]"
-	policyCheckSynopsis = "policy check (--ssa FILE | --template FILE) --format FORMAT [--json] [IN]"
-	policyUsage         = "usage:\n  ssanet " + policyApplySynopsis + "\n  ssanet " + policyCheckSynopsis + `
-
-apply refines the records of IN (default: standard input) with the SSA's policy and writes
+const policyLong = `apply refines the records of IN (default: standard input) with the SSA's policy and writes
 them to OUT (default: standard output). check verifies received records against the SSA and
 lists every violation (with --json: one JSON object with the SSP, the number of records and
 the violations). --ssa is a canonical CBOR SSA, --template a YAML SSA template.
-Exit codes: 0 ok (check: no violation), 1 error or violations (apply: a bad record), 2 usage.
-`
-)
+Exit codes: 0 ok (check: no violation), 1 error or violations (apply: a bad record), 2 usage.`
 
 // policyArgs are the arguments of policy apply|check.
 type policyArgs struct {
@@ -38,15 +32,41 @@ type policyArgs struct {
 	in                string // the input file; "" or "-": standard input
 }
 
-// cmdPolicy runs "ssanet policy apply|check" offline, on files or standard input.
-func cmdPolicy(c *cli, args []string) int {
-	if code, done := c.subcommandUsage(args, policyUsage); done {
-		return code
+func (c *cli) policyCommand() *cobra.Command {
+	return c.group("policy", "refine or verify records offline", policyLong,
+		c.policySubcommand("apply (--ssa FILE|--template FILE) --format F [--key-file FILE] [--out OUT] [IN]",
+			"refine records offline exactly as a peer would receive them", noData), // it prints the refined records
+		c.policySubcommand("check (--ssa FILE|--template FILE) --format F [IN]",
+			"verify records offline against an SSA; exit 1 with the violations", printsData))
+}
+
+// policySubcommand defines policy apply or check (the first word of use), which run offline,
+// on files or standard input.
+func (c *cli) policySubcommand(use, short string, data bool) *cobra.Command {
+	pa := policyArgs{sub: strings.Fields(use)[0]}
+	cmd := c.command(use, short, data, nargs(0, 1), func(a []string) int {
+		if len(a) == 1 {
+			pa.in = a[0]
+		}
+		if code := c.checkPolicyArgs(pa); code >= 0 {
+			return code
+		}
+		return c.policy(pa)
+	})
+	cmd.Long = policyLong
+	f := cmd.Flags()
+	f.StringVar(&pa.ssaFile, "ssa", "", "agreed SSA, canonical CBOR `FILE`")
+	f.StringVar(&pa.tmplFile, "template", "", "SSA template, YAML `FILE`")
+	f.StringVar(&pa.format, "format", "", "record format `F`: "+strings.Join(policy.Formats(), ", "))
+	completeFlag(cmd, "format", policy.Formats()...)
+	if pa.sub == "apply" {
+		f.StringVar(&pa.keyFile, "key-file", "", "`FILE` holding the 32-byte masking key as 64 hex digits, for every key-id and as the per-SSA key (default: a random key)")
+		f.StringVar(&pa.outFile, "out", "", "write refined records to `OUT` (default: standard output)")
 	}
-	pa, code := c.policyArgs(args[0], args[1:])
-	if code >= 0 {
-		return code
-	}
+	return cmd
+}
+
+func (c *cli) policy(pa policyArgs) int {
 	ssa, err := loadPolicySSA(pa.ssaFile, pa.tmplFile, pa.format)
 	if err != nil {
 		return c.policyFail(pa.sub, err)
@@ -66,44 +86,9 @@ func cmdPolicy(c *cli, args []string) int {
 	return c.policyApply(pa, ssa, in)
 }
 
-// policyArgs parses the flags of policy sub, or returns the exit code when there is nothing
-// more to do.
-func (c *cli) policyArgs(sub string, args []string) (policyArgs, int) {
-	var fs *flag.FlagSet
-	switch sub {
-	case "apply":
-		fs = c.plainFlags("policy apply", policyApplySynopsis) // it prints the refined records
-	case "check":
-		fs = c.flags("policy check", policyCheckSynopsis)
-	default:
-		fmt.Fprintf(c.stderr, "ssanet: policy: unknown subcommand %q\n%s", sub, policyUsage)
-		return policyArgs{}, exitUsage
-	}
-	fs.Usage = func() {
-		fmt.Fprint(c.stderr, policyUsage)
-		fs.PrintDefaults()
-	}
-	pa := policyArgs{sub: sub}
-	fs.StringVar(&pa.ssaFile, "ssa", "", "agreed SSA, canonical CBOR `FILE`")
-	fs.StringVar(&pa.tmplFile, "template", "", "SSA template, YAML `FILE`")
-	fs.StringVar(&pa.format, "format", "", "record format: "+strings.Join(policy.Formats(), ", "))
-	if sub == "apply" {
-		fs.StringVar(&pa.keyFile, "key-file", "", "`FILE` holding the 32-byte masking key as 64 hex digits, for every key-id and as the per-SSA key (default: a random key)")
-		fs.StringVar(&pa.outFile, "out", "", "write refined records to `FILE` (default: standard output)")
-	}
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return pa, code
-	}
-	if len(pos) == 1 {
-		pa.in = pos[0]
-	}
-	return pa, c.checkPolicyArgs(pa, len(pos))
-}
-
 // checkPolicyArgs returns exitUsage, having said why, if the arguments do not go together,
 // else -1.
-func (c *cli) checkPolicyArgs(pa policyArgs, inputs int) int {
+func (c *cli) checkPolicyArgs(pa policyArgs) int {
 	bad := func(format string, a ...any) int {
 		fmt.Fprintf(c.stderr, "ssanet: policy %s: %s\n", pa.sub, fmt.Sprintf(format, a...))
 		return exitUsage
@@ -115,8 +100,6 @@ func (c *cli) checkPolicyArgs(pa policyArgs, inputs int) int {
 		return bad("--format is required")
 	case !slices.Contains(policy.Formats(), pa.format):
 		return bad("unknown format %q (want one of %s)", pa.format, strings.Join(policy.Formats(), ", "))
-	case inputs > 1:
-		return bad("at most one input file")
 	}
 	return -1
 }

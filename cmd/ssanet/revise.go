@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ssanet/ssanet/agent"
 	"github.com/ssanet/ssanet/protocol"
 )
@@ -17,6 +19,8 @@ type setFlags []string
 
 func (s *setFlags) String() string { return strings.Join(*s, " ") }
 
+func (s *setFlags) Type() string { return "PATH=VALUE" }
+
 func (s *setFlags) Set(v string) error {
 	if !strings.Contains(v, "=") {
 		return fmt.Errorf("%q: write PATH=VALUE, for example handling.tlp=AMBER or schedule.end=now+30d", v)
@@ -25,33 +29,34 @@ func (s *setFlags) Set(v string) error {
 	return nil
 }
 
-// cmdSSARevise sends a revision of an SSA in force: a template, full or partial, merged over
-// it, and values set by path; the agent meets it against the provider's current offer.
-func cmdSSARevise(c *cli, synopsis string, args []string) int {
-	fs := c.flags("ssa revise", synopsis)
-	tmpl := fs.String("template", "", "the new terms: a YAML template `FILE`, full or partial (the components it gives replace those in force)")
+// ssaReviseCommand sends a revision of an SSA in force: a template, full or partial, merged
+// over it, and values set by path; the agent meets it against the provider's current offer.
+func (c *cli) ssaReviseCommand() *cobra.Command {
+	var tmpl string
 	var sets setFlags
-	fs.Var(&sets, "set", "set one value, `PATH=VALUE` (repeatable): "+strings.Join(protocol.RevisionPaths(), ", ")+
-		", other.NAME; policy. may be left out (handling.tlp=amber)")
-	wait := waitFlag(fs)
-	path, code := c.ssaArg(fs, synopsis, args)
-	if code >= 0 {
-		return code
-	}
-	if *tmpl == "" && len(sets) == 0 {
-		return c.usageError("ssa revise: give the new terms with --template FILE, --set PATH=VALUE or both\nusage: ssanet %s", synopsis)
-	}
-	var body []byte
-	if *tmpl != "" {
-		var err error
-		if body, err = os.ReadFile(*tmpl); err != nil {
-			return c.fail(fmt.Errorf("read the revision's template: %w", err))
+	var wait time.Duration
+	cmd := c.withSSA("revise ID [--template FILE] [--set PATH=VALUE]... [--wait D]", "propose a new version of an SSA in force", printsData, func(id string) int {
+		if tmpl == "" && len(sets) == 0 {
+			return c.usageError("ssa revise: give the new terms with --template FILE, --set PATH=VALUE or both")
 		}
-	}
-	q := url.Values{"set": sets}
-	return c.postSSA(path+"/revise?"+q.Encode(), bytes.NewReader(body), func(v *agent.NegotiationView) int {
-		return c.awaitRevision(v, *wait)
+		var body []byte
+		if tmpl != "" {
+			var err error
+			if body, err = os.ReadFile(tmpl); err != nil {
+				return c.fail(fmt.Errorf("read the revision's template: %w", err))
+			}
+		}
+		q := url.Values{"set": sets}
+		return c.postSSA(ssaPath(id)+"/revise?"+q.Encode(), bytes.NewReader(body), func(v *agent.NegotiationView) int {
+			return c.awaitRevision(v, wait)
+		})
 	})
+	f := cmd.Flags()
+	f.StringVar(&tmpl, "template", "", "the new terms: a YAML template `FILE`, full or partial (the components it gives replace those in force)")
+	f.Var(&sets, "set", "set one value, `PATH=VALUE` (repeatable): "+strings.Join(protocol.RevisionPaths(), ", ")+
+		", other.NAME; policy. may be left out (handling.tlp=amber)")
+	waitFlag(f, &wait)
+	return cmd
 }
 
 // awaitRevision waits until the peer confirms or refuses a revision, prints the SSA in

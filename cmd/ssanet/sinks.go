@@ -7,13 +7,16 @@ import (
 	"slices"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ssanet/ssanet/agent"
 )
 
-func cmdSinks(c *cli, args []string) int {
-	if code := c.parseFlags(c.flags("sinks", "sinks"), args); code >= 0 {
-		return code
-	}
+func (c *cli) sinksCommand() *cobra.Command {
+	return c.command("sinks", "each sink's position and lag per SSA, errors and last success", printsData, nargs(0, 0), func([]string) int { return c.sinks() })
+}
+
+func (c *cli) sinks() int {
 	var states []agent.SinkState
 	if err := c.api("GET", "/v1/sinks", nil, &states); err != nil {
 		return c.apiFail(err)

@@ -4,101 +4,50 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
-	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/ssanet/ssanet/protocol"
 )
 
-func cmdTemplate(c *cli, args []string) int {
-	fs := c.plainFlags("template", "template example [requester|provider]")
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return code
-	}
-	if len(pos) == 0 || pos[0] != "example" || len(pos) > 2 {
-		return c.usageError("usage: ssanet template example [requester|provider]")
-	}
-	which := "requester"
-	if len(pos) == 2 {
-		which = pos[1]
-	}
-	var text []byte
-	switch which {
-	case "requester":
-		text = protocol.ExampleRequester
-	case "provider":
-		text = protocol.ExampleProvider
-	default:
-		return c.usageError("template example: %q is neither requester nor provider", which)
-	}
-	if _, err := c.stdout.Write(text); err != nil {
-		return c.fail(fmt.Errorf("write the template: %w", err))
-	}
-	return exitOK
+func (c *cli) templateCommand() *cobra.Command {
+	example := c.command("example [requester|provider]", "print an annotated SSA template (default: requester)", noData, nargs(0, 1), func(a []string) int {
+		text := protocol.ExampleRequester
+		if len(a) == 1 {
+			switch a[0] {
+			case "requester":
+			case "provider":
+				text = protocol.ExampleProvider
+			default:
+				return c.usageError("template example: %q is neither requester nor provider", a[0])
+			}
+		}
+		if _, err := c.stdout.Write(text); err != nil {
+			return c.fail(fmt.Errorf("write the template: %w", err))
+		}
+		return exitOK
+	})
+	example.ValidArgsFunction = complete("requester", "provider")
+	return c.group("template", "print an annotated SSA template", "", example)
 }
 
-// subcommand is a subcommand's name, synopsis and what runs it.
-type subcommand struct {
-	name, synopsis string
-	run            func(c *cli, synopsis string, args []string) int
+func (c *cli) ssaCommand() *cobra.Command {
+	return c.group("ssa", "negotiations and agreements", "",
+		c.command("list", "every negotiation: SSA ID, role, state, life-cycle phase, peer", printsData, nargs(0, 0), func([]string) int { return c.ssaList() }),
+		c.withSSA("show ID", "one negotiation: state, phase, notes, conflicts, versions, the SSA", printsData, c.ssaShow),
+		c.ssaApproveCommand(), c.ssaDeclineCommand(), c.ssaCancelCommand(), c.ssaReviseCommand(), c.ssaExportCommand(),
+		c.command("verify FILE", "verify offline an exported SSA or transcript", printsData, nargs(1, 1), func(a []string) int { return c.ssaVerify(a[0]) }),
+		c.ssaTranscriptCommand())
 }
 
-// ssaSubcommands are the ssa subcommands, in the order help lists them.
-var ssaSubcommands = []subcommand{
-	{"list", "ssa list", cmdSSAList},
-	{"show", "ssa show ID", cmdSSAShow},
-	{"approve", "ssa approve ID [--wait D]", cmdSSAApprove},
-	{"decline", "ssa decline ID [--reason R] [--wait D]", cmdSSADecline},
-	{"cancel", "ssa cancel ID [--wait D]", cmdSSACancel},
-	{"revise", "ssa revise ID [--template FILE] [--set PATH=VALUE]... [--wait D]", cmdSSARevise},
-	{"export", "ssa export ID [--out FILE]", cmdSSAExport},
-	{"verify", "ssa verify FILE", cmdSSAVerify},
-	{"transcript", "ssa transcript ID [--export FILE]", cmdSSATranscript},
-}
-
-// ssaSynopsis is every ssa subcommand on one line.
-func ssaSynopsis() string {
-	s := make([]string, len(ssaSubcommands))
-	for i, sc := range ssaSubcommands {
-		s[i] = strings.TrimPrefix(sc.synopsis, "ssa ")
-	}
-	return "ssa " + strings.Join(s, " | ")
-}
-
-func cmdSSA(c *cli, args []string) int {
-	usage := "usage:\n"
-	for _, sc := range ssaSubcommands {
-		usage += "  ssanet " + sc.synopsis + "\n"
-	}
-	usage += "Each subcommand's flags: ssanet ssa SUBCOMMAND --help\n"
-	if code, done := c.subcommandUsage(args, usage); done {
-		return code
-	}
-	i := slices.IndexFunc(ssaSubcommands, func(sc subcommand) bool { return sc.name == args[0] })
-	if i < 0 {
-		return c.usageError("ssa: unknown subcommand %q; run ssanet ssa --help for the list", args[0])
-	}
-	sc := ssaSubcommands[i]
-	return sc.run(c, sc.synopsis, args[1:])
-}
-
-func cmdSSAVerify(c *cli, synopsis string, args []string) int {
-	fs := c.flags("ssa verify", synopsis)
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return code
-	}
-	if len(pos) != 1 {
-		return c.usageError("usage: ssanet %s", synopsis)
-	}
-	data, err := os.ReadFile(pos[0])
+func (c *cli) ssaVerify(file string) int {
+	data, err := os.ReadFile(file)
 	if err != nil {
 		return c.fail(fmt.Errorf("read the exported SSA: %w", err))
 	}
 	if msgs, err := protocol.DecodeTranscript(data); !errors.Is(err, protocol.ErrNotTranscript) {
-		return c.verifyTranscript(pos[0], msgs, err)
+		return c.verifyTranscript(file, msgs, err)
 	}
 	s, err := protocol.DecodeSSA(data)
 	var signers []protocol.Signer
@@ -106,7 +55,7 @@ func cmdSSAVerify(c *cli, synopsis string, args []string) int {
 		signers, err = protocol.VerifySSA(s)
 	}
 	if c.json {
-		out := map[string]any{"valid": err == nil, "file": pos[0]}
+		out := map[string]any{"valid": err == nil, "file": file}
 		if err != nil {
 			out["error"] = err.Error()
 		} else {
@@ -119,7 +68,7 @@ func cmdSSAVerify(c *cli, synopsis string, args []string) int {
 		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintf(c.stdout, "INVALID: %s: %v\n", pos[0], err)
+		fmt.Fprintf(c.stdout, "INVALID: %s: %v\n", file, err)
 		return exitError
 	}
 	fmt.Fprintf(c.stdout, "VALID: SSA %s version %d, status %s\n", s.ID, s.Version, s.Status)

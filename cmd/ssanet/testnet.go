@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ssanet/ssanet/agent"
@@ -34,21 +35,27 @@ type testnetNode struct {
 	cmd              *exec.Cmd
 }
 
-func cmdTestnet(c *cli, args []string) int {
-	fs := c.flags("testnet", "testnet --nodes N --dir DIR [--offers]")
-	nodes := fs.Int("nodes", 3, "number of agents")
-	dir := fs.String("dir", "", "directory for the agents' homes (DIR/node1, DIR/node2, …)")
-	offers := fs.Bool("offers", false, "give every node but the first a sample offer")
-	pos, code := c.parse(fs, args)
-	if code >= 0 {
-		return code
-	}
-	if *dir == "" || *nodes < 1 || *nodes > 200 || len(pos) > 0 {
-		return c.usageError("usage: ssanet testnet --nodes N (1-200) --dir DIR [--offers]")
-	}
+func (c *cli) testnetCommand() *cobra.Command {
+	var nodes int
+	var dir string
+	var offers bool
+	cmd := c.command("testnet --nodes N --dir DIR [--offers]", "run N local agents wired into one directory", printsData, nargs(0, 0), func([]string) int {
+		if dir == "" || nodes < 1 || nodes > 200 {
+			return c.usageError("testnet: give --dir DIR and --nodes N (1-200)")
+		}
+		return c.testnet(dir, nodes, offers)
+	})
+	f := cmd.Flags()
+	f.IntVar(&nodes, "nodes", 3, "number of agents, `N` (1-200)")
+	f.StringVar(&dir, "dir", "", "`DIR` for the agents' homes (DIR/node1, DIR/node2, ...)")
+	f.BoolVar(&offers, "offers", false, "give every node but the first a sample offer")
+	return cmd
+}
+
+func (c *cli) testnet(dir string, nodes int, offers bool) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tn, err := startTestnet(ctx, c, *dir, *nodes, *offers)
+	tn, err := startTestnet(ctx, c, dir, nodes, offers)
 	defer tn.stop(c)
 	if err != nil {
 		return c.fail(err)

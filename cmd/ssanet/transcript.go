@@ -7,44 +7,48 @@ import (
 	"os"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ssanet/ssanet/agent"
 	"github.com/ssanet/ssanet/protocol"
 )
 
-func cmdSSATranscript(c *cli, synopsis string, args []string) int {
-	fs := c.flags("ssa transcript", synopsis)
-	export := fs.String("export", "", "write every signed message, as sent and received, to `FILE` (- for standard output), for ssanet ssa verify")
-	path, code := c.ssaArg(fs, synopsis, args)
-	if code >= 0 {
-		return code
-	}
-	if *export == "" {
+func (c *cli) ssaTranscriptCommand() *cobra.Command {
+	var export string
+	cmd := c.withSSA("transcript ID [--export FILE]", "the signed, hash-chained messages of a negotiation", printsData,
+		func(id string) int { return c.ssaTranscript(ssaPath(id), export) })
+	cmd.Flags().StringVar(&export, "export", "", "write every signed message, as sent and received, to `FILE` (- for standard output), for ssanet ssa verify")
+	return cmd
+}
+
+func (c *cli) ssaTranscript(path, export string) int {
+	if export == "" {
 		return getAndPrint(c, path+"/transcript", func(ms []agent.MessageView) {
 			for i, m := range ms {
 				fmt.Fprintf(c.stdout, "%2d %-12s %s from %s ssa %s %s\n", i+1, m.Type, m.Time, m.Sender, m.SSAID, m.Status)
 			}
 		})
 	}
-	if *export == "-" && c.json {
+	if export == "-" && c.json {
 		return c.usageError("ssa transcript: --export - writes CBOR to standard output; run it without --json")
 	}
 	var b []byte
 	if err := c.api("GET", path+"/transcript/export", nil, &b); err != nil {
 		return c.apiFail(err)
 	}
-	if *export == "-" {
+	if export == "-" {
 		if _, err := c.stdout.Write(b); err != nil {
 			return c.fail(fmt.Errorf("write the transcript: %w", err))
 		}
 		return exitOK
 	}
-	if err := os.WriteFile(*export, b, 0o600); err != nil {
+	if err := os.WriteFile(export, b, 0o600); err != nil {
 		return c.fail(fmt.Errorf("write the transcript: %w", err))
 	}
 	if c.json {
-		return c.printJSON(map[string]any{"file": *export, "bytes": len(b)})
+		return c.printJSON(map[string]any{"file": export, "bytes": len(b)})
 	}
-	fmt.Fprintf(c.stderr, "wrote %s (verify it with: ssanet ssa verify %s)\n", *export, *export)
+	fmt.Fprintf(c.stderr, "wrote %s (verify it with: ssanet ssa verify %s)\n", export, export)
 	return exitOK
 }
 

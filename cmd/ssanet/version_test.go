@@ -48,7 +48,7 @@ func TestVersion(t *testing.T) {
 			t.Errorf("ssanet %s: exit %d, %+v (%v), want %+v; stderr: %s", strings.Join(args, " "), code, got, err, want, errs)
 		}
 	}
-	if _, errs, code := ssanet(t, "--version", "run"); code != exitUsage || !strings.Contains(errs, `--version takes no command; unexpected "run"`) {
+	if _, errs, code := ssanet(t, "--version", "run"); code != exitUsage || !strings.Contains(errs, "unknown flag: --version") {
 		t.Errorf("ssanet --version run: exit %d, stderr %q; want exit 2 and the reason", code, errs)
 	}
 }

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
+
+	"github.com/ssanet/ssanet/agent"
+	"github.com/ssanet/ssanet/protocol"
+)
+
+// completionTimeout bounds a completion's call to the daemon: a shell waits for it.
+const completionTimeout = 2 * time.Second
+
+// completeSSAIDs completes an SSA ID from the negotiations of the home's daemon, when one
+// runs; without one it offers nothing (completion never starts an agent).
+func (c *cli) completeSSAIDs(_ *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var vs []agent.NegotiationView
+	c.apiTimeout = completionTimeout
+	if err := c.api("GET", "/v1/ssa", nil, &vs); err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []cobra.Completion
+	for _, v := range vs {
+		if v.SSAID != "" && strings.HasPrefix(v.SSAID, prefix) {
+			out = append(out, cobra.CompletionWithDesc(v.SSAID, v.State+", peer "+v.Peer))
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeOfferIDs completes the ID of one of the daemon's offers, as completeSSAIDs does.
+func (c *cli) completeOfferIDs(_ *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var offers []protocol.Offer
+	c.apiTimeout = completionTimeout
+	if err := c.api("GET", "/v1/offers", nil, &offers); err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []cobra.Completion
+	for _, o := range offers {
+		if strings.HasPrefix(o.ID, prefix) {
+			out = append(out, cobra.CompletionWithDesc(o.ID, infoSummary(o.Terms.Information)))
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// manCommand writes the man pages of every command, made from the same definitions as the
+// help: ssanet.1 and ssanet-COMMAND[-SUBCOMMAND].1. The date is $SOURCE_DATE_EPOCH's when set
+// (dist/release.sh sets it to the commit's time), else today's.
+func (c *cli) manCommand() *cobra.Command {
+	cmd := c.command("man DIR", "write the man pages (ssanet.1, ssanet-COMMAND.1) into DIR", noData, nargs(1, 1), func(a []string) int {
+		if err := os.MkdirAll(a[0], 0o755); err != nil {
+			return c.fail(fmt.Errorf("man: %w", err))
+		}
+		header := &doc.GenManHeader{Section: "1", Source: "ssanet " + agent.Version, Manual: "ssanet manual"}
+		if err := doc.GenManTree(c.root, header, a[0]); err != nil {
+			return c.fail(fmt.Errorf("man: %w", err))
+		}
+		return exitOK
+	})
+	cmd.ValidArgsFunction = func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return nil, cobra.ShellCompDirectiveFilterDirs
+	}
+	return cmd
+}
