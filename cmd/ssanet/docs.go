@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -63,8 +64,7 @@ func (c *cli) manCommand() *cobra.Command {
 		if err := os.MkdirAll(a[0], 0o755); err != nil {
 			return c.fail(fmt.Errorf("man: %w", err))
 		}
-		header := &doc.GenManHeader{Section: "1", Source: "ssanet " + agent.Version, Manual: "ssanet manual"}
-		if err := doc.GenManTree(c.root, header, a[0]); err != nil {
+		if err := writeMan(c.root, a[0]); err != nil {
 			return c.fail(fmt.Errorf("man: %w", err))
 		}
 		return exitOK
@@ -73,4 +73,27 @@ func (c *cli) manCommand() *cobra.Command {
 		return nil, cobra.ShellCompDirectiveFilterDirs
 	}
 	return cmd
+}
+
+// writeMan writes the man page of cmd and of each of its commands into dir (as cobra's
+// doc.GenManTree, with --json only where the command takes it).
+func writeMan(cmd *cobra.Command, dir string) error {
+	for _, sub := range cmd.Commands() {
+		if sub.IsAvailableCommand() && !sub.IsAdditionalHelpTopicCommand() {
+			if err := writeMan(sub, dir); err != nil {
+				return err
+			}
+		}
+	}
+	f, err := os.Create(filepath.Join(dir, strings.ReplaceAll(cmd.CommandPath(), " ", "-")+".1"))
+	if err != nil {
+		return err
+	}
+	describe(cmd, func() {
+		err = doc.GenMan(cmd, &doc.GenManHeader{Section: "1", Source: "ssanet " + agent.Version, Manual: "ssanet manual"}, f)
+	})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -276,6 +276,12 @@ func TestManPages(t *testing.T) {
 		if name == "ssanet-ssa-revise.1" && !strings.Contains(text, "ssanet ssa revise ID [--template FILE] [--set PATH=VALUE]... [--wait D]") {
 			t.Errorf("%s lacks the synopsis:\n%s", name, stdout.String())
 		}
+		if name == "ssanet-demo.1" && strings.Contains(text, "--json") {
+			t.Errorf("%s has --json, which demo refuses:\n%s", name, stdout.String())
+		}
+		if name == "ssanet-ssa-list.1" && !strings.Contains(text, "--json") {
+			t.Errorf("%s lacks --json:\n%s", name, stdout.String())
+		}
 		if name == "ssanet.1" && !strings.Contains(text, "7 the peer does not speak ssanet") {
 			t.Errorf("%s lacks the exit codes:\n%s", name, stdout.String())
 		}

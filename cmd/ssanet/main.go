@@ -124,15 +124,20 @@ agreed policy, exchanges them and assesses their fulfilment.
 	if comp, _, err := root.Find([]string{"completion"}); err == nil {
 		c.strictGroup(comp)
 	}
-	// --json shows in the help of the commands that take it only.
 	help := root.HelpFunc()
 	root.SetHelpFunc(func(cmd *cobra.Command, args []string) {
-		j := pf.Lookup("json")
-		j.Hidden = cmd.Annotations[noJSON] != ""
-		help(cmd, args)
-		j.Hidden = false
+		describe(cmd, func() { help(cmd, args) })
 	})
 	return root
+}
+
+// describe runs print, which prints cmd's help or man page, with --json shown only if cmd
+// takes it.
+func describe(cmd *cobra.Command, print func()) {
+	j := cmd.Root().PersistentFlags().Lookup("json")
+	j.Hidden = cmd.Annotations[noJSON] != ""
+	defer func() { j.Hidden = false }()
+	print()
 }
 
 // singleDash returns the first of args (before "--") that is one of the tree's long flags given
