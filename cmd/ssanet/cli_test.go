@@ -256,6 +256,14 @@ func TestCLIRequestOutcomes(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "ssa-") || !strings.Contains(out, "\tproposal-received, peer ") {
 		t.Errorf("completion of ssa show: exit %d, %q (%s); want the SSA IDs with their state", code, out, errs)
 	}
+	out, errs, code = ssanet(t, "__complete", "--home", req, "records", "--ssa", "ssa-")
+	if code != 0 || !strings.HasPrefix(out, "ssa-") {
+		t.Errorf("completion of records --ssa: exit %d, %q (%s); want the SSA IDs", code, out, errs)
+	}
+	out, errs, code = ssanet(t, "__complete", "--home", req, "request", "--provider", "")
+	if code != 0 || !strings.Contains(out, strings.TrimPrefix(id.Addrs[0][strings.LastIndex(id.Addrs[0], "/"):], "/")+"\t") {
+		t.Errorf("completion of request --provider: exit %d, %q (%s); want the provider's peer ID", code, out, errs)
+	}
 	out, errs, code = ssanet(t, "__complete", "--home", prov, "offer", "remove", "ids")
 	if code != 0 || !strings.HasPrefix(out, "ids-alerts\tattack-detection-log/") {
 		t.Errorf("completion of offer remove: exit %d, %q (%s); want the offer's ID", code, out, errs)

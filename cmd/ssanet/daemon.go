@@ -64,7 +64,7 @@ func (c *cli) runCommand() *cobra.Command {
 		})
 	cmd.Flags().StringVar(&level, "log-level", "info", "log level `L`: debug, info, warn or error")
 	cmd.Flags().BoolVar(&check, "check", false, "check the home as config check does and exit: 0 when the agent would start")
-	completeFlag(cmd, "log-level", "debug", "info", "warn", "error")
+	completeFlag(cmd, "log-level", complete("debug", "info", "warn", "error"))
 	return cmd
 }
 

@@ -30,8 +30,9 @@ func (c *cli) discoverCommand() *cobra.Command {
 	f.StringVar(&format, "format", "", "only providers of this format, `F` ("+strings.Join(policy.Formats(), ", ")+")")
 	f.DurationVar(&timeout, "timeout", 10*time.Second, "how long to search (`D`: 10s, 1m)")
 	f.StringVar(&peerID, "peer", "", "validate a known peer (`PEERID`): show its current signed offers")
-	completeFlag(cmd, "format", policy.Formats()...)
-	completeFlag(cmd, "type", protocol.TypeAttackDetectionLog, protocol.TypeIncident, protocol.TypeBlacklist)
+	completeFlag(cmd, "format", complete(policy.Formats()...))
+	completeFlag(cmd, "peer", c.completePeers())
+	completeFlag(cmd, "type", complete(protocol.TypeAttackDetectionLog, protocol.TypeIncident, protocol.TypeBlacklist))
 	return cmd
 }
 

@@ -17,43 +17,56 @@ import (
 // completionTimeout bounds a completion's call to the daemon: a shell waits for it.
 const completionTimeout = 2 * time.Second
 
-// completeSSAIDs completes an SSA ID from the negotiations of the home's daemon, when one
-// runs; without one it offers nothing (completion never starts an agent).
-func (c *cli) completeSSAIDs(_ *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var vs []agent.NegotiationView
-	c.apiTimeout = completionTimeout
-	if err := c.api("GET", "/v1/ssa", nil, &vs); err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var out []cobra.Completion
-	for _, v := range vs {
-		if v.SSAID != "" && strings.HasPrefix(v.SSAID, prefix) {
-			out = append(out, cobra.CompletionWithDesc(v.SSAID, v.State+", peer "+v.Peer))
+// completeFromDaemon completes the first positional argument, or a flag's value, with the
+// words (each "WORD\tdescription") that words makes of what path of the home's daemon holds;
+// without a daemon it offers nothing (completion never starts an agent).
+func completeFromDaemon[T any](c *cli, path string, words func(T) []cobra.Completion) cobra.CompletionFunc {
+	return func(_ *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		var v T
+		c.apiTimeout = completionTimeout
+		if len(args) > 0 || c.api("GET", path, nil, &v) != nil { // the commands take one ID at most
+			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
+		var out []cobra.Completion
+		for _, w := range words(v) {
+			if strings.HasPrefix(w, prefix) {
+				out = append(out, w)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
 	}
-	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
-// completeOfferIDs completes the ID of one of the daemon's offers, as completeSSAIDs does.
-func (c *cli) completeOfferIDs(_ *cobra.Command, args []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var offers []protocol.Offer
-	c.apiTimeout = completionTimeout
-	if err := c.api("GET", "/v1/offers", nil, &offers); err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var out []cobra.Completion
-	for _, o := range offers {
-		if strings.HasPrefix(o.ID, prefix) {
+// completeSSAIDs completes the ID of one of the daemon's SSAs.
+func (c *cli) completeSSAIDs() cobra.CompletionFunc {
+	return completeFromDaemon(c, "/v1/ssa", func(vs []agent.NegotiationView) (out []cobra.Completion) {
+		for _, v := range vs {
+			if v.SSAID != "" {
+				out = append(out, cobra.CompletionWithDesc(v.SSAID, v.State+", peer "+v.Peer))
+			}
+		}
+		return out
+	})
+}
+
+// completeOfferIDs completes the ID of one of the daemon's offers.
+func (c *cli) completeOfferIDs() cobra.CompletionFunc {
+	return completeFromDaemon(c, "/v1/offers", func(offers []protocol.Offer) (out []cobra.Completion) {
+		for _, o := range offers {
 			out = append(out, cobra.CompletionWithDesc(o.ID, infoSummary(o.Terms.Information)))
 		}
-	}
-	return out, cobra.ShellCompDirectiveNoFileComp
+		return out
+	})
+}
+
+// completePeers completes the peer ID of a peer the daemon knows.
+func (c *cli) completePeers() cobra.CompletionFunc {
+	return completeFromDaemon(c, "/v1/peers", func(ps []agent.PeerView) (out []cobra.Completion) {
+		for _, p := range ps {
+			out = append(out, cobra.CompletionWithDesc(p.Peer, fmt.Sprintf("%d negotiations", p.Negotiations)))
+		}
+		return out
+	})
 }
 
 // manCommand writes the man pages of every command, made from the same definitions as the

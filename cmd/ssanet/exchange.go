@@ -28,7 +28,7 @@ func (c *cli) ingestCommand() *cobra.Command {
 		return c.ingest(format, a)
 	})
 	cmd.Flags().StringVar(&format, "format", "", "format `F` of the raw records: "+strings.Join(policy.Formats(), ", "))
-	completeFlag(cmd, "format", policy.Formats()...)
+	completeFlag(cmd, "format", complete(policy.Formats()...))
 	return cmd
 }
 
@@ -122,9 +122,7 @@ func (c *cli) recordsCommand() *cobra.Command {
 	f.StringVar(&ssa, "ssa", "", "the SSA (`ID`) whose received records to print")
 	f.Uint64Var(&after, "after", 0, "print records after sequence number `N`")
 	f.BoolVar(&follow, "follow", false, "keep printing records as they arrive (Ctrl-C stops)")
-	if err := cmd.RegisterFlagCompletionFunc("ssa", c.completeSSAIDs); err != nil {
-		panic(err) // as in completeFlag
-	}
+	completeFlag(cmd, "ssa", c.completeSSAIDs())
 	return cmd
 }
 
@@ -163,7 +161,7 @@ func (c *cli) records(ssa string, after uint64, follow bool) int {
 func (c *cli) monitorCommand() *cobra.Command {
 	cmd := c.command("monitor ID", "fulfilment of an SSA, both sides' figures and the verdict (exit 5 degraded, 6 violated)", printsData, nargs(1, 1),
 		func(a []string) int { return c.monitor(a[0]) })
-	cmd.ValidArgsFunction = c.completeSSAIDs
+	cmd.ValidArgsFunction = c.completeSSAIDs()
 	return cmd
 }
 

@@ -260,9 +260,9 @@ func nargs(min, max int) cobra.PositionalArgs {
 	}
 }
 
-// completeFlag completes the value of cmd's flag name with words.
-func completeFlag(cmd *cobra.Command, name string, words ...string) {
-	if err := cmd.RegisterFlagCompletionFunc(name, complete(words...)); err != nil {
+// completeFlag completes the value of cmd's flag name with f.
+func completeFlag(cmd *cobra.Command, name string, f cobra.CompletionFunc) {
+	if err := cmd.RegisterFlagCompletionFunc(name, f); err != nil {
 		panic(err) // cmd has no such flag, or it has a completion already: TestCompletion finds it
 	}
 }

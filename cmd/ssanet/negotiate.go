@@ -32,7 +32,7 @@ func splitList(s string) []string {
 func (c *cli) offerCommand() *cobra.Command {
 	remove := c.command("remove ID", "withdraw one of this agent's offers", printsData, nargs(1, 1),
 		func(a []string) int { return offerRemove(c, a[0]) })
-	remove.ValidArgsFunction = c.completeOfferIDs
+	remove.ValidArgsFunction = c.completeOfferIDs()
 	return c.group("offer", "what this agent provides and on what terms", "",
 		c.command("add FILE", "publish an offer (YAML: see ssanet template example provider)", printsData, nargs(1, 1),
 			func(a []string) int { return offerAdd(c, a[0]) }),
@@ -133,6 +133,7 @@ func (c *cli) requestCommand() *cobra.Command {
 	f.StringVar(&provider, "provider", "", "the provider's peer ID or multiaddr (.../p2p/PEERID): `PEERID|MULTIADDR`")
 	f.StringVar(&tmpl, "template", "", "the requester's SSA template, YAML `FILE`")
 	waitFlag(f, &wait)
+	completeFlag(cmd, "provider", c.completePeers())
 	return cmd
 }
 
@@ -255,7 +256,7 @@ func ssaPath(id string) string { return "/v1/ssa/" + url.PathEscape(id) }
 // run gets the ID.
 func (c *cli) withSSA(use, short string, data bool, run func(id string) int) *cobra.Command {
 	cmd := c.command(use, short, data, nargs(1, 1), func(a []string) int { return run(a[0]) })
-	cmd.ValidArgsFunction = c.completeSSAIDs
+	cmd.ValidArgsFunction = c.completeSSAIDs()
 	return cmd
 }
 

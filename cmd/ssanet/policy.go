@@ -58,7 +58,7 @@ func (c *cli) policySubcommand(use, short string, data bool) *cobra.Command {
 	f.StringVar(&pa.ssaFile, "ssa", "", "agreed SSA, canonical CBOR `FILE`")
 	f.StringVar(&pa.tmplFile, "template", "", "SSA template, YAML `FILE`")
 	f.StringVar(&pa.format, "format", "", "record format `F`: "+strings.Join(policy.Formats(), ", "))
-	completeFlag(cmd, "format", policy.Formats()...)
+	completeFlag(cmd, "format", complete(policy.Formats()...))
 	if pa.sub == "apply" {
 		f.StringVar(&pa.keyFile, "key-file", "", "`FILE` holding the 32-byte masking key as 64 hex digits, for every key-id and as the per-SSA key (default: a random key)")
 		f.StringVar(&pa.outFile, "out", "", "write refined records to `OUT` (default: standard output)")
