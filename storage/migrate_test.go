@@ -357,3 +357,49 @@ func TestMigrateCrash(t *testing.T) {
 		closeStore(t, s)
 	}
 }
+
+// TestMigrateHalvesChunk: a migration that writes more per key than a chunk of the default
+// size fits in one Badger transaction goes on in smaller chunks.
+func TestMigrateHalvesChunk(t *testing.T) {
+	const records, fanOut = 1500, 10
+	dir := t.TempDir()
+	s, err := open(dir, Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([][]byte, records)
+	for i := range data {
+		data[i] = fmt.Appendf(nil, "record %d", i)
+	}
+	if _, err := s.Enqueue("ssa-fan", data, records, 0); err != nil {
+		t.Fatal(err)
+	}
+	closeStore(t, s)
+	fan := &schema{version: 2, migrations: []migration{{
+		to: 2, what: "fan out (test)", prefix: []byte(prefixOutbox),
+		visit: func(txn *badger.Txn, k, v []byte) error {
+			for i := range fanOut {
+				if err := txn.Set(fmt.Appendf([]byte("X/"), "%x/%d", k, i), append([]byte(nil), v...)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}}}
+	if s, err = open(dir, Options{schema: fan}, false); err != nil {
+		t.Fatalf("migrate with %d writes per key: %v", fanOut, err)
+	}
+	defer closeStore(t, s)
+	n := 0
+	err = s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("X/")})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil || n != records*fanOut {
+		t.Fatalf("%d keys written by the migration (%v), want %d", n, err, records*fanOut)
+	}
+}
