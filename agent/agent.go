@@ -177,6 +177,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		Refusals:             a.refusals,
 		Reach:                a.reach,
 		Transitions:          a.counts.negotiations,
+		Rejections:           a.counts.rejections,
 		AgreementChanged:     a.mgr.agreementChanged,
 		Cancelled:            a.mgr.cancelled,
 	}); err != nil {

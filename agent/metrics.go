@@ -3,6 +3,8 @@ package agent
 import (
 	"errors"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +33,9 @@ type counters struct {
 	// refusedMessages counts the negotiation messages and exchange batches refused, by
 	// protocol and a reason from refusalReasons (refusallog.go).
 	refusedMessages *prometheus.CounterVec
+	// rejections counts the reason codes of rejected negotiations, by this side's role
+	// (negotiation point).
+	rejections *prometheus.CounterVec
 }
 
 func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Time) *counters {
@@ -71,6 +76,9 @@ func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Ti
 	c.refusedMessages = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "messages_refused_total",
 		Help: "Negotiation messages and exchange batches refused, by protocol (negotiate, exchange) and reason (malformed, too_large, bad_signature, unexpected, wrong_negotiation, wrong_sender, broken_chain, terms_changed, expired, too_many_messages, clock_skew, invalid_ssa, too_many_open, no_ssa_in_force, other)."},
 		[]string{"protocol", "reason"})
+	c.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "negotiation_rejections_total",
+		Help: "Reason codes of the negotiations that ended rejected, by this side's role (requester, provider) and code (the names of X.1205 Suppl. 20 reason codes: information, masking, filtering, no-offer, declined, ...; other for a code this version does not know). A rejection that names several codes counts once under each."},
+		[]string{"role", "code"})
 	// Outcomes a dashboard looks for exist from the start, at 0.
 	c.refusedConns.WithLabelValues(refusedAllowList)
 	c.refusedConns.WithLabelValues(refusedDial)
@@ -82,7 +90,7 @@ func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Ti
 	}
 	reg.MustRegister(c.agreements, c.queue.ingested, c.queue.queued, c.delivered, c.receive.received,
 		c.receive.violations, c.receive.quarantined, c.queue.overflow, c.heldMethod, c.receive.offMethod, c.refusedConns,
-		c.negotiations, c.refusedMessages,
+		c.negotiations, c.refusedMessages, c.rejections,
 		// The process's own: Go runtime, process (CPU, memory, file descriptors), build.
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector())
@@ -124,6 +132,22 @@ func refusalReason(err error) string {
 		}
 	}
 	return "other"
+}
+
+// rejectionCodes returns the distinct reason codes of a rejection as counted: a code this
+// version has no name for (a peer may send any number) is "other".
+func rejectionCodes(reasons []protocol.Reason) []string {
+	var codes []string
+	for _, r := range reasons {
+		c := r.Code.String()
+		if strings.HasPrefix(c, "code(") {
+			c = "other"
+		}
+		if !slices.Contains(codes, c) {
+			codes = append(codes, c)
+		}
+	}
+	return codes
 }
 
 // sinkCollector reads every sink's state at each scrape: its lag over the SSAs in force, its

@@ -71,6 +71,9 @@ type negotiatorConfig struct {
 	// Transitions counts the committed steps that changed a negotiation's state, by role
 	// and the state reached.
 	Transitions *prometheus.CounterVec
+	// Rejections counts the reason codes of the negotiations that end rejected, by role and
+	// code (rejectionCodes).
+	Rejections *prometheus.CounterVec
 
 	// AgreementChanged is told of each agreement a committed step made or changed (approved,
 	// revised, annulled), with this side's role.

@@ -158,6 +158,11 @@ func (n *negotiator) afterCommit(s *session, before protocol.State, now time.Tim
 	}
 	if st := s.machine.State(); st != before {
 		n.cfg.Transitions.WithLabelValues(s.machine.Role().String(), st.String()).Inc()
+		if st == protocol.StateRejected && n.cfg.Rejections != nil {
+			for _, code := range rejectionCodes(s.rec.Reasons) {
+				n.cfg.Rejections.WithLabelValues(s.machine.Role().String(), code).Inc()
+			}
+		}
 	}
 	if st := s.machine.State(); st != before && cancelling(st) {
 		n.log.Info("SSA cancelled: sharing stops now", "ssa", s.machine.Agreement().ID, "state", st.String(), "peer", s.rec.Peer)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +56,17 @@ func TestObservability(t *testing.T) {
 		t.Fatalf("negotiation: %+v, %v", rec, err)
 	}
 	waitState(t, prov, rec.SSAID, protocol.StateApproved)
+	// Without an offer, the next request is rejected: its reason is counted on both sides.
+	offers, err := prov.store.Offers()
+	if err != nil || len(offers) != 1 {
+		t.Fatalf("offers: %d, %v", len(offers), err)
+	}
+	if err := prov.store.DeleteOffer(offers[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := req.Request(context.Background(), addrInfo(prov), requestTemplate(t)); err != nil || rec.State != protocol.StateRejected {
+		t.Fatalf("request without an offer: %+v, %v", rec, err)
+	}
 
 	// A message that is not CBOR is refused as malformed, and counted.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -71,7 +83,8 @@ func TestObservability(t *testing.T) {
 
 	wantProv := []string{
 		`ssanet_negotiation_transitions_total{role="provider",state="approved"} 1`,
-		`ssanet_negotiation_transitions_total{role="provider",state="rejected"} 0`,
+		`ssanet_negotiation_transitions_total{role="provider",state="rejected"} 1`,
+		`ssanet_negotiation_rejections_total{code="no-offer",role="provider"} 1`,
 		`ssanet_messages_refused_total{protocol="negotiate",reason="malformed"} 1`,
 		`ssanet_connections_refused_total{reason="allow-list"} 0`,
 		"go_goroutines ", "go_memstats_alloc_bytes ", "process_cpu_seconds_total ", "process_open_fds ",
@@ -90,7 +103,8 @@ func TestObservability(t *testing.T) {
 	_, reqBody := get(t, "http://"+reqAddr+"/metrics")
 	for _, w := range []string{
 		`ssanet_negotiation_transitions_total{role="requester",state="approved"} 1`,
-		`ssanet_negotiation_transitions_total{role="requester",state="request-sent"} 1`,
+		`ssanet_negotiation_transitions_total{role="requester",state="request-sent"} 2`,
+		`ssanet_negotiation_rejections_total{code="no-offer",role="requester"} 1`,
 	} {
 		if !strings.Contains(reqBody, w) {
 			t.Errorf("requester metrics lack %s", w)
@@ -194,6 +208,24 @@ func TestRefusalReason(t *testing.T) {
 	} {
 		if got := refusalReason(tc.err); got != tc.want {
 			t.Errorf("refusalReason(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestRejectionCodes: a rejection is counted once per code it names, by the code's name, and
+// a code this version does not know (a peer may send any of 65,536) under "other".
+func TestRejectionCodes(t *testing.T) {
+	for _, tc := range []struct {
+		reasons []protocol.Reason
+		want    []string
+	}{
+		{nil, nil},
+		{[]protocol.Reason{{Code: protocol.CodeNoOffer}}, []string{"no-offer"}},
+		{[]protocol.Reason{{Code: protocol.CodeMasking}, {Code: protocol.CodeFiltering}, {Code: protocol.CodeMasking}}, []string{"masking", "filtering"}},
+		{[]protocol.Reason{{Code: 999}, {Code: 1000}, {Code: protocol.CodeDeclined}}, []string{"other", "declined"}},
+	} {
+		if got := rejectionCodes(tc.reasons); !slices.Equal(got, tc.want) {
+			t.Errorf("rejectionCodes(%v) = %q, want %q", tc.reasons, got, tc.want)
 		}
 	}
 }

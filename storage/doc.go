@@ -57,7 +57,9 @@
 // so that keys sort in transcript order. TestDocKeys checks both tables below against the
 // key functions.
 //
-//	m/schema          schema version of the records (one byte: 1)
+//	m/schema          schema version of the records (one byte: 1); while a migration runs,
+//	                  the version it migrates from, the one it migrates to, and the last key
+//	                  it visited (migrate.go)
 //	n/<nid>           negotiation record (CBOR, integer keys), including its transcript length
 //	t/<nid>/<seq>     transcript entry seq of negotiation nid: the envelope's bytes as sent or
 //	                  received; seq runs from 0 to the transcript length - 1
@@ -126,7 +128,7 @@
 //
 // # Memory
 //
-// Open reads nothing but the schema version and the marks of large batches (none, unless a
+// Open reads nothing but the schema version (and, for a migration, the keys it rewrites) and the marks of large batches (none, unless a
 // crash or a failed write cut one short): no record is loaded into memory at Open, and
 // Badger is tuned for small machines (4 MiB memtables, small block and index caches), so the
 // memory an open store uses does not grow with the number of stored SSAs or records. Only the
@@ -160,10 +162,19 @@
 // at one read timestamp, in a file framed by backup.go (header with the format, the schema
 // version and a hash of the encryption key; a SHA-256 at the end). Restore loads such a file
 // into a directory that holds no store, refusing a newer format or schema, a file cut short
-// or altered, and a key other than the backed-up store's. An older schema is left to Open
-// (which refuses any version but schemaVersion until migrations exist): a migration from
-// version N-1 belongs in Open, so that a restored old backup and an old store on disk are
-// upgraded by the same code.
+// or altered, and a key other than the backed-up store's. An older schema is left to Open,
+// so that a restored old backup and an old store on disk are upgraded by the same code.
+//
+// # Schema versions and migrations
+//
+// The record layout above is version 1. Open writes the version into a new store, refuses a
+// store of a newer version (ErrStoreNewer) and upgrades an older one, one version at a time,
+// before it takes any write: each migration visits the keys it rewrites a chunk per
+// transaction, and records the last key visited in m/schema with the chunk, so that a kill
+// leaves the old version, which the next Open resumes from that key, or the new one (and a
+// program of the old version refuses the store half way). Each migration logs when it starts,
+// resumes and ends. migrate.go has the list; testdata/store-v1 is a store written by version
+// 1, which every later version must read (fixture_test.go).
 //
 // # Limits
 //

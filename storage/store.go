@@ -41,11 +41,15 @@ var (
 type Options struct {
 	// EncryptionKey enables Badger encryption at rest when non-empty (16, 24 or 32 bytes, AES).
 	EncryptionKey []byte
-	// Logger receives Badger's warnings and errors. Nil: discard.
+	// Logger receives Badger's warnings and errors, and what migrations do (migrate.go). Nil:
+	// discard.
 	Logger *slog.Logger
 	// Reserve is the free space, besides the LSM tree's size, below which Enqueue and Receive
 	// are refused with ErrDiskFull (see space.go). Zero: DefaultReserve. At least MinReserve.
 	Reserve uint64
+
+	// schema replaces currentSchema in tests (migrate.go).
+	schema *schema
 }
 
 // Validate checks the options.
@@ -187,7 +191,11 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 	if s.reserve == 0 {
 		s.reserve = DefaultReserve
 	}
-	if err := s.checkSchema(); err != nil {
+	sc := &currentSchema
+	if opts.schema != nil {
+		sc = opts.schema
+	}
+	if err := s.migrate(sc); err != nil { // migrate.go
 		return nil, errors.Join(err, db.Close())
 	}
 	if err := s.deleteAllOrphans(); err != nil { // before the committer: no batch under way
@@ -228,28 +236,6 @@ func badgerOptions(dir string, opts Options, sync bool) badger.Options {
 		o = o.WithEncryptionKey(opts.EncryptionKey).WithIndexCacheSize(indexCacheSize)
 	}
 	return o
-}
-
-// checkSchema records the schema version of a new store and refuses a store written with a
-// layout this code does not know.
-func (s *Store) checkSchema() error {
-	return s.db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(keySchema)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return txn.Set(keySchema, []byte{schemaVersion})
-		}
-		if err != nil {
-			return fmt.Errorf("storage: read schema version: %w", err)
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return fmt.Errorf("storage: read schema version: %w", err)
-		}
-		if len(v) != 1 || v[0] != schemaVersion {
-			return fmt.Errorf("%w: schema version %x, this program reads %d", ErrCorrupt, v, schemaVersion)
-		}
-		return nil
-	})
 }
 
 // Close closes the store, waiting for running calls to return. It is idempotent.

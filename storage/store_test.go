@@ -752,8 +752,8 @@ func TestSchemaVersion(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(dir, Options{}); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("unknown schema: %v", err)
+	if _, err := Open(dir, Options{}); !errors.Is(err, ErrStoreNewer) {
+		t.Fatalf("newer schema: %v", err)
 	}
 }
 

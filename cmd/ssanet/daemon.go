@@ -77,7 +77,10 @@ func (c *cli) runDaemon(level string) int {
 	if c.api("GET", "/v1/id", nil, &id) == nil {
 		return c.fail(fmt.Errorf("a daemon already runs in %s (peer %s): stop it first, or give this one another --home", c.home, id.PeerID))
 	}
-	log := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: lvl}))
+	// Warnings that repeat are rate-limited: the first agent.LogBurst a minute, then a summary.
+	limiter := agent.NewLogLimiter(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: lvl}), agent.LogBurst, agent.LogEvery)
+	defer limiter.Close()
+	log := slog.New(limiter)
 	slog.SetDefault(log)
 	a, err := agent.New(c.home, agent.Options{Logger: log})
 	if err != nil {
