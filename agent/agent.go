@@ -72,6 +72,8 @@ type Agent struct {
 	receiver *receiver
 	monitor  *monitor
 	sources  *sources
+	// status keeps the flow samples and verdicts of the status snapshot (status.go).
+	status *statusKeeper
 
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
@@ -191,6 +193,10 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	ret := &retention{store: a.store, runs: a.mgr.requesterRuns, log: a.log, now: now, ledger: a.counts.ledger}
 	a.goRun(func() { ret.run(ctx, every) })
 	a.goRun(func() { a.monitor.assessmentLoop(ctx, every) })
+	a.status = newStatusKeeper(statusSources{runs: a.mgr.runsInForce, store: a.store, sinks: a.sinks.states,
+		assess: a.monitor.assess, requested: a.mgr.requestedInForce, now: now, log: a.log})
+	a.goRun(func() { a.status.runFlows(ctx) })
+	a.goRun(func() { a.status.runVerdicts(ctx) })
 	a.sources = newSources(a.refiner, a.store, a.disk, a.home, a.log, a.metrics)
 	if err := a.sources.start(ctx, a.cfg.Ingest); err != nil {
 		return err
@@ -274,6 +280,7 @@ func (a *Agent) startMetrics(ctx context.Context) error {
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
+	a.serveStatusPage(mux) // statuspage.go
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	a.goRun(func() { <-ctx.Done(); srv.Close() })
 	a.goRun(func() {

@@ -64,6 +64,7 @@ func commands() map[string]command {
 		"offer":    {offerSynopsis + ": what this agent provides and on what terms", cmdOffer},
 		"request":  {requestSynopsis + ": negotiate an SSA (exit 3 when refused, 7 when the peer is no ssanet agent)", cmdRequest},
 		"peers":    {"peers: each known peer's addresses, connections and last error", cmdPeers},
+		"status":   {statusSynopsis, cmdStatus},
 		"backup":   {backupSynopsis, cmdBackup}, "restore": {restoreSynopsis, cmdRestore},
 	}
 }
