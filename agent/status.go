@@ -264,8 +264,9 @@ func (k *statusKeeper) sampleFlows() {
 	}
 }
 
-// flows are the SSAs in force at the last sample, sorted by ID, with their rates over the
-// samples kept, and the span of those samples in seconds.
+// flows are the SSAs in force at the last sample, sorted by ID, with their rates since the
+// oldest sample kept that counts them (an SSA put in force within the window is measured
+// from its first sample), and the span of the samples kept, in seconds.
 func (k *statusKeeper) flows() ([]Flow, float64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -273,24 +274,26 @@ func (k *statusKeeper) flows() ([]Flow, float64) {
 	if len(k.samples) == 0 {
 		return out, 0
 	}
-	first, last := k.samples[0], k.samples[len(k.samples)-1]
-	span := last.at.Sub(first.at).Seconds()
+	last := k.samples[len(k.samples)-1]
 	for id, c := range last.counts {
 		f := Flow{SSAID: id, Role: c.role.String(), In: c.in, Out: c.out}
-		if o, ok := first.counts[id]; ok && span > 0 {
-			f.InRate = rate(o.in, c.in, span)
-			f.OutRate = rate(o.out, c.out, span)
+		for _, s := range k.samples[:len(k.samples)-1] {
+			if o, ok := s.counts[id]; ok {
+				span := last.at.Sub(s.at).Seconds()
+				f.InRate, f.OutRate = rate(o.in, c.in, span), rate(o.out, c.out, span)
+				break
+			}
 		}
 		out = append(out, f)
 	}
 	slices.SortFunc(out, func(a, b Flow) int { return strings.Compare(a.SSAID, b.SSAID) })
-	return out, span
+	return out, last.at.Sub(k.samples[0].at).Seconds()
 }
 
 // rate is the records per second from count a to count b over span seconds; a count that
 // went down (the sinks' counts start again with the agent) is no flow.
 func rate(a, b uint64, span float64) float64 {
-	if b < a {
+	if b < a || span <= 0 {
 		return 0
 	}
 	return float64(b-a) / span
