@@ -262,7 +262,7 @@ func (a *Agent) startMetrics(ctx context.Context) error {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
 	if host, _, _ := net.SplitHostPort(a.cfg.Metrics); !net.ParseIP(host).IsLoopback() {
-		a.log.Warn("metrics served on a non-loopback address (metrics-remote): anyone who reaches it can read this agent's metrics; restrict it with a firewall",
+		a.log.Warn("metrics served on a non-loopback address (metrics-remote): anyone who reaches it can read this agent's metrics and status page; restrict it with a firewall",
 			"addr", ln.Addr().String())
 	}
 	mux := http.NewServeMux()
