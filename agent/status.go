@@ -280,7 +280,7 @@ func (k *statusKeeper) flows() ([]Flow, float64) {
 		for _, s := range k.samples[:len(k.samples)-1] {
 			if o, ok := s.counts[id]; ok {
 				span := last.at.Sub(s.at).Seconds()
-				f.InRate, f.OutRate = rate(o.in, c.in, span), rate(o.out, c.out, span)
+				f.InRate, f.OutRate = perSecond(o.in, c.in, span), perSecond(o.out, c.out, span)
 				break
 			}
 		}
@@ -290,9 +290,9 @@ func (k *statusKeeper) flows() ([]Flow, float64) {
 	return out, last.at.Sub(k.samples[0].at).Seconds()
 }
 
-// rate is the records per second from count a to count b over span seconds; a count that
+// perSecond is the records per second from count a to count b over span seconds; a count that
 // went down (the sinks' counts start again with the agent) is no flow.
-func rate(a, b uint64, span float64) float64 {
+func perSecond(a, b uint64, span float64) float64 {
 	if b < a || span <= 0 {
 		return 0
 	}
@@ -337,18 +337,18 @@ func (k *statusKeeper) refreshVerdicts(ctx context.Context) {
 	}
 }
 
-// run samples the flows every flowEvery until ctx ends.
+// runFlows samples the flows every flowEvery until ctx ends.
 func (k *statusKeeper) runFlows(ctx context.Context) {
-	every(ctx, flowEvery, k.sampleFlows)
+	tickEvery(ctx, flowEvery, k.sampleFlows)
 }
 
 // runVerdicts refreshes the verdicts every second (see refreshVerdicts) until ctx ends.
 func (k *statusKeeper) runVerdicts(ctx context.Context) {
-	every(ctx, time.Second, func() { k.refreshVerdicts(ctx) })
+	tickEvery(ctx, time.Second, func() { k.refreshVerdicts(ctx) })
 }
 
-// every calls f at once and then every d until ctx ends.
-func every(ctx context.Context, d time.Duration, f func()) {
+// tickEvery calls f at once and then every d until ctx ends.
+func tickEvery(ctx context.Context, d time.Duration, f func()) {
 	t := time.NewTicker(d)
 	defer t.Stop()
 	for {

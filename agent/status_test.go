@@ -135,10 +135,10 @@ func TestStatusEnded(t *testing.T) {
 	}
 }
 
-// fakeClock is a clock a test moves by hand.
-type fakeClock struct{ t time.Time }
+// statusClock is a clock a test moves by hand.
+type statusClock struct{ t time.Time }
 
-func (c *fakeClock) now() time.Time { return c.t }
+func (c *statusClock) now() time.Time { return c.t }
 
 // TestFlowRates: the rates are the change of the counts over the samples kept (FlowWindow
 // and the one before it), per SSA from its first sample; a count that went down is no flow.
@@ -157,7 +157,7 @@ func TestFlowRates(t *testing.T) {
 		{"two seconds", []flowStep{{0, map[string]flowCount{"a": prov(5, 3)}}, {time.Second, map[string]flowCount{"a": prov(15, 7)}},
 			{time.Second, map[string]flowCount{"a": prov(25, 13)}}},
 			[]Flow{{SSAID: "a", Role: "provider", In: 25, Out: 13, InRate: 10, OutRate: 5}}, 2},
-		{"window slides", append(repeat(12, time.Second, func(i int) map[string]flowCount {
+		{"window slides", append(flowSteps(12, time.Second, func(i int) map[string]flowCount {
 			return map[string]flowCount{"a": req(uint64(i*i), 0)} // 0, 1, 4, …, 121
 		}), flowStep{time.Second, map[string]flowCount{"a": req(144, 0)}}),
 			// Kept: the samples of seconds 2…12 (counts 4 … 144): 140 records in 10 s.
@@ -171,7 +171,7 @@ func TestFlowRates(t *testing.T) {
 			[]Flow{{SSAID: "a", Role: "requester", In: 20, Out: 4, InRate: 5}}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+			clock := &statusClock{t: time.Unix(1_800_000_000, 0)}
 			var next map[string]flowCount
 			k := &statusKeeper{count: func() (map[string]flowCount, error) { return next, nil }, now: clock.now,
 				log: discardLogger(), verdicts: map[string]verdictEntry{}}
@@ -194,8 +194,8 @@ type flowStep struct {
 	counts map[string]flowCount
 }
 
-// repeat is n samples after apart, the counts of sample i made by counts(i).
-func repeat(n int, after time.Duration, counts func(i int) map[string]flowCount) []flowStep {
+// flowSteps is n samples after apart, the counts of sample i made by counts(i).
+func flowSteps(n int, after time.Duration, counts func(i int) map[string]flowCount) []flowStep {
 	out := make([]flowStep, n)
 	for i := range out {
 		out[i] = flowStep{after, counts(i)}
@@ -206,7 +206,7 @@ func repeat(n int, after time.Duration, counts func(i int) map[string]flowCount)
 
 // TestFlowCountError: a sample that cannot be counted is left out; the samples kept stay.
 func TestFlowCountError(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	clock := &statusClock{t: time.Unix(1_800_000_000, 0)}
 	var err error
 	k := &statusKeeper{count: func() (map[string]flowCount, error) {
 		return map[string]flowCount{"a": {role: protocol.RoleProvider, in: uint64(clock.t.Unix() % 100)}}, err
@@ -224,7 +224,7 @@ func TestFlowCountError(t *testing.T) {
 // verdictEvery, an assessment's error is kept as such, and an SSA no longer in force is
 // forgotten.
 func TestRefreshVerdicts(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	clock := &statusClock{t: time.Unix(1_800_000_000, 0)}
 	ids := []string{"a", "b"}
 	calls := map[string]int{}
 	k := &statusKeeper{now: clock.now, log: discardLogger(), verdicts: map[string]verdictEntry{},

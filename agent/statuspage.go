@@ -7,7 +7,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"sync"
+	"time"
 )
 
 // The status page: one self-contained HTML page on the metrics address (GET / and GET
@@ -84,22 +87,67 @@ func (a *Agent) serveStatusPage(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("GET /{$}", page)
 	mux.HandleFunc("GET /status", page)
+	snap := &pageSnapshot{take: a.Status, now: time.Now, log: a.log}
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
 		setPageHeaders(h)
 		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-		st, err := a.Status()
+		h.Set("Content-Type", "application/json")
+		body, err := snap.get()
 		if err != nil {
-			a.log.Warn("status page: no snapshot", "err", err)
-			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusInternalServerError)
 			// The error may name files of the home: the log has it, the page says where to look.
 			_ = json.NewEncoder(w).Encode(map[string]string{"error": "the agent could not read its state; see its log"})
 			return
 		}
-		h.Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(st.pageStatus())
+		_, _ = w.Write(body)
 	})
+}
+
+// pageSnapshotAge is how long the page's snapshot is served again: however many pages poll
+// the address, the agent reads its state at most once per pageSnapshotAge for them.
+const pageSnapshotAge = 500 * time.Millisecond
+
+// pageSnapshotLogEvery is how often a snapshot that cannot be taken is logged: a page polls
+// every second.
+const pageSnapshotLogEvery = time.Minute
+
+// pageSnapshot is the page's snapshot in JSON, taken again when older than pageSnapshotAge.
+// A snapshot that cannot be taken is tried again at the next request and logged at most once
+// per pageSnapshotLogEvery.
+type pageSnapshot struct {
+	take func() (*Status, error)
+	now  func() time.Time
+	log  *slog.Logger
+
+	mu     sync.Mutex // held while a snapshot is taken: the pages wait for one, never take several
+	body   []byte
+	at     time.Time
+	logged time.Time // when a failure was last logged
+	failed int       // failures since then
+}
+
+func (p *pageSnapshot) get() ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.body != nil && p.now().Sub(p.at) < pageSnapshotAge {
+		return p.body, nil
+	}
+	st, err := p.take()
+	if err != nil {
+		p.failed++
+		if now := p.now(); now.Sub(p.logged) >= pageSnapshotLogEvery {
+			p.log.Warn("status page: the agent's state could not be read", "err", err, "failures", p.failed)
+			p.logged, p.failed = now, 0
+		}
+		return nil, err
+	}
+	body, err := json.Marshal(st.pageStatus())
+	if err != nil {
+		return nil, err
+	}
+	p.body, p.at = append(body, '\n'), p.now()
+	return p.body, nil
 }
 
 // setPageHeaders are the headers of every answer of the status page.

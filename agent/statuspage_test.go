@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
@@ -179,4 +182,43 @@ func TestInlineHash(t *testing.T) {
 			t.Errorf("%q: %q, %v; want %q, ok %v", tc.page, got, err, tc.want, tc.ok)
 		}
 	}
+}
+
+// TestPageSnapshot: the page's snapshot is taken at most once per pageSnapshotAge whatever
+// the requests; one that fails is tried again at the next request, and logged at most once
+// per pageSnapshotLogEvery.
+func TestPageSnapshot(t *testing.T) {
+	clock := &statusClock{t: time.Unix(1_800_000_000, 0)}
+	var logs strings.Builder
+	takes := 0
+	var fail error
+	p := &pageSnapshot{now: clock.now, log: slog.New(slog.NewTextHandler(&logs, nil)),
+		take: func() (*Status, error) {
+			takes++
+			return &Status{Peer: fmt.Sprint("take ", takes)}, fail
+		}}
+	step := func(name string, after time.Duration, wantPeer string, wantTakes, wantLogged int) {
+		t.Helper()
+		clock.t = clock.t.Add(after)
+		body, err := p.get()
+		var st Status
+		if wantPeer != "" && (err != nil || json.Unmarshal(body, &st) != nil) {
+			t.Fatalf("%s: %v %s", name, err, body)
+		}
+		if st.Peer != wantPeer || takes != wantTakes || strings.Count(logs.String(), "status page") != wantLogged {
+			t.Errorf("%s: peer %q, %d takes, log %q; want %q, %d takes, %d lines", name, st.Peer, takes, logs.String(), wantPeer, wantTakes, wantLogged)
+		}
+	}
+	step("first", 0, "take 1", 1, 0)
+	step("again at once", pageSnapshotAge-time.Millisecond, "take 1", 1, 0)
+	step("older", time.Millisecond, "take 2", 2, 0)
+	fail = errors.New("store closed")
+	step("failing", pageSnapshotAge, "", 3, 1)
+	step("failing at once: tried again, not logged again", 0, "", 4, 1)
+	step("failing a minute later: logged", pageSnapshotLogEvery, "", 5, 2)
+	if !strings.Contains(logs.String(), "failures=2") {
+		t.Errorf("log %q does not count the failures not logged", logs.String())
+	}
+	fail = nil
+	step("back", 0, "take 6", 6, 2)
 }
