@@ -34,8 +34,9 @@ type Status struct {
 	Ended      int               `json:"ended"`
 	// Flows are the SSAs in force, with their records in and out.
 	Flows []Flow `json:"flows"`
-	// WindowSeconds is the span over which the flows' rates are measured (up to FlowWindow;
-	// shorter just after the agent started, 0 before its second sample).
+	// WindowSeconds is the span of the flow samples kept: FlowWindow and up to one sample
+	// more once the agent has run that long, less before, 0 before its second sample. An
+	// SSA put in force within it is measured from its first sample.
 	WindowSeconds float64 `json:"window_seconds"`
 	// Sinks are the sinks with their position and lag per SSA and their last error.
 	Sinks []SinkState `json:"sinks"`
