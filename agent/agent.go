@@ -72,6 +72,8 @@ type Agent struct {
 	receiver *receiver
 	monitor  *monitor
 	sources  *sources
+	// status keeps the flow samples and verdicts of the status snapshot (status.go).
+	status *statusKeeper
 
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
@@ -192,6 +194,10 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	ret := &retention{store: a.store, runs: a.mgr.requesterRuns, log: a.log, now: now, ledger: a.counts.ledger}
 	a.goRun(func() { ret.run(ctx, every) })
 	a.goRun(func() { a.monitor.assessmentLoop(ctx, every) })
+	a.status = newStatusKeeper(statusSources{runs: a.mgr.runsInForce, store: a.store, sinks: a.sinks.states,
+		assess: a.monitor.assess, requested: a.mgr.requestedInForce, now: now, log: a.log})
+	a.goRun(func() { a.status.runFlows(ctx) })
+	a.goRun(func() { a.status.runVerdicts(ctx) })
 	a.sources = newSources(a.refiner, a.store, a.disk, a.home, a.log, a.metrics)
 	if err := a.sources.start(ctx, a.cfg.Ingest); err != nil {
 		return err
@@ -257,7 +263,7 @@ func (a *Agent) startMetrics(ctx context.Context) error {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
 	if host, _, _ := net.SplitHostPort(a.cfg.Metrics); !net.ParseIP(host).IsLoopback() {
-		a.log.Warn("metrics served on a non-loopback address (metrics-remote): anyone who reaches it can read this agent's metrics; restrict it with a firewall",
+		a.log.Warn("metrics served on a non-loopback address (metrics-remote): anyone who reaches it can read this agent's metrics and status page; restrict it with a firewall",
 			"addr", ln.Addr().String())
 	}
 	mux := http.NewServeMux()
@@ -275,6 +281,7 @@ func (a *Agent) startMetrics(ctx context.Context) error {
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
+	a.serveStatusPage(mux) // statuspage.go
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	a.goRun(func() { <-ctx.Done(); srv.Close() })
 	a.goRun(func() {

@@ -174,6 +174,7 @@ func (api controlAPI) routes() []route {
 		{"GET /v1/monitor/{id}", api.monitor},
 		{"GET /v1/sinks", api.sinks},
 		{"GET /v1/peers", api.peers},
+		{"GET /v1/status", api.status},
 		{"GET /v1/ssa", api.negotiations},
 		{"GET /v1/ssa/{id}", api.negotiation},
 		{"GET /v1/ssa/{id}/export", api.export},
@@ -317,6 +318,8 @@ func (api controlAPI) negotiations(*http.Request) (any, error) { return api.a.Ne
 func (api controlAPI) sinks(*http.Request) (any, error) { return api.a.Sinks() }
 
 func (api controlAPI) peers(*http.Request) (any, error) { return api.a.Peers() }
+
+func (api controlAPI) status(*http.Request) (any, error) { return api.a.Status() }
 
 func (api controlAPI) negotiation(r *http.Request) (any, error) {
 	return api.a.ShowNegotiation(r.PathValue("id"))

@@ -11,7 +11,9 @@
 // allow-list refuses this agent, or that does not speak the protocol, ends a request at once;
 // one unreachable or silent is tried again. The control API (control.go) lets the CLI drive
 // the agent over a Unix socket in the home: it is a thin adapter over the Agent's exported
-// methods (api.go, negotiation.go, peers.go), which `ssanet demo` calls too.
+// methods (api.go, negotiation.go, peers.go), which `ssanet demo` calls too. The status snapshot
+// (status.go: peers, agreements with their verdict, flows, sinks) is served there and, without
+// peers' addresses, as a read-only page on the metrics address (statuspage.go).
 //
 // A negotiation is not driven by a goroutine of its own, as the house style has it, but by
 // whichever goroutine has something for it, under the negotiation's lock (session.mu): the
