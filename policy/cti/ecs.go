@@ -39,7 +39,7 @@ var ecsFromView = map[string]ecsKind{
 	"destination.user.name": ecsKeyword, "destination.user.email": ecsKeyword,
 	"network.transport": ecsLower, "network.protocol": ecsLower,
 	"observer.ingress.interface.name": ecsKeyword, "observer.name": ecsKeyword, "observer.hostname": ecsKeyword,
-	"rule.name": ecsKeyword,
+	"rule.name":  ecsKeyword,
 	"url.domain": ecsKeyword, "url.original": ecsKeyword, "user_agent.original": ecsKeyword,
 	"http.request.method": ecsKeyword, "http.response.status_code": ecsLong,
 	"dns.question.name": ecsKeyword, "tls.client.server_name": ecsKeyword,
