@@ -14,6 +14,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"time"
@@ -21,16 +22,41 @@ import (
 
 // Record is a record as sinks receive it.
 type Record struct {
-	SSAID    string          `json:"ssa_id"`
-	Seq      uint64          `json:"seq"`
-	Received time.Time       `json:"received"`
-	Format   string          `json:"format"`
-	TLP      string          `json:"tlp,omitempty"`
-	Record   json.RawMessage `json:"record,omitempty"` // a JSON record as it is
-	Text     string          `json:"text,omitempty"`   // any other record
+	SSAID    string    `json:"ssa_id"`
+	Seq      uint64    `json:"seq"`
+	Received time.Time `json:"received"`
+	Format   string    `json:"format"`
+	TLP      string    `json:"tlp,omitempty"`
+	// Marking is the STIX 2.1 marking-definition ID of the TLP label and SSP the hash of the
+	// SSA's SSP: the handling marking that travelled with the record's batch.
+	Marking string          `json:"marking,omitempty"`
+	SSP     string          `json:"ssp,omitempty"`
+	Record  json.RawMessage `json:"record,omitempty"` // a JSON record as it is
+	Text    string          `json:"text,omitempty"`   // any other record
 	// Quarantined is set on a record that does not comply with the SSA (see the monitor's
 	// evidence): the agent's Records shows it, sinks never receive it.
 	Quarantined bool `json:"quarantined,omitempty"`
+	// Doc, when set, is what a JSONL or webhook sink writes instead of the record in this
+	// envelope: the record as a STIX bundle or an ECS document (the sink's format).
+	Doc json.RawMessage `json:"-"`
+}
+
+// Data is the record's bytes, JSON or not.
+func (r *Record) Data() []byte {
+	if len(r.Record) > 0 {
+		return r.Record
+	}
+	return []byte(r.Text)
+}
+
+// encode appends r as a sink writes it, a newline after: its Doc if set, else the envelope.
+func (r *Record) encode(enc *json.Encoder, buf *bytes.Buffer) error {
+	if r.Doc == nil {
+		return enc.Encode(r)
+	}
+	buf.Write(r.Doc)
+	buf.WriteByte('\n')
+	return nil
 }
 
 // Writer writes chunks of records to one receiver.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/ssanet/ssanet/policy"
@@ -33,6 +34,8 @@ type Agreement struct {
 	TLP, Redistribution string
 	// Provider is the provider's contact: its affiliation names the organisation.
 	Provider protocol.Participant
+	// Retention is how long, from receipt, the requester may keep the records (0: no limit).
+	Retention time.Duration
 	// Date is when the SSA was agreed (the creation time of the provider's identity).
 	Date time.Time
 	// Prefix returns the network an address at a view field stands for
@@ -44,7 +47,7 @@ type Agreement struct {
 func NewAgreement(ssa *protocol.SSA, p *policy.SSP) *Agreement {
 	m := p.Marking()
 	a := &Agreement{SSA: ssa.ID, SSP: m.SSP, TLP: m.TLP, Redistribution: m.Redistribution,
-		Provider: ssa.Participants.Provider, Prefix: p.AddrPrefix}
+		Provider: ssa.Participants.Provider, Retention: time.Duration(m.Retention) * time.Second, Prefix: p.AddrPrefix}
 	if ssa.Date != 0 {
 		a.Date = ssa.Date.Std()
 	}
@@ -146,3 +149,6 @@ func uuid5(name string) string {
 	u[8] = u[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 }
+
+func lower(s string) string   { return strings.ToLower(s) }
+func trimDot(s string) string { return strings.TrimSuffix(s, ".") }
