@@ -2,6 +2,7 @@ package cti
 
 import (
 	"crypto/sha1"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -152,3 +153,20 @@ func uuid5(name string) string {
 
 func lower(s string) string   { return strings.ToLower(s) }
 func trimDot(s string) string { return strings.TrimSuffix(s, ".") }
+
+// Marshal returns one record as JSON in an output format: a STIX bundle (FormatSTIX) of the
+// record's objects and the shared ones, or an ECS document (FormatECS). FormatRaw is the
+// caller's own envelope and an error here, as any other format is.
+func Marshal(format string, a *Agreement, rec Record) (json.RawMessage, error) {
+	switch format {
+	case FormatSTIX:
+		b, err := a.Bundle([]Record{rec})
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(b)
+	case FormatECS:
+		return a.ECSJSON(rec)
+	}
+	return nil, fmt.Errorf("cti: output format %q: want stix or ecs", format)
+}
