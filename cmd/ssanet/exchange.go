@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ssanet/ssanet/agent"
+	"github.com/ssanet/ssanet/policy/cti"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -102,16 +103,21 @@ func filteredBy[N int64 | uint64](by []N, errs int64) string {
 }
 
 func cmdRecords(c *cli, args []string) int {
-	fs := c.flags("records", "records --ssa ID [--after N] [--follow]")
+	fs := c.flags("records", "records --ssa ID [--after N] [--follow] [--format raw|stix|ecs]")
 	ssa := fs.String("ssa", "", "the SSA whose received records to print")
+	format := fs.String("format", "raw", "raw (as received), stix (a STIX 2.1 bundle per record) or ecs (an ECS document per record); stix and ecs leave quarantined records out")
 	after := fs.Uint64("after", 0, "print records after this sequence number")
 	follow := fs.Bool("follow", false, "keep printing records as they arrive (Ctrl-C stops)")
 	pos, code := c.parse(fs, args)
 	if code >= 0 {
 		return code
 	}
-	if *ssa == "" || len(pos) > 0 {
-		return c.usageError("usage: ssanet records --ssa ID [--after N] [--follow]")
+	if *ssa == "" || len(pos) > 0 || !slices.Contains(cti.OutputFormats(), *format) {
+		return c.usageError("usage: ssanet records --ssa ID [--after N] [--follow] [--format raw|stix|ecs]")
+	}
+	mapped, err := recordFormatter(c, *ssa, *format)
+	if err != nil {
+		return c.apiFail(err)
 	}
 	enc := json.NewEncoder(c.stdout)
 	for {
@@ -126,6 +132,13 @@ func cmdRecords(c *cli, args []string) int {
 				mark = "[quarantined] "
 			}
 			switch {
+			case mapped != nil && r.Quarantined:
+			case mapped != nil:
+				doc, err := mapped(r)
+				if err != nil {
+					return c.fail(err)
+				}
+				fmt.Fprintf(c.stdout, "%s\n", doc)
 			case c.json:
 				enc.Encode(r)
 			case len(r.Record) > 0:

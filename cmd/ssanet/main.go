@@ -57,7 +57,7 @@ func commands() map[string]command {
 		"testnet":  {"testnet --nodes N --dir DIR [--offers]: run N local agents wired into one directory", cmdTestnet},
 		"demo":     {"demo [--dir DIR] [--records N]: Appendix I end to end on 127.0.0.1 (directory, two domains)", cmdDemo},
 		"ingest":   {"ingest --format F [FILE|-]: hand raw records to the provider's enforcement point", cmdIngest},
-		"records":  {"records --ssa ID [--after N] [--follow]: print the records received under an SSA", cmdRecords},
+		"records":  {"records --ssa ID [--after N] [--follow] [--format raw|stix|ecs]: print the records received under an SSA", cmdRecords},
 		"monitor":  {"monitor ID: fulfilment of an SSA, both sides' figures and the verdict (exit 5 degraded, 6 violated)", cmdMonitor},
 		"sinks":    {"sinks: each sink's position and lag per SSA, errors and last success", cmdSinks},
 		"id":       {"id: print the peer ID and listen addresses", cmdID},
