@@ -351,7 +351,7 @@ type SinkRecords struct {
 	// batch (4xx) poison-after times, in HOME/sinks/NAME.poison: kept, not delivered.
 	SetAside uint64 `json:"set_aside"`
 	// Truncated are the records a syslog sink over UDP cut to its max-message, counted at each
-	// attempt like Failed.
+	// attempt like Failed, and those with observables a misp-feed's full event left out.
 	Truncated uint64 `json:"truncated"`
 }
 

@@ -225,3 +225,11 @@ func TestSCOIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestFixedIDs: the IDs of the ssanet extension-definition and identity are wire values
+// consumers key on (an OpenCTI or MISP import keeps them): they never change.
+func TestFixedIDs(t *testing.T) {
+	if ExtensionID != "extension-definition--224a54d4-ec95-5058-a07c-58441e83bcad" || SystemIdentityID != "identity--a8027057-2299-54fb-aeac-e9c8d12d1d2f" {
+		t.Errorf("ExtensionID %s, SystemIdentityID %s changed", ExtensionID, SystemIdentityID)
+	}
+}
