@@ -25,7 +25,7 @@ import (
 
 // mispAgreement is the agreement of a test SSA with TLP label tlp, a public-address
 // truncation and a retention.
-func mispAgreement(t *testing.T, id, tlp string, retention time.Duration) (*cti.Agreement, *policy.SSP) {
+func mispAgreement(t testing.TB, id, tlp string, retention time.Duration) (*cti.Agreement, *policy.SSP) {
 	t.Helper()
 	s := &protocol.SSA{ID: id, Version: 1, Policy: &protocol.Policy{
 		Masking:  []protocol.MaskRule{{Scope: protocol.ScopePublicIP, Method: protocol.MaskTruncate, Bits: 8}},
@@ -40,7 +40,7 @@ func mispAgreement(t *testing.T, id, tlp string, retention time.Duration) (*cti.
 }
 
 // eveRecords are the EVE samples refined under p, as the SSA's records received at at.
-func eveRecords(t *testing.T, p *policy.SSP, at time.Time) []Record {
+func eveRecords(t testing.TB, p *policy.SSP, at time.Time) []Record {
 	t.Helper()
 	var out []Record
 	for _, f := range []string{"test-eve-small.jsonl", "test-eve-6-0.jsonl", "test-eve-metadata.jsonl"} {

@@ -1,6 +1,8 @@
 // Package sink holds the writers through which a requester's agent forwards the records it
 // received to its security management server (X.1205 Supplement 20, Appendix I step ⑪): a
-// JSON Lines file, a syslog receiver (RFC 5424) or a webhook.
+// JSON Lines file, a syslog receiver (RFC 5424), a webhook or a MISP feed directory. The JSONL
+// and webhook writers write each record in its envelope, or, when the agent set its Doc, that
+// document instead (a STIX bundle or an ECS document made by policy/cti).
 //
 // A writer only writes: which records go to it, in what order, and how far it got are the
 // agent's business (agent/sinks.go). A writer must never hold more than one encoded record
