@@ -74,9 +74,22 @@ func (noNetwork) Load(url string) (any, error) {
 
 func validate(t *testing.T, schemas map[string]*jsonschema.Schema, typ string, v any) {
 	t.Helper()
+	validateOnce(t, schemas, typ, v, nil)
+}
+
+// validateOnce validates v unless done holds it already (the same object made for another
+// record): the schemas are costly under the race detector.
+func validateOnce(t *testing.T, schemas map[string]*jsonschema.Schema, typ string, v any, done map[string]bool) {
+	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if done != nil {
+		if done[string(b)] {
+			return
+		}
+		done[string(b)] = true
 	}
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
 	if err != nil {
@@ -91,10 +104,13 @@ func validate(t *testing.T, schemas map[string]*jsonschema.Schema, typ string, v
 	}
 }
 
-// TestSTIXSchemas: every object and bundle made from the shared samples of every format,
-// raw and refined under truncation, validates against the OASIS STIX 2.1 schemas, for
-// every TLP level and none; every object made from the records carries the SSA's marking and
-// the ssanet extension, and the bundle holds the marking-definition it refers to.
+// TestSTIXSchemas: every object made from the shared samples of every format, raw and
+// refined under truncation, validates against the OASIS STIX 2.1 schemas, for every TLP
+// level and none, and so does every bundle (the bundle schema checks each object against
+// every type, so whole bundles are checked for no label and for AMBER+STRICT, the objects
+// alone for the other labels, which differ from those only in their marking); every object
+// made from the records carries the SSA's marking and the ssanet extension, and the bundle
+// holds the marking-definition it refers to.
 func TestSTIXSchemas(t *testing.T) {
 	schemas := stixSchemas(t)
 	validate(t, schemas, "extension-definition", ExtensionDefinition())
@@ -112,6 +128,7 @@ func TestSTIXSchemas(t *testing.T) {
 		}
 	}
 	validate(t, schemas, "identity", SystemIdentity())
+	done := map[string]bool{}
 	for _, tlp := range append([]string{""}, protocol.TLPLevels...) {
 		a, p := agreement(t, tlp, protocol.MaskRule{Scope: protocol.ScopePublicIP, Method: protocol.MaskTruncate, Bits: 8})
 		wantRef, hasTLP := policy.TLPMarkingID(tlp)
@@ -126,12 +143,14 @@ func TestSTIXSchemas(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					validate(t, schemas, "bundle", b)
+					if tlp == "" || tlp == protocol.TLPAmberStrict {
+						validate(t, schemas, "bundle", b)
+					}
 					types := map[string]int{}
 					for _, o := range b.Objects {
 						typ := o.Type()
 						types[typ]++
-						validate(t, schemas, typ, o)
+						validateOnce(t, schemas, typ, o, done)
 						shared := o.ID() == SystemIdentityID || o.ID() == ExtensionID || typ == "marking-definition"
 						refs, _ := o["object_marking_refs"].([]string)
 						switch {
