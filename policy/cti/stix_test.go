@@ -252,3 +252,47 @@ func TestFixedIDs(t *testing.T) {
 		t.Errorf("ExtensionID %s, SystemIdentityID %s changed", ExtensionID, SystemIdentityID)
 	}
 }
+
+// TestTLPMarkings: the marking-definitions are those OASIS publishes for TLP 2.0
+// (cti-stix-common-objects, the examples in policy/testdata/tlp), field for field, and the
+// IDs of GREEN and RED are those its schema fixes.
+func TestTLPMarkings(t *testing.T) {
+	for label, file := range map[string]string{protocol.TLPClear: "tlp-clear.json", protocol.TLPAmber: "tlp-amber.json", protocol.TLPAmberStrict: "tlp-amber+strict.json"} {
+		b, err := os.ReadFile(filepath.Join("..", "testdata", "tlp", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bundle struct{ Objects []map[string]any }
+		if err := json.Unmarshal(b, &bundle); err != nil || len(bundle.Objects) != 1 {
+			t.Fatalf("%s: %v", file, err)
+		}
+		m, ok := TLPMarking(label)
+		if !ok {
+			t.Fatalf("no marking for %s", label)
+		}
+		got, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(bundle.Objects[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s:\n got %s\nwant %s", label, got, want)
+		}
+	}
+	schema, err := os.ReadFile(filepath.Join("..", "testdata", "tlp", "tlp2.0-marking-definition.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, label := range protocol.TLPLevels {
+		m, _ := TLPMarking(label)
+		if !bytes.Contains(schema, []byte(`"`+m.ID()+`"`)) || !bytes.Contains(schema, []byte(`"`+m["name"].(string)+`"`)) {
+			t.Errorf("%s: %s %s not in the OASIS TLP 2.0 schema", label, m.ID(), m["name"])
+		}
+	}
+	if _, ok := TLPMarking(""); ok {
+		t.Error("a marking for no label")
+	}
+}
