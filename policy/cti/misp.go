@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -224,8 +225,14 @@ func (a *Agreement) MISPAttributes(rec Record) ([]MISPAttribute, error) {
 			}
 			continue
 		case "domain", "hostname":
-			if _, err := netip.ParseAddr(v); err == nil {
-				add("ip-dst", m.category, v, m.field)
+			if _, err := netip.ParseAddr(v); err == nil { // a name field that holds an address
+				typ := "ip-dst"
+				if strings.HasPrefix(m.field, "source.") || m.field == "host.name" { // the sender of a syslog message
+					typ = "ip-src"
+				}
+				if pr, ok := a.addr(p, m.field); ok {
+					add(typ, m.category, prefixValue(pr), m.field)
+				}
 				continue
 			}
 			if !isDomain(v) {

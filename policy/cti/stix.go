@@ -344,10 +344,10 @@ func protocols(p *parsed) []string {
 	}
 	if len(out) == 0 {
 		out = []string{"ipv4"}
-		if pr, ok := (&Agreement{}).addr(p, "source.ip"); ok && pr.Addr().Is6() {
-			out = []string{"ipv6"}
-		} else if pr, ok := (&Agreement{}).addr(p, "destination.ip"); ok && pr.Addr().Is6() {
-			out = []string{"ipv6"}
+		for _, f := range []string{"source.ip", "destination.ip"} {
+			if a, err := netip.ParseAddr(p.str(f)); err == nil && a.Unmap().Is6() {
+				out = []string{"ipv6"}
+			}
 		}
 	}
 	return out
