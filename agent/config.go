@@ -356,12 +356,15 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # encryption-key-file:  optional file with a 32-byte hex key: encrypts the store at rest
 #                       (SSANET_STORAGE_KEY overrides it)
 # sinks:                where received records go (requester): a list of
-#                       {type: jsonl, path: FILE, optional max-size-mib, max-age} |
+#                       {type: jsonl, path: FILE, optional max-size-mib, max-age, format} |
 #                       {type: syslog, network: udp|tcp|tls|relp,
 #                       address: HOST:PORT, optional facility, severity, sd-id, max-message,
 #                       tls-ca, tls-cert, tls-key, tls-server-name} | {type: webhook, url: URL,
 #                       optional auth-file or auth-env, hmac-key-file, body: json|ndjson|es-bulk,
-#                       index, tries, poison-after, timeout}; optional name and
+#                       index, tries, poison-after, timeout, format} | {type: misp-feed,
+#                       path: DIR, optional max-attributes}; format (jsonl, webhook):
+#                       raw (default), stix (a STIX 2.1 bundle per record) or ecs (an ECS
+#                       document per record); optional name and
 #                       relation (organisation|community|any, checked against the SSA's
 #                       redistribution rule)
 # ingest:               sources of raw records (provider): syslog-udp / syslog-tcp

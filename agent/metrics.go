@@ -157,7 +157,7 @@ type sinkCollector struct {
 	log    *slog.Logger
 }
 
-const sinkRecordsHelp = "Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside), truncated (cut to a UDP syslog sink's max-message, at each attempt)."
+const sinkRecordsHelp = "Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside), truncated (cut to a UDP syslog sink's max-message, at each attempt; with observables a misp-feed's full event left out)."
 
 var (
 	sinkLagDesc = prometheus.NewDesc("ssanet_sink_lag_records",

@@ -43,7 +43,7 @@ ssanet_sink_lag_records{sink="siem"} 7
 ssanet_sink_last_success_timestamp_seconds{sink="file"} 0
 ssanet_sink_last_success_timestamp_seconds{sink="hook"} 0
 ssanet_sink_last_success_timestamp_seconds{sink="siem"} 1.8000000005e+09
-# HELP ssanet_sink_records_total Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside), truncated (cut to a UDP syslog sink's max-message, at each attempt).
+# HELP ssanet_sink_records_total Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside), truncated (cut to a UDP syslog sink's max-message, at each attempt; with observables a misp-feed's full event left out).
 # TYPE ssanet_sink_records_total counter
 ssanet_sink_records_total{outcome="confirmed",sink="file"} 5
 ssanet_sink_records_total{outcome="confirmed",sink="hook"} 6

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ssanet/ssanet/agent/sink"
 	"github.com/ssanet/ssanet/policy"
+	"github.com/ssanet/ssanet/policy/cti"
 	"github.com/ssanet/ssanet/storage"
 )
 
@@ -56,13 +57,20 @@ type ForwardedRecord = sink.Record
 type SinkConfig struct {
 	// Name identifies the sink (its progress file); defaults to its type.
 	Name string `yaml:"name,omitempty"`
-	// Type is jsonl, syslog or webhook.
+	// Type is jsonl, syslog, webhook or misp-feed.
 	Type string `yaml:"type"`
+	// Format of what a jsonl or webhook sink writes of each record: raw (the default: the
+	// record as received, in an envelope with its SSA, sequence number, format and handling
+	// marking), stix (a STIX 2.1 bundle) or ecs (an Elastic Common Schema document).
+	Format string `yaml:"format,omitempty"`
 	// Path is the JSON Lines file (jsonl), rotated at MaxSizeMiB or MaxAge (0: never); a
-	// rotated file is deleted once every record in it is past its SSA's retention.
-	Path       string   `yaml:"path,omitempty"`
-	MaxSizeMiB int64    `yaml:"max-size-mib,omitempty"`
-	MaxAge     Duration `yaml:"max-age,omitempty"`
+	// rotated file is deleted once every record in it is past its SSA's retention. For a
+	// misp-feed, it is the feed's directory.
+	Path string `yaml:"path,omitempty"`
+	// MaxAttributes bounds each event of a misp-feed (default 50000).
+	MaxAttributes int      `yaml:"max-attributes,omitempty"`
+	MaxSizeMiB    int64    `yaml:"max-size-mib,omitempty"`
+	MaxAge        Duration `yaml:"max-age,omitempty"`
 	// Network (udp, tcp, tls or relp) and Address (host:port) of a syslog receiver.
 	Network string `yaml:"network,omitempty"`
 	Address string `yaml:"address,omitempty"`
@@ -111,7 +119,24 @@ func (c *SinkConfig) validate() error {
 	if c.Relation == "" {
 		c.Relation = "organisation"
 	}
+	switch c.Format {
+	case "":
+		c.Format = cti.FormatRaw
+	case cti.FormatRaw, cti.FormatSTIX, cti.FormatECS:
+		if c.Type != "jsonl" && c.Type != "webhook" && c.Format != cti.FormatRaw {
+			return fmt.Errorf("config: sink %s: format %s needs type jsonl or webhook", c.Name, c.Format)
+		}
+	default:
+		return fmt.Errorf("config: sink %s: format %q: want raw, stix or ecs", c.Name, c.Format)
+	}
+	if c.MaxAttributes != 0 && (c.Type != "misp-feed" || c.MaxAttributes < 0) {
+		return fmt.Errorf("config: sink %s: max-attributes is a positive bound of a misp-feed", c.Name)
+	}
 	switch c.Type {
+	case "misp-feed":
+		if c.Path == "" {
+			return fmt.Errorf("config: sink %s: misp-feed needs a path (the feed's directory)", c.Name)
+		}
 	case "jsonl":
 		if c.Path == "" {
 			return fmt.Errorf("config: sink %s: jsonl needs a path", c.Name)
@@ -131,7 +156,7 @@ func (c *SinkConfig) validate() error {
 			return fmt.Errorf("config: sink %s: %w", c.Name, err)
 		}
 	default:
-		return fmt.Errorf("config: sink %q: type must be jsonl, syslog or webhook", c.Type)
+		return fmt.Errorf("config: sink %q: type must be jsonl, syslog, webhook or misp-feed", c.Type)
 	}
 	return nil
 }
@@ -153,12 +178,31 @@ func (c SinkConfig) open(dir string, runs func() []*agreementRun, log *slog.Logg
 			return nil, fmt.Errorf("sink %s: %w", c.Name, err)
 		}
 		return sink.NewSyslog(cfg)
+	case "misp-feed":
+		w, err := sink.OpenMISPFeed(sink.MISPFeedConfig{Name: c.Name, Dir: c.Path, MaxAttributes: c.MaxAttributes,
+			Agreement: agreementOf(runs), Log: log})
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %w", c.Name, err)
+		}
+		return w, nil
 	default:
 		cfg, err := c.webhookConfig(filepath.Join(dir, c.Name+".poison"), log)
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %w", c.Name, err)
 		}
 		return sink.NewWebhook(cfg)
+	}
+}
+
+// agreementOf looks up an SSA's agreement, as the CTI mappings need it, among runs.
+func agreementOf(runs func() []*agreementRun) func(string) (*cti.Agreement, bool) {
+	return func(id string) (*cti.Agreement, bool) {
+		for _, run := range runs() {
+			if run.ssa.ID == id {
+				return cti.NewAgreement(run.ssa, run.ssp), true
+			}
+		}
+		return nil, false
 	}
 }
 
@@ -307,7 +351,7 @@ type SinkRecords struct {
 	// batch (4xx) poison-after times, in HOME/sinks/NAME.poison: kept, not delivered.
 	SetAside uint64 `json:"set_aside"`
 	// Truncated are the records a syslog sink over UDP cut to its max-message, counted at each
-	// attempt like Failed.
+	// attempt like Failed, and those with observables a misp-feed's full event left out.
 	Truncated uint64 `json:"truncated"`
 }
 
@@ -571,7 +615,8 @@ func (f *forwarder) allowed(run *agreementRun) bool {
 // the sink refuses some or ctx ends.
 func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 	id := run.ssa.ID
-	tlp := run.ssp.Marking().TLP
+	mark := run.ssp.Marking()
+	agreement := cti.NewAgreement(run.ssa, run.ssp)
 	for ctx.Err() == nil {
 		recs, err := f.store.Records(id, f.progress[id], forwardRecords, forwardBytes)
 		if err != nil {
@@ -587,8 +632,13 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 		out := make([]ForwardedRecord, 0, len(recs))
 		for _, r := range recs {
 			if !quarantined(r.Data) { // a record that breaks the SSA goes no further
-				out = append(out, forwarded(run, tlp, r.Seq, r.ReceivedAt, r.Data))
+				out = append(out, forwarded(run, mark, r.Seq, r.ReceivedAt, r.Data))
 			}
+		}
+		if err := formatRecords(f.cfg.Format, agreement, out); err != nil {
+			f.count(id, SinkRecords{Failed: uint64(len(out))})
+			f.failed(err)
+			return
 		}
 		if len(out) > 0 {
 			aside, cut := f.setAside(), f.cut()
@@ -648,7 +698,7 @@ func (f *forwarder) count(id string, n SinkRecords) {
 func (f *forwarder) logTruncated() {
 	n := f.cut()
 	if n > f.truncated && time.Since(f.truncLogged) >= time.Minute {
-		f.log.Warn("records cut to the sink's max-message; raise it (up to 65507) or use tcp, tls or relp",
+		f.log.Warn("records cut to the sink's bound: a syslog sink's max-message (raise it up to 65507, or use tcp, tls or relp), a misp-feed's max-attributes (raise it)",
 			"sink", f.cfg.Name, "truncated", n-f.truncated, "total", n)
 		f.truncated, f.truncLogged = n, time.Now()
 	}
@@ -676,16 +726,34 @@ func (a *Agent) Records(ssaID string, after uint64, max int) ([]ForwardedRecord,
 	if err != nil {
 		return nil, err
 	}
-	tlp := run.ssp.Marking().TLP
+	mark := run.ssp.Marking()
 	for _, rec := range recs {
-		out = append(out, forwarded(run, tlp, rec.Seq, rec.ReceivedAt, rec.Data))
+		out = append(out, forwarded(run, mark, rec.Seq, rec.ReceivedAt, rec.Data))
 	}
 	return out, nil
 }
 
-// forwarded is a kept record as sinks receive it.
-func forwarded(run *agreementRun, tlp string, seq uint64, at time.Time, data []byte) ForwardedRecord {
-	fr := ForwardedRecord{SSAID: run.ssa.ID, Seq: seq, Received: at, TLP: tlp, Quarantined: quarantined(data)}
+// formatRecords sets the Doc of each record to its form in format (cti.FormatSTIX: a
+// bundle; cti.FormatECS: a document); raw leaves the records in their envelope.
+func formatRecords(format string, a *cti.Agreement, recs []ForwardedRecord) error {
+	if format == cti.FormatRaw || format == "" {
+		return nil
+	}
+	for i := range recs {
+		r := &recs[i]
+		doc, err := cti.Marshal(format, a, cti.Record{Seq: r.Seq, Received: r.Received, Format: r.Format, Data: r.Data()})
+		if err != nil {
+			return fmt.Errorf("record %d of SSA %s as %s: %w", r.Seq, r.SSAID, format, err)
+		}
+		r.Doc = doc
+	}
+	return nil
+}
+
+// forwarded is a kept record as sinks receive it, with the handling marking of its batches.
+func forwarded(run *agreementRun, mark policy.Marking, seq uint64, at time.Time, data []byte) ForwardedRecord {
+	fr := ForwardedRecord{SSAID: run.ssa.ID, Seq: seq, Received: at, TLP: mark.TLP, Marking: mark.MarkingRef, SSP: mark.SSP,
+		Quarantined: quarantined(data)}
 	fr.Format, data = run.untag(data)
 	if json.Valid(data) {
 		fr.Record = data

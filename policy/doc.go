@@ -44,6 +44,9 @@
 // A root with a prefix it does not declare is refused. IODEF keeps its namespace mandatory:
 // the RFC 7970 schema requires it, and no IODEF writer is known to leave it out.
 //
+// View(format, year, record) returns a record's view, for the mappings of policy/cti; an
+// SSP's AddrPrefix says which network a masked address stands for.
+//
 // The view is a map from ECS-style dotted names to values of CEL type string, int or
 // timestamp (related.ip is a list of strings); a field absent from the record is absent from
 // the map. The table lists every field of each format's view: its type (ip is a string

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ssanet/ssanet/policy/cti"
 )
 
 // ErrJSONLConfig means a JSONL sink's configuration is wrong.
@@ -195,14 +197,10 @@ func (j *JSONL) scan(path string) (fileSpan, error) {
 	for {
 		line, err := r.ReadBytes('\n')
 		if len(bytes.TrimSpace(line)) > 0 {
-			var rec struct {
-				SSAID    string    `json:"ssa_id"`
-				Received time.Time `json:"received"`
-			}
-			if json.Unmarshal(line, &rec) != nil || rec.SSAID == "" {
+			if id, at, ok := lineMeta(line); !ok {
 				s.unreadableLines++
 			} else {
-				s.add(rec.SSAID, rec.Received, j.cfg.Retention)
+				s.add(id, at, j.cfg.Retention)
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -212,6 +210,45 @@ func (j *JSONL) scan(path string) (fileSpan, error) {
 			return s, err
 		}
 	}
+}
+
+// lineMeta reads the SSA and the time of receipt of a record a JSONL sink wrote: from its
+// envelope (format raw), its labels.ssa_id and event.ingested (ecs), or its bundle's ssanet
+// extension and the creation time of its observed-data (stix).
+func lineMeta(line []byte) (string, time.Time, bool) {
+	var rec struct {
+		SSAID    string    `json:"ssa_id"`
+		Received time.Time `json:"received"`
+		Labels   struct {
+			SSAID string `json:"ssa_id"`
+		} `json:"labels"`
+		Event struct {
+			Ingested time.Time `json:"ingested"`
+		} `json:"event"`
+		Objects []struct {
+			Type       string                     `json:"type"`
+			Created    time.Time                  `json:"created"`
+			Extensions map[string]json.RawMessage `json:"extensions"`
+		} `json:"objects"`
+	}
+	if json.Unmarshal(line, &rec) != nil {
+		return "", time.Time{}, false
+	}
+	switch {
+	case rec.SSAID != "":
+		return rec.SSAID, rec.Received, true
+	case rec.Labels.SSAID != "":
+		return rec.Labels.SSAID, rec.Event.Ingested, true
+	}
+	for _, o := range rec.Objects {
+		var ext struct {
+			SSAID string `json:"ssa_id"`
+		}
+		if o.Type == "observed-data" && json.Unmarshal(o.Extensions[cti.ExtensionID], &ext) == nil && ext.SSAID != "" {
+			return ext.SSAID, o.Created, true
+		}
+	}
+	return "", time.Time{}, false
 }
 
 // readRotated finds the rotated files next to the current one.
@@ -283,7 +320,7 @@ func (j *JSONL) Write(_ context.Context, recs []Record) error {
 	enc := json.NewEncoder(&line)
 	for _, r := range recs {
 		line.Reset()
-		if err := enc.Encode(r); err != nil {
+		if err := r.encode(enc, &line); err != nil {
 			return err
 		}
 		if j.regular && j.cfg.MaxSize > 0 && j.size > 0 && j.size+int64(line.Len()) > j.cfg.MaxSize {

@@ -1,6 +1,8 @@
 // Package sink holds the writers through which a requester's agent forwards the records it
 // received to its security management server (X.1205 Supplement 20, Appendix I step ⑪): a
-// JSON Lines file, a syslog receiver (RFC 5424) or a webhook.
+// JSON Lines file, a syslog receiver (RFC 5424), a webhook or a MISP feed directory. The JSONL
+// and webhook writers write each record in its envelope, or, when the agent set its Doc, that
+// document instead (a STIX bundle or an ECS document made by policy/cti).
 //
 // A writer only writes: which records go to it, in what order, and how far it got are the
 // agent's business (agent/sinks.go). A writer must never hold more than one encoded record
@@ -14,6 +16,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"time"
@@ -21,16 +24,41 @@ import (
 
 // Record is a record as sinks receive it.
 type Record struct {
-	SSAID    string          `json:"ssa_id"`
-	Seq      uint64          `json:"seq"`
-	Received time.Time       `json:"received"`
-	Format   string          `json:"format"`
-	TLP      string          `json:"tlp,omitempty"`
-	Record   json.RawMessage `json:"record,omitempty"` // a JSON record as it is
-	Text     string          `json:"text,omitempty"`   // any other record
+	SSAID    string    `json:"ssa_id"`
+	Seq      uint64    `json:"seq"`
+	Received time.Time `json:"received"`
+	Format   string    `json:"format"`
+	TLP      string    `json:"tlp,omitempty"`
+	// Marking is the STIX 2.1 marking-definition ID of the TLP label and SSP the hash of the
+	// SSA's SSP: the handling marking that travelled with the record's batch.
+	Marking string          `json:"marking,omitempty"`
+	SSP     string          `json:"ssp,omitempty"`
+	Record  json.RawMessage `json:"record,omitempty"` // a JSON record as it is
+	Text    string          `json:"text,omitempty"`   // any other record
 	// Quarantined is set on a record that does not comply with the SSA (see the monitor's
 	// evidence): the agent's Records shows it, sinks never receive it.
 	Quarantined bool `json:"quarantined,omitempty"`
+	// Doc, when set, is what a JSONL or webhook sink writes instead of the record in this
+	// envelope: the record as a STIX bundle or an ECS document (the sink's format).
+	Doc json.RawMessage `json:"-"`
+}
+
+// Data is the record's bytes, JSON or not.
+func (r *Record) Data() []byte {
+	if len(r.Record) > 0 {
+		return r.Record
+	}
+	return []byte(r.Text)
+}
+
+// encode appends r as a sink writes it, a newline after: its Doc if set, else the envelope.
+func (r *Record) encode(enc *json.Encoder, buf *bytes.Buffer) error {
+	if r.Doc == nil {
+		return enc.Encode(r)
+	}
+	buf.Write(r.Doc)
+	buf.WriteByte('\n')
+	return nil
 }
 
 // Writer writes chunks of records to one receiver.

@@ -233,7 +233,7 @@ func (h *Webhook) encode(recs []Record) ([]byte, error) {
 				return nil, err
 			}
 		}
-		if err := enc.Encode(r); err != nil { // Encode ends each with a newline
+		if err := r.encode(enc, &body); err != nil { // each ends with a newline
 			return nil, err
 		}
 	}

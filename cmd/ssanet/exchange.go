@@ -16,6 +16,7 @@ import (
 
 	"github.com/ssanet/ssanet/agent"
 	"github.com/ssanet/ssanet/policy"
+	"github.com/ssanet/ssanet/policy/cti"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -109,24 +110,33 @@ func filteredBy[N int64 | uint64](by []N, errs int64) string {
 }
 
 func (c *cli) recordsCommand() *cobra.Command {
-	var ssa string
+	var ssa, format string
 	var after uint64
 	var follow bool
-	cmd := c.command("records --ssa ID [--after N] [--follow]", "print the records received under an SSA", printsData, nargs(0, 0), func([]string) int {
+	cmd := c.command("records --ssa ID [--after N] [--follow] [--format F]", "print the records received under an SSA", printsData, nargs(0, 0), func([]string) int {
 		if ssa == "" {
 			return c.usageError("records: --ssa ID is required")
 		}
-		return c.records(ssa, after, follow)
+		if !slices.Contains(cti.OutputFormats(), format) {
+			return c.usageError("records: --format must be one of " + strings.Join(cti.OutputFormats(), ", "))
+		}
+		return c.records(ssa, after, follow, format)
 	})
 	f := cmd.Flags()
 	f.StringVar(&ssa, "ssa", "", "the SSA (`ID`) whose received records to print")
 	f.Uint64Var(&after, "after", 0, "print records after sequence number `N`")
 	f.BoolVar(&follow, "follow", false, "keep printing records as they arrive (Ctrl-C stops)")
+	f.StringVar(&format, "format", cti.FormatRaw, "`F`: raw (as received), stix (a STIX 2.1 bundle per record) or ecs (an ECS document per record); stix and ecs leave quarantined records out")
 	completeFlag(cmd, "ssa", c.completeSSAIDs())
+	completeFlag(cmd, "format", complete(cti.OutputFormats()...))
 	return cmd
 }
 
-func (c *cli) records(ssa string, after uint64, follow bool) int {
+func (c *cli) records(ssa string, after uint64, follow bool, format string) int {
+	mapped, err := recordFormatter(c, ssa, format)
+	if err != nil {
+		return c.apiFail(err)
+	}
 	enc := json.NewEncoder(c.stdout)
 	for {
 		var recs []agent.ForwardedRecord
@@ -140,6 +150,13 @@ func (c *cli) records(ssa string, after uint64, follow bool) int {
 				mark = "[quarantined] "
 			}
 			switch {
+			case mapped != nil && r.Quarantined:
+			case mapped != nil:
+				doc, err := mapped(r)
+				if err != nil {
+					return c.fail(err)
+				}
+				fmt.Fprintf(c.stdout, "%s\n", doc)
 			case c.json:
 				enc.Encode(r)
 			case len(r.Record) > 0:

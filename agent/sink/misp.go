@@ -1,0 +1,305 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ssanet/ssanet/policy/cti"
+)
+
+// A MISP feed is a directory a MISP instance pulls by URL ("Add feed", input source network,
+// source format MISP feed): manifest.json lists the events by UUID, hashes.csv holds the MD5
+// of every attribute value and the UUID of its event (for MISP's feed cache and correlation),
+// and each event is EVENT-UUID.json, {"Event": {…}} in the MISP core format.
+
+// DefaultMISPMaxAttributes bounds the attributes of one event (one SSA, one day).
+const DefaultMISPMaxAttributes = 50000
+
+// maxEventFile bounds an event file read back at start: far above what MaxAttributes lets the
+// writer make, so that only a file that is not the writer's is refused.
+const maxEventFile = 256 << 20
+
+// ErrMISPFeed means a MISP feed directory cannot be used as configured, or holds a file the
+// writer did not write where it expects its own.
+var ErrMISPFeed = errors.New("sink: misp feed")
+
+// MISPFeedConfig configures a MISPFeed.
+type MISPFeedConfig struct {
+	Name string // of the sink, for the log
+	Dir  string // the feed directory, created if missing
+	// MaxAttributes bounds each event (default DefaultMISPMaxAttributes); an observable that
+	// finds its event full is left out, and its record counted by Truncated.
+	MaxAttributes int
+	// Agreement returns the agreement an SSA's records were shared under (its TLP, handling,
+	// provider and masking); false for an SSA whose records the sink must not take.
+	Agreement func(ssaID string) (*cti.Agreement, bool)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// MISPFeed writes the records of SSAs as a MISP feed: one event per SSA and day of receipt,
+// holding each observable of that day's records once. Every file is replaced whole (written
+// beside it, synced, renamed, the directory synced), events first and the manifest last, so a
+// crash leaves the previous or the next version of each file and the feed is rebuilt from
+// the event files at the next start. An event whose day is past its SSA's retention is
+// deleted.
+type MISPFeed struct {
+	cfg       MISPFeedConfig
+	mu        sync.Mutex
+	manifest  map[string]cti.MISPManifestEntry
+	hashes    map[string][]string  // event UUID -> MD5 of each attribute value
+	expires   map[string]time.Time // event UUID -> when it may be deleted; absent: never
+	truncated uint64
+	logged    time.Time
+}
+
+var eventFile = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.json$`)
+
+// OpenMISPFeed opens (or creates) a feed directory and rebuilds its manifest and hashes from
+// the event files it holds.
+func OpenMISPFeed(cfg MISPFeedConfig) (*MISPFeed, error) {
+	if cfg.Dir == "" || cfg.Agreement == nil || cfg.MaxAttributes < 0 {
+		return nil, fmt.Errorf("%w: want a directory, the SSAs' agreements and max-attributes of 0 or more", ErrMISPFeed)
+	}
+	if cfg.MaxAttributes == 0 {
+		cfg.MaxAttributes = DefaultMISPMaxAttributes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
+	}
+	f := &MISPFeed{cfg: cfg, manifest: map[string]cti.MISPManifestEntry{}, hashes: map[string][]string{}, expires: map[string]time.Time{}}
+	ents, err := os.ReadDir(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasSuffix(name, ".tmp") { // a write a crash cut short
+			if err := os.Remove(filepath.Join(cfg.Dir, name)); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
+			}
+			continue
+		}
+		if !eventFile.MatchString(name) || !e.Type().IsRegular() {
+			continue
+		}
+		ev, err := f.load(strings.TrimSuffix(name, ".json"))
+		if err != nil {
+			return nil, err
+		}
+		f.index(ev)
+	}
+	if err := f.writeIndex(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// load reads an event file; a missing one is (nil, nil).
+func (f *MISPFeed) load(id string) (*cti.MISPEvent, error) {
+	path := filepath.Join(f.cfg.Dir, id+".json")
+	fh, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
+	}
+	defer fh.Close()
+	b, err := io.ReadAll(io.LimitReader(fh, maxEventFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
+	}
+	if len(b) > maxEventFile {
+		return nil, fmt.Errorf("%w: %s is over %d MiB: not an event this sink wrote; move it out of the feed", ErrMISPFeed, path, maxEventFile>>20)
+	}
+	var fe cti.MISPFeedEvent
+	if err := json.Unmarshal(b, &fe); err != nil || fe.Event == nil || fe.Event.UUID != id {
+		return nil, fmt.Errorf("%w: %s is not an event this sink wrote (%v); move it out of the feed", ErrMISPFeed, path, err)
+	}
+	return fe.Event, nil
+}
+
+// index records an event in the manifest, the hashes and the expiries.
+func (f *MISPFeed) index(ev *cti.MISPEvent) {
+	f.manifest[ev.UUID] = ev.Manifest()
+	hs := make([]string, 0, len(ev.Attribute))
+	for _, a := range ev.Attribute {
+		sum := md5.Sum([]byte(a.Value))
+		hs = append(hs, hex.EncodeToString(sum[:]))
+	}
+	f.hashes[ev.UUID] = hs
+	delete(f.expires, ev.UUID)
+	for _, t := range ev.Tag {
+		id, ok := strings.CutPrefix(t.Name, `ssanet:ssa="`)
+		if !ok {
+			continue
+		}
+		a, ok := f.cfg.Agreement(strings.TrimSuffix(id, `"`))
+		day, err := time.Parse(time.DateOnly, ev.Date)
+		if ok && a.Retention > 0 && err == nil {
+			f.expires[ev.UUID] = day.Add(24 * time.Hour).Add(a.Retention)
+		}
+	}
+}
+
+// Confirms: a Write that returned nil synced every file.
+func (f *MISPFeed) Confirms() bool { return true }
+
+// Truncated is how many records had an observable left out of a full event.
+func (f *MISPFeed) Truncated() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.truncated
+}
+
+// Write adds the observables of recs to their events and rewrites the feed's files.
+func (f *MISPFeed) Write(ctx context.Context, recs []Record) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.cfg.Now()
+	events := map[string]*cti.MISPEvent{}
+	var order []string
+	for i := range recs {
+		r := &recs[i]
+		a, ok := f.cfg.Agreement(r.SSAID)
+		if !ok {
+			return fmt.Errorf("%w: no agreement in force for SSA %s", ErrMISPFeed, r.SSAID)
+		}
+		attrs, err := a.MISPAttributes(cti.Record{Seq: r.Seq, Received: r.Received, Format: r.Format, Data: r.Data()})
+		if err != nil {
+			return err
+		}
+		id := a.MISPEventUUID(r.Received)
+		ev := events[id]
+		if ev == nil {
+			if ev, err = f.load(id); err != nil {
+				return err
+			}
+			if ev == nil {
+				ev = a.NewMISPEvent(r.Received, now)
+			}
+			events[id] = ev
+			order = append(order, id)
+		}
+		if _, dropped := ev.Add(attrs, now, f.cfg.MaxAttributes); dropped > 0 {
+			f.truncated++
+		}
+	}
+	for _, id := range order {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b, err := json.Marshal(cti.MISPFeedEvent{Event: events[id]})
+		if err != nil {
+			return err
+		}
+		if err := writeFeedFile(filepath.Join(f.cfg.Dir, id+".json"), b); err != nil {
+			return err
+		}
+		f.index(events[id])
+	}
+	if err := f.expire(now); err != nil {
+		return err
+	}
+	if err := f.writeIndex(); err != nil {
+		return err
+	}
+	if f.truncated > 0 && now.Sub(f.logged) >= time.Minute {
+		f.cfg.Log.Warn("misp feed: events full, observables left out; raise max-attributes", "sink", f.cfg.Name,
+			"max_attributes", f.cfg.MaxAttributes, "records", f.truncated)
+		f.logged = now
+	}
+	return nil
+}
+
+// expire deletes the events past their SSA's retention.
+func (f *MISPFeed) expire(now time.Time) error {
+	for id, at := range f.expires {
+		if now.Before(at) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(f.cfg.Dir, id+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		delete(f.manifest, id)
+		delete(f.hashes, id)
+		delete(f.expires, id)
+	}
+	return nil
+}
+
+// writeIndex rewrites hashes.csv and manifest.json and syncs the directory.
+func (f *MISPFeed) writeIndex() error {
+	ids := make([]string, 0, len(f.hashes))
+	for id := range f.hashes {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var csv bytes.Buffer
+	for _, id := range ids {
+		for _, h := range f.hashes[id] {
+			fmt.Fprintf(&csv, "%s,%s\n", h, id)
+		}
+	}
+	if err := writeFeedFile(filepath.Join(f.cfg.Dir, "hashes.csv"), csv.Bytes()); err != nil {
+		return err
+	}
+	b, err := json.Marshal(f.manifest)
+	if err != nil {
+		return err
+	}
+	if err := writeFeedFile(filepath.Join(f.cfg.Dir, "manifest.json"), b); err != nil {
+		return err
+	}
+	return SyncDir(f.cfg.Dir)
+}
+
+// writeFeedFile replaces a feed file whole: written beside it, synced, renamed. Mode 0640: the
+// web server that serves the feed reads it through its group.
+func writeFeedFile(path string, b []byte) error {
+	tmp := path + ".tmp"
+	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrMISPFeed, err)
+	}
+	_, err = fh.Write(b)
+	if err == nil {
+		err = fh.Sync()
+	}
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("%w: write %s: %w", ErrMISPFeed, path, err)
+	}
+	return nil
+}
+
+// Close releases nothing: every Write left the feed complete.
+func (f *MISPFeed) Close() error { return nil }
