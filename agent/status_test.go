@@ -68,14 +68,14 @@ func TestStatusSnapshot(t *testing.T) {
 					return false, err.Error()
 				}
 				f := flowOf(s, id)
-				ag := agreementOf(s, id)
+				ag := statusAgreement(s, id)
 				return f.In == tc.in && f.Out == tc.out && f.InRate > 0 && f.OutRate > 0 && ag.Verdict == tc.verdict,
 					fmt.Sprintf("status %+v: want flow in %d, out %d, both rates > 0, verdict %q", s, tc.in, tc.out, tc.verdict)
 			})
 			if s.Peer != tc.a.ID().String() || s.Time.IsZero() || s.WindowSeconds <= 0 {
 				t.Errorf("status of %s at %v over %v s", s.Peer, s.Time, s.WindowSeconds)
 			}
-			ag := agreementOf(s, id)
+			ag := statusAgreement(s, id)
 			want := AgreementStatus{SSAID: id, Peer: tc.other.ID().String(), Role: tc.role, State: "approved",
 				Phase: PhaseExecution, Verdict: tc.verdict, AssessedAt: ag.AssessedAt}
 			if ag.Reasons != nil || ag.AssessError != "" || (tc.verdict != "") == ag.AssessedAt.IsZero() ||
@@ -109,7 +109,7 @@ func flowOf(s *Status, id string) Flow {
 	return Flow{}
 }
 
-func agreementOf(s *Status, id string) AgreementStatus {
+func statusAgreement(s *Status, id string) AgreementStatus {
 	for _, a := range s.Agreements {
 		if a.SSAID == id {
 			return a
