@@ -65,6 +65,8 @@ func commands() map[string]command {
 		"request":  {requestSynopsis + ": negotiate an SSA (exit 3 when refused, 7 when the peer is no ssanet agent)", cmdRequest},
 		"peers":    {"peers: each known peer's addresses, connections and last error", cmdPeers},
 		"backup":   {backupSynopsis, cmdBackup}, "restore": {restoreSynopsis, cmdRestore},
+
+		"community": {communitySynopsis, cmdCommunity}, // community.go (issue 18)
 	}
 }
 
