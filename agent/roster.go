@@ -561,6 +561,7 @@ func (a *Agent) rosterApplied(old, cur *protocol.Roster) {
 	for _, p := range removed {
 		gone[p.String()] = true
 	}
+	var annul []string
 	for _, rec := range recs {
 		if !gone[rec.Peer] || !inForce(rec.State) || rec.SSAID == "" {
 			continue
@@ -571,12 +572,27 @@ func (a *Agent) rosterApplied(old, cur *protocol.Roster) {
 				"ssa", rec.SSAID, "peer", rec.Peer, "version", cur.Version)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), annulTimeout)
-		_, err := a.Cancel(ctx, rec.SSAID)
-		cancel()
-		a.log.Warn("agreement with a member the community roster removed: cancelled, as the roster asks (the member may not be reachable to confirm)",
-			"ssa", rec.SSAID, "peer", rec.Peer, "version", cur.Version, "err", err)
+		annul = append(annul, rec.SSAID)
 	}
+	if len(annul) == 0 {
+		return
+	}
+	// Not on the caller's goroutine (a roster exchange, or the operator's publish): each
+	// cancellation may wait for the removed member, which can no longer connect.
+	a.goRun(func() {
+		for _, id := range annul {
+			ctx, cancel := context.WithTimeout(context.Background(), annulTimeout)
+			rec, err := a.Cancel(ctx, id)
+			cancel()
+			if err != nil {
+				a.log.Warn("agreement with a member the community roster removed: the roster asks to cancel it, and the cancellation failed; cancel it with ssanet ssa cancel",
+					"ssa", id, "version", cur.Version, "err", err)
+				continue
+			}
+			a.log.Warn("agreement with a member the community roster removed: cancelled, as the roster asks (the member, which can no longer connect, may never confirm)",
+				"ssa", id, "peer", rec.Peer, "state", rec.State.String(), "version", cur.Version)
+		}
+	})
 }
 
 // CommunityView is the community roster an agent holds, as the control API shows it.

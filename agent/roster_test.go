@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -251,5 +252,65 @@ func TestRosterExpiredAdmitsNobodyNew(t *testing.T) {
 	})
 	if !connectedTo(a, b.ID()) {
 		t.Fatal("a dropped b, connected before the expiry")
+	}
+}
+
+// TestRosterRemovedAgreements: when a roster removes a member, the agreement in force with it
+// is flagged, and cancelled only when the roster asks for it.
+func TestRosterRemovedAgreements(t *testing.T) {
+	for _, annul := range []bool{false, true} {
+		t.Run(fmt.Sprintf("annul-removed=%v", annul), func(t *testing.T) {
+			hp, hr := initRosterHome(t, "provider", true), initRosterHome(t, "requester", true)
+			both, admin := []rosterHome{hp, hr}, []rosterHome{hp}
+			exp := time.Now().Add(time.Hour)
+			v1 := makeRoster(t, 1, 1, exp, admin, both, admin)
+			for _, h := range both {
+				if err := os.WriteFile(filepath.Join(h.home, "roster.cbor"), v1, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			prov, req := reopen(t, hp.home), reopen(t, hr.home)
+			addOffer(t, prov, nil)
+			rec, err := req.Request(context.Background(), addrInfo(prov), requestTemplate(t))
+			if err != nil || rec.State != protocol.StateApproved {
+				t.Fatalf("negotiation: %+v, %v", rec, err)
+			}
+			waitState(t, prov, rec.SSAID, protocol.StateApproved)
+
+			r := &protocol.Roster{Community: "test", Version: 2, Expires: protocol.FromTime(exp), Threshold: 1,
+				Admins: []peer.ID{hp.id.PeerID()}, AnnulRemoved: annul,
+				Members: []protocol.Member{{Peer: hp.id.PeerID(), Roles: []protocol.MemberRole{protocol.RoleMember}}}}
+			s, err := protocol.NewSignedRoster(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Sign(hp.id); err != nil {
+				t.Fatal(err)
+			}
+			v2, err := s.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := prov.PublishRoster(v2); err != nil {
+				t.Fatal(err)
+			}
+			if n := testutil.ToFloat64(prov.roster.flagged); n != 1 {
+				t.Errorf("%v agreements flagged, want 1", n)
+			}
+			if !annul {
+				// Close waits for whatever the roster started: then the store says what it did.
+				if err := prov.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if got, err := reopen(t, hp.home).Negotiation(rec.SSAID); err != nil || got.State != protocol.StateApproved {
+					t.Errorf("the agreement is %+v, %v; want approved (flagged only)", got, err)
+				}
+				return
+			}
+			waitFor(t, 10*time.Second, func() (bool, string) {
+				got, err := prov.Negotiation(rec.SSAID)
+				return err == nil && got.State != protocol.StateApproved, fmt.Sprintf("still %+v, %v", got.State, err)
+			})
+		})
 	}
 }
