@@ -105,7 +105,7 @@ type community struct {
 // newCommunity loads the roster of an agent whose config names a roster file (path, relative
 // to home): the latest stored, or the file as the trust anchor when none is stored (it must
 // carry k signatures of its own admins), or the file when it is the successor of the stored
-// one. With path empty and none stored, the agent belongs to no community (cur stays nil).
+// one. With path empty the agent belongs to no community (cur stays nil), whatever is stored.
 func newCommunity(path string, store rosterStore, reg prometheus.Registerer, log *slog.Logger, now func() time.Time,
 	applied func(old, cur *protocol.Roster)) (*community, error) {
 	c := &community{store: store, log: log, now: now, applied: applied, pending: map[peer.ID]bool{}, wake: make(chan struct{}, 1),
@@ -140,7 +140,8 @@ func newCommunity(path string, store rosterStore, reg prometheus.Registerer, log
 	}
 	if path == "" {
 		if stored != nil {
-			c.cur.Store(stored) // still a member: the roster is what admits, not the config line
+			log.Info("the store holds a community roster, unused: config.yaml names no community (set community to use it again)",
+				"community", stored.Roster().Community, "version", stored.Roster().Version)
 		}
 		return c, nil
 	}

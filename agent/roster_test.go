@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,6 +198,22 @@ func TestRosterDistribution(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, func() (bool, string) { return rosterVersion(c) == 4, "c has not got version 4 from b" })
+
+	// Without community in its config, an agent belongs to no community, whatever it stored.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(hc.home, ConfigFile)
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), "community: roster.cbor\n", "", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reopen(t, hc.home).Community(); !errors.Is(err, ErrNoCommunity) {
+		t.Fatalf("config without community: %v, want %v", err, ErrNoCommunity)
+	}
 }
 
 // TestRosterAnchor: an agent starts only from a roster file signed by k of its own admins, and
@@ -312,5 +329,30 @@ func TestRosterRemovedAgreements(t *testing.T) {
 				return err == nil && got.State != protocol.StateApproved, fmt.Sprintf("still %+v, %v", got.State, err)
 			})
 		})
+	}
+}
+
+// TestRosterHelloGolden holds the hello frame of /ssanet/roster/1.0.0: if it changes, the
+// protocol changed.
+func TestRosterHelloGolden(t *testing.T) {
+	b, err := protocol.Marshal(&rosterHello{Community: "cert-eu", Version: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprintf("%x", b), "a20167636572742d65750219012c"; got != want {
+		t.Fatalf("hello encodes as %s, want %s", got, want)
+	}
+}
+
+// TestRosterConfig: allow and community exclude each other.
+func TestRosterConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Community = "roster.cbor"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("community alone: %v", err)
+	}
+	cfg.Allow = []string{"12D3KooWP4di9gewGsjwMBmjMz1eox58qzYKYhRJWM2saqEZvSen"}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "allow and community exclude each other") {
+		t.Fatalf("allow and community: %v", err)
 	}
 }
