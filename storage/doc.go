@@ -9,7 +9,7 @@
 //
 // # Durability
 //
-// Every write method (Commit, PutOffer, DeleteOffer, Enqueue, Ack, DropOutbox, Receive,
+// Every write method (Commit, PutOffer, DeleteOffer, PutRoster, Enqueue, Ack, DropOutbox, Receive,
 // DeleteRecordsReceivedBefore, PutEvidence) returns only after its data has been fsynced
 // (Badger's SyncWrites), so what a method acknowledged survives a crash or a power cut. Only
 // MarkSent is not: Sent is advisory, kept in memory and stored with the SSA's next write.
