@@ -58,6 +58,7 @@ type Agent struct {
 	mgr     *manager
 	sinks   *sinks
 	dir     *discovery.Directory
+	roster  *community // the community roster (roster.go); holds none outside a community
 	// refusals logs refused messages and batches, rate-limited per peer and reason.
 	refusals *refusalLog
 	// reach keeps the last failure to reach each peer, for `ssanet peers` (dialerr.go).
@@ -144,6 +145,9 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	}
 	a.disk = newDiskWatch(a.store.Space, a.log, a.metrics)
 	a.goRun(func() { a.disk.run(ctx) })
+	if err := a.startCommunity(now); err != nil {
+		return err
+	}
 	if err := a.startHost(key); err != nil {
 		return err
 	}
@@ -189,6 +193,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	a.host.SetStreamHandler(ProtocolNegotiate, a.inbound.serve(a.neg.handleStream))
 	a.host.SetStreamHandler(ProtocolExchange, a.inbound.serve(a.receiver.handleExchange))
 	a.host.SetStreamHandler(ProtocolMonitor, a.inbound.serve(a.monitor.handleMonitor))
+	a.runCommunity(ctx)
 	a.goRun(func() { a.neg.resendLoop(ctx) })
 	every := time.Duration(a.cfg.RetentionCheck)
 	ret := &retention{store: a.store, runs: a.mgr.requesterRuns, log: a.log, now: now, ledger: a.counts.ledger}
@@ -373,7 +378,7 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 		// port shared with it (which would split the incoming connections between both).
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.ResourceManager(rm),
-		libp2p.ConnectionGater(gater{allow: allow, refused: a.refusedPeer}),
+		libp2p.ConnectionGater(rosterGater{next: gater{allow: allow, refused: a.refusedPeer}, roster: a.roster, refused: a.refusedPeer}),
 		libp2p.UserAgent("ssanet/" + Version),
 		libp2p.PrometheusRegisterer(a.metrics),
 	}
@@ -451,6 +456,7 @@ func (a *Agent) Close() error {
 		a.host.RemoveStreamHandler(ProtocolNegotiate)
 		a.host.RemoveStreamHandler(ProtocolExchange)
 		a.host.RemoveStreamHandler(ProtocolMonitor)
+		a.host.RemoveStreamHandler(ProtocolRoster)
 	}
 	a.inbound.close()
 	a.stop()
@@ -572,12 +578,16 @@ var ErrNotAllowed = errors.New("agent: the peer is not in this agent's allow-lis
 // that reached this agent.
 func (a *Agent) refusedPeer(reason string, dir network.Direction, p peer.ID, addr ma.Multiaddr) {
 	a.counts.refusedConns.WithLabelValues(reason).Inc()
-	if reason == refusedDial {
+	if reason == refusedDial || reason == refusedRosterDial {
 		return
 	}
 	var where string
 	if addr != nil {
 		where = addr.String()
 	}
-	a.refusals.warn(p, "connection refused", ErrNotAllowed, "addr", where, "direction", dir.String(), "reason", reason)
+	why := ErrNotAllowed
+	if reason == refusedRoster || reason == refusedRosterExpired {
+		why = ErrRosterRefused
+	}
+	a.refusals.warn(p, "connection refused", why, "addr", where, "direction", dir.String(), "reason", reason)
 }

@@ -66,6 +66,10 @@ type Config struct {
 	DHTMode string `yaml:"dht-mode"`
 	// Allow, when not empty, is the community allow-list: only these peer IDs may connect.
 	Allow []string `yaml:"allow,omitempty"`
+	// Community, when set, is the file of the community roster this agent starts from (its
+	// trust anchor, from the community's admins): the roster then decides who may connect,
+	// in place of Allow (roster.go).
+	Community string `yaml:"community,omitempty"`
 	// Accept says how proposals and revisions this agent receives are decided: "auto"
 	// accepts those that satisfy its own template and rejects the others; "manual" holds
 	// them for an operator.
@@ -205,6 +209,9 @@ func (c *Config) validateNetwork() error {
 		if _, err := peer.Decode(p); err != nil {
 			return fmt.Errorf("config: allow: %q is not a peer ID: %w", p, err)
 		}
+	}
+	if c.Community != "" && len(c.Allow) > 0 {
+		return errors.New("config: allow and community exclude each other: a community's roster says who may connect; remove allow")
 	}
 	if c.Metrics != "" {
 		host, _, err := net.SplitHostPort(c.Metrics)
@@ -350,6 +357,9 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # dht-mode:             server (answer directory queries) or client (for agents that cannot
 #                       accept connections, e.g. sensors behind NAT)
 # allow:                optional community allow-list of peer IDs; empty: anyone may connect
+# community:            optional file of a signed community roster (from its admins): the
+#                       trust anchor; the roster, kept up to date by the members, then says
+#                       who may connect, in place of allow ('ssanet community')
 # accept:               auto (accept proposals and revisions that satisfy this agent's own
 #                       template, reject the others) or manual (hold them for
 #                       'ssanet ssa approve|decline ID')

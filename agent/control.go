@@ -184,6 +184,8 @@ func (api controlAPI) routes() []route {
 		{"POST /v1/ssa/{id}/decline", api.decide(Decline)},
 		{"POST /v1/ssa/{id}/cancel", api.cancel},
 		{"POST /v1/ssa/{id}/revise", api.revise},
+		{"GET /v1/community", api.community},
+		{"POST /v1/community", api.publishRoster},
 	}
 }
 
@@ -216,7 +218,7 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrUnknownSSA), errors.Is(err, storage.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrNotDecidable), errors.Is(err, ErrNotRevisable), errors.Is(err, protocol.ErrUnexpected):
+	case errors.Is(err, ErrNotDecidable), errors.Is(err, ErrNotRevisable), errors.Is(err, protocol.ErrUnexpected), errors.Is(err, ErrNoCommunity):
 		return http.StatusConflict
 	case errors.Is(err, storage.ErrDiskFull):
 		return http.StatusInsufficientStorage

@@ -49,6 +49,11 @@
 // per SSA, on both sides. Each is built from what it uses and wired in the agent's
 // start; none reaches another through the Agent.
 //
+// In a community (config key community), the community roster (roster.go, type community)
+// decides who may connect, in place of the allow-list: its gater wraps the allow-list's, it
+// keeps the k-of-n signed roster (protocol.VerifyRoster) in the store, and passes each newer
+// one to the connected members over /ssanet/roster/1.0.0, which apply it at once.
+//
 // The agent never trusts a peer's bytes: sizes are capped before reading, buffers grow with
 // what arrives, every read and write has a deadline, a peer's open negotiations are bounded,
 // exchange streams are taken only from providers of an SSA in force, and a stream that

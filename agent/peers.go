@@ -18,7 +18,8 @@ type PeerView struct {
 	Connections []ConnView `json:"connections,omitempty"`
 	// Negotiations counts this agent's negotiations with the peer, over or not.
 	Negotiations int `json:"negotiations"`
-	// Allowed says that the peer is in the allow-list (every peer is when the list is empty).
+	// Allowed says that the peer is in the allow-list (every peer is when the list is empty),
+	// or, in a community, admitted by its roster.
 	Allowed bool `json:"allowed"`
 	// LastError is the last failure to reach the peer, if it has not been reached since; its
 	// kind is refused, not-ssanet, unreachable, no-answer or error.
@@ -74,7 +75,11 @@ func (a *Agent) Peers() ([]PeerView, error) {
 	slices.Sort(ids)
 	out := make([]PeerView, 0, len(ids))
 	for _, p := range ids {
-		out = append(out, a.peerView(p, negs[p], len(allow) == 0 || allow[p]))
+		allowed := len(allow) == 0 || allow[p]
+		if a.roster.active() { // a community's roster says who may connect (roster.go)
+			allowed = a.roster.admits(p) == nil
+		}
+		out = append(out, a.peerView(p, negs[p], allowed))
 	}
 	return out, nil
 }

@@ -9,7 +9,7 @@
 //
 // # Durability
 //
-// Every write method (Commit, PutOffer, DeleteOffer, Enqueue, Ack, DropOutbox, Receive,
+// Every write method (Commit, PutOffer, DeleteOffer, PutRoster, Enqueue, Ack, DropOutbox, Receive,
 // DeleteRecordsReceivedBefore, PutEvidence) returns only after its data has been fsynced
 // (Badger's SyncWrites), so what a method acknowledged survives a crash or a power cut. Only
 // MarkSent is not: Sent is advisory, kept in memory and stored with the SSA's next write.
@@ -69,6 +69,9 @@
 //	f/<path>          where the agent read the followed file <path> up to (CBOR, integer keys:
 //	                  inode, offset, in-long-line flag), committed with the records read
 //	                  before it (EnqueueAll); path is at most 4096 bytes
+//	c/<version>       a community roster the agent accepted, with its signatures
+//	                  ((*protocol.SignedRoster).Encode); version is a uint64, big-endian, so
+//	                  that rosters sort in version order; a version is written once
 //
 // The exchange queues key their records by SSA and sequence number. There <ssa> is the SSA
 // ID's length (2 bytes, big-endian) followed by the ID, so that no SSA's keys are a prefix of

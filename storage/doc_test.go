@@ -78,6 +78,7 @@ func keyShapes() map[string]string {
 		"b/": render(seqKey(runPrefix(ssa), 1), keyField{8, "<end>"}),
 		"e/": render(evidence, keyField{8, "<first>"}, keyField{8, "<at>"}),
 		"p/": string(markKey([]byte("<queue>"))),
+		"c/": render(rosterKey(1), keyField{8, "<version>"}),
 	}
 }
 
