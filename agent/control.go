@@ -183,8 +183,11 @@ func (api controlAPI) routes() []route {
 		{"POST /v1/ssa/{id}/decline", api.decide(Decline)},
 		{"POST /v1/ssa/{id}/cancel", api.cancel},
 		{"POST /v1/ssa/{id}/revise", api.revise},
+		{"POST /v1/reload", api.reload},
 	}
 }
+
+func (api controlAPI) reload(*http.Request) (any, error) { return api.a.Reload() }
 
 // serve answers a request with what call returns; an error becomes {"error": "..."}.
 func serve(call func(*http.Request) (any, error)) http.HandlerFunc {

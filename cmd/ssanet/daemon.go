@@ -68,14 +68,18 @@ func cmdRun(c *cli, args []string) int {
 	if c.api("GET", "/v1/id", nil, &id) == nil {
 		return c.fail(fmt.Errorf("a daemon already runs in %s (peer %s): stop it first, or give this one another --home", c.home, id.PeerID))
 	}
-	log := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: lvl}))
+	levelVar := new(slog.LevelVar) // config.yaml's log-level overrides it, at start and at reloads
+	levelVar.Set(lvl)
+	log := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: levelVar}))
 	slog.SetDefault(log)
-	a, err := agent.New(c.home, agent.Options{Logger: log})
+	a, err := agent.New(c.home, agent.Options{Logger: log, Level: levelVar})
 	if err != nil {
 		return c.fail(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	reloaded := reloadOnHangup(ctx, a, log)
+	defer func() { <-reloaded }()
 	for _, addr := range a.Addrs() {
 		log.Info("listening", "addr", addr)
 	}
@@ -112,6 +116,36 @@ func cmdID(c *cli, args []string) int {
 		fmt.Fprintln(c.stdout, a)
 	}
 	return exitOK
+}
+
+// reloadOnHangup reloads a's config at each SIGHUP until ctx ends, telling the service manager
+// RELOADING=1 before and READY=1 after (sd_notify(3)); the channel is closed when it is done.
+func reloadOnHangup(ctx context.Context, a *agent.Agent, log *slog.Logger) <-chan struct{} {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			if err := notifyServiceManager("RELOADING=1\nSTATUS=reloading config.yaml"); err != nil {
+				log.Error("reload not told to the service manager", "err", err)
+			}
+			status := "READY=1\nSTATUS=serving"
+			if _, err := a.Reload(); err != nil { // logged by Reload
+				status += " (last reload failed: see the log)"
+			}
+			if err := notifyServiceManager(status); err != nil {
+				log.Error("end of reload not told to the service manager", "err", err)
+			}
+		}
+	}()
+	return done
 }
 
 // errNotifySocket means $NOTIFY_SOCKET names no socket ssanet can write to.
