@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"reflect"
@@ -342,7 +343,7 @@ func (s *sources) reload(cfg IngestConfig) ([]string, error) {
 		}
 		changes = append(changes, "ingest "+sp.key+" changed")
 	}
-	for k := range s.running {
+	for _, k := range slices.Sorted(maps.Keys(s.running)) {
 		if !want[k] {
 			s.stopSource(k)
 			changes = append(changes, "ingest "+k+" removed")

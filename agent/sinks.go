@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -474,13 +475,15 @@ func (s *sinks) reload(cfgs []SinkConfig) ([]string, error) {
 		}
 		delete(old, c.Name)
 	}
+	// The removed sinks stop before the new list shows: once a sink is gone from states,
+	// it writes nothing more.
+	for _, name := range slices.Sorted(maps.Keys(old)) {
+		old[name].stop()
+		changes = append(changes, "sink "+name+" removed")
+	}
 	s.mu.Lock()
 	s.running = next
 	s.mu.Unlock()
-	for name, r := range old {
-		r.stop()
-		changes = append(changes, "sink "+name+" removed")
-	}
 	return changes, errors.Join(errs...)
 }
 

@@ -72,14 +72,19 @@ func cmdRun(c *cli, args []string) int {
 	levelVar.Set(lvl)
 	log := slog.New(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: levelVar}))
 	slog.SetDefault(log)
+	// Caught from here on: a SIGHUP while the agent starts is a reload once it has started,
+	// not the end of the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	a, err := agent.New(c.home, agent.Options{Logger: log, Level: levelVar})
 	if err != nil {
 		return c.fail(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	reloaded := reloadOnHangup(ctx, a, log)
-	defer func() { <-reloaded }()
+	reloaded := reloadOnHangup(ctx, hup, a, log)
+	defer func() { stop(); <-reloaded }() // whatever ends ServeControl ends the reloads too
 	for _, addr := range a.Addrs() {
 		log.Info("listening", "addr", addr)
 	}
@@ -118,15 +123,13 @@ func cmdID(c *cli, args []string) int {
 	return exitOK
 }
 
-// reloadOnHangup reloads a's config at each SIGHUP until ctx ends, telling the service manager
-// RELOADING=1 before and READY=1 after (sd_notify(3)); the channel is closed when it is done.
-func reloadOnHangup(ctx context.Context, a *agent.Agent, log *slog.Logger) <-chan struct{} {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+// reloadOnHangup reloads a's config at each signal on hup (SIGHUP) until ctx ends, telling the
+// service manager RELOADING=1 before and READY=1 after (sd_notify(3)); the channel is closed
+// when it is done.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, a *agent.Agent, log *slog.Logger) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer signal.Stop(hup)
 		for {
 			select {
 			case <-ctx.Done():
