@@ -116,6 +116,11 @@ func (a *Agent) reload() (*ReloadReport, error) {
 		return nil, fmt.Errorf("%w (the running config stays): %w", ErrReload, err)
 	}
 	rep := &ReloadReport{Applied: []string{}, Restart: restartKeys(a.cfg, cfg)}
+	if key, err := LoadKey(a.home); err != nil {
+		return nil, fmt.Errorf("%w (the running config stays): %w", ErrReload, err)
+	} else if id, err := peer.IDFromPrivateKey(key); err != nil || id != a.self.PeerID() {
+		rep.Restart = append(rep.Restart, KeyFile)
+	}
 	if len(rep.Restart) > 0 {
 		a.log.Warn("config keys changed that apply only at the next start: restart the agent to apply them", "keys", rep.Restart)
 	}

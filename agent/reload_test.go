@@ -345,3 +345,24 @@ func TestReloadAllowAndLevel(t *testing.T) {
 		t.Errorf("level %v after log-level was removed, want warn, the level at start", level.Level())
 	}
 }
+
+// TestReloadKeyChanged: an identity key replaced under the running agent is reported as
+// needing a restart; the agent goes on as itself.
+func TestReloadKeyChanged(t *testing.T) {
+	a := newTestAgent(t, "a", nil)
+	other := filepath.Join(t.TempDir(), "other")
+	if _, err := Init(other, DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(filepath.Join(other, KeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(a.home, KeyFile), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := a.Reload()
+	if err != nil || !slices.Equal(rep.Restart, []string{KeyFile}) {
+		t.Fatalf("reload after the key changed: %+v, %v; want %s to need a restart", rep, err, KeyFile)
+	}
+}
