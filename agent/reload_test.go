@@ -366,3 +366,31 @@ func TestReloadKeyChanged(t *testing.T) {
 		t.Fatalf("reload after the key changed: %+v, %v; want %s to need a restart", rep, err, KeyFile)
 	}
 }
+
+// TestReloadSinkSecrets: a reload restarts a sink whose credential file changed, though its
+// config did not, and leaves it alone when nothing changed.
+func TestReloadSinkSecrets(t *testing.T) {
+	dir := t.TempDir()
+	auth := filepath.Join(dir, "auth")
+	if err := os.WriteFile(auth, []byte("Bearer one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := newTestAgent(t, "req", func(c *Config) {
+		c.Sinks = []SinkConfig{{Name: "hook", Type: "webhook", URL: "http://127.0.0.1:1/bulk", AuthFile: auth}}
+	})
+	for _, tc := range []struct {
+		name, token string
+		want        []string
+	}{
+		{"unchanged", "Bearer one", []string{"offers readvertised"}},
+		{"token renewed", "Bearer two", []string{"sink hook changed", "offers readvertised"}},
+	} {
+		if err := os.WriteFile(auth, []byte(tc.token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := a.Reload()
+		if err != nil || !slices.Equal(rep.Applied, tc.want) {
+			t.Errorf("%s: reload %+v, %v; want applied %v", tc.name, rep, err, tc.want)
+		}
+	}
+}

@@ -286,7 +286,10 @@ type sinks struct {
 // is writing, cancel stops it at once, done is closed when it has stopped and closed its
 // writer.
 type sinkRun struct {
-	f      *forwarder
+	f *forwarder
+	// secrets are the contents of the files the sink's config names (auth, HMAC key, TLS),
+	// as read at its start: a reload restarts a sink whose files changed.
+	secrets []string
 	kick   chan struct{}
 	quit   chan struct{}
 	cancel context.CancelFunc
@@ -389,7 +392,7 @@ func (s *sinks) start(c SinkConfig) (*sinkRun, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(s.base)
-	r := &sinkRun{kick: make(chan struct{}, 1), quit: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+	r := &sinkRun{secrets: c.secrets(), kick: make(chan struct{}, 1), quit: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	r.f = &forwarder{store: s.store, runs: s.runs, log: s.log, cfg: c, w: w, path: filepath.Join(s.dir, c.Name+".json"),
 		refused: map[string]bool{}, now: time.Now, started: time.Now(), caughtUp: map[string]time.Time{},
 		records: map[string]SinkRecords{}, quit: r.quit}
@@ -401,6 +404,20 @@ func (s *sinks) start(c SinkConfig) (*sinkRun, error) {
 		}
 	}()
 	return r, nil
+}
+
+// secrets are the contents of the files c names for its credentials: auth-file,
+// hmac-key-file, tls-ca, tls-cert and tls-key ("" for one that is not set or cannot be read).
+func (c SinkConfig) secrets() []string {
+	var out []string
+	for _, f := range []string{c.AuthFile, c.HMACKeyFile, c.TLSCA, c.TLSCert, c.TLSKey} {
+		var b []byte
+		if f != "" {
+			b, _ = os.ReadFile(f) // unreadable: open says so, when the sink starts
+		}
+		out = append(out, string(b))
+	}
+	return out
 }
 
 // sinkStopGrace is how long a sink a reload removes may take to finish the write it is in
@@ -457,7 +474,7 @@ func (s *sinks) reload(cfgs []SinkConfig) ([]string, error) {
 		case r == nil:
 			next = append(next, added[c.Name])
 			changes = append(changes, "sink "+c.Name+" added")
-		case reflect.DeepEqual(r.f.cfg, c):
+		case reflect.DeepEqual(r.f.cfg, c) && slices.Equal(r.secrets, c.secrets()):
 			next = append(next, r)
 		default:
 			r.stop()
