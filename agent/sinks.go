@@ -290,10 +290,10 @@ type sinkRun struct {
 	// secrets are the contents of the files the sink's config names (auth, HMAC key, TLS),
 	// as read at its start: a reload restarts a sink whose files changed.
 	secrets []string
-	kick   chan struct{}
-	quit   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
+	kick    chan struct{}
+	quit    chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // SinkState is what a sink has done and what it lacks: `ssanet sinks`, GET /v1/sinks, the
