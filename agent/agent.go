@@ -76,6 +76,14 @@ type Agent struct {
 	// status keeps the flow samples and verdicts of the status snapshot (status.go).
 	status *statusKeeper
 
+	// allow is the community allow-list, which the gater reads and a reload replaces.
+	allow *allowList
+	// level is the logger's level, set from config's log-level (else startLevel) at start
+	// and at each reload; nil when the caller's logger has no level to set.
+	level      *slog.LevelVar
+	startLevel slog.Level
+	reloads    *prometheus.CounterVec
+
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 	inbound  inbound
@@ -90,6 +98,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil: time.Now. Tests pass their own.
 	Now func() time.Time
+	// Level, if not nil, is the level of Logger's handler: the agent sets it from config.yaml's
+	// log-level at start and at each reload, and back to its value at New when the config has
+	// none.
+	Level *slog.LevelVar
 }
 
 // New starts an agent from its home: identity key, config, store, libp2p host and stream
@@ -121,6 +133,11 @@ func New(home string, opts Options) (*Agent, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{home: home, cfg: cfg, log: log, self: self, metrics: prometheus.NewRegistry(), stop: cancel,
 		compiler: policy.NewCompiler(compiledFilters)}
+	a.allow, a.level, a.reloads = newAllowList(cfg.Allow), opts.Level, newReloadCounter(a.metrics)
+	if a.level != nil {
+		a.startLevel = a.level.Level()
+		a.setLevel()
+	}
 	a.counts = newCounters(a.metrics, log, now)
 	a.refusals = newRefusalLog(log, now, a.counts.refusedMessages)
 	if err := a.start(ctx, key, now); err != nil {
@@ -365,11 +382,6 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 	if err != nil {
 		return fmt.Errorf("resource manager: %w", err)
 	}
-	allow := map[peer.ID]bool{}
-	for _, s := range a.cfg.Allow {
-		p, _ := peer.Decode(s) // validated with the config
-		allow[p] = true
-	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		// Each address is listened on below, so that one that cannot be is an error.
@@ -378,7 +390,7 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 		// port shared with it (which would split the incoming connections between both).
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.ResourceManager(rm),
-		libp2p.ConnectionGater(rosterGater{next: gater{allow: allow, refused: a.refusedPeer}, roster: a.roster, refused: a.refusedPeer}),
+		libp2p.ConnectionGater(rosterGater{next: gater{allow: a.allow, refused: a.refusedPeer}, roster: a.roster, refused: a.refusedPeer}),
 		libp2p.UserAgent("ssanet/" + Version),
 		libp2p.PrometheusRegisterer(a.metrics),
 	}
@@ -536,11 +548,11 @@ func (in *inbound) close() {
 // gater enforces the community allow-list after the handshake, when the remote peer is
 // authenticated, and tells refused of each connection it closes for it.
 type gater struct {
-	allow   map[peer.ID]bool
+	allow   *allowList
 	refused func(reason string, dir network.Direction, p peer.ID, addr ma.Multiaddr)
 }
 
-func (g gater) allowed(p peer.ID) bool { return len(g.allow) == 0 || g.allow[p] }
+func (g gater) allowed(p peer.ID) bool { return g.allow.allowed(p) }
 
 // InterceptPeerDial refuses to dial a peer outside the allow-list (this agent's own choice:
 // counted, not logged, as the DHT may try many such peers).

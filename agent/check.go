@@ -11,15 +11,22 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ssanet/ssanet/policy"
+	"github.com/ssanet/ssanet/protocol"
+	"github.com/ssanet/ssanet/storage"
 )
 
 // Problem is one thing wrong with an agent's home that would keep it from starting or
-// working, at a line of config.yaml (0: no line, the file or the home as a whole).
+// working: in Source (empty: config.yaml; "offer ID": an offer in the store; else a template
+// or offer file), at a line (0: no line, the file or the home as a whole).
 type Problem struct {
-	Line int    `json:"line,omitempty"`
-	Msg  string `json:"message"`
+	Source string `json:"source,omitempty"`
+	Line   int    `json:"line,omitempty"`
+	Msg    string `json:"message"`
 }
 
 func (p Problem) String() string {
@@ -261,4 +268,164 @@ func findScalar(n *yaml.Node, v string) *yaml.Node {
 		}
 	}
 	return nil
+}
+
+// CheckOffers checks the offers in the running agent's store as CheckStoredOffers does, with
+// its compiler and its config (control API GET /v1/offers/check).
+func (a *Agent) CheckOffers() ([]Problem, error) {
+	offers, err := a.store.Offers()
+	if err != nil {
+		return nil, err
+	}
+	ms := methods{protocols: deliveryProtocols, security: a.cfg.security()}
+	out := []Problem{}
+	for _, o := range offers {
+		out = append(out, checkOffer(a.home, o, "offer "+o.ID, a.neg.now(), a.compiler, ms)...)
+	}
+	return out, nil
+}
+
+// CheckStoredOffers, for `ssanet config check` while the agent is stopped, opens home's store
+// and checks every offer in it for what would make the agent refuse, at negotiation, each
+// request the offer matches: an offer that does not validate, a schedule that has ended, an
+// unknown format, a policy the enforcement point cannot enforce (a filter that does not
+// compile or costs too much, a masking rule it cannot apply), a masking key the home lacks,
+// a method this agent cannot honour. A home whose store was never created has no offers.
+func CheckStoredOffers(home string) (_ []Problem, err error) {
+	cfg, err := LoadConfig(filepath.Join(home, ConfigFile))
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(home, DataDir)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return []Problem{}, nil
+	}
+	key, err := storageKey(home, cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := storage.Open(dir, storage.Options{EncryptionKey: key, Reserve: cfg.StorageReserveMiB << 20})
+	if err != nil {
+		return nil, fmt.Errorf("open store to read the offers: %w", err)
+	}
+	defer func() { err = errors.Join(err, st.Close()) }()
+	offers, err := st.Offers()
+	if err != nil {
+		return nil, err
+	}
+	c := policy.NewCompiler(compiledFilters)
+	ms := methods{protocols: deliveryProtocols, security: cfg.security()}
+	out := []Problem{}
+	for _, o := range offers {
+		out = append(out, checkOffer(home, o, "offer "+o.ID, time.Now(), c, ms)...)
+	}
+	return out, nil
+}
+
+// CheckFiles checks template and offer files (an offer is a document with terms:) as the
+// agent reads them at `ssanet request` and `ssanet offer add`, and an offer as
+// CheckStoredOffers does; each problem names its file and, where the parser says, its line.
+func CheckFiles(home string, paths []string) []Problem {
+	security := defaultSecurity
+	if cfg, err := LoadConfig(filepath.Join(home, ConfigFile)); err == nil {
+		security = cfg.security()
+	}
+	ms := methods{protocols: deliveryProtocols, security: security}
+	c := policy.NewCompiler(compiledFilters)
+	now := time.Now()
+	var out []Problem
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			out = append(out, Problem{Source: path, Msg: err.Error()})
+			continue
+		}
+		var doc struct {
+			Terms yaml.Node `yaml:"terms"`
+		}
+		if yaml.Unmarshal(data, &doc) == nil && !doc.Terms.IsZero() {
+			o, err := protocol.ParseOfferYAML(data, now)
+			if err != nil {
+				out = append(out, fileProblem(path, err))
+				continue
+			}
+			out = append(out, checkOffer(home, o, path, now, c, ms)...)
+			continue
+		}
+		tmpl, err := protocol.ParseSSAYAML(data, now)
+		if err != nil {
+			out = append(out, fileProblem(path, err))
+			continue
+		}
+		if r := ms.unsupported(tmpl.Method, protocol.RoleRequester); r != nil {
+			out = append(out, Problem{Source: path, Msg: reasonsText(r)})
+		}
+		if err := c.Check(tmpl); err != nil {
+			out = append(out, Problem{Source: path, Msg: err.Error()})
+		}
+	}
+	return out
+}
+
+var anyLineRE = regexp.MustCompile(`line (\d+): `)
+
+// fileProblem is err of reading file path, at the line it names, if any, on one line.
+func fileProblem(path string, err error) Problem {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	if m := anyLineRE.FindStringSubmatchIndex(msg); m != nil {
+		n, _ := strconv.Atoi(msg[m[2]:m[3]])
+		return Problem{Source: path, Line: n, Msg: msg[:m[0]] + msg[m[1]:]}
+	}
+	return Problem{Source: path, Msg: msg}
+}
+
+// checkOffer is what would make the agent refuse, at negotiation, every request offer o
+// matches; source names it in each problem.
+func checkOffer(home string, o *protocol.Offer, source string, now time.Time, c *policy.Compiler, ms methods) []Problem {
+	var out []Problem
+	add := func(format string, a ...any) {
+		out = append(out, Problem{Source: source, Msg: fmt.Sprintf(format, a...)})
+	}
+	if err := o.Validate(); err != nil {
+		add("%v", err)
+		return out
+	}
+	if end := o.Terms.Schedule.End; end != 0 && end.Std().Before(now) {
+		add("its schedule ended at %s: every request for it is refused; remove it and add one with a later schedule", end)
+	}
+	known := true
+	for i, in := range o.Terms.Information {
+		if !slices.Contains(policy.Formats(), in.Format) {
+			add("information[%d]: format %q is not one this agent can parse (%s): no request for it can be enforced", i, in.Format, strings.Join(policy.Formats(), ", "))
+			known = false
+		}
+	}
+	if known {
+		if err := c.Check(&o.Terms); err != nil {
+			add("%v: every proposal made from it is refused (policy-unenforceable)", err)
+		}
+	}
+	if r := ms.unsupported(o.Terms.Method, protocol.RoleProvider); r != nil {
+		add("%s: every proposal made from it is refused (method-unsupported)", reasonsText(r))
+	}
+	if p := o.Terms.Policy; p != nil {
+		for i, r := range p.Masking {
+			if r.KeyID == "" {
+				continue
+			}
+			if _, err := readMaskKey(home, r.KeyID); err != nil {
+				add("masking[%d] names key %q: %v", i, r.KeyID, err)
+			}
+		}
+	}
+	return out
+}
+
+// reasonsText joins the texts of reasons.
+func reasonsText(rs []protocol.Reason) string {
+	var parts []string
+	for _, r := range rs {
+		parts = append(parts, r.Component+": "+r.Text)
+	}
+	return strings.Join(parts, "; ")
 }

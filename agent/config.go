@@ -106,6 +106,9 @@ type Config struct {
 	// SSAs, waiting for its acknowledgement: past it, ingest queues nothing more for that
 	// requester (and counts what it leaves out) until acknowledgements make room.
 	MaxQueuedPerPeer int64 `yaml:"max-queued-per-peer,omitempty"`
+	// LogLevel, when set, is the level of the agent's log (debug, info, warn or error),
+	// applied at start and at each reload; empty: the level `ssanet run --log-level` gives.
+	LogLevel string `yaml:"log-level,omitempty"`
 	// StorageReserveMiB is the free space (MiB, besides the store's LSM tree) below which
 	// records are paused; 0: storage.DefaultReserve (32 MiB). At least storage.MinReserve.
 	StorageReserveMiB uint64 `yaml:"storage-reserve-mib,omitempty"`
@@ -270,6 +273,9 @@ func (c *Config) validateLimits() error {
 		return fmt.Errorf("config: max-agreements-per-peer (default %d) and max-queued-per-peer (default %d) must be at least 1; leave them out for the defaults",
 			DefaultMaxAgreementsPerPeer, DefaultMaxQueuedPerPeer)
 	}
+	if _, err := levelOf(c.LogLevel); c.LogLevel != "" && err != nil {
+		return fmt.Errorf("config: log-level must be debug, info, warn or error, not %q", c.LogLevel)
+	}
 	if err := (&storage.Options{Reserve: c.StorageReserveMiB << 20}).Validate(); err != nil {
 		return fmt.Errorf("config: storage-reserve-mib: at least %d: %w", storage.MinReserve>>20, err)
 	}
@@ -400,6 +406,8 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 #                       acknowledgement (default 1000000); past it ingest queues nothing
 #                       more for it, counting what it leaves out, until acknowledgements
 #                       make room
+# log-level:            optional debug, info, warn or error; applied at start and at each
+#                       reload (SIGHUP); empty: ssanet run's --log-level
 # storage-reserve-mib:  free disk space (MiB, besides the store's tables) below which records
 #                       pause: ingest stops, received batches are not acknowledged; default
 #                       32, at least 16 (what the store may write on its own)

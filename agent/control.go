@@ -164,6 +164,7 @@ func (api controlAPI) routes() []route {
 	return []route{
 		{"GET /v1/id", api.id},
 		{"GET /v1/offers", api.offers},
+		{"GET /v1/offers/check", api.checkOffers},
 		{"POST /v1/offers", api.addOffer},
 		{"DELETE /v1/offers/{id}", api.removeOffer},
 		{"GET /v1/discover", api.discover},
@@ -186,8 +187,13 @@ func (api controlAPI) routes() []route {
 		{"POST /v1/ssa/{id}/revise", api.revise},
 		{"GET /v1/community", api.community},
 		{"POST /v1/community", api.publishRoster},
+		{"POST /v1/reload", api.reload},
 	}
 }
+
+func (api controlAPI) reload(*http.Request) (any, error) { return api.a.Reload() }
+
+func (api controlAPI) checkOffers(*http.Request) (any, error) { return api.a.CheckOffers() }
 
 // serve answers a request with what call returns; an error becomes {"error": "..."}.
 func serve(call func(*http.Request) (any, error)) http.HandlerFunc {

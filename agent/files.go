@@ -32,7 +32,8 @@ func writeFileAtomic(path string, data []byte) error {
 	return sink.SyncDir(filepath.Dir(path)) // the rename itself survives a power cut
 }
 
-// writeJSONFile writes v, indented, to path (mode 0600), making its directory if need be.
+// writeJSONFile writes v, indented, to path (mode 0600), making its directory if need be;
+// atomically, so that a reader (an operator, a test polling for the file) never sees a part.
 func writeJSONFile(path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
@@ -41,5 +42,5 @@ func writeJSONFile(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o600)
+	return writeFileAtomic(path, b)
 }

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -174,6 +176,22 @@ type sources struct {
 	malformed prometheus.Counter
 	warned    atomic.Int64 // unix ms of the last warning about malformed frames
 	wg        sync.WaitGroup
+
+	// base is the context the sources run under, set by start (the agent's lifetime, as
+	// net/http's Server.BaseContext): those a reload starts run under it too.
+	base context.Context
+	// running are the sources started by start and reload, by sourceSpec key; each runs its
+	// goroutines in a sources of its own, so that a reload stops one and waits for it alone.
+	mu      sync.Mutex
+	running map[string]*runningSource
+}
+
+// runningSource is one started source: its config (compared at a reload), its goroutines and
+// what stops them.
+type runningSource struct {
+	spec   sourceSpec
+	sub    *sources
+	cancel context.CancelFunc
 }
 
 func newSources(q queue, st *storage.Store, disk *diskWatch, home string, log *slog.Logger, reg prometheus.Registerer) *sources {
@@ -196,43 +214,163 @@ func (s *sources) badFrame(source, remote string, err error) {
 // start opens the configured listeners and starts every source; they stop with ctx (wait
 // waits for them).
 func (s *sources) start(ctx context.Context, cfg IngestConfig) error {
-	if cfg.SyslogUDP != "" {
-		pc, err := net.ListenPacket("udp", cfg.SyslogUDP)
-		if err != nil {
-			return fmt.Errorf("syslog UDP listener: %w", err)
-		}
-		s.goRun(func() { <-ctx.Done(); pc.Close() })
-		s.goRun(func() { s.syslogUDP(ctx, pc) })
+	s.mu.Lock()
+	s.base = ctx
+	s.mu.Unlock()
+	_, err := s.reload(cfg)
+	return err
+}
+
+// sourceSpec is one source of the ingest config: key names it (its kind and address or path),
+// cfg is what a reload compares to tell a changed source, run starts it in sub.
+type sourceSpec struct {
+	key string
+	cfg any
+	run func(ctx context.Context, sub *sources) error
+}
+
+// sourceSpecs are the sources of cfg, in config order.
+func sourceSpecs(cfg IngestConfig) []sourceSpec {
+	var out []sourceSpec
+	if a := cfg.SyslogUDP; a != "" {
+		out = append(out, sourceSpec{key: "syslog-udp " + a, cfg: a, run: func(ctx context.Context, sub *sources) error {
+			pc, err := net.ListenPacket("udp", a)
+			if err != nil {
+				return fmt.Errorf("syslog UDP listener: %w", err)
+			}
+			sub.goRun(func() { <-ctx.Done(); pc.Close() })
+			sub.goRun(func() { sub.syslogUDP(ctx, pc) })
+			return nil
+		}})
 	}
-	if cfg.SyslogTCP != "" {
-		ln, err := net.Listen("tcp", cfg.SyslogTCP)
-		if err != nil {
-			return fmt.Errorf("syslog TCP listener: %w", err)
-		}
-		s.goRun(func() { <-ctx.Done(); ln.Close() })
-		s.goRun(func() { s.syslogTCP(ctx, ln, "syslog TCP") })
+	if a := cfg.SyslogTCP; a != "" {
+		out = append(out, sourceSpec{key: "syslog-tcp " + a, cfg: a, run: func(ctx context.Context, sub *sources) error {
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				return fmt.Errorf("syslog TCP listener: %w", err)
+			}
+			sub.goRun(func() { <-ctx.Done(); ln.Close() })
+			sub.goRun(func() { sub.syslogTCP(ctx, ln, "syslog TCP") })
+			return nil
+		}})
 	}
-	if cfg.SyslogTLS != nil {
-		tc, err := cfg.SyslogTLS.tlsConfig()
-		if err != nil {
-			return err
+	if t := cfg.SyslogTLS; t != nil {
+		c := *t
+		// The files' contents count as config: a reload after a certificate was renewed in
+		// place restarts the listener with the new one.
+		var files []string
+		for _, f := range []string{c.Cert, c.Key, c.ClientCA} {
+			b, _ := os.ReadFile(f) // unreadable: tlsConfig says so when the listener starts
+			files = append(files, string(b))
 		}
-		ln, err := tls.Listen("tcp", cfg.SyslogTLS.Address, tc)
-		if err != nil {
-			return fmt.Errorf("syslog TLS listener: %w", err)
-		}
-		s.goRun(func() { <-ctx.Done(); ln.Close() })
-		s.goRun(func() { s.syslogTCP(ctx, ln, "syslog TLS") })
+		out = append(out, sourceSpec{key: "syslog-tls " + c.Address, cfg: []any{c, files}, run: func(ctx context.Context, sub *sources) error {
+			tc, err := c.tlsConfig()
+			if err != nil {
+				return err
+			}
+			ln, err := tls.Listen("tcp", c.Address, tc)
+			if err != nil {
+				return fmt.Errorf("syslog TLS listener: %w", err)
+			}
+			sub.goRun(func() { <-ctx.Done(); ln.Close() })
+			sub.goRun(func() { sub.syslogTCP(ctx, ln, "syslog TLS") })
+			return nil
+		}})
 	}
 	for _, u := range cfg.Unix {
-		if err := s.startUnix(ctx, u); err != nil {
-			return err
-		}
+		out = append(out, sourceSpec{key: "unix " + u.Path, cfg: u, run: func(ctx context.Context, sub *sources) error {
+			return sub.startUnix(ctx, u)
+		}})
 	}
 	for _, f := range cfg.Follow {
-		s.goRun(func() { s.follow(ctx, f) })
+		out = append(out, sourceSpec{key: "follow " + f.Path, cfg: f, run: func(ctx context.Context, sub *sources) error {
+			sub.goRun(func() { sub.follow(ctx, f) })
+			return nil
+		}})
 	}
+	return out
+}
+
+// ErrSourceReload means a source of a reloaded config could not be started (a listener's
+// address is taken): the sources stay as they were, but for those the error names.
+var ErrSourceReload = errors.New("agent: ingest source not started")
+
+// reload makes the running sources those of cfg, and says what it changed: it starts the new
+// sources first, and if one of them cannot start, stops those it started and changes nothing
+// else; then it restarts those whose config changed (their listener or socket closed first)
+// and stops those cfg no longer has. A stopped source hands what it read to refine-and-queue
+// before it returns (a followed file's position is in the store), so a reload loses no record
+// a source took.
+func (s *sources) reload(cfg IngestConfig) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running == nil {
+		s.running = map[string]*runningSource{}
+	}
+	specs := sourceSpecs(cfg)
+	want := map[string]bool{}
+	var added []string
+	for _, sp := range specs {
+		want[sp.key] = true
+		if s.running[sp.key] != nil {
+			continue
+		}
+		if err := s.startSource(sp); err != nil {
+			for _, k := range added {
+				s.stopSource(k)
+			}
+			return nil, fmt.Errorf("%w: %w", ErrSourceReload, err)
+		}
+		added = append(added, sp.key)
+	}
+	changes := make([]string, 0, len(added))
+	for _, k := range added {
+		changes = append(changes, "ingest "+k+" added")
+	}
+	var errs []error
+	for _, sp := range specs {
+		old := s.running[sp.key]
+		if slices.Contains(added, sp.key) || reflect.DeepEqual(old.spec.cfg, sp.cfg) {
+			continue
+		}
+		s.stopSource(sp.key)
+		if err := s.startSource(sp); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %w", ErrSourceReload, err))
+			if rerr := s.startSource(old.spec); rerr != nil {
+				s.log.Error("ingest source stopped: neither its new nor its old config starts; fix config.yaml and reload", "source", sp.key, "err", rerr)
+			}
+			continue
+		}
+		changes = append(changes, "ingest "+sp.key+" changed")
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.running)) {
+		if !want[k] {
+			s.stopSource(k)
+			changes = append(changes, "ingest "+k+" removed")
+		}
+	}
+	return changes, errors.Join(errs...)
+}
+
+// startSource starts sp under s.base (with s.mu held).
+func (s *sources) startSource(sp sourceSpec) error {
+	ctx, cancel := context.WithCancel(s.base)
+	sub := &sources{queue: s.queue, store: s.store, disk: s.disk, home: s.home, log: s.log, malformed: s.malformed}
+	if err := sp.run(ctx, sub); err != nil {
+		cancel()
+		sub.wait()
+		return err
+	}
+	s.running[sp.key] = &runningSource{spec: sp, sub: sub, cancel: cancel}
 	return nil
+}
+
+// stopSource stops the source of key and waits for it (with s.mu held).
+func (s *sources) stopSource(key string) {
+	r := s.running[key]
+	r.cancel()
+	r.sub.wait()
+	delete(s.running, key)
 }
 
 // tlsConfig loads the listener's certificate and the client CA.
@@ -257,7 +395,14 @@ func (c *SyslogTLSConfig) tlsConfig() (*tls.Config, error) {
 }
 
 // wait waits for every source to stop.
-func (s *sources) wait() { s.wg.Wait() }
+func (s *sources) wait() {
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.running {
+		r.sub.wait()
+	}
+}
 
 func (s *sources) goRun(f func()) {
 	s.wg.Add(1)

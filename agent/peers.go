@@ -49,11 +49,7 @@ func (a *Agent) Peers() ([]PeerView, error) {
 			negs[p]++
 		}
 	}
-	allow := map[peer.ID]bool{}
-	for _, s := range a.cfg.Allow {
-		p, _ := peer.Decode(s) // validated with the config
-		allow[p] = true
-	}
+	allow := a.allow.list()
 	known := map[peer.ID]bool{}
 	for p := range negs {
 		known[p] = true

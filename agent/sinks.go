@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -110,7 +112,18 @@ type SinkConfig struct {
 	// Relation of the receiver to this organisation: organisation (default), community or
 	// any; records go only where the SSA's redistribution rule allows.
 	Relation string `yaml:"relation,omitempty"`
+	// ReadFrom is where a new sink (one without a progress file: added to the config, at a
+	// start or a reload) starts in each SSA's records: beginning (the default: every record
+	// the store holds) or end (only those received after it started; an SSA agreed later
+	// from its first record). A sink that has a progress file goes on from it.
+	ReadFrom string `yaml:"read-from,omitempty"`
 }
+
+// Where a new sink starts (SinkConfig.ReadFrom).
+const (
+	ReadFromBeginning = "beginning"
+	ReadFromEnd       = "end"
+)
 
 func (c *SinkConfig) validate() error {
 	if c.Name == "" {
@@ -131,6 +144,9 @@ func (c *SinkConfig) validate() error {
 	}
 	if c.MaxAttributes != 0 && (c.Type != "misp-feed" || c.MaxAttributes < 0) {
 		return fmt.Errorf("config: sink %s: max-attributes is a positive bound of a misp-feed", c.Name)
+	}
+	if c.ReadFrom != "" && c.ReadFrom != ReadFromBeginning && c.ReadFrom != ReadFromEnd {
+		return fmt.Errorf("config: sink %s: read-from must be %s or %s, not %q", c.Name, ReadFromBeginning, ReadFromEnd, c.ReadFrom)
 	}
 	switch c.Type {
 	case "misp-feed":
@@ -299,13 +315,29 @@ func (c SinkConfig) syslogConfig() (sink.SyslogConfig, error) {
 type sinks struct {
 	store *storage.Store
 	// runs are the SSAs whose received records are forwarded (manager.requesterRuns).
-	runs       func() []*agreementRun
-	dir        string // of the progress files
-	log        *slog.Logger
-	kicks      []chan struct{}
-	forwarders []*forwarder
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	runs func() []*agreementRun
+	dir  string // of the progress files
+	log  *slog.Logger
+	// base is the sinks' own lifetime, ended by close.
+	base   context.Context
+	cancel context.CancelFunc
+
+	mu      sync.RWMutex // guards running, which a reload changes
+	running []*sinkRun   // in config order
+}
+
+// sinkRun is one running forwarder: kick wakes it, quit asks it to stop after the chunk it
+// is writing, cancel stops it at once, done is closed when it has stopped and closed its
+// writer.
+type sinkRun struct {
+	f *forwarder
+	// secrets are the contents of the files the sink's config names (auth, HMAC key, TLS),
+	// as read at its start: a reload restarts a sink whose files changed.
+	secrets []string
+	kick    chan struct{}
+	quit    chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // SinkState is what a sink has done and what it lacks: `ssanet sinks`, GET /v1/sinks, the
@@ -381,41 +413,148 @@ func (s *SinkState) Failing() bool { return s.Stopped != "" || !s.FailingSince.I
 // newSinks opens every sink and starts its forwarder; dir holds their progress files.
 func newSinks(st *storage.Store, dir string, cfgs []SinkConfig, runs func() []*agreementRun, log *slog.Logger) (*sinks, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &sinks{store: st, runs: runs, dir: dir, log: log, cancel: cancel}
-	started := time.Now()
+	s := &sinks{store: st, runs: runs, dir: dir, log: log, base: ctx, cancel: cancel}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		cancel()
 		return nil, err
 	}
 	for _, c := range cfgs {
-		w, err := c.open(dir, runs, log)
+		r, err := s.start(c)
 		if err != nil {
 			s.close()
 			return nil, err
 		}
-		kick := make(chan struct{}, 1)
-		s.kicks = append(s.kicks, kick)
-		f := &forwarder{store: st, runs: runs, log: log, cfg: c, w: w, path: filepath.Join(dir, c.Name+".json"),
-			refused: map[string]bool{}, now: time.Now, started: started, caughtUp: map[string]time.Time{},
-			records: map[string]SinkRecords{}}
-		s.forwarders = append(s.forwarders, f)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			f.run(ctx, kick)
-			if err := w.Close(); err != nil {
-				log.Warn("close sink", "sink", c.Name, "err", err)
-			}
-		}()
+		s.running = append(s.running, r)
 	}
 	return s, nil
 }
 
+// start opens sink c and starts its forwarder, which goes on from the sink's progress file.
+func (s *sinks) start(c SinkConfig) (*sinkRun, error) {
+	w, err := c.open(s.dir, s.runs, s.log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(s.base)
+	r := &sinkRun{secrets: c.secrets(), kick: make(chan struct{}, 1), quit: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+	r.f = &forwarder{store: s.store, runs: s.runs, log: s.log, cfg: c, w: w, path: filepath.Join(s.dir, c.Name+".json"),
+		refused: map[string]bool{}, now: time.Now, started: time.Now(), caughtUp: map[string]time.Time{},
+		records: map[string]SinkRecords{}, quit: r.quit}
+	go func() {
+		defer close(r.done)
+		r.f.run(ctx, r.kick)
+		if err := w.Close(); err != nil {
+			s.log.Warn("close sink", "sink", c.Name, "err", err)
+		}
+	}()
+	return r, nil
+}
+
+// secrets are the contents of the files c names for its credentials: auth-file,
+// hmac-key-file, tls-ca, tls-cert and tls-key ("" for one that is not set or cannot be read).
+func (c SinkConfig) secrets() []string {
+	var out []string
+	for _, f := range []string{c.AuthFile, c.HMACKeyFile, c.TLSCA, c.TLSCert, c.TLSKey} {
+		var b []byte
+		if f != "" {
+			b, _ = os.ReadFile(f) // unreadable: open says so, when the sink starts
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// sinkStopGrace is how long a sink a reload removes may take to finish the write it is in
+// (a webhook retrying a batch) before it is cut short: its progress then stays before that
+// write, which the sink, added again, sends again.
+const sinkStopGrace = 10 * time.Second
+
+// stop stops r after the chunk it is writing, or at once after sinkStopGrace, and waits for
+// it: its progress is saved and its writer closed.
+func (r *sinkRun) stop() {
+	close(r.quit)
+	t := time.NewTimer(sinkStopGrace)
+	defer t.Stop()
+	select {
+	case <-r.done:
+	case <-t.C:
+		r.cancel()
+		<-r.done
+	}
+	r.cancel()
+}
+
+// reload makes the running sinks those of cfgs, by name, and says what it changed: a sink whose
+// config is the same goes on untouched; a new one is opened (and if one cannot be, none is
+// added and nothing changes); one whose config changed is stopped and opened again with the
+// new config; one cfgs no longer has stops after the chunk it is writing. Each goes on from
+// its progress file, which a removed sink keeps: added again, it goes on where it stopped.
+func (s *sinks) reload(cfgs []SinkConfig) ([]string, error) {
+	s.mu.RLock()
+	old := map[string]*sinkRun{}
+	for _, r := range s.running {
+		old[r.f.cfg.Name] = r
+	}
+	s.mu.RUnlock()
+	added := map[string]*sinkRun{}
+	for _, c := range cfgs {
+		if old[c.Name] != nil {
+			continue
+		}
+		r, err := s.start(c)
+		if err != nil {
+			for _, a := range added {
+				a.stop()
+			}
+			return nil, err
+		}
+		added[c.Name] = r
+	}
+	var changes []string
+	var errs []error
+	next := make([]*sinkRun, 0, len(cfgs))
+	for _, c := range cfgs {
+		switch r := old[c.Name]; {
+		case r == nil:
+			next = append(next, added[c.Name])
+			changes = append(changes, "sink "+c.Name+" added")
+		case reflect.DeepEqual(r.f.cfg, c) && slices.Equal(r.secrets, c.secrets()):
+			next = append(next, r)
+		default:
+			r.stop()
+			nr, err := s.start(c)
+			if err != nil {
+				errs = append(errs, err)
+				if nr, err = s.start(r.f.cfg); err != nil {
+					s.log.Error("sink stopped: neither its new nor its old config opens; fix config.yaml and reload", "sink", c.Name, "err", err)
+					continue
+				}
+			} else {
+				changes = append(changes, "sink "+c.Name+" changed")
+			}
+			next = append(next, nr)
+		}
+		delete(old, c.Name)
+	}
+	// The removed sinks stop before the new list shows: once a sink is gone from states,
+	// it writes nothing more.
+	for _, name := range slices.Sorted(maps.Keys(old)) {
+		old[name].stop()
+		changes = append(changes, "sink "+name+" removed")
+	}
+	s.mu.Lock()
+	s.running = next
+	s.mu.Unlock()
+	return changes, errors.Join(errs...)
+}
+
 // kick wakes the forwarders after new records were stored.
 func (s *sinks) kick() {
-	for _, k := range s.kicks {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, r := range s.running {
 		select {
-		case k <- struct{}{}:
+		case r.kick <- struct{}{}:
 		default:
 		}
 	}
@@ -423,7 +562,10 @@ func (s *sinks) kick() {
 
 // states is every sink's state, its lag measured against the store now.
 func (s *sinks) states() ([]SinkState, error) {
-	out := make([]SinkState, 0, len(s.forwarders))
+	s.mu.RLock()
+	running := slices.Clone(s.running)
+	s.mu.RUnlock()
+	out := make([]SinkState, 0, len(running))
 	last := map[string]uint64{} // the last record received, by SSA
 	for _, run := range s.runs() {
 		in, err := s.store.InboxState(run.ssa.ID)
@@ -432,8 +574,8 @@ func (s *sinks) states() ([]SinkState, error) {
 		}
 		last[run.ssa.ID] = in.Last
 	}
-	for _, f := range s.forwarders {
-		st := f.state(last)
+	for _, r := range running {
+		st := r.f.state(last)
 		out = append(out, st)
 	}
 	return out, nil
@@ -458,7 +600,11 @@ func (s *sinks) stateOf(ssaID string) ([]SinkState, error) {
 
 func (s *sinks) close() {
 	s.cancel()
-	s.wg.Wait()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, r := range s.running {
+		<-r.done
+	}
 }
 
 // forwarder copies every requester SSA's new records to one sink (owned by its goroutine).
@@ -469,6 +615,7 @@ type forwarder struct {
 	cfg      SinkConfig
 	w        sink.Writer
 	path     string            // of the progress file
+	quit     <-chan struct{}   // closed: stop after the chunk being written (a reload removed the sink)
 	progress map[string]uint64 // the last record forwarded, by SSA
 	refused  map[string]bool   // the SSAs whose redistribution rule forbids this sink, logged
 	// truncated is the writer's count of cut messages when truncLogged logged it last.
@@ -554,7 +701,11 @@ func (f *forwarder) succeeded() {
 // run forwards until ctx ends, or the progress file cannot be read: then nothing is
 // forwarded, since forwarding from the start would send every record again.
 func (f *forwarder) run(ctx context.Context, kick <-chan struct{}) {
+	_, statErr := os.Stat(f.path)
 	progress, err := loadProgress(f.path)
+	if err == nil && errors.Is(statErr, os.ErrNotExist) && f.cfg.ReadFrom == ReadFromEnd {
+		err = f.startAtEnd(progress)
+	}
 	f.mu.Lock()
 	f.progress = progress
 	if err != nil {
@@ -577,9 +728,38 @@ func (f *forwarder) run(ctx context.Context, kick <-chan struct{}) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-f.quit:
+			return
 		case <-kick:
 		case <-t.C:
 		}
+	}
+}
+
+// startAtEnd sets progress, a new sink's, to the last record of each SSA in force, and saves
+// it: the sink forwards only records received from now on.
+func (f *forwarder) startAtEnd(progress map[string]uint64) error {
+	for _, run := range f.runs() {
+		in, err := f.store.InboxState(run.ssa.ID)
+		if err != nil {
+			return err
+		}
+		progress[run.ssa.ID] = in.Last
+	}
+	b, err := json.Marshal(progress)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(f.path, b)
+}
+
+// quitting reports whether the forwarder was asked to stop.
+func (f *forwarder) quitting() bool {
+	select {
+	case <-f.quit:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -617,7 +797,7 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 	id := run.ssa.ID
 	mark := run.ssp.Marking()
 	agreement := cti.NewAgreement(run.ssa, run.ssp)
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !f.quitting() {
 		recs, err := f.store.Records(id, f.progress[id], forwardRecords, forwardBytes)
 		if err != nil {
 			f.log.Warn("records not read for a sink; will retry", "ssa", id, "sink", f.cfg.Name, "err", err)

@@ -68,6 +68,7 @@ func TestServiceUnit(t *testing.T) {
 		"Type=notify",
 		"NotifyAccess=main",
 		"ExecStart=" + binaryPath + " --home /var/lib/ssanet run",
+		"ExecReload=/bin/kill -HUP $MAINPID",
 		"User=ssanet",
 		"StateDirectory=ssanet",
 		"ProtectSystem=strict",

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ssanet/ssanet/policy"
 )
 
 // TestConfigCheck runs `ssanet config check` on broken configs: each problem is listed with its
@@ -33,6 +35,10 @@ func TestConfigCheck(t *testing.T) {
 			[]string{`line 5: metrics "10.1.2.3:9464" is not a loopback address: set metrics-remote: true to serve metrics to other hosts, or use 127.0.0.1:PORT`}},
 		{"two sinks named alike", base + "sinks:\n  - type: jsonl\n    path: /tmp/a.jsonl\n  - type: jsonl\n    path: /tmp/b.jsonl\n",
 			[]string{`line 8: two sinks are named "jsonl" (a sink without a name is named after its type): give each a name of its own`}},
+		{"log level", base + "log-level: loud\n",
+			[]string{`line 5: log-level must be debug, info, warn or error, not "loud"`}},
+		{"sink read-from", base + "sinks:\n  - type: jsonl\n    path: /tmp/x.jsonl\n    read-from: middle\n",
+			[]string{`line 6: sink jsonl: read-from must be beginning or end, not "middle"`}},
 		{"key twice", base + "mdns: true\n",
 			[]string{`line 5: mapping key "mdns" already defined at line 2`}},
 		{"cut short", "listen: [/ip4/127.0.0.1/tcp/0]\nmdns: false\n",
@@ -94,5 +100,38 @@ func TestConfigCheckExamples(t *testing.T) {
 		if out, _, code := ssanet(t, "--home", home, "--json", "config", "check"); code != 0 || strings.TrimSpace(out) != "[]" {
 			t.Errorf("init %v, --json config check: exit %d, printed %q, want []", flags, code, out)
 		}
+	}
+}
+
+// TestConfigCheckFiles: `config check FILE...` checks template and offer files too, each
+// problem after its file's path (and line); the example templates pass.
+func TestConfigCheckFiles(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "home")
+	if _, errs, code := ssanet(t, "--home", home, "init", "--mdns=false"); code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errs)
+	}
+	dir := t.TempDir()
+	tmpl, offer := filepath.Join(dir, "request.yaml"), filepath.Join(dir, "offer.yaml")
+	files := map[string]string{
+		tmpl:  "information:\n  - type: attack-detection-log\n    format: eve\npolicy:\n  handlin: {}\n",
+		offer: "id: alerts\nterms:\n  information:\n    - type: attack-detection-log\n      format: evee\n",
+	}
+	for path, text := range files {
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := tmpl + ": line 5: protocol: bad template: yaml: unmarshal errors: field handlin not found in type protocol.Policy\n" +
+		offer + `: information[0]: format "evee" is not one this agent can parse (` + strings.Join(policy.Formats(), ", ") + `): no request for it can be enforced` + "\n"
+	if out, errs, code := ssanet(t, "--home", home, "config", "check", tmpl, offer); code != 1 || out != want {
+		t.Errorf("config check FILES: exit %d, printed\n%s\nwant exit 1 and\n%s(stderr %s)", code, out, want, errs)
+	}
+	examples, err := filepath.Glob("../../protocol/examples/*.yaml")
+	if err != nil || len(examples) == 0 {
+		t.Fatalf("no example templates (%v)", err)
+	}
+	okLine := filepath.Join(home, "config.yaml") + ": ok\n"
+	if out, errs, code := ssanet(t, append([]string{"--home", home, "config", "check"}, examples...)...); code != 0 || out != okLine {
+		t.Errorf("config check on the example templates: exit %d, printed %q (stderr %s)", code, out, errs)
 	}
 }

@@ -55,7 +55,7 @@ func (c *cli) initCommand() *cobra.Command {
 func (c *cli) runCommand() *cobra.Command {
 	var level string
 	var check bool
-	cmd := c.command("run [--check] [--log-level L]", "run the daemon (foreground; SIGINT/SIGTERM stop it cleanly)",
+	cmd := c.command("run [--check] [--log-level L]", "run the daemon (foreground; SIGINT/SIGTERM stop it cleanly, SIGHUP reloads config.yaml)",
 		noData, nargs(0, 0), func([]string) int { // its logs are JSON already
 			if check {
 				return c.checkConfig()
@@ -77,17 +77,27 @@ func (c *cli) runDaemon(level string) int {
 	if c.api("GET", "/v1/id", nil, &id) == nil {
 		return c.fail(fmt.Errorf("a daemon already runs in %s (peer %s): stop it first, or give this one another --home", c.home, id.PeerID))
 	}
-	// Warnings that repeat are rate-limited: the first agent.LogBurst a minute, then a summary.
-	limiter := agent.NewLogLimiter(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: lvl}), agent.LogBurst, agent.LogEvery)
+	// config.yaml's log-level overrides the flag's level, at start and at reloads. Warnings
+	// that repeat are rate-limited: the first agent.LogBurst a minute, then a summary.
+	levelVar := new(slog.LevelVar)
+	levelVar.Set(lvl)
+	limiter := agent.NewLogLimiter(slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: levelVar}), agent.LogBurst, agent.LogEvery)
 	defer limiter.Close()
 	log := slog.New(limiter)
 	slog.SetDefault(log)
-	a, err := agent.New(c.home, agent.Options{Logger: log})
+	// Caught from here on: a SIGHUP while the agent starts is a reload once it has started,
+	// not the end of the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	a, err := agent.New(c.home, agent.Options{Logger: log, Level: levelVar})
 	if err != nil {
 		return c.fail(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	reloaded := reloadOnHangup(ctx, hup, a, log)
+	defer func() { stop(); <-reloaded }() // whatever ends ServeControl ends the reloads too
 	for _, addr := range a.Addrs() {
 		log.Info("listening", "addr", addr)
 	}
@@ -125,6 +135,34 @@ func (c *cli) id() int {
 		fmt.Fprintln(c.stdout, a)
 	}
 	return exitOK
+}
+
+// reloadOnHangup reloads a's config at each signal on hup (SIGHUP) until ctx ends, telling the
+// service manager RELOADING=1 before and READY=1 after (sd_notify(3)); the channel is closed
+// when it is done.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, a *agent.Agent, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			if err := notifyServiceManager("RELOADING=1\nSTATUS=reloading config.yaml"); err != nil {
+				log.Error("reload not told to the service manager", "err", err)
+			}
+			status := "READY=1\nSTATUS=serving"
+			if _, err := a.Reload(); err != nil { // logged by Reload
+				status += " (last reload failed: see the log)"
+			}
+			if err := notifyServiceManager(status); err != nil {
+				log.Error("end of reload not told to the service manager", "err", err)
+			}
+		}
+	}()
+	return done
 }
 
 // errNotifySocket means $NOTIFY_SOCKET names no socket ssanet can write to.

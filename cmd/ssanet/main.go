@@ -56,7 +56,7 @@ func (c *cli) commands() []*cobra.Command {
 		c.configCommand(), c.runCommand(), c.discoverCommand(), c.testnetCommand(), c.demoCommand(),
 		c.ingestCommand(), c.recordsCommand(), c.monitorCommand(), c.sinksCommand(), c.idCommand(),
 		c.offerCommand(), c.requestCommand(), c.peersCommand(), c.backupCommand(), c.restoreCommand(),
-		c.statusCommand(), c.communityCommand(), c.manCommand(),
+		c.statusCommand(), c.reloadCommand(), c.communityCommand(), c.manCommand(),
 	}
 }
 

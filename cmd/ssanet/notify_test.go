@@ -16,7 +16,8 @@ import (
 
 // TestNotifyReadiness runs the daemon as systemd runs a Type=notify unit: with NOTIFY_SOCKET
 // naming a unixgram socket (a path, or an abstract name), the daemon sends READY=1 once it
-// answers on its control socket, and STOPPING=1 when SIGTERM stops it.
+// answers on its control socket, RELOADING=1 and READY=1 around the reload SIGHUP asks for,
+// and STOPPING=1 when SIGTERM stops it.
 func TestNotifyReadiness(t *testing.T) {
 	for _, tc := range []struct{ name, addr string }{
 		{"path", ""}, // a socket file in a temporary directory
@@ -62,6 +63,15 @@ func TestNotifyReadiness(t *testing.T) {
 			// Ready means answering: the control API serves at once, without a retry.
 			if out, errs, code := ssanet(t, "--home", home, "id"); code != 0 || !strings.HasPrefix(out, "12D3KooW") {
 				t.Fatalf("id right after READY=1: exit %d, %q, %s", code, out, errs)
+			}
+			// SIGHUP reloads the config between RELOADING=1 and READY=1.
+			if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"RELOADING=1", "READY=1"} {
+				if msg := readNotify(t, sock, 10*time.Second, &logs); !strings.HasPrefix(msg, want+"\n") {
+					t.Fatalf("notification after SIGHUP %q, want %s first", msg, want)
+				}
 			}
 			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
