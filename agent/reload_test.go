@@ -80,7 +80,7 @@ func TestReloadBrokenConfigKept(t *testing.T) {
 		{"unknown key", strings.Replace(string(good), "\nsinks:", "\nsinkz:", 1), "field sinkz not found"},
 		{"not yaml", string(good) + "  - : :\n\t", "yaml"},
 		{"cut short", string(good[:len(good)/3]), "config incomplete"},
-		{"invalid sink", strings.Replace(string(good), "type: jsonl\n", "type: ftp\n", 1), "type must be jsonl, syslog or webhook"},
+		{"invalid sink", strings.Replace(string(good), "type: jsonl\n", "type: ftp\n", 1), "type must be jsonl, syslog, webhook or misp-feed"},
 		{"invalid allow", strings.Replace(string(good), "\naccept: auto", "\naccept: auto\nallow: [not-a-peer]", 1), "is not a peer ID"},
 		{"invalid log level", string(good) + "log-level: loud\n", "log-level must be"},
 	} {
