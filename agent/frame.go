@@ -12,15 +12,25 @@ import (
 var ErrFrameTooLarge = errors.New("agent: frame too large")
 
 // writeFrame writes one length-prefixed frame (unsigned varint length, then the bytes). An
-// empty frame is an acknowledgement with no answer.
+// empty frame is an acknowledgement with no answer. A frame of up to frameJoin bytes is
+// written with its length in one write; a larger one (a batch) in two, not copied.
 func writeFrame(w io.Writer, b []byte) error {
 	var hdr [binary.MaxVarintLen64]byte
 	n := binary.PutUvarint(hdr[:], uint64(len(b)))
-	if _, err := w.Write(append(hdr[:n:n], b...)); err != nil {
+	var err error
+	if len(b) <= frameJoin {
+		_, err = w.Write(append(hdr[:n:n], b...))
+	} else if _, err = w.Write(hdr[:n]); err == nil {
+		_, err = w.Write(b)
+	}
+	if err != nil {
 		return fmt.Errorf("write frame: %w", err)
 	}
 	return nil
 }
+
+// frameJoin is the largest frame writeFrame copies behind its length to write both at once.
+const frameJoin = 16 << 10
 
 // frameChunk is the most memory readFrame takes before the bytes arrive.
 const frameChunk = 64 << 10

@@ -363,16 +363,23 @@ func (c *checkedBatch) countNew(l *ledger, stored int) {
 }
 
 // kept are the batch's records as stored: tagged with their format, and quarantined where
-// they do not comply.
+// they do not comply. They share one buffer, each capped at its own length.
 func (c *checkedBatch) kept() [][]byte {
 	tag := c.run.formatTag(c.b.Format)
+	size := len(c.b.Records)
+	for _, r := range c.b.Records {
+		size += len(r)
+	}
+	buf := make([]byte, 0, size)
 	kept := make([][]byte, len(c.b.Records))
 	for i, r := range c.b.Records {
 		t := tag
 		if c.bad[i] {
 			t |= quarantineBit
 		}
-		kept[i] = append([]byte{t}, r...)
+		start := len(buf)
+		buf = append(append(buf, t), r...)
+		kept[i] = buf[start:len(buf):len(buf)]
 	}
 	return kept
 }

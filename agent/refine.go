@@ -22,6 +22,10 @@ import (
 // ingestChunk is how many raw records are refined and queued together.
 const ingestChunk = 2048
 
+// readBlock is the size of the buffers that the raw records read share (a larger record gets
+// one of its own).
+const readBlock = 256 << 10
+
 // provisions is what refine-and-queue needs of the management point.
 type provisions interface {
 	// providerRuns are the SSAs provided in force.
@@ -146,6 +150,7 @@ func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.Reco
 	defer close(done)
 	recs := make(chan next, 64)
 	go func() { // the reader: it ends at the end of the input, on an error, or with done
+		var block []byte // the records cut share blocks of readBlock bytes
 		for {
 			rec, err := rr.Next()
 			n := next{end: rr.Offset()}
@@ -156,7 +161,12 @@ func (q *refiner) readChunks(ctx context.Context, format string, rr *policy.Reco
 			case err != nil:
 				n.err = err
 			default:
-				n.rec = slices.Clone(rec)
+				if cap(block)-len(block) < len(rec) {
+					block = make([]byte, 0, max(readBlock, len(rec)))
+				}
+				start := len(block)
+				block = append(block, rec...)
+				n.rec = block[start:len(block):len(block)]
 			}
 			select {
 			case recs <- n:

@@ -198,19 +198,29 @@ func (run *agreementRun) refine(format string, raws [][]byte, year int, now func
 		run.enforcers[format] = e
 	}
 	before := e.Stats()
-	var buf []byte
+	// The refined records share buffers, each record capped at its own length: buf holds
+	// room for the raw records, tagged, and is replaced by a larger one if they grow.
+	size := len(raws)
+	for _, raw := range raws {
+		size += len(raw)
+	}
+	buf := make([]byte, 0, size)
 	for i, raw := range raws {
-		buf, err = e.Refine(buf[:0], raw)
-		if err != nil {
+		start := len(buf)
+		if buf, err = e.Refine(append(buf, tag), raw); err != nil {
 			if n.malformed++; n.badIndex == 0 {
 				n.badIndex = i + 1
 			}
+			buf = buf[:start]
 			continue
 		}
-		if len(buf) == 0 {
+		if len(buf) == start+1 {
+			buf = buf[:start]
 			continue // not to be shared
 		}
-		out = append(out, append([]byte{tag}, buf[:len(buf)-1]...))
+		end := len(buf) - 1 // the newline
+		out = append(out, buf[start:end:end])
+		buf = buf[:end]
 	}
 	after := e.Stats()
 	n.outside = after.OutsideSchedule - before.OutsideSchedule
