@@ -78,7 +78,8 @@ func agreementOf(t *testing.T, id, tlp, redistribution string, retention time.Du
 var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 
 // testServer serves: ssa-green (GREEN, community; readers alice, bob), ssa-amber (AMBER;
-// reader alice, carol), ssa-red (RED; reader alice), ssa-short (GREEN, 1h retention; alice).
+// reader alice, carol), ssa-red (RED; reader alice), ssa-short (GREEN, 1h retention; alice),
+// ssa-red-any (RED with redistribution any; alice).
 // alice (password) and bob (token) are of the organisation, carol of the community.
 func testServer(t *testing.T, now *time.Time) (*Server, *fakeSource) {
 	t.Helper()
@@ -101,6 +102,7 @@ func testServer(t *testing.T, now *time.Time) (*Server, *fakeSource) {
 			{SSA: "ssa-amber", Readers: []string{"alice", "carol"}},
 			{SSA: "ssa-red", Readers: []string{"alice"}},
 			{SSA: "ssa-short", Readers: []string{"alice"}},
+			{SSA: "ssa-red-any", Readers: []string{"alice"}},
 		}}
 	src := &fakeSource{ssas: map[string]*cti.Agreement{
 		"ssa-green": agreementOf(t, "ssa-green", protocol.TLPGreen, "community", 0),
@@ -108,6 +110,11 @@ func testServer(t *testing.T, now *time.Time) (*Server, *fakeSource) {
 		"ssa-red":   agreementOf(t, "ssa-red", protocol.TLPRed, "", 0),
 		"ssa-short": agreementOf(t, "ssa-short", protocol.TLPGreen, "", time.Hour),
 	}, recs: map[string][]Record{}}
+	// An agreement whose redistribution would reach anyone, with TLP:RED all the same: RED
+	// alone keeps the collection closed.
+	redAny := *src.ssas["ssa-red"]
+	redAny.SSA, redAny.Redistribution = "ssa-red-any", "any"
+	src.ssas["ssa-red-any"] = &redAny
 	for id := range src.ssas {
 		src.add(t, id, 5, t0)
 	}
@@ -248,6 +255,7 @@ func TestOffered(t *testing.T) {
 		{"carol", "ssa-amber", http.StatusNotFound}, // AMBER does not reach the community
 		{"bob", "ssa-amber", http.StatusForbidden},  // not a reader
 		{"alice", "ssa-red", http.StatusNotFound},   // RED never, even for a reader
+		{"alice", "ssa-red-any", http.StatusNotFound},
 		{"alice", "ssa-unknown", http.StatusNotFound},
 	} {
 		for _, path := range []string{
