@@ -1,6 +1,7 @@
 package taxii
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -151,4 +152,26 @@ func readSecret(home, path string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: secret %s is empty: write the password or token into it", ErrConfig, path)
 	}
 	return s, nil
+}
+
+// CheckFiles checks what the server reads when it starts, for `ssanet config check`: each
+// secret file (relative to home) and the TLS certificate and key.
+func (c *Config) CheckFiles(home string) error {
+	if !c.Enabled() {
+		return nil
+	}
+	for name, u := range c.Users {
+		for _, path := range []string{u.PasswordFile, u.TokenFile} {
+			if path == "" {
+				continue
+			}
+			if _, err := readSecret(home, path); err != nil {
+				return fmt.Errorf("user %s: %w", name, err)
+			}
+		}
+	}
+	if _, err := tls.LoadX509KeyPair(abs(home, c.TLSCert), abs(home, c.TLSKey)); err != nil {
+		return fmt.Errorf("%w: tls-cert and tls-key: %w", ErrConfig, err)
+	}
+	return nil
 }
