@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,8 +49,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == DiscoveryPath:
 		if s.get(w, r) {
+			root := (&url.URL{Scheme: "https", Host: r.Host, Path: APIRootPath}).String()
 			s.reply(w, http.StatusOK, map[string]any{"title": s.title(), "description": "Records shared under X.1205 SSAs, as STIX 2.1",
-				"default": APIRootPath, "api_roots": []string{APIRootPath}})
+				"default": root, "api_roots": []string{root}})
 		}
 	case r.URL.Path == APIRootPath:
 		if s.get(w, r) {
@@ -193,8 +195,13 @@ func (s *Server) collection(w http.ResponseWriter, r *http.Request, u *user, id 
 			return
 		}
 		s.objects(w, r, c, a, false, rest[1])
+	case len(rest) == 3 && rest[0] == "objects" && rest[1] != "" && rest[2] == "versions":
+		if !s.get(w, r) {
+			return
+		}
+		s.versions(w, r, c, a, rest[1])
 	default:
-		s.fail(w, http.StatusNotFound, "Not found", "a collection has objects/, objects/{id}/ and manifest/")
+		s.fail(w, http.StatusNotFound, "Not found", "a collection has objects/, objects/{id}/, objects/{id}/versions/ and manifest/")
 	}
 }
 
@@ -347,6 +354,45 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, c *Collection, 
 		} else {
 			body.Objects = append(body.Objects, e.json)
 		}
+	}
+	s.reply(w, http.StatusOK, body)
+}
+
+// versions answers the versions endpoint (§5.7): each object of the collection has one
+// version, but an SCO comes with every record that holds it, so its version is listed once.
+func (s *Server) versions(w http.ResponseWriter, r *http.Request, c *Collection, a *cti.Agreement, objectID string) {
+	q, err := s.parseQuery(r)
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, "Bad request", err.Error())
+		return
+	}
+	q.ids = []string{objectID}
+	page, next, more, err := s.page(c.SSA, a, &q)
+	if err != nil {
+		s.log.Warn("TAXII page not read", "ssa", c.SSA, "err", err)
+		s.fail(w, http.StatusInternalServerError, "Records not read", "the agent could not read the SSA's records; try again, and if it fails again read the agent's log")
+		return
+	}
+	if len(page) == 0 && !more {
+		s.fail(w, http.StatusNotFound, "Object not found", "no object "+objectID+" in this collection")
+		return
+	}
+	body := struct {
+		More     bool     `json:"more"`
+		Next     string   `json:"next,omitempty"`
+		Versions []string `json:"versions,omitempty"`
+	}{More: more}
+	if more {
+		body.Next = next.String()
+	}
+	for _, e := range page {
+		if !slices.Contains(body.Versions, e.version) {
+			body.Versions = append(body.Versions, e.version)
+		}
+	}
+	if len(page) > 0 {
+		w.Header().Set("X-TAXII-Date-Added-First", page[0].added.Format(stamp))
+		w.Header().Set("X-TAXII-Date-Added-Last", page[len(page)-1].added.Format(stamp))
 	}
 	s.reply(w, http.StatusOK, body)
 }

@@ -197,6 +197,25 @@ func b64(s string) string {
 	return r.Header.Get("Authorization")[len("Basic "):]
 }
 
+func TestDiscovery(t *testing.T) {
+	now := t0
+	s, _ := testServer(t, &now)
+	code, body, _ := get(t, s, "alice", DiscoveryPath)
+	roots, _ := body["api_roots"].([]any)
+	if code != http.StatusOK || len(roots) != 1 || roots[0] != "https://example.com"+APIRootPath || body["default"] != roots[0] {
+		t.Errorf("discovery: %d %v", code, body)
+	}
+	code, body, _ = get(t, s, "alice", APIRootPath)
+	if vs, _ := body["versions"].([]any); code != http.StatusOK || len(vs) != 1 || vs[0] != MediaTAXII {
+		t.Errorf("API root: %d %v", code, body)
+	}
+	for _, path := range []string{"/", "/taxii2", "/other/", APIRootPath + "status/x/", APIRootPath + "collections/ssa-green/objects/x/y/"} {
+		if code, _, _ := get(t, s, "alice", path); code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, code)
+		}
+	}
+}
+
 func TestMediaTypes(t *testing.T) {
 	now := t0
 	s, _ := testServer(t, &now)
@@ -414,6 +433,13 @@ func TestMatch(t *testing.T) {
 	objs, _ = body["objects"].([]any)
 	if code != http.StatusOK || len(objs) == 0 || objs[0].(map[string]any)["id"] != id {
 		t.Errorf("object %s: %d %v", id, code, body)
+	}
+	code, body, _ = get(t, s, "alice", APIRootPath+"collections/ssa-green/objects/"+id+"/versions/")
+	if vs, _ := body["versions"].([]any); code != http.StatusOK || len(vs) != 1 || vs[0] == "" {
+		t.Errorf("versions of %s: %d %v", id, code, body)
+	}
+	if code, _, _ = get(t, s, "alice", APIRootPath+"collections/ssa-green/objects/indicator--00000000-0000-4000-8000-000000000000/versions/"); code != http.StatusNotFound {
+		t.Errorf("versions of an unknown object: %d, want 404", code)
 	}
 	if code, _, _ = get(t, s, "alice", APIRootPath+"collections/ssa-green/objects/indicator--00000000-0000-4000-8000-000000000000/"); code != http.StatusNotFound {
 		t.Errorf("unknown object: %d, want 404", code)
