@@ -218,7 +218,11 @@ func TestTAXII(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootURL := root.ResolveReference(&url.URL{Path: disc.APIRoots[0]}).String()
+	ref, err := url.Parse(disc.APIRoots[0]) // a URL, absolute or relative to discovery (§4.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootURL := root.ResolveReference(ref).String()
 	var ar taxiiAPIRoot
 	if code, _ := analyst.get(rootURL, &ar); code != http.StatusOK || !slices.Contains(ar.Versions, taxiiMedia) {
 		t.Fatalf("API root %s: %d %+v", rootURL, code, ar)
