@@ -1,6 +1,7 @@
 package taxii
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -325,7 +326,11 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, c *Collection, 
 	if objectID != "" {
 		q.ids = []string{objectID}
 	}
+	if s.busy(w) {
+		return
+	}
 	page, next, more, err := s.page(c.SSA, a, &q)
+	s.idle()
 	if err != nil {
 		s.log.Warn("TAXII page not read", "ssa", c.SSA, "err", err)
 		s.fail(w, http.StatusInternalServerError, "Records not read", "the agent could not read the SSA's records; try again, and if it fails again read the agent's log")
@@ -339,23 +344,46 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request, c *Collection, 
 		w.Header().Set("X-TAXII-Date-Added-First", page[0].added.Format(stamp))
 		w.Header().Set("X-TAXII-Date-Added-Last", page[len(page)-1].added.Format(stamp))
 	}
-	body := struct {
-		More    bool   `json:"more"`
-		Next    string `json:"next,omitempty"`
-		Objects []any  `json:"objects,omitempty"`
-	}{More: more}
+	// The envelope is written by hand around the objects, encoded once by page.
+	var b bytes.Buffer
+	b.Grow(64 + len(page)*2 + sizeOf(page))
+	fmt.Fprintf(&b, `{"more":%t`, more)
 	if more {
-		body.Next = next.String()
+		fmt.Fprintf(&b, `,"next":%q`, next.String()) // base64url: no escaping needed
 	}
-	for _, e := range page {
-		if manifest {
-			body.Objects = append(body.Objects, map[string]string{"id": e.obj.ID(), "date_added": e.added.Format(stamp),
-				"version": e.version, "media_type": MediaSTIX})
+	for i, e := range page {
+		if i == 0 {
+			b.WriteString(`,"objects":[`)
 		} else {
-			body.Objects = append(body.Objects, e.json)
+			b.WriteByte(',')
+		}
+		if manifest {
+			m, err := json.Marshal(map[string]string{"id": e.obj.ID(), "date_added": e.added.Format(stamp), "version": e.version, "media_type": MediaSTIX})
+			if err != nil {
+				s.fail(w, http.StatusInternalServerError, "Internal error", "a manifest entry could not be encoded")
+				return
+			}
+			b.Write(m)
+		} else {
+			b.Write(e.json)
 		}
 	}
-	s.reply(w, http.StatusOK, body)
+	if len(page) > 0 {
+		b.WriteByte(']')
+	}
+	b.WriteByte('}')
+	w.Header().Set("Content-Type", MediaTAXII)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b.Bytes())
+}
+
+func sizeOf(page []entry) int {
+	n := 0
+	for _, e := range page {
+		n += len(e.json)
+	}
+	return n
 }
 
 // versions answers the versions endpoint (§5.7): each object of the collection has one
@@ -367,7 +395,11 @@ func (s *Server) versions(w http.ResponseWriter, r *http.Request, c *Collection,
 		return
 	}
 	q.ids = []string{objectID}
+	if s.busy(w) {
+		return
+	}
 	page, next, more, err := s.page(c.SSA, a, &q)
+	s.idle()
 	if err != nil {
 		s.log.Warn("TAXII page not read", "ssa", c.SSA, "err", err)
 		s.fail(w, http.StatusInternalServerError, "Records not read", "the agent could not read the SSA's records; try again, and if it fails again read the agent's log")
@@ -396,6 +428,22 @@ func (s *Server) versions(w http.ResponseWriter, r *http.Request, c *Collection,
 	}
 	s.reply(w, http.StatusOK, body)
 }
+
+// busy takes a paging token, or answers 429 and returns false when maxPaging requests are
+// reading records already; the caller gives the token back with idle.
+func (s *Server) busy(w http.ResponseWriter) bool {
+	select {
+	case s.paging <- struct{}{}:
+		return false
+	default:
+		s.log.Warn("TAXII request refused: too many requests reading records at once", "max", maxPaging)
+		w.Header().Set("Retry-After", "1")
+		s.fail(w, http.StatusTooManyRequests, "Too many requests", fmt.Sprintf("%d requests are reading this server's records; try again in a second", maxPaging))
+		return true
+	}
+}
+
+func (s *Server) idle() { <-s.paging }
 
 // page reads one page of the collection from q.from: at most q.limit objects, at most
 // maxPageBytes of them (but at least one) and at most maxScan records read. more says

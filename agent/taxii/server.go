@@ -42,6 +42,9 @@ const (
 	maxQuery       = 8 << 10  // bytes of a request's query
 	maxHeader      = 16 << 10 // bytes of a request's headers
 	maxBody        = 1 << 20  // bytes of a request body (the server reads none)
+	// maxPaging is how many requests read records at once; one more gets 429. Each holds
+	// at most maxPageBytes of objects and readChunkBytes of records.
+	maxPaging = 8
 )
 
 // Record is one record of an SSA's inbox.
@@ -77,6 +80,8 @@ type Server struct {
 	ids   map[string]string
 	order []string // SSA IDs in configuration order
 
+	paging chan struct{} // one token per request reading records (maxPaging)
+
 	mu       sync.Mutex
 	srv      *http.Server
 	unmapped map[string]bool // SSAs whose unmappable records were logged
@@ -96,7 +101,7 @@ func New(cfg Config, home string, src Source, log *slog.Logger, now func() time.
 		return nil, err
 	}
 	s := &Server{cfg: cfg, home: home, src: src, log: log, now: now, maxPage: cfg.MaxPage, users: map[string]*user{},
-		cols: map[string]*Collection{}, ids: map[string]string{}, unmapped: map[string]bool{}}
+		cols: map[string]*Collection{}, ids: map[string]string{}, unmapped: map[string]bool{}, paging: make(chan struct{}, maxPaging)}
 	if s.maxPage == 0 {
 		s.maxPage = DefaultMaxPage
 	}

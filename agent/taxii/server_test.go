@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -548,4 +549,75 @@ func TestSecretFiles(t *testing.T) {
 	if _, err := New(cfg, dir, &fakeSource{}, slog.New(slog.DiscardHandler), time.Now); err == nil {
 		t.Error("missing secret file: no error")
 	}
+}
+
+// TestBusy: a request beyond maxPaging reading records at once gets 429 with Retry-After.
+func TestBusy(t *testing.T) {
+	now := t0
+	s, _ := testServer(t, &now)
+	for range maxPaging {
+		s.paging <- struct{}{}
+	}
+	for _, path := range []string{objectsPath("ssa-green", ""), APIRootPath + "collections/ssa-green/manifest/"} {
+		if code, _, h := get(t, s, "alice", path); code != http.StatusTooManyRequests || h.Get("Retry-After") == "" {
+			t.Errorf("%s with %d requests paging: %d, want 429 with Retry-After", path, maxPaging, code)
+		}
+	}
+	if code, _, _ := get(t, s, "alice", APIRootPath+"collections/"); code != http.StatusOK {
+		t.Errorf("collections while paging is full: %d, want 200", code)
+	}
+	<-s.paging
+	if code, _, _ := get(t, s, "alice", objectsPath("ssa-green", "")); code != http.StatusOK {
+		t.Errorf("with a token free: %d, want 200", code)
+	}
+	if len(s.paging) != maxPaging-1 {
+		t.Errorf("%d tokens held after the request, want %d: a request kept its token", len(s.paging), maxPaging-1)
+	}
+}
+
+// BenchmarkPage pages through a collection of 10,000 EVE records, 1000 objects a page.
+func BenchmarkPage(b *testing.B) {
+	t := &testing.T{}
+	now := t0
+	s, src := testServer(t, &now)
+	src.add(t, "ssa-green", 10000-5, t0)
+	cpu0 := cpuTime(b)
+	b.ResetTimer()
+	objects := 0
+	for range b.N {
+		objects = 0
+		next := ""
+		for {
+			r := httptest.NewRequest(http.MethodGet, objectsPath("ssa-green", "limit=1000&next="+next), nil)
+			r.SetBasicAuth("alice", "alice-secret")
+			w := httptest.NewRecorder()
+			s.ServeHTTP(w, r)
+			var env struct {
+				More    bool              `json:"more"`
+				Next    string            `json:"next"`
+				Objects []json.RawMessage `json:"objects"`
+			}
+			if err := json.Unmarshal(w.Body.Bytes(), &env); err != nil || w.Code != http.StatusOK {
+				b.Fatalf("%d %v", w.Code, err)
+			}
+			objects += len(env.Objects)
+			if !env.More {
+				break
+			}
+			next = env.Next
+		}
+	}
+	b.ReportMetric(float64(objects), "objects/op")
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/10000, "µs/record")
+	// CPU time says more than wall time on a shared machine.
+	b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N)/10000, "cpu-µs/record")
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
