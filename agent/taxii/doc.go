@@ -21,6 +21,7 @@
 // Every request is authenticated (HTTP basic or bearer, secrets read from files, compared in
 // constant time) over TLS; its work is bounded: a page holds at most Config.MaxPage objects
 // and maxPageBytes of them, and reads at most maxScan records, after which it ends with
-// `more` and a `next` that carries on. The package knows nothing of the agent: it reads SSAs
+// `more` and a `next` that carries on; at most maxPaging requests read records at once, and
+// one more is answered 429. The package knows nothing of the agent: it reads SSAs
 // and records through Source.
 package taxii
