@@ -425,6 +425,10 @@ func TestMatch(t *testing.T) {
 			t.Errorf("match[type]: got a %v", typ)
 		}
 	}
+	shared := fetch(t, s, "alice", "ssa-green", "match[type]=identity,marking-definition,extension-definition")
+	if len(shared.ids) != 4 || !slices.Contains(shared.ids, "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb") {
+		t.Errorf("shared objects: %v, want the TLP:GREEN marking, two identities and the extension-definition", shared.ids)
+	}
 	id := whole.ids[len(whole.ids)-1]
 	p := fetch(t, s, "alice", "ssa-green", "match[id]="+id)
 	if len(p.ids) == 0 || p.ids[0] != id {
