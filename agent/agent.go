@@ -224,6 +224,9 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	if err := a.sources.start(ctx, a.cfg.Ingest); err != nil {
 		return err
 	}
+	if _, err := a.startTAXII(ctx, now); err != nil {
+		return err
+	}
 	return a.startMetrics(ctx)
 }
 

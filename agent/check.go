@@ -113,6 +113,14 @@ func CheckConfig(home string) []Problem {
 			add(line, fmt.Errorf("ingest.follow %s: directory %s does not exist: create it, or fix the path", f.Path, dir))
 		}
 	}
+	if t := valueOf(top, "taxii"); t != nil {
+		for _, check := range []func() error{c.TAXII.Validate, func() error { return c.TAXII.CheckFiles(home) }} {
+			if err := check(); err != nil {
+				add(t.Line, err)
+				break
+			}
+		}
+	}
 	slices.SortStableFunc(out, func(a, b Problem) int { return a.Line - b.Line })
 	return out
 }

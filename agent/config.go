@@ -18,6 +18,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ssanet/ssanet/agent/taxii"
 	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 	"github.com/ssanet/ssanet/storage"
@@ -81,6 +82,9 @@ type Config struct {
 	Sinks []SinkConfig `yaml:"sinks,omitempty"`
 	// Ingest configures the sources of raw records of a provider.
 	Ingest IngestConfig `yaml:"ingest,omitempty"`
+	// TAXII, when its listen is set, serves the records of the SSAs it exposes as TAXII 2.1
+	// collections (agent/taxii).
+	TAXII *taxii.Config `yaml:"taxii,omitempty"`
 	// Metrics, when set, is a host:port serving Prometheus metrics at /metrics and the
 	// health endpoints /healthz and /readyz: loopback unless MetricsRemote.
 	Metrics string `yaml:"metrics,omitempty"`
@@ -180,7 +184,7 @@ func DefaultConfig() Config {
 // Validate checks a configuration and says what to fix: the first problem of the network
 // part, the negotiation and limits part, then the record sources and sinks.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.validateNetwork, c.validateLimits, c.validateSinks, c.validateIngest} {
+	for _, check := range []func() error{c.validateNetwork, c.validateLimits, c.validateSinks, c.validateIngest, c.TAXII.Validate} {
 		if err := check(); err != nil {
 			return err
 		}

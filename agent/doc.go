@@ -42,7 +42,8 @@
 // receive-and-verify (receive.go) verifies each batch and record against the SSA, stores it
 // exactly once, keeps the first violating batches as evidence, quarantines the records that
 // break the SSA (kept and shown, never forwarded; tag.go) and the sinks (sinks.go, writers in
-// agent/sink) forward the others. Both ends hold to the SSA's agreed method (method.go): the
+// agent/sink) forward the others; the TAXII server (taxii.go, agent/taxii), when configured,
+// offers them as STIX 2.1 collections to those the SSA's handling allows. Both ends hold to the SSA's agreed method (method.go): the
 // negotiation point refuses a method the agent cannot honour, delivery sends nothing and
 // receive-and-verify takes nothing over a protocol or connection security the SSA does not
 // list. The ledger (ledger.go) counts what became of every record,
