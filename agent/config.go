@@ -66,6 +66,12 @@ type Config struct {
 	DHTMode string `yaml:"dht-mode"`
 	// Allow, when not empty, is the community allow-list: only these peer IDs may connect.
 	Allow []string `yaml:"allow,omitempty"`
+	// Directory is "ssanet" (default when empty: the private DHT of ssanet agents, prefix
+	// /ssanet) or "amino" (the public IPFS DHT, /ipfs/kad/1.0.0; discovery.CommunityKey).
+	Directory string `yaml:"directory,omitempty"`
+	// Community names the community in the public directory's keys; required with
+	// directory: amino.
+	Community string `yaml:"community,omitempty"`
 	// Accept says how proposals and revisions this agent receives are decided: "auto"
 	// accepts those that satisfy its own template and rejects the others; "manual" holds
 	// them for an operator.
@@ -205,6 +211,17 @@ func (c *Config) validateNetwork() error {
 		if _, err := peer.Decode(p); err != nil {
 			return fmt.Errorf("config: allow: %q is not a peer ID: %w", p, err)
 		}
+	}
+	switch {
+	case c.Directory != "" && c.Directory != "ssanet" && c.Directory != "amino":
+		return fmt.Errorf("config: directory must be ssanet (the private DHT, default) or amino (the public IPFS DHT), not %q", c.Directory)
+	case c.Directory == "amino" && c.Community == "":
+		return errors.New("config: directory: amino needs community: a name for this community, part of every key it advertises under in the public DHT")
+	case c.Directory == "amino" && len(c.Allow) > 0:
+		// The allow-list gates every connection, and the public DHT needs connections with
+		// peers outside it.
+		return errors.New("config: directory: amino cannot be combined with allow yet: the allow-list refuses every connection outside it, " +
+			"which cuts the agent off the public DHT; use directory: ssanet with allow, or amino without it")
 	}
 	if c.Metrics != "" {
 		host, _, err := net.SplitHostPort(c.Metrics)
@@ -350,6 +367,9 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # dht-mode:             server (answer directory queries) or client (for agents that cannot
 #                       accept connections, e.g. sensors behind NAT)
 # allow:                optional community allow-list of peer IDs; empty: anyone may connect
+# directory:            optional: ssanet (default: the private DHT of ssanet agents) or amino
+#                       (the public IPFS DHT; needs community; not with allow yet)
+# community:            with directory: amino, this community's name in the public keys
 # accept:               auto (accept proposals and revisions that satisfy this agent's own
 #                       template, reject the others) or manual (hold them for
 #                       'ssanet ssa approve|decline ID')
