@@ -176,6 +176,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	// queued before a restart start at once and look up their peers in it.
 	boot, _ := a.cfg.bootstrapPeers() // validated with the config
 	if a.dir, err = discovery.New(a.host, a.self, discovery.Config{Bootstrap: boot, Client: a.cfg.DHTMode == "client",
+		Amino: a.cfg.Directory == "amino", Community: a.cfg.DirectoryCommunity,
 		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log}, a.store.Offers, now); err != nil {
 		return err
 	}

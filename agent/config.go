@@ -71,6 +71,12 @@ type Config struct {
 	// trust anchor, from the community's admins): the roster then decides who may connect,
 	// in place of Allow (roster.go).
 	Community string `yaml:"community,omitempty"`
+	// Directory is "ssanet" (default when empty: the private DHT of ssanet agents, prefix
+	// /ssanet) or "amino" (the public IPFS DHT, /ipfs/kad/1.0.0; discovery.CommunityKey).
+	Directory string `yaml:"directory,omitempty"`
+	// DirectoryCommunity names the community in the public directory's keys; required with
+	// directory: amino.
+	DirectoryCommunity string `yaml:"directory-community,omitempty"`
 	// Accept says how proposals and revisions this agent receives are decided: "auto"
 	// accepts those that satisfy its own template and rejects the others; "manual" holds
 	// them for an operator.
@@ -219,6 +225,17 @@ func (c *Config) validateNetwork() error {
 	}
 	if c.Community != "" && len(c.Allow) > 0 {
 		return errors.New("config: allow and community exclude each other: a community's roster says who may connect; remove allow")
+	}
+	switch {
+	case c.Directory != "" && c.Directory != "ssanet" && c.Directory != "amino":
+		return fmt.Errorf("config: directory must be ssanet (the private DHT, default) or amino (the public IPFS DHT), not %q", c.Directory)
+	case c.Directory == "amino" && c.DirectoryCommunity == "":
+		return errors.New("config: directory: amino needs directory-community: a name for this community, part of every key it advertises under in the public DHT")
+	case c.Directory == "amino" && (len(c.Allow) > 0 || c.Community != ""):
+		// The allow-list gates every connection, and the public DHT needs connections with
+		// peers outside it.
+		return errors.New("config: directory: amino cannot be combined with allow or a community roster yet: both refuse every connection outside the community, " +
+			"which cuts the agent off the public DHT; use directory: ssanet with allow or community, or amino without them")
 	}
 	if c.Metrics != "" {
 		host, _, err := net.SplitHostPort(c.Metrics)
@@ -370,6 +387,10 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # community:            optional file of a signed community roster (from its admins): the
 #                       trust anchor; the roster, kept up to date by the members, then says
 #                       who may connect, in place of allow ('ssanet community')
+# directory:            optional: ssanet (default: the private DHT of ssanet agents) or amino
+#                       (the public IPFS DHT; needs directory-community; not with allow or
+#                       community yet)
+# directory-community:  with directory: amino, this community's name in the public keys
 # accept:               auto (accept proposals and revisions that satisfy this agent's own
 #                       template, reject the others) or manual (hold them for
 #                       'ssanet ssa approve|decline ID')

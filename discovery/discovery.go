@@ -33,6 +33,14 @@ const (
 
 // Config configures the directory.
 type Config struct {
+	// Amino joins the public IPFS DHT (protocol /ipfs/kad/1.0.0, kad-dht's defaults) in place
+	// of the private /ssanet one; offers are then advertised under CommunityKey(Community, …).
+	Amino bool
+	// Community names the community in the keys of the public directory; required with Amino.
+	Community string
+	// Allowed, when set, says who may fetch this agent's signed offers (the allow-list);
+	// others' streams are reset. Nil: anyone.
+	Allowed func(peer.ID) bool
 	// Bootstrap peers to join the directory through.
 	Bootstrap []peer.AddrInfo
 	// Client runs the DHT in client mode, for agents that cannot accept connections.
@@ -53,6 +61,9 @@ type Offers func() ([]*protocol.Offer, error)
 // found on the LAN.
 var ErrNoPeers = errors.New("discovery: no peers in the directory: no bootstrap peer answered and none was found on the LAN " +
 	"(check bootstrap in config.yaml and that those agents run; mDNS finds only agents listening on the LAN)")
+
+// ErrNoCommunity means the public directory was asked for without a community name.
+var ErrNoCommunity = errors.New("discovery: the public directory (directory: amino) needs a community name (community in config.yaml)")
 
 // Directory is the agent's view of the serverless directory.
 type Directory struct {
@@ -87,8 +98,17 @@ func New(h host.Host, self *protocol.Identity, cfg Config, offers Offers, now fu
 	if cfg.Client {
 		mode = dht.ModeClient
 	}
-	kad, err := dht.New(h, dht.ProtocolPrefix(dhtPrefix), dht.Mode(mode), dht.DisableValues(),
-		dht.BootstrapPeers(cfg.Bootstrap...))
+	opts := []dht.Option{dht.ProtocolPrefix(dhtPrefix), dht.Mode(mode), dht.DisableValues(),
+		dht.BootstrapPeers(cfg.Bootstrap...)}
+	if cfg.Amino {
+		if cfg.Community == "" {
+			return nil, ErrNoCommunity
+		}
+		// kad-dht's defaults are Amino's (/ipfs/kad/1.0.0, bucket size 20, values and
+		// providers, the pk and ipns validators): it refuses that prefix with anything else.
+		opts = []dht.Option{dht.Mode(mode), dht.BootstrapPeers(cfg.Bootstrap...)}
+	}
+	kad, err := dht.New(h, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("start the DHT: %w", err)
 	}
@@ -180,7 +200,7 @@ func (d *Directory) advertise(ctx context.Context) error {
 	if err := d.waitForPeers(ctx); err != nil {
 		return err
 	}
-	for _, k := range offerKeys(offers) {
+	for _, k := range d.offerKeys(offers) {
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
 		err := d.dht.Provide(pctx, k, true)
 		cancel()
@@ -207,12 +227,37 @@ func (d *Directory) waitForPeers(ctx context.Context) error {
 	return nil
 }
 
-// Key is the directory key of an information type, or of a (type, format) pair.
+// Key is the private directory's key of an information type, or of a (type, format) pair:
+// a CIDv1 (raw) of the SHA-256 multihash of "ssanet/v1 type=TYPE[ format=FORMAT]".
 func Key(typ, format string) cid.Cid {
 	name := "ssanet/v1 type=" + typ
 	if format != "" {
 		name += " format=" + format
 	}
+	return nameKey(name)
+}
+
+// CommunityKey is the public directory's key of an information type, or of a (type, format)
+// pair, in a community: a CIDv1 (raw) of the SHA-256 multihash of
+// "ssanet/v1 community=COMMUNITY type=TYPE[ format=FORMAT]". Anyone who knows the three names
+// can compute it: it scopes the keys, it hides nothing.
+func CommunityKey(community, typ, format string) cid.Cid {
+	name := "ssanet/v1 community=" + community + " type=" + typ
+	if format != "" {
+		name += " format=" + format
+	}
+	return nameKey(name)
+}
+
+// key is this directory's key of typ (and format).
+func (d *Directory) key(typ, format string) cid.Cid {
+	if d.cfg.Amino {
+		return CommunityKey(d.cfg.Community, typ, format)
+	}
+	return Key(typ, format)
+}
+
+func nameKey(name string) cid.Cid {
 	sum := sha256.Sum256([]byte(name))
 	m, err := mh.Encode(sum[:], mh.SHA2_256)
 	if err != nil {
@@ -221,11 +266,11 @@ func Key(typ, format string) cid.Cid {
 	return cid.NewCidV1(cid.Raw, m)
 }
 
-func offerKeys(offers []*protocol.Offer) []cid.Cid {
+func (d *Directory) offerKeys(offers []*protocol.Offer) []cid.Cid {
 	var keys []cid.Cid
 	for _, o := range offers {
 		for _, in := range o.Terms.Information {
-			for _, k := range []cid.Cid{Key(in.Type, ""), Key(in.Type, in.Format)} {
+			for _, k := range []cid.Cid{d.key(in.Type, ""), d.key(in.Type, in.Format)} {
 				if !slices.Contains(keys, k) {
 					keys = append(keys, k)
 				}
@@ -237,6 +282,11 @@ func offerKeys(offers []*protocol.Offer) []cid.Cid {
 
 // serveOffers answers a fetch with this agent's offers, signed.
 func (d *Directory) serveOffers(st network.Stream) {
+	if d.cfg.Allowed != nil && !d.cfg.Allowed(st.Conn().RemotePeer()) {
+		d.log.Debug("offers not served to a peer outside the allow-list", "peer", st.Conn().RemotePeer())
+		st.Reset()
+		return
+	}
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(10 * time.Second))
 	offers, err := d.offers()
@@ -294,7 +344,7 @@ func (d *Directory) Find(ctx context.Context, typ, format string) ([]Provider, e
 		wg  sync.WaitGroup
 	)
 	seen := map[peer.ID]bool{d.h.ID(): true}
-	for pi := range d.dht.FindProvidersAsync(ctx, Key(typ, format), 0) {
+	for pi := range d.dht.FindProvidersAsync(ctx, d.key(typ, format), 0) {
 		if seen[pi.ID] {
 			continue
 		}

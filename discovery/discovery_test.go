@@ -40,6 +40,12 @@ func (n *node) setOffers(o ...*protocol.Offer) {
 
 func newNode(t *testing.T, bootstrap []peer.AddrInfo) *node {
 	t.Helper()
+	return newNodeConfig(t, Config{Bootstrap: bootstrap})
+}
+
+// newNodeConfig starts a node on loopback with cfg (Readvertise: an hour).
+func newNodeConfig(t *testing.T, cfg Config) *node {
+	t.Helper()
 	k, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +59,8 @@ func newNode(t *testing.T, bootstrap []peer.AddrInfo) *node {
 		t.Fatal(err)
 	}
 	n := &node{h: h, id: id}
-	n.dir, err = New(h, id, Config{Bootstrap: bootstrap, Readvertise: time.Hour}, n.currentOffers, time.Now)
+	cfg.Readvertise = time.Hour
+	n.dir, err = New(h, id, cfg, n.currentOffers, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

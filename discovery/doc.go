@@ -1,7 +1,9 @@
 // Package discovery is the Discovery phase of X.1205 Supplement 20 clause 6.2 with no central
 // server: a Kademlia DHT formed by ssanet agents only (protocol prefix /ssanet), in which each
 // provider advertises the information it offers under keys derived from (information type)
-// and (information type, format), and LAN discovery with mDNS.
+// and (information type, format), and LAN discovery with mDNS. Optionally (Config.Amino) the
+// directory is the public IPFS DHT (/ipfs/kad/1.0.0) instead, with keys that also carry the
+// community's name (CommunityKey).
 //
 // The directory holds only pointers ("this peer provides type T"); the offers themselves are
 // fetched from the provider over /ssanet/offers/1.0.0 as a list signed with the provider's

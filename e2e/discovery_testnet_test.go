@@ -31,6 +31,8 @@ import (
 const (
 	// testnetReadyTimeout bounds `ssanet testnet` until it prints its table.
 	testnetReadyTimeout = 90 * time.Second
+	// testnetReadyPerAgent is the wait per agent for larger testnets (100 agents: 200 s).
+	testnetReadyPerAgent = 2 * time.Second
 	// testnetStopTimeout is how long `ssanet testnet` may take to stop its agents and exit
 	// after SIGTERM (it gives each agent 10 s).
 	testnetStopTimeout = 30 * time.Second
@@ -107,8 +109,8 @@ func startTestnet(tb testing.TB, n int) *testnet {
 		if err != nil {
 			tb.Fatalf("ssanet testnet printed no table of agents: %v\nstderr:\n%s", err, tn.stderr)
 		}
-	case <-time.After(testnetReadyTimeout):
-		tb.Fatalf("ssanet testnet --nodes %d printed no table after %s\nstderr:\n%s", n, testnetReadyTimeout, tn.stderr)
+	case <-time.After(max(testnetReadyTimeout, time.Duration(n)*testnetReadyPerAgent)):
+		tb.Fatalf("ssanet testnet --nodes %d printed no table after %s\nstderr:\n%s", n, max(testnetReadyTimeout, time.Duration(n)*testnetReadyPerAgent), tn.stderr)
 	}
 	if len(tn.nodes) != n {
 		tb.Fatalf("ssanet testnet --nodes %d listed %d agents: %+v", n, len(tn.nodes), tn.nodes)
