@@ -105,6 +105,9 @@ type Config struct {
 	// StorageReserveMiB is the free space (MiB, besides the store's LSM tree) below which
 	// records are paused; 0: storage.DefaultReserve (32 MiB). At least storage.MinReserve.
 	StorageReserveMiB uint64 `yaml:"storage-reserve-mib,omitempty"`
+	// StorageProfile is the store's tuning: "default" (also when empty) or "sensor", which
+	// bounds the store's memory for a small machine (storage.ProfileSensor).
+	StorageProfile string `yaml:"storage-profile,omitempty"`
 }
 
 // Defaults of the per-peer bounds, sized for a sensor: a requester may hold a few SSAs
@@ -266,6 +269,9 @@ func (c *Config) validateLimits() error {
 	if err := (&storage.Options{Reserve: c.StorageReserveMiB << 20}).Validate(); err != nil {
 		return fmt.Errorf("config: storage-reserve-mib: at least %d: %w", storage.MinReserve>>20, err)
 	}
+	if err := (&storage.Options{Profile: storage.Profile(c.StorageProfile)}).Validate(); err != nil {
+		return fmt.Errorf("config: storage-profile: %w", err)
+	}
 	return nil
 }
 
@@ -390,6 +396,8 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # storage-reserve-mib:  free disk space (MiB, besides the store's tables) below which records
 #                       pause: ingest stops, received batches are not acknowledged; default
 #                       32, at least 16 (what the store may write on its own)
+# storage-profile:      default, or sensor: the store's memory bounded for a small machine
+#                       (smaller memtables and caches, mapped file pages handed back)
 `
 
 // WriteConfig writes a documented config.yaml.

@@ -60,3 +60,18 @@ func TestConfigStorageReserve(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigStorageProfile(t *testing.T) {
+	tests := []struct {
+		profile string
+		want    string // "" when valid
+	}{{"", ""}, {"default", ""}, {"sensor", ""}, {"small", `storage-profile: storage: unknown profile "small"`}}
+	for _, tc := range tests {
+		c := DefaultConfig()
+		c.StorageProfile = tc.profile
+		err := c.Validate()
+		if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("storage-profile %q: %v, want %q", tc.profile, err, tc.want)
+		}
+	}
+}
