@@ -98,3 +98,25 @@ func TestProfileValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestSensorProfileTakesLargeBatches: the sensor profile's store takes the largest writes
+// of the exchange, a batch of 2,048 EVE records received or enqueued at once (Badger sizes
+// its largest transaction from the memtables).
+func TestSensorProfileTakesLargeBatches(t *testing.T) {
+	s, err := open(t.TempDir(), Options{Profile: ProfileSensor}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	recs := eveRecords(t, 2048)
+	if _, _, err := s.Receive("in", 1, recs, t0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enqueue("out", recs, uint64(len(recs)), 0); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -58,8 +58,8 @@ const (
 	// the pages of the store's files that the kernel keeps mapped (all it has read or written,
 	// until memory runs short).
 	ProfileDefault Profile = "default"
-	// ProfileSensor is for a sensor, whose memory belongs first to the IDS: half the
-	// memtables, a quarter of the caches, smaller tables and value log files, and every
+	// ProfileSensor is for a sensor, whose memory belongs first to the IDS: a quarter of the
+	// caches, smaller tables and value log files, and every
 	// gcInterval the pages of the store's files mapped into the process are handed back to the
 	// kernel (releaseMapped), so that the resident memory does not grow with the store. The
 	// price is CPU and reads: compactions and readers read the tables from the disk (or the
@@ -128,9 +128,10 @@ const (
 )
 
 // The sensor profile's tuning (ProfileSensor). Each is at most the default's, so that
-// MinReserve (space.go) covers what Badger may write on its own with it too.
+// MinReserve (space.go) covers what Badger may write on its own with it too. The memtables
+// stay as they are: Badger sizes its largest transaction from them, and the exchange queues'
+// writes are cut to fit memTableSize's.
 const (
-	sensorMemTableSize     = 2 << 20
 	sensorBlockCacheSize   = 2 << 20
 	sensorIndexCacheSize   = 1 << 20
 	sensorValueLogFileSize = 8 << 20
@@ -265,8 +266,7 @@ func badgerOptions(dir string, opts Options, sync bool) badger.Options {
 		WithNumLevelZeroTablesStall(2 * numLevelZeroTables)
 	index := int64(indexCacheSize)
 	if opts.Profile == ProfileSensor {
-		o = o.WithMemTableSize(sensorMemTableSize).
-			WithBlockCacheSize(sensorBlockCacheSize).
+		o = o.WithBlockCacheSize(sensorBlockCacheSize).
 			WithValueLogFileSize(sensorValueLogFileSize).
 			WithBaseTableSize(sensorBaseTableSize).
 			WithNumLevelZeroTables(sensorLevelZeroTables).
