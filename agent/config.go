@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -106,8 +107,27 @@ type Config struct {
 	// records are paused; 0: storage.DefaultReserve (32 MiB). At least storage.MinReserve.
 	StorageReserveMiB uint64 `yaml:"storage-reserve-mib,omitempty"`
 	// StorageProfile is the store's tuning: "default" (also when empty) or "sensor", which
-	// bounds the store's memory for a small machine (storage.ProfileSensor).
+	// bounds the store's memory for a small machine (storage.ProfileSensor) and sets the Go
+	// runtime's soft memory limit (SensorMemoryLimit).
 	StorageProfile string `yaml:"storage-profile,omitempty"`
+}
+
+// SensorMemoryLimit is the soft limit of the Go runtime's memory (debug.SetMemoryLimit)
+// that storage-profile sensor sets, unless the environment sets one (GOMEMLIMIT). Badger
+// builds each table it writes in memory, in buffers the garbage collector frees: without a
+// limit the heap grows to twice what is live between two collections. Past the limit the
+// collector runs more often (more CPU), never fails an allocation. README "Performance" has
+// what it costs.
+const SensorMemoryLimit = 100 << 20
+
+// applyMemoryLimit sets SensorMemoryLimit for storage-profile sensor, unless GOMEMLIMIT is
+// set, and returns the limit it set (0: none).
+func (c *Config) applyMemoryLimit() int64 {
+	if c.StorageProfile != string(storage.ProfileSensor) || os.Getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	debug.SetMemoryLimit(SensorMemoryLimit)
+	return SensorMemoryLimit
 }
 
 // Defaults of the per-peer bounds, sized for a sensor: a requester may hold a few SSAs
@@ -396,8 +416,9 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # storage-reserve-mib:  free disk space (MiB, besides the store's tables) below which records
 #                       pause: ingest stops, received batches are not acknowledged; default
 #                       32, at least 16 (what the store may write on its own)
-# storage-profile:      default, or sensor: the store's memory bounded for a small machine
-#                       (smaller memtables and caches, mapped file pages handed back)
+# storage-profile:      default, or sensor: memory bounded for a small machine (smaller
+#                       caches and tables, mapped file pages handed back, a soft limit of
+#                       the Go heap unless GOMEMLIMIT sets one)
 `
 
 // WriteConfig writes a documented config.yaml.

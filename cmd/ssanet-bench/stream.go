@@ -445,7 +445,7 @@ func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err err
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	nextSample := start
+	nextSample, nextProgress := start, start.Add(30*time.Second)
 	for {
 		now := time.Now()
 		if now.Sub(start) >= cfg.duration {
@@ -471,7 +471,8 @@ func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err err
 				return res, err
 			}
 			nextSample = now.Add(time.Second)
-			if cfg.progress != nil && now.Sub(start) >= 10*time.Second && int(now.Sub(start).Seconds())%30 == 0 {
+			if cfg.progress != nil && now.After(nextProgress) {
+				nextProgress = nextProgress.Add(30 * time.Second)
 				got, _ := req.metric(ctx, "ssanet_records_received_total")
 				fmt.Fprintf(cfg.progress, "%4.0fs sent %d received %d; RSS provider %d MB (anon %d), requester %d MB (anon %d); disk %d MB, %d MB\n",
 					now.Sub(start).Seconds(), res.sent, got, res.provider.end.rss>>20, res.provider.end.anon>>20,
