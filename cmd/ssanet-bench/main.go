@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command ssanet-bench prints the figures of issue 19 side by side, each against its
 // anchor measured in the same run:
 //
