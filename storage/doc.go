@@ -115,7 +115,7 @@
 // from the first they want and report a missing record as ErrCorrupt. Deletions of
 // acknowledged and expired records are counted, never searched, and write no tombstones: an
 // Ack moves the outbox's Head to Acked in one transaction, which makes the records up to it
-// invisible, and the Store's collector goroutine drops them from the disk within 5 seconds
+// invisible, and the Store's collector goroutine drops them from the disk within 30 seconds
 // (reclaim.go; DropOutbox drops at once, Close drops what is left); after a crash, the next
 // Ack marks its outbox for the collector again.
 // Retention reads the runs, not the records: in sequence order from Head+1, it stops at the

@@ -277,7 +277,7 @@ func TestAckLong(t *testing.T) {
 	if g := s.groups.Load() - groups; g != 1 {
 		t.Errorf("ack of %d records in %d transactions, want 1", n-10, g)
 	}
-	if err := s.reclaimOutboxes(); err != nil { // as the collector does every gcInterval
+	if err := s.reclaimOutboxes(); err != nil { // as the collector does every reclaimInterval
 		t.Fatal(err)
 	}
 	if got := keysUnder(t, s, outboxPrefix("ssa")); got != 10 {
@@ -308,7 +308,7 @@ func TestAckInterrupted(t *testing.T) {
 	if err := s.Ack("ssa", 40); err != nil { // the same ack again marks them due
 		t.Fatal(err)
 	}
-	if err := s.reclaimOutboxes(); err != nil { // as the collector does every gcInterval
+	if err := s.reclaimOutboxes(); err != nil { // as the collector does every reclaimInterval
 		t.Fatal(err)
 	}
 	if got := keysUnder(t, s, outboxPrefix("ssa")); got != 10 {

@@ -111,7 +111,7 @@ func (s *Store) mergeSent(ssaID string, st *outboxRecord) {
 //
 // The acknowledged records are deleted without tombstones: one transaction moves the
 // outbox's Head past them, which makes them invisible, and they leave the disk within
-// gcInterval, when reclaimOutboxes drops them from the tables (reclaim.go). If the process
+// reclaimInterval, when reclaimOutboxes drops them from the tables (reclaim.go). If the process
 // dies in between, they go after the next Ack.
 func (s *Store) Ack(ssaID string, seq uint64) error {
 	if err := s.trim(ssaID, seq, false); err != nil {
@@ -132,7 +132,7 @@ func (s *Store) DropOutbox(ssaID string) error {
 
 // trim raises Acked to ack, or with drop marks every record enqueued so far for deletion,
 // and moves Head to what is marked, in one transaction. The records up to Head are dropped
-// from the disk at once for a drop, within gcInterval for an ack (reclaim.go).
+// from the disk at once for a drop, within reclaimInterval for an ack (reclaim.go).
 func (s *Store) trim(ssaID string, ack uint64, drop bool) error {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return err

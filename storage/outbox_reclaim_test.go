@@ -41,7 +41,7 @@ func TestAckReturnsDisk(t *testing.T) {
 			if err := s.Ack("ssa", n-kept); err != nil {
 				return err
 			}
-			return s.reclaimOutboxes() // as the collector does every gcInterval
+			return s.reclaimOutboxes() // as the collector does every reclaimInterval
 		}, kept},
 		{"drop", func(s *Store) error { return s.DropOutbox("ssa") }, 0},
 	} {

@@ -26,7 +26,7 @@ import (
 // The provider's outbox gives back the same way: an acknowledgement (or DropOutbox) moves
 // the outbox's Head, and reclaimOutbox drops the records up to it. A drop flushes the
 // memtables and rewrites tables, too much for every Ack (several a second), so an Ack marks
-// its outbox due and the value log's collector drops every outbox due each gcInterval, and
+// its outbox due and the Store's collector drops every outbox due each reclaimInterval, and
 // Close once more; DropOutbox drops at once. The first Ack after a start marks its outbox
 // due whatever it acknowledges, so records a crash left below Head go then.
 
@@ -57,7 +57,7 @@ func (s *Store) reclaimOutbox(ssaID string) (uint64, error) {
 }
 
 // reclaimOutboxes drops from the tables the records the outboxes that trim marked due have
-// below their Head. The value log's collector calls it every gcInterval, Close once more.
+// below their Head. The Store's collector calls it every reclaimInterval, Close once more.
 func (s *Store) reclaimOutboxes() error {
 	s.reclaimMu.Lock()
 	due := s.reclaimDue

@@ -118,7 +118,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	keep := false // the agents' homes and logs, after a failure
 	defer func() {
+		if keep {
+			fmt.Fprintf(stderr, "ssanet-bench: the agents' homes and logs (run.log) are kept in %s: remove it when done\n", work)
+			return
+		}
 		if err := os.RemoveAll(work); err != nil {
 			fmt.Fprintln(stderr, "ssanet-bench: remove the work directory:", err)
 		}
@@ -136,6 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	res, err := runStream(ctx, streamConfig{bin: *bin, work: work, rate: *rate, duration: *duration, profile: *profile,
 		retention: *retention, check: *check, progress: stderr})
 	if err != nil {
+		keep = ctx.Err() == nil
 		return fail(err)
 	}
 	row("", "", "", "")
