@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -159,5 +160,13 @@ func (s *Store) dropPrefixes(prefixes [][]byte) error {
 	}
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
-	return s.db.DropPrefix(prefixes...)
+	start := time.Now()
+	err := s.db.DropPrefix(prefixes...)
+	if d := time.Since(start); d >= slowDrop {
+		s.log.Warn("storage: dropping deleted records from the disk was slow; writes waited for it", "duration", d.Round(time.Millisecond), "prefixes", len(prefixes))
+	}
+	return err
 }
+
+// slowDrop is how long a drop (which blocks writes) may take before it is logged.
+const slowDrop = 5 * time.Second

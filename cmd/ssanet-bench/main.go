@@ -148,6 +148,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	row(fmt.Sprintf("stream: profile %s, %d/s for %s", *profile, *rate, *duration),
 		fmt.Sprintf("%d records sent, %d received", res.sent, res.received),
 		fmt.Sprintf("%.0f B each, %d expired by retention", res.recordBytes, res.expired), "")
+	row("the provider's socket", fmt.Sprintf("longest write %.1f s", res.longestWrite.Seconds()),
+		fmt.Sprintf("%.0f records/s sent on average", float64(res.sent)/duration.Seconds()), "")
 	perRec := func(d time.Duration) float64 { return us(d) / float64(max(res.received, 1)) }
 	e2e := res.provider.cpu + res.requester.cpu
 	row("end to end CPU per record (both sides)", fmt.Sprintf("%.1f µs", perRec(e2e)),

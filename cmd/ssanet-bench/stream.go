@@ -55,6 +55,8 @@ type streamResult struct {
 	provider, requester     side
 	// liveBytes is the raw size of the records the requester holds at the end.
 	liveBytes float64
+	// longestWrite is the longest a write of records into the provider's socket waited.
+	longestWrite time.Duration
 }
 
 // agentProc is one running `ssanet run`.
@@ -459,12 +461,15 @@ func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err err
 			buf = append(gen.next(buf), '\n')
 		}
 		if len(buf) > 0 {
-			if err := conn.SetWriteDeadline(now.Add(time.Minute)); err != nil {
+			// The provider reads its socket as fast as it queues the records: a write waits
+			// while it does not, as Suricata's would. The longest wait is reported.
+			if err := conn.SetWriteDeadline(start.Add(cfg.duration + 2*time.Minute)); err != nil {
 				return res, err
 			}
 			if _, err := conn.Write(buf); err != nil {
 				return res, fmt.Errorf("write records to the provider: %w", err)
 			}
+			res.longestWrite = max(res.longestWrite, time.Since(now))
 			res.sent += max(due, 0)
 			bytesSent += int64(len(buf))
 		}
