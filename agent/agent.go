@@ -156,8 +156,11 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	if err != nil {
 		return err
 	}
+	if l := a.cfg.applyMemoryLimit(); l > 0 {
+		a.log.Info("memory limit set (storage-profile sensor)", "bytes", l)
+	}
 	if a.store, err = storage.Open(filepath.Join(a.home, DataDir), storage.Options{EncryptionKey: encKey, Logger: a.log,
-		Reserve: a.cfg.StorageReserveMiB << 20}); err != nil {
+		Reserve: a.cfg.StorageReserveMiB << 20, Profile: storage.Profile(a.cfg.StorageProfile)}); err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	a.disk = newDiskWatch(a.store.Space, a.log, a.metrics)

@@ -48,7 +48,7 @@ func Restore(home string, r io.Reader) error {
 		return fmt.Errorf("create home %s: %w", home, err)
 	}
 	return storage.Restore(filepath.Join(home, DataDir), r, storage.Options{EncryptionKey: key,
-		Reserve: cfg.StorageReserveMiB << 20})
+		Reserve: cfg.StorageReserveMiB << 20, Profile: storage.Profile(cfg.StorageProfile)})
 }
 
 // backupTrailer is the HTTP trailer of GET /v1/backup that carries an error met after the

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -122,6 +123,28 @@ type Config struct {
 	// StorageReserveMiB is the free space (MiB, besides the store's LSM tree) below which
 	// records are paused; 0: storage.DefaultReserve (32 MiB). At least storage.MinReserve.
 	StorageReserveMiB uint64 `yaml:"storage-reserve-mib,omitempty"`
+	// StorageProfile is the store's tuning: "default" (also when empty) or "sensor", which
+	// bounds the store's memory for a small machine (storage.ProfileSensor) and sets the Go
+	// runtime's soft memory limit (SensorMemoryLimit).
+	StorageProfile string `yaml:"storage-profile,omitempty"`
+}
+
+// SensorMemoryLimit is the soft limit of the Go runtime's memory (debug.SetMemoryLimit)
+// that storage-profile sensor sets, unless the environment sets one (GOMEMLIMIT). Badger
+// builds each table it writes in memory, in buffers the garbage collector frees: without a
+// limit the heap grows to twice what is live between two collections. Past the limit the
+// collector runs more often (more CPU), never fails an allocation. README "Performance" has
+// what it costs.
+const SensorMemoryLimit = 100 << 20
+
+// applyMemoryLimit sets SensorMemoryLimit for storage-profile sensor, unless GOMEMLIMIT is
+// set, and returns the limit it set (0: none).
+func (c *Config) applyMemoryLimit() int64 {
+	if c.StorageProfile != string(storage.ProfileSensor) || os.Getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	debug.SetMemoryLimit(SensorMemoryLimit)
+	return SensorMemoryLimit
 }
 
 // Defaults of the per-peer bounds, sized for a sensor: a requester may hold a few SSAs
@@ -300,6 +323,9 @@ func (c *Config) validateLimits() error {
 	if err := (&storage.Options{Reserve: c.StorageReserveMiB << 20}).Validate(); err != nil {
 		return fmt.Errorf("config: storage-reserve-mib: at least %d: %w", storage.MinReserve>>20, err)
 	}
+	if err := (&storage.Options{Profile: storage.Profile(c.StorageProfile)}).Validate(); err != nil {
+		return fmt.Errorf("config: storage-profile: %w", err)
+	}
 	return nil
 }
 
@@ -436,6 +462,9 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # storage-reserve-mib:  free disk space (MiB, besides the store's tables) below which records
 #                       pause: ingest stops, received batches are not acknowledged; default
 #                       32, at least 16 (what the store may write on its own)
+# storage-profile:      default, or sensor: memory bounded for a small machine (smaller
+#                       caches and tables, mapped file pages handed back, a soft limit of
+#                       the Go heap unless GOMEMLIMIT sets one)
 `
 
 // WriteConfig writes a documented config.yaml.

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -57,6 +58,41 @@ func TestConfigStorageReserve(t *testing.T) {
 		err := c.Validate()
 		if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("storage-reserve-mib %d: %v, want %q", tc.mib, err, tc.want)
+		}
+	}
+}
+
+func TestConfigStorageProfile(t *testing.T) {
+	tests := []struct {
+		profile string
+		want    string // "" when valid
+	}{{"", ""}, {"default", ""}, {"sensor", ""}, {"small", `storage-profile: storage: unknown profile "small"`}}
+	for _, tc := range tests {
+		c := DefaultConfig()
+		c.StorageProfile = tc.profile
+		err := c.Validate()
+		if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("storage-profile %q: %v, want %q", tc.profile, err, tc.want)
+		}
+	}
+}
+
+// TestSensorMemoryLimit: storage-profile sensor sets the Go runtime's soft memory limit,
+// unless GOMEMLIMIT sets one; the default profile leaves it alone.
+func TestSensorMemoryLimit(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	for _, tc := range []struct {
+		profile, env string
+		want         int64
+	}{{"", "", prev}, {"default", "", prev}, {"sensor", "", SensorMemoryLimit}, {"sensor", "200MiB", prev}} {
+		debug.SetMemoryLimit(prev)
+		t.Setenv("GOMEMLIMIT", tc.env)
+		c := DefaultConfig()
+		c.StorageProfile = tc.profile
+		c.applyMemoryLimit()
+		if got := debug.SetMemoryLimit(-1); got != tc.want {
+			t.Errorf("profile %q, GOMEMLIMIT %q: limit %d, want %d", tc.profile, tc.env, got, tc.want)
 		}
 	}
 }

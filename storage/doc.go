@@ -118,10 +118,11 @@
 //
 // Sequence numbers are dense: readers (Pending, Records) walk them with a prefix iterator
 // from the first they want and report a missing record as ErrCorrupt. Deletions of
-// acknowledged and expired records are counted, never searched: an Ack deletes the keys
-// Head+1..Acked, at most 4096 per transaction with the state that records them, so a crash in
-// a long run of deletions leaves Head behind Acked, and the next Ack or DropOutbox goes on
-// from there.
+// acknowledged and expired records are counted, never searched, and write no tombstones: an
+// Ack moves the outbox's Head to Acked in one transaction, which makes the records up to it
+// invisible, and the Store's collector goroutine drops them from the disk within 30 seconds
+// (reclaim.go; DropOutbox drops at once, Close drops what is left); after a crash, the next
+// Ack marks its outbox for the collector again.
 // Retention reads the runs, not the records: in sequence order from Head+1, it stops at the
 // first run received at or after its limit (records arrive in order), and deletes the runs
 // before it and moves Head past their records, a chunk per transaction. It reads one small
@@ -134,7 +135,9 @@
 // Open reads nothing but the schema version (and, for a migration, the keys it rewrites) and the marks of large batches (none, unless a
 // crash or a failed write cut one short): no record is loaded into memory at Open, and
 // Badger is tuned for small machines (4 MiB memtables, small block and index caches), so the
-// memory an open store uses does not grow with the number of stored SSAs or records. Only the
+// memory an open store uses does not grow with the number of stored SSAs or records; the
+// kernel may still keep every page of the mapped tables resident, which ProfileSensor hands
+// back every second (mapped_linux.go). Only the
 // listing methods (Negotiations, Agreements, Offers, and Evidence for one SSA, at most
 // MaxEvidence batches and MaxEvidenceBytes) hold all their results at once; Pending and Records hold as many
 // records as asked for, but no more than the maxBytes of data asked for (or one record, when
@@ -144,8 +147,8 @@
 // Values under 64 KiB (exchange records, transcript entries, agreements) live in the LSM
 // tree's tables, compressed with Snappy in 16 KiB blocks: about 0.36 GB per million EVE
 // records on disk (BenchmarkRetentionDisk). Records expired by retention are dropped with
-// the tables that hold them (see Exchange queues); records deleted by an Ack or DropOutbox
-// leave tombstones, which Badger's compactions merge with the records they hide. Larger
+// the tables that hold them (see Exchange queues), and so are records deleted by an Ack or
+// DropOutbox. Larger
 // values go to Badger's value log, and the tree holds their keys and pointers: a goroutine
 // owned by the Store (stopped by Close) asks Badger every 5 seconds to rewrite and delete
 // the value log files that are half garbage, which Badger's compactions find out.

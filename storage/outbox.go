@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -110,10 +109,10 @@ func (s *Store) mergeSent(ssaID string, st *outboxRecord) {
 // no-op (and costs no write). A seq beyond the last record enqueued is refused with
 // ErrNotEnqueued.
 //
-// The new Acked is durable in the first transaction, with the first deleteChunk deletions;
-// a longer run is deleted by more transactions before Ack returns. If the process dies in
-// between, records up to Acked are no longer pending, and the next Ack or DropOutbox deletes
-// what is left.
+// The acknowledged records are deleted without tombstones: one transaction moves the
+// outbox's Head past them, which makes them invisible, and they leave the disk within
+// reclaimInterval, when reclaimOutboxes drops them from the tables (reclaim.go). If the process
+// dies in between, they go after the next Ack.
 func (s *Store) Ack(ssaID string, seq uint64) error {
 	if err := s.trim(ssaID, seq, false); err != nil {
 		return fmt.Errorf("storage: ack %d for SSA %q: %w", seq, ssaID, err)
@@ -122,7 +121,8 @@ func (s *Store) Ack(ssaID string, seq uint64) error {
 }
 
 // DropOutbox deletes an SSA's queued records (cancelled or expired SSA), keeping its
-// counters. Records enqueued later are queued as usual.
+// counters, and drops them from the disk before it returns. Records enqueued later are
+// queued as usual.
 func (s *Store) DropOutbox(ssaID string) error {
 	if err := s.trim(ssaID, 0, true); err != nil {
 		return fmt.Errorf("storage: drop outbox of SSA %q: %w", ssaID, err)
@@ -131,52 +131,48 @@ func (s *Store) DropOutbox(ssaID string) error {
 }
 
 // trim raises Acked to ack, or with drop marks every record enqueued so far for deletion,
-// then deletes what is marked, a chunk per transaction.
+// and moves Head to what is marked, in one transaction. The records up to Head are dropped
+// from the disk at once for a drop, within reclaimInterval for an ack (reclaim.go).
 func (s *Store) trim(ssaID string, ack uint64, drop bool) error {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return err
 	}
-	keyLen := len(outboxPrefix(ssaID)) + 8
-	for {
-		st, err := s.readOutbox(ssaID)
-		if err != nil {
-			return err
-		}
-		target := maxU64(st.Acked, st.Drop, ack)
-		if drop {
-			target = max(target, st.Refined)
-		}
-		if ack > st.Refined {
-			return fmt.Errorf("%w: %d records enqueued", ErrNotEnqueued, st.Refined)
-		}
-		if target <= st.Head && ack <= st.Acked && (!drop || st.Drop >= st.Refined) {
-			return nil
-		}
-		r := &trimRequest{waiter: newWaiter(), s: s, ssaID: ssaID, ack: ack, drop: drop,
-			deletes: int(min(target-st.Head, deleteChunk)), keyLen: keyLen}
+	st, err := s.readOutbox(ssaID)
+	if err != nil {
+		return err
+	}
+	if ack > st.Refined {
+		return fmt.Errorf("%w: %d records enqueued", ErrNotEnqueued, st.Refined)
+	}
+	if ack > st.Acked || drop && st.Drop < st.Refined || st.Head < max(st.Acked, st.Drop) {
+		r := &trimRequest{waiter: newWaiter(), s: s, ssaID: ssaID, ack: ack, drop: drop}
 		if err := s.commit(r); err != nil {
 			return err
 		}
-		if !r.more {
-			return nil
-		}
-		drop = false // marked: what is left is deleted like acknowledged records
+		st.Head = r.head
 	}
+	s.reclaimMu.Lock()
+	if _, known := s.reclaimed[ssaID]; !known || st.Head > s.reclaimed[ssaID] {
+		s.reclaimDue[ssaID] = true
+	}
+	s.reclaimMu.Unlock()
+	if drop {
+		return s.reclaimOutboxes()
+	}
+	return nil
 }
 
 type trimRequest struct {
 	waiter
-	s       *Store
-	ssaID   string
-	ack     uint64
-	drop    bool
-	deletes int // at most this many deletions
-	keyLen  int
-	more    bool // the outcome: records are left to delete
+	s     *Store
+	ssaID string
+	ack   uint64
+	drop  bool
+	head  uint64 // the outcome: Head
 }
 
 func (r *trimRequest) cost() (int, int) {
-	return r.deletes*entrySize(r.keyLen, 0) + entrySize(len(prefixOutboxState)+len(r.ssaID), 64), r.deletes + 1
+	return entrySize(len(prefixOutboxState)+len(r.ssaID), 64), 1
 }
 
 func (r *trimRequest) apply(txn *badger.Txn) (refused, failed error) {
@@ -191,26 +187,13 @@ func (r *trimRequest) apply(txn *badger.Txn) (refused, failed error) {
 	if r.drop {
 		st.Drop = st.Refined
 	}
-	target := max(st.Acked, st.Drop)
-	end := min(target, st.Head+uint64(r.deletes))
-	// One allocation for the keys: an Ack deletes a batch's worth of records.
-	prefix := outboxPrefix(r.ssaID)
-	n := int(end - min(end, st.Head))
-	keys := make([]byte, n*r.keyLen)
-	for i := range n {
-		k := keys[i*r.keyLen : (i+1)*r.keyLen : (i+1)*r.keyLen]
-		copy(k, prefix)
-		binary.BigEndian.PutUint64(k[len(prefix):], st.Head+1+uint64(i))
-		if err := txn.Delete(k); err != nil {
-			return nil, err
-		}
-	}
-	st.Head = max(st.Head, end)
+	// The records up to Head are invisible; reclaimOutbox drops them from the tables.
+	st.Head = max(st.Head, st.Acked, st.Drop)
 	r.s.mergeSent(r.ssaID, &st)
 	if err := putOutbox(txn, r.ssaID, &st); err != nil {
 		return nil, err
 	}
-	r.more = st.Head < target
+	r.head = st.Head
 	return nil, nil
 }
 

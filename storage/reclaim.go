@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -21,6 +23,13 @@ import (
 //
 // reclaimInbox starts from the oldest record key still stored, so records that a crash or
 // a failed drop left below Head go with the next call.
+//
+// The provider's outbox gives back the same way: an acknowledgement (or DropOutbox) moves
+// the outbox's Head, and reclaimOutbox drops the records up to it. A drop flushes the
+// memtables and rewrites tables, too much for every Ack (several a second), so an Ack marks
+// its outbox due and the Store's collector drops every outbox due each reclaimInterval, and
+// Close once more; DropOutbox drops at once. The first Ack after a start marks its outbox
+// due whatever it acknowledges, so records a crash left below Head go then.
 
 const (
 	// reclaimBlockBits is the seq bits a block prefix leaves out: blocks of 256 records.
@@ -32,15 +41,54 @@ const (
 
 // reclaimInbox drops the records of ssaID's inbox up to its Head from the tables.
 func (s *Store) reclaimInbox(ssaID string) error {
-	prefix := inboxPrefix(ssaID)
-	var lo, head uint64
+	_, err := s.reclaim(inboxPrefix(ssaID), func(txn *badger.Txn) (uint64, error) {
+		st, err := getInbox(txn, ssaID)
+		return st.Head, err
+	})
+	return err
+}
+
+// reclaimOutbox drops the records of ssaID's outbox up to its Head (acknowledged or
+// dropped: invisible, see trim) from the tables, and returns that Head.
+func (s *Store) reclaimOutbox(ssaID string) (uint64, error) {
+	return s.reclaim(outboxPrefix(ssaID), func(txn *badger.Txn) (uint64, error) {
+		st, err := getOutbox(txn, ssaID)
+		return st.Head, err
+	})
+}
+
+// reclaimOutboxes drops from the tables the records the outboxes that trim marked due have
+// below their Head. The Store's collector calls it every reclaimInterval, Close once more.
+func (s *Store) reclaimOutboxes() error {
+	s.reclaimMu.Lock()
+	due := s.reclaimDue
+	s.reclaimDue = make(map[string]bool)
+	s.reclaimMu.Unlock()
+	var errs []error
+	for ssaID := range due {
+		head, err := s.reclaimOutbox(ssaID)
+		s.reclaimMu.Lock()
+		if err != nil {
+			s.reclaimDue[ssaID] = true // the next round tries again
+			errs = append(errs, fmt.Errorf("storage: outbox of SSA %q: %w", ssaID, err))
+		} else {
+			s.reclaimed[ssaID] = max(s.reclaimed[ssaID], head)
+		}
+		s.reclaimMu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// reclaim drops the records of the queue whose keys start with prefix, from the oldest still
+// stored up to the one numbered by head, from the tables, and returns head.
+func (s *Store) reclaim(prefix []byte, head func(*badger.Txn) (uint64, error)) (uint64, error) {
+	var lo, hi uint64
 	found := false
 	err := s.view(func(txn *badger.Txn) error {
-		st, err := getInbox(txn, ssaID)
-		if err != nil {
+		var err error
+		if hi, err = head(txn); err != nil {
 			return err
 		}
-		head = st.Head
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		it.Rewind()
@@ -49,23 +97,27 @@ func (s *Store) reclaimInbox(ssaID string) error {
 		}
 		seq, ok := parseSeq(it.Item().Key(), len(prefix))
 		if !ok {
-			return fmt.Errorf("%w: inbox of %q: key %x", ErrCorrupt, ssaID, it.Item().Key())
+			return fmt.Errorf("%w: queue %q: key %x", ErrCorrupt, prefix, it.Item().Key())
 		}
-		lo, found = seq, seq <= head
+		lo, found = seq, seq <= hi
 		return nil
 	})
 	if err != nil || !found {
-		return err
+		return hi, err
 	}
 	// Each round drops up to reclaimMaxPrefixes prefixes, at least one record: the rounds
 	// are bounded by the records to drop.
 	for {
-		prefixes, next, more := reclaimPrefixes(prefix, lo, head)
+		prefixes, next, more := reclaimPrefixes(prefix, lo, hi)
 		if err := s.dropPrefixes(prefixes); err != nil {
-			return fmt.Errorf("reclaim the disk of records %d to %d: %w", lo, next-1, err)
+			end := hi
+			if more {
+				end = next - 1
+			}
+			return hi, fmt.Errorf("reclaim the disk of records %d to %d: %w", lo, end, err)
 		}
 		if !more {
-			return nil
+			return hi, nil
 		}
 		lo = next
 	}
@@ -108,5 +160,13 @@ func (s *Store) dropPrefixes(prefixes [][]byte) error {
 	}
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
-	return s.db.DropPrefix(prefixes...)
+	start := time.Now()
+	err := s.db.DropPrefix(prefixes...)
+	if d := time.Since(start); d >= slowDrop {
+		s.log.Warn("storage: dropping deleted records from the disk was slow; writes waited for it", "duration", d.Round(time.Millisecond), "prefixes", len(prefixes))
+	}
+	return err
 }
+
+// slowDrop is how long a drop (which blocks writes) may take before it is logged.
+const slowDrop = 5 * time.Second

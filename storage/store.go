@@ -47,13 +47,38 @@ type Options struct {
 	// Reserve is the free space, besides the LSM tree's size, below which Enqueue and Receive
 	// are refused with ErrDiskFull (see space.go). Zero: DefaultReserve. At least MinReserve.
 	Reserve uint64
+	// Profile is Badger's tuning: ProfileDefault ("" too) or ProfileSensor.
+	Profile Profile
 
 	// schema replaces currentSchema in tests (migrate.go).
 	schema *schema
 }
 
+// Profile names a tuning of Badger's memory.
+type Profile string
+
+const (
+	// ProfileDefault is the tuning of the constants below: memory in use about 16 MiB besides
+	// the pages of the store's files that the kernel keeps mapped (all it has read or written,
+	// until memory runs short).
+	ProfileDefault Profile = "default"
+	// ProfileSensor is for a sensor, whose memory belongs first to the IDS: a quarter of the
+	// caches, tables of one size at every level (Badger builds a table in memory, and by
+	// default doubles their size at each level), smaller value log files, and every
+	// releaseInterval the pages of the store's files mapped into the process are handed back
+	// to the kernel (releaseMapped), so that the resident memory does not grow with the store. The
+	// price is CPU and reads: compactions and readers read the tables from the disk (or the
+	// page cache) again. README "Performance" has the figures.
+	ProfileSensor Profile = "sensor"
+)
+
 // Validate checks the options.
 func (o *Options) Validate() error {
+	switch o.Profile {
+	case "", ProfileDefault, ProfileSensor:
+	default:
+		return fmt.Errorf("storage: unknown profile %q: want %q or %q", o.Profile, ProfileDefault, ProfileSensor)
+	}
 	if o.Reserve != 0 && o.Reserve < MinReserve {
 		return fmt.Errorf("storage: reserve of %d bytes is below what Badger may write on its own, %d (%d MiB): raise it", o.Reserve, MinReserve, MinReserve>>20)
 	}
@@ -105,6 +130,28 @@ const (
 	gcInterval       = 5 * time.Second
 	gcDiscardPercent = 50
 	gcDiscardRatio   = gcDiscardPercent / 100.0
+	// reclaimInterval is how often the records acknowledged since are dropped from the disk
+	// (reclaim.go). A drop flushes the memtables, stops Badger's compactions while it
+	// rewrites the tables that hold the records, and blocks writes meanwhile: at 5,000
+	// records a second, 150,000 records (about 40 MB of tables) wait at most.
+	reclaimInterval = 30 * time.Second
+)
+
+// The sensor profile's tuning (ProfileSensor). Each is at most the default's, so that
+// MinReserve (space.go) covers what Badger may write on its own with it too. The memtables
+// stay as they are: Badger sizes its largest transaction from them, and the exchange queues'
+// writes are cut to fit memTableSize's.
+const (
+	sensorBlockCacheSize   = 2 << 20
+	sensorIndexCacheSize   = 1 << 20
+	sensorValueLogFileSize = 8 << 20
+	sensorBaseTableSize    = 1 << 20
+	sensorLevelZeroTables  = 5
+	// releaseInterval is how often the pages of the store's mapped files are handed back
+	// (releaseMapped). Compactions write and read tens of MB a second through the mappings
+	// under a stream of 5,000 EVE records a second: every 5 s let the resident memory
+	// reach 140 MB more than the heap (cmd/ssanet-bench).
+	releaseInterval = time.Second
 )
 
 // schemaVersion is the version of the record layout in doc.go; m/schema holds it.
@@ -126,6 +173,8 @@ type Store struct {
 	reserve uint64
 	// key is Options.EncryptionKey: Backup writes a hash of it (backup.go).
 	key []byte
+	// profile is Options.Profile.
+	profile Profile
 	// refusedNeed is the free space the last records refused for lack of it needed, 0 once
 	// records are taken again (Space.Paused).
 	refusedNeed atomic.Uint64
@@ -149,6 +198,11 @@ type Store struct {
 	// sent holds what MarkSent recorded per SSA, until the SSA's outbox state is written.
 	sentMu sync.Mutex
 	sent   map[string]uint64
+	// reclaimed holds, per SSA, the Head its outbox was last dropped from the disk up to, and
+	// reclaimDue the outboxes whose Head has moved since (reclaim.go).
+	reclaimMu  sync.Mutex
+	reclaimed  map[string]uint64
+	reclaimDue map[string]bool
 
 	log *slog.Logger
 }
@@ -187,7 +241,7 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 	}
 	s := &Store{db: db, commits: make(chan request), stop: make(chan struct{}), done: make(chan struct{}),
 		gcDone: make(chan struct{}), sent: make(map[string]uint64), log: logger(opts), dir: dir, reserve: opts.Reserve,
-		key: opts.EncryptionKey}
+		key: opts.EncryptionKey, reclaimed: make(map[string]uint64), reclaimDue: make(map[string]bool), profile: opts.Profile}
 	if s.reserve == 0 {
 		s.reserve = DefaultReserve
 	}
@@ -229,17 +283,31 @@ func badgerOptions(dir string, opts Options, sync bool) badger.Options {
 		WithBlockSize(blockSize).
 		WithNumLevelZeroTables(numLevelZeroTables).
 		WithNumLevelZeroTablesStall(2 * numLevelZeroTables)
+	index := int64(indexCacheSize)
+	if opts.Profile == ProfileSensor {
+		o = o.WithBlockCacheSize(sensorBlockCacheSize).
+			WithValueLogFileSize(sensorValueLogFileSize).
+			WithBaseTableSize(sensorBaseTableSize).
+			WithNumLevelZeroTables(sensorLevelZeroTables).
+			WithNumLevelZeroTablesStall(2 * sensorLevelZeroTables)
+		o.TableSizeMultiplier = 1
+		index = sensorIndexCacheSize
+	}
 	if len(opts.EncryptionKey) > 0 {
 		// An unencrypted table's index is read in place from the mapped file; an encrypted
 		// one is decrypted onto the heap, and without an index cache every table's index
 		// would stay there, growing with the data.
-		o = o.WithEncryptionKey(opts.EncryptionKey).WithIndexCacheSize(indexCacheSize)
+		o = o.WithEncryptionKey(opts.EncryptionKey).WithIndexCacheSize(index)
 	}
 	return o
 }
 
-// Close closes the store, waiting for running calls to return. It is idempotent.
+// Close closes the store, waiting for running calls to return, after dropping the records
+// acknowledged since the last round of reclaimOutboxes from the disk. It is idempotent.
 func (s *Store) Close() error {
+	if err := s.reclaimOutboxes(); err != nil && !errors.Is(err, ErrClosed) {
+		s.log.Warn("storage: drop acknowledged records at close", "err", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -256,15 +324,35 @@ func (s *Store) Close() error {
 }
 
 // collectGarbage runs until Close, rewriting value log files that are mostly garbage every
-// gcInterval.
+// gcInterval, dropping acknowledged records from the disk (reclaimOutboxes) every
+// reclaimInterval, and with ProfileSensor handing back the mapped pages of the store's files every
+// releaseInterval.
 func (s *Store) collectGarbage() {
 	defer close(s.gcDone)
 	t := time.NewTicker(gcInterval)
 	defer t.Stop()
+	reclaim := time.NewTicker(reclaimInterval)
+	defer reclaim.Stop()
+	var release <-chan time.Time // nil: never
+	if s.profile == ProfileSensor {
+		r := time.NewTicker(releaseInterval)
+		defer r.Stop()
+		release = r.C
+	}
 	for {
 		select {
 		case <-s.stop:
 			return
+		case <-release:
+			if err := s.releaseMapped(); err != nil {
+				s.log.Warn("storage: release the pages of the store's mapped files", "err", err)
+			}
+			continue
+		case <-reclaim.C:
+			if err := s.reclaimOutboxes(); err != nil {
+				s.log.Warn("storage: drop acknowledged records", "err", err)
+			}
+			continue
 		case <-t.C:
 		}
 		for s.gcOnce() {

@@ -1,0 +1,540 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// streamConfig is the paced stream between two real agents.
+type streamConfig struct {
+	bin       string        // the ssanet binary
+	work      string        // a directory of the bench's own, removed afterwards
+	rate      int           // records a second
+	duration  time.Duration // of the stream
+	profile   string        // storage-profile of both agents
+	retention time.Duration // the SSA's retention at the requester
+	check     time.Duration // retention-check of the requester
+	progress  io.Writer     // one line per sample, nil for none
+}
+
+// usage is what /proc says of one process at one time.
+type usage struct {
+	rss, anon int64         // VmRSS, RssAnon (bytes)
+	cpu       time.Duration // utime+stime
+}
+
+// side is what the stream measured of one agent.
+type side struct {
+	peak, end      usage // peak RSS (and the anonymous part at that time), and at the end
+	peakAnon       int64
+	cpu            time.Duration // CPU from the stream's start until the requester held every record
+	disk, peakDisk int64         // the store's files (allocated blocks) at the end, and at most
+}
+
+// streamResult is what the stream measured.
+type streamResult struct {
+	sent, received, expired int64 // records written to the provider, received and stored, deleted by retention
+	recordBytes             float64
+	elapsed                 time.Duration
+	provider, requester     side
+	// liveBytes is the raw size of the records the requester holds at the end.
+	liveBytes float64
+	// longestWrite is the longest a write of records into the provider's socket waited.
+	longestWrite time.Duration
+}
+
+// agentProc is one running `ssanet run`.
+type agentProc struct {
+	name, home, metrics string
+	cmd                 *exec.Cmd
+	done                chan struct{}
+	err                 error
+}
+
+// runSSANet runs one ssanet command on home and returns its standard output.
+func runSSANet(ctx context.Context, bin, home string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--home", home}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.Bytes(), fmt.Errorf("ssanet %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(errb.Bytes()))
+	}
+	return out.Bytes(), nil
+}
+
+// freePort returns a TCP port on loopback that was free a moment ago.
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
+}
+
+// newHome makes an agent's home with ssanet init and sets the keys given (replacing a
+// line the init wrote for the same key).
+func newHome(ctx context.Context, cfg streamConfig, name string, keys map[string]string, extra string) (*agentProc, error) {
+	home := filepath.Join(cfg.work, name)
+	if _, err := runSSANet(ctx, cfg.bin, home, "init", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--org", "ssanet-bench "+name); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(home, "config.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	for _, l := range strings.SplitAfter(string(data), "\n") {
+		k, _, _ := strings.Cut(l, ":")
+		if _, ok := keys[k]; !ok {
+			b.WriteString(l)
+		}
+	}
+	for k, v := range keys {
+		fmt.Fprintf(&b, "%s: %s\n", k, v)
+	}
+	b.WriteString(extra)
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		return nil, err
+	}
+	return &agentProc{name: name, home: home, metrics: keys["metrics"]}, nil
+}
+
+// start starts the daemon, its log in the home, and waits until its control API answers.
+func (a *agentProc) start(ctx context.Context, bin string) error {
+	logf, err := os.Create(filepath.Join(a.home, "run.log"))
+	if err != nil {
+		return err
+	}
+	a.cmd = exec.Command(bin, "--home", a.home, "run")
+	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlives the bench
+	if err := a.cmd.Start(); err != nil {
+		return errors.Join(err, logf.Close())
+	}
+	a.done = make(chan struct{})
+	go func() {
+		a.err = a.cmd.Wait()
+		if err := logf.Close(); err != nil && a.err == nil {
+			a.err = err
+		}
+		close(a.done)
+	}()
+	for deadline := time.Now().Add(time.Minute); ; {
+		if _, err := runSSANet(ctx, bin, a.home, "id"); err == nil {
+			return nil
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not start within a minute: %w (log: %s)", a.name, err, filepath.Join(a.home, "run.log"))
+		}
+		select {
+		case <-a.done:
+			return fmt.Errorf("%s exited: %v (log: %s)", a.name, a.err, filepath.Join(a.home, "run.log"))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// stop stops the daemon (SIGTERM, SIGKILL after 30 s) and waits for it.
+func (a *agentProc) stop() error {
+	if a.cmd == nil || a.done == nil {
+		return nil
+	}
+	select {
+	case <-a.done:
+		return a.err
+	default:
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	select {
+	case <-a.done:
+		return a.err
+	case <-time.After(30 * time.Second):
+		if err := a.cmd.Process.Kill(); err != nil {
+			return err
+		}
+		<-a.done
+		return fmt.Errorf("%s did not stop within 30 s of SIGTERM: killed", a.name)
+	}
+}
+
+// usage reads /proc/PID/status and /proc/PID/stat of the daemon.
+func (a *agentProc) usage() (usage, error) {
+	var u usage
+	pid := a.cmd.Process.Pid
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return u, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(st))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 3 || f[2] != "kB" {
+			continue
+		}
+		kb, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return u, err
+		}
+		switch f[0] {
+		case "VmRSS:":
+			u.rss = kb << 10
+		case "RssAnon:":
+			u.anon = kb << 10
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return u, err
+	}
+	// pid (comm) state ...: utime and stime are the 14th and 15th fields, the comm may hold
+	// spaces, so count from its closing parenthesis.
+	i := bytes.LastIndexByte(stat, ')')
+	f := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return u, fmt.Errorf("unreadable /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	stt, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return u, fmt.Errorf("unreadable /proc/%d/stat", pid)
+	}
+	const clockTicks = 100 // USER_HZ: 100 on every Linux that Go runs on
+	u.cpu = time.Duration(ut+stt) * time.Second / clockTicks
+	return u, nil
+}
+
+// metric sums the values of the series of name (with every label set given in labels,
+// e.g. `outcome="expired"`) that the daemon's /metrics serves.
+func (a *agentProc) metric(ctx context.Context, name string, labels ...string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+a.metrics+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, name) || len(l) <= len(name) || (l[len(name)] != ' ' && l[len(name)] != '{') {
+			continue
+		}
+		all := true
+		for _, lb := range labels {
+			all = all && strings.Contains(l, lb)
+		}
+		if !all {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metrics of %s: %q: %w", a.name, l, err)
+		}
+		sum += v
+	}
+	return int64(sum), sc.Err()
+}
+
+// diskUsage is the allocated size of the files under dir.
+func diskUsage(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil // deleted since listed
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	return n, err
+}
+
+const offerYAML = `id: bench-eve
+approval: auto
+proposal-validity: 1h
+terms:
+  participants:
+    provider:
+      affiliation: ssanet-bench provider
+      name: Security operations
+  information:
+    - name: Suricata alerts
+      type: attack-detection-log
+      format: eve
+  policy:
+    masking:
+      - scope: public-ip
+        method: truncate
+        bits: 8
+    handling:
+      tlp: AMBER
+      retention: 180d
+      redistribution: organisation
+  method:
+    protocols: [/ssanet/exchange/1.0.0]
+    security: [noise, tls]
+`
+
+const requestYAML = `participants:
+  requester:
+    affiliation: ssanet-bench requester
+    name: SOC
+information:
+  - name: IDS alerts
+    type: attack-detection-log
+    format: eve
+policy:
+  masking:
+    - scope: public-ip
+      method: truncate
+      bits: 8
+      max-bits: 16
+  filtering:
+    - expr: 'r["event.kind"] != "stats"'
+  handling:
+    tlp: GREEN
+    retention: %s
+    redistribution: community
+method:
+  protocols: [/ssanet/exchange/1.0.0]
+  security: [noise, tls]
+schedule:
+  start: 2010-01-01T00:00:00Z
+  end: now+365d
+`
+
+// runStream sets up a provider and a requester in cfg.work, agrees an SSA, writes EVE
+// records into the provider's Unix socket at cfg.rate for cfg.duration, waits until the
+// requester holds them all, and measures both processes all along.
+func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err error) {
+	sock := filepath.Join(cfg.work, "eve.sock")
+	pm, err := freePort()
+	if err != nil {
+		return res, err
+	}
+	rm, err := freePort()
+	if err != nil {
+		return res, err
+	}
+	prov, err := newHome(ctx, cfg, "provider", map[string]string{"storage-profile": cfg.profile, "metrics": pm},
+		fmt.Sprintf("ingest:\n  unix:\n    - {path: %q, type: stream, format: eve}\n", sock))
+	if err != nil {
+		return res, err
+	}
+	req, err := newHome(ctx, cfg, "requester", map[string]string{"storage-profile": cfg.profile, "metrics": rm,
+		"retention-check": cfg.check.String()}, "")
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		err = errors.Join(err, req.stop(), prov.stop())
+	}()
+	if err := prov.start(ctx, cfg.bin); err != nil {
+		return res, err
+	}
+	if err := req.start(ctx, cfg.bin); err != nil {
+		return res, err
+	}
+	offer := filepath.Join(cfg.work, "offer.yaml")
+	tmpl := filepath.Join(cfg.work, "request.yaml")
+	if err := os.WriteFile(offer, []byte(offerYAML), 0o600); err != nil {
+		return res, err
+	}
+	if err := os.WriteFile(tmpl, fmt.Appendf(nil, requestYAML, cfg.retention), 0o600); err != nil {
+		return res, err
+	}
+	if _, err := runSSANet(ctx, cfg.bin, prov.home, "offer", "add", offer); err != nil {
+		return res, err
+	}
+	out, err := runSSANet(ctx, cfg.bin, prov.home, "id", "--json")
+	if err != nil {
+		return res, err
+	}
+	var id struct {
+		PeerID string   `json:"peer_id"`
+		Addrs  []string `json:"addrs"`
+	}
+	if err := json.Unmarshal(out, &id); err != nil || len(id.Addrs) == 0 {
+		return res, fmt.Errorf("the provider's id: %q: %v", out, err)
+	}
+	addr := id.Addrs[0]
+	if !strings.Contains(addr, "/p2p/") {
+		addr += "/p2p/" + id.PeerID
+	}
+	if _, err := runSSANet(ctx, cfg.bin, req.home, "request", "--provider", addr, "--template", tmpl, "--wait", "60s"); err != nil {
+		return res, err
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return res, fmt.Errorf("the provider's EVE socket: %w", err)
+	}
+	defer conn.Close()
+
+	p0, err := prov.usage()
+	if err != nil {
+		return res, err
+	}
+	r0, err := req.usage()
+	if err != nil {
+		return res, err
+	}
+	sample := func() error {
+		for _, s := range []struct {
+			a *agentProc
+			d *side
+		}{{prov, &res.provider}, {req, &res.requester}} {
+			u, err := s.a.usage()
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.a.name, err)
+			}
+			if u.rss > s.d.peak.rss {
+				s.d.peak = u
+			}
+			s.d.peakAnon = max(s.d.peakAnon, u.anon)
+			s.d.end = u
+			d, err := diskUsage(filepath.Join(s.a.home, "data"))
+			if err != nil {
+				return err
+			}
+			s.d.disk, s.d.peakDisk = d, max(s.d.peakDisk, d)
+		}
+		return nil
+	}
+	gen := newEVEGen(2)
+	var buf []byte
+	var bytesSent int64
+	start := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	nextSample, nextProgress := start, start.Add(30*time.Second)
+	for {
+		now := time.Now()
+		if now.Sub(start) >= cfg.duration {
+			break
+		}
+		due := int64(now.Sub(start).Seconds()*float64(cfg.rate)) - res.sent
+		buf = buf[:0]
+		for range due {
+			buf = append(gen.next(buf), '\n')
+		}
+		if len(buf) > 0 {
+			// The provider reads its socket as fast as it queues the records: a write waits
+			// while it does not, as Suricata's would. The longest wait is reported.
+			if err := conn.SetWriteDeadline(start.Add(cfg.duration + 2*time.Minute)); err != nil {
+				return res, err
+			}
+			if _, err := conn.Write(buf); err != nil {
+				return res, fmt.Errorf("write records to the provider: %w", err)
+			}
+			res.longestWrite = max(res.longestWrite, time.Since(now))
+			res.sent += max(due, 0)
+			bytesSent += int64(len(buf))
+		}
+		if now.After(nextSample) {
+			if err := sample(); err != nil {
+				return res, err
+			}
+			nextSample = now.Add(time.Second)
+			if cfg.progress != nil && now.After(nextProgress) {
+				nextProgress = nextProgress.Add(30 * time.Second)
+				got, _ := req.metric(ctx, "ssanet_records_received_total")
+				fmt.Fprintf(cfg.progress, "%4.0fs sent %d received %d; RSS provider %d MB (anon %d), requester %d MB (anon %d); disk %d MB, %d MB\n",
+					now.Sub(start).Seconds(), res.sent, got, res.provider.end.rss>>20, res.provider.end.anon>>20,
+					res.requester.end.rss>>20, res.requester.end.anon>>20, res.provider.disk>>20, res.requester.disk>>20)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-prov.done:
+			return res, fmt.Errorf("the provider exited: %v", prov.err)
+		case <-req.done:
+			return res, fmt.Errorf("the requester exited: %v", req.err)
+		case <-tick.C:
+		}
+	}
+	res.recordBytes = float64(bytesSent)/float64(max(res.sent, 1)) - 1
+	// Every record sent passes the filter but stats ones: wait until the requester has
+	// received as many as the provider shared, with nothing more coming.
+	var shared int64
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		if err := sample(); err != nil {
+			return res, err
+		}
+		ingested, err := prov.metric(ctx, "ssanet_provider_records_total")
+		if err != nil {
+			return res, err
+		}
+		if shared, err = prov.metric(ctx, "ssanet_provider_records_total", `outcome="shared"`); err != nil {
+			return res, err
+		}
+		if res.received, err = req.metric(ctx, "ssanet_records_received_total"); err != nil {
+			return res, err
+		}
+		if ingested >= res.sent && res.received >= shared {
+			break
+		}
+		if time.Now().After(deadline) {
+			return res, fmt.Errorf("two minutes after the stream: the provider took %d of %d records, shared %d; the requester received %d", ingested, res.sent, shared, res.received)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	res.elapsed = time.Since(start)
+	p1, err := prov.usage()
+	if err != nil {
+		return res, err
+	}
+	r1, err := req.usage()
+	if err != nil {
+		return res, err
+	}
+	res.provider.cpu, res.requester.cpu = p1.cpu-p0.cpu, r1.cpu-r0.cpu
+	if res.expired, err = req.metric(ctx, "ssanet_requester_records_total", `outcome="expired"`); err != nil {
+		return res, err
+	}
+	res.liveBytes = float64(res.received-res.expired) * res.recordBytes
+	return res, nil
+}

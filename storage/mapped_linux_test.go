@@ -1,0 +1,122 @@
+package storage
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// mappedRSS is the resident memory (smaps Rss) of the mappings of files in dir whose name
+// ends in suffix.
+func mappedRSS(t *testing.T, dir, suffix string) int64 {
+	t.Helper()
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var n int64
+	in := false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		l := sc.Bytes()
+		if f := bytes.Fields(l); len(f) > 0 && bytes.Contains(f[0], []byte("-")) {
+			path := string(f[len(f)-1])
+			in = len(f) >= 6 && filepath.Dir(path) == dir && filepath.Ext(path) == suffix
+			continue
+		}
+		if in && bytes.HasPrefix(l, []byte("Rss:")) {
+			kb, err := strconv.ParseInt(string(bytes.Fields(l)[1]), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += kb << 10
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestReleaseMapped: the sensor profile's round hands back the pages of the tables that
+// writing and reading the records left resident, and the records read the same afterwards.
+func TestReleaseMapped(t *testing.T) {
+	dir := t.TempDir()
+	s, err := open(dir, Options{Profile: ProfileSensor}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	recs := eveRecords(t, 20000)
+	receiveEVE(t, s, recs)
+	if err := s.db.Flatten(1); err != nil { // tables written, and read by the compaction
+		t.Fatal(err)
+	}
+	read := func() {
+		t.Helper()
+		got, err := s.Records("ssa", 0, len(recs), 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(recs) || !bytes.Equal(got[len(got)-1].Data, recs[len(recs)-1]) {
+			t.Fatalf("%d records read back, want %d", len(got), len(recs))
+		}
+	}
+	read()
+	before := mappedRSS(t, dir, ".sst")
+	if err := s.releaseMapped(); err != nil {
+		t.Fatal(err)
+	}
+	after := mappedRSS(t, dir, ".sst")
+	t.Logf("tables resident: %d bytes, %d after releaseMapped", before, after)
+	if before < 1<<20 || after > before/10 {
+		t.Fatalf("tables resident: %d bytes, %d after releaseMapped: want at least 1 MiB before, a tenth of it after", before, after)
+	}
+	read()
+}
+
+func TestProfileValidate(t *testing.T) {
+	for _, tc := range []struct {
+		p  Profile
+		ok bool
+	}{{"", true}, {ProfileDefault, true}, {ProfileSensor, true}, {"tiny", false}} {
+		if err := (&Options{Profile: tc.p}).Validate(); (err == nil) != tc.ok {
+			t.Errorf("profile %q: %v", tc.p, err)
+		}
+	}
+}
+
+// TestSensorProfileTakesLargeBatches: the sensor profile's store takes the largest writes
+// of the exchange, a batch of 2,048 EVE records received or enqueued at once (Badger sizes
+// its largest transaction from the memtables).
+func TestSensorProfileTakesLargeBatches(t *testing.T) {
+	s, err := open(t.TempDir(), Options{Profile: ProfileSensor}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	recs := eveRecords(t, 2048)
+	if _, _, err := s.Receive("in", 1, recs, t0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enqueue("out", recs, uint64(len(recs)), 0); err != nil {
+		t.Fatal(err)
+	}
+}
