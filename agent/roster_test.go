@@ -149,6 +149,9 @@ func TestRosterDistribution(t *testing.T) {
 		return rosterVersion(c) == 2 && rosterVersion(b) == 2, "b and c have not got version 2"
 	})
 	t.Logf("version 2 reached c through b in %v", time.Since(start))
+	if st, err := c.Status(); err != nil || st.Roster == nil || st.Roster.Version != 2 || st.Roster.Members != 4 {
+		t.Fatalf("c's status after version 2: %+v, %v; want roster version 2 with 4 members", st, err)
+	}
 	if err := connect(x, c); err != nil {
 		t.Fatal(err)
 	}

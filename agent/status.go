@@ -40,6 +40,17 @@ type Status struct {
 	WindowSeconds float64 `json:"window_seconds"`
 	// Sinks are the sinks with their position and lag per SSA and their last error.
 	Sinks []SinkState `json:"sinks"`
+	// Roster is the community roster the agent holds (roster.go); nil outside a community.
+	Roster *RosterStatus `json:"roster,omitempty"`
+}
+
+// RosterStatus is the community roster in a status snapshot.
+type RosterStatus struct {
+	Community string `json:"community"`
+	Version   uint64 `json:"version"`
+	Expires   string `json:"expires"`
+	Expired   bool   `json:"expired"`
+	Members   int    `json:"members"`
 }
 
 // AgreementStatus is one negotiation in a status snapshot.
@@ -100,6 +111,9 @@ func (a *Agent) Status() (*Status, error) {
 	st.Flows, st.WindowSeconds = a.status.flows()
 	if st.Sinks, err = a.sinks.states(); err != nil {
 		return nil, err
+	}
+	if v, err := a.Community(); err == nil {
+		st.Roster = &RosterStatus{Community: v.Community, Version: v.Version, Expires: v.Expires, Expired: v.Expired, Members: len(v.Members)}
 	}
 	return st, nil
 }

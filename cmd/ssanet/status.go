@@ -42,6 +42,13 @@ func printStatus(w io.Writer, st *agent.Status, asJSON bool) error {
 	}
 	p := &statusPrinter{w: w}
 	p.linef("agent %s  %s", st.Peer, st.Time.UTC().Format(time.RFC3339))
+	if r := st.Roster; r != nil {
+		state := "expires"
+		if r.Expired {
+			state = "EXPIRED (nobody new is admitted) at"
+		}
+		p.linef("community %s  roster version %d, %d members, %s %s", r.Community, r.Version, r.Members, state, r.Expires)
+	}
 	p.agreements(st)
 	p.flows(st)
 	p.sinks(st)

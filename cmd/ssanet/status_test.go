@@ -156,3 +156,25 @@ func TestCLIStatus(t *testing.T) {
 		{name: "status no daemon", args: []string{"--home", t.TempDir(), "status"}, code: 1, errs: "no ssanet daemon runs"},
 	})
 }
+
+// TestPrintStatusRoster: an agent in a community shows its roster under the agent line.
+func TestPrintStatusRoster(t *testing.T) {
+	at := time.Date(2026, 12, 6, 17, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		roster *agent.RosterStatus
+		want   string
+	}{
+		{&agent.RosterStatus{Community: "cert-eu", Version: 3, Members: 10, Expires: "2027-03-06T17:00:00Z"},
+			"agent 12D3KooWself  2026-12-06T17:00:00Z\ncommunity cert-eu  roster version 3, 10 members, expires 2027-03-06T17:00:00Z\n\nAGREEMENTS"},
+		{&agent.RosterStatus{Community: "cert-eu", Version: 4, Members: 9, Expires: "2026-12-01T00:00:00Z", Expired: true},
+			"community cert-eu  roster version 4, 9 members, EXPIRED (nobody new is admitted) at 2026-12-01T00:00:00Z\n"},
+	} {
+		var b strings.Builder
+		if err := printStatus(&b, &agent.Status{Peer: "12D3KooWself", Time: at, Roster: tc.roster}, false); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("status of an agent in a community:\n%s\nwant it to hold:\n%s", b.String(), tc.want)
+		}
+	}
+}
