@@ -105,6 +105,13 @@ type Config struct {
 	// StorageReserveMiB is the free space (MiB, besides the store's LSM tree) below which
 	// records are paused; 0: storage.DefaultReserve (32 MiB). At least storage.MinReserve.
 	StorageReserveMiB uint64 `yaml:"storage-reserve-mib,omitempty"`
+	// Reachability is auto (AutoNAT decides), public or private (reach.go).
+	Reachability string `yaml:"reachability,omitempty"`
+	// Relays lists multiaddrs (with /p2p/ID) of circuit relays to reserve a slot at while
+	// this agent is private; empty: the allow-list's peers that run one.
+	Relays []string `yaml:"relays,omitempty"`
+	// Relay is the relay service this agent may run for its community (reach.go).
+	Relay RelayConfig `yaml:"relay,omitempty"`
 }
 
 // Defaults of the per-peer bounds, sized for a sensor: a requester may hold a few SSAs
@@ -173,7 +180,7 @@ func DefaultConfig() Config {
 // Validate checks a configuration and says what to fix: the first problem of the network
 // part, the negotiation and limits part, then the record sources and sinks.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.validateNetwork, c.validateLimits, c.validateSinks, c.validateIngest} {
+	for _, check := range []func() error{c.validateNetwork, c.validateReach, c.validateLimits, c.validateSinks, c.validateIngest} {
 		if err := check(); err != nil {
 			return err
 		}
