@@ -33,8 +33,9 @@ import (
 // community runs. The relay is a member of the community (it serves allow-listed peers only)
 // and sees only the encrypted stream. Where a direct connection exists libp2p opens streams
 // on it first. A relay that sets limits (relay.duration, relay.data) resets the relayed
-// connection when one is reached: delivery then resumes, on the next connection, at the
-// first record the requester has not acknowledged. `ssanet peers` shows each connection as
+// connection when one is reached: delivery then resumes at the first record the requester
+// has not acknowledged once a connection is back, which a provider that cannot dial its
+// requester must wait for (README "Agents behind NAT"). `ssanet peers` shows each connection as
 // direct or relayed, and through which relay.
 
 // Default limits of a relayed connection this agent serves as a relay: ample for a
