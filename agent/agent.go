@@ -401,6 +401,12 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 		libp2p.UserAgent("ssanet/" + Version),
 		libp2p.PrometheusRegisterer(a.metrics),
 	}
+	reach, err := a.reachOptions() // reach.go: AutoNAT, relays, hole punching
+	if err != nil {
+		rm.Close()
+		return err
+	}
+	opts = append(opts, reach...)
 	// The configured security transports, in order (method.go); QUIC, whose handshake is
 	// TLS, only with tls.
 	for _, s := range a.cfg.security() {
@@ -435,10 +441,10 @@ func (a *Agent) listen() error {
 	return nil
 }
 
-// findAddrs makes sure the peerstore has addresses for p: those persisted with the
-// negotiations, else the directory's.
+// findAddrs makes sure the peerstore has addresses for p, unless a connection (direct or
+// relayed) is open: those persisted with the negotiations, else the directory's.
 func (a *Agent) findAddrs(ctx context.Context, p peer.ID) {
-	if len(a.host.Peerstore().Addrs(p)) > 0 || a.host.Network().Connectedness(p) == network.Connected {
+	if len(a.host.Peerstore().Addrs(p)) > 0 || len(a.host.Network().ConnsToPeer(p)) > 0 {
 		return
 	}
 	if _, err := a.dir.Peer(ctx, p); err != nil {

@@ -127,6 +127,13 @@ type Config struct {
 	// bounds the store's memory for a small machine (storage.ProfileSensor) and sets the Go
 	// runtime's soft memory limit (SensorMemoryLimit).
 	StorageProfile string `yaml:"storage-profile,omitempty"`
+	// Reachability is auto (AutoNAT decides), public or private (reach.go).
+	Reachability string `yaml:"reachability,omitempty"`
+	// Relays lists multiaddrs (with /p2p/ID) of circuit relays to reserve a slot at while
+	// this agent is private; empty: the allow-list's peers that run one.
+	Relays []string `yaml:"relays,omitempty"`
+	// Relay is the relay service this agent may run for its community (reach.go).
+	Relay RelayConfig `yaml:"relay,omitempty"`
 }
 
 // SensorMemoryLimit is the soft limit of the Go runtime's memory (debug.SetMemoryLimit)
@@ -213,7 +220,7 @@ func DefaultConfig() Config {
 // Validate checks a configuration and says what to fix: the first problem of the network
 // part, the negotiation and limits part, then the record sources and sinks.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.validateNetwork, c.validateLimits, c.validateSinks, c.validateIngest, c.TAXII.Validate} {
+	for _, check := range []func() error{c.validateNetwork, c.validateReach, c.validateLimits, c.validateSinks, c.validateIngest, c.TAXII.Validate} {
 		if err := check(); err != nil {
 			return err
 		}

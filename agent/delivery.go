@@ -258,7 +258,7 @@ func (d *delivery) open(ctx context.Context) (network.Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open exchange stream: %w", err)
 	}
-	if why, security := methodBreach(d.run.ssa.Method, st.Protocol(), st.Conn().ConnState()); why != "" {
+	if why, security := methodBreach(d.run.ssa.Method, st.Protocol(), connState(st.Conn())); why != "" {
 		if security {
 			why += "; a connection uses the first security of its dialler's config key security that both agents have: list only agreed ones there on either agent"
 		}

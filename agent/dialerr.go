@@ -40,6 +40,8 @@ var (
 // lost by chance is not taken for a refusal.
 func openStream(ctx context.Context, h host.Host, p peer.ID, proto libp2pprotocol.ID) (network.Stream, error) {
 	const attempts = 2
+	// Negotiation and delivery may run over a relayed connection (reach.go).
+	ctx = network.WithAllowLimitedConn(ctx, "ssanet")
 	var err error
 	for range attempts {
 		if err := h.Connect(ctx, peer.AddrInfo{ID: p}); err != nil {

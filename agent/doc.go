@@ -1,7 +1,8 @@
 // Package agent is the running ssanet agent, the composition root of the reference model of
 // X.1205 Supplement 20 clause 8 (Figure 8-1): it builds the libp2p host from the identity key
 // in the agent's home, wires protocol, storage, discovery and policy together and owns the
-// lifecycle of every goroutine it starts.
+// lifecycle of every goroutine it starts. The host's reachability behind NAT (AutoNAT, circuit
+// relay v2 client and allow-listed service, DCUtR hole punching) is in reach.go.
 //
 // The SSA negotiation point (the negotiator: negotiate*.go, session.go, admission.go,
 // negotiation.go) runs the stream protocol /ssanet/negotiate/1.0.0: every message is a

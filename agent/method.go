@@ -98,6 +98,8 @@ func listsSecurity(listed []string, name string) bool {
 func connSecurity(c network.ConnectionState) string {
 	if c.Security == "" {
 		switch c.Transport {
+		case relayedTransport:
+			return relayedSecurity
 		case "quic", "quic-v1", "webtransport":
 			return "tls" // QUIC's handshake is libp2p's TLS 1.3
 		}
@@ -117,7 +119,7 @@ func methodBreach(m protocol.Method, proto libp2pprotocol.ID, c network.Connecti
 	if len(m.Protocols) > 0 && !slices.Contains(m.Protocols, string(proto)) {
 		return fmt.Sprintf("delivery over %s, which the SSA's method.protocols (%s) does not list", proto, strings.Join(m.Protocols, ", ")), false
 	}
-	if sec := connSecurity(c); len(m.Security) > 0 && !listsSecurity(m.Security, sec) {
+	if sec := connSecurity(c); len(m.Security) > 0 && !listsSecurity(m.Security, sec) && !(sec == relayedSecurity && listsEverySecurity(m.Security)) {
 		return fmt.Sprintf("delivery over a connection secured by %s (%s), which the SSA's method.security (%s) does not list",
 			sec, c.Transport, strings.Join(m.Security, ", ")), true
 	}

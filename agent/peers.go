@@ -13,9 +13,13 @@ import (
 type PeerView struct {
 	Peer  string   `json:"peer"`
 	Addrs []string `json:"addrs"`
-	// Connected says whether a connection with the peer is open now; Connections lists them.
+	// Connected says whether a connection with the peer is open now, direct or relayed;
+	// Connections lists them.
 	Connected   bool       `json:"connected"`
 	Connections []ConnView `json:"connections,omitempty"`
+	// Path is direct when a direct connection is open, relayed when only relayed ones are,
+	// empty when none is.
+	Path string `json:"path,omitempty"`
 	// Negotiations counts this agent's negotiations with the peer, over or not.
 	Negotiations int `json:"negotiations"`
 	// Allowed says that the peer is in the allow-list (every peer is when the list is empty),
@@ -34,6 +38,10 @@ type ConnView struct {
 	Direction string    `json:"direction"`
 	Remote    string    `json:"remote"`
 	Opened    time.Time `json:"opened"`
+	// Relay is the peer ID of the relay a relayed connection runs through (empty: direct);
+	// Limited says the relay bounds it in duration and data (reach.go).
+	Relay   string `json:"relay,omitempty"`
+	Limited bool   `json:"limited,omitempty"`
 }
 
 // Peers lists the peers this agent knows, sorted by ID: those it negotiated with, those
@@ -82,15 +90,26 @@ func (a *Agent) Peers() ([]PeerView, error) {
 
 func (a *Agent) peerView(p peer.ID, negs int, allowed bool) PeerView {
 	v := PeerView{Peer: p.String(), Addrs: []string{}, Negotiations: negs, Allowed: allowed,
-		Connected: a.host.Network().Connectedness(p) == network.Connected}
+		Connected: len(a.host.Network().ConnsToPeer(p)) > 0}
 	for _, addr := range a.host.Peerstore().Addrs(p) {
 		v.Addrs = append(v.Addrs, addr.String())
 	}
 	slices.Sort(v.Addrs)
 	for _, c := range a.host.Network().ConnsToPeer(p) {
 		st := c.Stat()
-		v.Connections = append(v.Connections, ConnView{Direction: directionName(st.Direction),
-			Remote: c.RemoteMultiaddr().String(), Opened: st.Opened})
+		cv := ConnView{Direction: directionName(st.Direction), Remote: c.RemoteMultiaddr().String(),
+			Opened: st.Opened, Limited: st.Limited}
+		via, relayed := relayedVia(c)
+		switch {
+		case !relayed:
+			v.Path = "direct"
+		case v.Path == "":
+			v.Path = "relayed"
+		}
+		if relayed {
+			cv.Relay = via.String()
+		}
+		v.Connections = append(v.Connections, cv)
 	}
 	if at, ok := a.reach.ofPeer(p); ok {
 		v.LastError, v.LastErrorKind, v.LastErrorAt = at.Err, at.Class, at.At

@@ -122,7 +122,7 @@ func (rc *receiver) handleExchange(st network.Stream) {
 			}
 			return
 		}
-		c, err := rc.checkBatch(raw, remote, st.Protocol(), st.Conn().ConnState())
+		c, err := rc.checkBatch(raw, remote, st.Protocol(), connState(st.Conn()))
 		if err != nil {
 			rc.refusals.refused("exchange", remote, "batch refused", err, "proto", ProtocolExchange)
 			st.Reset()

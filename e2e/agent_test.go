@@ -160,6 +160,8 @@ type node struct {
 	log  string // the daemon's stderr (JSON logs), appended to across restarts
 	// runArgs are added to `ssanet run` (withRunArgs).
 	runArgs []string
+	// netns, when set, is the network namespace the daemon runs in (nat_test.go).
+	netns string
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -236,6 +238,9 @@ func (a *agent) start() {
 	}
 	defer logf.Close()
 	cmd := exec.Command(daemon, append([]string{"--home", a.home, "run"}, a.runArgs...)...)
+	if a.netns != "" { // nat_test.go: the daemon runs in a network namespace of the testbed
+		cmd = exec.Command("ip", append([]string{"netns", "exec", a.netns}, cmd.Args...)...)
+	}
 	cmd.Env = baseEnv()
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {

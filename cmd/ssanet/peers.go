@@ -27,8 +27,14 @@ func (c *cli) peers() int {
 				dirs := make([]string, len(p.Connections))
 				for i, cv := range p.Connections {
 					dirs[i] = cv.Direction + " " + cv.Remote
+					if cv.Relay != "" {
+						dirs[i] += " via relay " + cv.Relay
+					}
+					if cv.Limited {
+						dirs[i] += " limited"
+					}
 				}
-				state = "connected (" + strings.Join(dirs, ", ") + ")"
+				state = "connected " + p.Path + " (" + strings.Join(dirs, ", ") + ")"
 			}
 			if !p.Allowed {
 				state += ", not in the allow-list"

@@ -1,0 +1,251 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
+	"github.com/libp2p/go-libp2p/p2p/host/peerstore/pstoremem"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Reachability of an agent behind NAT or a firewall (config: reachability, relays, relay).
+//
+// Every agent runs AutoNAT (v1 and v2) to learn whether others can dial it, as client and as
+// server for the members of its community, the circuit relay v2 client, and DCUtR hole
+// punching. An agent that AutoNAT finds private (or whose reachability is set to private)
+// reserves a slot at a relay: those listed in relays, else members of its allow-list whose
+// addresses it knows, and announces the relayed address (…/p2p/RELAY/p2p-circuit/p2p/SELF) in
+// the directory. A peer that connects through the relay then tries DCUtR: both sides dial
+// each other at once, and when the NATs let it through the connection becomes direct.
+//
+// Decision: negotiation and record delivery both run over a relayed connection; they do not
+// wait for a direct one. A sensor behind a NAT that maps per destination is never reached
+// directly, and an SSA it cannot serve is worse than records that go through a relay the
+// community runs. The relay is a member of the community (it serves allow-listed peers only)
+// and sees only the encrypted stream. Where a direct connection exists libp2p opens streams
+// on it first. A relay that sets limits (relay.duration, relay.data) resets the relayed
+// connection when one is reached: delivery then resumes at the first record the requester
+// has not acknowledged once a connection is back, which a provider that cannot dial its
+// requester must wait for (README "Agents behind NAT"). `ssanet peers` shows each connection as
+// direct or relayed, and through which relay.
+
+// Default limits of a relayed connection this agent serves as a relay: ample for a
+// negotiation (a few messages of a few KiB) and a few thousand records.
+const (
+	DefaultRelayDuration = Duration(2 * time.Minute)
+	DefaultRelayData     = 1 << 20
+)
+
+// RelayConfig is the circuit relay v2 service an agent with a public address may run for the
+// members of its community (config: relay).
+type RelayConfig struct {
+	// Serve runs the relay service (it starts only while the agent is publicly reachable). It
+	// needs an allow-list: only its peers may reserve a slot or be relayed to.
+	Serve bool `yaml:"serve,omitempty"`
+	// Duration and Data bound each relayed connection: the relay resets it after Duration
+	// or after Data bytes in either direction. 0: DefaultRelayDuration, DefaultRelayData.
+	Duration Duration `yaml:"duration,omitempty"`
+	Data     int64    `yaml:"data,omitempty"`
+	// Unlimited relays connections without a limit on duration or data (the relayed
+	// connection is then not marked limited).
+	Unlimited bool `yaml:"unlimited,omitempty"`
+	// MaxReservations bounds the peers holding a slot at once; MaxCircuits the relayed
+	// connections open through one peer's slot. 0: 128 and 16.
+	MaxReservations int `yaml:"max-reservations,omitempty"`
+	MaxCircuits     int `yaml:"max-circuits,omitempty"`
+}
+
+// validateReach checks reachability, relays and relay.
+func (c *Config) validateReach() error {
+	switch c.Reachability {
+	case "", "auto", "public", "private":
+	default:
+		return fmt.Errorf("config: reachability must be auto, public or private, not %q", c.Reachability)
+	}
+	if _, err := c.relayPeers(); err != nil {
+		return err
+	}
+	r := c.Relay
+	if r.Serve && len(c.Allow) == 0 {
+		return errors.New("config: relay.serve needs an allow-list: a relay serves the members of its community only (list them in allow)")
+	}
+	if r.Duration < 0 || r.Data < 0 || r.MaxReservations < 0 || r.MaxCircuits < 0 {
+		return errors.New("config: relay.duration, relay.data, relay.max-reservations and relay.max-circuits must not be negative")
+	}
+	if r.Unlimited && (r.Duration != 0 || r.Data != 0) {
+		return errors.New("config: relay.unlimited excludes relay.duration and relay.data: drop one or the other")
+	}
+	return nil
+}
+
+// relayPeers parses relays.
+func (c *Config) relayPeers() ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for _, s := range c.Relays {
+		addr, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("config: relays: %q is not a multiaddr: %w", s, err)
+		}
+		pi, err := peer.AddrInfoFromP2pAddr(addr)
+		if err != nil {
+			return nil, fmt.Errorf("config: relays: %q must end in /p2p/PEERID: %w", s, err)
+		}
+		out = append(out, *pi)
+	}
+	return out, nil
+}
+
+// relayResources are the relay service's limits from the configuration.
+func (r RelayConfig) resources() relayv2.Resources {
+	res := relayv2.DefaultResources()
+	if r.MaxReservations > 0 {
+		res.MaxReservations = r.MaxReservations
+	}
+	if r.MaxCircuits > 0 {
+		res.MaxCircuits = r.MaxCircuits
+	}
+	if r.Unlimited {
+		res.Limit = nil
+		return res
+	}
+	res.Limit = &relayv2.RelayLimit{Duration: time.Duration(DefaultRelayDuration), Data: DefaultRelayData}
+	if r.Duration > 0 {
+		res.Limit.Duration = time.Duration(r.Duration)
+	}
+	if r.Data > 0 {
+		res.Limit.Data = r.Data
+	}
+	return res
+}
+
+// relayACL lets only the allow-list's peers reserve a slot at this agent's relay, and relays
+// only between them; it reads the allow-list as it is now (a reload replaces it).
+type relayACL struct{ allow func() map[peer.ID]bool }
+
+func (r relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool { return r.allow()[p] }
+func (r relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dest peer.ID) bool {
+	allow := r.allow()
+	return allow[src] && allow[dest]
+}
+
+// reachOptions are the libp2p options of reachability: AutoNAT, relay client and service,
+// hole punching, the relays to reserve at when private.
+func (a *Agent) reachOptions() ([]libp2p.Option, error) {
+	allow := a.allow.list() // the relays to reserve at: the allow-list at start
+	// The peerstore is made here so that the relay source reads it without waiting for the
+	// host; the host closes it.
+	ps, err := pstoremem.NewPeerstore()
+	if err != nil {
+		return nil, fmt.Errorf("peerstore: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Peerstore(ps),
+		libp2p.EnableRelay(),
+		libp2p.EnableAutoNATv2(),
+		libp2p.EnableNATService(),
+		libp2p.EnableHolePunching(),
+	}
+	switch a.cfg.Reachability {
+	case "public":
+		opts = append(opts, libp2p.ForceReachabilityPublic())
+	case "private":
+		opts = append(opts, libp2p.ForceReachabilityPrivate())
+	}
+	if a.cfg.Relay.Serve {
+		opts = append(opts, libp2p.EnableRelayService(relayv2.WithResources(a.cfg.Relay.resources()),
+			relayv2.WithACL(relayACL{allow: a.allow.list})))
+	}
+	static, _ := a.cfg.relayPeers() // validated with the config
+	switch {
+	case len(static) > 0:
+		opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(static))
+	case len(allow) > 0:
+		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(allowedRelays(ps, a.self.PeerID(), allow),
+			// A community has few relays: one found is enough to reserve at.
+			autorelay.WithMinCandidates(1)))
+	}
+	return opts, nil
+}
+
+// allowedRelays offers autorelay the allow-list's peers whose addresses this agent knows, as
+// candidate relays (those that do not run one are tried and dropped).
+func allowedRelays(ps peerstore.Peerstore, self peer.ID, allow map[peer.ID]bool) func(ctx context.Context, num int) <-chan peer.AddrInfo {
+	ids := make([]peer.ID, 0, len(allow))
+	for p := range allow {
+		if p != self {
+			ids = append(ids, p)
+		}
+	}
+	slices.Sort(ids)
+	return func(_ context.Context, num int) <-chan peer.AddrInfo {
+		out := make(chan peer.AddrInfo, num)
+		defer close(out)
+		for _, p := range ids {
+			if len(out) == num {
+				break
+			}
+			if addrs := ps.Addrs(p); len(addrs) > 0 {
+				out <- peer.AddrInfo{ID: p, Addrs: addrs}
+			}
+		}
+		return out
+	}
+}
+
+// relayedVia is the relay a connection runs through, if it is relayed.
+func relayedVia(c network.Conn) (peer.ID, bool) {
+	addr := c.RemoteMultiaddr()
+	if _, err := addr.ValueForProtocol(ma.P_CIRCUIT); err != nil {
+		return "", false
+	}
+	before, _ := ma.SplitFunc(addr, func(c ma.Component) bool { return c.Protocol().Code == ma.P_CIRCUIT })
+	s, err := before.ValueForProtocol(ma.P_P2P)
+	if err != nil {
+		return "", true
+	}
+	p, err := peer.Decode(s)
+	if err != nil {
+		return "", true
+	}
+	return p, true
+}
+
+// relayedTransport is the transport of a relayed connection as its dialler's libp2p (v0.51)
+// reports it: without the connection's security, although the connection is secured end to
+// end by one of the agent's security transports (the relay sees only ciphertext).
+const relayedTransport = "p2p-circuit"
+
+// relayedSecurity names the security of such a connection: one of noise and tls, which one
+// unknown. A delivery over it keeps to an SSA's method.security only when that lists both.
+const relayedSecurity = "noise or tls (relayed)"
+
+// listsEverySecurity reports whether listed holds every security transport an agent has, so
+// that a connection secured by any of them keeps to it.
+func listsEverySecurity(listed []string) bool {
+	for name := range securityIDs {
+		if !listsSecurity(listed, name) {
+			return false
+		}
+	}
+	return true
+}
+
+// connState is c's connection state as the method checks read it. libp2p (v0.51) reports a
+// relayed connection's security on the side that accepted it (with transport "tcp") but not
+// on the side that dialled it: both sides read a relayed connection as relayedTransport
+// without a security, so that provider and requester judge it alike.
+func connState(c network.Conn) network.ConnectionState {
+	if _, relayed := relayedVia(c); relayed {
+		return network.ConnectionState{Transport: relayedTransport}
+	}
+	return c.ConnState()
+}
