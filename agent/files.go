@@ -11,22 +11,7 @@ import (
 // writeFileAtomic replaces path with data so that a crash leaves either the old or the new
 // content, never an empty or partial file.
 func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := sink.WriteFileAtomic(path, data, 0o600); err != nil {
 		return err
 	}
 	return sink.SyncDir(filepath.Dir(path)) // the rename itself survives a power cut

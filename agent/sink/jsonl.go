@@ -436,6 +436,31 @@ func SyncDir(dir string) error {
 	return err
 }
 
+// WriteFileAtomic replaces path with b (mode perm): written to path+".tmp", synced, closed and
+// renamed, the temporary file removed if any step fails, so that a crash leaves the old or
+// the new content, never a part. It does not sync the directory; SyncDir does.
+func WriteFileAtomic(path string, b []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}
+
 // Close stops tidying and closes the file.
 func (j *JSONL) Close() error {
 	close(j.stop)

@@ -279,23 +279,7 @@ func (f *MISPFeed) writeIndex() error {
 // writeFeedFile replaces a feed file whole: written beside it, synced, renamed. Mode 0640: the
 // web server that serves the feed reads it through its group.
 func writeFeedFile(path string, b []byte) error {
-	tmp := path + ".tmp"
-	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrMISPFeed, err)
-	}
-	_, err = fh.Write(b)
-	if err == nil {
-		err = fh.Sync()
-	}
-	if cerr := fh.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := WriteFileAtomic(path, b, 0o640); err != nil {
 		return fmt.Errorf("%w: write %s: %w", ErrMISPFeed, path, err)
 	}
 	return nil

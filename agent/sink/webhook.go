@@ -340,10 +340,10 @@ func (h *Webhook) poison(recs []Record, name string, body, answer []byte, cause 
 		return fmt.Errorf("set a refused batch aside: %w", err)
 	}
 	path := filepath.Join(h.cfg.PoisonDir, name+".body")
-	if err := writeFile(path, body); err != nil {
+	if err := WriteFileAtomic(path, body, 0o600); err != nil {
 		return fmt.Errorf("set a refused batch aside: %w", err)
 	}
-	if err := writeFile(filepath.Join(h.cfg.PoisonDir, name+".answer"), answer); err != nil {
+	if err := WriteFileAtomic(filepath.Join(h.cfg.PoisonDir, name+".answer"), answer, 0o600); err != nil {
 		return fmt.Errorf("set a refused batch aside: %w", err)
 	}
 	h.poisoned.Add(int64(len(recs)))
@@ -358,29 +358,6 @@ func (h *Webhook) poison(recs []Record, name string, body, answer []byte, cause 
 		"poisoned_records", h.poisoned.Load(), "err", cause)
 	h.logged, h.unlogged = time.Now(), 0
 	return nil
-}
-
-// writeFile writes a file (mode 0600) through a temporary one and a rename, synced.
-func writeFile(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
 }
 
 // Close releases idle connections.
