@@ -318,26 +318,8 @@ func (q *query) matches(o cti.Object, version string) bool {
 
 // objects answers the objects, manifest or object endpoint (§5.3, §5.4, §5.6): one page.
 func (s *Server) objects(w http.ResponseWriter, r *http.Request, c *Collection, a *cti.Agreement, manifest bool, objectID string) {
-	q, err := s.parseQuery(r)
-	if err != nil {
-		s.fail(w, http.StatusBadRequest, "Bad request", err.Error())
-		return
-	}
-	if objectID != "" {
-		q.ids = []string{objectID}
-	}
-	if s.busy(w) {
-		return
-	}
-	page, next, more, err := s.page(c.SSA, a, &q)
-	s.idle()
-	if err != nil {
-		s.log.Warn("TAXII page not read", "ssa", c.SSA, "err", err)
-		s.fail(w, http.StatusInternalServerError, "Records not read", "the agent could not read the SSA's records; try again, and if it fails again read the agent's log")
-		return
-	}
-	if objectID != "" && len(page) == 0 && !more {
-		s.fail(w, http.StatusNotFound, "Object not found", "no object "+objectID+" in this collection")
+	page, next, more, ok := s.readPage(w, r, c, a, objectID)
+	if !ok {
 		return
 	}
 	if len(page) > 0 {
@@ -389,24 +371,8 @@ func sizeOf(page []entry) int {
 // versions answers the versions endpoint (§5.7): each object of the collection has one
 // version, but an SCO comes with every record that holds it, so its version is listed once.
 func (s *Server) versions(w http.ResponseWriter, r *http.Request, c *Collection, a *cti.Agreement, objectID string) {
-	q, err := s.parseQuery(r)
-	if err != nil {
-		s.fail(w, http.StatusBadRequest, "Bad request", err.Error())
-		return
-	}
-	q.ids = []string{objectID}
-	if s.busy(w) {
-		return
-	}
-	page, next, more, err := s.page(c.SSA, a, &q)
-	s.idle()
-	if err != nil {
-		s.log.Warn("TAXII page not read", "ssa", c.SSA, "err", err)
-		s.fail(w, http.StatusInternalServerError, "Records not read", "the agent could not read the SSA's records; try again, and if it fails again read the agent's log")
-		return
-	}
-	if len(page) == 0 && !more {
-		s.fail(w, http.StatusNotFound, "Object not found", "no object "+objectID+" in this collection")
+	page, next, more, ok := s.readPage(w, r, c, a, objectID)
+	if !ok {
 		return
 	}
 	body := struct {
@@ -427,6 +393,36 @@ func (s *Server) versions(w http.ResponseWriter, r *http.Request, c *Collection,
 		w.Header().Set("X-TAXII-Date-Added-Last", page[len(page)-1].added.Format(stamp))
 	}
 	s.reply(w, http.StatusOK, body)
+}
+
+// readPage reads the page a request for collection c asks for, restricted to objectID when it
+// is not empty. When it returns false it has answered the request already: 400 for a bad
+// query, 429 when too many requests are reading, 500 when the records could not be read, 404
+// when objectID names no object of the collection.
+func (s *Server) readPage(w http.ResponseWriter, r *http.Request, c *Collection, a *cti.Agreement, objectID string) (page []entry, next cursor, more, ok bool) {
+	q, err := s.parseQuery(r)
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, "Bad request", err.Error())
+		return nil, next, false, false
+	}
+	if objectID != "" {
+		q.ids = []string{objectID}
+	}
+	if s.busy(w) {
+		return nil, next, false, false
+	}
+	page, next, more, err = s.page(c.SSA, a, &q)
+	s.idle()
+	if err != nil {
+		s.log.Warn("TAXII page not read", "ssa", c.SSA, "err", err)
+		s.fail(w, http.StatusInternalServerError, "Records not read", "the agent could not read the SSA's records; try again, and if it fails again read the agent's log")
+		return nil, next, false, false
+	}
+	if objectID != "" && len(page) == 0 && !more {
+		s.fail(w, http.StatusNotFound, "Object not found", "no object "+objectID+" in this collection")
+		return nil, next, false, false
+	}
+	return page, next, more, true
 }
 
 // busy takes a paging token, or answers 429 and returns false when maxPaging requests are
