@@ -88,9 +88,9 @@ func (c *cli) rootCommand() *cobra.Command {
 	var version bool
 	root := &cobra.Command{
 		Use:   "ssanet [--home DIR] [--json] COMMAND [ARGS]",
-		Short: "peer-to-peer agent for Security Service Agreements (ITU-T X.1205 Supplement 20)",
-		Long: `ssanet negotiates Security Service Agreements (SSAs) with peers, refines records under the
-agreed policy, exchanges them and assesses their fulfilment.
+		Short: "peer-to-peer agent for Security information Sharing Agreements (ITU-T X.1205 Supplement 20)",
+		Long: `ssanet negotiates Security information Sharing Agreements (SSAs) with peers, refines
+records under the agreed policy, exchanges them and assesses their fulfilment.
 
 ` + exitCodes,
 		Args:                  nil, // cobra's own check: an unknown command is a usage error
