@@ -30,8 +30,8 @@ import (
 // Decision: negotiation and record delivery both run over a relayed connection; they do not
 // wait for a direct one. A sensor behind a NAT that maps per destination is never reached
 // directly, and an SSA it cannot serve is worse than records that go through a relay the
-// community runs. The relay is a member of the community (it serves allow-listed peers only)
-// and sees only the encrypted stream. Where a direct connection exists libp2p opens streams
+// community runs. The relay is a member of the community (it serves the allow-list's peers, or
+// in a community the roster's members, only) and sees only the encrypted stream. Where a direct connection exists libp2p opens streams
 // on it first. A relay that sets limits (relay.duration, relay.data) resets the relayed
 // connection when one is reached: delivery then resumes at the first record the requester
 // has not acknowledged once a connection is back, which a provider that cannot dial its
@@ -49,7 +49,8 @@ const (
 // members of its community (config: relay).
 type RelayConfig struct {
 	// Serve runs the relay service (it starts only while the agent is publicly reachable). It
-	// needs an allow-list: only its peers may reserve a slot or be relayed to.
+	// needs an allow-list or a community roster: only their peers may reserve a slot or be
+	// relayed to.
 	Serve bool `yaml:"serve,omitempty"`
 	// Duration and Data bound each relayed connection: the relay resets it after Duration
 	// or after Data bytes in either direction. 0: DefaultRelayDuration, DefaultRelayData.
@@ -75,8 +76,8 @@ func (c *Config) validateReach() error {
 		return err
 	}
 	r := c.Relay
-	if r.Serve && len(c.Allow) == 0 {
-		return errors.New("config: relay.serve needs an allow-list: a relay serves the members of its community only (list them in allow)")
+	if r.Serve && len(c.Allow) == 0 && c.Community == "" {
+		return errors.New("config: relay.serve needs an allow-list or a community roster: a relay serves the members of its community only (list them in allow, or set community)")
 	}
 	if r.Duration < 0 || r.Data < 0 || r.MaxReservations < 0 || r.MaxCircuits < 0 {
 		return errors.New("config: relay.duration, relay.data, relay.max-reservations and relay.max-circuits must not be negative")
@@ -127,14 +128,24 @@ func (r RelayConfig) resources() relayv2.Resources {
 	return res
 }
 
-// relayACL lets only the allow-list's peers reserve a slot at this agent's relay, and relays
-// only between them; it reads the allow-list as it is now (a reload replaces it).
-type relayACL struct{ allow func() map[peer.ID]bool }
+// relayACL lets only the community's members reserve a slot at this agent's relay, and
+// relays only between them; admits says who they are now (a reload or a new roster changes
+// it): Agent.relayAdmits.
+type relayACL struct{ admits func(peer.ID) bool }
 
-func (r relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool { return r.allow()[p] }
+func (r relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool { return r.admits(p) }
 func (r relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dest peer.ID) bool {
-	allow := r.allow()
-	return allow[src] && allow[dest]
+	return r.admits(src) && r.admits(dest)
+}
+
+// relayAdmits says whether p is a member of this agent's community, as its relay serves them:
+// in a community, admitted by the roster held (roster.go); else in the allow-list. Unlike
+// the gater, an empty allow-list admits nobody: a relay is never open to anyone.
+func (a *Agent) relayAdmits(p peer.ID) bool {
+	if a.roster.active() {
+		return a.roster.admits(p) == nil
+	}
+	return a.allow.list()[p]
 }
 
 // reachOptions are the libp2p options of reachability: AutoNAT, relay client and service,
@@ -162,7 +173,7 @@ func (a *Agent) reachOptions() ([]libp2p.Option, error) {
 	}
 	if a.cfg.Relay.Serve {
 		opts = append(opts, libp2p.EnableRelayService(relayv2.WithResources(a.cfg.Relay.resources()),
-			relayv2.WithACL(relayACL{allow: a.allow.list})))
+			relayv2.WithACL(relayACL{admits: a.relayAdmits})))
 	}
 	static, _ := a.cfg.relayPeers() // validated with the config
 	switch {

@@ -168,7 +168,7 @@ func TestRelayedNegotiationAndDelivery(t *testing.T) {
 // TestRelayACL: the relay reserves for, and relays between, members only.
 func TestRelayACL(t *testing.T) {
 	member, other, stranger := peer.ID("member"), peer.ID("other"), peer.ID("stranger")
-	acl := relayACL{allow: func() map[peer.ID]bool { return map[peer.ID]bool{member: true, other: true} }}
+	acl := relayACL{admits: func(p peer.ID) bool { return p == member || p == other }}
 	for _, tc := range []struct {
 		name      string
 		src, dest peer.ID
@@ -190,8 +190,8 @@ func TestRelayACL(t *testing.T) {
 	}
 }
 
-// TestReachConfig: the reachability keys are checked, and a relay without an allow-list is
-// refused (it would be open to anyone).
+// TestReachConfig: the reachability keys are checked, and a relay without an allow-list or a
+// roster is refused (it would be open to anyone).
 func TestReachConfig(t *testing.T) {
 	relayID := "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
 	for _, tc := range []struct {
@@ -206,7 +206,8 @@ func TestReachConfig(t *testing.T) {
 		}, ""},
 		{"bad reachability", func(c *Config) { c.Reachability = "nat" }, "reachability must be"},
 		{"relay without ID", func(c *Config) { c.Relays = []string{"/ip4/192.0.2.1/tcp/4001"} }, "must end in /p2p/"},
-		{"open relay", func(c *Config) { c.Relay.Serve = true }, "needs an allow-list"},
+		{"open relay", func(c *Config) { c.Relay.Serve = true }, "needs an allow-list or a community roster"},
+		{"community relay", func(c *Config) { c.Relay.Serve = true; c.Community = "roster.cbor" }, ""},
 		{"member relay", func(c *Config) { c.Relay.Serve = true; c.Allow = []string{relayID} }, ""},
 		{"negative data", func(c *Config) { c.Relay.Data = -1 }, "must not be negative"},
 		{"unlimited and data", func(c *Config) { c.Relay.Unlimited = true; c.Relay.Data = 1 }, "excludes"},
@@ -272,6 +273,33 @@ func TestRelayedMethod(t *testing.T) {
 		why, sec := methodBreach(protocol.Method{Security: tc.security}, ProtocolExchange, relayed)
 		if (why != "") != tc.breach || (tc.breach && !sec) {
 			t.Errorf("security %v: breach %q (security %v), want breach %v", tc.security, why, sec, tc.breach)
+		}
+	}
+}
+
+// TestRelayAdmitsRosterMembers: in a community, the relay serves the members of the roster
+// held, not an allow-list; outside one, the allow-list's peers, and nobody when it is empty.
+func TestRelayAdmitsRosterMembers(t *testing.T) {
+	ha, hb, hc := initRosterHome(t, "a", true), initRosterHome(t, "b", true), initRosterHome(t, "c", true)
+	hx := initRosterHome(t, "x", false)
+	admins := []rosterHome{ha, hb, hc}
+	v1 := makeRoster(t, 1, 2, time.Now().Add(time.Hour), admins, admins, []rosterHome{ha, hb})
+	if err := os.WriteFile(filepath.Join(ha.home, "roster.cbor"), v1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, x := reopen(t, ha.home), reopen(t, hx.home)
+	for _, tc := range []struct {
+		name  string
+		agent *Agent
+		peer  peer.ID
+		want  bool
+	}{
+		{"member, in a community", a, hb.id.PeerID(), true},
+		{"non-member, in a community", a, hx.id.PeerID(), false},
+		{"anyone, no community and an empty allow-list", x, hb.id.PeerID(), false},
+	} {
+		if got := tc.agent.relayAdmits(tc.peer); got != tc.want {
+			t.Errorf("%s: relayAdmits = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
