@@ -64,6 +64,7 @@ func TestCLIUsage(t *testing.T) {
 		{name: "unknown flag", args: []string{"ssa", "list", "--frob"}, code: 2, errs: "unknown flag: --frob\nRun 'ssanet ssa list --help' for usage."},
 		{name: "single-dash long flag", args: []string{"-home", home, "ssa", "list"}, code: 2, errs: "-home: long flags take two dashes: --home"},
 		{name: "single-dash long flag with value", args: []string{"ssa", "list", "-json=true"}, code: 2, errs: "-json=true: long flags take two dashes: --json=true"},
+		{name: "single-dash word as a flag's value", args: []string{"policy", "check", "--template", "-home", "--format", "eve"}, code: 1, errs: "-home"},
 		{name: "single-dash after --", args: []string{"policy", "check", "--template", "none.yaml", "--format", "eve", "--", "-json"}, code: 1, errs: "none.yaml"},
 		{name: "flag without value", args: []string{"ssa", "approve", "x", "--wait"}, code: 2, errs: "flag needs an argument: --wait"},
 		{name: "revise help", args: []string{"ssa", "revise", "--help"}, out: "ssanet ssa revise ID [--template FILE] [--set PATH=VALUE]... [--wait D]"},

@@ -142,21 +142,36 @@ func describe(cmd *cobra.Command, print func()) {
 
 // singleDash returns the first of args (before "--") that is one of the tree's long flags given
 // with one dash, as Go's flag package took them (-home DIR): pflag would read it as the
-// shorthand letters -h -o -m -e.
+// shorthand letters -h -o -m -e. The value of a flag given as a separate argument
+// (--name -json) is a value, as pflag reads it, not a flag.
 func singleDash(root *cobra.Command, args []string) string {
 	long := map[string]bool{}
+	takesValue := map[string]bool{} // "--name" and "-n" of the flags that take a value
 	var walk func(*cobra.Command)
 	walk = func(cmd *cobra.Command) {
-		cmd.LocalFlags().VisitAll(func(f *pflag.Flag) { long[f.Name] = true })
+		cmd.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			long[f.Name] = true
+			if f.NoOptDefVal == "" {
+				takesValue["--"+f.Name] = true
+				if f.Shorthand != "" {
+					takesValue["-"+f.Shorthand] = true
+				}
+			}
+		})
 		for _, sub := range cmd.Commands() {
 			walk(sub)
 		}
 	}
 	walk(root)
 	long["help"] = true
-	for _, a := range args {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
 		if a == "--" {
 			break
+		}
+		if takesValue[a] {
+			i++ // its value, whatever it looks like
+			continue
 		}
 		name, _, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
 		if len(a) > 2 && a[0] == '-' && a[1] != '-' && long[name] {
