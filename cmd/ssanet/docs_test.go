@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,9 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/ssanet/ssanet/agent"
 )
 
 // tree is the command tree as the binary builds it.
@@ -285,5 +289,45 @@ func TestManPages(t *testing.T) {
 		if name == "ssanet.1" && !strings.Contains(text, "7 the peer does not speak ssanet") {
 			t.Errorf("%s lacks the exit codes:\n%s", name, stdout.String())
 		}
+	}
+}
+
+// TestCompletionDaemonHangs: a daemon that accepts and never answers does not hang the shell:
+// completing an SSA ID gives up after completionTimeout and offers nothing.
+func TestCompletionDaemonHangs(t *testing.T) {
+	home := t.TempDir()
+	if err := os.Chmod(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", filepath.Join(home, agent.SocketFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := os.Chmod(filepath.Join(home, agent.SocketFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		var held []net.Conn // accepted, never answered, closed at the end
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	start := time.Now()
+	out, errs, code := ssanet(t, "__complete", "--home", home, "ssa", "show", "")
+	if took := time.Since(start); took > completionTimeout+5*time.Second {
+		t.Errorf("completion took %v with a daemon that does not answer, want about %v", took, completionTimeout)
+	}
+	if code != 0 || strings.Contains(out, "ssa-") || !strings.Contains(out, ":4") {
+		t.Errorf("completion with a daemon that does not answer: exit %d, out %q, err %q; want no words and directive 4", code, out, errs)
 	}
 }
