@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ssanet/ssanet/agent"
+	"github.com/ssanet/ssanet/agent/sink"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -207,17 +208,14 @@ func readRosterFile(path string) (*protocol.SignedRoster, error) {
 	return s, nil
 }
 
-// writeRosterFile writes s to path, replacing it through a temporary file.
+// writeRosterFile writes s to path, replacing it whole (sink.WriteFileAtomic: synced, the
+// temporary file removed when a step fails).
 func writeRosterFile(path string, s *protocol.SignedRoster) error {
 	b, err := s.Encode()
 	if err != nil {
 		return err
 	}
-	tmp := path + ".partial"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return sink.WriteFileAtomic(path, b, 0o644)
 }
 
 func (c *cli) communityInitCommand() *cobra.Command {
