@@ -48,6 +48,8 @@ type limitState struct {
 
 	mu   sync.Mutex
 	seen map[string]*limitEntry
+	// closed is set by Close: no one would write a summary after it, so everything passes.
+	closed bool
 
 	// sweeping is set when the sweeper goroutine runs; stop stops it, and it closes done.
 	sweeping bool
@@ -86,9 +88,12 @@ func newLogLimiter(next slog.Handler, burst int, every time.Duration, now func()
 }
 
 // Close stops the goroutine and writes the summaries of the warnings left out so far. It is
-// idempotent; records handled after it pass or are counted, and are summarised by no one.
+// idempotent; records handled after it all pass (no one would write their summary).
 func (l *LogLimiter) Close() {
 	l.st.once.Do(func() {
+		l.st.mu.Lock()
+		l.st.closed = true
+		l.st.mu.Unlock()
 		close(l.st.stop)
 		if l.st.sweeping {
 			<-l.st.done
@@ -169,6 +174,9 @@ func (st *limitState) count(key string, r slog.Record, h slog.Handler) (pass boo
 	now := st.now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.closed {
+		return true, nil, nil
+	}
 	e, ok := st.seen[key]
 	if !ok {
 		if len(st.seen) >= logLimitKeys {

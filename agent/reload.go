@@ -125,13 +125,15 @@ func (a *Agent) reload() (*ReloadReport, error) {
 		a.log.Warn("config keys changed that apply only at the next start: restart the agent to apply them", "keys", rep.Restart)
 	}
 	var errs []error
-	if changes, err := a.sources.reload(cfg.Ingest); err != nil {
+	// A part that fails leaves the others applied: both report what they did change.
+	changes, err := a.sources.reload(cfg.Ingest)
+	rep.Applied = append(rep.Applied, changes...)
+	if err != nil {
 		errs = append(errs, err)
 	} else {
 		a.cfg.Ingest = cfg.Ingest
-		rep.Applied = append(rep.Applied, changes...)
 	}
-	changes, err := a.sinks.reload(cfg.Sinks)
+	changes, err = a.sinks.reload(cfg.Sinks)
 	rep.Applied = append(rep.Applied, changes...)
 	if err != nil {
 		errs = append(errs, err)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ssanet/ssanet/protocol"
@@ -17,7 +18,8 @@ import (
 // the control API, and the status page on the metrics address, statuspage.go). It is read
 // from what the agent keeps anyway; only two things are its own: the flow meter, which
 // samples the records counted per SSA every second to turn them into rates, and the last
-// verdict of every requested SSA in force, assessed again every verdictEvery.
+// verdict of every requested SSA in force, assessed again every verdictEvery while the status
+// is being read (within statusWatch of the last read).
 
 // Status is the agent at one moment: its peers, its agreements with their phase and verdict,
 // the records flowing per SSA and its sinks.
@@ -93,10 +95,14 @@ const (
 	// verdictEvery is how often a requested SSA in force is assessed again for the status: each
 	// assessment asks its provider for a report.
 	verdictEvery = 15 * time.Second
+	// statusWatch is how long after a status is read the verdicts are kept fresh: when nobody
+	// looks, no provider is asked for a report for the status.
+	statusWatch = 2 * time.Minute
 )
 
 // Status is a snapshot of the agent: peers, agreements, flows and sinks.
 func (a *Agent) Status() (*Status, error) {
+	a.status.read()
 	st := &Status{Peer: a.ID().String(), Time: a.neg.now().UTC()}
 	var err error
 	if st.Peers, err = a.Peers(); err != nil {
@@ -201,6 +207,8 @@ type statusKeeper struct {
 	requested func() []string
 	now       func() time.Time
 	log       *slog.Logger
+
+	readAt atomic.Int64 // when the status was last read (Unix nanoseconds; 0: never)
 
 	mu       sync.Mutex
 	samples  []flowSample // oldest first, spanning at most FlowWindow
@@ -357,9 +365,28 @@ func (k *statusKeeper) runFlows(ctx context.Context) {
 	tickEvery(ctx, flowEvery, k.sampleFlows)
 }
 
-// runVerdicts refreshes the verdicts every second (see refreshVerdicts) until ctx ends.
+// read notes that the status is being read: the verdicts are kept fresh for statusWatch.
+func (k *statusKeeper) read() { k.readAt.Store(k.now().UnixNano()) }
+
+// watched says whether the status was read within the last statusWatch.
+func (k *statusKeeper) watched() bool {
+	at := k.readAt.Load()
+	return at != 0 && k.now().Sub(time.Unix(0, at)) < statusWatch
+}
+
+// runVerdicts refreshes the verdicts every second while the status is being read (see
+// refreshVerdicts and watched), and otherwise forgets them, which would grow stale, until ctx
+// ends. The first status read after a while shows no verdict; the next, a second later, does.
 func (k *statusKeeper) runVerdicts(ctx context.Context) {
-	tickEvery(ctx, time.Second, func() { k.refreshVerdicts(ctx) })
+	tickEvery(ctx, time.Second, func() {
+		if k.watched() {
+			k.refreshVerdicts(ctx)
+			return
+		}
+		k.mu.Lock()
+		clear(k.verdicts)
+		k.mu.Unlock()
+	})
 }
 
 // tickEvery calls f at once and then every d until ctx ends.

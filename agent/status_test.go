@@ -261,3 +261,22 @@ func TestRefreshVerdicts(t *testing.T) {
 		t.Errorf("verdict of b, no longer in force: %+v", v)
 	}
 }
+
+// TestStatusWatched: the verdicts are refreshed only while the status was read within
+// statusWatch; never read, nobody looks.
+func TestStatusWatched(t *testing.T) {
+	clock := &statusClock{t: time.Unix(1_800_000_000, 0)}
+	k := &statusKeeper{now: clock.now}
+	if k.watched() {
+		t.Fatal("watched before any read")
+	}
+	k.read()
+	clock.t = clock.t.Add(statusWatch - time.Millisecond)
+	if !k.watched() {
+		t.Fatal("not watched within statusWatch of a read")
+	}
+	clock.t = clock.t.Add(time.Millisecond)
+	if k.watched() {
+		t.Fatal("watched statusWatch after the last read")
+	}
+}
