@@ -122,3 +122,40 @@ func TestAckDroppedByCollector(t *testing.T) {
 	}, 50)
 	checkPending(t, s, "ssa", 151, 200, 20)
 }
+
+// TestDropOutboxDropsItsOwn: DropOutbox drops its own outbox from the disk, not the other
+// outboxes an Ack marked due, which wait for the collector's round.
+func TestDropOutboxDropsItsOwn(t *testing.T) {
+	s, err := open(t.TempDir(), Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, id := range []string{"acked", "dropped"} {
+		if _, err := s.Enqueue(id, records(id, 1, 100, 20), 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Ack("acked", 60); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropOutbox("dropped"); err != nil {
+		t.Fatal(err)
+	}
+	if got := versionsUnder(t, s, outboxPrefix("dropped")); got != 0 {
+		t.Fatalf("the dropped outbox: %d versions on the disk, want 0", got)
+	}
+	if got := versionsUnder(t, s, outboxPrefix("acked")); got != 100 {
+		t.Fatalf("the acknowledged outbox: %d versions on the disk before the collector's round, want 100", got)
+	}
+	if err := s.reclaimOutboxes(); err != nil {
+		t.Fatal(err)
+	}
+	if got := versionsUnder(t, s, outboxPrefix("acked")); got != 40 {
+		t.Fatalf("the acknowledged outbox: %d versions on the disk after the collector's round, want 40", got)
+	}
+}

@@ -66,17 +66,27 @@ func (s *Store) reclaimOutboxes() error {
 	s.reclaimMu.Unlock()
 	var errs []error
 	for ssaID := range due {
-		head, err := s.reclaimOutbox(ssaID)
-		s.reclaimMu.Lock()
-		if err != nil {
-			s.reclaimDue[ssaID] = true // the next round tries again
-			errs = append(errs, fmt.Errorf("storage: outbox of SSA %q: %w", ssaID, err))
-		} else {
-			s.reclaimed[ssaID] = max(s.reclaimed[ssaID], head)
-		}
-		s.reclaimMu.Unlock()
+		errs = append(errs, s.reclaimDueOutbox(ssaID))
 	}
 	return errors.Join(errs...)
+}
+
+// reclaimDueOutbox drops ssaID's outbox records below its Head from the tables, takes it off
+// the outboxes due and records how far it went; on failure it leaves it due for the next
+// round. DropOutbox calls it for its outbox alone, not the other outboxes due.
+func (s *Store) reclaimDueOutbox(ssaID string) error {
+	s.reclaimMu.Lock()
+	delete(s.reclaimDue, ssaID)
+	s.reclaimMu.Unlock()
+	head, err := s.reclaimOutbox(ssaID)
+	s.reclaimMu.Lock()
+	defer s.reclaimMu.Unlock()
+	if err != nil {
+		s.reclaimDue[ssaID] = true // the next round tries again
+		return fmt.Errorf("storage: outbox of SSA %q: %w", ssaID, err)
+	}
+	s.reclaimed[ssaID] = max(s.reclaimed[ssaID], head)
+	return nil
 }
 
 // reclaim drops the records of the queue whose keys start with prefix, from the oldest still
