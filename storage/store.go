@@ -337,6 +337,7 @@ func (s *Store) collectGarbage() {
 	defer t.Stop()
 	reclaim := time.NewTicker(reclaimInterval)
 	defer reclaim.Stop()
+	swept := false               // markOutboxesDue ran
 	var release <-chan time.Time // nil: never
 	if s.profile == ProfileSensor {
 		r := time.NewTicker(releaseInterval)
@@ -356,6 +357,13 @@ func (s *Store) collectGarbage() {
 			}
 			continue
 		case <-reclaim.C:
+			if !swept {
+				if err := s.markOutboxesDue(); err != nil {
+					s.log.Warn("storage: list the outboxes to drop what a crash left of them", "err", err)
+				} else {
+					swept = true
+				}
+			}
 			if err := s.reclaimOutboxes(); err != nil {
 				s.log.Warn("storage: drop acknowledged records", "err", err)
 			}
