@@ -56,7 +56,7 @@ func (s *Store) releaseMapped() error {
 		switch {
 		case errno == 0, errno == syscall.ENOMEM: // ENOMEM: unmapped since
 		case errno == syscall.EINVAL:
-			return fmt.Errorf("storage: release mapped pages: the kernel does not know MADV_PAGEOUT (Linux 5.4 or later): %w", errno)
+			return fmt.Errorf("%w: %w", errNoPageout, errno)
 		default:
 			return fmt.Errorf("storage: release mapped pages of %s: %w", path, errno)
 		}

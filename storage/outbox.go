@@ -157,7 +157,7 @@ func (s *Store) trim(ssaID string, ack uint64, drop bool) error {
 	}
 	s.reclaimMu.Unlock()
 	if drop {
-		return s.reclaimOutboxes()
+		return s.reclaimDueOutbox(ssaID)
 	}
 	return nil
 }

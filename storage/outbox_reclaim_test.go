@@ -122,3 +122,81 @@ func TestAckDroppedByCollector(t *testing.T) {
 	}, 50)
 	checkPending(t, s, "ssa", 151, 200, 20)
 }
+
+// TestDropOutboxDropsItsOwn: DropOutbox drops its own outbox from the disk, not the other
+// outboxes an Ack marked due, which wait for the collector's round.
+func TestDropOutboxDropsItsOwn(t *testing.T) {
+	s, err := open(t.TempDir(), Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, id := range []string{"acked", "dropped"} {
+		if _, err := s.Enqueue(id, records(id, 1, 100, 20), 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Ack("acked", 60); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropOutbox("dropped"); err != nil {
+		t.Fatal(err)
+	}
+	if got := versionsUnder(t, s, outboxPrefix("dropped")); got != 0 {
+		t.Fatalf("the dropped outbox: %d versions on the disk, want 0", got)
+	}
+	if got := versionsUnder(t, s, outboxPrefix("acked")); got != 100 {
+		t.Fatalf("the acknowledged outbox: %d versions on the disk before the collector's round, want 100", got)
+	}
+	if err := s.reclaimOutboxes(); err != nil {
+		t.Fatal(err)
+	}
+	if got := versionsUnder(t, s, outboxPrefix("acked")); got != 40 {
+		t.Fatalf("the acknowledged outbox: %d versions on the disk after the collector's round, want 40", got)
+	}
+}
+
+// TestDroppedOutboxAfterCrash: records a crash left on the disk below the Head of an outbox
+// that no Ack will trim again (DropOutbox committed, the process died before the drop) go
+// at the collector's first round after the next start.
+func TestDroppedOutboxAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	s, err := open(dir, Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enqueue("ssa", records("ssa", 1, 100, 20), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	// DropOutbox's transaction without its drop, as a crash right after it leaves it.
+	if err := s.commit(&trimRequest{waiter: newWaiter(), s: s, ssaID: "ssa", drop: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = open(dir, Options{}, false); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if got := versionsUnder(t, s, outboxPrefix("ssa")); got != 100 {
+		t.Fatalf("before the collector's round: %d versions on the disk, want the 100 the crash left", got)
+	}
+	if err := s.markOutboxesDue(); err != nil { // as the collector's first round does
+		t.Fatal(err)
+	}
+	if err := s.reclaimOutboxes(); err != nil {
+		t.Fatal(err)
+	}
+	if got := versionsUnder(t, s, outboxPrefix("ssa")); got != 0 {
+		t.Fatalf("after the collector's first round: %d versions on the disk, want 0", got)
+	}
+}

@@ -29,7 +29,8 @@ import (
 // memtables and rewrites tables, too much for every Ack (several a second), so an Ack marks
 // its outbox due and the Store's collector drops every outbox due each reclaimInterval, and
 // Close once more; DropOutbox drops at once. The first Ack after a start marks its outbox
-// due whatever it acknowledges, so records a crash left below Head go then.
+// due whatever it acknowledges, so records a crash left below Head go then; the collector's
+// first round marks every outbox due, for those no Ack will trim again (dropped, expired).
 
 const (
 	// reclaimBlockBits is the seq bits a block prefix leaves out: blocks of 256 records.
@@ -66,17 +67,52 @@ func (s *Store) reclaimOutboxes() error {
 	s.reclaimMu.Unlock()
 	var errs []error
 	for ssaID := range due {
-		head, err := s.reclaimOutbox(ssaID)
-		s.reclaimMu.Lock()
-		if err != nil {
-			s.reclaimDue[ssaID] = true // the next round tries again
-			errs = append(errs, fmt.Errorf("storage: outbox of SSA %q: %w", ssaID, err))
-		} else {
-			s.reclaimed[ssaID] = max(s.reclaimed[ssaID], head)
-		}
-		s.reclaimMu.Unlock()
+		errs = append(errs, s.reclaimDueOutbox(ssaID))
 	}
 	return errors.Join(errs...)
+}
+
+// markOutboxesDue marks every outbox that has a state due, so that the records below its Head
+// that a crash left on the disk go at the next round, also for an SSA that no Ack will
+// trim again (dropped, expired). The collector calls it once, at its first round; an outbox
+// with nothing below its Head costs that round one seek.
+func (s *Store) markOutboxesDue() error {
+	var ids []string
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixOutboxState), PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			ids = append(ids, string(it.Item().Key()[len(prefixOutboxState):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.reclaimMu.Lock()
+	for _, id := range ids {
+		s.reclaimDue[id] = true
+	}
+	s.reclaimMu.Unlock()
+	return nil
+}
+
+// reclaimDueOutbox drops ssaID's outbox records below its Head from the tables, takes it off
+// the outboxes due and records how far it went; on failure it leaves it due for the next
+// round. DropOutbox calls it for its outbox alone, not the other outboxes due.
+func (s *Store) reclaimDueOutbox(ssaID string) error {
+	s.reclaimMu.Lock()
+	delete(s.reclaimDue, ssaID)
+	s.reclaimMu.Unlock()
+	head, err := s.reclaimOutbox(ssaID)
+	s.reclaimMu.Lock()
+	defer s.reclaimMu.Unlock()
+	if err != nil {
+		s.reclaimDue[ssaID] = true // the next round tries again
+		return fmt.Errorf("storage: outbox of SSA %q: %w", ssaID, err)
+	}
+	s.reclaimed[ssaID] = max(s.reclaimed[ssaID], head)
+	return nil
 }
 
 // reclaim drops the records of the queue whose keys start with prefix, from the oldest still

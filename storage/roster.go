@@ -76,6 +76,9 @@ func (s *Store) LatestRoster() (*protocol.SignedRoster, error) {
 // RostersAfter returns the stored rosters of versions after, in version order, at most
 // MaxRosterChain of them: what a peer holding version after needs to catch up.
 func (s *Store) RostersAfter(after uint64) ([]*protocol.SignedRoster, error) {
+	if after == ^uint64(0) {
+		return nil, nil // none after it; after+1 would wrap to the first
+	}
 	var out []*protocol.SignedRoster
 	err := s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRoster)})

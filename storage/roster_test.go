@@ -70,6 +70,9 @@ func TestRosters(t *testing.T) {
 	if r, _ := s.RostersAfter(256); len(r) != 0 {
 		t.Errorf("after the latest: %d rosters", len(r))
 	}
+	if r, _ := s.RostersAfter(^uint64(0)); len(r) != 0 {
+		t.Errorf("after the highest version there can be: %d rosters", len(r))
+	}
 	if r, _ := s.RostersAfter(2); len(r) != 2 || len(r[0].Signers()) != 1 || r[0].Signers()[0] != admin.PeerID() {
 		t.Errorf("after 2: %d rosters, signatures lost?", len(r))
 	}

@@ -154,6 +154,10 @@ const (
 	releaseInterval = time.Second
 )
 
+// errNoPageout is releaseMapped's error where the kernel does not know MADV_PAGEOUT: the
+// collector stops releasing.
+var errNoPageout = errors.New("storage: release mapped pages: the kernel does not know MADV_PAGEOUT (Linux 5.4 or later)")
+
 // schemaVersion is the version of the record layout in doc.go; m/schema holds it.
 const schemaVersion byte = 1
 
@@ -333,6 +337,7 @@ func (s *Store) collectGarbage() {
 	defer t.Stop()
 	reclaim := time.NewTicker(reclaimInterval)
 	defer reclaim.Stop()
+	swept := false               // markOutboxesDue ran
 	var release <-chan time.Time // nil: never
 	if s.profile == ProfileSensor {
 		r := time.NewTicker(releaseInterval)
@@ -346,9 +351,19 @@ func (s *Store) collectGarbage() {
 		case <-release:
 			if err := s.releaseMapped(); err != nil {
 				s.log.Warn("storage: release the pages of the store's mapped files", "err", err)
+				if errors.Is(err, errNoPageout) {
+					release = nil // the kernel will not learn it: do not read the maps and warn every second
+				}
 			}
 			continue
 		case <-reclaim.C:
+			if !swept {
+				if err := s.markOutboxesDue(); err != nil {
+					s.log.Warn("storage: list the outboxes to drop what a crash left of them", "err", err)
+				} else {
+					swept = true
+				}
+			}
 			if err := s.reclaimOutboxes(); err != nil {
 				s.log.Warn("storage: drop acknowledged records", "err", err)
 			}
