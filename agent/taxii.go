@@ -28,11 +28,7 @@ func (t taxiiSource) run(ssaID string) *agreementRun {
 }
 
 func (t taxiiSource) Agreement(ssaID string) (*cti.Agreement, bool) {
-	run := t.run(ssaID)
-	if run == nil {
-		return nil, false
-	}
-	return cti.NewAgreement(run.ssa, run.ssp), true
+	return agreementOf(t.runs)(ssaID)
 }
 
 func (t taxiiSource) Records(ssaID string, after uint64, max, maxBytes int) ([]taxii.Record, error) {

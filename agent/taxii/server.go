@@ -123,6 +123,15 @@ func New(cfg Config, home string, src Source, log *slog.Logger, now func() time.
 		}
 		s.users[name] = su
 	}
+	// A bearer token names one user: two users with the same token would leave which of them
+	// (and so which collections and audience) a request gets to the map's order.
+	for name, u := range s.users {
+		for other, o := range s.users {
+			if name < other && u.token != nil && o.token != nil && subtle.ConstantTimeCompare(u.token, o.token) == 1 {
+				return nil, fmt.Errorf("%w: users %s and %s have the same token: give each its own", ErrConfig, name, other)
+			}
+		}
+	}
 	for i := range cfg.Collections {
 		c := &cfg.Collections[i]
 		s.cols[c.SSA] = c

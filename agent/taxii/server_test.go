@@ -3,6 +3,7 @@ package taxii
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -624,4 +625,28 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestSameToken: two users with one bearer token are refused at start, since a request with it
+// would be either user by the map's order.
+func TestSameToken(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"a", "b"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("one-token\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := Config{Listen: "127.0.0.1:0", TLSCert: "c.pem", TLSKey: "k.pem",
+		Users:       map[string]User{"a": {TokenFile: "a"}, "b": {TokenFile: "b", Audience: "any"}},
+		Collections: []Collection{{SSA: "ssa-green", Readers: []string{"a"}}}}
+	if _, err := New(cfg, dir, &fakeSource{}, slog.New(slog.DiscardHandler), time.Now); !errors.Is(err, ErrConfig) {
+		t.Fatalf("New with one token for two users: %v, want ErrConfig", err)
+	}
+	cfg.Users["b"] = User{TokenFile: "a-other"}
+	if err := os.WriteFile(filepath.Join(dir, "a-other"), []byte("other-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cfg, dir, &fakeSource{}, slog.New(slog.DiscardHandler), time.Now); err != nil {
+		t.Fatalf("New with two tokens: %v", err)
+	}
 }
