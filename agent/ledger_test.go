@@ -371,9 +371,8 @@ func TestLedgerSaysWhereMalformed(t *testing.T) {
 	}
 }
 
-// TestLedgerCountsDiskFullDrops: a listener's records that a full disk makes the agent drop
-// are counted in the ledger (disk_full), not only in the disk's own counter.
-func TestLedgerCountsDiskFullDrops(t *testing.T) {
+// diskFullSources: sources over a disk that is full, and the ledger they count into.
+func diskFullSources(t *testing.T) (*sources, *ledger) {
 	st, err := storage.Open(t.TempDir(), storage.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -387,6 +386,13 @@ func TestLedgerCountsDiskFullDrops(t *testing.T) {
 	disk := newDiskWatch(func() (storage.Space, error) { return storage.Space{Free: 1, Reserve: 50, Paused: true}, nil },
 		discard, prometheus.NewRegistry())
 	s := newSources(q, st, disk, t.TempDir(), discard, prometheus.NewRegistry())
+	return s, l
+}
+
+// TestLedgerCountsDiskFullDrops: a listener's records that a full disk makes the agent drop
+// are counted in the ledger (disk_full), not only in the disk's own counter.
+func TestLedgerCountsDiskFullDrops(t *testing.T) {
+	s, l := diskFullSources(t)
 	c := &collector{sources: s, format: protocol.FormatSyslog}
 	c.flush([][]byte{[]byte("<34>1 - a b c d - x"), []byte("<34>1 - a b c d - y")})
 	if got := testutil.ToFloat64(l.provider.WithLabelValues("", outcomeDiskFull)); got != 2 {
@@ -397,19 +403,7 @@ func TestLedgerCountsDiskFullDrops(t *testing.T) {
 // TestCollectorQueuesAtShutdown: the records a source handed to a collector and it had not
 // yet taken are still queued (here: counted as dropped by a full disk) when it stops.
 func TestCollectorQueuesAtShutdown(t *testing.T) {
-	st, err := storage.Open(t.TempDir(), storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	l := newLedger(prometheus.NewRegistry(), discard, time.Now)
-	q := newRefiner(&roomProvisions{}, st, discard, time.Now, 1, queueMetrics{
-		ingested: prometheus.NewCounter(prometheus.CounterOpts{Name: "i"}), queued: prometheus.NewCounter(prometheus.CounterOpts{Name: "q"}),
-		overflow: prometheus.NewCounter(prometheus.CounterOpts{Name: "o"})}, func(*agreementRun) {}, l)
-	disk := newDiskWatch(func() (storage.Space, error) { return storage.Space{Free: 1, Reserve: 50, Paused: true}, nil },
-		discard, prometheus.NewRegistry())
-	s := newSources(q, st, disk, t.TempDir(), discard, prometheus.NewRegistry())
+	s, l := diskFullSources(t)
 	c := &collector{sources: s, format: protocol.FormatSyslog, recs: make(chan []byte, ingestChunk)}
 	const n = 8
 	for range n {

@@ -42,7 +42,15 @@ func TestAminoDirectory(t *testing.T) {
 	if !slices.Equal(found, []peer.ID{prov.h.ID()}) {
 		t.Fatalf("providers of CommunityKey(%s, attack-detection-log, eve) = %v; want %s", community, found, prov.h.ID())
 	}
-	// Another community's keys differ: it finds no provider of the same type.
+	// Another community's keys differ: it finds no provider of the same type, though it
+	// reaches the record under this community's key (so the none is not a lost connection).
+	var otherFound []peer.ID
+	for pi := range other.dir.dht.FindProvidersAsync(ctx, CommunityKey(community, "attack-detection-log", "eve"), 0) {
+		otherFound = append(otherFound, pi.ID)
+	}
+	if !slices.Equal(otherFound, []peer.ID{prov.h.ID()}) {
+		t.Fatalf("another community's node finds %v under this community's key; want %s", otherFound, prov.h.ID())
+	}
 	got, err := other.dir.Find(ctx, "attack-detection-log", "eve")
 	if err != nil || len(got) != 0 {
 		t.Fatalf("another community finds %v, %v; want none", ids(got), err)

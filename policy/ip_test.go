@@ -160,3 +160,18 @@ func TestParseV6(t *testing.T) {
 		t.Errorf("parseV6 allocates %v times", n)
 	}
 }
+
+// FuzzParseV6: parseV6 accepts exactly what netip.ParseAddr accepts as an IPv6 address
+// without a zone, as the same address (an address it missed would go unmasked).
+func FuzzParseV6(f *testing.F) {
+	for _, s := range []string{"::", "2001:db8::1", "::ffff:1.2.3.4", "1:2:3:4:5:6:7:8", "fe80::1:2.3.4.5", "1::2::3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := netip.ParseAddr(s)
+		wantOK := err == nil && want.Is6() && want.Zone() == ""
+		if got, ok := parseV6(s); ok != wantOK || ok && got != want {
+			t.Fatalf("parseV6(%q) = %v, %v; netip: %v, %v", s, got, ok, want, err)
+		}
+	})
+}

@@ -321,7 +321,9 @@ func (p *jsonRW) object(depth int) (bool, error) {
 // maskedKey hands the member name key to the walker and returns what to write instead of
 // it, if anything; mayIP is mayHoldIP(key).
 func (p *jsonRW) maskedKey(key []byte, mayIP bool) (string, bool) {
-	if p.w.plainKey(mayIP) {
+	if !mayIP {
+		// Nothing to the walker: key would return it unchanged and record nothing (only
+		// the address scopes apply to a name, and the checker reads it only for addresses).
 		return "", false
 	}
 	if w := p.w; w.check != nil && w.mask == nil && !w.wantIPs {

@@ -67,3 +67,26 @@ func TestParseTimeFast(t *testing.T) {
 		t.Errorf("parseTime allocates %v times", n)
 	}
 }
+
+// FuzzParseTimeFast: whatever parseTimeFast reads, time.Parse reads the same with the first
+// of timeLayouts that fits.
+func FuzzParseTimeFast(f *testing.F) {
+	for _, s := range []string{"2021-01-27T01:28:11.488362+0100", "2021-11-22T14:42:51.881033Z", "2025-01-01 00:00:00.1+02:00", "2024-02-29T12:00:00Z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := parseTimeFast(s)
+		if !ok {
+			return
+		}
+		for _, l := range timeLayouts {
+			if want, err := time.Parse(l, s); err == nil {
+				if want = want.UTC(); got != want {
+					t.Fatalf("parseTimeFast(%q) = %v; time.Parse with %q: %v", s, got, l, want)
+				}
+				return
+			}
+		}
+		t.Fatalf("parseTimeFast(%q) = %v; time.Parse reads it with no layout", s, got)
+	})
+}

@@ -116,13 +116,6 @@ func (w *walker) slotText(field, s string, sl slot) (string, bool) {
 	return out, drop
 }
 
-// plainKey reports whether a member name is nothing to the walker: it holds no address
-// (mayIP is mayHoldIP of the name), so key would return it unchanged and record nothing
-// (only the address scopes apply to a name, and the checker reads it only for addresses).
-func (w *walker) plainKey(mayIP bool) bool {
-	return !mayIP
-}
-
 // key handles a JSON member name: only the address scopes apply to it.
 func (w *walker) key(s string) string {
 	out := s

@@ -72,7 +72,10 @@ up() {
 	command -v nft >/dev/null || die "nft is missing: apt-get install nftables"
 	[ "$(id -u)" = 0 ] || die "must run as root (it creates network namespaces)"
 	down
-	trap 'down; exit 1' INT TERM
+	# A step that fails (set -e) or a signal tears down what was built so far: the
+	# namespaces, and with them their links and nft tables.
+	trap 'down' EXIT
+	trap 'exit 1' INT TERM
 	for ns in $NS; do
 		ip netns add "$ns" || { down; die "cannot create network namespace $ns"; }
 		ip -n "$ns" link set lo up
@@ -108,7 +111,7 @@ table ip nattestbed {
 	}
 }
 NFT
-	trap - INT TERM
+	trap - EXIT INT TERM
 }
 
 # check: each provider reaches the public segment; the public segment reaches no provider.
