@@ -56,8 +56,8 @@ const (
 	targetAllocs       = 12
 	targetVerify       = 1.0
 	targetCPU          = 25 * time.Microsecond
-	targetProviderRSS  = 150 << 20
-	targetRequesterRSS = 250 << 20
+	targetProviderRSS  = 150e6 // bytes: the MB
+	targetRequesterRSS = 250e6
 	targetDiskPerM     = 0.5e9
 	targetRetained     = 1.10
 )
@@ -160,20 +160,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		d      side
 		target int64
 	}{{"provider", res.provider, targetProviderRSS}, {"requester", res.requester, targetRequesterRSS}} {
-		row("RSS "+s.name, fmt.Sprintf("peak %d MB (anon at most %d MB)", s.d.peak.rss>>20, s.d.peakAnon>>20),
-			fmt.Sprintf("at the end %d MB (anon %d MB)", s.d.end.rss>>20, s.d.end.anon>>20),
-			fmt.Sprintf("<= %d MB %s", s.target>>20, mark(s.d.peak.rss <= s.target)))
+		row("RSS "+s.name, fmt.Sprintf("peak %d MiB (anon at most %d MiB)", s.d.peak.rss>>20, s.d.peakAnon>>20),
+			fmt.Sprintf("at the end %d MiB (anon %d MiB)", s.d.end.rss>>20, s.d.end.anon>>20),
+			fmt.Sprintf("<= %d MB (%d MiB) %s", s.target/1e6, s.target>>20, mark(s.d.peak.rss <= s.target)))
 	}
 	held := res.received - res.expired
 	perM := float64(res.requester.disk) / float64(max(held, 1)) * 1e6
 	row("disk per million records (requester)", fmt.Sprintf("%.2f GB", perM/1e9),
-		fmt.Sprintf("%d MB held for %d records (peak %d MB)", res.requester.disk>>20, held, res.requester.peakDisk>>20),
+		fmt.Sprintf("%d MiB held for %d records (peak %d MiB)", res.requester.disk>>20, held, res.requester.peakDisk>>20),
 		fmt.Sprintf("<= %.1f GB %s", targetDiskPerM/1e9, mark(perM <= targetDiskPerM)))
-	row("disk of the provider", fmt.Sprintf("%d MB at the end", res.provider.disk>>20),
-		fmt.Sprintf("peak %d MB; its records are acknowledged", res.provider.peakDisk>>20), "")
+	row("disk of the provider", fmt.Sprintf("%d MiB at the end", res.provider.disk>>20),
+		fmt.Sprintf("peak %d MiB; its records are acknowledged", res.provider.peakDisk>>20), "")
 	ratio := float64(res.requester.disk) / max(res.liveBytes, 1)
 	row("requester's disk after retention deletes", fmt.Sprintf("%.2fx the live data", ratio),
-		fmt.Sprintf("live: %d records, %.0f MB raw", held, res.liveBytes/(1<<20)),
+		fmt.Sprintf("live: %d records, %.0f MiB raw", held, res.liveBytes/(1<<20)),
 		fmt.Sprintf("<= %.2fx %s", targetRetained, mark(res.expired > 0 && ratio <= targetRetained)))
 	return 0
 }

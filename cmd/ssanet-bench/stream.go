@@ -481,7 +481,7 @@ func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err err
 			if cfg.progress != nil && now.After(nextProgress) {
 				nextProgress = nextProgress.Add(30 * time.Second)
 				got, _ := req.metric(ctx, "ssanet_records_received_total")
-				fmt.Fprintf(cfg.progress, "%4.0fs sent %d received %d; RSS provider %d MB (anon %d), requester %d MB (anon %d); disk %d MB, %d MB\n",
+				fmt.Fprintf(cfg.progress, "%4.0fs sent %d received %d; RSS provider %d MiB (anon %d), requester %d MiB (anon %d); disk %d MiB, %d MiB\n",
 					now.Sub(start).Seconds(), res.sent, got, res.provider.end.rss>>20, res.provider.end.anon>>20,
 					res.requester.end.rss>>20, res.requester.end.anon>>20, res.provider.disk>>20, res.requester.disk>>20)
 			}
