@@ -10,18 +10,28 @@
 //   - the requester's verification (policy.Verifier) against the provider's refining, CPU
 //     per record;
 //   - two real agents, `ssanet run` processes on loopback (a provider with an offer, a
-//     requester with an SSA agreed through `ssanet request`), under a paced stream of EVE
-//     records written into the provider's Unix socket (Suricata's unix_stream eve-log
-//     output) at --rate for --duration: the CPU per record of both sides together, the
-//     resident memory of each (VmRSS, and RssAnon, the part that is not mapped files),
-//     the disk of each store per million records it holds, and the requester's disk after
-//     retention deleted records against the raw size of those it holds.
+//     requester with an SSA agreed through `ssanet request`), with EVE records written into
+//     the provider's Unix socket (Suricata's unix_stream eve-log output), in the two phases
+//     below, each with agents of its own;
+//   - saturated: --saturated records written as fast as the provider's socket takes them,
+//     both agents as busy as they go (the SSA's retention 1 h, so nothing expires): the CPU per record of both sides together (utime +
+//     stime from /proc, from the first record until the requester holds every record
+//     shared), against the issue's 25 µs and against the in-process refine + verify of a
+//     record (what the agents add to it), records a second and the wall time;
+//   - paced: --rate records a second for --duration: the CPU per record under that stream
+//     (idle work, timers and the sensor profile's memory limit included, so no target), the
+//     resident memory of each agent (VmRSS, and RssAnon, the part that is not mapped
+//     files), the disk of each store per million records it holds, and the requester's
+//     disk after retention deleted records against the raw size of those it holds.
 //
 // Usage, from the repository (it builds ./cmd/ssanet unless --ssanet names a binary):
 //
-//	go run ./cmd/ssanet-bench [--profile sensor|default] [--rate 5000] [--duration 10m]
-//	    [--retention 3m] [--retention-check 30s] [--ssanet PATH] [--records 20000]
-//	    [--rounds 10] [--stream=false]
+//	go run ./cmd/ssanet-bench [--profile sensor|default] [--saturated 300000] [--paced=false]
+//	    [--rate 5000] [--duration 10m] [--retention 3m] [--retention-check 30s]
+//	    [--ssanet PATH] [--records 20000] [--rounds 10] [--stream=false]
+//
+// --saturated 0 leaves out the saturated phase, --paced=false the paced one, --stream=false
+// both (the in-process measures only).
 //
 // Everything it starts listens on loopback only, lives in a temporary directory removed at
 // the end, and is stopped when it ends (the agents die with it if it is killed). It needs
@@ -75,15 +85,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	nrec := fs.Int("records", 20000, "records of the in-process measures")
 	rounds := fs.Int("rounds", 10, "rounds over them")
 	stream := fs.Bool("stream", true, "run the two agents (false: the in-process measures only)")
+	satRecords := fs.Int64("saturated", 300000, "records of the saturated phase, written as fast as the provider takes them (0: no saturated phase)")
+	pacedPhase := fs.Bool("paced", true, "run the paced phase (false: not)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if fs.NArg() > 0 || *rate < 1 || *duration <= 0 || *retention < time.Second || *check <= 0 || *nrec < 100 || *rounds < 1 ||
+	if fs.NArg() > 0 || *rate < 1 || *duration <= 0 || *retention < time.Second || *check <= 0 || *nrec < 100 || *rounds < 1 || *satRecords < 0 ||
 		(*profile != "sensor" && *profile != "default") {
-		fmt.Fprintln(stderr, "ssanet-bench: want --profile sensor|default, a positive --rate, --duration and --retention-check, --retention of 1s or more, --records of 100 or more, --rounds of 1 or more, and no arguments")
+		fmt.Fprintln(stderr, "ssanet-bench: want --profile sensor|default, a positive --rate, --duration and --retention-check, --retention of 1s or more, --records of 100 or more, --rounds of 1 or more, --saturated of 0 or more, and no arguments")
 		return 2
 	}
 	fail := func(err error) int {
@@ -111,7 +123,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	row("requester's verify per record", fmt.Sprintf("%.2f µs of CPU", us(ve.Verify)),
 		fmt.Sprintf("provider's refine %.2f µs", us(ve.Refine)),
 		fmt.Sprintf("%.2fx (<= %.1fx) %s", ve.Ratio, targetVerify, mark(ve.Ratio <= targetVerify)))
-	if !*stream {
+	if !*stream || (!*pacedPhase && *satRecords == 0) {
 		return 0
 	}
 	work, err := os.MkdirTemp("", "ssanet-bench-")
@@ -136,25 +148,78 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return fail(fmt.Errorf("build ssanet (or give --ssanet PATH): %w", err))
 		}
 	}
-	fmt.Fprintf(stderr, "ssanet-bench: two agents, profile %s, %d records/s for %s, retention %s (checked every %s), in %s\n",
-		*profile, *rate, *duration, *retention, *check, work)
-	res, err := runStream(ctx, streamConfig{bin: *bin, work: work, rate: *rate, duration: *duration, profile: *profile,
-		retention: *retention, check: *check, progress: stderr})
-	if err != nil {
-		keep = ctx.Err() == nil
-		return fail(err)
+	cfg := streamConfig{bin: *bin, rate: *rate, duration: *duration, records: *satRecords, profile: *profile,
+		retention: *retention, check: *check, progress: stderr}
+	// phase runs the two agents in a directory of their own under work.
+	phase := func(name string, cfg streamConfig, every time.Duration, next pacer) (streamResult, error) {
+		cfg.work = filepath.Join(work, name)
+		if err := os.Mkdir(cfg.work, 0o700); err != nil {
+			return streamResult{}, err
+		}
+		res, err := runStream(ctx, cfg, every, next)
+		keep = keep || err != nil && ctx.Err() == nil
+		return res, err
 	}
-	row("", "", "", "")
-	row(fmt.Sprintf("stream: profile %s, %d/s for %s", *profile, *rate, *duration),
+	if *satRecords > 0 {
+		// Nothing expires while it runs: the paced phase measures retention.
+		cfg := cfg
+		cfg.retention = time.Hour
+		fmt.Fprintf(stderr, "ssanet-bench: saturated phase: two agents, profile %s, %d records as fast as the provider takes them, in %s\n",
+			*profile, cfg.records, work)
+		res, err := phase("saturated", cfg, 0, saturated(cfg))
+		if err != nil {
+			return fail(err)
+		}
+		row("", "", "", "")
+		printSaturated(row, *profile, res, ve)
+	}
+	if *pacedPhase {
+		fmt.Fprintf(stderr, "ssanet-bench: paced phase: two agents, profile %s, %d records/s for %s, retention %s (checked every %s), in %s\n",
+			*profile, *rate, *duration, *retention, *check, work)
+		res, err := phase("paced", cfg, 10*time.Millisecond, paced(cfg))
+		if err != nil {
+			return fail(err)
+		}
+		row("", "", "", "")
+		printPaced(row, cfg, res)
+	}
+	return 0
+}
+
+// rowFunc prints one row of the table.
+type rowFunc func(what, figure, anchor, verdict string)
+
+// printSaturated prints the saturated phase: CPU per record of both agents against the
+// target and the in-process refine + verify of the same records (what the agents add to
+// it), records a second and the wall time.
+func printSaturated(row rowFunc, profile string, res streamResult, ve verifyResult) {
+	row(fmt.Sprintf("saturated: profile %s, %d records", profile, res.sent),
+		fmt.Sprintf("%d records sent, %d received", res.sent, res.received),
+		fmt.Sprintf("%.0f B each, written as fast as taken", res.recordBytes), "")
+	perRec := func(d time.Duration) float64 { return us(d) / float64(max(res.received, 1)) }
+	e2e := perRec(res.provider.cpu + res.requester.cpu)
+	row("end to end CPU per record, saturated", fmt.Sprintf("%.1f µs (provider %.1f + requester %.1f)", e2e, perRec(res.provider.cpu), perRec(res.requester.cpu)),
+		fmt.Sprintf("in-process refine+verify %.2f µs", us(ve.Refine+ve.Verify)),
+		fmt.Sprintf("<= %.0f µs %s", us(targetCPU), mark(e2e <= us(targetCPU))))
+	row("records/s, saturated", fmt.Sprintf("%.0f received/s, %.1f s wall", float64(res.received)/res.elapsed.Seconds(), res.elapsed.Seconds()),
+		fmt.Sprintf("%.2f cores busy; the bench %.1f µs/record", (res.provider.cpu+res.requester.cpu).Seconds()/res.elapsed.Seconds(), perRec(res.bench)),
+		fmt.Sprintf("(%.0f µs: %.0f/s on %d cores)", us(targetCPU), float64(runtime.NumCPU())/targetCPU.Seconds(), runtime.NumCPU()))
+	row("RSS, saturated", fmt.Sprintf("peak provider %d MiB, requester %d MiB", res.provider.peak.rss>>20, res.requester.peak.rss>>20),
+		fmt.Sprintf("anon at most %d and %d MiB", res.provider.peakAnon>>20, res.requester.peakAnon>>20), "")
+}
+
+// printPaced prints the paced phase: CPU per record under the stream (idle work, timers
+// and the sensor profile's memory limit included), memory, disk and retention.
+func printPaced(row rowFunc, cfg streamConfig, res streamResult) {
+	row(fmt.Sprintf("paced: profile %s, %d/s for %s", cfg.profile, cfg.rate, cfg.duration),
 		fmt.Sprintf("%d records sent, %d received", res.sent, res.received),
 		fmt.Sprintf("%.0f B each, %d expired by retention", res.recordBytes, res.expired), "")
 	row("the provider's socket", fmt.Sprintf("longest write %.1f s", res.longestWrite.Seconds()),
-		fmt.Sprintf("%.0f records/s sent on average", float64(res.sent)/duration.Seconds()), "")
+		fmt.Sprintf("%.0f records/s sent on average", float64(res.sent)/cfg.duration.Seconds()), "")
 	perRec := func(d time.Duration) float64 { return us(d) / float64(max(res.received, 1)) }
-	e2e := res.provider.cpu + res.requester.cpu
-	row("end to end CPU per record (both sides)", fmt.Sprintf("%.1f µs", perRec(e2e)),
+	row("CPU per record under the paced stream", fmt.Sprintf("%.1f µs, idle work included", perRec(res.provider.cpu+res.requester.cpu)),
 		fmt.Sprintf("provider %.1f µs + requester %.1f µs", perRec(res.provider.cpu), perRec(res.requester.cpu)),
-		fmt.Sprintf("<= %.0f µs %s", us(targetCPU), mark(perRec(e2e) <= us(targetCPU))))
+		"(the target is the saturated row's)")
 	for _, s := range []struct {
 		name   string
 		d      side
@@ -175,7 +240,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	row("requester's disk after retention deletes", fmt.Sprintf("%.2fx the live data", ratio),
 		fmt.Sprintf("live: %d records, %.0f MiB raw", held, res.liveBytes/(1<<20)),
 		fmt.Sprintf("<= %.2fx %s", targetRetained, mark(res.expired > 0 && ratio <= targetRetained)))
-	return 0
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -21,16 +21,18 @@ import (
 	"time"
 )
 
-// streamConfig is the paced stream between two real agents.
+// streamConfig is a stream of records between two real agents: the set-up both phases
+// share, and each phase's own length.
 type streamConfig struct {
 	bin       string        // the ssanet binary
 	work      string        // a directory of the bench's own, removed afterwards
-	rate      int           // records a second
-	duration  time.Duration // of the stream
+	rate      int           // records a second (the paced phase)
+	duration  time.Duration // of the stream (the paced phase)
+	records   int64         // records to write as fast as the provider takes them (the saturated phase)
 	profile   string        // storage-profile of both agents
 	retention time.Duration // the SSA's retention at the requester
 	check     time.Duration // retention-check of the requester
-	progress  io.Writer     // one line per sample, nil for none
+	progress  io.Writer     // one line every 30 s, nil for none
 }
 
 // usage is what /proc says of one process at one time.
@@ -57,6 +59,9 @@ type streamResult struct {
 	liveBytes float64
 	// longestWrite is the longest a write of records into the provider's socket waited.
 	longestWrite time.Duration
+	// bench is the CPU time of this process over the same span (writing the records,
+	// reading /proc and the metrics): work beside the agents on the same cores.
+	bench time.Duration
 }
 
 // agentProc is one running `ssanet run`.
@@ -346,116 +351,212 @@ schedule:
   end: now+365d
 `
 
-// runStream sets up a provider and a requester in cfg.work, agrees an SSA, writes EVE
-// records into the provider's Unix socket at cfg.rate for cfg.duration, waits until the
-// requester holds them all, and measures both processes all along.
-func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err error) {
+// agentPair is what both phases of the two agents share: a provider and a requester started
+// in homes under the config's work directory, an SSA agreed between them, the provider's
+// EVE socket dialled, and what to count from: the time and CPU of the first record.
+type agentPair struct {
+	prov, req *agentProc
+	conn      net.Conn
+	start     time.Time
+	p0, r0    usage         // of each agent at start
+	bench0    time.Duration // this process's CPU at start
+}
+
+// writeWait bounds one write of records into the provider's socket: a provider that leaves
+// it unread for that long fails the run.
+const writeWait = 5 * time.Minute
+
+// startPair sets up a provider and a requester in cfg.work, starts them and agrees an SSA
+// between them (8-bit truncation, the filter on event.kind, cfg.retention); close stops
+// them.
+func startPair(ctx context.Context, cfg streamConfig) (p *agentPair, err error) {
 	sock := filepath.Join(cfg.work, "eve.sock")
 	pm, err := freePort()
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	rm, err := freePort()
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	prov, err := newHome(ctx, cfg, "provider", map[string]string{"storage-profile": cfg.profile, "metrics": pm},
 		fmt.Sprintf("ingest:\n  unix:\n    - {path: %q, type: stream, format: eve}\n", sock))
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	req, err := newHome(ctx, cfg, "requester", map[string]string{"storage-profile": cfg.profile, "metrics": rm,
 		"retention-check": cfg.check.String()}, "")
 	if err != nil {
-		return res, err
+		return nil, err
 	}
+	p = &agentPair{prov: prov, req: req}
 	defer func() {
-		err = errors.Join(err, req.stop(), prov.stop())
+		if err != nil {
+			err, p = errors.Join(err, p.close()), nil
+		}
 	}()
 	if err := prov.start(ctx, cfg.bin); err != nil {
-		return res, err
+		return p, err
 	}
 	if err := req.start(ctx, cfg.bin); err != nil {
-		return res, err
+		return p, err
 	}
 	offer := filepath.Join(cfg.work, "offer.yaml")
 	tmpl := filepath.Join(cfg.work, "request.yaml")
 	if err := os.WriteFile(offer, []byte(offerYAML), 0o600); err != nil {
-		return res, err
+		return p, err
 	}
 	if err := os.WriteFile(tmpl, fmt.Appendf(nil, requestYAML, cfg.retention), 0o600); err != nil {
-		return res, err
+		return p, err
 	}
 	if _, err := runSSANet(ctx, cfg.bin, prov.home, "offer", "add", offer); err != nil {
-		return res, err
+		return p, err
 	}
 	out, err := runSSANet(ctx, cfg.bin, prov.home, "id", "--json")
 	if err != nil {
-		return res, err
+		return p, err
 	}
 	var id struct {
 		PeerID string   `json:"peer_id"`
 		Addrs  []string `json:"addrs"`
 	}
 	if err := json.Unmarshal(out, &id); err != nil || len(id.Addrs) == 0 {
-		return res, fmt.Errorf("the provider's id: %q: %v", out, err)
+		return p, fmt.Errorf("the provider's id: %q: %v", out, err)
 	}
 	addr := id.Addrs[0]
 	if !strings.Contains(addr, "/p2p/") {
 		addr += "/p2p/" + id.PeerID
 	}
 	if _, err := runSSANet(ctx, cfg.bin, req.home, "request", "--provider", addr, "--template", tmpl, "--wait", "60s"); err != nil {
-		return res, err
+		return p, err
 	}
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		return res, fmt.Errorf("the provider's EVE socket: %w", err)
+	if p.conn, err = net.Dial("unix", sock); err != nil {
+		return p, fmt.Errorf("the provider's EVE socket: %w", err)
 	}
-	defer conn.Close()
+	return p, nil
+}
 
-	p0, err := prov.usage()
-	if err != nil {
-		return res, err
+// close closes the socket and stops both agents.
+func (p *agentPair) close() error {
+	var err error
+	if p.conn != nil {
+		err = p.conn.Close()
 	}
-	r0, err := req.usage()
-	if err != nil {
-		return res, err
+	return errors.Join(err, p.req.stop(), p.prov.stop())
+}
+
+// begin marks the first record: CPU and time are counted from here.
+func (p *agentPair) begin() (err error) {
+	if p.p0, err = p.prov.usage(); err != nil {
+		return err
 	}
-	sample := func() error {
-		for _, s := range []struct {
-			a *agentProc
-			d *side
-		}{{prov, &res.provider}, {req, &res.requester}} {
-			u, err := s.a.usage()
-			if err != nil {
-				return fmt.Errorf("%s: %w", s.a.name, err)
-			}
-			if u.rss > s.d.peak.rss {
-				s.d.peak = u
-			}
-			s.d.peakAnon = max(s.d.peakAnon, u.anon)
-			s.d.end = u
-			d, err := diskUsage(filepath.Join(s.a.home, "data"))
-			if err != nil {
-				return err
-			}
-			s.d.disk, s.d.peakDisk = d, max(s.d.peakDisk, d)
+	if p.r0, err = p.req.usage(); err != nil {
+		return err
+	}
+	p.bench0, p.start = cpuClock(clockProcessCPU), time.Now()
+	return nil
+}
+
+// alive says why the phase cannot go on: an agent exited, or ctx is done.
+func (p *agentPair) alive(ctx context.Context) error {
+	select {
+	case <-p.prov.done:
+		return fmt.Errorf("the provider exited: %v", p.prov.err)
+	case <-p.req.done:
+		return fmt.Errorf("the requester exited: %v", p.req.err)
+	default:
+		return ctx.Err()
+	}
+}
+
+// sample reads the memory and disk of both agents into res.
+func (p *agentPair) sample(res *streamResult) error {
+	for _, s := range []struct {
+		a *agentProc
+		d *side
+	}{{p.prov, &res.provider}, {p.req, &res.requester}} {
+		u, err := s.a.usage()
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.a.name, err)
 		}
-		return nil
+		if u.rss > s.d.peak.rss {
+			s.d.peak = u
+		}
+		s.d.peakAnon = max(s.d.peakAnon, u.anon)
+		s.d.end = u
+		d, err := diskUsage(filepath.Join(s.a.home, "data"))
+		if err != nil {
+			return err
+		}
+		s.d.disk, s.d.peakDisk = d, max(s.d.peakDisk, d)
 	}
+	return nil
+}
+
+// pacer says how many records are due, given the time since the first record and the
+// records sent so far; more is false when the stream is over.
+type pacer func(elapsed time.Duration, sent int64) (due int64, more bool)
+
+// paced is cfg.rate records a second for cfg.duration.
+func paced(cfg streamConfig) pacer {
+	return func(elapsed time.Duration, sent int64) (int64, bool) {
+		if elapsed >= cfg.duration {
+			return 0, false
+		}
+		return int64(elapsed.Seconds()*float64(cfg.rate)) - sent, true
+	}
+}
+
+// saturated is cfg.records records, 1,000 a write, each as soon as the provider took the
+// one before.
+func saturated(cfg streamConfig) pacer {
+	return func(_ time.Duration, sent int64) (int64, bool) {
+		return min(1000, cfg.records-sent), sent < cfg.records
+	}
+}
+
+// runStream sets up a provider and a requester in cfg.work, agrees an SSA, writes EVE
+// records into the provider's Unix socket as next says (a pause of every between two turns,
+// none if every is 0), waits until the requester holds them all, and measures both
+// processes all along.
+func runStream(ctx context.Context, cfg streamConfig, every time.Duration, next pacer) (res streamResult, err error) {
+	p, err := startPair(ctx, cfg)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		err = errors.Join(err, p.close())
+	}()
+	if err := p.begin(); err != nil {
+		return res, err
+	}
+	if err := p.feed(ctx, &res, cfg.progress, every, next); err != nil {
+		return res, err
+	}
+	return res, p.drain(ctx, &res)
+}
+
+// feed writes records into the provider's socket as next says, pausing every between two
+// turns if it is positive, and samples both agents every second.
+func (p *agentPair) feed(ctx context.Context, res *streamResult, progress io.Writer, every time.Duration, next pacer) error {
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	// A write that waits for the provider ends when ctx does.
+	defer context.AfterFunc(ctx, func() { _ = p.conn.SetWriteDeadline(time.Now()) })()
 	gen := newEVEGen(2)
 	var buf []byte
 	var bytesSent int64
-	start := time.Now()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	nextSample, nextProgress := start, start.Add(30*time.Second)
+	nextSample, nextProgress := p.start, p.start.Add(30*time.Second)
 	for {
 		now := time.Now()
-		if now.Sub(start) >= cfg.duration {
+		due, more := next(now.Sub(p.start), res.sent)
+		if !more {
 			break
 		}
-		due := int64(now.Sub(start).Seconds()*float64(cfg.rate)) - res.sent
 		buf = buf[:0]
 		for range due {
 			buf = append(gen.next(buf), '\n')
@@ -463,78 +564,98 @@ func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err err
 		if len(buf) > 0 {
 			// The provider reads its socket as fast as it queues the records: a write waits
 			// while it does not, as Suricata's would. The longest wait is reported.
-			if err := conn.SetWriteDeadline(start.Add(cfg.duration + 2*time.Minute)); err != nil {
-				return res, err
+			if err := p.conn.SetWriteDeadline(now.Add(writeWait)); err != nil {
+				return err
 			}
-			if _, err := conn.Write(buf); err != nil {
-				return res, fmt.Errorf("write records to the provider: %w", err)
+			if _, err := p.conn.Write(buf); err != nil {
+				return fmt.Errorf("write records to the provider: %w", errors.Join(ctx.Err(), err))
 			}
 			res.longestWrite = max(res.longestWrite, time.Since(now))
-			res.sent += max(due, 0)
+			res.sent += due
 			bytesSent += int64(len(buf))
 		}
 		if now.After(nextSample) {
-			if err := sample(); err != nil {
-				return res, err
+			if err := p.sample(res); err != nil {
+				return err
 			}
 			nextSample = now.Add(time.Second)
-			if cfg.progress != nil && now.After(nextProgress) {
+			if progress != nil && now.After(nextProgress) {
 				nextProgress = nextProgress.Add(30 * time.Second)
-				got, _ := req.metric(ctx, "ssanet_records_received_total")
-				fmt.Fprintf(cfg.progress, "%4.0fs sent %d received %d; RSS provider %d MiB (anon %d), requester %d MiB (anon %d); disk %d MiB, %d MiB\n",
-					now.Sub(start).Seconds(), res.sent, got, res.provider.end.rss>>20, res.provider.end.anon>>20,
+				got, _ := p.req.metric(ctx, "ssanet_records_received_total")
+				fmt.Fprintf(progress, "%4.0fs sent %d received %d; RSS provider %d MiB (anon %d), requester %d MiB (anon %d); disk %d MiB, %d MiB\n",
+					now.Sub(p.start).Seconds(), res.sent, got, res.provider.end.rss>>20, res.provider.end.anon>>20,
 					res.requester.end.rss>>20, res.requester.end.anon>>20, res.provider.disk>>20, res.requester.disk>>20)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-prov.done:
-			return res, fmt.Errorf("the provider exited: %v", prov.err)
-		case <-req.done:
-			return res, fmt.Errorf("the requester exited: %v", req.err)
-		case <-tick.C:
+		if err := p.alive(ctx); err != nil {
+			return err
+		}
+		if tick != nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-tick:
+			}
 		}
 	}
 	res.recordBytes = float64(bytesSent)/float64(max(res.sent, 1)) - 1
-	// Every record sent passes the filter but stats ones: wait until the requester has
-	// received as many as the provider shared, with nothing more coming.
-	var shared int64
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		if err := sample(); err != nil {
-			return res, err
+	return nil
+}
+
+// drain waits until the provider has taken every record sent and the requester has
+// received as many as the provider shared (every record sent passes the filter but stats
+// ones), sampling both; then it sets the CPU of each side since begin, the elapsed time and
+// the records received and expired. It fails after two minutes in which neither agent
+// moved.
+func (p *agentPair) drain(ctx context.Context, res *streamResult) error {
+	last := int64(-1)
+	var deadline time.Time
+	for {
+		if err := p.sample(res); err != nil {
+			return err
 		}
-		ingested, err := prov.metric(ctx, "ssanet_provider_records_total")
+		ingested, err := p.prov.metric(ctx, "ssanet_provider_records_total")
 		if err != nil {
-			return res, err
+			return err
 		}
-		if shared, err = prov.metric(ctx, "ssanet_provider_records_total", `outcome="shared"`); err != nil {
-			return res, err
+		shared, err := p.prov.metric(ctx, "ssanet_provider_records_total", `outcome="shared"`)
+		if err != nil {
+			return err
 		}
-		if res.received, err = req.metric(ctx, "ssanet_records_received_total"); err != nil {
-			return res, err
+		if res.received, err = p.req.metric(ctx, "ssanet_records_received_total"); err != nil {
+			return err
 		}
 		if ingested >= res.sent && res.received >= shared {
 			break
 		}
-		if time.Now().After(deadline) {
-			return res, fmt.Errorf("two minutes after the stream: the provider took %d of %d records, shared %d; the requester received %d", ingested, res.sent, shared, res.received)
+		if now := time.Now(); ingested+res.received > last {
+			last, deadline = ingested+res.received, now.Add(2*time.Minute)
+		} else if now.After(deadline) {
+			return fmt.Errorf("two minutes without progress after the stream: the provider took %d of %d records, shared %d; the requester received %d", ingested, res.sent, shared, res.received)
 		}
-		time.Sleep(200 * time.Millisecond)
+		if err := p.alive(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	res.elapsed = time.Since(start)
-	p1, err := prov.usage()
+	res.elapsed = time.Since(p.start)
+	res.bench = cpuClock(clockProcessCPU) - p.bench0
+	p1, err := p.prov.usage()
 	if err != nil {
-		return res, err
+		return err
 	}
-	r1, err := req.usage()
+	r1, err := p.req.usage()
 	if err != nil {
-		return res, err
+		return err
 	}
-	res.provider.cpu, res.requester.cpu = p1.cpu-p0.cpu, r1.cpu-r0.cpu
-	if res.expired, err = req.metric(ctx, "ssanet_requester_records_total", `outcome="expired"`); err != nil {
-		return res, err
+	res.provider.cpu, res.requester.cpu = p1.cpu-p.p0.cpu, r1.cpu-p.r0.cpu
+	if res.expired, err = p.req.metric(ctx, "ssanet_requester_records_total", `outcome="expired"`); err != nil {
+		return err
 	}
 	res.liveBytes = float64(res.received-res.expired) * res.recordBytes
-	return res, nil
+	return nil
 }
