@@ -31,7 +31,9 @@
 //	    [--ssanet PATH] [--records 20000] [--rounds 10] [--stream=false]
 //
 // --saturated 0 leaves out the saturated phase, --paced=false the paced one, --stream=false
-// both (the in-process measures only).
+// both (the in-process measures only). Each phase prints the machine's load average at its
+// end: on a loaded machine the agents get less of the cores, and the records a second show
+// it more than the CPU per record does.
 //
 // Everything it starts listens on loopback only, lives in a temporary directory removed at
 // the end, and is stopped when it ends (the agents die with it if it is killed). It needs
@@ -167,21 +169,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ssanet-bench: saturated phase: two agents, profile %s, %d records as fast as the provider takes them, in %s\n",
 			*profile, cfg.records, work)
 		res, err := phase("saturated", cfg, 0, saturated(cfg))
+		if res.measured {
+			row("", "", "", "")
+			printSaturated(row, *profile, res, ve)
+		}
 		if err != nil {
 			return fail(err)
 		}
-		row("", "", "", "")
-		printSaturated(row, *profile, res, ve)
 	}
 	if *pacedPhase {
 		fmt.Fprintf(stderr, "ssanet-bench: paced phase: two agents, profile %s, %d records/s for %s, retention %s (checked every %s), in %s\n",
 			*profile, *rate, *duration, *retention, *check, work)
 		res, err := phase("paced", cfg, 10*time.Millisecond, paced(cfg))
+		if res.measured {
+			row("", "", "", "")
+			printPaced(row, cfg, res)
+		}
 		if err != nil {
 			return fail(err)
 		}
-		row("", "", "", "")
-		printPaced(row, cfg, res)
 	}
 	return 0
 }
@@ -195,7 +201,7 @@ type rowFunc func(what, figure, anchor, verdict string)
 func printSaturated(row rowFunc, profile string, res streamResult, ve verifyResult) {
 	row(fmt.Sprintf("saturated: profile %s, %d records", profile, res.sent),
 		fmt.Sprintf("%d records sent, %d received", res.sent, res.received),
-		fmt.Sprintf("%.0f B each, written as fast as taken", res.recordBytes), "")
+		fmt.Sprintf("%.0f B each, written as fast as taken", res.recordBytes), "load average "+res.load)
 	perRec := func(d time.Duration) float64 { return us(d) / float64(max(res.received, 1)) }
 	e2e := perRec(res.provider.cpu + res.requester.cpu)
 	row("end to end CPU per record, saturated", fmt.Sprintf("%.1f µs (provider %.1f + requester %.1f)", e2e, perRec(res.provider.cpu), perRec(res.requester.cpu)),
@@ -213,7 +219,7 @@ func printSaturated(row rowFunc, profile string, res streamResult, ve verifyResu
 func printPaced(row rowFunc, cfg streamConfig, res streamResult) {
 	row(fmt.Sprintf("paced: profile %s, %d/s for %s", cfg.profile, cfg.rate, cfg.duration),
 		fmt.Sprintf("%d records sent, %d received", res.sent, res.received),
-		fmt.Sprintf("%.0f B each, %d expired by retention", res.recordBytes, res.expired), "")
+		fmt.Sprintf("%.0f B each, %d expired by retention", res.recordBytes, res.expired), "load average "+res.load)
 	row("the provider's socket", fmt.Sprintf("longest write %.1f s", res.longestWrite.Seconds()),
 		fmt.Sprintf("%.0f records/s sent on average", float64(res.sent)/cfg.duration.Seconds()), "")
 	perRec := func(d time.Duration) float64 { return us(d) / float64(max(res.received, 1)) }

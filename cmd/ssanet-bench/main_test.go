@@ -37,6 +37,10 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("no row %q", row)
 		}
 	}
+	// Each phase says how loaded the machine was.
+	if n := len(regexp.MustCompile(`load average \d`).FindAllString(out.String(), -1)); n != 2 {
+		t.Errorf("%d load averages printed, want one a phase", n)
+	}
 	for _, c := range []struct {
 		phase    string
 		min, max int

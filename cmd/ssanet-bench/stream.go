@@ -62,6 +62,11 @@ type streamResult struct {
 	// bench is the CPU time of this process over the same span (writing the records,
 	// reading /proc and the metrics): work beside the agents on the same cores.
 	bench time.Duration
+	// measured: every figure above was taken (an agent may still fail to stop).
+	measured bool
+	// load is the machine's load average over the last minute at the end (/proc/loadavg):
+	// how many threads wanted the cores, the agents' among them.
+	load string
 }
 
 // agentProc is one running `ssanet run`.
@@ -160,7 +165,8 @@ func (a *agentProc) start(ctx context.Context, bin string) error {
 	}
 }
 
-// stop stops the daemon (SIGTERM, SIGKILL after 30 s) and waits for it.
+// stop stops the daemon (SIGTERM; after 30 s SIGQUIT, which makes Go write every
+// goroutine's stack into run.log; SIGKILL 10 s later) and waits for it.
 func (a *agentProc) stop() error {
 	if a.cmd == nil || a.done == nil {
 		return nil
@@ -177,12 +183,21 @@ func (a *agentProc) stop() error {
 	case <-a.done:
 		return a.err
 	case <-time.After(30 * time.Second):
-		if err := a.cmd.Process.Kill(); err != nil {
-			return err
-		}
-		<-a.done
-		return fmt.Errorf("%s did not stop within 30 s of SIGTERM: killed", a.name)
 	}
+	err := fmt.Errorf("%s did not stop within 30 s of SIGTERM: its goroutines are in %s (SIGQUIT)", a.name, filepath.Join(a.home, "run.log"))
+	if err := a.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		return err
+	}
+	select {
+	case <-a.done:
+		return err
+	case <-time.After(10 * time.Second):
+	}
+	if err := a.cmd.Process.Kill(); err != nil {
+		return err
+	}
+	<-a.done
+	return fmt.Errorf("%w; SIGQUIT did not end it either: killed", err)
 }
 
 // usage reads /proc/PID/status and /proc/PID/stat of the daemon.
@@ -533,7 +548,8 @@ func runStream(ctx context.Context, cfg streamConfig, every time.Duration, next 
 	if err := p.feed(ctx, &res, cfg.progress, every, next); err != nil {
 		return res, err
 	}
-	return res, p.drain(ctx, &res)
+	err = p.drain(ctx, &res)
+	return res, err
 }
 
 // feed writes records into the provider's socket as next says, pausing every between two
@@ -657,5 +673,10 @@ func (p *agentPair) drain(ctx context.Context, res *streamResult) error {
 		return err
 	}
 	res.liveBytes = float64(res.received-res.expired) * res.recordBytes
-	return nil
+	la, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(la)); err == nil && len(f) > 0 {
+		res.load = f[0]
+	}
+	res.measured = err == nil
+	return err
 }
