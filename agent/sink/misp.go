@@ -70,6 +70,17 @@ type MISPFeed struct {
 
 var eventFile = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.json$`)
 
+// feedTmpPrefix starts the name of the temporary file a feed file is written to before it is
+// renamed: .ssanet-feed-tmp.manifest.json, .ssanet-feed-tmp.EVENT-UUID.json, …. Only files of
+// that pattern are the writer's own; it deletes those a crash left, and no other file.
+const feedTmpPrefix = ".ssanet-feed-tmp."
+
+// ownTmp reports whether a directory entry is a temporary file of the feed writer.
+func ownTmp(name string) bool {
+	rest, ok := strings.CutPrefix(name, feedTmpPrefix)
+	return ok && (rest == "manifest.json" || rest == "hashes.csv" || eventFile.MatchString(rest))
+}
+
 // OpenMISPFeed opens (or creates) a feed directory and rebuilds its manifest and hashes from
 // the event files it holds.
 func OpenMISPFeed(cfg MISPFeedConfig) (*MISPFeed, error) {
@@ -95,7 +106,7 @@ func OpenMISPFeed(cfg MISPFeedConfig) (*MISPFeed, error) {
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if strings.HasSuffix(name, ".tmp") { // a write a crash cut short
+		if ownTmp(name) && e.Type().IsRegular() { // a write a crash cut short
 			if err := os.Remove(filepath.Join(cfg.Dir, name)); err != nil {
 				return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
 			}
@@ -276,10 +287,11 @@ func (f *MISPFeed) writeIndex() error {
 	return SyncDir(f.cfg.Dir)
 }
 
-// writeFeedFile replaces a feed file whole: written beside it, synced, renamed. Mode 0640: the
-// web server that serves the feed reads it through its group.
+// writeFeedFile replaces a feed file whole: written beside it (feedTmpPrefix), synced,
+// renamed. Mode 0640: the web server that serves the feed reads it through its group.
 func writeFeedFile(path string, b []byte) error {
-	if err := WriteFileAtomic(path, b, 0o640); err != nil {
+	dir, base := filepath.Split(path)
+	if err := writeAtomic(path, filepath.Join(dir, feedTmpPrefix+base), b, 0o640); err != nil {
 		return fmt.Errorf("%w: write %s: %w", ErrMISPFeed, path, err)
 	}
 	return nil
