@@ -66,6 +66,10 @@ type MISPFeed struct {
 	expires   map[string]time.Time // event UUID -> when it may be deleted; absent: never
 	truncated uint64
 	logged    time.Time
+	// skipped counts the records passed over by the Writes that returned nil; skipLogged
+	// holds the reasons logged already (once each).
+	skipped    Skips
+	skipLogged map[string]bool
 }
 
 var eventFile = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.json$`)
@@ -99,7 +103,8 @@ func OpenMISPFeed(cfg MISPFeedConfig) (*MISPFeed, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
 	}
-	f := &MISPFeed{cfg: cfg, manifest: map[string]cti.MISPManifestEntry{}, hashes: map[string][]string{}, expires: map[string]time.Time{}}
+	f := &MISPFeed{cfg: cfg, manifest: map[string]cti.MISPManifestEntry{}, hashes: map[string][]string{}, expires: map[string]time.Time{},
+		skipLogged: map[string]bool{}}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
@@ -185,13 +190,29 @@ func (f *MISPFeed) Truncated() uint64 {
 	return f.truncated
 }
 
-// Write adds the observables of recs to their events and rewrites the feed's files.
+// Skipped counts the records passed over, by reason: unmappable (a format the mapping does
+// not read) and unmapped (no observable: nothing to add to an event).
+func (f *MISPFeed) Skipped() Skips {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.skipped
+}
+
+// Write adds the observables of recs to their events and rewrites the feed's files. A record
+// that has no attribute (its format is not one the mapping reads, or it holds no observable)
+// is passed over, counted by Skipped and logged once per reason: it will never have one.
 func (f *MISPFeed) Write(ctx context.Context, recs []Record) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := f.cfg.Now()
 	events := map[string]*cti.MISPEvent{}
 	var order []string
+	var skipped Skips
+	type skip struct {
+		rec *Record
+		err error
+	}
+	first := map[string]skip{} // the first record passed over, by reason
 	for i := range recs {
 		r := &recs[i]
 		a, ok := f.cfg.Agreement(r.SSAID)
@@ -199,8 +220,18 @@ func (f *MISPFeed) Write(ctx context.Context, recs []Record) error {
 			return fmt.Errorf("%w: no agreement in force for SSA %s", ErrMISPFeed, r.SSAID)
 		}
 		attrs, err := a.MISPAttributes(cti.Record{Seq: r.Seq, Received: r.Received, Format: r.Format, Data: r.Data()})
-		if err != nil {
-			return err
+		reason := ""
+		switch {
+		case err != nil:
+			reason, skipped.Unmappable = SkipUnmappable, skipped.Unmappable+1
+		case len(attrs) == 0:
+			reason, skipped.Unmapped = SkipUnmapped, skipped.Unmapped+1
+		}
+		if reason != "" {
+			if _, ok := first[reason]; !ok {
+				first[reason] = skip{r, err}
+			}
+			continue
 		}
 		id := a.MISPEventUUID(r.Received)
 		ev := events[id]
@@ -236,6 +267,23 @@ func (f *MISPFeed) Write(ctx context.Context, recs []Record) error {
 	}
 	if err := f.writeIndex(); err != nil {
 		return err
+	}
+	f.skipped.Add(skipped)
+	for _, reason := range []string{SkipUnmappable, SkipUnmapped} {
+		sk, ok := first[reason]
+		if !ok || f.skipLogged[reason] {
+			continue
+		}
+		f.skipLogged[reason] = true
+		msg := "misp feed: records passed over, they have no observable to add to an event (logged once; counted in the sink's skipped records)"
+		if reason == SkipUnmappable {
+			msg = "misp feed: records passed over, their format cannot be mapped to MISP attributes (logged once; counted in the sink's skipped records)"
+		}
+		attrs := []any{"sink", f.cfg.Name, "ssa", sk.rec.SSAID, "seq", sk.rec.Seq, "format", sk.rec.Format, "reason", reason}
+		if sk.err != nil {
+			attrs = append(attrs, "err", sk.err)
+		}
+		f.cfg.Log.Warn(msg, attrs...)
 	}
 	if f.truncated > 0 && now.Sub(f.logged) >= time.Minute {
 		f.cfg.Log.Warn("misp feed: events full, observables left out; raise max-attributes", "sink", f.cfg.Name,

@@ -351,3 +351,44 @@ func TestMISPFeedTmpFiles(t *testing.T) {
 		t.Errorf("temporary files after a write: %v", m)
 	}
 }
+
+// TestMISPFeedSkips: a record whose format the mapping cannot read, or that holds no
+// observable, does not fail the Write: it is passed over and counted once by reason (by a
+// Write that returned nil only), and the chunk's other records reach their event.
+func TestMISPFeedSkips(t *testing.T) {
+	dir := t.TempDir()
+	a, p := mispAgreement(t, "ssa-skip", protocol.TLPGreen, 0)
+	known := true
+	cfg := MISPFeedConfig{Dir: dir, Agreement: func(id string) (*cti.Agreement, bool) { return a, known && id == a.SSA },
+		Log: slog.New(slog.DiscardHandler)}
+	f, err := OpenMISPFeed(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	recs := eveRecords(t, p, at)[:3]
+	stats := Record{SSAID: a.SSA, Seq: 4, Received: at, Format: protocol.FormatEVE,
+		Record: json.RawMessage(`{"timestamp":"2026-12-06T10:00:00.000000+0000","event_type":"stats","stats":{"uptime":1}}`)}
+	cef := Record{SSAID: a.SSA, Seq: 5, Received: at, Format: "cef", Text: "CEF:0|Example|IDS|1.0|100|scan|5|"}
+	chunk := append(slices.Clone(recs), stats, cef, cef)
+	known = false // the SSA's agreement is gone: the Write fails, and counts nothing
+	if err := f.Write(context.Background(), chunk); err == nil {
+		t.Fatal("a Write without the SSA's agreement took the chunk")
+	}
+	if got := f.Skipped(); got != (Skips{}) {
+		t.Errorf("a failed Write counted %+v skipped", got)
+	}
+	known = true
+	for range 2 { // the chunk written again counts again: each Write that took it
+		if err := f.Write(context.Background(), chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := f.Skipped(), (Skips{Unmappable: 4, Unmapped: 2}); got != want {
+		t.Errorf("skipped %+v, want %+v", got, want)
+	}
+	ev, err := f.load(a.MISPEventUUID(at))
+	if err != nil || ev == nil || len(ev.Attribute) == 0 {
+		t.Fatalf("the event of the chunk's mappable records: %v, %v", ev, err)
+	}
+}
