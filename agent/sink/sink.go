@@ -11,8 +11,9 @@
 // fails may have written a prefix of the chunk: the caller writes the whole chunk again, so a
 // receiver sees each record at least once. The webhook writer takes a batch its receiver
 // refuses (4xx) a bounded number of times by setting it aside in a file (Webhook.Poisoned
-// counts its records), and the JSONL writer rotates its file and deletes rotated files past
-// the retention of the SSAs of their records.
+// counts its records), the MISP feed writer passes over a record that yields no attribute
+// (MISPFeed.Skipped counts it by reason), and the JSONL writer rotates its file and deletes
+// rotated files past the retention of the SSAs of their records.
 package sink
 
 import (
