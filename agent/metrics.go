@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ssanet/ssanet/agent/sink"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -159,6 +160,8 @@ type sinkCollector struct {
 
 const sinkRecordsHelp = "Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside), truncated (cut to a UDP syslog sink's max-message, at each attempt; with observables a misp-feed's full event left out)."
 
+const sinkSkippedHelp = "Records passed over, once each, since the agent started because they have no form in the sink's format (the sink's position moves past them), by reason: unmappable (their format cannot be mapped to STIX, ECS or MISP), unmapped (they map to nothing: no observable for a misp-feed event)."
+
 var (
 	sinkLagDesc = prometheus.NewDesc("ssanet_sink_lag_records",
 		"Records received under the SSAs in force and not yet forwarded to the sink.", []string{"sink"}, nil)
@@ -170,6 +173,8 @@ var (
 		"1 while the sink refuses records or is stopped, else 0.", []string{"sink"}, nil)
 	sinkRecordsDesc = prometheus.NewDesc("ssanet_sink_records_total",
 		sinkRecordsHelp, []string{"sink", "outcome"}, nil)
+	sinkSkippedDesc = prometheus.NewDesc("ssanet_sink_records_skipped_total",
+		sinkSkippedHelp, []string{"sink", "reason"}, nil)
 )
 
 func (c sinkCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -178,6 +183,7 @@ func (c sinkCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sinkSuccessDesc
 	ch <- sinkFailingDesc
 	ch <- sinkRecordsDesc
+	ch <- sinkSkippedDesc
 }
 
 func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
@@ -208,5 +214,7 @@ func (c sinkCollector) Collect(ch chan<- prometheus.Metric) {
 		}{{"forwarded", s.Records.Forwarded}, {"confirmed", s.Records.Confirmed}, {"failed", s.Records.Failed}, {"set_aside", s.Records.SetAside}, {"truncated", s.Records.Truncated}} {
 			ch <- prometheus.MustNewConstMetric(sinkRecordsDesc, prometheus.CounterValue, float64(o.n), s.Name, o.outcome)
 		}
+		ch <- prometheus.MustNewConstMetric(sinkSkippedDesc, prometheus.CounterValue, float64(s.Records.Skipped.Unmappable), s.Name, sink.SkipUnmappable)
+		ch <- prometheus.MustNewConstMetric(sinkSkippedDesc, prometheus.CounterValue, float64(s.Records.Skipped.Unmapped), s.Name, sink.SkipUnmapped)
 	}
 }

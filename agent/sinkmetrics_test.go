@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ssanet/ssanet/agent/sink"
 )
 
 // TestSinkMetrics: each sink's lag (over its SSAs), errors, last success, failing state and
@@ -18,7 +20,7 @@ func TestSinkMetrics(t *testing.T) {
 		{Name: "siem", Type: "syslog", SSAs: map[string]SinkSSA{"a": {Lag: 3}, "b": {Lag: 4}}, Errors: 9,
 			FailingSince: ok.Add(time.Minute), LastSuccess: ok, Records: SinkRecords{Forwarded: 20, Failed: 30, Truncated: 4}},
 		{Name: "file", Type: "jsonl", SSAs: map[string]SinkSSA{}, Records: SinkRecords{Forwarded: 5, Confirmed: 5}},
-		{Name: "hook", Type: "webhook", SSAs: map[string]SinkSSA{}, Records: SinkRecords{Forwarded: 8, Confirmed: 6, SetAside: 2}},
+		{Name: "hook", Type: "webhook", SSAs: map[string]SinkSSA{}, Records: SinkRecords{Forwarded: 8, Confirmed: 6, SetAside: 2, Skipped: sink.Skips{Unmappable: 3}}},
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(sinkCollector{states: func() ([]SinkState, error) { return states, nil }, log: slog.Default()})
@@ -43,6 +45,14 @@ ssanet_sink_lag_records{sink="siem"} 7
 ssanet_sink_last_success_timestamp_seconds{sink="file"} 0
 ssanet_sink_last_success_timestamp_seconds{sink="hook"} 0
 ssanet_sink_last_success_timestamp_seconds{sink="siem"} 1.8000000005e+09
+# HELP ssanet_sink_records_skipped_total Records passed over, once each, since the agent started because they have no form in the sink's format (the sink's position moves past them), by reason: unmappable (their format cannot be mapped to STIX, ECS or MISP), unmapped (they map to nothing: no observable for a misp-feed event).
+# TYPE ssanet_sink_records_skipped_total counter
+ssanet_sink_records_skipped_total{reason="unmappable",sink="file"} 0
+ssanet_sink_records_skipped_total{reason="unmappable",sink="hook"} 3
+ssanet_sink_records_skipped_total{reason="unmappable",sink="siem"} 0
+ssanet_sink_records_skipped_total{reason="unmapped",sink="file"} 0
+ssanet_sink_records_skipped_total{reason="unmapped",sink="hook"} 0
+ssanet_sink_records_skipped_total{reason="unmapped",sink="siem"} 0
 # HELP ssanet_sink_records_total Records by outcome since the agent started: forwarded (taken by the sink), confirmed (of those, confirmed by the receiver), failed (in refused writes, at each attempt), set_aside (taken by a webhook that set them aside), truncated (cut to a UDP syslog sink's max-message, at each attempt; with observables a misp-feed's full event left out).
 # TYPE ssanet_sink_records_total counter
 ssanet_sink_records_total{outcome="confirmed",sink="file"} 5

@@ -370,7 +370,8 @@ type SinkState struct {
 // SinkRecords counts a sink's records by outcome since the agent started (the metric
 // ssanet_sink_records_total{sink, outcome}).
 type SinkRecords struct {
-	// Forwarded are the records in the writes the sink took, set aside ones included.
+	// Forwarded are the records in the writes the sink took, set aside ones included, skipped
+	// ones not.
 	Forwarded uint64 `json:"forwarded"`
 	// Confirmed are those of the forwarded the receiver confirmed: RELP answered 200, a
 	// webhook 2xx (and no failed _bulk item), JSONL synced to a regular file. Syslog over UDP,
@@ -385,6 +386,11 @@ type SinkRecords struct {
 	// Truncated are the records a syslog sink over UDP cut to its max-message, counted at each
 	// attempt like Failed, and those with observables a misp-feed's full event left out.
 	Truncated uint64 `json:"truncated"`
+	// Skipped are the records passed over, once each, because they have no form in the sink's
+	// format (the metric ssanet_sink_records_skipped_total{sink, reason}): unmappable (their
+	// format cannot be mapped to STIX, ECS or MISP), unmapped (they map to nothing: no
+	// observable for a misp-feed event). The sink's position moves past them.
+	Skipped sink.Skips `json:"skipped,omitzero"`
 }
 
 func (r *SinkRecords) add(o SinkRecords) {
@@ -393,11 +399,13 @@ func (r *SinkRecords) add(o SinkRecords) {
 	r.Failed += o.Failed
 	r.SetAside += o.SetAside
 	r.Truncated += o.Truncated
+	r.Skipped.Add(o.Skipped)
 }
 
 // SinkSSA is a sink's progress through one SSA's records.
 type SinkSSA struct {
-	// Position is the last sequence number forwarded (a quarantined record is passed over).
+	// Position is the last sequence number forwarded (a quarantined or a skipped record is
+	// passed over).
 	Position uint64 `json:"position"`
 	// Lag is the records received but not yet forwarded.
 	Lag uint64 `json:"lag"`
@@ -438,7 +446,7 @@ func (s *sinks) start(c SinkConfig) (*sinkRun, error) {
 	ctx, cancel := context.WithCancel(s.base)
 	r := &sinkRun{secrets: c.secrets(), kick: make(chan struct{}, 1), quit: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	r.f = &forwarder{store: s.store, runs: s.runs, log: s.log, cfg: c, w: w, path: filepath.Join(s.dir, c.Name+".json"),
-		refused: map[string]bool{}, now: time.Now, started: time.Now(), caughtUp: map[string]time.Time{},
+		refused: map[string]bool{}, skipLogged: map[string]bool{}, now: time.Now, started: time.Now(), caughtUp: map[string]time.Time{},
 		records: map[string]SinkRecords{}, quit: r.quit}
 	go func() {
 		defer close(r.done)
@@ -627,6 +635,8 @@ type forwarder struct {
 	// yet; failLogged is when the last line about them was written.
 	failures, unlogged uint64
 	failLogged         time.Time
+	// skipLogged holds the reasons of skipped records logged already (once each).
+	skipLogged map[string]bool
 
 	mu       sync.Mutex // guards what follows, which SinkState shows
 	st       SinkState  // Errors, LastError(Time), LastSuccess, FailingSince, Stopped, Records
@@ -815,13 +825,12 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 				out = append(out, forwarded(run, mark, r.Seq, r.ReceivedAt, r.Data))
 			}
 		}
-		if err := formatRecords(f.cfg.Format, agreement, out); err != nil {
-			f.count(id, SinkRecords{Failed: uint64(len(out))})
-			f.failed(err)
-			return
-		}
+		// A record with no form in the sink's format never will have one: it is skipped,
+		// counted once the rest of its chunk is taken, and the position moves past it.
+		out, unmappable := formatRecords(f.cfg.Format, agreement, out)
+		n := SinkRecords{Skipped: sink.Skips{Unmappable: uint64(len(unmappable))}}
 		if len(out) > 0 {
-			aside, cut := f.setAside(), f.cut()
+			aside, cut, skipped := f.setAside(), f.cut(), f.skipped()
 			if err := f.w.Write(ctx, out); err != nil {
 				if ctx.Err() == nil {
 					f.count(id, SinkRecords{Failed: uint64(len(out)), Truncated: f.cut() - cut})
@@ -829,13 +838,18 @@ func (f *forwarder) forwardRun(ctx context.Context, run *agreementRun) {
 				}
 				return
 			}
-			n := SinkRecords{Forwarded: uint64(len(out)), SetAside: f.setAside() - aside, Truncated: f.cut() - cut}
+			sk := f.skipped().Since(skipped)
+			n.Skipped.Add(sk)
+			n.Forwarded, n.SetAside, n.Truncated = uint64(len(out))-min(sk.Total(), uint64(len(out))), f.setAside()-aside, f.cut()-cut
 			if c, ok := f.w.(sink.Confirmer); ok && c.Confirms() {
 				n.Confirmed = n.Forwarded - min(n.SetAside, n.Forwarded)
 			}
-			f.count(id, n)
 			f.succeeded()
 			f.logTruncated()
+		}
+		f.count(id, n)
+		if len(unmappable) > 0 {
+			f.logSkipped(id, sink.SkipUnmappable, len(unmappable), unmappable[0])
 		}
 		f.mu.Lock()
 		f.progress[id] = recs[len(recs)-1].Seq
@@ -861,6 +875,25 @@ func (f *forwarder) cut() uint64 {
 		return t.Truncated()
 	}
 	return 0
+}
+
+// skipped is how many records the writer passed over since it was made (none if it never
+// does).
+func (f *forwarder) skipped() sink.Skips {
+	if s, ok := f.w.(sink.Skipper); ok {
+		return s.Skipped()
+	}
+	return sink.Skips{}
+}
+
+// logSkipped logs, once per reason, that n records of SSA id were skipped, err the first's.
+func (f *forwarder) logSkipped(id, reason string, n int, err error) {
+	if f.skipLogged[reason] {
+		return
+	}
+	f.skipLogged[reason] = true
+	f.log.Warn("records skipped: they cannot be mapped to the sink's format; the sink goes on past them (logged once; counted in ssanet_sink_records_skipped_total)",
+		"sink", f.cfg.Name, "ssa", id, "format", f.cfg.Format, "reason", reason, "records", n, "err", err)
 }
 
 // count adds n to SSA id's and the sink's records by outcome.
@@ -914,20 +947,24 @@ func (a *Agent) Records(ssaID string, after uint64, max int) ([]ForwardedRecord,
 }
 
 // formatRecords sets the Doc of each record to its form in format (cti.FormatSTIX: a
-// bundle; cti.FormatECS: a document); raw leaves the records in their envelope.
-func formatRecords(format string, a *cti.Agreement, recs []ForwardedRecord) error {
+// bundle; cti.FormatECS: a document) and returns those that have one, in order, and the
+// errors of those that have none (their format is not one the mappings read): a mapping is a
+// function of the record, so they never will. raw leaves the records in their envelope.
+func formatRecords(format string, a *cti.Agreement, recs []ForwardedRecord) (kept []ForwardedRecord, unmappable []error) {
 	if format == cti.FormatRaw || format == "" {
-		return nil
+		return recs, nil
 	}
-	for i := range recs {
-		r := &recs[i]
+	kept = recs[:0]
+	for _, r := range recs {
 		doc, err := cti.Marshal(format, a, cti.Record{Seq: r.Seq, Received: r.Received, Format: r.Format, Data: r.Data()})
 		if err != nil {
-			return fmt.Errorf("record %d of SSA %s as %s: %w", r.Seq, r.SSAID, format, err)
+			unmappable = append(unmappable, fmt.Errorf("record %d of SSA %s as %s: %w", r.Seq, r.SSAID, format, err))
+			continue
 		}
 		r.Doc = doc
+		kept = append(kept, r)
 	}
-	return nil
+	return kept, unmappable
 }
 
 // forwarded is a kept record as sinks receive it, with the handling marking of its batches.

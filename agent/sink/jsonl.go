@@ -440,7 +440,11 @@ func SyncDir(dir string) error {
 // renamed, the temporary file removed if any step fails, so that a crash leaves the old or
 // the new content, never a part. It does not sync the directory; SyncDir does.
 func WriteFileAtomic(path string, b []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
+	return writeAtomic(path, path+".tmp", b, perm)
+}
+
+// writeAtomic is WriteFileAtomic with the temporary file at tmp, in path's directory.
+func writeAtomic(path, tmp string, b []byte, perm os.FileMode) error {
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
 	if err != nil {
 		return err

@@ -66,9 +66,24 @@ type MISPFeed struct {
 	expires   map[string]time.Time // event UUID -> when it may be deleted; absent: never
 	truncated uint64
 	logged    time.Time
+	// skipped counts the records passed over by the Writes that returned nil; skipLogged
+	// holds the reasons logged already (once each).
+	skipped    Skips
+	skipLogged map[string]bool
 }
 
 var eventFile = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.json$`)
+
+// feedTmpPrefix starts the name of the temporary file a feed file is written to before it is
+// renamed: .ssanet-feed-tmp.manifest.json, .ssanet-feed-tmp.EVENT-UUID.json, …. Only files of
+// that pattern are the writer's own; it deletes those a crash left, and no other file.
+const feedTmpPrefix = ".ssanet-feed-tmp."
+
+// ownTmp reports whether a directory entry is a temporary file of the feed writer.
+func ownTmp(name string) bool {
+	rest, ok := strings.CutPrefix(name, feedTmpPrefix)
+	return ok && (rest == "manifest.json" || rest == "hashes.csv" || eventFile.MatchString(rest))
+}
 
 // OpenMISPFeed opens (or creates) a feed directory and rebuilds its manifest and hashes from
 // the event files it holds.
@@ -88,14 +103,15 @@ func OpenMISPFeed(cfg MISPFeedConfig) (*MISPFeed, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
 	}
-	f := &MISPFeed{cfg: cfg, manifest: map[string]cti.MISPManifestEntry{}, hashes: map[string][]string{}, expires: map[string]time.Time{}}
+	f := &MISPFeed{cfg: cfg, manifest: map[string]cti.MISPManifestEntry{}, hashes: map[string][]string{}, expires: map[string]time.Time{},
+		skipLogged: map[string]bool{}}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if strings.HasSuffix(name, ".tmp") { // a write a crash cut short
+		if ownTmp(name) && e.Type().IsRegular() { // a write a crash cut short
 			if err := os.Remove(filepath.Join(cfg.Dir, name)); err != nil {
 				return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
 			}
@@ -174,13 +190,29 @@ func (f *MISPFeed) Truncated() uint64 {
 	return f.truncated
 }
 
-// Write adds the observables of recs to their events and rewrites the feed's files.
+// Skipped counts the records passed over, by reason: unmappable (a format the mapping does
+// not read) and unmapped (no observable: nothing to add to an event).
+func (f *MISPFeed) Skipped() Skips {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.skipped
+}
+
+// Write adds the observables of recs to their events and rewrites the feed's files. A record
+// that has no attribute (its format is not one the mapping reads, or it holds no observable)
+// is passed over, counted by Skipped and logged once per reason: it will never have one.
 func (f *MISPFeed) Write(ctx context.Context, recs []Record) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := f.cfg.Now()
 	events := map[string]*cti.MISPEvent{}
 	var order []string
+	var skipped Skips
+	type skip struct {
+		rec *Record
+		err error
+	}
+	first := map[string]skip{} // the first record passed over, by reason
 	for i := range recs {
 		r := &recs[i]
 		a, ok := f.cfg.Agreement(r.SSAID)
@@ -188,8 +220,18 @@ func (f *MISPFeed) Write(ctx context.Context, recs []Record) error {
 			return fmt.Errorf("%w: no agreement in force for SSA %s", ErrMISPFeed, r.SSAID)
 		}
 		attrs, err := a.MISPAttributes(cti.Record{Seq: r.Seq, Received: r.Received, Format: r.Format, Data: r.Data()})
-		if err != nil {
-			return err
+		reason := ""
+		switch {
+		case err != nil:
+			reason, skipped.Unmappable = SkipUnmappable, skipped.Unmappable+1
+		case len(attrs) == 0:
+			reason, skipped.Unmapped = SkipUnmapped, skipped.Unmapped+1
+		}
+		if reason != "" {
+			if _, ok := first[reason]; !ok {
+				first[reason] = skip{r, err}
+			}
+			continue
 		}
 		id := a.MISPEventUUID(r.Received)
 		ev := events[id]
@@ -225,6 +267,23 @@ func (f *MISPFeed) Write(ctx context.Context, recs []Record) error {
 	}
 	if err := f.writeIndex(); err != nil {
 		return err
+	}
+	f.skipped.Add(skipped)
+	for _, reason := range []string{SkipUnmappable, SkipUnmapped} {
+		sk, ok := first[reason]
+		if !ok || f.skipLogged[reason] {
+			continue
+		}
+		f.skipLogged[reason] = true
+		msg := "misp feed: records passed over, they have no observable to add to an event (logged once; counted in the sink's skipped records)"
+		if reason == SkipUnmappable {
+			msg = "misp feed: records passed over, their format cannot be mapped to MISP attributes (logged once; counted in the sink's skipped records)"
+		}
+		attrs := []any{"sink", f.cfg.Name, "ssa", sk.rec.SSAID, "seq", sk.rec.Seq, "format", sk.rec.Format, "reason", reason}
+		if sk.err != nil {
+			attrs = append(attrs, "err", sk.err)
+		}
+		f.cfg.Log.Warn(msg, attrs...)
 	}
 	if f.truncated > 0 && now.Sub(f.logged) >= time.Minute {
 		f.cfg.Log.Warn("misp feed: events full, observables left out; raise max-attributes", "sink", f.cfg.Name,
@@ -276,10 +335,11 @@ func (f *MISPFeed) writeIndex() error {
 	return SyncDir(f.cfg.Dir)
 }
 
-// writeFeedFile replaces a feed file whole: written beside it, synced, renamed. Mode 0640: the
-// web server that serves the feed reads it through its group.
+// writeFeedFile replaces a feed file whole: written beside it (feedTmpPrefix), synced,
+// renamed. Mode 0640: the web server that serves the feed reads it through its group.
 func writeFeedFile(path string, b []byte) error {
-	if err := WriteFileAtomic(path, b, 0o640); err != nil {
+	dir, base := filepath.Split(path)
+	if err := writeAtomic(path, filepath.Join(dir, feedTmpPrefix+base), b, 0o640); err != nil {
 		return fmt.Errorf("%w: write %s: %w", ErrMISPFeed, path, err)
 	}
 	return nil

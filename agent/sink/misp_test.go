@@ -271,7 +271,7 @@ func TestMISPFeedCrashAndBounds(t *testing.T) {
 	}
 	// A crash: a half-written event beside a manifest that lost its entry.
 	id := a.MISPEventUUID(clk.t)
-	if err := os.WriteFile(filepath.Join(dir, id+".json.tmp"), []byte(`{"Event":{"uu`), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, feedTmpPrefix+id+".json"), []byte(`{"Event":{"uu`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(`{}`), 0o600); err != nil {
@@ -280,7 +280,7 @@ func TestMISPFeedCrashAndBounds(t *testing.T) {
 	if _, err := OpenMISPFeed(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, id+".json.tmp")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, feedTmpPrefix+id+".json")); !os.IsNotExist(err) {
 		t.Errorf("the half-written file is still there: %v", err)
 	}
 	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
@@ -303,5 +303,92 @@ func TestMISPFeedCrashAndBounds(t *testing.T) {
 	}
 	if events := readFeed(t, srv.URL); len(events) != 0 {
 		t.Errorf("%d events past their retention in the manifest", len(events))
+	}
+}
+
+// TestMISPFeedTmpFiles: at start the feed deletes the temporary files of its own writes that
+// a crash left, and no other file of its directory, whatever its name ends with.
+func TestMISPFeedTmpFiles(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := mispAgreement(t, "ssa-tmp", protocol.TLPGreen, 0)
+	cfg := MISPFeedConfig{Dir: dir, Agreement: func(id string) (*cti.Agreement, bool) { return a, id == a.SSA },
+		Log: slog.New(slog.DiscardHandler)}
+	id := a.MISPEventUUID(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
+	files := []struct {
+		name string
+		kept bool
+	}{
+		{feedTmpPrefix + id + ".json", false},
+		{feedTmpPrefix + "manifest.json", false},
+		{feedTmpPrefix + "hashes.csv", false},
+		{"notes.tmp", true},                    // the operator's
+		{"index.html.tmp", true},               // a web server's
+		{id + ".json.tmp", true},               // not a name the writer makes
+		{"manifest.json.tmp", true},            // nor this
+		{feedTmpPrefix + "notes.txt", true},    // the prefix alone is not the pattern
+		{feedTmpPrefix + id + ".json.x", true}, // the pattern is anchored
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f.name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := OpenMISPFeed(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range files {
+		_, err := os.Stat(filepath.Join(dir, tc.name))
+		if kept := err == nil; kept != tc.kept {
+			t.Errorf("%s: kept %v, want %v (%v)", tc.name, kept, tc.kept, err)
+		}
+	}
+	// The writer's own writes leave no temporary file behind.
+	if err := f.Write(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, feedTmpPrefix+"*")); len(m) != 2 { // notes.txt and id.json.x
+		t.Errorf("temporary files after a write: %v", m)
+	}
+}
+
+// TestMISPFeedSkips: a record whose format the mapping cannot read, or that holds no
+// observable, does not fail the Write: it is passed over and counted once by reason (by a
+// Write that returned nil only), and the chunk's other records reach their event.
+func TestMISPFeedSkips(t *testing.T) {
+	dir := t.TempDir()
+	a, p := mispAgreement(t, "ssa-skip", protocol.TLPGreen, 0)
+	known := true
+	cfg := MISPFeedConfig{Dir: dir, Agreement: func(id string) (*cti.Agreement, bool) { return a, known && id == a.SSA },
+		Log: slog.New(slog.DiscardHandler)}
+	f, err := OpenMISPFeed(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	recs := eveRecords(t, p, at)[:3]
+	stats := Record{SSAID: a.SSA, Seq: 4, Received: at, Format: protocol.FormatEVE,
+		Record: json.RawMessage(`{"timestamp":"2026-12-06T10:00:00.000000+0000","event_type":"stats","stats":{"uptime":1}}`)}
+	cef := Record{SSAID: a.SSA, Seq: 5, Received: at, Format: "cef", Text: "CEF:0|Example|IDS|1.0|100|scan|5|"}
+	chunk := append(slices.Clone(recs), stats, cef, cef)
+	known = false // the SSA's agreement is gone: the Write fails, and counts nothing
+	if err := f.Write(context.Background(), chunk); err == nil {
+		t.Fatal("a Write without the SSA's agreement took the chunk")
+	}
+	if got := f.Skipped(); got != (Skips{}) {
+		t.Errorf("a failed Write counted %+v skipped", got)
+	}
+	known = true
+	for range 2 { // the chunk written again counts again: each Write that took it
+		if err := f.Write(context.Background(), chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := f.Skipped(), (Skips{Unmappable: 4, Unmapped: 2}); got != want {
+		t.Errorf("skipped %+v, want %+v", got, want)
+	}
+	ev, err := f.load(a.MISPEventUUID(at))
+	if err != nil || ev == nil || len(ev.Attribute) == 0 {
+		t.Fatalf("the event of the chunk's mappable records: %v, %v", ev, err)
 	}
 }

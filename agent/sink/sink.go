@@ -11,8 +11,9 @@
 // fails may have written a prefix of the chunk: the caller writes the whole chunk again, so a
 // receiver sees each record at least once. The webhook writer takes a batch its receiver
 // refuses (4xx) a bounded number of times by setting it aside in a file (Webhook.Poisoned
-// counts its records), and the JSONL writer rotates its file and deletes rotated files past
-// the retention of the SSAs of their records.
+// counts its records), the MISP feed writer passes over a record that yields no attribute
+// (MISPFeed.Skipped counts it by reason), and the JSONL writer rotates its file and deletes
+// rotated files past the retention of the SSAs of their records.
 package sink
 
 import (
@@ -80,6 +81,45 @@ type Confirmer interface {
 // them (the webhook's refused batches): Poisoned is how many it set aside since it was made.
 type SetAsider interface {
 	Poisoned() int
+}
+
+// Reasons a writer, or the agent mapping records to a sink's format, passes over a record
+// (the reason label of ssanet_sink_records_skipped_total).
+const (
+	// SkipUnmappable: the record cannot be mapped to the sink's format (STIX, ECS, MISP): its
+	// format is not one the mappings read.
+	SkipUnmappable = "unmappable"
+	// SkipUnmapped: the record maps to nothing in the sink's format: no observable for a MISP
+	// event (or, for a format that must parse, it does not).
+	SkipUnmapped = "unmapped"
+)
+
+// Skips counts records passed over, by reason.
+type Skips struct {
+	Unmappable uint64 `json:"unmappable"`
+	Unmapped   uint64 `json:"unmapped"`
+}
+
+// Add adds o to s.
+func (s *Skips) Add(o Skips) {
+	s.Unmappable += o.Unmappable
+	s.Unmapped += o.Unmapped
+}
+
+// Since is what s counts beyond o, an earlier count of the same writer.
+func (s Skips) Since(o Skips) Skips {
+	return Skips{Unmappable: s.Unmappable - o.Unmappable, Unmapped: s.Unmapped - o.Unmapped}
+}
+
+// Total is how many records s counts.
+func (s Skips) Total() uint64 { return s.Unmappable + s.Unmapped }
+
+// Skipper is a Writer that passes over the records it has no form for in its format (the
+// misp-feed): Skipped counts them, by reason, over the Writes that returned nil since it was
+// made. A Write that returned nil took the rest of its chunk; the records it passed over will
+// never have a form, so they are not written again.
+type Skipper interface {
+	Skipped() Skips
 }
 
 // writeTimeout bounds each write to a syslog receiver and, by default, each webhook request.

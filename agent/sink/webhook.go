@@ -144,7 +144,9 @@ func checkIndex(s string) error {
 type Webhook struct {
 	cfg    WebhookConfig
 	client *http.Client
-	// refusedKey is the batch (first SSA and seq range) that got refusedN 4xx answers.
+	// refusedKey is the batch (its first record: SSA and seq) that got refusedN 4xx answers.
+	// The first record, not the range: the caller writes a refused chunk again from the same
+	// place, with the records received since added, and its refusals must still add up.
 	refusedKey string
 	refusedN   int
 	poisoned   atomic.Int64
@@ -177,7 +179,7 @@ func (h *Webhook) Write(ctx context.Context, recs []Record) error {
 	if err != nil {
 		return err
 	}
-	key := batchName(recs)
+	key := batchStart(recs)
 	if key != h.refusedKey {
 		h.refusedKey, h.refusedN = key, 0
 	}
@@ -196,7 +198,7 @@ func (h *Webhook) Write(ctx context.Context, recs []Record) error {
 		if errors.Is(err, ErrWebhookRefused) {
 			h.refusedN++
 			if h.refusedN >= h.cfg.PoisonAfter {
-				return h.poison(recs, key, body, resp, err)
+				return h.poison(recs, batchName(recs), body, resp, err)
 			}
 		}
 		if try >= h.cfg.Tries {
@@ -328,8 +330,13 @@ func bulkErrors(answer []byte) error {
 
 // batchName names a batch by its first record's SSA (hashed) and its sequence range.
 func batchName(recs []Record) string {
+	return fmt.Sprintf("%s-%d", batchStart(recs), recs[len(recs)-1].Seq)
+}
+
+// batchStart names where a batch starts: its first record's SSA (hashed) and sequence number.
+func batchStart(recs []Record) string {
 	sum := sha256.Sum256([]byte(recs[0].SSAID))
-	return fmt.Sprintf("%s-%d-%d", hex.EncodeToString(sum[:8]), recs[0].Seq, recs[len(recs)-1].Seq)
+	return fmt.Sprintf("%s-%d", hex.EncodeToString(sum[:8]), recs[0].Seq)
 }
 
 // poison sets a refused batch aside: its body (NAME.body) and the webhook's last answer

@@ -341,6 +341,40 @@ func TestWebhookPoison(t *testing.T) {
 	}
 }
 
+// TestWebhookPoisonGrowingBatch: a refused chunk written again from the same place with the
+// records received since added is the same batch: its refusals add up to poison-after and it
+// is set aside, whatever tries is, instead of starting the count again at each Write.
+func TestWebhookPoisonGrowingBatch(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		tries int
+	)
+	w, _ := newTestWebhook(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		tries++
+		mu.Unlock()
+		rw.WriteHeader(http.StatusBadRequest)
+	}), BodyNDJSON, WebhookConfig{Tries: 1, PoisonAfter: 3})
+	ctx := context.Background()
+	for n := 2; n <= 3; n++ {
+		if err := w.Write(ctx, testRecords("ssa-1", 1, n)); !errors.Is(err, ErrWebhookRefused) {
+			t.Fatalf("refusal %d of the batch from record 1 (%d records): %v, want ErrWebhookRefused", n-1, n, err)
+		}
+	}
+	if err := w.Write(ctx, testRecords("ssa-1", 1, 4)); err != nil {
+		t.Fatalf("third refusal of the batch from record 1: %v, want it set aside", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if tries != 3 || w.Poisoned() != 4 {
+		t.Fatalf("%d requests, %d records set aside; want 3 and 4", tries, w.Poisoned())
+	}
+	if m, _ := filepath.Glob(filepath.Join(w.cfg.PoisonDir, "*-1-4.body")); len(m) != 1 {
+		t.Fatalf("set aside as %v, want one file of records 1-4", m)
+	}
+}
+
 // TestWebhookConfig: the config a webhook refuses.
 func TestWebhookConfig(t *testing.T) {
 	for _, c := range []WebhookConfig{

@@ -7,7 +7,8 @@
 // SSA; discovery is at /taxii2/. The agreement governs every collection: a collection is
 // offered only while its SSA's effective redistribution (the stricter of its redistribution
 // rule and its TLP) reaches the audience of the user who asks, never for TLP:RED or
-// redistribution "none"; a user reads only the collections that list it as a reader; the
+// redistribution "none"; a user reads only the collections that list it as a reader (any
+// other collection answers as one that does not exist: 404, TAXII 2.1 §5.2); the
 // objects of a record leave the collection when the SSA's retention has passed since the
 // record was received. Objects carry the SSA's TLP marking and the SSA (policy/cti).
 //

@@ -159,20 +159,23 @@ func (s *Server) collection(w http.ResponseWriter, r *http.Request, u *user, id 
 	if !ok {
 		ssaID = id
 	}
+	// A collection that is not exposed, not offered to u or that u may not read gets the
+	// same answer (TAXII 2.1 §5.2: 404, "or the client does not have access to the collection
+	// resource"), so that no user learns which collections exist beyond those it may read.
 	c, ok := s.cols[ssaID]
 	if !ok {
-		s.fail(w, http.StatusNotFound, "Collection not found", "no collection "+id+" on this API root")
+		s.collectionNotFound(w)
 		return
 	}
 	a, why := s.offered(ssaID, u)
 	if why != "" {
 		s.log.Debug("TAXII collection not offered", "ssa", ssaID, "user", u.name, "why", why)
-		s.fail(w, http.StatusNotFound, "Collection not found", "no collection "+id+" on this API root")
+		s.collectionNotFound(w)
 		return
 	}
 	if !s.readable(c, u) {
-		s.log.Info("TAXII collection refused: the user is not one of its readers", "ssa", ssaID, "user", u.name)
-		s.fail(w, http.StatusForbidden, "Forbidden", "user "+u.name+" may not read this collection")
+		s.log.Info("TAXII collection refused (answered 404): the user is not one of its readers", "ssa", ssaID, "user", u.name)
+		s.collectionNotFound(w)
 		return
 	}
 	switch {
@@ -204,6 +207,12 @@ func (s *Server) collection(w http.ResponseWriter, r *http.Request, u *user, id 
 	default:
 		s.fail(w, http.StatusNotFound, "Not found", "a collection has objects/, objects/{id}/, objects/{id}/versions/ and manifest/")
 	}
+}
+
+// collectionNotFound answers a request for a collection the user may not see, whether or not
+// it exists.
+func (s *Server) collectionNotFound(w http.ResponseWriter) {
+	s.fail(w, http.StatusNotFound, "Collection not found", "this API root has no such collection that you may read")
 }
 
 // query is a request's filters and position.

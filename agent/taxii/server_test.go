@@ -274,7 +274,7 @@ func TestOffered(t *testing.T) {
 		{"carol", "ssa-green", http.StatusOK},       // GREEN/community reaches the community
 		{"alice", "ssa-amber", http.StatusOK},       // AMBER: the organisation
 		{"carol", "ssa-amber", http.StatusNotFound}, // AMBER does not reach the community
-		{"bob", "ssa-amber", http.StatusForbidden},  // not a reader
+		{"bob", "ssa-amber", http.StatusNotFound},   // not a reader: as if it did not exist
 		{"alice", "ssa-red", http.StatusNotFound},   // RED never, even for a reader
 		{"alice", "ssa-red-any", http.StatusNotFound},
 		{"alice", "ssa-unknown", http.StatusNotFound},
@@ -648,5 +648,68 @@ func TestSameToken(t *testing.T) {
 	}
 	if _, err := New(cfg, dir, &fakeSource{}, slog.New(slog.DiscardHandler), time.Now); err != nil {
 		t.Fatalf("New with two tokens: %v", err)
+	}
+}
+
+// TestCollectionHidden: a user who is not a reader of a collection gets, on every endpoint of
+// the collection and for every method, the very answer it gets for a collection that does not
+// exist (TAXII 2.1 §5.2 allows 404 for "no access"), so it cannot probe which exist; the
+// collections list shows each user only the collections it may read.
+func TestCollectionHidden(t *testing.T) {
+	now := t0
+	s, src := testServer(t, &now)
+	src.add(t, "ssa-amber", 3, t0)
+	type answer struct {
+		code  int
+		ctype string
+		body  string
+	}
+	do := func(method, user, path string) answer {
+		r := httptest.NewRequest(method, path, nil)
+		r.Header.Set("Accept", MediaTAXII)
+		if method == http.MethodPost {
+			r.Header.Set("Content-Type", MediaTAXII)
+		}
+		if user == "bob" {
+			r.Header.Set("Authorization", "Bearer bob-token")
+		} else {
+			r.SetBasicAuth(user, user+"-secret")
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		return answer{w.Code, w.Header().Get("Content-Type"), w.Body.String()}
+	}
+	obj := "observed-data--" + "00000000-0000-5000-8000-000000000000"
+	for _, rest := range []string{"", "objects/", "manifest/", "objects/" + obj + "/", "objects/" + obj + "/versions/"} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			if method == http.MethodPost && rest != "objects/" {
+				continue
+			}
+			var answers []answer
+			for _, col := range []string{CollectionID("ssa-amber"), "ssa-amber", CollectionID("ssa-none"), "ssa-none",
+				"00000000-0000-5000-8000-000000000000"} {
+				answers = append(answers, do(method, "bob", APIRootPath+"collections/"+col+"/"+rest))
+			}
+			for i, a := range answers {
+				if a != answers[len(answers)-1] || a.code != http.StatusNotFound || a.ctype != MediaTAXII {
+					t.Errorf("%s %s, collection %d: %+v; want the answer to an unknown collection, 404: %+v", method, rest, i, a, answers[len(answers)-1])
+				}
+			}
+			// A reader gets the collection.
+			if a := do(method, "alice", APIRootPath+"collections/ssa-amber/"+rest); a.code == http.StatusNotFound && rest != "objects/"+obj+"/" && rest != "objects/"+obj+"/versions/" {
+				t.Errorf("alice %s %s: %+v", method, rest, a)
+			}
+		}
+	}
+	for user, want := range map[string][]string{"alice": {"ssa-green", "ssa-amber", "ssa-short"}, "bob": {"ssa-green"}} {
+		_, body, _ := get(t, s, user, APIRootPath+"collections/")
+		var got []string
+		cols, _ := body["collections"].([]any)
+		for _, c := range cols {
+			got = append(got, c.(map[string]any)["alias"].(string))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s lists %v, want %v", user, got, want)
+		}
 	}
 }

@@ -74,5 +74,8 @@ func sinkRecords(r agent.SinkRecords, confirms bool) string {
 	} else {
 		out += ", set aside 0"
 	}
+	if sk := r.Skipped; sk.Total() > 0 {
+		out += fmt.Sprintf(", skipped %d (no form in the sink's format: unmappable %d, unmapped %d)", sk.Total(), sk.Unmappable, sk.Unmapped)
+	}
 	return out
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ssanet/ssanet/policy"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -126,13 +128,9 @@ func (a *Agreement) ECSJSON(rec Record) (json.RawMessage, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
-func knownFormat(f string) bool {
-	switch f {
-	case protocol.FormatEVE, protocol.FormatIDMEF, protocol.FormatIDMEFv2, protocol.FormatIODEF, protocol.FormatSyslog:
-		return true
-	}
-	return false
-}
+// knownFormat reports whether f is a format the engine reads (policy.Formats): a record of
+// one that does not parse is still mapped, from what the agreement says.
+func knownFormat(f string) bool { return slices.Contains(policy.Formats(), f) }
 
 // ecsEventKind is the ECS event.kind of a record: alert for an alert (or an incident, or a record
 // with a signature), event otherwise.

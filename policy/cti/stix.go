@@ -154,7 +154,7 @@ func (a *Agreement) Shared() []Object {
 func (a *Agreement) STIX(rec Record) ([]Object, error) {
 	p, err := viewOf(rec)
 	if err != nil {
-		if !slices.Contains(policy.Formats(), rec.Format) {
+		if !knownFormat(rec.Format) {
 			return nil, err
 		}
 		p = &parsed{Record: rec, view: map[string]any{}} // kept whole, as an artifact
