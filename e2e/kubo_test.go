@@ -200,6 +200,12 @@ func startKubo(t *testing.T, bin string, stub bool) *kubo {
 
 // stop sends SIGINT and waits for the daemon to exit 0, killing it after kuboStopTimeout.
 func (k *kubo) stop() {
+	defer func() {
+		if k.t.Failed() {
+			data, _ := os.ReadFile(k.log)
+			k.t.Logf("kubo's log:\n%s", data)
+		}
+	}()
 	select {
 	case <-k.done:
 		k.t.Errorf("kubo exited on its own: %v", k.cmd.ProcessState)
@@ -218,10 +224,6 @@ func (k *kubo) stop() {
 		k.t.Errorf("kubo still running %s after SIGINT; killing it", kuboStopTimeout)
 		k.cmd.Process.Kill()
 		<-k.done
-	}
-	if k.t.Failed() {
-		data, _ := os.ReadFile(k.log)
-		k.t.Logf("kubo's log:\n%s", data)
 	}
 }
 
