@@ -8,8 +8,13 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // TestAminoDirectory runs the public-directory mode on loopback: agents speak the IPFS DHT
@@ -95,4 +100,51 @@ func TestAminoNeedsCommunity(t *testing.T) {
 	if _, err := New(n.h, n.id, Config{Amino: true}, n.currentOffers, time.Now); !errors.Is(err, ErrNoCommunity) {
 		t.Fatalf("amino without a community: %v; want ErrNoCommunity", err)
 	}
+}
+
+// kuboWAN starts, on loopback, a DHT server configured as kubo 0.43's public DHT
+// (/ipfs/kad/1.0.0, the WAN half of go-libp2p-kad-dht's dual.New, in server mode) and returns
+// how to reach it: it keeps only peers with public addresses in its routing table and strips
+// every non-public address from the provider records it stores and serves. On loopback it
+// therefore names providers without any address.
+func kuboWAN(t *testing.T) peer.AddrInfo {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kad, err := dht.New(h, dht.Mode(dht.ModeServer),
+		dht.QueryFilter(dht.PublicQueryFilter), dht.RoutingTableFilter(dht.PublicRoutingTableFilter),
+		dht.AddressFilter(func(as []ma.Multiaddr) []ma.Multiaddr { return ma.FilterAddrs(as, manet.IsPublicAddr) }))
+	if err != nil {
+		h.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kad.Close(); h.Close() })
+	return peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}
+}
+
+// TestAminoProviderWithoutAddresses joins two agents through a kubo-like DHT server only: the
+// provider record it serves has no address, and the requester still reaches the provider, whose
+// addresses it asks the DHT for (FIND_PEER, answered from the server's peerstore).
+func TestAminoProviderWithoutAddresses(t *testing.T) {
+	const community = "cert-example"
+	bi := []peer.AddrInfo{kuboWAN(t)}
+	prov := newNodeConfig(t, Config{Amino: true, Community: community, Bootstrap: bi})
+	req := newNodeConfig(t, Config{Amino: true, Community: community, Bootstrap: bi, Client: true})
+	prov.setOffers(offer(t, prov, "a", info("attack-detection-log", "eve")))
+
+	key := CommunityKey(community, "attack-detection-log", "eve")
+	providersEventually(t, req, key, prov)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for pi := range req.dir.dht.FindProvidersAsync(ctx, key, 0) {
+		if len(pi.Addrs) != 0 {
+			t.Fatalf("the kubo-like server serves the provider record with addresses %v; want none (the test would not show locating)", pi.Addrs)
+		}
+	}
+	if req.h.Network().Connectedness(prov.h.ID()) == network.Connected {
+		t.Fatal("the requester is already connected to the provider")
+	}
+	findEventually(t, req, "attack-detection-log", "eve", prov)
 }

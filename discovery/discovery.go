@@ -333,7 +333,8 @@ func (d *Directory) FetchOffers(ctx context.Context, p peer.ID) ([]*protocol.Off
 
 // Find lists the providers that offer typ (and format, if given): it looks the key up in the
 // DHT until the lookup completes (or ctx ends), fetches each provider's signed offers and keeps those that match. A
-// provider whose offers cannot be fetched, or do not verify, is left out and logged.
+// provider named without addresses is located first (FIND_PEER). A provider that cannot be
+// located, or whose offers cannot be fetched, or do not verify, is left out and logged.
 func (d *Directory) Find(ctx context.Context, typ, format string) ([]Provider, error) {
 	if d.dht.RoutingTable().Size() == 0 && len(d.h.Network().Peers()) == 0 {
 		return nil, ErrNoPeers
@@ -368,6 +369,10 @@ func (d *Directory) Find(ctx context.Context, typ, format string) ([]Provider, e
 
 // provider fetches p's offers and keeps those matching typ and format.
 func (d *Directory) provider(ctx context.Context, p peer.ID, typ, format string) (Provider, bool) {
+	if err := d.locate(ctx, p); err != nil {
+		d.log.Warn("provider's address not found", "peer", p, "err", err)
+		return Provider{}, false
+	}
 	offers, err := d.FetchOffers(ctx, p)
 	if err != nil {
 		d.log.Warn("provider's offers refused", "peer", p, "err", err)
@@ -386,21 +391,34 @@ func (d *Directory) provider(ctx context.Context, p peer.ID, typ, format string)
 
 // Peer validates a known entity: it fetches and verifies p's current signed offers.
 func (d *Directory) Peer(ctx context.Context, p peer.ID) (Provider, error) {
-	if len(d.h.Peerstore().Addrs(p)) == 0 {
-		if d.dht.RoutingTable().Size() == 0 {
-			return Provider{}, fmt.Errorf("find %s: %w", p, ErrNoPeers)
-		}
-		pi, err := d.dht.FindPeer(ctx, p)
-		if err != nil {
-			return Provider{}, fmt.Errorf("find %s in the directory: %w", p, err)
-		}
-		d.h.Peerstore().AddAddrs(p, pi.Addrs, peerstore.TempAddrTTL)
+	if err := d.locate(ctx, p); err != nil {
+		return Provider{}, err
 	}
 	offers, err := d.FetchOffers(ctx, p)
 	if err != nil {
 		return Provider{}, err
 	}
 	return Provider{PeerID: p, Addrs: d.addrs(p), Offers: offers}, nil
+}
+
+// locate makes sure p can be dialled: when the peerstore has no address of p and no
+// connection to it, it asks the DHT (FIND_PEER), which the peers connected to p answer with
+// the addresses they know. A provider record may name a provider without addresses: kubo's
+// public DHT strips private ones (on loopback, all), and an Amino server forgets a provider's
+// addresses before the record itself.
+func (d *Directory) locate(ctx context.Context, p peer.ID) error {
+	if len(d.h.Peerstore().Addrs(p)) > 0 || d.h.Network().Connectedness(p) == network.Connected {
+		return nil
+	}
+	if d.dht.RoutingTable().Size() == 0 {
+		return fmt.Errorf("find %s: %w", p, ErrNoPeers)
+	}
+	pi, err := d.dht.FindPeer(ctx, p)
+	if err != nil {
+		return fmt.Errorf("find %s in the directory: %w", p, err)
+	}
+	d.h.Peerstore().AddAddrs(p, pi.Addrs, peerstore.TempAddrTTL)
+	return nil
 }
 
 func (d *Directory) addrs(p peer.ID) []string {
