@@ -17,19 +17,25 @@ import (
 	"github.com/ssanet/ssanet/protocol"
 )
 
-// TestRecordsFormat: `ssanet records --format stix|ecs` prints each record as a STIX bundle
-// or an ECS document under the SSA, with its TLP marking; an unknown format is a usage error.
-func TestRecordsFormat(t *testing.T) {
+// sampleSSA is the example requester's SSA with ID id, and the first EVE record of the sample.
+func sampleSSA(t *testing.T, id string) (*protocol.SSA, []byte) {
+	t.Helper()
 	ssa, err := protocol.ParseSSAYAML(protocol.ExampleRequester, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ssa.ID = "ssa-records-format"
+	ssa.ID = id
 	b, err := os.ReadFile("sample-eve.jsonl")
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := bytes.SplitN(b, []byte("\n"), 2)[0]
+	return ssa, bytes.SplitN(b, []byte("\n"), 2)[0]
+}
+
+// TestRecordsFormat: `ssanet records --format stix|ecs` prints each record as a STIX bundle
+// or an ECS document under the SSA, with its TLP marking; an unknown format is a usage error.
+func TestRecordsFormat(t *testing.T) {
+	ssa, line := sampleSSA(t, "ssa-records-format")
 	rec := agent.ForwardedRecord{SSAID: ssa.ID, Seq: 1, Received: time.Now(), Format: protocol.FormatEVE, Record: line}
 	ref, _ := policy.TLPMarkingID(ssa.Policy.Handling.TLP)
 	for _, tc := range []struct{ format, want string }{
@@ -58,16 +64,7 @@ func TestRecordsFormat(t *testing.T) {
 // these with its sequence number), exiting 1 if one could not be mapped; --json does not
 // change that.
 func TestRecordsFormatLeftOut(t *testing.T) {
-	ssa, err := protocol.ParseSSAYAML(protocol.ExampleRequester, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ssa.ID = "ssa-left-out"
-	b, err := os.ReadFile("sample-eve.jsonl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := bytes.SplitN(b, []byte("\n"), 2)[0]
+	ssa, line := sampleSSA(t, "ssa-left-out")
 	rec := func(seq uint64) agent.ForwardedRecord {
 		return agent.ForwardedRecord{SSAID: ssa.ID, Seq: seq, Received: time.Now(), Format: protocol.FormatEVE, Record: line}
 	}
