@@ -137,7 +137,7 @@ func (c *cli) checkNoDaemon() error {
 		return fmt.Errorf("a daemon already runs in %s (peer %s): stop it first, or give this one another --home", c.home, id.PeerID)
 	case errors.As(err, &ne) && ne.Timeout():
 		sock := filepath.Join(c.home, agent.SocketFile)
-		return fmt.Errorf("%w: something accepts connections on %s but did not answer within %s: a daemon of this home may hang; "+
+		return fmt.Errorf("%w: %s accepts connections but did not answer within %s: a daemon of this home may hang; "+
 			"look at its log (journalctl -u ssanet, or the stderr of its ssanet run) and at the process holding the socket (ss -xlp | grep %s), stop it, then start again",
 			errDaemonHangs, sock, daemonCheckTimeout, sock)
 	}
@@ -145,7 +145,7 @@ func (c *cli) checkNoDaemon() error {
 }
 
 // errDaemonHangs means the home's control socket accepts connections but nothing answers.
-var errDaemonHangs = errors.New("the home's control socket does not answer")
+var errDaemonHangs = errors.New("no daemon answers, but its control socket is held")
 
 func (c *cli) idCommand() *cobra.Command {
 	return c.command("id", "print the peer ID and listen addresses", printsData, nargs(0, 0), func([]string) int { return c.id() })

@@ -126,7 +126,7 @@ func (c *cli) recordsCommand() *cobra.Command {
 	f.StringVar(&ssa, "ssa", "", "the SSA (`ID`) whose received records to print")
 	f.Uint64Var(&after, "after", 0, "print records after sequence number `N`")
 	f.BoolVar(&follow, "follow", false, "keep printing records as they arrive (Ctrl-C stops)")
-	f.StringVar(&format, "format", cti.FormatRaw, "`F`: raw (as received), stix (a STIX 2.1 bundle per record) or ecs (an ECS document per record); stix and ecs leave out quarantined records and those they cannot map,\ncounting them on stderr (exit 1 if one could not be mapped)")
+	f.StringVar(&format, "format", cti.FormatRaw, "`F`: raw (as received), stix (a STIX 2.1 bundle per record) or ecs (an ECS document per record);\nstix and ecs leave out quarantined records and those they cannot map, counting them on stderr\n(exit 1 if one could not be mapped)")
 	completeFlag(cmd, "ssa", c.completeSSAIDs())
 	completeFlag(cmd, "format", complete(cti.OutputFormats()...))
 	return cmd
