@@ -191,7 +191,26 @@ func (api controlAPI) routes() []route {
 	}
 }
 
-func (api controlAPI) reload(*http.Request) (any, error) { return api.a.Reload() }
+// reload answers a reload that failed part way with its report too (an error status, the
+// report with its error): what did apply is as much the operator's to know as what did not.
+func (api controlAPI) reload(*http.Request) (any, error) {
+	rep, err := api.a.Reload()
+	if err != nil && rep != nil {
+		rep.Error = err.Error()
+		return nil, &answeredError{err: err, answer: rep}
+	}
+	return rep, err
+}
+
+// answeredError is an error whose answer is not {"error": "..."} alone but answer, which
+// carries the error message and what was done before it.
+type answeredError struct {
+	err    error
+	answer any
+}
+
+func (e *answeredError) Error() string { return e.err.Error() }
+func (e *answeredError) Unwrap() error { return e.err }
 
 func (api controlAPI) checkOffers(*http.Request) (any, error) { return api.a.CheckOffers() }
 
@@ -202,6 +221,11 @@ func serve(call func(*http.Request) (any, error)) http.HandlerFunc {
 		if err != nil {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(statusOf(err))
+			var answered *answeredError
+			if errors.As(err, &answered) {
+				json.NewEncoder(w).Encode(answered.answer)
+				return
+			}
 			json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 			return
 		}

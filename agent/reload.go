@@ -47,6 +47,9 @@ type ReloadReport struct {
 	Applied []string `json:"applied"`
 	// Restart lists the config keys that changed but take effect only at the next start.
 	Restart []string `json:"restart,omitempty"`
+	// Error, in the control API's answer to a reload that applied a part of the config only,
+	// says what was not applied (kept as it was) and why; empty when all of it applied.
+	Error string `json:"error,omitempty"`
 }
 
 // reloadable are the config keys a reload applies; every other one needs a restart.

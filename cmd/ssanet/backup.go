@@ -27,14 +27,17 @@ func (c *cli) backup(file string) int {
 		}
 		return exitOK
 	}
+	// Checked first so as not to stream a whole backup for nothing; the link below is what
+	// guarantees that an existing file is never replaced.
 	if _, err := os.Lstat(file); err == nil {
 		return c.fail(fmt.Errorf("%s exists: give a new file name", file))
 	}
-	partial := file + ".partial"
-	f, err := os.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) // the store's secrets
+	// The store's secrets: CreateTemp makes the file 0600.
+	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".partial-*")
 	if err != nil {
 		return c.fail(fmt.Errorf("create the backup file: %w", err))
 	}
+	partial := f.Name()
 	n, err := c.streamBackup(f)
 	if err == nil {
 		err = f.Sync()
@@ -42,17 +45,38 @@ func (c *cli) backup(file string) int {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(partial, file)
-	}
 	if err != nil {
 		return c.fail(errors.Join(err, os.Remove(partial)))
+	}
+	if err := publishNew(partial, file); err != nil {
+		return c.fail(err)
 	}
 	if c.json {
 		return c.printJSON(map[string]any{"file": file, "bytes": n})
 	}
 	fmt.Fprintf(c.stdout, "backup of %s written to %s (%d bytes); the identity key and config.yaml are not in it\n", c.home, file, n)
 	return exitOK
+}
+
+// errBackupExists means the backup's file name was taken while the backup was written.
+var errBackupExists = errors.New("the backup file appeared while the backup was written; it was left as it is")
+
+// publishNew gives the complete file partial the name file, which must not exist: a hard link
+// fails rather than replace a file made since the check (a rename would replace it). partial
+// is removed; if the link cannot be made for another reason, it is kept and the error says
+// where the backup is.
+func publishNew(partial, file string) error {
+	err := os.Link(partial, file)
+	switch {
+	case errors.Is(err, os.ErrExist):
+		return fmt.Errorf("%s: %w: give a new file name", file, errors.Join(errBackupExists, os.Remove(partial)))
+	case err != nil:
+		return fmt.Errorf("the backup is complete in %s but could not be named %s (%w): rename it yourself", partial, file, err)
+	}
+	if err := os.Remove(partial); err != nil {
+		return fmt.Errorf("the backup is in %s; remove the temporary name %s: %w", file, partial, err)
+	}
+	return nil
 }
 
 // streamBackup copies GET /v1/backup of the home's daemon to w, returning the bytes copied.

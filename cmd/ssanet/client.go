@@ -74,11 +74,12 @@ func (c *cli) do(method, path string, body io.Reader) (*http.Response, error) {
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10)) // the message is what there is of it
 		var e struct{ Error string }
-		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e) == nil && e.Error != "" {
-			return nil, &apiStatusError{resp.StatusCode, e.Error}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return nil, &apiStatusError{resp.StatusCode, e.Error, body}
 		}
-		return nil, &apiStatusError{resp.StatusCode, resp.Status}
+		return nil, &apiStatusError{resp.StatusCode, resp.Status, body}
 	}
 	return resp, nil
 }
@@ -88,9 +89,12 @@ func (c *cli) hint(args ...string) string {
 	return "ssanet --home " + c.home + " " + strings.Join(args, " ")
 }
 
+// apiStatusError is a non-2xx answer of the daemon: its status, its message, and its body
+// (up to 64 KiB), which may say more (a reload's report).
 type apiStatusError struct {
 	status int
 	msg    string
+	body   []byte
 }
 
 func (e *apiStatusError) Error() string { return e.msg }

@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -73,9 +75,8 @@ func (c *cli) runDaemon(level string) int {
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return c.usageError("run: --log-level: %v", err)
 	}
-	var id agent.IDView
-	if c.api("GET", "/v1/id", nil, &id) == nil {
-		return c.fail(fmt.Errorf("a daemon already runs in %s (peer %s): stop it first, or give this one another --home", c.home, id.PeerID))
+	if err := c.checkNoDaemon(); err != nil {
+		return c.fail(err)
 	}
 	// config.yaml's log-level overrides the flag's level, at start and at reloads. Warnings
 	// that repeat are rate-limited: the first agent.LogBurst a minute, then a summary.
@@ -117,6 +118,34 @@ func (c *cli) runDaemon(level string) int {
 	}
 	return exitOK
 }
+
+// daemonCheckTimeout bounds how long run waits for an answer on the home's control socket
+// when it checks that no daemon runs there: a daemon answers at once.
+const daemonCheckTimeout = 5 * time.Second
+
+// checkNoDaemon returns an error if a daemon already runs in the home, or if something
+// accepts connections on its control socket and does not answer within daemonCheckTimeout.
+func (c *cli) checkNoDaemon() error {
+	saved := c.apiTimeout
+	c.apiTimeout = daemonCheckTimeout
+	defer func() { c.apiTimeout = saved }()
+	var id agent.IDView
+	err := c.api("GET", "/v1/id", nil, &id)
+	var ne net.Error
+	switch {
+	case err == nil:
+		return fmt.Errorf("a daemon already runs in %s (peer %s): stop it first, or give this one another --home", c.home, id.PeerID)
+	case errors.As(err, &ne) && ne.Timeout():
+		sock := filepath.Join(c.home, agent.SocketFile)
+		return fmt.Errorf("%w: %s accepts connections but did not answer within %s: a daemon of this home may hang; "+
+			"look at its log (journalctl -u ssanet, or the stderr of its ssanet run) and at the process holding the socket (ss -xlp | grep %s), stop it, then start again",
+			errDaemonHangs, sock, daemonCheckTimeout, sock)
+	}
+	return nil // no daemon answers: this one may start
+}
+
+// errDaemonHangs means the home's control socket accepts connections but nothing answers.
+var errDaemonHangs = errors.New("no daemon answers, but its control socket is held")
 
 func (c *cli) idCommand() *cobra.Command {
 	return c.command("id", "print the peer ID and listen addresses", printsData, nargs(0, 0), func([]string) int { return c.id() })

@@ -126,7 +126,7 @@ func (c *cli) recordsCommand() *cobra.Command {
 	f.StringVar(&ssa, "ssa", "", "the SSA (`ID`) whose received records to print")
 	f.Uint64Var(&after, "after", 0, "print records after sequence number `N`")
 	f.BoolVar(&follow, "follow", false, "keep printing records as they arrive (Ctrl-C stops)")
-	f.StringVar(&format, "format", cti.FormatRaw, "`F`: raw (as received), stix (a STIX 2.1 bundle per record) or ecs (an ECS document per record); stix and ecs leave quarantined records out")
+	f.StringVar(&format, "format", cti.FormatRaw, "`F`: raw (as received), stix (a STIX 2.1 bundle per record) or ecs (an ECS document per record);\nstix and ecs leave out quarantined records and those they cannot map, counting them on stderr\n(exit 1 if one could not be mapped)")
 	completeFlag(cmd, "ssa", c.completeSSAIDs())
 	completeFlag(cmd, "format", complete(cti.OutputFormats()...))
 	return cmd
@@ -138,10 +138,12 @@ func (c *cli) records(ssa string, after uint64, follow bool, format string) int 
 		return c.apiFail(err)
 	}
 	enc := json.NewEncoder(c.stdout)
+	left := leftOut{format: format, w: c.stderr}
 	for {
 		var recs []agent.ForwardedRecord
 		q := "/v1/records?ssa=" + url.QueryEscape(ssa) + "&after=" + strconv.FormatUint(after, 10)
 		if err := c.api("GET", q, nil, &recs); err != nil {
+			left.report(false)
 			return c.apiFail(err)
 		}
 		for _, r := range recs {
@@ -150,13 +152,10 @@ func (c *cli) records(ssa string, after uint64, follow bool, format string) int 
 				mark = "[quarantined] "
 			}
 			switch {
-			case mapped != nil && r.Quarantined:
 			case mapped != nil:
-				doc, err := mapped(r)
-				if err != nil {
-					return c.fail(err)
+				if doc, ok := left.mapRecord(r, mapped); ok {
+					fmt.Fprintf(c.stdout, "%s\n", doc)
 				}
-				fmt.Fprintf(c.stdout, "%s\n", doc)
 			case c.json:
 				enc.Encode(r)
 			case len(r.Record) > 0:
@@ -168,9 +167,11 @@ func (c *cli) records(ssa string, after uint64, follow bool, format string) int 
 		}
 		if len(recs) == 0 {
 			if !follow {
-				return exitOK
+				return left.report(false)
 			}
 			time.Sleep(200 * time.Millisecond)
+		} else if follow {
+			left.report(true)
 		}
 	}
 }

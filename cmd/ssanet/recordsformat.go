@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/url"
 
 	"github.com/ssanet/ssanet/agent"
@@ -39,4 +40,60 @@ func formatterOf(ssa *protocol.SSA, format string) (func(agent.ForwardedRecord) 
 	return func(r agent.ForwardedRecord) (json.RawMessage, error) {
 		return cti.Marshal(format, a, cti.Record{Seq: r.Seq, Received: r.Received, Format: r.Format, Data: r.Data()})
 	}, nil
+}
+
+// maxUnmappedShown bounds the records that could not be mapped whose error records prints;
+// further ones are counted only.
+const maxUnmappedShown = 10
+
+// leftOut counts the records `ssanet records --format stix|ecs` leaves out of its output, and
+// says so on w (stderr): none is left out silently. A quarantined record is left out by
+// design (its evidence is in `ssanet monitor`); one the mapping cannot take (its format has no
+// mapping, or it does not parse) is an error, each shown with its sequence number up to
+// maxUnmappedShown.
+type leftOut struct {
+	format                        string
+	w                             io.Writer
+	seen, quarantined, unmappable int
+	reported                      int // left out at the last report
+}
+
+// mapRecord maps r with mapped, counting it; ok is false if r is left out.
+func (l *leftOut) mapRecord(r agent.ForwardedRecord, mapped func(agent.ForwardedRecord) (json.RawMessage, error)) (json.RawMessage, bool) {
+	l.seen++
+	if r.Quarantined {
+		l.quarantined++
+		return nil, false
+	}
+	doc, err := mapped(r)
+	if err != nil {
+		l.unmappable++
+		switch {
+		case l.unmappable <= maxUnmappedShown:
+			fmt.Fprintf(l.w, "ssanet: record #%d (%s) left out of the %s output: %v\n", r.Seq, r.Format, l.format, err)
+		case l.unmappable == maxUnmappedShown+1:
+			fmt.Fprintf(l.w, "ssanet: more records could not be mapped: they are counted only\n")
+		}
+		return nil, false
+	}
+	return doc, true
+}
+
+// report prints how many records were left out, if any were since the last report (so far:
+// the command goes on, following), and returns the exit code: 1 if a record could not be
+// mapped.
+func (l *leftOut) report(soFar bool) int {
+	if n := l.quarantined + l.unmappable; n > l.reported {
+		when := ""
+		if soFar {
+			when = " so far"
+		}
+		fmt.Fprintf(l.w, "ssanet: %d of %d records left out of the %s output%s: %d quarantined (not compliant with the SSA: see ssanet monitor), %d could not be mapped\n",
+			n, l.seen, l.format, when, l.quarantined, l.unmappable)
+		l.reported = n
+	}
+	if l.unmappable > 0 {
+		return exitError
+	}
+	return exitOK
 }
