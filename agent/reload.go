@@ -144,7 +144,7 @@ func (a *Agent) reload() (*ReloadReport, error) {
 		a.cfg.Allow = cfg.Allow
 		a.allow.set(cfg.Allow)
 		rep.Applied = append(rep.Applied, "allow")
-		a.closeDisallowed()
+		a.dropNonMembers("the peer is no longer in the allow-list")
 	}
 	if cfg.LogLevel != a.cfg.LogLevel {
 		a.cfg.LogLevel = cfg.LogLevel
@@ -161,20 +161,6 @@ func (a *Agent) reload() (*ReloadReport, error) {
 		return rep, fmt.Errorf("%w: %w", ErrReload, err)
 	}
 	return rep, nil
-}
-
-// closeDisallowed closes the connections of peers the allow-list no longer holds: the gater
-// refuses their new ones.
-func (a *Agent) closeDisallowed() {
-	for _, p := range a.host.Network().Peers() {
-		if a.allow.allowed(p) {
-			continue
-		}
-		a.log.Info("connection closed: the peer is no longer in the allow-list", "peer", p)
-		if err := a.host.Network().ClosePeer(p); err != nil {
-			a.log.Warn("close connection of a peer no longer allowed", "peer", p, "err", err)
-		}
-	}
 }
 
 // setLevel sets the logger's level to config's log-level, or to the level the agent started
