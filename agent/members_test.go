@@ -71,10 +71,21 @@ func streamRefused(from *Agent, p peer.ID, proto libp2pprotocol.ID) error {
 	return err
 }
 
-// waitConnected waits until a holds a connection with p (made by the public directory).
-func waitConnected(t *testing.T, a *Agent, p peer.ID) {
+// joinAmino gives prov an offer, starts the member from hm connected to prov, and a stranger
+// (no community, no allow-list) that joins the public directory through prov, and waits until
+// prov holds the stranger's connection.
+func joinAmino(t *testing.T, prov *Agent, hm rosterHome) (member, stranger *Agent) {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() (bool, string) { return connectedTo(a, p), "not connected through the directory" })
+	addOffer(t, prov, func(o *protocol.Offer) { o.Terms.Participants.Provider.PeerID = prov.ID().String() })
+	member = reopen(t, hm.home)
+	if err := connect(member, prov); err != nil {
+		t.Fatal(err)
+	}
+	stranger = reopen(t, aminoHome(t, "stranger", false, bootstrapTo(prov)).home)
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		return connectedTo(prov, stranger.ID()), "the stranger did not connect through the directory"
+	})
+	return member, stranger
 }
 
 // requestRefused asks prov for an SSA from req, and checks that prov refused it: the request
@@ -96,13 +107,7 @@ func requestRefused(t *testing.T, req, prov *Agent) {
 func TestAminoAllowListPerProtocol(t *testing.T) {
 	hm := aminoHome(t, "member", false, nil)
 	prov := reopen(t, aminoHome(t, "prov", false, func(c *Config) { c.Allow = []string{hm.id.PeerID().String()} }).home)
-	addOffer(t, prov, func(o *protocol.Offer) { o.Terms.Participants.Provider.PeerID = prov.ID().String() })
-	member := reopen(t, hm.home)
-	if err := connect(member, prov); err != nil {
-		t.Fatal(err)
-	}
-	stranger := reopen(t, aminoHome(t, "stranger", false, bootstrapTo(prov)).home)
-	waitConnected(t, prov, stranger.ID())
+	member, stranger := joinAmino(t, prov, hm)
 	ctx := context.Background()
 
 	// The stranger: refused on each protocol, still connected (for the DHT).
@@ -197,13 +202,7 @@ func TestAminoRosterPerProtocol(t *testing.T) {
 		}
 	}
 	prov := reopen(t, hp.home)
-	addOffer(t, prov, func(o *protocol.Offer) { o.Terms.Participants.Provider.PeerID = prov.ID().String() })
-	member := reopen(t, hm.home)
-	if err := connect(member, prov); err != nil {
-		t.Fatal(err)
-	}
-	stranger := reopen(t, aminoHome(t, "stranger", false, bootstrapTo(prov)).home)
-	waitConnected(t, prov, stranger.ID())
+	member, stranger := joinAmino(t, prov, hm)
 
 	if err := streamRefused(stranger, prov.ID(), ProtocolRoster); !errors.Is(err, ErrStreamRefused) {
 		t.Errorf("a stranger's roster stream: %v; want %v", err, ErrStreamRefused)

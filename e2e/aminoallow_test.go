@@ -29,7 +29,24 @@ func TestAminoAllowList(t *testing.T) {
 		}
 	}
 
-	v, r := stranger.request(prov, testdata(t, "requester.yaml"), 20*time.Second)
+	requestNotAuthorized(t, stranger, prov)
+	if p := prov.peer(strangerID); !p.Connected {
+		t.Errorf("the provider closed the stranger's connection, which the public directory needs: %+v", p)
+	}
+	line := prov.refusalLine(`"msg":"stream refused`, strangerID)
+	if !strings.Contains(line, `"proto":"/ssanet/negotiate/1.0.0"`) || !strings.Contains(line, "allow-list") {
+		t.Errorf("the provider's refusal is not of the negotiation stream, for its allow-list: %s", line)
+	}
+	agree(t, member, prov, testdata(t, "requester.yaml"))
+}
+
+// requestNotAuthorized runs a request from req to prov that prov's allow-list refuses: exit 3,
+// failed with the one reason not-authorized, stderr saying why.
+func requestNotAuthorized(t *testing.T, req, prov *agent) {
+	t.Helper()
+	start := time.Now()
+	v, r := req.request(prov, testdata(t, "requester.yaml"), 20*time.Second)
+	t.Logf("ssanet request to an agent whose allow-list excludes the requester ended in %v", time.Since(start))
 	if r.code != 3 {
 		t.Fatalf("request: exit %d, want 3: %s", r.code, r)
 	}
@@ -39,23 +56,26 @@ func TestAminoAllowList(t *testing.T) {
 	if !strings.Contains(r.stderr, "allow-list") {
 		t.Errorf("stderr does not say why: %s", r)
 	}
-	if p := prov.peer(strangerID); !p.Connected {
-		t.Errorf("the provider closed the stranger's connection, which the public directory needs: %+v", p)
-	}
+}
+
+// refusalLine waits for the last line of a's log with msg (a JSON fragment) about peer id, and
+// fails the test if none comes.
+func (a *agent) refusalLine(msg, id string) string {
+	a.t.Helper()
 	var line string
 	for deadline := time.Now().Add(10 * time.Second); line == "" && time.Now().Before(deadline); time.Sleep(pollInterval) {
-		data, err := os.ReadFile(prov.log)
+		data, err := os.ReadFile(a.log)
 		if err != nil {
-			t.Fatal(err)
+			a.t.Fatal(err)
 		}
 		for _, l := range strings.Split(string(data), "\n") {
-			if strings.Contains(l, `"msg":"stream refused`) && strings.Contains(l, `"peer":"`+strangerID+`"`) {
+			if strings.Contains(l, msg) && strings.Contains(l, `"peer":"`+id+`"`) {
 				line = l
 			}
 		}
 	}
-	if line == "" || !strings.Contains(line, `"proto":"/ssanet/negotiate/1.0.0"`) || !strings.Contains(line, "allow-list") {
-		t.Errorf("the provider's log has no refused negotiation stream of %s: %q", strangerID, line)
+	if line == "" {
+		a.t.Fatalf("%s's log has no %s of %s", a.name, msg, id)
 	}
-	agree(t, member, prov, testdata(t, "requester.yaml"))
+	return line
 }
