@@ -218,6 +218,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	a.host.SetStreamHandler(ProtocolExchange, a.inbound.serve(a.membersOnly("exchange", a.receiver.handleExchange)))
 	a.host.SetStreamHandler(ProtocolMonitor, a.inbound.serve(a.membersOnly("monitor", a.monitor.handleMonitor)))
 	a.runCommunity(ctx)
+	a.warnOpenToAll()
 	a.goRun(func() { a.neg.resendLoop(ctx) })
 	every := time.Duration(a.cfg.RetentionCheck)
 	ret := &retention{store: a.store, runs: a.mgr.requesterRuns, log: a.log, now: now, ledger: a.counts.ledger}

@@ -144,6 +144,15 @@ func (a *Agent) refuseStreams(p peer.ID) int {
 	return n
 }
 
+// warnOpenToAll warns, with the public directory and neither an allow-list nor a roster, that
+// any peer of the public network that finds this agent may use the ssanet protocols.
+func (a *Agent) warnOpenToAll() {
+	if a.cfg.publicDirectory() && len(a.cfg.Allow) == 0 && !a.roster.active() {
+		a.log.Warn("directory: amino without allow or community: any peer of the public IPFS network that finds this agent may fetch its offers and negotiate with it, and its accept policy alone decides; "+
+			"list the community's peer IDs in allow, or set community, to admit its members only", "community", a.cfg.DirectoryCommunity)
+	}
+}
+
 // dropNonMembers applies a change of the community (a reload of the allow-list, a new
 // roster) to the connected peers it no longer admits: their connections are closed with the
 // private directory (the gater refuses their new ones); with the public one they stay for the

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,6 +188,30 @@ func TestAminoAllowListPerProtocol(t *testing.T) {
 	}
 	if _, err := stranger.dir.FetchOffers(ctx, prov.ID()); err != nil {
 		t.Errorf("the peer added by the reload cannot fetch the offers: %v", err)
+	}
+}
+
+// TestAminoOpenToAllWarned: with the public directory and neither allow nor community, the
+// agent warns at start that anyone may negotiate; with an allow-list it does not.
+func TestAminoOpenToAllWarned(t *testing.T) {
+	const warning = "any peer of the public IPFS network that finds this agent may fetch its offers and negotiate"
+	for _, tc := range []struct {
+		name  string
+		allow []string
+		warn  bool
+	}{
+		{"no allow-list", nil, true},
+		{"allow-list", []string{newRawPeer(t).h.ID().String()}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs syncBuffer
+			newTestAgentWith(t, "open", func(c *Config) {
+				c.Directory, c.DirectoryCommunity, c.Allow = "amino", "cert-example", tc.allow
+			}, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			if got := strings.Contains(logs.text(), warning); got != tc.warn {
+				t.Errorf("warned %v, want %v:\n%s", got, tc.warn, logs.text())
+			}
+		})
 	}
 }
 
