@@ -85,7 +85,8 @@ func (l *allowList) list() map[peer.ID]bool { return *l.peers.Load() }
 // Reload reads config.yaml again and applies it, as SIGHUP does. A config that does not load
 // (syntax, unknown key, what Validate refuses) changes nothing: the error says why, and the
 // old config stays entirely. Otherwise the sinks, ingest sources, allow-list (connections of
-// peers no longer in it are closed) and log level become the new config's and the offers are
+// peers no longer in it are closed; with directory: amino their ssanet streams are reset and
+// refused instead, members.go) and log level become the new config's and the offers are
 // advertised again; a part that cannot be applied (a listener's address taken, a sink that
 // cannot open) keeps its old setting and makes the error, the others apply. Keys that only a
 // restart applies are listed in the report and logged. Each reload is counted in
