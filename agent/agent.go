@@ -180,7 +180,8 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	boot, _ := a.cfg.bootstrapPeers() // validated with the config
 	if a.dir, err = discovery.New(a.host, a.self, discovery.Config{Bootstrap: boot, Client: a.cfg.DHTMode == "client",
 		Amino: a.cfg.Directory == "amino", Community: a.cfg.DirectoryCommunity,
-		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log}, a.store.Offers, now); err != nil {
+		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log,
+		Allowed: func(p peer.ID) bool { return a.member(p) == nil }, Refused: a.offersRefused}, a.store.Offers, now); err != nil {
 		return err
 	}
 	a.reach = newReachLog(now)
@@ -200,6 +201,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		Enforceable:          a.compiler.Check,
 		FetchOffers:          a.dir.FetchOffers,
 		FindAddrs:            a.findAddrs,
+		Member:               a.member,
 		Book:                 book,
 		Refusals:             a.refusals,
 		Reach:                a.reach,
@@ -211,10 +213,12 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		return err
 	}
 	a.host.Network().Notify(&network.NotifyBundle{ConnectedF: a.neg.connected})
-	a.host.SetStreamHandler(ProtocolNegotiate, a.inbound.serve(a.neg.handleStream))
-	a.host.SetStreamHandler(ProtocolExchange, a.inbound.serve(a.receiver.handleExchange))
-	a.host.SetStreamHandler(ProtocolMonitor, a.inbound.serve(a.monitor.handleMonitor))
+	// Only the community's members may use these protocols (members.go).
+	a.host.SetStreamHandler(ProtocolNegotiate, a.inbound.serve(a.membersOnly("negotiate", a.neg.handleStream)))
+	a.host.SetStreamHandler(ProtocolExchange, a.inbound.serve(a.membersOnly("exchange", a.receiver.handleExchange)))
+	a.host.SetStreamHandler(ProtocolMonitor, a.inbound.serve(a.membersOnly("monitor", a.monitor.handleMonitor)))
 	a.runCommunity(ctx)
+	a.warnOpenToAll()
 	a.goRun(func() { a.neg.resendLoop(ctx) })
 	every := time.Duration(a.cfg.RetentionCheck)
 	ret := &retention{store: a.store, runs: a.mgr.requesterRuns, log: a.log, now: now, ledger: a.counts.ledger}
@@ -242,7 +246,7 @@ func (a *Agent) startExchange(now func() time.Time) error {
 	timeout := time.Duration(a.cfg.MessageTimeout)
 	dial := func(ctx context.Context, p peer.ID, proto libp2pprotocol.ID) (network.Stream, error) {
 		a.findAddrs(ctx, p)
-		st, err := openStream(ctx, a.host, p, proto)
+		st, err := openMemberStream(ctx, a.host, a.member, p, proto)
 		if err != nil {
 			a.reach.failed(p, err)
 			return nil, err
@@ -375,7 +379,7 @@ func storageKey(home string, cfg Config) ([]byte, error) {
 }
 
 // startHost builds the libp2p host: TCP and QUIC, the configured security transports, the resource manager with
-// explicit limits for ssanet's protocols, and the allow-list gater.
+// explicit limits for ssanet's protocols, and, with the private directory, the allow-list gater.
 func (a *Agent) startHost(key crypto.PrivKey) error {
 	limits := rcmgr.DefaultLimits
 	limits.AddProtocolLimit(ProtocolNegotiate,
@@ -397,9 +401,13 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 		// port shared with it (which would split the incoming connections between both).
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.ResourceManager(rm),
-		libp2p.ConnectionGater(rosterGater{next: gater{allow: a.allow, refused: a.refusedPeer}, roster: a.roster, refused: a.refusedPeer}),
 		libp2p.UserAgent("ssanet/" + Version),
 		libp2p.PrometheusRegisterer(a.metrics),
+	}
+	// With the public directory every peer connects (the DHT, identify, ping and AutoNAT
+	// need it) and the ssanet protocols check the peer at each stream open (members.go).
+	if !a.cfg.publicDirectory() {
+		opts = append(opts, libp2p.ConnectionGater(rosterGater{next: gater{allow: a.allow, refused: a.refusedPeer}, roster: a.roster, refused: a.refusedPeer}))
 	}
 	reach, err := a.reachOptions() // reach.go: AutoNAT, relays, hole punching
 	if err != nil {
@@ -559,7 +567,8 @@ func (in *inbound) close() {
 }
 
 // gater enforces the community allow-list after the handshake, when the remote peer is
-// authenticated, and tells refused of each connection it closes for it.
+// authenticated, and tells refused of each connection it closes for it. Only with the private
+// directory: with the public one no gater closes connections (members.go).
 type gater struct {
 	allow   *allowList
 	refused func(reason string, dir network.Direction, p peer.ID, addr ma.Multiaddr)

@@ -66,7 +66,9 @@ type Config struct {
 	MDNS bool `yaml:"mdns"`
 	// DHTMode is "server" (default) or "client", for agents that cannot accept connections.
 	DHTMode string `yaml:"dht-mode"`
-	// Allow, when not empty, is the community allow-list: only these peer IDs may connect.
+	// Allow, when not empty, is the community allow-list: only these peer IDs may connect
+	// (with directory: amino, where any peer connects, only these may use the ssanet
+	// protocols: negotiation, exchange, monitor, offers; members.go).
 	Allow []string `yaml:"allow,omitempty"`
 	// Community, when set, is the file of the community roster this agent starts from (its
 	// trust anchor, from the community's admins): the roster then decides who may connect,
@@ -74,6 +76,8 @@ type Config struct {
 	Community string `yaml:"community,omitempty"`
 	// Directory is "ssanet" (default when empty: the private DHT of ssanet agents, prefix
 	// /ssanet) or "amino" (the public IPFS DHT, /ipfs/kad/1.0.0; discovery.CommunityKey).
+	// With amino, Allow or the roster is enforced per protocol, at each stream open, instead
+	// of per connection (members.go).
 	Directory string `yaml:"directory,omitempty"`
 	// DirectoryCommunity names the community in the public directory's keys; required with
 	// directory: amino.
@@ -261,11 +265,6 @@ func (c *Config) validateNetwork() error {
 		return fmt.Errorf("config: directory must be ssanet (the private DHT, default) or amino (the public IPFS DHT), not %q", c.Directory)
 	case c.Directory == "amino" && c.DirectoryCommunity == "":
 		return errors.New("config: directory: amino needs directory-community: a name for this community, part of every key it advertises under in the public DHT")
-	case c.Directory == "amino" && (len(c.Allow) > 0 || c.Community != ""):
-		// The allow-list gates every connection, and the public DHT needs connections with
-		// peers outside it.
-		return errors.New("config: directory: amino cannot be combined with allow or a community roster yet: both refuse every connection outside the community, " +
-			"which cuts the agent off the public DHT; use directory: ssanet with allow or community, or amino without them")
 	}
 	if c.Metrics != "" {
 		host, _, err := net.SplitHostPort(c.Metrics)
@@ -417,12 +416,15 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 # dht-mode:             server (answer directory queries) or client (for agents that cannot
 #                       accept connections, e.g. sensors behind NAT)
 # allow:                optional community allow-list of peer IDs; empty: anyone may connect
+#                       and negotiate
 # community:            optional file of a signed community roster (from its admins): the
 #                       trust anchor; the roster, kept up to date by the members, then says
 #                       who may connect, in place of allow ('ssanet community')
 # directory:            optional: ssanet (default: the private DHT of ssanet agents) or amino
-#                       (the public IPFS DHT; needs directory-community; not with allow or
-#                       community yet)
+#                       (the public IPFS DHT; needs directory-community). With amino any peer
+#                       may connect (for the DHT), and allow or community decides who may
+#                       negotiate, deliver, monitor and fetch offers: checked at each stream
+#                       open; without either, anyone may
 # directory-community:  with directory: amino, this community's name in the public keys
 # accept:               auto (accept proposals and revisions that satisfy this agent's own
 #                       template, reject the others) or manual (hold them for

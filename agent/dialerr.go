@@ -99,6 +99,9 @@ func finalReason(err error) (protocol.Reason, bool) {
 	case errors.Is(err, ErrRefusedByPeer):
 		return protocol.Reason{Code: protocol.CodeNotAuthorized, Component: "peer",
 			Text: "the peer closed the connection right after the handshake: its allow-list does not include this agent; ask its operator to add this agent's peer ID"}, true
+	case errors.Is(err, ErrStreamRefused):
+		return protocol.Reason{Code: protocol.CodeNotAuthorized, Component: "peer",
+			Text: "the peer refused the negotiation stream: its allow-list or community roster does not include this agent; ask its operator to add this agent's peer ID"}, true
 	case errors.Is(err, ErrNotSSAnet):
 		return protocol.Reason{Code: protocol.CodeNotSSAnetPeer, Component: "peer",
 			Text: "the peer speaks libp2p but not " + ProtocolNegotiate + ": it is no ssanet agent; check the peer ID"}, true
@@ -109,7 +112,7 @@ func finalReason(err error) (protocol.Reason, bool) {
 // reachClass is the short name of why an attempt failed, as `ssanet peers` shows it.
 func reachClass(err error) string {
 	switch {
-	case errors.Is(err, ErrRefusedByPeer):
+	case errors.Is(err, ErrRefusedByPeer), errors.Is(err, ErrStreamRefused):
 		return "refused"
 	case errors.Is(err, ErrNotSSAnet):
 		return "not-ssanet"

@@ -26,14 +26,13 @@ func TestDirectoryConfig(t *testing.T) {
 		{"amino as a client", func(c *Config) { c.Directory, c.DirectoryCommunity, c.DHTMode = "amino", "cert-example", "client" }, ""},
 		{"unknown", func(c *Config) { c.Directory = "ipfs" }, `directory must be ssanet (the private DHT, default) or amino (the public IPFS DHT), not "ipfs"`},
 		{"amino without community", func(c *Config) { c.Directory = "amino" }, "directory: amino needs directory-community"},
+		// The allow-list and the roster are enforced per protocol with the public directory.
 		{"amino with allow", func(c *Config) {
 			c.Directory, c.DirectoryCommunity, c.Allow = "amino", "cert-example", []string{member}
-		},
-			"directory: amino cannot be combined with allow or a community roster yet"},
+		}, ""},
 		{"amino with a roster", func(c *Config) {
 			c.Directory, c.DirectoryCommunity, c.Community = "amino", "cert-example", "roster.cbor"
-		},
-			"directory: amino cannot be combined with allow or a community roster yet"},
+		}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

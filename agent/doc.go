@@ -56,6 +56,11 @@
 // keeps the k-of-n signed roster (protocol.VerifyRoster) in the store, and passes each newer
 // one to the connected members over /ssanet/roster/1.0.0, which apply it at once.
 //
+// Only the community's members (the allow-list, or the roster) use the ssanet protocols
+// (members.go): with the private directory the gaters close every other connection; with the
+// public one (directory: amino), whose DHT needs connections with anyone, every stream of an
+// ssanet protocol is checked at open, in both directions, instead.
+//
 // The agent never trusts a peer's bytes: sizes are capped before reading, buffers grow with
 // what arrives, every read and write has a deadline, a peer's open negotiations are bounded,
 // exchange streams are taken only from providers of an SSA in force, and a stream that

@@ -75,7 +75,7 @@ func newCounters(reg prometheus.Registerer, log *slog.Logger, now func() time.Ti
 		Help: "Negotiation steps committed that changed its state, by this side's role (requester, provider) and the state reached (approved, rejected, expired, annulled, failed, withdrawn and the waiting states)."},
 		[]string{"role", "state"})
 	c.refusedMessages = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "messages_refused_total",
-		Help: "Negotiation messages and exchange batches refused, by protocol (negotiate, exchange) and reason (malformed, too_large, bad_signature, unexpected, wrong_negotiation, wrong_sender, broken_chain, terms_changed, expired, too_many_messages, clock_skew, invalid_ssa, too_many_open, no_ssa_in_force, other)."},
+		Help: "Negotiation messages and exchange batches refused, by protocol (negotiate, exchange) and reason (malformed, too_large, bad_signature, unexpected, wrong_negotiation, wrong_sender, broken_chain, terms_changed, expired, too_many_messages, clock_skew, invalid_ssa, too_many_open, no_ssa_in_force, other); and streams of the ssanet protocols (negotiate, exchange, monitor, roster, offers) refused at open to a peer outside the community (reason allow_list or community_roster; members.go)."},
 		[]string{"protocol", "reason"})
 	c.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ssanet", Name: "negotiation_rejections_total",
 		Help: "Reason codes of the negotiations that ended rejected, by this side's role (requester, provider) and code (the names of X.1205 Suppl. 20 reason codes: information, masking, filtering, no-offer, declined, ...; other for a code this version does not know). A rejection that names several codes counts once under each."},
@@ -123,6 +123,8 @@ var refusalReasons = []struct {
 	{protocol.ErrBadSSAID, "invalid_ssa"},
 	{ErrTooManyOpen, "too_many_open"},
 	{errNoSSAInForce, "no_ssa_in_force"},
+	{ErrNotAllowed, "allow_list"},
+	{ErrRosterRefused, "community_roster"},
 }
 
 // refusalReason is the counted reason of a refusal for err.

@@ -62,6 +62,9 @@ type negotiatorConfig struct {
 	FetchOffers func(context.Context, peer.ID) ([]*protocol.Offer, error)
 	// FindAddrs makes sure the peerstore has addresses for a peer before it is dialled.
 	FindAddrs func(context.Context, peer.ID)
+	// Member says why a peer may not be sent negotiation messages (outside the community),
+	// or nil (members.go); nil: anyone may.
+	Member func(peer.ID) error
 	// Book keeps the addresses of the peers this agent must reach by itself.
 	Book *addrBook
 	// Refusals logs refused messages, rate-limited.

@@ -146,7 +146,7 @@ func (n *negotiator) exchange(ctx context.Context, s *session, p peer.ID, env *p
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.MessageTimeout)
 	defer cancel()
 	n.cfg.FindAddrs(ctx, p)
-	st, err := openStream(ctx, n.host, p, ProtocolNegotiate)
+	st, err := openMemberStream(ctx, n.host, n.cfg.Member, p, ProtocolNegotiate)
 	if err != nil {
 		return fmt.Errorf("open negotiation stream to %s: %w", p, err)
 	}
@@ -159,6 +159,9 @@ func (n *negotiator) exchange(ctx context.Context, s *session, p peer.ID, env *p
 			return err
 		}
 		raw, err := readFrame(r, protocol.MaxMessageSize)
+		if errors.Is(err, ErrStreamRefused) {
+			return err
+		}
 		if err != nil {
 			st.Reset()
 			return fmt.Errorf("%w: %v", ErrNoAnswer, err)

@@ -88,7 +88,8 @@ func (l *allowList) list() map[peer.ID]bool { return *l.peers.Load() }
 // Reload reads config.yaml again and applies it, as SIGHUP does. A config that does not load
 // (syntax, unknown key, what Validate refuses) changes nothing: the error says why, and the
 // old config stays entirely. Otherwise the sinks, ingest sources, allow-list (connections of
-// peers no longer in it are closed) and log level become the new config's and the offers are
+// peers no longer in it are closed; with directory: amino their ssanet streams are reset and
+// refused instead, members.go) and log level become the new config's and the offers are
 // advertised again; a part that cannot be applied (a listener's address taken, a sink that
 // cannot open) keeps its old setting and makes the error, the others apply. Keys that only a
 // restart applies are listed in the report and logged. Each reload is counted in
@@ -147,7 +148,7 @@ func (a *Agent) reload() (*ReloadReport, error) {
 		a.cfg.Allow = cfg.Allow
 		a.allow.set(cfg.Allow)
 		rep.Applied = append(rep.Applied, "allow")
-		a.closeDisallowed()
+		a.dropNonMembers("the peer is no longer in the allow-list")
 	}
 	if cfg.LogLevel != a.cfg.LogLevel {
 		a.cfg.LogLevel = cfg.LogLevel
@@ -164,20 +165,6 @@ func (a *Agent) reload() (*ReloadReport, error) {
 		return rep, fmt.Errorf("%w: %w", ErrReload, err)
 	}
 	return rep, nil
-}
-
-// closeDisallowed closes the connections of peers the allow-list no longer holds: the gater
-// refuses their new ones.
-func (a *Agent) closeDisallowed() {
-	for _, p := range a.host.Network().Peers() {
-		if a.allow.allowed(p) {
-			continue
-		}
-		a.log.Info("connection closed: the peer is no longer in the allow-list", "peer", p)
-		if err := a.host.Network().ClosePeer(p); err != nil {
-			a.log.Warn("close connection of a peer no longer allowed", "peer", p, "err", err)
-		}
-	}
 }
 
 // setLevel sets the logger's level to config's log-level, or to the level the agent started

@@ -241,9 +241,10 @@ func (c *community) accept(s *protocol.SignedRoster, from peer.ID) error {
 	return nil
 }
 
-// offer queues an exchange with p.
+// offer queues an exchange with p, if the roster admits it: with the public directory the
+// agent is connected to peers outside the community too.
 func (c *community) offer(p peer.ID) {
-	if !c.active() {
+	if !c.active() || c.admits(p) != nil {
 		return
 	}
 	c.qmu.Lock()
@@ -532,23 +533,16 @@ func (a *Agent) runCommunity(ctx context.Context) {
 		return
 	}
 	a.host.Network().Notify(&network.NotifyBundle{ConnectedF: a.roster.connected})
-	a.host.SetStreamHandler(ProtocolRoster, a.inbound.serve(a.roster.handleStream))
+	a.host.SetStreamHandler(ProtocolRoster, a.inbound.serve(a.membersOnly("roster", a.roster.handleStream)))
 	a.goRun(func() { a.roster.run(ctx) })
 	a.roster.offerAll("")
 }
 
 // rosterApplied applies a new roster: it closes the connections of the peers it no longer
-// admits and flags, or annuls when the roster says so, the agreements in force with the
-// members it removed.
+// admits (with the public directory: resets their ssanet streams, members.go) and flags, or
+// annuls when the roster says so, the agreements in force with the members it removed.
 func (a *Agent) rosterApplied(old, cur *protocol.Roster) {
-	for _, p := range a.host.Network().Peers() {
-		if err := a.roster.admits(p); err != nil {
-			a.log.Info("closing the connections of a peer the community roster no longer admits", "peer", p, "version", cur.Version, "err", err)
-			if err := a.host.Network().ClosePeer(p); err != nil {
-				a.log.Warn("close a removed member's connections", "peer", p, "err", err)
-			}
-		}
-	}
+	a.dropNonMembers("the community roster no longer admits the peer", "version", cur.Version)
 	removed := old.Removed(cur)
 	if len(removed) == 0 {
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,11 +53,16 @@ func TestAminoDirectory(t *testing.T) {
 	}
 }
 
-// providersEventually looks key up with the DHT alone until exactly want provide it, or fails
+// providersEventually looks key up with the DHT alone until exactly want (in any order) provide it, or fails
 // after a deadline: a node that has just joined may not yet have the bootstrap peer in its
 // routing table, and its first lookups then find nothing.
-func providersEventually(t *testing.T, from *node, key cid.Cid, want *node) {
+func providersEventually(t *testing.T, from *node, key cid.Cid, want ...*node) {
 	t.Helper()
+	var wantIDs []peer.ID
+	for _, w := range want {
+		wantIDs = append(wantIDs, w.h.ID())
+	}
+	slices.Sort(wantIDs)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -65,34 +71,59 @@ func providersEventually(t *testing.T, from *node, key cid.Cid, want *node) {
 			found = append(found, pi.ID)
 		}
 		cancel()
-		if slices.Equal(found, []peer.ID{want.h.ID()}) {
+		slices.Sort(found)
+		if slices.Equal(found, wantIDs) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("providers of %s seen from %s = %v; want %s", key, from.h.ID(), found, want.h.ID())
+			t.Fatalf("providers of %s seen from %s = %v; want %v", key, from.h.ID(), found, wantIDs)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
+// TestAminoOffersOnlyToAllowList: in the public directory a provider with an allow-list serves
+// its offers to its members only, and says so: a stranger's fetch fails with the provider's
+// refusal (ErrOffersRefused, not any error), counted by Refused; a member's goes through. The
+// provider neither fetches the offers of a peer outside its list (ErrNotAllowed) nor lists
+// such a provider in Find, though it advertises under the community's key.
 func TestAminoOffersOnlyToAllowList(t *testing.T) {
 	const community = "cert-example"
 	boot := newNodeConfig(t, Config{Amino: true, Community: community})
 	bi := []peer.AddrInfo{{ID: boot.h.ID(), Addrs: boot.h.Addrs()}}
 	member := newNodeConfig(t, Config{Amino: true, Community: community, Bootstrap: bi})
 	stranger := newNodeConfig(t, Config{Amino: true, Community: community, Bootstrap: bi})
+	var refused atomic.Int32
 	prov := newNodeConfig(t, Config{Amino: true, Community: community, Bootstrap: bi,
-		Allowed: func(p peer.ID) bool { return p == member.h.ID() }})
+		Allowed: func(p peer.ID) bool { return p == member.h.ID() },
+		Refused: func(p peer.ID) {
+			if p == stranger.h.ID() {
+				refused.Add(1)
+			}
+		}})
 	prov.setOffers(offer(t, prov, "a", info("blacklist", "syslog")))
+	stranger.setOffers(offer(t, stranger, "b", info("blacklist", "syslog")))
 
-	findEventually(t, member, "blacklist", "syslog", prov)
+	findEventually(t, member, "blacklist", "syslog", prov, stranger)
 	// The stranger finds the pointer in the public directory but not the offers.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := stranger.dir.FetchOffers(ctx, prov.h.ID()); err == nil {
-		t.Fatal("a peer outside the allow-list fetched the offers")
+	if _, err := stranger.dir.FetchOffers(ctx, prov.h.ID()); !errors.Is(err, ErrOffersRefused) {
+		t.Fatalf("a peer outside the allow-list fetched the offers: %v; want %v", err, ErrOffersRefused)
+	}
+	if n := refused.Load(); n != 1 {
+		t.Errorf("refusals told: %d, want 1", n)
 	}
 	findEventually(t, stranger, "blacklist", "syslog")
+	// The provider does not ask the stranger, whose offers are under the same key.
+	if _, err := prov.dir.FetchOffers(ctx, stranger.h.ID()); !errors.Is(err, ErrNotAllowed) {
+		t.Fatalf("fetch from a peer outside the own allow-list: %v; want %v", err, ErrNotAllowed)
+	}
+	providersEventually(t, prov, CommunityKey(community, "blacklist", "syslog"), prov, stranger)
+	got, err := prov.dir.Find(ctx, "blacklist", "syslog")
+	if err != nil || len(got) != 0 {
+		t.Fatalf("the provider finds %v, %v; want none (the stranger left out)", ids(got), err)
+	}
 }
 
 func TestAminoNeedsCommunity(t *testing.T) {

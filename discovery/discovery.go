@@ -38,9 +38,15 @@ type Config struct {
 	Amino bool
 	// Community names the community in the keys of the public directory; required with Amino.
 	Community string
-	// Allowed, when set, says who may fetch this agent's signed offers (the allow-list);
-	// others' streams are reset. Nil: anyone.
+	// Allowed, when set, says whether a peer is in the community (the allow-list, or the
+	// roster), asked anew at each use so that a reload applies at once: only such a peer may
+	// fetch this agent's signed offers (another's stream is reset with network.StreamGated,
+	// which its FetchOffers reports as ErrOffersRefused), and only such a peer's offers are
+	// fetched (Find leaves the others out). Nil: anyone.
 	Allowed func(peer.ID) bool
+	// Refused, when set, is told of each offers stream refused to a peer outside Allowed (the
+	// agent counts and logs it); nil: logged at debug level.
+	Refused func(peer.ID)
 	// Bootstrap peers to join the directory through.
 	Bootstrap []peer.AddrInfo
 	// Client runs the DHT in client mode, for agents that cannot accept connections.
@@ -64,6 +70,22 @@ var ErrNoPeers = errors.New("discovery: no peers in the directory: no bootstrap 
 
 // ErrNoCommunity means the public directory was asked for without a community name.
 var ErrNoCommunity = errors.New("discovery: the public directory (directory: amino) needs a community name (community in config.yaml)")
+
+// ErrOffersRefused means a provider refused this agent its offers: this agent is outside its
+// allow-list or community roster (it reset the stream with network.StreamGated).
+var ErrOffersRefused = errors.New("discovery: the provider refused its offers: this agent is not in its allow-list or community roster " +
+	"(ask its operator to add this agent's peer ID)")
+
+// ErrNotAllowed means this agent does not fetch the offers of a peer outside its own
+// allow-list or community roster (Config.Allowed).
+var ErrNotAllowed = errors.New("discovery: the peer is outside this agent's allow-list or community roster: its offers are not fetched")
+
+// Gated reports whether err is that of a stream the peer reset with network.StreamGated: how
+// an ssanet agent refuses a stream of one of its protocols to a peer outside its community.
+func Gated(err error) bool {
+	var se *network.StreamError
+	return errors.As(err, &se) && se.Remote && se.ErrorCode == network.StreamGated
+}
 
 // Directory is the agent's view of the serverless directory.
 type Directory struct {
@@ -282,9 +304,13 @@ func (d *Directory) offerKeys(offers []*protocol.Offer) []cid.Cid {
 
 // serveOffers answers a fetch with this agent's offers, signed.
 func (d *Directory) serveOffers(st network.Stream) {
-	if d.cfg.Allowed != nil && !d.cfg.Allowed(st.Conn().RemotePeer()) {
-		d.log.Debug("offers not served to a peer outside the allow-list", "peer", st.Conn().RemotePeer())
-		st.Reset()
+	if p := st.Conn().RemotePeer(); d.cfg.Allowed != nil && !d.cfg.Allowed(p) {
+		if d.cfg.Refused != nil {
+			d.cfg.Refused(p)
+		} else {
+			d.log.Debug("offers not served to a peer outside the allow-list or community roster", "peer", p)
+		}
+		_ = st.ResetWithError(network.StreamGated)
 		return
 	}
 	defer st.Close()
@@ -314,8 +340,16 @@ type Provider struct {
 }
 
 // FetchOffers asks p for its signed offers and verifies them.
+// A peer outside this agent's allow-list or roster is not asked (ErrNotAllowed); a provider
+// that refuses this agent is ErrOffersRefused.
 func (d *Directory) FetchOffers(ctx context.Context, p peer.ID) ([]*protocol.Offer, error) {
+	if d.cfg.Allowed != nil && !d.cfg.Allowed(p) {
+		return nil, fmt.Errorf("fetch offers of %s: %w", p, ErrNotAllowed)
+	}
 	st, err := d.h.NewStream(ctx, p, ProtocolOffers)
+	if Gated(err) {
+		return nil, fmt.Errorf("fetch offers of %s: %w: %w", p, ErrOffersRefused, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fetch offers of %s: %w", p, err)
 	}
@@ -326,6 +360,9 @@ func (d *Directory) FetchOffers(ctx context.Context, p peer.ID) ([]*protocol.Off
 	raw, err := io.ReadAll(io.LimitReader(st, protocol.MaxMessageSize+1))
 	if err != nil {
 		st.Reset()
+		if Gated(err) {
+			return nil, fmt.Errorf("fetch offers of %s: %w: %w", p, ErrOffersRefused, err)
+		}
 		return nil, fmt.Errorf("fetch offers of %s: %w", p, err)
 	}
 	return protocol.OpenOffers(raw, p, d.now())
@@ -333,8 +370,10 @@ func (d *Directory) FetchOffers(ctx context.Context, p peer.ID) ([]*protocol.Off
 
 // Find lists the providers that offer typ (and format, if given): it looks the key up in the
 // DHT until the lookup completes (or ctx ends), fetches each provider's signed offers and keeps those that match. A
-// provider named without addresses is located first (FIND_PEER). A provider that cannot be
-// located, or whose offers cannot be fetched, or do not verify, is left out and logged.
+// provider outside Config.Allowed (anyone may advertise under a key of the public directory)
+// is not asked. One named without addresses is located first (FIND_PEER). A provider that
+// cannot be located, or whose offers cannot be fetched, or do not verify, is left out and
+// logged.
 func (d *Directory) Find(ctx context.Context, typ, format string) ([]Provider, error) {
 	if d.dht.RoutingTable().Size() == 0 && len(d.h.Network().Peers()) == 0 {
 		return nil, ErrNoPeers
@@ -369,6 +408,10 @@ func (d *Directory) Find(ctx context.Context, typ, format string) ([]Provider, e
 
 // provider fetches p's offers and keeps those matching typ and format.
 func (d *Directory) provider(ctx context.Context, p peer.ID, typ, format string) (Provider, bool) {
+	if d.cfg.Allowed != nil && !d.cfg.Allowed(p) {
+		d.log.Debug("provider outside the allow-list left out", "peer", p)
+		return Provider{}, false
+	}
 	if err := d.locate(ctx, p); err != nil {
 		d.log.Warn("provider's address not found", "peer", p, "err", err)
 		return Provider{}, false

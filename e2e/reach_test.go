@@ -87,40 +87,14 @@ func TestRequestOutsideAllowList(t *testing.T) {
 		appendConfig(t, a.home, "allow: ["+other.peerID()+"]\n")
 	})
 	prov.offer("provider.yaml")
-	start := time.Now()
-	v, r := req.request(prov, testdata(t, "requester.yaml"), 20*time.Second)
-	t.Logf("ssanet request to an agent whose allow-list excludes the requester ended in %v", time.Since(start))
-	if r.code != 3 {
-		t.Fatalf("request: exit %d, want 3: %s", r.code, r)
-	}
-	if v.State != "failed" || len(v.Reasons) != 1 || v.Reasons[0].Code != "not-authorized" {
-		t.Errorf("request ended %s with %+v, want failed with not-authorized", v.State, v.Reasons)
-	}
-	if !strings.Contains(r.stderr, "allow-list") {
-		t.Errorf("stderr does not say why: %s", r)
-	}
+	requestNotAuthorized(t, req, prov)
 	if p := req.peer(prov.peerID()); p.LastErrorKind != "refused" {
 		t.Errorf("ssanet peers: %+v, want last error of kind refused", p)
 	}
 	if out := req.must("peers"); !strings.Contains(out, prov.peerID()+" not connected") || !strings.Contains(out, " refused: ") {
 		t.Errorf("ssanet peers does not show the provider's refusal:\n%s", out)
 	}
-	reqID := req.peerID()
-	var line string
-	for deadline := time.Now().Add(10 * time.Second); line == "" && time.Now().Before(deadline); time.Sleep(pollInterval) {
-		data, err := os.ReadFile(prov.log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range strings.Split(string(data), "\n") {
-			if strings.Contains(l, `"msg":"connection refused"`) && strings.Contains(l, `"peer":"`+reqID+`"`) {
-				line = l
-			}
-		}
-	}
-	if line == "" {
-		t.Fatalf("the provider's log has no refusal of %s", reqID)
-	}
+	line := prov.refusalLine(`"msg":"connection refused"`, req.peerID())
 	for _, want := range []string{`"addr":"/ip4/127.0.0.1/`, `"reason":"allow-list"`} {
 		if !strings.Contains(line, want) {
 			t.Errorf("refusal line lacks %s: %s", want, line)

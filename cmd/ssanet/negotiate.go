@@ -153,7 +153,7 @@ func (c *cli) awaitOutcome(v *agent.NegotiationView, wait time.Duration, local b
 		fmt.Fprintf(c.stderr, "ssanet: %s speaks libp2p but not ssanet (%s): the request ended unsent; check the peer ID\n", v.Peer, agent.ProtocolNegotiate)
 		return exitNotSSAnet
 	case failed && hasCode(v.Reasons, protocol.CodeNotAuthorized):
-		fmt.Fprintf(c.stderr, "ssanet: %s refused this agent: it closed the connection right after the handshake, as an agent does to a peer outside its allow-list; ask its operator to allow this agent's peer ID (%s)\n",
+		fmt.Fprintf(c.stderr, "ssanet: %s refused this agent: its allow-list or community roster does not include it (it closed the connection right after the handshake, or refused the negotiation stream); ask its operator to allow this agent's peer ID (%s)\n",
 			v.Peer, c.hint("id"))
 		return exitRefused
 	case v.State == protocol.StateRejected.String() && !local:
