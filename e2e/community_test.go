@@ -100,7 +100,7 @@ func waitAll(t *testing.T, agents []*agent, since time.Time, what string, cond f
 // reached.)
 func notDialled(r result) bool {
 	return r.code == 1 && strings.Contains(r.stderr, "still request-sent") &&
-		strings.Contains(r.stderr, "could not be reached") && strings.Contains(r.stderr, "allow-list does not include")
+		strings.Contains(r.stderr, "could not be reached") && strings.Contains(r.stderr, "not admitted by this agent's community roster")
 }
 
 // TestCommunityRoster runs a community of 10 agents (admins m1, m2, m3; k = 2) bootstrapped
