@@ -21,7 +21,7 @@
 //
 //	go run ./cmd/ssanet-bench [--profile sensor|default] [--rate 5000] [--duration 10m]
 //	    [--retention 3m] [--retention-check 30s] [--ssanet PATH] [--records 20000]
-//	    [--rounds 10] [--stream=false]
+//	    [--rounds 10] [--stream=false] [--pprof DIR]
 //
 // Everything it starts listens on loopback only, lives in a temporary directory removed at
 // the end, and is stopped when it ends (the agents die with it if it is killed). It needs
@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	nrec := fs.Int("records", 20000, "records of the in-process measures")
 	rounds := fs.Int("rounds", 10, "rounds over them")
 	stream := fs.Bool("stream", true, "run the two agents (false: the in-process measures only)")
+	pprofDir := fs.String("pprof", "", "a directory to write CPU profiles of both agents to, taken over the stream's middle third (the agents serve pprof: true)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -139,7 +140,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "ssanet-bench: two agents, profile %s, %d records/s for %s, retention %s (checked every %s), in %s\n",
 		*profile, *rate, *duration, *retention, *check, work)
 	res, err := runStream(ctx, streamConfig{bin: *bin, work: work, rate: *rate, duration: *duration, profile: *profile,
-		retention: *retention, check: *check, progress: stderr})
+		retention: *retention, check: *check, progress: stderr, pprof: *pprofDir})
 	if err != nil {
 		keep = ctx.Err() == nil
 		return fail(err)

@@ -31,6 +31,7 @@ type streamConfig struct {
 	retention time.Duration // the SSA's retention at the requester
 	check     time.Duration // retention-check of the requester
 	progress  io.Writer     // one line per sample, nil for none
+	pprof     string        // a directory for CPU profiles of both agents, "" for none
 }
 
 // usage is what /proc says of one process at one time.
@@ -359,12 +360,13 @@ func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err err
 	if err != nil {
 		return res, err
 	}
-	prov, err := newHome(ctx, cfg, "provider", map[string]string{"storage-profile": cfg.profile, "metrics": pm},
+	on := map[bool]string{true: "true", false: "false"}[cfg.pprof != ""]
+	prov, err := newHome(ctx, cfg, "provider", map[string]string{"storage-profile": cfg.profile, "metrics": pm, "pprof": on},
 		fmt.Sprintf("ingest:\n  unix:\n    - {path: %q, type: stream, format: eve}\n", sock))
 	if err != nil {
 		return res, err
 	}
-	req, err := newHome(ctx, cfg, "requester", map[string]string{"storage-profile": cfg.profile, "metrics": rm,
+	req, err := newHome(ctx, cfg, "requester", map[string]string{"storage-profile": cfg.profile, "metrics": rm, "pprof": on,
 		"retention-check": cfg.check.String()}, "")
 	if err != nil {
 		return res, err
@@ -450,6 +452,12 @@ func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err err
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	nextSample, nextProgress := start, start.Add(30*time.Second)
+	var profiled chan error // CPU profiles of the stream's middle third, when cfg.pprof
+	defer func() {
+		if profiled != nil {
+			err = errors.Join(err, <-profiled)
+		}
+	}()
 	for {
 		now := time.Now()
 		if now.Sub(start) >= cfg.duration {
@@ -472,6 +480,10 @@ func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err err
 			res.longestWrite = max(res.longestWrite, time.Since(now))
 			res.sent += max(due, 0)
 			bytesSent += int64(len(buf))
+		}
+		if cfg.pprof != "" && profiled == nil && now.Sub(start) >= cfg.duration/3 {
+			profiled = make(chan error, 1)
+			go func() { profiled <- cpuProfiles(ctx, cfg.pprof, cfg.duration/3, prov, req) }()
 		}
 		if now.After(nextSample) {
 			if err := sample(); err != nil {
@@ -537,4 +549,40 @@ func runStream(ctx context.Context, cfg streamConfig) (res streamResult, err err
 	}
 	res.liveBytes = float64(res.received-res.expired) * res.recordBytes
 	return res, nil
+}
+
+// cpuProfiles writes a CPU profile of each agent, taken over d at the same time, to
+// dir/NAME.cpu.pprof (read it with go tool pprof).
+func cpuProfiles(ctx context.Context, dir string, d time.Duration, agents ...*agentProc) error {
+	errs := make(chan error, len(agents))
+	for _, a := range agents {
+		go func() {
+			errs <- func() error {
+				url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", a.metrics, max(int(d.Seconds()), 1))
+				req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+				if err != nil {
+					return err
+				}
+				resp, err := (&http.Client{Timeout: d + time.Minute}).Do(req)
+				if err != nil {
+					return fmt.Errorf("CPU profile of %s: %w", a.name, err)
+				}
+				defer resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("CPU profile of %s: %s", a.name, resp.Status)
+				}
+				f, err := os.Create(filepath.Join(dir, a.name+".cpu.pprof"))
+				if err != nil {
+					return err
+				}
+				_, err = io.Copy(f, resp.Body)
+				return errors.Join(err, f.Close())
+			}()
+		}()
+	}
+	var err error
+	for range agents {
+		err = errors.Join(err, <-errs)
+	}
+	return err
 }
