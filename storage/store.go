@@ -163,11 +163,16 @@ const (
 	sensorIndexCacheSize   = 1 << 20
 	sensorValueLogFileSize = 8 << 20
 	sensorBaseTableSize    = 1 << 20
-	// releaseInterval is how often the pages of the store's mapped files are handed back
-	// (releaseMapped). Compactions write and read tens of MB a second through the mappings
-	// under a stream of 5,000 EVE records a second: every 5 s let the resident memory
-	// reach 140 MB more than the heap (cmd/ssanet-bench).
-	releaseInterval = time.Second
+	// releaseInterval is how often the resident pages of mapped files are looked at (one
+	// read of /proc/self/statm), and releaseBudget how much they may grow before the pages
+	// of the store's mapped files are handed back (releaseMapped, which reads
+	// /proc/self/maps and advises every mapping). Compactions write and read tens of MB a
+	// second through the mappings under a stream of 5,000 EVE records a second: handing
+	// them back every 5 s let the resident memory reach 140 MB more than the heap, every
+	// second about 30 MB (cmd/ssanet-bench); a budget looked at four times a second holds
+	// it near the budget, and costs nothing while the store is quiet.
+	releaseInterval = 250 * time.Millisecond
+	releaseBudget   = 12 << 20
 )
 
 // errNoPageout is releaseMapped's error where the kernel does not know MADV_PAGEOUT: the
@@ -193,6 +198,8 @@ type Store struct {
 	reserve uint64
 	// key is Options.EncryptionKey: Backup writes a hash of it (backup.go).
 	key []byte
+	// releases counts the rounds of releaseMapped that releaseOver ran.
+	releases atomic.Int64
 	// profile is Options.Profile; groupBytes and groupEntries the bounds of a group that
 	// go with its memtables (commit.go).
 	profile                  Profile
@@ -352,8 +359,8 @@ func (s *Store) Close() error {
 
 // collectGarbage runs until Close, rewriting value log files that are mostly garbage every
 // gcInterval, dropping acknowledged records from the disk (reclaimOutboxes) every
-// reclaimInterval, and with ProfileSensor handing back the mapped pages of the store's files every
-// releaseInterval.
+// reclaimInterval, and with ProfileSensor handing back the mapped pages of the store's files
+// whenever the resident pages of mapped files grew past releaseBudget (releaseOver).
 func (s *Store) collectGarbage() {
 	defer close(s.gcDone)
 	t := time.NewTicker(gcInterval)
@@ -362,7 +369,9 @@ func (s *Store) collectGarbage() {
 	defer reclaim.Stop()
 	swept := false               // markOutboxesDue ran
 	var release <-chan time.Time // nil: never
+	var floor uint64             // releaseOver's
 	if s.profile == ProfileSensor {
+		floor, _ = fileResident() // 0 on error: the first look releases
 		r := time.NewTicker(releaseInterval)
 		defer r.Stop()
 		release = r.C
@@ -372,7 +381,7 @@ func (s *Store) collectGarbage() {
 		case <-s.stop:
 			return
 		case <-release:
-			if err := s.releaseMapped(); err != nil {
+			if err := s.releaseOver(&floor, releaseBudget); err != nil {
 				s.log.Warn("storage: release the pages of the store's mapped files", "err", err)
 				if errors.Is(err, errNoPageout) {
 					release = nil // the kernel will not learn it: do not read the maps and warn every second
