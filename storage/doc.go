@@ -141,7 +141,7 @@
 // and index caches), so the
 // memory an open store uses does not grow with the number of stored SSAs or records; the
 // kernel may still keep every page of the mapped tables resident, which ProfileSensor hands
-// back every second (mapped_linux.go). Only the
+// back whenever they grew past a budget (releaseOver, mapped_linux.go). Only the
 // listing methods (Negotiations, Agreements, Offers, and Evidence for one SSA, at most
 // MaxEvidence batches and MaxEvidenceBytes) hold all their results at once; Pending and Records hold as many
 // records as asked for, but no more than the maxBytes of data asked for (or one record, when

@@ -65,9 +65,9 @@ const (
 	// ProfileSensor is for a sensor, whose memory belongs first to the IDS: a quarter of the
 	// caches, memtables of half the size and tables of one size at every level (Badger
 	// builds a table in memory, and by default doubles their size at each level), smaller
-	// value log files, and every
-	// releaseInterval the pages of the store's files mapped into the process are handed back
-	// to the kernel (releaseMapped), so that the resident memory does not grow with the store. The
+	// value log files, and the pages of the store's files mapped into the process handed back
+	// to the kernel whenever the resident pages of mapped files grew past releaseBudget
+	// (releaseOver), so that the resident memory does not grow with the store. The
 	// price is CPU and reads: compactions and readers read the tables from the disk (or the
 	// page cache) again. README "Performance" has the figures.
 	ProfileSensor Profile = "sensor"
