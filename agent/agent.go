@@ -315,6 +315,7 @@ func (a *Agent) startMetrics(ctx context.Context) error {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	a.serveStatusPage(mux) // statuspage.go
+	a.servePprof(mux)      // pprof.go
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	a.goRun(func() { <-ctx.Done(); srv.Close() })
 	a.goRun(func() {

@@ -102,6 +102,9 @@ type Config struct {
 	// MetricsRemote allows a metrics address that is not loopback (an interface address, or
 	// an empty host for all of them), which anyone who reaches it can scrape.
 	MetricsRemote bool `yaml:"metrics-remote,omitempty"`
+	// Pprof serves the Go profiler (net/http/pprof) under /debug/pprof/ on the metrics
+	// address, which must then be loopback (pprof.go). Off by default.
+	Pprof bool `yaml:"pprof,omitempty"`
 	// RetentionCheck is how often received records past their retention are deleted.
 	RetentionCheck Duration `yaml:"retention-check,omitempty"`
 	// MessageTimeout bounds every read and write on a stream.
@@ -275,7 +278,7 @@ func (c *Config) validateNetwork() error {
 			return fmt.Errorf("config: metrics %q is not a loopback address: set metrics-remote: true to serve metrics to other hosts, or use 127.0.0.1:PORT", c.Metrics)
 		}
 	}
-	return nil
+	return c.checkPprof()
 }
 
 // security is the connection security transports the agent uses, by name.
@@ -453,6 +456,8 @@ const configHeader = `# ssanet agent configuration. Unknown keys are refused.
 #                       and /healthz (alive) and /readyz (ready)
 # metrics-remote:       true allows a metrics address that is not loopback (IP:PORT, or
 #                       :PORT for every interface): anyone who reaches it reads the metrics
+# pprof:                true serves the Go profiler at /debug/pprof/ on the metrics address
+#                       (which must then be loopback), for go tool pprof; default false
 # retention-check:      how often received records past their retention are deleted
 # message-timeout:      deadline of every read and write on a stream
 # retry-interval:       first wait before an unacknowledged message is sent again (doubles

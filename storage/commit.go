@@ -27,7 +27,8 @@ import (
 // Bounds of a group, below Badger's transaction limits (15% of the memtable size, about 614
 // KiB, and that divided by 96 bytes, 6553 entries; TestGroupBounds checks): a group never
 // fails for its size because of another request in it. A request that could not fit in one
-// group is a large one (see splitter).
+// group is a large one (see splitter). ProfileSensor's smaller memtables have bounds of their
+// own (store.go); a Store keeps its profile's in groupBytes and groupEntries.
 const (
 	maxGroupBytes   = 512 << 10
 	maxGroupEntries = 4096
@@ -51,7 +52,7 @@ type request interface {
 }
 
 // splitter is a request that may be too large for one transaction. prewrite writes its bulk
-// in transactions of its own (each at most maxGroupBytes and maxGroupEntries), where it is
+// in transactions of its own (each within the Store's bounds of a group), where it is
 // not visible to readers yet, and leaves a remainder that fits one transaction: apply then
 // writes that remainder with the record that makes the whole visible at once.
 type splitter interface {
@@ -76,9 +77,9 @@ func entrySize(key, value int) int {
 }
 
 // large reports whether r could not share a group with any other request.
-func large(r request) bool {
+func (s *Store) large(r request) bool {
 	b, n := r.cost()
-	return b > maxGroupBytes || n > maxGroupEntries
+	return b > s.groupBytes || n > s.groupEntries
 }
 
 // commit hands r to the committer and waits until its group is written and synced.
@@ -110,7 +111,7 @@ func (s *Store) committer() {
 				return
 			}
 		}
-		if sp, ok := group[0].(splitter); ok && large(sp) {
+		if sp, ok := group[0].(splitter); ok && s.large(sp) {
 			if len(s.admit(group)) == 1 {
 				s.writeLarge(sp)
 			}
@@ -119,11 +120,11 @@ func (s *Store) committer() {
 		size, entries := group[0].cost()
 		yields := 0
 	gather:
-		for size < maxGroupBytes && entries < maxGroupEntries {
+		for size < s.groupBytes && entries < s.groupEntries {
 			select {
 			case r := <-s.commits:
 				b, n := r.cost()
-				if size+b > maxGroupBytes || entries+n > maxGroupEntries {
+				if size+b > s.groupBytes || entries+n > s.groupEntries {
 					next = r
 					break gather
 				}

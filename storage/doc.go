@@ -57,7 +57,7 @@
 // so that keys sort in transcript order. TestDocKeys checks both tables below against the
 // key functions.
 //
-//	m/schema          schema version of the records (one byte: 1); while a migration runs,
+//	m/schema          schema version of the records (one byte: 2); while a migration runs,
 //	                  the version it migrates from, the one it migrates to, and the last key
 //	                  it visited (migrate.go)
 //	n/<nid>           negotiation record (CBOR, integer keys), including its transcript length
@@ -77,24 +77,27 @@
 // ID's length (2 bytes, big-endian) followed by the ID, so that no SSA's keys are a prefix of
 // another's ("a" and "a/b"), and seq and first are uint64, big-endian (8 bytes), so that an
 // SSA's records sort in order and a prefix iterator seeks straight to record after+1. An SSA ID
-// of 36 bytes makes a record key 48 bytes.
+// of 36 bytes makes a record key 48 bytes. The states, runs and marks, written with the
+// newest records, sort after every record (s/, u/, v/, w/ after q/ and r/), so that a table
+// holding both spans no older record and compactions leave the tables of older records
+// alone (version 1 keyed them Q/, b/, R/ and p/, before the records).
 //
-//	Q/<ssaID>               outbox state (CBOR, integer keys): the OutboxState counters, and
-//	                        Head (every record up to Head is deleted) and Drop (DropOutbox
-//	                        marked every record up to Drop for deletion)
 //	q/<ssa><seq>            outbox record seq: the refined record's bytes. Records
 //	                        max(Acked, Drop, Head)+1 .. Refined are pending
-//	R/<ssaID>               inbox state (CBOR, integer keys): Last, Head (records up to Head
-//	                        were deleted by retention) and Violations
 //	r/<ssa><seq>            inbox record seq: the record's bytes. Records Head+1 .. Last are
 //	                        stored
-//	b/<ssa><end>            a run: the records stored by one Receive, from the end of the
+//	s/<ssaID>               outbox state (CBOR, integer keys): the OutboxState counters, and
+//	                        Head (every record up to Head is deleted) and Drop (DropOutbox
+//	                        marked every record up to Drop for deletion)
+//	u/<ssa><end>            a run: the records stored by one Receive, from the end of the
 //	                        previous run + 1 to end; the value is when they were received (Unix
 //	                        nanoseconds, int64, big-endian, 8 bytes)
+//	v/<ssaID>               inbox state (CBOR, integer keys): Last, Head (records up to Head
+//	                        were deleted by retention) and Violations
+//	w/<queue>               mark of a large batch under way (empty value); <queue> is the
+//	                        prefix of the queue's record keys: q/<ssa> or r/<ssa>
 //	e/<ssa><first><at>      evidence: a batch from record first received at <at> (Unix
 //	                        nanoseconds, 8 bytes), with its findings (CBOR, integer keys)
-//	p/<queue>               mark of a large batch under way (empty value); <queue> is the
-//	                        prefix of the queue's record keys: q/<ssa> or r/<ssa>
 //
 // Records use integer CBOR keys that are never renumbered or reused, and the wire's encoder
 // and strict decoder (protocol.Marshal, protocol.Unmarshal). A record that does not decode is
@@ -134,10 +137,11 @@
 //
 // Open reads nothing but the schema version (and, for a migration, the keys it rewrites) and the marks of large batches (none, unless a
 // crash or a failed write cut one short): no record is loaded into memory at Open, and
-// Badger is tuned for small machines (4 MiB memtables, small block and index caches), so the
+// Badger is tuned for small machines (4 MiB memtables, 2 MiB with ProfileSensor, small block
+// and index caches), so the
 // memory an open store uses does not grow with the number of stored SSAs or records; the
 // kernel may still keep every page of the mapped tables resident, which ProfileSensor hands
-// back every second (mapped_linux.go). Only the
+// back whenever they grew past a budget (releaseOver, mapped_linux.go). Only the
 // listing methods (Negotiations, Agreements, Offers, and Evidence for one SSA, at most
 // MaxEvidence batches and MaxEvidenceBytes) hold all their results at once; Pending and Records hold as many
 // records as asked for, but no more than the maxBytes of data asked for (or one record, when
@@ -173,7 +177,8 @@
 //
 // # Schema versions and migrations
 //
-// The record layout above is version 1. Open writes the version into a new store, refuses a
+// The record layout above is version 2 (version 1 keyed the queues' states, runs and marks
+// before their records: see Key layout). Open writes the version into a new store, refuses a
 // store of a newer version (ErrStoreNewer) and upgrades an older one, one version at a time,
 // before it takes any write: each migration visits the keys it rewrites a chunk per
 // transaction, and records the last key visited in m/schema with the chunk, so that a kill
@@ -189,6 +194,6 @@
 // record at most MaxRecordSize (protocol.MaxMessageSize, as it travels in a signed batch), an
 // evidence's batch and findings each at most protocol.MaxMessageSize. A group's keys and
 // values (pointers for those in the value log) stay below Badger's batch limits (about 614 KiB and 6,553 entries with these
-// memtables): a Commit is far smaller, and an Enqueue or Receive that is not is split, as
-// above.
+// memtables; with ProfileSensor's, half as large, 307 KiB and 3,276): a Commit is far
+// smaller, and an Enqueue or Receive that is not is split, as above.
 package storage

@@ -21,9 +21,13 @@ import (
 func TestDocKeys(t *testing.T) {
 	rows := docKeyRows(t)
 	inCode := codeKeyLiterals(t)
+	// The prefixes of schema version 1 that version 2 moved, which only its migration reads
+	// (migrate.go): doc.go names them in its text, not in the table.
+	retired := map[string]bool{v1PrefixOutboxState: true, v1PrefixInboxState: true, v1PrefixInboxRun: true, v1PrefixMark: true}
 	for lit := range inCode {
 		pattern, ok := rows[lit[:2]]
 		switch {
+		case retired[lit]:
 		case !ok:
 			t.Errorf("the code writes keys %q..., doc.go has no row for them", lit)
 		case !strings.HasSuffix(lit, "/") && pattern != lit:
@@ -71,13 +75,13 @@ func keyShapes() map[string]string {
 		"i/": string(indexKey("<ssaID>")),
 		"o/": string(offerKey("<offerID>")),
 		"f/": string(filePosKey("<path>")),
-		"Q/": string(outboxStateKey("<ssaID>")),
+		"s/": string(outboxStateKey("<ssaID>")),
 		"q/": render(seqKey(outboxPrefix(ssa), 1), keyField{8, "<seq>"}),
-		"R/": string(inboxStateKey("<ssaID>")),
+		"v/": string(inboxStateKey("<ssaID>")),
 		"r/": render(seqKey(inboxPrefix(ssa), 1), keyField{8, "<seq>"}),
-		"b/": render(seqKey(runPrefix(ssa), 1), keyField{8, "<end>"}),
+		"u/": render(seqKey(runPrefix(ssa), 1), keyField{8, "<end>"}),
 		"e/": render(evidence, keyField{8, "<first>"}, keyField{8, "<at>"}),
-		"p/": string(markKey([]byte("<queue>"))),
+		"w/": string(markKey([]byte("<queue>"))),
 		"c/": render(rosterKey(1), keyField{8, "<version>"}),
 	}
 }

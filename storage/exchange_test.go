@@ -1034,7 +1034,7 @@ func TestLargeBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !large(r) {
+	if !s.large(r) {
 		t.Fatalf("a request of %d records is not large", n-1)
 	}
 	groups := s.groups.Load()
@@ -1383,7 +1383,13 @@ func (r *bulkRequest) apply(txn *badger.Txn) (refused, failed error) {
 // bytes, with the values that cost a Badger batch the most (the largest kept in the tree):
 // Badger takes them in one transaction.
 func TestGroupBounds(t *testing.T) {
-	s := openTest(t, t.TempDir(), Options{})
+	for _, p := range []Profile{ProfileDefault, ProfileSensor} {
+		t.Run(string(p), func(t *testing.T) { testGroupBounds(t, p) })
+	}
+}
+
+func testGroupBounds(t *testing.T, p Profile) {
+	s := openTest(t, t.TempDir(), Options{Profile: p})
 	bulk := func(prefix string, n, valueSize int) *bulkRequest {
 		r := &bulkRequest{waiter: newWaiter()}
 		for i := range n {
@@ -1396,9 +1402,10 @@ func TestGroupBounds(t *testing.T) {
 		name  string
 		group []request
 	}{
-		{"entries", []request{bulk("a", maxGroupEntries/2, 0), bulk("b", maxGroupEntries/2, 0)}},
-		{"bytes", []request{bulk("c", maxGroupBytes/entrySize(13, valueThreshold-1), valueThreshold-1)}},
-		{"value log", []request{bulk("d", maxGroupEntries, 4*valueThreshold)}}, // pointers in the tree
+		{"entries", []request{bulk("a", s.groupEntries/2, 0), bulk("b", s.groupEntries/2, 0)}},
+		{"bytes", []request{bulk("c", s.groupBytes/entrySize(13, valueThreshold-1), valueThreshold-1)}},
+		{"value log", []request{bulk("d", s.groupEntries, 4*valueThreshold)}}, // pointers in the tree
+		{"small values", []request{bulk("e", s.groupBytes/entrySize(13, 700), 700)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1407,7 +1414,7 @@ func TestGroupBounds(t *testing.T) {
 				b, n := r.cost()
 				size, entries = size+b, entries+n
 			}
-			if size > maxGroupBytes || entries > maxGroupEntries {
+			if size > s.groupBytes || entries > s.groupEntries {
 				t.Fatalf("group of %d bytes in %d entries is over the bounds", size, entries)
 			}
 			t.Logf("%d bytes in %d entries", size, entries)

@@ -48,7 +48,7 @@ func TestEnqueueAllWithPosition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !large(r) {
+	if !s.large(r) {
 		t.Fatal("the second chunk is not large")
 	}
 	if err := r.prewrite(s); err != nil {

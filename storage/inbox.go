@@ -392,7 +392,7 @@ func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
 	return nil, nil
 }
 
-// inboxRecord is an SSA's inbox state as stored under R/<ssaID>. Records Head+1..Last are
+// inboxRecord is an SSA's inbox state as stored under v/<ssaID>. Records Head+1..Last are
 // stored; those up to Head were deleted by retention.
 type inboxRecord struct {
 	Last       uint64 `cbor:"1,keyasint,omitempty"`

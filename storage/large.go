@@ -32,11 +32,11 @@ func (s *Store) prewriteBulk(queue []byte, from, n, restBytes, restEntries int, 
 	}
 	keys, values := [][]byte{mark}, [][]byte{nil}
 	size := entrySize(len(mark), 0)
-	for from < n && (left > maxGroupBytes || n-from+restEntries > maxGroupEntries) {
-		for ; from < n && len(keys) < maxGroupEntries; from++ {
+	for from < n && (left > s.groupBytes || n-from+restEntries > s.groupEntries) {
+		for ; from < n && len(keys) < s.groupEntries; from++ {
 			k, v := entry(from)
 			e := entrySize(len(k), len(v))
-			if size+e > maxGroupBytes && len(keys) > 0 {
+			if size+e > s.groupBytes && len(keys) > 0 {
 				break
 			}
 			keys, values = append(keys, k), append(values, v)

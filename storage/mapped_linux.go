@@ -67,6 +67,49 @@ func (s *Store) releaseMapped() error {
 	return nil
 }
 
+// releaseOver hands back the pages of the store's mapped files (releaseMapped) when the
+// process's resident pages of mapped files have grown more than budget over
+// floor, what they were after the last release (or at the start), and sets floor to what they
+// are after it. While they stay within the budget it reads one small file and advises
+// nothing.
+func (s *Store) releaseOver(floor *uint64, budget uint64) error {
+	now, err := fileResident()
+	if err != nil {
+		return fmt.Errorf("storage: release mapped pages: %w", err)
+	}
+	*floor = min(*floor, now) // pages the kernel took back, mappings gone
+	if now-*floor <= budget {
+		return nil
+	}
+	if err := s.releaseMapped(); err != nil {
+		return err
+	}
+	s.releases.Add(1)
+	if now, err = fileResident(); err != nil {
+		return fmt.Errorf("storage: release mapped pages: %w", err)
+	}
+	*floor = now
+	return nil
+}
+
+// fileResident is the process's resident memory of mapped files and shared memory: the
+// third field of /proc/self/statm (RssFile + RssShmem of /proc/self/status), in bytes.
+func fileResident() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, err
+	}
+	f := bytes.Fields(b)
+	if len(f) < 3 {
+		return 0, fmt.Errorf("unreadable /proc/self/statm %q", b)
+	}
+	pages, err := strconv.ParseUint(string(f[2]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("unreadable /proc/self/statm %q: %w", b, err)
+	}
+	return pages * uint64(os.Getpagesize()), nil
+}
+
 // mapsRange parses the address range a line of /proc/self/maps begins with.
 func mapsRange(line []byte) (lo, hi uintptr, ok bool) {
 	sp := bytes.IndexByte(line, ' ')

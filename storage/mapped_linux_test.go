@@ -88,6 +88,55 @@ func TestReleaseMapped(t *testing.T) {
 	read()
 }
 
+// TestReleaseOverBudget: releaseOver (which the sensor profile's collector calls) hands the
+// mapped pages back only once the resident pages of mapped files grew past the budget since
+// the last time, and then from what is left. The store is of the default profile, whose
+// collector releases nothing: the test's calls are the only ones.
+func TestReleaseOverBudget(t *testing.T) {
+	dir := t.TempDir()
+	s, err := open(dir, Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	const budget = 1 << 20
+	floor, err := fileResident()
+	if err != nil {
+		t.Fatal(err)
+	}
+	look := func(wantRelease bool) {
+		t.Helper()
+		n := s.releases.Load()
+		if err := s.releaseOver(&floor, budget); err != nil {
+			t.Fatal(err)
+		}
+		if released := s.releases.Load() > n; released != wantRelease {
+			t.Fatalf("released: %t, want %t (floor %d)", released, wantRelease, floor)
+		}
+	}
+	look(false) // nothing grew
+	recs := eveRecords(t, 20000)
+	receiveEVE(t, s, recs)
+	if err := s.db.Flatten(1); err != nil { // tables written, and read by the compaction
+		t.Fatal(err)
+	}
+	if _, err := s.Records("ssa", 0, len(recs), 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	if grown := mappedRSS(t, dir, ".sst"); grown < 2*budget {
+		t.Fatalf("tables resident: %d bytes, want more than twice the budget", grown)
+	}
+	look(true)
+	if left := mappedRSS(t, dir, ".sst"); left > budget {
+		t.Errorf("tables resident after the release: %d bytes, want at most the budget", left)
+	}
+	look(false) // within the budget of what was left
+}
+
 func TestProfileValidate(t *testing.T) {
 	for _, tc := range []struct {
 		p  Profile

@@ -34,7 +34,10 @@ type migration struct {
 	// what says what the migration changes, for the log.
 	what string
 	// prefix is the keys visit is called for, in key order. Nil: visit is not called.
-	prefix []byte
+	// prefixes, when set instead, are several, visited one after the other: in key order,
+	// none a prefix of another.
+	prefix   []byte
+	prefixes [][]byte
 	// visit rewrites the record k (holding v, which is valid during the call only) in txn.
 	// Records written under prefix beyond k are visited too, so they must be of the new
 	// layout, which visit leaves as they are.
@@ -52,9 +55,48 @@ type schema struct {
 	migrations []migration
 }
 
-// currentSchema is the layout this program writes. Version 1 is the first: no migration yet.
-// A new layout adds its migration here and raises schemaVersion (store.go).
-var currentSchema = schema{version: schemaVersion}
+// currentSchema is the layout this program writes. A new layout adds its migration here and
+// raises schemaVersion (store.go).
+var currentSchema = schema{version: schemaVersion, migrations: []migration{migrateQueueKeys}}
+
+// migrateQueueKeys (version 1 to 2) moves the exchange queues' states, runs and marks after
+// their records (codec.go): each key keeps its value and its suffix under the new prefix.
+var migrateQueueKeys = migration{
+	to:   2,
+	what: "key the exchange queues' states, runs and marks after their records",
+	prefixes: [][]byte{[]byte(v1PrefixOutboxState), []byte(v1PrefixInboxState),
+		[]byte(v1PrefixInboxRun), []byte(v1PrefixMark)},
+	visit: func(txn *badger.Txn, k, v []byte) error {
+		var to string
+		switch string(k[:2]) {
+		case v1PrefixOutboxState:
+			to = prefixOutboxState
+		case v1PrefixInboxState:
+			to = prefixInboxState
+		case v1PrefixInboxRun:
+			to = prefixInboxRun
+		case v1PrefixMark:
+			to = prefixMark
+		default:
+			return fmt.Errorf("%w: key %x under no prefix of the migration", ErrCorrupt, k)
+		}
+		if err := txn.Set(append([]byte(to), k[2:]...), bytes.Clone(v)); err != nil {
+			return err
+		}
+		return txn.Delete(bytes.Clone(k))
+	},
+}
+
+// keys returns the prefixes m visits, in key order.
+func (m *migration) keys() [][]byte {
+	if m.prefixes != nil {
+		return m.prefixes
+	}
+	if m.prefix != nil {
+		return [][]byte{m.prefix}
+	}
+	return nil
+}
 
 // migrateChunk bounds the keys one transaction of a migration visits; its values at most
 // maxGroupBytes / 2. A chunk whose writes Badger finds too large for one transaction is
@@ -67,7 +109,7 @@ func (sc *schema) check() error {
 		return fmt.Errorf("storage: schema version %d with %d migrations", sc.version, len(sc.migrations))
 	}
 	for i, m := range sc.migrations {
-		if int(m.to) != i+2 || (m.prefix == nil) != (m.visit == nil) {
+		if int(m.to) != i+2 || (len(m.keys()) == 0) != (m.visit == nil) || (m.prefix != nil && m.prefixes != nil) {
 			return fmt.Errorf("storage: migration %d of the list goes to version %d (or has a prefix without visit)", i, m.to)
 		}
 	}
@@ -206,23 +248,33 @@ func visitChunk(txn *badger.Txn, m *migration, after []byte, n int) (visited int
 	type kv struct{ k, v []byte }
 	var batch []kv
 	size := 0
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: m.prefix})
-	seek := m.prefix
-	if after != nil {
-		seek = append(append([]byte(nil), after...), 0) // the first key after after
-	}
-	for it.Seek(seek); it.Valid() && len(batch) < n && (len(batch) == 0 || size < maxGroupBytes/2); it.Next() {
-		item := it.Item()
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			it.Close()
-			return 0, nil, false, err
+	done = true
+	for _, p := range m.keys() {
+		if after != nil && !bytes.HasPrefix(after, p) && bytes.Compare(after, p) > 0 {
+			continue // every key under p is before after: visited
 		}
-		batch = append(batch, kv{item.KeyCopy(nil), v})
-		size += len(v)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+		seek := p
+		if after != nil && bytes.HasPrefix(after, p) {
+			seek = append(append([]byte(nil), after...), 0) // the first key after after
+		}
+		for it.Seek(seek); it.Valid() && len(batch) < n && (len(batch) == 0 || size < maxGroupBytes/2); it.Next() {
+			item := it.Item()
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				it.Close()
+				return 0, nil, false, err
+			}
+			batch = append(batch, kv{item.KeyCopy(nil), v})
+			size += len(v)
+		}
+		more := it.Valid()
+		it.Close()
+		if more {
+			done = false
+			break
+		}
 	}
-	done = !it.Valid()
-	it.Close()
 	for _, e := range batch {
 		if after != nil && bytes.Compare(e.k, after) <= 0 {
 			return 0, nil, false, fmt.Errorf("%w: key %x visited again after %x", ErrCorrupt, e.k, after)

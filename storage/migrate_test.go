@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,13 +16,20 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// indexedSchema is a schema version 2 for tests: its migration adds, for every negotiation
-// record n/<nid>, a key X/<nid> holding the negotiation's SSA ID, and rewrites nothing else,
-// so that every object of version 1 reads the same after it. chunk is the keys a transaction
-// visits.
+// testSchema is this program's schema with m as one more migration, to the next version
+// (schemaVersion+1).
+func testSchema(m migration) *schema {
+	m.to = schemaVersion + 1
+	return &schema{version: schemaVersion + 1, migrations: append(slices.Clone(currentSchema.migrations), m)}
+}
+
+// indexedSchema is a schema of the next version for tests: its migration adds, for every
+// negotiation record n/<nid>, a key X/<nid> holding the negotiation's SSA ID, and rewrites
+// nothing else, so that every object of version 1 reads the same after it. chunk is the keys
+// a transaction visits.
 func indexedSchema(chunk int) *schema {
-	return &schema{version: 2, migrations: []migration{{
-		to: 2, what: "index negotiations by ID (test)", prefix: []byte(prefixNegotiation), chunk: chunk,
+	return testSchema(migration{
+		what: "index negotiations by ID (test)", prefix: []byte(prefixNegotiation), chunk: chunk,
 		visit: func(txn *badger.Txn, k, v []byte) error {
 			n, _, err := decodeNegotiation(k[len(prefixNegotiation):], v)
 			if err != nil {
@@ -29,21 +37,21 @@ func indexedSchema(chunk int) *schema {
 			}
 			return txn.Set(append([]byte("X/"), n.ID...), []byte(n.SSAID))
 		},
-	}}}
+	})
 }
 
-// copyingSchema is a schema version 2 for tests whose migration copies every outbox record
-// q/... to X/q/..., chunk keys per transaction, calling visited with each key.
+// copyingSchema is a schema of the next version for tests whose migration copies every
+// outbox record q/... to X/q/..., chunk keys per transaction, calling visited with each key.
 func copyingSchema(chunk int, visited func(k []byte)) *schema {
-	return &schema{version: 2, migrations: []migration{{
-		to: 2, what: "copy the outbox records (test)", prefix: []byte(prefixOutbox), chunk: chunk,
+	return testSchema(migration{
+		what: "copy the outbox records (test)", prefix: []byte(prefixOutbox), chunk: chunk,
 		visit: func(txn *badger.Txn, k, v []byte) error {
 			if visited != nil {
 				visited(k)
 			}
 			return txn.Set(append([]byte("X/"), k...), append([]byte(nil), v...))
 		},
-	}}}
+	})
 }
 
 // logBuffer is a slog handler's output, safe for the store's goroutines.
@@ -64,9 +72,10 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-// TestMigrateFixture upgrades the store written by schema version 1 with a test migration to
-// version 2, reads back every object of version 1 and what the migration wrote, and checks
-// the log and that a program of version 1 then refuses the store.
+// TestMigrateFixture upgrades the store written by schema version 1 with this program's
+// migrations and a test migration to the next version, reads back every object of version 1
+// and what the migration wrote, and checks the log and that this program then refuses the
+// store.
 func TestMigrateFixture(t *testing.T) {
 	c := readV1Contents(t)
 	dir := copyFixture(t)
@@ -82,8 +91,8 @@ func TestMigrateFixture(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(v, []byte{2}) {
-			t.Errorf("schema after the migration: %x, want 02", v)
+		if !bytes.Equal(v, []byte{schemaVersion + 1}) {
+			t.Errorf("schema after the migration: %x, want %02x", v, schemaVersion+1)
 		}
 		v, err = get(txn, append([]byte("X/"), c.Negotiation.ID...))
 		if err != nil {
@@ -98,7 +107,8 @@ func TestMigrateFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeStore(t, s)
-	for _, want := range []string{`msg="storage: migrating the store" from=1 to=2`, `msg="storage: migrated the store" from=1 to=2 records=1 transactions=2`} {
+	for _, want := range []string{`msg="storage: migrating the store" from=1 to=2`, `msg="storage: migrated the store" from=1 to=2`,
+		fmt.Sprintf(`msg="storage: migrated the store" from=%d to=%d records=1 transactions=2`, schemaVersion, schemaVersion+1)} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, logs.String())
 		}
@@ -115,10 +125,10 @@ func TestMigrateFixture(t *testing.T) {
 		t.Errorf("second open migrated again: %s", after[len(before):])
 	}
 
-	// This program (version 1) refuses the store of version 2.
+	// This program refuses the store of the next version.
 	_, err = Open(dir, Options{})
-	if !errors.Is(err, ErrStoreNewer) || !strings.Contains(err.Error(), "schema version 2, this program reads up to 1") {
-		t.Fatalf("open a store of schema version 2 with version 1: %v, want ErrStoreNewer", err)
+	if want := fmt.Sprintf("schema version %d, this program reads up to %d", schemaVersion+1, schemaVersion); !errors.Is(err, ErrStoreNewer) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("open a store of schema version %d with version %d: %v, want ErrStoreNewer", schemaVersion+1, schemaVersion, err)
 	}
 }
 
@@ -130,9 +140,10 @@ func TestSchemaRecord(t *testing.T) {
 		want   error  // nil: opens
 		after  []byte // the schema record after Open
 	}{
-		{"current", []byte{1}, nil, []byte{1}},
-		{"newer", []byte{2}, ErrStoreNewer, []byte{2}},
-		{"migration to a newer version under way", []byte{1, 2, 'n', '/'}, ErrStoreNewer, []byte{1, 2, 'n', '/'}},
+		{"current", []byte{schemaVersion}, nil, []byte{schemaVersion}},
+		{"older", []byte{1}, nil, []byte{schemaVersion}},
+		{"newer", []byte{schemaVersion + 1}, ErrStoreNewer, []byte{schemaVersion + 1}},
+		{"migration to a newer version under way", []byte{schemaVersion, schemaVersion + 1, 'n', '/'}, ErrStoreNewer, []byte{schemaVersion, schemaVersion + 1, 'n', '/'}},
 		{"version 0", []byte{0}, ErrCorrupt, []byte{0}},
 		{"empty", []byte{}, ErrCorrupt, []byte{}},
 		{"migration skipping a version", []byte{1, 3}, ErrCorrupt, []byte{1, 3}},
@@ -306,14 +317,14 @@ func TestMigrateCrash(t *testing.T) {
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
 				k := it.Item().Key()
-				want := st.version == 2 || st.migrating && bytes.Compare(k, st.after) <= 0
+				want := st.version == schemaVersion+1 || st.migrating && bytes.Compare(k, st.after) <= 0
 				if copied[string(k)] != want {
 					t.Errorf("record %x copied: %t, but the schema record says %+v", k, copied[string(k)], st)
 				}
 			}
 			return nil
 		})
-		if !(st.version == 1 && (st.migrating || len(copied) == 0) || st.version == 2 && !st.migrating) {
+		if !(st.version == schemaVersion && (st.migrating || len(copied) == 0) || st.version == schemaVersion+1 && !st.migrating) {
 			t.Errorf("schema record %+v after a kill", st)
 		}
 
@@ -339,8 +350,8 @@ func TestMigrateCrash(t *testing.T) {
 			}
 		}
 		err = s.view(func(txn *badger.Txn) error {
-			if v, err := get(txn, keySchema); err != nil || !bytes.Equal(v, []byte{2}) {
-				return fmt.Errorf("schema record after the migration %x (%v), want 02", v, err)
+			if v, err := get(txn, keySchema); err != nil || !bytes.Equal(v, []byte{schemaVersion + 1}) {
+				return fmt.Errorf("schema record after the migration %x (%v), want %02x", v, err, schemaVersion+1)
 			}
 			for i := range records {
 				k := seqKey(outboxPrefix("ssa-migrate"), uint64(i+1))
@@ -375,8 +386,8 @@ func TestMigrateHalvesChunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeStore(t, s)
-	fan := &schema{version: 2, migrations: []migration{{
-		to: 2, what: "fan out (test)", prefix: []byte(prefixOutbox),
+	fan := testSchema(migration{
+		what: "fan out (test)", prefix: []byte(prefixOutbox),
 		visit: func(txn *badger.Txn, k, v []byte) error {
 			for i := range fanOut {
 				if err := txn.Set(fmt.Appendf([]byte("X/"), "%x/%d", k, i), append([]byte(nil), v...)); err != nil {
@@ -385,7 +396,7 @@ func TestMigrateHalvesChunk(t *testing.T) {
 			}
 			return nil
 		},
-	}}}
+	})
 	if s, err = open(dir, Options{schema: fan}, false); err != nil {
 		t.Fatalf("migrate with %d writes per key: %v", fanOut, err)
 	}
@@ -401,5 +412,138 @@ func TestMigrateHalvesChunk(t *testing.T) {
 	})
 	if err != nil || n != records*fanOut {
 		t.Fatalf("%d keys written by the migration (%v), want %d", n, err, records*fanOut)
+	}
+}
+
+// TestMigrateQueueKeys: the migration to version 2 moves the exchange queues' states, runs
+// and marks of the version 1 fixture after the records, each value unchanged, and leaves
+// nothing under the old prefixes; the store then reads the same (checkV1Contents), retention
+// finds the runs it moved, and the mark of a large batch that a crash cut short under
+// version 1 still has its orphan deleted at Open.
+func TestMigrateQueueKeys(t *testing.T) {
+	c := readV1Contents(t)
+	dir := copyFixture(t)
+	queue := outboxPrefix(fixtureOutSSA)
+	orphan := seqKey(queue, 1000) // beyond the outbox's Refined (3)
+	db, err := badger.Open(badgerOptions(dir, Options{}, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(append([]byte(v1PrefixMark), queue...), nil); err != nil {
+			return err
+		}
+		return txn.Set(orphan, []byte(`{"orphan":true}`))
+	})
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	moved := map[string]string{v1PrefixOutboxState: prefixOutboxState, v1PrefixInboxState: prefixInboxState,
+		v1PrefixInboxRun: prefixInboxRun, v1PrefixMark: prefixMark}
+	before := map[string][]byte{} // key under an old prefix: value
+	withBadger(t, dir, func(txn *badger.Txn) error {
+		for old := range moved {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(old)})
+			for it.Rewind(); it.Valid(); it.Next() {
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					it.Close()
+					return err
+				}
+				before[string(it.Item().KeyCopy(nil))] = v
+			}
+			it.Close()
+		}
+		return nil
+	})
+	runs := 0
+	for k := range before {
+		if strings.HasPrefix(k, v1PrefixInboxRun) {
+			runs++
+		}
+	}
+	if len(before) < 4 || runs == 0 {
+		t.Fatalf("the fixture has %d keys to move (%d runs): want states, runs and the mark", len(before), runs)
+	}
+
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	checkV1Contents(t, s, c)
+	closeStore(t, s)
+	withBadger(t, dir, func(txn *badger.Txn) error {
+		for k, v := range before {
+			nk := append([]byte(moved[k[:2]]), k[2:]...)
+			got, err := get(txn, nk)
+			switch {
+			case k[:2] == v1PrefixMark: // Open deleted the orphan and the mark
+				if !errors.Is(err, ErrNotFound) {
+					t.Errorf("the mark %q after Open: %v, want it deleted with its orphan", nk, err)
+				}
+			case err != nil || !bytes.Equal(got, v):
+				t.Errorf("%q moved to %q: %x (%v), want %x", k, nk, got, err, v)
+			}
+			if _, err := get(txn, []byte(k)); !errors.Is(err, ErrNotFound) {
+				t.Errorf("%q is still there: %v", k, err)
+			}
+		}
+		if _, err := get(txn, orphan); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the orphan of the version 1 mark after Open: %v, want it deleted", err)
+		}
+		return nil
+	})
+
+	// Retention reads the runs where the migration put them.
+	if s, err = Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer closeStore(t, s)
+	n, err := s.DeleteRecordsReceivedBefore(c.Negotiation.SSAID, c.Inbox[len(c.Inbox)-1].ReceivedAt.Add(time.Second))
+	if err != nil || n != len(c.Inbox) {
+		t.Fatalf("retention after the migration deleted %d records (%v), want %d", n, err, len(c.Inbox))
+	}
+}
+
+// TestMigrateSeveralPrefixes: a migration over several prefixes visits every key under each
+// once, in key order, in chunks that run from one prefix into the next (resuming after the
+// last key visited), and skips an empty prefix.
+func TestMigrateSeveralPrefixes(t *testing.T) {
+	dir := t.TempDir()
+	s, err := open(dir, Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"X/1", "X/2", "X/3", "Z/1", "Z/2"} // nothing under Y/
+	if err := s.update(func(txn *badger.Txn) error {
+		for _, k := range want {
+			if err := txn.Set([]byte(k), []byte("v"+k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	closeStore(t, s)
+	var visited []string
+	sc := testSchema(migration{what: "several prefixes (test)", prefixes: [][]byte{[]byte("X/"), []byte("Y/"), []byte("Z/")}, chunk: 2,
+		visit: func(txn *badger.Txn, k, v []byte) error {
+			if string(v) != "v"+string(k) {
+				return fmt.Errorf("key %q holds %q", k, v)
+			}
+			visited = append(visited, string(k))
+			return nil
+		}})
+	var logs logBuffer
+	if s, err = open(dir, Options{schema: sc, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false); err != nil {
+		t.Fatal(err)
+	}
+	closeStore(t, s)
+	if !slices.Equal(visited, want) {
+		t.Errorf("visited %q, want %q", visited, want)
+	}
+	if w := "records=5 transactions=4"; !strings.Contains(logs.String(), w) {
+		t.Errorf("log lacks %s (chunks of 2 across the prefixes, and the last transaction):\n%s", w, logs.String())
 	}
 }

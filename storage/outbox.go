@@ -210,7 +210,7 @@ func (s *Store) OutboxState(ssaID string) (OutboxState, error) {
 	return OutboxState{Ingested: st.Ingested, Refined: st.Refined, Dropped: st.Dropped, Acked: st.Acked, Sent: st.Sent}, nil
 }
 
-// outboxRecord is an SSA's outbox state as stored under Q/<ssaID>. Integer keys are never
+// outboxRecord is an SSA's outbox state as stored under s/<ssaID>. Integer keys are never
 // renumbered or reused.
 type outboxRecord struct {
 	Ingested uint64 `cbor:"1,keyasint,omitempty"`

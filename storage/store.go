@@ -63,10 +63,11 @@ const (
 	// until memory runs short).
 	ProfileDefault Profile = "default"
 	// ProfileSensor is for a sensor, whose memory belongs first to the IDS: a quarter of the
-	// caches, tables of one size at every level (Badger builds a table in memory, and by
-	// default doubles their size at each level), smaller value log files, and every
-	// releaseInterval the pages of the store's files mapped into the process are handed back
-	// to the kernel (releaseMapped), so that the resident memory does not grow with the store. The
+	// caches, memtables of half the size and tables of one size at every level (Badger
+	// builds a table in memory, and by default doubles their size at each level), smaller
+	// value log files, and the pages of the store's files mapped into the process handed back
+	// to the kernel whenever the resident pages of mapped files grew past releaseBudget
+	// (releaseOver), so that the resident memory does not grow with the store. The
 	// price is CPU and reads: compactions and readers read the tables from the disk (or the
 	// page cache) again. README "Performance" has the figures.
 	ProfileSensor Profile = "sensor"
@@ -138,20 +139,40 @@ const (
 )
 
 // The sensor profile's tuning (ProfileSensor). Each is at most the default's, so that
-// MinReserve (space.go) covers what Badger may write on its own with it too. The memtables
-// stay as they are: Badger sizes its largest transaction from them, and the exchange queues'
-// writes are cut to fit memTableSize's.
+// MinReserve (space.go) covers what Badger may write on its own with it too.
 const (
+	// sensorMemTableSize halves the memtables. Most of the heap is Badger's table builders
+	// (a pure-Go build allocates them on the Go heap): a builder holds the whole table it
+	// builds, uncompressed and compressed, in buffers that double as they fill, and Badger
+	// keeps up to eight builders' buffers in a pool for the next tables, each as large as
+	// the largest table it built. A level-0 table is a memtable's worth: with 4 MiB
+	// memtables each pooled builder grew to 14 MiB, over 100 MiB in all, above the memory
+	// limit (SensorMemoryLimit in agent), so the garbage collector ran all the time (a
+	// quarter of both agents' CPU under ssanet-bench's stream); with 2 MiB, as with the
+	// 1 MiB tables of the other levels, 6 MiB each.
+	sensorMemTableSize = 2 << 20
+	// sensorGroupBytes and sensorGroupEntries bound a group below Badger's transaction
+	// limits with sensorMemTableSize (15 % of it, 307 KiB, and 3276 entries).
+	sensorGroupBytes   = 256 << 10
+	sensorGroupEntries = 2048
+	// sensorLevelZeroTables keeps level 0 at the default profile's 20 MiB with half-size
+	// memtables, so that compactions into level 1 (which rewrite its tables) are no more
+	// frequent.
+	sensorLevelZeroTables  = 10
 	sensorBlockCacheSize   = 2 << 20
 	sensorIndexCacheSize   = 1 << 20
 	sensorValueLogFileSize = 8 << 20
 	sensorBaseTableSize    = 1 << 20
-	sensorLevelZeroTables  = 5
-	// releaseInterval is how often the pages of the store's mapped files are handed back
-	// (releaseMapped). Compactions write and read tens of MB a second through the mappings
-	// under a stream of 5,000 EVE records a second: every 5 s let the resident memory
-	// reach 140 MB more than the heap (cmd/ssanet-bench).
-	releaseInterval = time.Second
+	// releaseInterval is how often the resident pages of mapped files are looked at (one
+	// read of /proc/self/statm), and releaseBudget how much they may grow before the pages
+	// of the store's mapped files are handed back (releaseMapped, which reads
+	// /proc/self/maps and advises every mapping). Compactions write and read tens of MB a
+	// second through the mappings under a stream of 5,000 EVE records a second: handing
+	// them back every 5 s let the resident memory reach 140 MB more than the heap, every
+	// second about 30 MB (cmd/ssanet-bench); a budget looked at four times a second holds
+	// it near the budget, and costs nothing while the store is quiet.
+	releaseInterval = 250 * time.Millisecond
+	releaseBudget   = 12 << 20
 )
 
 // errNoPageout is releaseMapped's error where the kernel does not know MADV_PAGEOUT: the
@@ -159,7 +180,7 @@ const (
 var errNoPageout = errors.New("storage: release mapped pages: the kernel does not know MADV_PAGEOUT (Linux 5.4 or later)")
 
 // schemaVersion is the version of the record layout in doc.go; m/schema holds it.
-const schemaVersion byte = 1
+const schemaVersion byte = 2
 
 // Store is an open ssanet store. It is safe for concurrent use.
 type Store struct {
@@ -177,8 +198,12 @@ type Store struct {
 	reserve uint64
 	// key is Options.EncryptionKey: Backup writes a hash of it (backup.go).
 	key []byte
-	// profile is Options.Profile.
-	profile Profile
+	// releases counts the rounds of releaseMapped that releaseOver ran.
+	releases atomic.Int64
+	// profile is Options.Profile; groupBytes and groupEntries the bounds of a group that
+	// go with its memtables (commit.go).
+	profile                  Profile
+	groupBytes, groupEntries int
 	// refusedNeed is the free space the last records refused for lack of it needed, 0 once
 	// records are taken again (Space.Paused).
 	refusedNeed atomic.Uint64
@@ -245,7 +270,11 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 	}
 	s := &Store{db: db, commits: make(chan request), stop: make(chan struct{}), done: make(chan struct{}),
 		gcDone: make(chan struct{}), sent: make(map[string]uint64), log: logger(opts), dir: dir, reserve: opts.Reserve,
-		key: opts.EncryptionKey, reclaimed: make(map[string]uint64), reclaimDue: make(map[string]bool), profile: opts.Profile}
+		key: opts.EncryptionKey, reclaimed: make(map[string]uint64), reclaimDue: make(map[string]bool), profile: opts.Profile,
+		groupBytes: maxGroupBytes, groupEntries: maxGroupEntries}
+	if opts.Profile == ProfileSensor {
+		s.groupBytes, s.groupEntries = sensorGroupBytes, sensorGroupEntries
+	}
 	if s.reserve == 0 {
 		s.reserve = DefaultReserve
 	}
@@ -289,7 +318,8 @@ func badgerOptions(dir string, opts Options, sync bool) badger.Options {
 		WithNumLevelZeroTablesStall(2 * numLevelZeroTables)
 	index := int64(indexCacheSize)
 	if opts.Profile == ProfileSensor {
-		o = o.WithBlockCacheSize(sensorBlockCacheSize).
+		o = o.WithMemTableSize(sensorMemTableSize).
+			WithBlockCacheSize(sensorBlockCacheSize).
 			WithValueLogFileSize(sensorValueLogFileSize).
 			WithBaseTableSize(sensorBaseTableSize).
 			WithNumLevelZeroTables(sensorLevelZeroTables).
@@ -329,8 +359,8 @@ func (s *Store) Close() error {
 
 // collectGarbage runs until Close, rewriting value log files that are mostly garbage every
 // gcInterval, dropping acknowledged records from the disk (reclaimOutboxes) every
-// reclaimInterval, and with ProfileSensor handing back the mapped pages of the store's files every
-// releaseInterval.
+// reclaimInterval, and with ProfileSensor handing back the mapped pages of the store's files
+// whenever the resident pages of mapped files grew past releaseBudget (releaseOver).
 func (s *Store) collectGarbage() {
 	defer close(s.gcDone)
 	t := time.NewTicker(gcInterval)
@@ -339,7 +369,9 @@ func (s *Store) collectGarbage() {
 	defer reclaim.Stop()
 	swept := false               // markOutboxesDue ran
 	var release <-chan time.Time // nil: never
+	var floor uint64             // releaseOver's
 	if s.profile == ProfileSensor {
+		floor, _ = fileResident() // 0 on error: the first look releases
 		r := time.NewTicker(releaseInterval)
 		defer r.Stop()
 		release = r.C
@@ -349,7 +381,7 @@ func (s *Store) collectGarbage() {
 		case <-s.stop:
 			return
 		case <-release:
-			if err := s.releaseMapped(); err != nil {
+			if err := s.releaseOver(&floor, releaseBudget); err != nil {
 				s.log.Warn("storage: release the pages of the store's mapped files", "err", err)
 				if errors.Is(err, errNoPageout) {
 					release = nil // the kernel will not learn it: do not read the maps and warn every second

@@ -28,12 +28,15 @@
 //
 //	go run ./cmd/ssanet-bench [--profile sensor|default] [--saturated 300000] [--paced=false]
 //	    [--rate 5000] [--duration 10m] [--retention 3m] [--retention-check 30s]
-//	    [--ssanet PATH] [--records 20000] [--rounds 10] [--stream=false]
+//	    [--ssanet PATH] [--records 20000] [--rounds 10] [--stream=false] [--pprof DIR]
 //
 // --saturated 0 leaves out the saturated phase, --paced=false the paced one, --stream=false
 // both (the in-process measures only). Each phase prints the machine's load average at its
 // end: on a loaded machine the agents get less of the cores, and the records a second show
 // it more than the CPU per record does.
+//
+// --pprof DIR (with agents that serve pprof: true) writes CPU profiles of both agents,
+// taken over the paced phase's middle third, to DIR.
 //
 // Everything it starts listens on loopback only, lives in a temporary directory removed at
 // the end, and is stopped when it ends (the agents die with it if it is killed). It needs
@@ -89,6 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stream := fs.Bool("stream", true, "run the two agents (false: the in-process measures only)")
 	satRecords := fs.Int64("saturated", 300000, "records of the saturated phase, written as fast as the provider takes them (0: no saturated phase)")
 	pacedPhase := fs.Bool("paced", true, "run the paced phase (false: not)")
+	pprofDir := fs.String("pprof", "", "a directory to write CPU profiles of both agents to, taken over the stream's middle third (the agents serve pprof: true)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -151,7 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	cfg := streamConfig{bin: *bin, rate: *rate, duration: *duration, records: *satRecords, profile: *profile,
-		retention: *retention, check: *check, progress: stderr}
+		retention: *retention, check: *check, progress: stderr, pprof: *pprofDir}
 	// phase runs the two agents in a directory of their own under work.
 	phase := func(name string, cfg streamConfig, every time.Duration, next pacer) (streamResult, error) {
 		cfg.work = filepath.Join(work, name)
@@ -166,6 +170,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// Nothing expires while it runs: the paced phase measures retention.
 		cfg := cfg
 		cfg.retention = time.Hour
+		cfg.pprof = "" // --pprof profiles the paced phase
 		fmt.Fprintf(stderr, "ssanet-bench: saturated phase: two agents, profile %s, %d records as fast as the provider takes them, in %s\n",
 			*profile, cfg.records, work)
 		res, err := phase("saturated", cfg, 0, saturated(cfg))

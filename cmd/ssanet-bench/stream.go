@@ -33,6 +33,7 @@ type streamConfig struct {
 	retention time.Duration // the SSA's retention at the requester
 	check     time.Duration // retention-check of the requester
 	progress  io.Writer     // one line every 30 s, nil for none
+	pprof     string        // a directory for CPU profiles of both agents, "" for none
 }
 
 // usage is what /proc says of one process at one time.
@@ -394,12 +395,13 @@ func startPair(ctx context.Context, cfg streamConfig) (p *agentPair, err error) 
 	if err != nil {
 		return nil, err
 	}
-	prov, err := newHome(ctx, cfg, "provider", map[string]string{"storage-profile": cfg.profile, "metrics": pm},
+	on := map[bool]string{true: "true", false: "false"}[cfg.pprof != ""]
+	prov, err := newHome(ctx, cfg, "provider", map[string]string{"storage-profile": cfg.profile, "metrics": pm, "pprof": on},
 		fmt.Sprintf("ingest:\n  unix:\n    - {path: %q, type: stream, format: eve}\n", sock))
 	if err != nil {
 		return nil, err
 	}
-	req, err := newHome(ctx, cfg, "requester", map[string]string{"storage-profile": cfg.profile, "metrics": rm,
+	req, err := newHome(ctx, cfg, "requester", map[string]string{"storage-profile": cfg.profile, "metrics": rm, "pprof": on,
 		"retention-check": cfg.check.String()}, "")
 	if err != nil {
 		return nil, err
@@ -545,7 +547,7 @@ func runStream(ctx context.Context, cfg streamConfig, every time.Duration, next 
 	if err := p.begin(); err != nil {
 		return res, err
 	}
-	if err := p.feed(ctx, &res, cfg.progress, every, next); err != nil {
+	if err := p.feed(ctx, &res, cfg, every, next); err != nil {
 		return res, err
 	}
 	err = p.drain(ctx, &res)
@@ -554,7 +556,8 @@ func runStream(ctx context.Context, cfg streamConfig, every time.Duration, next 
 
 // feed writes records into the provider's socket as next says, pausing every between two
 // turns if it is positive, and samples both agents every second.
-func (p *agentPair) feed(ctx context.Context, res *streamResult, progress io.Writer, every time.Duration, next pacer) error {
+func (p *agentPair) feed(ctx context.Context, res *streamResult, cfg streamConfig, every time.Duration, next pacer) (err error) {
+	progress := cfg.progress
 	var tick <-chan time.Time
 	if every > 0 {
 		t := time.NewTicker(every)
@@ -567,6 +570,12 @@ func (p *agentPair) feed(ctx context.Context, res *streamResult, progress io.Wri
 	var buf []byte
 	var bytesSent int64
 	nextSample, nextProgress := p.start, p.start.Add(30*time.Second)
+	var profiled chan error // CPU profiles of the stream's middle third, when cfg.pprof
+	defer func() {
+		if profiled != nil {
+			err = errors.Join(err, <-profiled)
+		}
+	}()
 	for {
 		now := time.Now()
 		due, more := next(now.Sub(p.start), res.sent)
@@ -589,6 +598,10 @@ func (p *agentPair) feed(ctx context.Context, res *streamResult, progress io.Wri
 			res.longestWrite = max(res.longestWrite, time.Since(now))
 			res.sent += due
 			bytesSent += int64(len(buf))
+		}
+		if cfg.pprof != "" && profiled == nil && now.Sub(p.start) >= cfg.duration/3 {
+			profiled = make(chan error, 1)
+			go func() { profiled <- cpuProfiles(ctx, cfg.pprof, cfg.duration/3, p.prov, p.req) }()
 		}
 		if now.After(nextSample) {
 			if err := p.sample(res); err != nil {
@@ -678,5 +691,41 @@ func (p *agentPair) drain(ctx context.Context, res *streamResult) error {
 		res.load = f[0]
 	}
 	res.measured = err == nil
+	return err
+}
+
+// cpuProfiles writes a CPU profile of each agent, taken over d at the same time, to
+// dir/NAME.cpu.pprof (read it with go tool pprof).
+func cpuProfiles(ctx context.Context, dir string, d time.Duration, agents ...*agentProc) error {
+	errs := make(chan error, len(agents))
+	for _, a := range agents {
+		go func() {
+			errs <- func() error {
+				url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", a.metrics, max(int(d.Seconds()), 1))
+				req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+				if err != nil {
+					return err
+				}
+				resp, err := (&http.Client{Timeout: d + time.Minute}).Do(req)
+				if err != nil {
+					return fmt.Errorf("CPU profile of %s: %w", a.name, err)
+				}
+				defer resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("CPU profile of %s: %s", a.name, resp.Status)
+				}
+				f, err := os.Create(filepath.Join(dir, a.name+".cpu.pprof"))
+				if err != nil {
+					return err
+				}
+				_, err = io.Copy(f, resp.Body)
+				return errors.Join(err, f.Close())
+			}()
+		}()
+	}
+	var err error
+	for range agents {
+		err = errors.Join(err, <-errs)
+	}
 	return err
 }
