@@ -401,7 +401,7 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 		libp2p.UserAgent("ssanet/" + Version),
 		libp2p.PrometheusRegisterer(a.metrics),
 	}
-	reach, err := a.reachOptions() // reach.go: AutoNAT, relays, hole punching
+	reach, listening, err := a.reachOptions() // reach.go: AutoNAT, relays, hole punching
 	if err != nil {
 		rm.Close()
 		return err
@@ -422,7 +422,11 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 		rm.Close()
 		return fmt.Errorf("start libp2p host on %s: %w", strings.Join(a.cfg.Listen, " "), err)
 	}
-	return a.listen()
+	if err := a.listen(); err != nil {
+		return err
+	}
+	listening()
+	return nil
 }
 
 // ErrListen means the agent could not listen on one of its configured addresses: most often

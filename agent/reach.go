@@ -25,7 +25,9 @@ import (
 // reserves a slot at a relay: those listed in relays, else members of its allow-list whose
 // addresses it knows, and announces the relayed address (…/p2p/RELAY/p2p-circuit/p2p/SELF) in
 // the directory. A peer that connects through the relay then tries DCUtR: both sides dial
-// each other at once, and when the NATs let it through the connection becomes direct.
+// each other at once, and when the NATs let it through the connection becomes direct. DCUtR
+// needs the private agent's external address, which the relay observes: the agent connects
+// to its relay only once it listens (afterListen).
 //
 // Decision: negotiation and record delivery both run over a relayed connection; they do not
 // wait for a direct one. A sensor behind a NAT that maps per destination is never reached
@@ -149,16 +151,18 @@ func (a *Agent) relayAdmits(p peer.ID) bool {
 }
 
 // reachOptions are the libp2p options of reachability: AutoNAT, relay client and service,
-// hole punching, the relays to reserve at when private.
-func (a *Agent) reachOptions() ([]libp2p.Option, error) {
+// hole punching, the relays to reserve at when private. The caller calls listening once the
+// host listens on every configured address: the relays are offered to autorelay only then
+// (afterListen).
+func (a *Agent) reachOptions() (opts []libp2p.Option, listening func(), err error) {
 	allow := a.allow.list() // the relays to reserve at: the allow-list at start
 	// The peerstore is made here so that the relay source reads it without waiting for the
 	// host; the host closes it.
 	ps, err := pstoremem.NewPeerstore()
 	if err != nil {
-		return nil, fmt.Errorf("peerstore: %w", err)
+		return nil, nil, fmt.Errorf("peerstore: %w", err)
 	}
-	opts := []libp2p.Option{
+	opts = []libp2p.Option{
 		libp2p.Peerstore(ps),
 		libp2p.EnableRelay(),
 		libp2p.EnableAutoNATv2(),
@@ -175,21 +179,68 @@ func (a *Agent) reachOptions() ([]libp2p.Option, error) {
 		opts = append(opts, libp2p.EnableRelayService(relayv2.WithResources(a.cfg.Relay.resources()),
 			relayv2.WithACL(relayACL{admits: a.relayAdmits})))
 	}
+	ready := make(chan struct{})
 	static, _ := a.cfg.relayPeers() // validated with the config
 	switch {
 	case len(static) > 0:
-		opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(static))
+		// autorelay.WithStaticRelays, offered once the agent listens.
+		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(afterListen(ready, staticRelays(static)),
+			autorelay.WithMaxCandidates(len(static)), autorelay.WithMinCandidates(len(static)),
+			autorelay.WithNumRelays(len(static))))
 	case len(allow) > 0:
-		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(allowedRelays(ps, a.self.PeerID(), allow),
+		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(afterListen(ready, allowedRelays(ps, a.self.PeerID(), allow)),
 			// A community has few relays: one found is enough to reserve at.
 			autorelay.WithMinCandidates(1)))
 	}
-	return opts, nil
+	return opts, func() { close(ready) }, nil
+}
+
+// afterListen offers src's relays to autorelay only once ready is closed, when the agent
+// listens. libp2p starts autorelay before the agent listens (it listens on each address
+// itself, to fail on any that cannot be), and with reachability: private it dials a
+// configured relay at once: a QUIC dial before the listener exists leaves from a new random
+// port. The relay then sees the agent's NAT mapping of that port, not of the listening one:
+// the agent is never told its external address, and DCUtR hole punching, which needs one
+// (identify's observed address), never starts. Offered after, the connection to the relay
+// leaves from the listening port, and one observation (the relay's) is enough to punch.
+func afterListen(ready <-chan struct{}, src autorelay.PeerSource) autorelay.PeerSource {
+	return func(ctx context.Context, num int) <-chan peer.AddrInfo {
+		out := make(chan peer.AddrInfo, num)
+		// Owned by autorelay's ctx, which ends when the host closes.
+		go func() {
+			defer close(out)
+			select {
+			case <-ready:
+			case <-ctx.Done():
+				return
+			}
+			for pi := range src(ctx, num) {
+				select {
+				case out <- pi:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+		return out
+	}
+}
+
+// staticRelays offers the relays configured in relays, as autorelay.WithStaticRelays does.
+func staticRelays(static []peer.AddrInfo) autorelay.PeerSource {
+	return func(_ context.Context, num int) <-chan peer.AddrInfo {
+		out := make(chan peer.AddrInfo, min(num, len(static)))
+		defer close(out)
+		for _, pi := range static[:cap(out)] {
+			out <- pi
+		}
+		return out
+	}
 }
 
 // allowedRelays offers autorelay the allow-list's peers whose addresses this agent knows, as
 // candidate relays (those that do not run one are tried and dropped).
-func allowedRelays(ps peerstore.Peerstore, self peer.ID, allow map[peer.ID]bool) func(ctx context.Context, num int) <-chan peer.AddrInfo {
+func allowedRelays(ps peerstore.Peerstore, self peer.ID, allow map[peer.ID]bool) autorelay.PeerSource {
 	ids := make([]peer.ID, 0, len(allow))
 	for p := range allow {
 		if p != self {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -6,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,11 +20,13 @@ const natRecords = 10_000
 // TestNATTestbed builds the NAT testbed (e2e/nattestbed/nattestbed.sh: a public segment with a
 // requester and a relay, a provider behind a NAT that keeps one mapping per source and one
 // behind a NAT that maps per destination), runs an agent in each namespace, and has the
-// requester negotiate with each provider through the relay address and receive natRecords
-// records from each. The providers are private (reachability: private) and reserve a slot at
-// the relay; the relay serves the allow-list only, and a stranger cannot reserve there. It
-// needs root (CI runs as root), ip, nft and ping: it is skipped, saying why, where network
-// namespaces cannot be made.
+// requester find each provider in the directory (at the relay address it advertised),
+// negotiate with it by peer ID and receive natRecords records from each. The providers are
+// private (reachability: private) and reserve a slot at the relay; the relay serves the
+// allow-list only, and a stranger cannot negotiate through it. The provider behind the first
+// NAT must end on a direct connection (hole punching), the other one relayed. It needs root
+// (CI runs as root), ip, nft and ping: it is skipped, saying why, where network namespaces
+// cannot be made.
 func TestNATTestbed(t *testing.T) {
 	script, err := filepath.Abs(filepath.Join("nattestbed", "nattestbed.sh"))
 	if err != nil {
@@ -68,9 +73,12 @@ func TestNATTestbed(t *testing.T) {
 		case relay:
 			yaml += "reachability: public\nrelay:\n  serve: true\n  unlimited: true\n"
 		case req:
-			yaml += "reachability: public\n"
+			yaml += fmt.Sprintf("reachability: public\nbootstrap: [%q]\n", relayAddr)
 		default:
-			yaml += fmt.Sprintf("reachability: private\nrelays: [%q]\n", relayAddr)
+			// The directory's servers are the relay and the requester; a provider behind NAT
+			// is a client of it.
+			yaml += fmt.Sprintf("reachability: private\nrelays: [%q]\nbootstrap: [%q]\n", relayAddr, relayAddr)
+			setConfig(t, n.home, "dht-mode", "client")
 		}
 		withYAML(yaml)(t, n.agent)
 		for _, o := range fastExchange {
@@ -90,42 +98,46 @@ func TestNATTestbed(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		prov *natNode
-		// path is the path the requester must end on with the provider; "" only logs it.
-		// The requester's firewall admits new connections from the relay only, so a direct
-		// connection can only come from hole punching. Behind nat1 DCUtR may upgrade the
-		// relayed connection, but it is tried once, when the relayed connection opens, and
-		// only if the provider knows its external address by then: what it did is logged.
-		// Behind nat2 (a new port per destination) it cannot: the connection stays relayed.
+		// path is the path the requester must end on with the provider. The requester's
+		// firewall admits new connections from the relay only, so a direct connection can
+		// only come from hole punching. Behind nat1 (one mapping per source) DCUtR upgrades
+		// the relayed connection, and the direct connection reaches the provider at the same
+		// external port as the relay saw it; behind nat2 (a new port per destination) it
+		// cannot: the connection stays relayed.
 		path string
 	}{
-		{prov1, ""},
+		{prov1, "direct"},
 		{prov2, "relayed"},
 	} {
 		t.Run(tc.prov.name, func(t *testing.T) {
 			via := relayAddr + "/p2p-circuit/p2p/" + tc.prov.id
-			var r result
-			deadline := time.Now().Add(60 * time.Second)
-			for { // until the provider holds its slot at the relay
-				r = req.in(t).cli("--json", "request", "--provider", via, "--template", tmpl, "--wait", "20s")
-				var v negView
-				if r.code == 0 && decode(r.stdout, &v) == nil && v.State == "approved" {
-					tc.prov.in(t).waitState(v.SSAID, "approved", 20*time.Second)
-					r.stdout = v.SSAID
-					break
+			// The requester knows the provider's peer ID only: it finds the provider in the
+			// directory, at the relay address the provider advertised, and negotiates there.
+			start := time.Now()
+			waitFor(t, 60*time.Second, func() (bool, string) {
+				ps := discover(t, req.home, query{typ: "attack-detection-log", format: "eve"})
+				for _, p := range ps {
+					if p.PeerID == tc.prov.id && slices.Contains(p.Addrs, via) {
+						return true, ""
+					}
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("request through the relay not approved after 60s: %s", r)
-				}
-				time.Sleep(time.Second)
+				return false, fmt.Sprintf("the directory lists %+v, want %s at %s", ps, tc.prov.id, via)
+			})
+			t.Logf("%s: found in the directory at its relay address after %s", tc.prov.name, time.Since(start).Round(time.Millisecond))
+			r := req.in(t).cli("--json", "request", "--provider", tc.prov.id, "--template", tmpl, "--wait", "20s")
+			var v negView
+			if r.code != 0 || decode(r.stdout, &v) != nil || v.State != "approved" {
+				t.Fatalf("request by peer ID, through the directory, not approved: %s", r)
 			}
-			id := r.stdout
+			id := v.SSAID
+			tc.prov.in(t).waitState(id, "approved", 20*time.Second)
 			recs := eveStream(sampleEVE(t), streamBase, 0, natRecords, func(int) string { return attacker })
 			ing := tc.prov.in(t).ingest(recs)
 			want := int(ing.Queued[id])
 			if want == 0 {
 				t.Fatalf("ingest of %d records queued none for %s: %+v", natRecords, id, ing)
 			}
-			start := time.Now()
+			start = time.Now()
 			waitFor(t, 3*time.Minute, func() (bool, string) {
 				got := len(req.in(t).records(id))
 				return got == want, fmt.Sprintf("the requester holds %d of %d records", got, want)
@@ -133,20 +145,34 @@ func TestNATTestbed(t *testing.T) {
 			t.Logf("%s: %d records delivered in %s", tc.prov.name, want, time.Since(start).Round(time.Millisecond))
 			strangerRefused(t, &natNode{agent: stranger.in(t), id: stranger.id}, via, tmpl)
 			waitFor(t, 30*time.Second, func() (bool, string) {
-				out := req.in(t).must("peers")
-				for line := range strings.Lines(out) {
-					if strings.HasPrefix(line, tc.prov.id) {
-						if strings.Contains(line, "connected "+tc.path) {
-							t.Logf("ssanet peers: %s", strings.TrimSpace(line))
-							return true, ""
-						}
-						return false, line
+				line := peersLine(t, req.in(t), tc.prov.id)
+				if !strings.Contains(line, "connected "+tc.path) {
+					return false, line
+				}
+				// One mapping per source: the requester reaches the provider at the external
+				// address and port the relay reaches it at, nat1's port-preserving mapping.
+				if mapped := "/ip4/11.17.0.31/udp/" + port + "/quic-v1"; tc.path == "direct" {
+					if relayed := peersLine(t, relay.in(t), tc.prov.id); !strings.Contains(line, mapped) || !strings.Contains(relayed, mapped) {
+						t.Fatalf("the provider is not at %s for both the requester and the relay:\n%s\n%s", mapped, line, relayed)
 					}
 				}
-				return false, out
+				t.Logf("ssanet peers: %s", line)
+				return true, ""
 			})
 		})
 	}
+}
+
+// peersLine is the line of `ssanet peers` about peer id, or all of its output if none is.
+func peersLine(t *testing.T, a *agent, id string) string {
+	t.Helper()
+	out := a.must("peers")
+	for line := range strings.Lines(out) {
+		if strings.HasPrefix(line, id) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return out
 }
 
 // strangerRefused: a peer outside the allow-list cannot use the relay to reach a provider.
