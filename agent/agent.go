@@ -198,7 +198,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		Addrs:                a.Addrs,
 		Offers:               a.store.Offers,
 		Enforceable:          a.compiler.Check,
-		FetchOffers:          a.dir.FetchOffers,
+		FetchOffers:          a.fetchOffers,
 		FindAddrs:            a.findAddrs,
 		Book:                 book,
 		Refusals:             a.refusals,
@@ -451,7 +451,7 @@ func (a *Agent) findAddrs(ctx context.Context, p peer.ID) {
 	if len(a.host.Peerstore().Addrs(p)) > 0 || len(a.host.Network().ConnsToPeer(p)) > 0 {
 		return
 	}
-	if _, err := a.dir.Peer(ctx, p); err != nil {
+	if _, err := a.dir.Peer(overRelays(ctx), p); err != nil {
 		a.log.Debug("peer not found in the directory", "peer", p, "err", err)
 	}
 }

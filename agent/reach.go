@@ -15,6 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/host/peerstore/pstoremem"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/ssanet/ssanet/protocol"
 )
 
 // Reachability of an agent behind NAT or a firewall (config: reachability, relays, relay).
@@ -46,6 +48,26 @@ const (
 	DefaultRelayDuration = Duration(2 * time.Minute)
 	DefaultRelayData     = 1 << 20
 )
+
+// limitedBatchBytes bounds a delivery batch sent over a limited connection, one through a
+// relay that bounds the data it carries (relay.data, in each direction): a batch cut by the
+// relay's reset is sent again whole on the next connection, so one larger than the limit
+// (batchBytes, 2 MiB, is two of DefaultRelayData) would never get through. MinRelayData
+// keeps several of them under any limit an ssanet relay sets; a relay of another kind with a
+// lower limit stalls such a delivery, which then shows in `ssanet monitor` as lag.
+const limitedBatchBytes = 128 << 10
+
+// MinRelayData is the lowest relay.data: a negotiation and a few delivery batches
+// (limitedBatchBytes) per relayed connection.
+const MinRelayData = 4 * limitedBatchBytes
+
+// batchBytesOn is the byte bound of a delivery batch sent on c.
+func batchBytesOn(c network.Conn) int {
+	if c.Stat().Limited {
+		return limitedBatchBytes
+	}
+	return batchBytes
+}
 
 // RelayConfig is the circuit relay v2 service an agent with a public address may run for the
 // members of its community (config: relay).
@@ -83,6 +105,9 @@ func (c *Config) validateReach() error {
 	}
 	if r.Duration < 0 || r.Data < 0 || r.MaxReservations < 0 || r.MaxCircuits < 0 {
 		return errors.New("config: relay.duration, relay.data, relay.max-reservations and relay.max-circuits must not be negative")
+	}
+	if r.Data != 0 && r.Data < MinRelayData {
+		return fmt.Errorf("config: relay.data must be at least %d bytes (512 KiB): each relayed connection must carry a negotiation and whole delivery batches", MinRelayData)
 	}
 	if r.Unlimited && (r.Duration != 0 || r.Data != 0) {
 		return errors.New("config: relay.unlimited excludes relay.duration and relay.data: drop one or the other")
@@ -261,6 +286,19 @@ func allowedRelays(ps peerstore.Peerstore, self peer.ID, allow map[peer.ID]bool)
 		}
 		return out
 	}
+}
+
+// overRelays lets ctx's streams run over a limited connection, one through a relay that
+// bounds it (relay.duration, relay.data): the directory's fetch of a provider's signed offers,
+// a few KiB, like negotiation and delivery (openStream), reaches a provider that only a relay
+// joins. Without it libp2p refuses the stream and `ssanet discover` leaves that provider out.
+func overRelays(ctx context.Context) context.Context {
+	return network.WithAllowLimitedConn(ctx, "ssanet")
+}
+
+// fetchOffers reads p's current signed offers from p, through a relay if need be.
+func (a *Agent) fetchOffers(ctx context.Context, p peer.ID) ([]*protocol.Offer, error) {
+	return a.dir.FetchOffers(overRelays(ctx), p)
 }
 
 // relayedVia is the relay a connection runs through, if it is relayed.

@@ -245,7 +245,9 @@ func TestReachConfig(t *testing.T) {
 		{"community relay", func(c *Config) { c.Relay.Serve = true; c.Community = "roster.cbor" }, ""},
 		{"member relay", func(c *Config) { c.Relay.Serve = true; c.Allow = []string{relayID} }, ""},
 		{"negative data", func(c *Config) { c.Relay.Data = -1 }, "must not be negative"},
-		{"unlimited and data", func(c *Config) { c.Relay.Unlimited = true; c.Relay.Data = 1 }, "excludes"},
+		{"unlimited and data", func(c *Config) { c.Relay.Unlimited = true; c.Relay.Data = MinRelayData }, "excludes"},
+		{"data below a few batches", func(c *Config) { c.Relay.Data = MinRelayData - 1 }, "at least 524288 bytes"},
+		{"data of a few batches", func(c *Config) { c.Relay.Data = MinRelayData }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
