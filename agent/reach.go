@@ -43,7 +43,8 @@ import (
 // direct or relayed, and through which relay.
 
 // Default limits of a relayed connection this agent serves as a relay: ample for a
-// negotiation (a few messages of a few KiB) and a few thousand records.
+// negotiation (a few messages of a few KiB) and about a thousand records of 650 bytes in
+// batches of limitedBatchBytes.
 const (
 	DefaultRelayDuration = Duration(2 * time.Minute)
 	DefaultRelayData     = 1 << 20
@@ -53,8 +54,9 @@ const (
 // relay that bounds the data it carries (relay.data, in each direction): a batch cut by the
 // relay's reset is sent again whole on the next connection, so one larger than the limit
 // (batchBytes, 2 MiB, is two of DefaultRelayData) would never get through. MinRelayData
-// keeps several of them under any limit an ssanet relay sets; a relay of another kind with a
-// lower limit stalls such a delivery, which then shows in `ssanet monitor` as lag.
+// keeps several of them under any limit an ssanet relay sets; under a relay of another kind
+// with a lower limit such a delivery stalls, and `ssanet monitor` shows the provider's
+// records pending.
 const limitedBatchBytes = 128 << 10
 
 // MinRelayData is the lowest relay.data: a negotiation and a few delivery batches
@@ -229,25 +231,17 @@ func (a *Agent) reachOptions() (opts []libp2p.Option, listening func(), err erro
 // (identify's observed address), never starts. Offered after, the connection to the relay
 // leaves from the listening port, and one observation (the relay's) is enough to punch.
 func afterListen(ready <-chan struct{}, src autorelay.PeerSource) autorelay.PeerSource {
+	// autorelay asks its peer source from its own goroutine, which ends with ctx when the
+	// host closes: waiting there holds back nothing else.
 	return func(ctx context.Context, num int) <-chan peer.AddrInfo {
-		out := make(chan peer.AddrInfo, num)
-		// Owned by autorelay's ctx, which ends when the host closes.
-		go func() {
-			defer close(out)
-			select {
-			case <-ready:
-			case <-ctx.Done():
-				return
-			}
-			for pi := range src(ctx, num) {
-				select {
-				case out <- pi:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
-		return out
+		select {
+		case <-ready:
+			return src(ctx, num)
+		case <-ctx.Done():
+			none := make(chan peer.AddrInfo)
+			close(none)
+			return none
+		}
 	}
 }
 
