@@ -199,7 +199,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 		Addrs:                a.Addrs,
 		Offers:               a.store.Offers,
 		Enforceable:          a.compiler.Check,
-		FetchOffers:          a.dir.FetchOffers,
+		FetchOffers:          a.fetchOffers,
 		FindAddrs:            a.findAddrs,
 		Member:               a.member,
 		Book:                 book,
@@ -410,7 +410,7 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 	if !a.cfg.publicDirectory() {
 		opts = append(opts, libp2p.ConnectionGater(rosterGater{next: gater{allow: a.allow, refused: a.refusedPeer}, roster: a.roster, refused: a.refusedPeer}))
 	}
-	reach, err := a.reachOptions() // reach.go: AutoNAT, relays, hole punching
+	reach, listening, err := a.reachOptions() // reach.go: AutoNAT, relays, hole punching
 	if err != nil {
 		rm.Close()
 		return err
@@ -431,7 +431,11 @@ func (a *Agent) startHost(key crypto.PrivKey) error {
 		rm.Close()
 		return fmt.Errorf("start libp2p host on %s: %w", strings.Join(a.cfg.Listen, " "), err)
 	}
-	return a.listen()
+	if err := a.listen(); err != nil {
+		return err
+	}
+	listening()
+	return nil
 }
 
 // ErrListen means the agent could not listen on one of its configured addresses: most often
@@ -456,7 +460,7 @@ func (a *Agent) findAddrs(ctx context.Context, p peer.ID) {
 	if len(a.host.Peerstore().Addrs(p)) > 0 || len(a.host.Network().ConnsToPeer(p)) > 0 {
 		return
 	}
-	if _, err := a.dir.Peer(ctx, p); err != nil {
+	if _, err := a.dir.Peer(overRelays(ctx), p); err != nil {
 		a.log.Debug("peer not found in the directory", "peer", p, "err", err)
 	}
 }

@@ -112,7 +112,7 @@ func (a *Agent) RemoveOffer(id string) error {
 // Discover finds the providers that advertise information of a type (and format, if not
 // empty) in the directory; none is an empty list.
 func (a *Agent) Discover(ctx context.Context, typ, format string) ([]discovery.Provider, error) {
-	ps, err := a.dir.Find(ctx, typ, format)
+	ps, err := a.dir.Find(overRelays(ctx), typ, format)
 	if ps == nil {
 		ps = []discovery.Provider{}
 	}
@@ -121,7 +121,7 @@ func (a *Agent) Discover(ctx context.Context, typ, format string) ([]discovery.P
 
 // DiscoverPeer finds a peer's addresses and offers in the directory.
 func (a *Agent) DiscoverPeer(ctx context.Context, p peer.ID) (discovery.Provider, error) {
-	return a.dir.Peer(ctx, p)
+	return a.dir.Peer(overRelays(ctx), p)
 }
 
 // ParseTemplate reads an SSA template written in YAML, for Request or Revise (ReviseTemplate

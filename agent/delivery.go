@@ -280,7 +280,7 @@ type window struct {
 // fill sends batches while the window has room, records wait and the schedule is open.
 func (d *delivery) fill(st network.Stream, w *window) error {
 	for len(w.inflight) < deliveryWindow && d.run.inSchedule(d.dl.now()) {
-		recs, err := d.dl.store.Pending(d.run.ssa.ID, w.sent, batchRecords, batchBytes)
+		recs, err := d.dl.store.Pending(d.run.ssa.ID, w.sent, batchRecords, batchBytesOn(st.Conn()))
 		if err != nil || len(recs) == 0 {
 			return err
 		}

@@ -15,6 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/host/peerstore/pstoremem"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/ssanet/ssanet/protocol"
 )
 
 // Reachability of an agent behind NAT or a firewall (config: reachability, relays, relay).
@@ -25,7 +27,9 @@ import (
 // reserves a slot at a relay: those listed in relays, else members of its allow-list whose
 // addresses it knows, and announces the relayed address (…/p2p/RELAY/p2p-circuit/p2p/SELF) in
 // the directory. A peer that connects through the relay then tries DCUtR: both sides dial
-// each other at once, and when the NATs let it through the connection becomes direct.
+// each other at once, and when the NATs let it through the connection becomes direct. DCUtR
+// needs the private agent's external address, which the relay observes: the agent connects
+// to its relay only once it listens (afterListen).
 //
 // Decision: negotiation and record delivery both run over a relayed connection; they do not
 // wait for a direct one. A sensor behind a NAT that maps per destination is never reached
@@ -39,11 +43,33 @@ import (
 // direct or relayed, and through which relay.
 
 // Default limits of a relayed connection this agent serves as a relay: ample for a
-// negotiation (a few messages of a few KiB) and a few thousand records.
+// negotiation (a few messages of a few KiB) and about a thousand records of 650 bytes in
+// batches of limitedBatchBytes.
 const (
 	DefaultRelayDuration = Duration(2 * time.Minute)
 	DefaultRelayData     = 1 << 20
 )
+
+// limitedBatchBytes bounds a delivery batch sent over a limited connection, one through a
+// relay that bounds the data it carries (relay.data, in each direction): a batch cut by the
+// relay's reset is sent again whole on the next connection, so one larger than the limit
+// (batchBytes, 2 MiB, is two of DefaultRelayData) would never get through. MinRelayData
+// keeps several of them under any limit an ssanet relay sets; under a relay of another kind
+// with a lower limit such a delivery stalls, and `ssanet monitor` shows the provider's
+// records pending.
+const limitedBatchBytes = 128 << 10
+
+// MinRelayData is the lowest relay.data: a negotiation and a few delivery batches
+// (limitedBatchBytes) per relayed connection.
+const MinRelayData = 4 * limitedBatchBytes
+
+// batchBytesOn is the byte bound of a delivery batch sent on c.
+func batchBytesOn(c network.Conn) int {
+	if c.Stat().Limited {
+		return limitedBatchBytes
+	}
+	return batchBytes
+}
 
 // RelayConfig is the circuit relay v2 service an agent with a public address may run for the
 // members of its community (config: relay).
@@ -81,6 +107,9 @@ func (c *Config) validateReach() error {
 	}
 	if r.Duration < 0 || r.Data < 0 || r.MaxReservations < 0 || r.MaxCircuits < 0 {
 		return errors.New("config: relay.duration, relay.data, relay.max-reservations and relay.max-circuits must not be negative")
+	}
+	if r.Data != 0 && r.Data < MinRelayData {
+		return fmt.Errorf("config: relay.data must be at least %d bytes (512 KiB): each relayed connection must carry a negotiation and whole delivery batches", MinRelayData)
 	}
 	if r.Unlimited && (r.Duration != 0 || r.Data != 0) {
 		return errors.New("config: relay.unlimited excludes relay.duration and relay.data: drop one or the other")
@@ -149,16 +178,18 @@ func (a *Agent) relayAdmits(p peer.ID) bool {
 }
 
 // reachOptions are the libp2p options of reachability: AutoNAT, relay client and service,
-// hole punching, the relays to reserve at when private.
-func (a *Agent) reachOptions() ([]libp2p.Option, error) {
+// hole punching, the relays to reserve at when private. The caller calls listening once the
+// host listens on every configured address: the relays are offered to autorelay only then
+// (afterListen).
+func (a *Agent) reachOptions() (opts []libp2p.Option, listening func(), err error) {
 	allow := a.allow.list() // the relays to reserve at: the allow-list at start
 	// The peerstore is made here so that the relay source reads it without waiting for the
 	// host; the host closes it.
 	ps, err := pstoremem.NewPeerstore()
 	if err != nil {
-		return nil, fmt.Errorf("peerstore: %w", err)
+		return nil, nil, fmt.Errorf("peerstore: %w", err)
 	}
-	opts := []libp2p.Option{
+	opts = []libp2p.Option{
 		libp2p.Peerstore(ps),
 		libp2p.EnableRelay(),
 		libp2p.EnableAutoNATv2(),
@@ -175,21 +206,60 @@ func (a *Agent) reachOptions() ([]libp2p.Option, error) {
 		opts = append(opts, libp2p.EnableRelayService(relayv2.WithResources(a.cfg.Relay.resources()),
 			relayv2.WithACL(relayACL{admits: a.relayAdmits})))
 	}
+	ready := make(chan struct{})
 	static, _ := a.cfg.relayPeers() // validated with the config
 	switch {
 	case len(static) > 0:
-		opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(static))
+		// autorelay.WithStaticRelays, offered once the agent listens.
+		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(afterListen(ready, staticRelays(static)),
+			autorelay.WithMaxCandidates(len(static)), autorelay.WithMinCandidates(len(static)),
+			autorelay.WithNumRelays(len(static))))
 	case len(allow) > 0:
-		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(allowedRelays(ps, a.self.PeerID(), allow),
+		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(afterListen(ready, allowedRelays(ps, a.self.PeerID(), allow)),
 			// A community has few relays: one found is enough to reserve at.
 			autorelay.WithMinCandidates(1)))
 	}
-	return opts, nil
+	return opts, func() { close(ready) }, nil
+}
+
+// afterListen offers src's relays to autorelay only once ready is closed, when the agent
+// listens. libp2p starts autorelay before the agent listens (it listens on each address
+// itself, to fail on any that cannot be), and with reachability: private it dials a
+// configured relay at once: a QUIC dial before the listener exists leaves from a new random
+// port. The relay then sees the agent's NAT mapping of that port, not of the listening one:
+// the agent is never told its external address, and DCUtR hole punching, which needs one
+// (identify's observed address), never starts. Offered after, the connection to the relay
+// leaves from the listening port, and one observation (the relay's) is enough to punch.
+func afterListen(ready <-chan struct{}, src autorelay.PeerSource) autorelay.PeerSource {
+	// autorelay asks its peer source from its own goroutine, which ends with ctx when the
+	// host closes: waiting there holds back nothing else.
+	return func(ctx context.Context, num int) <-chan peer.AddrInfo {
+		select {
+		case <-ready:
+			return src(ctx, num)
+		case <-ctx.Done():
+			none := make(chan peer.AddrInfo)
+			close(none)
+			return none
+		}
+	}
+}
+
+// staticRelays offers the relays configured in relays, as autorelay.WithStaticRelays does.
+func staticRelays(static []peer.AddrInfo) autorelay.PeerSource {
+	return func(_ context.Context, num int) <-chan peer.AddrInfo {
+		out := make(chan peer.AddrInfo, min(num, len(static)))
+		defer close(out)
+		for _, pi := range static[:cap(out)] {
+			out <- pi
+		}
+		return out
+	}
 }
 
 // allowedRelays offers autorelay the allow-list's peers whose addresses this agent knows, as
 // candidate relays (those that do not run one are tried and dropped).
-func allowedRelays(ps peerstore.Peerstore, self peer.ID, allow map[peer.ID]bool) func(ctx context.Context, num int) <-chan peer.AddrInfo {
+func allowedRelays(ps peerstore.Peerstore, self peer.ID, allow map[peer.ID]bool) autorelay.PeerSource {
 	ids := make([]peer.ID, 0, len(allow))
 	for p := range allow {
 		if p != self {
@@ -210,6 +280,19 @@ func allowedRelays(ps peerstore.Peerstore, self peer.ID, allow map[peer.ID]bool)
 		}
 		return out
 	}
+}
+
+// overRelays lets ctx's streams run over a limited connection, one through a relay that
+// bounds it (relay.duration, relay.data): the directory's fetch of a provider's signed offers,
+// a few KiB, like negotiation and delivery (openStream), reaches a provider that only a relay
+// joins. Without it libp2p refuses the stream and `ssanet discover` leaves that provider out.
+func overRelays(ctx context.Context) context.Context {
+	return network.WithAllowLimitedConn(ctx, "ssanet")
+}
+
+// fetchOffers reads p's current signed offers from p, through a relay if need be.
+func (a *Agent) fetchOffers(ctx context.Context, p peer.ID) ([]*protocol.Offer, error) {
+	return a.dir.FetchOffers(overRelays(ctx), p)
 }
 
 // relayedVia is the relay a connection runs through, if it is relayed.

@@ -165,6 +165,41 @@ func TestRelayedNegotiationAndDelivery(t *testing.T) {
 	}
 }
 
+// TestRelayDialFromListenPort: a private agent reaches its relay from the port it listens on,
+// never from a new one, so that the relay observes the agent's external address for that port,
+// which DCUtR hole punching needs (afterListen). Several agents: before the fix each one lost
+// the race between autorelay's first dial and its listener only at times.
+func TestRelayDialFromListenPort(t *testing.T) {
+	names := []string{"relay", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"}
+	ag := allowListed(t, names, func(name string, started map[string]*Agent, c *Config) {
+		c.Listen = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
+		if name == "relay" {
+			c.Reachability = "public"
+			c.Relay.Serve = true
+			return
+		}
+		c.Reachability = "private"
+		c.Relays = []string{started["relay"].Addrs()[0]}
+	})
+	relay := ag["relay"].ID()
+	for _, name := range names[1:] {
+		a := ag[name]
+		waitFor(t, 10*time.Second, func() (bool, string) {
+			conns := a.Host().Network().ConnsToPeer(relay)
+			if len(conns) == 0 {
+				return false, name + " has no connection to the relay"
+			}
+			return true, ""
+		})
+		listen := a.Host().Network().ListenAddresses()
+		for _, c := range a.Host().Network().ConnsToPeer(relay) {
+			if !slices.ContainsFunc(listen, c.LocalMultiaddr().Equal) {
+				t.Errorf("%s reached the relay from %s, not from its listen address %v", name, c.LocalMultiaddr(), listen)
+			}
+		}
+	}
+}
+
 // TestRelayACL: the relay reserves for, and relays between, members only.
 func TestRelayACL(t *testing.T) {
 	member, other, stranger := peer.ID("member"), peer.ID("other"), peer.ID("stranger")
@@ -210,7 +245,9 @@ func TestReachConfig(t *testing.T) {
 		{"community relay", func(c *Config) { c.Relay.Serve = true; c.Community = "roster.cbor" }, ""},
 		{"member relay", func(c *Config) { c.Relay.Serve = true; c.Allow = []string{relayID} }, ""},
 		{"negative data", func(c *Config) { c.Relay.Data = -1 }, "must not be negative"},
-		{"unlimited and data", func(c *Config) { c.Relay.Unlimited = true; c.Relay.Data = 1 }, "excludes"},
+		{"unlimited and data", func(c *Config) { c.Relay.Unlimited = true; c.Relay.Data = MinRelayData }, "excludes"},
+		{"data below a few batches", func(c *Config) { c.Relay.Data = MinRelayData - 1 }, "at least 524288 bytes"},
+		{"data of a few batches", func(c *Config) { c.Relay.Data = MinRelayData }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()

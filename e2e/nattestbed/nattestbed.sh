@@ -15,10 +15,14 @@
 #                 the relay only (established ones from anyone)
 #   PREFIX-relay  relay-capable agent 11.17.0.20
 #   PREFIX-nat1   NAT 11.17.0.31 / 10.17.1.1: one mapping per source, whatever the destination
-#                 (endpoint-independent, port-preserving masquerade): hole punching works
+#                 (endpoint-independent): masquerade keeps the source port whenever the
+#                 mapping it gives is unique, so 10.17.1.10:4001 is 11.17.0.31:4001 toward
+#                 every destination (`persistent` only pins the address, of which there is
+#                 one); hole punching works
 #   PREFIX-prov1  provider sensor    10.17.1.10 behind nat1
-#   PREFIX-nat2   NAT 11.17.0.32 / 10.17.2.1: a new random port per destination (symmetric):
-#                 only the relay works
+#   PREFIX-nat2   NAT 11.17.0.32 / 10.17.2.1: a new port per destination (symmetric):
+#                 masquerade `random` randomises the port of each new mapping, so one source
+#                 port is seen at a different port by each destination; only the relay works
 #   PREFIX-prov2  provider sensor    10.17.2.10 behind nat2
 #
 # The NATs let in only what answers a mapping (conntrack established/related), like a home
