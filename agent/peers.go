@@ -79,11 +79,7 @@ func (a *Agent) Peers() ([]PeerView, error) {
 	slices.Sort(ids)
 	out := make([]PeerView, 0, len(ids))
 	for _, p := range ids {
-		allowed := len(allow) == 0 || allow[p]
-		if a.roster.active() { // a community's roster says who may connect (roster.go)
-			allowed = a.roster.admits(p) == nil
-		}
-		out = append(out, a.peerView(p, negs[p], allowed))
+		out = append(out, a.peerView(p, negs[p], a.member(p) == nil))
 	}
 	return out, nil
 }
