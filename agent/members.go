@@ -157,8 +157,10 @@ func (a *Agent) warnOpenToAll() {
 // roster) to the connected peers it no longer admits: their connections are closed with the
 // private directory (the gater refuses their new ones); with the public one they stay for the
 // DHT, and their open streams of the ssanet protocols are reset (new ones are refused at
-// open). why is said in the log.
+// open). why is said in the log. A reload that empties the allow-list with the public
+// directory opens the agent to anyone: it is warned of, as at start.
 func (a *Agent) dropNonMembers(why string, args ...any) {
+	a.warnOpenToAll()
 	for _, p := range a.host.Network().Peers() {
 		err := a.member(p)
 		if err == nil {

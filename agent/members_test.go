@@ -192,22 +192,31 @@ func TestAminoAllowListPerProtocol(t *testing.T) {
 }
 
 // TestAminoOpenToAllWarned: with the public directory and neither allow nor community, the
-// agent warns at start that anyone may negotiate; with an allow-list it does not.
+// agent warns at start that anyone may negotiate; with an allow-list it does not, until a
+// reload empties it.
 func TestAminoOpenToAllWarned(t *testing.T) {
 	const warning = "any peer of the public IPFS network that finds this agent may fetch its offers and negotiate"
 	for _, tc := range []struct {
-		name  string
-		allow []string
-		warn  bool
+		name     string
+		allow    []string
+		reloaded bool // the allow-list emptied by a reload
+		warn     bool
 	}{
-		{"no allow-list", nil, true},
-		{"allow-list", []string{newRawPeer(t).h.ID().String()}, false},
+		{"no allow-list", nil, false, true},
+		{"allow-list", []string{newRawPeer(t).h.ID().String()}, false, false},
+		{"allow-list emptied by a reload", []string{newRawPeer(t).h.ID().String()}, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs syncBuffer
-			newTestAgentWith(t, "open", func(c *Config) {
+			a := newTestAgentWith(t, "open", func(c *Config) {
 				c.Directory, c.DirectoryCommunity, c.Allow = "amino", "cert-example", tc.allow
 			}, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			if tc.reloaded {
+				editConfig(t, a, func(c *Config) { c.Allow = nil })
+				if _, err := a.Reload(); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if got := strings.Contains(logs.text(), warning); got != tc.warn {
 				t.Errorf("warned %v, want %v:\n%s", got, tc.warn, logs.text())
 			}
