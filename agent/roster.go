@@ -302,33 +302,37 @@ func (c *community) run(ctx context.Context) {
 			wg.Add(1)
 			go func() {
 				defer func() { <-slots; wg.Done() }()
-				if err := c.offerTo(ctx, p); err != nil {
-					c.log.Debug("roster offer failed", "peer", p, "err", err)
-				}
+				c.offerTo(ctx, p)
 			}()
 		}
 	}
 }
 
-// offerTo opens a roster exchange with p.
-func (c *community) offerTo(ctx context.Context, p peer.ID) error {
+// offerTo opens a roster exchange with p. A stream that does not open (the connection is
+// gone, the peer does not speak ProtocolRoster) is logged at debug level; an exchange that
+// fails, a roster refused among others, is warned of, as when the peer opens it.
+func (c *community) offerTo(ctx context.Context, p peer.ID) {
 	h := c.host.Load()
 	if h == nil {
-		return nil
+		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, rosterTimeout)
 	defer cancel()
 	st, err := (*h).NewStream(network.WithNoDial(ctx, "roster offer on a connection"), p, ProtocolRoster)
 	if err != nil {
-		return fmt.Errorf("open roster stream to %s: %w", p, err)
+		c.log.Debug("roster offer: stream not opened", "peer", p, "err", err)
+		return
 	}
-	return c.exchange(st, true)
+	c.exchanged(st, true)
 }
 
 // handleStream answers a roster exchange a peer opened.
-func (c *community) handleStream(st network.Stream) {
-	if err := c.exchange(st, false); err != nil {
-		c.log.Warn("roster exchange failed", "peer", st.Conn().RemotePeer(), "err", err)
+func (c *community) handleStream(st network.Stream) { c.exchanged(st, false) }
+
+// exchanged runs exchange and warns of its failure.
+func (c *community) exchanged(st network.Stream, opener bool) {
+	if err := c.exchange(st, opener); err != nil {
+		c.log.Warn("roster exchange failed", "peer", st.Conn().RemotePeer(), "opener", opener, "err", err)
 	}
 }
 
