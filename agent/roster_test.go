@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -357,5 +359,43 @@ func TestRosterConfig(t *testing.T) {
 	cfg.Allow = []string{"12D3KooWP4di9gewGsjwMBmjMz1eox58qzYKYhRJWM2saqEZvSen"}
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "allow and community exclude each other") {
 		t.Fatalf("allow and community: %v", err)
+	}
+}
+
+// TestRosterReceivedRefused: a roster a peer sends in an exchange is applied only if it
+// verifies as the successor of the roster held: one signed by fewer admins than the
+// threshold, or one that skips a version, is refused and counted, and the roster held stays.
+func TestRosterReceivedRefused(t *testing.T) {
+	ha, hb, hc := initRosterHome(t, "a", true), initRosterHome(t, "b", true), initRosterHome(t, "c", true)
+	admins := []rosterHome{ha, hb, hc}
+	exp := time.Now().Add(time.Hour)
+	if err := os.WriteFile(filepath.Join(ha.home, "roster.cbor"), makeRoster(t, 1, 2, exp, admins, admins, admins[:2]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := reopen(t, ha.home)
+	for _, tc := range []struct {
+		name   string
+		roster []byte
+		want   error
+	}{
+		{"one signature of two needed", makeRoster(t, 2, 2, exp, admins, admins, admins[1:2]), protocol.ErrRosterThreshold},
+		{"version 3 after version 1", makeRoster(t, 3, 2, exp, admins, admins, admins[1:]), protocol.ErrRosterGap},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			refused := testutil.ToFloat64(a.roster.received.WithLabelValues("refused"))
+			var frames bytes.Buffer
+			if err := writeFrame(&frames, tc.roster); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.roster.receive(bufio.NewReader(&frames), hb.id.PeerID(), 1, 2); !errors.Is(err, tc.want) {
+				t.Errorf("receive: %v, want %v", err, tc.want)
+			}
+			if n := testutil.ToFloat64(a.roster.received.WithLabelValues("refused")); n != refused+1 {
+				t.Errorf("rosters refused: %v, want %v", n, refused+1)
+			}
+			if v := rosterVersion(a); v != 1 {
+				t.Errorf("a holds version %d, want 1", v)
+			}
+		})
 	}
 }
