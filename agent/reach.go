@@ -22,8 +22,9 @@ import (
 // Reachability of an agent behind NAT or a firewall (config: reachability, relays, relay).
 //
 // Every agent runs AutoNAT (v1 and v2) to learn whether others can dial it, as client and as
-// server for the members of its community, the circuit relay v2 client, and DCUtR hole
-// punching. An agent that AutoNAT finds private (or whose reachability is set to private)
+// server for the peers it is connected to (with the private directory the community's
+// members only; with the public one any peer, as the DHT needs), the circuit relay v2
+// client, and DCUtR hole punching. An agent that AutoNAT finds private (or whose reachability is set to private)
 // reserves a slot at a relay: those listed in relays, else members of its allow-list whose
 // addresses it knows, and announces the relayed address (…/p2p/RELAY/p2p-circuit/p2p/SELF) in
 // the directory. A peer that connects through the relay then tries DCUtR: both sides dial
