@@ -167,9 +167,12 @@ func (a *Agent) dropNonMembers(why string, args ...any) {
 			continue
 		}
 		if a.cfg.publicDirectory() {
-			n := a.refuseStreams(p)
-			a.log.Info("ssanet streams refused from now on: "+why+"; the connection stays, for the public directory (DHT)",
-				slices.Concat(args, []any{"peer", p, "streams_reset", n, "err", err})...)
+			// Most of the peers connected are the public DHT's, never members: only a peer
+			// whose ssanet streams were reset is logged.
+			if n := a.refuseStreams(p); n > 0 {
+				a.log.Info("ssanet streams reset and refused from now on: "+why+"; the connection stays, for the public directory (DHT)",
+					slices.Concat(args, []any{"peer", p, "streams_reset", n, "err", err})...)
+			}
 			continue
 		}
 		a.log.Info("connection closed: "+why, slices.Concat(args, []any{"peer", p, "err", err})...)
