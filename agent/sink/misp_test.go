@@ -203,7 +203,7 @@ func TestMISPFeedReadBack(t *testing.T) {
 	agreements := map[string]*cti.Agreement{"ssa-amber": amberA, "ssa-green": greenA}
 	lookup := func(id string) (*cti.Agreement, bool) { a, ok := agreements[id]; return a, ok }
 	clk := &clock{t: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
-	f, err := OpenMISPFeed(MISPFeedConfig{Name: "misp", Dir: dir, Agreement: lookup, Now: clk.now})
+	f, err := OpenMISPFeed(MISPFeedConfig{Name: "misp", Dir: dir, Tidy: -1, Agreement: lookup, Now: clk.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +328,7 @@ func TestMISPFeedCrashAndBounds(t *testing.T) {
 func TestMISPFeedTmpFiles(t *testing.T) {
 	dir := t.TempDir()
 	a, _ := mispAgreement(t, "ssa-tmp", protocol.TLPGreen, 0)
-	cfg := MISPFeedConfig{Dir: dir, Agreement: func(id string) (*cti.Agreement, bool) { return a, id == a.SSA },
+	cfg := MISPFeedConfig{Dir: dir, Tidy: -1, Agreement: func(id string) (*cti.Agreement, bool) { return a, id == a.SSA },
 		Log: slog.New(slog.DiscardHandler)}
 	id := a.MISPEventUUID(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
 	files := []struct {
@@ -376,7 +376,7 @@ func TestMISPFeedSkips(t *testing.T) {
 	dir := t.TempDir()
 	a, p := mispAgreement(t, "ssa-skip", protocol.TLPGreen, 0)
 	known := true
-	cfg := MISPFeedConfig{Dir: dir, Agreement: func(id string) (*cti.Agreement, bool) { return a, known && id == a.SSA },
+	cfg := MISPFeedConfig{Dir: dir, Tidy: -1, Agreement: func(id string) (*cti.Agreement, bool) { return a, known && id == a.SSA },
 		Log: slog.New(slog.DiscardHandler)}
 	f, err := OpenMISPFeed(cfg)
 	if err != nil {
