@@ -258,11 +258,16 @@ func (f *MISPFeed) Write(ctx context.Context, recs []Record) error {
 		err error
 	}
 	first := map[string]skip{} // the first record passed over, by reason
+	// A chunk's records are those of one SSA, as a rule: look its agreement up once, not once
+	// a record (the lookup walks the agent's runs under its manager's lock).
+	var a *cti.Agreement
 	for i := range recs {
 		r := &recs[i]
-		a, ok := f.cfg.Agreement(r.SSAID)
-		if !ok {
-			return fmt.Errorf("%w: no agreement in force for SSA %s", ErrMISPFeed, r.SSAID)
+		if a == nil || a.SSA != r.SSAID {
+			var ok bool
+			if a, ok = f.cfg.Agreement(r.SSAID); !ok {
+				return fmt.Errorf("%w: no agreement in force for SSA %s", ErrMISPFeed, r.SSAID)
+			}
 		}
 		attrs, err := a.MISPAttributes(cti.Record{Seq: r.Seq, Received: r.Received, Format: r.Format, Data: r.Data()})
 		reason := ""
