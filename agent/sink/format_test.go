@@ -104,7 +104,7 @@ func FuzzMISPEventFile(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, id+".json"), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, _ = OpenMISPFeed(MISPFeedConfig{Dir: dir, Agreement: func(string) (*cti.Agreement, bool) { return a, true }})
+		_, _ = OpenMISPFeed(MISPFeedConfig{Dir: dir, Tidy: -1, Agreement: func(string) (*cti.Agreement, bool) { return a, true }})
 	})
 }
 

@@ -47,9 +47,12 @@ type MISPFeedConfig struct {
 	// Agreement returns the agreement an SSA's records were shared under (its TLP, handling,
 	// provider and masking); false for an SSA whose records the sink must not take.
 	Agreement func(ssaID string) (*cti.Agreement, bool)
-	// Now is the clock (default time.Now).
-	Now func() time.Time
-	Log *slog.Logger
+	// Now is the clock (default time.Now); Tidy, how often events past their retention are
+	// deleted when no Write comes to do it (default DefaultTidy; negative: only at Open, Write
+	// and Tidy).
+	Now  func() time.Time
+	Tidy time.Duration
+	Log  *slog.Logger
 }
 
 // MISPFeed writes the records of SSAs as a MISP feed: one event per SSA and day of receipt,
@@ -70,6 +73,8 @@ type MISPFeed struct {
 	// holds the reasons logged already (once each).
 	skipped    Skips
 	skipLogged map[string]bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
 }
 
 var eventFile = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.json$`)
@@ -97,6 +102,9 @@ func OpenMISPFeed(cfg MISPFeedConfig) (*MISPFeed, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Tidy == 0 {
+		cfg.Tidy = DefaultTidy
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -104,7 +112,7 @@ func OpenMISPFeed(cfg MISPFeedConfig) (*MISPFeed, error) {
 		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
 	}
 	f := &MISPFeed{cfg: cfg, manifest: map[string]cti.MISPManifestEntry{}, hashes: map[string][]string{}, expires: map[string]time.Time{},
-		skipLogged: map[string]bool{}}
+		skipLogged: map[string]bool{}, stop: make(chan struct{})}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
@@ -126,10 +134,47 @@ func OpenMISPFeed(cfg MISPFeedConfig) (*MISPFeed, error) {
 		}
 		f.index(ev)
 	}
+	if err := f.expire(cfg.Now()); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMISPFeed, err)
+	}
 	if err := f.writeIndex(); err != nil {
 		return nil, err
 	}
+	if cfg.Tidy > 0 {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			t := time.NewTicker(cfg.Tidy)
+			defer t.Stop()
+			for {
+				select {
+				case <-f.stop:
+					return
+				case <-t.C:
+					if err := f.Tidy(); err != nil {
+						f.cfg.Log.Error("misp feed: delete events past their retention", "sink", f.cfg.Name, "err", err)
+					}
+				}
+			}
+		}()
+	}
 	return f, nil
+}
+
+// Tidy deletes the events past their SSA's retention and, if it deleted one, rewrites the
+// manifest and hashes: an SSA whose records stopped coming has no Write to do it. The sink
+// calls it every MISPFeedConfig.Tidy.
+func (f *MISPFeed) Tidy() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := len(f.manifest)
+	if err := f.expire(f.cfg.Now()); err != nil {
+		return fmt.Errorf("%w: %w", ErrMISPFeed, err)
+	}
+	if len(f.manifest) == n {
+		return nil
+	}
+	return f.writeIndex()
 }
 
 // load reads an event file; a missing one is (nil, nil).
@@ -213,11 +258,16 @@ func (f *MISPFeed) Write(ctx context.Context, recs []Record) error {
 		err error
 	}
 	first := map[string]skip{} // the first record passed over, by reason
+	// A chunk's records are those of one SSA, as a rule: look its agreement up once, not once
+	// a record (the lookup walks the agent's runs under its manager's lock).
+	var a *cti.Agreement
 	for i := range recs {
 		r := &recs[i]
-		a, ok := f.cfg.Agreement(r.SSAID)
-		if !ok {
-			return fmt.Errorf("%w: no agreement in force for SSA %s", ErrMISPFeed, r.SSAID)
+		if a == nil || a.SSA != r.SSAID {
+			var ok bool
+			if a, ok = f.cfg.Agreement(r.SSAID); !ok {
+				return fmt.Errorf("%w: no agreement in force for SSA %s", ErrMISPFeed, r.SSAID)
+			}
 		}
 		attrs, err := a.MISPAttributes(cti.Record{Seq: r.Seq, Received: r.Received, Format: r.Format, Data: r.Data()})
 		reason := ""
@@ -345,5 +395,9 @@ func writeFeedFile(path string, b []byte) error {
 	return nil
 }
 
-// Close releases nothing: every Write left the feed complete.
-func (f *MISPFeed) Close() error { return nil }
+// Close stops tidying: every Write left the feed complete.
+func (f *MISPFeed) Close() error {
+	close(f.stop)
+	f.wg.Wait()
+	return nil
+}

@@ -203,7 +203,7 @@ func TestMISPFeedReadBack(t *testing.T) {
 	agreements := map[string]*cti.Agreement{"ssa-amber": amberA, "ssa-green": greenA}
 	lookup := func(id string) (*cti.Agreement, bool) { a, ok := agreements[id]; return a, ok }
 	clk := &clock{t: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
-	f, err := OpenMISPFeed(MISPFeedConfig{Name: "misp", Dir: dir, Agreement: lookup, Now: clk.now})
+	f, err := OpenMISPFeed(MISPFeedConfig{Name: "misp", Dir: dir, Tidy: -1, Agreement: lookup, Now: clk.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,11 +257,12 @@ func TestMISPFeedCrashAndBounds(t *testing.T) {
 	a, p := mispAgreement(t, "ssa-r", protocol.TLPClear, 48*time.Hour)
 	lookup := func(id string) (*cti.Agreement, bool) { return a, id == a.SSA }
 	clk := &clock{t: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
-	cfg := MISPFeedConfig{Dir: dir, Agreement: lookup, Now: clk.now, MaxAttributes: 10, Log: slog.New(slog.DiscardHandler)}
+	cfg := MISPFeedConfig{Dir: dir, Agreement: lookup, Now: clk.now, MaxAttributes: 10, Tidy: -1, Log: slog.New(slog.DiscardHandler)}
 	f, err := OpenMISPFeed(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
 	recs := eveRecords(t, p, clk.t)
 	if err := f.Write(context.Background(), recs); err != nil {
 		t.Fatal(err)
@@ -289,21 +290,37 @@ func TestMISPFeedCrashAndBounds(t *testing.T) {
 	if ev, ok := events[id]; !ok || len(ev["Attribute"].([]any)) != 10 {
 		t.Fatalf("after the crash: events %v, want %s with 10 attributes", len(events), id)
 	}
-	// Past the retention (48 h after the end of the day), the event leaves the feed.
-	clk.add(62 * time.Hour)
-	f, err = OpenMISPFeed(cfg)
+	// Past the retention (48 h after the end of the day), the event leaves the feed with no
+	// Write to make it (the SSA's records stopped coming): at the sink's tidying, and when the
+	// sink opens.
+	evPath := filepath.Join(dir, id+".json")
+	evBytes, err := os.ReadFile(evPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Write(context.Background(), nil); err != nil {
+	clk.add(62 * time.Hour)
+	gone := func(when string) {
+		t.Helper()
+		if _, err := os.Stat(evPath); !os.IsNotExist(err) {
+			t.Errorf("%s: the event past its retention is still there: %v", when, err)
+		}
+		if events := readFeed(t, srv.URL); len(events) != 0 {
+			t.Errorf("%s: %d events past their retention in the manifest", when, len(events))
+		}
+	}
+	if err := f.Tidy(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, id+".json")); !os.IsNotExist(err) {
-		t.Errorf("the event past its retention is still there: %v", err)
+	gone("tidy")
+	if err := os.WriteFile(evPath, evBytes, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if events := readFeed(t, srv.URL); len(events) != 0 {
-		t.Errorf("%d events past their retention in the manifest", len(events))
+	g, err := OpenMISPFeed(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer g.Close()
+	gone("open")
 }
 
 // TestMISPFeedTmpFiles: at start the feed deletes the temporary files of its own writes that
@@ -311,7 +328,7 @@ func TestMISPFeedCrashAndBounds(t *testing.T) {
 func TestMISPFeedTmpFiles(t *testing.T) {
 	dir := t.TempDir()
 	a, _ := mispAgreement(t, "ssa-tmp", protocol.TLPGreen, 0)
-	cfg := MISPFeedConfig{Dir: dir, Agreement: func(id string) (*cti.Agreement, bool) { return a, id == a.SSA },
+	cfg := MISPFeedConfig{Dir: dir, Tidy: -1, Agreement: func(id string) (*cti.Agreement, bool) { return a, id == a.SSA },
 		Log: slog.New(slog.DiscardHandler)}
 	id := a.MISPEventUUID(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
 	files := []struct {
@@ -359,7 +376,7 @@ func TestMISPFeedSkips(t *testing.T) {
 	dir := t.TempDir()
 	a, p := mispAgreement(t, "ssa-skip", protocol.TLPGreen, 0)
 	known := true
-	cfg := MISPFeedConfig{Dir: dir, Agreement: func(id string) (*cti.Agreement, bool) { return a, known && id == a.SSA },
+	cfg := MISPFeedConfig{Dir: dir, Tidy: -1, Agreement: func(id string) (*cti.Agreement, bool) { return a, known && id == a.SSA },
 		Log: slog.New(slog.DiscardHandler)}
 	f, err := OpenMISPFeed(cfg)
 	if err != nil {
