@@ -67,7 +67,7 @@ func (mo *monitor) assess(ctx context.Context, ssaID string) (*Assessment, error
 	}
 	as.Provider, err = mo.fetchReport(ctx, s)
 	if err != nil {
-		as.Reasons = append(as.Reasons, "the provider did not report: "+err.Error())
+		as.Reasons = append(as.Reasons, reasonNoReport+": "+err.Error())
 	}
 	if sp, err := mo.store.Space(); err == nil {
 		as.Disk = &sp

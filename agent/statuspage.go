@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -18,10 +20,12 @@ import (
 // metrics address may be reached by other hosts (metrics-remote), so the page's snapshot
 // carries what the metrics already tell and the operator needs to act, no more: no
 // network address of a peer (its addresses, its connections' remote addresses, the text of
-// the last failure to reach it, which names them), no key, no record, no SSA terms. It is
-// read-only: only GET (and HEAD) are served. The page loads nothing from anywhere: its
-// style and script are inline, allowed by their hashes in its Content-Security-Policy, and
-// it writes what it shows as text, never as markup.
+// the last failure to reach it or to get its report, which names them), no sink's
+// destination (the text of its last error names it: a webhook's URL may hold its token),
+// no key, no record, no SSA terms. It is read-only: only GET (and HEAD) are served. The
+// page loads nothing from anywhere: its style and script are inline, allowed by their
+// hashes in its Content-Security-Policy, and it writes what it shows as text, never as
+// markup.
 
 //go:embed statuspage.html
 var statusPageHTML []byte
@@ -41,8 +45,35 @@ func (s *Status) pageStatus() *Status {
 		p.LastError = "" // its kind and time stay
 		out.Peers[i] = p
 	}
+	out.Agreements = make([]AgreementStatus, len(s.Agreements))
+	for i, ag := range s.Agreements {
+		ag.Reasons = slices.Clone(ag.Reasons)
+		for j, r := range ag.Reasons {
+			if strings.HasPrefix(r, reasonNoReport+":") {
+				// The error of the request for the report, a failed dial, names the
+				// provider's addresses: the page keeps the reason, 'ssanet status' has why.
+				ag.Reasons[j] = reasonNoReport
+			}
+		}
+		out.Agreements[i] = ag
+	}
+	out.Sinks = slices.Clone(s.Sinks)
+	for i := range out.Sinks {
+		if out.Sinks[i].LastError != "" {
+			// A sink's error names its destination: a webhook's URL, which may hold its
+			// token, a syslog server, a file. Its time stays.
+			out.Sinks[i].LastError = sinkErrorOnPage
+		}
+	}
 	return &out
 }
+
+// sinkErrorOnPage stands for a sink's last error on the status page.
+const sinkErrorOnPage = "a write failed ('ssanet sinks' on the agent's host says why)"
+
+// reasonNoReport starts the reason of a verdict given without the provider's report
+// (assess.go), followed by the error of the request for it.
+const reasonNoReport = "the provider did not report"
 
 // statusPageCSP is the page's Content-Security-Policy: nothing but its own inline style and
 // script (by hash) and its requests to this address.

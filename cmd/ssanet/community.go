@@ -53,13 +53,10 @@ func (e *rosterEdit) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&e.annul, "annul-removed", false, "ask the agents to cancel their agreements with the members removed")
 }
 
+// appendList is a repeatable flag's setter that appends the comma-separated values given.
 func appendList(to *[]string) func(string) error {
 	return func(s string) error {
-		for _, v := range strings.Split(s, ",") {
-			if v = strings.TrimSpace(v); v != "" {
-				*to = append(*to, v)
-			}
-		}
+		*to = append(*to, splitList(s)...)
 		return nil
 	}
 }
@@ -92,12 +89,8 @@ func applyRosterEdit(r *protocol.Roster, e *rosterEdit, now time.Time) error {
 	r.Expires = protocol.FromTime(exp)
 	r.AnnulRemoved = e.annul
 	if e.admins != "" {
-		var ids []string
-		if err := appendList(&ids)(e.admins); err != nil {
-			return err
-		}
 		r.Admins = nil
-		for _, s := range ids {
+		for _, s := range splitList(e.admins) {
 			p, err := peer.Decode(s)
 			if err != nil {
 				return fmt.Errorf("--admins: %q is not a peer ID: %w", s, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -131,7 +132,8 @@ PEERS  (2 known, 1 connected; ssanet peers shows all addresses and errors)
 // TestCLIStatus: `ssanet status` against a running daemon with a sink and no agreement yet,
 // as text and as JSON; it takes no arguments.
 func TestCLIStatus(t *testing.T) {
-	home := startDaemon(t, func(c string) string { return c + "sinks:\n  - {type: jsonl, path: out.jsonl}\n" })
+	sinkFile := filepath.Join(t.TempDir(), "out.jsonl") // not in the working directory, the package's
+	home := startDaemon(t, func(c string) string { return c + "sinks:\n  - {type: jsonl, path: " + sinkFile + "}\n" })
 	out, errs, code := ssanet(t, "--home", home, "status")
 	if code != 0 {
 		t.Fatalf("status: exit %d: %s", code, errs)
