@@ -178,8 +178,8 @@
 // # Schema versions and migrations
 //
 // The record layout above is version 2 (version 1 keyed the queues' states, runs and marks
-// before their records: see Key layout). Open writes the version into a new store, refuses a
-// store of a newer version (ErrStoreNewer) and upgrades an older one, one version at a time,
+// before their records: see Key layout). Open writes the version into a new store (a store
+// that holds records without one is refused, ErrCorrupt), refuses a store of a newer version (ErrStoreNewer) and upgrades an older one, one version at a time,
 // before it takes any write: each migration visits the keys it rewrites a chunk per
 // transaction, and records the last key visited in m/schema with the chunk, so that a kill
 // leaves the old version, which the next Open resumes from that key, or the new one (and a

@@ -25,7 +25,12 @@ const maxMapsLine = 8 << 10
 // /proc/self/maps was read, and that some other mapping took, is only paged out too, which
 // loses nothing: the advice is never destructive.
 func (s *Store) releaseMapped() error {
+	// /proc/self/maps names a file by its real path: through a symbolic link in s.dir no
+	// line would match, and no page would ever be released.
 	dir, err := filepath.Abs(s.dir)
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
 	if err != nil {
 		return fmt.Errorf("storage: release mapped pages: %w", err)
 	}

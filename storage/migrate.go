@@ -157,6 +157,20 @@ func (s *Store) migrate(sc *schema) error {
 	err := s.db.Update(func(txn *badger.Txn) error {
 		v, err := get(txn, keySchema)
 		if errors.Is(err, ErrNotFound) {
+			// A new store. One that holds records without a version is not: labelled with
+			// this version, records of an older layout would be misread (an outbox whose
+			// state is not found starts again at record 1, over its stored records).
+			it := txn.NewIterator(badger.IteratorOptions{})
+			it.Rewind()
+			k := it.Valid()
+			var first []byte
+			if k {
+				first = it.Item().KeyCopy(nil)
+			}
+			it.Close()
+			if k {
+				return fmt.Errorf("%w: the store holds records (the first %q) but no schema version", ErrCorrupt, first)
+			}
 			st = schemaState{version: sc.version}
 			return txn.Set(keySchema, st.bytes())
 		}

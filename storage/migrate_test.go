@@ -166,6 +166,35 @@ func TestSchemaRecord(t *testing.T) {
 	}
 }
 
+// TestSchemaRecordMissing: a store that holds records but no schema record is refused, not
+// taken for a new store and labelled with this version.
+func TestSchemaRecordMissing(t *testing.T) {
+	dir := t.TempDir()
+	s, err := open(dir, Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enqueue("ssa", [][]byte{[]byte(`{"n":1}`)}, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.update(func(txn *badger.Txn) error { return txn.Delete(keySchema) }); err != nil {
+		t.Fatal(err)
+	}
+	closeStore(t, s)
+	if s, err = Open(dir, Options{}); !errors.Is(err, ErrCorrupt) {
+		if err == nil {
+			closeStore(t, s)
+		}
+		t.Fatalf("open a store with records and no schema record: %v, want ErrCorrupt", err)
+	}
+	withBadger(t, dir, func(txn *badger.Txn) error {
+		if _, err := get(txn, keySchema); !errors.Is(err, ErrNotFound) {
+			t.Errorf("schema record after the refused open: %v, want none", err)
+		}
+		return nil
+	})
+}
+
 // TestSchemaList checks the list of migrations of this program.
 func TestSchemaList(t *testing.T) {
 	if err := currentSchema.check(); err != nil {
