@@ -50,7 +50,7 @@ func (limitScanner) refine(dst, rec []byte) []byte {
 			} else if m := limitMask(nil, []byte(u)); string(m) != u {
 				dst = appendJSONString(dst, string(m))
 			} else {
-				dst = append(dst, rec[i:j+1]...)
+				dst = append(dst, rec[i:min(j+1, len(rec))]...)
 			}
 		} else {
 			dst = append(dst, '"')

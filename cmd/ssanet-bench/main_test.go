@@ -80,4 +80,9 @@ func TestLimitScannerMatchesEnforcer(t *testing.T) {
 	if want := `{"event_type":"alert","src_ip":"81.2.3.0","payload_printable":"GET /x from 81.2.3.0\n"}` + "\n"; got != want {
 		t.Errorf("refine:\n%s\nwant\n%s", got, want)
 	}
+	// A string cut short after an escape is copied as it is, not read past the record's end.
+	cut := []byte(`{"a":"x\ny`)
+	if got, want := string(limitScanner{}.refine(nil, cut[:len(cut):len(cut)])), `{"a":"x\ny`+"\n"; got != want {
+		t.Errorf("refine of a cut record: %q, want %q", got, want)
+	}
 }

@@ -261,6 +261,10 @@ func (a *agentProc) metric(ctx context.Context, name string, labels ...string) (
 		return 0, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		// Its body holds no series: read, it would count 0.
+		return 0, fmt.Errorf("metrics of %s: %s", a.name, resp.Status)
+	}
 	var sum float64
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
