@@ -122,9 +122,15 @@ NFT
 check() {
 	for i in 1 2; do
 		ip netns exec "$P-prov$i" ping -q -c1 -W2 11.17.0.10 >/dev/null || die "prov$i cannot reach the requester through nat$i"
+		# The requester has no route to a private segment, so a ping would fail whatever the
+		# NAT does: route it through nat$i for the probe, leaving nat$i's filter to stop it.
+		ip -n "$P-req" route replace "10.17.$i.0/24" via "11.17.0.3$i"
+		reached=false
 		if ip netns exec "$P-req" ping -q -c1 -W1 "10.17.$i.10" >/dev/null 2>&1; then
-			die "the requester reaches prov$i's private address: nat$i does not isolate it"
+			reached=true
 		fi
+		ip -n "$P-req" route del "10.17.$i.0/24"
+		! $reached || die "the requester reaches prov$i's private address: nat$i does not isolate it"
 	done
 	echo "nattestbed $P: up; prov1 behind nat1 (one mapping per source), prov2 behind nat2 (one per destination)"
 }
