@@ -48,7 +48,7 @@ link() {
 	ip -n "$3" link set "$4" up
 }
 
-# nat NAME WAN LAN RANDOM: a NAT namespace: masquerade out of eth0, conntrack filter in.
+# nat NAME FLAGS: a NAT namespace: masquerade (with FLAGS) out of wan, conntrack filter in from it.
 nat() {
 	ns="$P-$1"
 	ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
@@ -56,7 +56,7 @@ nat() {
 table ip nattestbed {
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
-		oifname "wan" masquerade $4
+		oifname "wan" masquerade $2
 	}
 	chain forward {
 		type filter hook forward priority filter; policy drop;
@@ -100,8 +100,8 @@ up() {
 		ip -n "$P-prov$i" addr add "10.17.$i.10/24" dev eth0
 		ip -n "$P-prov$i" route add default via "10.17.$i.1"
 	done
-	nat nat1 wan lan persistent
-	nat nat2 wan lan random
+	nat nat1 persistent
+	nat nat2 random
 	# The requester's firewall admits new connections from the relay only: a provider cannot
 	# simply dial it back (connection reversal); only hole punching or the relay join them.
 	ip netns exec "$P-req" nft -f - <<NFT
