@@ -23,11 +23,9 @@ func TestAminoAllowList(t *testing.T) {
 	prov.offer("provider.yaml")
 	stranger := newAgent(t, "stranger", "", amino("bootstrap: ["+prov.addr()+"]\n"))
 	strangerID := stranger.peerID()
-	for deadline := time.Now().Add(10 * time.Second); !prov.peer(strangerID).Connected; time.Sleep(pollInterval) {
-		if time.Now().After(deadline) {
-			t.Fatal("the stranger did not connect to the provider through the public directory")
-		}
-	}
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		return prov.peer(strangerID).Connected, "the stranger did not connect to the provider through the public directory"
+	})
 
 	requestNotAuthorized(t, stranger, prov)
 	if p := prov.peer(strangerID); !p.Connected {

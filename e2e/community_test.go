@@ -170,7 +170,11 @@ func TestCommunityRoster(t *testing.T) {
 	if tNegotiate > communityT {
 		t.Errorf("x negotiated with everyone %s after the publication, want within %s", tNegotiate, communityT)
 	}
+	// x must hold connections for its disconnection below to show anything.
 	before := x.connectedTo(members, ids)
+	if len(before) == 0 {
+		t.Fatal("x holds no connection to a member after negotiating with all of them: its removal could not be seen to disconnect it")
+	}
 	t.Logf("x connected to %d members before its removal", len(before))
 
 	// v3 removes x: published at m7, signed by m1 and m3.

@@ -83,15 +83,10 @@ func TestCTIOutputs(t *testing.T) {
 			Name string `json:"name"`
 		} `json:"Tag"`
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	waitFor(t, 30*time.Second, func() (bool, string) {
 		b, err := os.ReadFile(filepath.Join(feed, "manifest.json"))
-		if err == nil && json.Unmarshal(b, &manifest) == nil && len(manifest) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no MISP event in the feed after 30s: %s %v", b, err)
-		}
-	}
+		return err == nil && json.Unmarshal(b, &manifest) == nil && len(manifest) > 0, fmt.Sprintf("no MISP event in the feed: %s %v", b, err)
+	})
 	for ev, e := range manifest {
 		var names []string
 		for _, g := range e.Tag {

@@ -270,20 +270,3 @@ func natAgent(t *testing.T, name, netns, listen string) *natNode {
 	})
 	return &natNode{agent: a, id: m[1]}
 }
-
-// waitFor polls cond every pollInterval until it holds; after timeout the test fails with
-// what cond last said.
-func waitFor(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, last)
-		}
-		time.Sleep(pollInterval)
-	}
-}

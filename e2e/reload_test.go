@@ -162,6 +162,23 @@ func firstSeq(recs []recordView) uint64 {
 	return recs[0].Seq
 }
 
+// waitFor polls cond every pollInterval until it holds; after timeout the test fails with
+// what cond last said.
+func waitFor(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, last)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
 // pollUntil polls cond every pollInterval until it holds, failing t after timeout.
 func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -153,11 +153,10 @@ func TestTAXII(t *testing.T) {
 	if queued == 0 || ing.Queued[red.SSAID] == 0 {
 		t.Fatalf("nothing queued for both SSAs: %+v", ing)
 	}
-	for deadline := time.Now().Add(60 * time.Second); len(req.records(shared.SSAID)) < queued || len(req.records(red.SSAID)) < int(ing.Queued[red.SSAID]); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("records not all received after 60s")
-		}
-	}
+	waitFor(t, 60*time.Second, func() (bool, string) {
+		s, r := len(req.records(shared.SSAID)), len(req.records(red.SSAID))
+		return s >= queued && r >= int(ing.Queued[red.SSAID]), fmt.Sprintf("records received: %d of %d shared, %d of %d RED", s, queued, r, ing.Queued[red.SSAID])
+	})
 
 	// The agreement is the stricter of the offer (AMBER) and the request (GREEN).
 	if tlp := req.records(shared.SSAID)[0].TLP; tlp != "AMBER" {
@@ -193,15 +192,14 @@ func TestTAXII(t *testing.T) {
 	analyst := &taxiiClient{t: t, http: hc, base: base, user: "analyst", pass: "analyst-secret"}
 	var disc taxiiDiscovery
 	var root *url.URL
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if resp, err := hc.Get(base + "/taxii2/"); err == nil {
-			resp.Body.Close()
-			break
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		resp, err := hc.Get(base + "/taxii2/")
+		if err != nil {
+			return false, fmt.Sprintf("TAXII server not up: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("TAXII server not up after 30s")
-		}
-	}
+		resp.Body.Close()
+		return true, ""
+	})
 
 	// Refused without credentials, or with wrong ones.
 	for _, c := range []*taxiiClient{{t: t, http: hc, base: base}, {t: t, http: hc, base: base, user: "analyst", pass: "guess"}, {t: t, http: hc, base: base, pass: "guess"}} {

@@ -48,7 +48,7 @@ link() {
 	ip -n "$3" link set "$4" up
 }
 
-# nat NAME WAN LAN RANDOM: a NAT namespace: masquerade out of eth0, conntrack filter in.
+# nat NAME FLAGS: a NAT namespace: masquerade (with FLAGS) out of wan, conntrack filter in from it.
 nat() {
 	ns="$P-$1"
 	ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
@@ -56,7 +56,7 @@ nat() {
 table ip nattestbed {
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
-		oifname "wan" masquerade $4
+		oifname "wan" masquerade $2
 	}
 	chain forward {
 		type filter hook forward priority filter; policy drop;
@@ -100,8 +100,8 @@ up() {
 		ip -n "$P-prov$i" addr add "10.17.$i.10/24" dev eth0
 		ip -n "$P-prov$i" route add default via "10.17.$i.1"
 	done
-	nat nat1 wan lan persistent
-	nat nat2 wan lan random
+	nat nat1 persistent
+	nat nat2 random
 	# The requester's firewall admits new connections from the relay only: a provider cannot
 	# simply dial it back (connection reversal); only hole punching or the relay join them.
 	ip netns exec "$P-req" nft -f - <<NFT
@@ -122,9 +122,15 @@ NFT
 check() {
 	for i in 1 2; do
 		ip netns exec "$P-prov$i" ping -q -c1 -W2 11.17.0.10 >/dev/null || die "prov$i cannot reach the requester through nat$i"
+		# The requester has no route to a private segment, so a ping would fail whatever the
+		# NAT does: route it through nat$i for the probe, leaving nat$i's filter to stop it.
+		ip -n "$P-req" route replace "10.17.$i.0/24" via "11.17.0.3$i"
+		reached=false
 		if ip netns exec "$P-req" ping -q -c1 -W1 "10.17.$i.10" >/dev/null 2>&1; then
-			die "the requester reaches prov$i's private address: nat$i does not isolate it"
+			reached=true
 		fi
+		ip -n "$P-req" route del "10.17.$i.0/24"
+		! $reached || die "the requester reaches prov$i's private address: nat$i does not isolate it"
 	done
 	echo "nattestbed $P: up; prov1 behind nat1 (one mapping per source), prov2 behind nat2 (one per destination)"
 }
