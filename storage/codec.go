@@ -30,6 +30,11 @@ const (
 	prefixEvidence    = "e/"
 	prefixMark        = "w/"
 	prefixFilePos     = "f/"
+	// The records' index (segment.go): one entry per block of records, keyed by its last
+	// sequence number. Since schema version 3; before, the records were the values of keys
+	// under q/ and r/, and large batches left marks under w/ (migrateRecords, migrate.go).
+	prefixOutboxIndex = "x/"
+	prefixInboxIndex  = "y/"
 )
 
 // The exchange queues' states, runs and marks sort after their records since schema version

@@ -27,7 +27,8 @@ import (
 // Bounds of a group, below Badger's transaction limits (15% of the memtable size, about 614
 // KiB, and that divided by 96 bytes, 6553 entries; TestGroupBounds checks): a group never
 // fails for its size because of another request in it. A request that could not fit in one
-// group is a large one (see splitter). ProfileSensor's smaller memtables have bounds of their
+// group is not one of the exchange queues': their records go to segment files, and only an
+// index entry per block counts (segment.go). ProfileSensor's smaller memtables have bounds of their
 // own (store.go); a Store keeps its profile's in groupBytes and groupEntries.
 const (
 	maxGroupBytes   = 512 << 10
@@ -51,13 +52,11 @@ type request interface {
 	reply() chan error
 }
 
-// splitter is a request that may be too large for one transaction. prewrite writes its bulk
-// in transactions of its own (each within the Store's bounds of a group), where it is
-// not visible to readers yet, and leaves a remainder that fits one transaction: apply then
-// writes that remainder with the record that makes the whole visible at once.
-type splitter interface {
+// releaser is a request that takes blocks of records out of a queue's index: after its
+// transaction commits, the committer gives their disk back (segment.go).
+type releaser interface {
 	request
-	prewrite(s *Store) error
+	release(s *Store) error
 }
 
 // waiter answers a request's caller.
@@ -74,12 +73,6 @@ func entrySize(key, value int) int {
 		value = 12
 	}
 	return key + value + 32
-}
-
-// large reports whether r could not share a group with any other request.
-func (s *Store) large(r request) bool {
-	b, n := r.cost()
-	return b > s.groupBytes || n > s.groupEntries
 }
 
 // commit hands r to the committer and waits until its group is written and synced.
@@ -111,12 +104,6 @@ func (s *Store) committer() {
 				return
 			}
 		}
-		if sp, ok := group[0].(splitter); ok && s.large(sp) {
-			if len(s.admit(group)) == 1 {
-				s.writeLarge(sp)
-			}
-			continue
-		}
 		size, entries := group[0].cost()
 		yields := 0
 	gather:
@@ -145,16 +132,6 @@ func (s *Store) committer() {
 	}
 }
 
-// writeLarge writes a request too large for one transaction: its bulk first, then the rest as
-// a group of its own.
-func (s *Store) writeLarge(r splitter) {
-	if err := r.prewrite(s); err != nil {
-		r.reply() <- err
-		return
-	}
-	s.writeGroup([]request{r})
-}
-
 // writeGroup writes a group in one transaction and answers each request. A request the store
 // refuses is answered with its reason and leaves nothing in the transaction. If the
 // transaction fails, each request is tried again alone, so one cannot fail the others.
@@ -176,8 +153,30 @@ func (s *Store) writeGroup(group []request) {
 }
 
 // writeTxn applies a group in one transaction and commits it. It returns each request's
-// refusal, or an error if the transaction failed as a whole.
+// refusal, or an error if the transaction failed as a whole. The records the group appended
+// to segment files are written and synced before the transaction that indexes them commits,
+// and rolled back if it does not (segment.go).
 func (s *Store) writeTxn(group []request) ([]error, error) {
+	refused, err := s.commitTxn(group)
+	if err != nil {
+		if rerr := s.recs.rollback(); rerr != nil {
+			s.log.Warn("storage: cut records back after a failed commit (Open cuts them at the next start)", "err", rerr)
+		}
+		return nil, err
+	}
+	s.recs.commit()
+	for i, r := range group {
+		if rr, ok := r.(releaser); ok && refused[i] == nil {
+			if err := rr.release(s); err != nil {
+				s.log.Warn("storage: give back the disk of deleted records (the next deletion in the queue tries again)", "err", err)
+			}
+		}
+	}
+	return refused, nil
+}
+
+// commitTxn is writeTxn's transaction.
+func (s *Store) commitTxn(group []request) ([]error, error) {
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
 	txn := s.db.NewTransaction(true)
@@ -192,6 +191,9 @@ func (s *Store) writeTxn(group []request) ([]error, error) {
 			return nil, err
 		}
 	}
+	if err := s.recs.sync(); err != nil {
+		return nil, err
+	}
 	if err := txn.Commit(); err != nil {
 		if errors.Is(err, badger.ErrConflict) {
 			return nil, fmt.Errorf("%w: %w", ErrConflict, err)
@@ -200,23 +202,4 @@ func (s *Store) writeTxn(group []request) ([]error, error) {
 	}
 	s.groups.Add(1)
 	return refused, nil
-}
-
-// writeChunk writes keys and values in one transaction of their own: the bulk of a large
-// request (splitter).
-func (s *Store) writeChunk(keys, values [][]byte) error {
-	s.gcMu.RLock()
-	defer s.gcMu.RUnlock()
-	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
-	for i, k := range keys {
-		if err := txn.Set(k, values[i]); err != nil {
-			return err
-		}
-	}
-	if err := txn.Commit(); err != nil {
-		return err
-	}
-	s.groups.Add(1)
-	return nil
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // The provider's side of the Exchange phase, writing: Enqueue and EnqueueAll put refined
-// records in outboxes (outbox.go), a large batch in several transactions (large.go).
+// records in outboxes (outbox.go), in segment files (segment.go).
 
 // Enqueue appends refined records (may be empty) to the SSA's outbox and adds ingested and
 // dropped to its counters, atomically and durably: they are fsynced before Enqueue returns,
@@ -70,11 +70,6 @@ type enqueueRequest struct {
 // outboxPart is one batch of an enqueueRequest.
 type outboxPart struct {
 	Batch
-	keys   []byte // len(Records) keys of keyLen bytes; apply writes their seq
-	keyLen int
-	// A large request (splitter) writes Records[:pre] first, numbered from base+1.
-	pre  int
-	base uint64
 	last uint64 // the outcome: Refined after the request
 }
 
@@ -95,21 +90,24 @@ func newEnqueueRequest(s *Store, batches []Batch, pos *FilePos) (*enqueueRequest
 			return nil, fmt.Errorf("storage: enqueue: SSA %q named twice in one commit: merge its batches", b.SSAID)
 		}
 		seen[b.SSAID] = true
-		prefix := outboxPrefix(b.SSAID)
-		p := &r.parts[i]
-		*p = outboxPart{Batch: b, keyLen: len(prefix) + 8}
-		p.keys = make([]byte, len(b.Records)*p.keyLen)
-		r.size += entrySize(len(prefixOutboxState)+len(b.SSAID), 64)
-		r.entries += len(b.Records) + 1
-		for j, rec := range b.Records {
+		r.parts[i] = outboxPart{Batch: b}
+		for _, rec := range b.Records {
 			if len(rec) > MaxRecordSize {
 				return nil, fmt.Errorf("storage: enqueue for SSA %q: record of %d bytes, limit %d", b.SSAID, len(rec), MaxRecordSize)
 			}
-			copy(p.keys[j*p.keyLen:], prefix)
-			r.size += entrySize(p.keyLen, len(rec))
 		}
+		blocks := indexEntries(b.Records)
+		r.size += entrySize(len(prefixOutboxState)+len(b.SSAID), 64) + blocks*entrySize(len(outboxPrefix(b.SSAID))+8, blockRefLen)
+		r.entries += blocks + 1
 	}
 	return r, nil
+}
+
+// indexEntries bounds the blocks that records make (segment.go): a block closes only when
+// the next record would take it over blockRaw, so two blocks in a row hold more than
+// blockRaw bytes.
+func indexEntries(records [][]byte) int {
+	return min(len(records), 2*(sumLen(records)+len(records)*binary.MaxVarintLen32)/blockRaw+1)
 }
 
 // String names what the request writes, for errors.
@@ -126,46 +124,25 @@ func (r *enqueueRequest) String() string {
 
 func (r *enqueueRequest) cost() (int, int) { return r.size, r.entries }
 
-// key returns record i's key, numbered seq.
-func (p *outboxPart) key(i int, seq uint64) []byte {
-	k := p.keys[i*p.keyLen : (i+1)*p.keyLen : (i+1)*p.keyLen]
-	binary.BigEndian.PutUint64(k[p.keyLen-8:], seq)
-	return k
-}
-
-// recordsSize is what records[from:] add to a batch.
-func (p *outboxPart) recordsSize(from int) int {
-	n := 0
-	for _, rec := range p.Records[from:] {
-		n += entrySize(p.keyLen, len(rec))
-	}
-	return n
-}
-
 func (r *enqueueRequest) apply(txn *badger.Txn) (refused, failed error) {
 	// Every state is read before anything is written, so that a refused request (a corrupt
-	// outbox) leaves nothing in txn.
+	// outbox) leaves nothing in txn or in the segment files.
 	states := make([]outboxRecord, len(r.parts))
 	for i := range r.parts {
-		p := &r.parts[i]
-		st, err := getOutbox(txn, p.SSAID)
+		st, err := getOutbox(txn, r.parts[i].SSAID)
 		if err != nil {
 			return refuseOrFail(err)
-		}
-		if p.pre > 0 && st.Refined != p.base {
-			return nil, fmt.Errorf("storage: outbox of %q moved from %d to %d during a large enqueue", p.SSAID, p.base, st.Refined)
 		}
 		states[i] = st
 	}
 	for i := range r.parts {
 		p, st := &r.parts[i], &states[i]
-		for j := p.pre; j < len(p.Records); j++ {
-			if err := txn.Set(p.key(j, st.Refined+1+uint64(j)), p.Records[j]); err != nil {
-				return nil, err
-			}
+		keys, values, err := r.s.recs.append(outboxPrefix(p.SSAID), st.Refined+1, p.Records)
+		if err != nil {
+			return nil, err
 		}
-		if p.pre > 0 {
-			if err := txn.Delete(markKey(outboxPrefix(p.SSAID))); err != nil {
+		for j, k := range keys {
+			if err := txn.Set(k, values[j]); err != nil {
 				return nil, err
 			}
 		}
@@ -179,53 +156,11 @@ func (r *enqueueRequest) apply(txn *badger.Txn) (refused, failed error) {
 		p.last = st.Refined
 	}
 	// The position is written here, in the transaction that moves every outbox past its
-	// records: the last one of a large request, after its bulk (prewrite). A crash before
-	// this transaction leaves the records invisible (Open deletes them as orphans) and the
-	// position where it was, so they are read and queued again, once; a crash after it
-	// leaves both. Written with the bulk instead, the position would skip records that a
-	// crash before the last transaction then deletes.
+	// records. A crash before it commits leaves the records unindexed (Open cuts them from
+	// the segment files) and the position where it was, so they are read and queued again,
+	// once; a crash after it leaves both.
 	if r.pos != nil {
 		return nil, putFilePos(txn, r.pos)
 	}
 	return nil, nil
-}
-
-// prewrite writes the records that do not fit in the last transaction, numbered after each
-// outbox's last record: invisible (Pending reads no further than Refined) until apply moves
-// Refined past them. If the process dies before, the next Open deletes them (deleteOrphans).
-// It goes through the batches in turn, each written until its remainder, the remainders of
-// the batches before it, all of the batches after it, and every state, mark and position
-// fit in one transaction.
-func (r *enqueueRequest) prewrite(s *Store) error {
-	rest, restEntries := 0, 0
-	if r.pos != nil {
-		rest, restEntries = entrySize(len(prefixFilePos)+len(r.pos.Path), 32), 1
-	}
-	for i := range r.parts {
-		p := &r.parts[i]
-		rest += entrySize(len(prefixOutboxState)+len(p.SSAID), 64) + entrySize(len(markKey(outboxPrefix(p.SSAID))), 0) + p.recordsSize(0)
-		restEntries += 2 + len(p.Records)
-	}
-	for i := range r.parts {
-		p := &r.parts[i]
-		var st outboxRecord
-		err := s.db.View(func(txn *badger.Txn) error {
-			var err error
-			st, err = getOutbox(txn, p.SSAID)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		p.base = st.Refined
-		rest, restEntries = rest-p.recordsSize(0), restEntries-len(p.Records)
-		p.pre, err = s.prewriteBulk(outboxPrefix(p.SSAID), 0, len(p.Records), rest, restEntries, func(j int) ([]byte, []byte) {
-			return p.key(j, st.Refined+1+uint64(j)), p.Records[j]
-		})
-		if err != nil {
-			return err
-		}
-		rest, restEntries = rest+p.recordsSize(p.pre), restEntries+len(p.Records)-p.pre
-	}
-	return nil
 }

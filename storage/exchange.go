@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/ssanet/ssanet/protocol"
 )
 
@@ -33,63 +31,13 @@ var (
 // protocol caps at protocol.MaxMessageSize.
 const MaxRecordSize = protocol.MaxMessageSize
 
-// Deletions per transaction: acknowledged records (Ack, DropOutbox) and expired ones
-// (DeleteRecordsReceivedBefore) are deleted in chunks of at most this many, each chunk with
-// the counters that record it.
-const deleteChunk = 4096
-
-// scanSeqs calls fn with the values of the n consecutive keys prefix+seq from start, which
-// must all be there: a missing one is ErrCorrupt. v is valid during the call only.
-func scanSeqs(txn *badger.Txn, prefix []byte, start uint64, n int, fn func(seq uint64, v []byte) error) error {
-	// Values are not prefetched: for values in the tree or in the page cache, the goroutine
-	// Badger starts per item to prefetch one costs more than it saves (BenchmarkPendingAck).
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	defer it.Close()
-	seq, end := start, start+uint64(n)
-	for it.Seek(seqKey(prefix, start)); it.Valid() && seq < end; it.Next() {
-		item := it.Item()
-		if got, ok := parseSeq(item.Key(), len(prefix)); !ok || got != seq {
-			return fmt.Errorf("%w: key %x where record %d was expected", ErrCorrupt, item.Key(), seq)
-		}
-		err := item.Value(func(v []byte) error { return fn(seq, v) })
-		if err != nil {
-			return err
-		}
-		seq++
-	}
-	if seq < end {
-		return fmt.Errorf("%w: record %d missing", ErrCorrupt, seq)
-	}
-	return nil
-}
-
-// scanChunk is scanSeqs for the readers that return records (Pending, Records): it copies
-// the values into one buffer, each capped at its own length, and stops before the value that
-// would take them over maxBytes in total, but always copies the first, even over maxBytes.
-// fn gets the copy, which stays valid.
-func scanChunk(txn *badger.Txn, prefix []byte, start uint64, n, maxBytes int, fn func(seq uint64, data []byte) error) error {
-	var buf []byte
-	err := scanSeqs(txn, prefix, start, n, func(seq uint64, v []byte) error {
-		if seq > start && len(buf)+len(v) > maxBytes {
-			return errFull
-		}
-		if buf == nil {
-			// Room for n records like the first, but no more than maxBytes or 4 MiB (and
-			// at least the first): the buffer grows from there if need be.
-			buf = make([]byte, 0, max(min(len(v)*n, maxBytes, 4<<20), len(v)))
-		}
-		i := len(buf)
-		buf = append(buf, v...)
-		return fn(seq, buf[i:len(buf):len(buf)])
-	})
-	if errors.Is(err, errFull) {
-		return nil
-	}
-	return err
-}
-
-// errFull stops an iteration whose result is full.
-var errFull = errors.New("full")
+// Deletions per transaction: expired records (DeleteRecordsReceivedBefore) are deleted in
+// chunks of at most deleteChunk, each chunk with the counters that record it, and a
+// transaction takes at most dropChunk blocks out of a queue's index (segment.go).
+const (
+	deleteChunk = 4096
+	dropChunk   = 64
+)
 
 // refuseOrFail sorts an error reading the store: a corrupt record refuses the request, any
 // other error fails the transaction.
@@ -109,9 +57,10 @@ func ssaPrefix(prefix, ssaID string, extra int) []byte {
 	return append(k, ssaID...)
 }
 
-func outboxPrefix(ssaID string) []byte { return ssaPrefix(prefixOutbox, ssaID, 8) }
+// outboxPrefix and inboxPrefix are the prefixes of a queue's index entries (segment.go).
+func outboxPrefix(ssaID string) []byte { return ssaPrefix(prefixOutboxIndex, ssaID, 8) }
 
-func inboxPrefix(ssaID string) []byte { return ssaPrefix(prefixInbox, ssaID, 8) }
+func inboxPrefix(ssaID string) []byte { return ssaPrefix(prefixInboxIndex, ssaID, 8) }
 
 func runPrefix(ssaID string) []byte { return ssaPrefix(prefixInboxRun, ssaID, 8) }
 

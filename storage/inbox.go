@@ -38,10 +38,9 @@ type StoredRecord struct {
 // most their number), so a batch received twice counts once. It returns how many new records
 // were stored and the new Last.
 //
-// A batch too large for one Badger transaction (more than 4096 records, or more than 512 KiB of
-// records under 128 bytes) is written in several, all but the last before the inbox's Last
-// moves: until it does, readers do not see them, and after a crash the next Open deletes
-// them. So after a crash the whole batch is there, with its counters, or nothing of it is.
+// The records go to the inbox's segment files, synced before the transaction that indexes
+// them and moves Last commits (segment.go): after a crash the whole batch is there, with its
+// counters, or nothing of it is.
 //
 // The records are not copied: the caller must not change them before Receive returns.
 func (s *Store) Receive(ssaID string, first uint64, records [][]byte, receivedAt time.Time, violations uint64) (stored int, last uint64, err error) {
@@ -49,7 +48,7 @@ func (s *Store) Receive(ssaID string, first uint64, records [][]byte, receivedAt
 		st, err := s.InboxState(ssaID)
 		return 0, st.Last, err
 	}
-	r, err := newReceiveRequest(ssaID, first, records, receivedAt, violations)
+	r, err := newReceiveRequest(s, ssaID, first, records, receivedAt, violations)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -61,22 +60,20 @@ func (s *Store) Receive(ssaID string, first uint64, records [][]byte, receivedAt
 
 type receiveRequest struct {
 	waiter
+	s          *Store
 	ssaID      string
 	first      uint64
 	records    [][]byte
-	keys       [][]byte
 	run, at    []byte // the run's key and value (see doc.go)
 	violations uint64
 	size       int
-	// A large request (splitter) writes records[:pre] first, when Last is base.
-	pre  int
-	base uint64
+	entries    int
 	// The outcome.
 	stored int
 	last   uint64
 }
 
-func newReceiveRequest(ssaID string, first uint64, records [][]byte, at time.Time, violations uint64) (*receiveRequest, error) {
+func newReceiveRequest(s *Store, ssaID string, first uint64, records [][]byte, at time.Time, violations uint64) (*receiveRequest, error) {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return nil, err
 	}
@@ -86,25 +83,22 @@ func newReceiveRequest(ssaID string, first uint64, records [][]byte, at time.Tim
 	if first+uint64(len(records)) < first {
 		return nil, fmt.Errorf("storage: receive for SSA %q: sequence numbers overflow", ssaID)
 	}
-	prefix := inboxPrefix(ssaID)
-	keyLen := len(prefix) + 8
-	r := &receiveRequest{waiter: newWaiter(), ssaID: ssaID, first: first, records: records, violations: violations,
-		keys: make([][]byte, len(records)), at: binary.BigEndian.AppendUint64(nil, uint64(unixNano(at)))}
+	r := &receiveRequest{waiter: newWaiter(), s: s, ssaID: ssaID, first: first, records: records, violations: violations,
+		at: binary.BigEndian.AppendUint64(nil, uint64(unixNano(at)))}
 	r.run = seqKey(runPrefix(ssaID), r.end())
-	r.size = entrySize(len(prefixInboxState)+len(ssaID), 32) + entrySize(len(r.run), len(r.at))
-	keys := make([]byte, len(records)*keyLen)
-	for i, rec := range records {
+	for _, rec := range records {
 		if len(rec) > MaxRecordSize {
 			return nil, fmt.Errorf("storage: receive for SSA %q: record of %d bytes, limit %d", ssaID, len(rec), MaxRecordSize)
 		}
-		k := append(keys[i*keyLen:i*keyLen:(i+1)*keyLen], prefix...)
-		r.keys[i] = binary.BigEndian.AppendUint64(k, first+uint64(i))
-		r.size += entrySize(keyLen, len(rec))
 	}
+	blocks := indexEntries(records)
+	r.size = entrySize(len(prefixInboxState)+len(ssaID), 32) + entrySize(len(r.run), len(r.at)) +
+		blocks*entrySize(len(inboxPrefix(ssaID))+8, blockRefLen)
+	r.entries = blocks + 2
 	return r, nil
 }
 
-func (r *receiveRequest) cost() (int, int) { return r.size, len(r.records) + 2 }
+func (r *receiveRequest) cost() (int, int) { return r.size, r.entries }
 
 func (r *receiveRequest) end() uint64 { return r.first + uint64(len(r.records)) - 1 }
 
@@ -116,21 +110,17 @@ func (r *receiveRequest) apply(txn *badger.Txn) (refused, failed error) {
 	if r.first > st.Last+1 {
 		return fmt.Errorf("%w: records from %d, %d stored", ErrGap, r.first, st.Last), nil
 	}
-	if r.pre > 0 && st.Last != r.base {
-		return nil, fmt.Errorf("storage: inbox of %q moved from %d to %d during a large receive", r.ssaID, r.base, st.Last)
-	}
 	skip := int(min(st.Last+1-r.first, uint64(len(r.records))))
 	if skip == len(r.records) {
 		r.stored, r.last = 0, st.Last
 		return nil, nil
 	}
-	for i := max(skip, r.pre); i < len(r.records); i++ {
-		if err := txn.Set(r.keys[i], r.records[i]); err != nil {
-			return nil, err
-		}
+	keys, values, err := r.s.recs.append(inboxPrefix(r.ssaID), r.first+uint64(skip), r.records[skip:])
+	if err != nil {
+		return nil, err
 	}
-	if r.pre > skip { // prewrite wrote the bulk and the mark
-		if err := txn.Delete(markKey(inboxPrefix(r.ssaID))); err != nil {
+	for i, k := range keys {
+		if err := txn.Set(k, values[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -145,26 +135,6 @@ func (r *receiveRequest) apply(txn *badger.Txn) (refused, failed error) {
 	}
 	r.last = st.Last
 	return nil, nil
-}
-
-// prewrite writes the new records that do not fit in the last transaction: beyond Last, they
-// are invisible until apply moves Last past them. If the process dies before, the next Open
-// deletes them (deleteOrphans).
-func (r *receiveRequest) prewrite(s *Store) error {
-	var st inboxRecord
-	err := s.db.View(func(txn *badger.Txn) error {
-		var err error
-		st, err = getInbox(txn, r.ssaID)
-		return err
-	})
-	if err != nil || r.first > st.Last+1 {
-		return err // apply refuses a gap
-	}
-	r.base = st.Last
-	skip := int(min(st.Last+1-r.first, uint64(len(r.records))))
-	rest := entrySize(len(prefixInboxState)+len(r.ssaID), 32) + entrySize(len(r.run), len(r.at))
-	r.pre, err = s.prewriteBulk(inboxPrefix(r.ssaID), skip, len(r.records), rest, 2, func(i int) ([]byte, []byte) { return r.keys[i], r.records[i] })
-	return err
 }
 
 // InboxState returns an SSA's inbox counters: the zero state for an SSA never received from.
@@ -186,8 +156,8 @@ func (s *Store) InboxState(ssaID string) (InboxState, error) {
 
 // Records returns up to max records of the SSA's inbox with Seq > after, in order, and at
 // most maxBytes of Data in total, but always at least one record if any is stored after
-// after, even over maxBytes. The records share one buffer, each Data capped at its own
-// length.
+// after, even over maxBytes. Each Data is capped at its own length and shared with the
+// store's cache: it must not be changed.
 func (s *Store) Records(ssaID string, after uint64, max, maxBytes int) ([]StoredRecord, error) {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return nil, err
@@ -210,7 +180,7 @@ func (s *Store) Records(ssaID string, after uint64, max, maxBytes int) ([]Stored
 		out = make([]StoredRecord, 0, n)
 		runs := newRunIterator(txn, ssaID, start)
 		defer runs.close()
-		err = scanChunk(txn, inboxPrefix(ssaID), start, n, maxBytes, func(seq uint64, data []byte) error {
+		err = s.scanRecords(txn, inboxPrefix(ssaID), start, n, maxBytes, func(seq uint64, data []byte) error {
 			at, err := runs.at(seq)
 			if err != nil {
 				return err
@@ -287,14 +257,16 @@ func (r *runIterator) at(seq uint64) (int64, error) {
 // the first received at or after t (a record received later with an earlier time, the clock
 // having gone back, waits for the next call that passes it). It reads the runs, never the
 // records, and deletes at most deleteChunk records per transaction, durably, with the
-// counters; then it drops the deleted records from the disk (reclaim.go), with any that an
-// earlier call left there, so that they are off the disk when it returns.
+// counters. The blocks of the records deleted leave the index with them, and their disk is
+// given back after each transaction (segment.go), so that they are off the disk when it
+// returns, but for the part of a block that holds records not deleted yet.
 func (s *Store) DeleteRecordsReceivedBefore(ssaID string, t time.Time) (int, error) {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return 0, err
 	}
 	deleted := 0
 	before := unixNano(t)
+	more := false // blocks up to Head are left in the index
 	for {
 		// Find the end of the last run received before t, no further than a chunk.
 		var through, head uint64
@@ -326,33 +298,37 @@ func (s *Store) DeleteRecordsReceivedBefore(ssaID string, t time.Time) (int, err
 		if err != nil {
 			return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
 		}
-		if through <= head {
-			if err := s.reclaimInbox(ssaID); err != nil {
-				return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
-			}
+		if through <= head && !more {
 			return deleted, nil
 		}
-		r := &retainRequest{waiter: newWaiter(), ssaID: ssaID, through: through,
-			keyLen: len(inboxPrefix(ssaID)) + 8, deletes: int(through - head), runs: runs}
+		r := &retainRequest{waiter: newWaiter(), s: s, ssaID: ssaID, through: through,
+			keyLen: len(runPrefix(ssaID)) + 8, deletes: int(max(through, head) - head), runs: runs}
 		if err := s.commit(r); err != nil {
 			return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
 		}
 		deleted += r.deleted
+		more = r.more
 	}
 }
 
 type retainRequest struct {
 	waiter
+	s       *Store
 	ssaID   string
 	through uint64
 	deletes int // at most this many records
 	runs    int // and this many runs
 	keyLen  int
-	deleted int // the outcome
+	// The outcome: records deleted, blocks up to Head left in the index (more), and what
+	// lies before first is dead.
+	deleted int
+	more    bool
+	first   position
 }
 
 func (r *retainRequest) cost() (int, int) {
-	return r.runs*entrySize(r.keyLen, 0) + entrySize(len(prefixInboxState)+len(r.ssaID), 32), r.runs + 1
+	return r.runs*entrySize(r.keyLen, 0) + dropChunk*entrySize(r.keyLen, 0) + entrySize(len(prefixInboxState)+len(r.ssaID), 32),
+		r.runs + dropChunk + 1
 }
 
 func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
@@ -361,36 +337,35 @@ func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
 		return refuseOrFail(err)
 	}
 	// Another call may have deleted some already; never delete more than cost allows.
-	end := min(r.through, st.Last, st.Head+uint64(r.deletes))
-	if end <= st.Head {
-		return nil, nil
-	}
-	// The records up to end are left to reclaimInbox, which drops them from the tables once
-	// Head is past them (records up to Head are invisible).
-	// The runs that end in the range go with it; the run that ends after it stays.
-	runs := runPrefix(r.ssaID)
-	var ends []uint64
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: runs})
-	for it.Seek(seqKey(runs, st.Head+1)); it.Valid() && len(ends) < r.runs; it.Next() {
-		e, ok := parseSeq(it.Item().Key(), len(runs))
-		if !ok || e > end {
-			break
+	if end := min(r.through, st.Last, st.Head+uint64(r.deletes)); end > st.Head {
+		// The runs that end in the range go with it; the run that ends after it stays.
+		runs := runPrefix(r.ssaID)
+		var ends []uint64
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: runs})
+		for it.Seek(seqKey(runs, st.Head+1)); it.Valid() && len(ends) < r.runs; it.Next() {
+			e, ok := parseSeq(it.Item().Key(), len(runs))
+			if !ok || e > end {
+				break
+			}
+			ends = append(ends, e)
 		}
-		ends = append(ends, e)
-	}
-	it.Close()
-	for _, e := range ends {
-		if err := txn.Delete(seqKey(runs, e)); err != nil {
+		it.Close()
+		for _, e := range ends {
+			if err := txn.Delete(seqKey(runs, e)); err != nil {
+				return nil, err
+			}
+		}
+		r.deleted = int(end - st.Head)
+		st.Head = end
+		if err := putInbox(txn, r.ssaID, &st); err != nil {
 			return nil, err
 		}
 	}
-	r.deleted = int(end - st.Head)
-	st.Head = end
-	if err := putInbox(txn, r.ssaID, &st); err != nil {
-		return nil, err
-	}
-	return nil, nil
+	r.more, r.first, err = r.s.dropIndex(txn, inboxPrefix(r.ssaID), st.Head, dropChunk)
+	return nil, err
 }
+
+func (r *retainRequest) release(s *Store) error { return s.recs.release(inboxPrefix(r.ssaID), r.first) }
 
 // inboxRecord is an SSA's inbox state as stored under v/<ssaID>. Records Head+1..Last are
 // stored; those up to Head were deleted by retention.

@@ -29,8 +29,8 @@ type QueuedRecord struct {
 
 // Pending returns up to max records of the SSA's outbox with Seq > after, and at most
 // maxBytes of Data in total, but always at least one record if any is pending, even over
-// maxBytes. Records acknowledged or dropped are not pending, whatever after is. The records
-// share one buffer, each Data capped at its own length.
+// maxBytes. Records acknowledged or dropped are not pending, whatever after is. Each Data is
+// capped at its own length and shared with the store's cache: it must not be changed.
 func (s *Store) Pending(ssaID string, after uint64, max, maxBytes int) ([]QueuedRecord, error) {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return nil, err
@@ -52,7 +52,7 @@ func (s *Store) Pending(ssaID string, after uint64, max, maxBytes int) ([]Queued
 		start := from + 1
 		n := int(min(uint64(max), st.Refined-from))
 		out = make([]QueuedRecord, 0, n)
-		err = scanChunk(txn, outboxPrefix(ssaID), start, n, maxBytes, func(seq uint64, data []byte) error {
+		err = s.scanRecords(txn, outboxPrefix(ssaID), start, n, maxBytes, func(seq uint64, data []byte) error {
 			out = append(out, QueuedRecord{Seq: seq, Data: data})
 			return nil
 		})
@@ -109,10 +109,8 @@ func (s *Store) mergeSent(ssaID string, st *outboxRecord) {
 // no-op (and costs no write). A seq beyond the last record enqueued is refused with
 // ErrNotEnqueued.
 //
-// The acknowledged records are deleted without tombstones: one transaction moves the
-// outbox's Head past them, which makes them invisible, and they leave the disk within
-// reclaimInterval, when reclaimOutboxes drops them from the tables (reclaim.go). If the process
-// dies in between, they go after the next Ack.
+// The acknowledged records leave the outbox's index in the transaction that moves its Head
+// past them, and their disk is given back right after it (segment.go).
 func (s *Store) Ack(ssaID string, seq uint64) error {
 	if err := s.trim(ssaID, seq, false); err != nil {
 		return fmt.Errorf("storage: ack %d for SSA %q: %w", seq, ssaID, err)
@@ -121,8 +119,8 @@ func (s *Store) Ack(ssaID string, seq uint64) error {
 }
 
 // DropOutbox deletes an SSA's queued records (cancelled or expired SSA), keeping its
-// counters, and drops them from the disk before it returns. Records enqueued later are
-// queued as usual.
+// counters, and gives their disk back before it returns. Records enqueued later are queued
+// as usual.
 func (s *Store) DropOutbox(ssaID string) error {
 	if err := s.trim(ssaID, 0, true); err != nil {
 		return fmt.Errorf("storage: drop outbox of SSA %q: %w", ssaID, err)
@@ -131,8 +129,8 @@ func (s *Store) DropOutbox(ssaID string) error {
 }
 
 // trim raises Acked to ack, or with drop marks every record enqueued so far for deletion,
-// and moves Head to what is marked, in one transaction. The records up to Head are dropped
-// from the disk at once for a drop, within reclaimInterval for an ack (reclaim.go).
+// and moves Head to what is marked, taking the blocks up to Head out of the index: dropChunk
+// of them per transaction, in as many as it takes.
 func (s *Store) trim(ssaID string, ack uint64, drop bool) error {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return err
@@ -144,22 +142,18 @@ func (s *Store) trim(ssaID string, ack uint64, drop bool) error {
 	if ack > st.Refined {
 		return fmt.Errorf("%w: %d records enqueued", ErrNotEnqueued, st.Refined)
 	}
-	if ack > st.Acked || drop && st.Drop < st.Refined || st.Head < max(st.Acked, st.Drop) {
+	if ack <= st.Acked && (!drop || st.Drop >= st.Refined) && st.Head >= max(st.Acked, st.Drop) {
+		return nil
+	}
+	for {
 		r := &trimRequest{waiter: newWaiter(), s: s, ssaID: ssaID, ack: ack, drop: drop}
 		if err := s.commit(r); err != nil {
 			return err
 		}
-		st.Head = r.head
+		if !r.more {
+			return nil
+		}
 	}
-	s.reclaimMu.Lock()
-	if _, known := s.reclaimed[ssaID]; !known || st.Head > s.reclaimed[ssaID] {
-		s.reclaimDue[ssaID] = true
-	}
-	s.reclaimMu.Unlock()
-	if drop {
-		return s.reclaimDueOutbox(ssaID)
-	}
-	return nil
 }
 
 type trimRequest struct {
@@ -168,11 +162,14 @@ type trimRequest struct {
 	ssaID string
 	ack   uint64
 	drop  bool
-	head  uint64 // the outcome: Head
+	// The outcome: blocks up to Head are left in the index (more), and what lies before
+	// first is dead.
+	more  bool
+	first position
 }
 
 func (r *trimRequest) cost() (int, int) {
-	return entrySize(len(prefixOutboxState)+len(r.ssaID), 64), 1
+	return entrySize(len(prefixOutboxState)+len(r.ssaID), 64) + dropChunk*entrySize(len(outboxPrefix(r.ssaID))+8, 0), 1 + dropChunk
 }
 
 func (r *trimRequest) apply(txn *badger.Txn) (refused, failed error) {
@@ -187,15 +184,17 @@ func (r *trimRequest) apply(txn *badger.Txn) (refused, failed error) {
 	if r.drop {
 		st.Drop = st.Refined
 	}
-	// The records up to Head are invisible; reclaimOutbox drops them from the tables.
+	// The records up to Head are invisible, and leave the index.
 	st.Head = max(st.Head, st.Acked, st.Drop)
 	r.s.mergeSent(r.ssaID, &st)
 	if err := putOutbox(txn, r.ssaID, &st); err != nil {
 		return nil, err
 	}
-	r.head = st.Head
-	return nil, nil
+	r.more, r.first, err = r.s.dropIndex(txn, outboxPrefix(r.ssaID), st.Head, dropChunk)
+	return nil, err
 }
+
+func (r *trimRequest) release(s *Store) error { return s.recs.release(outboxPrefix(r.ssaID), r.first) }
 
 // OutboxState returns an SSA's outbox counters: the zero state for an SSA never enqueued to.
 func (s *Store) OutboxState(ssaID string) (OutboxState, error) {

@@ -101,15 +101,10 @@ const (
 	valueLogFileSize = 16 << 20
 	numCompactors    = 2 // Badger's minimum
 	// valueThreshold sends values this large or larger to the value log, leaving a 12-byte
-	// pointer in the LSM tree. Smaller ones (every exchange record but a rare giant,
-	// transcript entries, agreements) live in the tree's tables, compressed, and retention
-	// drops them with the tables that hold them (reclaim.go). Badger does not compress the
-	// value log, and frees a deleted value there only after a compaction happens to meet
-	// its key: with EVE records in the value log (the layout before this one) the store took
-	// 0.85 GB per million records of 794 bytes, and 11 times the records kept after
-	// retention deleted 90 % of them (BenchmarkRetentionDisk). The price is CPU: compactions
-	// rewrite the records as the tree grows (BenchmarkReceive -benchtime 2000x, 2 million
-	// records of 500 bytes: 9.0 µs of CPU each, 4.2 in the value log, in the same hour).
+	// pointer in the LSM tree. Smaller ones (transcript entries, agreements, the records'
+	// index) live in the tree's tables, compressed. Badger does not compress the value log,
+	// and frees a deleted value there only after a compaction happens to meet its key. The
+	// exchange records live in segment files of their own (segment.go).
 	valueThreshold = 64 << 10
 	// blockSize and the compression (Snappy) trade disk for CPU. Measured once, with a
 	// variant of BenchmarkRetentionDisk that stores 300,000 EVE records in batches of 500,
@@ -131,11 +126,6 @@ const (
 	gcInterval       = 5 * time.Second
 	gcDiscardPercent = 50
 	gcDiscardRatio   = gcDiscardPercent / 100.0
-	// reclaimInterval is how often the records acknowledged since are dropped from the disk
-	// (reclaim.go). A drop flushes the memtables, stops Badger's compactions while it
-	// rewrites the tables that hold the records, and blocks writes meanwhile: at 5,000
-	// records a second, 150,000 records (about 40 MB of tables) wait at most.
-	reclaimInterval = 30 * time.Second
 )
 
 // The sensor profile's tuning (ProfileSensor). Each is at most the default's, so that
@@ -227,11 +217,8 @@ type Store struct {
 	// sent holds what MarkSent recorded per SSA, until the SSA's outbox state is written.
 	sentMu sync.Mutex
 	sent   map[string]uint64
-	// reclaimed holds, per SSA, the Head its outbox was last dropped from the disk up to, and
-	// reclaimDue the outboxes whose Head has moved since (reclaim.go).
-	reclaimMu  sync.Mutex
-	reclaimed  map[string]uint64
-	reclaimDue map[string]bool
+	// recs holds the exchange queues' records (segment.go).
+	recs *recordLog
 
 	log *slog.Logger
 }
@@ -270,7 +257,7 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 	}
 	s := &Store{db: db, commits: make(chan request), stop: make(chan struct{}), done: make(chan struct{}),
 		gcDone: make(chan struct{}), sent: make(map[string]uint64), log: logger(opts), dir: dir, reserve: opts.Reserve,
-		key: opts.EncryptionKey, reclaimed: make(map[string]uint64), reclaimDue: make(map[string]bool), profile: opts.Profile,
+		key: opts.EncryptionKey, profile: opts.Profile,
 		groupBytes: maxGroupBytes, groupEntries: maxGroupEntries}
 	if opts.Profile == ProfileSensor {
 		s.groupBytes, s.groupEntries = sensorGroupBytes, sensorGroupEntries
@@ -282,11 +269,11 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 	if opts.schema != nil {
 		sc = opts.schema
 	}
-	if err := s.migrate(sc); err != nil { // migrate.go
+	if s.recs, err = openRecordLog(dir, opts.EncryptionKey, db); err != nil { // segment.go
 		return nil, errors.Join(err, db.Close())
 	}
-	if err := s.deleteAllOrphans(); err != nil { // before the committer: no batch under way
-		return nil, errors.Join(err, db.Close())
+	if err := s.migrate(sc); err != nil { // migrate.go
+		return nil, errors.Join(err, s.recs.close(), db.Close())
 	}
 	go s.committer()
 	go s.collectGarbage()
@@ -336,12 +323,8 @@ func badgerOptions(dir string, opts Options, sync bool) badger.Options {
 	return o
 }
 
-// Close closes the store, waiting for running calls to return, after dropping the records
-// acknowledged since the last round of reclaimOutboxes from the disk. It is idempotent.
+// Close closes the store, waiting for running calls to return. It is idempotent.
 func (s *Store) Close() error {
-	if err := s.reclaimOutboxes(); err != nil && !errors.Is(err, ErrClosed) {
-		s.log.Warn("storage: drop acknowledged records at close", "err", err)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -351,23 +334,19 @@ func (s *Store) Close() error {
 	close(s.stop)
 	<-s.done
 	<-s.gcDone
-	if err := s.db.Close(); err != nil {
+	if err := errors.Join(s.recs.close(), s.db.Close()); err != nil {
 		return fmt.Errorf("storage: close: %w", err)
 	}
 	return nil
 }
 
 // collectGarbage runs until Close, rewriting value log files that are mostly garbage every
-// gcInterval, dropping acknowledged records from the disk (reclaimOutboxes) every
-// reclaimInterval, and with ProfileSensor handing back the mapped pages of the store's files
+// gcInterval, and with ProfileSensor handing back the mapped pages of the store's files
 // whenever the resident pages of mapped files grew past releaseBudget (releaseOver).
 func (s *Store) collectGarbage() {
 	defer close(s.gcDone)
 	t := time.NewTicker(gcInterval)
 	defer t.Stop()
-	reclaim := time.NewTicker(reclaimInterval)
-	defer reclaim.Stop()
-	swept := false               // markOutboxesDue ran
 	var release <-chan time.Time // nil: never
 	var floor uint64             // releaseOver's
 	if s.profile == ProfileSensor {
@@ -386,18 +365,6 @@ func (s *Store) collectGarbage() {
 				if errors.Is(err, errNoPageout) {
 					release = nil // the kernel will not learn it: do not read the maps and warn every second
 				}
-			}
-			continue
-		case <-reclaim.C:
-			if !swept {
-				if err := s.markOutboxesDue(); err != nil {
-					s.log.Warn("storage: list the outboxes to drop what a crash left of them", "err", err)
-				} else {
-					swept = true
-				}
-			}
-			if err := s.reclaimOutboxes(); err != nil {
-				s.log.Warn("storage: drop acknowledged records", "err", err)
 			}
 			continue
 		case <-t.C:

@@ -35,8 +35,10 @@
 // end: on a loaded machine the agents get less of the cores, and the records a second show
 // it more than the CPU per record does.
 //
-// --pprof DIR (with agents that serve pprof: true) writes CPU profiles of both agents,
-// taken over the paced phase's middle third, to DIR.
+// --pprof DIR (with agents that serve pprof: true) writes CPU profiles of both agents to
+// DIR: saturated-*.cpu.pprof over 5 s from the fifth of the saturated phase's records (give
+// it enough records to last longer, such as --saturated 1500000), and paced-*.cpu.pprof over
+// the paced phase's middle third. The profiles cost CPU, which the figures then include.
 //
 // Everything it starts listens on loopback only, lives in a temporary directory removed at
 // the end, and is stopped when it ends (the agents die with it if it is killed). It needs
@@ -92,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stream := fs.Bool("stream", true, "run the two agents (false: the in-process measures only)")
 	satRecords := fs.Int64("saturated", 300000, "records of the saturated phase, written as fast as the provider takes them (0: no saturated phase)")
 	pacedPhase := fs.Bool("paced", true, "run the paced phase (false: not)")
-	pprofDir := fs.String("pprof", "", "a directory to write CPU profiles of both agents to, taken over the stream's middle third (the agents serve pprof: true)")
+	pprofDir := fs.String("pprof", "", "a directory to write CPU profiles of both agents to, over 5 s of the saturated phase and the middle third of the paced one (the agents serve pprof: true)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -170,7 +172,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// Nothing expires while it runs: the paced phase measures retention.
 		cfg := cfg
 		cfg.retention = time.Hour
-		cfg.pprof = "" // --pprof profiles the paced phase
+		cfg.pprofFrom = func(_ time.Duration, sent int64) bool { return sent >= cfg.records/5 }
+		cfg.pprofFor = 5 * time.Second
 		fmt.Fprintf(stderr, "ssanet-bench: saturated phase: two agents, profile %s, %d records as fast as the provider takes them, in %s\n",
 			*profile, cfg.records, work)
 		res, err := phase("saturated", cfg, 0, saturated(cfg))
@@ -185,6 +188,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *pacedPhase {
 		fmt.Fprintf(stderr, "ssanet-bench: paced phase: two agents, profile %s, %d records/s for %s, retention %s (checked every %s), in %s\n",
 			*profile, *rate, *duration, *retention, *check, work)
+		cfg.pprofFrom = func(elapsed time.Duration, _ int64) bool { return elapsed >= cfg.duration/3 }
+		cfg.pprofFor = cfg.duration / 3
 		res, err := phase("paced", cfg, 10*time.Millisecond, paced(cfg))
 		if res.measured {
 			row("", "", "", "")

@@ -34,6 +34,9 @@ type streamConfig struct {
 	check     time.Duration // retention-check of the requester
 	progress  io.Writer     // one line every 30 s, nil for none
 	pprof     string        // a directory for CPU profiles of both agents, "" for none
+	// pprofFrom says when the profiles start, pprofFor how long they last (with pprof).
+	pprofFrom func(elapsed time.Duration, sent int64) bool
+	pprofFor  time.Duration
 }
 
 // usage is what /proc says of one process at one time.
@@ -574,7 +577,7 @@ func (p *agentPair) feed(ctx context.Context, res *streamResult, cfg streamConfi
 	var buf []byte
 	var bytesSent int64
 	nextSample, nextProgress := p.start, p.start.Add(30*time.Second)
-	var profiled chan error // CPU profiles of the stream's middle third, when cfg.pprof
+	var profiled chan error // CPU profiles, when cfg.pprof
 	defer func() {
 		if profiled != nil {
 			err = errors.Join(err, <-profiled)
@@ -603,9 +606,10 @@ func (p *agentPair) feed(ctx context.Context, res *streamResult, cfg streamConfi
 			res.sent += due
 			bytesSent += int64(len(buf))
 		}
-		if cfg.pprof != "" && profiled == nil && now.Sub(p.start) >= cfg.duration/3 {
+		if cfg.pprof != "" && profiled == nil && cfg.pprofFrom(now.Sub(p.start), res.sent) {
 			profiled = make(chan error, 1)
-			go func() { profiled <- cpuProfiles(ctx, cfg.pprof, cfg.duration/3, p.prov, p.req) }()
+			prefix := filepath.Join(cfg.pprof, filepath.Base(cfg.work)+"-")
+			go func() { profiled <- cpuProfiles(ctx, prefix, cfg.pprofFor, p.prov, p.req) }()
 		}
 		if now.After(nextSample) {
 			if err := p.sample(res); err != nil {
@@ -699,8 +703,8 @@ func (p *agentPair) drain(ctx context.Context, res *streamResult) error {
 }
 
 // cpuProfiles writes a CPU profile of each agent, taken over d at the same time, to
-// dir/NAME.cpu.pprof (read it with go tool pprof).
-func cpuProfiles(ctx context.Context, dir string, d time.Duration, agents ...*agentProc) error {
+// PREFIXNAME.cpu.pprof (read it with go tool pprof).
+func cpuProfiles(ctx context.Context, prefix string, d time.Duration, agents ...*agentProc) error {
 	errs := make(chan error, len(agents))
 	for _, a := range agents {
 		go func() {
@@ -718,7 +722,7 @@ func cpuProfiles(ctx context.Context, dir string, d time.Duration, agents ...*ag
 				if resp.StatusCode != http.StatusOK {
 					return fmt.Errorf("CPU profile of %s: %s", a.name, resp.Status)
 				}
-				f, err := os.Create(filepath.Join(dir, a.name+".cpu.pprof"))
+				f, err := os.Create(prefix + a.name + ".cpu.pprof")
 				if err != nil {
 					return err
 				}

@@ -1,0 +1,770 @@
+package storage
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/klauspost/compress/s2"
+)
+
+// Segments. The exchange queues' records do not live in Badger. An LSM tree writes a record
+// several times (its write-ahead log, a level-0 table, then once per level as compactions move
+// it down), compressing it each time: that was half of both agents' CPU under a saturated
+// stream (cmd/ssanet-bench, README "Performance"). Instead each queue (an SSA's outbox or
+// inbox) appends its records to segment files of its own, in blocks of up to blockRaw bytes,
+// compressed (S2) and, in an encrypted store, sealed (AES-GCM). Badger keeps one index entry
+// per block (x/ for outboxes, y/ for inboxes, keyed by the block's last sequence number; see
+// doc.go), written in the transaction that makes the records visible: the queue's state and
+// its index move together, atomically.
+//
+// Durability. The committer appends the blocks of a group to the files while it applies the
+// group, writes and fdatasyncs them before it commits the group's transaction, and rolls the
+// files back to their committed ends if the transaction fails. So an index entry never points
+// at bytes that are not on the disk, and bytes beyond the last block indexed in a file are
+// what a crash cut short: Open truncates each file to its last indexed block and removes the
+// files no entry points into (a group that never committed, or a queue deleted whole).
+//
+// Deletion. Acknowledged (outbox) and expired (inbox) records leave the index in the
+// transaction that moves the queue's Head past them; after that transaction, the committer
+// removes the files that hold no live block and punches the dead blocks at the start of the
+// first live file out of it (fallocate PUNCH_HOLE, Linux), so that the disk is given back at
+// once, to the 4 KiB block of the file system that the first live block starts in. Where the
+// file system cannot punch holes the bytes stay until the whole file is dead.
+//
+// A block on the disk:
+//
+//	magic "ssb1" (4) | CRC-32C (4) of what follows it | first seq (8) | records (4)
+//	| raw length (4) | payload length (4) | flags (4) | payload
+//
+// The payload is the records, each as its length (uvarint) and its bytes, compressed with S2
+// when flagCompressed, then sealed when flagSealed: a 12-byte random nonce and AES-GCM with
+// the header as additional data, under a key derived from Options.EncryptionKey (HKDF-SHA256).
+// The CRC covers the header's fields and the payload as stored.
+
+const (
+	// segmentDir is the directory of the segment files, in the store's directory.
+	segmentDir = "records"
+	// blockRaw bounds the records of a block (at least one record, however large): a reader
+	// decodes a whole block to read one of its records.
+	blockRaw = 128 << 10
+	// segmentSize is the size past which a queue's next block starts a new file. Files are
+	// removed whole once dead; until then the dead blocks at their start are punched out.
+	segmentSize = 32 << 20
+	// blockHeader is the size of a block's header.
+	blockHeader = 32
+	// punchAlign is the granularity of the holes punched: the file system's block.
+	punchAlign = 4096
+
+	flagCompressed = 1
+	flagSealed     = 2
+)
+
+var (
+	blockMagic = [4]byte{'s', 's', 'b', '1'}
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+)
+
+// blockRef is an index entry's value: where a block is. Its key is the queue's index prefix
+// and the block's last sequence number.
+type blockRef struct {
+	file  uint64 // the file's ID: the first sequence number it holds
+	off   uint64 // the block's offset in the file
+	size  uint32 // the block's length, header included
+	first uint64 // the block's first sequence number
+	last  uint64 // from the key
+}
+
+const blockRefLen = 28
+
+func (r blockRef) encode() []byte {
+	b := make([]byte, blockRefLen)
+	binary.BigEndian.PutUint64(b, r.file)
+	binary.BigEndian.PutUint64(b[8:], r.off)
+	binary.BigEndian.PutUint32(b[16:], r.size)
+	binary.BigEndian.PutUint64(b[20:], r.first)
+	return b
+}
+
+func decodeBlockRef(k []byte, prefixLen int, v []byte) (blockRef, error) {
+	last, ok := parseSeq(k, prefixLen)
+	if !ok || len(v) != blockRefLen {
+		return blockRef{}, fmt.Errorf("%w: index entry %x of %d bytes", ErrCorrupt, k, len(v))
+	}
+	r := blockRef{file: binary.BigEndian.Uint64(v), off: binary.BigEndian.Uint64(v[8:]),
+		size: binary.BigEndian.Uint32(v[16:]), first: binary.BigEndian.Uint64(v[20:]), last: last}
+	if r.first == 0 || r.first > r.last || r.size <= blockHeader || r.file == 0 || r.file > r.first {
+		return blockRef{}, fmt.Errorf("%w: index entry %x: %+v", ErrCorrupt, k, r)
+	}
+	return r, nil
+}
+
+// position is a place in a queue's files: what lies before it is dead (release).
+type position struct{ file, off uint64 }
+
+// recordLog holds the segment files of every queue. The committer alone appends, syncs,
+// commits, rolls back and releases; readers read blocks concurrently.
+type recordLog struct {
+	dir  string
+	aead cipher.AEAD // nil: blocks in clear
+
+	mu     sync.Mutex
+	queues map[string]*segQueue // by index prefix
+	dirty  []*segment           // appended to in the group being written
+	// rel keeps release (which closes and removes files) apart from readers.
+	rel sync.RWMutex
+
+	// Scratch of the committer's appends.
+	raw, comp []byte
+}
+
+// segQueue is one queue's files, in order; the last is the one appended to.
+type segQueue struct {
+	name  string // the files' name prefix: a hash of the index prefix
+	files []*segment
+	// cache is the block read or written last, decoded; pending the blocks of the group
+	// being written, which become the cache when it commits.
+	cache   *decodedBlock
+	pending *decodedBlock
+}
+
+// segment is one file.
+type segment struct {
+	q         *segQueue
+	id        uint64
+	f         *os.File
+	buf       []byte // appended, not written yet
+	size      int64  // the end of what is appended (buf included)
+	committed int64  // the end of the last block of a committed group
+	punched   int64  // bytes from 0 punched out
+	created   bool   // created in this group: its directory entry needs a sync
+}
+
+// decodedBlock is a block's records, in the clear.
+type decodedBlock struct {
+	at    position
+	first uint64
+	n     int
+	raw   []byte // the records: uvarint length and bytes each; never changed once made
+}
+
+// openRecordLog opens (creating) the segment directory in dir and recovers it against the
+// index in db: each file is truncated to its last indexed block, and files no index entry
+// points into are removed.
+func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
+	l := &recordLog{dir: filepath.Join(dir, segmentDir), queues: make(map[string]*segQueue)}
+	if len(key) > 0 {
+		sub, err := hkdf.Key(sha256.New, key, nil, "ssanet storage records v1", 32)
+		if err != nil {
+			return nil, fmt.Errorf("storage: derive the records' key: %w", err)
+		}
+		block, err := aes.NewCipher(sub)
+		if err != nil {
+			return nil, err
+		}
+		if l.aead, err = cipher.NewGCM(block); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(l.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("storage: create %s: %w", l.dir, err)
+	}
+	// The committed end of every file, from the index.
+	ends := make(map[string]map[uint64]int64) // queue name → file ID → end
+	byName := make(map[string]string)         // queue name → index prefix
+	err := db.View(func(txn *badger.Txn) error {
+		for _, p := range []string{prefixOutboxIndex, prefixInboxIndex} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
+			for it.Rewind(); it.Valid(); it.Next() {
+				item := it.Item()
+				k := item.Key()
+				n, ok := queuePrefixLen(k)
+				if !ok {
+					it.Close()
+					return fmt.Errorf("%w: index key %x", ErrCorrupt, k)
+				}
+				var ref blockRef
+				err := item.Value(func(v []byte) error {
+					var err error
+					ref, err = decodeBlockRef(k, n, v)
+					return err
+				})
+				if err != nil {
+					it.Close()
+					return err
+				}
+				name := queueFileName(k[:n])
+				byName[name] = string(k[:n])
+				if ends[name] == nil {
+					ends[name] = make(map[uint64]int64)
+				}
+				ends[name][ref.file] = max(ends[name][ref.file], int64(ref.off)+int64(ref.size))
+			}
+			it.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: read the records' index: %w", err)
+	}
+	entries, err := os.ReadDir(l.dir)
+	if err != nil {
+		return nil, fmt.Errorf("storage: list %s: %w", l.dir, err)
+	}
+	removed := false
+	for _, e := range entries {
+		name, id, ok := parseSegmentName(e.Name())
+		path := filepath.Join(l.dir, e.Name())
+		end, live := ends[name][id]
+		if !ok || !live || !e.Type().IsRegular() {
+			// Not a segment, or no live block: a group that never committed, or dead.
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("storage: remove %s, which holds no live record: %w", path, err)
+			}
+			removed = true
+			continue
+		}
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("storage: open %s: %w", path, err)
+		}
+		info, err := f.Stat()
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("storage: %s: %w", path, err), f.Close(), l.close())
+		}
+		if info.Size() < end {
+			return nil, errors.Join(fmt.Errorf("%w: %s holds %d bytes, its index %d", ErrCorrupt, path, info.Size(), end), f.Close(), l.close())
+		}
+		if info.Size() > end {
+			if err := f.Truncate(end); err != nil {
+				return nil, errors.Join(fmt.Errorf("storage: cut %s back to its last committed block: %w", path, err), f.Close(), l.close())
+			}
+			if err := fdatasync(f); err != nil {
+				return nil, errors.Join(err, f.Close(), l.close())
+			}
+		}
+		q := l.queue(byName[name])
+		q.files = append(q.files, &segment{q: q, id: id, f: f, size: end, committed: end})
+	}
+	for _, q := range l.queues {
+		slices.SortFunc(q.files, func(a, b *segment) int { return cmpU64(a.id, b.id) })
+	}
+	if removed {
+		if err := syncDir(l.dir); err != nil {
+			return nil, errors.Join(err, l.close())
+		}
+	}
+	return l, nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// queuePrefixLen returns the length of the queue prefix (index prefix, SSA ID's length and
+// the ID) of an index key, which is followed by 8 bytes of sequence number.
+func queuePrefixLen(k []byte) (int, bool) {
+	n := len(prefixOutboxIndex) // == len(prefixInboxIndex)
+	if len(k) < n+2 {
+		return 0, false
+	}
+	end := n + 2 + int(binary.BigEndian.Uint16(k[n:]))
+	return end, len(k) == end+8
+}
+
+// queueFileName names a queue's files: a hash of its index prefix, which may be long.
+func queueFileName(prefix []byte) string {
+	h := sha256.Sum256(prefix)
+	return hex.EncodeToString(h[:12])
+}
+
+func segmentName(q *segQueue, id uint64) string {
+	return fmt.Sprintf("%s-%016x.seg", q.name, id)
+}
+
+func parseSegmentName(name string) (queue string, id uint64, ok bool) {
+	base, found := strings.CutSuffix(name, ".seg")
+	queue, num, found2 := strings.Cut(base, "-")
+	if !found || !found2 || len(num) != 16 {
+		return "", 0, false
+	}
+	id, err := strconv.ParseUint(num, 16, 64)
+	return queue, id, err == nil && id > 0
+}
+
+// queue returns the queue of an index prefix, made if new. l.mu or the committer.
+func (l *recordLog) queue(prefix string) *segQueue {
+	q := l.queues[prefix]
+	if q == nil {
+		q = &segQueue{name: queueFileName([]byte(prefix))}
+		l.queues[prefix] = q
+	}
+	return q
+}
+
+// close closes every file.
+func (l *recordLog) close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var errs []error
+	for _, q := range l.queues {
+		for _, s := range q.files {
+			errs = append(errs, s.f.Close())
+		}
+		q.files = nil
+	}
+	return errors.Join(errs...)
+}
+
+// append adds records, numbered from first, to the queue of the index prefix as blocks, and
+// returns their index entries (keys and values) for the group's transaction. The committer
+// alone calls it; nothing reaches the disk before sync.
+func (l *recordLog) append(prefix []byte, first uint64, records [][]byte) (keys, values [][]byte, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.queue(string(prefix))
+	for i := 0; i < len(records); {
+		// The records of one block: at least one, and up to blockRaw bytes.
+		l.raw = l.raw[:0]
+		j := i
+		for ; j < len(records) && (j == i || len(l.raw)+len(records[j])+binary.MaxVarintLen32 <= blockRaw); j++ {
+			l.raw = binary.AppendUvarint(l.raw, uint64(len(records[j])))
+			l.raw = append(l.raw, records[j]...)
+		}
+		seq := first + uint64(i)
+		s, err := l.tail(q, seq)
+		if err != nil {
+			return nil, nil, err
+		}
+		off := s.size
+		block := l.encodeBlock(seq, j-i, l.raw)
+		s.buf = append(s.buf, block...)
+		s.size += int64(len(block))
+		if !slices.Contains(l.dirty, s) {
+			l.dirty = append(l.dirty, s)
+		}
+		ref := blockRef{file: s.id, off: uint64(off), size: uint32(len(block)), first: seq, last: seq + uint64(j-i) - 1}
+		keys = append(keys, seqKey(prefix, ref.last))
+		values = append(values, ref.encode())
+		q.pending = &decodedBlock{at: position{s.id, uint64(off)}, first: seq, n: j - i, raw: bytes.Clone(l.raw)}
+		i = j
+	}
+	return keys, values, nil
+}
+
+// tail returns the file the queue appends to, starting one (ID seq) when there is none or
+// the last is full.
+func (l *recordLog) tail(q *segQueue, seq uint64) (*segment, error) {
+	if n := len(q.files); n > 0 && q.files[n-1].size < segmentSize {
+		return q.files[n-1], nil
+	}
+	if n := len(q.files); n > 0 && q.files[n-1].id >= seq {
+		return nil, fmt.Errorf("%w: queue file %s ends past record %d", ErrCorrupt, segmentName(q, q.files[n-1].id), seq)
+	}
+	path := filepath.Join(l.dir, segmentName(q, seq))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("storage: create %s: %w", path, err)
+	}
+	s := &segment{q: q, id: seq, f: f, created: true}
+	q.files = append(q.files, s)
+	return s, nil
+}
+
+// encodeBlock returns a block of n records numbered from first, whose payload is raw.
+func (l *recordLog) encodeBlock(first uint64, n int, raw []byte) []byte {
+	l.comp = s2.Encode(l.comp[:cap(l.comp)], raw)
+	payload, flags := l.comp, uint32(flagCompressed)
+	if len(payload) >= len(raw) {
+		payload, flags = raw, 0
+	}
+	extra := 0
+	if l.aead != nil {
+		extra = 12 + l.aead.Overhead()
+		flags |= flagSealed
+	}
+	b := make([]byte, blockHeader, blockHeader+len(payload)+extra)
+	copy(b, blockMagic[:])
+	binary.BigEndian.PutUint64(b[8:], first)
+	binary.BigEndian.PutUint32(b[16:], uint32(n))
+	binary.BigEndian.PutUint32(b[20:], uint32(len(raw)))
+	binary.BigEndian.PutUint32(b[24:], uint32(len(payload)+extra))
+	binary.BigEndian.PutUint32(b[28:], flags)
+	if l.aead != nil {
+		nonce := make([]byte, 12)
+		_, _ = rand.Read(nonce) // crypto/rand never fails (Go 1.24)
+		b = append(b, nonce...)
+		b = l.aead.Seal(b, nonce, payload, b[8:blockHeader])
+	} else {
+		b = append(b, payload...)
+	}
+	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(b[8:], castagnoli))
+	return b
+}
+
+// sync writes what the group appended and fdatasyncs it (and the directory of new files).
+func (l *recordLog) sync() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	created := false
+	for _, s := range l.dirty {
+		if len(s.buf) > 0 {
+			if _, err := s.f.WriteAt(s.buf, s.size-int64(len(s.buf))); err != nil {
+				return fmt.Errorf("storage: write records to %s: %w", s.f.Name(), err)
+			}
+			s.buf = s.buf[:0]
+		}
+		if err := fdatasync(s.f); err != nil {
+			return fmt.Errorf("storage: sync %s: %w", s.f.Name(), err)
+		}
+		created = created || s.created
+	}
+	if created {
+		if err := syncDir(l.dir); err != nil {
+			return err
+		}
+		for _, s := range l.dirty {
+			s.created = false
+		}
+	}
+	return nil
+}
+
+// commit makes what the group appended committed: its transaction is.
+func (l *recordLog) commit() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.dirty {
+		s.committed = s.size
+		if s.q.pending != nil {
+			s.q.cache, s.q.pending = s.q.pending, nil
+		}
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// rollback forgets what the group appended: its transaction failed. A file that cannot be
+// cut back keeps the bytes, which no index entry points at (Open cuts them).
+func (l *recordLog) rollback() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var errs []error
+	for _, s := range l.dirty {
+		s.buf = s.buf[:0]
+		s.q.pending = nil
+		if s.size != s.committed {
+			s.size = s.committed
+			errs = append(errs, s.f.Truncate(s.committed))
+		}
+	}
+	l.dirty = l.dirty[:0]
+	return errors.Join(errs...)
+}
+
+// end returns where the queue's next block goes: what lies before it is written. The
+// committer alone calls it.
+func (l *recordLog) end(prefix []byte) position {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.queues[string(prefix)]
+	if q == nil || len(q.files) == 0 {
+		return position{}
+	}
+	s := q.files[len(q.files)-1]
+	return position{s.id, uint64(s.size)}
+}
+
+// release gives the disk of the queue's blocks before at back: it removes the files wholly
+// before it and punches the start of at's file out. The committer calls it after the
+// transaction that took those blocks out of the index.
+func (l *recordLog) release(prefix []byte, at position) error {
+	if at.file == 0 {
+		return nil
+	}
+	l.rel.Lock()
+	defer l.rel.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.queues[string(prefix)]
+	if q == nil {
+		return nil
+	}
+	var errs []error
+	keep := q.files[:0]
+	removed := false
+	for i, s := range q.files {
+		switch {
+		case s.id < at.file && i < len(q.files)-1:
+			errs = append(errs, s.f.Close(), os.Remove(s.f.Name()))
+			removed = true
+			continue
+		case s.id == at.file:
+			if to := int64(at.off) &^ (punchAlign - 1); to > s.punched {
+				if err := punchHole(s.f, s.punched, to-s.punched); err == nil {
+					s.punched = to
+				} else if !errors.Is(err, errNoPunch) {
+					errs = append(errs, fmt.Errorf("storage: give back the disk of deleted records in %s: %w", s.f.Name(), err))
+				}
+			}
+		}
+		keep = append(keep, s)
+	}
+	clear(q.files[len(keep):])
+	q.files = keep
+	if removed {
+		errs = append(errs, syncDir(l.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// read returns the decoded block that ref points at in the queue of the index prefix.
+func (l *recordLog) read(prefix []byte, ref blockRef) (*decodedBlock, error) {
+	at := position{ref.file, ref.off}
+	l.mu.Lock()
+	q := l.queues[string(prefix)]
+	var s *segment
+	if q != nil {
+		if c := q.cache; c != nil && c.at == at {
+			l.mu.Unlock()
+			return c, nil
+		}
+		for _, f := range q.files {
+			if f.id == ref.file {
+				s = f
+				break
+			}
+		}
+	}
+	l.mu.Unlock()
+	if s == nil || int64(ref.off)+int64(ref.size) > s.written(l) {
+		return nil, fmt.Errorf("%w: records %d to %d: no file holds block %d:%d", ErrCorrupt, ref.first, ref.last, ref.file, ref.off)
+	}
+	b := make([]byte, ref.size)
+	if _, err := s.f.ReadAt(b, int64(ref.off)); err != nil {
+		return nil, fmt.Errorf("storage: read records %d to %d from %s: %w", ref.first, ref.last, s.f.Name(), err)
+	}
+	d, err := l.decodeBlock(b, ref)
+	if err != nil {
+		return nil, fmt.Errorf("%s at %d: %w", s.f.Name(), ref.off, err)
+	}
+	d.at = at
+	l.mu.Lock()
+	q.cache = d
+	l.mu.Unlock()
+	return d, nil
+}
+
+// written returns the end of what is written to the file: a block a reader finds in the
+// index is there, as its group synced before its transaction committed.
+func (s *segment) written(l *recordLog) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return s.size - int64(len(s.buf))
+}
+
+// decodeBlock checks and opens the block b, which ref points at.
+func (l *recordLog) decodeBlock(b []byte, ref blockRef) (*decodedBlock, error) {
+	if len(b) < blockHeader || !bytes.Equal(b[:4], blockMagic[:]) {
+		return nil, fmt.Errorf("%w: no block header", ErrCorrupt)
+	}
+	if crc32.Checksum(b[8:], castagnoli) != binary.BigEndian.Uint32(b[4:]) {
+		return nil, fmt.Errorf("%w: block checksum mismatch", ErrCorrupt)
+	}
+	first, n := binary.BigEndian.Uint64(b[8:]), uint64(binary.BigEndian.Uint32(b[16:]))
+	rawLen, plen, flags := binary.BigEndian.Uint32(b[20:]), binary.BigEndian.Uint32(b[24:]), binary.BigEndian.Uint32(b[28:])
+	if first != ref.first || n == 0 || first+n-1 != ref.last || int(plen) != len(b)-blockHeader || rawLen > MaxRecordSize+blockRaw {
+		return nil, fmt.Errorf("%w: block of records %d+%d where the index says %d to %d", ErrCorrupt, first, n, ref.first, ref.last)
+	}
+	payload := b[blockHeader:]
+	if flags&flagSealed != 0 {
+		if l.aead == nil || len(payload) < 12+l.aead.Overhead() {
+			return nil, fmt.Errorf("%w: sealed block, and no key to open it", ErrCorrupt)
+		}
+		var err error
+		if payload, err = l.aead.Open(payload[12:12], payload[:12], payload[12:], b[8:blockHeader]); err != nil {
+			return nil, fmt.Errorf("%w: sealed block does not open with the store's key", ErrCorrupt)
+		}
+	} else if l.aead != nil {
+		return nil, fmt.Errorf("%w: block in clear in an encrypted store", ErrCorrupt)
+	}
+	raw := payload
+	if flags&flagCompressed != 0 {
+		if dl, err := s2.DecodedLen(payload); err != nil || dl != int(rawLen) {
+			return nil, fmt.Errorf("%w: compressed block of the wrong length", ErrCorrupt)
+		}
+		var err error
+		if raw, err = s2.Decode(nil, payload); err != nil {
+			return nil, fmt.Errorf("%w: block does not decompress: %v", ErrCorrupt, err)
+		}
+	} else if len(raw) != int(rawLen) {
+		return nil, fmt.Errorf("%w: block of the wrong length", ErrCorrupt)
+	}
+	d := &decodedBlock{first: first, n: int(n), raw: raw}
+	// Check the framing once, so that readers can trust it.
+	count := 0
+	for rest := raw; len(rest) > 0; count++ {
+		size, k := binary.Uvarint(rest)
+		if k <= 0 || size > uint64(len(rest)-k) {
+			return nil, fmt.Errorf("%w: record %d of the block is cut", ErrCorrupt, first+uint64(count))
+		}
+		rest = rest[k+int(size):]
+	}
+	if count != d.n {
+		return nil, fmt.Errorf("%w: block holds %d records, its header says %d", ErrCorrupt, count, d.n)
+	}
+	return d, nil
+}
+
+// each calls fn with the block's records from seq on, in order, until fn returns false.
+// The records are the block's: they must not be changed.
+func (d *decodedBlock) each(seq uint64, fn func(seq uint64, rec []byte) bool) {
+	rest := d.raw
+	for s := d.first; len(rest) > 0; s++ {
+		size, k := binary.Uvarint(rest)
+		rec := rest[k : k+int(size) : k+int(size)]
+		rest = rest[k+int(size):]
+		if s >= seq && !fn(s, rec) {
+			return
+		}
+	}
+}
+
+// scanRecords calls fn with the records of the queue whose index prefix is prefix from start
+// on, n of them (all must be there: a gap is ErrCorrupt), as scanChunk did: it stops before
+// the record that would take the total over maxBytes, but always gives the first. The
+// records fn gets stay valid and must not be changed.
+func (s *Store) scanRecords(txn *badger.Txn, prefix []byte, start uint64, n, maxBytes int, fn func(seq uint64, data []byte) error) error {
+	s.recs.rel.RLock()
+	defer s.recs.rel.RUnlock()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	seq, end := start, start+uint64(n)
+	total := 0
+	var ferr error
+	for it.Seek(seqKey(prefix, start)); it.Valid() && seq < end; it.Next() {
+		item := it.Item()
+		var ref blockRef
+		err := item.Value(func(v []byte) error {
+			var err error
+			ref, err = decodeBlockRef(item.Key(), len(prefix), v)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if ref.first > seq {
+			return fmt.Errorf("%w: record %d missing", ErrCorrupt, seq)
+		}
+		d, err := s.recs.read(prefix, ref)
+		if err != nil {
+			return err
+		}
+		full := false
+		d.each(seq, func(sq uint64, rec []byte) bool {
+			if sq >= end {
+				full = true
+				return false
+			}
+			if sq > start && total+len(rec) > maxBytes {
+				full = true
+				return false
+			}
+			total += len(rec)
+			if ferr = fn(sq, rec); ferr != nil {
+				return false
+			}
+			seq = sq + 1
+			return true
+		})
+		if ferr != nil {
+			return ferr
+		}
+		if full {
+			return nil
+		}
+	}
+	if seq < end {
+		return fmt.Errorf("%w: record %d missing", ErrCorrupt, seq)
+	}
+	return nil
+}
+
+// dropIndex deletes, in txn, the index entries of the queue whose blocks end at or before
+// head, at most max of them, and returns whether more are left, and the position of the
+// first block left (or the queue's end, if none): what lies before it is dead once txn
+// commits. The committer alone calls it.
+func (s *Store) dropIndex(txn *badger.Txn, prefix []byte, head uint64, max int) (more bool, first position, err error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	var dead [][]byte
+	found := false
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		last, ok := parseSeq(item.Key(), len(prefix))
+		if !ok {
+			it.Close()
+			return false, position{}, fmt.Errorf("%w: index key %x", ErrCorrupt, item.Key())
+		}
+		if last > head || len(dead) == max {
+			err := item.Value(func(v []byte) error {
+				ref, err := decodeBlockRef(item.Key(), len(prefix), v)
+				first = position{ref.file, ref.off}
+				return err
+			})
+			if err != nil {
+				it.Close()
+				return false, position{}, err
+			}
+			more, found = last <= head, true
+			break
+		}
+		dead = append(dead, item.KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range dead {
+		if err := txn.Delete(k); err != nil {
+			return false, position{}, err
+		}
+	}
+	if !found {
+		first = s.recs.end(prefix)
+	}
+	return more, first, nil
+}
+
+// syncDir fsyncs a directory, so that the files created or removed in it stay so.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("storage: open %s: %w", dir, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("storage: sync %s: %w", dir, err)
+	}
+	return nil
+}
