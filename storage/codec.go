@@ -22,13 +22,10 @@ const (
 	prefixAgreement   = "a/"
 	prefixIndex       = "i/"
 	prefixOffer       = "o/"
-	prefixOutbox      = "q/"
 	prefixOutboxState = "s/"
-	prefixInbox       = "r/"
 	prefixInboxState  = "v/"
 	prefixInboxRun    = "u/"
 	prefixEvidence    = "e/"
-	prefixMark        = "w/"
 	prefixFilePos     = "f/"
 	// The records' index (segment.go): one entry per block of records, keyed by its last
 	// sequence number. Since schema version 3; before, the records were the values of keys

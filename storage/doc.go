@@ -11,7 +11,8 @@
 //
 // Every write method (Commit, PutOffer, DeleteOffer, PutRoster, Enqueue, Ack, DropOutbox, Receive,
 // DeleteRecordsReceivedBefore, PutEvidence) returns only after its data has been fsynced
-// (Badger's SyncWrites), so what a method acknowledged survives a crash or a power cut. Only
+// (Badger's SyncWrites, and fdatasync of the segment files the records went to first), so
+// what a method acknowledged survives a crash or a power cut. Only
 // MarkSent is not: Sent is advisory, kept in memory and stored with the SSA's next write.
 // Commit is atomic: after a crash either all of a commit (transcript entries, negotiation
 // record, agreement, index entries) is there or none of it is. So are Enqueue and Receive,
@@ -22,8 +23,9 @@
 // Writes are grouped. Badger's SyncWrites syncs its write-ahead log once per transaction,
 // even when its writer batches concurrent transactions, so one goroutine owned by the Store
 // (the committer, stopped by Close) writes every request waiting for it (Commits, Enqueues,
-// Acks, Receives, …, of any SSA) in one transaction: one sync of the value log and one of
-// the write-ahead log for the group, while the next group gathers. Within a group each
+// Acks, Receives, …, of any SSA) in one transaction: one sync of each segment file written,
+// then one of the value log and one of the write-ahead log for the group, while the next
+// group gathers. Within a group each
 // request is still checked and answered on its own, and a refused one writes nothing. The
 // committer is the only writer of what its requests touch, so they never conflict.
 //
@@ -73,29 +75,30 @@
 //	                  ((*protocol.SignedRoster).Encode); version is a uint64, big-endian, so
 //	                  that rosters sort in version order; a version is written once
 //
-// The exchange queues key their records by SSA and sequence number. There <ssa> is the SSA
-// ID's length (2 bytes, big-endian) followed by the ID, so that no SSA's keys are a prefix of
-// another's ("a" and "a/b"), and seq and first are uint64, big-endian (8 bytes), so that an
-// SSA's records sort in order and a prefix iterator seeks straight to record after+1. An SSA ID
-// of 36 bytes makes a record key 48 bytes. The states, runs and marks, written with the
-// newest records, sort after every record (s/, u/, v/, w/ after q/ and r/), so that a table
-// holding both spans no older record and compactions leave the tables of older records
-// alone (version 1 keyed them Q/, b/, R/ and p/, before the records).
+// The exchange queues' records are not in Badger: they are in segment files of their own,
+// in the records/ directory, in blocks (segment.go), and Badger holds the queues' states,
+// runs and an index entry per block. There <ssa> is the SSA ID's length (2 bytes,
+// big-endian) followed by the ID, so that no SSA's keys are a prefix of another's ("a" and
+// "a/b"), and seq, last and end are uint64, big-endian (8 bytes), so that an SSA's entries
+// sort in order and a prefix iterator seeks straight to the block that holds record after+1.
+// Version 2 kept each record under a key of its own (q/<ssa><seq>, r/<ssa><seq>), and the
+// bulk of a large batch under a mark (w/<queue>); version 1 also keyed the states, runs and
+// marks Q/, b/, R/ and p/.
 //
-//	q/<ssa><seq>            outbox record seq: the refined record's bytes. Records
-//	                        max(Acked, Drop, Head)+1 .. Refined are pending
-//	r/<ssa><seq>            inbox record seq: the record's bytes. Records Head+1 .. Last are
-//	                        stored
 //	s/<ssaID>               outbox state (CBOR, integer keys): the OutboxState counters, and
 //	                        Head (every record up to Head is deleted) and Drop (DropOutbox
-//	                        marked every record up to Drop for deletion)
+//	                        marked every record up to Drop for deletion). Records
+//	                        max(Acked, Drop, Head)+1 .. Refined are pending
 //	u/<ssa><end>            a run: the records stored by one Receive, from the end of the
 //	                        previous run + 1 to end; the value is when they were received (Unix
 //	                        nanoseconds, int64, big-endian, 8 bytes)
 //	v/<ssaID>               inbox state (CBOR, integer keys): Last, Head (records up to Head
-//	                        were deleted by retention) and Violations
-//	w/<queue>               mark of a large batch under way (empty value); <queue> is the
-//	                        prefix of the queue's record keys: q/<ssa> or r/<ssa>
+//	                        were deleted by retention) and Violations. Records Head+1 .. Last
+//	                        are stored
+//	x/<ssa><last>           outbox index: where the block of records that ends with record
+//	                        last is (28 bytes: file ID, offset and length of the block, its
+//	                        first record; see segment.go)
+//	y/<ssa><last>           inbox index: the same for the inbox's blocks
 //	e/<ssa><first><at>      evidence: a batch from record first received at <at> (Unix
 //	                        nanoseconds, 8 bytes), with its findings (CBOR, integer keys)
 //
@@ -105,38 +108,32 @@
 //
 // # Exchange queues
 //
-// The state record is the commit point of its queue: a record beyond Refined (outbox) or Last
-// (inbox) is invisible. This is what keeps a batch atomic when it is too large for one Badger
-// transaction (more than 4096 entries, or 512 KiB of keys and values kept in the tree): its
-// bulk is written first in transactions of its own, beyond the state, the first of them with
-// the queue's mark, and its last transaction moves the state past it and deletes the mark. A
-// mark left behind means that the process died in between (or a write failed): Open, before
-// it takes any write, deletes the records beyond the state of each marked queue (found with a
-// key-only iterator from there) and the mark, a chunk per transaction (a queue whose state is
-// corrupt keeps them, with a warning), and so does the queue's next large batch before its
-// bulk. Until then they are invisible, and a batch that takes their numbers overwrites them.
-// The records are in the tree (see Memory), so they count whole: a batch of the Exchange
-// phase (up to 2048 records; 2048 EVE records are about 1.7 MB) is written as a large one, in
-// transactions of up to 512 KiB, and a few hundred records share a group.
+// The state record is the commit point of its queue: an Enqueue or Receive appends its
+// records to the queue's segment files and writes their index entries and the state that
+// counts them in one transaction, which commits only after the files are synced; the
+// transaction is not bounded by the records' size, so a batch of any size is atomic. Bytes
+// that no committed index entry points at (a crash between the sync and the commit, or a
+// failed commit) are cut at the next Open, and files no entry points into are removed.
 //
-// Sequence numbers are dense: readers (Pending, Records) walk them with a prefix iterator
-// from the first they want and report a missing record as ErrCorrupt. Deletions of
-// acknowledged and expired records are counted, never searched, and write no tombstones: an
-// Ack moves the outbox's Head to Acked in one transaction, which makes the records up to it
-// invisible, and the Store's collector goroutine drops them from the disk within 30 seconds
-// (reclaim.go; DropOutbox drops at once, Close drops what is left); after a crash, the next
-// Ack marks its outbox for the collector again.
-// Retention reads the runs, not the records: in sequence order from Head+1, it stops at the
-// first run received at or after its limit (records arrive in order), and deletes the runs
-// before it and moves Head past their records, a chunk per transaction. It reads one small
-// key per Receive, never a record. It writes no tombstone for the records, which are now
-// invisible: it drops them from the disk before it returns (reclaim.go), and the next call
-// drops what a crash or a failed drop left below Head.
+// Sequence numbers are dense: readers (Pending, Records) seek the index to the block that
+// holds the first record they want, decode the blocks from there (the block read or written
+// last is kept decoded per queue) and report a missing record as ErrCorrupt. Deletions of
+// acknowledged and expired records are counted, never searched: an Ack (or DropOutbox) moves
+// the outbox's Head in one transaction, which makes the records up to it invisible and takes
+// the blocks that end at or before Head out of the index (up to 64 per transaction, in as many
+// as it takes); after it commits, the files that hold no live block are removed and the dead
+// blocks at the start of the first live file are punched out of it (Linux), so the disk is
+// given back at once. Retention reads the runs, not the records: in sequence order from
+// Head+1, it stops at the first run received at or after its limit (records arrive in order),
+// and deletes the runs before it, moves Head past their records and takes their blocks out
+// of the index, a chunk per transaction, giving their disk back after each. A block that
+// holds live records stays whole until they are deleted too.
 //
 // # Memory
 //
-// Open reads nothing but the schema version (and, for a migration, the keys it rewrites) and the marks of large batches (none, unless a
-// crash or a failed write cut one short): no record is loaded into memory at Open, and
+// Open reads nothing but the schema version (and, for a migration, the keys it rewrites) and
+// the records' index (one small entry per block of up to 128 KiB of records, to cut the
+// segment files back to what is committed): no record is loaded into memory at Open, and
 // Badger is tuned for small machines (4 MiB memtables, 2 MiB with ProfileSensor, small block
 // and index caches), so the
 // memory an open store uses does not grow with the number of stored SSAs or records; the
@@ -145,23 +142,23 @@
 // listing methods (Negotiations, Agreements, Offers, and Evidence for one SSA, at most
 // MaxEvidence batches and MaxEvidenceBytes) hold all their results at once; Pending and Records hold as many
 // records as asked for, but no more than the maxBytes of data asked for (or one record, when
-// it alone is larger). MarkSent keeps one number per SSA it is called for.
+// it alone is larger), besides the one block per queue kept decoded. MarkSent keeps one
+// number per SSA it is called for.
 // BenchmarkOpenMemory measures it.
 //
-// Values under 64 KiB (exchange records, transcript entries, agreements) live in the LSM
-// tree's tables, compressed with Snappy in 16 KiB blocks: about 0.36 GB per million EVE
-// records on disk (BenchmarkRetentionDisk). Records expired by retention are dropped with
-// the tables that hold them (see Exchange queues), and so are records deleted by an Ack or
-// DropOutbox. Larger
-// values go to Badger's value log, and the tree holds their keys and pointers: a goroutine
-// owned by the Store (stopped by Close) asks Badger every 5 seconds to rewrite and delete
-// the value log files that are half garbage, which Badger's compactions find out.
+// The exchange records are in segment files, compressed with S2 in blocks of up to 128 KiB:
+// about 0.25 GB per million EVE records on disk (cmd/ssanet-bench). Values under 64 KiB
+// (transcript entries, agreements, the records' index) live in the LSM tree's tables,
+// compressed with Snappy in 16 KiB blocks. Larger values go to Badger's value log, and the
+// tree holds their keys and pointers: a goroutine owned by the Store (stopped by Close) asks
+// Badger every 5 seconds to rewrite and delete the value log files that are half garbage,
+// which Badger's compactions find out.
 //
 // # Free space
 //
-// Every write is checked against the free space of the store's volume before Badger sees it
-// (space.go): records (Enqueue, Receive) need the reserve (Options.Reserve, 32 MiB by
-// default) plus the LSM tree's size, every other write the margin (MinReserve, 16 MiB) plus
+// Every write is checked against the free space of the store's volume before Badger or a
+// segment file sees it (space.go): records (Enqueue, Receive) need the reserve
+// (Options.Reserve, 32 MiB by default) plus the LSM tree's size, every other write the margin (MinReserve, 16 MiB) plus
 // the tree; a write that does not fit is refused with ErrDiskFull and writes nothing. Open
 // refuses a volume with less than the margin. Badger writes its logs through memory maps, so
 // without these checks a full volume is a SIGBUS, not an error.
@@ -177,13 +174,16 @@
 //
 // # Schema versions and migrations
 //
-// The record layout above is version 2 (version 1 keyed the queues' states, runs and marks
-// before their records: see Key layout). Open writes the version into a new store (a store
+// The record layout above is version 3 (version 2 kept the exchange records in the tree,
+// version 1 also keyed the queues' states, runs and marks before their records: see Key
+// layout). Open writes the version into a new store (a store
 // that holds records without one is refused, ErrCorrupt), refuses a store of a newer version (ErrStoreNewer) and upgrades an older one, one version at a time,
 // before it takes any write: each migration visits the keys it rewrites a chunk per
 // transaction, and records the last key visited in m/schema with the chunk, so that a kill
 // leaves the old version, which the next Open resumes from that key, or the new one (and a
-// program of the old version refuses the store half way). Each migration logs when it starts,
+// program of the old version refuses the store half way). The move of the records into
+// segment files (version 2 to 3, migrate_records.go) deletes each chunk's keys in the
+// transaction that indexes the chunk, so it resumes from the first key left. Each migration logs when it starts,
 // resumes and ends. migrate.go has the list; testdata/store-v1 is a store written by version
 // 1, which every later version must read (fixture_test.go).
 //
@@ -193,7 +193,8 @@
 // protocol.MaxMessageSize; a transcript at most protocol.MaxTranscript entries; an exchange
 // record at most MaxRecordSize (protocol.MaxMessageSize, as it travels in a signed batch), an
 // evidence's batch and findings each at most protocol.MaxMessageSize. A group's keys and
-// values (pointers for those in the value log) stay below Badger's batch limits (about 614 KiB and 6,553 entries with these
-// memtables; with ProfileSensor's, half as large, 307 KiB and 3,276): a Commit is far
-// smaller, and an Enqueue or Receive that is not is split, as above.
+// values (pointers for those in the value log) stay below Badger's batch limits (about 614
+// KiB and 6,553 entries with these memtables; with ProfileSensor's, half as large, 307 KiB
+// and 3,276): a Commit is far smaller, and an Enqueue or Receive writes one index entry per
+// block of records.
 package storage

@@ -42,6 +42,10 @@ type migration struct {
 	// Records written under prefix beyond k are visited too, so they must be of the new
 	// layout, which visit leaves as they are.
 	visit func(txn *badger.Txn, k, v []byte) error
+	// run, if set, migrates on its own after the visits (if any): in transactions of its
+	// own, each leaving the store at the old version and readable by the next run, so that it
+	// resumes after a kill.
+	run func(s *Store) error
 	// finish, if set, runs in the transaction that writes the new version.
 	finish func(txn *badger.Txn) error
 	// chunk is how many keys a transaction visits at most; 0: migrateChunk. Tests lower it.
@@ -57,7 +61,7 @@ type schema struct {
 
 // currentSchema is the layout this program writes. A new layout adds its migration here and
 // raises schemaVersion (store.go).
-var currentSchema = schema{version: schemaVersion, migrations: []migration{migrateQueueKeys}}
+var currentSchema = schema{version: schemaVersion, migrations: []migration{migrateQueueKeys, migrateRecords}}
 
 // migrateQueueKeys (version 1 to 2) moves the exchange queues' states, runs and marks after
 // their records (codec.go): each key keeps its value and its suffix under the new prefix.
@@ -76,7 +80,7 @@ var migrateQueueKeys = migration{
 		case v1PrefixInboxRun:
 			to = prefixInboxRun
 		case v1PrefixMark:
-			to = prefixMark
+			to = v2PrefixMark
 		default:
 			return fmt.Errorf("%w: key %x under no prefix of the migration", ErrCorrupt, k)
 		}
@@ -235,6 +239,11 @@ func (s *Store) runMigration(m *migration, st schemaState) (schemaState, error) 
 		visited += n
 		if n > 0 {
 			chunks++
+		}
+	}
+	if m.run != nil {
+		if err := m.run(s); err != nil {
+			return st, err
 		}
 	}
 	err := s.update(func(txn *badger.Txn) error {

@@ -40,11 +40,35 @@ func indexedSchema(chunk int) *schema {
 	})
 }
 
+// testKeys is the prefix of the keys the tests' migrations visit: testKey(prefix, i) for
+// i from 1, written by putTestKeys.
+const testKeys = "T/"
+
+func testKey(i int) []byte { return seqKey([]byte(testKeys), uint64(i)) }
+
+// putTestKeys writes values under testKey(1), testKey(2), … in s.
+func putTestKeys(t *testing.T, s *Store, values [][]byte) {
+	t.Helper()
+	for from := 0; from < len(values); from += 1000 {
+		err := s.update(func(txn *badger.Txn) error {
+			for i := from; i < min(from+1000, len(values)); i++ {
+				if err := txn.Set(testKey(i+1), values[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // copyingSchema is a schema of the next version for tests whose migration copies every
-// outbox record q/... to X/q/..., chunk keys per transaction, calling visited with each key.
+// key T/... to X/T/..., chunk keys per transaction, calling visited with each key.
 func copyingSchema(chunk int, visited func(k []byte)) *schema {
 	return testSchema(migration{
-		what: "copy the outbox records (test)", prefix: []byte(prefixOutbox), chunk: chunk,
+		what: "copy the test keys (test)", prefix: []byte(testKeys), chunk: chunk,
 		visit: func(txn *badger.Txn, k, v []byte) error {
 			if visited != nil {
 				visited(k)
@@ -307,9 +331,7 @@ func TestMigrateCrash(t *testing.T) {
 	for i := range migrateCrashRecords {
 		records = append(records, fmt.Appendf(nil, `{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", i%200)))
 	}
-	if _, err := s.Enqueue("ssa-migrate", records, migrateCrashRecords, 0); err != nil {
-		t.Fatal(err)
-	}
+	putTestKeys(t, s, records)
 	closeStore(t, s)
 
 	for round := range migrateCrashRounds {
@@ -342,7 +364,7 @@ func TestMigrateCrash(t *testing.T) {
 		})
 		t.Logf("round %d: schema record after the kill: %+v, %d records copied", round, st, len(copied))
 		withBadger(t, dir, func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixOutbox)})
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(testKeys)})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
 				k := it.Item().Key()
@@ -366,27 +388,18 @@ func TestMigrateCrash(t *testing.T) {
 		if st.migrating && !strings.Contains(logs.String(), "resuming the migration") {
 			t.Errorf("round %d: no resumption logged: %s", round, logs.String())
 		}
-		got, err := s.Pending("ssa-migrate", 0, 2*migrateCrashRecords, 64<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(got) != len(records) {
-			t.Fatalf("round %d: %d records pending after the migration, want %d", round, len(got), len(records))
-		}
-		for i, r := range got {
-			if !bytes.Equal(r.Data, records[i]) {
-				t.Fatalf("round %d: record %d reads %q, want %q", round, r.Seq, r.Data, records[i])
-			}
-		}
 		err = s.view(func(txn *badger.Txn) error {
 			if v, err := get(txn, keySchema); err != nil || !bytes.Equal(v, []byte{schemaVersion + 1}) {
 				return fmt.Errorf("schema record after the migration %x (%v), want %02x", v, err, schemaVersion+1)
 			}
 			for i := range records {
-				k := seqKey(outboxPrefix("ssa-migrate"), uint64(i+1))
+				k := testKey(i + 1)
+				if v, err := get(txn, k); err != nil || !bytes.Equal(v, records[i]) {
+					return fmt.Errorf("key %d reads %q (%v) after the migration, want %q", i+1, v, err, records[i])
+				}
 				v, err := get(txn, append([]byte("X/"), k...))
 				if err != nil || !bytes.Equal(v, records[i]) {
-					return fmt.Errorf("record %d copied as %q (%v)", i+1, v, err)
+					return fmt.Errorf("key %d copied as %q (%v)", i+1, v, err)
 				}
 			}
 			return nil
@@ -411,12 +424,10 @@ func TestMigrateHalvesChunk(t *testing.T) {
 	for i := range data {
 		data[i] = fmt.Appendf(nil, "record %d", i)
 	}
-	if _, err := s.Enqueue("ssa-fan", data, records, 0); err != nil {
-		t.Fatal(err)
-	}
+	putTestKeys(t, s, data)
 	closeStore(t, s)
 	fan := testSchema(migration{
-		what: "fan out (test)", prefix: []byte(prefixOutbox),
+		what: "fan out (test)", prefix: []byte(testKeys),
 		visit: func(txn *badger.Txn, k, v []byte) error {
 			for i := range fanOut {
 				if err := txn.Set(fmt.Appendf([]byte("X/"), "%x/%d", k, i), append([]byte(nil), v...)); err != nil {
@@ -452,7 +463,7 @@ func TestMigrateHalvesChunk(t *testing.T) {
 func TestMigrateQueueKeys(t *testing.T) {
 	c := readV1Contents(t)
 	dir := copyFixture(t)
-	queue := outboxPrefix(fixtureOutSSA)
+	queue := ssaPrefix(v2PrefixOutbox, fixtureOutSSA, 8)
 	orphan := seqKey(queue, 1000) // beyond the outbox's Refined (3)
 	db, err := badger.Open(badgerOptions(dir, Options{}, false))
 	if err != nil {
@@ -468,7 +479,7 @@ func TestMigrateQueueKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	moved := map[string]string{v1PrefixOutboxState: prefixOutboxState, v1PrefixInboxState: prefixInboxState,
-		v1PrefixInboxRun: prefixInboxRun, v1PrefixMark: prefixMark}
+		v1PrefixInboxRun: prefixInboxRun, v1PrefixMark: v2PrefixMark}
 	before := map[string][]byte{} // key under an old prefix: value
 	withBadger(t, dir, func(txn *badger.Txn) error {
 		for old := range moved {

@@ -170,7 +170,7 @@ const (
 var errNoPageout = errors.New("storage: release mapped pages: the kernel does not know MADV_PAGEOUT (Linux 5.4 or later)")
 
 // schemaVersion is the version of the record layout in doc.go; m/schema holds it.
-const schemaVersion byte = 2
+const schemaVersion byte = 3
 
 // Store is an open ssanet store. It is safe for concurrent use.
 type Store struct {
