@@ -50,7 +50,7 @@ func freeSpace(t *testing.T, dir string) int64 {
 	return int64(st.Bavail) * st.Bsize
 }
 
-// TestDiskFull: the provider's store is on a 64 MiB tmpfs, filled by a filler file to 8 MiB
+// TestDiskFull: the provider's store is on a 64 MiB tmpfs, filled by a filler file to 3 MiB
 // above the default reserve, and records are ingested 2,000 at a time while the requester is
 // down, until an ingest is refused for lack of space. The provider must not crash: it says
 // so (the ingest fails naming the free and needed bytes, the log says it once, the
@@ -66,7 +66,10 @@ func TestDiskFull(t *testing.T) {
 	req.stop() // the provider queues everything: nothing is acknowledged and deleted meanwhile
 
 	vol := filepath.Join(prov.home, "data")
-	const reserve, room = storage.DefaultReserve, 8 << 20 // the provider's reserve; the room left above it
+	// The provider's reserve, and the room left above it: the records take about a fifth of
+	// their raw size in the segment files, and an ingest needs the reserve plus its records'
+	// raw size, so a few chunks (1.5 MB raw each) fill it.
+	const reserve, room = storage.DefaultReserve, 3 << 20
 	filler := filepath.Join(vol, "filler")
 	if err := os.WriteFile(filler, make([]byte, freeSpace(t, vol)-reserve-room), 0o600); err != nil {
 		t.Fatal(err)
