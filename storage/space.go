@@ -45,10 +45,10 @@ const MinReserve = numMemtables*memTableSize + valueLogFileSize*(100-gcDiscardPe
 // DefaultReserve is the default free space, besides the LSM tree's size, below which records
 // are no longer enqueued or received: the margin plus room for the writes that go on (the
 // negotiations, acknowledgements and counters of a paused agent) while the memtables fill
-// once more, plus the memtables once again: the records live in the tree (store.go), so
-// the records a flush moves from the memtables to the tables leave the free space and join
-// the tree, which the margin counts, and after a flush at the reserve the store must still
-// open (checkOpenSpace).
+// once more, plus the memtables once again: what a flush moves from the memtables to the
+// tables leaves the free space and joins the tree, which the margin counts, and after a
+// flush at the reserve the store must still open (checkOpenSpace). (The exchange records
+// are in segment files since schema version 3, and count in the free space only.)
 const DefaultReserve = MinReserve + 2*numMemtables*memTableSize
 
 // Space is the free space of the store's volume and what the store keeps of it.
