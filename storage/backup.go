@@ -170,9 +170,11 @@ func (b *backupIndex) choose(item *badger.Item) bool {
 		b.err = fmt.Errorf("%w: index key %x", ErrCorrupt, k)
 		return true
 	}
-	bb := backupBlock{prefix: string(k[:n])}
-	if last := len(b.blocks) - 1; last >= 0 && b.blocks[last].prefix == bb.prefix {
-		bb.prefix = b.blocks[last].prefix // one string per queue
+	var bb backupBlock
+	if last := len(b.blocks) - 1; last >= 0 && b.blocks[last].prefix == string(k[:n]) {
+		bb.prefix = b.blocks[last].prefix // one string per queue (mostly)
+	} else {
+		bb.prefix = string(k[:n])
 	}
 	b.err = item.Value(func(v []byte) error {
 		var err error
@@ -231,11 +233,8 @@ func (l *recordLog) backupFile(w io.Writer, blocks []backupBlock, buf []byte) er
 		if _, err := w.Write(binary.BigEndian.AppendUint64(nil, b.ref.off)); err != nil {
 			return err
 		}
-		hdr, err := copyBlock(w, io.NewSectionReader(f, int64(b.ref.off), int64(b.ref.size)), buf)
-		if err == nil {
-			err = checkBlockHeader(hdr, b.ref)
-		}
-		if err != nil {
+		check := func(h []byte) error { return checkBlockHeader(h, b.ref) }
+		if _, err := copyBlock(w, io.NewSectionReader(f, int64(b.ref.off), int64(b.ref.size)), check, buf); err != nil {
 			return fmt.Errorf("copy records %d to %d from %s at %d: %w", b.ref.first, b.ref.last, path, b.ref.off, err)
 		}
 	}
@@ -243,9 +242,9 @@ func (l *recordLog) backupFile(w io.Writer, blocks []backupBlock, buf []byte) er
 }
 
 // copyBlock copies a block from src to dst through buf and returns its header: the header,
-// then as many bytes as it says, checked against its CRC as they pass. A block that is not
-// one is ErrCorrupt.
-func copyBlock(dst io.Writer, src io.Reader, buf []byte) ([]byte, error) {
+// which check (if not nil) accepts before anything is written, then as many bytes as it
+// says, checked against its CRC as they pass. A block that is not one is ErrCorrupt.
+func copyBlock(dst io.Writer, src io.Reader, check func(h []byte) error, buf []byte) ([]byte, error) {
 	h := make([]byte, blockHeader)
 	if _, err := io.ReadFull(src, h); err != nil {
 		return nil, err
@@ -253,6 +252,11 @@ func copyBlock(dst io.Writer, src io.Reader, buf []byte) ([]byte, error) {
 	plen := binary.BigEndian.Uint32(h[24:])
 	if !bytes.Equal(h[:4], blockMagic[:]) || plen > maxBlockPayload {
 		return nil, fmt.Errorf("%w: no block header", ErrCorrupt)
+	}
+	if check != nil {
+		if err := check(h); err != nil {
+			return nil, err
+		}
 	}
 	crc := crc32.New(castagnoli)
 	crc.Write(h[8:])
@@ -354,8 +358,8 @@ func restoreFiles(dir string, r io.Reader) error {
 			return err
 		}
 		plen := binary.BigEndian.Uint32(n[:4])
-		if plen == 0 {
-			return syncDir(dir)
+		if plen == 0 { // the files and the directory made for them stay
+			return errors.Join(syncDir(dir), syncDir(filepath.Dir(dir)))
 		}
 		if plen > uint32(maxQueuePrefix) {
 			return fmt.Errorf("%w: index prefix of %d bytes", ErrBackupDamaged, plen)
@@ -406,7 +410,7 @@ func restoreFile(path string, r io.Reader, blocks uint32, buf []byte) error {
 			break
 		}
 		var h []byte
-		if h, err = copyBlock(io.NewOffsetWriter(f, int64(off)), r, buf); err != nil {
+		if h, err = copyBlock(io.NewOffsetWriter(f, int64(off)), r, nil, buf); err != nil {
 			if errors.Is(err, ErrCorrupt) {
 				err = fmt.Errorf("%w: %s at %d: %w", ErrBackupDamaged, filepath.Base(path), off, err)
 			}
