@@ -21,7 +21,8 @@ import (
 // the new home before it runs.
 
 // Backup writes a consistent copy of the agent's store to w while the agent runs (see
-// storage.Store.Backup). The values are in clear even when the store is encrypted.
+// storage.Store.Backup). Of an encrypted store, the exchange records stay sealed under its
+// key; the rest of the store is in clear.
 func (a *Agent) Backup(w io.Writer) error {
 	return a.store.Backup(w)
 }

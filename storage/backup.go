@@ -2,31 +2,58 @@ package storage
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
+	"io/fs"
+	"math"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 )
 
-// A backup file is a header, then Badger's backup stream (DB.Backup: every live key at one
-// read timestamp, values in clear) cut into chunks, then an end chunk holding the SHA-256 of
-// what came before it. The header says what the file is and which record layout it holds:
+// A backup file is a header, then Badger's backup stream (every live key at one read
+// timestamp, values in clear) cut into chunks, then the exchange records' segment files
+// (segment.go), then the SHA-256 of all that came before it. The header says what the file is
+// and which record layout it holds:
 //
 //	"ssanet-backup\n" | format version (1 byte) | schema version (1 byte) |
 //	key check: 0 (store in clear) or 1 and SHA-256("ssanet-backup key check\n" | key)
 //	chunk: length (4 bytes, big-endian, 1..maxChunk) | bytes
-//	end:   length 0 | SHA-256 of the header and every chunk's bytes (32 bytes)
+//	end of the stream: length 0
+//	file:  index prefix length (4) | the queue's index prefix | file ID (8) | blocks (4)
+//	block: offset in the file (8) | the block as it is on the disk (its header gives its length)
+//	end of the files: index prefix length 0
+//	end:   SHA-256 of the header, every chunk's bytes and the files (32 bytes)
 //
-// The end chunk makes a file cut short (a full disk, a copy stopped half way) an error on
-// restore, where Badger's stream alone would end cleanly at any of its own boundaries.
+// The files hold exactly the blocks that the index entries of the stream's snapshot point at:
+// Badger's stream reads in one transaction, and the blocks are read from the files while
+// release, which removes files and punches holes, is held off (Store.Backup). Each block is
+// as it is on the disk: compressed, and sealed in an encrypted store, so that a backup of an
+// encrypted store holds the records under the store's key (the rest of the store,
+// negotiations, agreements, evidence, is in clear, as Badger decrypts what it streams). A
+// file's blocks come in order of offset, none overlapping the one before. Restore writes each
+// block at its offset into the file named as Open expects it (segmentName; the dead blocks
+// before the first live one, which the backup leaves out, stay a hole), then checks every
+// index entry against the block it points at: a backup that lacks one is refused whole.
+//
+// Format 1 (the layouts before the records left Badger: schema versions 1 and 2) is the
+// header, the chunks, and the end right after the length 0, the SHA-256 of the header and the
+// chunks' bytes. Restore reads it still; Open migrates the store it holds.
+//
+// The end makes a file cut short (a full disk, a copy stopped half way) an error on restore,
+// where Badger's stream alone would end cleanly at any of its own boundaries.
 const (
 	backupMagic         = "ssanet-backup\n"
-	backupFormatVersion = 1
+	backupFormatVersion = 2
 	maxChunk            = 1 << 20
 	// maxLoadList bounds a list of Badger's stream on restore: Load allocates the length an
 	// 8-byte prefix gives before it reads the list, so a crafted file could ask for any
@@ -34,6 +61,12 @@ const (
 	// merged up to 100 MiB, plus one key's versions).
 	maxLoadList     = 256 << 20
 	keyCheckContext = "ssanet-backup key check\n"
+	// maxQueuePrefix bounds an index prefix in the files part: "x/" or "y/", the SSA ID's
+	// length (2 bytes) and the ID.
+	maxQueuePrefix = len(prefixOutboxIndex) + 2 + 1<<16 - 1
+	// maxBlockPayload bounds a block's payload on restore: twice the records a block may
+	// hold, which S2's worst case and the seal stay far below.
+	maxBlockPayload = 2 * (MaxRecordSize + blockRaw)
 )
 
 // keyCheck is what the header holds of an encryption key: a hash that tells the same key
@@ -60,26 +93,192 @@ var (
 )
 
 // Backup writes a consistent copy of the store to w while the store stays in use: what was
-// committed at the moment Backup starts, nothing written after. The values are in clear
-// even when the store is encrypted (Badger decrypts what it streams): keep the file as
-// secret as the store's key. The header keeps a hash of the key, so that Restore encrypts
-// the copy with the same key or refuses. A large Enqueue or Receive under way may leave its invisible
+// committed at the moment Backup starts, nothing written after. Badger's part is in clear
+// even when the store is encrypted (Badger decrypts what it streams): keep the file as secret
+// as the store's key. The exchange records stay as they are on the disk, sealed in an
+// encrypted store. The header keeps a hash of the key, so that Restore encrypts the copy with
+// the same key or refuses. A large Enqueue or Receive under way may leave its invisible
 // records in the copy; Open deletes them after Restore, as after a crash.
+//
+// Until the records are copied, the disk of deleted records is not given back: a deletion
+// (Ack, DropOutbox, retention) committed meanwhile makes the committer wait for the end of
+// the backup before it removes files and punches holes (recordLog.release), and the writes
+// behind it, and the reads of records that come after it, wait too. Backup keeps where every
+// block to copy is in memory, about 60 bytes per block of up to 128 KiB of records.
 func (s *Store) Backup(w io.Writer) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
+	// Release runs after the transaction that took blocks out of the index: held off, it
+	// leaves every block that the stream's snapshot indexes where that entry says.
+	s.recs.rel.RLock()
+	defer s.recs.rel.RUnlock()
 	cw := &chunkWriter{w: bufio.NewWriterSize(w, 64<<10), sum: sha256.New()}
 	if err := cw.header(s.key); err != nil {
 		return fmt.Errorf("storage: backup: %w", err)
 	}
-	if _, err := s.db.Backup(cw, 0); err != nil {
+	var idx backupIndex
+	stream := s.db.NewStream()
+	stream.LogPrefix = "storage backup"
+	// One goroutine reads the keys: each opens a transaction of its own, and only one
+	// makes the stream a snapshot, the snapshot idx sees.
+	stream.NumGo = 1
+	stream.ChooseKey = idx.choose
+	if _, err := stream.Backup(cw, 0); err != nil {
+		return fmt.Errorf("storage: backup: %w", err)
+	}
+	if idx.err != nil {
+		return fmt.Errorf("storage: backup: %w", idx.err)
+	}
+	if err := cw.endChunks(); err != nil {
+		return fmt.Errorf("storage: backup: %w", err)
+	}
+	if err := s.recs.backup(cw.files(), idx.blocks); err != nil {
 		return fmt.Errorf("storage: backup: %w", err)
 	}
 	if err := cw.end(); err != nil {
 		return fmt.Errorf("storage: backup: %w", err)
+	}
+	return nil
+}
+
+// backupBlock is a block that a backup copies: an index entry of the stream's snapshot.
+type backupBlock struct {
+	prefix string // the queue's index prefix
+	ref    blockRef
+}
+
+// backupIndex collects the index entries of the backup stream's snapshot, as the stream
+// reads them.
+type backupIndex struct {
+	blocks []backupBlock
+	err    error
+}
+
+// choose is the stream's ChooseKey: it notes item, the newest version of its key at the
+// snapshot, if it is an index entry, and chooses every key.
+func (b *backupIndex) choose(item *badger.Item) bool {
+	k := item.Key()
+	if b.err != nil || item.IsDeletedOrExpired() ||
+		!bytes.HasPrefix(k, []byte(prefixOutboxIndex)) && !bytes.HasPrefix(k, []byte(prefixInboxIndex)) {
+		return true
+	}
+	n, ok := queuePrefixLen(k)
+	if !ok {
+		b.err = fmt.Errorf("%w: index key %x", ErrCorrupt, k)
+		return true
+	}
+	var bb backupBlock
+	if last := len(b.blocks) - 1; last >= 0 && b.blocks[last].prefix == string(k[:n]) {
+		bb.prefix = b.blocks[last].prefix // one string per queue (mostly)
+	} else {
+		bb.prefix = string(k[:n])
+	}
+	b.err = item.Value(func(v []byte) error {
+		var err error
+		bb.ref, err = decodeBlockRef(k, n, v)
+		return err
+	})
+	b.blocks = append(b.blocks, bb)
+	return true
+}
+
+// backup writes the files of a backup (see its format above) to w: the blocks, each checked
+// as it is copied. The caller holds l.rel for reading, so that no block is released.
+func (l *recordLog) backup(w io.Writer, blocks []backupBlock) error {
+	slices.SortFunc(blocks, func(a, b backupBlock) int {
+		if c := strings.Compare(a.prefix, b.prefix); c != 0 {
+			return c
+		}
+		if c := cmpU64(a.ref.file, b.ref.file); c != 0 {
+			return c
+		}
+		return cmpU64(a.ref.off, b.ref.off)
+	})
+	buf := make([]byte, 32<<10)
+	for i := 0; i < len(blocks); {
+		b := blocks[i]
+		j := i + 1
+		for j < len(blocks) && blocks[j].prefix == b.prefix && blocks[j].ref.file == b.ref.file {
+			j++
+		}
+		if err := l.backupFile(w, blocks[i:j], buf); err != nil {
+			return err
+		}
+		i = j
+	}
+	_, err := w.Write(binary.BigEndian.AppendUint32(nil, 0))
+	return err
+}
+
+// backupFile writes one file's blocks, in order of offset.
+func (l *recordLog) backupFile(w io.Writer, blocks []backupBlock, buf []byte) error {
+	prefix, id := blocks[0].prefix, blocks[0].ref.file
+	h := binary.BigEndian.AppendUint32(nil, uint32(len(prefix)))
+	h = append(h, prefix...)
+	h = binary.BigEndian.AppendUint64(h, id)
+	h = binary.BigEndian.AppendUint32(h, uint32(len(blocks)))
+	if _, err := w.Write(h); err != nil {
+		return err
+	}
+	path := filepath.Join(l.dir, segmentName(&segQueue{name: queueFileName([]byte(prefix))}, id))
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%w: records %d to %d: %w", ErrCorrupt, blocks[0].ref.first, blocks[len(blocks)-1].ref.last, err)
+	}
+	defer f.Close()
+	for _, b := range blocks {
+		if _, err := w.Write(binary.BigEndian.AppendUint64(nil, b.ref.off)); err != nil {
+			return err
+		}
+		check := func(h []byte) error { return checkBlockHeader(h, b.ref) }
+		if _, err := copyBlock(w, io.NewSectionReader(f, int64(b.ref.off), int64(b.ref.size)), check, buf); err != nil {
+			return fmt.Errorf("copy records %d to %d from %s at %d: %w", b.ref.first, b.ref.last, path, b.ref.off, err)
+		}
+	}
+	return nil
+}
+
+// copyBlock copies a block from src to dst through buf and returns its header: the header,
+// which check (if not nil) accepts before anything is written, then as many bytes as it
+// says, checked against its CRC as they pass. A block that is not one is ErrCorrupt.
+func copyBlock(dst io.Writer, src io.Reader, check func(h []byte) error, buf []byte) ([]byte, error) {
+	h := make([]byte, blockHeader)
+	if _, err := io.ReadFull(src, h); err != nil {
+		return nil, err
+	}
+	plen := binary.BigEndian.Uint32(h[24:])
+	if !bytes.Equal(h[:4], blockMagic[:]) || plen > maxBlockPayload {
+		return nil, fmt.Errorf("%w: no block header", ErrCorrupt)
+	}
+	if check != nil {
+		if err := check(h); err != nil {
+			return nil, err
+		}
+	}
+	crc := crc32.New(castagnoli)
+	crc.Write(h[8:])
+	if _, err := dst.Write(h); err != nil {
+		return nil, err
+	}
+	if _, err := io.CopyBuffer(io.MultiWriter(dst, crc), io.LimitReader(src, int64(plen)), buf); err != nil {
+		return nil, err
+	}
+	// A source that ends early gives CopyBuffer no error: the CRC, of fewer bytes, differs.
+	if crc.Sum32() != binary.BigEndian.Uint32(h[4:]) {
+		return nil, fmt.Errorf("%w: block checksum mismatch", ErrCorrupt)
+	}
+	return h, nil
+}
+
+// checkBlockHeader checks that the block whose header is h is the block ref points at.
+func checkBlockHeader(h []byte, ref blockRef) error {
+	first, n := binary.BigEndian.Uint64(h[8:]), uint64(binary.BigEndian.Uint32(h[16:]))
+	size := blockHeader + uint64(binary.BigEndian.Uint32(h[24:]))
+	if !bytes.Equal(h[:4], blockMagic[:]) || first != ref.first || n == 0 || first+n-1 != ref.last || size != uint64(ref.size) {
+		return fmt.Errorf("%w: block of records %d+%d, %d bytes, where the index says %d to %d, %d bytes", ErrCorrupt, first, n, size, ref.first, ref.last, ref.size)
 	}
 	return nil
 }
@@ -113,18 +312,169 @@ func Restore(dir string, r io.Reader, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("storage: restore into %s: %w", dir, err)
 	}
-	if err := db.Load(&listGuard{r: cr}, 16); err != nil {
+	if err := restoreInto(db, dir, cr); err != nil {
 		return errors.Join(fmt.Errorf("storage: restore: %w", err), db.Close())
 	}
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("storage: restore: %w", err)
 	}
-	// Open checks the schema and deletes the invisible records of a batch the copy cut.
+	// Open checks the schema, migrates an older store and deletes the invisible records of a
+	// batch the copy cut.
 	s, err := Open(dir, opts)
 	if err != nil {
 		return fmt.Errorf("storage: open the restored store: %w", err)
 	}
 	return s.Close()
+}
+
+// restoreInto loads the backup that cr reads, after its header, into db, of the store in
+// dir.
+func restoreInto(db *badger.DB, dir string, cr *chunkReader) error {
+	if err := db.Load(&listGuard{r: cr}, 16); err != nil {
+		return err
+	}
+	if cr.format == 1 {
+		return nil // the chunk reader checked the end
+	}
+	if err := restoreFiles(filepath.Join(dir, segmentDir), filesReader{cr}); err != nil {
+		return err
+	}
+	if err := cr.end(); err != nil {
+		return err
+	}
+	return checkRestoredIndex(db, filepath.Join(dir, segmentDir))
+}
+
+// restoreFiles writes the files part of a backup, which r reads, into the segment directory
+// dir.
+func restoreFiles(dir string, r io.Reader) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	var n [8]byte
+	buf := make([]byte, 32<<10)
+	for {
+		if _, err := io.ReadFull(r, n[:4]); err != nil {
+			return err
+		}
+		plen := binary.BigEndian.Uint32(n[:4])
+		if plen == 0 { // the files and the directory made for them stay
+			return errors.Join(syncDir(dir), syncDir(filepath.Dir(dir)))
+		}
+		if plen > uint32(maxQueuePrefix) {
+			return fmt.Errorf("%w: index prefix of %d bytes", ErrBackupDamaged, plen)
+		}
+		prefix := make([]byte, plen)
+		if _, err := io.ReadFull(r, prefix); err != nil {
+			return err
+		}
+		if m, ok := queuePrefixLen(seqKey(prefix, 0)); !ok || m != len(prefix) ||
+			!bytes.HasPrefix(prefix, []byte(prefixOutboxIndex)) && !bytes.HasPrefix(prefix, []byte(prefixInboxIndex)) {
+			return fmt.Errorf("%w: index prefix %x", ErrBackupDamaged, prefix)
+		}
+		if _, err := io.ReadFull(r, n[:]); err != nil {
+			return err
+		}
+		id := binary.BigEndian.Uint64(n[:])
+		if _, err := io.ReadFull(r, n[:4]); err != nil {
+			return err
+		}
+		if id == 0 {
+			return fmt.Errorf("%w: file ID 0", ErrBackupDamaged)
+		}
+		path := filepath.Join(dir, segmentName(&segQueue{name: queueFileName(prefix)}, id))
+		if err := restoreFile(path, r, binary.BigEndian.Uint32(n[:4]), buf); err != nil {
+			return err
+		}
+	}
+}
+
+// restoreFile writes a file of blocks blocks, which r reads, to path, and syncs it.
+func restoreFile(path string, r io.Reader, blocks uint32, buf []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w: %s twice", ErrBackupDamaged, filepath.Base(path))
+	}
+	if err != nil {
+		return err
+	}
+	var end int64 // of the last block written
+	var n [8]byte
+	for range blocks {
+		if _, err = io.ReadFull(r, n[:]); err != nil {
+			break
+		}
+		off := binary.BigEndian.Uint64(n[:])
+		if off < uint64(end) || off > math.MaxInt64/2 {
+			err = fmt.Errorf("%w: block at %d in %s: the one before ends at %d", ErrBackupDamaged, off, filepath.Base(path), end)
+			break
+		}
+		var h []byte
+		if h, err = copyBlock(io.NewOffsetWriter(f, int64(off)), r, nil, buf); err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				err = fmt.Errorf("%w: %s at %d: %w", ErrBackupDamaged, filepath.Base(path), off, err)
+			}
+			break
+		}
+		end = int64(off) + blockHeader + int64(binary.BigEndian.Uint32(h[24:]))
+	}
+	if err == nil {
+		err = fdatasync(f)
+	}
+	return errors.Join(err, f.Close())
+}
+
+// checkRestoredIndex checks that every index entry in db points at a block in the segment
+// directory dir, the block it says: a backup whose files miss a block that the index needs is
+// damaged, and refused whole.
+func checkRestoredIndex(db *badger.DB, dir string) error {
+	var f *os.File // the file of the last entry
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	h := make([]byte, blockHeader)
+	check := func(k, v []byte) error {
+		n, ok := queuePrefixLen(k)
+		if !ok {
+			return fmt.Errorf("%w: index key %x", ErrBackupDamaged, k)
+		}
+		ref, err := decodeBlockRef(k, n, v)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrBackupDamaged, err)
+		}
+		path := filepath.Join(dir, segmentName(&segQueue{name: queueFileName(k[:n])}, ref.file))
+		if f == nil || f.Name() != path {
+			if f != nil {
+				f.Close()
+			}
+			if f, err = os.Open(path); err != nil {
+				return fmt.Errorf("%w: records %d to %d: no file holds them: %w", ErrBackupDamaged, ref.first, ref.last, err)
+			}
+		}
+		if _, err := f.ReadAt(h, int64(ref.off)); err != nil {
+			return fmt.Errorf("%w: records %d to %d: no block at %d in %s: %w", ErrBackupDamaged, ref.first, ref.last, ref.off, path, err)
+		}
+		if err := checkBlockHeader(h, ref); err != nil {
+			return fmt.Errorf("%w: %s at %d: %w", ErrBackupDamaged, path, ref.off, err)
+		}
+		return nil
+	}
+	return db.View(func(txn *badger.Txn) error {
+		for _, p := range []string{prefixOutboxIndex, prefixInboxIndex} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
+			var err error
+			for it.Rewind(); it.Valid() && err == nil; it.Next() {
+				err = it.Item().Value(func(v []byte) error { return check(it.Item().Key(), v) })
+			}
+			it.Close()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // removeContents deletes what is in dir, leaving dir itself.
@@ -140,7 +490,7 @@ func removeContents(dir string) error {
 	return errors.Join(errs...)
 }
 
-// chunkWriter writes the backup framing around Badger's stream.
+// chunkWriter writes the backup framing around Badger's stream, and the files after it.
 type chunkWriter struct {
 	w   *bufio.Writer
 	sum hash.Hash
@@ -157,6 +507,7 @@ func (c *chunkWriter) header(key []byte) error {
 	return err
 }
 
+// Write writes p as chunks of Badger's stream.
 func (c *chunkWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 { // bounded: each round takes up to maxChunk bytes
@@ -176,23 +527,31 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// endChunks ends Badger's stream.
+func (c *chunkWriter) endChunks() error {
+	_, err := c.w.Write([]byte{0, 0, 0, 0})
+	return err
+}
+
+// files returns the writer of what follows Badger's stream.
+func (c *chunkWriter) files() io.Writer { return io.MultiWriter(c.w, c.sum) }
+
+// end writes the checksum of all that came before it.
 func (c *chunkWriter) end() error {
-	if _, err := c.w.Write([]byte{0, 0, 0, 0}); err != nil {
-		return err
-	}
 	if _, err := c.w.Write(c.sum.Sum(nil)); err != nil {
 		return err
 	}
 	return c.w.Flush()
 }
 
-// chunkReader reads what chunkWriter wrote, giving Load Badger's stream and io.EOF only
-// after a valid end chunk.
+// chunkReader reads what chunkWriter wrote, giving Load Badger's stream and io.EOF at its
+// end (in format 1 only after a valid end).
 type chunkReader struct {
-	r    *bufio.Reader
-	sum  hash.Hash
-	left int // bytes left in the current chunk
-	done bool
+	r      *bufio.Reader
+	sum    hash.Hash
+	format byte // the backup's, from its header
+	left   int  // bytes left in the current chunk
+	done   bool
 }
 
 func (c *chunkReader) header(key []byte) error {
@@ -210,6 +569,7 @@ func (c *chunkReader) header(key []byte) error {
 	if schema > schemaVersion {
 		return fmt.Errorf("%w: store schema version %d, this program reads up to %d", ErrBackupNewer, schema, schemaVersion)
 	}
+	c.format = format
 	c.sum.Write(h)
 	var check []byte
 	switch h[len(backupMagic)+2] {
@@ -245,12 +605,10 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 		}
 		n := binary.BigEndian.Uint32(l[:])
 		if n == 0 {
-			want := make([]byte, sha256.Size)
-			if _, err := io.ReadFull(c.r, want); err != nil {
-				return 0, fmt.Errorf("%w: %v", ErrBackupDamaged, err)
-			}
-			if string(want) != string(c.sum.Sum(nil)) {
-				return 0, fmt.Errorf("%w: checksum differs", ErrBackupDamaged)
+			if c.format == 1 {
+				if err := c.end(); err != nil {
+					return 0, err
+				}
 			}
 			c.done = true
 			return 0, io.EOF
@@ -273,6 +631,34 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 		err = nil
 	}
 	return n, err
+}
+
+// end reads the checksum and compares it with what came before it.
+func (c *chunkReader) end() error {
+	want := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(c.r, want); err != nil {
+		return fmt.Errorf("%w: %v", ErrBackupDamaged, err)
+	}
+	if string(want) != string(c.sum.Sum(nil)) {
+		return fmt.Errorf("%w: checksum differs", ErrBackupDamaged)
+	}
+	return nil
+}
+
+// filesReader reads what follows Badger's stream: every byte counts in the checksum, and the
+// file ends only after it (any end before is ErrBackupDamaged).
+type filesReader struct{ c *chunkReader }
+
+func (f filesReader) Read(p []byte) (int, error) {
+	n, err := f.c.r.Read(p)
+	f.c.sum.Write(p[:n])
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return n, fmt.Errorf("%w: %w", ErrBackupDamaged, err)
+	}
+	return n, nil
 }
 
 // listGuard passes Badger's backup stream (lists, each after its length: 8 bytes, little
