@@ -97,14 +97,15 @@ var (
 // even when the store is encrypted (Badger decrypts what it streams): keep the file as secret
 // as the store's key. The exchange records stay as they are on the disk, sealed in an
 // encrypted store. The header keeps a hash of the key, so that Restore encrypts the copy with
-// the same key or refuses. A large Enqueue or Receive under way may leave its invisible
-// records in the copy; Open deletes them after Restore, as after a crash.
+// the same key or refuses. A backup of a store of schema version 2 (format 1) may hold the
+// invisible records of a large batch under way; Open deletes them after Restore, as after a
+// crash.
 //
 // Until the records are copied, the disk of deleted records is not given back: a deletion
-// (Ack, DropOutbox, retention) committed meanwhile makes the committer wait for the end of
-// the backup before it removes files and punches holes (recordLog.release), and the writes
-// behind it, and the reads of records that come after it, wait too. Backup keeps where every
-// block to copy is in memory, about 60 bytes per block of up to 128 KiB of records.
+// (Ack, DropOutbox, retention) committed meanwhile leaves its files and blocks where they
+// are, and the end of the backup gives them back (recordLog.hold); writes and reads go on.
+// Backup keeps where every block to copy is in memory, about 60 bytes per block of up to 128
+// KiB of records.
 func (s *Store) Backup(w io.Writer) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -113,8 +114,12 @@ func (s *Store) Backup(w io.Writer) error {
 	}
 	// Release runs after the transaction that took blocks out of the index: held off, it
 	// leaves every block that the stream's snapshot indexes where that entry says.
-	s.recs.rel.RLock()
-	defer s.recs.rel.RUnlock()
+	s.recs.hold()
+	defer func() {
+		if err := s.recs.unhold(); err != nil {
+			s.log.Warn("storage: give back the disk of records deleted during a backup (the next deletion in each queue tries again)", "err", err)
+		}
+	}()
 	cw := &chunkWriter{w: bufio.NewWriterSize(w, 64<<10), sum: sha256.New()}
 	if err := cw.header(s.key); err != nil {
 		return fmt.Errorf("storage: backup: %w", err)
@@ -318,8 +323,9 @@ func Restore(dir string, r io.Reader, opts Options) (err error) {
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("storage: restore: %w", err)
 	}
-	// Open checks the schema, migrates an older store and deletes the invisible records of a
-	// batch the copy cut.
+	// Open checks the schema, migrates an older store (which deletes the invisible records
+	// of a batch the copy of a version 2 store cut) and cuts the segment files back to their
+	// index.
 	s, err := Open(dir, opts)
 	if err != nil {
 		return fmt.Errorf("storage: open the restored store: %w", err)

@@ -365,7 +365,9 @@ func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
 	return nil, err
 }
 
-func (r *retainRequest) release(s *Store) error { return s.recs.release(inboxPrefix(r.ssaID), r.first) }
+func (r *retainRequest) release(s *Store) error {
+	return s.recs.release(inboxPrefix(r.ssaID), r.first, true)
+}
 
 // inboxRecord is an SSA's inbox state as stored under v/<ssaID>. Records Head+1..Last are
 // stored; those up to Head were deleted by retention.

@@ -194,7 +194,9 @@ func (r *trimRequest) apply(txn *badger.Txn) (refused, failed error) {
 	return nil, err
 }
 
-func (r *trimRequest) release(s *Store) error { return s.recs.release(outboxPrefix(r.ssaID), r.first) }
+func (r *trimRequest) release(s *Store) error {
+	return s.recs.release(outboxPrefix(r.ssaID), r.first, r.drop)
+}
 
 // OutboxState returns an SSA's outbox counters: the zero state for an SSA never enqueued to.
 func (s *Store) OutboxState(ssaID string) (OutboxState, error) {

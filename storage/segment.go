@@ -71,6 +71,11 @@ const (
 	blockHeader = 32
 	// punchAlign is the granularity of the holes punched: the file system's block.
 	punchAlign = 4096
+	// punchBatch is how much an acknowledgement lets the dead start of a file grow before it
+	// is punched out: a punch is a journaled change of the file's extents, which the next
+	// fdatasync of the file must write, and acknowledgements come several times a second.
+	// DropOutbox and retention punch whatever they delete.
+	punchBatch = 1 << 20
 
 	flagCompressed = 1
 	flagSealed     = 2
@@ -118,6 +123,14 @@ func decodeBlockRef(k []byte, prefixLen int, v []byte) (blockRef, error) {
 // position is a place in a queue's files: what lies before it is dead (release).
 type position struct{ file, off uint64 }
 
+func (p position) after(q position) bool { return p.file > q.file || p.file == q.file && p.off > q.off }
+
+// heldRelease is a release that waits for the end of the backups under way.
+type heldRelease struct {
+	at    position
+	force bool
+}
+
 // recordLog holds the segment files of every queue. The committer alone appends, syncs,
 // commits, rolls back and releases; readers read blocks concurrently.
 type recordLog struct {
@@ -129,6 +142,13 @@ type recordLog struct {
 	dirty  []*segment           // appended to in the group being written
 	// rel keeps release (which closes and removes files) apart from readers.
 	rel sync.RWMutex
+	// A backup (backup.go) holds the files: while holds > 0, release gives nothing back and
+	// keeps in held what it would have, which the last backup to end gives back. holdMu
+	// guards both, and is held by a release while it runs, so that a backup starts only
+	// once no release is under way.
+	holdMu sync.Mutex
+	holds  int
+	held   map[string]heldRelease
 
 	// Scratch of the committer's appends.
 	raw, comp []byte
@@ -359,7 +379,7 @@ func (l *recordLog) append(prefix []byte, first uint64, records [][]byte) (keys,
 			return nil, nil, err
 		}
 		off := s.size
-		block := l.encodeBlock(seq, j-i, l.raw)
+		block := l.encodeBlock(prefix, seq, j-i, l.raw)
 		s.buf = append(s.buf, block...)
 		s.size += int64(len(block))
 		if !slices.Contains(l.dirty, s) {
@@ -393,8 +413,9 @@ func (l *recordLog) tail(q *segQueue, seq uint64) (*segment, error) {
 	return s, nil
 }
 
-// encodeBlock returns a block of n records numbered from first, whose payload is raw.
-func (l *recordLog) encodeBlock(first uint64, n int, raw []byte) []byte {
+// encodeBlock returns a block of n records numbered from first, whose payload is raw, for the
+// queue of the index prefix.
+func (l *recordLog) encodeBlock(prefix []byte, first uint64, n int, raw []byte) []byte {
 	l.comp = s2.Encode(l.comp[:cap(l.comp)], raw)
 	payload, flags := l.comp, uint32(flagCompressed)
 	if len(payload) >= len(raw) {
@@ -416,7 +437,7 @@ func (l *recordLog) encodeBlock(first uint64, n int, raw []byte) []byte {
 		nonce := make([]byte, 12)
 		_, _ = rand.Read(nonce) // crypto/rand never fails (Go 1.24)
 		b = append(b, nonce...)
-		b = l.aead.Seal(b, nonce, payload, b[8:blockHeader])
+		b = l.aead.Seal(b, nonce, payload, sealedWith(prefix, b[8:blockHeader]))
 	} else {
 		b = append(b, payload...)
 	}
@@ -497,10 +518,25 @@ func (l *recordLog) end(prefix []byte) position {
 }
 
 // release gives the disk of the queue's blocks before at back: it removes the files wholly
-// before it and punches the start of at's file out. The committer calls it after the
-// transaction that took those blocks out of the index.
-func (l *recordLog) release(prefix []byte, at position) error {
+// before it and punches the start of at's file out, by punchBatch at least unless force. The
+// committer calls it after the transaction that took those blocks out of the index; while a
+// backup runs, it waits for the backup's end (hold).
+func (l *recordLog) release(prefix []byte, at position, force bool) error {
 	if at.file == 0 {
+		return nil
+	}
+	l.holdMu.Lock()
+	defer l.holdMu.Unlock()
+	if l.holds > 0 {
+		if l.held == nil {
+			l.held = make(map[string]heldRelease)
+		}
+		h := l.held[string(prefix)]
+		if at.after(h.at) {
+			h.at = at
+		}
+		h.force = h.force || force
+		l.held[string(prefix)] = h
 		return nil
 	}
 	l.rel.Lock()
@@ -521,7 +557,7 @@ func (l *recordLog) release(prefix []byte, at position) error {
 			removed = true
 			continue
 		case s.id == at.file:
-			if to := int64(at.off) &^ (punchAlign - 1); to > s.punched {
+			if to := int64(at.off) &^ (punchAlign - 1); to > s.punched && (force || to-s.punched >= punchBatch) {
 				if err := punchHole(s.f, s.punched, to-s.punched); err == nil {
 					s.punched = to
 				} else if !errors.Is(err, errNoPunch) {
@@ -535,6 +571,30 @@ func (l *recordLog) release(prefix []byte, at position) error {
 	q.files = keep
 	if removed {
 		errs = append(errs, syncDir(l.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// hold keeps every file and block as it is until unhold: no file is removed, no hole
+// punched. It waits for a release under way.
+func (l *recordLog) hold() {
+	l.holdMu.Lock()
+	defer l.holdMu.Unlock()
+	l.holds++
+}
+
+// unhold ends a hold; the last one gives back what the releases meanwhile would have.
+func (l *recordLog) unhold() error {
+	l.holdMu.Lock()
+	l.holds--
+	var held map[string]heldRelease
+	if l.holds == 0 {
+		held, l.held = l.held, nil
+	}
+	l.holdMu.Unlock()
+	var errs []error
+	for prefix, h := range held {
+		errs = append(errs, l.release([]byte(prefix), h.at, h.force))
 	}
 	return errors.Join(errs...)
 }
@@ -565,7 +625,7 @@ func (l *recordLog) read(prefix []byte, ref blockRef) (*decodedBlock, error) {
 	if _, err := s.f.ReadAt(b, int64(ref.off)); err != nil {
 		return nil, fmt.Errorf("storage: read records %d to %d from %s: %w", ref.first, ref.last, s.f.Name(), err)
 	}
-	d, err := l.decodeBlock(b, ref)
+	d, err := l.decodeBlock(prefix, b, ref)
 	if err != nil {
 		return nil, fmt.Errorf("%s at %d: %w", s.f.Name(), ref.off, err)
 	}
@@ -584,8 +644,15 @@ func (s *segment) written(l *recordLog) int64 {
 	return s.size - int64(len(s.buf))
 }
 
-// decodeBlock checks and opens the block b, which ref points at.
-func (l *recordLog) decodeBlock(b []byte, ref blockRef) (*decodedBlock, error) {
+// sealedWith is the additional data a sealed block is authenticated with: its queue's index
+// prefix, so that a block moved to another queue's file does not open, and its header.
+func sealedWith(prefix, header []byte) []byte {
+	return append(bytes.Clone(prefix), header...)
+}
+
+// decodeBlock checks and opens the block b of the queue of the index prefix, which ref
+// points at.
+func (l *recordLog) decodeBlock(prefix, b []byte, ref blockRef) (*decodedBlock, error) {
 	if len(b) < blockHeader || !bytes.Equal(b[:4], blockMagic[:]) {
 		return nil, fmt.Errorf("%w: no block header", ErrCorrupt)
 	}
@@ -603,7 +670,7 @@ func (l *recordLog) decodeBlock(b []byte, ref blockRef) (*decodedBlock, error) {
 			return nil, fmt.Errorf("%w: sealed block, and no key to open it", ErrCorrupt)
 		}
 		var err error
-		if payload, err = l.aead.Open(payload[12:12], payload[:12], payload[12:], b[8:blockHeader]); err != nil {
+		if payload, err = l.aead.Open(payload[12:12], payload[:12], payload[12:], sealedWith(prefix, b[8:blockHeader])); err != nil {
 			return nil, fmt.Errorf("%w: sealed block does not open with the store's key", ErrCorrupt)
 		}
 	} else if l.aead != nil {
@@ -652,16 +719,17 @@ func (d *decodedBlock) each(seq uint64, fn func(seq uint64, rec []byte) bool) {
 }
 
 // scanRecords calls fn with the records of the queue whose index prefix is prefix from start
-// on, n of them (all must be there: a gap is ErrCorrupt), as scanChunk did: it stops before
-// the record that would take the total over maxBytes, but always gives the first. The
-// records fn gets stay valid and must not be changed.
+// on, n of them (all must be there: a gap is ErrCorrupt): it stops before the record that
+// would take the total over maxBytes, but always gives the first. fn gets a copy, each in
+// one buffer and capped at its own length, which stays valid: the decoded blocks are the
+// store's cache.
 func (s *Store) scanRecords(txn *badger.Txn, prefix []byte, start uint64, n, maxBytes int, fn func(seq uint64, data []byte) error) error {
 	s.recs.rel.RLock()
 	defer s.recs.rel.RUnlock()
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	seq, end := start, start+uint64(n)
-	total := 0
+	var buf []byte
 	var ferr error
 	for it.Seek(seqKey(prefix, start)); it.Valid() && seq < end; it.Next() {
 		item := it.Item()
@@ -687,12 +755,18 @@ func (s *Store) scanRecords(txn *badger.Txn, prefix []byte, start uint64, n, max
 				full = true
 				return false
 			}
-			if sq > start && total+len(rec) > maxBytes {
+			if sq > start && len(buf)+len(rec) > maxBytes {
 				full = true
 				return false
 			}
-			total += len(rec)
-			if ferr = fn(sq, rec); ferr != nil {
+			if buf == nil {
+				// Room for n records like the first, but no more than maxBytes or 4 MiB (and
+				// at least the first): the buffer grows from there if need be.
+				buf = make([]byte, 0, max(min(len(rec)*n, maxBytes, 4<<20), len(rec)))
+			}
+			i := len(buf)
+			buf = append(buf, rec...)
+			if ferr = fn(sq, buf[i:len(buf):len(buf)]); ferr != nil {
 				return false
 			}
 			seq = sq + 1
