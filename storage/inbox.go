@@ -307,7 +307,7 @@ func (s *Store) DeleteRecordsReceivedBefore(ssaID string, t time.Time) (int, err
 			return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
 		}
 		deleted += r.deleted
-		more = r.more
+		more = r.dropped.more
 	}
 }
 
@@ -319,11 +319,9 @@ type retainRequest struct {
 	deletes int // at most this many records
 	runs    int // and this many runs
 	keyLen  int
-	// The outcome: records deleted, blocks up to Head left in the index (more), and what
-	// lies before first is dead.
+	// The outcome: records deleted, and what it took out of the index.
 	deleted int
-	more    bool
-	first   position
+	dropped indexDrop
 }
 
 func (r *retainRequest) cost() (int, int) {
@@ -361,12 +359,12 @@ func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
 			return nil, err
 		}
 	}
-	r.more, r.first, err = r.s.dropIndex(txn, inboxPrefix(r.ssaID), st.Head, dropChunk)
+	r.dropped, err = r.s.dropIndex(txn, inboxPrefix(r.ssaID), st.Head, dropChunk)
 	return nil, err
 }
 
 func (r *retainRequest) release(s *Store) error {
-	return s.recs.release(inboxPrefix(r.ssaID), r.first, true)
+	return s.recs.release(inboxPrefix(r.ssaID), r.dropped, true)
 }
 
 // inboxRecord is an SSA's inbox state as stored under v/<ssaID>. Records Head+1..Last are

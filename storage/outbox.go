@@ -150,7 +150,7 @@ func (s *Store) trim(ssaID string, ack uint64, drop bool) error {
 		if err := s.commit(r); err != nil {
 			return err
 		}
-		if !r.more {
+		if !r.dropped.more {
 			return nil
 		}
 	}
@@ -162,10 +162,8 @@ type trimRequest struct {
 	ssaID string
 	ack   uint64
 	drop  bool
-	// The outcome: blocks up to Head are left in the index (more), and what lies before
-	// first is dead.
-	more  bool
-	first position
+	// The outcome: what it took out of the index.
+	dropped indexDrop
 }
 
 func (r *trimRequest) cost() (int, int) {
@@ -190,12 +188,12 @@ func (r *trimRequest) apply(txn *badger.Txn) (refused, failed error) {
 	if err := putOutbox(txn, r.ssaID, &st); err != nil {
 		return nil, err
 	}
-	r.more, r.first, err = r.s.dropIndex(txn, outboxPrefix(r.ssaID), st.Head, dropChunk)
+	r.dropped, err = r.s.dropIndex(txn, outboxPrefix(r.ssaID), st.Head, dropChunk)
 	return nil, err
 }
 
 func (r *trimRequest) release(s *Store) error {
-	return s.recs.release(outboxPrefix(r.ssaID), r.first, r.drop)
+	return s.recs.release(outboxPrefix(r.ssaID), r.dropped, r.drop)
 }
 
 // OutboxState returns an SSA's outbox counters: the zero state for an SSA never enqueued to.

@@ -162,6 +162,8 @@ type segQueue struct {
 	// being written, which become the cache when it commits.
 	cache   *decodedBlock
 	pending *decodedBlock
+	// dropped: the index entries that end before it are deleted (dropIndex, release).
+	dropped uint64
 }
 
 // segment is one file.
@@ -517,11 +519,22 @@ func (l *recordLog) end(prefix []byte) position {
 	return position{s.id, uint64(s.size)}
 }
 
-// release gives the disk of the queue's blocks before at back: it removes the files wholly
-// before it and punches the start of at's file out, by punchBatch at least unless force. The
-// committer calls it after the transaction that took those blocks out of the index; while a
-// backup runs, it waits for the backup's end (hold).
-func (l *recordLog) release(prefix []byte, at position, force bool) error {
+// release gives the disk of the blocks that d took out of the queue's index back: it removes
+// the files wholly before d.first and punches the start of d.first's file out, by punchBatch
+// at least unless force. The committer calls it after the transaction of d commits; while a
+// backup runs, the disk waits for the backup's end (hold).
+func (l *recordLog) release(prefix []byte, d indexDrop, force bool) error {
+	if d.through > 0 {
+		l.mu.Lock()
+		q := l.queue(string(prefix))
+		q.dropped = max(q.dropped, d.through+1)
+		l.mu.Unlock()
+	}
+	return l.giveBack(prefix, d.first, force)
+}
+
+// giveBack is release's part that gives the disk of the queue's blocks before at back.
+func (l *recordLog) giveBack(prefix []byte, at position, force bool) error {
 	if at.file == 0 {
 		return nil
 	}
@@ -594,7 +607,7 @@ func (l *recordLog) unhold() error {
 	l.holdMu.Unlock()
 	var errs []error
 	for prefix, h := range held {
-		errs = append(errs, l.release([]byte(prefix), h.at, h.force))
+		errs = append(errs, l.giveBack([]byte(prefix), h.at, h.force))
 	}
 	return errors.Join(errs...)
 }
@@ -785,46 +798,67 @@ func (s *Store) scanRecords(txn *badger.Txn, prefix []byte, start uint64, n, max
 	return nil
 }
 
+// indexDrop is what dropIndex took out of a queue's index.
+type indexDrop struct {
+	more    bool     // entries that end at or before head are left
+	first   position // what lies before it is dead once the transaction commits
+	through uint64   // the last record of the last entry deleted, 0 for none
+}
+
 // dropIndex deletes, in txn, the index entries of the queue whose blocks end at or before
-// head, at most max of them, and returns whether more are left, and the position of the
-// first block left (or the queue's end, if none): what lies before it is dead once txn
-// commits. The committer alone calls it.
-func (s *Store) dropIndex(txn *badger.Txn, prefix []byte, head uint64, max int) (more bool, first position, err error) {
+// head, at most max of them, in order from the first. The committer alone calls it.
+//
+// It seeks past the entries that earlier drops deleted (segQueue.dropped): Badger keeps
+// their tombstones until a compaction meets them, and an iterator from the queue's first key
+// would walk them all, at every acknowledgement.
+func (s *Store) dropIndex(txn *badger.Txn, prefix []byte, head uint64, max int) (d indexDrop, err error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	var dead [][]byte
 	found := false
-	for it.Rewind(); it.Valid(); it.Next() {
+	for it.Seek(seqKey(prefix, s.recs.dropped(prefix))); it.Valid(); it.Next() {
 		item := it.Item()
 		last, ok := parseSeq(item.Key(), len(prefix))
 		if !ok {
 			it.Close()
-			return false, position{}, fmt.Errorf("%w: index key %x", ErrCorrupt, item.Key())
+			return indexDrop{}, fmt.Errorf("%w: index key %x", ErrCorrupt, item.Key())
 		}
 		if last > head || len(dead) == max {
 			err := item.Value(func(v []byte) error {
 				ref, err := decodeBlockRef(item.Key(), len(prefix), v)
-				first = position{ref.file, ref.off}
+				d.first = position{ref.file, ref.off}
 				return err
 			})
 			if err != nil {
 				it.Close()
-				return false, position{}, err
+				return indexDrop{}, err
 			}
-			more, found = last <= head, true
+			d.more, found = last <= head, true
 			break
 		}
 		dead = append(dead, item.KeyCopy(nil))
+		d.through = last
 	}
 	it.Close()
 	for _, k := range dead {
 		if err := txn.Delete(k); err != nil {
-			return false, position{}, err
+			return indexDrop{}, err
 		}
 	}
 	if !found {
-		first = s.recs.end(prefix)
+		d.first = s.recs.end(prefix)
 	}
-	return more, first, nil
+	return d, nil
+}
+
+// dropped returns the record from which the queue's index may hold entries: those that end
+// before it are deleted. 0 (all of it) until a drop since Open.
+func (l *recordLog) dropped(prefix []byte) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if q := l.queues[string(prefix)]; q != nil {
+		return q.dropped
+	}
+	return 0
 }
 
 // syncDir fsyncs a directory, so that the files created or removed in it stay so.
