@@ -58,20 +58,11 @@ func span(from, to uint64) []uint64 {
 // keysUnder counts the keys of the store under prefix, deleted ones not counted.
 func keysUnder(t *testing.T, s *Store, prefix []byte) int {
 	t.Helper()
-	return keysFrom(t, s, prefix, prefix)
-}
-
-// keysFrom counts the keys of the store under prefix from the key from on, deleted ones not
-// counted.
-func keysFrom(t *testing.T, s *Store, prefix, from []byte) int {
-	t.Helper()
 	n := 0
 	err := s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix, opts.PrefetchValues = prefix, false
-		it := txn.NewIterator(opts)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
-		for it.Seek(from); it.Valid(); it.Next() {
+		for it.Rewind(); it.Valid(); it.Next() {
 			n++
 		}
 		return nil

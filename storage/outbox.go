@@ -106,8 +106,8 @@ func (s *Store) mergeSent(ssaID string, st *outboxRecord) {
 
 // Ack records that the requester holds every record of the SSA up to seq, durably, and
 // deletes them from the outbox. Acks never go backwards: a seq at or below the last one is a
-// no-op (and costs no write, unless a crash cut the last one short). A seq beyond the last record enqueued is refused with
-// ErrNotEnqueued.
+// no-op (and costs no write, unless a crash cut the last one short). A seq beyond the last
+// record enqueued is refused with ErrNotEnqueued.
 //
 // The acknowledged records leave the outbox's index in the transaction that moves its Head
 // past them, and their disk is given back right after it (segment.go).

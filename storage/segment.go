@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -111,7 +112,9 @@ func decodeBlockRef(k []byte, prefixLen int, v []byte) (blockRef, error) {
 	}
 	r := blockRef{file: binary.BigEndian.Uint64(v), off: binary.BigEndian.Uint64(v[8:]),
 		size: binary.BigEndian.Uint32(v[16:]), first: binary.BigEndian.Uint64(v[20:]), last: last}
-	if r.first == 0 || r.first > r.last || r.size <= blockHeader || r.file == 0 || r.file > r.first {
+	// The block's end must be an int64 too: a reader would take it for one before the
+	// file's end (TestSegmentCorrupt, "far past the file's end").
+	if r.first == 0 || r.first > r.last || r.size <= blockHeader || r.file == 0 || r.file > r.first || r.off > math.MaxInt64-uint64(r.size) {
 		return blockRef{}, fmt.Errorf("%w: index entry %x: %+v", ErrCorrupt, k, r)
 	}
 	return r, nil
@@ -130,7 +133,8 @@ type recordLog struct {
 	mu     sync.Mutex
 	queues map[string]*segQueue // by index prefix
 	dirty  []*segment           // appended to in the group being written
-	// rel keeps release (which closes and removes files) apart from readers.
+	// rel keeps release (which closes and removes files, and punches holes) apart from
+	// readers, from before their transaction starts (viewRecords).
 	rel sync.RWMutex
 
 	// Scratch of the committer's appends.

@@ -431,6 +431,10 @@ func TestSegmentCorrupt(t *testing.T) {
 			ref.off += 1 << 20
 			setIndex(t, s, prefix, ref.last, ref.encode())
 		}, true},
+		{"the index entry far past the file's end", func(t *testing.T, s *Store, prefix []byte, ref, _ blockRef) {
+			ref.off = 1<<64 - 100
+			setIndex(t, s, prefix, ref.last, ref.encode())
+		}, true},
 		{"the file cut short", func(t *testing.T, s *Store, prefix []byte, _, next blockRef) {
 			if err := os.Truncate(blockPath(s, prefix, next), int64(next.off)+int64(next.size)-1); err != nil {
 				t.Fatal(err)
@@ -749,10 +753,29 @@ func TestManySegments(t *testing.T) {
 	pages()
 }
 
-// manyBlocks is a batch of 150 records that make a block each (a block holds at least one
-// record, and two of these are over blockRaw): more blocks than one transaction takes out
-// of the index (dropChunk).
-func manyBlocks(ssaID string) [][]byte { return records(ssaID, 1, 150, blockRaw/2+1000) }
+// manyBlocks writes to the outbox or the inbox of "ssa" (received at t0) 150 records that
+// make a block each (a block holds at least one record, and two of these are over
+// blockRaw): more blocks than one transaction takes out of the index (dropChunk). It
+// returns the queue's index prefix.
+func manyBlocks(t *testing.T, s *Store, inbox bool) []byte {
+	t.Helper()
+	recs := records("ssa", 1, 150, blockRaw/2+1000)
+	prefix := outboxPrefix("ssa")
+	var err error
+	if inbox {
+		prefix = inboxPrefix("ssa")
+		_, _, err = s.Receive("ssa", 1, recs, t0, 0)
+	} else {
+		_, err = s.Enqueue("ssa", recs, 150, 0)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(indexed(t, s, prefix)); n != 150 {
+		t.Fatalf("%d blocks, want 150", n)
+	}
+	return prefix
+}
 
 // TestTrimChunks deletes more blocks at once than one transaction takes out of the index:
 // the call takes as many transactions as it needs, and returns with none left and their
@@ -777,20 +800,7 @@ func TestTrimChunks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			s := openTest(t, dir, Options{})
-			prefix := outboxPrefix("ssa")
-			var err error
-			if tc.inbox {
-				prefix = inboxPrefix("ssa")
-				_, _, err = s.Receive("ssa", 1, manyBlocks("ssa"), t0, 0)
-			} else {
-				_, err = s.Enqueue("ssa", manyBlocks("ssa"), 150, 0)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := len(indexed(t, s, prefix)); n != 150 {
-				t.Fatalf("%d blocks, want 150", n)
-			}
+			prefix := manyBlocks(t, s, tc.inbox)
 			groups := s.groups.Load()
 			if err := tc.delete(s); err != nil {
 				t.Fatal(err)
@@ -831,17 +841,7 @@ func TestTrimAfterCrash(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			s := openTest(t, dir, Options{})
-			prefix := outboxPrefix("ssa")
-			var err error
-			if tc.inbox {
-				prefix = inboxPrefix("ssa")
-				_, _, err = s.Receive("ssa", 1, manyBlocks("ssa"), t0, 0)
-			} else {
-				_, err = s.Enqueue("ssa", manyBlocks("ssa"), 150, 0)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			prefix := manyBlocks(t, s, tc.inbox)
 			switch r := tc.first.(type) {
 			case *trimRequest:
 				r.waiter, r.s = newWaiter(), s
