@@ -1093,3 +1093,69 @@ func FuzzDecodeBlock(f *testing.F) {
 		}
 	})
 }
+
+// TestGroupOfOneQueue writes groups that append to a queue and delete from it in one
+// transaction, in either order: what each request reads of the index includes what the
+// requests before it in the group appended, and release gives back only the dead blocks.
+func TestGroupOfOneQueue(t *testing.T) {
+	smallSegments(t, 64<<10)
+	const size = 5000
+	tests := []struct {
+		name     string
+		prefill  int
+		group    func(s *Store) []request
+		from, to uint64 // pending after the group
+	}{
+		{"enqueue then drop", 20, func(s *Store) []request {
+			return []request{enqueueOf(t, s, 21, 30, size), &trimRequest{waiter: newWaiter(), s: s, ssaID: "ssa", drop: true}}
+		}, 31, 30},
+		{"ack then enqueue", 20, func(s *Store) []request {
+			return []request{&trimRequest{waiter: newWaiter(), s: s, ssaID: "ssa", ack: 20}, enqueueOf(t, s, 21, 30, size)}
+		}, 21, 30},
+		{"enqueue then ack within it", 20, func(s *Store) []request {
+			return []request{enqueueOf(t, s, 21, 30, size), &trimRequest{waiter: newWaiter(), s: s, ssaID: "ssa", ack: 25}}
+		}, 26, 30},
+		{"two enqueues over a file's end", 0, func(s *Store) []request {
+			return []request{enqueueOf(t, s, 1, 15, size), enqueueOf(t, s, 16, 30, size)}
+		}, 1, 30},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openTest(t, dir, Options{})
+			if tc.prefill > 0 {
+				if _, err := s.Enqueue("ssa", randomRecords("ssa", 1, tc.prefill, size), uint64(tc.prefill), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The committer is idle: the test may write a group itself.
+			refused, err := s.writeTxn(tc.group(s))
+			if err := errors.Join(append(refused, err)...); err != nil {
+				t.Fatal(err)
+			}
+			check := func() {
+				t.Helper()
+				checkRandom(t, "ssa", pending(t, s, "ssa"), tc.from, tc.to, size)
+				checkIndex(t, s, outboxPrefix("ssa"), tc.from-1, tc.to)
+			}
+			check()
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = openTest(t, dir, Options{})
+			checkSegmentFiles(t, s)
+			check()
+		})
+	}
+}
+
+// enqueueOf is an enqueue request of records first..last of "ssa" (randomRecord): they must
+// be the next ones when it applies.
+func enqueueOf(t *testing.T, s *Store, first, last uint64, size int) request {
+	t.Helper()
+	r, err := newEnqueueRequest(s, []Batch{{SSAID: "ssa", Records: randomRecords("ssa", first, int(last-first+1), size)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
