@@ -14,8 +14,8 @@ import (
 // stores what it receives in the SSA's inbox (Receive, inbox.go), exactly once and in order.
 // Every write goes through the committer (commit.go), so that the queues of all SSAs and the
 // negotiations share fsyncs. The provider's side is in enqueue.go and outbox.go, the
-// requester's in inbox.go and evidence.go, and a batch too large for one transaction is
-// written by large.go. This file holds what they share: errors, limits, keys and readers.
+// requester's in inbox.go and evidence.go, and the records of both are in segment files
+// (segment.go). This file holds what they share: errors, limits and keys.
 
 // Errors of the exchange queues.
 var (

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,13 +17,14 @@ import (
 const (
 	envExchangeDir   = "SSANET_STORAGE_EXCHANGE_CRASH_DIR"
 	envExchangeRound = "SSANET_STORAGE_EXCHANGE_CRASH_ROUND"
-	envLargeBatchDir = "SSANET_STORAGE_LARGE_BATCH_DIR"
+	envHugeBatchDir  = "SSANET_STORAGE_HUGE_BATCH_DIR"
 )
 
 const (
 	exchangeCrashRounds = 3
 	exchangeEnqueuers   = 2
-	// Every few batches is too large for one transaction (more entries than a group holds).
+	// Every few batches holds more records than a group holds entries (one transaction, an
+	// index entry per block of records).
 	exchangeLargeEvery = 12
 	exchangeLarge      = maxGroupEntries + 100
 	// exchangeCrashTime bounds a round, from the child's first write (-race is slow).
@@ -192,6 +194,7 @@ func checkExchange(t *testing.T, s *Store, lines []string) {
 	printed := parseExchangeLines(t, lines)
 	out := checkOutboxAfterCrash(t, s, printed)
 	in := checkInboxAfterCrash(t, s, printed)
+	checkSegmentFiles(t, s)
 	t.Logf("outbox %+v (%d batches acknowledged to the test), inbox %+v", out, len(printed.enqueued), in)
 }
 
@@ -263,16 +266,9 @@ func checkOutboxAfterCrash(t *testing.T, s *Store, printed exchangePrinted) Outb
 			}
 		}
 	}
-	if n := keysUnder(t, s, outboxPrefix("out")); n < len(pending) {
-		t.Fatalf("%d outbox records stored, %d pending", n, len(pending))
-	}
-	// Open deleted what a large batch cut short left beyond the ends of the queues.
-	if n := keysFrom(t, s, outboxPrefix("out"), seqKey(outboxPrefix("out"), out.Refined+1)); n != 0 {
-		t.Fatalf("%d outbox records stored beyond the last one, %d", n, out.Refined)
-	}
-	if n := keysUnder(t, s, []byte(prefixMark)); n != 0 {
-		t.Fatalf("%d marks of large batches left after Open", n)
-	}
+	// The index holds the blocks of the records pending, and Open cut what a batch cut short
+	// left in the files (checkExchange checks the files).
+	checkIndex(t, s, outboxPrefix("out"), out.Acked, out.Refined)
 	return out
 }
 
@@ -321,9 +317,7 @@ func checkInboxAfterCrash(t *testing.T, s *Store, printed exchangePrinted) Inbox
 	if uint64(len(got)) != in.Last {
 		t.Fatalf("%d records stored, inbox %+v", len(got), in)
 	}
-	if n := keysUnder(t, s, inboxPrefix("in")); uint64(n) != in.Last {
-		t.Fatalf("%d inbox records stored, inbox %+v", n, in)
-	}
+	checkIndex(t, s, inboxPrefix("in"), 0, in.Last)
 	for _, r := range got {
 		if !bytes.Equal(r.Data, inRecord(r.Seq)) {
 			t.Fatalf("inbox record %d differs", r.Seq)
@@ -332,33 +326,146 @@ func checkInboxAfterCrash(t *testing.T, s *Store, printed exchangePrinted) Inbox
 	return in
 }
 
-// TestHelperLargeBatch is TestLargeBatchKilled's child: it interrupts large batches
-// (interruptLargeBatches), prints a line and waits to be killed.
-func TestHelperLargeBatch(t *testing.T) {
-	dir := os.Getenv(envLargeBatchDir)
-	if dir == "" {
-		t.Skip("run by TestLargeBatchKilled only")
+// Huge batches: hugeBatch records of hugeRecordSize bytes, which do not compress, in files
+// of hugeSegmentSize bytes, so that each batch spans several files.
+const (
+	hugeBatch       = 48
+	hugeRecordSize  = 16 << 10
+	hugeSegmentSize = 128 << 10
+	hugeRounds      = 3
+)
+
+// hugeRecord is record seq of the huge batches: random bytes, from seq.
+func hugeRecord(seq uint64) []byte {
+	b := make([]byte, hugeRecordSize)
+	rng := rand.New(rand.NewPCG(seq, 7))
+	for i := 0; i < len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
 	}
+	return b
+}
+
+// TestHelperHugeBatch is TestHugeBatchKilled's child. It enqueues huge batches to the outbox
+// "huge" and receives them in the inbox "huge", acknowledging and expiring the older ones as
+// it goes, and prints each call once it returned:
+//
+//	E <last>   Enqueue returned last
+//	R <last>   Receive returned last
+func TestHelperHugeBatch(t *testing.T) {
+	dir := os.Getenv(envHugeBatchDir)
+	if dir == "" {
+		t.Skip("run by TestHugeBatchKilled only")
+	}
+	smallSegments(t, hugeSegmentSize)
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	check := func(err error) {
+		if err != nil {
+			panic(err)
+		}
+	}
 	fmt.Println(crashReady)
-	interruptLargeBatches(t, s)
-	fmt.Println("interrupted")
-	select {} // the parent kills this process
+	fmt.Println("go") // a line before the first kill
+	batch := func(first uint64) [][]byte {
+		recs := make([][]byte, hugeBatch)
+		for i := range recs {
+			recs[i] = hugeRecord(first + uint64(i))
+		}
+		return recs
+	}
+	out, err := s.OutboxState("huge")
+	check(err)
+	in, err := s.InboxState("huge")
+	check(err)
+	if in.Last < out.Refined { // the last round was killed between the two calls
+		_, _, err := s.Receive("huge", in.Last+1, batch(in.Last+1), time.Now(), 0)
+		check(err)
+	}
+	for b := 0; ; b++ {
+		recs := batch(out.Refined + 1)
+		last, err := s.Enqueue("huge", recs, hugeBatch, 0)
+		check(err)
+		fmt.Printf("E %d\n", last)
+		_, last, err = s.Receive("huge", last-hugeBatch+1, recs, time.Now(), 0)
+		check(err)
+		fmt.Printf("R %d\n", last)
+		if b%2 == 1 {
+			check(s.Ack("huge", last-hugeBatch))
+			_, err := s.DeleteRecordsReceivedBefore("huge", time.Now().Add(-time.Millisecond))
+			check(err)
+		}
+		out.Refined = last
+	}
 }
 
-// TestLargeBatchKilled kills a process in the middle of large batches, between their bulk and
-// their last transactions, and checks that Open deletes what they left.
-func TestLargeBatchKilled(t *testing.T) {
+// TestHugeBatchKilled kills a process that writes huge batches at a random moment, three
+// times over one store, and checks that each batch is in both queues whole or not at all,
+// that what was acknowledged and expired is gone, and that Open cut the files at their last
+// indexed block and removed those no block is indexed in.
+func TestHugeBatchKilled(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a child process")
+		t.Skip("starts child processes")
 	}
+	smallSegments(t, hugeSegmentSize)
 	dir := t.TempDir()
-	if got := killChild(t, "TestHelperLargeBatch", 1, time.Minute, envLargeBatchDir+"="+dir); got[0] != "interrupted" {
-		t.Fatalf("child printed %q", got)
+	var maxE, maxR uint64
+	for range hugeRounds {
+		lines := killChild(t, "TestHelperHugeBatch", 1<<30, time.Duration(100+rand.IntN(1000))*time.Millisecond, envHugeBatchDir+"="+dir)
+		for _, line := range lines {
+			if line == "go" {
+				continue
+			}
+			var op string
+			var last uint64
+			if _, err := fmt.Sscanf(line, "%s %d", &op, &last); err != nil || op != "E" && op != "R" {
+				t.Fatalf("child printed %q", line)
+			}
+			if op == "E" {
+				maxE = max(maxE, last)
+			} else {
+				maxR = max(maxR, last)
+			}
+		}
+		s, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatalf("reopen after the crash: %v", err)
+		}
+		out, in := outbox(t, s, "huge"), inbox(t, s, "huge")
+		if out.Refined < maxE || out.Refined%hugeBatch != 0 || in.Last < maxR || in.Last%hugeBatch != 0 {
+			t.Fatalf("outbox %+v, inbox %+v, but Enqueue returned %d and Receive %d, in batches of %d", out, in, maxE, maxR, hugeBatch)
+		}
+		pending, err := s.Pending("huge", 0, 1<<30, 1<<40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uint64(len(pending)) != out.Refined-out.Acked {
+			t.Fatalf("%d records pending, outbox %+v", len(pending), out)
+		}
+		for _, r := range pending {
+			if !bytes.Equal(r.Data, hugeRecord(r.Seq)) {
+				t.Fatalf("outbox record %d differs", r.Seq)
+			}
+		}
+		got, err := s.Records("huge", 0, 1<<30, 1<<40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uint64(len(got)) != in.Stored {
+			t.Fatalf("%d records stored, inbox %+v", len(got), in)
+		}
+		for _, r := range got {
+			if !bytes.Equal(r.Data, hugeRecord(r.Seq)) {
+				t.Fatalf("inbox record %d differs", r.Seq)
+			}
+		}
+		checkIndex(t, s, outboxPrefix("huge"), out.Acked, out.Refined)
+		checkIndex(t, s, inboxPrefix("huge"), in.Deleted, in.Last)
+		checkSegmentFiles(t, s)
+		t.Logf("outbox %+v, inbox %+v", out, in)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	s := openTest(t, dir, Options{})
-	checkNoOrphans(t, s, 10)
 }

@@ -8,9 +8,11 @@ import (
 )
 
 // TestEnqueueAllWithPosition queues a chunk for three SSAs with a followed file's position,
-// large enough to take several transactions, and then interrupts a second such chunk after
-// its bulk, as a crash would: after the next Open neither its records nor its position are
-// there, so the file is read again from the end of the first chunk, exactly once.
+// of more records than a group holds entries (one transaction all the same), and then a
+// second such chunk whose transaction fails after its records were written to the segment
+// files, as a crash before its commit would leave it: after the next Open neither its
+// records nor its position are there, so the file is read again from the end of the first
+// chunk, exactly once.
 func TestEnqueueAllWithPosition(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir, Options{})
@@ -33,8 +35,8 @@ func TestEnqueueAllWithPosition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g := s.groups.Load() - groups; g < 2 {
-		t.Fatalf("a chunk of %d entries in %d transactions: it was meant to be large", 3*n, g)
+	if g := s.groups.Load() - groups; g != 1 {
+		t.Fatalf("a chunk of %d records in %d transactions, want 1", 3*n, g)
 	}
 	for i, id := range ssas {
 		if last[i] != n {
@@ -42,20 +44,15 @@ func TestEnqueueAllWithPosition(t *testing.T) {
 		}
 	}
 
-	// The bulk of a second chunk, without its last transaction.
+	// A second chunk whose transaction fails at its commit (the committer is idle: the test
+	// may write a group itself).
 	pos2 := FilePos{Path: pos1.Path, Inode: 42, Offset: 999999, InLongLine: true}
 	r, err := newEnqueueRequest(s, chunk(n+1), &pos2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.large(r) {
-		t.Fatal("the second chunk is not large")
-	}
-	if err := r.prewrite(s); err != nil {
-		t.Fatal(err)
-	}
-	if got := keysUnder(t, s, []byte(prefixMark)); got == 0 {
-		t.Fatal("the interrupted chunk wrote no bulk")
+	if _, err := s.writeTxn([]request{r, &failRequest{s: s, conflict: outboxStateKey(ssas[0])}}); err == nil {
+		t.Fatal("the transaction meant to fail committed")
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -69,10 +66,9 @@ func TestEnqueueAllWithPosition(t *testing.T) {
 		if got := outbox(t, s, id); got.Ingested != n+2 || got.Dropped != 2 || got.Refined != n {
 			t.Errorf("%s: %+v", id, got)
 		}
-		if got := keysUnder(t, s, outboxPrefix(id)); got != n {
-			t.Errorf("%s: %d records stored, want %d", id, got, n)
-		}
+		checkIndex(t, s, outboxPrefix(id), 0, n)
 	}
+	checkSegmentFiles(t, s)
 
 	// The chunk read again goes in whole, with its position.
 	if _, err := s.EnqueueAll(chunk(n+1), &pos2); err != nil {
@@ -83,9 +79,6 @@ func TestEnqueueAllWithPosition(t *testing.T) {
 	}
 	for _, id := range ssas {
 		checkPending(t, s, id, 1, 2*n, 50)
-	}
-	if got := keysUnder(t, s, []byte(prefixMark)); got != 0 {
-		t.Fatalf("%d marks left", got)
 	}
 
 	// A position alone (a rotation, a skipped long line).

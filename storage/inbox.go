@@ -166,7 +166,7 @@ func (s *Store) Records(ssaID string, after uint64, max, maxBytes int) ([]Stored
 		return nil, nil
 	}
 	var out []StoredRecord
-	err := s.view(func(txn *badger.Txn) error {
+	err := s.viewRecords(func(txn *badger.Txn) error {
 		st, err := getInbox(txn, ssaID)
 		if err != nil {
 			return err
@@ -266,17 +266,22 @@ func (s *Store) DeleteRecordsReceivedBefore(ssaID string, t time.Time) (int, err
 	}
 	deleted := 0
 	before := unixNano(t)
-	more := false // blocks up to Head are left in the index
 	for {
 		// Find the end of the last run received before t, no further than a chunk.
 		var through, head uint64
 		runs := 0 // runs to delete, the last one maybe in part
+		// Blocks up to Head are left in the index: by the last transaction (dropChunk at a
+		// time), or by a crash between two (TestTrimAfterCrash).
+		dead := false
 		err := s.view(func(txn *badger.Txn) error {
 			st, err := getInbox(txn, ssaID)
 			if err != nil {
 				return err
 			}
 			head = st.Head
+			if dead, err = s.deadIndexed(txn, inboxPrefix(ssaID), st.Head); err != nil {
+				return err
+			}
 			it := newRunIterator(txn, ssaID, st.Head+1)
 			defer it.close()
 			for it.end < min(st.Head+deleteChunk, st.Last) {
@@ -298,7 +303,7 @@ func (s *Store) DeleteRecordsReceivedBefore(ssaID string, t time.Time) (int, err
 		if err != nil {
 			return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
 		}
-		if through <= head && !more {
+		if through <= head && !dead {
 			return deleted, nil
 		}
 		r := &retainRequest{waiter: newWaiter(), s: s, ssaID: ssaID, through: through,
@@ -307,7 +312,6 @@ func (s *Store) DeleteRecordsReceivedBefore(ssaID string, t time.Time) (int, err
 			return deleted, fmt.Errorf("storage: delete records of SSA %q: %w", ssaID, err)
 		}
 		deleted += r.deleted
-		more = r.dropped.more
 	}
 }
 
@@ -359,6 +363,7 @@ func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
 			return nil, err
 		}
 	}
+	// The blocks left up to Head (more) go with the next request: its caller sees them.
 	r.dropped, err = r.s.dropIndex(txn, inboxPrefix(r.ssaID), st.Head, dropChunk)
 	return nil, err
 }

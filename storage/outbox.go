@@ -39,7 +39,7 @@ func (s *Store) Pending(ssaID string, after uint64, max, maxBytes int) ([]Queued
 		return nil, nil
 	}
 	var out []QueuedRecord
-	err := s.view(func(txn *badger.Txn) error {
+	err := s.viewRecords(func(txn *badger.Txn) error {
 		st, err := getOutbox(txn, ssaID)
 		if err != nil {
 			return err
@@ -106,8 +106,8 @@ func (s *Store) mergeSent(ssaID string, st *outboxRecord) {
 
 // Ack records that the requester holds every record of the SSA up to seq, durably, and
 // deletes them from the outbox. Acks never go backwards: a seq at or below the last one is a
-// no-op (and costs no write). A seq beyond the last record enqueued is refused with
-// ErrNotEnqueued.
+// no-op (and costs no write, unless a crash cut the last one short). A seq beyond the last
+// record enqueued is refused with ErrNotEnqueued.
 //
 // The acknowledged records leave the outbox's index in the transaction that moves its Head
 // past them, and their disk is given back right after it (segment.go).
@@ -135,14 +135,27 @@ func (s *Store) trim(ssaID string, ack uint64, drop bool) error {
 	if err := checkID("SSA", ssaID, false); err != nil {
 		return err
 	}
-	st, err := s.readOutbox(ssaID)
+	// The blocks up to Head may still be in the index if the process died in the middle of
+	// a trim (between its transactions): the call is a no-op only if they are not, so that
+	// the same Ack or DropOutbox called again finishes what the crash cut short
+	// (TestTrimAfterCrash).
+	var st outboxRecord
+	dead := false
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		if st, err = getOutbox(txn, ssaID); err != nil {
+			return err
+		}
+		dead, err = s.deadIndexed(txn, outboxPrefix(ssaID), st.Head)
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	if ack > st.Refined {
 		return fmt.Errorf("%w: %d records enqueued", ErrNotEnqueued, st.Refined)
 	}
-	if ack <= st.Acked && (!drop || st.Drop >= st.Refined) && st.Head >= max(st.Acked, st.Drop) {
+	if ack <= st.Acked && (!drop || st.Drop >= st.Refined) && st.Head >= max(st.Acked, st.Drop) && !dead {
 		return nil
 	}
 	for {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -64,9 +65,6 @@ const (
 	// blockRaw bounds the records of a block (at least one record, however large): a reader
 	// decodes a whole block to read one of its records.
 	blockRaw = 128 << 10
-	// segmentSize is the size past which a queue's next block starts a new file. Files are
-	// removed whole once dead; until then the dead blocks at their start are punched out.
-	segmentSize = 32 << 20
 	// blockHeader is the size of a block's header.
 	blockHeader = 32
 	// punchAlign is the granularity of the holes punched: the file system's block.
@@ -84,6 +82,11 @@ const (
 var (
 	blockMagic = [4]byte{'s', 's', 'b', '1'}
 	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+	// segmentSize is the size past which a queue's next block starts a new file. Files are
+	// removed whole once dead; until then the dead blocks at their start are punched out.
+	// A variable only so that tests can make files small (before Open: a recordLog keeps
+	// the size it opened with).
+	segmentSize int64 = 32 << 20
 )
 
 // blockRef is an index entry's value: where a block is. Its key is the queue's index prefix
@@ -114,7 +117,9 @@ func decodeBlockRef(k []byte, prefixLen int, v []byte) (blockRef, error) {
 	}
 	r := blockRef{file: binary.BigEndian.Uint64(v), off: binary.BigEndian.Uint64(v[8:]),
 		size: binary.BigEndian.Uint32(v[16:]), first: binary.BigEndian.Uint64(v[20:]), last: last}
-	if r.first == 0 || r.first > r.last || r.size <= blockHeader || r.file == 0 || r.file > r.first {
+	// The block's end must be an int64 too: a reader would take it for one before the
+	// file's end (TestSegmentCorrupt, "far past the file's end").
+	if r.first == 0 || r.first > r.last || r.size <= blockHeader || r.file == 0 || r.file > r.first || r.off > math.MaxInt64-uint64(r.size) {
 		return blockRef{}, fmt.Errorf("%w: index entry %x: %+v", ErrCorrupt, k, r)
 	}
 	return r, nil
@@ -134,13 +139,15 @@ type heldRelease struct {
 // recordLog holds the segment files of every queue. The committer alone appends, syncs,
 // commits, rolls back and releases; readers read blocks concurrently.
 type recordLog struct {
-	dir  string
-	aead cipher.AEAD // nil: blocks in clear
+	dir         string
+	aead        cipher.AEAD // nil: blocks in clear
+	segmentSize int64
 
 	mu     sync.Mutex
 	queues map[string]*segQueue // by index prefix
 	dirty  []*segment           // appended to in the group being written
-	// rel keeps release (which closes and removes files) apart from readers.
+	// rel keeps release (which closes and removes files, and punches holes) apart from
+	// readers, from before their transaction starts (viewRecords).
 	rel sync.RWMutex
 	// A backup (backup.go) holds the files: while holds > 0, release gives nothing back and
 	// keeps in held what it would have, which the last backup to end gives back. holdMu
@@ -190,7 +197,7 @@ type decodedBlock struct {
 // index in db: each file is truncated to its last indexed block, and files no index entry
 // points into are removed.
 func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
-	l := &recordLog{dir: filepath.Join(dir, segmentDir), queues: make(map[string]*segQueue)}
+	l := &recordLog{dir: filepath.Join(dir, segmentDir), segmentSize: segmentSize, queues: make(map[string]*segQueue)}
 	if len(key) > 0 {
 		sub, err := hkdf.Key(sha256.New, key, nil, "ssanet storage records v1", 32)
 		if err != nil {
@@ -210,6 +217,7 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 	// The committed end of every file, from the index.
 	ends := make(map[string]map[uint64]int64) // queue name → file ID → end
 	byName := make(map[string]string)         // queue name → index prefix
+	firsts := make(map[string]position)       // queue name → its first block
 	err := db.View(func(txn *badger.Txn) error {
 		for _, p := range []string{prefixOutboxIndex, prefixInboxIndex} {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
@@ -235,6 +243,7 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 				byName[name] = string(k[:n])
 				if ends[name] == nil {
 					ends[name] = make(map[uint64]int64)
+					firsts[name] = position{ref.file, ref.off} // the index is in order
 				}
 				ends[name][ref.file] = max(ends[name][ref.file], int64(ref.off)+int64(ref.size))
 			}
@@ -283,9 +292,29 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 		}
 		q := l.queue(byName[name])
 		q.files = append(q.files, &segment{q: q, id: id, f: f, size: end, committed: end})
+		delete(ends[name], id)
+	}
+	// What is left of ends is files the index points into and the directory does not hold:
+	// as short as can be (TestSegmentCorrupt).
+	var missing []string
+	for name, files := range ends {
+		for id := range files {
+			missing = append(missing, segmentName(&segQueue{name: name}, id))
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return nil, errors.Join(fmt.Errorf("%w: %s lacks %s, which the index points into", ErrCorrupt, l.dir, strings.Join(missing, ", ")), l.close())
 	}
 	for _, q := range l.queues {
 		slices.SortFunc(q.files, func(a, b *segment) int { return cmpU64(a.id, b.id) })
+		// The dead start of the first file: what a crash, or an acknowledgement that punched
+		// less than punchBatch, left. A punch that fails is left to the next release.
+		if first := firsts[q.name]; len(q.files) > 0 && q.files[0].id == first.file {
+			if to := int64(first.off) &^ (punchAlign - 1); to > 0 && punchHole(q.files[0].f, 0, to) == nil {
+				q.files[0].punched = to
+			}
+		}
 	}
 	if removed {
 		if err := syncDir(l.dir); err != nil {
@@ -399,7 +428,7 @@ func (l *recordLog) append(prefix []byte, first uint64, records [][]byte) (keys,
 // tail returns the file the queue appends to, starting one (ID seq) when there is none or
 // the last is full.
 func (l *recordLog) tail(q *segQueue, seq uint64) (*segment, error) {
-	if n := len(q.files); n > 0 && q.files[n-1].size < segmentSize {
+	if n := len(q.files); n > 0 && q.files[n-1].size < l.segmentSize {
 		return q.files[n-1], nil
 	}
 	if n := len(q.files); n > 0 && q.files[n-1].id >= seq {
@@ -490,6 +519,11 @@ func (l *recordLog) commit() {
 
 // rollback forgets what the group appended: its transaction failed. A file that cannot be
 // cut back keeps the bytes, which no index entry points at (Open cuts them).
+//
+// A file the group created (nothing committed in it) goes too: it is named after the first
+// record of the group's block that started it, and the group that appends next, from a
+// record before that one maybe (the failed group began in the file before), must not put
+// its blocks in it (TestRollback, "a new file").
 func (l *recordLog) rollback() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -497,6 +531,14 @@ func (l *recordLog) rollback() error {
 	for _, s := range l.dirty {
 		s.buf = s.buf[:0]
 		s.q.pending = nil
+		if s.committed == 0 {
+			// Created by tail in this group: the last of its queue's files.
+			s.q.files = slices.DeleteFunc(s.q.files, func(f *segment) bool { return f == s })
+			if err := errors.Join(s.f.Close(), os.Remove(s.f.Name())); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if s.size != s.committed {
 			s.size = s.committed
 			errs = append(errs, s.f.Truncate(s.committed))
@@ -674,6 +716,10 @@ func (l *recordLog) decodeBlock(prefix, b []byte, ref blockRef) (*decodedBlock, 
 	}
 	first, n := binary.BigEndian.Uint64(b[8:]), uint64(binary.BigEndian.Uint32(b[16:]))
 	rawLen, plen, flags := binary.BigEndian.Uint32(b[20:]), binary.BigEndian.Uint32(b[24:]), binary.BigEndian.Uint32(b[28:])
+	if flags&^(flagCompressed|flagSealed) != 0 {
+		// A flag this version does not know: it could not read the block right.
+		return nil, fmt.Errorf("%w: block with unknown flags %#x", ErrCorrupt, flags)
+	}
 	if first != ref.first || n == 0 || first+n-1 != ref.last || int(plen) != len(b)-blockHeader || rawLen > MaxRecordSize+blockRaw {
 		return nil, fmt.Errorf("%w: block of records %d+%d where the index says %d to %d", ErrCorrupt, first, n, ref.first, ref.last)
 	}
@@ -731,14 +777,32 @@ func (d *decodedBlock) each(seq uint64, fn func(seq uint64, rec []byte) bool) {
 	}
 }
 
+// viewRecords is Store.view for the readers of records (scanRecords). It holds l.rel from
+// before the transaction starts until it ends, so that release cannot give back the disk of
+// blocks that the transaction still sees in the index: the committer releases after the
+// transaction that took them out of the index commits, and a transaction that started
+// before that commit reads the index as it was (TestReadBesideRelease). Taken in the scan
+// only, l.rel let the committer commit and release between the snapshot and the scan, and
+// the scan read the holes or the removed files as ErrCorrupt. s.mu comes first, as in
+// Store.view: a reader waiting for s.mu (Close waits for it) must not hold l.rel, which the
+// committer, that the callers holding s.mu wait for, may be waiting for.
+func (s *Store) viewRecords(fn func(txn *badger.Txn) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.recs.rel.RLock()
+	defer s.recs.rel.RUnlock()
+	return s.db.View(fn)
+}
+
 // scanRecords calls fn with the records of the queue whose index prefix is prefix from start
 // on, n of them (all must be there: a gap is ErrCorrupt): it stops before the record that
 // would take the total over maxBytes, but always gives the first. fn gets a copy, each in
 // one buffer and capped at its own length, which stays valid: the decoded blocks are the
-// store's cache.
+// store's cache. txn must be a viewRecords transaction.
 func (s *Store) scanRecords(txn *badger.Txn, prefix []byte, start uint64, n, maxBytes int, fn func(seq uint64, data []byte) error) error {
-	s.recs.rel.RLock()
-	defer s.recs.rel.RUnlock()
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	seq, end := start, start+uint64(n)
@@ -859,6 +923,22 @@ func (l *recordLog) dropped(prefix []byte) uint64 {
 		return q.dropped
 	}
 	return 0
+}
+
+// deadIndexed reports whether the queue's index still holds a block that ends at or before
+// head: one that dropIndex has yet to take out. It seeks past the entries deleted before, as
+// dropIndex does.
+func (s *Store) deadIndexed(txn *badger.Txn, prefix []byte, head uint64) (bool, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	if it.Seek(seqKey(prefix, s.recs.dropped(prefix))); !it.Valid() {
+		return false, nil
+	}
+	last, ok := parseSeq(it.Item().Key(), len(prefix))
+	if !ok {
+		return false, fmt.Errorf("%w: index key %x", ErrCorrupt, it.Item().Key())
+	}
+	return last <= head, nil
 }
 
 // syncDir fsyncs a directory, so that the files created or removed in it stay so.

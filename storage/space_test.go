@@ -117,11 +117,17 @@ func TestOpenFullVolume(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	rec := make([]byte, 4000) // random: Badger compresses the tables
-	_, _ = rand.NewChaCha8([32]byte{1}).Read(rec)
+	// Random records, each its own: the blocks of the segment files are compressed.
+	const size = 4000
+	rng := rand.NewChaCha8([32]byte{1})
 	var refused error
-	for i := 0; i < 64<<20/len(rec)/100+1 && refused == nil; i++ { // at most the volume, 100 at a time
-		_, refused = s.Enqueue("a", repeat(rec, 100), 100, 0)
+	for i := 0; i < 64<<20/size/100+1 && refused == nil; i++ { // at most the volume, 100 at a time
+		recs := make([][]byte, 100)
+		for j := range recs {
+			recs[j] = make([]byte, size)
+			_, _ = rng.Read(recs[j])
+		}
+		_, refused = s.Enqueue("a", recs, 100, 0)
 	}
 	if !errors.Is(refused, ErrDiskFull) {
 		t.Fatalf("filling a 64 MiB volume: %v, want ErrDiskFull", refused)
@@ -155,12 +161,4 @@ func TestOpenFullVolume(t *testing.T) {
 	if got, err := s.OutboxState("a"); err != nil || got.Refined != st.Refined {
 		t.Fatalf("after reopening: %+v, %v; want %d records", got, err, st.Refined)
 	}
-}
-
-func repeat(b []byte, n int) [][]byte {
-	out := make([][]byte, n)
-	for i := range out {
-		out[i] = b
-	}
-	return out
 }

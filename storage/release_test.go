@@ -6,14 +6,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
 )
 
 // eveRecords returns n Suricata EVE records: the public samples in policy/testdata/eve in
@@ -42,15 +38,16 @@ func eveRecords(t testing.TB, n int) [][]byte {
 	return out
 }
 
-// storeFiles returns the disk space (allocated blocks) of the store's tables and value log
-// files in dir.
+// storeFiles returns the disk space (allocated blocks) of the store's tables, value log
+// files and segment files in dir.
 func storeFiles(t testing.TB, dir string) int64 {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n int64
+	records, _ := recordsDisk(t, dir)
+	n := records
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), ".sst") && !strings.HasSuffix(e.Name(), ".vlog") {
 			continue
@@ -144,48 +141,13 @@ func TestRetentionReturnsDisk(t *testing.T) {
 	}
 }
 
-func TestReclaimPrefixes(t *testing.T) {
-	p := []byte("r/")
-	key := func(seq uint64) []byte { return seqKey(p, seq) }
-	block := func(seq uint64) []byte { return key(seq)[:len(p)+7] }
-	many := make([][]byte, 0, reclaimMaxPrefixes)
-	for b := range uint64(reclaimMaxPrefixes) {
-		many = append(many, block(b<<8))
-	}
-	for _, c := range []struct {
-		name     string
-		lo, head uint64
-		want     [][]byte
-		next     uint64
-		more     bool
-	}{
-		{"one record", 5, 5, [][]byte{key(5)}, 0, false},
-		{"within a block", 1, 3, [][]byte{key(1), key(2), key(3)}, 0, false},
-		{"to the end of a block", 250, 255, [][]byte{block(0)}, 0, false},
-		{"a block and a tail", 1, 257, [][]byte{block(0), key(256), key(257)}, 0, false},
-		{"blocks", 300, 1023, [][]byte{block(256), block(512), block(768)}, 0, false},
-		{"more than one round", 0, reclaimMaxPrefixes<<8 + 1, many, reclaimMaxPrefixes << 8, true},
-		{"the last block", ^uint64(0) - 3, ^uint64(0), [][]byte{block(^uint64(0))}, 0, false},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			got, next, more := reclaimPrefixes(p, c.lo, c.head)
-			if !slices.EqualFunc(got, c.want, bytes.Equal) || next != c.next || more != c.more {
-				t.Errorf("reclaimPrefixes(%d, %d) = %x, %d, %v; want %x, %d, %v", c.lo, c.head, got, next, more, c.want, c.next, c.more)
-			}
-		})
-	}
-}
-
 // BenchmarkRetentionDisk stores 100,000 EVE records (eveRecords) in one inbox, then deletes
 // the oldest 90 % by retention, twice, each time followed by the value log's garbage
 // collection. It reports the disk the store's files take per million records
 // (disk-GB/M-records, extrapolated) and, after the deletions, their size over the raw size of
-// the records kept (after/live), for this store ("tree": records in the LSM tree,
-// compressed, dropped with their tables) and for the layout before it ("vlog": records in the
-// value log, Snappy tables, retention by tombstones), in the same run, with the CPU per record
-// stored and deleted and the longest retention pass (wall clock; writes wait for the drop
-// in it). Sizes are allocated blocks of the .sst and .vlog files, measured with the store
-// closed (memtables flushed).
+// the records kept (after/live), with the CPU per record stored and deleted and the longest
+// retention pass (wall clock). Sizes are allocated blocks of the .sst, .vlog and segment
+// files, measured with the store closed (memtables flushed).
 func BenchmarkRetentionDisk(b *testing.B) {
 	const n, keep = 100000, 10000
 	recs := eveRecords(b, n)
@@ -196,144 +158,56 @@ func BenchmarkRetentionDisk(b *testing.B) {
 			live += len(r)
 		}
 	}
-	vlog := func(o badger.Options) badger.Options {
-		return o.WithValueThreshold(128).WithCompression(options.Snappy)
-	}
-	for _, layout := range []string{"vlog", "tree"} {
-		b.Run("layout="+layout, func(b *testing.B) {
-			var tune []func(badger.Options) badger.Options
-			if layout == "vlog" {
-				tune = append(tune, vlog)
-			}
-			reopen := func(dir string) *Store {
-				s, err := open(dir, Options{}, true, tune...)
-				if err != nil {
-					b.Fatal(err)
-				}
-				return s
-			}
-			var full, after int64
-			var cpu, reclaim, pass time.Duration
-			for range b.N {
-				dir := b.TempDir()
-				s := reopen(dir)
-				cpu0 := cpuTime(b)
-				receiveEVE(b, s, recs)
-				cpu += cpuTime(b) - cpu0
-				if err := s.Close(); err != nil {
-					b.Fatal(err)
-				}
-				full = storeFiles(b, dir)
-				s = reopen(dir)
-				cpu0 = cpuTime(b)
-				for range 2 {
-					start := time.Now()
-					if layout == "vlog" {
-						deleteByTombstones(b, s, n-keep)
-					} else if _, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add((n-keep)*time.Millisecond)); err != nil {
-						b.Fatal(err)
-					}
-					pass = max(pass, time.Since(start))
-					for range 1000 {
-						if !s.gcOnce() {
-							break
-						}
-					}
-				}
-				reclaim += cpuTime(b) - cpu0
-				if err := s.Close(); err != nil {
-					b.Fatal(err)
-				}
-				after = storeFiles(b, dir)
-			}
-			b.ReportMetric(float64(raw)/n, "raw-B/record")
-			b.ReportMetric(float64(full)/n*1e6/1e9, "disk-GB/M-records")
-			b.ReportMetric(float64(after)/float64(live), "after/live")
-			b.ReportMetric(float64(cpu)/float64(b.N*n)/1e3, "write-cpu-µs/record")
-			b.ReportMetric(float64(reclaim)/float64(b.N*(n-keep))/1e3, "delete-cpu-µs/record")
-			b.ReportMetric(float64(pass)/1e6, "retention-pass-ms")
-			b.ReportMetric(0, "ns/op")
-		})
-	}
-}
-
-// deleteByTombstones deletes the inbox records 1 to through of "ssa" as retention did before
-// reclaim.go: a tombstone each, 4096 a transaction.
-func deleteByTombstones(b *testing.B, s *Store, through uint64) {
-	p := inboxPrefix("ssa")
-	for lo := uint64(1); lo <= through; lo += deleteChunk {
-		err := s.update(func(txn *badger.Txn) error {
-			for seq := lo; seq < lo+deleteChunk && seq <= through; seq++ {
-				if err := txn.Delete(seqKey(p, seq)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+	reopen := func(dir string) *Store {
+		s, err := open(dir, Options{}, true)
 		if err != nil {
 			b.Fatal(err)
 		}
+		return s
 	}
-}
-
-// TestRetentionReclaimsWhatACrashLeft: records that retention made invisible but a crash kept
-// on disk (Head moved, the drop never ran) go with the next retention call, even one that
-// deletes nothing more.
-func TestRetentionReclaimsWhatACrashLeft(t *testing.T) {
-	dir := t.TempDir()
-	s, err := open(dir, Options{}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := s
-	t.Cleanup(func() { _ = first.Close() }) // closed below unless the test fails before
-	receiveEVE(t, s, eveRecords(t, 1000))
-	// Retention's transaction alone, as if the process died right after it.
-	r := &retainRequest{waiter: newWaiter(), ssaID: "ssa", through: 600, keyLen: len(inboxPrefix("ssa")) + 8, deletes: 600, runs: 3}
-	if err := s.commit(r); err != nil || r.deleted != 600 {
-		t.Fatalf("retention's transaction: %d deleted, %v", r.deleted, err)
-	}
-	if got := storedSeqs(t, s); len(got) != 1000 {
-		t.Fatalf("%d record keys before the drop, want 1000: the test does not leave records below Head", len(got))
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openTest(t, dir, Options{})
-	if n, err := s.DeleteRecordsReceivedBefore("ssa", t0); err != nil || n != 0 {
-		t.Fatalf("retention: %d deleted, %v; want 0", n, err)
-	}
-	if got := storedSeqs(t, s); len(got) != 400 || got[0] != 601 {
-		t.Fatalf("after the next retention call, %d record keys from %v, want 400 from 601", len(got), got[:min(1, len(got))])
-	}
-	if recs, err := s.Records("ssa", 0, 1000, 1<<30); err != nil || len(recs) != 400 || recs[0].Seq != 601 {
-		t.Fatalf("%d records readable (%v), want 400 from 601", len(recs), err)
-	}
-}
-
-// storedSeqs returns the sequence numbers of every record key in the inbox of "ssa", Head or
-// not.
-func storedSeqs(t *testing.T, s *Store) []uint64 {
-	t.Helper()
-	p := inboxPrefix("ssa")
-	var seqs []uint64
-	err := s.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			seq, _ := parseSeq(it.Item().Key(), len(p))
-			seqs = append(seqs, seq)
+	var full, after int64
+	var cpu, reclaim, pass time.Duration
+	for range b.N {
+		dir := b.TempDir()
+		s := reopen(dir)
+		cpu0 := cpuTime(b)
+		receiveEVE(b, s, recs)
+		cpu += cpuTime(b) - cpu0
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+		full = storeFiles(b, dir)
+		s = reopen(dir)
+		cpu0 = cpuTime(b)
+		for range 2 {
+			start := time.Now()
+			if _, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add((n-keep)*time.Millisecond)); err != nil {
+				b.Fatal(err)
+			}
+			pass = max(pass, time.Since(start))
+			for range 1000 {
+				if !s.gcOnce() {
+					break
+				}
+			}
+		}
+		reclaim += cpuTime(b) - cpu0
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		after = storeFiles(b, dir)
 	}
-	return seqs
+	b.ReportMetric(float64(raw)/n, "raw-B/record")
+	b.ReportMetric(float64(full)/n*1e6/1e9, "disk-GB/M-records")
+	b.ReportMetric(float64(after)/float64(live), "after/live")
+	b.ReportMetric(float64(cpu)/float64(b.N*n)/1e3, "write-cpu-µs/record")
+	b.ReportMetric(float64(reclaim)/float64(b.N*(n-keep))/1e3, "delete-cpu-µs/record")
+	b.ReportMetric(float64(pass)/1e6, "retention-pass-ms")
+	b.ReportMetric(0, "ns/op")
 }
 
-// TestRetentionBesideWrites: writes that run while retention drops records from the disk wait
-// for the drop instead of failing (Badger refuses writes while it drops a prefix).
+// TestRetentionBesideWrites: writes to another queue go on while retention takes records out
+// of the index and gives their disk back, and neither fails.
 func TestRetentionBesideWrites(t *testing.T) {
 	s := openTest(t, t.TempDir(), Options{})
 	const n = 3000
@@ -355,7 +229,7 @@ func TestRetentionBesideWrites(t *testing.T) {
 		}
 		written <- nil
 	}()
-	// Three passes, each dropping three blocks and a few records, while the writes go on.
+	// Three passes while the writes go on.
 	for i := range 3 {
 		if _, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add(time.Duration(800*(i+1))*time.Millisecond)); err != nil {
 			t.Fatal(err)
@@ -365,8 +239,9 @@ func TestRetentionBesideWrites(t *testing.T) {
 	if err := <-written; err != nil {
 		t.Fatalf("a write beside retention: %v", err)
 	}
-	if got := storedSeqs(t, s); len(got) != n-2400 || got[0] != 2401 {
-		t.Fatalf("%d record keys from %v, want %d from 2401", len(got), got[:min(1, len(got))], n-2400)
+	checkIndex(t, s, inboxPrefix("ssa"), 2400, n)
+	if got, err := s.Records("ssa", 0, n, 1<<30); err != nil || len(got) != n-2400 || got[0].Seq != 2401 {
+		t.Fatalf("%d records readable (%v), want %d from 2401", len(got), err, n-2400)
 	}
 }
 
