@@ -130,26 +130,23 @@ func equalWants[T comparable](a, b []T) bool {
 	return true
 }
 
-// benchRefined returns the benchmark's EVE records that the benchmark policy keeps, raw and
-// as refined: the same records on both sides of an exchange.
-func benchRefined(tb testing.TB, p *SSP, n int) (raw, refined [][]byte) {
+// benchRefined returns the benchmark's records of format that p keeps, raw and as refined:
+// the same records on both sides of an exchange.
+func benchRefined(tb testing.TB, p *SSP, format string, n int) (raw, refined [][]byte) {
 	tb.Helper()
-	e, err := NewEnforcer(p, "eve", Config{})
+	e, err := NewEnforcer(p, format, Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for _, l := range bytes.Split(benchEVE(tb, n), []byte("\n")) {
-		if len(l) == 0 {
-			continue
-		}
-		out, err := e.Refine(nil, l)
+	for _, r := range benchRecords(tb, format, n) {
+		out, err := e.Refine(nil, r)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		if len(out) == 0 {
 			continue
 		}
-		raw, refined = append(raw, l), append(refined, bytes.TrimSuffix(out, []byte("\n")))
+		raw, refined = append(raw, r), append(refined, bytes.TrimSuffix(out, []byte("\n")))
 	}
 	return raw, refined
 }
@@ -158,7 +155,7 @@ func benchRefined(tb testing.TB, p *SSP, n int) (raw, refined [][]byte) {
 // and scratch instead of building them per record.
 func TestVerifierAllocations(t *testing.T) {
 	p := mustCompile(t, ssaFor(benchPolicy(), "eve"))
-	_, refined := benchRefined(t, p, 64)
+	_, refined := benchRefined(t, p, protocol.FormatEVE, 64)
 	v := NewVerifier(p)
 	var fresh, reused float64
 	for _, r := range refined {
@@ -190,7 +187,7 @@ func TestVerifierAllocationsPerRecord(t *testing.T) {
 			pol := benchPolicy()
 			pol.Filtering[0].Expr = tc.filter
 			p := mustCompile(t, ssaFor(pol, "eve"))
-			_, refined := benchRefined(t, p, 200)
+			_, refined := benchRefined(t, p, protocol.FormatEVE, 200)
 			v := NewVerifier(p)
 			var allocs float64
 			for _, r := range refined {
