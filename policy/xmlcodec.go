@@ -111,7 +111,9 @@ func (c *xmlCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
 	for _, m := range c.maps {
 		c.bind(root, m.path, m)
 	}
-	w.value("event.kind", c.eventKind(root))
+	if w.named("event.kind") != "" {
+		w.value("event.kind", c.eventKind(root))
+	}
 	for _, n := range doc {
 		walkXML(n, w)
 	}
@@ -391,10 +393,16 @@ func walkXML(n *xnode, w *walker) {
 
 // walkText hands w the text s found at field, of which mayIP says whether it may hold an
 // address, and returns what w does. Unnamed text that holds no address is nothing to a
-// walker that does not list addresses: it is not scanned again.
+// walker that does not list addresses: it is not scanned again; one that may hold one is
+// masked from one scan where the walker only masks.
 func walkText(w *walker, field, s string, mayIP bool) (string, bool) {
-	if field = w.named(field); field == "" && !mayIP && !w.wantIPs {
-		return s, false
+	if field = w.named(field); field == "" && !w.wantIPs {
+		if !mayIP {
+			return s, false
+		}
+		if out, ok := w.maskedText(s); ok {
+			return out, false
+		}
 	}
 	return w.text(field, s)
 }
