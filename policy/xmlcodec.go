@@ -384,10 +384,10 @@ func walkXML(n *xnode, w *walker) {
 		n.text, _ = walkText(w, "", n.text, n.mayIP)
 	case xProcInst:
 		if n.name != "xml" {
-			n.text, _ = w.text("", n.text)
+			n.text, _ = walkText(w, "", n.text, mayHoldIP(n.text))
 		}
 	default:
-		n.text, _ = w.text("", n.text)
+		n.text, _ = walkText(w, "", n.text, mayHoldIP(n.text))
 	}
 }
 
@@ -436,7 +436,7 @@ func walkBoundText(n *xnode, w *walker) {
 	core := strings.TrimSpace(all)
 	lead := all[:strings.Index(all, core)]
 	trail := all[len(lead)+len(core):]
-	out, drop := w.text(w.named(n.field), core)
+	out, drop := walkText(w, n.field, core, mayHoldIP(core))
 	if drop {
 		out = ""
 	}
