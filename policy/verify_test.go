@@ -319,3 +319,48 @@ func FuzzParseSummary(f *testing.F) {
 		}
 	})
 }
+
+// TestCodecAllocationsPerRecord: a reused Enforcer refines, and a reused Verifier checks, the
+// benchmark's IDMEF, IODEF and syslog records (BenchmarkCodec) with a handful of allocations
+// per record: no string or node per element, attribute or value, no parser per record.
+func TestCodecAllocationsPerRecord(t *testing.T) {
+	for _, tc := range []struct {
+		format         string
+		refine, verify float64 // allocations per record, on average, at most
+	}{
+		{protocol.FormatIDMEF, 8, 2},
+		{protocol.FormatIODEF, 10, 2},
+		{protocol.FormatSyslog, 14, 12},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			pol := benchPolicy()
+			pol.Filtering[0].Expr = benchSamples[tc.format].filters[0].expr
+			p := mustCompile(t, ssaFor(pol, tc.format))
+			raw, refined := benchRefined(t, p, tc.format, 64)
+			e, err := NewEnforcer(p, tc.format, Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := NewVerifier(p)
+			var buf []byte
+			var refine, verify float64
+			for i := range raw {
+				refine += testing.AllocsPerRun(3, func() {
+					if buf, err = e.Refine(buf[:0], raw[i]); err != nil {
+						t.Fatal(err)
+					}
+				})
+				verify += testing.AllocsPerRun(3, func() {
+					if f := v.Verify(tc.format, refined[i]); len(f) > 0 {
+						t.Fatalf("%s: %v", refined[i], f)
+					}
+				})
+			}
+			n := float64(len(raw))
+			if refine/n > tc.refine || verify/n > tc.verify {
+				t.Errorf("%.1f allocations per record to refine, %.1f to verify; want at most %v and %v",
+					refine/n, verify/n, tc.refine, tc.verify)
+			}
+		})
+	}
+}

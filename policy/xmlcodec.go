@@ -162,8 +162,8 @@ func (c *xmlCodec) eventKind(root *xnode) string {
 }
 
 // parse reads one document: its top-level nodes and its root element, which must be the
-// format's.
-// The scanner reads the documents it can; encoding/xml reads the others and words the errors.
+// format's. The scanner reads the documents it can; encoding/xml reads the others, and
+// words the errors.
 func (c *xmlCodec) parse(raw []byte) ([]*xnode, *xnode, error) {
 	top, root, ok := c.scan.read(raw)
 	if !ok {
