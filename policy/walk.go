@@ -65,6 +65,22 @@ type walker struct {
 	buf   []byte
 }
 
+// scannedText is text for a value of which the codec knows whether it may hold an address
+// (mayIP: mayHoldIP(s), from the codec's own scan or computed once). Unnamed text that holds no address is nothing to a walker that does not
+// list addresses: it is not scanned again; one that may hold one is masked from one scan
+// where the walker only masks.
+func (w *walker) scannedText(field, s string, mayIP bool) (string, bool) {
+	if field = w.named(field); field == "" && !w.wantIPs {
+		if !mayIP {
+			return s, false
+		}
+		if out, ok := w.maskedText(s); ok {
+			return out, false
+		}
+	}
+	return w.text(field, s)
+}
+
 // maskedText returns the masked form of the unnamed text s, for a walker that only masks
 // (no view reads unnamed text, no address list, no check), from one scan of s, as text
 // would return it; ok is false where maskedText leaves s to text.

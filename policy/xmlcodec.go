@@ -369,7 +369,7 @@ func walkXML(n *xnode, w *walker) {
 			if a.space == "xmlns" || a.space == "" && a.local == "xmlns" {
 				continue
 			}
-			a.value, a.drop = walkText(w, a.field, a.value, a.mayIP)
+			a.value, a.drop = w.scannedText(a.field, a.value, a.mayIP)
 		}
 		if n.field != "" {
 			walkBoundText(n, w)
@@ -381,30 +381,14 @@ func walkXML(n *xnode, w *walker) {
 			walkXML(k, w)
 		}
 	case xText:
-		n.text, _ = walkText(w, "", n.text, n.mayIP)
+		n.text, _ = w.scannedText("", n.text, n.mayIP)
 	case xProcInst:
 		if n.name != "xml" {
-			n.text, _ = walkText(w, "", n.text, mayHoldIP(n.text))
+			n.text, _ = w.scannedText("", n.text, mayHoldIP(n.text))
 		}
 	default:
-		n.text, _ = walkText(w, "", n.text, mayHoldIP(n.text))
+		n.text, _ = w.scannedText("", n.text, mayHoldIP(n.text))
 	}
-}
-
-// walkText hands w the text s found at field, of which mayIP says whether it may hold an
-// address, and returns what w does. Unnamed text that holds no address is nothing to a
-// walker that does not list addresses: it is not scanned again; one that may hold one is
-// masked from one scan where the walker only masks.
-func walkText(w *walker, field, s string, mayIP bool) (string, bool) {
-	if field = w.named(field); field == "" && !w.wantIPs {
-		if !mayIP {
-			return s, false
-		}
-		if out, ok := w.maskedText(s); ok {
-			return out, false
-		}
-	}
-	return w.text(field, s)
 }
 
 // walkBoundText masks the text of an element bound to a view field as one value, keeping
@@ -436,7 +420,7 @@ func walkBoundText(n *xnode, w *walker) {
 	core := strings.TrimSpace(all)
 	lead := all[:strings.Index(all, core)]
 	trail := all[len(lead)+len(core):]
-	out, drop := walkText(w, n.field, core, mayHoldIP(core))
+	out, drop := w.scannedText(n.field, core, mayHoldIP(core))
 	if drop {
 		out = ""
 	}
