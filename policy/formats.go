@@ -2,6 +2,7 @@ package policy
 
 import (
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/ssanet/ssanet/protocol"
@@ -105,11 +106,17 @@ func jsonFormat(name string, maps []fieldMap, slots map[string]slot, required []
 }
 
 func xmlFormat(name string, c *xmlCodec, maps []fieldMap) *formatSpec {
+	for _, s := range c.single {
+		c.kinds = append(c.kinds, strings.ToLower(s))
+	}
 	for _, m := range maps {
 		c.maps = append(c.maps, xpath(m.field, m.native))
 	}
 	return &formatSpec{name: name, framing: frameXML, fields: kindsOf(maps, map[string]kind{"event.kind": kindString}),
-		codec: func(int) codec { return c }}
+		codec: func(int) codec {
+			own := *c // the spec's codec is shared; its scanner is not
+			return &own
+		}}
 }
 
 // maskable reports whether a field names locations of the record (derived fields do not).

@@ -473,7 +473,7 @@ func (p *jsonRW) stringValue() (bool, error) {
 			}
 			mark := len(p.out)
 			p.out = append(p.out, '"')
-			if out, ok := w.mask.appendText(p.out, raw, spans); ok {
+			if out, ok := appendText(w.mask, p.out, raw, spans); ok {
 				p.out = append(out, '"')
 				return false, nil
 			}

@@ -1,13 +1,13 @@
 package policy
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/ssanet/ssanet/protocol"
 )
@@ -163,8 +163,9 @@ func (m *masker) value(field, s string, sl slot) (string, bool) {
 // slotText) gives it, from the spans findIPs found in raw: the text is not scanned again and
 // no string is made. It does the common case, one rule for the addresses anywhere, and
 // reports false, having appended nothing, for the others (more such rules; a value that is
-// one address to remove or with space around it).
-func (m *masker) appendText(dst, raw []byte, spans []ipSpan) ([]byte, bool) {
+// one address to remove or with space around it). It is a function, not a method of m, for
+// raw to be the bytes of a JSON string or an XML text.
+func appendText[T string | []byte](m *masker, dst []byte, raw T, spans []ipSpan) ([]byte, bool) {
 	var r *keyedRule
 	for i := range m.rules {
 		if x := &m.rules[i]; x.Method != protocol.MaskNone && x.applies("") {
@@ -178,7 +179,7 @@ func (m *masker) appendText(dst, raw []byte, spans []ipSpan) ([]byte, bool) {
 		return append(dst, raw...), true
 	}
 	if sp := spans[0]; len(spans) == 1 && (r.Method == protocol.MaskRemove || sp.start > 0 || sp.end < len(raw)) &&
-		len(bytes.TrimSpace(raw[:sp.start])) == 0 && len(bytes.TrimSpace(raw[sp.end:])) == 0 {
+		blank(raw[:sp.start]) && blank(raw[sp.end:]) {
 		return dst, false // a whole address: value trims or removes it
 	}
 	publicOnly := r.Scope == protocol.ScopePublicIP
@@ -196,6 +197,16 @@ func (m *masker) appendText(dst, raw []byte, spans []ipSpan) ([]byte, bool) {
 		last = sp.end
 	}
 	return append(dst, raw[last:]...), true
+}
+
+// blank reports whether s is white space only, as strings.TrimSpace sees it.
+func blank[T string | []byte](s T) bool {
+	for _, r := range string(s) {
+		if !unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // appendMaskAddr appends maskAddr(r, a).

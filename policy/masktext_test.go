@@ -13,6 +13,7 @@ func TestAppendText(t *testing.T) {
 		"81.2.69.192", " 81.2.69.192", "81.2.69.192 ", "10.0.0.1", "2a02:c7f:1234::7", "2001:db8::1",
 		"from 81.2.69.192 to 10.1.2.3 and 2a02:c7f:1234::7.", "81.2.69.192,81.2.69.193", "[2a02:c7f::1]:443",
 		"no address 1.2.3", "::ffff:81.2.69.192", "2001:db8:522f:e68c::1 81.2.69.192",
+		"\u00a081.2.69.192\u2003", "\n 81.2.69.192\t", "\xff81.2.69.192",
 	}
 	rules := []protocol.MaskRule{
 		{Scope: protocol.ScopePublicIP, Method: protocol.MaskTruncate, Bits: 8},
@@ -36,12 +37,15 @@ func TestAppendText(t *testing.T) {
 					if len(spans) == 0 {
 						continue
 					}
-					got, ok := m.appendText(nil, []byte(s), spans)
+					got, ok := appendText(m, nil, []byte(s), spans)
 					if ok && (drop || string(got) != want) {
 						t.Errorf("%s %s on %q: appendText %q, value %q (drop %v)", r.Scope, r.Method, s, got, want, drop)
 					}
 					if !ok && len(got) != 0 {
 						t.Errorf("%s %s on %q: declined but appended %q", r.Scope, r.Method, s, got)
+					}
+					if gotS, okS := appendText(m, nil, s, spans); okS != ok || string(gotS) != string(got) {
+						t.Errorf("%s %s on %q: appendText of the string %q %v, of the bytes %q %v", r.Scope, r.Method, s, gotS, okS, got, ok)
 					}
 				}
 			}
@@ -53,7 +57,7 @@ func TestAppendText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := m.appendText(nil, []byte("81.2.69.192"), findIPs(nil, "81.2.69.192")); ok {
+	if _, ok := appendText(m, nil, []byte("81.2.69.192"), findIPs(nil, "81.2.69.192")); ok {
 		t.Error("two rules: appendText did not decline")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ssanet/ssanet/protocol"
@@ -44,6 +45,9 @@ func (s *spaceSaving) add(key string, w int64) {
 		s.down(i)
 		return
 	}
+	// The sketch keeps the key beyond the record: a copy, so that it does not hold on to
+	// the string of the whole record that a codec may have cut it from.
+	key = strings.Clone(key)
 	if len(s.heap) < s.k {
 		s.heap = append(s.heap, ssEntry{key: key, count: w})
 		s.idx[key] = len(s.heap) - 1

@@ -16,6 +16,9 @@ import (
 type syslogCodec struct {
 	// year is given to RFC 3164 time stamps, which carry none; 0 leaves @timestamp out.
 	year int
+	// The parsers, made for the first line of each kind and reused: a codec is made per
+	// Enforcer or Verifier and is not safe for concurrent use.
+	rfc5424, rfc3164 syslog.Machine
 }
 
 func (c *syslogCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
@@ -25,24 +28,34 @@ func (c *syslogCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
 		return dst, fmt.Errorf("%w: no <PRI> at the start of the line", ErrFormat)
 	}
 	if gt+2 < len(line) && line[gt+1] >= '1' && line[gt+1] <= '9' && (line[gt+2] == ' ' || gt+3 < len(line) && line[gt+3] == ' ' || gt+4 < len(line) && line[gt+4] == ' ') {
-		return c.refine5424(dst, line, gt, w)
+		return c.refine5424(dst, raw, line, gt, w)
 	}
-	return c.refine3164(dst, line, gt, w)
+	return c.refine3164(dst, raw, line, gt, w)
 }
 
+// syslogCommon hands w the values of the header that are not masked, those it needs.
 func syslogCommon(w *walker, pri *uint8, ts *time.Time) {
 	if pri != nil {
-		w.value("log.syslog.priority", int64(*pri))
-		w.value("log.syslog.facility.code", int64(*pri/8))
-		w.value("log.syslog.severity.code", int64(*pri%8))
+		for _, v := range [...]struct {
+			field string
+			value int64
+		}{{"log.syslog.priority", int64(*pri)}, {"log.syslog.facility.code", int64(*pri / 8)}, {"log.syslog.severity.code", int64(*pri % 8)}} {
+			if w.named(v.field) != "" {
+				w.value(v.field, v.value)
+			}
+		}
 	}
-	if ts != nil {
+	if ts != nil && w.named(fieldTimestamp) != "" {
 		w.value(fieldTimestamp, ts.UTC())
 	}
 }
 
-func (c *syslogCodec) refine5424(dst []byte, line string, gt int, w *walker) ([]byte, error) {
-	m, err := rfc5424.NewParser().Parse([]byte(line))
+// refine5424 refines the RFC 5424 line, raw as read and as a string.
+func (c *syslogCodec) refine5424(dst, raw []byte, line string, gt int, w *walker) ([]byte, error) {
+	if c.rfc5424 == nil {
+		c.rfc5424 = rfc5424.NewMachine()
+	}
+	m, err := c.rfc5424.Parse(raw)
 	msg, ok := m.(*rfc5424.SyslogMessage)
 	if err != nil || !ok || msg == nil {
 		return dst, fmt.Errorf("%w: RFC 5424: %v", ErrFormat, err)
@@ -73,7 +86,7 @@ func (c *syslogCodec) refine5424(dst []byte, line string, gt int, w *walker) ([]
 	for i, f := range []string{"host.name", "process.name", "process.pid", "event.code"} {
 		v := tok[i+2]
 		if v != "-" {
-			out, drop := w.text(f, v)
+			out, drop := w.scannedText(f, v, mayHoldIP(v))
 			if drop || out == "" {
 				out = "-"
 			}
@@ -84,11 +97,11 @@ func (c *syslogCodec) refine5424(dst []byte, line string, gt int, w *walker) ([]
 	}
 	dst = append(dst, ' ')
 	if sd != "-" {
-		sd, _ = w.text("", sd)
+		sd, _ = w.scannedText("", sd, mayHoldIP(sd))
 	}
 	dst = append(dst, sd...)
 	if hasMsg {
-		out, drop := w.text("message", body)
+		out, drop := w.scannedText("message", body, mayHoldIP(body))
 		if !drop {
 			dst = append(dst, ' ')
 			dst = append(dst, out...)
@@ -127,12 +140,16 @@ func sdLength(s string) int {
 	return i
 }
 
-func (c *syslogCodec) refine3164(dst []byte, line string, gt int, w *walker) ([]byte, error) {
-	var opts []syslog.MachineOption
-	if c.year != 0 {
-		opts = append(opts, rfc3164.WithYear(rfc3164.Year{YYYY: c.year}))
+// refine3164 refines the RFC 3164 line, raw as read and as a string.
+func (c *syslogCodec) refine3164(dst, raw []byte, line string, gt int, w *walker) ([]byte, error) {
+	if c.rfc3164 == nil {
+		var opts []syslog.MachineOption
+		if c.year != 0 {
+			opts = append(opts, rfc3164.WithYear(rfc3164.Year{YYYY: c.year}))
+		}
+		c.rfc3164 = rfc3164.NewMachine(opts...)
 	}
-	m, err := rfc3164.NewParser(opts...).Parse([]byte(line))
+	m, err := c.rfc3164.Parse(raw)
 	msg, ok := m.(*rfc3164.SyslogMessage)
 	if err != nil || !ok || msg == nil {
 		return dst, fmt.Errorf("%w: RFC 3164: %v", ErrFormat, err)
@@ -170,9 +187,9 @@ func (c *syslogCodec) refine3164(dst []byte, line string, gt int, w *walker) ([]
 		if at < 0 {
 			continue
 		}
-		between, _ := w.text("", line[pos:pos+at])
+		between, _ := w.scannedText("", line[pos:pos+at], mayHoldIP(line[pos:pos+at]))
 		dst = append(dst, between...)
-		out, drop := w.text(p.field, *p.value)
+		out, drop := w.scannedText(p.field, *p.value, mayHoldIP(*p.value))
 		if drop {
 			out = ""
 			if p.field == "host.name" {
@@ -183,19 +200,19 @@ func (c *syslogCodec) refine3164(dst []byte, line string, gt int, w *walker) ([]
 		pos += at + len(*p.value)
 	}
 	if pos < msgStart {
-		between, _ := w.text("", line[pos:msgStart])
+		between, _ := w.scannedText("", line[pos:msgStart], mayHoldIP(line[pos:msgStart]))
 		dst = append(dst, between...)
 		pos = msgStart
 	}
 	if msg.Message != nil {
 		body := line[max(pos, msgStart):]
-		out, drop := w.text("message", body)
+		out, drop := w.scannedText("message", body, mayHoldIP(body))
 		if !drop {
 			dst = append(dst, out...)
 		}
 		pos = len(line)
 	}
-	tail, _ := w.text("", line[pos:])
+	tail, _ := w.scannedText("", line[pos:], mayHoldIP(line[pos:]))
 	dst = append(dst, tail...)
 	w.finish()
 	return dst, nil

@@ -32,29 +32,25 @@ func mallocs() uint64 {
 
 // BenchmarkVerifyVsRefine measures, in one run and interleaved so that the machine's load
 // cancels out, the provider's refine (an Enforcer, as ingest runs it) and the requester's
-// verify (a Verifier, as the agent checks a received batch) on the same EVE records, 8-bit
-// truncation of every public address and a filter; verify/refine is the ratio of their times
-// per record. With the benchmark's policy (eve-kind) the filter reads a string field that
-// the masking may have changed, so verify cannot evaluate it; with int-field it reads a
-// number, which verify evaluates too.
+// verify (a Verifier, as the agent checks a received batch) on the same records of each
+// format, 8-bit truncation of every public address and a filter; verify/refine is the ratio
+// of their times per record. With the first filter of a format (eve-kind, idmef-kind, …) the
+// filter reads a string field that the masking may have changed, so verify cannot evaluate
+// it; with the second (…-int-field) it reads a number, which verify evaluates too.
 func BenchmarkVerifyVsRefine(b *testing.B) {
-	for _, bc := range []struct {
-		name   string
-		filter string
-	}{
-		{"eve-kind", benchPolicy().Filtering[0].Expr},
-		{"int-field", `!("source.port" in r) || r["source.port"] > 0`},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			pol := benchPolicy()
-			pol.Filtering[0].Expr = bc.filter
-			benchVerifyVsRefine(b, mustCompile(b, ssaFor(pol, "eve")))
-		})
+	for _, format := range benchFormats {
+		for _, f := range benchSamples[format].filters {
+			b.Run(format+"-"+f.name, func(b *testing.B) {
+				pol := benchPolicy()
+				pol.Filtering[0].Expr = f.expr
+				benchVerifyVsRefine(b, mustCompile(b, ssaFor(pol, format)), format)
+			})
+		}
 	}
 }
 
-func benchVerifyVsRefine(b *testing.B, p *SSP) {
-	raw, refined := benchRefined(b, p, 2000)
+func benchVerifyVsRefine(b *testing.B, p *SSP, format string) {
+	raw, refined := benchRefined(b, p, format, 2000)
 	var size int
 	for _, r := range raw {
 		size += len(r)
@@ -70,13 +66,13 @@ func benchVerifyVsRefine(b *testing.B, p *SSP) {
 	}
 	verify := func(v *Verifier, recs [][]byte) {
 		for _, r := range recs {
-			if f := v.Verify("eve", r); len(f) > 0 {
+			if f := v.Verify(format, r); len(f) > 0 {
 				b.Fatalf("verify: %v", f)
 			}
 		}
 	}
 	newEnforcer := func() *Enforcer {
-		e, err := NewEnforcer(p, "eve", Config{})
+		e, err := NewEnforcer(p, format, Config{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -120,4 +116,43 @@ func benchVerifyVsRefine(b *testing.B, p *SSP) {
 	b.ReportMetric(float64(a1-a0)/float64(len(raw)), "refine-allocs/record")
 	b.ReportMetric(float64(a2-a1)/float64(len(raw)), "verify-allocs/record")
 	b.ReportMetric(float64(tVerify)/float64(tRefine), "verify/refine")
+}
+
+// BenchmarkCodec measures one record per operation, so that ns/op, B/op and allocs/op are
+// per record: the provider's refine (an Enforcer) and the requester's verify (a Verifier)
+// of the benchmark's records of each format, under benchPolicy with the format's first
+// filter.
+func BenchmarkCodec(b *testing.B) {
+	for _, format := range benchFormats {
+		pol := benchPolicy()
+		pol.Filtering[0].Expr = benchSamples[format].filters[0].expr
+		p := mustCompile(b, ssaFor(pol, format))
+		raw, refined := benchRefined(b, p, format, 1000)
+		b.Run(format+"/refine", func(b *testing.B) {
+			e, err := NewEnforcer(p, format, Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var buf []byte
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if buf, err = e.Refine(buf[:0], raw[i%len(raw)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+		b.Run(format+"/verify", func(b *testing.B) {
+			v := NewVerifier(p)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if f := v.Verify(format, refined[i%len(refined)]); len(f) > 0 {
+					b.Fatalf("verify: %v", f)
+				}
+				i++
+			}
+		})
+	}
 }

@@ -130,26 +130,23 @@ func equalWants[T comparable](a, b []T) bool {
 	return true
 }
 
-// benchRefined returns the benchmark's EVE records that the benchmark policy keeps, raw and
-// as refined: the same records on both sides of an exchange.
-func benchRefined(tb testing.TB, p *SSP, n int) (raw, refined [][]byte) {
+// benchRefined returns the benchmark's records of format that p keeps, raw and as refined:
+// the same records on both sides of an exchange.
+func benchRefined(tb testing.TB, p *SSP, format string, n int) (raw, refined [][]byte) {
 	tb.Helper()
-	e, err := NewEnforcer(p, "eve", Config{})
+	e, err := NewEnforcer(p, format, Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for _, l := range bytes.Split(benchEVE(tb, n), []byte("\n")) {
-		if len(l) == 0 {
-			continue
-		}
-		out, err := e.Refine(nil, l)
+	for _, r := range benchRecords(tb, format, n) {
+		out, err := e.Refine(nil, r)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		if len(out) == 0 {
 			continue
 		}
-		raw, refined = append(raw, l), append(refined, bytes.TrimSuffix(out, []byte("\n")))
+		raw, refined = append(raw, r), append(refined, bytes.TrimSuffix(out, []byte("\n")))
 	}
 	return raw, refined
 }
@@ -158,7 +155,7 @@ func benchRefined(tb testing.TB, p *SSP, n int) (raw, refined [][]byte) {
 // and scratch instead of building them per record.
 func TestVerifierAllocations(t *testing.T) {
 	p := mustCompile(t, ssaFor(benchPolicy(), "eve"))
-	_, refined := benchRefined(t, p, 64)
+	_, refined := benchRefined(t, p, protocol.FormatEVE, 64)
 	v := NewVerifier(p)
 	var fresh, reused float64
 	for _, r := range refined {
@@ -190,7 +187,7 @@ func TestVerifierAllocationsPerRecord(t *testing.T) {
 			pol := benchPolicy()
 			pol.Filtering[0].Expr = tc.filter
 			p := mustCompile(t, ssaFor(pol, "eve"))
-			_, refined := benchRefined(t, p, 200)
+			_, refined := benchRefined(t, p, protocol.FormatEVE, 200)
 			v := NewVerifier(p)
 			var allocs float64
 			for _, r := range refined {
@@ -321,4 +318,49 @@ func FuzzParseSummary(f *testing.F) {
 			t.Fatalf("%q: parseSummary = %v, %v; the decoder says %v, %v", record, got, ok, want, wantOK)
 		}
 	})
+}
+
+// TestCodecAllocationsPerRecord: a reused Enforcer refines, and a reused Verifier checks, the
+// benchmark's IDMEF, IODEF and syslog records (BenchmarkCodec) with a handful of allocations
+// per record: no string or node per element, attribute or value, no parser per record.
+func TestCodecAllocationsPerRecord(t *testing.T) {
+	for _, tc := range []struct {
+		format         string
+		refine, verify float64 // allocations per record, on average, at most
+	}{
+		{protocol.FormatIDMEF, 8, 2},
+		{protocol.FormatIODEF, 10, 2},
+		{protocol.FormatSyslog, 14, 12},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			pol := benchPolicy()
+			pol.Filtering[0].Expr = benchSamples[tc.format].filters[0].expr
+			p := mustCompile(t, ssaFor(pol, tc.format))
+			raw, refined := benchRefined(t, p, tc.format, 64)
+			e, err := NewEnforcer(p, tc.format, Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := NewVerifier(p)
+			var buf []byte
+			var refine, verify float64
+			for i := range raw {
+				refine += testing.AllocsPerRun(3, func() {
+					if buf, err = e.Refine(buf[:0], raw[i]); err != nil {
+						t.Fatal(err)
+					}
+				})
+				verify += testing.AllocsPerRun(3, func() {
+					if f := v.Verify(tc.format, refined[i]); len(f) > 0 {
+						t.Fatalf("%s: %v", refined[i], f)
+					}
+				})
+			}
+			n := float64(len(raw))
+			if refine/n > tc.refine || verify/n > tc.verify {
+				t.Errorf("%.1f allocations per record to refine, %.1f to verify; want at most %v and %v",
+					refine/n, verify/n, tc.refine, tc.verify)
+			}
+		})
+	}
 }

@@ -60,6 +60,47 @@ type walker struct {
 	// relevant, if not nil, lists the view fields worth a look: those the views need and
 	// those masked by name. Values of other fields are handled as unnamed text.
 	relevant map[string]bool
+	// spans and buf are the scratch of maskedText.
+	spans [4]ipSpan
+	buf   []byte
+}
+
+// scannedText is text for a value of which the codec knows whether it may hold an address
+// (mayIP: mayHoldIP(s), from the codec's own scan or computed once). Unnamed text that holds no address is nothing to a walker that does not
+// list addresses: it is not scanned again; one that may hold one is masked from one scan
+// where the walker only masks.
+func (w *walker) scannedText(field, s string, mayIP bool) (string, bool) {
+	if field = w.named(field); field == "" && !w.wantIPs {
+		if !mayIP {
+			return s, false
+		}
+		if out, ok := w.maskedText(s); ok {
+			return out, false
+		}
+	}
+	return w.text(field, s)
+}
+
+// maskedText returns the masked form of the unnamed text s, for a walker that only masks
+// (no view reads unnamed text, no address list, no check), from one scan of s, as text
+// would return it; ok is false where maskedText leaves s to text.
+func (w *walker) maskedText(s string) (out string, ok bool) {
+	if w.mask == nil || w.check != nil || w.wantIPs {
+		return "", false
+	}
+	spans := findIPs(w.spans[:0], s)
+	if len(spans) == 0 {
+		return s, true
+	}
+	b, ok := appendText(w.mask, w.buf[:0], s, spans)
+	if !ok {
+		return "", false
+	}
+	w.buf = b
+	if string(b) == s {
+		return s, true // no address the rule changes
+	}
+	return string(b), true
 }
 
 // named returns field if the walker needs to know a value belongs to it, "" otherwise.

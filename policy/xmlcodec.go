@@ -22,7 +22,11 @@ type xmlCodec struct {
 	// normalised view describes one alert or incident, so a document with several is
 	// refused rather than half filtered.
 	single []string
+	kinds  []string // the event.kind of each of single: its name in lower case
 	maps   []xmlMap
+	// scan reads the documents it can; a codec is therefore made per Enforcer or Verifier
+	// (xmlFormat) and is not safe for concurrent use.
+	scan xmlScanner
 }
 
 // xmlMap binds the text of an element, or one of its attributes, to a view field.
@@ -70,6 +74,7 @@ type xnode struct {
 	kids  []*xnode
 	text  string
 	field string
+	mayIP bool // text: mayHoldIP(text), known from the scan
 }
 
 type xattr struct {
@@ -77,6 +82,7 @@ type xattr struct {
 	value        string
 	field        string
 	drop         bool
+	mayIP        bool // mayHoldIP(value), known from the scan
 }
 
 func (a *xattr) qname() string {
@@ -105,11 +111,16 @@ func (c *xmlCodec) refine(dst, raw []byte, w *walker) ([]byte, error) {
 	for _, m := range c.maps {
 		c.bind(root, m.path, m)
 	}
-	w.value("event.kind", c.eventKind(root))
+	if w.named("event.kind") != "" {
+		w.value("event.kind", c.eventKind(root))
+	}
 	for _, n := range doc {
 		walkXML(n, w)
 	}
 	w.finish()
+	if w.check != nil && w.mask == nil {
+		return dst, nil // a Verifier does not read the document as written
+	}
 	for i, n := range doc {
 		if n == root {
 			// What follows the root is white space or comments; the record ends here.
@@ -137,25 +148,36 @@ func trimTail(tail []*xnode) []*xnode {
 
 func (c *xmlCodec) eventKind(root *xnode) string {
 	for _, k := range root.kids {
-		if k.kind == xElem {
-			return strings.ToLower(k.local)
+		if k.kind != xElem {
+			continue
 		}
+		for i, s := range c.single {
+			if k.local == s {
+				return c.kinds[i]
+			}
+		}
+		return strings.ToLower(k.local)
 	}
 	return ""
 }
 
 // parse reads one document: its top-level nodes and its root element, which must be the
-// format's.
+// format's. The scanner reads the documents it can; encoding/xml reads the others, and
+// words the errors.
 func (c *xmlCodec) parse(raw []byte) ([]*xnode, *xnode, error) {
-	t := &xmlTree{d: xml.NewDecoder(bytes.NewReader(raw))}
-	t.d.Strict = true
-	if err := t.read(); err != nil {
+	top, root, ok := c.scan.read(raw)
+	if !ok {
+		t := &xmlTree{d: xml.NewDecoder(bytes.NewReader(raw))}
+		t.d.Strict = true
+		if err := t.read(); err != nil {
+			return nil, nil, err
+		}
+		top, root = t.top, t.root
+	}
+	if err := c.checkRoot(root); err != nil {
 		return nil, nil, err
 	}
-	if err := c.checkRoot(t.root); err != nil {
-		return nil, nil, err
-	}
-	return t.top, t.root, nil
+	return top, root, nil
 }
 
 // xmlTree builds the tree of one document from the decoder's tokens.
@@ -206,7 +228,7 @@ func (t *xmlTree) token(tok xml.Token) error {
 		if len(t.stack) == 0 && len(bytes.TrimSpace(tok)) > 0 {
 			return t.bad("text outside the root element")
 		}
-		t.add(&xnode{kind: xText, text: string(tok)})
+		t.add(&xnode{kind: xText, text: string(tok), mayIP: mayHoldIP([]byte(tok))})
 	case xml.Comment:
 		t.add(&xnode{kind: xComment, text: string(tok)})
 	case xml.ProcInst:
@@ -226,7 +248,7 @@ func (t *xmlTree) start(tok xml.StartElement) error {
 	}
 	n := &xnode{kind: xElem, name: qname(tok.Name), local: tok.Name.Local}
 	for _, a := range tok.Attr {
-		n.attrs = append(n.attrs, xattr{space: a.Name.Space, local: a.Name.Local, value: a.Value})
+		n.attrs = append(n.attrs, xattr{space: a.Name.Space, local: a.Name.Local, value: a.Value, mayIP: mayHoldIP(a.Value)})
 	}
 	t.add(n)
 	t.stack = append(t.stack, n)
@@ -347,7 +369,7 @@ func walkXML(n *xnode, w *walker) {
 			if a.space == "xmlns" || a.space == "" && a.local == "xmlns" {
 				continue
 			}
-			a.value, a.drop = w.text(a.field, a.value)
+			a.value, a.drop = w.scannedText(a.field, a.value, a.mayIP)
 		}
 		if n.field != "" {
 			walkBoundText(n, w)
@@ -358,35 +380,52 @@ func walkXML(n *xnode, w *walker) {
 			}
 			walkXML(k, w)
 		}
+	case xText:
+		n.text, _ = w.scannedText("", n.text, n.mayIP)
 	case xProcInst:
 		if n.name != "xml" {
-			n.text, _ = w.text("", n.text)
+			n.text, _ = w.scannedText("", n.text, mayHoldIP(n.text))
 		}
 	default:
-		n.text, _ = w.text("", n.text)
+		n.text, _ = w.scannedText("", n.text, mayHoldIP(n.text))
 	}
 }
 
 // walkBoundText masks the text of an element bound to a view field as one value, keeping
 // the whitespace around it.
 func walkBoundText(n *xnode, w *walker) {
-	var sb strings.Builder
-	first := -1
+	first, texts := -1, 0
 	for i, k := range n.kids {
 		if k.kind == xText {
 			if first < 0 {
 				first = i
 			}
-			sb.WriteString(k.text)
+			texts++
 		}
 	}
-	all := sb.String()
+	var all string
+	switch texts {
+	case 0:
+	case 1:
+		all = n.kids[first].text
+	default:
+		var sb strings.Builder
+		for _, k := range n.kids {
+			if k.kind == xText {
+				sb.WriteString(k.text)
+			}
+		}
+		all = sb.String()
+	}
 	core := strings.TrimSpace(all)
 	lead := all[:strings.Index(all, core)]
 	trail := all[len(lead)+len(core):]
-	out, drop := w.text(n.field, core)
+	out, drop := w.scannedText(n.field, core, mayHoldIP(core))
 	if drop {
 		out = ""
+	}
+	if texts == 1 && out == core {
+		return // the text as it was
 	}
 	if first < 0 {
 		if out != "" {
@@ -455,32 +494,33 @@ func writeXML(dst []byte, n *xnode) []byte {
 }
 
 func appendXMLEscaped(dst []byte, s string, attr bool) []byte {
+	last := 0
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
+		var esc string
+		switch s[i] {
 		case '&':
-			dst = append(dst, "&amp;"...)
+			esc = "&amp;"
 		case '<':
-			dst = append(dst, "&lt;"...)
+			esc = "&lt;"
 		case '>':
-			dst = append(dst, "&gt;"...)
-		case '"':
-			if attr {
-				dst = append(dst, "&quot;"...)
-			} else {
-				dst = append(dst, c)
-			}
+			esc = "&gt;"
 		case '\r':
-			dst = append(dst, "&#xD;"...)
-		case '\n', '\t':
-			if attr {
-				dst = append(dst, "&#x"...)
-				dst = append(dst, "0123456789ABCDEF"[c>>4], "0123456789ABCDEF"[c&0xf], ';')
-			} else {
-				dst = append(dst, c)
-			}
+			esc = "&#xD;"
+		case '"':
+			esc = "&quot;"
+		case '\n':
+			esc = "&#x0A;"
+		case '\t':
+			esc = "&#x09;"
 		default:
-			dst = append(dst, c)
+			continue
 		}
+		if !attr && (s[i] == '"' || s[i] == '\n' || s[i] == '\t') {
+			continue // only an attribute value must escape them
+		}
+		dst = append(dst, s[last:i]...)
+		dst = append(dst, esc...)
+		last = i + 1
 	}
-	return dst
+	return append(dst, s[last:]...)
 }
