@@ -178,7 +178,7 @@ type segment struct {
 	q         *segQueue
 	id        uint64
 	f         *os.File
-	buf       []byte // appended, not written yet
+	buf       []byte // appended, not written yet (nil once written)
 	size      int64  // the end of what is appended (buf included)
 	committed int64  // the end of the last block of a committed group
 	punched   int64  // bytes from 0 punched out
@@ -486,7 +486,9 @@ func (l *recordLog) sync() error {
 			if _, err := s.f.WriteAt(s.buf, s.size-int64(len(s.buf))); err != nil {
 				return fmt.Errorf("storage: write records to %s: %w", s.f.Name(), err)
 			}
-			s.buf = s.buf[:0]
+			// Freed, not kept for the next group: a large batch would leave a buffer of its
+			// size with every file it went to, for as long as the file lives.
+			s.buf = nil
 		}
 		if err := fdatasync(s.f); err != nil {
 			return fmt.Errorf("storage: sync %s: %w", s.f.Name(), err)
@@ -529,7 +531,7 @@ func (l *recordLog) rollback() error {
 	defer l.mu.Unlock()
 	var errs []error
 	for _, s := range l.dirty {
-		s.buf = s.buf[:0]
+		s.buf = nil
 		s.q.pending = nil
 		if s.committed == 0 {
 			// Created by tail in this group: the last of its queue's files.
