@@ -214,6 +214,11 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 	if err := os.MkdirAll(l.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: create %s: %w", l.dir, err)
 	}
+	// The directory's own entry, in the store's: sync covers the files' entries in it only,
+	// and a power cut that took it would leave the index pointing at files that are gone.
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
 	// The committed end of every file, from the index.
 	ends := make(map[string]map[uint64]int64) // queue name → file ID → end
 	byName := make(map[string]string)         // queue name → index prefix
