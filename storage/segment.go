@@ -219,6 +219,9 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 	if err := syncDir(dir); err != nil {
 		return nil, err
 	}
+	if err := syncMemtables(dir); err != nil {
+		return nil, err
+	}
 	// The committed end of every file, from the index.
 	ends := make(map[string]map[uint64]int64) // queue name → file ID → end
 	byName := make(map[string]string)         // queue name → index prefix
@@ -327,6 +330,37 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 		}
 	}
 	return l, nil
+}
+
+// syncMemtables fsyncs Badger's memtable logs (*.mem) in dir. Badger replays them on open
+// whether their last writes were synced or not: a process killed in a commit, between the
+// write of its transaction and the sync, leaves a transaction that the page cache holds and
+// the disk may not. Open removes files and punches blocks by the index that it reads, so that
+// index must be on the disk first: else a power cut soon after could bring back the index
+// entries of a deletion that the killed process never saw commit, pointing at files removed
+// (ErrCorrupt: the store would not open) or at holes.
+func syncMemtables(dir string) error {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return fmt.Errorf("storage: list the memtable logs of %s: %w", dir, err)
+	}
+	for _, path := range mems {
+		f, err := os.Open(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // flushed into a table meanwhile, which Badger synced
+		}
+		if err != nil {
+			return fmt.Errorf("storage: open the memtable log %s: %w", path, err)
+		}
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("storage: sync the memtable log %s: %w", path, err)
+		}
+	}
+	return nil
 }
 
 func cmpU64(a, b uint64) int {
