@@ -635,6 +635,11 @@ func (l *recordLog) giveBack(prefix []byte, at position, force bool) error {
 		l.held[string(prefix)] = h
 		return nil
 	}
+	// Readers wait while it gives back, and the committer for them: only when there is
+	// something to give back, not at every acknowledgement (TestAckBesideRead).
+	if !l.due(prefix, at, force) {
+		return nil
+	}
 	l.rel.Lock()
 	defer l.rel.Unlock()
 	l.mu.Lock()
@@ -653,7 +658,7 @@ func (l *recordLog) giveBack(prefix []byte, at position, force bool) error {
 			removed = true
 			continue
 		case s.id == at.file:
-			if to := int64(at.off) &^ (punchAlign - 1); to > s.punched && (force || to-s.punched >= punchBatch) {
+			if to := s.punchTo(at, force); to > s.punched {
 				if err := punchHole(s.f, s.punched, to-s.punched); err == nil {
 					s.punched = to
 				} else if !errors.Is(err, errNoPunch) {
@@ -669,6 +674,33 @@ func (l *recordLog) giveBack(prefix []byte, at position, force bool) error {
 		errs = append(errs, syncDir(l.dir))
 	}
 	return errors.Join(errs...)
+}
+
+// due reports whether giveBack has files of the queue to remove or a hole to punch, the
+// queue's first live block being at. Only giveBack (holding holdMu) changes that.
+func (l *recordLog) due(prefix []byte, at position, force bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.queues[string(prefix)]
+	if q == nil {
+		return false
+	}
+	for i, s := range q.files {
+		if s.id < at.file && i < len(q.files)-1 || s.id == at.file && s.punchTo(at, force) > s.punched {
+			return true
+		}
+	}
+	return false
+}
+
+// punchTo returns where giveBack punches the file up to, the queue's first live block being
+// at, in the file: s.punched while the dead start has grown by less than punchBatch, unless
+// force.
+func (s *segment) punchTo(at position, force bool) int64 {
+	if to := int64(at.off) &^ (punchAlign - 1); to > s.punched && (force || to-s.punched >= punchBatch) {
+		return to
+	}
+	return s.punched
 }
 
 // hold keeps every file and block as it is until unhold: no file is removed, no hole

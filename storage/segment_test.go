@@ -1227,3 +1227,36 @@ func TestAppendBuffersFreed(t *testing.T) {
 		})
 	}
 }
+
+// TestAckBesideRead: an acknowledgement that gives no disk back (less than punchBatch, no
+// file dead) does not wait for the reads under way. It took the lock that keeps release from
+// readers whatever it had to do, so every Ack stalled the committer, and every writer behind
+// it, until the reads in flight ended, and held new reads off meanwhile.
+func TestAckBesideRead(t *testing.T) {
+	const size = 1000
+	s := openTest(t, t.TempDir(), Options{})
+	if _, err := s.Enqueue("ssa", randomRecords("ssa", 1, 100, size), 100, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A read under way: viewRecords holds rel for reading from before its transaction.
+	s.recs.rel.RLock()
+	read := true
+	defer func() {
+		if read {
+			s.recs.rel.RUnlock()
+		}
+	}()
+	acked := make(chan error, 1)
+	go func() { acked <- s.Ack("ssa", 10) }()
+	select {
+	case err := <-acked:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second): // a hang, not a measure: the Ack needs no time
+		s.recs.rel.RUnlock()
+		read = false
+		t.Fatalf("Ack waited for a read under way (it returned %v once the read ended)", <-acked)
+	}
+	checkRandom(t, "ssa", pending(t, s, "ssa"), 11, 100, size)
+}
