@@ -225,7 +225,7 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 	// The committed end of every file, from the index.
 	ends := make(map[string]map[uint64]int64) // queue name → file ID → end
 	byName := make(map[string]string)         // queue name → index prefix
-	firsts := make(map[string]position)       // queue name → its first block
+	firsts := make(map[string]blockRef)       // queue name → its first block
 	err := db.View(func(txn *badger.Txn) error {
 		for _, p := range []string{prefixOutboxIndex, prefixInboxIndex} {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
@@ -251,7 +251,7 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 				byName[name] = string(k[:n])
 				if ends[name] == nil {
 					ends[name] = make(map[uint64]int64)
-					firsts[name] = position{ref.file, ref.off} // the index is in order
+					firsts[name] = ref // the index is in order
 				}
 				ends[name][ref.file] = max(ends[name][ref.file], int64(ref.off)+int64(ref.size))
 			}
@@ -316,9 +316,13 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 	}
 	for _, q := range l.queues {
 		slices.SortFunc(q.files, func(a, b *segment) int { return cmpU64(a.id, b.id) })
+		// The entries before the first live one are deleted: drops seek past their
+		// tombstones (dropIndex; TestDroppedAfterOpen).
+		first := firsts[q.name]
+		q.dropped = first.last
 		// The dead start of the first file: what a crash, or an acknowledgement that punched
 		// less than punchBatch, left. A punch that fails is left to the next release.
-		if first := firsts[q.name]; len(q.files) > 0 && q.files[0].id == first.file {
+		if len(q.files) > 0 && q.files[0].id == first.file {
 			if to := int64(first.off) &^ (punchAlign - 1); to > 0 && punchHole(q.files[0].f, 0, to) == nil {
 				q.files[0].punched = to
 			}

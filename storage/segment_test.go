@@ -1260,3 +1260,52 @@ func TestAckBesideRead(t *testing.T) {
 	}
 	checkRandom(t, "ssa", pending(t, s, "ssa"), 11, 100, size)
 }
+
+// TestDroppedAfterOpen: after Open, the drops and the checks for blocks left to drop (Ack,
+// DropOutbox, retention) seek to the queue's first live index entry, past those deleted
+// before, whose tombstones Badger keeps until a compaction meets them. From 0 they walked
+// every tombstone of the queue, at each call until the queue's first drop since Open, and
+// retention checks an inbox with nothing due at every pass.
+func TestDroppedAfterOpen(t *testing.T) {
+	const n, size = 200, 1000
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{})
+	recs := randomRecords("ssa", 1, n, size)
+	for i := range n / 10 {
+		if _, err := s.Enqueue("ssa", recs[i*10:i*10+10], 10, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.Receive("ssa", uint64(i*10+1), recs[i*10:i*10+10], t0.Add(time.Duration(i)*time.Second), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Ack("ssa", n/2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add(n/20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, Options{})
+	for _, prefix := range [][]byte{outboxPrefix("ssa"), inboxPrefix("ssa")} {
+		var first uint64 // the last record of the first live block
+		err := s.view(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			it.Rewind()
+			if !it.Valid() {
+				return fmt.Errorf("no live index entry")
+			}
+			first, _ = parseSeq(it.Item().Key(), len(prefix))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.recs.dropped(prefix); got != first {
+			t.Errorf("%q: drops seek from record %d after Open, want %d (the first live block's last)", prefix[:2], got, first)
+		}
+	}
+}
