@@ -40,7 +40,8 @@ import (
 // files back to their committed ends if the transaction fails. So an index entry never points
 // at bytes that are not on the disk, and bytes beyond the last block indexed in a file are
 // what a crash cut short: Open truncates each file to its last indexed block and removes the
-// files no entry points into (a group that never committed, or a queue deleted whole).
+// files no entry points into (a group that never committed, or a queue deleted whole), once
+// the index it reads is on the disk (syncMemtables).
 //
 // Deletion. Acknowledged (outbox) and expired (inbox) records leave the index in the
 // transaction that moves the queue's Head past them; after that transaction, the committer
