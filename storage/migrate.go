@@ -210,6 +210,12 @@ func (s *Store) runMigration(m *migration, st schemaState) (schemaState, error) 
 	} else {
 		s.log.Info("storage: migrating the store", "from", st.version, "to", m.to, "what", m.what)
 		st = schemaState{version: st.version, migrating: true, to: m.to}
+		// Stored before the first change, so that a program of the old version refuses the
+		// store from then on: the visits store it with each chunk, but run, on its own, left
+		// the old version there until its end (TestMigrateRecordsStoppedRefusedByOldVersion).
+		if err := s.update(func(txn *badger.Txn) error { return txn.Set(keySchema, st.bytes()) }); err != nil {
+			return st, err
+		}
 	}
 	chunk := m.chunk
 	if chunk <= 0 {

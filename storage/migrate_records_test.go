@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -205,4 +206,33 @@ func TestMigrateRecordsCrash(t *testing.T) {
 		t.Logf("round %d: killed after %d lines (asked at %d)", round, len(lines), killAt)
 		checkV2Moved(t, dir)
 	}
+}
+
+// TestMigrateRecordsStoppedRefusedByOldVersion: once the move has begun, a program of
+// version 2 refuses the store (ErrStoreNewer) rather than read it with its records half
+// moved, where it would find them missing; the current version resumes the move. The move
+// runs on its own (migration.run), outside the visits that write the migration's state with
+// each chunk, and the store said version 2 until its end.
+func TestMigrateRecordsStoppedRefusedByOldVersion(t *testing.T) {
+	dir := t.TempDir()
+	writeV2Store(t, dir)
+	errStop := errors.New("stopped after one chunk")
+	stopped := migrateRecords
+	stopped.run = func(s *Store) error {
+		if n, err := s.moveChunk([]byte(v2PrefixOutbox)); err != nil || n == 0 {
+			return fmt.Errorf("moved %d keys: %v", n, err)
+		}
+		return errStop
+	}
+	if _, err := open(dir, Options{schema: &schema{version: 3, migrations: []migration{migrateQueueKeys, stopped}}}, false); !errors.Is(err, errStop) {
+		t.Fatalf("open with a move stopped after one chunk: %v", err)
+	}
+	s, err := open(dir, Options{schema: &schema{version: 2, migrations: currentSchema.migrations[:1]}}, false)
+	if err == nil {
+		closeStore(t, s)
+	}
+	if !errors.Is(err, ErrStoreNewer) {
+		t.Fatalf("a program of version 2 opens the half-moved store: %v, want ErrStoreNewer", err)
+	}
+	checkV2Moved(t, dir)
 }

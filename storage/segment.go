@@ -40,7 +40,8 @@ import (
 // files back to their committed ends if the transaction fails. So an index entry never points
 // at bytes that are not on the disk, and bytes beyond the last block indexed in a file are
 // what a crash cut short: Open truncates each file to its last indexed block and removes the
-// files no entry points into (a group that never committed, or a queue deleted whole).
+// files no entry points into (a group that never committed, or a queue deleted whole), once
+// the index it reads is on the disk (syncMemtables).
 //
 // Deletion. Acknowledged (outbox) and expired (inbox) records leave the index in the
 // transaction that moves the queue's Head past them; after that transaction, the committer
@@ -178,7 +179,7 @@ type segment struct {
 	q         *segQueue
 	id        uint64
 	f         *os.File
-	buf       []byte // appended, not written yet
+	buf       []byte // appended, not written yet (nil once written)
 	size      int64  // the end of what is appended (buf included)
 	committed int64  // the end of the last block of a committed group
 	punched   int64  // bytes from 0 punched out
@@ -214,10 +215,18 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 	if err := os.MkdirAll(l.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: create %s: %w", l.dir, err)
 	}
+	// The directory's own entry, in the store's: sync covers the files' entries in it only,
+	// and a power cut that took it would leave the index pointing at files that are gone.
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
+	if err := syncMemtables(dir); err != nil {
+		return nil, err
+	}
 	// The committed end of every file, from the index.
 	ends := make(map[string]map[uint64]int64) // queue name → file ID → end
 	byName := make(map[string]string)         // queue name → index prefix
-	firsts := make(map[string]position)       // queue name → its first block
+	firsts := make(map[string]blockRef)       // queue name → its first block
 	err := db.View(func(txn *badger.Txn) error {
 		for _, p := range []string{prefixOutboxIndex, prefixInboxIndex} {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
@@ -243,7 +252,7 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 				byName[name] = string(k[:n])
 				if ends[name] == nil {
 					ends[name] = make(map[uint64]int64)
-					firsts[name] = position{ref.file, ref.off} // the index is in order
+					firsts[name] = ref // the index is in order
 				}
 				ends[name][ref.file] = max(ends[name][ref.file], int64(ref.off)+int64(ref.size))
 			}
@@ -308,9 +317,13 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 	}
 	for _, q := range l.queues {
 		slices.SortFunc(q.files, func(a, b *segment) int { return cmpU64(a.id, b.id) })
+		// The entries before the first live one are deleted: drops seek past their
+		// tombstones (dropIndex; TestDroppedAfterOpen).
+		first := firsts[q.name]
+		q.dropped = first.last
 		// The dead start of the first file: what a crash, or an acknowledgement that punched
 		// less than punchBatch, left. A punch that fails is left to the next release.
-		if first := firsts[q.name]; len(q.files) > 0 && q.files[0].id == first.file {
+		if len(q.files) > 0 && q.files[0].id == first.file {
 			if to := int64(first.off) &^ (punchAlign - 1); to > 0 && punchHole(q.files[0].f, 0, to) == nil {
 				q.files[0].punched = to
 			}
@@ -322,6 +335,37 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 		}
 	}
 	return l, nil
+}
+
+// syncMemtables fsyncs Badger's memtable logs (*.mem) in dir. Badger replays them on open
+// whether their last writes were synced or not: a process killed in a commit, between the
+// write of its transaction and the sync, leaves a transaction that the page cache holds and
+// the disk may not. Open removes files and punches blocks by the index that it reads, so that
+// index must be on the disk first: else a power cut soon after could bring back the index
+// entries of a deletion that the killed process never saw commit, pointing at files removed
+// (ErrCorrupt: the store would not open) or at holes.
+func syncMemtables(dir string) error {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return fmt.Errorf("storage: list the memtable logs of %s: %w", dir, err)
+	}
+	for _, path := range mems {
+		f, err := os.Open(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // flushed into a table meanwhile, which Badger synced
+		}
+		if err != nil {
+			return fmt.Errorf("storage: open the memtable log %s: %w", path, err)
+		}
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("storage: sync the memtable log %s: %w", path, err)
+		}
+	}
+	return nil
 }
 
 func cmpU64(a, b uint64) int {
@@ -486,7 +530,9 @@ func (l *recordLog) sync() error {
 			if _, err := s.f.WriteAt(s.buf, s.size-int64(len(s.buf))); err != nil {
 				return fmt.Errorf("storage: write records to %s: %w", s.f.Name(), err)
 			}
-			s.buf = s.buf[:0]
+			// Freed, not kept for the next group: a large batch would leave a buffer of its
+			// size with every file it went to, for as long as the file lives.
+			s.buf = nil
 		}
 		if err := fdatasync(s.f); err != nil {
 			return fmt.Errorf("storage: sync %s: %w", s.f.Name(), err)
@@ -529,7 +575,7 @@ func (l *recordLog) rollback() error {
 	defer l.mu.Unlock()
 	var errs []error
 	for _, s := range l.dirty {
-		s.buf = s.buf[:0]
+		s.buf = nil
 		s.q.pending = nil
 		if s.committed == 0 {
 			// Created by tail in this group: the last of its queue's files.
@@ -594,6 +640,11 @@ func (l *recordLog) giveBack(prefix []byte, at position, force bool) error {
 		l.held[string(prefix)] = h
 		return nil
 	}
+	// Readers wait while it gives back, and the committer for them: only when there is
+	// something to give back, not at every acknowledgement (TestAckBesideRead).
+	if !l.due(prefix, at, force) {
+		return nil
+	}
 	l.rel.Lock()
 	defer l.rel.Unlock()
 	l.mu.Lock()
@@ -612,7 +663,7 @@ func (l *recordLog) giveBack(prefix []byte, at position, force bool) error {
 			removed = true
 			continue
 		case s.id == at.file:
-			if to := int64(at.off) &^ (punchAlign - 1); to > s.punched && (force || to-s.punched >= punchBatch) {
+			if to := s.punchTo(at, force); to > s.punched {
 				if err := punchHole(s.f, s.punched, to-s.punched); err == nil {
 					s.punched = to
 				} else if !errors.Is(err, errNoPunch) {
@@ -628,6 +679,33 @@ func (l *recordLog) giveBack(prefix []byte, at position, force bool) error {
 		errs = append(errs, syncDir(l.dir))
 	}
 	return errors.Join(errs...)
+}
+
+// due reports whether giveBack has files of the queue to remove or a hole to punch, the
+// queue's first live block being at. Only giveBack (holding holdMu) changes that.
+func (l *recordLog) due(prefix []byte, at position, force bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.queues[string(prefix)]
+	if q == nil {
+		return false
+	}
+	for i, s := range q.files {
+		if s.id < at.file && i < len(q.files)-1 || s.id == at.file && s.punchTo(at, force) > s.punched {
+			return true
+		}
+	}
+	return false
+}
+
+// punchTo returns where giveBack punches the file up to, the queue's first live block being
+// at, in the file: s.punched while the dead start has grown by less than punchBatch, unless
+// force.
+func (s *segment) punchTo(at position, force bool) int64 {
+	if to := int64(at.off) &^ (punchAlign - 1); to > s.punched && (force || to-s.punched >= punchBatch) {
+		return to
+	}
+	return s.punched
 }
 
 // hold keeps every file and block as it is until unhold: no file is removed, no hole

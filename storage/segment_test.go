@@ -1176,3 +1176,136 @@ func ackSlack(name string) int64 {
 	}
 	return 0
 }
+
+// TestAppendBuffersFreed: what a group appends to a file is held in memory only until it is
+// written. A large batch spans several files, each of which kept a buffer as large as what the
+// batch wrote to it for as long as the file lived (until its records were all deleted): an
+// inbox received in large batches stayed in memory whole. A group's rollback frees them too.
+func TestAppendBuffersFreed(t *testing.T) {
+	smallSegments(t, 256<<10)
+	const size = 10000
+	tests := []struct {
+		name  string
+		write func(s *Store) error
+	}{
+		{"enqueue", func(s *Store) error {
+			_, err := s.Enqueue("ssa", randomRecords("ssa", 1, 100, size), 100, 0)
+			return err
+		}},
+		{"receive", func(s *Store) error {
+			_, _, err := s.Receive("ssa", 1, randomRecords("ssa", 1, 100, size), time.Now(), 0)
+			return err
+		}},
+		{"rollback", func(s *Store) error {
+			if _, err := s.Enqueue("ssa", randomRecords("ssa", 1, 1, size), 1, 0); err != nil {
+				return err
+			}
+			// The committer is idle: the test may append and roll back itself.
+			if _, _, err := s.recs.append(outboxPrefix("ssa"), 2, randomRecords("ssa", 2, 100, size)); err != nil {
+				return err
+			}
+			return s.recs.rollback()
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t, t.TempDir(), Options{})
+			if err := tc.write(s); err != nil {
+				t.Fatal(err)
+			}
+			s.recs.mu.Lock()
+			defer s.recs.mu.Unlock()
+			held := 0
+			for _, q := range s.recs.queues {
+				for _, f := range q.files {
+					held += cap(f.buf)
+				}
+			}
+			if held != 0 {
+				t.Errorf("%d bytes of append buffers held after the group", held)
+			}
+		})
+	}
+}
+
+// TestAckBesideRead: an acknowledgement that gives no disk back (less than punchBatch, no
+// file dead) does not wait for the reads under way. It took the lock that keeps release from
+// readers whatever it had to do, so every Ack stalled the committer, and every writer behind
+// it, until the reads in flight ended, and held new reads off meanwhile.
+func TestAckBesideRead(t *testing.T) {
+	const size = 1000
+	s := openTest(t, t.TempDir(), Options{})
+	if _, err := s.Enqueue("ssa", randomRecords("ssa", 1, 100, size), 100, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A read under way: viewRecords holds rel for reading from before its transaction.
+	s.recs.rel.RLock()
+	read := true
+	defer func() {
+		if read {
+			s.recs.rel.RUnlock()
+		}
+	}()
+	acked := make(chan error, 1)
+	go func() { acked <- s.Ack("ssa", 10) }()
+	select {
+	case err := <-acked:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second): // a hang, not a measure: the Ack needs no time
+		s.recs.rel.RUnlock()
+		read = false
+		t.Fatalf("Ack waited for a read under way (it returned %v once the read ended)", <-acked)
+	}
+	checkRandom(t, "ssa", pending(t, s, "ssa"), 11, 100, size)
+}
+
+// TestDroppedAfterOpen: after Open, the drops and the checks for blocks left to drop (Ack,
+// DropOutbox, retention) seek to the queue's first live index entry, past those deleted
+// before, whose tombstones Badger keeps until a compaction meets them. From 0 they walked
+// every tombstone of the queue, at each call until the queue's first drop since Open, and
+// retention checks an inbox with nothing due at every pass.
+func TestDroppedAfterOpen(t *testing.T) {
+	const n, size = 200, 1000
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{})
+	recs := randomRecords("ssa", 1, n, size)
+	for i := range n / 10 {
+		if _, err := s.Enqueue("ssa", recs[i*10:i*10+10], 10, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.Receive("ssa", uint64(i*10+1), recs[i*10:i*10+10], t0.Add(time.Duration(i)*time.Second), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Ack("ssa", n/2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add(n/20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, Options{})
+	for _, prefix := range [][]byte{outboxPrefix("ssa"), inboxPrefix("ssa")} {
+		var first uint64 // the last record of the first live block
+		err := s.view(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			it.Rewind()
+			if !it.Valid() {
+				return fmt.Errorf("no live index entry")
+			}
+			first, _ = parseSeq(it.Item().Key(), len(prefix))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.recs.dropped(prefix); got != first {
+			t.Errorf("%q: drops seek from record %d after Open, want %d (the first live block's last)", prefix[:2], got, first)
+		}
+	}
+}
