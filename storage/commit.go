@@ -195,6 +195,9 @@ func (s *Store) commitTxn(group []request) ([]error, error) {
 		return nil, err
 	}
 	if err := txn.Commit(); err != nil {
+		if s.recs.groupIndexed(s.db) {
+			s.recs.commit() // the entries are visible: the bytes they point at stay
+		}
 		if errors.Is(err, badger.ErrConflict) {
 			return nil, fmt.Errorf("%w: %w", ErrConflict, err)
 		}

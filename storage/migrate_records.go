@@ -135,6 +135,10 @@ func (s *Store) moveChunk(prefix []byte) (int, error) {
 		return s.recs.sync()
 	})
 	if err != nil {
+		if s.recs.groupIndexed(s.db) { // a commit that failed after its entries were written
+			s.recs.commit()
+			return 0, err
+		}
 		return 0, withRollback(err, s.recs.rollback())
 	}
 	s.recs.commit()

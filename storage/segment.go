@@ -158,8 +158,9 @@ type recordLog struct {
 	holds  int
 	held   map[string]heldRelease
 
-	// Scratch of the committer's appends.
+	// Scratch of the committer's appends, and the last index key the group appended.
 	raw, comp []byte
+	groupKey  []byte
 }
 
 // segQueue is one queue's files, in order; the last is the one appended to.
@@ -437,9 +438,13 @@ func (l *recordLog) close() error {
 // returns their index entries (keys and values) for the group's transaction. The committer
 // alone calls it; nothing reaches the disk before sync.
 func (l *recordLog) append(prefix []byte, first uint64, records [][]byte) (keys, values [][]byte, err error) {
+	if len(records) == 0 {
+		return nil, nil, nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	q := l.queue(string(prefix))
+	var last decodedBlock
 	for i := 0; i < len(records); {
 		// The records of one block: at least one, and up to blockRaw bytes.
 		l.raw = l.raw[:0]
@@ -463,9 +468,13 @@ func (l *recordLog) append(prefix []byte, first uint64, records [][]byte) (keys,
 		ref := blockRef{file: s.id, off: uint64(off), size: uint32(len(block)), first: seq, last: seq + uint64(j-i) - 1}
 		keys = append(keys, seqKey(prefix, ref.last))
 		values = append(values, ref.encode())
-		q.pending = &decodedBlock{at: position{s.id, uint64(off)}, first: seq, n: j - i, raw: bytes.Clone(l.raw)}
+		last = decodedBlock{at: position{s.id, uint64(off)}, first: seq, n: j - i}
 		i = j
 	}
+	// The last block (l.raw holds its records) is the one a reader asks for next.
+	last.raw = bytes.Clone(l.raw)
+	q.pending = &last
+	l.groupKey = keys[len(keys)-1]
 	return keys, values, nil
 }
 
@@ -560,10 +569,27 @@ func (l *recordLog) commit() {
 			s.q.cache, s.q.pending = s.q.pending, nil
 		}
 	}
-	l.dirty = l.dirty[:0]
+	l.dirty, l.groupKey = l.dirty[:0], nil
 }
 
-// rollback forgets what the group appended: its transaction failed. A file that cannot be
+// groupIndexed reports whether the last index entry the group appended is in db: whether
+// a commit that returned an error (a sync that failed after Badger wrote the entries) made
+// them visible all the same, so that the group's bytes must stay (commit), not be cut
+// (rollback), lest the index point at nothing.
+func (l *recordLog) groupIndexed(db *badger.DB) bool {
+	l.mu.Lock()
+	k := l.groupKey
+	l.mu.Unlock()
+	if k == nil {
+		return false
+	}
+	return db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(k)
+		return err
+	}) == nil
+}
+
+// rollback forgets what the group appended: its transaction failed before its commit. A file that cannot be
 // cut back keeps the bytes, which no index entry points at (Open cuts them).
 //
 // A file the group created (nothing committed in it) goes too: it is named after the first
@@ -573,6 +599,7 @@ func (l *recordLog) commit() {
 func (l *recordLog) rollback() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.groupKey = nil
 	var errs []error
 	for _, s := range l.dirty {
 		s.buf = nil
@@ -664,9 +691,12 @@ func (l *recordLog) giveBack(prefix []byte, at position, force bool) error {
 			continue
 		case s.id == at.file:
 			if to := s.punchTo(at, force); to > s.punched {
-				if err := punchHole(s.f, s.punched, to-s.punched); err == nil {
+				switch err := punchHole(s.f, s.punched, to-s.punched); {
+				case err == nil, errors.Is(err, errNoPunch):
+					// Where holes cannot be punched, the bytes wait for the file's removal:
+					// counted as punched, so that the next acknowledgements do not try again.
 					s.punched = to
-				} else if !errors.Is(err, errNoPunch) {
+				default:
 					errs = append(errs, fmt.Errorf("storage: give back the disk of deleted records in %s: %w", s.f.Name(), err))
 				}
 			}
