@@ -182,7 +182,12 @@ func (c *xmlCodec) parse(raw []byte) ([]*xnode, *xnode, error) {
 
 // xmlTree builds the tree of one document from the decoder's tokens.
 type xmlTree struct {
-	d     *xml.Decoder
+	d *xml.Decoder
+	xmlNodes
+}
+
+// xmlNodes is what a reader of a document builds (xmlTree, xmlScanner).
+type xmlNodes struct {
 	top   []*xnode // the document's top-level nodes, the root among them
 	stack []*xnode // the elements open at this point
 	root  *xnode
@@ -259,7 +264,7 @@ func (t *xmlTree) start(tok xml.StartElement) error {
 }
 
 // add appends n to the open element, or to the top level.
-func (t *xmlTree) add(n *xnode) {
+func (t *xmlNodes) add(n *xnode) {
 	if len(t.stack) > 0 {
 		p := t.stack[len(t.stack)-1]
 		p.kids = append(p.kids, n)

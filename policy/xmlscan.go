@@ -17,12 +17,9 @@ import (
 // accepts a document, its tree is the one xmlTree builds (FuzzXMLScanner checks it).
 // An xmlScanner is not safe for concurrent use.
 type xmlScanner struct {
-	s     string // the document
-	i     int    // the next byte to read
-	top   []*xnode
-	stack []*xnode
-	root  *xnode
-	nodes int
+	s string // the document
+	i int    // the next byte to read
+	xmlNodes
 	// slab holds the nodes, in chunks of xmlChunk, reused by the next document with the
 	// capacity of their slices; used counts those of this document.
 	slab [][]xnode
@@ -46,7 +43,7 @@ func (sc *xmlScanner) read(raw []byte) (top []*xnode, root *xnode, ok bool) {
 		clear(sc.slab[xmlKeptChunks:])
 		sc.slab = sc.slab[:xmlKeptChunks]
 	}
-	*sc = xmlScanner{s: string(raw), top: sc.top[:0], stack: sc.stack[:0], slab: sc.slab, buf: sc.buf}
+	*sc = xmlScanner{s: string(raw), xmlNodes: xmlNodes{top: sc.top[:0], stack: sc.stack[:0]}, slab: sc.slab, buf: sc.buf}
 	for sc.i < len(sc.s) {
 		if sc.nodes++; sc.nodes > maxXMLNodes || !sc.token() {
 			return nil, nil, false
@@ -68,16 +65,6 @@ func (sc *xmlScanner) node(kind xkind) *xnode {
 	n := &sc.slab[c][i]
 	*n = xnode{kind: kind, kids: n.kids[:0], attrs: n.attrs[:0]}
 	return n
-}
-
-// add appends n to the open element, or to the top level.
-func (sc *xmlScanner) add(n *xnode) {
-	if len(sc.stack) > 0 {
-		p := sc.stack[len(sc.stack)-1]
-		p.kids = append(p.kids, n)
-	} else {
-		sc.top = append(sc.top, n)
-	}
 }
 
 // token reads one token at sc.i and adds it to the tree, as xmlTree.token does.

@@ -793,13 +793,7 @@ func TestTrimChunks(t *testing.T) {
 	}{
 		{"ack", false, func(s *Store) error { return s.Ack("ssa", 150) }},
 		{"drop", false, func(s *Store) error { return s.DropOutbox("ssa") }},
-		{"retention", true, func(s *Store) error {
-			n, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add(time.Hour))
-			if err == nil && n != 150 {
-				err = fmt.Errorf("%d deleted, want 150", n)
-			}
-			return err
-		}},
+		{"retention", true, expireAll(150)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -834,13 +828,7 @@ func TestTrimAfterCrash(t *testing.T) {
 		{"ack", false, &trimRequest{ssaID: "ssa", ack: 150}, func(s *Store) error { return s.Ack("ssa", 150) }},
 		{"drop", false, &trimRequest{ssaID: "ssa", drop: true}, func(s *Store) error { return s.DropOutbox("ssa") }},
 		{"retention", true, &retainRequest{ssaID: "ssa", through: 150, deletes: 150, runs: 1, keyLen: len(runPrefix("ssa")) + 8},
-			func(s *Store) error {
-				n, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add(time.Hour))
-				if err == nil && n != 0 {
-					err = fmt.Errorf("%d deleted, want 0", n)
-				}
-				return err
-			}},
+			expireAll(0)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1307,5 +1295,17 @@ func TestDroppedAfterOpen(t *testing.T) {
 		if got := s.recs.dropped(prefix); got != first {
 			t.Errorf("%q: drops seek from record %d after Open, want %d (the first live block's last)", prefix[:2], got, first)
 		}
+	}
+}
+
+// expireAll returns a deletion by retention of every record of the inbox of "ssa" (received
+// an hour after t0 at the latest), which must delete want of them.
+func expireAll(want int) func(s *Store) error {
+	return func(s *Store) error {
+		n, err := s.DeleteRecordsReceivedBefore("ssa", t0.Add(time.Hour))
+		if err == nil && n != want {
+			err = fmt.Errorf("%d deleted, want %d", n, want)
+		}
+		return err
 	}
 }
