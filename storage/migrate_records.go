@@ -34,34 +34,36 @@ var migrateRecords = migration{
 // committed index entry points at are cut at the next Open. Last, the prefixes are dropped
 // from the tables with the marks, so that their disk is given back at once.
 func (s *Store) moveRecords() error {
-	moved := 0
+	moved, dropped := 0, 0
 	for _, p := range []string{v2PrefixOutbox, v2PrefixInbox} {
 		for {
-			n, err := s.moveChunk([]byte(p))
+			keys, records, err := s.moveChunk([]byte(p))
 			if err != nil {
 				return err
 			}
-			if n == 0 {
+			if keys == 0 {
 				break
 			}
-			moved += n
+			moved, dropped = moved+records, dropped+keys-records
 		}
 	}
 	if err := s.db.DropPrefix([]byte(v2PrefixOutbox), []byte(v2PrefixInbox), []byte(v2PrefixMark)); err != nil {
 		return fmt.Errorf("drop the moved records from the tables: %w", err)
 	}
-	s.log.Info("storage: moved the exchange records into segment files", "records", moved)
+	// dropped: deleted records not dropped from the tables yet, and orphans of a large batch.
+	s.log.Info("storage: moved the exchange records into segment files", "records", moved, "dropped", dropped)
 	return nil
 }
 
 // moveChunk moves up to migrateChunk records of the first queue left under prefix (v2
-// layout) and returns how many keys it took (0: none is left).
-func (s *Store) moveChunk(prefix []byte) (int, error) {
+// layout) and returns how many keys it took (0: none is left) and how many records of them it
+// moved (the others were below Head or beyond the end).
+func (s *Store) moveChunk(prefix []byte) (keysTaken, moved int, err error) {
 	var keys, records [][]byte
 	var queue []byte // the queue's v2 prefix
 	var ssaID string
 	var first uint64 // the first live record's seq, 0 for none
-	err := s.view(func(txn *badger.Txn) error {
+	err = s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		it.Rewind()
@@ -103,7 +105,7 @@ func (s *Store) moveChunk(prefix []byte) (int, error) {
 		return nil
 	})
 	if err != nil || len(keys) == 0 {
-		return 0, err
+		return 0, 0, err
 	}
 	index := outboxPrefix(ssaID)
 	if string(prefix) == v2PrefixInbox {
@@ -137,13 +139,13 @@ func (s *Store) moveChunk(prefix []byte) (int, error) {
 	if err != nil {
 		if s.recs.groupIndexed(s.db) { // a commit that failed after its entries were written
 			s.recs.commit()
-			return 0, err
+			return 0, 0, err
 		}
-		return 0, withRollback(err, s.recs.rollback())
+		return 0, 0, withRollback(err, s.recs.rollback())
 	}
 	s.recs.commit()
 	s.log.Debug("storage: moved exchange records into segment files", "queue", ssaID, "keys", len(keys), "records", len(records))
-	return len(keys), nil
+	return len(keys), len(records), nil
 }
 
 // withRollback reports a failed move, and the rollback's failure if any.

@@ -163,6 +163,18 @@ func checkV2Moved(t *testing.T, dir string) {
 func TestMigrateRecords(t *testing.T) {
 	dir := t.TempDir()
 	writeV2Store(t, dir)
+	var logs logBuffer
+	s, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("open and migrate: %v", err)
+	}
+	closeStore(t, s)
+	// Moved: the live records. Dropped: the outbox's records up to its Head and its orphans,
+	// the inbox's up to its Head.
+	want := fmt.Sprintf("records=%d dropped=%d", v2OutEnd-v2OutHead+v2InEnd-v2InHead, v2OutHead-v2OutFirst+1+v2Orphans+v2InHead)
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("the migration's log does not say %q:\n%s", want, logs.String())
+	}
 	checkV2Moved(t, dir)
 }
 
@@ -219,7 +231,7 @@ func TestMigrateRecordsStoppedRefusedByOldVersion(t *testing.T) {
 	errStop := errors.New("stopped after one chunk")
 	stopped := migrateRecords
 	stopped.run = func(s *Store) error {
-		if n, err := s.moveChunk([]byte(v2PrefixOutbox)); err != nil || n == 0 {
+		if n, _, err := s.moveChunk([]byte(v2PrefixOutbox)); err != nil || n == 0 {
 			return fmt.Errorf("moved %d keys: %v", n, err)
 		}
 		return errStop

@@ -768,6 +768,7 @@ func (l *recordLog) read(prefix []byte, ref blockRef) (*decodedBlock, error) {
 	l.mu.Lock()
 	q := l.queues[string(prefix)]
 	var s *segment
+	var written int64 // the end of what is written to s: a block the index holds is there
 	if q != nil {
 		if c := q.cache; c != nil && c.at == at {
 			l.mu.Unlock()
@@ -775,13 +776,13 @@ func (l *recordLog) read(prefix []byte, ref blockRef) (*decodedBlock, error) {
 		}
 		for _, f := range q.files {
 			if f.id == ref.file {
-				s = f
+				s, written = f, f.size-int64(len(f.buf))
 				break
 			}
 		}
 	}
 	l.mu.Unlock()
-	if s == nil || int64(ref.off)+int64(ref.size) > s.written(l) {
+	if s == nil || int64(ref.off)+int64(ref.size) > written {
 		return nil, fmt.Errorf("%w: records %d to %d: no file holds block %d:%d", ErrCorrupt, ref.first, ref.last, ref.file, ref.off)
 	}
 	b := make([]byte, ref.size)
@@ -797,14 +798,6 @@ func (l *recordLog) read(prefix []byte, ref blockRef) (*decodedBlock, error) {
 	q.cache = d
 	l.mu.Unlock()
 	return d, nil
-}
-
-// written returns the end of what is written to the file: a block a reader finds in the
-// index is there, as its group synced before its transaction committed.
-func (s *segment) written(l *recordLog) int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return s.size - int64(len(s.buf))
 }
 
 // sealedWith is the additional data a sealed block is authenticated with: its queue's index
