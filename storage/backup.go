@@ -3,6 +3,7 @@ package storage
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -191,16 +192,16 @@ func (b *backupIndex) choose(item *badger.Item) bool {
 }
 
 // backup writes the files of a backup (see its format above) to w: the blocks, each checked
-// as it is copied. The caller holds l.rel for reading, so that no block is released.
+// as it is copied. The caller holds the files (hold), so that no block is released.
 func (l *recordLog) backup(w io.Writer, blocks []backupBlock) error {
 	slices.SortFunc(blocks, func(a, b backupBlock) int {
 		if c := strings.Compare(a.prefix, b.prefix); c != 0 {
 			return c
 		}
-		if c := cmpU64(a.ref.file, b.ref.file); c != 0 {
+		if c := cmp.Compare(a.ref.file, b.ref.file); c != 0 {
 			return c
 		}
-		return cmpU64(a.ref.off, b.ref.off)
+		return cmp.Compare(a.ref.off, b.ref.off)
 	})
 	buf := make([]byte, 32<<10)
 	for i := 0; i < len(blocks); {
@@ -228,7 +229,7 @@ func (l *recordLog) backupFile(w io.Writer, blocks []backupBlock, buf []byte) er
 	if _, err := w.Write(h); err != nil {
 		return err
 	}
-	path := filepath.Join(l.dir, segmentName(&segQueue{name: queueFileName([]byte(prefix))}, id))
+	path := filepath.Join(l.dir, segmentName(queueFileName([]byte(prefix)), id))
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("%w: records %d to %d: %w", ErrCorrupt, blocks[0].ref.first, blocks[len(blocks)-1].ref.last, err)
@@ -388,7 +389,7 @@ func restoreFiles(dir string, r io.Reader) error {
 		if id == 0 {
 			return fmt.Errorf("%w: file ID 0", ErrBackupDamaged)
 		}
-		path := filepath.Join(dir, segmentName(&segQueue{name: queueFileName(prefix)}, id))
+		path := filepath.Join(dir, segmentName(queueFileName(prefix), id))
 		if err := restoreFile(path, r, binary.BigEndian.Uint32(n[:4]), buf); err != nil {
 			return err
 		}
@@ -441,46 +442,31 @@ func checkRestoredIndex(db *badger.DB, dir string) error {
 		}
 	}()
 	h := make([]byte, blockHeader)
-	check := func(k, v []byte) error {
-		n, ok := queuePrefixLen(k)
-		if !ok {
-			return fmt.Errorf("%w: index key %x", ErrBackupDamaged, k)
-		}
-		ref, err := decodeBlockRef(k, n, v)
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrBackupDamaged, err)
-		}
-		path := filepath.Join(dir, segmentName(&segQueue{name: queueFileName(k[:n])}, ref.file))
-		if f == nil || f.Name() != path {
-			if f != nil {
-				f.Close()
+	err := db.View(func(txn *badger.Txn) error {
+		return eachIndexEntry(txn, func(prefix []byte, ref blockRef) error {
+			path := filepath.Join(dir, segmentName(queueFileName(prefix), ref.file))
+			if f == nil || f.Name() != path {
+				if f != nil {
+					f.Close()
+				}
+				var err error
+				if f, err = os.Open(path); err != nil {
+					return fmt.Errorf("%w: records %d to %d: no file holds them: %w", ErrBackupDamaged, ref.first, ref.last, err)
+				}
 			}
-			if f, err = os.Open(path); err != nil {
-				return fmt.Errorf("%w: records %d to %d: no file holds them: %w", ErrBackupDamaged, ref.first, ref.last, err)
+			if _, err := f.ReadAt(h, int64(ref.off)); err != nil {
+				return fmt.Errorf("%w: records %d to %d: no block at %d in %s: %w", ErrBackupDamaged, ref.first, ref.last, ref.off, path, err)
 			}
-		}
-		if _, err := f.ReadAt(h, int64(ref.off)); err != nil {
-			return fmt.Errorf("%w: records %d to %d: no block at %d in %s: %w", ErrBackupDamaged, ref.first, ref.last, ref.off, path, err)
-		}
-		if err := checkBlockHeader(h, ref); err != nil {
-			return fmt.Errorf("%w: %s at %d: %w", ErrBackupDamaged, path, ref.off, err)
-		}
-		return nil
-	}
-	return db.View(func(txn *badger.Txn) error {
-		for _, p := range []string{prefixOutboxIndex, prefixInboxIndex} {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
-			var err error
-			for it.Rewind(); it.Valid() && err == nil; it.Next() {
-				err = it.Item().Value(func(v []byte) error { return check(it.Item().Key(), v) })
+			if err := checkBlockHeader(h, ref); err != nil {
+				return fmt.Errorf("%w: %s at %d: %w", ErrBackupDamaged, path, ref.off, err)
 			}
-			it.Close()
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+			return nil
+		})
 	})
+	if errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrBackupDamaged) {
+		return fmt.Errorf("%w: %w", ErrBackupDamaged, err) // an index entry that does not parse
+	}
+	return err
 }
 
 // removeContents deletes what is in dir, leaving dir itself.

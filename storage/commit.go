@@ -56,7 +56,21 @@ type request interface {
 // transaction commits, the committer gives their disk back (segment.go).
 type releaser interface {
 	request
-	release(s *Store) error
+	release() error
+}
+
+// settleRecords ends what a group (or a migration's chunk) appended to the segment files,
+// after its transaction: kept if it committed, or if a commit that failed made its index
+// entries visible all the same (a sync that failed after Badger's write), so that the index
+// never points at bytes cut; cut back otherwise.
+func (s *Store) settleRecords(err error) {
+	if err == nil || s.recs.groupIndexed(s.db) {
+		s.recs.commit()
+		return
+	}
+	if rerr := s.recs.rollback(); rerr != nil {
+		s.log.Warn("storage: cut records back after a failed commit (Open cuts them at the next start)", "err", rerr)
+	}
 }
 
 // waiter answers a request's caller.
@@ -158,16 +172,13 @@ func (s *Store) writeGroup(group []request) {
 // and rolled back if it does not (segment.go).
 func (s *Store) writeTxn(group []request) ([]error, error) {
 	refused, err := s.commitTxn(group)
+	s.settleRecords(err)
 	if err != nil {
-		if rerr := s.recs.rollback(); rerr != nil {
-			s.log.Warn("storage: cut records back after a failed commit (Open cuts them at the next start)", "err", rerr)
-		}
 		return nil, err
 	}
-	s.recs.commit()
 	for i, r := range group {
 		if rr, ok := r.(releaser); ok && refused[i] == nil {
-			if err := rr.release(s); err != nil {
+			if err := rr.release(); err != nil {
 				s.log.Warn("storage: give back the disk of deleted records (the next deletion in the queue tries again)", "err", err)
 			}
 		}
@@ -195,9 +206,6 @@ func (s *Store) commitTxn(group []request) ([]error, error) {
 		return nil, err
 	}
 	if err := txn.Commit(); err != nil {
-		if s.recs.groupIndexed(s.db) {
-			s.recs.commit() // the entries are visible: the bytes they point at stay
-		}
 		if errors.Is(err, badger.ErrConflict) {
 			return nil, fmt.Errorf("%w: %w", ErrConflict, err)
 		}

@@ -368,8 +368,8 @@ func (r *retainRequest) apply(txn *badger.Txn) (refused, failed error) {
 	return nil, err
 }
 
-func (r *retainRequest) release(s *Store) error {
-	return s.recs.release(inboxPrefix(r.ssaID), r.dropped, true)
+func (r *retainRequest) release() error {
+	return r.s.recs.release(inboxPrefix(r.ssaID), r.dropped, true)
 }
 
 // inboxRecord is an SSA's inbox state as stored under v/<ssaID>. Records Head+1..Last are

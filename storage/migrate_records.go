@@ -136,24 +136,12 @@ func (s *Store) moveChunk(prefix []byte) (keysTaken, moved int, err error) {
 		}
 		return s.recs.sync()
 	})
+	s.settleRecords(err)
 	if err != nil {
-		if s.recs.groupIndexed(s.db) { // a commit that failed after its entries were written
-			s.recs.commit()
-			return 0, 0, err
-		}
-		return 0, 0, withRollback(err, s.recs.rollback())
+		return 0, 0, err
 	}
-	s.recs.commit()
 	s.log.Debug("storage: moved exchange records into segment files", "queue", ssaID, "keys", len(keys), "records", len(records))
 	return len(keys), len(records), nil
-}
-
-// withRollback reports a failed move, and the rollback's failure if any.
-func withRollback(err, rerr error) error {
-	if rerr != nil {
-		return fmt.Errorf("%w (and cutting the segment files back failed, which the next Open does: %v)", err, rerr)
-	}
-	return err
 }
 
 // v2Bounds returns the Head and the end (Refined, Last) of a queue of the v2 layout.

@@ -205,8 +205,8 @@ func (r *trimRequest) apply(txn *badger.Txn) (refused, failed error) {
 	return nil, err
 }
 
-func (r *trimRequest) release(s *Store) error {
-	return s.recs.release(outboxPrefix(r.ssaID), r.dropped, r.drop)
+func (r *trimRequest) release() error {
+	return r.s.recs.release(outboxPrefix(r.ssaID), r.dropped, r.drop)
 }
 
 // OutboxState returns an SSA's outbox counters: the zero state for an SSA never enqueued to.

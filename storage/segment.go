@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -198,7 +200,7 @@ type decodedBlock struct {
 // openRecordLog opens (creating) the segment directory in dir and recovers it against the
 // index in db: each file is truncated to its last indexed block, and files no index entry
 // points into are removed.
-func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
+func openRecordLog(dir string, key []byte, db *badger.DB, log *slog.Logger) (*recordLog, error) {
 	l := &recordLog{dir: filepath.Join(dir, segmentDir), segmentSize: segmentSize, queues: make(map[string]*segQueue)}
 	if len(key) > 0 {
 		sub, err := hkdf.Key(sha256.New, key, nil, "ssanet storage records v1", 32)
@@ -229,37 +231,16 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 	byName := make(map[string]string)         // queue name → index prefix
 	firsts := make(map[string]blockRef)       // queue name → its first block
 	err := db.View(func(txn *badger.Txn) error {
-		for _, p := range []string{prefixOutboxIndex, prefixInboxIndex} {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
-			for it.Rewind(); it.Valid(); it.Next() {
-				item := it.Item()
-				k := item.Key()
-				n, ok := queuePrefixLen(k)
-				if !ok {
-					it.Close()
-					return fmt.Errorf("%w: index key %x", ErrCorrupt, k)
-				}
-				var ref blockRef
-				err := item.Value(func(v []byte) error {
-					var err error
-					ref, err = decodeBlockRef(k, n, v)
-					return err
-				})
-				if err != nil {
-					it.Close()
-					return err
-				}
-				name := queueFileName(k[:n])
-				byName[name] = string(k[:n])
-				if ends[name] == nil {
-					ends[name] = make(map[uint64]int64)
-					firsts[name] = ref // the index is in order
-				}
-				ends[name][ref.file] = max(ends[name][ref.file], int64(ref.off)+int64(ref.size))
+		return eachIndexEntry(txn, func(prefix []byte, ref blockRef) error {
+			name := queueFileName(prefix)
+			if ends[name] == nil {
+				byName[name] = string(prefix)
+				ends[name] = make(map[uint64]int64)
+				firsts[name] = ref // the index is in order
 			}
-			it.Close()
-		}
-		return nil
+			ends[name][ref.file] = max(ends[name][ref.file], int64(ref.off)+int64(ref.size))
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: read the records' index: %w", err)
@@ -268,22 +249,30 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: list %s: %w", l.dir, err)
 	}
-	removed := false
+	removed, removedBytes := 0, int64(0)
 	for _, e := range entries {
 		name, id, ok := parseSegmentName(e.Name())
 		path := filepath.Join(l.dir, e.Name())
+		if !ok || !e.Type().IsRegular() {
+			// Not the store's: left where it is, and said.
+			log.Warn("storage: a file in the records directory is not a segment file; it is left alone", "path", path)
+			continue
+		}
 		end, live := ends[name][id]
-		if !ok || !live || !e.Type().IsRegular() {
-			// Not a segment, or no live block: a group that never committed, or dead.
-			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("storage: remove %s, which holds no live record: %w", path, err)
+		if !live {
+			// No live block: a group that never committed, or dead records.
+			if info, err := e.Info(); err == nil {
+				removedBytes += info.Size()
 			}
-			removed = true
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, errors.Join(fmt.Errorf("storage: remove %s, which holds no live record: %w", path, err), l.close())
+			}
+			removed++
 			continue
 		}
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
 		if err != nil {
-			return nil, fmt.Errorf("storage: open %s: %w", path, err)
+			return nil, errors.Join(fmt.Errorf("storage: open %s: %w", path, err), l.close())
 		}
 		info, err := f.Stat()
 		if err != nil {
@@ -309,7 +298,7 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 	var missing []string
 	for name, files := range ends {
 		for id := range files {
-			missing = append(missing, segmentName(&segQueue{name: name}, id))
+			missing = append(missing, segmentName(name, id))
 		}
 	}
 	if len(missing) > 0 {
@@ -317,7 +306,7 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 		return nil, errors.Join(fmt.Errorf("%w: %s lacks %s, which the index points into", ErrCorrupt, l.dir, strings.Join(missing, ", ")), l.close())
 	}
 	for _, q := range l.queues {
-		slices.SortFunc(q.files, func(a, b *segment) int { return cmpU64(a.id, b.id) })
+		slices.SortFunc(q.files, func(a, b *segment) int { return cmp.Compare(a.id, b.id) })
 		// The entries before the first live one are deleted: drops seek past their
 		// tombstones (dropIndex; TestDroppedAfterOpen).
 		first := firsts[q.name]
@@ -330,7 +319,9 @@ func openRecordLog(dir string, key []byte, db *badger.DB) (*recordLog, error) {
 			}
 		}
 	}
-	if removed {
+	if removed > 0 {
+		log.Info("storage: removed the segment files that hold no committed record (a write a crash cut short, or deleted records)",
+			"files", removed, "bytes", removedBytes)
 		if err := syncDir(l.dir); err != nil {
 			return nil, errors.Join(err, l.close())
 		}
@@ -351,32 +342,47 @@ func syncMemtables(dir string) error {
 		return fmt.Errorf("storage: list the memtable logs of %s: %w", dir, err)
 	}
 	for _, path := range mems {
-		f, err := os.Open(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // flushed into a table meanwhile, which Badger synced
-		}
-		if err != nil {
-			return fmt.Errorf("storage: open the memtable log %s: %w", path, err)
-		}
-		err = f.Sync()
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("storage: sync the memtable log %s: %w", path, err)
+		if err := syncPath(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err // one that is gone was flushed into a table meanwhile, which Badger synced
 		}
 	}
 	return nil
 }
 
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// eachIndexEntry calls fn with every entry of the records' index in txn, in key order: its
+// queue's index prefix (valid during the call only) and where its block is.
+func eachIndexEntry(txn *badger.Txn, fn func(prefix []byte, ref blockRef) error) error {
+	for _, p := range []string{prefixOutboxIndex, prefixInboxIndex} {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
+		err := func() error {
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				item := it.Item()
+				k := item.Key()
+				n, ok := queuePrefixLen(k)
+				if !ok {
+					return fmt.Errorf("%w: index key %x", ErrCorrupt, k)
+				}
+				var ref blockRef
+				err := item.Value(func(v []byte) error {
+					var err error
+					ref, err = decodeBlockRef(k, n, v)
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				if err := fn(k[:n], ref); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			return err
+		}
 	}
-	return 0
+	return nil
 }
 
 // queuePrefixLen returns the length of the queue prefix (index prefix, SSA ID's length and
@@ -396,8 +402,9 @@ func queueFileName(prefix []byte) string {
 	return hex.EncodeToString(h[:12])
 }
 
-func segmentName(q *segQueue, id uint64) string {
-	return fmt.Sprintf("%s-%016x.seg", q.name, id)
+// segmentName names file id of the queue whose files are named name (queueFileName).
+func segmentName(name string, id uint64) string {
+	return fmt.Sprintf("%s-%016x.seg", name, id)
 }
 
 func parseSegmentName(name string) (queue string, id uint64, ok bool) {
@@ -485,9 +492,9 @@ func (l *recordLog) tail(q *segQueue, seq uint64) (*segment, error) {
 		return q.files[n-1], nil
 	}
 	if n := len(q.files); n > 0 && q.files[n-1].id >= seq {
-		return nil, fmt.Errorf("%w: queue file %s ends past record %d", ErrCorrupt, segmentName(q, q.files[n-1].id), seq)
+		return nil, fmt.Errorf("%w: queue file %s ends past record %d", ErrCorrupt, segmentName(q.name, q.files[n-1].id), seq)
 	}
-	path := filepath.Join(l.dir, segmentName(q, seq))
+	path := filepath.Join(l.dir, segmentName(q.name, seq))
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("storage: create %s: %w", path, err)
@@ -544,7 +551,7 @@ func (l *recordLog) sync() error {
 			s.buf = nil
 		}
 		if err := fdatasync(s.f); err != nil {
-			return fmt.Errorf("storage: sync %s: %w", s.f.Name(), err)
+			return err
 		}
 		created = created || s.created
 	}
@@ -685,7 +692,7 @@ func (l *recordLog) giveBack(prefix []byte, at position, force bool) error {
 	removed := false
 	for i, s := range q.files {
 		switch {
-		case s.id < at.file && i < len(q.files)-1:
+		case q.dead(i, at):
 			errs = append(errs, s.f.Close(), os.Remove(s.f.Name()))
 			removed = true
 			continue
@@ -721,11 +728,17 @@ func (l *recordLog) due(prefix []byte, at position, force bool) bool {
 		return false
 	}
 	for i, s := range q.files {
-		if s.id < at.file && i < len(q.files)-1 || s.id == at.file && s.punchTo(at, force) > s.punched {
+		if q.dead(i, at) || s.id == at.file && s.punchTo(at, force) > s.punched {
 			return true
 		}
 	}
 	return false
+}
+
+// dead reports whether the queue's file i holds no live block, the first live block being
+// at: a file before at's, but never the one appended to.
+func (q *segQueue) dead(i int, at position) bool {
+	return q.files[i].id < at.file && i < len(q.files)-1
 }
 
 // punchTo returns where giveBack punches the file up to, the queue's first live block being
@@ -1043,17 +1056,20 @@ func (s *Store) deadIndexed(txn *badger.Txn, prefix []byte, head uint64) (bool, 
 }
 
 // syncDir fsyncs a directory, so that the files created or removed in it stay so.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+func syncDir(dir string) error { return syncPath(dir) }
+
+// syncPath fsyncs the file or directory at path.
+func syncPath(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("storage: open %s: %w", dir, err)
+		return fmt.Errorf("storage: open %s: %w", path, err)
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("storage: sync %s: %w", dir, err)
+		return fmt.Errorf("storage: sync %s: %w", path, err)
 	}
 	return nil
 }

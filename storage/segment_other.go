@@ -4,6 +4,7 @@ package storage
 
 import (
 	"errors"
+	"fmt"
 	"os"
 )
 
@@ -14,4 +15,9 @@ var errNoPunch = errors.New("storage: the file system cannot punch holes")
 func punchHole(*os.File, int64, int64) error { return errNoPunch }
 
 // fdatasync flushes f to the disk.
-func fdatasync(f *os.File) error { return f.Sync() }
+func fdatasync(f *os.File) error {
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("storage: sync %s: %w", f.Name(), err)
+	}
+	return nil
+}

@@ -96,6 +96,9 @@ func segFiles(t testing.TB, dir string) map[string]int64 {
 	}
 	out := map[string]int64{}
 	for _, e := range ents {
+		if _, _, ok := parseSegmentName(e.Name()); !ok {
+			continue // not the store's (TestSegmentRecovery)
+		}
 		info, err := e.Info()
 		if err != nil {
 			t.Fatal(err)
@@ -131,7 +134,7 @@ const emptyDisk = 2 * punchAlign
 
 // blockPath returns the path of the file that holds the block of a queue's index entry.
 func blockPath(s *Store, prefix []byte, ref blockRef) string {
-	return filepath.Join(s.dir, segmentDir, segmentName(&segQueue{name: queueFileName(prefix)}, ref.file))
+	return filepath.Join(s.dir, segmentDir, segmentName(queueFileName(prefix), ref.file))
 }
 
 // checkSegmentFiles checks the records directory as Open leaves it: it holds the files the
@@ -139,31 +142,15 @@ func blockPath(s *Store, prefix []byte, ref blockRef) string {
 func checkSegmentFiles(t testing.TB, s *Store) {
 	t.Helper()
 	ends := map[string]int64{}
-	for _, p := range []string{prefixOutboxIndex, prefixInboxIndex} {
-		err := s.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
-				k := it.Item().KeyCopy(nil)
-				n, ok := queuePrefixLen(k)
-				if !ok {
-					return fmt.Errorf("index key %x", k)
-				}
-				err := it.Item().Value(func(v []byte) error {
-					ref, err := decodeBlockRef(k, n, v)
-					name := filepath.Base(blockPath(s, k[:n], ref))
-					ends[name] = max(ends[name], int64(ref.off)+int64(ref.size))
-					return err
-				})
-				if err != nil {
-					return err
-				}
-			}
+	err := s.db.View(func(txn *badger.Txn) error {
+		return eachIndexEntry(txn, func(prefix []byte, ref blockRef) error {
+			name := filepath.Base(blockPath(s, prefix, ref))
+			ends[name] = max(ends[name], int64(ref.off)+int64(ref.size))
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	files := segFiles(t, s.dir)
 	for name, size := range files {
@@ -210,6 +197,8 @@ func (r *failRequest) apply(*badger.Txn) (refused, failed error) {
 // queues go on.
 func TestSegmentRecovery(t *testing.T) {
 	smallSegments(t, 256<<10)
+	// Files whose names are not the store's: Open leaves them alone.
+	strays := []string{"notes.txt", "x-0000000000000000.seg", "x-1.seg", "x-00000000000000zz.seg"}
 	const size = 10 << 10
 	tests := []struct {
 		name  string
@@ -238,7 +227,7 @@ func TestSegmentRecovery(t *testing.T) {
 			appendFile(t, blockPathIn(dir, inboxPrefix("gone"), ref), []byte("records"))
 		}},
 		{"files that are not segments", func(t *testing.T, dir string, _, _ []blockRef) {
-			for _, name := range []string{"notes.txt", "x-0000000000000000.seg", "x-1.seg", "x-00000000000000zz.seg"} {
+			for _, name := range strays {
 				appendFile(t, filepath.Join(dir, segmentDir, name), []byte("stray"))
 			}
 		}},
@@ -267,6 +256,12 @@ func TestSegmentRecovery(t *testing.T) {
 				t.Fatalf("%d segment files: the test means several per queue", n)
 			}
 			tc.alter(t, dir, out, in)
+			var placed []string // the strays this case put there
+			for _, name := range strays {
+				if _, err := os.Stat(filepath.Join(dir, segmentDir, name)); err == nil {
+					placed = append(placed, name)
+				}
+			}
 
 			s = openTest(t, dir, Options{})
 			checkSegmentFiles(t, s)
@@ -286,6 +281,11 @@ func TestSegmentRecovery(t *testing.T) {
 			checkSegmentFiles(t, s)
 			checkRandom(t, "ssa", pending(t, s, "ssa"), 6, 70, size)
 			checkRandom(t, "ssa", stored(t, s, "ssa"), 1, 70, size)
+			for _, name := range placed {
+				if _, err := os.Stat(filepath.Join(dir, segmentDir, name)); err != nil {
+					t.Errorf("a file that is not the store's, %s, after Open: %v; want it left alone", name, err)
+				}
+			}
 		})
 	}
 }

@@ -269,7 +269,7 @@ func open(dir string, opts Options, sync bool, tune ...func(badger.Options) badg
 	if opts.schema != nil {
 		sc = opts.schema
 	}
-	if s.recs, err = openRecordLog(dir, opts.EncryptionKey, db); err != nil { // segment.go
+	if s.recs, err = openRecordLog(dir, opts.EncryptionKey, db, s.log); err != nil { // segment.go
 		return nil, errors.Join(err, db.Close())
 	}
 	if err := s.migrate(sc); err != nil { // migrate.go
