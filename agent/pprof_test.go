@@ -18,7 +18,7 @@ func TestPprofEndpoint(t *testing.T) {
 	}{
 		{"http://" + on + "/debug/pprof/", "goroutine"},
 		{"http://" + on + "/debug/pprof/heap?debug=1", "heap profile"},
-		{"http://" + on + "/debug/pprof/profile?seconds=1", ""}, // a gzipped protobuf
+		{"http://" + on + "/debug/pprof/profile?seconds=1", "\x1f\x8b"}, // a gzipped protobuf
 	} {
 		code, body := get(t, tc.url)
 		if code != http.StatusOK || len(body) == 0 || !strings.Contains(body, tc.want) {

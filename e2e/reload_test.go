@@ -182,11 +182,5 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
 // pollUntil polls cond every pollInterval until it holds, failing t after timeout.
 func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not after %s: %s", timeout, what)
-		}
-		time.Sleep(pollInterval)
-	}
+	waitFor(t, timeout, func() (bool, string) { return cond(), "not yet: " + what })
 }

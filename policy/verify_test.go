@@ -337,6 +337,9 @@ func TestCodecAllocationsPerRecord(t *testing.T) {
 			pol.Filtering[0].Expr = benchSamples[tc.format].filters[0].expr
 			p := mustCompile(t, ssaFor(pol, tc.format))
 			raw, refined := benchRefined(t, p, tc.format, 64)
+			if len(raw) == 0 {
+				t.Fatalf("no %s records to measure", tc.format)
+			}
 			e, err := NewEnforcer(p, tc.format, Config{})
 			if err != nil {
 				t.Fatal(err)

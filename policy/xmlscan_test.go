@@ -15,9 +15,11 @@ import (
 // dumpXML writes the trees of nodes, every field a node has after parsing.
 func dumpXML(b *strings.Builder, nodes []*xnode, depth int) {
 	for _, n := range nodes {
-		fmt.Fprintf(b, "%s%d %q %q %q", strings.Repeat(" ", depth), n.kind, n.name, n.local, n.text)
+		// mayIP says whether text is scanned for addresses at all: a scanner that said
+		// false wrongly would let an address through unmasked.
+		fmt.Fprintf(b, "%s%d %q %q %q %t", strings.Repeat(" ", depth), n.kind, n.name, n.local, n.text, n.mayIP)
 		for _, a := range n.attrs {
-			fmt.Fprintf(b, " [%q %q %q]", a.space, a.local, a.value)
+			fmt.Fprintf(b, " [%q %q %q %t]", a.space, a.local, a.value, a.mayIP)
 		}
 		b.WriteByte('\n')
 		dumpXML(b, n.kids, depth+1)
