@@ -83,6 +83,10 @@ func (mo *monitor) assess(ctx context.Context, ssaID string) (*Assessment, error
 	return as, nil
 }
 
+// reasonNoReport starts the reason of a verdict given without the provider's report,
+// followed by the error of the request for it.
+const reasonNoReport = "the provider did not report"
+
 // verdict compares both sides' figures: violated when any delivered record broke the SSP
 // (it is quarantined), the provider refined under another SSP, sent outside the schedule, or
 // claims records delivered that this agent does not hold; degraded when the provider cannot
@@ -153,8 +157,9 @@ func sinkVerdict(s *SinkState, ssaID string, now time.Time, worse func(to Verdic
 		worse(VerdictDegraded, fmt.Sprintf("sink %s forwards nothing: %s", s.Name, s.Stopped))
 	case !ok:
 	case !s.FailingSince.IsZero() && p.Lag > 0:
-		worse(VerdictDegraded, fmt.Sprintf("sink %s is failing since %s (%d errors, last: %s): %d records wait for it",
-			s.Name, s.FailingSince.UTC().Format(time.RFC3339), s.Errors, s.LastError, p.Lag))
+		// The error comes last, after ": ", as the status page keeps no reason past it.
+		worse(VerdictDegraded, fmt.Sprintf("sink %s is failing since %s, %d records wait for it (%d errors); last error: %s",
+			s.Name, s.FailingSince.UTC().Format(time.RFC3339), p.Lag, s.Errors, s.LastError))
 	case p.Lag > sinkLagRecords && now.Sub(p.CaughtUp) > sinkLagFor:
 		worse(VerdictDegraded, fmt.Sprintf("sink %s lags: %d records wait for it, and it has not caught up since %s",
 			s.Name, p.Lag, p.CaughtUp.UTC().Format(time.RFC3339)))

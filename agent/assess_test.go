@@ -45,7 +45,7 @@ func TestVerdict(t *testing.T) {
 		{"no sinks", 0, ok, nil, VerdictFulfilled, nil},
 		{"quarantined records", 3, ok, nil, VerdictViolated, []string{"3 delivered records break the SSP and are quarantined"}},
 		{"sink failing, records wait", 0, ok, []SinkState{sink(10, time.Hour, true)}, VerdictDegraded,
-			[]string{"sink siem is failing since 2026-12-06T11:59:00Z (60 errors, last: connection refused): 10 records wait"}},
+			[]string{"sink siem is failing since 2026-12-06T11:59:00Z, 10 records wait for it (60 errors); last error: connection refused"}},
 		{"sink failing, nothing waits", 0, ok, []SinkState{sink(0, 0, true)}, VerdictFulfilled, nil},
 		{"sink stopped", 0, ok, []SinkState{stopped}, VerdictDegraded, []string{"sink broken forwards nothing: its progress file is unreadable"}},
 		{"sink lags too long", 0, ok, []SinkState{sink(sinkLagRecords+1, sinkLagFor+time.Second, false)}, VerdictDegraded,

@@ -49,12 +49,13 @@ func (s *Status) pageStatus() *Status {
 	for i, ag := range s.Agreements {
 		ag.Reasons = slices.Clone(ag.Reasons)
 		for j, r := range ag.Reasons {
-			if strings.HasPrefix(r, reasonNoReport+":") {
-				// The error of the request for the report, a failed dial, names the
-				// provider's addresses: the page keeps the reason, 'ssanet status' has why.
-				ag.Reasons[j] = reasonNoReport
-			}
+			// A reason's details follow its first ": ": the error of a request for the
+			// provider's report (a failed dial names its addresses), a sink's error (its
+			// destination), what the provider says (a peer's text). The page keeps the
+			// reason, 'ssanet status' on the agent's host has the details.
+			ag.Reasons[j], _, _ = strings.Cut(r, ": ")
 		}
+		ag.AssessError, _, _ = strings.Cut(ag.AssessError, ": ")
 		out.Agreements[i] = ag
 	}
 	out.Sinks = slices.Clone(s.Sinks)
@@ -64,6 +65,9 @@ func (s *Status) pageStatus() *Status {
 			// token, a syslog server, a file. Its time stays.
 			out.Sinks[i].LastError = sinkErrorOnPage
 		}
+		if out.Sinks[i].Stopped != "" {
+			out.Sinks[i].Stopped = sinkStoppedOnPage // it names the sink's files
+		}
 	}
 	return &out
 }
@@ -71,9 +75,8 @@ func (s *Status) pageStatus() *Status {
 // sinkErrorOnPage stands for a sink's last error on the status page.
 const sinkErrorOnPage = "a write failed ('ssanet sinks' on the agent's host says why)"
 
-// reasonNoReport starts the reason of a verdict given without the provider's report
-// (assess.go), followed by the error of the request for it.
-const reasonNoReport = "the provider did not report"
+// sinkStoppedOnPage stands for why a sink stopped on the status page.
+const sinkStoppedOnPage = "stopped ('ssanet sinks' on the agent's host says why)"
 
 // statusPageCSP is the page's Content-Security-Policy: nothing but its own inline style and
 // script (by hash) and its requests to this address.

@@ -140,7 +140,8 @@ func fetchPage(t *testing.T, method, url string) (*http.Response, string) {
 
 // TestPageStatus: the page's snapshot drops every network address of a peer (its addresses,
 // its connections' remote addresses, the text of its last error and of the failed request
-// for its report) and a sink's destination (the text of its last error), and keeps the rest; the
+// for its report) and a sink's destination (the text of its last error, also in a verdict's
+// reason), and no peer's text (what a provider says in a reason), and keeps the rest; the
 // snapshot it is made from is left as it was.
 func TestPageStatus(t *testing.T) {
 	at := time.Unix(1_800_000_000, 0).UTC()
@@ -148,16 +149,20 @@ func TestPageStatus(t *testing.T) {
 		Connections:  []ConnView{{Direction: "inbound", Remote: "/ip4/192.0.2.1/tcp/4001", Opened: at}},
 		Negotiations: 2, Allowed: true, LastError: "dial /ip4/192.0.2.1/tcp/4001: refused", LastErrorKind: "unreachable", LastErrorAt: at}},
 		Agreements: []AgreementStatus{{SSAID: "s", Verdict: VerdictDegraded,
-			Reasons: []string{"r", reasonNoReport + ": failed to dial: all dials failed * [/ip4/192.0.2.1/tcp/4001] refused"}}},
-		Sinks: []SinkState{{Name: "k", LastError: `Post "https://hooks.example/T0/B0/SECRET": dial tcp: refused`}}}
+			Reasons: []string{"r", reasonNoReport + ": failed to dial: all dials failed * [/ip4/192.0.2.1/tcp/4001] refused",
+				"sink k is failing since 2027-01-15T08:00:00Z, 3 records wait for it (1 errors); last error: Post \"https://hooks.example/T0/B0/SECRET\": refused",
+				"the provider reports: <script>peer text</script>"},
+			AssessError: "storage: open x: no such file"}},
+		Sinks: []SinkState{{Name: "k", LastError: `Post "https://hooks.example/T0/B0/SECRET": dial tcp: refused`,
+			Stopped: "its progress file /var/lib/ssanet/sinks/k.progress is unreadable: EIO"}}}
 	before, _ := json.Marshal(full)
 	got, _ := json.Marshal(full.pageStatus())
 	after, _ := json.Marshal(full)
 	want := `{"peer":"me","time":"0001-01-01T00:00:00Z","peers":[{"peer":"p","addrs":[],"connected":true,` +
 		`"connections":[{"direction":"inbound","remote":"","opened":"2027-01-15T08:00:00Z"}],"negotiations":2,"allowed":true,` +
 		`"last_error_kind":"unreachable","last_error_at":"2027-01-15T08:00:00Z"}],` +
-		`"agreements":[{"ssa_id":"s","peer":"","role":"","state":"","phase":"","verdict":"degraded","reasons":["r","the provider did not report"]}],"ended":0,` +
-		`"flows":null,"window_seconds":0,"sinks":[{"name":"k","type":"","ssas":null,"errors":0,"last_error":"a write failed ('ssanet sinks' on the agent's host says why)","confirms":false,` +
+		`"agreements":[{"ssa_id":"s","peer":"","role":"","state":"","phase":"","verdict":"degraded","reasons":["r","the provider did not report","sink k is failing since 2027-01-15T08:00:00Z, 3 records wait for it (1 errors); last error","the provider reports"],"assess_error":"storage"}],"ended":0,` +
+		`"flows":null,"window_seconds":0,"sinks":[{"name":"k","type":"","ssas":null,"errors":0,"last_error":"a write failed ('ssanet sinks' on the agent's host says why)","stopped":"stopped ('ssanet sinks' on the agent's host says why)","confirms":false,` +
 		`"records":{"forwarded":0,"confirmed":0,"failed":0,"set_aside":0,"truncated":0}}]}`
 	if string(got) != want {
 		t.Errorf("page snapshot\n%s\nwant\n%s", got, want)
