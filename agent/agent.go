@@ -455,12 +455,14 @@ func (a *Agent) listen() error {
 }
 
 // findAddrs makes sure the peerstore has addresses for p, unless a connection (direct or
-// relayed) is open: those persisted with the negotiations, else the directory's.
+// relayed) is open: those persisted with the negotiations, else the directory's
+// (FIND_PEER). It does not look for a peer outside the community, whose stream the dial that
+// follows refuses anyway: with the public directory, a stranger would cost a walk of it.
 func (a *Agent) findAddrs(ctx context.Context, p peer.ID) {
-	if len(a.host.Peerstore().Addrs(p)) > 0 || len(a.host.Network().ConnsToPeer(p)) > 0 {
+	if len(a.host.Peerstore().Addrs(p)) > 0 || len(a.host.Network().ConnsToPeer(p)) > 0 || a.member(p) != nil {
 		return
 	}
-	if _, err := a.dir.Peer(overRelays(ctx), p); err != nil {
+	if err := a.dir.Locate(overRelays(ctx), p); err != nil {
 		a.log.Debug("peer not found in the directory", "peer", p, "err", err)
 	}
 }

@@ -412,7 +412,7 @@ func (d *Directory) provider(ctx context.Context, p peer.ID, typ, format string)
 		d.log.Debug("provider outside the allow-list left out", "peer", p)
 		return Provider{}, false
 	}
-	if err := d.locate(ctx, p); err != nil {
+	if err := d.Locate(ctx, p); err != nil {
 		d.log.Warn("provider's address not found", "peer", p, "err", err)
 		return Provider{}, false
 	}
@@ -434,7 +434,7 @@ func (d *Directory) provider(ctx context.Context, p peer.ID, typ, format string)
 
 // Peer validates a known entity: it fetches and verifies p's current signed offers.
 func (d *Directory) Peer(ctx context.Context, p peer.ID) (Provider, error) {
-	if err := d.locate(ctx, p); err != nil {
+	if err := d.Locate(ctx, p); err != nil {
 		return Provider{}, err
 	}
 	offers, err := d.FetchOffers(ctx, p)
@@ -444,12 +444,12 @@ func (d *Directory) Peer(ctx context.Context, p peer.ID) (Provider, error) {
 	return Provider{PeerID: p, Addrs: d.addrs(p), Offers: offers}, nil
 }
 
-// locate makes sure p can be dialled: when the peerstore has no address of p and no
+// Locate makes sure p can be dialled: when the peerstore has no address of p and no
 // connection to it, it asks the DHT (FIND_PEER), which the peers connected to p answer with
 // the addresses they know. A provider record may name a provider without addresses: kubo's
 // public DHT strips private ones (on loopback, all), and an Amino server forgets a provider's
 // addresses before the record itself.
-func (d *Directory) locate(ctx context.Context, p peer.ID) error {
+func (d *Directory) Locate(ctx context.Context, p peer.ID) error {
 	if len(d.h.Peerstore().Addrs(p)) > 0 || d.h.Network().Connectedness(p) == network.Connected {
 		return nil
 	}
