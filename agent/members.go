@@ -121,6 +121,10 @@ func (s refusalStream) Write(b []byte) (int, error) {
 	return n, refusal(err)
 }
 
+func (s refusalStream) CloseWrite() error { return refusal(s.Stream.CloseWrite()) }
+
+func (s refusalStream) Close() error { return refusal(s.Stream.Close()) }
+
 // refusal is err, as ErrStreamRefused if it is the peer's refusal of the stream.
 func refusal(err error) error {
 	if err != nil && discovery.Gated(err) {

@@ -226,7 +226,8 @@ func TestAminoOpenToAllWarned(t *testing.T) {
 
 // TestAminoRosterPerProtocol: with the public directory and a community roster, a peer outside
 // the roster connected through the DHT cannot push a roster or negotiate; a member can; a new
-// roster that removes the member applies at once to its streams, not to its connection.
+// roster that removes the member applies at once to the streams it opens next, not to its
+// connection.
 func TestAminoRosterPerProtocol(t *testing.T) {
 	hp, hm := aminoHome(t, "prov", true, nil), aminoHome(t, "member", true, nil)
 	exp := time.Now().Add(time.Hour)

@@ -90,7 +90,7 @@ const (
 	// format is not one the mappings read.
 	SkipUnmappable = "unmappable"
 	// SkipUnmapped: the record maps to nothing in the sink's format: no observable for a MISP
-	// event (or, for a format that must parse, it does not).
+	// event. A record that does not parse is unmappable.
 	SkipUnmapped = "unmapped"
 )
 
