@@ -181,7 +181,7 @@ func (a *Agent) start(ctx context.Context, key crypto.PrivKey, now func() time.T
 	if a.dir, err = discovery.New(a.host, a.self, discovery.Config{Bootstrap: boot, Client: a.cfg.DHTMode == "client",
 		Amino: a.cfg.Directory == "amino", Community: a.cfg.DirectoryCommunity,
 		MDNS: a.cfg.MDNS && !loopbackOnly(a.cfg.Listen), Logger: a.log,
-		Allowed: func(p peer.ID) bool { return a.member(p) == nil }, Refused: a.offersRefused}, a.store.Offers, now); err != nil {
+		Allowed: a.member, Refused: a.offersRefused}, a.store.Offers, now); err != nil {
 		return err
 	}
 	a.reach = newReachLog(now)

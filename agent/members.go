@@ -81,12 +81,9 @@ func (a *Agent) membersOnly(proto string, h network.StreamHandler) network.Strea
 	}
 }
 
-// offersRefused counts and logs an offers stream the directory refused to p.
-func (a *Agent) offersRefused(p peer.ID) {
-	err := a.member(p)
-	if err == nil { // p became a member meanwhile: it was refused as it was then
-		err = ErrNotAllowed
-	}
+// offersRefused counts and logs an offers stream the directory refused to p, for err
+// (a.member's reason).
+func (a *Agent) offersRefused(p peer.ID, err error) {
 	a.refusals.refused("offers", p, "stream refused: the peer is outside this agent's community", err, "proto", discovery.ProtocolOffers)
 }
 

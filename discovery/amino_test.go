@@ -95,8 +95,13 @@ func TestAminoOffersOnlyToAllowList(t *testing.T) {
 	stranger := newNodeConfig(t, Config{Amino: true, Community: community, Bootstrap: bi})
 	var refused atomic.Int32
 	prov := newNodeConfig(t, Config{Amino: true, Community: community, Bootstrap: bi,
-		Allowed: func(p peer.ID) bool { return p == member.h.ID() },
-		Refused: func(p peer.ID) {
+		Allowed: func(p peer.ID) error {
+			if p != member.h.ID() {
+				return errors.New("not the member")
+			}
+			return nil
+		},
+		Refused: func(p peer.ID, _ error) {
 			if p == stranger.h.ID() {
 				refused.Add(1)
 			}

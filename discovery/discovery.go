@@ -38,15 +38,15 @@ type Config struct {
 	Amino bool
 	// Community names the community in the keys of the public directory; required with Amino.
 	Community string
-	// Allowed, when set, says whether a peer is in the community (the allow-list, or the
-	// roster), asked anew at each use so that a reload applies at once: only such a peer may
-	// fetch this agent's signed offers (another's stream is reset with network.StreamGated,
-	// which its FetchOffers reports as ErrOffersRefused), and only such a peer's offers are
-	// fetched (Find leaves the others out). Nil: anyone.
-	Allowed func(peer.ID) bool
-	// Refused, when set, is told of each offers stream refused to a peer outside Allowed (the
-	// agent counts and logs it); nil: logged at debug level.
-	Refused func(peer.ID)
+	// Allowed, when set, says why a peer is not in the community (the allow-list, or the
+	// roster), nil if it is, asked anew at each use so that a reload applies at once: only
+	// such a peer may fetch this agent's signed offers (another's stream is reset with
+	// network.StreamGated, which its FetchOffers reports as ErrOffersRefused), and only such a
+	// peer's offers are fetched (Find leaves the others out). Nil: anyone.
+	Allowed func(peer.ID) error
+	// Refused, when set, is told of each offers stream refused to a peer outside Allowed, with
+	// Allowed's reason (the agent counts and logs it); nil: logged at debug level.
+	Refused func(peer.ID, error)
 	// Bootstrap peers to join the directory through.
 	Bootstrap []peer.AddrInfo
 	// Client runs the DHT in client mode, for agents that cannot accept connections.
@@ -302,13 +302,22 @@ func (d *Directory) offerKeys(offers []*protocol.Offer) []cid.Cid {
 	return keys
 }
 
+// allowed is Config.Allowed's answer for p: nil when there is none.
+func (d *Directory) allowed(p peer.ID) error {
+	if d.cfg.Allowed == nil {
+		return nil
+	}
+	return d.cfg.Allowed(p)
+}
+
 // serveOffers answers a fetch with this agent's offers, signed.
 func (d *Directory) serveOffers(st network.Stream) {
-	if p := st.Conn().RemotePeer(); d.cfg.Allowed != nil && !d.cfg.Allowed(p) {
+	p := st.Conn().RemotePeer()
+	if err := d.allowed(p); err != nil {
 		if d.cfg.Refused != nil {
-			d.cfg.Refused(p)
+			d.cfg.Refused(p, err)
 		} else {
-			d.log.Debug("offers not served to a peer outside the allow-list or community roster", "peer", p)
+			d.log.Debug("offers not served to a peer outside the allow-list or community roster", "peer", p, "err", err)
 		}
 		_ = st.ResetWithError(network.StreamGated)
 		return
@@ -343,8 +352,8 @@ type Provider struct {
 // A peer outside this agent's allow-list or roster is not asked (ErrNotAllowed); a provider
 // that refuses this agent is ErrOffersRefused.
 func (d *Directory) FetchOffers(ctx context.Context, p peer.ID) ([]*protocol.Offer, error) {
-	if d.cfg.Allowed != nil && !d.cfg.Allowed(p) {
-		return nil, fmt.Errorf("fetch offers of %s: %w", p, ErrNotAllowed)
+	if err := d.allowed(p); err != nil {
+		return nil, fmt.Errorf("fetch offers of %s: %w: %w", p, ErrNotAllowed, err)
 	}
 	st, err := d.h.NewStream(ctx, p, ProtocolOffers)
 	if Gated(err) {
@@ -408,8 +417,8 @@ func (d *Directory) Find(ctx context.Context, typ, format string) ([]Provider, e
 
 // provider fetches p's offers and keeps those matching typ and format.
 func (d *Directory) provider(ctx context.Context, p peer.ID, typ, format string) (Provider, bool) {
-	if d.cfg.Allowed != nil && !d.cfg.Allowed(p) {
-		d.log.Debug("provider outside the allow-list left out", "peer", p)
+	if err := d.allowed(p); err != nil {
+		d.log.Debug("provider outside the allow-list or community roster left out", "peer", p, "err", err)
 		return Provider{}, false
 	}
 	if err := d.Locate(ctx, p); err != nil {
