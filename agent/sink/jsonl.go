@@ -124,25 +124,34 @@ func OpenJSONL(cfg JSONLConfig) (*JSONL, error) {
 		j.f.Close()
 		return nil, err
 	}
-	if cfg.Tidy > 0 {
-		j.wg.Add(1)
-		go func() {
-			defer j.wg.Done()
-			t := time.NewTicker(cfg.Tidy)
-			defer t.Stop()
-			for {
-				select {
-				case <-j.stop:
-					return
-				case <-t.C:
-					if err := j.Tidy(); err != nil {
-						j.cfg.Log.Error("jsonl sink: rotate or delete files", "sink", j.cfg.Name, "err", err)
-					}
+	tidyEvery(cfg.Tidy, j.stop, &j.wg, j.Tidy, func(err error) {
+		j.cfg.Log.Error("jsonl sink: rotate or delete files", "sink", j.cfg.Name, "err", err)
+	})
+	return j, nil
+}
+
+// tidyEvery runs tidy every interval (none if it is not positive) in a goroutine that wg
+// counts, until stop is closed, passing its errors to failed.
+func tidyEvery(every time.Duration, stop <-chan struct{}, wg *sync.WaitGroup, tidy func() error, failed func(error)) {
+	if every <= 0 {
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if err := tidy(); err != nil {
+					failed(err)
 				}
 			}
-		}()
-	}
-	return j, nil
+		}
+	}()
 }
 
 // open opens the current file and reads what it holds; j.f stays nil when it fails.

@@ -140,24 +140,9 @@ func OpenMISPFeed(cfg MISPFeedConfig) (*MISPFeed, error) {
 	if err := f.writeIndex(); err != nil {
 		return nil, err
 	}
-	if cfg.Tidy > 0 {
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			t := time.NewTicker(cfg.Tidy)
-			defer t.Stop()
-			for {
-				select {
-				case <-f.stop:
-					return
-				case <-t.C:
-					if err := f.Tidy(); err != nil {
-						f.cfg.Log.Error("misp feed: delete events past their retention", "sink", f.cfg.Name, "err", err)
-					}
-				}
-			}
-		}()
-	}
+	tidyEvery(cfg.Tidy, f.stop, &f.wg, f.Tidy, func(err error) {
+		f.cfg.Log.Error("misp feed: delete events past their retention", "sink", f.cfg.Name, "err", err)
+	})
 	return f, nil
 }
 
