@@ -86,7 +86,7 @@ func (c *syslogCodec) refine5424(dst, raw []byte, line string, gt int, w *walker
 	for i, f := range []string{"host.name", "process.name", "process.pid", "event.code"} {
 		v := tok[i+2]
 		if v != "-" {
-			out, drop := w.scannedText(f, v, mayHoldIP(v))
+			out, drop := w.unscannedText(f, v)
 			if drop || out == "" {
 				out = "-"
 			}
@@ -97,11 +97,11 @@ func (c *syslogCodec) refine5424(dst, raw []byte, line string, gt int, w *walker
 	}
 	dst = append(dst, ' ')
 	if sd != "-" {
-		sd, _ = w.scannedText("", sd, mayHoldIP(sd))
+		sd, _ = w.unscannedText("", sd)
 	}
 	dst = append(dst, sd...)
 	if hasMsg {
-		out, drop := w.scannedText("message", body, mayHoldIP(body))
+		out, drop := w.unscannedText("message", body)
 		if !drop {
 			dst = append(dst, ' ')
 			dst = append(dst, out...)
@@ -187,9 +187,9 @@ func (c *syslogCodec) refine3164(dst, raw []byte, line string, gt int, w *walker
 		if at < 0 {
 			continue
 		}
-		between, _ := w.scannedText("", line[pos:pos+at], mayHoldIP(line[pos:pos+at]))
+		between, _ := w.unscannedText("", line[pos:pos+at])
 		dst = append(dst, between...)
-		out, drop := w.scannedText(p.field, *p.value, mayHoldIP(*p.value))
+		out, drop := w.unscannedText(p.field, *p.value)
 		if drop {
 			out = ""
 			if p.field == "host.name" {
@@ -200,19 +200,19 @@ func (c *syslogCodec) refine3164(dst, raw []byte, line string, gt int, w *walker
 		pos += at + len(*p.value)
 	}
 	if pos < msgStart {
-		between, _ := w.scannedText("", line[pos:msgStart], mayHoldIP(line[pos:msgStart]))
+		between, _ := w.unscannedText("", line[pos:msgStart])
 		dst = append(dst, between...)
 		pos = msgStart
 	}
 	if msg.Message != nil {
 		body := line[max(pos, msgStart):]
-		out, drop := w.scannedText("message", body, mayHoldIP(body))
+		out, drop := w.unscannedText("message", body)
 		if !drop {
 			dst = append(dst, out...)
 		}
 		pos = len(line)
 	}
-	tail, _ := w.scannedText("", line[pos:], mayHoldIP(line[pos:]))
+	tail, _ := w.unscannedText("", line[pos:])
 	dst = append(dst, tail...)
 	w.finish()
 	return dst, nil

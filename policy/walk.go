@@ -66,9 +66,9 @@ type walker struct {
 }
 
 // scannedText is text for a value of which the codec knows whether it may hold an address
-// (mayIP: mayHoldIP(s), from the codec's own scan or computed once). Unnamed text that holds no address is nothing to a walker that does not
-// list addresses: it is not scanned again; one that may hold one is masked from one scan
-// where the walker only masks.
+// (mayIP: mayHoldIP(s), from the codec's own scan). Unnamed text that holds no address is
+// nothing to a walker that does not list addresses: it is not scanned again; one that may
+// hold one is masked from one scan where the walker only masks.
 func (w *walker) scannedText(field, s string, mayIP bool) (string, bool) {
 	if field = w.named(field); field == "" && !w.wantIPs {
 		if !mayIP {
@@ -77,6 +77,15 @@ func (w *walker) scannedText(field, s string, mayIP bool) (string, bool) {
 		if out, ok := w.maskedText(s); ok {
 			return out, false
 		}
+	}
+	return w.text(field, s)
+}
+
+// unscannedText is scannedText for a value whose codec did not scan it: whether it may hold
+// an address is looked at only where that decides something (unnamed text).
+func (w *walker) unscannedText(field, s string) (string, bool) {
+	if w.named(field) == "" && !w.wantIPs {
+		return w.scannedText(field, s, mayHoldIP(s))
 	}
 	return w.text(field, s)
 }

@@ -389,10 +389,10 @@ func walkXML(n *xnode, w *walker) {
 		n.text, _ = w.scannedText("", n.text, n.mayIP)
 	case xProcInst:
 		if n.name != "xml" {
-			n.text, _ = w.scannedText("", n.text, mayHoldIP(n.text))
+			n.text, _ = w.unscannedText("", n.text)
 		}
 	default:
-		n.text, _ = w.scannedText("", n.text, mayHoldIP(n.text))
+		n.text, _ = w.unscannedText("", n.text)
 	}
 }
 
@@ -425,7 +425,7 @@ func walkBoundText(n *xnode, w *walker) {
 	core := strings.TrimSpace(all)
 	lead := all[:strings.Index(all, core)]
 	trail := all[len(lead)+len(core):]
-	out, drop := w.scannedText(n.field, core, mayHoldIP(core))
+	out, drop := w.unscannedText(n.field, core)
 	if drop {
 		out = ""
 	}
